@@ -1,0 +1,29 @@
+#include "crypto/pwhash.h"
+
+#include <sodium.h>
+
+#include "crypto/rng.h"
+
+namespace sotto::crypto {
+
+Argon2Params Argon2Params::interactive() {
+  return {crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE};
+}
+
+Argon2Params Argon2Params::moderate() {
+  return {crypto_pwhash_OPSLIMIT_MODERATE, crypto_pwhash_MEMLIMIT_MODERATE};
+}
+
+tl::expected<Secret<32>, Error> argon2id_derive(
+    std::string_view passphrase, const std::array<std::uint8_t, kArgon2SaltSize>& salt,
+    Argon2Params params) {
+  ensure_sodium_initialized();
+  Secret<32> key;
+  if (crypto_pwhash(key.data(), key.size(), passphrase.data(), passphrase.size(), salt.data(),
+                    params.ops_limit, params.mem_limit, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+    return tl::unexpected(Error::library_failure);
+  }
+  return key;
+}
+
+}  // namespace sotto::crypto

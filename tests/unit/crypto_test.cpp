@@ -1,0 +1,278 @@
+// Known-answer and behaviour tests of src/crypto: RFC 7748, RFC 5869, RFC 4231 and the reference
+// library's signature vector, plus the secret-memory guarantees.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "crypto/cipher.h"
+#include "crypto/hash.h"
+#include "crypto/pwhash.h"
+#include "crypto/rng.h"
+#include "crypto/secret.h"
+#include "crypto/signature.h"
+#include "crypto/x25519.h"
+#include "util/test_util.h"
+
+namespace sotto::crypto {
+namespace {
+
+using sotto::testing::from_hex;
+using sotto::testing::load_vectors;
+using sotto::testing::to_hex;
+
+Secret<32> secret32(std::string_view hex) { return Secret<32>(from_hex(hex)); }
+
+X25519PublicBytes pub32(ByteView b) {
+  X25519PublicBytes out{};
+  std::copy(b.begin(), b.end(), out.begin());
+  return out;
+}
+
+TEST(X25519, Rfc7748ScalarMultiplicationVectors) {
+  const auto v = load_vectors("rfc7748_x25519.json");
+  ASSERT_EQ(v["scalarmult"].size(), 2u);
+  for (const auto& t : v["scalarmult"]) {
+    auto shared = x25519_agree(secret32(t["scalar"].get<std::string>()),
+                               pub32(from_hex(t["u"].get<std::string>())));
+    ASSERT_TRUE(shared);
+    EXPECT_EQ(to_hex(shared->view()), t["output"].get<std::string>());
+  }
+}
+
+TEST(X25519, Rfc7748DiffieHellmanExample) {
+  const auto dh = load_vectors("rfc7748_x25519.json")["dh"];
+  auto alice = secret32(dh["alice_private"].get<std::string>());
+  auto bob = secret32(dh["bob_private"].get<std::string>());
+  EXPECT_EQ(to_hex(x25519_public_from_private(alice)), dh["alice_public"].get<std::string>());
+  EXPECT_EQ(to_hex(x25519_public_from_private(bob)), dh["bob_public"].get<std::string>());
+  auto s1 = x25519_agree(alice, pub32(from_hex(dh["bob_public"].get<std::string>())));
+  auto s2 = x25519_agree(bob, pub32(from_hex(dh["alice_public"].get<std::string>())));
+  ASSERT_TRUE(s1 && s2);
+  EXPECT_EQ(to_hex(s1->view()), dh["shared"].get<std::string>());
+  EXPECT_TRUE(*s1 == *s2);
+}
+
+TEST(X25519, LowOrderPointIsRejected) {
+  DeterministicRng rng(1);
+  auto kp = x25519_generate(rng);
+  X25519PublicBytes zero{};
+  auto r = x25519_agree(kp.private_key, zero);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), Error::invalid_key);
+}
+
+TEST(X25519, GeneratedKeysAreClamped) {
+  DeterministicRng rng(2);
+  for (int i = 0; i < 16; ++i) {
+    auto kp = x25519_generate(rng);
+    EXPECT_EQ(kp.private_key.data()[0] & 7, 0);
+    EXPECT_EQ(kp.private_key.data()[31] & 0xC0, 0x40);
+  }
+}
+
+TEST(Hkdf, Rfc5869Vectors) {
+  const auto v = load_vectors("rfc5869_hkdf_sha256.json");
+  ASSERT_EQ(v["vectors"].size(), 3u);
+  for (const auto& t : v["vectors"]) {
+    Bytes out(t["length"].get<std::size_t>());
+    hkdf_sha256(from_hex(t["ikm"].get<std::string>()), from_hex(t["salt"].get<std::string>()),
+                from_hex(t["info"].get<std::string>()), out);
+    EXPECT_EQ(to_hex(out), t["okm"].get<std::string>());
+  }
+}
+
+TEST(Hkdf, RepeatedCallsDoNotLeakStateBetweenCalls) {
+  Bytes a(32), b(32), c(32);
+  hkdf_sha256(as_bytes("ikm"), {}, as_bytes("one"), a);
+  hkdf_sha256(as_bytes("ikm"), {}, as_bytes("two"), b);
+  hkdf_sha256(as_bytes("ikm"), {}, as_bytes("one"), c);
+  EXPECT_EQ(a, c);
+  EXPECT_NE(a, b);
+}
+
+TEST(Hmac, Rfc4231TestCase2) {
+  auto mac = hmac_sha256(as_bytes("Jefe"), {as_bytes("what do ya "), as_bytes("want for nothing?")});
+  EXPECT_EQ(to_hex(mac.view()), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST(Sha, KnownAnswers) {
+  EXPECT_EQ(to_hex(sha256({as_bytes("abc")})),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(to_hex(sha512({as_bytes("a"), as_bytes("bc")})),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+            "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
+  Sha512 inc;
+  inc.update(as_bytes("ab"));
+  inc.update(as_bytes("c"));
+  EXPECT_EQ(inc.finish(), sha512({as_bytes("abc")}));
+  inc.update(as_bytes("abc"));
+  EXPECT_EQ(inc.finish(), sha512({as_bytes("abc")})) << "finish() must reset";
+}
+
+TEST(Signature, ReferenceLibraryVectorVerifies) {
+  const auto v = load_vectors("libsignal_c.json")["curve25519"]["signature"];
+  const Bytes pub = from_hex(v["identity_public"].get<std::string>());
+  const Bytes msg = from_hex(v["message"].get<std::string>());
+  Bytes sig = from_hex(v["signature"].get<std::string>());
+  ASSERT_EQ(pub.size(), 33u);
+  ASSERT_EQ(sig.size(), 64u);
+  const auto key = pub32(ByteView(pub).subspan(1));
+  EXPECT_TRUE(curve25519_verify(key, msg, std::span<const std::uint8_t, 64>(sig.data(), 64)));
+  // As the reference test does: every flipped low bit of every byte must fail.
+  for (std::size_t i = 0; i < sig.size(); ++i) {
+    Bytes bad = sig;
+    bad[i] ^= 0x01;
+    EXPECT_FALSE(curve25519_verify(key, msg, std::span<const std::uint8_t, 64>(bad.data(), 64)))
+        << "byte " << i;
+  }
+}
+
+TEST(Signature, SignVerifyRoundTripForBothEdwardsSigns) {
+  DeterministicRng rng(3);
+  int with_sign_bit = 0;
+  for (int i = 0; i < 64; ++i) {
+    auto kp = x25519_generate(rng);
+    const Bytes msg = {1, 2, 3, static_cast<std::uint8_t>(i)};
+    auto sig = curve25519_sign(kp.private_key, msg, rng);
+    with_sign_bit += (sig[63] & 0x80) ? 1 : 0;
+    EXPECT_TRUE(curve25519_verify(kp.public_key, msg, sig));
+    Bytes other = msg;
+    other[0] ^= 1;
+    EXPECT_FALSE(curve25519_verify(kp.public_key, other, sig));
+    auto flipped = sig;
+    flipped[63] ^= 0x80;  // the carried sign bit is part of what is verified
+    EXPECT_FALSE(curve25519_verify(kp.public_key, msg, flipped));
+  }
+  // About half of all keys have an odd Edwards x: both paths must have been exercised.
+  EXPECT_GT(with_sign_bit, 10);
+  EXPECT_LT(with_sign_bit, 54);
+}
+
+TEST(Signature, SignatureFromPublicKeyThatIsNotOnTheEdwardsMapFails) {
+  X25519PublicBytes minus_one{};  // u = p - 1 has no Edwards image
+  minus_one.fill(0xFF);
+  minus_one[0] = 0xEC;
+  minus_one[31] = 0x7F;
+  Curve25519Signature sig{};
+  auto r = curve25519_verify(minus_one, as_bytes("x"), sig);
+  ASSERT_FALSE(r);
+}
+
+TEST(AesCbc, RoundTripAndPaddingRejection) {
+  DeterministicRng rng(4);
+  auto key = rng.secret<32>();
+  std::array<std::uint8_t, 16> iv{};
+  rng.fill(iv);
+  for (std::size_t n : {0u, 1u, 15u, 16u, 17u, 64u, 1000u}) {
+    Bytes pt(n, 0x5A);
+    Bytes ct = aes256_cbc_seal(key, iv, pt);
+    EXPECT_EQ(ct.size(), (n / 16 + 1) * 16);
+    auto back = aes256_cbc_open(key, iv, ct);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(Bytes(back->view().begin(), back->view().end()), pt);
+  }
+  Bytes ct = aes256_cbc_seal(key, iv, as_bytes("hello"));
+  auto other = rng.secret<32>();
+  auto r = aes256_cbc_open(other, iv, ct);
+  // A wrong key almost always breaks the padding (probability of valid padding ~1/256).
+  if (r) {
+    EXPECT_NE(std::string(r->view().begin(), r->view().end()), "hello");
+  }
+  EXPECT_EQ(aes256_cbc_open(key, iv, Bytes(15)).error(), Error::invalid_length);
+  EXPECT_EQ(aes256_cbc_open(key, iv, Bytes{}).error(), Error::invalid_length);
+}
+
+TEST(AesCbc, NistSp800_38aVectorFirstBlock) {
+  // SP 800-38A F.2.5 CBC-AES256.Encrypt, block 1 (no padding involved: compare the first block).
+  Secret<32> key(from_hex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4"));
+  auto iv = from_hex("000102030405060708090a0b0c0d0e0f");
+  auto pt = from_hex("6bc1bee22e409f96e93d7e117393172a");
+  Bytes ct = aes256_cbc_seal(key, std::span<const std::uint8_t, 16>(iv.data(), 16), pt);
+  EXPECT_EQ(to_hex(ByteView(ct).first(16)), "f58c4c04d6e5f1ba779eabfb5f7bfbd6");
+}
+
+TEST(AesGcm, RoundTripAndTamper) {
+  DeterministicRng rng(5);
+  auto key = rng.secret<32>();
+  std::array<std::uint8_t, 12> nonce{};
+  Bytes sealed = aes256_gcm_seal(key, nonce, as_bytes("aad"), as_bytes("attachment"));
+  auto back = aes256_gcm_open(key, nonce, as_bytes("aad"), sealed);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(std::string(back->view().begin(), back->view().end()), "attachment");
+  EXPECT_EQ(aes256_gcm_open(key, nonce, as_bytes("AAD"), sealed).error(), Error::bad_mac);
+  sealed[0] ^= 1;
+  EXPECT_EQ(aes256_gcm_open(key, nonce, as_bytes("aad"), sealed).error(), Error::bad_mac);
+  EXPECT_EQ(aes256_gcm_open(key, nonce, {}, Bytes(3)).error(), Error::invalid_length);
+}
+
+TEST(XChaCha, RoundTripAndTamper) {
+  DeterministicRng rng(6);
+  auto key = rng.secret<32>();
+  std::array<std::uint8_t, 24> nonce{};
+  rng.fill(nonce);
+  Bytes sealed = xchacha20poly1305_seal(key, nonce, {}, as_bytes("state"));
+  auto back = xchacha20poly1305_open(key, nonce, {}, sealed);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->size(), 5u);
+  sealed.back() ^= 1;
+  EXPECT_EQ(xchacha20poly1305_open(key, nonce, {}, sealed).error(), Error::bad_mac);
+}
+
+TEST(Argon2id, DeterministicForSaltAndPassphrase) {
+  std::array<std::uint8_t, kArgon2SaltSize> salt{};
+  salt[0] = 1;
+  const Argon2Params fast{1, 8 * 1024};
+  auto a = argon2id_derive("correct horse", salt, fast);
+  auto b = argon2id_derive("correct horse", salt, fast);
+  auto c = argon2id_derive("correct horsf", salt, fast);
+  ASSERT_TRUE(a && b && c);
+  EXPECT_TRUE(*a == *b);
+  EXPECT_FALSE(*a == *c);
+}
+
+TEST(SecretMemory, MoveWipesSourceAndPrintsRedacted) {
+  Secret<32> a(from_hex("0101010101010101010101010101010101010101010101010101010101010101"));
+  Secret<32> b = std::move(a);
+  EXPECT_EQ(to_hex(a.view()), std::string(64, '0'));  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(b.data()[5], 1);
+  std::ostringstream os;
+  os << b;
+  EXPECT_EQ(os.str(), "redacted");
+  Secret<32> c = b.clone();
+  EXPECT_TRUE(b == c);
+  c.data()[0] ^= 1;
+  EXPECT_FALSE(b == c);
+}
+
+TEST(SecretMemory, SecretBufferNeverGrows) {
+  SecretBuffer buf(as_bytes("abcdef"));
+  buf.resize(3);
+  EXPECT_EQ(buf.size(), 3u);
+  EXPECT_EQ(buf.capacity(), 6u);
+  buf.resize(6);
+  EXPECT_EQ(buf.data()[4], 0) << "shrinking must wipe the released tail";
+  EXPECT_THROW(buf.resize(7), std::length_error);
+  SecretBuffer moved = std::move(buf);
+  EXPECT_EQ(buf.size(), 0u);  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(moved.size(), 6u);
+  std::ostringstream os;
+  os << moved;
+  EXPECT_EQ(os.str(), "redacted");
+}
+
+TEST(Rng, DeterministicRngRepeatsAndSystemRngDoesNot) {
+  DeterministicRng a(7), b(7);
+  std::array<std::uint8_t, 32> x{}, y{};
+  a.fill(x);
+  b.fill(y);
+  EXPECT_EQ(x, y);
+  a.fill(x);
+  EXPECT_NE(x, y);
+  std::array<std::uint8_t, 32> s1{}, s2{};
+  system_rng().fill(s1);
+  system_rng().fill(s2);
+  EXPECT_NE(s1, s2);
+}
+
+}  // namespace
+}  // namespace sotto::crypto
