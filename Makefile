@@ -1,0 +1,43 @@
+# Entry points. Each target installs missing Debian packages first (scripts/bootstrap, which needs
+# root or sudo), then configures, builds and runs with the CMake presets in CMakePresets.json.
+JOBS ?= $(shell nproc)
+
+.PHONY: all demo test test-dev test-asan bench fuzz bootstrap clean
+
+all: demo
+
+bootstrap:
+	@bash scripts/bootstrap
+
+demo: bootstrap
+	cmake --preset dev
+	cmake --build --preset dev --target sotto-demo -j $(JOBS)
+	./build/dev/apps/sotto-demo/sotto-demo
+
+# The whole suite, twice: the normal build, then AddressSanitizer + UndefinedBehaviorSanitizer.
+# Unit, interop (label "interop") and fuzz-corpus replay (label "fuzz") tests all run.
+test: bootstrap test-dev test-asan
+
+test-dev:
+	cmake --preset dev
+	cmake --build --preset dev -j $(JOBS)
+	ctest --preset dev -j $(JOBS)
+
+test-asan:
+	cmake --preset asan
+	cmake --build --preset asan -j $(JOBS)
+	ctest --preset asan -j $(JOBS)
+
+# Benchmarks against libsignal-protocol-c and libolm (release build); see bench/README.md.
+bench: bootstrap
+	cmake --preset release
+	cmake --build --preset release --target sotto_bench -j $(JOBS)
+	python3 bench/compare
+
+# libFuzzer targets (clang 14); see fuzz/README.md.
+fuzz: bootstrap
+	cmake --preset fuzz
+	cmake --build --preset fuzz -j $(JOBS)
+
+clean:
+	rm -rf build
