@@ -45,6 +45,10 @@ SenderKeyState* SenderKeyRecord::find(SenderKeyId id) {
   return nullptr;
 }
 
+void SenderKeyRecord::remove(SenderKeyId id) {
+  std::erase_if(states_, [id](const SenderKeyState& s) { return s.key_id == id; });
+}
+
 void SenderKeyRecord::add(SenderKeyState state) {
   states_.push_front(std::move(state));
   while (states_.size() > kMaxSenderKeyStates) states_.pop_back();
@@ -86,7 +90,8 @@ tl::expected<SenderKeyRecord, Error> SenderKeyRecord::decode(ByteView bytes) {
   }
   SenderKeyRecord out;
   for (const auto& s : rec.states()) {
-    if (!s.has_key_id() || !s.has_chain_key() || s.chain_key().key().size() != 32 ||
+    if (!s.has_key_id() || !s.has_chain_key() || !s.chain_key().has_index() ||
+        s.chain_key().key().size() != 32 ||
         (s.has_signing_private() && s.signing_private().size() != 32) ||
         static_cast<std::size_t>(s.skipped_size()) > kMaxSenderMessageKeys) {
       return tl::unexpected(Error::malformed);
@@ -101,7 +106,7 @@ tl::expected<SenderKeyRecord, Error> SenderKeyRecord::decode(ByteView bytes) {
                          {}};
     if (s.has_signing_private()) state.signing_private = PrivateKey(pb_view(s.signing_private()));
     for (const auto& k : s.skipped()) {
-      if (k.seed().size() != 32) return tl::unexpected(Error::malformed);
+      if (k.seed().size() != 32 || !k.has_iteration()) return tl::unexpected(Error::malformed);
       state.skipped.push_back({k.iteration(), crypto::Secret<32>(pb_view(k.seed())), k.created_at()});
     }
     out.states_.push_back(std::move(state));
@@ -125,6 +130,7 @@ void process_sender_key_distribution(SenderKeyRecord& record,
                                      const SenderKeyDistributionMessage& skdm) {
   if (SenderKeyState* existing = record.find(skdm.key_id)) {
     if (existing->signing_public == skdm.signing_key) return;
+    record.remove(skdm.key_id);
   }
   record.add(SenderKeyState{skdm.key_id, ChainKey{skdm.chain_key.clone(), skdm.iteration},
                             skdm.signing_key, std::nullopt, {}});

@@ -43,6 +43,7 @@ class SenderKeyRecord {
   [[nodiscard]] SenderKeyState* find(SenderKeyId id);
   // Adds a state in front, dropping the oldest beyond kMaxSenderKeyStates.
   void add(SenderKeyState state);
+  void remove(SenderKeyId id);
 
   [[nodiscard]] crypto::SecretBuffer encode() const;
   [[nodiscard]] static tl::expected<SenderKeyRecord, Error> decode(ByteView bytes);

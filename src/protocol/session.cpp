@@ -356,7 +356,12 @@ tl::expected<crypto::SecretBuffer, Error> decrypt_pre_key_message(const Address&
   std::optional<PreKeyId> consumed_pre_key;
   tl::expected<crypto::SecretBuffer, Error> plaintext = tl::unexpected(Error::no_session);
   if (record.has_state_for(message->version, message->base_key)) {
-    // A re-sent initiation for a session we already built: decrypt with what we have.
+    // A re-sent initiation for a session we already built: decrypt with what we have. The outer
+    // identity key is not covered by the inner MAC, so it must be the one the session was built
+    // with; otherwise a replayed message could carry a substituted identity into save_identity.
+    if (!record.identity_matches(message->base_key, message->identity_key)) {
+      return tl::unexpected(Error::bad_mac);
+    }
     plaintext = decrypt(record, message->message, rng, now);
   } else {
     auto signed_pre_key = stores.signed_pre_keys.load_signed_pre_key(message->signed_pre_key_id);

@@ -83,7 +83,9 @@ struct SessionStores {
 
 // X3DH responder: builds the session from the PreKeySignalMessage (unless it was already built
 // from an earlier copy), decrypts, then saves the session and the identity and deletes the
-// one-time prekey it consumed; nothing is changed if any step fails.
+// one-time prekey it consumed. Nothing is written unless decryption succeeded; the writes go to
+// three stores in turn, so a caller whose store can fail mid-way wraps the call in one store
+// transaction (the client store does).
 [[nodiscard]] tl::expected<crypto::SecretBuffer, Error> decrypt_pre_key_message(
     const Address& remote, ByteView message, SessionStores& stores, crypto::Rng& rng,
     const Clock& clock);

@@ -232,6 +232,14 @@ bool SessionRecord::has_state_for(std::uint32_t version, const PublicKey& alice_
   });
 }
 
+bool SessionRecord::identity_matches(const PublicKey& alice_base_key,
+                                     const PublicKey& remote_identity) const {
+  const auto ok = [&](const SessionState& s) {
+    return s.alice_base_key != alice_base_key || s.remote_identity == remote_identity;
+  };
+  return (!current_ || ok(*current_)) && std::all_of(previous_.begin(), previous_.end(), ok);
+}
+
 crypto::SecretBuffer SessionRecord::encode() const {
   pb::SessionRecord rec;
   rec.set_format(kSessionRecordFormat);

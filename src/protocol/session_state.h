@@ -93,6 +93,9 @@ class SessionRecord {
   // True when some state was created by the X3DH run with this base key (a re-sent
   // PreKeySignalMessage must not build a second state).
   [[nodiscard]] bool has_state_for(std::uint32_t version, const PublicKey& alice_base_key) const;
+  // True when every state created by the X3DH run with this base key has this remote identity.
+  [[nodiscard]] bool identity_matches(const PublicKey& alice_base_key,
+                                      const PublicKey& remote_identity) const;
 
   // The storage form holds private keys, so it comes back in wiped-on-release memory.
   [[nodiscard]] crypto::SecretBuffer encode() const;

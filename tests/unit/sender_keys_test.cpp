@@ -86,6 +86,19 @@ TEST_F(GroupTest, RepeatedDistributionKeepsAdvancedState) {
   EXPECT_EQ(receive(bob, alice, send(alice, "one")), "one");
 }
 
+TEST_F(GroupTest, SameKeyIdWithNewSigningKeyReplacesTheState) {
+  distribute(alice, {&bob});
+  auto skdm = create_sender_key_distribution(name(alice), alice.sender_keys, alice.rng);
+  auto parsed = SenderKeyDistributionMessage::decode(*skdm);
+  ASSERT_TRUE(parsed);
+  KeyPair other = KeyPair::generate(alice.rng);
+  auto swapped = SenderKeyDistributionMessage::create(parsed->key_id, parsed->iteration,
+                                                      parsed->chain_key, other.public_key);
+  ASSERT_TRUE(process_sender_key_distribution(name(alice), swapped.serialized, bob.sender_keys));
+  // Alice's real messages are signed with her original key: bob no longer accepts them.
+  EXPECT_EQ(receive(bob, alice, send(alice, "x")).error(), Error::bad_signature);
+}
+
 TEST_F(GroupTest, RecordRoundTripsThroughStorageForm) {
   distribute(alice, {&bob});
   auto rec = alice.sender_keys.load_sender_key(name(alice));

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <random>
 
+#include "protocol/messages.h"
 #include "protocol/session.h"
 #include "util/party.h"
 
@@ -209,6 +210,23 @@ TEST_F(SessionTest, BadBundleSignatureIsRejected) {
   EXPECT_EQ(process_pre_key_bundle(bob.address(), b, s, alice.rng, alice.clock).error(),
             Error::bad_signature);
   EXPECT_FALSE(alice.sessions.raw(bob.address()));
+}
+
+TEST_F(SessionTest, ReplayedInitiationWithSubstitutedIdentityIsRejected) {
+  connect(true);
+  auto first = *alice.encrypt(bob.address(), "genuine");
+  ASSERT_EQ(bob.decrypt(alice.address(), first), "genuine");
+  auto second = *alice.encrypt(bob.address(), "second");  // same base key, still unanswered
+  auto parsed = PreKeySignalMessage::decode(second.serialized);
+  ASSERT_TRUE(parsed);
+  Party mallory("mallory", 1, 666);
+  auto forged = PreKeySignalMessage::create(parsed->registration_id, parsed->pre_key_id,
+                                            parsed->signed_pre_key_id, parsed->base_key,
+                                            mallory.identity.public_key, parsed->message);
+  bob.identities->set_policy(TrustPolicy::always);  // even a permissive policy must not help
+  EXPECT_EQ(bob.decrypt(alice.address(), {MessageType::pre_key, forged.serialized}).error(), Error::bad_mac);
+  EXPECT_EQ(bob.identities->load_identity(alice.address())->value(), alice.identity.public_key);
+  EXPECT_EQ(bob.decrypt(alice.address(), second), "second");
 }
 
 TEST_F(SessionTest, NoSessionErrors) {
