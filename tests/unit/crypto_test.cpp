@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "crypto/cipher.h"
+#include "crypto/ed25519.h"
 #include "crypto/hash.h"
 #include "crypto/pwhash.h"
 #include "crypto/rng.h"
@@ -156,6 +157,21 @@ TEST(Signature, SignatureFromPublicKeyThatIsNotOnTheEdwardsMapFails) {
   Curve25519Signature sig{};
   auto r = curve25519_verify(minus_one, as_bytes("x"), sig);
   ASSERT_FALSE(r);
+}
+
+TEST(Ed25519, Rfc8032TestVector1) {
+  auto kp = Ed25519KeyPair::from_seed(
+      secret32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"));
+  EXPECT_EQ(to_hex(kp.public_key), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+  const auto sig = kp.sign({});
+  EXPECT_EQ(to_hex(sig),
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
+            "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b");
+  EXPECT_TRUE(ed25519_verify(kp.public_key, {}, sig));
+  auto bad = sig;
+  bad[0] ^= 1;
+  EXPECT_EQ(ed25519_verify(kp.public_key, {}, bad).error(), Error::bad_signature);
+  EXPECT_EQ(ed25519_verify(ByteView(kp.public_key).first(31), {}, sig).error(), Error::invalid_length);
 }
 
 TEST(AesCbc, RoundTripAndPaddingRejection) {
