@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <span>
+#include <utility>
 
 #include "crypto/bytes.h"
 #include "crypto/secret.h"
@@ -26,6 +27,12 @@ Sha512Digest sha512(std::initializer_list<ByteView> parts);
 // HMAC-SHA256 over the concatenation of `parts`. The result is secret when the key is (a chain
 // key step, a message MAC before comparison), so it is returned as a Secret.
 Secret<kHmacSha256Size> hmac_sha256(ByteView key, std::initializer_list<ByteView> parts);
+
+// Two HMAC-SHA256 values under one key (the key pads are hashed once): a chain step's message
+// seed and next chain key.
+std::pair<Secret<kHmacSha256Size>, Secret<kHmacSha256Size>> hmac_sha256_pair(ByteView key,
+                                                                               ByteView first,
+                                                                               ByteView second);
 
 // HKDF-SHA256, RFC 5869: extract with `salt` (empty means HashLen zero bytes) then expand to
 // out.size() bytes with `info`. REQUIRES: out.size() <= 255 * 32.

@@ -33,6 +33,12 @@ ChainKey ChainKey::next() const {
   return {crypto::hmac_sha256(key.view(), {ByteView(kChainKeySeed)}), index + 1};
 }
 
+ChainStep ChainKey::step() const {
+  auto [seed, next_key] =
+      crypto::hmac_sha256_pair(key.view(), ByteView(kMessageKeySeed), ByteView(kChainKeySeed));
+  return {std::move(seed), ChainKey{std::move(next_key), index + 1}};
+}
+
 RootStep kdf_root(const crypto::Secret<32>& root_key, const crypto::Secret<32>& dh_output) {
   crypto::Secret<64> okm;
   crypto::hkdf_sha256(dh_output.view(), root_key.view(), info("WhisperRatchet"), okm.span());

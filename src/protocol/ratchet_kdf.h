@@ -22,13 +22,25 @@ struct MessageKeys {
   [[nodiscard]] static MessageKeys derive(const crypto::Secret<32>& seed, std::uint32_t counter);
 };
 
+struct ChainKey;
+
+// One step of a chain: the message key seed at this index and the chain key after it.
+struct ChainStep;
+
 struct ChainKey {
   crypto::Secret<32> key;
   std::uint32_t index = 0;
 
+  // Both HMACs of a step under one key setup; equal to {message_seed(), next()}.
+  [[nodiscard]] ChainStep step() const;
   [[nodiscard]] crypto::Secret<32> message_seed() const;
   [[nodiscard]] ChainKey next() const;
   [[nodiscard]] ChainKey clone() const { return {key.clone(), index}; }
+};
+
+struct ChainStep {
+  crypto::Secret<32> seed;
+  ChainKey next;
 };
 
 struct RootStep {

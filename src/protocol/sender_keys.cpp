@@ -141,13 +141,14 @@ tl::expected<Bytes, Error> group_encrypt(SenderKeyRecord& own, ByteView plaintex
   if (own.empty() || !own.newest().signing_private) return tl::unexpected(Error::no_sender_key);
   if (plaintext.size() > kMaxMessageBytes - 1024) return tl::unexpected(Error::too_large);
   SenderKeyState& s = own.newest();
-  const auto keys = SenderMessageKeys::derive(s.chain_key.message_seed(), s.chain_key.index);
+  ChainStep step = s.chain_key.step();
+  const auto keys = SenderMessageKeys::derive(step.seed, s.chain_key.index);
   Bytes ciphertext = crypto::aes256_cbc_seal(
       keys.cipher_key, std::span<const std::uint8_t, 16>(keys.iv.data(), 16), plaintext);
   const KeyPair signing{s.signing_public, s.signing_private->clone()};
   SenderKeyMessage msg =
       SenderKeyMessage::create(s.key_id, s.chain_key.index, std::move(ciphertext), signing, rng);
-  s.chain_key = s.chain_key.next();
+  s.chain_key = std::move(step.next);
   return std::move(msg.serialized);
 }
 
@@ -181,11 +182,13 @@ tl::expected<crypto::SecretBuffer, Error> group_decrypt(SenderKeyRecord& record,
     }
     ChainKey ck = state->chain_key.clone();
     while (ck.index < msg->iteration) {
-      new_skipped.push_back({ck.index, ck.message_seed(), now});
-      ck = ck.next();
+      ChainStep st = ck.step();
+      new_skipped.push_back({ck.index, std::move(st.seed), now});
+      ck = std::move(st.next);
     }
-    seed = ck.message_seed();
-    advanced = ck.next();
+    ChainStep st = ck.step();
+    seed = std::move(st.seed);
+    advanced = std::move(st.next);
   }
   const auto keys = SenderMessageKeys::derive(seed, msg->iteration);
   auto plaintext = crypto::aes256_cbc_open(

@@ -137,11 +137,13 @@ tl::expected<Decrypted, Error> decrypt_with_state(const SessionState& state,
     }
     d.new_skipped.reserve(message.counter - chain_key.index);
     while (chain_key.index < message.counter) {
-      d.new_skipped.push_back({chain_key.index, chain_key.message_seed(), now});
-      chain_key = chain_key.next();
+      ChainStep st = chain_key.step();
+      d.new_skipped.push_back({chain_key.index, std::move(st.seed), now});
+      chain_key = std::move(st.next);
     }
-    seed = chain_key.message_seed();
-    d.advanced = chain_key.next();
+    ChainStep st = chain_key.step();
+    seed = std::move(st.seed);
+    d.advanced = std::move(st.next);
   }
 
   const MessageKeys keys = MessageKeys::derive(seed, message.counter);
@@ -211,14 +213,15 @@ tl::expected<CiphertextMessage, Error> encrypt(SessionRecord& record, ByteView p
   if (plaintext.size() > kMaxMessageBytes - 1024) return tl::unexpected(Error::too_large);
   SessionState& state = record.current();
   ChainKey& ck = state.sender_chain.chain_key;
-  const MessageKeys keys = MessageKeys::derive(ck.message_seed(), ck.index);
+  ChainStep step = ck.step();
+  const MessageKeys keys = MessageKeys::derive(step.seed, ck.index);
   Bytes ciphertext = crypto::aes256_cbc_seal(
       keys.cipher_key, std::span<const std::uint8_t, 16>(keys.iv.data(), 16), plaintext);
   SignalMessage message = SignalMessage::create(state.sender_chain.ratchet.public_key, ck.index,
                                                 state.previous_counter, std::move(ciphertext),
                                                 keys.mac_key, state.local_identity,
                                                 state.remote_identity);
-  ck = ck.next();
+  ck = std::move(step.next);
   if (state.pending_pre_key) {
     const PendingPreKey& p = *state.pending_pre_key;
     PreKeySignalMessage wrapped = PreKeySignalMessage::create(

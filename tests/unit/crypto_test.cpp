@@ -2,6 +2,10 @@
 // library's signature vector, plus the secret-memory guarantees.
 #include <gtest/gtest.h>
 
+#include <openssl/core_names.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+
 #include <sstream>
 
 #include "crypto/cipher.h"
@@ -89,6 +93,48 @@ TEST(Hkdf, RepeatedCallsDoNotLeakStateBetweenCalls) {
   hkdf_sha256(as_bytes("ikm"), {}, as_bytes("one"), c);
   EXPECT_EQ(a, c);
   EXPECT_NE(a, b);
+}
+
+// Cross-check of the HKDF composition against OpenSSL's own HKDF on random inputs, including
+// empty salt, empty info and outputs that are not a multiple of the hash size.
+TEST(Hkdf, MatchesOpenSslHkdfOnRandomInputs) {
+  DeterministicRng rng(11);
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  ASSERT_NE(kdf, nullptr);
+  for (int i = 0; i < 200; ++i) {
+    Bytes ikm(1 + rng.next_u32() % 100), salt(rng.next_u32() % 3 == 0 ? 0 : 1 + rng.next_u32() % 80),
+        info(rng.next_u32() % 3 == 0 ? 0 : 1 + rng.next_u32() % 40), ours(1 + rng.next_u32() % 200);
+    rng.fill(ikm);
+    rng.fill(salt);
+    rng.fill(info);
+    hkdf_sha256(ikm, salt, info, ours);
+    // Fresh OpenSSL context per derivation (see hash.cpp on why contexts are not reused).
+    EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
+    char digest[] = "SHA256";
+    static std::uint8_t zero[32] = {};
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, ikm.data(), ikm.size()),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, salt.empty() ? zero : salt.data(),
+                                          salt.empty() ? 32 : salt.size()),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.empty() ? zero : info.data(),
+                                          info.size()),
+        OSSL_PARAM_construct_end()};
+    Bytes theirs(ours.size());
+    ASSERT_EQ(EVP_KDF_derive(ctx, theirs.data(), theirs.size(), params), 1);
+    EVP_KDF_CTX_free(ctx);
+    ASSERT_EQ(ours, theirs) << "case " << i;
+  }
+  EVP_KDF_free(kdf);
+}
+
+TEST(Hmac, PairEqualsTwoSingleMacsAndKeysDoNotLeak) {
+  auto [a, b] = hmac_sha256_pair(as_bytes("key one"), as_bytes("x"), as_bytes("y"));
+  EXPECT_TRUE(a == hmac_sha256(as_bytes("key one"), {as_bytes("x")}));
+  EXPECT_TRUE(b == hmac_sha256(as_bytes("key one"), {as_bytes("y")}));
+  // A one-shot under another key in between must not be affected by the earlier key.
+  EXPECT_FALSE(hmac_sha256(as_bytes("key two"), {as_bytes("y")}) == b);
+  EXPECT_TRUE(hmac_sha256({}, {as_bytes("m")}) == hmac_sha256(Bytes{}, {as_bytes("m")}));
 }
 
 TEST(Hmac, Rfc4231TestCase2) {
