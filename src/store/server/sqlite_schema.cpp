@@ -1,0 +1,169 @@
+#include "store/server/sqlite_schema.h"
+
+#include <array>
+#include <string>
+
+namespace sotto::store::sqlite {
+namespace {
+
+// kMigrations[i] takes the schema from version i to version i + 1. Never edit a released entry;
+// append a new one. Tables are STRICT (a column holds only its declared type) and carry no CHECK
+// on sizes: sizes are checked when rows are read back, so that a damaged row is an error and not
+// a crash, whatever put it there.
+constexpr std::array<const char*, kSchemaVersion> kMigrations = {
+    // 0 -> 1
+    R"sql(
+CREATE TABLE accounts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  username TEXT NOT NULL UNIQUE,
+  identity_key BLOB NOT NULL,
+  created_day INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE devices (
+  account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  device_id INTEGER NOT NULL,
+  registration_id INTEGER NOT NULL,
+  auth_key BLOB NOT NULL,
+  created_day INTEGER NOT NULL,
+  PRIMARY KEY (account_id, device_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE signed_pre_keys (
+  account_id INTEGER NOT NULL,
+  device_id INTEGER NOT NULL,
+  key_id INTEGER NOT NULL,
+  public_key BLOB NOT NULL,
+  signature BLOB NOT NULL,
+  PRIMARY KEY (account_id, device_id),
+  FOREIGN KEY (account_id, device_id) REFERENCES devices (account_id, device_id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+
+-- A rowid table: the hidden rowid orders keys by upload, so the oldest is handed out first and
+-- dropped first when a device is over its limit.
+CREATE TABLE pre_keys (
+  account_id INTEGER NOT NULL,
+  device_id INTEGER NOT NULL,
+  key_id INTEGER NOT NULL,
+  public_key BLOB NOT NULL,
+  UNIQUE (account_id, device_id, key_id),
+  FOREIGN KEY (account_id, device_id) REFERENCES devices (account_id, device_id) ON DELETE CASCADE
+) STRICT;
+
+-- AUTOINCREMENT: seq is never reused, even after the newest rows are deleted, so a device's
+-- queue order (and paging by `after`) is the order of arrival.
+CREATE TABLE messages (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  envelope_id BLOB NOT NULL UNIQUE,
+  account_id INTEGER NOT NULL,
+  device_id INTEGER NOT NULL,
+  source TEXT NOT NULL,
+  source_device INTEGER NOT NULL,
+  type INTEGER NOT NULL,
+  content BLOB NOT NULL,
+  client_timestamp INTEGER NOT NULL,
+  server_timestamp INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  FOREIGN KEY (account_id, device_id) REFERENCES devices (account_id, device_id) ON DELETE CASCADE
+) STRICT;
+-- (account_id, device_id, rowid = seq): one device's queue in order, and its count, from the index.
+CREATE INDEX messages_by_device ON messages (account_id, device_id);
+CREATE INDEX messages_by_expiry ON messages (expires_at);
+
+CREATE TABLE send_dedup (
+  key_hash BLOB PRIMARY KEY,
+  expires_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX send_dedup_by_expiry ON send_dedup (expires_at);
+
+CREATE TABLE invites (
+  code_hash BLOB PRIMARY KEY,
+  expires_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE link_tokens (
+  token_hash BLOB PRIMARY KEY,
+  account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  expires_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+)sql",
+};
+
+std::string failed(const char* what, const Connection& conn) {
+  return std::string(what) + ": " + conn.errmsg();
+}
+
+}  // namespace
+
+tl::expected<void, std::string> migrate(Connection& conn) {
+  Transaction txn(conn);
+  if (txn.begin_immediate() != SQLITE_OK) return tl::unexpected(failed("migrate: begin", conn));
+
+  int version = 0;
+  {
+    auto st = conn.prepare("PRAGMA user_version");
+    if (!st || st->step() != SQLITE_ROW)
+      return tl::unexpected(failed("migrate: user_version", conn));
+    version = sqlite3_column_int(st->get(), 0);
+  }
+  if (version > kSchemaVersion) {
+    return tl::unexpected("migrate: the database has schema version " + std::to_string(version) +
+                          ", newer than this server's " + std::to_string(kSchemaVersion));
+  }
+  if (version < 0) return tl::unexpected(std::string("migrate: negative schema version"));
+  if (version == kSchemaVersion) return {};
+
+  for (int v = version; v < kSchemaVersion; ++v) {
+    if (conn.exec(kMigrations[static_cast<std::size_t>(v)]) != SQLITE_OK) {
+      return tl::unexpected(failed(("migrate to version " + std::to_string(v + 1)).c_str(), conn));
+    }
+  }
+  // PRAGMA takes no bound parameters; the value is our own constant.
+  const std::string set_version = "PRAGMA user_version = " + std::to_string(kSchemaVersion);
+  if (conn.exec(set_version.c_str()) != SQLITE_OK)
+    return tl::unexpected(failed("migrate: set version", conn));
+  if (txn.commit() != SQLITE_OK) return tl::unexpected(failed("migrate: commit", conn));
+  return {};
+}
+
+tl::expected<std::vector<std::pair<std::string, std::string>>, std::string> list_schema(
+    Connection& conn) {
+  Transaction txn(conn);
+  if (txn.begin_read() != SQLITE_OK) return tl::unexpected(failed("schema: begin", conn));
+
+  std::vector<std::string> tables;
+  {
+    auto st = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE "
+        "'\\' "
+        "ORDER BY name");
+    if (!st) return tl::unexpected(failed("schema: tables", conn));
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      std::string name = row.text(0);
+      if (!row.ok()) return tl::unexpected("schema: " + row.problem());
+      tables.push_back(std::move(name));
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(failed("schema: tables", conn));
+  }
+
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const std::string& table : tables) {
+    auto st = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid");
+    if (!st) return tl::unexpected(failed("schema: columns", conn));
+    st->bind(1, std::string_view(table));
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      std::string column = row.text(0);
+      if (!row.ok()) return tl::unexpected("schema: " + row.problem());
+      out.emplace_back(table, std::move(column));
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(failed("schema: columns", conn));
+  }
+  if (txn.commit() != SQLITE_OK) return tl::unexpected(failed("schema: commit", conn));
+  return out;
+}
+
+}  // namespace sotto::store::sqlite

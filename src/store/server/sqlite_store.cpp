@@ -1,0 +1,999 @@
+#include "store/server/sqlite_store.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "crypto/hash.h"
+#include "store/server/sqlite_db.h"
+#include "store/server/sqlite_schema.h"
+
+namespace sotto::store {
+namespace {
+
+using sqlite::Connection;
+using sqlite::Row;
+using sqlite::Statement;
+using sqlite::Transaction;
+
+// Sizes of what the server stores (service.proto): checked before a row is written and again
+// when it is read back.
+constexpr std::size_t kIdentityKeySize = 33;
+constexpr std::size_t kAuthKeySize = 32;
+constexpr std::size_t kPublicKeySize = 33;
+constexpr std::size_t kSignatureSize = 64;
+constexpr std::size_t kEnvelopeIdSize = std::tuple_size_v<EnvelopeId>;
+
+constexpr std::uint64_t kMsPerDay = 24ull * 60 * 60 * 1000;
+
+std::uint64_t system_now_ms() {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
+}
+
+void log_to_stderr(std::string_view line) {
+  std::fprintf(stderr, "sotto store: %.*s\n", static_cast<int>(line.size()), line.data());
+}
+
+bool is_unique_violation(int rc) {
+  return rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY;
+}
+bool is_missing_parent(int rc) {
+  return rc == SQLITE_CONSTRAINT_FOREIGNKEY;
+}
+
+// Steps a statement that returns no rows (or whose rows are not wanted) to its end.
+int run(Statement& st) {
+  int rc = SQLITE_OK;
+  while ((rc = st.step()) == SQLITE_ROW) {
+  }
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+crypto::Sha256Digest digest(ByteView secret) {
+  return crypto::sha256({secret});
+}
+
+std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
+  return b > std::numeric_limits<std::uint64_t>::max() - a
+             ? std::numeric_limits<std::uint64_t>::max()
+             : a + b;
+}
+
+}  // namespace
+
+class SqliteServerStore::Impl final : public AccountStore,
+                                      public KeyStore,
+                                      public MessageStore,
+                                      public TokenStore {
+ public:
+  Impl(SqliteOptions options, std::unique_ptr<Connection> write_conn,
+       std::vector<std::unique_ptr<Connection>> read_pool)
+      : options_(std::move(options)),
+        write_conn_(std::move(write_conn)),
+        pool_(std::move(read_pool)) {
+    if (!options_.now_ms) options_.now_ms = system_now_ms;
+    if (!options_.log) options_.log = log_to_stderr;
+    if (options_.group_commit_max_batch == 0) options_.group_commit_max_batch = 1;
+    writer_ = std::thread([this] { writer_loop(); });
+  }
+
+  ~Impl() override {
+    {
+      std::lock_guard lock(queue_mu_);
+      stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    writer_.join();  // the writer drains the queue before it returns
+  }
+
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // --- AccountStore -------------------------------------------------------------------------
+
+  tl::expected<AccountId, Error> create_account(
+      const std::string& username, ByteView identity_key, const DeviceRecord& first_device,
+      const SignedPreKeyRecord& signed_pre_key,
+      const std::vector<OneTimePreKeyRecord>& pre_keys) override {
+    if (auto ok = check_size("identity_key", identity_key, kIdentityKeySize); !ok)
+      return tl::unexpected(ok.error());
+    if (auto ok = check_device_keys(first_device, signed_pre_key, pre_keys); !ok)
+      return tl::unexpected(ok.error());
+
+    auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("create_account: begin", *conn, rc));
+    AccountId id = 0;
+    {
+      auto st = conn->prepare(
+          "INSERT INTO accounts (username, identity_key, created_day) VALUES (?1, ?2, ?3)");
+      if (!st) return tl::unexpected(fail("create_account: prepare", *conn, st.error()));
+      st->bind(1, std::string_view(username)).bind(2, identity_key).bind_u64(3, today());
+      const int rc = run(*st);
+      if (is_unique_violation(rc)) return tl::unexpected(Error::conflict);
+      if (rc != SQLITE_OK) return tl::unexpected(fail("create_account: insert", *conn, rc));
+      id = sqlite3_last_insert_rowid(conn->handle());
+    }
+    if (auto ok = insert_device(*conn, id, 1, first_device, signed_pre_key, pre_keys); !ok) {
+      return tl::unexpected(ok.error());
+    }
+    if (const int rc = txn.commit(); rc != SQLITE_OK)
+      return tl::unexpected(fail("create_account: commit", *conn, rc));
+    return id;
+  }
+
+  tl::expected<AccountRecord, Error> find_account(const std::string& username) override {
+    auto conn = pool_.acquire();
+    Transaction txn(*conn);  // the account and its devices from one snapshot
+    if (const int rc = txn.begin_read(); rc != SQLITE_OK)
+      return tl::unexpected(fail("find_account: begin", *conn, rc));
+    auto st = conn->prepare("SELECT id, username, identity_key FROM accounts WHERE username = ?1");
+    if (!st) return tl::unexpected(fail("find_account: prepare", *conn, st.error()));
+    st->bind(1, std::string_view(username));
+    return read_account(*conn, *st);
+  }
+
+  tl::expected<AccountRecord, Error> find_account(AccountId id) override {
+    auto conn = pool_.acquire();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_read(); rc != SQLITE_OK)
+      return tl::unexpected(fail("find_account: begin", *conn, rc));
+    auto st = conn->prepare("SELECT id, username, identity_key FROM accounts WHERE id = ?1");
+    if (!st) return tl::unexpected(fail("find_account: prepare", *conn, st.error()));
+    st->bind(1, id);
+    return read_account(*conn, *st);
+  }
+
+  tl::expected<DeviceId, Error> add_device(
+      AccountId account, const DeviceRecord& device, const SignedPreKeyRecord& signed_pre_key,
+      const std::vector<OneTimePreKeyRecord>& pre_keys) override {
+    if (auto ok = check_device_keys(device, signed_pre_key, pre_keys); !ok)
+      return tl::unexpected(ok.error());
+
+    auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("add_device: begin", *conn, rc));
+    if (auto exists = account_exists(*conn, account); !exists) {
+      return tl::unexpected(exists.error());
+    } else if (!*exists) {
+      return tl::unexpected(Error::not_found);
+    }
+
+    // The lowest id not in use (as Signal's server does); clients notice a reused id by its new
+    // registration id.
+    DeviceId next = 1;
+    {
+      auto st =
+          conn->prepare("SELECT device_id FROM devices WHERE account_id = ?1 ORDER BY device_id");
+      if (!st) return tl::unexpected(fail("add_device: prepare", *conn, st.error()));
+      st->bind(1, account);
+      int rc = SQLITE_OK;
+      while ((rc = st->step()) == SQLITE_ROW) {
+        Row row(*st);
+        const DeviceId used = row.u32(0);
+        if (!row.ok()) return tl::unexpected(corrupt("devices", row));
+        if (used == next) {
+          if (next == std::numeric_limits<DeviceId>::max()) return tl::unexpected(Error::conflict);
+          ++next;
+        } else if (used > next) {
+          break;
+        }
+      }
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return tl::unexpected(fail("add_device: ids", *conn, rc));
+    }
+    if (auto ok = insert_device(*conn, account, next, device, signed_pre_key, pre_keys); !ok) {
+      return tl::unexpected(ok.error());
+    }
+    if (const int rc = txn.commit(); rc != SQLITE_OK)
+      return tl::unexpected(fail("add_device: commit", *conn, rc));
+    return next;
+  }
+
+  tl::expected<void, Error> remove_device(AccountId account, DeviceId device) override {
+    auto conn = writing();
+    // ON DELETE CASCADE removes the device's signed prekey, one-time prekeys and queue in the
+    // same statement.
+    auto st = conn->prepare("DELETE FROM devices WHERE account_id = ?1 AND device_id = ?2");
+    if (!st) return tl::unexpected(fail("remove_device: prepare", *conn, st.error()));
+    st->bind(1, account).bind(2, std::int64_t{device});
+    if (const int rc = run(*st); rc != SQLITE_OK)
+      return tl::unexpected(fail("remove_device", *conn, rc));
+    if (conn->changes() == 0) return tl::unexpected(Error::not_found);
+    return {};
+  }
+
+  // --- KeyStore -----------------------------------------------------------------------------
+
+  tl::expected<void, Error> set_signed_pre_key(AccountId account, DeviceId device,
+                                               const SignedPreKeyRecord& key) override {
+    if (auto ok = check_signed_pre_key(key); !ok) return ok;
+    auto conn = writing();
+    return put_signed_pre_key(*conn, account, device, key);
+  }
+
+  tl::expected<SignedPreKeyRecord, Error> signed_pre_key(AccountId account,
+                                                         DeviceId device) override {
+    auto conn = pool_.acquire();
+    auto st = conn->prepare(
+        "SELECT key_id, public_key, signature FROM signed_pre_keys "
+        "WHERE account_id = ?1 AND device_id = ?2");
+    if (!st) return tl::unexpected(fail("signed_pre_key: prepare", *conn, st.error()));
+    st->bind(1, account).bind(2, std::int64_t{device});
+    const int rc = st->step();
+    if (rc == SQLITE_DONE) return tl::unexpected(Error::not_found);
+    if (rc != SQLITE_ROW) return tl::unexpected(fail("signed_pre_key", *conn, rc));
+    Row row(*st);
+    SignedPreKeyRecord key;
+    key.id = row.u32(0);
+    key.public_key = row.blob(1, kPublicKeySize);
+    key.signature = row.blob(2, kSignatureSize);
+    if (!row.ok()) return tl::unexpected(corrupt("signed_pre_keys", row));
+    return key;
+  }
+
+  tl::expected<void, Error> add_pre_keys(AccountId account, DeviceId device,
+                                         const std::vector<OneTimePreKeyRecord>& keys) override {
+    for (const auto& key : keys) {
+      if (auto ok = check_size("pre_keys.public_key", key.public_key, kPublicKeySize); !ok)
+        return ok;
+    }
+    auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("add_pre_keys: begin", *conn, rc));
+    if (auto exists = device_exists(*conn, account, device); !exists) {
+      return tl::unexpected(exists.error());
+    } else if (!*exists) {
+      return tl::unexpected(Error::not_found);
+    }
+    if (auto ok = put_pre_keys(*conn, account, device, keys); !ok) return ok;
+    if (const int rc = txn.commit(); rc != SQLITE_OK)
+      return tl::unexpected(fail("add_pre_keys: commit", *conn, rc));
+    return {};
+  }
+
+  tl::expected<std::optional<OneTimePreKeyRecord>, Error> take_pre_key(AccountId account,
+                                                                       DeviceId device) override {
+    auto conn = writing();
+    // One statement, so one write transaction: two fetchers (on any connections, in any
+    // processes) can never be handed the same key.
+    auto st = conn->prepare(
+        "DELETE FROM pre_keys WHERE rowid = (SELECT rowid FROM pre_keys "
+        "WHERE account_id = ?1 AND device_id = ?2 ORDER BY rowid LIMIT 1) "
+        "RETURNING key_id, public_key");
+    if (!st) return tl::unexpected(fail("take_pre_key: prepare", *conn, st.error()));
+    st->bind(1, account).bind(2, std::int64_t{device});
+    std::optional<OneTimePreKeyRecord> key;
+    std::string problem;
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      OneTimePreKeyRecord k;
+      k.id = row.u32(0);
+      k.public_key = row.blob(1, kPublicKeySize);
+      if (!row.ok()) {
+        problem = row.problem();
+      } else {
+        key = std::move(k);
+      }
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(fail("take_pre_key", *conn, rc));
+    // A damaged key is gone now, which is as well: the next fetch gets a good one.
+    if (!problem.empty()) return tl::unexpected(corrupt("pre_keys", problem));
+    return key;
+  }
+
+  tl::expected<std::uint32_t, Error> count_pre_keys(AccountId account, DeviceId device) override {
+    auto conn = pool_.acquire();
+    auto st =
+        conn->prepare("SELECT count(*) FROM pre_keys WHERE account_id = ?1 AND device_id = ?2");
+    if (!st) return tl::unexpected(fail("count_pre_keys: prepare", *conn, st.error()));
+    st->bind(1, account).bind(2, std::int64_t{device});
+    if (const int rc = st->step(); rc != SQLITE_ROW)
+      return tl::unexpected(fail("count_pre_keys", *conn, rc));
+    Row row(*st);
+    const std::uint32_t n = row.u32(0);
+    if (!row.ok()) return tl::unexpected(corrupt("pre_keys", row));
+    return n;
+  }
+
+  // --- MessageStore -------------------------------------------------------------------------
+
+  void enqueue(std::vector<QueuedEnvelope> envelopes, std::optional<Bytes> dedup_key,
+               Completion done) override {
+    {
+      std::unique_lock lock(queue_mu_);
+      if (!stopping_) {
+        queue_.push_back(PendingSend{std::move(envelopes), std::move(dedup_key), std::move(done)});
+        lock.unlock();
+        queue_cv_.notify_one();
+        return;
+      }
+    }
+    // Only a caller racing the destructor gets here.
+    options_.log("enqueue after shutdown began: refused");
+    if (done) done(tl::unexpected(Error::io));
+  }
+
+  tl::expected<std::vector<QueuedEnvelope>, Error> load(AccountId account, DeviceId device,
+                                                        std::size_t limit,
+                                                        std::optional<EnvelopeId> after) override {
+    std::vector<QueuedEnvelope> out;
+    if (limit == 0) return out;
+    auto conn = pool_.acquire();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_read(); rc != SQLITE_OK)
+      return tl::unexpected(fail("load: begin", *conn, rc));
+
+    std::int64_t after_seq = 0;
+    if (after) {
+      auto st = conn->prepare(
+          "SELECT seq FROM messages WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3");
+      if (!st) return tl::unexpected(fail("load: prepare", *conn, st.error()));
+      st->bind(1, ByteView(*after)).bind(2, account).bind(3, std::int64_t{device});
+      const int rc = st->step();
+      // Acknowledged (or expired) meanwhile: the caller starts again from the head of the queue.
+      if (rc == SQLITE_DONE) return tl::unexpected(Error::not_found);
+      if (rc != SQLITE_ROW) return tl::unexpected(fail("load: after", *conn, rc));
+      Row row(*st);
+      after_seq = row.i64(0);
+      if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+    }
+
+    auto st = conn->prepare(
+        "SELECT envelope_id, source, source_device, type, content, client_timestamp, "
+        "server_timestamp, expires_at FROM messages "
+        "WHERE account_id = ?1 AND device_id = ?2 AND seq > ?3 AND expires_at > ?4 "
+        "ORDER BY seq LIMIT ?5");
+    if (!st) return tl::unexpected(fail("load: prepare", *conn, st.error()));
+    const std::uint64_t max_limit =
+        static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    st->bind(1, account)
+        .bind(2, std::int64_t{device})
+        .bind(3, after_seq)
+        .bind_u64(4, now_seconds())
+        .bind_u64(5, std::min<std::uint64_t>(limit, max_limit));
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      QueuedEnvelope e;
+      e.id = row.fixed<kEnvelopeIdSize>(0);
+      e.account = account;
+      e.device = device;
+      e.source = row.text(1);
+      e.source_device = row.u32(2);
+      e.type = row.u32(3);
+      e.content = row.blob(4);
+      e.client_timestamp = row.u64(5);
+      e.server_timestamp = row.u64(6);
+      e.expires_at = row.u64(7);
+      if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+      out.push_back(std::move(e));
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(fail("load", *conn, rc));
+    return out;
+  }
+
+  tl::expected<std::size_t, Error> remove(AccountId account, DeviceId device,
+                                          const std::vector<EnvelopeId>& ids) override {
+    if (ids.empty()) return std::size_t{0};
+    auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("remove: begin", *conn, rc));
+    std::size_t removed = 0;
+    for (const EnvelopeId& id : ids) {
+      // The account and device conditions are what keep one device from deleting another's queue.
+      auto st = conn->prepare(
+          "DELETE FROM messages WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3");
+      if (!st) return tl::unexpected(fail("remove: prepare", *conn, st.error()));
+      st->bind(1, ByteView(id)).bind(2, account).bind(3, std::int64_t{device});
+      if (const int rc = run(*st); rc != SQLITE_OK)
+        return tl::unexpected(fail("remove", *conn, rc));
+      removed += static_cast<std::size_t>(conn->changes());
+    }
+    if (const int rc = txn.commit(); rc != SQLITE_OK)
+      return tl::unexpected(fail("remove: commit", *conn, rc));
+    return removed;
+  }
+
+  tl::expected<std::size_t, Error> count(AccountId account, DeviceId device) override {
+    auto conn = pool_.acquire();
+    auto st = conn->prepare(
+        "SELECT count(*) FROM messages WHERE account_id = ?1 AND device_id = ?2 AND expires_at > "
+        "?3");
+    if (!st) return tl::unexpected(fail("count: prepare", *conn, st.error()));
+    st->bind(1, account).bind(2, std::int64_t{device}).bind_u64(3, now_seconds());
+    if (const int rc = st->step(); rc != SQLITE_ROW)
+      return tl::unexpected(fail("count", *conn, rc));
+    Row row(*st);
+    const std::uint64_t n = row.u64(0);
+    if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+    return static_cast<std::size_t>(n);
+  }
+
+  tl::expected<std::size_t, Error> expire(std::uint64_t now_seconds) override {
+    // Tokens are swept here too: their expiry times are seconds since the epoch as well. Rows go
+    // in batches, each its own short transaction, so that a large backlog never holds the write
+    // lock (and with it every send) for long.
+    static constexpr std::int64_t kBatch = 512;
+    static constexpr const char* kSweeps[] = {
+        "DELETE FROM messages WHERE seq IN "
+        "(SELECT seq FROM messages WHERE expires_at <= ?1 LIMIT ?2)",
+        "DELETE FROM send_dedup WHERE key_hash IN "
+        "(SELECT key_hash FROM send_dedup WHERE expires_at <= ?1 LIMIT ?2)",
+        "DELETE FROM invites WHERE code_hash IN "
+        "(SELECT code_hash FROM invites WHERE expires_at <= ?1 LIMIT ?2)",
+        "DELETE FROM link_tokens WHERE token_hash IN "
+        "(SELECT token_hash FROM link_tokens WHERE expires_at <= ?1 LIMIT ?2)",
+    };
+    std::size_t removed_messages = 0;
+    for (const char* sql : kSweeps) {
+      for (;;) {
+        auto conn = writing();
+        auto st = conn->prepare(sql);
+        if (!st) return tl::unexpected(fail("expire: prepare", *conn, st.error()));
+        st->bind_u64(1, now_seconds).bind(2, kBatch);
+        if (const int rc = run(*st); rc != SQLITE_OK)
+          return tl::unexpected(fail("expire", *conn, rc));
+        const auto removed = static_cast<std::size_t>(conn->changes());
+        if (sql == kSweeps[0]) removed_messages += removed;
+        if (removed < static_cast<std::size_t>(kBatch)) break;
+      }
+    }
+    return removed_messages;
+  }
+
+  void flush() override {
+    std::unique_lock lock(queue_mu_);
+    flush_waiters_ += 1;
+    queue_cv_.notify_all();  // no point in the writer lingering for more sends now
+    idle_cv_.wait(lock, [&] { return queue_.empty() && in_flight_ == 0; });
+    flush_waiters_ -= 1;
+  }
+
+  // --- TokenStore ---------------------------------------------------------------------------
+
+  tl::expected<void, Error> create_invite(const std::string& code,
+                                          std::uint64_t expires_at) override {
+    auto conn = writing();
+    // Only a hash: a copy of the database does not hand out working invites.
+    const auto hash = digest(as_bytes(code));
+    auto st = conn->prepare("INSERT INTO invites (code_hash, expires_at) VALUES (?1, ?2)");
+    if (!st) return tl::unexpected(fail("create_invite: prepare", *conn, st.error()));
+    st->bind(1, ByteView(hash)).bind_u64(2, expires_at);
+    const int rc = run(*st);
+    if (is_unique_violation(rc)) return tl::unexpected(Error::conflict);
+    if (rc != SQLITE_OK) return tl::unexpected(fail("create_invite", *conn, rc));
+    return {};
+  }
+
+  tl::expected<void, Error> use_invite(const std::string& code, std::uint64_t now) override {
+    auto conn = writing();
+    const auto hash = digest(as_bytes(code));
+    // Single use by deletion: one statement, so two registrations cannot both use one code.
+    auto st = conn->prepare("DELETE FROM invites WHERE code_hash = ?1 RETURNING expires_at");
+    if (!st) return tl::unexpected(fail("use_invite: prepare", *conn, st.error()));
+    st->bind(1, ByteView(hash));
+    auto expires_at = take_returned_u64(*conn, *st, "invites");
+    if (!expires_at) return tl::unexpected(expires_at.error());
+    if (!*expires_at || **expires_at <= now) return tl::unexpected(Error::invalid_token);
+    return {};
+  }
+
+  tl::expected<void, Error> create_link_token(ByteView token, AccountId account,
+                                              std::uint64_t expires_at) override {
+    auto conn = writing();
+    // Only a hash: a copy of the database cannot be used to link a device to anyone's account.
+    const auto hash = digest(token);
+    auto st = conn->prepare(
+        "INSERT INTO link_tokens (token_hash, account_id, expires_at) VALUES (?1, ?2, ?3)");
+    if (!st) return tl::unexpected(fail("create_link_token: prepare", *conn, st.error()));
+    st->bind(1, ByteView(hash)).bind(2, account).bind_u64(3, expires_at);
+    const int rc = run(*st);
+    if (is_unique_violation(rc)) return tl::unexpected(Error::conflict);
+    if (is_missing_parent(rc)) return tl::unexpected(Error::not_found);
+    if (rc != SQLITE_OK) return tl::unexpected(fail("create_link_token", *conn, rc));
+    return {};
+  }
+
+  tl::expected<AccountId, Error> use_link_token(ByteView token, std::uint64_t now) override {
+    auto conn = writing();
+    const auto hash = digest(token);
+    auto st = conn->prepare(
+        "DELETE FROM link_tokens WHERE token_hash = ?1 RETURNING account_id, expires_at");
+    if (!st) return tl::unexpected(fail("use_link_token: prepare", *conn, st.error()));
+    st->bind(1, ByteView(hash));
+    std::optional<std::pair<AccountId, std::uint64_t>> found;
+    std::string problem;
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      const AccountId account = row.i64(0);
+      const std::uint64_t expires_at = row.u64(1);
+      if (row.ok()) {
+        found.emplace(account, expires_at);
+      } else {
+        problem = row.problem();
+      }
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(fail("use_link_token", *conn, rc));
+    if (!problem.empty()) return tl::unexpected(corrupt("link_tokens", problem));
+    if (!found || found->second <= now) return tl::unexpected(Error::invalid_token);
+    return found->first;
+  }
+
+  // --- ServerStore helpers ------------------------------------------------------------------
+
+  std::vector<std::pair<std::string, std::string>> schema() {
+    auto conn = pool_.acquire();
+    auto listed = sqlite::list_schema(*conn);
+    if (!listed) {
+      options_.log(listed.error());
+      return {};
+    }
+    return std::move(*listed);
+  }
+
+  std::uint64_t commit_count() const { return commits_.load(std::memory_order_relaxed); }
+
+ private:
+  // The write connection, held under write_mu_ for as long as the lease lives.
+  class WriteLease {
+   public:
+    WriteLease(std::mutex& mu, Connection& conn) : lock_(mu), conn_(conn) {}
+    Connection& operator*() const noexcept { return conn_; }
+    Connection* operator->() const noexcept { return &conn_; }
+
+   private:
+    std::lock_guard<std::mutex> lock_;
+    Connection& conn_;
+  };
+  WriteLease writing() { return WriteLease(write_mu_, *write_conn_); }
+
+  struct PendingSend {
+    std::vector<QueuedEnvelope> envelopes;
+    std::optional<Bytes> dedup_key;
+    Completion done;
+  };
+  using Result = tl::expected<void, Error>;
+
+  // --- errors -------------------------------------------------------------------------------
+
+  // Logs a database failure (operation and SQLite's message, which names tables and columns but
+  // never values) and maps it to io.
+  Error fail(std::string_view op, const Connection& conn, int rc) {
+    std::string line = "sqlite: ";
+    line += op;
+    line += ": ";
+    line += sqlite3_errstr(rc);
+    const std::string msg = conn.errmsg();
+    if (msg != sqlite3_errstr(rc)) line += " (" + msg + ")";
+    options_.log(line);
+    return Error::io;
+  }
+
+  Error corrupt(std::string_view table, const Row& row) { return corrupt(table, row.problem()); }
+  Error corrupt(std::string_view table, const std::string& problem) {
+    options_.log("corrupt row in " + std::string(table) + ": " + problem);
+    return Error::io;
+  }
+
+  Result check_size(const char* what, ByteView value, std::size_t size) {
+    if (value.size() == size) return {};
+    options_.log("refusing to store " + std::string(what) + " of " + std::to_string(value.size()) +
+                 " bytes, expected " + std::to_string(size));
+    return tl::unexpected(Error::io);
+  }
+
+  Result check_signed_pre_key(const SignedPreKeyRecord& key) {
+    if (auto ok = check_size("signed_pre_keys.public_key", key.public_key, kPublicKeySize); !ok)
+      return ok;
+    return check_size("signed_pre_keys.signature", key.signature, kSignatureSize);
+  }
+
+  Result check_device_keys(const DeviceRecord& device, const SignedPreKeyRecord& signed_pre_key,
+                           const std::vector<OneTimePreKeyRecord>& pre_keys) {
+    if (auto ok = check_size("devices.auth_key", device.auth_key, kAuthKeySize); !ok) return ok;
+    if (auto ok = check_signed_pre_key(signed_pre_key); !ok) return ok;
+    for (const auto& key : pre_keys) {
+      if (auto ok = check_size("pre_keys.public_key", key.public_key, kPublicKeySize); !ok)
+        return ok;
+    }
+    return {};
+  }
+
+  // --- time ---------------------------------------------------------------------------------
+
+  std::uint64_t now_seconds() const { return options_.now_ms() / 1000; }
+  std::uint64_t today() const { return options_.now_ms() / kMsPerDay; }
+
+  // --- shared pieces of account and key writes (inside the caller's transaction) -------------
+
+  tl::expected<bool, Error> account_exists(Connection& conn, AccountId account) {
+    auto st = conn.prepare("SELECT 1 FROM accounts WHERE id = ?1");
+    if (!st) return tl::unexpected(fail("account_exists: prepare", conn, st.error()));
+    st->bind(1, account);
+    const int rc = st->step();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+      return tl::unexpected(fail("account_exists", conn, rc));
+    return rc == SQLITE_ROW;
+  }
+
+  tl::expected<bool, Error> device_exists(Connection& conn, AccountId account, DeviceId device) {
+    auto st = conn.prepare("SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2");
+    if (!st) return tl::unexpected(fail("device_exists: prepare", conn, st.error()));
+    st->bind(1, account).bind(2, std::int64_t{device});
+    const int rc = st->step();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+      return tl::unexpected(fail("device_exists", conn, rc));
+    return rc == SQLITE_ROW;
+  }
+
+  Result insert_device(Connection& conn, AccountId account, DeviceId id, const DeviceRecord& device,
+                       const SignedPreKeyRecord& signed_pre_key,
+                       const std::vector<OneTimePreKeyRecord>& pre_keys) {
+    {
+      auto st = conn.prepare(
+          "INSERT INTO devices (account_id, device_id, registration_id, auth_key, created_day) "
+          "VALUES (?1, ?2, ?3, ?4, ?5)");
+      if (!st) return tl::unexpected(fail("insert_device: prepare", conn, st.error()));
+      st->bind(1, account)
+          .bind(2, std::int64_t{id})
+          .bind(3, std::int64_t{device.registration_id})
+          .bind(4, ByteView(device.auth_key))
+          .bind_u64(5, today());
+      const int rc = run(*st);
+      if (is_unique_violation(rc)) return tl::unexpected(Error::conflict);
+      if (is_missing_parent(rc)) return tl::unexpected(Error::not_found);
+      if (rc != SQLITE_OK) return tl::unexpected(fail("insert_device", conn, rc));
+    }
+    if (auto ok = put_signed_pre_key(conn, account, id, signed_pre_key); !ok) return ok;
+    return put_pre_keys(conn, account, id, pre_keys);
+  }
+
+  Result put_signed_pre_key(Connection& conn, AccountId account, DeviceId device,
+                            const SignedPreKeyRecord& key) {
+    auto st = conn.prepare(
+        "INSERT OR REPLACE INTO signed_pre_keys (account_id, device_id, key_id, public_key, "
+        "signature) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!st) return tl::unexpected(fail("signed_pre_key: prepare", conn, st.error()));
+    st->bind(1, account)
+        .bind(2, std::int64_t{device})
+        .bind(3, std::int64_t{key.id})
+        .bind(4, ByteView(key.public_key))
+        .bind(5, ByteView(key.signature));
+    const int rc = run(*st);
+    if (is_missing_parent(rc)) return tl::unexpected(Error::not_found);
+    if (rc != SQLITE_OK) return tl::unexpected(fail("signed_pre_key", conn, rc));
+    return {};
+  }
+
+  Result put_pre_keys(Connection& conn, AccountId account, DeviceId device,
+                      const std::vector<OneTimePreKeyRecord>& keys) {
+    if (keys.empty()) return {};
+    for (const auto& key : keys) {
+      // REPLACE gives a re-uploaded id a new rowid: it counts as the newest key.
+      auto st = conn.prepare(
+          "INSERT OR REPLACE INTO pre_keys (account_id, device_id, key_id, public_key) "
+          "VALUES (?1, ?2, ?3, ?4)");
+      if (!st) return tl::unexpected(fail("pre_keys: prepare", conn, st.error()));
+      st->bind(1, account)
+          .bind(2, std::int64_t{device})
+          .bind(3, std::int64_t{key.id})
+          .bind(4, ByteView(key.public_key));
+      const int rc = run(*st);
+      if (is_missing_parent(rc)) return tl::unexpected(Error::not_found);
+      if (rc != SQLITE_OK) return tl::unexpected(fail("pre_keys", conn, rc));
+    }
+    // Over the limit: keep the newest, drop the oldest.
+    auto st = conn.prepare(
+        "DELETE FROM pre_keys WHERE rowid IN (SELECT rowid FROM pre_keys "
+        "WHERE account_id = ?1 AND device_id = ?2 ORDER BY rowid DESC LIMIT -1 OFFSET ?3)");
+    if (!st) return tl::unexpected(fail("pre_keys: prepare", conn, st.error()));
+    st->bind(1, account)
+        .bind(2, std::int64_t{device})
+        .bind(3, std::int64_t{options_.max_pre_keys_per_device});
+    if (const int rc = run(*st); rc != SQLITE_OK)
+      return tl::unexpected(fail("pre_keys: trim", conn, rc));
+    return {};
+  }
+
+  // Reads the account row the statement selects and its devices.
+  tl::expected<AccountRecord, Error> read_account(Connection& conn, Statement& st) {
+    const int rc = st.step();
+    if (rc == SQLITE_DONE) return tl::unexpected(Error::not_found);
+    if (rc != SQLITE_ROW) return tl::unexpected(fail("find_account", conn, rc));
+    AccountRecord account;
+    {
+      Row row(st);
+      account.id = row.i64(0);
+      account.username = row.text(1);
+      account.identity_key = row.blob(2, kIdentityKeySize);
+      if (!row.ok()) return tl::unexpected(corrupt("accounts", row));
+    }
+    auto devices = conn.prepare(
+        "SELECT device_id, registration_id, auth_key, created_day FROM devices "
+        "WHERE account_id = ?1 ORDER BY device_id");
+    if (!devices) return tl::unexpected(fail("find_account: prepare", conn, devices.error()));
+    devices->bind(1, account.id);
+    int drc = SQLITE_OK;
+    while ((drc = devices->step()) == SQLITE_ROW) {
+      Row row(*devices);
+      DeviceRecord d;
+      d.id = row.u32(0);
+      d.registration_id = row.u32(1);
+      d.auth_key = row.blob(2, kAuthKeySize);
+      d.created_day = row.u64(3);
+      if (!row.ok()) return tl::unexpected(corrupt("devices", row));
+      account.devices.push_back(std::move(d));
+    }
+    if (drc != SQLITE_DONE) return tl::unexpected(fail("find_account: devices", conn, drc));
+    return account;
+  }
+
+  // For DELETE ... RETURNING <one non-negative integer>: nullopt when no row was deleted.
+  tl::expected<std::optional<std::uint64_t>, Error> take_returned_u64(Connection& conn,
+                                                                      Statement& st,
+                                                                      std::string_view table) {
+    std::optional<std::uint64_t> value;
+    std::string problem;
+    int rc = SQLITE_OK;
+    while ((rc = st.step()) == SQLITE_ROW) {
+      Row row(st);
+      const std::uint64_t v = row.u64(0);
+      if (row.ok()) {
+        value = v;
+      } else {
+        problem = row.problem();
+      }
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(fail(table, conn, rc));
+    if (!problem.empty()) return tl::unexpected(corrupt(table, problem));
+    return value;
+  }
+
+  // --- the message writer (group commit) ----------------------------------------------------
+
+  void writer_loop() {
+    std::vector<PendingSend> batch;
+    for (;;) {
+      {
+        std::unique_lock lock(queue_mu_);
+        queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, and everything is committed
+        const auto max_batch = options_.group_commit_max_batch;
+        if (queue_.size() < max_batch && options_.group_commit_max_delay.count() > 0 &&
+            !stopping_ && flush_waiters_ == 0) {
+          // Linger briefly so that sends arriving together share the fsync.
+          queue_cv_.wait_for(lock, options_.group_commit_max_delay, [&] {
+            return stopping_ || flush_waiters_ > 0 || queue_.size() >= max_batch;
+          });
+        }
+        const std::size_t n = std::min(queue_.size(), max_batch);
+        for (std::size_t i = 0; i < n; ++i) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+        in_flight_ = n;
+      }
+
+      const std::vector<Result> results = commit_batch(batch);
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (!batch[i].done) continue;
+        try {
+          batch[i].done(results[i]);
+        } catch (...) {
+          // A throwing completion is the caller's bug; it must not stop every later send.
+          options_.log("a send completion threw; ignored");
+        }
+      }
+      batch.clear();
+
+      {
+        std::lock_guard lock(queue_mu_);
+        in_flight_ = 0;
+      }
+      idle_cv_.notify_all();
+    }
+  }
+
+  // One transaction (one fsync) for the whole batch; each send in its own savepoint, so that a
+  // send refused for its own reasons (queue full, duplicate envelope, unknown device) leaves the
+  // others in the batch alone. Nothing is reported before COMMIT has returned.
+  std::vector<Result> commit_batch(const std::vector<PendingSend>& batch) {
+    std::vector<Result> results(batch.size(), Result{});
+    auto all = [&](Error e) { return std::vector<Result>(batch.size(), tl::unexpected(e)); };
+    auto lease = writing();
+    Connection& conn = *lease;
+    try {
+      const std::uint64_t now_ms = options_.now_ms();
+      Transaction txn(conn);
+      if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+        return all(fail("enqueue: begin", conn, rc));
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (const int rc = conn.exec("SAVEPOINT send"); rc != SQLITE_OK)
+          return all(fail("enqueue: savepoint", conn, rc));
+        results[i] = store_send(conn, batch[i], now_ms);
+        if (results[i]) {
+          if (const int rc = conn.exec("RELEASE send"); rc != SQLITE_OK)
+            return all(fail("enqueue: release", conn, rc));
+          continue;
+        }
+        // SQLite ends the whole transaction on some errors (disk full, I/O): then nothing in this
+        // batch can be trusted to commit.
+        if (sqlite3_get_autocommit(conn.handle()) != 0) return all(Error::io);
+        if (const int rc = conn.exec("ROLLBACK TO send"); rc != SQLITE_OK)
+          return all(fail("enqueue: rollback to", conn, rc));
+        if (const int rc = conn.exec("RELEASE send"); rc != SQLITE_OK)
+          return all(fail("enqueue: release", conn, rc));
+      }
+      if (const int rc = txn.commit(); rc != SQLITE_OK)
+        return all(fail("enqueue: commit", conn, rc));
+      commits_.fetch_add(1, std::memory_order_relaxed);
+      return results;
+    } catch (const std::exception&) {
+      // Transaction's destructor has rolled back. (Out of memory, or an OpenSSL failure hashing
+      // a dedup key.)
+      options_.log("enqueue: exception while storing a batch");
+      return all(Error::io);
+    }
+  }
+
+  Result store_send(Connection& conn, const PendingSend& send, std::uint64_t now_ms) {
+    const std::uint64_t now_s = now_ms / 1000;
+    if (send.dedup_key) {
+      // Only a hash of (sender, client message id) is kept, for dedup_ttl_seconds.
+      const auto hash = digest(*send.dedup_key);
+      {
+        auto st = conn.prepare("SELECT expires_at FROM send_dedup WHERE key_hash = ?1");
+        if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
+        st->bind(1, ByteView(hash));
+        const int rc = st->step();
+        if (rc == SQLITE_ROW) {
+          Row row(*st);
+          const std::uint64_t expires_at = row.u64(0);
+          if (!row.ok()) return tl::unexpected(corrupt("send_dedup", row));
+          if (expires_at > now_s) return {};  // a retry of a stored send: done already
+        } else if (rc != SQLITE_DONE) {
+          return tl::unexpected(fail("enqueue: dedup", conn, rc));
+        }
+      }
+      auto st =
+          conn.prepare("INSERT OR REPLACE INTO send_dedup (key_hash, expires_at) VALUES (?1, ?2)");
+      if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
+      st->bind(1, ByteView(hash)).bind_u64(2, saturating_add(now_s, options_.dedup_ttl_seconds));
+      if (const int rc = run(*st); rc != SQLITE_OK)
+        return tl::unexpected(fail("enqueue: dedup", conn, rc));
+    }
+
+    std::map<std::pair<AccountId, DeviceId>, std::uint64_t> per_device;
+    for (const auto& e : send.envelopes) ++per_device[{e.account, e.device}];
+    for (const auto& [key, adding] : per_device) {
+      // Counted from the (account_id, device_id) index alone; expired rows count until swept.
+      auto st =
+          conn.prepare("SELECT count(*) FROM messages WHERE account_id = ?1 AND device_id = ?2");
+      if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
+      st->bind(1, key.first).bind(2, std::int64_t{key.second});
+      if (const int rc = st->step(); rc != SQLITE_ROW)
+        return tl::unexpected(fail("enqueue: count", conn, rc));
+      Row row(*st);
+      const std::uint64_t stored = row.u64(0);
+      if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+      if (stored + adding > options_.max_queue_per_device) return tl::unexpected(Error::queue_full);
+    }
+
+    const std::uint64_t max_expiry = saturating_add(now_s, options_.message_ttl_seconds);
+    for (const auto& e : send.envelopes) {
+      auto st = conn.prepare(
+          "INSERT INTO messages (envelope_id, account_id, device_id, source, source_device, type, "
+          "content, client_timestamp, server_timestamp, expires_at) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+      if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
+      const std::uint64_t expires_at =
+          e.expires_at == 0 ? max_expiry : std::min(e.expires_at, max_expiry);
+      st->bind(1, ByteView(e.id))
+          .bind(2, e.account)
+          .bind(3, std::int64_t{e.device})
+          .bind(4, std::string_view(e.source))
+          .bind(5, std::int64_t{e.source_device})
+          .bind(6, std::int64_t{e.type})
+          .bind(7, ByteView(e.content))
+          .bind_u64(8, e.client_timestamp)
+          .bind_u64(9, e.server_timestamp == 0 ? now_ms : e.server_timestamp)
+          .bind_u64(10, expires_at);
+      const int rc = run(*st);
+      if (is_unique_violation(rc)) return tl::unexpected(Error::conflict);
+      if (is_missing_parent(rc)) return tl::unexpected(Error::not_found);
+      if (rc != SQLITE_OK) return tl::unexpected(fail("enqueue: insert", conn, rc));
+    }
+    return {};
+  }
+
+  SqliteOptions options_;
+  // Every write, the writer thread's batches included, goes through this one connection under
+  // write_mu_: in-process writers queue on the mutex instead of meeting SQLITE_BUSY and polling
+  // the busy handler. Reads use the pool and, in WAL mode, never wait for a writer.
+  std::mutex write_mu_;
+  std::unique_ptr<Connection> write_conn_;
+  sqlite::Pool pool_;
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;  // wakes the writer
+  std::condition_variable idle_cv_;   // wakes flush()
+  std::deque<PendingSend> queue_;     // guarded by queue_mu_
+  std::size_t in_flight_ = 0;         // guarded by queue_mu_: sends taken but not yet completed
+  std::size_t flush_waiters_ = 0;     // guarded by queue_mu_
+  bool stopping_ = false;             // guarded by queue_mu_
+  std::atomic<std::uint64_t> commits_{0};
+  std::thread writer_;  // last: started once everything above exists
+};
+
+// --- SqliteServerStore ------------------------------------------------------------------------
+
+tl::expected<std::unique_ptr<SqliteServerStore>, Error> SqliteServerStore::open(
+    const std::filesystem::path& file, SqliteOptions options) {
+  auto log = options.log ? options.log : std::function<void(std::string_view)>(log_to_stderr);
+  auto open_one = [&]() -> tl::expected<std::unique_ptr<Connection>, Error> {
+    auto conn = Connection::open(file, options.busy_timeout);
+    if (!conn) {
+      log("sqlite: " + conn.error());
+      return tl::unexpected(Error::io);
+    }
+    return std::move(*conn);
+  };
+
+  auto write_conn = open_one();
+  if (!write_conn) return tl::unexpected(write_conn.error());
+  if (auto migrated = sqlite::migrate(**write_conn); !migrated) {
+    log("sqlite: " + migrated.error());
+    return tl::unexpected(Error::io);
+  }
+  std::vector<std::unique_ptr<Connection>> pool;
+  const std::size_t n = options.pool_connections == 0 ? 1 : options.pool_connections;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto conn = open_one();
+    if (!conn) return tl::unexpected(conn.error());
+    pool.push_back(std::move(*conn));
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(*write_conn), std::move(pool));
+  return std::unique_ptr<SqliteServerStore>(new SqliteServerStore(std::move(impl)));
+}
+
+SqliteServerStore::SqliteServerStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SqliteServerStore::~SqliteServerStore() = default;
+
+AccountStore& SqliteServerStore::accounts() {
+  return *impl_;
+}
+KeyStore& SqliteServerStore::keys() {
+  return *impl_;
+}
+MessageStore& SqliteServerStore::messages() {
+  return *impl_;
+}
+TokenStore& SqliteServerStore::tokens() {
+  return *impl_;
+}
+std::vector<std::pair<std::string, std::string>> SqliteServerStore::schema() {
+  return impl_->schema();
+}
+std::uint64_t SqliteServerStore::commit_count() const {
+  return impl_->commit_count();
+}
+
+}  // namespace sotto::store

@@ -1,0 +1,159 @@
+// Server storage interfaces (DESIGN.md section 7): one interface per concern, implemented by the
+// SQLite backend (sqlite_store.h) and later by PostgreSQL; both must pass the same store test
+// suite (tests/unit/server_store_test.cpp). The server stores public keys and ciphertext only;
+// docs/what-the-server-knows.md lists every column and is checked against the live schema.
+// Implementations are thread-safe: the server calls them from several I/O threads.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <tl/expected.hpp>
+
+#include "crypto/bytes.h"
+
+namespace sotto::store {
+
+enum class Error {
+  not_found,
+  conflict,        // unique constraint: username taken, device id in use, duplicate envelope
+  queue_full,      // a device queue is at its limit
+  invalid_token,   // invite or link token unknown, used or expired
+  io,              // the database failed (disk full, corruption); logged by the store
+};
+
+using AccountId = std::int64_t;
+using DeviceId = std::uint32_t;
+using EnvelopeId = std::array<std::uint8_t, 16>;
+
+struct DeviceRecord {
+  DeviceId id = 0;
+  std::uint32_t registration_id = 0;
+  Bytes auth_key;            // Ed25519 public key, 32 bytes
+  std::uint64_t created_day = 0;
+};
+
+struct AccountRecord {
+  AccountId id = 0;
+  std::string username;      // normalised (lower case)
+  Bytes identity_key;        // 33 bytes
+  std::vector<DeviceRecord> devices;
+};
+
+struct SignedPreKeyRecord {
+  std::uint32_t id = 0;
+  Bytes public_key;          // 33 bytes
+  Bytes signature;           // 64 bytes
+};
+
+struct OneTimePreKeyRecord {
+  std::uint32_t id = 0;
+  Bytes public_key;          // 33 bytes
+};
+
+class AccountStore {
+ public:
+  virtual ~AccountStore() = default;
+  // Creates the account with its first device (id 1). conflict when the username is taken.
+  [[nodiscard]] virtual tl::expected<AccountId, Error> create_account(
+      const std::string& username, ByteView identity_key, const DeviceRecord& first_device,
+      const SignedPreKeyRecord& signed_pre_key,
+      const std::vector<OneTimePreKeyRecord>& pre_keys) = 0;
+  [[nodiscard]] virtual tl::expected<AccountRecord, Error> find_account(const std::string& username) = 0;
+  [[nodiscard]] virtual tl::expected<AccountRecord, Error> find_account(AccountId id) = 0;
+  // Adds a device with the next free id; returns it.
+  [[nodiscard]] virtual tl::expected<DeviceId, Error> add_device(
+      AccountId account, const DeviceRecord& device, const SignedPreKeyRecord& signed_pre_key,
+      const std::vector<OneTimePreKeyRecord>& pre_keys) = 0;
+  // Removes the device, its keys and its queue.
+  [[nodiscard]] virtual tl::expected<void, Error> remove_device(AccountId account, DeviceId device) = 0;
+};
+
+class KeyStore {
+ public:
+  virtual ~KeyStore() = default;
+  [[nodiscard]] virtual tl::expected<void, Error> set_signed_pre_key(
+      AccountId account, DeviceId device, const SignedPreKeyRecord& key) = 0;
+  [[nodiscard]] virtual tl::expected<SignedPreKeyRecord, Error> signed_pre_key(AccountId account,
+                                                                              DeviceId device) = 0;
+  // Ids already present are replaced. At most limit keys are kept per device.
+  [[nodiscard]] virtual tl::expected<void, Error> add_pre_keys(
+      AccountId account, DeviceId device, const std::vector<OneTimePreKeyRecord>& keys) = 0;
+  // Removes and returns one one-time prekey, atomically: no two callers get the same key.
+  [[nodiscard]] virtual tl::expected<std::optional<OneTimePreKeyRecord>, Error> take_pre_key(
+      AccountId account, DeviceId device) = 0;
+  [[nodiscard]] virtual tl::expected<std::uint32_t, Error> count_pre_keys(AccountId account,
+                                                                        DeviceId device) = 0;
+};
+
+// One stored message for one device.
+struct QueuedEnvelope {
+  EnvelopeId id{};
+  AccountId account = 0;          // the recipient account
+  DeviceId device = 0;            // the recipient device
+  std::string source;             // sender username (empty for sealed sender, later)
+  DeviceId source_device = 0;
+  std::uint32_t type = 0;
+  Bytes content;                  // ciphertext
+  std::uint64_t client_timestamp = 0;
+  std::uint64_t server_timestamp = 0;  // milliseconds
+  std::uint64_t expires_at = 0;        // seconds since the epoch
+};
+
+class MessageStore {
+ public:
+  virtual ~MessageStore() = default;
+  using Completion = std::function<void(tl::expected<void, Error>)>;
+  // Stores every envelope of one send, atomically, with group commit: the completion runs once
+  // the batch is durable (fsync'd), from the store's writer thread, and many sends share one
+  // fsync. `dedup_key` (sender account, client message id) makes a retried send a no-op that
+  // completes successfully. queue_full when any recipient device queue is at its limit.
+  virtual void enqueue(std::vector<QueuedEnvelope> envelopes, std::optional<Bytes> dedup_key,
+                       Completion done) = 0;
+  // Oldest first, at most `limit`, strictly after `after` (the last id seen) when given.
+  [[nodiscard]] virtual tl::expected<std::vector<QueuedEnvelope>, Error> load(
+      AccountId account, DeviceId device, std::size_t limit,
+      std::optional<EnvelopeId> after = std::nullopt) = 0;
+  // Deletes envelopes of this device only: ids of other devices' queues are ignored. Returns
+  // how many were deleted.
+  [[nodiscard]] virtual tl::expected<std::size_t, Error> remove(AccountId account, DeviceId device,
+                                                                const std::vector<EnvelopeId>& ids) = 0;
+  [[nodiscard]] virtual tl::expected<std::size_t, Error> count(AccountId account, DeviceId device) = 0;
+  // Deletes expired envelopes and old dedup keys; returns how many envelopes were deleted.
+  [[nodiscard]] virtual tl::expected<std::size_t, Error> expire(std::uint64_t now_seconds) = 0;
+  // Waits for every pending enqueue to be durable (graceful shutdown).
+  virtual void flush() = 0;
+};
+
+class TokenStore {
+ public:
+  virtual ~TokenStore() = default;
+  [[nodiscard]] virtual tl::expected<void, Error> create_invite(const std::string& code,
+                                                                std::uint64_t expires_at) = 0;
+  // Marks the invite used; invalid_token when unknown, used or expired.
+  [[nodiscard]] virtual tl::expected<void, Error> use_invite(const std::string& code,
+                                                             std::uint64_t now) = 0;
+  [[nodiscard]] virtual tl::expected<void, Error> create_link_token(ByteView token, AccountId account,
+                                                                    std::uint64_t expires_at) = 0;
+  [[nodiscard]] virtual tl::expected<AccountId, Error> use_link_token(ByteView token,
+                                                                      std::uint64_t now) = 0;
+};
+
+// Everything the server needs, from one backend.
+class ServerStore {
+ public:
+  virtual ~ServerStore() = default;
+  virtual AccountStore& accounts() = 0;
+  virtual KeyStore& keys() = 0;
+  virtual MessageStore& messages() = 0;
+  virtual TokenStore& tokens() = 0;
+  // Table and column names of the live schema (for the what-the-server-knows check).
+  [[nodiscard]] virtual std::vector<std::pair<std::string, std::string>> schema() = 0;
+};
+
+}  // namespace sotto::store

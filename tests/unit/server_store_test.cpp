@@ -1,0 +1,1036 @@
+// The server store test suite (STYLE.md: one store test suite run against every backend). The
+// typed suite ServerStoreTest talks to the interfaces of store.h only; a backend joins it by
+// adding a factory class to `Backends` below (a fresh, empty database per test, reopened on
+// request). The tests at the end are SQLite-only: they damage the file, kill a writer process, or
+// check pragmas.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "store/server/sqlite_store.h"
+#include "store/server/store.h"
+
+namespace sotto::store {
+
+// gtest finds this through the argument's namespace (ADL), so failures print "queue_full".
+[[maybe_unused]] static void PrintTo(Error e, std::ostream* os) {
+  switch (e) {
+    case Error::not_found:
+      *os << "not_found";
+      return;
+    case Error::conflict:
+      *os << "conflict";
+      return;
+    case Error::queue_full:
+      *os << "queue_full";
+      return;
+    case Error::invalid_token:
+      *os << "invalid_token";
+      return;
+    case Error::io:
+      *os << "io";
+      return;
+  }
+  *os << "Error(" << static_cast<int>(e) << ")";
+}
+
+namespace {
+
+constexpr std::uint64_t kStartMs = 1'700'000'000'000;  // 2023-11-14
+constexpr std::uint64_t kMsPerDay = 24ull * 60 * 60 * 1000;
+constexpr std::uint64_t kDaySeconds = 24ull * 60 * 60;
+
+// What a test may ask of any backend's factory.
+struct TestConfig {
+  std::uint32_t max_queue_per_device = 10000;
+  std::uint32_t max_pre_keys_per_device = 1000;
+  std::function<std::uint64_t()> now_ms;
+  std::function<void(std::string_view)> log;
+};
+
+// A fresh directory under the system temp directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "sotto-store-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+SqliteOptions sqlite_options(const TestConfig& config) {
+  SqliteOptions o;
+  o.max_queue_per_device = config.max_queue_per_device;
+  o.max_pre_keys_per_device = config.max_pre_keys_per_device;
+  o.now_ms = config.now_ms;
+  o.log = config.log;
+  return o;
+}
+
+// The SQLite backend: one database file in a temporary directory per test.
+class SqliteBackend {
+ public:
+  static constexpr const char* kName = "Sqlite";
+
+  std::unique_ptr<ServerStore> open(const TestConfig& config) {
+    auto store = SqliteServerStore::open(file(), sqlite_options(config));
+    if (!store) return nullptr;
+    return std::move(*store);
+  }
+  // Message commits so far, for backends that count them.
+  static std::optional<std::uint64_t> commit_count(ServerStore& store) {
+    return static_cast<SqliteServerStore&>(store).commit_count();
+  }
+  [[nodiscard]] std::filesystem::path file() const { return dir_.path() / "server.db"; }
+
+ private:
+  TempDir dir_;
+};
+
+using Backends = ::testing::Types<SqliteBackend>;
+
+struct BackendNames {
+  template <class T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+
+Bytes filled(std::size_t n, std::uint8_t value) {
+  return Bytes(n, value);
+}
+
+DeviceRecord device_record(std::uint32_t registration_id, std::uint8_t auth) {
+  DeviceRecord d;
+  d.registration_id = registration_id;
+  d.auth_key = filled(32, auth);
+  d.created_day = 12345;  // ignored: the store takes the day from its own clock
+  return d;
+}
+
+SignedPreKeyRecord signed_pre_key(std::uint32_t id, std::uint8_t fill = 0x51) {
+  return SignedPreKeyRecord{id, filled(33, fill), filled(64, static_cast<std::uint8_t>(fill + 1))};
+}
+
+OneTimePreKeyRecord pre_key(std::uint32_t id, std::uint8_t fill = 0) {
+  return OneTimePreKeyRecord{id, filled(33, fill == 0 ? static_cast<std::uint8_t>(id) : fill)};
+}
+
+std::vector<OneTimePreKeyRecord> pre_keys(std::uint32_t first, std::uint32_t n) {
+  std::vector<OneTimePreKeyRecord> keys;
+  for (std::uint32_t i = 0; i < n; ++i) keys.push_back(pre_key(first + i));
+  return keys;
+}
+
+template <class Backend>
+class ServerStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { open({}); }
+  void TearDown() override { store_.reset(); }
+
+  void open(TestConfig config) {
+    store_.reset();
+    config.now_ms = [this] { return now_ms_.load(); };
+    config_ = config;
+    store_ = backend_.open(config_);
+    ASSERT_NE(store_, nullptr);
+  }
+  void reopen() { open(config_); }
+
+  AccountStore& accounts() { return store_->accounts(); }
+  KeyStore& keys() { return store_->keys(); }
+  MessageStore& messages() { return store_->messages(); }
+  TokenStore& tokens() { return store_->tokens(); }
+
+  std::uint64_t now_seconds() const { return now_ms_.load() / 1000; }
+  void advance_seconds(std::uint64_t s) { now_ms_ += s * 1000; }
+
+  AccountId make_account(const std::string& name, std::uint32_t n_pre_keys = 0) {
+    auto id = accounts().create_account(name, filled(33, 0x05), device_record(100, 0xA1),
+                                        signed_pre_key(1), pre_keys(1, n_pre_keys));
+    EXPECT_TRUE(id.has_value());
+    return id.value_or(0);
+  }
+
+  DeviceId add_device(AccountId account) {
+    auto id = accounts().add_device(account, device_record(200, 0xB2), signed_pre_key(7), {});
+    EXPECT_TRUE(id.has_value());
+    return id.value_or(0);
+  }
+
+  // A new envelope with a fresh id.
+  QueuedEnvelope envelope(AccountId account, DeviceId device) {
+    QueuedEnvelope e;
+    const std::uint64_t n = ++next_envelope_;
+    for (std::size_t i = 0; i < 8; ++i) e.id[i] = static_cast<std::uint8_t>(n >> (8 * i));
+    e.id[15] = 0xEE;
+    e.account = account;
+    e.device = device;
+    e.source = "sender";
+    e.source_device = 3;
+    e.type = 1;
+    e.content = filled(40 + n % 7, static_cast<std::uint8_t>(n));
+    e.client_timestamp = kStartMs - 5;
+    return e;
+  }
+
+  // Enqueues and waits for the completion.
+  tl::expected<void, Error> send(std::vector<QueuedEnvelope> envelopes,
+                                 std::optional<Bytes> dedup_key = std::nullopt) {
+    return send_async(std::move(envelopes), std::move(dedup_key)).get();
+  }
+  std::future<tl::expected<void, Error>> send_async(std::vector<QueuedEnvelope> envelopes,
+                                                    std::optional<Bytes> dedup_key = std::nullopt) {
+    auto promise = std::make_shared<std::promise<tl::expected<void, Error>>>();
+    auto future = promise->get_future();
+    messages().enqueue(std::move(envelopes), std::move(dedup_key),
+                       [promise](tl::expected<void, Error> r) { promise->set_value(r); });
+    return future;
+  }
+
+  std::vector<EnvelopeId> loaded_ids(AccountId account, DeviceId device, std::size_t limit = 100000,
+                                     std::optional<EnvelopeId> after = std::nullopt) {
+    auto loaded = messages().load(account, device, limit, after);
+    EXPECT_TRUE(loaded.has_value());
+    std::vector<EnvelopeId> ids;
+    if (loaded) {
+      for (const auto& e : *loaded) ids.push_back(e.id);
+    }
+    return ids;
+  }
+
+  std::size_t count(AccountId account, DeviceId device) {
+    auto n = messages().count(account, device);
+    EXPECT_TRUE(n.has_value());
+    return n.value_or(0);
+  }
+
+  Backend backend_;
+  TestConfig config_;
+  std::atomic<std::uint64_t> now_ms_{kStartMs};
+  std::uint64_t next_envelope_ = 0;
+  std::unique_ptr<ServerStore> store_;
+};
+
+TYPED_TEST_SUITE(ServerStoreTest, Backends, BackendNames);
+
+// --- accounts and devices -----------------------------------------------------------------------
+
+TYPED_TEST(ServerStoreTest, CreatesAndFindsAccounts) {
+  auto id = this->accounts().create_account("alice", filled(33, 0x05), device_record(7, 0xA1),
+                                            signed_pre_key(1), pre_keys(1, 2));
+  ASSERT_TRUE(id.has_value());
+
+  for (auto found : {this->accounts().find_account("alice"), this->accounts().find_account(*id)}) {
+    ASSERT_TRUE(found.has_value());
+    EXPECT_EQ(found->id, *id);
+    EXPECT_EQ(found->username, "alice");
+    EXPECT_EQ(found->identity_key, filled(33, 0x05));
+    ASSERT_EQ(found->devices.size(), 1u);
+    EXPECT_EQ(found->devices[0].id, 1u);
+    EXPECT_EQ(found->devices[0].registration_id, 7u);
+    EXPECT_EQ(found->devices[0].auth_key, filled(32, 0xA1));
+    EXPECT_EQ(found->devices[0].created_day, kStartMs / kMsPerDay);  // the store's clock, in days
+  }
+  EXPECT_EQ(this->keys().count_pre_keys(*id, 1).value(), 2u);
+  EXPECT_EQ(this->keys().signed_pre_key(*id, 1).value().id, 1u);
+
+  EXPECT_EQ(this->accounts().find_account("bob").error(), Error::not_found);
+  EXPECT_EQ(this->accounts().find_account(*id + 1000).error(), Error::not_found);
+  // The caller normalises names; the store compares them exactly.
+  EXPECT_EQ(this->accounts().find_account("ALICE").error(), Error::not_found);
+
+  auto again = this->accounts().create_account("alice", filled(33, 0x06), device_record(8, 0xA2),
+                                               signed_pre_key(1), {});
+  EXPECT_EQ(again.error(), Error::conflict);
+  EXPECT_EQ(this->accounts().find_account("alice").value().identity_key, filled(33, 0x05));
+
+  auto bob = this->accounts().create_account("bob", filled(33, 0x07), device_record(9, 0xA3),
+                                             signed_pre_key(1), {});
+  ASSERT_TRUE(bob.has_value());
+  EXPECT_NE(*bob, *id);
+}
+
+TYPED_TEST(ServerStoreTest, RefusesKeysOfTheWrongSizeAndStoresNothing) {
+  auto bad_identity = this->accounts().create_account(
+      "alice", filled(32, 0x05), device_record(7, 0xA1), signed_pre_key(1), {});
+  EXPECT_EQ(bad_identity.error(), Error::io);
+  EXPECT_EQ(this->accounts().find_account("alice").error(), Error::not_found);
+
+  const AccountId alice = this->make_account("alice");
+  EXPECT_EQ(this->keys().add_pre_keys(alice, 1, {OneTimePreKeyRecord{9, filled(32, 1)}}).error(),
+            Error::io);
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 0u);
+  SignedPreKeyRecord short_signature = signed_pre_key(2);
+  short_signature.signature.pop_back();
+  EXPECT_EQ(this->keys().set_signed_pre_key(alice, 1, short_signature).error(), Error::io);
+  EXPECT_EQ(this->keys().signed_pre_key(alice, 1).value().id, 1u);
+}
+
+TYPED_TEST(ServerStoreTest, AddsDevicesWithTheNextFreeId) {
+  const AccountId alice = this->make_account("alice");
+  EXPECT_EQ(this->add_device(alice), 2u);
+  this->advance_seconds(3 * kDaySeconds);
+  EXPECT_EQ(this->add_device(alice), 3u);
+  ASSERT_TRUE(this->accounts().remove_device(alice, 2).has_value());
+  EXPECT_EQ(this->add_device(alice), 2u);  // the lowest free id
+  EXPECT_EQ(this->add_device(alice), 4u);
+
+  auto found = this->accounts().find_account(alice);
+  ASSERT_TRUE(found.has_value());
+  std::vector<DeviceId> ids;
+  for (const auto& d : found->devices) ids.push_back(d.id);
+  EXPECT_EQ(ids, (std::vector<DeviceId>{1, 2, 3, 4}));
+  EXPECT_EQ(found->devices[2].created_day, kStartMs / kMsPerDay + 3);
+  EXPECT_EQ(found->devices[2].registration_id, 200u);
+  EXPECT_EQ(this->keys().signed_pre_key(alice, 3).value().id, 7u);
+
+  EXPECT_EQ(
+      this->accounts().add_device(alice + 1000, device_record(1, 1), signed_pre_key(1), {}).error(),
+      Error::not_found);
+}
+
+TYPED_TEST(ServerStoreTest, RemovingADeviceRemovesItsKeysAndQueue) {
+  const AccountId alice = this->make_account("alice", 2);
+  const DeviceId second = this->add_device(alice);
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, second, pre_keys(10, 3)).has_value());
+  ASSERT_TRUE(this->send({this->envelope(alice, second), this->envelope(alice, 1)}).has_value());
+  ASSERT_TRUE(this->send({this->envelope(alice, second)}).has_value());
+  ASSERT_EQ(this->count(alice, second), 2u);
+
+  ASSERT_TRUE(this->accounts().remove_device(alice, second).has_value());
+  EXPECT_EQ(this->keys().signed_pre_key(alice, second).error(), Error::not_found);
+  EXPECT_EQ(this->keys().count_pre_keys(alice, second).value(), 0u);
+  EXPECT_FALSE(this->keys().take_pre_key(alice, second).value().has_value());
+  EXPECT_EQ(this->count(alice, second), 0u);
+  EXPECT_TRUE(this->loaded_ids(alice, second).empty());
+  EXPECT_EQ(this->accounts().find_account(alice).value().devices.size(), 1u);
+
+  // The other device keeps everything.
+  EXPECT_EQ(this->count(alice, 1), 1u);
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 2u);
+  EXPECT_TRUE(this->keys().signed_pre_key(alice, 1).has_value());
+
+  EXPECT_EQ(this->accounts().remove_device(alice, second).error(), Error::not_found);
+  // A send that includes the removed device is refused as a whole.
+  EXPECT_EQ(this->send({this->envelope(alice, 1), this->envelope(alice, second)}).error(),
+            Error::not_found);
+  EXPECT_EQ(this->count(alice, 1), 1u);
+  EXPECT_EQ(this->keys().add_pre_keys(alice, second, pre_keys(20, 1)).error(), Error::not_found);
+}
+
+// --- keys ---------------------------------------------------------------------------------------
+
+TYPED_TEST(ServerStoreTest, ReplacesTheSignedPreKey) {
+  const AccountId alice = this->make_account("alice");
+  ASSERT_TRUE(this->keys().set_signed_pre_key(alice, 1, signed_pre_key(2, 0x70)).has_value());
+  auto key = this->keys().signed_pre_key(alice, 1);
+  ASSERT_TRUE(key.has_value());
+  EXPECT_EQ(key->id, 2u);
+  EXPECT_EQ(key->public_key, filled(33, 0x70));
+  EXPECT_EQ(key->signature, filled(64, 0x71));
+  EXPECT_EQ(this->keys().set_signed_pre_key(alice, 9, signed_pre_key(3)).error(), Error::not_found);
+  EXPECT_EQ(this->keys().signed_pre_key(alice, 9).error(), Error::not_found);
+}
+
+TYPED_TEST(ServerStoreTest, AddsCountsAndTakesPreKeysOnce) {
+  const AccountId alice = this->make_account("alice");
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, 1, pre_keys(1, 3)).has_value());
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 3u);
+  // An id already present is replaced (and counts as newly uploaded).
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, 1, {pre_key(2, 0x99), pre_key(4)}).has_value());
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 4u);
+
+  std::vector<std::uint32_t> taken;
+  for (int i = 0; i < 4; ++i) {
+    auto key = this->keys().take_pre_key(alice, 1);
+    ASSERT_TRUE(key.has_value());
+    ASSERT_TRUE(key->has_value());
+    taken.push_back((*key)->id);
+    if ((*key)->id == 2) {
+      EXPECT_EQ((*key)->public_key, filled(33, 0x99));
+    }
+  }
+  EXPECT_EQ(taken, (std::vector<std::uint32_t>{1, 3, 2, 4}));  // oldest upload first
+  auto none = this->keys().take_pre_key(alice, 1);
+  ASSERT_TRUE(none.has_value());
+  EXPECT_FALSE(none->has_value());
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 0u);
+  EXPECT_EQ(this->keys().add_pre_keys(alice, 5, pre_keys(1, 1)).error(), Error::not_found);
+}
+
+TYPED_TEST(ServerStoreTest, KeepsTheNewestPreKeysUpToTheLimit) {
+  TestConfig config;
+  config.max_pre_keys_per_device = 5;
+  this->open(config);
+  const AccountId alice = this->make_account("alice");
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, 1, pre_keys(1, 8)).has_value());
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 5u);
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, 1, pre_keys(9, 1)).has_value());
+  std::vector<std::uint32_t> taken;
+  while (true) {
+    auto key = this->keys().take_pre_key(alice, 1);
+    ASSERT_TRUE(key.has_value());
+    if (!key->has_value()) break;
+    taken.push_back((*key)->id);
+  }
+  EXPECT_EQ(taken, (std::vector<std::uint32_t>{5, 6, 7, 8, 9}));
+}
+
+TYPED_TEST(ServerStoreTest, ConcurrentTakesNeverHandOutAKeyTwice) {
+  constexpr std::uint32_t kKeys = 400;
+  constexpr int kThreads = 8;
+  const AccountId alice = this->make_account("alice");
+  for (std::uint32_t first = 1; first <= kKeys; first += 100) {
+    ASSERT_TRUE(this->keys().add_pre_keys(alice, 1, pre_keys(first, 100)).has_value());
+  }
+  ASSERT_EQ(this->keys().count_pre_keys(alice, 1).value(), kKeys);
+
+  std::mutex mu;
+  std::vector<std::uint32_t> taken;
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      std::vector<std::uint32_t> mine;
+      for (;;) {
+        auto key = this->keys().take_pre_key(alice, 1);
+        if (!key) {
+          ++errors;
+          break;
+        }
+        if (!key->has_value()) break;
+        mine.push_back((*key)->id);
+      }
+      std::lock_guard lock(mu);
+      taken.insert(taken.end(), mine.begin(), mine.end());
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(taken.size(), kKeys);
+  EXPECT_EQ(std::set<std::uint32_t>(taken.begin(), taken.end()).size(), kKeys);
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 0u);
+}
+
+// --- messages -----------------------------------------------------------------------------------
+
+TYPED_TEST(ServerStoreTest, LoadsOldestFirstAndPagesAfterAnId) {
+  const AccountId alice = this->make_account("alice");
+  std::vector<QueuedEnvelope> sent;
+  for (int i = 0; i < 5; ++i) {
+    QueuedEnvelope e = this->envelope(alice, 1);
+    if (i == 0) e.server_timestamp = kStartMs + 77;  // kept when given
+    sent.push_back(e);
+    ASSERT_TRUE(this->send({e}).has_value());
+  }
+
+  auto all = this->messages().load(alice, 1, 10);
+  ASSERT_TRUE(all.has_value());
+  ASSERT_EQ(all->size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) {
+    const QueuedEnvelope& got = (*all)[i];
+    EXPECT_EQ(got.id, sent[i].id);
+    EXPECT_EQ(got.account, alice);
+    EXPECT_EQ(got.device, 1u);
+    EXPECT_EQ(got.source, "sender");
+    EXPECT_EQ(got.source_device, 3u);
+    EXPECT_EQ(got.type, 1u);
+    EXPECT_EQ(got.content, sent[i].content);
+    EXPECT_EQ(got.client_timestamp, kStartMs - 5);
+    EXPECT_EQ(got.server_timestamp, i == 0 ? kStartMs + 77 : kStartMs);  // 0 means "now"
+    EXPECT_EQ(got.expires_at, kStartMs / 1000 + 30 * kDaySeconds);       // 0 means the TTL
+  }
+
+  EXPECT_EQ(this->loaded_ids(alice, 1, 2), (std::vector<EnvelopeId>{sent[0].id, sent[1].id}));
+  EXPECT_EQ(this->loaded_ids(alice, 1, 2, sent[1].id),
+            (std::vector<EnvelopeId>{sent[2].id, sent[3].id}));
+  EXPECT_EQ(this->loaded_ids(alice, 1, 2, sent[3].id), (std::vector<EnvelopeId>{sent[4].id}));
+  EXPECT_TRUE(this->loaded_ids(alice, 1, 2, sent[4].id).empty());
+  EXPECT_TRUE(this->loaded_ids(alice, 1, 0).empty());
+
+  // `after` must be in this device's queue.
+  EnvelopeId unknown{};
+  unknown.fill(0x42);
+  EXPECT_EQ(this->messages().load(alice, 1, 10, unknown).error(), Error::not_found);
+  const DeviceId second = this->add_device(alice);
+  EXPECT_EQ(this->messages().load(alice, second, 10, sent[0].id).error(), Error::not_found);
+  ASSERT_EQ(this->messages().remove(alice, 1, {sent[1].id}).value(), 1u);
+  EXPECT_EQ(this->messages().load(alice, 1, 10, sent[1].id).error(), Error::not_found);
+}
+
+TYPED_TEST(ServerStoreTest, RemoveOnlyDeletesTheDevicesOwnEnvelopes) {
+  const AccountId alice = this->make_account("alice");
+  const DeviceId second = this->add_device(alice);
+  const AccountId bob = this->make_account("bob");
+  const QueuedEnvelope a1 = this->envelope(alice, 1);
+  const QueuedEnvelope a1b = this->envelope(alice, 1);
+  const QueuedEnvelope a2 = this->envelope(alice, second);
+  const QueuedEnvelope b1 = this->envelope(bob, 1);
+  ASSERT_TRUE(this->send({a1, a1b, a2, b1}).has_value());
+
+  EXPECT_EQ(this->messages().remove(alice, second, {a1.id, a1b.id, b1.id}).value(), 0u);
+  EXPECT_EQ(this->messages().remove(bob, 1, {a1.id, a2.id}).value(), 0u);
+  EXPECT_EQ(this->count(alice, 1), 2u);
+  EXPECT_EQ(this->count(alice, second), 1u);
+  EXPECT_EQ(this->count(bob, 1), 1u);
+
+  EnvelopeId unknown{};
+  EXPECT_EQ(this->messages().remove(alice, 1, {a1.id, unknown, a1b.id, a1.id}).value(), 2u);
+  EXPECT_EQ(this->count(alice, 1), 0u);
+  EXPECT_EQ(this->count(alice, second), 1u);
+  EXPECT_EQ(this->messages().remove(bob, 1, {b1.id}).value(), 1u);
+  EXPECT_EQ(this->messages().remove(bob, 1, {}).value(), 0u);
+}
+
+TYPED_TEST(ServerStoreTest, DeduplicatesRetriedSends) {
+  const AccountId alice = this->make_account("alice");
+  const Bytes key = filled(24, 0xD1);
+  const QueuedEnvelope first = this->envelope(alice, 1);
+  ASSERT_TRUE(this->send({first}, key).has_value());
+  // A retry carries new envelope ids (the server makes them per request): still stored once.
+  ASSERT_TRUE(this->send({this->envelope(alice, 1)}, key).has_value());
+  EXPECT_EQ(this->loaded_ids(alice, 1), (std::vector<EnvelopeId>{first.id}));
+
+  // Both halves of a duplicate pair in one batch.
+  const Bytes other = filled(24, 0xD2);
+  auto a = this->send_async({this->envelope(alice, 1)}, other);
+  auto b = this->send_async({this->envelope(alice, 1)}, other);
+  EXPECT_TRUE(a.get().has_value());
+  EXPECT_TRUE(b.get().has_value());
+  EXPECT_EQ(this->count(alice, 1), 2u);
+
+  // Keys are kept for a day: after that the same key stores again.
+  this->advance_seconds(kDaySeconds + 1);
+  ASSERT_TRUE(this->messages().expire(this->now_seconds()).has_value());
+  ASSERT_TRUE(this->send({this->envelope(alice, 1)}, key).has_value());
+  EXPECT_EQ(this->count(alice, 1), 3u);
+}
+
+TYPED_TEST(ServerStoreTest, RefusesASendThatWouldOverfillAQueue) {
+  TestConfig config;
+  config.max_queue_per_device = 3;
+  this->open(config);
+  const AccountId alice = this->make_account("alice");
+  const DeviceId second = this->add_device(alice);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(this->send({this->envelope(alice, 1)}).has_value());
+
+  const Bytes key = filled(16, 0x0F);
+  const QueuedEnvelope to_second = this->envelope(alice, second);
+  EXPECT_EQ(this->send({this->envelope(alice, 1), to_second}, key).error(), Error::queue_full);
+  EXPECT_EQ(this->count(alice, 1), 3u);
+  EXPECT_EQ(this->count(alice, second), 0u);  // nothing of the refused send is stored
+
+  // The refused send left no dedup key behind: once there is room, its retry is stored.
+  const auto head = this->loaded_ids(alice, 1, 1);
+  ASSERT_EQ(this->messages().remove(alice, 1, head).value(), 1u);
+  EXPECT_TRUE(this->send({this->envelope(alice, 1), to_second}, key).has_value());
+  EXPECT_EQ(this->count(alice, 1), 3u);
+  EXPECT_EQ(this->count(alice, second), 1u);
+
+  // Several envelopes of one send for one device count together.
+  EXPECT_EQ(this->send({this->envelope(alice, second), this->envelope(alice, second),
+                        this->envelope(alice, second)})
+                .error(),
+            Error::queue_full);
+  EXPECT_TRUE(
+      this->send({this->envelope(alice, second), this->envelope(alice, second)}).has_value());
+  EXPECT_EQ(this->count(alice, second), 3u);
+}
+
+TYPED_TEST(ServerStoreTest, OneRefusedSendDoesNotFailTheOthersInItsBatch) {
+  const AccountId alice = this->make_account("alice");
+  const QueuedEnvelope good1 = this->envelope(alice, 1);
+  const QueuedEnvelope good2 = this->envelope(alice, 1);
+  auto f1 = this->send_async({good1});
+  auto f2 = this->send_async({this->envelope(alice, 1), this->envelope(alice, 9)});  // no device 9
+  auto f3 = this->send_async({this->envelope(alice, 1), good1});                     // duplicate id
+  auto f4 = this->send_async({good2});
+  EXPECT_TRUE(f1.get().has_value());
+  EXPECT_EQ(f2.get().error(), Error::not_found);
+  EXPECT_EQ(f3.get().error(), Error::conflict);
+  EXPECT_TRUE(f4.get().has_value());
+  EXPECT_EQ(this->loaded_ids(alice, 1), (std::vector<EnvelopeId>{good1.id, good2.id}));
+}
+
+TYPED_TEST(ServerStoreTest, ExpiresEnvelopes) {
+  const AccountId alice = this->make_account("alice");
+  const QueuedEnvelope long_lived = this->envelope(alice, 1);
+  QueuedEnvelope short_lived = this->envelope(alice, 1);
+  short_lived.expires_at = this->now_seconds() + 60;
+  QueuedEnvelope too_long = this->envelope(alice, 1);
+  too_long.expires_at = this->now_seconds() + 365 * kDaySeconds;  // capped at the TTL
+  ASSERT_TRUE(this->send({long_lived, short_lived, too_long}).has_value());
+  EXPECT_EQ(this->count(alice, 1), 3u);
+
+  this->advance_seconds(61);
+  // Expired envelopes are never delivered, even before the sweep.
+  EXPECT_EQ(this->loaded_ids(alice, 1), (std::vector<EnvelopeId>{long_lived.id, too_long.id}));
+  EXPECT_EQ(this->count(alice, 1), 2u);
+  EXPECT_EQ(this->messages().expire(this->now_seconds()).value(), 1u);
+
+  this->advance_seconds(30 * kDaySeconds);
+  EXPECT_TRUE(this->loaded_ids(alice, 1).empty());
+  EXPECT_EQ(this->messages().expire(this->now_seconds()).value(), 2u);
+  EXPECT_EQ(this->messages().expire(this->now_seconds()).value(), 0u);
+  EXPECT_EQ(this->count(alice, 1), 0u);
+
+  // A backlog larger than any internal batch is swept completely.
+  std::vector<QueuedEnvelope> backlog;
+  for (int i = 0; i < 1100; ++i) {
+    backlog.push_back(this->envelope(alice, 1));
+    backlog.back().expires_at = this->now_seconds() + 10;
+  }
+  ASSERT_TRUE(this->send(backlog).has_value());
+  this->advance_seconds(10);
+  EXPECT_EQ(this->messages().expire(this->now_seconds()).value(), 1100u);
+  EXPECT_EQ(this->count(alice, 1), 0u);
+}
+
+TYPED_TEST(ServerStoreTest, GroupCommitsConcurrentSends) {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 250;
+  const AccountId alice = this->make_account("alice");
+  std::vector<std::vector<QueuedEnvelope>> planned(kThreads);
+  for (auto& list : planned) {
+    for (int i = 0; i < kPerThread; ++i) list.push_back(this->envelope(alice, 1));
+  }
+  const auto commits_before = TypeParam::commit_count(*this->store_);
+
+  // Each thread waits for its send to be durable before the next, as a client connection
+  // awaiting its acknowledgement does: batching comes from concurrency alone.
+  std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (const auto& e : planned[static_cast<std::size_t>(t)]) {
+        std::promise<tl::expected<void, Error>> done;
+        auto result = done.get_future();
+        this->messages().enqueue({e}, std::nullopt,
+                                 [&done](tl::expected<void, Error> r) { done.set_value(r); });
+        (result.get() ? ok : failed) += 1;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  this->messages().flush();
+  EXPECT_EQ(ok.load(), kThreads * kPerThread);
+  EXPECT_EQ(failed.load(), 0);
+
+  const auto loaded = this->loaded_ids(alice, 1);
+  ASSERT_EQ(loaded.size(), static_cast<std::size_t>(kThreads * kPerThread));
+  // Each thread's sends are stored in the order it made them.
+  std::map<EnvelopeId, std::size_t> position;
+  for (std::size_t i = 0; i < loaded.size(); ++i) position[loaded[i]] = i;
+  for (const auto& list : planned) {
+    for (std::size_t i = 1; i < list.size(); ++i)
+      EXPECT_LT(position[list[i - 1].id], position[list[i].id]);
+  }
+
+  if (commits_before) {
+    const std::uint64_t commits = *TypeParam::commit_count(*this->store_) - *commits_before;
+    std::cout << "[ group commit ] " << kThreads * kPerThread << " sends, " << commits
+              << " commits\n";
+    this->RecordProperty("sends", kThreads * kPerThread);
+    this->RecordProperty("commits", static_cast<int>(commits));
+    EXPECT_LT(commits, static_cast<std::uint64_t>(kThreads * kPerThread));
+    EXPECT_GT(commits, 0u);
+  }
+
+  // Fire-and-forget from many threads: the queue fills while the writer syncs.
+  std::atomic<int> async_ok{0};
+  std::vector<std::thread> producers;
+  for (int t = 0; t < kThreads; ++t) {
+    producers.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        QueuedEnvelope e;
+        // Ids distinct from the envelope() counter's (byte 14 is never set there).
+        e.id[0] = static_cast<std::uint8_t>(i);
+        e.id[1] = static_cast<std::uint8_t>(i >> 8);
+        e.id[2] = static_cast<std::uint8_t>(t);
+        e.id[14] = 0x77;
+        e.account = alice;
+        e.device = 1;
+        e.content = filled(10, 1);
+        this->messages().enqueue({e}, std::nullopt, [&](tl::expected<void, Error> r) {
+          if (r) ++async_ok;
+        });
+      }
+    });
+  }
+  for (auto& p : producers) p.join();
+  this->messages().flush();
+  EXPECT_EQ(async_ok.load(), kThreads * kPerThread);
+  EXPECT_EQ(this->count(alice, 1), static_cast<std::size_t>(2 * kThreads * kPerThread));
+  if (commits_before) {
+    std::cout << "[ group commit ] fire-and-forget: " << kThreads * kPerThread << " more sends, "
+              << *TypeParam::commit_count(*this->store_) - *commits_before << " commits in all\n";
+  }
+}
+
+TYPED_TEST(ServerStoreTest, KeepsEverythingAcrossReopen) {
+  const AccountId alice = this->make_account("alice", 3);
+  std::vector<EnvelopeId> ids;
+  for (int i = 0; i < 3; ++i) {
+    const QueuedEnvelope e = this->envelope(alice, 1);
+    ids.push_back(e.id);
+    ASSERT_TRUE(this->send({e}).has_value());
+  }
+  // Not waited for: closing the store must still make it durable and run its completion.
+  std::atomic<bool> completed{false};
+  const QueuedEnvelope last = this->envelope(alice, 1);
+  ids.push_back(last.id);
+  this->messages().enqueue({last}, std::nullopt,
+                           [&](tl::expected<void, Error> r) { completed = r.has_value(); });
+  this->store_.reset();
+  EXPECT_TRUE(completed.load());
+
+  this->reopen();
+  EXPECT_EQ(this->loaded_ids(alice, 1), ids);
+  EXPECT_EQ(this->accounts().find_account("alice").value().id, alice);
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 3u);
+  // Sequence numbers continue after a reopen: new envelopes still go to the back.
+  const QueuedEnvelope after = this->envelope(alice, 1);
+  ASSERT_TRUE(this->send({after}).has_value());
+  EXPECT_EQ(this->loaded_ids(alice, 1).back(), after.id);
+}
+
+// --- tokens -------------------------------------------------------------------------------------
+
+TYPED_TEST(ServerStoreTest, InvitesAreSingleUseAndExpire) {
+  const std::uint64_t now = this->now_seconds();
+  ASSERT_TRUE(this->tokens().create_invite("invite-1", now + 100).has_value());
+  EXPECT_EQ(this->tokens().create_invite("invite-1", now + 100).error(), Error::conflict);
+  EXPECT_TRUE(this->tokens().use_invite("invite-1", now).has_value());
+  EXPECT_EQ(this->tokens().use_invite("invite-1", now).error(), Error::invalid_token);
+  EXPECT_EQ(this->tokens().use_invite("never-made", now).error(), Error::invalid_token);
+
+  ASSERT_TRUE(this->tokens().create_invite("invite-2", now + 10).has_value());
+  EXPECT_EQ(this->tokens().use_invite("invite-2", now + 10).error(), Error::invalid_token);
+  ASSERT_TRUE(this->tokens().create_invite("invite-3", now + 10).has_value());
+  ASSERT_TRUE(this->messages().expire(now + 11).has_value());  // sweeps expired tokens too
+  EXPECT_EQ(this->tokens().use_invite("invite-3", now).error(), Error::invalid_token);
+  ASSERT_TRUE(this->tokens().create_invite("invite-4", now + 10).has_value());
+  EXPECT_TRUE(this->tokens().use_invite("invite-4", now + 9).has_value());
+}
+
+TYPED_TEST(ServerStoreTest, LinkTokensAreSingleUseExpireAndNameTheAccount) {
+  const AccountId alice = this->make_account("alice");
+  const AccountId bob = this->make_account("bob");
+  const std::uint64_t now = this->now_seconds();
+  const Bytes token_a = filled(32, 0x1A);
+  const Bytes token_b = filled(32, 0x1B);
+  ASSERT_TRUE(this->tokens().create_link_token(token_a, alice, now + 600).has_value());
+  ASSERT_TRUE(this->tokens().create_link_token(token_b, bob, now + 600).has_value());
+  EXPECT_EQ(this->tokens().create_link_token(token_a, bob, now + 600).error(), Error::conflict);
+  EXPECT_EQ(this->tokens().create_link_token(filled(32, 0x1C), bob + 1000, now + 600).error(),
+            Error::not_found);
+
+  EXPECT_EQ(this->tokens().use_link_token(token_b, now).value(), bob);
+  EXPECT_EQ(this->tokens().use_link_token(token_a, now).value(), alice);
+  EXPECT_EQ(this->tokens().use_link_token(token_a, now).error(), Error::invalid_token);
+  EXPECT_EQ(this->tokens().use_link_token(filled(32, 0x00), now).error(), Error::invalid_token);
+
+  const Bytes expiring = filled(32, 0x2A);
+  ASSERT_TRUE(this->tokens().create_link_token(expiring, alice, now + 600).has_value());
+  EXPECT_EQ(this->tokens().use_link_token(expiring, now + 600).error(), Error::invalid_token);
+  EXPECT_EQ(this->tokens().use_link_token(expiring, now).error(),
+            Error::invalid_token);  // used up anyway
+}
+
+// --- schema -------------------------------------------------------------------------------------
+
+TYPED_TEST(ServerStoreTest, ListsItsSchema) {
+  const auto schema = this->store_->schema();
+  ASSERT_FALSE(schema.empty());
+  std::set<std::string> tables;
+  std::set<std::pair<std::string, std::string>> unique(schema.begin(), schema.end());
+  EXPECT_EQ(unique.size(), schema.size());
+  for (const auto& [table, column] : schema) {
+    EXPECT_NE(table.rfind("sqlite_", 0), 0u) << table;
+    EXPECT_FALSE(column.empty());
+    tables.insert(table);
+  }
+  EXPECT_EQ(tables,
+            (std::set<std::string>{"accounts", "devices", "invites", "link_tokens", "messages",
+                                   "pre_keys", "send_dedup", "signed_pre_keys"}));
+  for (const auto& expected :
+       std::vector<std::pair<std::string, std::string>>{{"accounts", "username"},
+                                                        {"devices", "auth_key"},
+                                                        {"messages", "envelope_id"},
+                                                        {"messages", "content"},
+                                                        {"link_tokens", "token_hash"},
+                                                        {"send_dedup", "expires_at"}}) {
+    EXPECT_TRUE(unique.count(expected)) << expected.first << "." << expected.second;
+  }
+}
+
+// --- SQLite only --------------------------------------------------------------------------------
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  std::filesystem::path file() const { return dir_.path() / "server.db"; }
+
+  std::unique_ptr<SqliteServerStore> open() {
+    SqliteOptions options;
+    options.now_ms = [] { return kStartMs; };
+    options.log = [this](std::string_view line) {
+      std::lock_guard lock(log_mu_);
+      log_.emplace_back(line);
+    };
+    auto store = SqliteServerStore::open(file(), options);
+    EXPECT_TRUE(store.has_value());
+    return store ? std::move(*store) : nullptr;
+  }
+
+  // Runs SQL on the file directly, as a damaged disk or a careless operator would.
+  void raw(const std::string& sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(file().c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << (err ? err : "");
+    sqlite3_free(err);
+    sqlite3_close(db);
+  }
+
+  std::string raw_text(const std::string& sql) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(file().c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    std::string out;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+      const auto* text = sqlite3_column_text(st, 0);
+      out = text ? reinterpret_cast<const char*>(text) : "";
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
+  }
+
+  bool logged(const std::string& needle) {
+    std::lock_guard lock(log_mu_);
+    return std::any_of(log_.begin(), log_.end(), [&](const std::string& line) {
+      return line.find(needle) != std::string::npos;
+    });
+  }
+
+  static tl::expected<void, Error> send(MessageStore& messages, const QueuedEnvelope& e) {
+    std::promise<tl::expected<void, Error>> done;
+    messages.enqueue({e}, std::nullopt, [&](tl::expected<void, Error> r) { done.set_value(r); });
+    return done.get_future().get();
+  }
+
+  static QueuedEnvelope envelope(AccountId account, std::uint32_t n) {
+    QueuedEnvelope e;
+    for (std::size_t i = 0; i < 4; ++i) e.id[i] = static_cast<std::uint8_t>(n >> (8 * i));
+    e.account = account;
+    e.device = 1;
+    e.content = filled(20, 0xC0);
+    return e;
+  }
+
+  TempDir dir_;
+  std::mutex log_mu_;
+  std::vector<std::string> log_;
+};
+
+TEST_F(SqliteStoreTest, CorruptRowsAreIoErrorsNotCrashes) {
+  AccountId alice = 0;
+  {
+    auto store = open();
+    ASSERT_NE(store, nullptr);
+    alice = store->accounts()
+                .create_account("alice", filled(33, 5), device_record(1, 1), signed_pre_key(1),
+                                pre_keys(1, 1))
+                .value();
+    ASSERT_TRUE(send(store->messages(), envelope(alice, 1)).has_value());
+  }
+  raw("UPDATE messages SET envelope_id = x'0102';"
+      "UPDATE devices SET auth_key = x'00';"
+      "UPDATE pre_keys SET public_key = x'';"
+      "UPDATE signed_pre_keys SET signature = zeroblob(65);");
+
+  auto store = open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->messages().load(alice, 1, 10).error(), Error::io);
+  EXPECT_TRUE(logged("corrupt row in messages: column envelope_id: 2 bytes, expected 16"));
+  EXPECT_EQ(store->accounts().find_account("alice").error(), Error::io);
+  EXPECT_TRUE(logged("corrupt row in devices: column auth_key: 1 bytes, expected 32"));
+  EXPECT_EQ(store->keys().take_pre_key(alice, 1).error(), Error::io);
+  EXPECT_EQ(store->keys().signed_pre_key(alice, 1).error(), Error::io);
+  EXPECT_EQ(store->messages().count(alice, 1).value(), 1u);  // what needs no bad column still works
+
+  raw("UPDATE devices SET auth_key = zeroblob(32), registration_id = -1;");
+  EXPECT_EQ(store->accounts().find_account(alice).error(), Error::io);
+  EXPECT_TRUE(logged("corrupt row in devices: column registration_id"));
+  raw("UPDATE devices SET registration_id = 1; UPDATE accounts SET identity_key = zeroblob(34);");
+  EXPECT_EQ(store->accounts().find_account(alice).error(), Error::io);
+  raw("UPDATE accounts SET identity_key = zeroblob(33);");
+  EXPECT_TRUE(store->accounts().find_account(alice).has_value());
+}
+
+TEST_F(SqliteStoreTest, AcknowledgedSendsSurviveKillDashNine) {
+  AccountId alice = 0;
+  {
+    auto store = open();
+    ASSERT_NE(store, nullptr);
+    alice = store->accounts()
+                .create_account("alice", filled(33, 5), device_record(1, 1), signed_pre_key(1), {})
+                .value();
+  }
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The child sends as fast as it can and reports each acknowledgement down the pipe.
+    close(fds[0]);
+    SqliteOptions options;
+    options.log = [](std::string_view) {};
+    auto store = SqliteServerStore::open(file(), options);
+    if (!store) _exit(2);
+    const int out = fds[1];
+    for (std::uint32_t n = 1;; ++n) {
+      (*store)->messages().enqueue(
+          {envelope(alice, n)}, std::nullopt, [out, n](tl::expected<void, Error> r) {
+            if (r && write(out, &n, sizeof n) != static_cast<ssize_t>(sizeof n)) _exit(3);
+          });
+      if (n % 64 == 0) usleep(1000);
+    }
+  }
+  close(fds[1]);
+  std::set<std::uint32_t> acknowledged;
+  std::uint32_t n = 0;
+  while (acknowledged.size() < 300 &&
+         read(fds[0], &n, sizeof n) == static_cast<ssize_t>(sizeof n)) {
+    acknowledged.insert(n);
+  }
+  ASSERT_EQ(kill(child, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "child exited with " << WEXITSTATUS(status);
+  while (read(fds[0], &n, sizeof n) == static_cast<ssize_t>(sizeof n)) acknowledged.insert(n);
+  close(fds[0]);
+  ASSERT_GE(acknowledged.size(), 300u);
+
+  auto store = open();
+  ASSERT_NE(store, nullptr);
+  auto loaded = store->messages().load(alice, 1, 1'000'000);
+  ASSERT_TRUE(loaded.has_value());
+  std::set<std::uint32_t> stored;
+  for (const auto& e : *loaded) {
+    stored.insert(static_cast<std::uint32_t>(e.id[0]) | static_cast<std::uint32_t>(e.id[1]) << 8 |
+                  static_cast<std::uint32_t>(e.id[2]) << 16 |
+                  static_cast<std::uint32_t>(e.id[3]) << 24);
+  }
+  for (const std::uint32_t a : acknowledged)
+    EXPECT_TRUE(stored.count(a)) << "acknowledged send " << a << " lost";
+  std::cout << "[ kill -9 ] " << acknowledged.size() << " acknowledged, " << stored.size()
+            << " stored\n";
+}
+
+TEST_F(SqliteStoreTest, DeliveredMessagesLeaveNoCopyInTheFile) {
+  auto marked = [](const std::string& tag) {
+    std::string text;
+    while (text.size() < 200) text += tag;
+    return Bytes(text.begin(), text.end());
+  };
+  const Bytes delivered = marked("delivered-ciphertext-");
+  const Bytes waiting = marked("waiting-ciphertext-");
+  {
+    auto store = open();
+    ASSERT_NE(store, nullptr);
+    const AccountId alice =
+        store->accounts()
+            .create_account("alice", filled(33, 5), device_record(1, 1), signed_pre_key(1), {})
+            .value();
+    QueuedEnvelope gone = envelope(alice, 1);
+    gone.content = delivered;
+    QueuedEnvelope kept = envelope(alice, 2);
+    kept.content = waiting;
+    ASSERT_TRUE(send(store->messages(), gone).has_value());
+    ASSERT_TRUE(send(store->messages(), kept).has_value());
+    ASSERT_EQ(store->messages().remove(alice, 1, {gone.id}).value(), 1u);
+  }
+  // Closing checkpoints the WAL into the database file and deletes it.
+  EXPECT_FALSE(std::filesystem::exists(file().string() + "-wal"));
+  std::ifstream in(file(), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(bytes.find(std::string(waiting.begin(), waiting.end())),
+            std::string::npos);  // the probe works
+  EXPECT_EQ(bytes.find("delivered-ciphertext-"), std::string::npos);
+}
+
+TEST_F(SqliteStoreTest, UsesWalAndMigratesOnce) {
+  { ASSERT_NE(open(), nullptr); }
+  EXPECT_EQ(raw_text("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "1");
+  { ASSERT_NE(open(), nullptr); }  // a second open finds the schema current
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "1");
+}
+
+TEST_F(SqliteStoreTest, RefusesADatabaseFromANewerServer) {
+  { ASSERT_NE(open(), nullptr); }
+  raw("PRAGMA user_version = 99;");
+  SqliteOptions options;
+  options.log = [this](std::string_view line) { log_.emplace_back(line); };
+  auto store = SqliteServerStore::open(file(), options);
+  ASSERT_FALSE(store.has_value());
+  EXPECT_EQ(store.error(), Error::io);
+  EXPECT_TRUE(logged("newer than this server"));
+}
+
+TEST_F(SqliteStoreTest, RefusesAFileThatIsNotADatabase) {
+  {
+    std::ofstream out(file(), std::ios::binary);
+    out << std::string(4096, 'x');
+  }
+  SqliteOptions options;
+  options.log = [this](std::string_view line) { log_.emplace_back(line); };
+  auto store = SqliteServerStore::open(file(), options);
+  ASSERT_FALSE(store.has_value());
+  EXPECT_EQ(store.error(), Error::io);
+  EXPECT_FALSE(log_.empty());
+}
+
+}  // namespace
+}  // namespace sotto::store
