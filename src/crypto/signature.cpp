@@ -3,6 +3,7 @@
 #include <openssl/bn.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "crypto/hash.h"
@@ -59,16 +60,29 @@ void reduce_scalar(const std::uint8_t* in, std::size_t n, std::uint8_t out[32]) 
 
 }  // namespace
 
-Curve25519Signature curve25519_sign(const Secret<kX25519KeySize>& montgomery_private,
-                                    ByteView message, Rng& rng) {
+EdwardsPublicBytes curve25519_edwards_public(const Secret<kX25519KeySize>& montgomery_private) {
   ensure_sodium_initialized();
   Secret<32> a = montgomery_private.clone();
   x25519_clamp(a);
-
-  std::uint8_t edwards_public[32];
-  if (crypto_scalarmult_ed25519_base_noclamp(edwards_public, a.data()) != 0) {
+  EdwardsPublicBytes edwards_public{};
+  if (crypto_scalarmult_ed25519_base_noclamp(edwards_public.data(), a.data()) != 0) {
     detail::fail("ed25519 base multiplication");
   }
+  return edwards_public;
+}
+
+Curve25519Signature curve25519_sign(const Secret<kX25519KeySize>& montgomery_private,
+                                    ByteView message, Rng& rng) {
+  return curve25519_sign(montgomery_private, curve25519_edwards_public(montgomery_private), message,
+                         rng);
+}
+
+Curve25519Signature curve25519_sign(const Secret<kX25519KeySize>& montgomery_private,
+                                    const EdwardsPublicBytes& edwards_public, ByteView message,
+                                    Rng& rng) {
+  ensure_sodium_initialized();
+  Secret<32> a = montgomery_private.clone();
+  x25519_clamp(a);
   const std::uint8_t sign_bit = edwards_public[31] & 0x80;
 
   // Nonce: SHA-512(0xFE || 0xFF * 31 || a || M || Z), Z 64 random bytes (the reference's
@@ -86,7 +100,7 @@ Curve25519Signature curve25519_sign(const Secret<kX25519KeySize>& montgomery_pri
   if (crypto_scalarmult_ed25519_base_noclamp(sig.data(), r.data()) != 0) {
     detail::fail("ed25519 nonce multiplication");
   }
-  Sha512Digest h_wide = sha512({ByteView(sig.data(), 32), ByteView(edwards_public, 32), message});
+  Sha512Digest h_wide = sha512({ByteView(sig.data(), 32), ByteView(edwards_public), message});
   std::uint8_t h[32];
   crypto_core_ed25519_scalar_reduce(h, h_wide.data());
 
@@ -103,9 +117,24 @@ tl::expected<void, Error> curve25519_verify(
     std::span<const std::uint8_t, kX25519KeySize> montgomery_public, ByteView message,
     std::span<const std::uint8_t, kCurve25519SignatureSize> signature) {
   ensure_sodium_initialized();
+  // Per-thread direct-mapped cache of u -> y (public data only).
+  struct CacheEntry {
+    X25519PublicBytes u{};
+    std::array<std::uint8_t, 32> y{};
+    bool valid = false;
+  };
+  thread_local std::array<CacheEntry, 64> cache{};
+  CacheEntry& slot = cache[(montgomery_public[0] ^ montgomery_public[7]) & 63];
   std::array<std::uint8_t, 32> edwards_public{};
-  if (!montgomery_u_to_edwards_y(montgomery_public, edwards_public)) {
-    return tl::unexpected(Error::invalid_key);
+  if (slot.valid && std::equal(slot.u.begin(), slot.u.end(), montgomery_public.begin())) {
+    edwards_public = slot.y;
+  } else {
+    if (!montgomery_u_to_edwards_y(montgomery_public, edwards_public)) {
+      return tl::unexpected(Error::invalid_key);
+    }
+    std::copy(montgomery_public.begin(), montgomery_public.end(), slot.u.begin());
+    slot.y = edwards_public;
+    slot.valid = true;
   }
   edwards_public[31] |= signature[63] & 0x80;
   Curve25519Signature sig{};

@@ -6,7 +6,9 @@
 // libsodium's strict Ed25519 verification. A strict XEdDSA verifier would reject about half of
 // the reference's signatures; this one accepts both those and XEdDSA's (sign bit zero).
 // Built from libsodium's Ed25519 group and scalar operations and OpenSSL's SHA-512 and bignums;
-// no curve arithmetic is written here. Thread-safe.
+// no curve arithmetic is written here. Verification keeps a small per-thread cache of
+// u -> y conversions (public values only), since a group's signing keys verify many messages.
+// Thread-safe.
 #pragma once
 
 #include <array>
@@ -26,8 +28,20 @@ namespace sotto::crypto {
 inline constexpr std::size_t kCurve25519SignatureSize = 64;
 using Curve25519Signature = std::array<std::uint8_t, kCurve25519SignatureSize>;
 
+using EdwardsPublicBytes = std::array<std::uint8_t, 32>;
+
+// The Edwards form A = aB (with its sign bit) that signatures by this key are made under. It costs
+// a base-point multiplication, so signers that sign often (sender keys) compute it once and pass
+// it to the second overload below.
+[[nodiscard]] EdwardsPublicBytes curve25519_edwards_public(
+    const Secret<kX25519KeySize>& montgomery_private);
+
 // Signs with 64 bytes of fresh randomness mixed into the nonce, as the reference does.
 [[nodiscard]] Curve25519Signature curve25519_sign(const Secret<kX25519KeySize>& montgomery_private,
+                                                  ByteView message, Rng& rng);
+// REQUIRES: edwards_public == curve25519_edwards_public(montgomery_private).
+[[nodiscard]] Curve25519Signature curve25519_sign(const Secret<kX25519KeySize>& montgomery_private,
+                                                  const EdwardsPublicBytes& edwards_public,
                                                   ByteView message, Rng& rng);
 
 [[nodiscard]] tl::expected<void, Error> curve25519_verify(

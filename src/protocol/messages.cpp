@@ -189,7 +189,8 @@ tl::expected<SenderKeyMessage, Error> SenderKeyMessage::decode(ByteView bytes) {
 }
 
 SenderKeyMessage SenderKeyMessage::create(SenderKeyId key_id, std::uint32_t iteration,
-                                          Bytes ciphertext, const KeyPair& signing_key,
+                                          Bytes ciphertext, const PrivateKey& signing_key,
+                                          const crypto::EdwardsPublicBytes& signing_edwards,
                                           crypto::Rng& rng) {
   pb::SenderKeyMessage msg;
   msg.set_id(key_id.value);
@@ -199,7 +200,7 @@ SenderKeyMessage SenderKeyMessage::create(SenderKeyId key_id, std::uint32_t iter
   out.key_id = key_id;
   out.iteration = iteration;
   out.serialized = frame(kVersionByte, msg, kSignatureSize);
-  const auto sig = signing_key.sign(out.serialized, rng);
+  const auto sig = crypto::curve25519_sign(signing_key, signing_edwards, out.serialized, rng);
   out.serialized.insert(out.serialized.end(), sig.begin(), sig.end());
   out.ciphertext = std::move(ciphertext);
   return out;

@@ -69,7 +69,8 @@ struct SenderKeyMessage {
 
   [[nodiscard]] static tl::expected<SenderKeyMessage, Error> decode(ByteView bytes);
   [[nodiscard]] static SenderKeyMessage create(SenderKeyId key_id, std::uint32_t iteration,
-                                               Bytes ciphertext, const KeyPair& signing_key,
+                                               Bytes ciphertext, const PrivateKey& signing_key,
+                                               const crypto::EdwardsPublicBytes& signing_edwards,
                                                crypto::Rng& rng);
   [[nodiscard]] tl::expected<void, Error> verify_signature(const PublicKey& signing_key) const;
 };

@@ -26,7 +26,7 @@ void wipe_record(pb::SenderKeyRecord* r) {
 }  // namespace
 
 SenderKeyState SenderKeyState::clone() const {
-  SenderKeyState s{key_id, chain_key.clone(), signing_public, std::nullopt, {}};
+  SenderKeyState s{key_id, chain_key.clone(), signing_public, std::nullopt, signing_edwards, {}};
   if (signing_private) s.signing_private = signing_private->clone();
   for (const auto& k : skipped) s.skipped.push_back(k.clone());
   return s;
@@ -64,6 +64,7 @@ crypto::SecretBuffer SenderKeyRecord::encode() const {
     out->mutable_chain_key()->set_key(to_pb_bytes(s.chain_key.key.view()));
     out->set_signing_public(to_pb_bytes(s.signing_public.view()));
     if (s.signing_private) out->set_signing_private(to_pb_bytes(s.signing_private->view()));
+    if (s.signing_edwards) out->set_signing_edwards(to_pb_bytes(*s.signing_edwards));
     for (const auto& k : s.skipped) {
       auto* sk = out->add_skipped();
       sk->set_iteration(k.counter);
@@ -93,6 +94,7 @@ tl::expected<SenderKeyRecord, Error> SenderKeyRecord::decode(ByteView bytes) {
     if (!s.has_key_id() || !s.has_chain_key() || !s.chain_key().has_index() ||
         s.chain_key().key().size() != 32 ||
         (s.has_signing_private() && s.signing_private().size() != 32) ||
+        (s.has_signing_edwards() && s.signing_edwards().size() != 32) ||
         static_cast<std::size_t>(s.skipped_size()) > kMaxSenderMessageKeys) {
       return tl::unexpected(Error::malformed);
     }
@@ -103,8 +105,14 @@ tl::expected<SenderKeyRecord, Error> SenderKeyRecord::decode(ByteView bytes) {
                                   s.chain_key().index()},
                          *signing,
                          std::nullopt,
+                         std::nullopt,
                          {}};
     if (s.has_signing_private()) state.signing_private = PrivateKey(pb_view(s.signing_private()));
+    if (s.has_signing_edwards()) {
+      crypto::EdwardsPublicBytes e{};
+      std::copy(s.signing_edwards().begin(), s.signing_edwards().end(), e.begin());
+      state.signing_edwards = e;
+    }
     for (const auto& k : s.skipped()) {
       if (k.seed().size() != 32 || !k.has_iteration()) return tl::unexpected(Error::malformed);
       state.skipped.push_back({k.iteration(), crypto::Secret<32>(pb_view(k.seed())), k.created_at()});
@@ -117,9 +125,10 @@ tl::expected<SenderKeyRecord, Error> SenderKeyRecord::decode(ByteView bytes) {
 SenderKeyDistributionMessage sender_key_distribution(SenderKeyRecord& own, crypto::Rng& rng) {
   if (own.empty() || !own.newest().signing_private) {
     KeyPair signing = KeyPair::generate(rng);
+    const auto edwards = crypto::curve25519_edwards_public(signing.private_key);
     own.add(SenderKeyState{SenderKeyId(rng.next_u32() & 0x7FFFFFFF),
                            ChainKey{rng.secret<32>(), 0}, signing.public_key,
-                           std::move(signing.private_key), {}});
+                           std::move(signing.private_key), edwards, {}});
   }
   const SenderKeyState& s = own.newest();
   return SenderKeyDistributionMessage::create(s.key_id, s.chain_key.index, s.chain_key.key,
@@ -133,7 +142,7 @@ void process_sender_key_distribution(SenderKeyRecord& record,
     record.remove(skdm.key_id);
   }
   record.add(SenderKeyState{skdm.key_id, ChainKey{skdm.chain_key.clone(), skdm.iteration},
-                            skdm.signing_key, std::nullopt, {}});
+                            skdm.signing_key, std::nullopt, std::nullopt, {}});
 }
 
 tl::expected<Bytes, Error> group_encrypt(SenderKeyRecord& own, ByteView plaintext,
@@ -145,9 +154,9 @@ tl::expected<Bytes, Error> group_encrypt(SenderKeyRecord& own, ByteView plaintex
   const auto keys = SenderMessageKeys::derive(step.seed, s.chain_key.index);
   Bytes ciphertext = crypto::aes256_cbc_seal(
       keys.cipher_key, std::span<const std::uint8_t, 16>(keys.iv.data(), 16), plaintext);
-  const KeyPair signing{s.signing_public, s.signing_private->clone()};
-  SenderKeyMessage msg =
-      SenderKeyMessage::create(s.key_id, s.chain_key.index, std::move(ciphertext), signing, rng);
+  if (!s.signing_edwards) s.signing_edwards = crypto::curve25519_edwards_public(*s.signing_private);
+  SenderKeyMessage msg = SenderKeyMessage::create(s.key_id, s.chain_key.index, std::move(ciphertext),
+                                                  *s.signing_private, *s.signing_edwards, rng);
   s.chain_key = std::move(step.next);
   return std::move(msg.serialized);
 }
