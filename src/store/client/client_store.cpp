@@ -1,0 +1,1236 @@
+// The client store over SQLite. Layout of DIR/<username>.db (format 1):
+//
+//   meta            name -> value: format, kdf ("argon2id" | "keyfile"), kdf_salt, kdf_ops,
+//                   kdf_mem, key_check (the sealed constant kKeyCheckPlaintext)
+//   account         one row: the sealed AccountSettings (secrets, pinned fingerprint and trust
+//                   policy are all inside, so none of them can be read or altered on disk)
+//   contacts        username -> sealed trust state (identity key, verified, identity_changed_at)
+//   sessions        (username, device_id) -> sealed SessionRecord::encode()
+//   pre_keys        id -> sealed (public, private)
+//   signed_pre_keys id -> sealed (public, private, signature, timestamp)
+//   sender_keys     (distribution_id, sender, sender_device) -> sealed SenderKeyRecord::encode()
+//   envelopes       processed envelope ids, the newest kMaxSeenEnvelopes kept
+//   messages        history; the body is sealed with all of the row's other columns in its
+//                   associated data, so neither the body nor its metadata can be altered
+//
+// Sealed values are nonce || XChaCha20-Poly1305(storage key, aad = "table/column/row-key"); see
+// sealed_codec.h. Key columns (peer usernames, device ids, prekey ids) stay in the clear so rows
+// can be looked up; they name no secret.
+#include "store/client/client_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <limits>
+#include <mutex>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "crypto/pwhash.h"
+#include "crypto/rng.h"
+#include "store/client/sealed_codec.h"
+#include "store/client/sqlite_conn.h"
+
+namespace sotto::store {
+
+std::string_view to_string(ClientError e) {
+  switch (e) {
+    case ClientError::not_found: return "not found";
+    case ClientError::wrong_passphrase: return "wrong passphrase or storage key";
+    case ClientError::corrupt: return "the store is damaged (a record fails to decrypt or decode)";
+    case ClientError::io:
+      return "I/O error: the store or its key file cannot be read or written, or the key file is "
+             "not a regular file owned by this user with mode 0600 (it must not be readable by "
+             "group or others)";
+    case ClientError::exists: return "an account store with this name already exists";
+    case ClientError::invalid_argument:
+      return "invalid argument (username must be 3-32 characters of a-z, 0-9, '.', '_', '-', "
+             "starting with a letter or digit; trust policy on-first-use, always or never)";
+  }
+  return "unknown error";
+}
+
+namespace {
+
+using detail::open_sealed;
+using detail::Packer;
+using detail::row_aad;
+using detail::seal;
+using detail::Statement;
+using detail::Unpacker;
+using StepResult = detail::Statement::StepResult;
+
+constexpr std::int64_t kFormat = 1;
+constexpr std::uint8_t kRecordVersion = 1;
+constexpr std::int64_t kMaxSeenEnvelopes = 100'000;
+constexpr int kBusyTimeoutMs = 5000;
+constexpr std::string_view kKeyCheckPlaintext = "sotto client store key check v1";
+constexpr std::size_t kMaxSettingsString = 4096;
+constexpr std::string_view kKdfArgon2id = "argon2id";
+constexpr std::string_view kKdfKeyFile = "keyfile";
+constexpr const char* kFastKdfEnv = "SOTTO_TEST_FAST_KDF";
+// Bounds on stored Argon2id parameters: a damaged meta table must not make open() allocate
+// without limit. libsodium's minimums are 1 pass and 8 KiB.
+constexpr std::uint64_t kMinOpsLimit = 1, kMaxOpsLimit = 64;
+constexpr std::uint64_t kMinMemLimit = 8192, kMaxMemLimit = std::uint64_t{4} << 30;
+constexpr std::size_t kKeySize = 32;
+constexpr std::size_t kPublicKeySize = 32;
+
+enum class Policy { on_first_use, always, never };
+
+std::optional<Policy> parse_policy(std::string_view s) {
+  if (s == "on-first-use") return Policy::on_first_use;
+  if (s == "always") return Policy::always;
+  if (s == "never") return Policy::never;
+  return std::nullopt;
+}
+
+// Account names become file names, so only the server's canonical form is accepted: 3-32
+// characters of [a-z0-9._-], starting with a letter or digit.
+bool valid_username(std::string_view name) {
+  if (name.size() < 3 || name.size() > 32) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                    c == '-';
+    if (!ok) return false;
+  }
+  return name[0] != '.' && name[0] != '_' && name[0] != '-';
+}
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+std::uint64_t now_ms() {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  return ms > 0 ? static_cast<std::uint64_t>(ms) : 1;
+}
+
+crypto::Argon2Params kdf_params() {
+  const char* fast = std::getenv(kFastKdfEnv);
+  if (fast != nullptr && std::string_view(fast) == "1") return {1, 64 * 1024};
+  return crypto::Argon2Params::moderate();
+}
+
+std::string num(std::uint64_t v) { return std::to_string(v); }
+
+std::filesystem::path db_path(const std::filesystem::path& dir, const std::string& username) {
+  return dir / (username + ".db");
+}
+std::filesystem::path key_path(const std::filesystem::path& dir, const std::string& username) {
+  return dir / (username + ".key");
+}
+
+// Wipes the caller's passphrase copy when create()/open() return.
+struct PassphraseWiper {
+  std::optional<std::string>& p;
+  ~PassphraseWiper() {
+    if (p && !p->empty()) crypto::secure_wipe(p->data(), p->size());
+  }
+};
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+tl::expected<void, ClientError> ensure_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(dir, ec)) return {};
+  if (dir.has_parent_path()) {
+    std::filesystem::create_directories(dir.parent_path(), ec);
+    if (ec) return tl::unexpected(ClientError::io);
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return tl::unexpected(ClientError::io);
+  if (!std::filesystem::is_directory(dir, ec)) return tl::unexpected(ClientError::io);
+  return {};
+}
+
+// Creates `path` exclusively with mode 0600 (whatever the umask) and leaves it open in `out`.
+tl::expected<void, ClientError> create_private_file(const std::filesystem::path& path, Fd& out) {
+  out.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (out.fd < 0) {
+    return tl::unexpected(errno == EEXIST ? ClientError::exists : ClientError::io);
+  }
+  if (::fchmod(out.fd, 0600) != 0) {
+    ::unlink(path.c_str());
+    return tl::unexpected(ClientError::io);
+  }
+  return {};
+}
+
+tl::expected<void, ClientError> write_key_file(const std::filesystem::path& path,
+                                               const crypto::Secret<kKeySize>& key) {
+  Fd f;
+  if (auto r = create_private_file(path, f); !r) return r;
+  std::size_t done = 0;
+  while (done < key.size()) {
+    const ssize_t n = ::write(f.fd, key.data() + done, key.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return tl::unexpected(ClientError::io);
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(f.fd) != 0) return tl::unexpected(ClientError::io);
+  return {};
+}
+
+// The key file must be a regular file of exactly 32 bytes, owned by us, with no permission bits
+// for group or others (as ssh treats private keys).
+tl::expected<crypto::Secret<kKeySize>, ClientError> read_key_file(
+    const std::filesystem::path& path) {
+  Fd f;
+  f.fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (f.fd < 0) return tl::unexpected(ClientError::io);
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return tl::unexpected(ClientError::io);
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) return tl::unexpected(ClientError::io);
+  if (st.st_size != static_cast<off_t>(kKeySize)) return tl::unexpected(ClientError::corrupt);
+  crypto::Secret<kKeySize> key;
+  std::size_t done = 0;
+  while (done < kKeySize) {
+    const ssize_t n = ::read(f.fd, key.data() + done, kKeySize - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return tl::unexpected(ClientError::io);
+    if (n == 0) return tl::unexpected(ClientError::corrupt);
+    done += static_cast<std::size_t>(n);
+  }
+  return key;
+}
+
+AccountSettings clone_settings(const AccountSettings& s) {
+  AccountSettings c;
+  c.username = s.username;
+  c.device_id = s.device_id;
+  c.server_host = s.server_host;
+  c.server_port = s.server_port;
+  c.server_fingerprint = s.server_fingerprint;
+  c.auth_key.public_key = s.auth_key.public_key;
+  c.auth_key.seed = s.auth_key.seed.clone();
+  c.identity = s.identity.clone();
+  c.registration_id = s.registration_id;
+  c.next_pre_key_id = s.next_pre_key_id;
+  c.next_signed_pre_key_id = s.next_signed_pre_key_id;
+  c.trust_policy = s.trust_policy;
+  return c;
+}
+
+// --- record codecs (the plaintext of sealed values) --------------------------------------------
+
+crypto::SecretBuffer encode_settings(const AccountSettings& s) {
+  const std::size_t size = Packer::kU8 + Packer::str_size(s.username) + Packer::kU32 +
+                           Packer::str_size(s.server_host) + Packer::kU16 +
+                           Packer::str_size(s.server_fingerprint) + 4 * kKeySize +
+                           3 * Packer::kU32 + Packer::str_size(s.trust_policy);
+  Packer p(size);
+  p.u8(kRecordVersion);
+  p.str(s.username);
+  p.u32(s.device_id);
+  p.str(s.server_host);
+  p.u16(s.server_port);
+  p.str(s.server_fingerprint);
+  p.raw(s.auth_key.public_key);
+  p.raw(s.auth_key.seed.view());
+  p.raw(s.identity.public_key.view());
+  p.raw(s.identity.private_key.view());
+  p.u32(s.registration_id.value);
+  p.u32(s.next_pre_key_id);
+  p.u32(s.next_signed_pre_key_id);
+  p.str(s.trust_policy);
+  return p.finish();
+}
+
+std::optional<AccountSettings> decode_settings(ByteView bytes) {
+  Unpacker u(bytes);
+  AccountSettings s;
+  if (u.u8() != kRecordVersion) return std::nullopt;
+  auto username = u.str(kMaxSettingsString);
+  auto device_id = u.u32();
+  auto host = u.str(kMaxSettingsString);
+  auto port = u.u16();
+  auto fingerprint = u.str(kMaxSettingsString);
+  auto auth_public = u.raw(kKeySize);
+  auto auth_seed = u.raw(kKeySize);
+  auto identity_public = u.raw(kPublicKeySize);
+  auto identity_private = u.raw(kKeySize);
+  auto registration_id = u.u32();
+  auto next_pre_key_id = u.u32();
+  auto next_signed_pre_key_id = u.u32();
+  auto policy = u.str(kMaxSettingsString);
+  if (!policy || !u.done() || !username || !device_id || !host || !port || !fingerprint ||
+      !auth_public || !auth_seed || !identity_public || !identity_private || !registration_id ||
+      !next_pre_key_id || !next_signed_pre_key_id) {
+    return std::nullopt;
+  }
+  auto pub = protocol::PublicKey::from_raw(*identity_public);
+  if (!pub || !parse_policy(*policy)) return std::nullopt;
+  s.username = std::move(*username);
+  s.device_id = *device_id;
+  s.server_host = std::move(*host);
+  s.server_port = *port;
+  s.server_fingerprint = std::move(*fingerprint);
+  std::copy(auth_public->begin(), auth_public->end(), s.auth_key.public_key.begin());
+  s.auth_key.seed = crypto::Secret<kKeySize>(*auth_seed);
+  s.identity.public_key = *pub;
+  s.identity.private_key = protocol::PrivateKey(*identity_private);
+  s.registration_id = protocol::RegistrationId(*registration_id);
+  s.next_pre_key_id = *next_pre_key_id;
+  s.next_signed_pre_key_id = *next_signed_pre_key_id;
+  s.trust_policy = std::move(*policy);
+  return s;
+}
+
+struct ContactState {
+  std::optional<protocol::PublicKey> key;
+  bool verified = false;
+  std::uint64_t changed_at = 0;
+};
+
+crypto::SecretBuffer encode_contact(const ContactState& c) {
+  Packer p(3 * Packer::kU8 + (c.key ? kPublicKeySize : 0) + Packer::kU64);
+  p.u8(kRecordVersion);
+  p.u8(c.key ? 1 : 0);
+  if (c.key) p.raw(c.key->view());
+  p.u8(c.verified ? 1 : 0);
+  p.u64(c.changed_at);
+  return p.finish();
+}
+
+std::optional<ContactState> decode_contact(ByteView bytes) {
+  Unpacker u(bytes);
+  ContactState c;
+  if (u.u8() != kRecordVersion) return std::nullopt;
+  auto has_key = u.u8();
+  if (!has_key || *has_key > 1) return std::nullopt;
+  if (*has_key == 1) {
+    auto raw = u.raw(kPublicKeySize);
+    if (!raw) return std::nullopt;
+    auto key = protocol::PublicKey::from_raw(*raw);
+    if (!key) return std::nullopt;
+    c.key = *key;
+  }
+  auto verified = u.u8();
+  auto changed_at = u.u64();
+  if (!verified || *verified > 1 || !changed_at || !u.done()) return std::nullopt;
+  c.verified = *verified == 1;
+  c.changed_at = *changed_at;
+  return c;
+}
+
+crypto::SecretBuffer encode_pre_key(const protocol::PreKeyRecord& r) {
+  Packer p(Packer::kU8 + kPublicKeySize + kKeySize);
+  p.u8(kRecordVersion);
+  p.raw(r.key_pair.public_key.view());
+  p.raw(r.key_pair.private_key.view());
+  return p.finish();
+}
+
+std::optional<protocol::KeyPair> decode_key_pair(Unpacker& u) {
+  auto pub = u.raw(kPublicKeySize);
+  auto priv = u.raw(kKeySize);
+  if (!pub || !priv) return std::nullopt;
+  auto key = protocol::PublicKey::from_raw(*pub);
+  if (!key) return std::nullopt;
+  return protocol::KeyPair{*key, protocol::PrivateKey(*priv)};
+}
+
+std::optional<protocol::PreKeyRecord> decode_pre_key(protocol::PreKeyId id, ByteView bytes) {
+  Unpacker u(bytes);
+  if (u.u8() != kRecordVersion) return std::nullopt;
+  auto kp = decode_key_pair(u);
+  if (!kp || !u.done()) return std::nullopt;
+  return protocol::PreKeyRecord{id, std::move(*kp)};
+}
+
+crypto::SecretBuffer encode_signed_pre_key(const protocol::SignedPreKeyRecord& r) {
+  Packer p(Packer::kU8 + kPublicKeySize + kKeySize + r.signature.size() + Packer::kU64);
+  p.u8(kRecordVersion);
+  p.raw(r.key_pair.public_key.view());
+  p.raw(r.key_pair.private_key.view());
+  p.raw(r.signature);
+  p.u64(r.timestamp);
+  return p.finish();
+}
+
+std::optional<protocol::SignedPreKeyRecord> decode_signed_pre_key(protocol::SignedPreKeyId id,
+                                                                  ByteView bytes) {
+  Unpacker u(bytes);
+  if (u.u8() != kRecordVersion) return std::nullopt;
+  auto kp = decode_key_pair(u);
+  auto sig = u.raw(crypto::kCurve25519SignatureSize);
+  auto timestamp = u.u64();
+  if (!kp || !sig || !timestamp || !u.done()) return std::nullopt;
+  protocol::SignedPreKeyRecord r{id, std::move(*kp), {}, *timestamp};
+  std::copy(sig->begin(), sig->end(), r.signature.begin());
+  return r;
+}
+
+std::string settings_aad(const std::string& username) {
+  return row_aad("account", "settings", {username});
+}
+std::string key_check_aad(const std::string& username) {
+  return row_aad("meta", "key_check", {username});
+}
+std::string contact_aad(const std::string& username) {
+  return row_aad("contacts", "state", {username});
+}
+std::string session_aad(const protocol::Address& a) {
+  return row_aad("sessions", "record", {a.name, num(a.device.value)});
+}
+std::string pre_key_aad(protocol::PreKeyId id) {
+  return row_aad("pre_keys", "record", {num(id.value)});
+}
+std::string signed_pre_key_aad(protocol::SignedPreKeyId id) {
+  return row_aad("signed_pre_keys", "record", {num(id.value)});
+}
+std::string sender_key_aad(const protocol::SenderKeyName& n) {
+  return row_aad("sender_keys", "record",
+                 {n.distribution_id, n.sender.name, num(n.sender.device.value)});
+}
+std::string message_aad(const std::string& envelope_id, const std::string& peer,
+                        const std::string& sender, std::uint32_t sender_device,
+                        std::uint64_t timestamp, bool outgoing) {
+  return row_aad("messages", "body",
+                 {envelope_id, peer, sender, num(sender_device), num(timestamp),
+                  outgoing ? "1" : "0"});
+}
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value NOT NULL);
+CREATE TABLE account (id INTEGER PRIMARY KEY CHECK (id = 1), settings BLOB NOT NULL);
+CREATE TABLE contacts (username TEXT PRIMARY KEY NOT NULL, state BLOB NOT NULL);
+CREATE TABLE sessions (
+  username TEXT NOT NULL,
+  device_id INTEGER NOT NULL,
+  record BLOB NOT NULL,
+  PRIMARY KEY (username, device_id));
+CREATE TABLE pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE signed_pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE sender_keys (
+  distribution_id TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  sender_device INTEGER NOT NULL,
+  record BLOB NOT NULL,
+  PRIMARY KEY (distribution_id, sender, sender_device));
+CREATE TABLE envelopes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  envelope_id TEXT NOT NULL UNIQUE);
+CREATE TABLE messages (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  envelope_id TEXT NOT NULL,
+  peer TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  sender_device INTEGER NOT NULL,
+  timestamp INTEGER NOT NULL,
+  outgoing INTEGER NOT NULL,
+  body BLOB NOT NULL,
+  UNIQUE (peer, envelope_id));
+CREATE INDEX messages_by_peer ON messages (peer, timestamp, seq);
+)sql";
+
+protocol::Error to_protocol(ClientError) { return protocol::Error::store_failure; }
+
+}  // namespace
+
+struct ClientStore::Key {
+  crypto::Secret<kKeySize> bytes;
+};
+
+struct ClientStore::Impl {
+  Impl(std::string user, std::unique_ptr<detail::Connection> conn, Key k)
+      : username(std::move(user)), db(std::move(conn)), key(std::move(k)) {}
+
+  std::string username;
+  std::unique_ptr<detail::Connection> db;
+  Key key;
+  crypto::SystemRng rng;
+  AccountSettings settings;
+  std::recursive_mutex mu;
+  int depth = 0;                // open transaction levels (0: none)
+  bool settings_dirty = false;  // save_settings ran inside the open transaction
+
+  ClientError db_error() const {
+    return db->last_error_is_environmental() ? ClientError::io : ClientError::corrupt;
+  }
+
+  tl::expected<Statement, ClientError> prepare(const std::string& sql) {
+    auto st = db->prepare(sql);
+    if (!st) return tl::unexpected(db_error());
+    return std::move(*st);
+  }
+
+  // Runs a statement that returns no rows.
+  template <typename Bind>
+  tl::expected<void, ClientError> run(const std::string& sql, Bind&& bind) {
+    auto st = prepare(sql);
+    if (!st) return tl::unexpected(st.error());
+    if (!bind(*st)) return tl::unexpected(ClientError::io);
+    if (st->step() != StepResult::done) return tl::unexpected(db_error());
+    return {};
+  }
+
+  // Loads and opens the sealed value in column 0 of the first row, if there is one.
+  template <typename Bind>
+  tl::expected<std::optional<crypto::SecretBuffer>, ClientError> load_sealed(
+      const std::string& sql, Bind&& bind, const std::string& aad) {
+    auto st = prepare(sql);
+    if (!st) return tl::unexpected(st.error());
+    if (!bind(*st)) return tl::unexpected(ClientError::io);
+    const StepResult r = st->step();
+    if (r == StepResult::done) return std::optional<crypto::SecretBuffer>{};
+    if (r != StepResult::row) return tl::unexpected(db_error());
+    auto blob = st->column_blob(0);
+    if (!blob) return tl::unexpected(ClientError::corrupt);
+    auto opened = open_sealed(key.bytes, aad, *blob);
+    if (!opened) return tl::unexpected(ClientError::corrupt);
+    return std::optional<crypto::SecretBuffer>{std::move(*opened)};
+  }
+
+  Bytes seal_value(const std::string& aad, ByteView plaintext) {
+    return seal(key.bytes, rng, aad, plaintext);
+  }
+
+  // --- transactions: the outermost level is BEGIN IMMEDIATE / COMMIT, nested levels are
+  // savepoints, so a nested rollback undoes only its own work. ---------------------------------
+  bool begin() {
+    const bool ok = depth == 0 ? db->exec("BEGIN IMMEDIATE")
+                               : db->exec("SAVEPOINT sotto_" + std::to_string(depth));
+    if (ok) ++depth;
+    return ok;
+  }
+
+  // Ends the innermost level; returns whether its work was committed.
+  bool finish(bool commit) {
+    --depth;
+    bool committed = false;
+    if (depth == 0) {
+      committed = commit && db->exec("COMMIT");
+      if (!committed && db->in_transaction()) (void)db->exec("ROLLBACK");
+    } else {
+      const std::string sp = "sotto_" + std::to_string(depth);
+      committed = commit && db->exec("RELEASE " + sp);
+      if (!committed && db->in_transaction()) {
+        (void)db->exec("ROLLBACK TO " + sp);
+        (void)db->exec("RELEASE " + sp);
+      }
+    }
+    if (!committed && settings_dirty) {
+      // The cached settings may hold a change that was just rolled back.
+      if (auto s = read_settings()) settings = std::move(*s);
+    }
+    if (depth == 0) settings_dirty = false;
+    return committed;
+  }
+
+  // Runs body (returning tl::expected<T, ClientError>) atomically.
+  template <typename T, typename Body>
+  tl::expected<T, ClientError> atomically(Body&& body) {
+    if (!begin()) return tl::unexpected(db_error());
+    tl::expected<T, ClientError> r = tl::unexpected(ClientError::io);
+    try {
+      r = body();
+    } catch (...) {
+      (void)finish(false);
+      throw;
+    }
+    if (!finish(r.has_value()) && r.has_value()) return tl::unexpected(ClientError::io);
+    return r;
+  }
+
+  // --- settings ---------------------------------------------------------------------------------
+  tl::expected<void, ClientError> write_settings(const AccountSettings& s) {
+    crypto::SecretBuffer plain = encode_settings(s);
+    const Bytes sealed = seal_value(settings_aad(username), plain.view());
+    return run("INSERT INTO account (id, settings) VALUES (1, ?1) "
+               "ON CONFLICT (id) DO UPDATE SET settings = excluded.settings",
+               [&](Statement& st) { return st.bind_blob(1, sealed); });
+  }
+
+  tl::expected<AccountSettings, ClientError> read_settings() {
+    auto plain = load_sealed(
+        "SELECT settings FROM account WHERE id = 1", [](Statement&) { return true; },
+        settings_aad(username));
+    if (!plain) return tl::unexpected(plain.error());
+    if (!*plain) return tl::unexpected(ClientError::corrupt);
+    auto s = decode_settings((*plain)->view());
+    if (!s || s->username != username) return tl::unexpected(ClientError::corrupt);
+    return std::move(*s);
+  }
+
+  // --- meta -------------------------------------------------------------------------------------
+  template <typename Bind>
+  tl::expected<void, ClientError> put_meta(std::string_view name, Bind&& bind_value) {
+    return run("INSERT INTO meta (name, value) VALUES (?1, ?2)", [&](Statement& st) {
+      return st.bind_text(1, name) && bind_value(st);
+    });
+  }
+
+  // Reads one meta value with `read` (a Statement column reader on column 0).
+  template <typename Read>
+  auto get_meta(std::string_view name, Read&& read)
+      -> tl::expected<typename std::invoke_result_t<Read, Statement&>::value_type, ClientError> {
+    auto st = prepare("SELECT value FROM meta WHERE name = ?1");
+    if (!st) return tl::unexpected(st.error());
+    if (!st->bind_text(1, name)) return tl::unexpected(ClientError::io);
+    const StepResult r = st->step();
+    if (r == StepResult::done) return tl::unexpected(ClientError::corrupt);
+    if (r != StepResult::row) return tl::unexpected(db_error());
+    auto v = read(*st);
+    if (!v) return tl::unexpected(ClientError::corrupt);
+    return std::move(*v);
+  }
+
+  // --- contacts ---------------------------------------------------------------------------------
+  tl::expected<std::optional<ContactState>, ClientError> load_contact(const std::string& name) {
+    auto plain = load_sealed(
+        "SELECT state FROM contacts WHERE username = ?1",
+        [&](Statement& st) { return st.bind_text(1, name); }, contact_aad(name));
+    if (!plain) return tl::unexpected(plain.error());
+    if (!*plain) return std::optional<ContactState>{};
+    auto c = decode_contact((*plain)->view());
+    if (!c) return tl::unexpected(ClientError::corrupt);
+    return std::optional<ContactState>{std::move(*c)};
+  }
+
+  tl::expected<void, ClientError> save_contact(const std::string& name, const ContactState& c) {
+    crypto::SecretBuffer plain = encode_contact(c);
+    const Bytes sealed = seal_value(contact_aad(name), plain.view());
+    return run("INSERT INTO contacts (username, state) VALUES (?1, ?2) "
+               "ON CONFLICT (username) DO UPDATE SET state = excluded.state",
+               [&](Statement& st) { return st.bind_text(1, name) && st.bind_blob(2, sealed); });
+  }
+
+  Policy policy() const {
+    // Validated on create, save_settings and load.
+    return parse_policy(settings.trust_policy).value_or(Policy::on_first_use);
+  }
+
+  // Sets up a freshly created file: pragmas already applied; writes schema, meta and settings.
+  tl::expected<void, ClientError> initialise(const AccountSettings& s, bool with_passphrase,
+                                             const std::array<std::uint8_t, 16>& salt,
+                                             const crypto::Argon2Params& params) {
+    return atomically<void>([&]() -> tl::expected<void, ClientError> {
+      if (!db->exec(kSchema)) return tl::unexpected(db_error());
+      if (auto r = put_meta("format", [](Statement& st) { return st.bind_int(2, kFormat); }); !r) {
+        return r;
+      }
+      const std::string_view kdf = with_passphrase ? kKdfArgon2id : kKdfKeyFile;
+      if (auto r = put_meta("kdf", [&](Statement& st) { return st.bind_text(2, kdf); }); !r) {
+        return r;
+      }
+      if (with_passphrase) {
+        if (auto r = put_meta("kdf_salt", [&](Statement& st) { return st.bind_blob(2, salt); });
+            !r) {
+          return r;
+        }
+        if (auto r = put_meta("kdf_ops",
+                              [&](Statement& st) {
+                                return st.bind_int(2, static_cast<std::int64_t>(params.ops_limit));
+                              });
+            !r) {
+          return r;
+        }
+        if (auto r = put_meta("kdf_mem",
+                              [&](Statement& st) {
+                                return st.bind_int(2, static_cast<std::int64_t>(params.mem_limit));
+                              });
+            !r) {
+          return r;
+        }
+      }
+      const Bytes check = seal_value(key_check_aad(username), as_bytes(kKeyCheckPlaintext));
+      if (auto r = put_meta("key_check", [&](Statement& st) { return st.bind_blob(2, check); });
+          !r) {
+        return r;
+      }
+      return write_settings(s);
+    });
+  }
+};
+
+namespace {
+
+// Pragmas for every connection. journal_mode is persistent in the file; the others are not.
+// secure_delete zeroes deleted content, so a removed prekey or an old session record does not
+// linger in free pages (sealed, but forward secrecy wants it gone).
+tl::expected<void, ClientError> configure(detail::Connection& db) {
+  auto fail = [&db] {
+    return tl::unexpected(db.last_error_is_environmental() ? ClientError::io : ClientError::corrupt);
+  };
+  if (!db.exec("PRAGMA busy_timeout = " + std::to_string(kBusyTimeoutMs))) return fail();
+  {
+    auto st = db.prepare("PRAGMA journal_mode = WAL");
+    if (!st) return fail();
+    if (st->step() != StepResult::row) return fail();
+    auto mode = st->column_text(0);
+    if (!mode || lowercase(*mode) != "wal") return tl::unexpected(ClientError::io);
+  }
+  if (!db.exec("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;")) {
+    return fail();
+  }
+  return {};
+}
+
+// Removes what a failed create() made.
+struct CreateCleanup {
+  std::vector<std::filesystem::path> paths;
+  bool armed = true;
+  ~CreateCleanup() {
+    if (!armed) return;
+    std::error_code ec;
+    for (const auto& p : paths) std::filesystem::remove(p, ec);
+  }
+};
+
+}  // namespace
+
+ClientStore::ClientStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ClientStore::~ClientStore() = default;
+
+tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::create(
+    const std::filesystem::path& dir, const AccountSettings& settings,
+    std::optional<std::string> passphrase) {
+  PassphraseWiper wiper{passphrase};
+  if (!valid_username(settings.username) || !parse_policy(settings.trust_policy) ||
+      (passphrase && passphrase->empty())) {
+    return tl::unexpected(ClientError::invalid_argument);
+  }
+  if (auto r = ensure_dir(dir); !r) return tl::unexpected(r.error());
+
+  const auto path = db_path(dir, settings.username);
+  CreateCleanup cleanup;
+  {
+    Fd f;
+    if (auto r = create_private_file(path, f); !r) return tl::unexpected(r.error());
+  }
+  // WAL and shared-memory files are created by SQLite with the database file's permissions.
+  cleanup.paths = {path, path.string() + "-wal", path.string() + "-shm", path.string() + "-journal"};
+
+  Key key;
+  std::array<std::uint8_t, crypto::kArgon2SaltSize> salt{};
+  const crypto::Argon2Params params = kdf_params();
+  crypto::SystemRng rng;
+  if (passphrase) {
+    rng.fill(salt);
+    auto derived = crypto::argon2id_derive(*passphrase, salt, params);
+    if (!derived) return tl::unexpected(ClientError::io);
+    key.bytes = std::move(*derived);
+  } else {
+    key.bytes = rng.secret<kKeySize>();
+    if (auto r = write_key_file(key_path(dir, settings.username), key.bytes); !r) {
+      return tl::unexpected(r.error());
+    }
+    cleanup.paths.push_back(key_path(dir, settings.username));
+  }
+
+  auto db = detail::Connection::open(path);
+  if (!db) return tl::unexpected(ClientError::io);
+  if (auto r = configure(*db); !r) return tl::unexpected(r.error());
+
+  auto impl = std::make_unique<Impl>(settings.username, std::move(db), std::move(key));
+  if (auto r = impl->initialise(settings, passphrase.has_value(), salt, params); !r) {
+    return tl::unexpected(r.error());
+  }
+  impl->settings = clone_settings(settings);
+  cleanup.armed = false;
+  return std::unique_ptr<ClientStore>(new ClientStore(std::move(impl)));
+}
+
+tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::open(
+    const std::filesystem::path& dir, const std::string& username_in,
+    std::optional<std::string> passphrase) {
+  PassphraseWiper wiper{passphrase};
+  const std::string username = lowercase(username_in);
+  if (!valid_username(username)) return tl::unexpected(ClientError::invalid_argument);
+  const auto path = db_path(dir, username);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    return tl::unexpected(errno == ENOENT ? ClientError::not_found : ClientError::io);
+  }
+  if (!S_ISREG(st.st_mode)) return tl::unexpected(ClientError::io);
+
+  auto db = detail::Connection::open(path);
+  if (!db) return tl::unexpected(ClientError::io);
+  if (auto r = configure(*db); !r) return tl::unexpected(r.error());
+  auto impl = std::make_unique<Impl>(username, std::move(db), Key{});
+
+  auto format = impl->get_meta("format", [](Statement& s) { return s.column_int(0); });
+  if (!format) return tl::unexpected(format.error());
+  if (*format != kFormat) return tl::unexpected(ClientError::corrupt);
+  auto kdf = impl->get_meta("kdf", [](Statement& s) { return s.column_text(0); });
+  if (!kdf) return tl::unexpected(kdf.error());
+
+  if (*kdf == kKdfArgon2id) {
+    if (!passphrase) return tl::unexpected(ClientError::wrong_passphrase);
+    auto salt_bytes = impl->get_meta("kdf_salt", [](Statement& s) { return s.column_blob(0); });
+    auto ops = impl->get_meta("kdf_ops", [](Statement& s) { return s.column_u64(0); });
+    auto mem = impl->get_meta("kdf_mem", [](Statement& s) { return s.column_u64(0); });
+    if (!salt_bytes) return tl::unexpected(salt_bytes.error());
+    if (!ops) return tl::unexpected(ops.error());
+    if (!mem) return tl::unexpected(mem.error());
+    if (salt_bytes->size() != crypto::kArgon2SaltSize || *ops < kMinOpsLimit ||
+        *ops > kMaxOpsLimit || *mem < kMinMemLimit || *mem > kMaxMemLimit) {
+      return tl::unexpected(ClientError::corrupt);
+    }
+    std::array<std::uint8_t, crypto::kArgon2SaltSize> salt{};
+    std::copy(salt_bytes->begin(), salt_bytes->end(), salt.begin());
+    auto derived = crypto::argon2id_derive(
+        *passphrase, salt, {static_cast<unsigned long long>(*ops), static_cast<std::size_t>(*mem)});
+    if (!derived) return tl::unexpected(ClientError::io);
+    impl->key.bytes = std::move(*derived);
+  } else if (*kdf == kKdfKeyFile) {
+    // This store is protected by its key file; a passphrase would be a misunderstanding.
+    if (passphrase) return tl::unexpected(ClientError::wrong_passphrase);
+    auto k = read_key_file(key_path(dir, username));
+    if (!k) return tl::unexpected(k.error());
+    impl->key.bytes = std::move(*k);
+  } else {
+    return tl::unexpected(ClientError::corrupt);
+  }
+
+  auto check = impl->get_meta("key_check", [](Statement& s) { return s.column_blob(0); });
+  if (!check) return tl::unexpected(check.error());
+  if (check->size() < detail::kSealOverhead) return tl::unexpected(ClientError::corrupt);
+  auto opened = open_sealed(impl->key.bytes, key_check_aad(username), *check);
+  if (!opened || !crypto::constant_time_equal(opened->view(), as_bytes(kKeyCheckPlaintext))) {
+    return tl::unexpected(ClientError::wrong_passphrase);
+  }
+
+  auto settings = impl->read_settings();
+  if (!settings) return tl::unexpected(settings.error());
+  impl->settings = std::move(*settings);
+  return std::unique_ptr<ClientStore>(new ClientStore(std::move(impl)));
+}
+
+std::vector<std::string> ClientStore::accounts(const std::filesystem::path& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const auto& p = it->path();
+    if (p.extension() != ".db" || !it->is_regular_file(ec)) continue;
+    std::string name = p.stem().string();
+    if (valid_username(name)) out.push_back(std::move(name));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+const AccountSettings& ClientStore::settings() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->settings;
+}
+
+tl::expected<void, ClientError> ClientStore::save_settings(const AccountSettings& settings) {
+  std::lock_guard lock(impl_->mu);
+  if (settings.username != impl_->username || !parse_policy(settings.trust_policy)) {
+    return tl::unexpected(ClientError::invalid_argument);
+  }
+  if (auto r = impl_->write_settings(settings); !r) return r;
+  if (impl_->depth > 0) impl_->settings_dirty = true;
+  impl_->settings = clone_settings(settings);
+  return {};
+}
+
+tl::expected<bool, ClientError> ClientStore::transaction(const std::function<bool()>& fn) {
+  // The lock is held for the whole transaction: another thread's writes must not join it.
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->begin()) return tl::unexpected(impl_->db_error());
+  bool keep = false;
+  try {
+    keep = fn();
+  } catch (...) {
+    (void)impl_->finish(false);
+    throw;
+  }
+  if (!keep) {
+    (void)impl_->finish(false);
+    return false;
+  }
+  if (!impl_->finish(true)) return tl::unexpected(ClientError::io);
+  return true;
+}
+
+// --- IdentityKeyStore --------------------------------------------------------------------------
+
+tl::expected<protocol::IdentityKeyPair, protocol::Error> ClientStore::identity_key_pair() {
+  std::lock_guard lock(impl_->mu);
+  return impl_->settings.identity.clone();
+}
+
+tl::expected<protocol::RegistrationId, protocol::Error> ClientStore::local_registration_id() {
+  std::lock_guard lock(impl_->mu);
+  return impl_->settings.registration_id;
+}
+
+tl::expected<bool, protocol::Error> ClientStore::save_identity(const protocol::Address& address,
+                                                               const protocol::PublicKey& key) {
+  std::lock_guard lock(impl_->mu);
+  auto r = impl_->atomically<bool>([&]() -> tl::expected<bool, ClientError> {
+    auto c = impl_->load_contact(address.name);
+    if (!c) return tl::unexpected(c.error());
+    ContactState state = c->value_or(ContactState{});
+    if (state.key && *state.key == key) return false;
+    const bool replaced = state.key.has_value();
+    state.key = key;
+    if (replaced) {
+      // A new key is not the one the user verified; when it changed is shown to the user.
+      state.verified = false;
+      state.changed_at = now_ms();
+    }
+    if (auto s = impl_->save_contact(address.name, state); !s) return tl::unexpected(s.error());
+    return replaced;
+  });
+  if (!r) return tl::unexpected(to_protocol(r.error()));
+  return *r;
+}
+
+tl::expected<bool, protocol::Error> ClientStore::is_trusted_identity(
+    const protocol::Address& address, const protocol::PublicKey& key, protocol::Direction) {
+  std::lock_guard lock(impl_->mu);
+  auto c = impl_->load_contact(address.name);
+  if (!c) return tl::unexpected(to_protocol(c.error()));
+  const bool known = c->has_value() && (*c)->key.has_value();
+  const bool same = known && *(*c)->key == key;
+  switch (impl_->policy()) {
+    case Policy::always:
+      return true;
+    case Policy::never:
+      return same && (*c)->verified;
+    case Policy::on_first_use:
+      if (!known) return true;
+      // The stored key, unless it replaced an earlier one the user has not confirmed since.
+      return same && ((*c)->changed_at == 0 || (*c)->verified);
+  }
+  return false;
+}
+
+tl::expected<std::optional<protocol::PublicKey>, protocol::Error> ClientStore::load_identity(
+    const protocol::Address& address) {
+  std::lock_guard lock(impl_->mu);
+  auto c = impl_->load_contact(address.name);
+  if (!c) return tl::unexpected(to_protocol(c.error()));
+  if (!*c) return std::optional<protocol::PublicKey>{};
+  return (*c)->key;
+}
+
+// --- SessionStore ------------------------------------------------------------------------------
+
+tl::expected<std::optional<protocol::SessionRecord>, protocol::Error> ClientStore::load_session(
+    const protocol::Address& address) {
+  std::lock_guard lock(impl_->mu);
+  auto plain = impl_->load_sealed(
+      "SELECT record FROM sessions WHERE username = ?1 AND device_id = ?2",
+      [&](Statement& st) {
+        return st.bind_text(1, address.name) && st.bind_int(2, address.device.value);
+      },
+      session_aad(address));
+  if (!plain) return tl::unexpected(to_protocol(plain.error()));
+  if (!*plain) return std::optional<protocol::SessionRecord>{};
+  auto record = protocol::SessionRecord::decode((*plain)->view());
+  if (!record) return tl::unexpected(protocol::Error::store_failure);
+  return std::optional<protocol::SessionRecord>{std::move(*record)};
+}
+
+tl::expected<void, protocol::Error> ClientStore::save_session(
+    const protocol::Address& address, const protocol::SessionRecord& record) {
+  std::lock_guard lock(impl_->mu);
+  crypto::SecretBuffer plain = record.encode();
+  const Bytes sealed = impl_->seal_value(session_aad(address), plain.view());
+  auto r = impl_->run(
+      "INSERT INTO sessions (username, device_id, record) VALUES (?1, ?2, ?3) "
+      "ON CONFLICT (username, device_id) DO UPDATE SET record = excluded.record",
+      [&](Statement& st) {
+        return st.bind_text(1, address.name) && st.bind_int(2, address.device.value) &&
+               st.bind_blob(3, sealed);
+      });
+  if (!r) return tl::unexpected(to_protocol(r.error()));
+  return {};
+}
+
+tl::expected<std::vector<std::uint32_t>, ClientError> ClientStore::session_devices(
+    const std::string& username) {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare("SELECT device_id FROM sessions WHERE username = ?1 ORDER BY device_id");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_text(1, username)) return tl::unexpected(ClientError::io);
+  std::vector<std::uint32_t> out;
+  for (;;) {
+    const StepResult r = st->step();
+    if (r == StepResult::done) break;
+    if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+    auto d = st->column_u32(0);
+    if (!d) return tl::unexpected(ClientError::corrupt);
+    out.push_back(*d);
+  }
+  return out;
+}
+
+tl::expected<void, ClientError> ClientStore::delete_session(const protocol::Address& address) {
+  std::lock_guard lock(impl_->mu);
+  return impl_->run("DELETE FROM sessions WHERE username = ?1 AND device_id = ?2",
+                    [&](Statement& st) {
+                      return st.bind_text(1, address.name) && st.bind_int(2, address.device.value);
+                    });
+}
+
+// --- PreKeyStore -------------------------------------------------------------------------------
+
+tl::expected<std::optional<protocol::PreKeyRecord>, protocol::Error> ClientStore::load_pre_key(
+    protocol::PreKeyId id) {
+  std::lock_guard lock(impl_->mu);
+  auto plain = impl_->load_sealed(
+      "SELECT record FROM pre_keys WHERE id = ?1",
+      [&](Statement& st) { return st.bind_int(1, id.value); }, pre_key_aad(id));
+  if (!plain) return tl::unexpected(to_protocol(plain.error()));
+  if (!*plain) return std::optional<protocol::PreKeyRecord>{};
+  auto record = decode_pre_key(id, (*plain)->view());
+  if (!record) return tl::unexpected(protocol::Error::store_failure);
+  return std::optional<protocol::PreKeyRecord>{std::move(*record)};
+}
+
+tl::expected<void, protocol::Error> ClientStore::save_pre_key(const protocol::PreKeyRecord& record) {
+  std::lock_guard lock(impl_->mu);
+  crypto::SecretBuffer plain = encode_pre_key(record);
+  const Bytes sealed = impl_->seal_value(pre_key_aad(record.id), plain.view());
+  auto r = impl_->run(
+      "INSERT INTO pre_keys (id, record) VALUES (?1, ?2) "
+      "ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+      [&](Statement& st) { return st.bind_int(1, record.id.value) && st.bind_blob(2, sealed); });
+  if (!r) return tl::unexpected(to_protocol(r.error()));
+  return {};
+}
+
+tl::expected<void, protocol::Error> ClientStore::remove_pre_key(protocol::PreKeyId id) {
+  std::lock_guard lock(impl_->mu);
+  auto r = impl_->run("DELETE FROM pre_keys WHERE id = ?1",
+                      [&](Statement& st) { return st.bind_int(1, id.value); });
+  if (!r) return tl::unexpected(to_protocol(r.error()));
+  return {};
+}
+
+tl::expected<std::size_t, ClientError> ClientStore::pre_key_count() {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare("SELECT COUNT(*) FROM pre_keys");
+  if (!st) return tl::unexpected(st.error());
+  if (st->step() != StepResult::row) return tl::unexpected(impl_->db_error());
+  auto n = st->column_u64(0);
+  if (!n) return tl::unexpected(ClientError::corrupt);
+  return static_cast<std::size_t>(*n);
+}
+
+// --- SignedPreKeyStore -------------------------------------------------------------------------
+
+tl::expected<std::optional<protocol::SignedPreKeyRecord>, protocol::Error>
+ClientStore::load_signed_pre_key(protocol::SignedPreKeyId id) {
+  std::lock_guard lock(impl_->mu);
+  auto plain = impl_->load_sealed(
+      "SELECT record FROM signed_pre_keys WHERE id = ?1",
+      [&](Statement& st) { return st.bind_int(1, id.value); }, signed_pre_key_aad(id));
+  if (!plain) return tl::unexpected(to_protocol(plain.error()));
+  if (!*plain) return std::optional<protocol::SignedPreKeyRecord>{};
+  auto record = decode_signed_pre_key(id, (*plain)->view());
+  if (!record) return tl::unexpected(protocol::Error::store_failure);
+  return std::optional<protocol::SignedPreKeyRecord>{std::move(*record)};
+}
+
+tl::expected<void, protocol::Error> ClientStore::save_signed_pre_key(
+    const protocol::SignedPreKeyRecord& record) {
+  std::lock_guard lock(impl_->mu);
+  crypto::SecretBuffer plain = encode_signed_pre_key(record);
+  const Bytes sealed = impl_->seal_value(signed_pre_key_aad(record.id), plain.view());
+  auto r = impl_->run(
+      "INSERT INTO signed_pre_keys (id, record) VALUES (?1, ?2) "
+      "ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+      [&](Statement& st) { return st.bind_int(1, record.id.value) && st.bind_blob(2, sealed); });
+  if (!r) return tl::unexpected(to_protocol(r.error()));
+  return {};
+}
+
+// --- SenderKeyStore ----------------------------------------------------------------------------
+
+tl::expected<std::optional<protocol::SenderKeyRecord>, protocol::Error>
+ClientStore::load_sender_key(const protocol::SenderKeyName& name) {
+  std::lock_guard lock(impl_->mu);
+  auto plain = impl_->load_sealed(
+      "SELECT record FROM sender_keys "
+      "WHERE distribution_id = ?1 AND sender = ?2 AND sender_device = ?3",
+      [&](Statement& st) {
+        return st.bind_text(1, name.distribution_id) && st.bind_text(2, name.sender.name) &&
+               st.bind_int(3, name.sender.device.value);
+      },
+      sender_key_aad(name));
+  if (!plain) return tl::unexpected(to_protocol(plain.error()));
+  if (!*plain) return std::optional<protocol::SenderKeyRecord>{};
+  auto record = protocol::SenderKeyRecord::decode((*plain)->view());
+  if (!record) return tl::unexpected(protocol::Error::store_failure);
+  return std::optional<protocol::SenderKeyRecord>{std::move(*record)};
+}
+
+tl::expected<void, protocol::Error> ClientStore::save_sender_key(
+    const protocol::SenderKeyName& name, const protocol::SenderKeyRecord& record) {
+  std::lock_guard lock(impl_->mu);
+  crypto::SecretBuffer plain = record.encode();
+  const Bytes sealed = impl_->seal_value(sender_key_aad(name), plain.view());
+  auto r = impl_->run(
+      "INSERT INTO sender_keys (distribution_id, sender, sender_device, record) "
+      "VALUES (?1, ?2, ?3, ?4) "
+      "ON CONFLICT (distribution_id, sender, sender_device) DO UPDATE SET record = excluded.record",
+      [&](Statement& st) {
+        return st.bind_text(1, name.distribution_id) && st.bind_text(2, name.sender.name) &&
+               st.bind_int(3, name.sender.device.value) && st.bind_blob(4, sealed);
+      });
+  if (!r) return tl::unexpected(to_protocol(r.error()));
+  return {};
+}
+
+// --- contacts ----------------------------------------------------------------------------------
+
+tl::expected<std::vector<Contact>, ClientError> ClientStore::contacts() {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare("SELECT username, state FROM contacts ORDER BY username");
+  if (!st) return tl::unexpected(st.error());
+  std::vector<Contact> out;
+  for (;;) {
+    const StepResult r = st->step();
+    if (r == StepResult::done) break;
+    if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+    auto name = st->column_text(0);
+    auto blob = st->column_blob(1);
+    if (!name || !blob) return tl::unexpected(ClientError::corrupt);
+    auto plain = open_sealed(impl_->key.bytes, contact_aad(*name), *blob);
+    if (!plain) return tl::unexpected(ClientError::corrupt);
+    auto state = decode_contact(plain->view());
+    if (!state) return tl::unexpected(ClientError::corrupt);
+    out.push_back(Contact{std::move(*name), state->key, state->verified, state->changed_at});
+  }
+  return out;
+}
+
+tl::expected<void, ClientError> ClientStore::set_verified(const std::string& username,
+                                                          bool verified) {
+  std::lock_guard lock(impl_->mu);
+  return impl_->atomically<void>([&]() -> tl::expected<void, ClientError> {
+    auto c = impl_->load_contact(username);
+    if (!c) return tl::unexpected(c.error());
+    if (!*c || !(*c)->key) return tl::unexpected(ClientError::not_found);
+    ContactState state = std::move(**c);
+    state.verified = verified;
+    // Verifying confirms the current key, so it no longer counts as changed.
+    if (verified) state.changed_at = 0;
+    return impl_->save_contact(username, state);
+  });
+}
+
+// --- history and dedup -------------------------------------------------------------------------
+
+tl::expected<bool, ClientError> ClientStore::seen_envelope(const std::string& envelope_id) {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare("SELECT 1 FROM envelopes WHERE envelope_id = ?1");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_text(1, envelope_id)) return tl::unexpected(ClientError::io);
+  const StepResult r = st->step();
+  if (r == StepResult::error) return tl::unexpected(impl_->db_error());
+  return r == StepResult::row;
+}
+
+tl::expected<void, ClientError> ClientStore::mark_envelope(const std::string& envelope_id) {
+  std::lock_guard lock(impl_->mu);
+  return impl_->atomically<void>([&]() -> tl::expected<void, ClientError> {
+    auto r = impl_->run(
+        "INSERT INTO envelopes (envelope_id) VALUES (?1) ON CONFLICT (envelope_id) DO NOTHING",
+        [&](Statement& st) { return st.bind_text(1, envelope_id); });
+    if (!r) return r;
+    if (impl_->db->changes() == 0) return {};
+    // seq grows by one per insert (AUTOINCREMENT), so this keeps the newest kMaxSeenEnvelopes.
+    const std::int64_t cutoff = impl_->db->last_insert_rowid() - kMaxSeenEnvelopes;
+    if (cutoff <= 0) return {};
+    return impl_->run("DELETE FROM envelopes WHERE seq <= ?1",
+                      [&](Statement& st) { return st.bind_int(1, cutoff); });
+  });
+}
+
+tl::expected<void, ClientError> ClientStore::add_message(const StoredMessage& m) {
+  std::lock_guard lock(impl_->mu);
+  if (m.timestamp > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    return tl::unexpected(ClientError::invalid_argument);
+  }
+  const Bytes sealed = impl_->seal_value(
+      message_aad(m.envelope_id, m.peer, m.sender, m.sender_device, m.timestamp, m.outgoing),
+      as_bytes(m.body));
+  return impl_->run(
+      "INSERT INTO messages "
+      "(envelope_id, peer, sender, sender_device, timestamp, outgoing, body) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (peer, envelope_id) DO NOTHING",
+      [&](Statement& st) {
+        return st.bind_text(1, m.envelope_id) && st.bind_text(2, m.peer) &&
+               st.bind_text(3, m.sender) && st.bind_int(4, m.sender_device) &&
+               st.bind_int(5, static_cast<std::int64_t>(m.timestamp)) &&
+               st.bind_int(6, m.outgoing ? 1 : 0) && st.bind_blob(7, sealed);
+      });
+}
+
+tl::expected<std::vector<StoredMessage>, ClientError> ClientStore::messages(const std::string& peer,
+                                                                            std::size_t limit) {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare(
+      "SELECT envelope_id, sender, sender_device, timestamp, outgoing, body FROM messages "
+      "WHERE peer = ?1 ORDER BY timestamp DESC, seq DESC LIMIT ?2");
+  if (!st) return tl::unexpected(st.error());
+  const std::int64_t sql_limit =
+      limit == 0 ? -1
+                 : static_cast<std::int64_t>(std::min<std::size_t>(
+                       limit, static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())));
+  if (!st->bind_text(1, peer) || !st->bind_int(2, sql_limit)) {
+    return tl::unexpected(ClientError::io);
+  }
+  std::vector<StoredMessage> out;
+  for (;;) {
+    const StepResult r = st->step();
+    if (r == StepResult::done) break;
+    if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+    auto envelope_id = st->column_text(0);
+    auto sender = st->column_text(1);
+    auto sender_device = st->column_u32(2);
+    auto timestamp = st->column_u64(3);
+    auto outgoing = st->column_int(4);
+    auto blob = st->column_blob(5);
+    if (!envelope_id || !sender || !sender_device || !timestamp || !outgoing || !blob ||
+        (*outgoing != 0 && *outgoing != 1)) {
+      return tl::unexpected(ClientError::corrupt);
+    }
+    auto body = open_sealed(impl_->key.bytes,
+                            message_aad(*envelope_id, peer, *sender, *sender_device, *timestamp,
+                                        *outgoing == 1),
+                            *blob);
+    if (!body) return tl::unexpected(ClientError::corrupt);
+    StoredMessage m;
+    m.envelope_id = std::move(*envelope_id);
+    m.peer = peer;
+    m.sender = std::move(*sender);
+    m.sender_device = *sender_device;
+    m.timestamp = *timestamp;
+    m.body.assign(reinterpret_cast<const char*>(body->data()), body->size());
+    m.outgoing = *outgoing == 1;
+    out.push_back(std::move(m));
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace sotto::store
