@@ -2,153 +2,290 @@
 
 #include <algorithm>
 
-#include "protocol/codec_util.h"
+#include "protocol/proto_codec.h"
 #include "protocol/limits.h"
-#include "storage.pb.h"
 
 namespace sotto::protocol {
 namespace {
 
-namespace pb = sotto::wire::storage;
-using detail::parse_strict;
-using detail::pb_view;
-using detail::to_pb_bytes;
-using detail::wipe;
+using detail::ProtoReader;
+using detail::ProtoSizer;
+using detail::ProtoWriter;
 
 constexpr std::uint32_t kSessionRecordFormat = 1;
 
-void encode_chain_key(const ChainKey& ck, pb::ChainKey* out) {
-  out->set_index(ck.index);
-  out->set_key(to_pb_bytes(ck.key.view()));
+// Field numbers of proto/storage.proto.
+namespace field {
+constexpr std::uint32_t kRecordFormat = 1, kRecordCurrent = 2, kRecordPrevious = 3;
+constexpr std::uint32_t kVersion = 1, kLocalIdentity = 2, kRemoteIdentity = 3, kRootKey = 4,
+                        kPreviousCounter = 5, kSenderChain = 6, kReceiverChains = 7,
+                        kPendingPreKey = 8, kLocalRegistrationId = 9, kRemoteRegistrationId = 10,
+                        kAliceBaseKey = 11;
+constexpr std::uint32_t kChainIndex = 1, kChainKey = 2;
+constexpr std::uint32_t kSkippedCounter = 1, kSkippedSeed = 2, kSkippedCreatedAt = 3;
+constexpr std::uint32_t kTheirRatchetKey = 1, kReceiverChainKey = 2, kReceiverSkipped = 3;
+constexpr std::uint32_t kRatchetPublic = 1, kRatchetPrivate = 2, kSenderChainKey = 3;
+constexpr std::uint32_t kPendingPreKeyId = 1, kPendingSignedPreKeyId = 2, kPendingBaseKey = 3,
+                        kPendingCreatedAt = 4;
+}  // namespace field
+
+template <typename W>
+void write_chain_key(W& w, const ChainKey& ck) {
+  w.varint(field::kChainIndex, ck.index);
+  w.bytes(field::kChainKey, ck.key.view());
 }
 
-void encode_state(const SessionState& s, pb::SessionState* out) {
-  out->set_version(s.version);
-  out->set_local_identity(to_pb_bytes(s.local_identity.view()));
-  out->set_remote_identity(to_pb_bytes(s.remote_identity.view()));
-  out->set_root_key(to_pb_bytes(s.root_key.view()));
-  out->set_previous_counter(s.previous_counter);
-  auto* sc = out->mutable_sender_chain();
-  sc->set_ratchet_public(to_pb_bytes(s.sender_chain.ratchet.public_key.view()));
-  sc->set_ratchet_private(to_pb_bytes(s.sender_chain.ratchet.private_key.view()));
-  encode_chain_key(s.sender_chain.chain_key, sc->mutable_chain_key());
+template <typename W>
+void write_state(W& w, const SessionState& s) {
+  w.varint(field::kVersion, s.version);
+  w.bytes(field::kLocalIdentity, s.local_identity.view());
+  w.bytes(field::kRemoteIdentity, s.remote_identity.view());
+  w.bytes(field::kRootKey, s.root_key.view());
+  w.varint(field::kPreviousCounter, s.previous_counter);
+  w.message(field::kSenderChain, [&](auto& c) {
+    c.bytes(field::kRatchetPublic, s.sender_chain.ratchet.public_key.view());
+    c.bytes(field::kRatchetPrivate, s.sender_chain.ratchet.private_key.view());
+    c.message(field::kSenderChainKey, [&](auto& k) { write_chain_key(k, s.sender_chain.chain_key); });
+  });
   for (const auto& rc : s.receiver_chains) {
-    auto* c = out->add_receiver_chains();
-    c->set_their_ratchet_key(to_pb_bytes(rc.their_ratchet_key.view()));
-    encode_chain_key(rc.chain_key, c->mutable_chain_key());
-    for (const auto& k : rc.skipped) {
-      auto* sk = c->add_skipped();
-      sk->set_counter(k.counter);
-      sk->set_seed(to_pb_bytes(k.seed.view()));
-      sk->set_created_at(k.created_at);
-    }
+    w.message(field::kReceiverChains, [&](auto& c) {
+      c.bytes(field::kTheirRatchetKey, rc.their_ratchet_key.view());
+      c.message(field::kReceiverChainKey, [&](auto& k) { write_chain_key(k, rc.chain_key); });
+      for (const auto& sk : rc.skipped) {
+        c.message(field::kReceiverSkipped, [&](auto& k) {
+          k.varint(field::kSkippedCounter, sk.counter);
+          k.bytes(field::kSkippedSeed, sk.seed.view());
+          k.varint(field::kSkippedCreatedAt, sk.created_at);
+        });
+      }
+    });
   }
   if (s.pending_pre_key) {
-    auto* p = out->mutable_pending_pre_key();
-    if (s.pending_pre_key->pre_key_id) p->set_pre_key_id(s.pending_pre_key->pre_key_id->value);
-    p->set_signed_pre_key_id(s.pending_pre_key->signed_pre_key_id.value);
-    p->set_base_key(to_pb_bytes(s.pending_pre_key->base_key.view()));
-    p->set_created_at(s.pending_pre_key->created_at);
+    const PendingPreKey& p = *s.pending_pre_key;
+    w.message(field::kPendingPreKey, [&](auto& c) {
+      if (p.pre_key_id) c.varint(field::kPendingPreKeyId, p.pre_key_id->value);
+      c.varint(field::kPendingSignedPreKeyId, p.signed_pre_key_id.value);
+      c.bytes(field::kPendingBaseKey, p.base_key.view());
+      c.varint(field::kPendingCreatedAt, p.created_at);
+    });
   }
-  out->set_local_registration_id(s.local_registration_id.value);
-  out->set_remote_registration_id(s.remote_registration_id.value);
-  out->set_alice_base_key(to_pb_bytes(s.alice_base_key.view()));
+  w.varint(field::kLocalRegistrationId, s.local_registration_id.value);
+  w.varint(field::kRemoteRegistrationId, s.remote_registration_id.value);
+  w.bytes(field::kAliceBaseKey, s.alice_base_key.view());
 }
 
-void wipe_chain_key(pb::ChainKey* ck) { wipe(ck->mutable_key()); }
+template <typename W>
+void write_record(W& w, const std::optional<SessionState>& current,
+                  const std::deque<SessionState>& previous) {
+  w.varint(field::kRecordFormat, kSessionRecordFormat);
+  if (current) w.message(field::kRecordCurrent, [&](auto& c) { write_state(c, *current); });
+  for (const auto& s : previous) {
+    w.message(field::kRecordPrevious, [&](auto& c) { write_state(c, s); });
+  }
+}
 
-void wipe_state(pb::SessionState* s) {
-  wipe(s->mutable_root_key());
-  if (s->has_sender_chain()) {
-    wipe(s->mutable_sender_chain()->mutable_ratchet_private());
-    if (s->sender_chain().has_chain_key()) {
-      wipe_chain_key(s->mutable_sender_chain()->mutable_chain_key());
+// Readers: each returns false on any malformation (unknown field, wrong type or size, missing
+// required field, a duplicate of a singular field).
+bool read32(ByteView v, crypto::Secret<32>& out) {
+  if (v.size() != 32) return false;
+  out = crypto::Secret<32>(v);
+  return true;
+}
+
+bool read_public(ByteView v, PublicKey& out) {
+  auto k = PublicKey::from_raw(v);
+  if (!k) return false;
+  out = *k;
+  return true;
+}
+
+// Marks a field as seen; false if it was seen before (singular fields appear once).
+bool once(std::uint32_t& seen, std::uint32_t field) {
+  if (field >= 32) return false;  // no known field is that high
+  const std::uint32_t bit = 1u << field;
+  if (seen & bit) return false;
+  seen |= bit;
+  return true;
+}
+
+bool read_chain_key(ByteView in, ChainKey& out) {
+  ProtoReader r(in);
+  std::uint32_t f = 0, wt = 0, seen = 0;
+  while (r.next(f, wt)) {
+    ByteView v;
+    if (!once(seen, f)) return false;
+    switch (f) {
+      case field::kChainIndex:
+        if (!r.u32(wt, out.index)) return false;
+        break;
+      case field::kChainKey:
+        if (!r.bytes(wt, v) || !read32(v, out.key)) return false;
+        break;
+      default: return false;
     }
   }
-  for (auto& rc : *s->mutable_receiver_chains()) {
-    if (rc.has_chain_key()) wipe_chain_key(rc.mutable_chain_key());
-    for (auto& sk : *rc.mutable_skipped()) wipe(sk.mutable_seed());
-  }
+  return r.ok() && seen == ((1u << field::kChainIndex) | (1u << field::kChainKey));
 }
 
-void wipe_record(pb::SessionRecord* r) {
-  if (r->has_current()) wipe_state(r->mutable_current());
-  for (auto& s : *r->mutable_previous()) wipe_state(&s);
-}
-
-tl::expected<crypto::Secret<32>, Error> decode_secret32(const std::string& s) {
-  if (s.size() != 32) return tl::unexpected(Error::malformed);
-  return crypto::Secret<32>(pb_view(s));
-}
-
-tl::expected<PublicKey, Error> decode_public(const std::string& s) {
-  auto k = PublicKey::from_raw(pb_view(s));
-  if (!k) return tl::unexpected(Error::malformed);
-  return *k;
-}
-
-tl::expected<ChainKey, Error> decode_chain_key(const pb::ChainKey& ck) {
-  if (!ck.has_index() || !ck.has_key()) return tl::unexpected(Error::malformed);
-  auto key = decode_secret32(ck.key());
-  if (!key) return tl::unexpected(key.error());
-  return ChainKey{std::move(*key), ck.index()};
-}
-
-tl::expected<SessionState, Error> decode_state(const pb::SessionState& in) {
-  if (in.version() != 3 || !in.has_sender_chain()) return tl::unexpected(Error::malformed);
-  if (static_cast<std::size_t>(in.receiver_chains_size()) > kMaxReceiverChains) {
-    return tl::unexpected(Error::malformed);
-  }
-  SessionState s;
-  s.version = in.version();
-  auto local = decode_public(in.local_identity());
-  auto remote = decode_public(in.remote_identity());
-  auto root = decode_secret32(in.root_key());
-  auto alice_base = decode_public(in.alice_base_key());
-  if (!local || !remote || !root || !alice_base) return tl::unexpected(Error::malformed);
-  s.local_identity = *local;
-  s.remote_identity = *remote;
-  s.root_key = std::move(*root);
-  s.alice_base_key = *alice_base;
-  s.previous_counter = in.previous_counter();
-  s.local_registration_id = RegistrationId(in.local_registration_id());
-  s.remote_registration_id = RegistrationId(in.remote_registration_id());
-
-  const auto& sc = in.sender_chain();
-  auto ratchet_pub = decode_public(sc.ratchet_public());
-  auto ratchet_priv = decode_secret32(sc.ratchet_private());
-  if (!ratchet_pub || !ratchet_priv || !sc.has_chain_key()) return tl::unexpected(Error::malformed);
-  auto sck = decode_chain_key(sc.chain_key());
-  if (!sck) return tl::unexpected(sck.error());
-  s.sender_chain = SenderChain{KeyPair{*ratchet_pub, std::move(*ratchet_priv)}, std::move(*sck)};
-
-  for (const auto& rc : in.receiver_chains()) {
-    if (static_cast<std::size_t>(rc.skipped_size()) > kMaxMessageKeys || !rc.has_chain_key()) {
-      return tl::unexpected(Error::malformed);
+bool read_skipped(ByteView in, SkippedKey& out) {
+  ProtoReader r(in);
+  std::uint32_t f = 0, wt = 0, seen = 0;
+  while (r.next(f, wt)) {
+    ByteView v;
+    if (!once(seen, f)) return false;
+    switch (f) {
+      case field::kSkippedCounter:
+        if (!r.u32(wt, out.counter)) return false;
+        break;
+      case field::kSkippedSeed:
+        if (!r.bytes(wt, v) || !read32(v, out.seed)) return false;
+        break;
+      case field::kSkippedCreatedAt:
+        if (!r.varint(wt, out.created_at)) return false;
+        break;
+      default: return false;
     }
-    auto their = decode_public(rc.their_ratchet_key());
-    auto ck = decode_chain_key(rc.chain_key());
-    if (!their || !ck) return tl::unexpected(Error::malformed);
-    ReceiverChain chain{*their, std::move(*ck), {}};
-    for (const auto& sk : rc.skipped()) {
-      auto seed = decode_secret32(sk.seed());
-      if (!seed || !sk.has_counter()) return tl::unexpected(Error::malformed);
-      chain.skipped.push_back({sk.counter(), std::move(*seed), sk.created_at()});
+  }
+  const std::uint32_t required = (1u << field::kSkippedCounter) | (1u << field::kSkippedSeed);
+  return r.ok() && (seen & required) == required;
+}
+
+bool read_receiver_chain(ByteView in, ReceiverChain& out) {
+  ProtoReader r(in);
+  std::uint32_t f = 0, wt = 0, seen = 0;
+  while (r.next(f, wt)) {
+    ByteView v;
+    if (f != field::kReceiverSkipped && !once(seen, f)) return false;
+    switch (f) {
+      case field::kTheirRatchetKey:
+        if (!r.bytes(wt, v) || !read_public(v, out.their_ratchet_key)) return false;
+        break;
+      case field::kReceiverChainKey:
+        if (!r.bytes(wt, v) || !read_chain_key(v, out.chain_key)) return false;
+        break;
+      case field::kReceiverSkipped: {
+        if (out.skipped.size() >= kMaxMessageKeys) return false;
+        SkippedKey k;
+        if (!r.bytes(wt, v) || !read_skipped(v, k)) return false;
+        out.skipped.push_back(std::move(k));
+        break;
+      }
+      default: return false;
     }
-    s.receiver_chains.push_back(std::move(chain));
   }
-  if (in.has_pending_pre_key()) {
-    const auto& p = in.pending_pre_key();
-    auto base = decode_public(p.base_key());
-    if (!base || !p.has_signed_pre_key_id()) return tl::unexpected(Error::malformed);
-    PendingPreKey pending;
-    if (p.has_pre_key_id()) pending.pre_key_id = PreKeyId(p.pre_key_id());
-    pending.signed_pre_key_id = SignedPreKeyId(p.signed_pre_key_id());
-    pending.base_key = *base;
-    pending.created_at = p.created_at();
-    s.pending_pre_key = pending;
+  const std::uint32_t required = (1u << field::kTheirRatchetKey) | (1u << field::kReceiverChainKey);
+  return r.ok() && (seen & required) == required;
+}
+
+bool read_sender_chain(ByteView in, SenderChain& out) {
+  ProtoReader r(in);
+  std::uint32_t f = 0, wt = 0, seen = 0;
+  while (r.next(f, wt)) {
+    ByteView v;
+    if (!once(seen, f)) return false;
+    switch (f) {
+      case field::kRatchetPublic:
+        if (!r.bytes(wt, v) || !read_public(v, out.ratchet.public_key)) return false;
+        break;
+      case field::kRatchetPrivate:
+        if (!r.bytes(wt, v) || !read32(v, out.ratchet.private_key)) return false;
+        break;
+      case field::kSenderChainKey:
+        if (!r.bytes(wt, v) || !read_chain_key(v, out.chain_key)) return false;
+        break;
+      default: return false;
+    }
   }
-  return s;
+  return r.ok() && seen == ((1u << field::kRatchetPublic) | (1u << field::kRatchetPrivate) |
+                            (1u << field::kSenderChainKey));
+}
+
+bool read_pending(ByteView in, PendingPreKey& out) {
+  ProtoReader r(in);
+  std::uint32_t f = 0, wt = 0, seen = 0;
+  while (r.next(f, wt)) {
+    ByteView v;
+    std::uint32_t id = 0;
+    if (!once(seen, f)) return false;
+    switch (f) {
+      case field::kPendingPreKeyId:
+        if (!r.u32(wt, id)) return false;
+        out.pre_key_id = PreKeyId(id);
+        break;
+      case field::kPendingSignedPreKeyId:
+        if (!r.u32(wt, id)) return false;
+        out.signed_pre_key_id = SignedPreKeyId(id);
+        break;
+      case field::kPendingBaseKey:
+        if (!r.bytes(wt, v) || !read_public(v, out.base_key)) return false;
+        break;
+      case field::kPendingCreatedAt:
+        if (!r.varint(wt, out.created_at)) return false;
+        break;
+      default: return false;
+    }
+  }
+  const std::uint32_t required = (1u << field::kPendingSignedPreKeyId) | (1u << field::kPendingBaseKey);
+  return r.ok() && (seen & required) == required;
+}
+
+bool read_state(ByteView in, SessionState& out) {
+  ProtoReader r(in);
+  std::uint32_t f = 0, wt = 0, seen = 0;
+  while (r.next(f, wt)) {
+    ByteView v;
+    std::uint32_t n = 0;
+    if (f != field::kReceiverChains && !once(seen, f)) return false;
+    switch (f) {
+      case field::kVersion:
+        if (!r.u32(wt, out.version) || out.version != 3) return false;
+        break;
+      case field::kLocalIdentity:
+        if (!r.bytes(wt, v) || !read_public(v, out.local_identity)) return false;
+        break;
+      case field::kRemoteIdentity:
+        if (!r.bytes(wt, v) || !read_public(v, out.remote_identity)) return false;
+        break;
+      case field::kRootKey:
+        if (!r.bytes(wt, v) || !read32(v, out.root_key)) return false;
+        break;
+      case field::kPreviousCounter:
+        if (!r.u32(wt, out.previous_counter)) return false;
+        break;
+      case field::kSenderChain:
+        if (!r.bytes(wt, v) || !read_sender_chain(v, out.sender_chain)) return false;
+        break;
+      case field::kReceiverChains: {
+        if (out.receiver_chains.size() >= kMaxReceiverChains) return false;
+        ReceiverChain chain;
+        if (!r.bytes(wt, v) || !read_receiver_chain(v, chain)) return false;
+        out.receiver_chains.push_back(std::move(chain));
+        break;
+      }
+      case field::kPendingPreKey: {
+        PendingPreKey p;
+        if (!r.bytes(wt, v) || !read_pending(v, p)) return false;
+        out.pending_pre_key = p;
+        break;
+      }
+      case field::kLocalRegistrationId:
+        if (!r.u32(wt, n)) return false;
+        out.local_registration_id = RegistrationId(n);
+        break;
+      case field::kRemoteRegistrationId:
+        if (!r.u32(wt, n)) return false;
+        out.remote_registration_id = RegistrationId(n);
+        break;
+      case field::kAliceBaseKey:
+        if (!r.bytes(wt, v) || !read_public(v, out.alice_base_key)) return false;
+        break;
+      default: return false;
+    }
+  }
+  const std::uint32_t required = (1u << field::kVersion) | (1u << field::kLocalIdentity) |
+                                 (1u << field::kRemoteIdentity) | (1u << field::kRootKey) |
+                                 (1u << field::kSenderChain) | (1u << field::kAliceBaseKey);
+  return r.ok() && (seen & required) == required;
 }
 
 }  // namespace
@@ -241,38 +378,48 @@ bool SessionRecord::identity_matches(const PublicKey& alice_base_key,
 }
 
 crypto::SecretBuffer SessionRecord::encode() const {
-  pb::SessionRecord rec;
-  rec.set_format(kSessionRecordFormat);
-  if (current_) encode_state(*current_, rec.mutable_current());
-  for (const auto& s : previous_) encode_state(s, rec.add_previous());
-  auto out = detail::serialize_secret(rec);
-  wipe_record(&rec);
+  ProtoSizer sizer;
+  write_record(sizer, current_, previous_);
+  crypto::SecretBuffer out(sizer.size);
+  ProtoWriter writer{out.data()};
+  write_record(writer, current_, previous_);
   return out;
 }
 
 tl::expected<SessionRecord, Error> SessionRecord::decode(ByteView bytes) {
   if (bytes.size() > kMaxSessionRecordBytes) return tl::unexpected(Error::too_large);
-  pb::SessionRecord rec;
-  const bool parsed = parse_strict(rec, bytes);
-  struct Wiper {
-    pb::SessionRecord* r;
-    ~Wiper() { wipe_record(r); }
-  } wiper{&rec};
-  if (!parsed || rec.format() != kSessionRecordFormat ||
-      static_cast<std::size_t>(rec.previous_size()) > kMaxArchivedStates) {
-    return tl::unexpected(Error::malformed);
-  }
+  ProtoReader r(bytes);
   SessionRecord out;
-  if (rec.has_current()) {
-    auto s = decode_state(rec.current());
-    if (!s) return tl::unexpected(s.error());
-    out.current_ = std::move(*s);
+  std::uint32_t f = 0, wt = 0;
+  bool have_format = false;
+  while (r.next(f, wt)) {
+    ByteView v;
+    std::uint32_t format = 0;
+    switch (f) {
+      case field::kRecordFormat:
+        if (have_format || !r.u32(wt, format) || format != kSessionRecordFormat) {
+          return tl::unexpected(Error::malformed);
+        }
+        have_format = true;
+        break;
+      case field::kRecordCurrent: {
+        SessionState s;
+        if (out.current_ || !r.bytes(wt, v) || !read_state(v, s)) return tl::unexpected(Error::malformed);
+        out.current_ = std::move(s);
+        break;
+      }
+      case field::kRecordPrevious: {
+        SessionState s;
+        if (out.previous_.size() >= kMaxArchivedStates || !r.bytes(wt, v) || !read_state(v, s)) {
+          return tl::unexpected(Error::malformed);
+        }
+        out.previous_.push_back(std::move(s));
+        break;
+      }
+      default: return tl::unexpected(Error::malformed);
+    }
   }
-  for (const auto& p : rec.previous()) {
-    auto s = decode_state(p);
-    if (!s) return tl::unexpected(s.error());
-    out.previous_.push_back(std::move(*s));
-  }
+  if (!r.ok() || !have_format) return tl::unexpected(Error::malformed);
   return out;
 }
 

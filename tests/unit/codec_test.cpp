@@ -6,6 +6,7 @@
 #include "protocol/messages.h"
 #include "protocol/session.h"
 #include "signal.pb.h"
+#include "storage.pb.h"
 #include "util/party.h"
 #include "util/test_util.h"
 
@@ -109,6 +110,59 @@ TEST(SessionRecordCodec, RoundTripAndRejectsGarbage) {
   EXPECT_EQ(SessionRecord::decode(as_bytes("\x08\x02")).error(), Error::malformed);  // format 2
   EXPECT_EQ(SessionRecord::decode(as_bytes("\xff")).error(), Error::malformed);
   EXPECT_TRUE(SessionRecord::decode({}).error() == Error::malformed);
+}
+
+// The hand-written session record codec writes exactly proto/storage.proto's format: libprotobuf
+// parses it, and libprotobuf's serialization of it decodes back to the same bytes.
+TEST(SessionRecordCodec, ByteCompatibleWithLibprotobuf) {
+  Party alice("alice", 1, 21), bob("bob", 1, 22);
+  auto s = alice.stores();
+  ASSERT_TRUE(process_pre_key_bundle(bob.address(), bob.bundle(true), s, alice.rng, alice.clock));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(bob.decrypt(alice.address(), *alice.encrypt(bob.address(), "x")));
+  auto late = alice.encrypt(bob.address(), "skipped");  // leaves a skipped key at bob
+  ASSERT_TRUE(bob.decrypt(alice.address(), *alice.encrypt(bob.address(), "y")));
+  ASSERT_TRUE(late);
+  ASSERT_TRUE(process_pre_key_bundle(bob.address(), bob.bundle(false), s, alice.rng, alice.clock));
+  for (Party* p : {&alice, &bob}) {
+    const Address peer = p == &alice ? bob.address() : alice.address();
+    const Bytes ours = *p->sessions.raw(peer);
+    wire::storage::SessionRecord pb;
+    ASSERT_TRUE(pb.ParseFromArray(ours.data(), static_cast<int>(ours.size())));
+    EXPECT_TRUE(pb.unknown_fields().empty());
+    EXPECT_EQ(pb.format(), 1u);
+    const std::string theirs = pb.SerializeAsString();
+    EXPECT_EQ(Bytes(theirs.begin(), theirs.end()), ours);
+    auto back = SessionRecord::decode(as_bytes(theirs));
+    ASSERT_TRUE(back);
+  }
+  EXPECT_EQ((*bob.sessions.load_session(alice.address()))->current().receiver_chains[0].skipped.size(), 1u);
+}
+
+TEST(SessionRecordCodec, RejectsDuplicatesUnknownFieldsAndTruncation) {
+  Party alice("alice", 1, 23), bob("bob", 1, 24);
+  auto s = alice.stores();
+  ASSERT_TRUE(process_pre_key_bundle(bob.address(), bob.bundle(true), s, alice.rng, alice.clock));
+  const Bytes good = *alice.sessions.raw(bob.address());
+  ASSERT_TRUE(SessionRecord::decode(good));
+  // A truncated record either fails or ends at a field boundary of the top-level record (then it
+  // is a valid shorter record that re-encodes to exactly the prefix).
+  std::size_t accepted = 0;
+  for (std::size_t cut = 0; cut < good.size(); ++cut) {
+    auto r = SessionRecord::decode(ByteView(good).first(cut));
+    if (!r) continue;
+    ++accepted;
+    auto again = r->encode();
+    EXPECT_EQ(Bytes(again.view().begin(), again.view().end()), Bytes(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(cut)));
+  }
+  EXPECT_LE(accepted, 1u);  // only the bare format field
+  Bytes twice_format = {0x08, 0x01};
+  twice_format.insert(twice_format.end(), good.begin(), good.end());  // format field twice
+  EXPECT_EQ(SessionRecord::decode(twice_format).error(), Error::malformed);
+  Bytes unknown = good;
+  unknown.insert(unknown.end(), {0xF8, 0x07, 0x01});  // field 127, varint
+  EXPECT_EQ(SessionRecord::decode(unknown).error(), Error::malformed);
+  Bytes overlong = {0x08, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F};
+  EXPECT_EQ(SessionRecord::decode(overlong).error(), Error::malformed);
 }
 
 TEST(SenderKeyDistributionDecode, RejectsMalformedInput) {
