@@ -1,0 +1,136 @@
+#include "server/config.h"
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+namespace sotto::server {
+
+tl::expected<Endpoint, std::string> parse_endpoint(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos) return tl::unexpected("expected HOST:PORT, got '" + text + "'");
+  Endpoint e;
+  e.host = colon == 0 ? "127.0.0.1" : text.substr(0, colon);
+  const std::string port = text.substr(colon + 1);
+  unsigned value = 0;
+  auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || ptr != port.data() + port.size() || value == 0 || value > 65535) {
+    return tl::unexpected("invalid port in '" + text + "'");
+  }
+  if (e.host.empty() || e.host.size() > 253) return tl::unexpected("invalid host in '" + text + "'");
+  e.port = static_cast<std::uint16_t>(value);
+  return e;
+}
+
+namespace {
+
+template <typename T>
+tl::expected<void, std::string> read_int(const toml::table& t, const char* key, T& out, T min,
+                                          T max) {
+  const auto* node = t.get(key);
+  if (node == nullptr) return {};
+  const auto* i = node->as_integer();
+  const std::optional<std::int64_t> v = i ? std::optional<std::int64_t>(i->get()) : std::nullopt;
+  if (!v || *v < static_cast<std::int64_t>(min) || *v > static_cast<std::int64_t>(max)) {
+    std::ostringstream os;
+    os << "'" << key << "' must be an integer in " << min << ".." << max;
+    return tl::unexpected(os.str());
+  }
+  out = static_cast<T>(*v);
+  return {};
+}
+
+tl::expected<void, std::string> read_string(const toml::table& t, const char* key, std::string& out) {
+  const auto* node = t.get(key);
+  if (node == nullptr) return {};
+  const auto* str = node->as_string();
+  const std::optional<std::string> v = str ? std::optional<std::string>(str->get()) : std::nullopt;
+  if (!v || v->size() > 4096) return tl::unexpected(std::string("'") + key + "' must be a string");
+  out = *v;
+  return {};
+}
+
+}  // namespace
+
+tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::string_view text) {
+  if (text.size() > 1024 * 1024) return tl::unexpected(std::string("config file too large"));
+  toml::table t;
+  try {
+    t = toml::parse(text);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << "config syntax error at line " << e.source().begin.line << ": " << e.description();
+    return tl::unexpected(os.str());
+  }
+  static const std::set<std::string> kKnown = {
+      "listen", "http", "tls_certificate", "tls_private_key", "invite_only", "max_message_bytes",
+      "max_frame_bytes", "max_queue_per_device", "message_ttl_days", "max_connections",
+      "idle_timeout_seconds", "io_threads", "registrations_per_minute", "logins_per_minute",
+      "bundle_fetches_per_minute", "log_level", "data"};
+  for (const auto& [key, value] : t) {
+    (void)value;
+    if (!kKnown.contains(std::string(key.str()))) {
+      return tl::unexpected("unknown config key '" + std::string(key.str()) + "'");
+    }
+  }
+  std::string s;
+  for (const auto& [key, target] : {std::pair<const char*, Endpoint*>{"listen", &c.listen},
+                                    std::pair<const char*, Endpoint*>{"http", &c.http}}) {
+    s.clear();
+    if (auto r = read_string(t, key, s); !r) return tl::unexpected(r.error());
+    if (!s.empty()) {
+      auto e = parse_endpoint(s);
+      if (!e) return tl::unexpected(std::string("'") + key + "': " + e.error());
+      *target = *e;
+    }
+  }
+  s.clear();
+  if (auto r = read_string(t, "data", s); !r) return tl::unexpected(r.error());
+  if (!s.empty()) c.data_dir = s;
+  s.clear();
+  if (auto r = read_string(t, "tls_certificate", s); !r) return tl::unexpected(r.error());
+  if (!s.empty()) c.tls_certificate = s;
+  s.clear();
+  if (auto r = read_string(t, "tls_private_key", s); !r) return tl::unexpected(r.error());
+  if (!s.empty()) c.tls_private_key = s;
+  if (const auto* node = t.get("invite_only")) {
+    const auto* b = node->as_boolean();
+    if (b == nullptr) return tl::unexpected(std::string("'invite_only' must be true or false"));
+    c.invite_only = b->get();
+  }
+  std::string level = c.log_level;
+  if (auto r = read_string(t, "log_level", level); !r) return tl::unexpected(r.error());
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
+  if (!kLevels.contains(level)) return tl::unexpected(std::string("'log_level' must be one of trace, debug, info, warn, error, off"));
+  c.log_level = level;
+
+  tl::expected<void, std::string> r;
+  if (!(r = read_int<std::size_t>(t, "max_message_bytes", c.max_message_bytes, 1024, 16u << 20))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_frame_bytes", c.max_frame_bytes, 4096, 64u << 20))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_queue_per_device", c.max_queue_per_device, 1, 10'000'000))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "message_ttl_days", c.message_ttl_days, 1, 365))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_connections", c.max_connections, 1, 1'000'000))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "idle_timeout_seconds", c.idle_timeout_seconds, 5, 86400))) return tl::unexpected(r.error());
+  if (!(r = read_int<int>(t, "io_threads", c.io_threads, 1, 64))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "registrations_per_minute", c.registrations_per_minute, 1, 1'000'000))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "logins_per_minute", c.logins_per_minute, 1, 10'000'000))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "bundle_fetches_per_minute", c.bundle_fetches_per_minute, 1, 1'000'000))) return tl::unexpected(r.error());
+  if (c.max_message_bytes + 4096 > c.max_frame_bytes) {
+    return tl::unexpected(std::string("'max_frame_bytes' must exceed 'max_message_bytes' by at least 4096"));
+  }
+  return c;
+}
+
+tl::expected<ServerConfig, std::string> apply_toml_file(ServerConfig base,
+                                                        const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return tl::unexpected("cannot read config file " + file.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return apply_toml_text(std::move(base), ss.str());
+}
+
+}  // namespace sotto::server

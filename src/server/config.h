@@ -1,0 +1,50 @@
+// Server configuration: defaults that work with no file at all, overridden by a TOML file
+// (toml++) and then by command-line flags. Parsing is strict: unknown keys and out-of-range
+// values are errors that name the key, so an operator's typo never passes silently.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include <tl/expected.hpp>
+
+namespace sotto::server {
+
+struct Endpoint {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;
+};
+
+// Parses "HOST:PORT" (IPv4 or name) with a port in 1..65535, or ":PORT".
+[[nodiscard]] tl::expected<Endpoint, std::string> parse_endpoint(const std::string& text);
+
+struct ServerConfig {
+  std::filesystem::path data_dir;
+  Endpoint listen{"127.0.0.1", 7443};
+  Endpoint http{"127.0.0.1", 7480};   // /healthz and /metrics, loopback by default
+  std::filesystem::path tls_certificate;  // both empty: self-signed under data_dir/tls
+  std::filesystem::path tls_private_key;
+  bool invite_only = false;
+  std::size_t max_message_bytes = 256 * 1024;   // one ciphertext
+  std::size_t max_frame_bytes = 2 * 1024 * 1024;
+  std::size_t max_queue_per_device = 10000;
+  std::uint64_t message_ttl_days = 30;
+  std::size_t max_connections = 60000;
+  std::uint32_t idle_timeout_seconds = 120;
+  int io_threads = 2;
+  // Per source address, per minute.
+  std::uint32_t registrations_per_minute = 30;
+  std::uint32_t logins_per_minute = 600;
+  // Per requesting account, per minute (protects one-time prekeys from exhaustion).
+  std::uint32_t bundle_fetches_per_minute = 120;
+  std::string log_level = "info";
+};
+
+// Reads a TOML file and applies it over `base`. Errors name the offending key.
+[[nodiscard]] tl::expected<ServerConfig, std::string> apply_toml_file(ServerConfig base,
+                                                                      const std::filesystem::path& file);
+[[nodiscard]] tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig base,
+                                                                      std::string_view text);
+
+}  // namespace sotto::server

@@ -1,0 +1,24 @@
+// Named limits of the server, with their defaults. Operators override most of them in the TOML
+// config (config.h); the protocol-level bounds here are fixed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sotto::server {
+
+inline constexpr std::size_t kMinUsernameLength = 3;
+inline constexpr std::size_t kMaxUsernameLength = 32;
+inline constexpr std::size_t kMaxPreKeysPerUpload = 200;
+inline constexpr std::size_t kMaxMessagesPerSend = 64;        // devices of recipient + own
+inline constexpr std::size_t kChallengeSize = 32;
+inline constexpr std::uint64_t kChallengeLifetimeSeconds = 60;
+inline constexpr std::size_t kProvisioningAddressSize = 16;
+inline constexpr std::size_t kLinkTokenSize = 32;
+inline constexpr std::uint64_t kLinkTokenLifetimeSeconds = 600;
+inline constexpr std::size_t kClientMessageIdSize = 16;
+inline constexpr std::uint32_t kPreKeysLowThreshold = 10;
+inline constexpr std::size_t kDrainBatch = 128;               // envelopes pushed per batch
+inline constexpr std::size_t kMaxInflightPushes = 512;        // unacknowledged pushes per device
+
+}  // namespace sotto::server

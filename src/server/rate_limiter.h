@@ -1,0 +1,32 @@
+// Token buckets keyed by a string (a source address, an account), refilled continuously.
+// Thread-safe; memory is bounded by evicting idle full buckets.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace sotto::server {
+
+class RateLimiter {
+ public:
+  RateLimiter(std::uint32_t per_minute, std::uint32_t burst);
+  // Takes one token for `key`; false when the bucket is empty.
+  bool allow(const std::string& key, std::chrono::steady_clock::time_point now =
+                                          std::chrono::steady_clock::now());
+
+ private:
+  struct Bucket {
+    double tokens;
+    std::chrono::steady_clock::time_point updated;
+  };
+  double rate_per_second_;
+  double burst_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Bucket> buckets_;
+  std::size_t calls_since_sweep_ = 0;
+};
+
+}  // namespace sotto::server

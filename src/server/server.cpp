@@ -1,0 +1,857 @@
+#include "server/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <unordered_set>
+
+#include "crypto/ed25519.h"
+#include "crypto/hash.h"
+#include "crypto/signature.h"
+#include "keys.pb.h"
+#include "server/limits.h"
+#include "service.pb.h"
+
+namespace sotto::server {
+
+namespace svc = sotto::wire::service;
+using store::AccountId;
+using store::DeviceId;
+using store::EnvelopeId;
+
+struct Server::Session {
+  net::ConnectionPtr connection;
+  std::mutex mutex;  // guards everything below
+  bool authenticated = false;
+  AccountId account = 0;
+  DeviceId device = 0;
+  std::string username;
+  std::optional<std::array<std::uint8_t, kChallengeSize>> challenge;
+  std::uint64_t challenge_at = 0;
+  std::string provisioning_address;
+  // Delivery: envelopes pushed and not yet acknowledged; the drain cursor; whether the stored
+  // backlog has been pushed once (after which new envelopes are pushed as they commit).
+  std::unordered_set<std::string> inflight;
+  std::optional<EnvelopeId> cursor;
+  bool draining = false;
+  bool drained = false;
+};
+
+namespace {
+
+constexpr std::string_view kAuthContext = "sotto-auth-v1";
+constexpr std::string_view kDeviceContext = "sotto-device-v1";
+
+std::string online_key(AccountId a, DeviceId d) { return std::to_string(a) + "/" + std::to_string(d); }
+std::string id_key(const EnvelopeId& id) { return {reinterpret_cast<const char*>(id.data()), id.size()}; }
+ByteView view(const std::string& s) { return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()}; }
+std::string str(ByteView b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+void fail(svc::Response& out, svc::Code code, std::string_view message) {
+  out.mutable_status()->set_code(code);
+  out.mutable_status()->set_message(std::string(message));
+}
+
+bool is_public_key(const std::string& k) {
+  return k.size() == 33 && static_cast<std::uint8_t>(k[0]) == 0x05;
+}
+
+// The identity key's curve25519 signature over a serialized public key (prekeys) or a context
+// string (device binding).
+bool identity_signed(const std::string& identity_key, ByteView message, const std::string& sig) {
+  if (!is_public_key(identity_key) || sig.size() != crypto::kCurve25519SignatureSize) return false;
+  std::array<std::uint8_t, 32> pub{};
+  std::memcpy(pub.data(), identity_key.data() + 1, 32);
+  return crypto::curve25519_verify(
+             pub, message,
+             std::span<const std::uint8_t, 64>(reinterpret_cast<const std::uint8_t*>(sig.data()), 64))
+      .has_value();
+}
+
+Bytes device_binding(const std::string& username, const std::string& auth_key) {
+  Bytes m(kDeviceContext.begin(), kDeviceContext.end());
+  m.insert(m.end(), username.begin(), username.end());
+  m.insert(m.end(), auth_key.begin(), auth_key.end());
+  return m;
+}
+
+// Validates the keys of an upload or a new device. Returns an error text or empty.
+std::string check_keys(const svc::DeviceKeys& keys, const std::string& identity_key,
+                       bool require_signed) {
+  if (keys.has_signed_pre_key()) {
+    const auto& spk = keys.signed_pre_key();
+    if (!is_public_key(spk.public_key())) return "signed prekey must be 33 bytes starting 0x05";
+    if (spk.id() == 0 || spk.id() > 0xFFFFFF) return "signed prekey id out of range";
+    if (!identity_signed(identity_key, view(spk.public_key()), spk.signature())) {
+      return "signed prekey signature does not verify";
+    }
+  } else if (require_signed) {
+    return "signed prekey required";
+  }
+  if (static_cast<std::size_t>(keys.pre_keys_size()) > kMaxPreKeysPerUpload) return "too many prekeys";
+  std::set<std::uint32_t> ids;
+  for (const auto& pk : keys.pre_keys()) {
+    if (!is_public_key(pk.public_key())) return "prekey must be 33 bytes starting 0x05";
+    if (pk.id() == 0 || pk.id() > 0xFFFFFF) return "prekey id out of range";
+    if (!ids.insert(pk.id()).second) return "duplicate prekey id";
+  }
+  return {};
+}
+
+store::SignedPreKeyRecord signed_record(const svc::SignedPreKey& k) {
+  return {k.id(), Bytes(k.public_key().begin(), k.public_key().end()),
+          Bytes(k.signature().begin(), k.signature().end())};
+}
+
+std::vector<store::OneTimePreKeyRecord> pre_key_records(const svc::DeviceKeys& keys) {
+  std::vector<store::OneTimePreKeyRecord> out;
+  for (const auto& pk : keys.pre_keys()) {
+    out.push_back({pk.id(), Bytes(pk.public_key().begin(), pk.public_key().end())});
+  }
+  return out;
+}
+
+std::string check_new_device(const svc::NewDevice& d, const std::string& username,
+                             const std::string& identity_key) {
+  if (d.registration_id() == 0 || d.registration_id() > 0x7FFFFFFF) return "registration id out of range";
+  if (d.auth_key().size() != crypto::kEd25519PublicKeySize) return "auth key must be 32 bytes";
+  if (!identity_signed(identity_key, device_binding(username, d.auth_key()), d.identity_signature())) {
+    return "device is not signed by the identity key";
+  }
+  return check_keys(d.keys(), identity_key, true);
+}
+
+svc::Code code_of(store::Error e) {
+  switch (e) {
+    case store::Error::not_found: return svc::NOT_FOUND;
+    case store::Error::conflict: return svc::CONFLICT;
+    case store::Error::queue_full: return svc::QUEUE_FULL;
+    case store::Error::invalid_token: return svc::FORBIDDEN;
+    case store::Error::io: return svc::INTERNAL;
+  }
+  return svc::INTERNAL;
+}
+
+}  // namespace
+
+std::optional<std::string> normalize_username(std::string_view name) {
+  if (name.size() < kMinUsernameLength || name.size() > kMaxUsernameLength) return std::nullopt;
+  std::string out;
+  out.reserve(name.size());
+  for (char ch : name) {
+    const char c = (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch - 'A' + 'a') : ch;
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return std::nullopt;
+    out += c;
+  }
+  if (out[0] == '.' || out[0] == '_' || out[0] == '-') return std::nullopt;
+  return out;
+}
+
+Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& metrics,
+               crypto::Rng& rng, NowMs now_ms)
+    : config_(config),
+      store_(store),
+      metrics_(metrics),
+      rng_(rng),
+      now_ms_(std::move(now_ms)),
+      registrations_(config.registrations_per_minute, std::max<std::uint32_t>(5, config.registrations_per_minute / 6)),
+      logins_(config.logins_per_minute, std::max<std::uint32_t>(20, config.logins_per_minute / 6)),
+      bundle_fetches_(config.bundle_fetches_per_minute, std::max<std::uint32_t>(10, config.bundle_fetches_per_minute / 4)) {}
+
+Server::~Server() = default;
+
+Server::SessionPtr Server::session_of(const net::ConnectionPtr& c) {
+  std::lock_guard lock(mutex_);
+  auto it = sessions_.find(c->id());
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
+void Server::on_open(const net::ConnectionPtr& c) {
+  auto s = std::make_shared<Session>();
+  s->connection = c;
+  {
+    std::lock_guard lock(mutex_);
+    sessions_[c->id()] = s;
+  }
+  metrics_.connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Server::on_close(const net::ConnectionPtr& c) {
+  SessionPtr s;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = sessions_.find(c->id());
+    if (it == sessions_.end()) return;
+    s = it->second;
+    sessions_.erase(it);
+    std::lock_guard slock(s->mutex);
+    if (s->authenticated) {
+      auto on = online_.find(online_key(s->account, s->device));
+      if (on != online_.end() && on->second.lock() == s) online_.erase(on);
+      metrics_.authenticated_connections.fetch_sub(1, std::memory_order_relaxed);
+    }
+    if (!s->provisioning_address.empty()) provisioning_.erase(s->provisioning_address);
+  }
+  metrics_.connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Server::reply(const SessionPtr& s, svc::Response&& response) {
+  svc::Frame frame;
+  *frame.mutable_response() = std::move(response);
+  Bytes bytes(frame.ByteSizeLong());
+  frame.SerializeWithCachedSizesToArray(bytes.data());
+  s->connection->send(std::move(bytes));
+}
+
+void Server::push(const SessionPtr& s, svc::Push&& p) {
+  svc::Frame frame;
+  *frame.mutable_push() = std::move(p);
+  Bytes bytes(frame.ByteSizeLong());
+  frame.SerializeWithCachedSizesToArray(bytes.data());
+  s->connection->send(std::move(bytes));
+}
+
+void Server::on_frame(const net::ConnectionPtr& c, ByteView bytes) {
+  SessionPtr s = session_of(c);
+  if (!s) return;
+  svc::Frame frame;
+  if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) || !frame.has_request()) {
+    metrics_.bad_frames.fetch_add(1, std::memory_order_relaxed);
+    svc::Response out;
+    fail(out, svc::BAD_REQUEST, "malformed frame: expected a Request");
+    reply(s, std::move(out));
+    return;
+  }
+  handle(s, *frame.mutable_request());
+}
+
+void Server::handle(const SessionPtr& s, svc::Request& r) {
+  svc::Response out;
+  out.set_id(r.id());
+  out.mutable_status()->set_code(svc::OK);
+  const bool needs_auth = !(r.has_register_() || r.has_challenge() || r.has_authenticate() ||
+                            r.has_provisioning_open() || r.has_link_device());
+  if (needs_auth) {
+    std::lock_guard lock(s->mutex);
+    if (!s->authenticated) {
+      fail(out, svc::UNAUTHENTICATED, "authenticate first");
+      reply(s, std::move(out));
+      return;
+    }
+  }
+  switch (r.body_case()) {
+    case svc::Request::kRegister: on_register(s, r, out); break;
+    case svc::Request::kChallenge: on_challenge(s, out); break;
+    case svc::Request::kAuthenticate: on_authenticate(s, r, out); break;
+    case svc::Request::kUploadKeys: on_upload_keys(s, r, out); break;
+    case svc::Request::kKeyCount: on_key_count(s, out); break;
+    case svc::Request::kFetchBundles: on_fetch_bundles(s, r, out); break;
+    case svc::Request::kSend: on_send(s, r); return;  // replies when durable
+    case svc::Request::kAck: on_ack(s, r, out); break;
+    case svc::Request::kListDevices: on_list_devices(s, r, out); break;
+    case svc::Request::kRemoveDevice: on_remove_device(s, r, out); break;
+    case svc::Request::kProvisioningOpen: on_provisioning_open(s, out); break;
+    case svc::Request::kProvisioningSend: on_provisioning_send(s, r, out); break;
+    case svc::Request::kLinkToken: on_link_token(s, out); break;
+    case svc::Request::kLinkDevice: on_link_device(s, r, out); break;
+    case svc::Request::BODY_NOT_SET: fail(out, svc::BAD_REQUEST, "empty request"); break;
+  }
+  const bool authenticated_now = r.has_authenticate() && out.status().code() == svc::OK;
+  reply(s, std::move(out));
+  if (authenticated_now) {
+    drain(s);
+    auto count = store_.keys().count_pre_keys(s->account, s->device);
+    if (count && *count < kPreKeysLowThreshold) {
+      svc::Push p;
+      p.mutable_keys_low()->set_count(*count);
+      push(s, std::move(p));
+    }
+  }
+}
+
+void Server::on_register(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  if (!registrations_.allow(s->connection->remote_address())) {
+    fail(out, svc::RATE_LIMITED, "too many registrations from this address");
+    return;
+  }
+  const auto& req = r.register_();
+  auto username = normalize_username(req.username());
+  if (!username) {
+    fail(out, svc::BAD_REQUEST, "username must be 3-32 characters of a-z, 0-9, '.', '_' or '-'");
+    return;
+  }
+  if (!is_public_key(req.identity_key())) {
+    fail(out, svc::BAD_REQUEST, "identity key must be 33 bytes starting 0x05");
+    return;
+  }
+  if (auto e = check_new_device(req.device(), *username, req.identity_key()); !e.empty()) {
+    fail(out, svc::BAD_REQUEST, e);
+    return;
+  }
+  if (auto existing = store_.accounts().find_account(*username); existing) {
+    fail(out, svc::CONFLICT, "username taken");
+    return;
+  }
+  const std::uint64_t now_s = now_ms_() / 1000;
+  if (config_.invite_only) {
+    if (req.invite_code().empty() || req.invite_code().size() > 64 ||
+        !store_.tokens().use_invite(req.invite_code(), now_s)) {
+      fail(out, svc::INVITE_REQUIRED, "a valid invite code is required");
+      return;
+    }
+  }
+  store::DeviceRecord device{1, req.device().registration_id(),
+                             Bytes(req.device().auth_key().begin(), req.device().auth_key().end()),
+                             now_s / 86400};
+  auto id = store_.accounts().create_account(
+      *username, view(req.identity_key()), device, signed_record(req.device().keys().signed_pre_key()),
+      pre_key_records(req.device().keys()));
+  if (!id) {
+    fail(out, code_of(id.error()), id.error() == store::Error::conflict ? "username taken" : "store failure");
+    return;
+  }
+  metrics_.registrations.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("event=register account={} device=1", *id);
+  out.mutable_register_()->set_device_id(1);
+}
+
+void Server::on_challenge(const SessionPtr& s, svc::Response& out) {
+  std::array<std::uint8_t, kChallengeSize> nonce{};
+  rng_.fill(nonce);
+  {
+    std::lock_guard lock(s->mutex);
+    s->challenge = nonce;
+    s->challenge_at = now_ms_() / 1000;
+  }
+  out.mutable_challenge()->set_nonce(str(nonce));
+}
+
+void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  if (!logins_.allow(s->connection->remote_address())) {
+    fail(out, svc::RATE_LIMITED, "too many login attempts from this address");
+    return;
+  }
+  const auto& req = r.authenticate();
+  std::optional<std::array<std::uint8_t, kChallengeSize>> nonce;
+  std::uint64_t issued = 0;
+  {
+    std::lock_guard lock(s->mutex);
+    if (s->authenticated) {
+      fail(out, svc::BAD_REQUEST, "already authenticated");
+      return;
+    }
+    nonce = s->challenge;
+    issued = s->challenge_at;
+    s->challenge.reset();  // single use, whatever the outcome
+  }
+  const auto login_failed = [&](std::string_view why) {
+    metrics_.login_failures.fetch_add(1, std::memory_order_relaxed);
+    fail(out, svc::UNAUTHENTICATED, why);
+  };
+  if (!nonce || now_ms_() / 1000 > issued + kChallengeLifetimeSeconds) {
+    login_failed("request a fresh challenge first");
+    return;
+  }
+  auto username = normalize_username(req.username());
+  auto account = username ? store_.accounts().find_account(*username)
+                          : tl::expected<store::AccountRecord, store::Error>(tl::unexpected(store::Error::not_found));
+  if (!account) {
+    login_failed("unknown account or device");
+    return;
+  }
+  const auto device = std::find_if(account->devices.begin(), account->devices.end(),
+                                   [&](const store::DeviceRecord& d) { return d.id == req.device_id(); });
+  if (device == account->devices.end()) {
+    login_failed("unknown account or device");
+    return;
+  }
+  Bytes signed_message(kAuthContext.begin(), kAuthContext.end());
+  signed_message.insert(signed_message.end(), nonce->begin(), nonce->end());
+  if (!crypto::ed25519_verify(device->auth_key, signed_message, view(req.signature()))) {
+    login_failed("signature does not verify");
+    return;
+  }
+  SessionPtr replaced;
+  {
+    std::lock_guard lock(mutex_);
+    std::lock_guard slock(s->mutex);
+    s->authenticated = true;
+    s->account = account->id;
+    s->device = device->id;
+    s->username = account->username;
+    auto& slot = online_[online_key(s->account, s->device)];
+    replaced = slot.lock();
+    slot = s;
+  }
+  if (replaced) replaced->connection->close("replaced by a newer connection of this device");
+  metrics_.logins.fetch_add(1, std::memory_order_relaxed);
+  metrics_.authenticated_connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Server::on_upload_keys(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  auto account = store_.accounts().find_account(s->account);
+  if (!account) {
+    fail(out, code_of(account.error()), "account not found");
+    return;
+  }
+  const auto& keys = r.upload_keys().keys();
+  if (auto e = check_keys(keys, str(account->identity_key), false); !e.empty()) {
+    fail(out, svc::BAD_REQUEST, e);
+    return;
+  }
+  if (keys.has_signed_pre_key()) {
+    if (auto ok = store_.keys().set_signed_pre_key(s->account, s->device, signed_record(keys.signed_pre_key())); !ok) {
+      fail(out, code_of(ok.error()), "store failure");
+      return;
+    }
+  }
+  if (keys.pre_keys_size() > 0) {
+    if (auto ok = store_.keys().add_pre_keys(s->account, s->device, pre_key_records(keys)); !ok) {
+      fail(out, code_of(ok.error()), "store failure");
+      return;
+    }
+  }
+}
+
+void Server::on_key_count(const SessionPtr& s, svc::Response& out) {
+  auto count = store_.keys().count_pre_keys(s->account, s->device);
+  if (!count) {
+    fail(out, code_of(count.error()), "store failure");
+    return;
+  }
+  out.mutable_key_count()->set_count(*count);
+}
+
+void Server::on_fetch_bundles(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  if (!bundle_fetches_.allow(std::to_string(s->account))) {
+    fail(out, svc::RATE_LIMITED, "too many bundle fetches");
+    return;
+  }
+  const auto& req = r.fetch_bundles();
+  auto username = normalize_username(req.username());
+  auto account = username ? store_.accounts().find_account(*username)
+                          : tl::expected<store::AccountRecord, store::Error>(tl::unexpected(store::Error::not_found));
+  if (!account) {
+    fail(out, svc::NOT_FOUND, "no such user");
+    return;
+  }
+  std::set<std::uint32_t> wanted(req.device_ids().begin(), req.device_ids().end());
+  for (const auto& d : account->devices) {
+    if (!wanted.empty() && !wanted.contains(d.id)) continue;
+    auto spk = store_.keys().signed_pre_key(account->id, d.id);
+    if (!spk) continue;  // a device without a signed prekey cannot be messaged yet
+    auto* b = out.mutable_fetch_bundles()->add_bundles();
+    b->set_registration_id(d.registration_id);
+    b->set_device_id(d.id);
+    b->set_signed_pre_key_id(spk->id);
+    b->set_signed_pre_key(str(spk->public_key));
+    b->set_signed_pre_key_signature(str(spk->signature));
+    b->set_identity_key(str(account->identity_key));
+    auto otk = store_.keys().take_pre_key(account->id, d.id);
+    if (otk && otk->has_value()) {
+      b->set_pre_key_id((*otk)->id);
+      b->set_pre_key(str((*otk)->public_key));
+    }
+    notify_keys_low(account->id, d.id);
+  }
+  if (out.fetch_bundles().bundles_size() == 0) fail(out, svc::NOT_FOUND, "no such device");
+}
+
+void Server::notify_keys_low(AccountId account, DeviceId device) {
+  auto count = store_.keys().count_pre_keys(account, device);
+  if (!count || *count >= kPreKeysLowThreshold) return;
+  SessionPtr target;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = online_.find(online_key(account, device));
+    if (it != online_.end()) target = it->second.lock();
+  }
+  if (!target) return;
+  svc::Push p;
+  p.mutable_keys_low()->set_count(*count);
+  push(target, std::move(p));
+}
+
+void Server::on_send(const SessionPtr& s, svc::Request& r) {
+  svc::Response out;
+  out.set_id(r.id());
+  out.mutable_status()->set_code(svc::OK);
+  const auto refuse = [&](svc::Code code, std::string_view why) {
+    metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
+    fail(out, code, why);
+    reply(s, std::move(out));
+  };
+  const auto& req = r.send();
+  if (req.client_message_id().size() != kClientMessageIdSize) return refuse(svc::BAD_REQUEST, "client message id must be 16 bytes");
+  if (req.messages_size() == 0 || static_cast<std::size_t>(req.messages_size()) > kMaxMessagesPerSend) {
+    return refuse(svc::BAD_REQUEST, "a send carries 1 to 64 messages");
+  }
+  auto recipient_name = normalize_username(req.recipient());
+  if (!recipient_name) return refuse(svc::BAD_REQUEST, "invalid recipient");
+  auto recipient = store_.accounts().find_account(*recipient_name);
+  if (!recipient) return refuse(svc::NOT_FOUND, "no such user");
+  auto self = store_.accounts().find_account(s->account);
+  if (!self) return refuse(svc::INTERNAL, "account not found");
+
+  // Expected devices: every device of the recipient, and our own other devices.
+  struct Expect {
+    const store::AccountRecord* account;
+    std::map<std::uint32_t, std::uint32_t> devices;  // id -> registration id
+    std::set<std::uint32_t> given;
+    svc::DeviceMismatch mismatch;
+  };
+  std::vector<Expect> expects;
+  expects.push_back({&*recipient, {}, {}, {}});
+  if (recipient->id != self->id) expects.push_back({&*self, {}, {}, {}});
+  for (auto& e : expects) {
+    for (const auto& d : e.account->devices) {
+      if (e.account->id == self->id && d.id == s->device) continue;
+      e.devices[d.id] = d.registration_id;
+    }
+    e.mismatch.set_username(e.account->username);
+  }
+  std::vector<store::QueuedEnvelope> envelopes;
+  const std::uint64_t now = now_ms_();
+  const std::uint64_t expires = now / 1000 + config_.message_ttl_days * 86400;
+  for (const auto& m : req.messages()) {
+    if (m.content().empty() || m.content().size() > config_.max_message_bytes) {
+      return refuse(svc::TOO_LARGE, "message content empty or above the size limit");
+    }
+    auto dest = normalize_username(m.destination());
+    Expect* e = nullptr;
+    for (auto& x : expects) {
+      if (dest && x.account->username == *dest) e = &x;
+    }
+    if (e == nullptr) return refuse(svc::BAD_REQUEST, "a message is addressed outside the recipient and our own account");
+    if (!e->given.insert(m.device_id()).second) return refuse(svc::BAD_REQUEST, "two messages for one device");
+    auto it = e->devices.find(m.device_id());
+    if (it == e->devices.end()) {
+      e->mismatch.add_extra(m.device_id());
+      continue;
+    }
+    if (it->second != m.registration_id()) e->mismatch.add_stale(m.device_id());
+    store::QueuedEnvelope env;
+    rng_.fill(env.id);
+    env.account = e->account->id;
+    env.device = m.device_id();
+    env.source = s->username;
+    env.source_device = s->device;
+    env.type = m.type();
+    env.content.assign(m.content().begin(), m.content().end());
+    env.client_timestamp = req.timestamp();
+    env.server_timestamp = now;
+    env.expires_at = expires;
+    envelopes.push_back(std::move(env));
+  }
+  bool mismatched = false;
+  for (auto& e : expects) {
+    for (const auto& [id, reg] : e.devices) {
+      (void)reg;
+      if (!e.given.contains(id)) e.mismatch.add_missing(id);
+    }
+    if (e.mismatch.missing_size() || e.mismatch.extra_size() || e.mismatch.stale_size()) {
+      mismatched = true;
+      *out.mutable_send()->add_mismatch() = e.mismatch;
+    }
+  }
+  if (mismatched) return refuse(svc::STALE_DEVICES, "device list out of date");
+
+  Bytes dedup(8 + kClientMessageIdSize);
+  for (int i = 0; i < 8; ++i) dedup[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(s->account) >> (8 * i));
+  std::memcpy(dedup.data() + 8, req.client_message_id().data(), kClientMessageIdSize);
+  const auto started = std::chrono::steady_clock::now();
+  auto shared = std::make_shared<std::vector<store::QueuedEnvelope>>(envelopes);
+  store_.messages().enqueue(
+      std::move(envelopes), std::move(dedup),
+      [this, s, out = std::move(out), shared, started, now](tl::expected<void, store::Error> stored) mutable {
+        metrics_.commit_latency.observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+        if (!stored) {
+          metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
+          fail(out, code_of(stored.error()), stored.error() == store::Error::queue_full
+                                            ? "a recipient device queue is full"
+                                            : "store failure");
+          reply(s, std::move(out));
+          return;
+        }
+        metrics_.messages_in.fetch_add(shared->size(), std::memory_order_relaxed);
+        metrics_.queue_depth.fetch_add(static_cast<std::int64_t>(shared->size()), std::memory_order_relaxed);
+        out.mutable_send()->set_server_timestamp(now);
+        reply(s, std::move(out));
+        deliver_new(*shared);
+      });
+}
+
+void Server::deliver_new(const std::vector<store::QueuedEnvelope>& envelopes) {
+  for (const auto& env : envelopes) {
+    SessionPtr target;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = online_.find(online_key(env.account, env.device));
+      if (it != online_.end()) target = it->second.lock();
+    }
+    if (!target) continue;
+    {
+      std::lock_guard lock(target->mutex);
+      // Until the backlog has been pushed once, the drain will pick this envelope up in order.
+      if (!target->drained || target->inflight.size() >= kMaxInflightPushes) continue;
+      if (!target->inflight.insert(id_key(env.id)).second) continue;
+      target->cursor = env.id;
+    }
+    svc::Push p;
+    auto* e = p.mutable_envelope();
+    e->set_id(id_key(env.id));
+    e->set_source(env.source);
+    e->set_source_device(env.source_device);
+    e->set_type(env.type);
+    e->set_content(str(env.content));
+    e->set_client_timestamp(env.client_timestamp);
+    e->set_server_timestamp(env.server_timestamp);
+    push(target, std::move(p));
+    metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Server::drain(const SessionPtr& s) {
+  std::optional<EnvelopeId> cursor;
+  AccountId account = 0;
+  DeviceId device = 0;
+  {
+    std::lock_guard lock(s->mutex);
+    if (!s->authenticated || s->draining || s->drained) return;
+    if (s->inflight.size() >= kMaxInflightPushes) return;
+    s->draining = true;
+    cursor = s->cursor;
+    account = s->account;
+    device = s->device;
+  }
+  for (;;) {
+    std::size_t room = 0;
+    {
+      std::lock_guard lock(s->mutex);
+      room = kMaxInflightPushes - std::min(kMaxInflightPushes, s->inflight.size());
+    }
+    if (room == 0) break;
+    const std::size_t want = std::min(room, kDrainBatch);
+    auto batch = store_.messages().load(account, device, want, cursor);
+    if (!batch && batch.error() == store::Error::not_found) {
+      // The cursor's envelope was acknowledged and deleted: continue from the head of the queue,
+      // skipping what is already in flight.
+      cursor.reset();
+      batch = store_.messages().load(account, device, want, cursor);
+    }
+    if (!batch) break;
+    for (const auto& env : *batch) {
+      cursor = env.id;
+      {
+        std::lock_guard lock(s->mutex);
+        s->cursor = env.id;
+        if (!s->inflight.insert(id_key(env.id)).second) continue;  // pushed already
+      }
+      svc::Push p;
+      auto* e = p.mutable_envelope();
+      e->set_id(id_key(env.id));
+      e->set_source(env.source);
+      e->set_source_device(env.source_device);
+      e->set_type(env.type);
+      e->set_content(str(env.content));
+      e->set_client_timestamp(env.client_timestamp);
+      e->set_server_timestamp(env.server_timestamp);
+      push(s, std::move(p));
+      metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (batch->size() < want) {
+      std::lock_guard lock(s->mutex);
+      s->drained = true;
+      s->draining = false;
+      svc::Push done;
+      done.mutable_queue_drained();
+      push(s, std::move(done));
+      return;
+    }
+  }
+  std::lock_guard lock(s->mutex);
+  s->draining = false;
+}
+
+void Server::on_ack(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  const auto& ids = r.ack().envelope_ids();
+  if (ids.size() > 4096) {
+    fail(out, svc::BAD_REQUEST, "too many ids in one acknowledgement");
+    return;
+  }
+  std::vector<EnvelopeId> list;
+  for (const auto& id : ids) {
+    if (id.size() != 16) {
+      fail(out, svc::BAD_REQUEST, "envelope ids are 16 bytes");
+      return;
+    }
+    EnvelopeId e{};
+    std::memcpy(e.data(), id.data(), 16);
+    list.push_back(e);
+  }
+  auto removed = store_.messages().remove(s->account, s->device, list);
+  if (!removed) {
+    fail(out, code_of(removed.error()), "store failure");
+    return;
+  }
+  metrics_.messages_acked.fetch_add(*removed, std::memory_order_relaxed);
+  metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*removed), std::memory_order_relaxed);
+  {
+    std::lock_guard lock(s->mutex);
+    for (const auto& id : ids) s->inflight.erase(id);
+  }
+  drain(s);
+}
+
+void Server::on_list_devices(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  tl::expected<store::AccountRecord, store::Error> account = tl::unexpected(store::Error::not_found);
+  if (r.list_devices().username().empty()) {
+    account = store_.accounts().find_account(s->account);
+  } else if (auto name = normalize_username(r.list_devices().username())) {
+    account = store_.accounts().find_account(*name);
+  }
+  if (!account) {
+    fail(out, svc::NOT_FOUND, "no such user");
+    return;
+  }
+  for (const auto& d : account->devices) {
+    auto* info = out.mutable_list_devices()->add_devices();
+    info->set_id(d.id);
+    info->set_registration_id(d.registration_id);
+    info->set_created_day(d.created_day);
+  }
+}
+
+void Server::on_remove_device(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  const DeviceId target = r.remove_device().device_id();
+  if (target == s->device) {
+    fail(out, svc::BAD_REQUEST, "a device cannot remove itself; remove it from another device");
+    return;
+  }
+  if (auto ok = store_.accounts().remove_device(s->account, target); !ok) {
+    fail(out, code_of(ok.error()), "no such device");
+    return;
+  }
+  spdlog::info("event=remove_device account={} device={}", s->account, target);
+  SessionPtr victim;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = online_.find(online_key(s->account, target));
+    if (it != online_.end()) victim = it->second.lock();
+  }
+  if (victim) victim->connection->close("device removed from the account");
+}
+
+void Server::on_provisioning_open(const SessionPtr& s, svc::Response& out) {
+  std::array<std::uint8_t, kProvisioningAddressSize> address{};
+  rng_.fill(address);
+  const std::string key = str(address);
+  {
+    std::lock_guard lock(mutex_);
+    std::lock_guard slock(s->mutex);
+    if (!s->provisioning_address.empty()) provisioning_.erase(s->provisioning_address);
+    s->provisioning_address = key;
+    provisioning_[key] = s;
+  }
+  out.mutable_provisioning_open()->set_address(key);
+}
+
+void Server::on_provisioning_send(const SessionPtr&, svc::Request& r, svc::Response& out) {
+  const auto& req = r.provisioning_send();
+  if (req.address().size() != kProvisioningAddressSize || req.ciphertext().empty() ||
+      req.ciphertext().size() > 64 * 1024) {
+    fail(out, svc::BAD_REQUEST, "bad provisioning address or message size");
+    return;
+  }
+  SessionPtr target;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = provisioning_.find(req.address());
+    if (it != provisioning_.end()) target = it->second.lock();
+  }
+  if (!target) {
+    fail(out, svc::NOT_FOUND, "no device is waiting at that provisioning address");
+    return;
+  }
+  svc::Push p;
+  p.mutable_provisioning()->set_ciphertext(req.ciphertext());
+  push(target, std::move(p));
+}
+
+void Server::on_link_token(const SessionPtr& s, svc::Response& out) {
+  std::array<std::uint8_t, kLinkTokenSize> token{};
+  rng_.fill(token);
+  if (auto ok = store_.tokens().create_link_token(token, s->account, now_ms_() / 1000 + kLinkTokenLifetimeSeconds); !ok) {
+    fail(out, code_of(ok.error()), "store failure");
+    return;
+  }
+  out.mutable_link_token()->set_token(str(token));
+}
+
+void Server::on_link_device(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  if (!registrations_.allow(s->connection->remote_address())) {
+    fail(out, svc::RATE_LIMITED, "too many device links from this address");
+    return;
+  }
+  const auto& req = r.link_device();
+  auto username = normalize_username(req.username());
+  if (!username || req.token().size() != kLinkTokenSize) {
+    fail(out, svc::BAD_REQUEST, "bad username or token");
+    return;
+  }
+  auto account = store_.accounts().find_account(*username);
+  if (!account) {
+    fail(out, svc::FORBIDDEN, "invalid link token");
+    return;
+  }
+  if (auto e = check_new_device(req.device(), *username, str(account->identity_key)); !e.empty()) {
+    fail(out, svc::BAD_REQUEST, e);
+    return;
+  }
+  auto token_account = store_.tokens().use_link_token(view(req.token()), now_ms_() / 1000);
+  if (!token_account || *token_account != account->id) {
+    fail(out, svc::FORBIDDEN, "invalid link token");
+    return;
+  }
+  store::DeviceRecord device{0, req.device().registration_id(),
+                             Bytes(req.device().auth_key().begin(), req.device().auth_key().end()),
+                             now_ms_() / 1000 / 86400};
+  auto id = store_.accounts().add_device(account->id, device, signed_record(req.device().keys().signed_pre_key()),
+                                         pre_key_records(req.device().keys()));
+  if (!id) {
+    fail(out, code_of(id.error()), "store failure");
+    return;
+  }
+  spdlog::info("event=link_device account={} device={}", account->id, *id);
+  out.mutable_link_device()->set_device_id(*id);
+}
+
+void Server::maintenance() {
+  auto expired = store_.messages().expire(now_ms_() / 1000);
+  if (expired && *expired > 0) {
+    metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*expired), std::memory_order_relaxed);
+    spdlog::info("event=expire envelopes={}", *expired);
+  }
+}
+
+std::vector<std::string> Server::create_invites(std::size_t count, std::uint64_t days) {
+  static const char* kAlphabet = "abcdefghjkmnpqrstuvwxyz23456789";
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::array<std::uint8_t, 16> raw{};
+    rng_.fill(raw);
+    std::string code;
+    for (std::size_t j = 0; j < raw.size(); ++j) {
+      if (j == 4 || j == 8 || j == 12) code += '-';
+      code += kAlphabet[raw[j] % 31];
+    }
+    if (store_.tokens().create_invite(code, now_ms_() / 1000 + days * 86400)) out.push_back(code);
+  }
+  return out;
+}
+
+}  // namespace sotto::server

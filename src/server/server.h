@@ -1,0 +1,95 @@
+// The relay server's request handling (DESIGN.md sections 4-5): registration, device
+// authentication, keys, store-and-forward of ciphertext, device lists and linking. It sits on top
+// of the transport (net::WsServer calls it per connection) and the storage interfaces
+// (store::ServerStore). It never sees a plaintext or a private key: message contents are opaque.
+// Thread-safe: connection callbacks arrive on several I/O threads, send completions on the
+// store's writer thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "crypto/rng.h"
+#include "net/ws_server.h"
+#include "server/config.h"
+#include "server/metrics.h"
+#include "server/rate_limiter.h"
+#include "store/server/store.h"
+
+namespace sotto::wire::service {
+class Request;
+class Response;
+class Push;
+}  // namespace sotto::wire::service
+
+namespace sotto::server {
+
+// Lower-cases and checks a username: 3-32 characters from [a-z0-9._-], starting with a letter or
+// digit. Returns nullopt when invalid.
+std::optional<std::string> normalize_username(std::string_view name);
+
+class Server final : public net::ConnectionHandler {
+ public:
+  using NowMs = std::function<std::uint64_t()>;
+  Server(const ServerConfig& config, store::ServerStore& store, Metrics& metrics, crypto::Rng& rng,
+         NowMs now_ms);
+  ~Server() override;
+
+  void on_open(const net::ConnectionPtr& c) override;
+  void on_frame(const net::ConnectionPtr& c, ByteView frame) override;
+  void on_close(const net::ConnectionPtr& c) override;
+
+  // Periodic housekeeping: expires old envelopes and dedup keys.
+  void maintenance();
+  // Creates `count` invite codes valid for `days`; returns them.
+  std::vector<std::string> create_invites(std::size_t count, std::uint64_t days);
+
+ private:
+  struct Session;
+  using SessionPtr = std::shared_ptr<Session>;
+  using Respond = std::function<void(wire::service::Response&&)>;
+
+  SessionPtr session_of(const net::ConnectionPtr& c);
+  void handle(const SessionPtr& s, wire::service::Request& request);
+  void reply(const SessionPtr& s, wire::service::Response&& response);
+  void push(const SessionPtr& s, wire::service::Push&& push);
+
+  void on_register(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_challenge(const SessionPtr& s, wire::service::Response& out);
+  void on_authenticate(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_upload_keys(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_key_count(const SessionPtr& s, wire::service::Response& out);
+  void on_fetch_bundles(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  // Replies asynchronously once the envelopes are durable.
+  void on_send(const SessionPtr& s, wire::service::Request& r);
+  void on_ack(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_list_devices(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_remove_device(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_provisioning_open(const SessionPtr& s, wire::service::Response& out);
+  void on_provisioning_send(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_link_token(const SessionPtr& s, wire::service::Response& out);
+  void on_link_device(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+
+  void drain(const SessionPtr& s);
+  void deliver_new(const std::vector<store::QueuedEnvelope>& envelopes);
+  void notify_keys_low(store::AccountId account, store::DeviceId device);
+
+  ServerConfig config_;
+  store::ServerStore& store_;
+  Metrics& metrics_;
+  crypto::Rng& rng_;
+  NowMs now_ms_;
+  RateLimiter registrations_;
+  RateLimiter logins_;
+  RateLimiter bundle_fetches_;
+
+  std::mutex mutex_;  // guards the three maps below
+  std::unordered_map<std::uint64_t, SessionPtr> sessions_;       // by connection id
+  std::unordered_map<std::string, std::weak_ptr<Session>> online_;  // "account/device"
+  std::unordered_map<std::string, std::weak_ptr<Session>> provisioning_;  // by address bytes
+};
+
+}  // namespace sotto::server
