@@ -2,7 +2,10 @@
 
 #include <string>
 
+#include <cstring>
+
 #include "crypto/hash.h"
+#include "protocol/proto_codec.h"
 #include "signal.pb.h"
 
 namespace sotto::protocol {
@@ -49,29 +52,38 @@ crypto::Secret<32> compute_mac(const crypto::Secret<32>& mac_key, const PublicKe
 
 }  // namespace
 
+// SignalMessage is on every message's path, so it is read and written with the allocation-free
+// codec (proto_codec.h) rather than libprotobuf; the bytes are the same (tests compare them).
 tl::expected<SignalMessage, Error> SignalMessage::decode(ByteView bytes) {
   if (bytes.size() > kMaxMessageBytes) return tl::unexpected(Error::too_large);
   if (bytes.size() < 1 + kMacSize) return tl::unexpected(Error::malformed);
   auto version = check_version(bytes[0]);
   if (!version) return tl::unexpected(version.error());
 
-  pb::SignalMessage msg;
-  if (!parse_strict(msg, bytes.subspan(1, bytes.size() - 1 - kMacSize))) {
-    return tl::unexpected(Error::malformed);
+  detail::ProtoReader r(bytes.subspan(1, bytes.size() - 1 - kMacSize));
+  ByteView ratchet, ciphertext;
+  std::uint32_t counter = 0, previous_counter = 0;
+  std::uint32_t f = 0, wt = 0, seen = 0;
+  while (r.next(f, wt)) {
+    if (f > 4 || (seen & (1u << f)) != 0) return tl::unexpected(Error::malformed);
+    seen |= 1u << f;
+    const bool ok = f == 1   ? r.bytes(wt, ratchet)
+                    : f == 2 ? r.u32(wt, counter)
+                    : f == 3 ? r.u32(wt, previous_counter)
+                             : r.bytes(wt, ciphertext);
+    if (!ok) return tl::unexpected(Error::malformed);
   }
-  if (!msg.has_ciphertext() || !msg.has_counter() || !msg.has_ratchet_key()) {
-    return tl::unexpected(Error::malformed);
-  }
-  auto ratchet = PublicKey::decode(view_of(msg.ratchet_key()));
-  if (!ratchet) return tl::unexpected(Error::invalid_key);
+  constexpr std::uint32_t kRequired = (1u << 1) | (1u << 2) | (1u << 4);
+  if (!r.ok() || (seen & kRequired) != kRequired) return tl::unexpected(Error::malformed);
+  auto ratchet_key = PublicKey::decode(ratchet);
+  if (!ratchet_key) return tl::unexpected(Error::invalid_key);
 
   SignalMessage out;
   out.version = *version;
-  out.ratchet_key = *ratchet;
-  out.counter = msg.counter();
-  out.previous_counter = msg.previous_counter();
-  const auto ct = view_of(msg.ciphertext());
-  out.ciphertext.assign(ct.begin(), ct.end());
+  out.ratchet_key = *ratchet_key;
+  out.counter = counter;
+  out.previous_counter = previous_counter;
+  out.ciphertext.assign(ciphertext.begin(), ciphertext.end());
   out.serialized.assign(bytes.begin(), bytes.end());
   return out;
 }
@@ -81,20 +93,26 @@ SignalMessage SignalMessage::create(const PublicKey& ratchet_key, std::uint32_t 
                                     const crypto::Secret<32>& mac_key,
                                     const PublicKey& sender_identity,
                                     const PublicKey& receiver_identity) {
-  pb::SignalMessage msg;
   const auto rk = ratchet_key.serialize();
-  msg.set_ratchet_key(to_string_bytes(rk));
-  msg.set_counter(counter);
-  msg.set_previous_counter(previous_counter);
-  msg.set_ciphertext(to_string_bytes(ciphertext));
-
+  const auto body = [&](auto& w) {
+    w.bytes(1, rk);
+    w.varint(2, counter);
+    w.varint(3, previous_counter);
+    w.bytes(4, ciphertext);
+  };
+  detail::ProtoSizer sizer;
+  body(sizer);
   SignalMessage out;
   out.ratchet_key = ratchet_key;
   out.counter = counter;
   out.previous_counter = previous_counter;
-  out.serialized = frame(kVersionByte, msg, kMacSize);
-  const auto mac = compute_mac(mac_key, sender_identity, receiver_identity, out.serialized);
-  out.serialized.insert(out.serialized.end(), mac.data(), mac.data() + kMacSize);
+  out.serialized.resize(1 + sizer.size + kMacSize);
+  out.serialized[0] = kVersionByte;
+  detail::ProtoWriter writer{out.serialized.data() + 1};
+  body(writer);
+  const ByteView framed(out.serialized.data(), 1 + sizer.size);
+  const auto mac = compute_mac(mac_key, sender_identity, receiver_identity, framed);
+  std::memcpy(out.serialized.data() + framed.size(), mac.data(), kMacSize);
   out.ciphertext = std::move(ciphertext);
   return out;
 }

@@ -57,6 +57,36 @@ TEST(SignalMessageDecode, RejectsMalformedInput) {
   EXPECT_TRUE(SignalMessage::decode(frame(0x32, signal_body(), 8)));
 }
 
+// SignalMessage uses the allocation-free codec: its bytes must be exactly libprotobuf's (the
+// reference serializes the same fields in the same order), and duplicates are refused.
+TEST(SignalMessageDecode, SameBytesAsLibprotobufAndNoDuplicates) {
+  crypto::DeterministicRng rng(3);
+  const KeyPair ratchet = KeyPair::generate(rng), a = KeyPair::generate(rng), b = KeyPair::generate(rng);
+  crypto::Secret<32> mac_key = rng.secret<32>();
+  for (std::uint32_t counter : {0u, 1u, 127u, 128u, 300000u, 0xFFFFFFFFu}) {
+    auto m = SignalMessage::create(ratchet.public_key, counter, counter / 2, Bytes(48, 0x42), mac_key,
+                                   a.public_key, b.public_key);
+    wire::signal::SignalMessage pb;
+    const auto rk = ratchet.public_key.serialize();
+    pb.set_ratchet_key(std::string(rk.begin(), rk.end()));
+    pb.set_counter(counter);
+    pb.set_previous_counter(counter / 2);
+    pb.set_ciphertext(std::string(48, 0x42));
+    const std::string body = pb.SerializeAsString();
+    EXPECT_EQ(Bytes(m.serialized.begin() + 1, m.serialized.end() - 8), Bytes(body.begin(), body.end()));
+    auto back = SignalMessage::decode(m.serialized);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->counter, counter);
+    EXPECT_TRUE(back->verify_mac(a.public_key, b.public_key, mac_key));
+  }
+  // A second counter field (protobuf would take the last one) is refused.
+  EXPECT_EQ(SignalMessage::decode(frame(0x33, signal_body() + std::string("\x10\x05", 2), 8)).error(),
+            Error::malformed);
+  // A counter that does not fit 32 bits is refused.
+  EXPECT_EQ(SignalMessage::decode(frame(0x33, std::string("\x10\x80\x80\x80\x80\x10", 6), 8)).error(),
+            Error::malformed);
+}
+
 TEST(PreKeySignalMessageDecode, RejectsMalformedInput) {
   EXPECT_EQ(PreKeySignalMessage::decode({}).error(), Error::malformed);
   wire::signal::PreKeySignalMessage m;
