@@ -1,0 +1,293 @@
+// TlsStream: TLS 1.3 over a non-blocking TCP socket, driven by OpenSSL directly, shaped as an
+// Asio AsyncStream so Beast's websocket::stream can sit on top of it (internal to src/net).
+//
+// Why not beast::ssl_stream<tcp_stream>: Asio's ssl::stream keeps two 17 KB buffers per
+// connection (zero-filled at construction) plus a 2 x 17 KB BIO pair, and Beast's flat_stream
+// keeps a coalescing buffer on top; that is 40-80 KB per connection whether it is busy or idle.
+// Here OpenSSL reads and writes the socket itself through a small BIO, and with
+// SSL_MODE_RELEASE_BUFFERS an idle connection holds no record buffers at all.
+//
+// Threading: like any Asio stream, not thread-safe. Every call, and every completion, happens on
+// the socket's executor (a strand in this project), which also serializes all SSL_* calls on the
+// connection. At most one read, one write and one handshake or teardown may be outstanding.
+// Once the socket is closed no SSL call touches its (possibly reused) descriptor again.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core/role.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace sotto::net::detail {
+
+// The outcome of one non-blocking attempt at a TLS operation.
+struct TlsStep {
+  enum Kind { done, want_read, want_write };
+  Kind kind = done;
+  boost::system::error_code ec;
+  std::size_t bytes = 0;
+};
+
+class TlsStream {
+ public:
+  using socket_type = boost::asio::ip::tcp::socket;
+  using executor_type = socket_type::executor_type;
+  using next_layer_type = socket_type;
+  using lowest_layer_type = socket_type;
+
+  // The largest plaintext of one TLS record; small multi-buffer writes are coalesced up to it.
+  static constexpr std::size_t kMaxRecordPlaintext = 16384;
+
+  // Throws std::runtime_error if OpenSSL cannot allocate the connection.
+  TlsStream(socket_type socket, SSL_CTX* ctx);
+  ~TlsStream();
+  // Not movable: OpenSSL's BIO points at this object.
+  TlsStream(const TlsStream&) = delete;
+  TlsStream& operator=(const TlsStream&) = delete;
+
+  executor_type get_executor() noexcept { return socket_.get_executor(); }
+  socket_type& next_layer() noexcept { return socket_; }
+  const socket_type& next_layer() const noexcept { return socket_; }
+  SSL* native_handle() noexcept { return ssl_; }
+
+  // REQUIRES: the socket is connected. Makes it non-blocking and selects the side; `sni` is the
+  // server name a client sends (empty: none).
+  void start(bool server, const std::string& sni, boost::system::error_code& ec);
+
+  // One attempt each, never blocking; see TlsStep.
+  TlsStep try_handshake();
+  TlsStep try_read(void* data, std::size_t size);
+  TlsStep try_write(const void* data, std::size_t size);
+  TlsStep try_shutdown();  // sends close_notify once; done when it is on the wire
+  // Closes the socket (idempotent); pending waits complete with operation_aborted.
+  void close_socket() noexcept;
+  void shutdown_send() noexcept;
+
+  template <class Token>
+  auto async_handshake(Token&& token);
+  template <class MutableBufferSequence, class Token>
+  auto async_read_some(const MutableBufferSequence& buffers, Token&& token);
+  template <class ConstBufferSequence, class Token>
+  auto async_write_some(const ConstBufferSequence& buffers, Token&& token);
+  // Sends close_notify, half-closes, discards what the peer still sends until it closes, then
+  // closes the socket. Completes with success: tearing down is best effort.
+  template <class Token>
+  auto async_teardown(Token&& token);
+
+ private:
+  friend struct BioAccess;
+
+  socket_type socket_;
+  SSL* ssl_ = nullptr;
+  bool eof_ = false;  // the peer closed its side of the TCP connection
+};
+
+namespace tls_ops {
+
+using boost::system::error_code;
+
+// Drives one TLS operation to completion: attempt, and on want_read/want_write wait for the
+// socket and attempt again. A result available at once is delivered through a post, never from
+// inside the initiating call (Asio's rule, which Beast relies on).
+template <class Attempt>
+class DriveOp {
+ public:
+  DriveOp(TlsStream& stream, Attempt attempt) : stream_(stream), attempt_(std::move(attempt)) {}
+
+  template <class Self>
+  void operator()(Self& self, error_code ec = {}) {
+    if (state_ == State::posted) {
+      self.complete(result_.ec, result_.bytes);
+      return;
+    }
+    if (ec) {
+      self.complete(ec, std::size_t{0});
+      return;
+    }
+    result_ = attempt_(stream_);
+    if (result_.kind != TlsStep::done) {
+      state_ = State::waiting;
+      stream_.next_layer().async_wait(result_.kind == TlsStep::want_read
+                                          ? TlsStream::socket_type::wait_read
+                                          : TlsStream::socket_type::wait_write,
+                                      std::move(self));
+      return;
+    }
+    if (state_ == State::starting) {
+      state_ = State::posted;
+      boost::asio::post(std::move(self));
+      return;
+    }
+    self.complete(result_.ec, result_.bytes);
+  }
+
+ private:
+  enum class State { starting, waiting, posted };
+  TlsStream& stream_;
+  Attempt attempt_;
+  State state_ = State::starting;
+  TlsStep result_;
+};
+
+struct HandshakeAttempt {
+  TlsStep operator()(TlsStream& s) const { return s.try_handshake(); }
+};
+
+struct ReadAttempt {
+  boost::asio::mutable_buffer buffer;
+  TlsStep operator()(TlsStream& s) const {
+    if (buffer.size() == 0) return {};
+    return s.try_read(buffer.data(), buffer.size());
+  }
+};
+
+// Writes the first buffer directly when it is large or alone; otherwise copies up to one
+// record's worth of the sequence (a WebSocket frame header and its payload) so that they leave
+// in one TLS record. The copy lives as long as the operation, as OpenSSL's retry rules require.
+struct WriteAttempt {
+  boost::asio::const_buffer buffer;
+  std::unique_ptr<unsigned char[]> copy;
+  TlsStep operator()(TlsStream& s) const {
+    if (buffer.size() == 0) return {};
+    return s.try_write(buffer.data(), buffer.size());
+  }
+};
+
+template <class ConstBufferSequence>
+WriteAttempt make_write_attempt(const ConstBufferSequence& buffers) {
+  WriteAttempt a;
+  const std::size_t total = boost::asio::buffer_size(buffers);
+  auto it = boost::asio::buffer_sequence_begin(buffers);
+  const auto end = boost::asio::buffer_sequence_end(buffers);
+  for (; it != end; ++it) {
+    boost::asio::const_buffer b(*it);
+    if (b.size() == 0) continue;
+    if (b.size() == total || b.size() >= TlsStream::kMaxRecordPlaintext) {
+      a.buffer = b;
+      return a;
+    }
+    break;
+  }
+  const std::size_t n = std::min(total, TlsStream::kMaxRecordPlaintext);
+  if (n == 0) return a;
+  a.copy.reset(new unsigned char[n]);
+  boost::asio::buffer_copy(boost::asio::buffer(a.copy.get(), n), buffers);
+  a.buffer = boost::asio::const_buffer(a.copy.get(), n);
+  return a;
+}
+
+class TeardownOp {
+ public:
+  explicit TeardownOp(TlsStream& stream) : stream_(stream) {}
+
+  template <class Self>
+  void operator()(Self& self, error_code ec = {}) {
+    if (state_ == State::posted) {
+      self.complete(error_code{});
+      return;
+    }
+    if (ec) {  // the wait was aborted: the socket is closed already
+      stream_.close_socket();
+      self.complete(error_code{});
+      return;
+    }
+    if (state_ == State::starting || state_ == State::notify) {
+      const TlsStep st = stream_.try_shutdown();
+      if (st.kind == TlsStep::want_write) {
+        state_ = State::notify;
+        stream_.next_layer().async_wait(TlsStream::socket_type::wait_write, std::move(self));
+        return;
+      }
+      stream_.shutdown_send();
+      if (state_ == State::starting) state_ = State::draining_first;
+    }
+    for (;;) {
+      unsigned char sink[512];
+      const TlsStep st = stream_.try_read(sink, sizeof sink);
+      if (st.kind != TlsStep::done) {
+        state_ = State::draining;
+        stream_.next_layer().async_wait(st.kind == TlsStep::want_read
+                                            ? TlsStream::socket_type::wait_read
+                                            : TlsStream::socket_type::wait_write,
+                                        std::move(self));
+        return;
+      }
+      if (st.ec || st.bytes == 0) break;  // close_notify, EOF or an error: done either way
+    }
+    stream_.close_socket();
+    if (state_ == State::draining_first) {
+      state_ = State::posted;
+      boost::asio::post(std::move(self));
+      return;
+    }
+    self.complete(error_code{});
+  }
+
+ private:
+  // draining_first: no wait has happened yet, so completion must still go through a post.
+  enum class State { starting, notify, draining_first, draining, posted };
+  TlsStream& stream_;
+  State state_ = State::starting;
+};
+
+}  // namespace tls_ops
+
+template <class Token>
+auto TlsStream::async_handshake(Token&& token) {
+  return boost::asio::async_compose<Token, void(boost::system::error_code, std::size_t)>(
+      tls_ops::DriveOp<tls_ops::HandshakeAttempt>(*this, {}), token, socket_);
+}
+
+template <class MutableBufferSequence, class Token>
+auto TlsStream::async_read_some(const MutableBufferSequence& buffers, Token&& token) {
+  tls_ops::ReadAttempt attempt;
+  auto it = boost::asio::buffer_sequence_begin(buffers);
+  const auto end = boost::asio::buffer_sequence_end(buffers);
+  for (; it != end; ++it) {
+    boost::asio::mutable_buffer b(*it);
+    if (b.size() != 0) {
+      attempt.buffer = b;
+      break;
+    }
+  }
+  return boost::asio::async_compose<Token, void(boost::system::error_code, std::size_t)>(
+      tls_ops::DriveOp<tls_ops::ReadAttempt>(*this, attempt), token, socket_);
+}
+
+template <class ConstBufferSequence, class Token>
+auto TlsStream::async_write_some(const ConstBufferSequence& buffers, Token&& token) {
+  return boost::asio::async_compose<Token, void(boost::system::error_code, std::size_t)>(
+      tls_ops::DriveOp<tls_ops::WriteAttempt>(*this, tls_ops::make_write_attempt(buffers)),
+      token, socket_);
+}
+
+template <class Token>
+auto TlsStream::async_teardown(Token&& token) {
+  return boost::asio::async_compose<Token, void(boost::system::error_code)>(
+      tls_ops::TeardownOp(*this), token, socket_);
+}
+
+// Beast's WebSocket close handshake ends with these (found by argument-dependent lookup).
+template <class TeardownHandler>
+void async_teardown(boost::beast::role_type, TlsStream& stream, TeardownHandler&& handler) {
+  stream.async_teardown(std::forward<TeardownHandler>(handler));
+}
+
+inline void teardown(boost::beast::role_type, TlsStream& stream, boost::system::error_code& ec) {
+  (void)stream.try_shutdown();
+  stream.close_socket();
+  ec = {};
+}
+
+}  // namespace sotto::net::detail

@@ -1,0 +1,71 @@
+// The client side of the transport: one TLS 1.3 WebSocket to the server, with the server
+// certificate pinned by SHA-256 fingerprint (hex). Runs its own I/O thread. Frames received are
+// handed to on_frame from that thread; send() is thread-safe. Not reconnecting by itself: the
+// client engine (src/client) owns reconnection with backoff.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <tl/expected.hpp>
+
+#include "crypto/bytes.h"
+
+namespace sotto::net {
+
+enum class ClientError { resolve_failed, connect_failed, tls_failed, fingerprint_mismatch, closed, timeout };
+
+struct ClientOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 7443;
+  // Expected certificate fingerprint; empty means trust on first use: the connection succeeds
+  // and observed_fingerprint() tells the caller what to pin.
+  std::string fingerprint;
+  std::size_t max_frame_bytes = 1 << 20;
+  std::chrono::seconds connect_timeout{10};
+  std::string source_address;  // optional local IP to bind (load tool: several 127.0.0.x)
+};
+
+// Shared I/O threads for many clients in one process (the load tool holds thousands of
+// connections on a couple of threads). A client created without a pool gets its own thread.
+class IoPool {
+ public:
+  explicit IoPool(int threads);
+  ~IoPool();
+  IoPool(const IoPool&) = delete;
+  IoPool& operator=(const IoPool&) = delete;
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+class WsClient {
+ public:
+  using FrameHandler = std::function<void(ByteView frame)>;
+  using CloseHandler = std::function<void(const std::string& reason)>;
+
+  WsClient(ClientOptions options, FrameHandler on_frame, CloseHandler on_close,
+           std::shared_ptr<IoPool> pool = nullptr);
+  ~WsClient();
+  WsClient(const WsClient&) = delete;
+  WsClient& operator=(const WsClient&) = delete;
+
+  // Blocks until connected (TLS + WebSocket handshakes done and the fingerprint checked).
+  [[nodiscard]] tl::expected<void, ClientError> connect();
+  const std::string& observed_fingerprint() const;
+  bool send(Bytes frame);
+  void close();
+  bool is_open() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+std::string_view to_string(ClientError e);
+
+}  // namespace sotto::net

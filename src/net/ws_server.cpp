@@ -1,0 +1,529 @@
+#include "net/ws_server.h"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/websocket/stream.hpp>
+
+#include <algorithm>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "net/tls_internal.h"
+#include "net/tls_stream.h"
+
+namespace sotto::net {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+using WsStream = websocket::stream<detail::TlsStream>;
+
+constexpr std::size_t kMaxCloseReasonBytes = 123;  // RFC 6455 section 5.5: 125 minus the code
+constexpr std::chrono::seconds kSlowReaderCloseDeadline{2};
+constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
+constexpr std::chrono::seconds kForcedCloseWait{2};
+// What an idle connection's pending read may allocate ahead of data; most frames fit.
+constexpr std::size_t kIdleReadLimit = 256;
+// The outbound queue keeps this many slots after draining; a burst beyond it is given back.
+constexpr std::size_t kQueueSlotsKept = 16;
+
+class ServerConnection;
+
+// Keep-alive (DESIGN.md section 5): a connection silent for ping_interval is pinged, and one
+// silent for idle_timeout is closed. Anything received counts, pongs included. The check runs
+// every tick, so a ping goes out within 1.5 x ping_interval of silence and a silent peer is closed
+// within idle_timeout + tick. The ping interval is capped at idle_timeout / 2 so that a live peer
+// always gets a ping before it would be closed.
+struct Keepalive {
+  explicit Keepalive(const ServerOptions& o) {
+    idle = std::chrono::duration_cast<Clock::duration>(o.idle_timeout);
+    ping = std::chrono::duration_cast<Clock::duration>(o.ping_interval);
+    if (idle.count() <= 0) return;  // disabled
+    if (ping.count() <= 0 || ping > idle / 2) ping = idle / 2;
+    tick = std::max<Clock::duration>(ping / 2, std::chrono::milliseconds(10));
+  }
+  bool enabled() const { return idle.count() > 0; }
+  Clock::duration idle{};
+  Clock::duration ping{};
+  Clock::duration tick{};
+};
+
+// What the acceptor and every connection share. Owned by WsServer::Impl; connections hold a
+// reference, and stop() ends every connection before the state goes away.
+struct ServerState {
+  ServerState(ServerOptions o, ConnectionHandler& h, detail::SslCtxPtr c)
+      : options(std::move(o)), keepalive(options), handler(h), ctx(std::move(c)) {}
+
+  void add(std::uint64_t id, const std::shared_ptr<ServerConnection>& c) {
+    std::lock_guard lock(mu);
+    live.emplace(id, c);
+    count.store(live.size());
+  }
+  void remove(std::uint64_t id) {
+    std::lock_guard lock(mu);
+    live.erase(id);
+    count.store(live.size());
+    if (live.empty()) drained.notify_all();
+  }
+  std::vector<std::shared_ptr<ServerConnection>> snapshot() {
+    std::lock_guard lock(mu);
+    std::vector<std::shared_ptr<ServerConnection>> out;
+    out.reserve(live.size());
+    for (auto& [id, weak] : live) {
+      if (auto c = weak.lock()) out.push_back(std::move(c));
+    }
+    return out;
+  }
+  // Waits until no connection is left or `deadline` passes; true when none is left.
+  bool wait_drained(Clock::time_point deadline) {
+    std::unique_lock lock(mu);
+    return drained.wait_until(lock, deadline, [this] { return live.empty(); });
+  }
+
+  const ServerOptions options;
+  const Keepalive keepalive;
+  ConnectionHandler& handler;
+  const detail::SslCtxPtr ctx;
+  std::atomic<std::size_t> count{0};
+  std::uint64_t next_id = 1;  // used by the acceptor's strand only
+
+  std::mutex mu;
+  std::condition_variable drained;
+  std::unordered_map<std::uint64_t, std::weak_ptr<ServerConnection>> live;  // guarded by mu
+
+  asio::io_context ioc;  // last: destroyed first, with any handler still holding a connection
+};
+
+std::string truncate_reason(const std::string& reason) {
+  return reason.size() <= kMaxCloseReasonBytes ? reason : reason.substr(0, kMaxCloseReasonBytes);
+}
+
+// One accepted connection. Everything below runs on the connection's strand (the socket's
+// executor) except send(), close() and outbound_bytes(), which only post to it or read atomics.
+class ServerConnection final : public Connection,
+                               public std::enable_shared_from_this<ServerConnection> {
+ public:
+  ServerConnection(ServerState& server, std::uint64_t id, tcp::socket socket, std::string remote)
+      : server_(server),
+        id_(id),
+        remote_(std::move(remote)),
+        strand_(socket.get_executor()),
+        ws_(std::move(socket), server.ctx.get()),
+        timer_(strand_) {}
+
+  void start() {
+    asio::dispatch(strand_, [self = shared_from_this()] { self->start_tls(); });
+  }
+
+  bool send(Bytes frame) override {
+    if (closed_.load(std::memory_order_acquire)) return false;
+    const std::size_t n = frame.size();
+    const std::size_t total = outbound_.fetch_add(n) + n;
+    if (total > server_.options.max_outbound_bytes) {
+      outbound_.fetch_sub(n);
+      begin_close_async(websocket::close_code::policy_error, "slow reader", false,
+                        kSlowReaderCloseDeadline);
+      return false;
+    }
+    asio::post(strand_, [self = shared_from_this(), f = std::move(frame)]() mutable {
+      self->enqueue(std::move(f));
+    });
+    return true;
+  }
+
+  void close(const std::string& reason) override {
+    begin_close_async(websocket::close_code::normal, reason, true,
+                      server_.options.handshake_timeout);
+  }
+
+  std::uint64_t id() const override { return id_; }
+  const std::string& remote_address() const override { return remote_; }
+  std::size_t outbound_bytes() const override { return outbound_.load(); }
+
+  // WsServer::stop: flush what is queued, then close; hard close when `grace` runs out.
+  void shut_down(std::chrono::milliseconds grace) {
+    begin_close_async(websocket::close_code::going_away, "server shutting down", true, grace);
+  }
+
+  void abort() {
+    asio::dispatch(strand_, [self = shared_from_this()] { self->hard_close(); });
+  }
+
+ private:
+  void start_tls() {
+    error_code ec;
+    ws_.next_layer().start(true, {}, ec);
+    if (ec) {
+      finish();
+      return;
+    }
+    // One deadline for the TLS and the WebSocket handshakes together.
+    timer_.expires_after(server_.options.handshake_timeout);
+    timer_.async_wait([self = shared_from_this()](error_code e) {
+      if (!e && !self->opened_) self->hard_close();
+    });
+    ws_.next_layer().async_handshake(
+        [self = shared_from_this()](error_code e, std::size_t) { self->on_tls_handshake(e); });
+  }
+
+  void on_tls_handshake(error_code ec) {
+    if (ec || close_started_) {
+      finish();
+      return;
+    }
+    ws_.set_option(websocket::stream_base::timeout{websocket::stream_base::none(),
+                                                   websocket::stream_base::none(), false});
+    ws_.read_message_max(server_.options.max_frame_bytes);
+    ws_.binary(true);
+    ws_.auto_fragment(false);
+    ws_.async_accept([self = shared_from_this()](error_code e) { self->on_accept(e); });
+  }
+
+  void on_accept(error_code ec) {
+    timer_.cancel();
+    if (ec || close_started_) {
+      finish();
+      return;
+    }
+    // Beast's own timer only bounds the close handshake; keep-alive is ours (see Keepalive).
+    ws_.set_option(websocket::stream_base::timeout{server_.options.handshake_timeout,
+                                                   websocket::stream_base::none(), false});
+    ws_.control_callback([this](websocket::frame_type, beast::string_view) { note_activity(); });
+    opened_ = true;
+    note_activity();
+    if (server_.keepalive.enabled()) arm_keepalive();
+    auto self = shared_from_this();
+    server_.handler.on_open(self);
+    if (!finished_) read_next();
+  }
+
+  void note_activity() {
+    last_activity_ = Clock::now();
+    pinged_ = false;
+  }
+
+  void arm_keepalive() {
+    timer_.expires_after(server_.keepalive.tick);
+    timer_.async_wait([self = shared_from_this()](error_code e) {
+      if (!e) self->keepalive_tick();
+    });
+  }
+
+  void keepalive_tick() {
+    if (close_started_ || finished_) return;  // the timer now guards the close instead
+    const auto silent = Clock::now() - last_activity_;
+    if (silent >= server_.keepalive.idle) {
+      hard_close();  // silent peers do not answer close frames either; the read now fails
+      return;
+    }
+    if (silent >= server_.keepalive.ping && !pinged_ && !ping_in_flight_) {
+      pinged_ = true;
+      ping_in_flight_ = true;
+      ws_.async_ping({}, [self = shared_from_this()](error_code ec) {
+        self->ping_in_flight_ = false;
+        if (ec) self->hard_close();
+      });
+    }
+    arm_keepalive();
+  }
+
+  void read_next() {
+    // A pending read makes Beast allocate its limit in rd_buf_ before any byte arrives, so an
+    // idle connection waits with a small limit; the rest of a message is read with Beast's own.
+    const std::size_t limit = rd_buf_.size() == 0 ? kIdleReadLimit : 0;
+    ws_.async_read_some(rd_buf_, limit, [self = shared_from_this()](error_code ec, std::size_t) {
+      self->on_read(ec);
+    });
+  }
+
+  void on_read(error_code ec) {
+    if (ec) {
+      finish();
+      return;
+    }
+    note_activity();
+    if (!ws_.is_message_done()) {
+      read_next();
+      return;
+    }
+    if (!ws_.got_binary()) {
+      begin_close(websocket::close_code::bad_payload, "binary frames only", false,
+                  server_.options.handshake_timeout);
+    } else {
+      const auto data = rd_buf_.cdata();
+      auto self = shared_from_this();
+      server_.handler.on_frame(
+          self, ByteView(static_cast<const std::uint8_t*>(data.data()), data.size()));
+    }
+    // Idle connections must not keep the last message's buffer: free it.
+    rd_buf_.clear();
+    rd_buf_.shrink_to_fit();
+    if (!finished_) read_next();
+  }
+
+  void enqueue(Bytes frame) {
+    if (finished_ || close_started_) {
+      outbound_.fetch_sub(frame.size());
+      return;
+    }
+    queue_.push_back(std::move(frame));
+    if (!writing_) write_next();
+  }
+
+  void write_next() {
+    writing_ = true;
+    ws_.async_write(asio::buffer(queue_[head_]),
+                    [self = shared_from_this()](error_code ec, std::size_t) {
+                      self->on_write(ec);
+                    });
+  }
+
+  void on_write(error_code ec) {
+    writing_ = false;
+    outbound_.fetch_sub(queue_[head_].size());
+    queue_[head_] = Bytes();
+    ++head_;
+    if (head_ == queue_.size()) {
+      queue_.clear();
+      head_ = 0;
+      if (queue_.capacity() > kQueueSlotsKept) queue_.shrink_to_fit();
+    }
+    if (ec) {
+      hard_close();  // the pending read fails next and finishes the connection
+      return;
+    }
+    if (head_ < queue_.size()) {
+      write_next();
+    } else if (close_started_ && !close_sent_ && !finished_) {
+      send_close_frame();
+    }
+  }
+
+  // Drops every queued frame except the one being written (its buffer is in use).
+  void drop_queued() {
+    const std::size_t keep = head_ + (writing_ ? 1 : 0);
+    std::size_t dropped = 0;
+    for (std::size_t i = keep; i < queue_.size(); ++i) dropped += queue_[i].size();
+    if (queue_.size() > keep) queue_.resize(keep);
+    outbound_.fetch_sub(dropped);
+  }
+
+  void begin_close_async(websocket::close_code code, const std::string& reason, bool flush,
+                         Clock::duration deadline) {
+    closed_.store(true, std::memory_order_release);
+    // Posted, never run inline: frames sent before the close must be queued before it.
+    asio::post(strand_, [self = shared_from_this(), code, r = truncate_reason(reason), flush,
+                         deadline] { self->begin_close(code, r, flush, deadline); });
+  }
+
+  void begin_close(websocket::close_code code, const std::string& reason, bool flush,
+                   Clock::duration deadline) {
+    closed_.store(true, std::memory_order_release);
+    if (finished_ || close_started_) return;
+    close_started_ = true;
+    if (!opened_) {  // still handshaking: nothing to say goodbye to
+      hard_close();
+      return;
+    }
+    close_code_ = code;
+    close_reason_ = truncate_reason(reason);
+    if (!flush) drop_queued();
+    timer_.expires_after(deadline);
+    timer_.async_wait([self = shared_from_this()](error_code e) {
+      if (!e) self->hard_close();
+    });
+    if (!writing_) send_close_frame();
+  }
+
+  void send_close_frame() {
+    close_sent_ = true;
+    ws_.async_close(websocket::close_reason(close_code_, close_reason_),
+                    [self = shared_from_this()](error_code ec) {
+                      if (ec) self->hard_close();
+                    });
+  }
+
+  void hard_close() { ws_.next_layer().close_socket(); }
+
+  void finish() {
+    if (finished_) return;
+    finished_ = true;
+    closed_.store(true, std::memory_order_release);
+    timer_.cancel();
+    hard_close();
+    drop_queued();
+    if (opened_) {
+      auto self = shared_from_this();
+      server_.handler.on_close(self);
+    }
+    server_.remove(id_);
+  }
+
+  ServerState& server_;
+  const std::uint64_t id_;
+  const std::string remote_;
+  const asio::any_io_executor strand_;
+  WsStream ws_;
+  asio::steady_timer timer_;  // handshake deadline, then keep-alive ticks, then close deadline
+  beast::flat_buffer rd_buf_;
+  Clock::time_point last_activity_{};
+
+  std::vector<Bytes> queue_;  // frames from head_ on are unsent; queue_[head_] may be in flight
+  std::size_t head_ = 0;
+  std::atomic<std::size_t> outbound_{0};
+  std::atomic<bool> closed_{false};  // no more sends accepted
+
+  bool opened_ = false;
+  bool pinged_ = false;          // a ping went out since the peer was last heard
+  bool ping_in_flight_ = false;  // Beast allows one ping operation at a time
+  bool writing_ = false;
+  bool close_started_ = false;
+  bool close_sent_ = false;
+  bool finished_ = false;
+  websocket::close_code close_code_ = websocket::close_code::normal;
+  std::string close_reason_;
+};
+
+}  // namespace
+
+struct WsServer::Impl {
+  Impl(const TlsIdentity& identity, ServerOptions options, ConnectionHandler& handler)
+      : state(std::make_unique<ServerState>(std::move(options), handler,
+                                            detail::make_server_context(identity))),
+        acceptor(asio::make_strand(state->ioc)),
+        retry_timer(acceptor.get_executor()) {}
+
+  void accept_next() {
+    acceptor.async_accept(asio::make_strand(state->ioc),
+                          [this](error_code ec, tcp::socket socket) {
+                            on_accept(ec, std::move(socket));
+                          });
+  }
+
+  void on_accept(error_code ec, tcp::socket socket) {
+    if (!acceptor.is_open() || ec == asio::error::operation_aborted) return;
+    if (ec) {
+      // Out of descriptors or memory: back off instead of spinning.
+      retry_timer.expires_after(kAcceptRetryDelay);
+      retry_timer.async_wait([this](error_code e) {
+        if (!e && acceptor.is_open()) accept_next();
+      });
+      return;
+    }
+    admit(std::move(socket));
+    accept_next();
+  }
+
+  void admit(tcp::socket socket) {
+    error_code ec;
+    if (state->count.load() >= state->options.max_connections) {
+      socket.close(ec);  // refused: the client sees its TLS handshake fail
+      return;
+    }
+    const tcp::endpoint remote = socket.remote_endpoint(ec);
+    if (ec) return;
+    socket.set_option(tcp::no_delay(true), ec);
+    const std::uint64_t id = state->next_id++;
+    std::shared_ptr<ServerConnection> c;
+    try {
+      c = std::make_shared<ServerConnection>(*state, id, std::move(socket),
+                                             remote.address().to_string());
+    } catch (const std::exception&) {
+      return;  // OpenSSL could not allocate: drop this one, keep serving the others
+    }
+    state->add(id, c);
+    c->start();
+  }
+
+  void close_acceptor() {
+    std::promise<void> done;
+    asio::dispatch(acceptor.get_executor(), [this, &done] {
+      error_code ignored;
+      acceptor.close(ignored);
+      retry_timer.cancel();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  std::unique_ptr<ServerState> state;
+  tcp::acceptor acceptor;
+  asio::steady_timer retry_timer;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::vector<std::thread> threads;
+  std::uint16_t port = 0;
+  bool started = false;
+  bool stopped = false;
+};
+
+WsServer::WsServer(const TlsIdentity& identity, ServerOptions options, ConnectionHandler& handler)
+    : impl_(std::make_unique<Impl>(identity, std::move(options), handler)) {}
+
+WsServer::~WsServer() { stop(std::chrono::milliseconds(0)); }
+
+void WsServer::start() {
+  Impl& m = *impl_;
+  if (m.started) throw std::logic_error("WsServer::start called twice");
+  const ServerOptions& o = m.state->options;
+  error_code ec;
+  const auto address = asio::ip::make_address(o.address, ec);
+  if (ec) throw std::runtime_error("WsServer: bad listen address " + o.address);
+  const tcp::endpoint endpoint(address, o.port);
+  m.acceptor.open(endpoint.protocol(), ec);
+  if (!ec) m.acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) m.acceptor.bind(endpoint, ec);
+  if (!ec) m.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    error_code ignored;
+    m.acceptor.close(ignored);
+    throw std::runtime_error("WsServer: cannot listen on " + o.address + ":" +
+                             std::to_string(o.port) + ": " + ec.message());
+  }
+  m.port = m.acceptor.local_endpoint().port();
+  m.started = true;
+  m.work.emplace(m.state->ioc.get_executor());
+  asio::dispatch(m.acceptor.get_executor(), [&m] { m.accept_next(); });
+  const int n = std::max(1, o.threads);
+  for (int i = 0; i < n; ++i) m.threads.emplace_back([&m] { m.state->ioc.run(); });
+}
+
+void WsServer::stop(std::chrono::milliseconds grace) {
+  Impl& m = *impl_;
+  if (!m.started || m.stopped) return;
+  m.stopped = true;
+  m.close_acceptor();
+
+  for (auto& c : m.state->snapshot()) c->shut_down(grace);
+  // Each connection hard-closes itself when `grace` runs out; allow a little for that to land.
+  if (!m.state->wait_drained(Clock::now() + grace + std::chrono::milliseconds(200))) {
+    for (auto& c : m.state->snapshot()) c->abort();
+    (void)m.state->wait_drained(Clock::now() + kForcedCloseWait);
+  }
+
+  m.work.reset();
+  m.state->ioc.stop();
+  for (auto& t : m.threads) t.join();
+  m.threads.clear();
+}
+
+std::uint16_t WsServer::port() const { return impl_->port; }
+
+std::size_t WsServer::connection_count() const { return impl_->state->count.load(); }
+
+}  // namespace sotto::net

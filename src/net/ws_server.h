@@ -1,0 +1,78 @@
+// The server side of the transport: TLS 1.3 WebSocket (Boost.Beast over Asio, OpenSSL), binary
+// frames only, each one a serialized service Frame. The server owns an io_context run by a few
+// threads; each connection's callbacks run on that connection's strand, one at a time.
+// Connection::send is thread-safe and may be called from any thread (e.g. the store's commit
+// thread). Slow readers: when a connection's unsent bytes exceed max_outbound_bytes it is closed
+// (back-pressure protects the server's memory). Idle connections are pinged and closed when they
+// stay silent past idle_timeout.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "crypto/bytes.h"
+#include "net/tls.h"
+
+namespace sotto::net {
+
+struct ServerOptions {
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 7443;           // 0 picks a free port (tests)
+  std::size_t max_frame_bytes = 1 << 20;
+  std::size_t max_outbound_bytes = 8 << 20;
+  std::chrono::seconds idle_timeout{120};
+  std::chrono::seconds ping_interval{30};
+  std::chrono::seconds handshake_timeout{10};
+  std::size_t max_connections = 60000;
+  int threads = 2;
+};
+
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  // Queues one binary frame. Returns false when the connection is closed or over its
+  // outbound limit (it is then being closed).
+  virtual bool send(Bytes frame) = 0;
+  // Closes with a WebSocket close frame carrying `reason` (no user data in it).
+  virtual void close(const std::string& reason) = 0;
+  virtual std::uint64_t id() const = 0;
+  virtual const std::string& remote_address() const = 0;  // IP only, for rate limits
+  virtual std::size_t outbound_bytes() const = 0;
+};
+
+using ConnectionPtr = std::shared_ptr<Connection>;
+
+class ConnectionHandler {
+ public:
+  virtual ~ConnectionHandler() = default;
+  virtual void on_open(const ConnectionPtr& c) = 0;
+  // One complete binary message, at most max_frame_bytes (larger ones close the connection).
+  virtual void on_frame(const ConnectionPtr& c, ByteView frame) = 0;
+  virtual void on_close(const ConnectionPtr& c) = 0;
+};
+
+class WsServer {
+ public:
+  WsServer(const TlsIdentity& identity, ServerOptions options, ConnectionHandler& handler);
+  ~WsServer();
+  WsServer(const WsServer&) = delete;
+  WsServer& operator=(const WsServer&) = delete;
+
+  // Binds, listens and starts the I/O threads. Throws std::runtime_error if it cannot bind.
+  void start();
+  // Graceful: stops accepting, closes every connection with "server shutting down", waits for
+  // writes queued before the call to flush (at most `grace`), then joins the threads.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(3000));
+  std::uint16_t port() const;
+  std::size_t connection_count() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sotto::net

@@ -1,0 +1,881 @@
+// Tests of src/net over real TLS 1.3 on loopback, no mocks: the server's self-signed identity,
+// WsServer and WsClient end to end (echo, pinning, limits, timeouts, graceful stop, many
+// clients on a shared pool) and the operator HTTP server. Misbehaving peers (one that never
+// reads, one that never answers a ping, one that never says hello) are raw OpenSSL clients.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "net/http_server.h"
+#include "net/tls.h"
+#include "net/ws_client.h"
+#include "net/ws_server.h"
+
+namespace sotto::net {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "sotto_net_test.XXXXXX").string();
+    char* p = ::mkdtemp(tmpl.data());
+    if (p == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = p;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+Bytes pattern(std::size_t size, std::uint32_t seed) {
+  Bytes b(size);
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (auto& byte : b) {
+    x = x * 1664525u + 1013904223u;
+    byte = static_cast<std::uint8_t>(x >> 24);
+  }
+  return b;
+}
+
+Bytes bytes_of(std::string_view s) { return Bytes(s.begin(), s.end()); }
+
+// Server side: records connections, echoes frames unless told otherwise.
+class TestHandler : public ConnectionHandler {
+ public:
+  using FrameFn = std::function<void(const ConnectionPtr&, ByteView)>;
+
+  void on_open(const ConnectionPtr& c) override {
+    std::lock_guard lock(mu_);
+    live_.push_back(c);
+    ++opened;
+  }
+  void on_frame(const ConnectionPtr& c, ByteView frame) override {
+    ++frames;
+    FrameFn fn;
+    {
+      std::lock_guard lock(mu_);
+      fn = frame_fn_;
+    }
+    if (fn) {
+      fn(c, frame);
+    } else {
+      c->send(Bytes(frame.begin(), frame.end()));
+    }
+  }
+  void on_close(const ConnectionPtr& c) override {
+    std::lock_guard lock(mu_);
+    live_.erase(std::remove(live_.begin(), live_.end(), c), live_.end());
+    ++closed;
+  }
+  void set_frame_fn(FrameFn fn) {
+    std::lock_guard lock(mu_);
+    frame_fn_ = std::move(fn);
+  }
+  ConnectionPtr first_live() {
+    std::lock_guard lock(mu_);
+    return live_.empty() ? nullptr : live_.front();
+  }
+
+  std::atomic<int> opened{0};
+  std::atomic<int> closed{0};
+  std::atomic<int> frames{0};
+
+ private:
+  std::mutex mu_;
+  std::vector<ConnectionPtr> live_;
+  FrameFn frame_fn_;
+};
+
+// Client side: records frames and the close reason.
+class Recorder {
+ public:
+  WsClient::FrameHandler frame_fn() {
+    return [this](ByteView f) {
+      std::lock_guard lock(mu_);
+      frames_.emplace_back(f.begin(), f.end());
+      cv_.notify_all();
+    };
+  }
+  WsClient::CloseHandler close_fn() {
+    return [this](const std::string& reason) {
+      std::lock_guard lock(mu_);
+      closed_ = true;
+      reason_ = reason;
+      ++close_calls_;
+      cv_.notify_all();
+    };
+  }
+  bool wait_frames(std::size_t n, std::chrono::milliseconds timeout = 20s) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return frames_.size() >= n; });
+  }
+  bool wait_closed(std::chrono::milliseconds timeout = 10s) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return closed_; });
+  }
+  std::vector<Bytes> frames() {
+    std::lock_guard lock(mu_);
+    return frames_;
+  }
+  std::string reason() {
+    std::lock_guard lock(mu_);
+    return reason_;
+  }
+  int close_calls() {
+    std::lock_guard lock(mu_);
+    return close_calls_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Bytes> frames_;
+  bool closed_ = false;
+  std::string reason_;
+  int close_calls_ = 0;
+};
+
+int connect_tcp(std::uint16_t port, int rcvbuf = 0) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (rcvbuf > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// True when the peer closes the socket (EOF or reset) within `timeout`, discarding what it sends.
+bool tcp_closed_by_peer(int fd, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    char buf[4096];
+    if (::recv(fd, buf, sizeof buf, 0) <= 0) return true;
+  }
+}
+
+// A blocking TLS client that speaks just enough WebSocket to misbehave on purpose.
+class RawTlsClient {
+ public:
+  RawTlsClient() = default;
+  RawTlsClient(const RawTlsClient&) = delete;
+  RawTlsClient& operator=(const RawTlsClient&) = delete;
+  ~RawTlsClient() {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+    if (ctx_ != nullptr) SSL_CTX_free(ctx_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  bool connect(std::uint16_t port, int rcvbuf = 0) {
+    fd_ = connect_tcp(port, rcvbuf);
+    if (fd_ < 0) return false;
+    ctx_ = SSL_CTX_new(TLS_client_method());
+    ssl_ = SSL_new(ctx_);
+    SSL_set_fd(ssl_, fd_);
+    return SSL_connect(ssl_) == 1;
+  }
+
+  bool upgrade() {
+    const std::string req =
+        "GET /v1/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n";
+    if (SSL_write(ssl_, req.data(), static_cast<int>(req.size())) !=
+        static_cast<int>(req.size())) {
+      return false;
+    }
+    std::string resp;
+    while (resp.find("\r\n\r\n") == std::string::npos) {
+      char c;
+      if (SSL_read(ssl_, &c, 1) != 1) return false;
+      resp.push_back(c);
+    }
+    return resp.rfind("HTTP/1.1 101", 0) == 0;
+  }
+
+  // Reads and discards until the server ends the connection; false on timeout.
+  bool closed_by_peer(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (SSL_pending(ssl_) == 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return false;
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+      }
+      char buf[16384];
+      if (SSL_read(ssl_, buf, sizeof buf) <= 0) {
+        ERR_clear_error();
+        return true;
+      }
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  SSL_CTX* ctx_ = nullptr;
+  SSL* ssl_ = nullptr;
+};
+
+class NetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto id = load_or_create_identity(dir_.path());
+    ASSERT_TRUE(id);
+    identity_ = *id;
+  }
+
+  static ServerOptions server_options() {
+    ServerOptions o;
+    o.port = 0;
+    o.threads = 2;
+    return o;
+  }
+
+  ClientOptions client_options(std::uint16_t port) const {
+    ClientOptions o;
+    o.port = port;
+    o.fingerprint = identity_.fingerprint;
+    o.connect_timeout = 5s;
+    return o;
+  }
+
+  TempDir dir_;
+  TlsIdentity identity_;
+};
+
+// --- TLS identity -------------------------------------------------------------------------------
+
+bool is_lower_hex(const std::string& s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+TEST(TlsIdentity, CreatedOnceThenReloadedWithTheSameFingerprint) {
+  TempDir dir;
+  auto first = load_or_create_identity(dir.path(), "test-server");
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->fingerprint.size(), 64u);
+  EXPECT_TRUE(is_lower_hex(first->fingerprint));
+
+  auto second = load_or_create_identity(dir.path(), "other-name");
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->fingerprint, first->fingerprint);
+  EXPECT_EQ(second->certificate_pem, first->certificate_pem);
+  EXPECT_EQ(second->private_key_pem, first->private_key_pem);
+
+  auto fp = fingerprint_of_pem(first->certificate_pem);
+  ASSERT_TRUE(fp);
+  EXPECT_EQ(*fp, first->fingerprint);
+
+  struct stat st {};
+  ASSERT_EQ(::stat((dir.path() / "tls" / "key.pem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((dir.path() / "tls").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+
+  auto loaded = load_identity(dir.path() / "tls" / "cert.pem", dir.path() / "tls" / "key.pem");
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->fingerprint, first->fingerprint);
+}
+
+TEST(TlsIdentity, CertificateIsSelfSignedV3WithLoopbackNamesForTenYears) {
+  TempDir dir;
+  auto id = load_or_create_identity(dir.path(), "sotto-test");
+  ASSERT_TRUE(id);
+  BIO* bio = BIO_new_mem_buf(id->certificate_pem.data(), static_cast<int>(id->certificate_pem.size()));
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  ASSERT_NE(cert, nullptr);
+
+  EXPECT_EQ(X509_get_version(cert), X509_VERSION_3);
+  char cn[128] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+  EXPECT_STREQ(cn, "sotto-test");
+  EXPECT_EQ(X509_NAME_cmp(X509_get_subject_name(cert), X509_get_issuer_name(cert)), 0);
+  EVP_PKEY* pub = X509_get0_pubkey(cert);
+  EXPECT_EQ(X509_verify(cert, pub), 1);  // self-signed
+
+  bool has_ip = false;
+  bool has_dns = false;
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  ASSERT_NE(names, nullptr);
+  for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    if (n->type == GEN_IPADD) {
+      const unsigned char loopback[4] = {127, 0, 0, 1};
+      has_ip = ASN1_STRING_length(n->d.iPAddress) == 4 &&
+               std::equal(loopback, loopback + 4, ASN1_STRING_get0_data(n->d.iPAddress));
+    }
+    if (n->type == GEN_DNS) {
+      has_dns = std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(n->d.dNSName)),
+                            static_cast<std::size_t>(ASN1_STRING_length(n->d.dNSName))) ==
+                "localhost";
+    }
+  }
+  GENERAL_NAMES_free(names);
+  EXPECT_TRUE(has_ip);
+  EXPECT_TRUE(has_dns);
+
+  int days = 0;
+  int secs = 0;
+  ASSERT_EQ(ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notAfter(cert)), 1);
+  EXPECT_GE(days, 3640);
+  X509_free(cert);
+}
+
+TEST(TlsIdentity, RejectsBadInput) {
+  EXPECT_EQ(fingerprint_of_pem("not a certificate").error(), TlsError::bad_certificate);
+
+  TempDir a;
+  TempDir b;
+  auto id_a = load_or_create_identity(a.path());
+  auto id_b = load_or_create_identity(b.path());
+  ASSERT_TRUE(id_a && id_b);
+  EXPECT_NE(id_a->fingerprint, id_b->fingerprint);
+  // Certificate of one, key of the other.
+  auto mixed = load_identity(a.path() / "tls" / "cert.pem", b.path() / "tls" / "key.pem");
+  ASSERT_FALSE(mixed);
+  EXPECT_EQ(mixed.error(), TlsError::bad_certificate);
+
+  auto missing = load_identity(a.path() / "nope.pem", a.path() / "tls" / "key.pem");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error(), TlsError::io);
+
+  // A pinned certificate whose key vanished is an error, never silently replaced.
+  fs::remove(a.path() / "tls" / "key.pem");
+  auto again = load_or_create_identity(a.path());
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error(), TlsError::io);
+
+  TempDir c;
+  EXPECT_EQ(load_or_create_identity(c.path(), "").error(), TlsError::generation_failed);
+}
+
+// --- WebSocket server and client ------------------------------------------------------------------
+
+TEST_F(NetTest, EchoesFrames) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  Recorder rec;
+  WsClient client(client_options(server.port()), rec.frame_fn(), rec.close_fn());
+  auto r = client.connect();
+  ASSERT_TRUE(r) << to_string(r.error());
+  EXPECT_TRUE(client.is_open());
+  EXPECT_EQ(client.observed_fingerprint(), identity_.fingerprint);
+  EXPECT_TRUE(eventually([&] { return handler.opened == 1; }));
+  EXPECT_EQ(server.connection_count(), 1u);
+
+  ASSERT_TRUE(client.send(bytes_of("hello")));
+  ASSERT_TRUE(client.send(Bytes{}));
+  ASSERT_TRUE(rec.wait_frames(2));
+  EXPECT_EQ(rec.frames()[0], bytes_of("hello"));
+  EXPECT_TRUE(rec.frames()[1].empty());
+
+  auto conn = handler.first_live();
+  ASSERT_NE(conn, nullptr);
+  EXPECT_EQ(conn->remote_address(), "127.0.0.1");
+
+  client.close();
+  EXPECT_FALSE(client.is_open());
+  EXPECT_TRUE(rec.wait_closed());
+  EXPECT_EQ(rec.close_calls(), 1);
+  EXPECT_FALSE(client.send(bytes_of("late")));
+  EXPECT_TRUE(eventually([&] { return handler.closed == 1; }));
+  EXPECT_TRUE(eventually([&] { return server.connection_count() == 0; }));
+}
+
+TEST_F(NetTest, ManyFramesBothWaysArriveIntactAndInOrder) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  Recorder rec;
+  WsClient client(client_options(server.port()), rec.frame_fn(), rec.close_fn());
+  ASSERT_TRUE(client.connect());
+
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<std::size_t> size(0, 70000);
+  constexpr int kFrames = 400;
+  std::vector<Bytes> sent;
+  for (int i = 0; i < kFrames; ++i) {
+    std::size_t n = (i % 10 == 0) ? size(rng) : size(rng) % 600;  // mostly small, some large
+    if (i == 1) n = 16384;                                           // exactly one record
+    if (i == 2) n = 16384 - 2;  // header + payload fill one record exactly
+    sent.push_back(pattern(n, static_cast<std::uint32_t>(i)));
+    ASSERT_TRUE(client.send(sent.back()));
+  }
+  ASSERT_TRUE(rec.wait_frames(kFrames, 60s));
+  const auto got = rec.frames();
+  ASSERT_EQ(got.size(), sent.size());
+  for (std::size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(got[i], sent[i]) << "frame " << i;
+  EXPECT_EQ(handler.frames, kFrames);
+}
+
+TEST_F(NetTest, ServerPushesToClientWithoutARequest) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  Recorder rec;
+  WsClient client(client_options(server.port()), rec.frame_fn(), rec.close_fn());
+  ASSERT_TRUE(client.connect());
+  ASSERT_TRUE(eventually([&] { return handler.first_live() != nullptr; }));
+  auto conn = handler.first_live();
+  // From a thread that is not the connection's (as the store's commit thread would).
+  std::thread pusher([&] {
+    for (int i = 0; i < 50; ++i) EXPECT_TRUE(conn->send(pattern(1000, static_cast<std::uint32_t>(i))));
+  });
+  pusher.join();
+  ASSERT_TRUE(rec.wait_frames(50));
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(rec.frames()[static_cast<std::size_t>(i)], pattern(1000, static_cast<std::uint32_t>(i)));
+  EXPECT_TRUE(eventually([&] { return conn->outbound_bytes() == 0; }));
+  conn.reset();
+}
+
+TEST_F(NetTest, FingerprintMismatchIsRefused) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  auto opts = client_options(server.port());
+  opts.fingerprint = std::string(64, '0');
+  Recorder rec;
+  WsClient client(opts, rec.frame_fn(), rec.close_fn());
+  auto r = client.connect();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), ClientError::fingerprint_mismatch);
+  EXPECT_EQ(client.observed_fingerprint(), identity_.fingerprint);
+  EXPECT_FALSE(client.is_open());
+  EXPECT_FALSE(client.send(bytes_of("x")));
+  EXPECT_EQ(handler.opened, 0);
+  EXPECT_EQ(rec.close_calls(), 0);
+}
+
+TEST_F(NetTest, PinAcceptsUpperCaseAndColons) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  std::string pin;
+  for (std::size_t i = 0; i < identity_.fingerprint.size(); i += 2) {
+    if (!pin.empty()) pin += ':';
+    pin += identity_.fingerprint.substr(i, 2);
+  }
+  std::transform(pin.begin(), pin.end(), pin.begin(), [](char c) { return static_cast<char>(std::toupper(c)); });
+  auto opts = client_options(server.port());
+  opts.fingerprint = pin;
+  WsClient client(opts, nullptr, nullptr);
+  EXPECT_TRUE(client.connect());
+}
+
+TEST_F(NetTest, TrustOnFirstUseReportsTheServersFingerprint) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  auto opts = client_options(server.port());
+  opts.fingerprint.clear();
+  Recorder rec;
+  WsClient client(opts, rec.frame_fn(), rec.close_fn());
+  ASSERT_TRUE(client.connect());
+  EXPECT_EQ(client.observed_fingerprint(), identity_.fingerprint);
+  ASSERT_TRUE(client.send(bytes_of("tofu")));
+  ASSERT_TRUE(rec.wait_frames(1));
+}
+
+TEST_F(NetTest, ConnectFailuresAreReported) {
+  // Nothing listens on this port any more.
+  std::uint16_t port = 0;
+  {
+    TestHandler handler;
+    WsServer server(identity_, server_options(), handler);
+    server.start();
+    port = server.port();
+  }
+  WsClient refused(client_options(port), nullptr, nullptr);
+  auto r = refused.connect();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), ClientError::connect_failed);
+
+  auto opts = client_options(port);
+  opts.host = "no-such-host.invalid";
+  WsClient unresolvable(opts, nullptr, nullptr);
+  auto u = unresolvable.connect();
+  ASSERT_FALSE(u);
+  EXPECT_EQ(u.error(), ClientError::resolve_failed);
+}
+
+TEST_F(NetTest, ClientBindsTheSourceAddress) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  auto opts = client_options(server.port());
+  opts.source_address = "127.0.0.2";
+  WsClient client(opts, nullptr, nullptr);
+  ASSERT_TRUE(client.connect());
+  ASSERT_TRUE(eventually([&] { return handler.first_live() != nullptr; }));
+  EXPECT_EQ(handler.first_live()->remote_address(), "127.0.0.2");
+}
+
+TEST_F(NetTest, OversizedFrameClosesTheConnection) {
+  TestHandler handler;
+  auto so = server_options();
+  so.max_frame_bytes = 1024;
+  WsServer server(identity_, so, handler);
+  server.start();
+  Recorder rec;
+  WsClient client(client_options(server.port()), rec.frame_fn(), rec.close_fn());
+  ASSERT_TRUE(client.connect());
+  ASSERT_TRUE(client.send(pattern(1024, 1)));  // at the limit: fine
+  ASSERT_TRUE(rec.wait_frames(1));
+  ASSERT_TRUE(client.send(pattern(1025, 2)));
+  ASSERT_TRUE(rec.wait_closed());
+  EXPECT_EQ(rec.reason(), "message too big");
+  EXPECT_EQ(rec.frames().size(), 1u);
+  EXPECT_TRUE(eventually([&] { return handler.closed == 1; }));
+  EXPECT_EQ(handler.frames, 1);
+}
+
+TEST_F(NetTest, HandlerCloseSendsItsReasonAfterQueuedFrames) {
+  TestHandler handler;
+  handler.set_frame_fn([](const ConnectionPtr& c, ByteView) {
+    c->send(bytes_of("last words"));
+    c->close("bye now");
+    EXPECT_FALSE(c->send(bytes_of("too late")));
+  });
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  Recorder rec;
+  WsClient client(client_options(server.port()), rec.frame_fn(), rec.close_fn());
+  ASSERT_TRUE(client.connect());
+  ASSERT_TRUE(client.send(bytes_of("hi")));
+  ASSERT_TRUE(rec.wait_closed());
+  EXPECT_EQ(rec.reason(), "bye now");
+  ASSERT_EQ(rec.frames().size(), 1u);
+  EXPECT_EQ(rec.frames()[0], bytes_of("last words"));
+}
+
+TEST_F(NetTest, SlowReaderIsClosedInsteadOfBuffering) {
+  TestHandler handler;
+  auto so = server_options();
+  so.max_outbound_bytes = 1 << 20;
+  WsServer server(identity_, so, handler);
+  server.start();
+
+  RawTlsClient raw;
+  ASSERT_TRUE(raw.connect(server.port(), 4096));
+  ASSERT_TRUE(raw.upgrade());
+  ASSERT_TRUE(eventually([&] { return handler.first_live() != nullptr; }));
+  auto conn = handler.first_live();
+
+  // The client never reads: once the kernel's buffers are full, the queue grows to the limit.
+  const Bytes chunk = pattern(64 * 1024, 3);
+  std::size_t sent = 0;
+  bool refused = false;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!conn->send(chunk)) {
+      refused = true;
+      break;
+    }
+    sent += chunk.size();
+    if (conn->outbound_bytes() > (1u << 20) - chunk.size()) std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_TRUE(refused) << "sent " << sent << " bytes without hitting the limit";
+  EXPECT_LE(conn->outbound_bytes(), so.max_outbound_bytes);
+  EXPECT_FALSE(conn->send(bytes_of("x")));
+  EXPECT_TRUE(eventually([&] { return handler.closed == 1; }, 10s));
+  EXPECT_TRUE(eventually([&] { return server.connection_count() == 0; }));
+  EXPECT_TRUE(raw.closed_by_peer(10s));
+  conn.reset();
+}
+
+TEST_F(NetTest, SilentPeerIsClosedAfterIdleTimeoutButAPingingClientStays) {
+  TestHandler handler;
+  auto so = server_options();
+  so.idle_timeout = 1s;
+  so.ping_interval = 1s;
+  WsServer server(identity_, so, handler);
+  server.start();
+
+  Recorder rec;
+  WsClient healthy(client_options(server.port()), rec.frame_fn(), rec.close_fn());
+  ASSERT_TRUE(healthy.connect());
+
+  RawTlsClient silent;  // never reads, so never answers the server's ping
+  ASSERT_TRUE(silent.connect(server.port()));
+  ASSERT_TRUE(silent.upgrade());
+  ASSERT_TRUE(eventually([&] { return handler.opened == 2; }));
+
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return handler.closed == 1; }, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_TRUE(silent.closed_by_peer(5s));
+
+  // The WsClient answers pings by itself: still open well past the idle timeout.
+  std::this_thread::sleep_for(2500ms);
+  EXPECT_TRUE(healthy.is_open());
+  EXPECT_EQ(handler.closed, 1);
+  ASSERT_TRUE(healthy.send(bytes_of("still here")));
+  ASSERT_TRUE(rec.wait_frames(1));
+}
+
+TEST_F(NetTest, HandshakeTimeoutClosesAPeerThatNeverSpeaksTls) {
+  TestHandler handler;
+  auto so = server_options();
+  so.handshake_timeout = 1s;
+  WsServer server(identity_, so, handler);
+  server.start();
+  const int fd = connect_tcp(server.port());
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(eventually([&] { return server.connection_count() == 1; }));
+  EXPECT_TRUE(tcp_closed_by_peer(fd, 5s));
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return server.connection_count() == 0; }));
+  EXPECT_EQ(handler.opened, 0);
+  EXPECT_EQ(handler.closed, 0);  // on_close only follows on_open
+}
+
+TEST_F(NetTest, ConnectionsBeyondTheLimitAreRefused) {
+  TestHandler handler;
+  auto so = server_options();
+  so.max_connections = 2;
+  WsServer server(identity_, so, handler);
+  server.start();
+  auto a = std::make_unique<WsClient>(client_options(server.port()), nullptr, nullptr);
+  WsClient b(client_options(server.port()), nullptr, nullptr);
+  ASSERT_TRUE(a->connect());
+  ASSERT_TRUE(b.connect());
+  WsClient c(client_options(server.port()), nullptr, nullptr);
+  EXPECT_FALSE(c.connect());
+  a.reset();
+  ASSERT_TRUE(eventually([&] { return server.connection_count() == 1; }));
+  EXPECT_TRUE(c.connect());
+}
+
+TEST_F(NetTest, GracefulStopFlushesQueuedFramesThenClosesWithTheReason) {
+  TestHandler handler;
+  std::promise<void> queued;
+  constexpr int kBurst = 50;
+  handler.set_frame_fn([&](const ConnectionPtr& c, ByteView) {
+    for (int i = 0; i < kBurst; ++i) c->send(pattern(20000, static_cast<std::uint32_t>(i)));
+    queued.set_value();
+  });
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+
+  Recorder burst_rec;
+  Recorder idle_rec;
+  WsClient burst(client_options(server.port()), burst_rec.frame_fn(), burst_rec.close_fn());
+  WsClient idle(client_options(server.port()), idle_rec.frame_fn(), idle_rec.close_fn());
+  ASSERT_TRUE(burst.connect());
+  ASSERT_TRUE(idle.connect());
+  ASSERT_TRUE(burst.send(bytes_of("burst please")));
+  queued.get_future().wait();
+
+  server.stop(std::chrono::milliseconds(5000));
+  EXPECT_EQ(server.connection_count(), 0u);
+  EXPECT_EQ(handler.closed, 2);
+
+  ASSERT_TRUE(burst_rec.wait_closed());
+  EXPECT_EQ(burst_rec.reason(), "server shutting down");
+  const auto got = burst_rec.frames();
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kBurst));
+  for (int i = 0; i < kBurst; ++i) {
+    EXPECT_EQ(got[static_cast<std::size_t>(i)], pattern(20000, static_cast<std::uint32_t>(i)));
+  }
+  ASSERT_TRUE(idle_rec.wait_closed());
+  EXPECT_EQ(idle_rec.reason(), "server shutting down");
+  EXPECT_FALSE(idle.is_open());
+}
+
+TEST_F(NetTest, TwoHundredClientsOnATwoThreadPoolAllEcho) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  auto pool = std::make_shared<IoPool>(2);
+
+  constexpr int kClients = 200;
+  constexpr int kFramesEach = 5;
+  std::vector<std::unique_ptr<Recorder>> recs;
+  std::vector<std::unique_ptr<WsClient>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    recs.push_back(std::make_unique<Recorder>());
+    clients.push_back(std::make_unique<WsClient>(client_options(server.port()),
+                                                 recs.back()->frame_fn(),
+                                                 recs.back()->close_fn(), pool));
+  }
+  // Connect from four threads at once.
+  std::atomic<int> failures{0};
+  std::vector<std::thread> connectors;
+  for (int t = 0; t < 4; ++t) {
+    connectors.emplace_back([&, t] {
+      for (int i = t; i < kClients; i += 4) {
+        if (!clients[static_cast<std::size_t>(i)]->connect()) ++failures;
+      }
+    });
+  }
+  for (auto& t : connectors) t.join();
+  ASSERT_EQ(failures, 0);
+  EXPECT_TRUE(eventually([&] { return server.connection_count() == kClients; }));
+
+  for (int f = 0; f < kFramesEach; ++f) {
+    for (int i = 0; i < kClients; ++i) {
+      ASSERT_TRUE(clients[static_cast<std::size_t>(i)]->send(
+          pattern(100 + static_cast<std::size_t>(f) * 37, static_cast<std::uint32_t>(i * 100 + f))));
+    }
+  }
+  for (int i = 0; i < kClients; ++i) {
+    auto& rec = *recs[static_cast<std::size_t>(i)];
+    ASSERT_TRUE(rec.wait_frames(kFramesEach)) << "client " << i;
+    const auto got = rec.frames();
+    for (int f = 0; f < kFramesEach; ++f) {
+      EXPECT_EQ(got[static_cast<std::size_t>(f)],
+                pattern(100 + static_cast<std::size_t>(f) * 37, static_cast<std::uint32_t>(i * 100 + f)));
+    }
+  }
+  clients.clear();
+  EXPECT_TRUE(eventually([&] { return server.connection_count() == 0; }));
+}
+
+TEST_F(NetTest, ClientCanBeDestroyedFromItsOwnCallback) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  std::promise<void> done;
+  std::unique_ptr<WsClient> client;
+  client = std::make_unique<WsClient>(
+      client_options(server.port()), [&](ByteView) {}, [&](const std::string&) {});
+  ASSERT_TRUE(client->connect());
+  auto pool = std::make_shared<IoPool>(1);
+  Recorder rec;
+  std::unique_ptr<WsClient> self_destroying;
+  self_destroying = std::make_unique<WsClient>(
+      client_options(server.port()),
+      [&](ByteView) {
+        self_destroying.reset();  // runs on the pool's thread, inside the callback
+        done.set_value();
+      },
+      nullptr, pool);
+  ASSERT_TRUE(self_destroying->connect());
+  ASSERT_TRUE(self_destroying->send(bytes_of("x")));
+  EXPECT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
+  EXPECT_TRUE(eventually([&] { return server.connection_count() == 1; }));
+}
+
+// --- Operator HTTP ------------------------------------------------------------------------------
+
+std::string http_exchange(std::uint16_t port, const std::string& request) {
+  const int fd = connect_tcp(port);
+  if (fd < 0) return {};
+  (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0) break;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+TEST(HttpServer, ServesHealthzAndMetricsOnLoopback) {
+  HttpOptions o;
+  o.port = 0;
+  HttpServer http(o, [](std::string_view path) {
+    if (path == "/healthz") return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
+    if (path == "/metrics") {
+      return HttpResponse{200, "text/plain; version=0.0.4", "sotto_connections 0\n"};
+    }
+    return HttpResponse{404, "text/plain; charset=utf-8", "not found\n"};
+  });
+  http.start();
+  ASSERT_NE(http.port(), 0);
+
+  const std::string ok = http_exchange(
+      http.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(ok.rfind("HTTP/1.1 200", 0), 0u) << ok;
+  EXPECT_NE(ok.find("\r\n\r\nok\n"), std::string::npos) << ok;
+
+  const std::string query = http_exchange(
+      http.port(), "GET /metrics?x=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(query.rfind("HTTP/1.1 200", 0), 0u) << query;
+  EXPECT_NE(query.find("sotto_connections 0"), std::string::npos);
+  EXPECT_NE(query.find("version=0.0.4"), std::string::npos);
+
+  const std::string missing = http_exchange(
+      http.port(), "GET /nope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(missing.rfind("HTTP/1.1 404", 0), 0u) << missing;
+
+  const std::string post = http_exchange(
+      http.port(),
+      "POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(post.rfind("HTTP/1.1 405", 0), 0u) << post;
+
+  // Two requests on one keep-alive connection.
+  const std::string two = http_exchange(
+      http.port(),
+      "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+      "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(two.find("HTTP/1.1 200", 1), std::string::npos) << two;
+
+  http.stop();
+  EXPECT_EQ(connect_tcp(http.port()), -1);
+}
+
+}  // namespace
+}  // namespace sotto::net
