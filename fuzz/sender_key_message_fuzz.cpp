@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "crypto/signature.h"
 #include "fuzz_check.h"
 #include "protocol/messages.h"
 
@@ -14,6 +15,7 @@ namespace {
 struct Signer {
   crypto::DeterministicRng rng{2};
   KeyPair key = KeyPair::generate(rng);
+  crypto::EdwardsPublicBytes edwards = crypto::curve25519_edwards_public(key.private_key);
 };
 
 Signer& signer() {
@@ -37,11 +39,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fuzz::require(fuzz::same_bytes(m->serialized, input), "decode did not keep the bytes as sent");
   (void)m->verify_signature(signer().key.public_key);
 
-  static const crypto::EdwardsPublicBytes edwards =
-      crypto::curve25519_edwards_public(signer().key.private_key);
-  const SenderKeyMessage built = SenderKeyMessage::create(m->key_id, m->iteration, m->ciphertext,
-                                                          signer().key.private_key, edwards,
-                                                          signer().rng);
+  const SenderKeyMessage built =
+      SenderKeyMessage::create(m->key_id, m->iteration, m->ciphertext, signer().key.private_key,
+                               signer().edwards, signer().rng);
   if (built.serialized.size() > kMaxMessageBytes) return 0;
   auto back = SenderKeyMessage::decode(built.serialized);
   fuzz::require(back.has_value(), "a created message does not decode");

@@ -1,0 +1,372 @@
+// Writes the seed corpora under fuzz/corpus/<target>/: genuine messages, bundles and records from
+// the fixture conversation (fixture.h), plus near-valid variants of them (one field missing, a key
+// of the wrong size, an unknown field, a legacy version byte...). Everything comes from
+// DeterministicRng, so running it again writes the same bytes. Not run by the build:
+//   sotto_fuzz_make_corpus fuzz/corpus
+// Files it writes are named after what they hold; files libFuzzer merged in keep their hash names.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "fixture.h"
+#include "keys.pb.h"
+#include "protocol/limits.h"
+#include "protocol/messages.h"
+#include "protocol/session_state.h"
+#include "signal.pb.h"
+#include "storage.pb.h"
+
+namespace {
+
+using namespace sotto;
+using namespace sotto::protocol;
+namespace fs = std::filesystem;
+namespace pb_signal = sotto::wire::signal;
+namespace pb_storage = sotto::wire::storage;
+
+// An extra varint field (number 15) that no Sotto message defines.
+constexpr std::uint8_t kUnknownField[] = {0x78, 0x01};
+
+class CorpusWriter {
+ public:
+  explicit CorpusWriter(fs::path root) : root_(std::move(root)) {}
+
+  void write(std::string_view target, std::string_view name, ByteView bytes) {
+    const fs::path dir = root_ / target;
+    fs::create_directories(dir);
+    std::ofstream out(dir / name, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (!out) {
+      std::fprintf(stderr, "cannot write %s\n", (dir / name).c_str());
+      std::exit(1);
+    }
+    ++written_;
+  }
+  std::size_t written() const { return written_; }
+
+ private:
+  fs::path root_;
+  std::size_t written_ = 0;
+};
+
+template <typename Proto>
+Bytes serialize(const Proto& msg) {
+  const std::string s = msg.SerializeAsString();
+  return {s.begin(), s.end()};
+}
+
+template <typename Proto>
+Proto parse(ByteView bytes) {
+  Proto msg;
+  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    std::fprintf(stderr, "fixture bytes do not parse\n");
+    std::exit(1);
+  }
+  return msg;
+}
+
+Bytes concat(std::initializer_list<ByteView> parts) {
+  Bytes out;
+  for (ByteView p : parts) append(out, p);
+  return out;
+}
+
+Bytes with_bad_key_type(const std::string& serialized_key) {
+  Bytes k(serialized_key.begin(), serialized_key.end());
+  if (!k.empty()) k[0] = 0x06;
+  return k;
+}
+
+std::string str(ByteView b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+// --- SignalMessage: version byte || protobuf || 8-byte MAC --------------------------------------
+Bytes edit_signal(const Bytes& genuine, const std::function<void(pb_signal::SignalMessage&)>& edit,
+                  ByteView extra = {}) {
+  const ByteView body(genuine.data() + 1, genuine.size() - 1 - kMacSize);
+  auto msg = parse<pb_signal::SignalMessage>(body);
+  edit(msg);
+  const ByteView mac(genuine.data() + genuine.size() - kMacSize, kMacSize);
+  return concat({ByteView(genuine.data(), 1), serialize(msg), extra, mac});
+}
+
+void signal_messages(CorpusWriter& w, const fuzz::Conversation& c) {
+  constexpr std::string_view kTarget = "signal_message_fuzz";
+  for (std::size_t i = 0; i < c.messages.size(); ++i) {
+    w.write(kTarget, "genuine_" + std::to_string(i), c.messages[i].inner);
+  }
+  const Bytes& g = c.messages[4].inner;
+  w.write(kTarget, "truncated_mac", ByteView(g.data(), g.size() - 1));
+  w.write(kTarget, "legacy_version", concat({Bytes{0x22}, ByteView(g).subspan(1)}));
+  w.write(kTarget, "future_version", concat({Bytes{0x43}, ByteView(g).subspan(1)}));
+  w.write(kTarget, "no_ciphertext", edit_signal(g, [](auto& m) { m.clear_ciphertext(); }));
+  w.write(kTarget, "no_counter", edit_signal(g, [](auto& m) { m.clear_counter(); }));
+  w.write(kTarget, "empty_ciphertext", edit_signal(g, [](auto& m) { m.set_ciphertext(""); }));
+  w.write(kTarget, "bad_key_type", edit_signal(g, [](auto& m) {
+            m.set_ratchet_key(str(with_bad_key_type(m.ratchet_key())));
+          }));
+  w.write(kTarget, "short_key", edit_signal(g, [](auto& m) {
+            m.set_ratchet_key(m.ratchet_key().substr(0, kSerializedPublicKeySize - 1));
+          }));
+  w.write(kTarget, "counter_max", edit_signal(g, [](auto& m) { m.set_counter(0xFFFFFFFFu); }));
+  w.write(kTarget, "unknown_field", edit_signal(g, [](auto&) {}, kUnknownField));
+}
+
+// --- PreKeySignalMessage: version byte || protobuf ----------------------------------------------
+Bytes edit_pre_key(const Bytes& genuine,
+                   const std::function<void(pb_signal::PreKeySignalMessage&)>& edit,
+                   ByteView extra = {}) {
+  auto msg = parse<pb_signal::PreKeySignalMessage>(ByteView(genuine).subspan(1));
+  edit(msg);
+  return concat({ByteView(genuine.data(), 1), serialize(msg), extra});
+}
+
+void pre_key_messages(CorpusWriter& w, const fuzz::Conversation& c) {
+  constexpr std::string_view kTarget = "pre_key_signal_message_fuzz";
+  const Bytes* unseen = nullptr;
+  for (std::size_t i = 0; i < c.messages.size(); ++i) {
+    if (c.messages[i].type != MessageType::pre_key) continue;
+    w.write(kTarget, "genuine_" + std::to_string(i), c.messages[i].serialized);
+    if (unseen == nullptr && !c.messages[i].delivered) unseen = &c.messages[i].serialized;
+  }
+  const Bytes& g = *unseen;
+  w.write(kTarget, "truncated", ByteView(g.data(), g.size() - 1));
+  w.write(kTarget, "legacy_version", concat({Bytes{0x22}, ByteView(g).subspan(1)}));
+  w.write(kTarget, "no_message", edit_pre_key(g, [](auto& m) { m.clear_message(); }));
+  w.write(kTarget, "no_signed_pre_key_id",
+          edit_pre_key(g, [](auto& m) { m.clear_signed_pre_key_id(); }));
+  w.write(kTarget, "no_pre_key_id", edit_pre_key(g, [](auto& m) { m.clear_pre_key_id(); }));
+  w.write(kTarget, "bad_base_key", edit_pre_key(g, [](auto& m) {
+            m.set_base_key(str(with_bad_key_type(m.base_key())));
+          }));
+  w.write(kTarget, "inner_legacy_version", edit_pre_key(g, [](auto& m) {
+            std::string inner = m.message();
+            inner[0] = 0x22;
+            m.set_message(inner);
+          }));
+  w.write(kTarget, "inner_truncated", edit_pre_key(g, [](auto& m) {
+            m.set_message(m.message().substr(0, m.message().size() / 2));
+          }));
+  w.write(kTarget, "unknown_field", edit_pre_key(g, [](auto&) {}, kUnknownField));
+}
+
+// --- SenderKeyMessage: version byte || protobuf || 64-byte signature ----------------------------
+Bytes edit_sender_key(const Bytes& genuine,
+                      const std::function<void(pb_signal::SenderKeyMessage&)>& edit,
+                      ByteView extra = {}) {
+  const ByteView body(genuine.data() + 1, genuine.size() - 1 - kSignatureSize);
+  auto msg = parse<pb_signal::SenderKeyMessage>(body);
+  edit(msg);
+  const ByteView sig(genuine.data() + genuine.size() - kSignatureSize, kSignatureSize);
+  return concat({ByteView(genuine.data(), 1), serialize(msg), extra, sig});
+}
+
+void sender_key_messages(CorpusWriter& w, const fuzz::Conversation& c) {
+  constexpr std::string_view kTarget = "sender_key_message_fuzz";
+  for (std::size_t i = 0; i < c.group_messages.size(); ++i) {
+    w.write(kTarget, "genuine_" + std::to_string(i), c.group_messages[i].serialized);
+  }
+  const Bytes& g = c.group_messages[1].serialized;
+  w.write(kTarget, "truncated_signature", ByteView(g.data(), g.size() - 1));
+  w.write(kTarget, "legacy_version", concat({Bytes{0x22}, ByteView(g).subspan(1)}));
+  w.write(kTarget, "no_iteration", edit_sender_key(g, [](auto& m) { m.clear_iteration(); }));
+  w.write(kTarget, "empty_ciphertext", edit_sender_key(g, [](auto& m) { m.set_ciphertext(""); }));
+  w.write(kTarget, "iteration_max",
+          edit_sender_key(g, [](auto& m) { m.set_iteration(0xFFFFFFFFu); }));
+  w.write(kTarget, "unknown_field", edit_sender_key(g, [](auto&) {}, kUnknownField));
+}
+
+// --- SenderKeyDistributionMessage: version byte || protobuf -------------------------------------
+Bytes edit_distribution(const Bytes& genuine,
+                        const std::function<void(pb_signal::SenderKeyDistributionMessage&)>& edit,
+                        ByteView extra = {}) {
+  auto msg = parse<pb_signal::SenderKeyDistributionMessage>(ByteView(genuine).subspan(1));
+  edit(msg);
+  return concat({ByteView(genuine.data(), 1), serialize(msg), extra});
+}
+
+void distribution_messages(CorpusWriter& w, const fuzz::Conversation& c) {
+  constexpr std::string_view kTarget = "sender_key_distribution_fuzz";
+  const Bytes& g = c.sender_key_distribution;
+  w.write(kTarget, "genuine", g);
+  w.write(kTarget, "legacy_version", concat({Bytes{0x22}, ByteView(g).subspan(1)}));
+  w.write(kTarget, "short_chain_key", edit_distribution(g, [](auto& m) {
+            m.set_chain_key(m.chain_key().substr(0, 31));
+          }));
+  w.write(kTarget, "no_signing_key", edit_distribution(g, [](auto& m) { m.clear_signing_key(); }));
+  w.write(kTarget, "bad_key_type", edit_distribution(g, [](auto& m) {
+            m.set_signing_key(str(with_bad_key_type(m.signing_key())));
+          }));
+  w.write(kTarget, "iteration_max",
+          edit_distribution(g, [](auto& m) { m.set_iteration(0xFFFFFFFFu); }));
+  w.write(kTarget, "unknown_field", edit_distribution(g, [](auto&) {}, kUnknownField));
+}
+
+// --- PreKeyBundle: protobuf ---------------------------------------------------------------------
+Bytes edit_bundle(const Bytes& genuine, const std::function<void(sotto::wire::PreKeyBundle&)>& edit,
+                  ByteView extra = {}) {
+  auto msg = parse<sotto::wire::PreKeyBundle>(genuine);
+  edit(msg);
+  return concat({serialize(msg), extra});
+}
+
+void bundles(CorpusWriter& w, const fuzz::Conversation& c) {
+  constexpr std::string_view kTarget = "pre_key_bundle_fuzz";
+  for (std::size_t i = 0; i < c.bundles.size(); ++i) {
+    w.write(kTarget, "genuine_" + std::to_string(i), c.bundles[i]);
+  }
+  const Bytes& g = c.bundles[0];
+  w.write(kTarget, "pre_key_id_without_key", edit_bundle(g, [](auto& m) { m.clear_pre_key(); }));
+  w.write(kTarget, "bad_signature", edit_bundle(g, [](auto& m) {
+            std::string sig = m.signed_pre_key_signature();
+            sig[10] = static_cast<char>(sig[10] ^ 0x01);
+            m.set_signed_pre_key_signature(sig);
+          }));
+  w.write(kTarget, "short_signature", edit_bundle(g, [](auto& m) {
+            m.set_signed_pre_key_signature(m.signed_pre_key_signature().substr(0, 63));
+          }));
+  w.write(kTarget, "no_identity_key", edit_bundle(g, [](auto& m) { m.clear_identity_key(); }));
+  w.write(kTarget, "bad_pre_key_type", edit_bundle(g, [](auto& m) {
+            m.set_pre_key(str(with_bad_key_type(m.pre_key())));
+          }));
+  w.write(kTarget, "unknown_field", edit_bundle(g, [](auto&) {}, kUnknownField));
+}
+
+// --- SessionRecord and SenderKeyRecord: storage protobufs ---------------------------------------
+Bytes edit_session(const Bytes& genuine,
+                   const std::function<void(pb_storage::SessionRecord&)>& edit) {
+  auto msg = parse<pb_storage::SessionRecord>(genuine);
+  edit(msg);
+  return serialize(msg);
+}
+
+Bytes edit_sender_keys(const Bytes& genuine,
+                       const std::function<void(pb_storage::SenderKeyRecord&)>& edit) {
+  auto msg = parse<pb_storage::SenderKeyRecord>(genuine);
+  edit(msg);
+  return serialize(msg);
+}
+
+void records(CorpusWriter& w, const fuzz::Conversation& c) {
+  constexpr std::string_view kTarget = "session_record_fuzz";
+  w.write(kTarget, "bob_session", c.bob_record);
+  w.write(kTarget, "alice_session", c.alice_record);
+  w.write(kTarget, "empty_session", SessionRecord{}.encode().view());
+  w.write(kTarget, "bob_sender_keys", c.bob_sender_key_record);
+  w.write(kTarget, "alice_sender_keys", c.alice_sender_key_record);
+
+  const Bytes& bob = c.bob_record;
+  w.write(kTarget, "session_format_2", edit_session(bob, [](auto& r) { r.set_format(2); }));
+  w.write(kTarget, "session_no_current", edit_session(bob, [](auto& r) { r.clear_current(); }));
+  w.write(kTarget, "session_version_2",
+          edit_session(bob, [](auto& r) { r.mutable_current()->set_version(2); }));
+  w.write(kTarget, "session_archived_made_current", edit_session(bob, [](auto& r) {
+            r.mutable_current()->Swap(r.mutable_previous(0));
+          }));
+  w.write(kTarget, "session_sender_index_max", edit_session(bob, [](auto& r) {
+            r.mutable_current()->mutable_sender_chain()->mutable_chain_key()->set_index(
+                0xFFFFFFFFu);
+          }));
+  w.write(kTarget, "session_receiver_index_near_max", edit_session(bob, [](auto& r) {
+            for (auto& rc : *r.mutable_previous(0)->mutable_receiver_chains()) {
+              rc.mutable_chain_key()->set_index(0xFFFFFFF0u);
+            }
+          }));
+  w.write(kTarget, "session_skipped_expired", edit_session(bob, [](auto& r) {
+            for (auto& rc : *r.mutable_previous(0)->mutable_receiver_chains()) {
+              for (auto& sk : *rc.mutable_skipped()) sk.set_created_at(0);
+            }
+          }));
+  w.write(kTarget, "session_skipped_without_counter", edit_session(bob, [](auto& r) {
+            for (auto& rc : *r.mutable_previous(0)->mutable_receiver_chains()) {
+              for (auto& sk : *rc.mutable_skipped()) sk.clear_counter();
+            }
+          }));
+  w.write(kTarget, "session_short_root_key", edit_session(bob, [](auto& r) {
+            r.mutable_current()->set_root_key(r.current().root_key().substr(0, 31));
+          }));
+
+  const Bytes& keys = c.bob_sender_key_record;
+  w.write(kTarget, "sender_keys_format_2",
+          edit_sender_keys(keys, [](auto& r) { r.set_format(2); }));
+  w.write(kTarget, "sender_keys_no_signing_public",
+          edit_sender_keys(keys, [](auto& r) { r.mutable_states(0)->clear_signing_public(); }));
+  w.write(kTarget, "sender_keys_index_near_max", edit_sender_keys(keys, [](auto& r) {
+            r.mutable_states(0)->mutable_chain_key()->set_index(0xFFFFFFF0u);
+          }));
+  w.write(kTarget, "sender_keys_short_seed", edit_sender_keys(keys, [](auto& r) {
+            auto* sk = r.mutable_states(0)->mutable_skipped(0);
+            sk->set_seed(sk->seed().substr(0, 31));
+          }));
+}
+
+// --- session_decrypt_fuzz: mode byte || ... (see session_decrypt_fuzz.cpp) ----------------------
+void decrypt_inputs(CorpusWriter& w, const fuzz::Conversation& c) {
+  constexpr std::string_view kTarget = "session_decrypt_fuzz";
+  constexpr std::uint8_t kSignal = 0, kPreKey = 1, kMutate = 2, kAfter = 3, kAfterPreKey = 4 | 3;
+  constexpr std::uint8_t kTrustEveryIdentity = 8;
+  for (std::size_t i = 0; i < c.messages.size(); ++i) {
+    const fuzz::Genuine& g = c.messages[i];
+    const std::uint8_t mode = g.type == MessageType::pre_key ? kPreKey : kSignal;
+    const std::string tag = std::to_string(i) + (g.delivered ? "_replay" : "_held");
+    w.write(kTarget, "direct_" + tag, concat({Bytes{mode}, g.serialized}));
+    if (g.delivered) continue;
+    // An all-zero mask as long as the message: every byte is one mutation away from a change.
+    w.write(kTarget, "xor_" + tag,
+            concat({Bytes{kMutate, static_cast<std::uint8_t>(i)}, Bytes(g.serialized.size(), 0)}));
+    if (g.type == MessageType::pre_key) {
+      // Bob trusting any identity: a changed outer identity key gets past the trust check. The
+      // second mask flips one bit of alice's identity key, which only the outer message carries
+      // (a regression input: it must not decrypt and leave that key recorded as alice's).
+      const Bytes header{kMutate | kTrustEveryIdentity, static_cast<std::uint8_t>(i)};
+      w.write(kTarget, "xor_trusting_" + tag, concat({header, Bytes(g.serialized.size(), 0)}));
+      const auto identity = c.alice_identity.serialize();
+      const auto at = std::search(g.serialized.begin(), g.serialized.end(), identity.begin(),
+                                  identity.end());
+      if (at != g.serialized.end()) {
+        Bytes mask(g.serialized.size(), 0);
+        mask[static_cast<std::size_t>(at - g.serialized.begin()) + 5] = 0x40;
+        w.write(kTarget, "forged_identity_" + tag, concat({header, mask}));
+      }
+    }
+  }
+  for (std::size_t i = 0; i < c.messages.size(); ++i) {
+    const fuzz::Genuine& g = c.messages[i];
+    if (g.delivered) continue;
+    // The same message twice (the second must be refused), then another held message after it.
+    const std::uint8_t again = g.type == MessageType::pre_key ? kAfterPreKey : kAfter;
+    w.write(kTarget, "twice_" + std::to_string(i),
+            concat({Bytes{again, static_cast<std::uint8_t>(i)}, g.serialized}));
+    for (std::size_t j = i + 1; j < c.messages.size(); ++j) {
+      const fuzz::Genuine& next = c.messages[j];
+      if (next.delivered) continue;
+      const std::uint8_t then = next.type == MessageType::pre_key ? kAfterPreKey : kAfter;
+      w.write(kTarget, "after_" + std::to_string(i) + "_" + std::to_string(j),
+              concat({Bytes{then, static_cast<std::uint8_t>(i)}, next.serialized}));
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s <corpus root, e.g. fuzz/corpus>\n", argv[0]);
+    return 2;
+  }
+  const fuzz::Conversation& c = fuzz::conversation();
+  CorpusWriter w(argv[1]);
+  signal_messages(w, c);
+  pre_key_messages(w, c);
+  sender_key_messages(w, c);
+  distribution_messages(w, c);
+  bundles(w, c);
+  records(w, c);
+  decrypt_inputs(w, c);
+  std::printf("wrote %zu files under %s\n", w.written(), argv[1]);
+  return 0;
+}
