@@ -80,10 +80,12 @@ class TlsStream {
   auto async_read_some(const MutableBufferSequence& buffers, Token&& token);
   template <class ConstBufferSequence, class Token>
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token);
-  // Sends close_notify, half-closes, discards what the peer still sends until it closes, then
-  // closes the socket. Completes with success: tearing down is best effort.
+  // Sends close_notify and half-closes. With `wait_for_peer` (the WebSocket client's side, RFC 6455
+  // section 7.1.1: the server closes TCP first) it then discards what the peer still sends until
+  // the peer closes; otherwise it only discards what has already arrived. Then it closes the
+  // socket. Completes with success: tearing down is best effort.
   template <class Token>
-  auto async_teardown(Token&& token);
+  auto async_teardown(bool wait_for_peer, Token&& token);
 
  private:
   friend struct BioAccess;
@@ -189,7 +191,8 @@ WriteAttempt make_write_attempt(const ConstBufferSequence& buffers) {
 
 class TeardownOp {
  public:
-  explicit TeardownOp(TlsStream& stream) : stream_(stream) {}
+  TeardownOp(TlsStream& stream, bool wait_for_peer)
+      : stream_(stream), wait_for_peer_(wait_for_peer) {}
 
   template <class Self>
   void operator()(Self& self, error_code ec = {}) {
@@ -216,6 +219,7 @@ class TeardownOp {
       unsigned char sink[512];
       const TlsStep st = stream_.try_read(sink, sizeof sink);
       if (st.kind != TlsStep::done) {
+        if (!wait_for_peer_) break;
         state_ = State::draining;
         stream_.next_layer().async_wait(st.kind == TlsStep::want_read
                                             ? TlsStream::socket_type::wait_read
@@ -238,6 +242,7 @@ class TeardownOp {
   // draining_first: no wait has happened yet, so completion must still go through a post.
   enum class State { starting, notify, draining_first, draining, posted };
   TlsStream& stream_;
+  bool wait_for_peer_;
   State state_ = State::starting;
 };
 
@@ -273,15 +278,18 @@ auto TlsStream::async_write_some(const ConstBufferSequence& buffers, Token&& tok
 }
 
 template <class Token>
-auto TlsStream::async_teardown(Token&& token) {
+auto TlsStream::async_teardown(bool wait_for_peer, Token&& token) {
   return boost::asio::async_compose<Token, void(boost::system::error_code)>(
-      tls_ops::TeardownOp(*this), token, socket_);
+      tls_ops::TeardownOp(*this, wait_for_peer), token, socket_);
 }
 
-// Beast's WebSocket close handshake ends with these (found by argument-dependent lookup).
+// Beast's WebSocket close handshake ends with these (found by argument-dependent lookup). The
+// server does not wait for the client's FIN: a client that keeps its socket open after the close
+// handshake must not hold a server connection until the close timeout.
 template <class TeardownHandler>
-void async_teardown(boost::beast::role_type, TlsStream& stream, TeardownHandler&& handler) {
-  stream.async_teardown(std::forward<TeardownHandler>(handler));
+void async_teardown(boost::beast::role_type role, TlsStream& stream, TeardownHandler&& handler) {
+  stream.async_teardown(role == boost::beast::role_type::client,
+                        std::forward<TeardownHandler>(handler));
 }
 
 inline void teardown(boost::beast::role_type, TlsStream& stream, boost::system::error_code& ec) {

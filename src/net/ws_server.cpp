@@ -263,7 +263,7 @@ class ServerConnection final : public Connection,
       return;
     }
     if (!ws_.got_binary()) {
-      begin_close(websocket::close_code::bad_payload, "binary frames only", false,
+      begin_close(websocket::close_code::unknown_data, "binary frames only", false,
                   server_.options.handshake_timeout);
     } else {
       const auto data = rd_buf_.cdata();

@@ -245,6 +245,27 @@ class RawTlsClient {
     return resp.rfind("HTTP/1.1 101", 0) == 0;
   }
 
+  // Sends one masked client frame (RFC 6455 section 5.2); payloads under 126 bytes only.
+  bool send_frame(std::uint8_t opcode, std::string_view payload) {
+    std::string frame;
+    frame.push_back(static_cast<char>(0x80 | opcode));
+    frame.push_back(static_cast<char>(0x80 | payload.size()));
+    const char mask[4] = {0x11, 0x22, 0x33, 0x44};
+    frame.append(mask, 4);
+    for (std::size_t i = 0; i < payload.size(); ++i) frame.push_back(payload[i] ^ mask[i % 4]);
+    return SSL_write(ssl_, frame.data(), static_cast<int>(frame.size())) ==
+           static_cast<int>(frame.size());
+  }
+
+  // Reads one unmasked server frame with a payload under 126 bytes; false on error.
+  bool read_frame(std::uint8_t& opcode, std::string& payload) {
+    unsigned char head[2];
+    if (!read_exact(head, 2) || (head[1] & 0x80) != 0 || (head[1] & 0x7f) >= 126) return false;
+    opcode = head[0] & 0x0f;
+    payload.assign(head[1] & 0x7fu, '\0');
+    return read_exact(payload.data(), payload.size());
+  }
+
   // Reads and discards until the server ends the connection; false on timeout.
   bool closed_by_peer(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -265,6 +286,17 @@ class RawTlsClient {
   }
 
  private:
+  bool read_exact(void* data, std::size_t size) {
+    auto* p = static_cast<char*>(data);
+    while (size > 0) {
+      const int n = SSL_read(ssl_, p, static_cast<int>(size));
+      if (n <= 0) return false;
+      p += n;
+      size -= static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+
   int fd_ = -1;
   SSL_CTX* ctx_ = nullptr;
   SSL* ssl_ = nullptr;
@@ -585,6 +617,28 @@ TEST_F(NetTest, OversizedFrameClosesTheConnection) {
   EXPECT_EQ(rec.frames().size(), 1u);
   EXPECT_TRUE(eventually([&] { return handler.closed == 1; }));
   EXPECT_EQ(handler.frames, 1);
+}
+
+TEST_F(NetTest, TextFramesAreRefusedWithUnsupportedData) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  RawTlsClient raw;
+  ASSERT_TRUE(raw.connect(server.port()));
+  ASSERT_TRUE(raw.upgrade());
+  ASSERT_TRUE(raw.send_frame(0x1, "text is not a Frame"));
+  std::uint8_t opcode = 0;
+  std::string payload;
+  ASSERT_TRUE(raw.read_frame(opcode, payload));
+  EXPECT_EQ(opcode, 0x8);  // close
+  ASSERT_GE(payload.size(), 2u);
+  EXPECT_EQ((static_cast<unsigned char>(payload[0]) << 8) | static_cast<unsigned char>(payload[1]),
+            1003);  // RFC 6455 section 7.4.1: unsupported data
+  EXPECT_EQ(payload.substr(2), "binary frames only");
+  ASSERT_TRUE(raw.send_frame(0x8, payload.substr(0, 2)));  // answer the close
+  EXPECT_TRUE(raw.closed_by_peer(5s));
+  EXPECT_TRUE(eventually([&] { return handler.closed == 1; }, 5s));
+  EXPECT_EQ(handler.frames, 0);
 }
 
 TEST_F(NetTest, HandlerCloseSendsItsReasonAfterQueuedFrames) {
