@@ -57,6 +57,16 @@ tl::expected<void, std::string> read_string(const toml::table& t, const char* ke
 
 tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::string_view text) {
   if (text.size() > 1024 * 1024) return tl::unexpected(std::string("config file too large"));
+  // toml++ 3.3 reaches an unreachable branch on some non-ASCII input (found by
+  // fuzz/server_config_fuzz); every key and value Sotto reads is ASCII, so the file must be too.
+  int line = 1;
+  for (char ch : text) {
+    if (ch == '\n') ++line;
+    if (static_cast<unsigned char>(ch) >= 0x80 || ch == '\0') {
+      return tl::unexpected("config must be ASCII text (unexpected byte on line " +
+                            std::to_string(line) + ")");
+    }
+  }
   toml::table t;
   try {
     t = toml::parse(text);

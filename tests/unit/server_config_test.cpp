@@ -59,7 +59,10 @@ TEST(Config, ErrorsNameTheKey) {
                         Case{"listen = \"nohost\"", "'listen'"},
                         Case{"log_level = \"loud\"", "'log_level'"},
                         Case{"message_ttl_days = 1000", "'message_ttl_days'"},
-                        Case{"listen = [", "config syntax error"}}) {
+                        Case{"listen = [", "config syntax error"},
+                        // found by fuzz/server_config_fuzz: toml++ misbehaves on this byte pair
+                        Case{"\xc2\xa4", "config must be ASCII"},
+                        Case{"# caf\xc3\xa9\nlisten = \":1\"", "line 1"}}) {
     auto c = apply_toml_text(ServerConfig{}, t.text);
     ASSERT_FALSE(c) << t.text;
     EXPECT_NE(c.error().find(t.expect), std::string::npos) << c.error();
