@@ -1,0 +1,173 @@
+#include "client/connection.h"
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+
+#include "client/util.h"
+#include "net/ws_client.h"
+
+namespace sotto::client {
+
+struct Connection::State {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::uint64_t next_id = 1;
+  std::map<std::uint64_t, std::optional<svc::Response>> pending;
+  bool closed = false;
+  bool close_reported = false;
+  std::string close_reason;
+  PushHandler on_push;
+  CloseHandler on_close;
+
+  void frame(ByteView bytes) {
+    svc::Frame frame;
+    if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) return;
+    if (frame.has_response()) {
+      std::lock_guard lock(mu);
+      auto it = pending.find(frame.response().id());
+      if (it == pending.end()) return;  // a call that timed out meanwhile
+      it->second = std::move(*frame.mutable_response());
+      cv.notify_all();
+      return;
+    }
+    if (frame.has_push() && on_push) on_push(std::move(*frame.mutable_push()));
+  }
+
+  void closed_by(const std::string& reason) {
+    {
+      std::lock_guard lock(mu);
+      closed = true;
+      if (close_reason.empty()) close_reason = reason;
+      cv.notify_all();
+      if (close_reported) return;
+      close_reported = true;
+    }
+    if (on_close) on_close(reason);
+  }
+};
+
+Result<std::unique_ptr<Connection>> Connection::open(const Endpoint& endpoint,
+                                                     PushHandler on_push, CloseHandler on_close) {
+  std::unique_ptr<Connection> c(new Connection());
+  c->state_ = std::make_shared<State>();
+  c->state_->on_push = std::move(on_push);
+  c->state_->on_close = std::move(on_close);
+  net::ClientOptions options;
+  options.host = endpoint.host;
+  options.port = endpoint.port;
+  options.fingerprint = endpoint.fingerprint;
+  options.max_frame_bytes = 4 << 20;
+  options.connect_timeout = std::chrono::seconds(10);
+  std::weak_ptr<State> weak = c->state_;
+  c->ws_ = std::make_unique<net::WsClient>(
+      options,
+      [weak](ByteView frame) {
+        if (auto s = weak.lock()) s->frame(frame);
+      },
+      [weak](const std::string& reason) {
+        if (auto s = weak.lock()) s->closed_by(reason);
+      });
+  auto connected = c->ws_->connect();
+  if (!connected) {
+    {
+      // The close handler must not report a connection that never opened.
+      std::lock_guard lock(c->state_->mu);
+      c->state_->close_reported = true;
+      c->state_->closed = true;
+    }
+    if (connected.error() == net::ClientError::fingerprint_mismatch) {
+      return tl::unexpected(make_error(
+          ErrorCode::fingerprint_mismatch,
+          "the server's TLS certificate does not match the pinned fingerprint (expected " +
+              endpoint.fingerprint + ", got " + c->ws_->observed_fingerprint() +
+              "); refusing to connect: this can be an interception attempt. If the operator "
+              "really replaced the certificate, confirm the new fingerprint with them"));
+    }
+    std::string why;
+    switch (connected.error()) {
+      case net::ClientError::resolve_failed: why = "the host name does not resolve"; break;
+      case net::ClientError::connect_failed: why = "connection refused or unreachable"; break;
+      case net::ClientError::tls_failed: why = "the TLS handshake failed"; break;
+      case net::ClientError::timeout: why = "timed out"; break;
+      default: why = std::string(net::to_string(connected.error())); break;
+    }
+    return tl::unexpected(make_error(ErrorCode::network, "cannot connect to " + endpoint.host +
+                                                             ":" + std::to_string(endpoint.port) +
+                                                             ": " + why));
+  }
+  c->fingerprint_ = c->ws_->observed_fingerprint();
+  return c;
+}
+
+Connection::~Connection() {
+  close();
+  ws_.reset();  // joins the transport's thread; handlers hold only weak references
+}
+
+void Connection::close() {
+  if (ws_) ws_->close();
+  if (state_) state_->closed_by("closed by the client");
+}
+
+bool Connection::is_open() const {
+  {
+    std::lock_guard lock(state_->mu);
+    if (state_->closed) return false;
+  }
+  return ws_ && ws_->is_open();
+}
+
+Result<svc::Response> Connection::call(svc::Request request, std::chrono::milliseconds timeout) {
+  std::uint64_t id = 0;
+  {
+    std::lock_guard lock(state_->mu);
+    if (state_->closed) {
+      return tl::unexpected(make_error(ErrorCode::network, "connection to the server lost"));
+    }
+    id = state_->next_id++;
+    state_->pending.emplace(id, std::nullopt);
+  }
+  request.set_id(id);
+  svc::Frame frame;
+  *frame.mutable_request() = std::move(request);
+  Bytes bytes(frame.ByteSizeLong());
+  frame.SerializeWithCachedSizesToArray(bytes.data());
+  const bool sent = ws_->send(std::move(bytes));
+
+  std::unique_lock lock(state_->mu);
+  auto it = state_->pending.find(id);
+  if (!sent) {
+    state_->pending.erase(it);
+    return tl::unexpected(make_error(ErrorCode::network, "connection to the server lost"));
+  }
+  const bool done = state_->cv.wait_for(lock, timeout, [&] {
+    return it->second.has_value() || state_->closed;
+  });
+  if (it->second.has_value()) {
+    svc::Response response = std::move(*it->second);
+    state_->pending.erase(it);
+    return response;
+  }
+  state_->pending.erase(it);
+  if (!done) {
+    return tl::unexpected(make_error(ErrorCode::timeout, "the server did not answer in time"));
+  }
+  return tl::unexpected(make_error(ErrorCode::network, "connection to the server lost"));
+}
+
+Error status_error(const svc::Response& response) {
+  const auto& status = response.status();
+  std::string text = status.message().empty() ? "request refused" : status.message();
+  switch (status.code()) {
+    case svc::OK: return make_error(ErrorCode::server, "unexpected success");
+    case svc::UNAUTHENTICATED: return make_error(ErrorCode::unauthenticated, "server: " + text);
+    case svc::NOT_FOUND: return make_error(ErrorCode::not_found, "server: " + text);
+    case svc::CONFLICT: return make_error(ErrorCode::account_exists, "server: " + text);
+    case svc::BAD_REQUEST: return make_error(ErrorCode::invalid_argument, "server: " + text);
+    default: return make_error(ErrorCode::server, "server: " + text);
+  }
+}
+
+}  // namespace sotto::client

@@ -1,0 +1,187 @@
+#include "client/util.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <thread>
+
+namespace sotto::client {
+
+namespace {
+constexpr char kHexDigits[] = "0123456789abcdef";
+constexpr char kBase32Alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+int base32_value(char c) {
+  if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= '2' && c <= '7') return c - '2' + 26;
+  return -1;
+}
+
+std::size_t varint_size(std::size_t v) {
+  std::size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+}  // namespace
+
+std::string to_hex(ByteView bytes) {
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (std::uint8_t b : bytes) {
+    out += kHexDigits[b >> 4];
+    out += kHexDigits[b & 0x0f];
+  }
+  return out;
+}
+
+std::optional<Bytes> from_hex(std::string_view text) {
+  if (text.size() % 2 != 0) return std::nullopt;
+  Bytes out(text.size() / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = hex_value(text[2 * i]);
+    const int lo = hex_value(text[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  return out;
+}
+
+std::string base32_encode(ByteView bytes) {
+  std::string out;
+  std::uint32_t buffer = 0;
+  int bits = 0;
+  for (std::uint8_t b : bytes) {
+    buffer = (buffer << 8) | b;
+    bits += 8;
+    while (bits >= 5) {
+      out += kBase32Alphabet[(buffer >> (bits - 5)) & 0x1f];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += kBase32Alphabet[(buffer << (5 - bits)) & 0x1f];
+  return out;
+}
+
+std::optional<Bytes> base32_decode(std::string_view text) {
+  Bytes out;
+  std::uint32_t buffer = 0;
+  int bits = 0;
+  for (char c : text) {
+    const int v = base32_value(c);
+    if (v < 0) return std::nullopt;
+    buffer = (buffer << 5) | static_cast<std::uint32_t>(v);
+    bits += 5;
+    if (bits >= 8) {
+      out.push_back(static_cast<std::uint8_t>(buffer >> (bits - 8)));
+      bits -= 8;
+    }
+    buffer &= (1u << bits) - 1;
+  }
+  if (bits >= 5 || buffer != 0) return std::nullopt;
+  return out;
+}
+
+std::size_t padding_length(std::size_t unpadded) {
+  // The padding field costs 1 (tag) + varint(len) + len bytes; find the smallest len that lands
+  // on a block boundary.
+  std::size_t target = (unpadded + 2 + kPaddingBlock - 1) / kPaddingBlock * kPaddingBlock;
+  for (;;) {
+    const std::size_t room = target - unpadded;  // >= 2
+    // len + 1 + varint(len) == room; varint(len) is 1..3 for sizes that occur here.
+    for (std::size_t v = 1; v <= 3; ++v) {
+      if (room < 1 + v) continue;
+      const std::size_t len = room - 1 - v;
+      if (varint_size(len) == v) return len;
+    }
+    target += kPaddingBlock;
+  }
+}
+
+std::uint64_t SystemClock::now_seconds() const {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::uint64_t now_ms() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::chrono::milliseconds Backoff::next(crypto::Rng& rng) {
+  const unsigned shift = std::min(attempt_, 20u);
+  ++attempt_;
+  const auto full = std::min<std::int64_t>(cap_.count(), initial_.count() << shift);
+  const std::int64_t half = full / 2;
+  const std::int64_t jitter =
+      half > 0 ? static_cast<std::int64_t>(rng.next_u32() % static_cast<std::uint32_t>(half + 1)) : 0;
+  return std::chrono::milliseconds(half + jitter);
+}
+
+AccountLock::~AccountLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
+AccountLock& AccountLock::operator=(AccountLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+Result<AccountLock> AccountLock::acquire(const std::filesystem::path& dir,
+                                         const std::string& username,
+                                         std::chrono::milliseconds wait) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  ::chmod(dir.c_str(), 0700);
+  const auto path = dir / (username + ".lock");
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot open the account lock file in the data directory"));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return AccountLock(fd);
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      ::close(fd);
+      return tl::unexpected(make_error(ErrorCode::store, "cannot lock the account"));
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::close(fd);
+      return tl::unexpected(make_error(
+          ErrorCode::account_busy,
+          "the account is in use by another sotto process (a chat or daemon?); stop it or use it"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+void remove_store_files(const std::filesystem::path& dir, const std::string& username) {
+  std::error_code ec;
+  const auto db = dir / (username + ".db");
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+    std::filesystem::remove(db.string() + suffix, ec);
+  }
+  std::filesystem::remove(dir / (username + ".key"), ec);
+}
+
+}  // namespace sotto::client

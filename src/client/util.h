@@ -1,0 +1,85 @@
+// Small helpers of the client engine: hex and base32 text forms, content padding, reconnect
+// backoff, the system clock and the per-account process lock. Internal to src/client.
+// Thread-compatible unless noted.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <tl/expected.hpp>
+
+#include "crypto/bytes.h"
+#include "crypto/rng.h"
+#include "protocol/clock.h"
+#include "sotto/client.h"
+
+namespace sotto::client {
+
+[[nodiscard]] std::string to_hex(ByteView bytes);
+[[nodiscard]] std::optional<Bytes> from_hex(std::string_view text);
+
+// RFC 4648 base32 (upper case, no padding).
+[[nodiscard]] std::string base32_encode(ByteView bytes);
+// Case-insensitive; nullopt on a character outside the alphabet or leftover bits that are not 0.
+[[nodiscard]] std::optional<Bytes> base32_decode(std::string_view text);
+
+// Content padding (content.proto): the serialized Content grows to a multiple of kPaddingBlock.
+inline constexpr std::size_t kPaddingBlock = 160;
+// The padding field's length for a Content of `unpadded` bytes, so that the padded message
+// (field tag + length varint + padding) is a multiple of kPaddingBlock.
+[[nodiscard]] std::size_t padding_length(std::size_t unpadded);
+
+class SystemClock final : public protocol::Clock {
+ public:
+  std::uint64_t now_seconds() const override;
+};
+[[nodiscard]] std::uint64_t now_ms();
+
+// Exponential backoff with "equal jitter": the n-th delay is uniform in [d/2, d] where
+// d = min(cap, initial * 2^n). Thread-compatible.
+class Backoff {
+ public:
+  Backoff(std::chrono::milliseconds initial, std::chrono::milliseconds cap)
+      : initial_(initial), cap_(cap) {}
+  [[nodiscard]] std::chrono::milliseconds next(crypto::Rng& rng);
+  void reset() { attempt_ = 0; }
+
+ private:
+  std::chrono::milliseconds initial_;
+  std::chrono::milliseconds cap_;
+  unsigned attempt_ = 0;
+};
+
+// An exclusive advisory lock (flock) on DIR/<username>.lock, held for the object's lifetime, so
+// that two processes never drive one account's ratchets at once.
+class AccountLock {
+ public:
+  AccountLock() = default;
+  ~AccountLock();
+  AccountLock(AccountLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  AccountLock& operator=(AccountLock&& other) noexcept;
+  AccountLock(const AccountLock&) = delete;
+  AccountLock& operator=(const AccountLock&) = delete;
+
+  // Waits up to `wait` for the lock.
+  [[nodiscard]] static Result<AccountLock> acquire(const std::filesystem::path& dir,
+                                                   const std::string& username,
+                                                   std::chrono::milliseconds wait);
+
+ private:
+  explicit AccountLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
+// Removes the files of an account store (after a registration or link that failed half-way).
+void remove_store_files(const std::filesystem::path& dir, const std::string& username);
+
+[[nodiscard]] inline Error make_error(ErrorCode code, std::string message) {
+  return Error{code, std::move(message)};
+}
+
+}  // namespace sotto::client
