@@ -37,6 +37,7 @@ struct Server::Session {
   std::optional<EnvelopeId> cursor;
   bool draining = false;
   bool drained = false;
+  bool missed = false;  // a live delivery was skipped while draining: drain must look again
 };
 
 namespace {
@@ -596,8 +597,13 @@ void Server::deliver_new(const std::vector<store::QueuedEnvelope>& envelopes) {
     if (!target) continue;
     {
       std::lock_guard lock(target->mutex);
-      // Until the backlog has been pushed once, the drain will pick this envelope up in order.
-      if (!target->drained || target->inflight.size() >= kMaxInflightPushes) continue;
+      // Until the backlog has been pushed once, the drain picks this envelope up in order; a
+      // device too far behind goes back to draining (resumed by its acknowledgements).
+      if (!target->drained || target->inflight.size() >= kMaxInflightPushes) {
+        target->missed = true;
+        target->drained = false;
+        continue;
+      }
       if (!target->inflight.insert(id_key(env.id)).second) continue;
       target->cursor = env.id;
     }
@@ -665,6 +671,10 @@ void Server::drain(const SessionPtr& s) {
     }
     if (batch->size() < want) {
       std::lock_guard lock(s->mutex);
+      if (s->missed) {  // a send committed during this pass: look once more
+        s->missed = false;
+        continue;
+      }
       s->drained = true;
       s->draining = false;
       svc::Push done;

@@ -378,6 +378,32 @@ class E2ETest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)  # a removed device is refused by the server
         self.assertIn("removed", r.stderr)
 
+    def test_undecryptable_message_is_reported_and_acknowledged(self):
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "m1").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m1"])
+        self.assertEqual(bob.send("alice", "r1").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["r1"])
+        snapshot = bob.data + ".snapshot"
+        shutil.copytree(bob.data, snapshot)
+        # The ratchet moves on: bob's next reply carries a ratchet key the snapshot lacks.
+        self.assertEqual(alice.send("bob", "m2").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m2"])
+        self.assertEqual(bob.send("alice", "r2").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["r2"])
+        self.assertEqual(alice.send("bob", "m3").returncode, 0)
+        # bob's device loses its state (restored from an old backup): m3 cannot be decrypted.
+        shutil.rmtree(bob.data)
+        shutil.copytree(snapshot, bob.data)
+        events = bob.receive()
+        self.assertEqual([(e["type"], e["from"], e["device"]) for e in events], [("error", "alice", 1)])
+        self.assertFalse(events[0]["untrustedIdentity"])
+        self.assertEqual(bob.receive(), [])  # acknowledged: it does not block the queue
+        history = parse_lines(bob.ok("history", "alice").stdout)
+        self.assertTrue(history[-1]["body"].startswith("[message could not be decrypted"), history[-1])
+        text = bob.run("history", "alice", json_output=False).stdout
+        self.assertIn("could not be decrypted", text)
+
     def test_server_restart_mid_conversation(self):
         alice, bob = self.pair()
         self.assertEqual(alice.send("bob", "one").returncode, 0)
