@@ -124,6 +124,19 @@ std::string check_new_device(const svc::NewDevice& d, const std::string& usernam
   return check_keys(d.keys(), identity_key, true);
 }
 
+svc::Push envelope_push(const store::QueuedEnvelope& env) {
+  svc::Push p;
+  auto* e = p.mutable_envelope();
+  e->set_id(id_key(env.id));
+  e->set_source(env.source);
+  e->set_source_device(env.source_device);
+  e->set_type(env.type);
+  e->set_content(str(env.content));
+  e->set_client_timestamp(env.client_timestamp);
+  e->set_server_timestamp(env.server_timestamp);
+  return p;
+}
+
 svc::Code code_of(store::Error e) {
   switch (e) {
     case store::Error::not_found: return svc::NOT_FOUND;
@@ -607,16 +620,7 @@ void Server::deliver_new(const std::vector<store::QueuedEnvelope>& envelopes) {
       if (!target->inflight.insert(id_key(env.id)).second) continue;
       target->cursor = env.id;
     }
-    svc::Push p;
-    auto* e = p.mutable_envelope();
-    e->set_id(id_key(env.id));
-    e->set_source(env.source);
-    e->set_source_device(env.source_device);
-    e->set_type(env.type);
-    e->set_content(str(env.content));
-    e->set_client_timestamp(env.client_timestamp);
-    e->set_server_timestamp(env.server_timestamp);
-    push(target, std::move(p));
+    push(target, envelope_push(env));
     metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
   }
 }
@@ -657,16 +661,7 @@ void Server::drain(const SessionPtr& s) {
         s->cursor = env.id;
         if (!s->inflight.insert(id_key(env.id)).second) continue;  // pushed already
       }
-      svc::Push p;
-      auto* e = p.mutable_envelope();
-      e->set_id(id_key(env.id));
-      e->set_source(env.source);
-      e->set_source_device(env.source_device);
-      e->set_type(env.type);
-      e->set_content(str(env.content));
-      e->set_client_timestamp(env.client_timestamp);
-      e->set_server_timestamp(env.server_timestamp);
-      push(s, std::move(p));
+      push(s, envelope_push(env));
       metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
     }
     if (batch->size() < want) {
