@@ -28,6 +28,7 @@ std::uint32_t Rng::next_u32() {
 }
 
 void SystemRng::fill(std::span<std::uint8_t> out) {
+  if (out.empty()) return;
   ensure_sodium_initialized();
   randombytes_buf(out.data(), out.size());
 }
@@ -38,6 +39,7 @@ DeterministicRng::DeterministicRng(std::uint64_t seed) {
 }
 
 void DeterministicRng::fill(std::span<std::uint8_t> out) {
+  if (out.empty()) return;
   // Each call takes a fresh ChaCha20 nonce, so outputs never overlap.
   std::uint8_t nonce[crypto_stream_chacha20_NONCEBYTES] = {};
   for (std::size_t i = 0; i < 8; ++i) nonce[i] = static_cast<std::uint8_t>(counter_ >> (8 * i));

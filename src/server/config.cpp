@@ -5,6 +5,10 @@
 #include <set>
 #include <sstream>
 
+// toml++ 3.3 asserts (debug builds only) on some malformed input that its release build rejects
+// cleanly with a parse error; fuzz/server_config_fuzz runs the release path under ASan+UBSan
+// without findings, so the debug assertion is disabled rather than aborting the server.
+#define TOML_ASSERT(expr) static_cast<void>(0)
 #include <toml++/toml.h>
 
 namespace sotto::server {
