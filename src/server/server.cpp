@@ -34,6 +34,8 @@ struct Server::Session {
   // Delivery: envelopes pushed and not yet acknowledged; the drain cursor; whether the stored
   // backlog has been pushed once (after which new envelopes are pushed as they commit).
   std::unordered_set<std::string> inflight;
+  // Acknowledged, and their deletion not yet durable: the drain must not push them again.
+  std::unordered_set<std::string> acked;
   std::optional<EnvelopeId> cursor;
   bool draining = false;
   bool drained = false;
@@ -45,10 +47,18 @@ namespace {
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 
-std::string online_key(AccountId a, DeviceId d) { return std::to_string(a) + "/" + std::to_string(d); }
-std::string id_key(const EnvelopeId& id) { return {reinterpret_cast<const char*>(id.data()), id.size()}; }
-ByteView view(const std::string& s) { return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()}; }
-std::string str(ByteView b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+std::string online_key(AccountId a, DeviceId d) {
+  return std::to_string(a) + "/" + std::to_string(d);
+}
+std::string id_key(const EnvelopeId& id) {
+  return {reinterpret_cast<const char*>(id.data()), id.size()};
+}
+ByteView view(const std::string& s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+std::string str(ByteView b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
 
 void fail(svc::Response& out, svc::Code code, std::string_view message) {
   out.mutable_status()->set_code(code);
@@ -65,9 +75,9 @@ bool identity_signed(const std::string& identity_key, ByteView message, const st
   if (!is_public_key(identity_key) || sig.size() != crypto::kCurve25519SignatureSize) return false;
   std::array<std::uint8_t, 32> pub{};
   std::memcpy(pub.data(), identity_key.data() + 1, 32);
-  return crypto::curve25519_verify(
-             pub, message,
-             std::span<const std::uint8_t, 64>(reinterpret_cast<const std::uint8_t*>(sig.data()), 64))
+  return crypto::curve25519_verify(pub, message,
+                                   std::span<const std::uint8_t, 64>(
+                                       reinterpret_cast<const std::uint8_t*>(sig.data()), 64))
       .has_value();
 }
 
@@ -91,7 +101,8 @@ std::string check_keys(const svc::DeviceKeys& keys, const std::string& identity_
   } else if (require_signed) {
     return "signed prekey required";
   }
-  if (static_cast<std::size_t>(keys.pre_keys_size()) > kMaxPreKeysPerUpload) return "too many prekeys";
+  if (static_cast<std::size_t>(keys.pre_keys_size()) > kMaxPreKeysPerUpload)
+    return "too many prekeys";
   std::set<std::uint32_t> ids;
   for (const auto& pk : keys.pre_keys()) {
     if (!is_public_key(pk.public_key())) return "prekey must be 33 bytes starting 0x05";
@@ -116,9 +127,11 @@ std::vector<store::OneTimePreKeyRecord> pre_key_records(const svc::DeviceKeys& k
 
 std::string check_new_device(const svc::NewDevice& d, const std::string& username,
                              const std::string& identity_key) {
-  if (d.registration_id() == 0 || d.registration_id() > 0x7FFFFFFF) return "registration id out of range";
+  if (d.registration_id() == 0 || d.registration_id() > 0x7FFFFFFF)
+    return "registration id out of range";
   if (d.auth_key().size() != crypto::kEd25519PublicKeySize) return "auth key must be 32 bytes";
-  if (!identity_signed(identity_key, device_binding(username, d.auth_key()), d.identity_signature())) {
+  if (!identity_signed(identity_key, device_binding(username, d.auth_key()),
+                       d.identity_signature())) {
     return "device is not signed by the identity key";
   }
   return check_keys(d.keys(), identity_key, true);
@@ -139,11 +152,16 @@ svc::Push envelope_push(const store::QueuedEnvelope& env) {
 
 svc::Code code_of(store::Error e) {
   switch (e) {
-    case store::Error::not_found: return svc::NOT_FOUND;
-    case store::Error::conflict: return svc::CONFLICT;
-    case store::Error::queue_full: return svc::QUEUE_FULL;
-    case store::Error::invalid_token: return svc::FORBIDDEN;
-    case store::Error::io: return svc::INTERNAL;
+    case store::Error::not_found:
+      return svc::NOT_FOUND;
+    case store::Error::conflict:
+      return svc::CONFLICT;
+    case store::Error::queue_full:
+      return svc::QUEUE_FULL;
+    case store::Error::invalid_token:
+      return svc::FORBIDDEN;
+    case store::Error::io:
+      return svc::INTERNAL;
   }
   return svc::INTERNAL;
 }
@@ -156,7 +174,8 @@ std::optional<std::string> normalize_username(std::string_view name) {
   out.reserve(name.size());
   for (char ch : name) {
     const char c = (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch - 'A' + 'a') : ch;
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) return std::nullopt;
     out += c;
   }
@@ -171,9 +190,11 @@ Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& m
       metrics_(metrics),
       rng_(rng),
       now_ms_(std::move(now_ms)),
-      registrations_(config.registrations_per_minute, std::max<std::uint32_t>(5, config.registrations_per_minute / 6)),
+      registrations_(config.registrations_per_minute,
+                     std::max<std::uint32_t>(5, config.registrations_per_minute / 6)),
       logins_(config.logins_per_minute, std::max<std::uint32_t>(20, config.logins_per_minute / 6)),
-      bundle_fetches_(config.bundle_fetches_per_minute, std::max<std::uint32_t>(10, config.bundle_fetches_per_minute / 4)) {}
+      bundle_fetches_(config.bundle_fetches_per_minute,
+                      std::max<std::uint32_t>(10, config.bundle_fetches_per_minute / 4)) {}
 
 Server::~Server() = default;
 
@@ -257,21 +278,51 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
     }
   }
   switch (r.body_case()) {
-    case svc::Request::kRegister: on_register(s, r, out); break;
-    case svc::Request::kChallenge: on_challenge(s, out); break;
-    case svc::Request::kAuthenticate: on_authenticate(s, r, out); break;
-    case svc::Request::kUploadKeys: on_upload_keys(s, r, out); break;
-    case svc::Request::kKeyCount: on_key_count(s, out); break;
-    case svc::Request::kFetchBundles: on_fetch_bundles(s, r, out); break;
-    case svc::Request::kSend: on_send(s, r); return;  // replies when durable
-    case svc::Request::kAck: on_ack(s, r, out); break;
-    case svc::Request::kListDevices: on_list_devices(s, r, out); break;
-    case svc::Request::kRemoveDevice: on_remove_device(s, r, out); break;
-    case svc::Request::kProvisioningOpen: on_provisioning_open(s, out); break;
-    case svc::Request::kProvisioningSend: on_provisioning_send(s, r, out); break;
-    case svc::Request::kLinkToken: on_link_token(s, out); break;
-    case svc::Request::kLinkDevice: on_link_device(s, r, out); break;
-    case svc::Request::BODY_NOT_SET: fail(out, svc::BAD_REQUEST, "empty request"); break;
+    case svc::Request::kRegister:
+      on_register(s, r, out);
+      break;
+    case svc::Request::kChallenge:
+      on_challenge(s, out);
+      break;
+    case svc::Request::kAuthenticate:
+      on_authenticate(s, r, out);
+      break;
+    case svc::Request::kUploadKeys:
+      on_upload_keys(s, r, out);
+      break;
+    case svc::Request::kKeyCount:
+      on_key_count(s, out);
+      break;
+    case svc::Request::kFetchBundles:
+      on_fetch_bundles(s, r, out);
+      break;
+    case svc::Request::kSend:
+      on_send(s, r);
+      return;  // replies when durable
+    case svc::Request::kAck:
+      on_ack(s, r);
+      return;  // replies when durable
+    case svc::Request::kListDevices:
+      on_list_devices(s, r, out);
+      break;
+    case svc::Request::kRemoveDevice:
+      on_remove_device(s, r, out);
+      break;
+    case svc::Request::kProvisioningOpen:
+      on_provisioning_open(s, out);
+      break;
+    case svc::Request::kProvisioningSend:
+      on_provisioning_send(s, r, out);
+      break;
+    case svc::Request::kLinkToken:
+      on_link_token(s, out);
+      break;
+    case svc::Request::kLinkDevice:
+      on_link_device(s, r, out);
+      break;
+    case svc::Request::BODY_NOT_SET:
+      fail(out, svc::BAD_REQUEST, "empty request");
+      break;
   }
   const bool authenticated_now = r.has_authenticate() && out.status().code() == svc::OK;
   reply(s, std::move(out));
@@ -320,11 +371,12 @@ void Server::on_register(const SessionPtr& s, svc::Request& r, svc::Response& ou
   store::DeviceRecord device{1, req.device().registration_id(),
                              Bytes(req.device().auth_key().begin(), req.device().auth_key().end()),
                              now_s / 86400};
-  auto id = store_.accounts().create_account(
-      *username, view(req.identity_key()), device, signed_record(req.device().keys().signed_pre_key()),
-      pre_key_records(req.device().keys()));
+  auto id = store_.accounts().create_account(*username, view(req.identity_key()), device,
+                                             signed_record(req.device().keys().signed_pre_key()),
+                                             pre_key_records(req.device().keys()));
   if (!id) {
-    fail(out, code_of(id.error()), id.error() == store::Error::conflict ? "username taken" : "store failure");
+    fail(out, code_of(id.error()),
+         id.error() == store::Error::conflict ? "username taken" : "store failure");
     return;
   }
   metrics_.registrations.fetch_add(1, std::memory_order_relaxed);
@@ -371,13 +423,15 @@ void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response
   }
   auto username = normalize_username(req.username());
   auto account = username ? store_.accounts().find_account(*username)
-                          : tl::expected<store::AccountRecord, store::Error>(tl::unexpected(store::Error::not_found));
+                          : tl::expected<store::AccountRecord, store::Error>(
+                                tl::unexpected(store::Error::not_found));
   if (!account) {
     login_failed("unknown account or device");
     return;
   }
-  const auto device = std::find_if(account->devices.begin(), account->devices.end(),
-                                   [&](const store::DeviceRecord& d) { return d.id == req.device_id(); });
+  const auto device =
+      std::find_if(account->devices.begin(), account->devices.end(),
+                   [&](const store::DeviceRecord& d) { return d.id == req.device_id(); });
   if (device == account->devices.end()) {
     login_failed("unknown account or device");
     return;
@@ -417,7 +471,9 @@ void Server::on_upload_keys(const SessionPtr& s, svc::Request& r, svc::Response&
     return;
   }
   if (keys.has_signed_pre_key()) {
-    if (auto ok = store_.keys().set_signed_pre_key(s->account, s->device, signed_record(keys.signed_pre_key())); !ok) {
+    if (auto ok = store_.keys().set_signed_pre_key(s->account, s->device,
+                                                   signed_record(keys.signed_pre_key()));
+        !ok) {
       fail(out, code_of(ok.error()), "store failure");
       return;
     }
@@ -447,7 +503,8 @@ void Server::on_fetch_bundles(const SessionPtr& s, svc::Request& r, svc::Respons
   const auto& req = r.fetch_bundles();
   auto username = normalize_username(req.username());
   auto account = username ? store_.accounts().find_account(*username)
-                          : tl::expected<store::AccountRecord, store::Error>(tl::unexpected(store::Error::not_found));
+                          : tl::expected<store::AccountRecord, store::Error>(
+                                tl::unexpected(store::Error::not_found));
   if (!account) {
     fail(out, svc::NOT_FOUND, "no such user");
     return;
@@ -499,8 +556,10 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
     reply(s, std::move(out));
   };
   const auto& req = r.send();
-  if (req.client_message_id().size() != kClientMessageIdSize) return refuse(svc::BAD_REQUEST, "client message id must be 16 bytes");
-  if (req.messages_size() == 0 || static_cast<std::size_t>(req.messages_size()) > kMaxMessagesPerSend) {
+  if (req.client_message_id().size() != kClientMessageIdSize)
+    return refuse(svc::BAD_REQUEST, "client message id must be 16 bytes");
+  if (req.messages_size() == 0 ||
+      static_cast<std::size_t>(req.messages_size()) > kMaxMessagesPerSend) {
     return refuse(svc::BAD_REQUEST, "a send carries 1 to 64 messages");
   }
   auto recipient_name = normalize_username(req.recipient());
@@ -539,8 +598,11 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
     for (auto& x : expects) {
       if (dest && x.account->username == *dest) e = &x;
     }
-    if (e == nullptr) return refuse(svc::BAD_REQUEST, "a message is addressed outside the recipient and our own account");
-    if (!e->given.insert(m.device_id()).second) return refuse(svc::BAD_REQUEST, "two messages for one device");
+    if (e == nullptr)
+      return refuse(svc::BAD_REQUEST,
+                    "a message is addressed outside the recipient and our own account");
+    if (!e->given.insert(m.device_id()).second)
+      return refuse(svc::BAD_REQUEST, "two messages for one device");
     auto it = e->devices.find(m.device_id());
     if (it == e->devices.end()) {
       e->mismatch.add_extra(m.device_id());
@@ -571,57 +633,141 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
       *out.mutable_send()->add_mismatch() = e.mismatch;
     }
   }
-  if (mismatched) return refuse(svc::STALE_DEVICES, "device list out of date");
-
   Bytes dedup(8 + kClientMessageIdSize);
-  for (int i = 0; i < 8; ++i) dedup[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(s->account) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    dedup[static_cast<std::size_t>(i)] =
+        static_cast<std::uint8_t>(static_cast<std::uint64_t>(s->account) >> (8 * i));
   std::memcpy(dedup.data() + 8, req.client_message_id().data(), kClientMessageIdSize);
+  if (mismatched) {
+    // A retry of a send that was accepted before the device list changed is answered as the
+    // original was: it is not stored (or delivered) twice.
+    if (auto sent = store_.messages().was_sent(dedup); sent && *sent) {
+      out.clear_send();
+      out.mutable_send()->set_server_timestamp(now);
+      reply(s, std::move(out));
+      return;
+    }
+    return refuse(svc::STALE_DEVICES, "device list out of date");
+  }
+
+  // Envelopes go to recipients that are online and caught up at once, before the commit; an
+  // envelope acknowledged before the writer reaches it is never written (the store cancels it).
+  // The sender is answered only once the send is durable either way. Others are delivered after
+  // the commit (live, or by the drain from the store), and until then no later envelope for the
+  // same device overtakes them.
   const auto started = std::chrono::steady_clock::now();
-  auto shared = std::make_shared<std::vector<store::QueuedEnvelope>>(envelopes);
+  auto delivery = std::make_shared<Delivery>();
+  delivery->envelopes = envelopes;
+  delivery->pushed.assign(envelopes.size(), false);
+  delivery->counted.assign(envelopes.size(), false);
   store_.messages().enqueue(
       std::move(envelopes), std::move(dedup),
-      [this, s, out = std::move(out), shared, started, now](tl::expected<void, store::Error> stored) mutable {
+      [this, s, out = std::move(out), delivery, started,
+       now](tl::expected<void, store::Error> stored) mutable {
         metrics_.commit_latency.observe(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
         if (!stored) {
           metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
-          fail(out, code_of(stored.error()), stored.error() == store::Error::queue_full
-                                            ? "a recipient device queue is full"
-                                            : "store failure");
+          fail(out, code_of(stored.error()),
+               stored.error() == store::Error::queue_full ? "a recipient device queue is full"
+                                                          : "store failure");
           reply(s, std::move(out));
+          deliver_after_commit(*delivery, false);
           return;
         }
-        metrics_.messages_in.fetch_add(shared->size(), std::memory_order_relaxed);
-        metrics_.queue_depth.fetch_add(static_cast<std::int64_t>(shared->size()), std::memory_order_relaxed);
+        metrics_.messages_in.fetch_add(delivery->envelopes.size(), std::memory_order_relaxed);
+        metrics_.queue_depth.fetch_add(static_cast<std::int64_t>(delivery->envelopes.size()),
+                                       std::memory_order_relaxed);
         out.mutable_send()->set_server_timestamp(now);
         reply(s, std::move(out));
-        deliver_new(*shared);
+        deliver_after_commit(*delivery, true);
       });
+  deliver_before_commit(*delivery);
 }
 
-void Server::deliver_new(const std::vector<store::QueuedEnvelope>& envelopes) {
-  for (const auto& env : envelopes) {
+Server::SessionPtr Server::online_session(AccountId account, DeviceId device) {
+  std::lock_guard lock(mutex_);
+  auto it = online_.find(online_key(account, device));
+  return it == online_.end() ? nullptr : it->second.lock();
+}
+
+void Server::deliver_before_commit(Delivery& delivery) {
+  for (std::size_t i = 0; i < delivery.envelopes.size(); ++i) {
+    const auto& env = delivery.envelopes[i];
+    const std::string key = online_key(env.account, env.device);
     SessionPtr target;
+    bool pushed = false;
     {
       std::lock_guard lock(mutex_);
-      auto it = online_.find(online_key(env.account, env.device));
-      if (it != online_.end()) target = it->second.lock();
+      if (auto it = online_.find(key); it != online_.end()) target = it->second.lock();
+      if (target && !awaiting_commit_.contains(key)) {
+        std::lock_guard tlock(target->mutex);
+        std::lock_guard dlock(delivery.mu);
+        if (!delivery.committed && target->drained &&
+            target->inflight.size() < kMaxInflightPushes &&
+            target->inflight.insert(id_key(env.id)).second) {
+          delivery.pushed[i] = true;
+          target->cursor = env.id;
+          pushed = true;
+        }
+      }
+      if (!pushed) {
+        // Delivered after the commit; until then, later envelopes for this device wait too.
+        std::lock_guard dlock(delivery.mu);
+        if (!delivery.committed) {
+          ++awaiting_commit_[key];
+          delivery.counted[i] = true;
+        }
+      }
     }
-    if (!target) continue;
-    {
+    if (pushed) {
+      push(target, envelope_push(env));
+      metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+void Server::deliver_after_commit(Delivery& delivery, bool stored) {
+  {
+    // The commit may even come before deliver_before_commit has run: then that pushes nothing.
+    std::lock_guard dlock(delivery.mu);
+    delivery.committed = true;
+  }
+  for (std::size_t i = 0; i < delivery.envelopes.size(); ++i) {
+    const auto& env = delivery.envelopes[i];
+    SessionPtr target = stored ? online_session(env.account, env.device) : nullptr;
+    bool pushed = false;
+    if (target) {
       std::lock_guard lock(target->mutex);
+      std::lock_guard dlock(delivery.mu);
       // Until the backlog has been pushed once, the drain picks this envelope up in order; a
       // device too far behind goes back to draining (resumed by its acknowledgements).
-      if (!target->drained || target->inflight.size() >= kMaxInflightPushes) {
+      if (delivery.pushed[i]) {
+        // pushed before the commit
+      } else if (!target->drained || target->inflight.size() >= kMaxInflightPushes) {
         target->missed = true;
         target->drained = false;
-        continue;
+      } else if (target->inflight.insert(id_key(env.id)).second) {
+        delivery.pushed[i] = true;
+        target->cursor = env.id;
+        pushed = true;
       }
-      if (!target->inflight.insert(id_key(env.id)).second) continue;
-      target->cursor = env.id;
     }
-    push(target, envelope_push(env));
-    metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
+    if (pushed) {
+      push(target, envelope_push(env));
+      metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
+    }
+    bool counted = false;
+    {
+      std::lock_guard dlock(delivery.mu);
+      counted = delivery.counted[i];
+      delivery.counted[i] = false;
+    }
+    if (counted) {
+      std::lock_guard lock(mutex_);
+      auto it = awaiting_commit_.find(online_key(env.account, env.device));
+      if (it != awaiting_commit_.end() && --it->second == 0) awaiting_commit_.erase(it);
+    }
   }
 }
 
@@ -659,7 +805,8 @@ void Server::drain(const SessionPtr& s) {
       {
         std::lock_guard lock(s->mutex);
         s->cursor = env.id;
-        if (!s->inflight.insert(id_key(env.id)).second) continue;  // pushed already
+        const std::string key = id_key(env.id);
+        if (s->acked.contains(key) || !s->inflight.insert(key).second) continue;  // pushed already
       }
       push(s, envelope_push(env));
       metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
@@ -682,38 +829,60 @@ void Server::drain(const SessionPtr& s) {
   s->draining = false;
 }
 
-void Server::on_ack(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+void Server::on_ack(const SessionPtr& s, svc::Request& r) {
+  svc::Response out;
+  out.set_id(r.id());
+  out.mutable_status()->set_code(svc::OK);
   const auto& ids = r.ack().envelope_ids();
   if (ids.size() > 4096) {
     fail(out, svc::BAD_REQUEST, "too many ids in one acknowledgement");
+    reply(s, std::move(out));
     return;
   }
   std::vector<EnvelopeId> list;
+  list.reserve(static_cast<std::size_t>(ids.size()));
   for (const auto& id : ids) {
     if (id.size() != 16) {
       fail(out, svc::BAD_REQUEST, "envelope ids are 16 bytes");
+      reply(s, std::move(out));
       return;
     }
     EnvelopeId e{};
     std::memcpy(e.data(), id.data(), 16);
     list.push_back(e);
   }
-  auto removed = store_.messages().remove(s->account, s->device, list);
-  if (!removed) {
-    fail(out, code_of(removed.error()), "store failure");
-    return;
-  }
-  metrics_.messages_acked.fetch_add(*removed, std::memory_order_relaxed);
-  metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*removed), std::memory_order_relaxed);
+  std::vector<std::string> keys(ids.begin(), ids.end());
   {
     std::lock_guard lock(s->mutex);
-    for (const auto& id : ids) s->inflight.erase(id);
+    for (const auto& key : keys) {
+      s->inflight.erase(key);
+      s->acked.insert(key);
+    }
   }
+  // Answered once the deletion is durable; the next pushes need not wait for that.
+  store_.messages().remove_async(
+      s->account, s->device, std::move(list),
+      [this, s, keys = std::move(keys),
+       out = std::move(out)](tl::expected<std::size_t, store::Error> removed) mutable {
+        {
+          std::lock_guard lock(s->mutex);
+          for (const auto& key : keys) s->acked.erase(key);
+        }
+        if (!removed) {
+          fail(out, code_of(removed.error()), "store failure");
+        } else {
+          metrics_.messages_acked.fetch_add(*removed, std::memory_order_relaxed);
+          metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*removed),
+                                         std::memory_order_relaxed);
+        }
+        reply(s, std::move(out));
+      });
   drain(s);
 }
 
 void Server::on_list_devices(const SessionPtr& s, svc::Request& r, svc::Response& out) {
-  tl::expected<store::AccountRecord, store::Error> account = tl::unexpected(store::Error::not_found);
+  tl::expected<store::AccountRecord, store::Error> account =
+      tl::unexpected(store::Error::not_found);
   if (r.list_devices().username().empty()) {
     account = store_.accounts().find_account(s->account);
   } else if (auto name = normalize_username(r.list_devices().username())) {
@@ -790,7 +959,9 @@ void Server::on_provisioning_send(const SessionPtr&, svc::Request& r, svc::Respo
 void Server::on_link_token(const SessionPtr& s, svc::Response& out) {
   std::array<std::uint8_t, kLinkTokenSize> token{};
   rng_.fill(token);
-  if (auto ok = store_.tokens().create_link_token(token, s->account, now_ms_() / 1000 + kLinkTokenLifetimeSeconds); !ok) {
+  if (auto ok = store_.tokens().create_link_token(token, s->account,
+                                                  now_ms_() / 1000 + kLinkTokenLifetimeSeconds);
+      !ok) {
     fail(out, code_of(ok.error()), "store failure");
     return;
   }
@@ -825,7 +996,8 @@ void Server::on_link_device(const SessionPtr& s, svc::Request& r, svc::Response&
   store::DeviceRecord device{0, req.device().registration_id(),
                              Bytes(req.device().auth_key().begin(), req.device().auth_key().end()),
                              now_ms_() / 1000 / 86400};
-  auto id = store_.accounts().add_device(account->id, device, signed_record(req.device().keys().signed_pre_key()),
+  auto id = store_.accounts().add_device(account->id, device,
+                                         signed_record(req.device().keys().signed_pre_key()),
                                          pre_key_records(req.device().keys()));
   if (!id) {
     fail(out, code_of(id.error()), "store failure");

@@ -59,22 +59,40 @@ class Server final : public net::ConnectionHandler {
 
   void on_register(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
   void on_challenge(const SessionPtr& s, wire::service::Response& out);
-  void on_authenticate(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_authenticate(const SessionPtr& s, wire::service::Request& r,
+                       wire::service::Response& out);
   void on_upload_keys(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
   void on_key_count(const SessionPtr& s, wire::service::Response& out);
-  void on_fetch_bundles(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_fetch_bundles(const SessionPtr& s, wire::service::Request& r,
+                        wire::service::Response& out);
   // Replies asynchronously once the envelopes are durable.
   void on_send(const SessionPtr& s, wire::service::Request& r);
-  void on_ack(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
-  void on_list_devices(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
-  void on_remove_device(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  // Replies asynchronously once the deletion is durable.
+  void on_ack(const SessionPtr& s, wire::service::Request& r);
+  void on_list_devices(const SessionPtr& s, wire::service::Request& r,
+                       wire::service::Response& out);
+  void on_remove_device(const SessionPtr& s, wire::service::Request& r,
+                        wire::service::Response& out);
   void on_provisioning_open(const SessionPtr& s, wire::service::Response& out);
-  void on_provisioning_send(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_provisioning_send(const SessionPtr& s, wire::service::Request& r,
+                            wire::service::Response& out);
   void on_link_token(const SessionPtr& s, wire::service::Response& out);
   void on_link_device(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
 
+  // The envelopes of one send on their way out: which have been pushed, and which are counted
+  // in awaiting_commit_.
+  struct Delivery {
+    std::vector<store::QueuedEnvelope> envelopes;
+    std::mutex mu;  // guards the members below
+    std::vector<bool> pushed;
+    std::vector<bool> counted;
+    bool committed = false;  // deliver_after_commit has begun
+  };
+
+  SessionPtr online_session(store::AccountId account, store::DeviceId device);
   void drain(const SessionPtr& s);
-  void deliver_new(const std::vector<store::QueuedEnvelope>& envelopes);
+  void deliver_before_commit(Delivery& delivery);
+  void deliver_after_commit(Delivery& delivery, bool stored);
   void notify_keys_low(store::AccountId account, store::DeviceId device);
 
   ServerConfig config_;
@@ -86,10 +104,13 @@ class Server final : public net::ConnectionHandler {
   RateLimiter logins_;
   RateLimiter bundle_fetches_;
 
-  std::mutex mutex_;  // guards the three maps below
-  std::unordered_map<std::uint64_t, SessionPtr> sessions_;       // by connection id
-  std::unordered_map<std::string, std::weak_ptr<Session>> online_;  // "account/device"
+  std::mutex mutex_;                                                      // guards the maps below
+  std::unordered_map<std::uint64_t, SessionPtr> sessions_;                // by connection id
+  std::unordered_map<std::string, std::weak_ptr<Session>> online_;        // "account/device"
   std::unordered_map<std::string, std::weak_ptr<Session>> provisioning_;  // by address bytes
+  // Per "account/device": envelopes accepted but not pushed before their commit. While any is
+  // waiting, newer envelopes for that device are not pushed ahead of it.
+  std::unordered_map<std::string, std::size_t> awaiting_commit_;
 };
 
 }  // namespace sotto::server

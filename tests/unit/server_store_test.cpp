@@ -72,6 +72,9 @@ struct TestConfig {
   std::uint32_t max_pre_keys_per_device = 1000;
   std::function<std::uint64_t()> now_ms;
   std::function<void(std::string_view)> log;
+  // How long the message writer may wait for more work before a commit (group commit); tests of
+  // what happens before a commit set it long.
+  std::chrono::milliseconds commit_delay{2};
 };
 
 // A fresh directory under the system temp directory, removed with everything in it.
@@ -100,6 +103,7 @@ SqliteOptions sqlite_options(const TestConfig& config) {
   o.max_pre_keys_per_device = config.max_pre_keys_per_device;
   o.now_ms = config.now_ms;
   o.log = config.log;
+  o.group_commit_max_delay = config.commit_delay;
   return o;
 }
 
@@ -517,6 +521,89 @@ TYPED_TEST(ServerStoreTest, RemoveOnlyDeletesTheDevicesOwnEnvelopes) {
   EXPECT_EQ(this->count(alice, second), 1u);
   EXPECT_EQ(this->messages().remove(bob, 1, {b1.id}).value(), 1u);
   EXPECT_EQ(this->messages().remove(bob, 1, {}).value(), 0u);
+}
+
+TYPED_TEST(ServerStoreTest, AnEnvelopeAcknowledgedBeforeItsCommitIsNeverWritten) {
+  TestConfig slow;
+  slow.commit_delay = std::chrono::milliseconds(400);
+  this->open(slow);
+  const AccountId alice = this->make_account("alice");
+  const DeviceId second = this->add_device(alice);
+  const QueuedEnvelope e1 = this->envelope(alice, 1);
+  const QueuedEnvelope e2 = this->envelope(alice, second);
+  const QueuedEnvelope e3 = this->envelope(alice, 1);
+  auto sent = this->send_async({e1, e2, e3}, filled(24, 0xA7));
+
+  // Another device's acknowledgement cancels nothing; the owner's cancels at once, before the
+  // writer has even begun (it lingers for the delay above).
+  std::promise<tl::expected<std::size_t, Error>> wrong;
+  this->messages().remove_async(alice, second, {e1.id},
+                                [&](tl::expected<std::size_t, Error> r) { wrong.set_value(r); });
+  std::optional<tl::expected<std::size_t, Error>> right;
+  this->messages().remove_async(alice, 1, {e1.id},
+                                [&](tl::expected<std::size_t, Error> r) { right = r; });
+  ASSERT_TRUE(right.has_value()) << "a cancellation completes on the caller's thread";
+  EXPECT_EQ(right->value(), 1u);
+  EXPECT_TRUE(this->messages().was_sent(filled(24, 0xA7)).value()) << "accepted, not yet written";
+
+  ASSERT_TRUE(sent.get().has_value());
+  EXPECT_EQ(wrong.get_future().get().value(), 0u);
+  EXPECT_EQ(this->loaded_ids(alice, 1), (std::vector<EnvelopeId>{e3.id}));
+  EXPECT_EQ(this->loaded_ids(alice, second), (std::vector<EnvelopeId>{e2.id}));
+  // Acknowledged after the commit: deleted from the file, ordered after the insert.
+  EXPECT_EQ(this->messages().remove(alice, 1, {e3.id, e1.id}).value(), 1u);
+  EXPECT_EQ(this->count(alice, 1), 0u);
+  // The send's dedup key was written even though one envelope never was.
+  EXPECT_TRUE(this->messages().was_sent(filled(24, 0xA7)).value());
+}
+
+TYPED_TEST(ServerStoreTest, RemovalsShareTheGroupCommitInOrder) {
+  const AccountId alice = this->make_account("alice");
+  std::vector<QueuedEnvelope> envelopes;
+  std::vector<std::future<tl::expected<void, Error>>> sends;
+  for (int i = 0; i < 50; ++i) {
+    envelopes.push_back(this->envelope(alice, 1));
+    sends.push_back(this->send_async({envelopes.back()}));
+  }
+  // Each removal follows its send in the writer's queue, whether or not the send was written yet.
+  std::vector<std::future<tl::expected<std::size_t, Error>>> removals;
+  for (int i = 0; i < 50; i += 2) {
+    auto done = std::make_shared<std::promise<tl::expected<std::size_t, Error>>>();
+    removals.push_back(done->get_future());
+    this->messages().remove_async(
+        alice, 1, {envelopes[static_cast<std::size_t>(i)].id},
+        [done](tl::expected<std::size_t, Error> r) { done->set_value(r); });
+  }
+  for (auto& f : sends) ASSERT_TRUE(f.get().has_value());
+  for (auto& f : removals) EXPECT_EQ(f.get().value(), 1u);
+  EXPECT_EQ(this->count(alice, 1), 25u);
+}
+
+TYPED_TEST(ServerStoreTest, WasSentRemembersAcceptedSendsForTheDedupWindow) {
+  const AccountId alice = this->make_account("alice");
+  const Bytes key = filled(24, 0xD3);
+  EXPECT_FALSE(this->messages().was_sent(key).value());
+  ASSERT_TRUE(this->send({this->envelope(alice, 1)}, key).has_value());
+  EXPECT_TRUE(this->messages().was_sent(key).value());
+  EXPECT_FALSE(this->messages().was_sent(filled(24, 0xD4)).value());
+  this->advance_seconds(kDaySeconds + 1);
+  EXPECT_FALSE(this->messages().was_sent(key).value());
+}
+
+TYPED_TEST(ServerStoreTest, FoundAccountsFollowDeviceChanges) {
+  const AccountId alice = this->make_account("alice");
+  // Read twice (a backend may cache), then change the devices: every read sees the change.
+  ASSERT_EQ(this->accounts().find_account("alice").value().devices.size(), 1u);
+  ASSERT_EQ(this->accounts().find_account(alice).value().devices.size(), 1u);
+  const DeviceId second = this->add_device(alice);
+  EXPECT_EQ(this->accounts().find_account("alice").value().devices.size(), 2u);
+  EXPECT_EQ(this->accounts().find_account(alice).value().devices.size(), 2u);
+  ASSERT_TRUE(this->accounts().remove_device(alice, 1).has_value());
+  const auto after = this->accounts().find_account("alice").value();
+  ASSERT_EQ(after.devices.size(), 1u);
+  EXPECT_EQ(after.devices[0].id, second);
+  EXPECT_EQ(this->accounts().find_account(alice).value().devices.size(), 1u);
+  EXPECT_FALSE(this->accounts().find_account("nobody").has_value());
 }
 
 TYPED_TEST(ServerStoreTest, DeduplicatesRetriedSends) {

@@ -4,12 +4,15 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <exception>
+#include <future>
 #include <limits>
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "crypto/hash.h"
@@ -133,26 +136,48 @@ class SqliteServerStore::Impl final : public AccountStore,
     return id;
   }
 
+  // Accounts are read on every send and login and change rarely (a device added or removed), so
+  // they are served from a cache that every change to an account's devices invalidates. A read
+  // that raced such a change is not cached (the generation tells).
   tl::expected<AccountRecord, Error> find_account(const std::string& username) override {
-    auto conn = pool_.acquire();
-    Transaction txn(*conn);  // the account and its devices from one snapshot
-    if (const int rc = txn.begin_read(); rc != SQLITE_OK)
-      return tl::unexpected(fail("find_account: begin", *conn, rc));
-    auto st = conn->prepare("SELECT id, username, identity_key FROM accounts WHERE username = ?1");
-    if (!st) return tl::unexpected(fail("find_account: prepare", *conn, st.error()));
-    st->bind(1, std::string_view(username));
-    return read_account(*conn, *st);
+    const std::uint64_t generation = account_generation_.load(std::memory_order_acquire);
+    {
+      std::lock_guard lock(cache_mu_);
+      if (auto it = by_name_.find(username); it != by_name_.end()) return *it->second;
+    }
+    auto found = [&]() -> tl::expected<AccountRecord, Error> {
+      auto conn = pool_.acquire();
+      Transaction txn(*conn);  // the account and its devices from one snapshot
+      if (const int rc = txn.begin_read(); rc != SQLITE_OK)
+        return tl::unexpected(fail("find_account: begin", *conn, rc));
+      auto st =
+          conn->prepare("SELECT id, username, identity_key FROM accounts WHERE username = ?1");
+      if (!st) return tl::unexpected(fail("find_account: prepare", *conn, st.error()));
+      st->bind(1, std::string_view(username));
+      return read_account(*conn, *st);
+    }();
+    if (found) remember(*found, generation);
+    return found;
   }
 
   tl::expected<AccountRecord, Error> find_account(AccountId id) override {
-    auto conn = pool_.acquire();
-    Transaction txn(*conn);
-    if (const int rc = txn.begin_read(); rc != SQLITE_OK)
-      return tl::unexpected(fail("find_account: begin", *conn, rc));
-    auto st = conn->prepare("SELECT id, username, identity_key FROM accounts WHERE id = ?1");
-    if (!st) return tl::unexpected(fail("find_account: prepare", *conn, st.error()));
-    st->bind(1, id);
-    return read_account(*conn, *st);
+    const std::uint64_t generation = account_generation_.load(std::memory_order_acquire);
+    {
+      std::lock_guard lock(cache_mu_);
+      if (auto it = by_id_.find(id); it != by_id_.end()) return *it->second;
+    }
+    auto found = [&]() -> tl::expected<AccountRecord, Error> {
+      auto conn = pool_.acquire();
+      Transaction txn(*conn);
+      if (const int rc = txn.begin_read(); rc != SQLITE_OK)
+        return tl::unexpected(fail("find_account: begin", *conn, rc));
+      auto st = conn->prepare("SELECT id, username, identity_key FROM accounts WHERE id = ?1");
+      if (!st) return tl::unexpected(fail("find_account: prepare", *conn, st.error()));
+      st->bind(1, id);
+      return read_account(*conn, *st);
+    }();
+    if (found) remember(*found, generation);
+    return found;
   }
 
   tl::expected<DeviceId, Error> add_device(
@@ -197,8 +222,9 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (auto ok = insert_device(*conn, account, next, device, signed_pre_key, pre_keys); !ok) {
       return tl::unexpected(ok.error());
     }
-    if (const int rc = txn.commit(); rc != SQLITE_OK)
-      return tl::unexpected(fail("add_device: commit", *conn, rc));
+    const int rc = txn.commit();
+    forget(account);  // committed or not, the cached devices may be stale
+    if (rc != SQLITE_OK) return tl::unexpected(fail("add_device: commit", *conn, rc));
     return next;
   }
 
@@ -209,8 +235,9 @@ class SqliteServerStore::Impl final : public AccountStore,
     auto st = conn->prepare("DELETE FROM devices WHERE account_id = ?1 AND device_id = ?2");
     if (!st) return tl::unexpected(fail("remove_device: prepare", *conn, st.error()));
     st->bind(1, account).bind(2, std::int64_t{device});
-    if (const int rc = run(*st); rc != SQLITE_OK)
-      return tl::unexpected(fail("remove_device", *conn, rc));
+    const int rc = run(*st);
+    forget(account);
+    if (rc != SQLITE_OK) return tl::unexpected(fail("remove_device", *conn, rc));
     if (conn->changes() == 0) return tl::unexpected(Error::not_found);
     return {};
   }
@@ -314,10 +341,19 @@ class SqliteServerStore::Impl final : public AccountStore,
 
   void enqueue(std::vector<QueuedEnvelope> envelopes, std::optional<Bytes> dedup_key,
                Completion done) override {
+    auto op = std::make_unique<PendingOp>();
+    op->cancelled.assign(envelopes.size(), false);
+    op->envelopes = std::move(envelopes);
+    op->dedup_key = std::move(dedup_key);
+    op->sent = std::move(done);
     {
       std::unique_lock lock(queue_mu_);
       if (!stopping_) {
-        queue_.push_back(PendingSend{std::move(envelopes), std::move(dedup_key), std::move(done)});
+        for (std::size_t i = 0; i < op->envelopes.size(); ++i) {
+          // A duplicate id keeps the first entry; the second fails its send with conflict.
+          pending_.emplace(op->envelopes[i].id, PendingRef{op.get(), i});
+        }
+        queue_.push_back(std::move(op));
         lock.unlock();
         queue_cv_.notify_one();
         return;
@@ -325,7 +361,75 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
     // Only a caller racing the destructor gets here.
     options_.log("enqueue after shutdown began: refused");
-    if (done) done(tl::unexpected(Error::io));
+    if (op->sent) op->sent(tl::unexpected(Error::io));
+  }
+
+  void remove_async(AccountId account, DeviceId device, std::vector<EnvelopeId> ids,
+                    RemoveCompletion done) override {
+    std::size_t cancelled = 0;
+    {
+      std::unique_lock lock(queue_mu_);
+      if (stopping_) {
+        lock.unlock();
+        options_.log("remove after shutdown began: refused");
+        if (done) done(tl::unexpected(Error::io));
+        return;
+      }
+      std::vector<EnvelopeId> rest;
+      for (const EnvelopeId& id : ids) {
+        auto it = pending_.find(id);
+        // The account and device conditions keep one device from cancelling another's envelope.
+        if (it != pending_.end()) {
+          PendingOp& send = *it->second.op;
+          const QueuedEnvelope& e = send.envelopes[it->second.index];
+          if (e.account == account && e.device == device) {
+            send.cancelled[it->second.index] = true;
+            pending_.erase(it);
+            ++cancelled;
+            continue;
+          }
+        }
+        rest.push_back(id);
+      }
+      if (!rest.empty()) {
+        auto op = std::make_unique<PendingOp>();
+        op->removal = true;
+        op->account = account;
+        op->device = device;
+        op->ids = std::move(rest);
+        op->already_removed = cancelled;
+        op->removed = std::move(done);
+        queue_.push_back(std::move(op));
+        lock.unlock();
+        queue_cv_.notify_one();
+        return;
+      }
+    }
+    if (done) done(cancelled);
+  }
+
+  tl::expected<bool, Error> was_sent(ByteView dedup_key) override {
+    const auto hash = digest(dedup_key);
+    {
+      std::lock_guard lock(queue_mu_);
+      for (const auto& op : queue_) {
+        if (op->dedup_key && op->dedup_key->size() == dedup_key.size() &&
+            std::equal(op->dedup_key->begin(), op->dedup_key->end(), dedup_key.begin())) {
+          return true;
+        }
+      }
+    }
+    auto conn = pool_.acquire();
+    auto st = conn->prepare("SELECT expires_at FROM send_dedup WHERE key_hash = ?1");
+    if (!st) return tl::unexpected(fail("was_sent: prepare", *conn, st.error()));
+    st->bind(1, ByteView(hash));
+    const int rc = st->step();
+    if (rc == SQLITE_DONE) return false;
+    if (rc != SQLITE_ROW) return tl::unexpected(fail("was_sent", *conn, rc));
+    Row row(*st);
+    const std::uint64_t expires_at = row.u64(0);
+    if (!row.ok()) return tl::unexpected(corrupt("send_dedup", row));
+    return expires_at > now_seconds();
   }
 
   tl::expected<std::vector<QueuedEnvelope>, Error> load(AccountId account, DeviceId device,
@@ -390,24 +494,11 @@ class SqliteServerStore::Impl final : public AccountStore,
   tl::expected<std::size_t, Error> remove(AccountId account, DeviceId device,
                                           const std::vector<EnvelopeId>& ids) override {
     if (ids.empty()) return std::size_t{0};
-    auto conn = writing();
-    Transaction txn(*conn);
-    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
-      return tl::unexpected(fail("remove: begin", *conn, rc));
-    std::size_t removed = 0;
-    for (const EnvelopeId& id : ids) {
-      // The account and device conditions are what keep one device from deleting another's queue.
-      auto st = conn->prepare(
-          "DELETE FROM messages WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3");
-      if (!st) return tl::unexpected(fail("remove: prepare", *conn, st.error()));
-      st->bind(1, ByteView(id)).bind(2, account).bind(3, std::int64_t{device});
-      if (const int rc = run(*st); rc != SQLITE_OK)
-        return tl::unexpected(fail("remove", *conn, rc));
-      removed += static_cast<std::size_t>(conn->changes());
-    }
-    if (const int rc = txn.commit(); rc != SQLITE_OK)
-      return tl::unexpected(fail("remove: commit", *conn, rc));
-    return removed;
+    std::promise<tl::expected<std::size_t, Error>> result;
+    auto future = result.get_future();
+    remove_async(account, device, ids,
+                 [&result](tl::expected<std::size_t, Error> r) { result.set_value(std::move(r)); });
+    return future.get();
   }
 
   tl::expected<std::size_t, Error> count(AccountId account, DeviceId device) override {
@@ -564,12 +655,37 @@ class SqliteServerStore::Impl final : public AccountStore,
   };
   WriteLease writing() { return WriteLease(write_mu_, *write_conn_); }
 
-  struct PendingSend {
+  // One entry of the writer's queue: a send (enqueue) or a removal (remove_async).
+  struct PendingOp {
+    bool removal = false;
+    // A send. cancelled[i]: envelope i was acknowledged before it was written, so it never will
+    // be (guarded by queue_mu_ until the writer takes the op, then the writer's alone).
     std::vector<QueuedEnvelope> envelopes;
+    std::vector<bool> cancelled;
     std::optional<Bytes> dedup_key;
-    Completion done;
+    Completion sent;
+    // A removal; already_removed counts the ids cancelled before they were written.
+    AccountId account = 0;
+    DeviceId device = 0;
+    std::vector<EnvelopeId> ids;
+    std::size_t already_removed = 0;
+    RemoveCompletion removed;
+  };
+  // Where an envelope not yet taken by the writer waits: its send and its index there.
+  struct PendingRef {
+    PendingOp* op;
+    std::size_t index;
+  };
+  struct EnvelopeIdHash {
+    std::size_t operator()(const EnvelopeId& id) const noexcept {
+      // Envelope ids are random: their first bytes are as good as any hash of them.
+      std::size_t h = 0;
+      std::memcpy(&h, id.data(), sizeof h);
+      return h;
+    }
   };
   using Result = tl::expected<void, Error>;
+  using OpResult = tl::expected<std::size_t, Error>;
 
   // --- errors -------------------------------------------------------------------------------
 
@@ -713,6 +829,29 @@ class SqliteServerStore::Impl final : public AccountStore,
     return {};
   }
 
+  // Caches an account read at `generation` unless an account changed since.
+  void remember(const AccountRecord& account, std::uint64_t generation) {
+    auto record = std::make_shared<const AccountRecord>(account);
+    std::lock_guard lock(cache_mu_);
+    if (account_generation_.load(std::memory_order_acquire) != generation) return;
+    if (by_id_.size() >= kAccountCacheEntries) {  // crude but bounded: start afresh
+      by_id_.clear();
+      by_name_.clear();
+    }
+    by_id_[record->id] = record;
+    by_name_[record->username] = record;
+  }
+
+  // Drops an account from the cache; called with the write connection held, after the change.
+  void forget(AccountId account) {
+    std::lock_guard lock(cache_mu_);
+    account_generation_.fetch_add(1, std::memory_order_acq_rel);
+    if (auto it = by_id_.find(account); it != by_id_.end()) {
+      by_name_.erase(it->second->username);
+      by_id_.erase(it);
+    }
+  }
+
   // Reads the account row the statement selects and its devices.
   tl::expected<AccountRecord, Error> read_account(Connection& conn, Statement& st) {
     const int rc = st.step();
@@ -770,7 +909,7 @@ class SqliteServerStore::Impl final : public AccountStore,
   // --- the message writer (group commit) ----------------------------------------------------
 
   void writer_loop() {
-    std::vector<PendingSend> batch;
+    std::vector<std::unique_ptr<PendingOp>> batch;
     for (;;) {
       {
         std::unique_lock lock(queue_mu_);
@@ -779,27 +918,40 @@ class SqliteServerStore::Impl final : public AccountStore,
         const auto max_batch = options_.group_commit_max_batch;
         if (queue_.size() < max_batch && options_.group_commit_max_delay.count() > 0 &&
             !stopping_ && flush_waiters_ == 0) {
-          // Linger briefly so that sends arriving together share the fsync.
+          // Linger briefly so that sends arriving together share the fsync (and recipients
+          // online have time to acknowledge, which spares the write altogether).
           queue_cv_.wait_for(lock, options_.group_commit_max_delay, [&] {
             return stopping_ || flush_waiters_ > 0 || queue_.size() >= max_batch;
           });
         }
         const std::size_t n = std::min(queue_.size(), max_batch);
         for (std::size_t i = 0; i < n; ++i) {
-          batch.push_back(std::move(queue_.front()));
+          auto op = std::move(queue_.front());
           queue_.pop_front();
+          for (std::size_t j = 0; j < op->envelopes.size(); ++j) {
+            if (op->cancelled[j]) continue;
+            auto it = pending_.find(op->envelopes[j].id);
+            if (it != pending_.end() && it->second.op == op.get()) pending_.erase(it);
+          }
+          batch.push_back(std::move(op));
         }
         in_flight_ = n;
       }
 
-      const std::vector<Result> results = commit_batch(batch);
+      const std::vector<OpResult> results = commit_batch(batch);
       for (std::size_t i = 0; i < batch.size(); ++i) {
-        if (!batch[i].done) continue;
+        PendingOp& op = *batch[i];
         try {
-          batch[i].done(results[i]);
+          if (op.removal) {
+            if (op.removed) {
+              op.removed(results[i] ? OpResult(op.already_removed + *results[i]) : results[i]);
+            }
+          } else if (op.sent) {
+            op.sent(results[i] ? Result{} : Result(tl::unexpected(results[i].error())));
+          }
         } catch (...) {
           // A throwing completion is the caller's bug; it must not stop every later send.
-          options_.log("a send completion threw; ignored");
+          options_.log("a completion threw; ignored");
         }
       }
       batch.clear();
@@ -812,12 +964,12 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
   }
 
-  // One transaction (one fsync) for the whole batch; each send in its own savepoint, so that a
-  // send refused for its own reasons (queue full, duplicate envelope, unknown device) leaves the
+  // One transaction (one fsync) for the whole batch; each operation in its own savepoint, so that
+  // a send refused for its own reasons (queue full, duplicate envelope, unknown device) leaves the
   // others in the batch alone. Nothing is reported before COMMIT has returned.
-  std::vector<Result> commit_batch(const std::vector<PendingSend>& batch) {
-    std::vector<Result> results(batch.size(), Result{});
-    auto all = [&](Error e) { return std::vector<Result>(batch.size(), tl::unexpected(e)); };
+  std::vector<OpResult> commit_batch(const std::vector<std::unique_ptr<PendingOp>>& batch) {
+    std::vector<OpResult> results(batch.size(), OpResult{0});
+    auto all = [&](Error e) { return std::vector<OpResult>(batch.size(), tl::unexpected(e)); };
     auto lease = writing();
     Connection& conn = *lease;
     try {
@@ -826,20 +978,25 @@ class SqliteServerStore::Impl final : public AccountStore,
       if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
         return all(fail("enqueue: begin", conn, rc));
       for (std::size_t i = 0; i < batch.size(); ++i) {
-        if (const int rc = conn.exec("SAVEPOINT send"); rc != SQLITE_OK)
+        if (const int rc = conn.exec("SAVEPOINT op"); rc != SQLITE_OK)
           return all(fail("enqueue: savepoint", conn, rc));
-        results[i] = store_send(conn, batch[i], now_ms);
+        const PendingOp& op = *batch[i];
+        if (op.removal) {
+          results[i] = store_removal(conn, op);
+        } else if (auto stored = store_send(conn, op, now_ms); !stored) {
+          results[i] = tl::unexpected(stored.error());
+        }
         if (results[i]) {
-          if (const int rc = conn.exec("RELEASE send"); rc != SQLITE_OK)
+          if (const int rc = conn.exec("RELEASE op"); rc != SQLITE_OK)
             return all(fail("enqueue: release", conn, rc));
           continue;
         }
         // SQLite ends the whole transaction on some errors (disk full, I/O): then nothing in this
         // batch can be trusted to commit.
         if (sqlite3_get_autocommit(conn.handle()) != 0) return all(Error::io);
-        if (const int rc = conn.exec("ROLLBACK TO send"); rc != SQLITE_OK)
+        if (const int rc = conn.exec("ROLLBACK TO op"); rc != SQLITE_OK)
           return all(fail("enqueue: rollback to", conn, rc));
-        if (const int rc = conn.exec("RELEASE send"); rc != SQLITE_OK)
+        if (const int rc = conn.exec("RELEASE op"); rc != SQLITE_OK)
           return all(fail("enqueue: release", conn, rc));
       }
       if (const int rc = txn.commit(); rc != SQLITE_OK)
@@ -854,7 +1011,21 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
   }
 
-  Result store_send(Connection& conn, const PendingSend& send, std::uint64_t now_ms) {
+  OpResult store_removal(Connection& conn, const PendingOp& op) {
+    std::size_t removed = 0;
+    for (const EnvelopeId& id : op.ids) {
+      // The account and device conditions are what keep one device from deleting another's queue.
+      auto st = conn.prepare(
+          "DELETE FROM messages WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3");
+      if (!st) return tl::unexpected(fail("remove: prepare", conn, st.error()));
+      st->bind(1, ByteView(id)).bind(2, op.account).bind(3, std::int64_t{op.device});
+      if (const int rc = run(*st); rc != SQLITE_OK) return tl::unexpected(fail("remove", conn, rc));
+      removed += static_cast<std::size_t>(conn.changes());
+    }
+    return removed;
+  }
+
+  Result store_send(Connection& conn, const PendingOp& send, std::uint64_t now_ms) {
     const std::uint64_t now_s = now_ms / 1000;
     if (send.dedup_key) {
       // Only a hash of (sender, client message id) is kept, for dedup_ttl_seconds.
@@ -882,7 +1053,9 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
 
     std::map<std::pair<AccountId, DeviceId>, std::uint64_t> per_device;
-    for (const auto& e : send.envelopes) ++per_device[{e.account, e.device}];
+    for (std::size_t i = 0; i < send.envelopes.size(); ++i) {
+      if (!send.cancelled[i]) ++per_device[{send.envelopes[i].account, send.envelopes[i].device}];
+    }
     for (const auto& [key, adding] : per_device) {
       // Counted from the (account_id, device_id) index alone; expired rows count until swept.
       auto st =
@@ -898,7 +1071,9 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
 
     const std::uint64_t max_expiry = saturating_add(now_s, options_.message_ttl_seconds);
-    for (const auto& e : send.envelopes) {
+    for (std::size_t i = 0; i < send.envelopes.size(); ++i) {
+      if (send.cancelled[i]) continue;  // acknowledged already: never written
+      const QueuedEnvelope& e = send.envelopes[i];
       auto st = conn.prepare(
           "INSERT INTO messages (envelope_id, account_id, device_id, source, source_device, type, "
           "content, client_timestamp, server_timestamp, expires_at) "
@@ -933,13 +1108,21 @@ class SqliteServerStore::Impl final : public AccountStore,
   sqlite::Pool pool_;
 
   std::mutex queue_mu_;
-  std::condition_variable queue_cv_;  // wakes the writer
-  std::condition_variable idle_cv_;   // wakes flush()
-  std::deque<PendingSend> queue_;     // guarded by queue_mu_
-  std::size_t in_flight_ = 0;         // guarded by queue_mu_: sends taken but not yet completed
-  std::size_t flush_waiters_ = 0;     // guarded by queue_mu_
-  bool stopping_ = false;             // guarded by queue_mu_
+  std::condition_variable queue_cv_;              // wakes the writer
+  std::condition_variable idle_cv_;               // wakes flush()
+  std::deque<std::unique_ptr<PendingOp>> queue_;  // guarded by queue_mu_
+  // Envelopes of queued sends not yet taken by the writer, by id; guarded by queue_mu_.
+  std::unordered_map<EnvelopeId, PendingRef, EnvelopeIdHash> pending_;
+  std::size_t in_flight_ = 0;      // guarded by queue_mu_: operations taken but not yet completed
+  std::size_t flush_waiters_ = 0;  // guarded by queue_mu_
+  bool stopping_ = false;          // guarded by queue_mu_
   std::atomic<std::uint64_t> commits_{0};
+
+  static constexpr std::size_t kAccountCacheEntries = 100000;
+  std::mutex cache_mu_;  // guards the two maps; the generation changes under it too
+  std::atomic<std::uint64_t> account_generation_{0};
+  std::unordered_map<AccountId, std::shared_ptr<const AccountRecord>> by_id_;
+  std::unordered_map<std::string, std::shared_ptr<const AccountRecord>> by_name_;
   std::thread writer_;  // last: started once everything above exists
 };
 

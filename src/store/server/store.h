@@ -11,9 +11,8 @@
 #include <functional>
 #include <optional>
 #include <string>
-#include <vector>
-
 #include <tl/expected.hpp>
+#include <vector>
 
 #include "crypto/bytes.h"
 
@@ -21,10 +20,10 @@ namespace sotto::store {
 
 enum class Error {
   not_found,
-  conflict,        // unique constraint: username taken, device id in use, duplicate envelope
-  queue_full,      // a device queue is at its limit
-  invalid_token,   // invite or link token unknown, used or expired
-  io,              // the database failed (disk full, corruption); logged by the store
+  conflict,       // unique constraint: username taken, device id in use, duplicate envelope
+  queue_full,     // a device queue is at its limit
+  invalid_token,  // invite or link token unknown, used or expired
+  io,             // the database failed (disk full, corruption); logged by the store
 };
 
 using AccountId = std::int64_t;
@@ -34,26 +33,26 @@ using EnvelopeId = std::array<std::uint8_t, 16>;
 struct DeviceRecord {
   DeviceId id = 0;
   std::uint32_t registration_id = 0;
-  Bytes auth_key;            // Ed25519 public key, 32 bytes
+  Bytes auth_key;  // Ed25519 public key, 32 bytes
   std::uint64_t created_day = 0;
 };
 
 struct AccountRecord {
   AccountId id = 0;
-  std::string username;      // normalised (lower case)
-  Bytes identity_key;        // 33 bytes
+  std::string username;  // normalised (lower case)
+  Bytes identity_key;    // 33 bytes
   std::vector<DeviceRecord> devices;
 };
 
 struct SignedPreKeyRecord {
   std::uint32_t id = 0;
-  Bytes public_key;          // 33 bytes
-  Bytes signature;           // 64 bytes
+  Bytes public_key;  // 33 bytes
+  Bytes signature;   // 64 bytes
 };
 
 struct OneTimePreKeyRecord {
   std::uint32_t id = 0;
-  Bytes public_key;          // 33 bytes
+  Bytes public_key;  // 33 bytes
 };
 
 class AccountStore {
@@ -64,14 +63,16 @@ class AccountStore {
       const std::string& username, ByteView identity_key, const DeviceRecord& first_device,
       const SignedPreKeyRecord& signed_pre_key,
       const std::vector<OneTimePreKeyRecord>& pre_keys) = 0;
-  [[nodiscard]] virtual tl::expected<AccountRecord, Error> find_account(const std::string& username) = 0;
+  [[nodiscard]] virtual tl::expected<AccountRecord, Error> find_account(
+      const std::string& username) = 0;
   [[nodiscard]] virtual tl::expected<AccountRecord, Error> find_account(AccountId id) = 0;
   // Adds a device with the next free id; returns it.
   [[nodiscard]] virtual tl::expected<DeviceId, Error> add_device(
       AccountId account, const DeviceRecord& device, const SignedPreKeyRecord& signed_pre_key,
       const std::vector<OneTimePreKeyRecord>& pre_keys) = 0;
   // Removes the device, its keys and its queue.
-  [[nodiscard]] virtual tl::expected<void, Error> remove_device(AccountId account, DeviceId device) = 0;
+  [[nodiscard]] virtual tl::expected<void, Error> remove_device(AccountId account,
+                                                                DeviceId device) = 0;
 };
 
 class KeyStore {
@@ -80,7 +81,7 @@ class KeyStore {
   [[nodiscard]] virtual tl::expected<void, Error> set_signed_pre_key(
       AccountId account, DeviceId device, const SignedPreKeyRecord& key) = 0;
   [[nodiscard]] virtual tl::expected<SignedPreKeyRecord, Error> signed_pre_key(AccountId account,
-                                                                              DeviceId device) = 0;
+                                                                               DeviceId device) = 0;
   // Ids already present are replaced. At most limit keys are kept per device.
   [[nodiscard]] virtual tl::expected<void, Error> add_pre_keys(
       AccountId account, DeviceId device, const std::vector<OneTimePreKeyRecord>& keys) = 0;
@@ -88,18 +89,18 @@ class KeyStore {
   [[nodiscard]] virtual tl::expected<std::optional<OneTimePreKeyRecord>, Error> take_pre_key(
       AccountId account, DeviceId device) = 0;
   [[nodiscard]] virtual tl::expected<std::uint32_t, Error> count_pre_keys(AccountId account,
-                                                                        DeviceId device) = 0;
+                                                                          DeviceId device) = 0;
 };
 
 // One stored message for one device.
 struct QueuedEnvelope {
   EnvelopeId id{};
-  AccountId account = 0;          // the recipient account
-  DeviceId device = 0;            // the recipient device
-  std::string source;             // sender username (empty for sealed sender, later)
+  AccountId account = 0;  // the recipient account
+  DeviceId device = 0;    // the recipient device
+  std::string source;     // sender username (empty for sealed sender, later)
   DeviceId source_device = 0;
   std::uint32_t type = 0;
-  Bytes content;                  // ciphertext
+  Bytes content;  // ciphertext
   std::uint64_t client_timestamp = 0;
   std::uint64_t server_timestamp = 0;  // milliseconds
   std::uint64_t expires_at = 0;        // seconds since the epoch
@@ -120,10 +121,23 @@ class MessageStore {
       AccountId account, DeviceId device, std::size_t limit,
       std::optional<EnvelopeId> after = std::nullopt) = 0;
   // Deletes envelopes of this device only: ids of other devices' queues are ignored. Returns
-  // how many were deleted.
-  [[nodiscard]] virtual tl::expected<std::size_t, Error> remove(AccountId account, DeviceId device,
-                                                                const std::vector<EnvelopeId>& ids) = 0;
-  [[nodiscard]] virtual tl::expected<std::size_t, Error> count(AccountId account, DeviceId device) = 0;
+  // how many were deleted, once the deletion is durable. Blocks; REQUIRES: not called from a
+  // completion (it would wait for its own writer).
+  [[nodiscard]] virtual tl::expected<std::size_t, Error> remove(
+      AccountId account, DeviceId device, const std::vector<EnvelopeId>& ids) = 0;
+  using RemoveCompletion = std::function<void(tl::expected<std::size_t, Error>)>;
+  // remove() without blocking the caller: the deletion shares the group commit of enqueue(), in
+  // order with it, and `done` runs once it is durable, from the store's writer thread. An id whose
+  // envelope is still waiting in an enqueue() not yet written (a recipient that acknowledged a
+  // live push before the commit) is taken out of that send, so that envelope is never written at
+  // all; when every id was such, `done` runs at once on the caller's thread.
+  virtual void remove_async(AccountId account, DeviceId device, std::vector<EnvelopeId> ids,
+                            RemoveCompletion done) = 0;
+  // Whether a send with this dedup key has been accepted (written, or waiting to be) within the
+  // dedup window. Lets a retry be answered before its device list is checked again.
+  [[nodiscard]] virtual tl::expected<bool, Error> was_sent(ByteView dedup_key) = 0;
+  [[nodiscard]] virtual tl::expected<std::size_t, Error> count(AccountId account,
+                                                               DeviceId device) = 0;
   // Deletes expired envelopes and old dedup keys; returns how many envelopes were deleted.
   [[nodiscard]] virtual tl::expected<std::size_t, Error> expire(std::uint64_t now_seconds) = 0;
   // Waits for every pending enqueue to be durable (graceful shutdown).
@@ -138,7 +152,8 @@ class TokenStore {
   // Marks the invite used; invalid_token when unknown, used or expired.
   [[nodiscard]] virtual tl::expected<void, Error> use_invite(const std::string& code,
                                                              std::uint64_t now) = 0;
-  [[nodiscard]] virtual tl::expected<void, Error> create_link_token(ByteView token, AccountId account,
+  [[nodiscard]] virtual tl::expected<void, Error> create_link_token(ByteView token,
+                                                                    AccountId account,
                                                                     std::uint64_t expires_at) = 0;
   [[nodiscard]] virtual tl::expected<AccountId, Error> use_link_token(ByteView token,
                                                                       std::uint64_t now) = 0;

@@ -1,0 +1,215 @@
+// Delivery through the real request handlers and the real SQLite store: envelopes pushed to an
+// online recipient before their commit, the write they are spared when acknowledged first, the
+// order kept when one of them has to wait for its commit, and retries answered once.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "util/server_harness.h"
+
+namespace sotto::server {
+namespace {
+
+namespace svc = sotto::wire::service;
+using sotto::testing::Client;
+using sotto::testing::str;
+
+class DeliveryTest : public sotto::testing::ServerHarness {
+ protected:
+  // Long enough that nothing below races the writer: a send stays uncommitted until flush().
+  std::chrono::microseconds commit_delay() const override { return std::chrono::seconds(3); }
+
+  svc::Request send_request(const Client& to, const std::string& client_message_id,
+                            const std::string& content, std::vector<std::uint32_t> devices = {1}) {
+    svc::Request r;
+    auto* sr = r.mutable_send();
+    sr->set_recipient(to.party.name);
+    sr->set_client_message_id(client_message_id);
+    sr->set_timestamp(1234);
+    for (std::uint32_t d : devices) {
+      auto* m = sr->add_messages();
+      m->set_destination(to.party.name);
+      m->set_device_id(d);
+      m->set_registration_id(to.party.registration_id.value);
+      m->set_type(1);
+      m->set_content(content);
+    }
+    return r;
+  }
+
+  // Frames a client has received so far, split.
+  struct Received {
+    std::vector<svc::Response> responses;
+    std::vector<svc::Envelope> envelopes;
+  };
+  static Received received(Client& c) {
+    Received out;
+    for (auto& f : c.conn->take()) {
+      if (f.has_response()) out.responses.push_back(f.response());
+      if (f.has_push() && f.push().has_envelope()) out.envelopes.push_back(f.push().envelope());
+    }
+    return out;
+  }
+
+  // Logs in without flushing the store (call() would commit pending sends).
+  void login_without_commit(Client& c) {
+    server_->on_open(c.conn);
+    svc::Request ch;
+    ch.mutable_challenge();
+    submit(c, ch);
+    auto got = received(c);
+    ASSERT_EQ(got.responses.size(), 1u);
+    const std::string nonce = got.responses[0].challenge().nonce();
+    Bytes msg(std::string_view("sotto-auth-v1").begin(), std::string_view("sotto-auth-v1").end());
+    msg.insert(msg.end(), nonce.begin(), nonce.end());
+    svc::Request r;
+    r.mutable_authenticate()->set_username(c.party.name);
+    r.mutable_authenticate()->set_device_id(c.device_id);
+    r.mutable_authenticate()->set_signature(str(c.auth.sign(msg)));
+    submit(c, r);
+    got = received(c);
+    ASSERT_FALSE(got.responses.empty());
+    ASSERT_EQ(got.responses[0].status().code(), svc::OK);
+  }
+
+  std::size_t stored_for(const Client& c) {
+    auto account = store_->accounts().find_account(c.party.name);
+    return store_->messages().count(account->id, c.device_id).value_or(999);
+  }
+};
+
+TEST_F(DeliveryTest, AnOnlineRecipientGetsTheEnvelopeBeforeTheCommitAndAnEarlyAckSparesTheWrite) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  (void)received(bob);
+
+  const std::uint64_t send_id =
+      submit(alice, send_request(bob, std::string(16, 'a'), "ciphertext-1"));
+  // Pushed at once; the sender is not answered before the send is durable.
+  auto got = received(bob);
+  ASSERT_EQ(got.envelopes.size(), 1u);
+  EXPECT_EQ(got.envelopes[0].content(), "ciphertext-1");
+  EXPECT_TRUE(received(alice).responses.empty());
+
+  svc::Request ack;
+  ack.mutable_ack()->add_envelope_ids(got.envelopes[0].id());
+  const std::uint64_t ack_id = submit(bob, ack);
+  // The envelope was still waiting for the writer: the acknowledgement takes it out of the send
+  // and is answered at once.
+  got = received(bob);
+  ASSERT_EQ(got.responses.size(), 1u);
+  EXPECT_EQ(got.responses[0].id(), ack_id);
+  EXPECT_EQ(got.responses[0].status().code(), svc::OK);
+
+  store_->messages().flush();
+  auto sender = received(alice);
+  ASSERT_EQ(sender.responses.size(), 1u);
+  EXPECT_EQ(sender.responses[0].id(), send_id);
+  EXPECT_EQ(sender.responses[0].status().code(), svc::OK);
+  EXPECT_EQ(stored_for(bob), 0u) << "an envelope acknowledged before its commit is never written";
+  EXPECT_TRUE(received(bob).envelopes.empty()) << "and never pushed twice";
+}
+
+TEST_F(DeliveryTest, AnEnvelopeAcknowledgedAfterItsCommitIsDeletedOnceDurable) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  (void)received(bob);
+
+  ASSERT_EQ(call(alice, send_request(bob, std::string(16, 'b'), "ciphertext-2")).status().code(),
+            svc::OK);
+  auto got = received(bob);
+  ASSERT_EQ(got.envelopes.size(), 1u);
+  EXPECT_EQ(stored_for(bob), 1u);
+
+  svc::Request ack;
+  ack.mutable_ack()->add_envelope_ids(got.envelopes[0].id());
+  const std::uint64_t ack_id = submit(bob, ack);
+  EXPECT_TRUE(received(bob).responses.empty()) << "answered only once the deletion is durable";
+  store_->messages().flush();
+  got = received(bob);
+  ASSERT_EQ(got.responses.size(), 1u);
+  EXPECT_EQ(got.responses[0].id(), ack_id);
+  EXPECT_EQ(stored_for(bob), 0u);
+}
+
+TEST_F(DeliveryTest, AnEnvelopeWaitingForItsCommitIsNotOvertakenByALaterOne) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  server_->on_close(bob.conn);  // bob goes offline
+
+  submit(alice, send_request(bob, std::string(16, '1'), "first"));
+  // Bob comes back while "first" is not yet written: his drain finds nothing and he is caught up.
+  bob.conn = std::make_shared<sotto::testing::LoopbackConnection>(3);
+  login_without_commit(bob);
+  submit(alice, send_request(bob, std::string(16, '2'), "second"));
+  EXPECT_TRUE(received(bob).envelopes.empty()) << "'second' must wait behind 'first'";
+
+  store_->messages().flush();
+  auto got = received(bob);
+  ASSERT_EQ(got.envelopes.size(), 2u);
+  EXPECT_EQ(got.envelopes[0].content(), "first");
+  EXPECT_EQ(got.envelopes[1].content(), "second");
+
+  // With nothing waiting any more, the next envelope goes out before its commit again.
+  submit(alice, send_request(bob, std::string(16, '3'), "third"));
+  got = received(bob);
+  ASSERT_EQ(got.envelopes.size(), 1u);
+  EXPECT_EQ(got.envelopes[0].content(), "third");
+  store_->messages().flush();
+}
+
+TEST_F(DeliveryTest, ARetryAfterTheDeviceListChangedIsAnsweredNotRefused) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  server_->on_close(bob.conn);  // offline: the envelope stays stored
+
+  const std::string id(16, 'r');
+  ASSERT_EQ(call(alice, send_request(bob, id, "original")).status().code(), svc::OK);
+  EXPECT_EQ(stored_for(bob), 1u);
+
+  // Bob adds a device; alice's retry of the same send (its answer was lost) is still the send
+  // that was accepted: answered OK, not stored again, not refused as stale.
+  auto account = store_->accounts().find_account("bob");
+  store::DeviceRecord second;
+  second.registration_id = 4242;
+  second.auth_key = Bytes(32, 0x42);
+  store::SignedPreKeyRecord spk{7, Bytes(33, 0x05), Bytes(64, 0x01)};
+  ASSERT_TRUE(store_->accounts().add_device(account->id, second, spk, {}).has_value());
+
+  auto retry = call(alice, send_request(bob, id, "original"));
+  EXPECT_EQ(retry.status().code(), svc::OK);
+  EXPECT_EQ(stored_for(bob), 1u);
+
+  // A new send with the old list is refused, naming the missing device.
+  auto fresh = call(alice, send_request(bob, std::string(16, 'n'), "new"));
+  ASSERT_EQ(fresh.status().code(), svc::STALE_DEVICES);
+  ASSERT_EQ(fresh.send().mismatch_size(), 1);
+  ASSERT_EQ(fresh.send().mismatch(0).missing_size(), 1);
+  EXPECT_EQ(fresh.send().mismatch(0).missing(0), 2u);
+}
+
+TEST_F(DeliveryTest, AnotherDevicesAcknowledgementCancelsNothing) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2), mallory("mallory", 3, 3);
+  join(alice);
+  join(bob);
+  join(mallory);
+  (void)received(bob);
+
+  submit(alice, send_request(bob, std::string(16, 'm'), "for bob only"));
+  auto got = received(bob);
+  ASSERT_EQ(got.envelopes.size(), 1u);
+  svc::Request ack;
+  ack.mutable_ack()->add_envelope_ids(got.envelopes[0].id());
+  submit(mallory, ack);
+  store_->messages().flush();
+  EXPECT_EQ(stored_for(bob), 1u) << "mallory's acknowledgement of bob's envelope changed nothing";
+}
+
+}  // namespace
+}  // namespace sotto::server

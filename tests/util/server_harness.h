@@ -1,0 +1,175 @@
+// The real request handlers (server::Server) over the real SQLite store, driven in process: each
+// client is a Party (keys, sessions) with a device auth key and a loopback connection that
+// collects the frames the server sends it. TLS and the WebSocket layer are tested in net_test and
+// e2e; this is for what the handlers and the store do together.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "crypto/ed25519.h"
+#include "crypto/rng.h"
+#include "server/server.h"
+#include "service.pb.h"
+#include "store/server/sqlite_store.h"
+#include "util/party.h"
+
+namespace sotto::testing {
+
+namespace svc = sotto::wire::service;
+
+class LoopbackConnection final : public net::Connection {
+ public:
+  explicit LoopbackConnection(std::uint64_t id) : id_(id) {}
+  bool send(Bytes frame) override {
+    std::lock_guard lock(mutex_);
+    svc::Frame f;
+    EXPECT_TRUE(f.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
+    frames_.push_back(std::move(f));
+    return true;
+  }
+  void close(const std::string&) override {}
+  std::uint64_t id() const override { return id_; }
+  const std::string& remote_address() const override { return address_; }
+  std::size_t outbound_bytes() const override { return 0; }
+  std::vector<svc::Frame> take() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(frames_, {});
+  }
+
+ private:
+  std::uint64_t id_;
+  std::string address_ = "127.0.0.1";
+  std::mutex mutex_;
+  std::vector<svc::Frame> frames_;
+};
+
+inline std::string str(ByteView b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+struct Client {
+  Party party;
+  crypto::Ed25519KeyPair auth;
+  std::shared_ptr<LoopbackConnection> conn;
+  std::uint32_t device_id = 1;
+  Client(const std::string& name, std::uint64_t seed, std::uint64_t conn_id)
+      : party(name, 1, seed),
+        auth(crypto::Ed25519KeyPair::generate(party.rng)),
+        conn(std::make_shared<LoopbackConnection>(conn_id)) {}
+};
+
+class ServerHarness : public ::testing::Test {
+ protected:
+  static constexpr std::uint64_t kNowMs = 1'700'000'000'000;
+
+  // The store's group-commit delay; a test of what happens before a commit makes it long.
+  virtual std::chrono::microseconds commit_delay() const { return std::chrono::milliseconds(2); }
+
+  void SetUp() override {
+    char tmpl[] = "/tmp/sotto-server-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    store::SqliteOptions options;
+    options.log = [](std::string_view) {};
+    options.now_ms = [] { return kNowMs; };
+    options.group_commit_max_delay = commit_delay();
+    store_ = std::move(*store::SqliteServerStore::open(dir_ / "sotto.db", options));
+    server_ = std::make_unique<server::Server>(server::ServerConfig{}, *store_, metrics_, rng_,
+                                               [] { return kNowMs; });
+  }
+  void TearDown() override {
+    server_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // Sends a request without waiting for anything.
+  std::uint64_t submit(Client& c, svc::Request r) {
+    r.set_id(++next_id_);
+    svc::Frame f;
+    *f.mutable_request() = std::move(r);
+    Bytes b(f.ByteSizeLong());
+    f.SerializeWithCachedSizesToArray(b.data());
+    server_->on_frame(c.conn, b);
+    return next_id_;
+  }
+
+  // Sends a request, waits for every store write, and returns its response; pushes received on
+  // the way are kept in pushes_.
+  svc::Response call(Client& c, svc::Request r) {
+    const std::uint64_t id = submit(c, std::move(r));
+    store_->messages().flush();
+    std::optional<svc::Response> response;
+    for (auto& frame : c.conn->take()) {
+      if (frame.has_response() && frame.response().id() == id) response = frame.response();
+      if (frame.has_push()) pushes_.push_back(frame.push());
+    }
+    if (!response) ADD_FAILURE() << "no response";
+    return response.value_or(svc::Response{});
+  }
+
+  svc::NewDevice new_device(Client& c) {
+    svc::NewDevice d;
+    d.set_registration_id(c.party.registration_id.value);
+    d.set_auth_key(str(c.auth.public_key));
+    Bytes binding(std::string_view("sotto-device-v1").begin(),
+                  std::string_view("sotto-device-v1").end());
+    binding.insert(binding.end(), c.party.name.begin(), c.party.name.end());
+    binding.insert(binding.end(), c.auth.public_key.begin(), c.auth.public_key.end());
+    d.set_identity_signature(str(c.party.identity.sign(binding, c.party.rng)));
+    auto* spk = d.mutable_keys()->mutable_signed_pre_key();
+    spk->set_id(c.party.signed_pre_key.id.value);
+    spk->set_public_key(str(c.party.signed_pre_key.key_pair.public_key.serialize()));
+    spk->set_signature(str(c.party.signed_pre_key.signature));
+    for (std::uint32_t id = 1; id <= 5; ++id) {
+      auto pk = c.party.pre_keys.load_pre_key(protocol::PreKeyId(id));
+      auto* o = d.mutable_keys()->add_pre_keys();
+      o->set_id(id);
+      o->set_public_key(str((*pk)->key_pair.public_key.serialize()));
+    }
+    return d;
+  }
+
+  void login(Client& c) {
+    svc::Request ch;
+    ch.mutable_challenge();
+    const std::string nonce = call(c, ch).challenge().nonce();
+    Bytes msg(std::string_view("sotto-auth-v1").begin(), std::string_view("sotto-auth-v1").end());
+    msg.insert(msg.end(), nonce.begin(), nonce.end());
+    svc::Request r;
+    r.mutable_authenticate()->set_username(c.party.name);
+    r.mutable_authenticate()->set_device_id(c.device_id);
+    r.mutable_authenticate()->set_signature(str(c.auth.sign(msg)));
+    ASSERT_EQ(call(c, r).status().code(), svc::OK);
+  }
+
+  // Registers c's account with c as device 1 and logs in.
+  void join(Client& c) {
+    server_->on_open(c.conn);
+    svc::Request r;
+    auto* reg = r.mutable_register_();
+    reg->set_username(c.party.name);
+    reg->set_identity_key(str(c.party.identity.public_key.serialize()));
+    *reg->mutable_device() = new_device(c);
+    ASSERT_EQ(call(c, r).status().code(), svc::OK);
+    login(c);
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<store::SqliteServerStore> store_;
+  server::Metrics metrics_;
+  crypto::DeterministicRng rng_{99};
+  std::unique_ptr<server::Server> server_;
+  std::vector<svc::Push> pushes_;
+  std::uint64_t next_id_ = 0;
+};
+
+}  // namespace sotto::testing
