@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   std::string log_level;
   bool invite_only = false;
   app.add_option("--data", data_dir, "Data directory (database, TLS certificate); created if missing")->required();
-  app.add_option("--listen", listen, "TLS WebSocket address, HOST:PORT (default 127.0.0.1:7443)");
+  app.add_option("--listen", listen, "TLS WebSocket address, HOST:PORT (default 127.0.0.1:7443; port 0: any free port, printed)");
   app.add_option("--http", http, "Plain HTTP address for /healthz and /metrics (default 127.0.0.1:7480)");
   app.add_option("--config", config_file, "TOML config file; flags given here override it")->check(CLI::ExistingFile);
   app.add_option("--tls-cert", tls_cert, "PEM certificate chain (with --tls-key); default: self-signed under DIR/tls");

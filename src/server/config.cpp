@@ -21,7 +21,7 @@ tl::expected<Endpoint, std::string> parse_endpoint(const std::string& text) {
   const std::string port = text.substr(colon + 1);
   unsigned value = 0;
   auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-  if (ec != std::errc() || ptr != port.data() + port.size() || value == 0 || value > 65535) {
+  if (ec != std::errc() || ptr != port.data() + port.size() || value > 65535) {
     return tl::unexpected("invalid port in '" + text + "'");
   }
   if (e.host.empty() || e.host.size() > 253) return tl::unexpected("invalid host in '" + text + "'");

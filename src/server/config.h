@@ -16,7 +16,8 @@ struct Endpoint {
   std::uint16_t port = 0;
 };
 
-// Parses "HOST:PORT" (IPv4 or name) with a port in 1..65535, or ":PORT".
+// Parses "HOST:PORT" (IPv4 or name) with a port in 0..65535 (0: any free port, printed at start),
+// or ":PORT".
 [[nodiscard]] tl::expected<Endpoint, std::string> parse_endpoint(const std::string& text);
 
 struct ServerConfig {

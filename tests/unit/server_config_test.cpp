@@ -15,7 +15,7 @@ TEST(Endpoint, ParsesAndRejects) {
   EXPECT_EQ(e->host, "0.0.0.0");
   EXPECT_EQ(e->port, 8443);
   EXPECT_EQ(parse_endpoint(":9000")->host, "127.0.0.1");
-  for (const char* bad : {"", "host", "host:", "host:0", "host:65536", "host:12ab", ":-1"}) {
+  for (const char* bad : {"", "host", "host:", "host:65536", "host:12ab", ":-1"}) {
     EXPECT_FALSE(parse_endpoint(bad)) << bad;
   }
 }

@@ -62,12 +62,7 @@ class DeliveryTest : public sotto::testing::ServerHarness {
     auto got = received(c);
     ASSERT_EQ(got.responses.size(), 1u);
     const std::string nonce = got.responses[0].challenge().nonce();
-    Bytes msg(std::string_view("sotto-auth-v1").begin(), std::string_view("sotto-auth-v1").end());
-    msg.insert(msg.end(), nonce.begin(), nonce.end());
-    svc::Request r;
-    r.mutable_authenticate()->set_username(c.party.name);
-    r.mutable_authenticate()->set_device_id(c.device_id);
-    r.mutable_authenticate()->set_signature(str(c.auth.sign(msg)));
+    svc::Request r = sotto::testing::authenticate(c.party.name, c.device_id, c.auth, nonce);
     submit(c, r);
     got = received(c);
     ASSERT_FALSE(got.responses.empty());

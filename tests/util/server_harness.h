@@ -56,6 +56,51 @@ inline std::string str(ByteView b) {
   return {reinterpret_cast<const char*>(b.data()), b.size()};
 }
 
+// A NewDevice for `party` (registration or linking): its keys, five one-time prekeys, and the
+// identity key's signature binding the auth key to the account.
+inline svc::NewDevice make_new_device(Party& party, const crypto::Ed25519KeyPair& auth) {
+  svc::NewDevice d;
+  d.set_registration_id(party.registration_id.value);
+  d.set_auth_key(str(auth.public_key));
+  Bytes binding(std::string_view("sotto-device-v1").begin(),
+                std::string_view("sotto-device-v1").end());
+  binding.insert(binding.end(), party.name.begin(), party.name.end());
+  binding.insert(binding.end(), auth.public_key.begin(), auth.public_key.end());
+  d.set_identity_signature(str(party.identity.sign(binding, party.rng)));
+  auto* spk = d.mutable_keys()->mutable_signed_pre_key();
+  spk->set_id(party.signed_pre_key.id.value);
+  spk->set_public_key(str(party.signed_pre_key.key_pair.public_key.serialize()));
+  spk->set_signature(str(party.signed_pre_key.signature));
+  for (std::uint32_t id = 1; id <= 5; ++id) {
+    auto pk = party.pre_keys.load_pre_key(protocol::PreKeyId(id));
+    auto* o = d.mutable_keys()->add_pre_keys();
+    o->set_id(id);
+    o->set_public_key(str((*pk)->key_pair.public_key.serialize()));
+  }
+  return d;
+}
+
+inline svc::Request register_request(Party& party, const crypto::Ed25519KeyPair& auth) {
+  svc::Request r;
+  auto* reg = r.mutable_register_();
+  reg->set_username(party.name);
+  reg->set_identity_key(str(party.identity.public_key.serialize()));
+  *reg->mutable_device() = make_new_device(party, auth);
+  return r;
+}
+
+// The login proof: the device auth key's signature over the context and the server's nonce.
+inline svc::Request authenticate(const std::string& username, std::uint32_t device,
+                                 const crypto::Ed25519KeyPair& auth, const std::string& nonce) {
+  Bytes msg(std::string_view("sotto-auth-v1").begin(), std::string_view("sotto-auth-v1").end());
+  msg.insert(msg.end(), nonce.begin(), nonce.end());
+  svc::Request r;
+  r.mutable_authenticate()->set_username(username);
+  r.mutable_authenticate()->set_device_id(device);
+  r.mutable_authenticate()->set_signature(str(auth.sign(msg)));
+  return r;
+}
+
 struct Client {
   Party party;
   crypto::Ed25519KeyPair auth;
@@ -116,50 +161,20 @@ class ServerHarness : public ::testing::Test {
     return response.value_or(svc::Response{});
   }
 
-  svc::NewDevice new_device(Client& c) {
-    svc::NewDevice d;
-    d.set_registration_id(c.party.registration_id.value);
-    d.set_auth_key(str(c.auth.public_key));
-    Bytes binding(std::string_view("sotto-device-v1").begin(),
-                  std::string_view("sotto-device-v1").end());
-    binding.insert(binding.end(), c.party.name.begin(), c.party.name.end());
-    binding.insert(binding.end(), c.auth.public_key.begin(), c.auth.public_key.end());
-    d.set_identity_signature(str(c.party.identity.sign(binding, c.party.rng)));
-    auto* spk = d.mutable_keys()->mutable_signed_pre_key();
-    spk->set_id(c.party.signed_pre_key.id.value);
-    spk->set_public_key(str(c.party.signed_pre_key.key_pair.public_key.serialize()));
-    spk->set_signature(str(c.party.signed_pre_key.signature));
-    for (std::uint32_t id = 1; id <= 5; ++id) {
-      auto pk = c.party.pre_keys.load_pre_key(protocol::PreKeyId(id));
-      auto* o = d.mutable_keys()->add_pre_keys();
-      o->set_id(id);
-      o->set_public_key(str((*pk)->key_pair.public_key.serialize()));
-    }
-    return d;
-  }
+  svc::NewDevice new_device(Client& c) { return make_new_device(c.party, c.auth); }
 
   void login(Client& c) {
     svc::Request ch;
     ch.mutable_challenge();
     const std::string nonce = call(c, ch).challenge().nonce();
-    Bytes msg(std::string_view("sotto-auth-v1").begin(), std::string_view("sotto-auth-v1").end());
-    msg.insert(msg.end(), nonce.begin(), nonce.end());
-    svc::Request r;
-    r.mutable_authenticate()->set_username(c.party.name);
-    r.mutable_authenticate()->set_device_id(c.device_id);
-    r.mutable_authenticate()->set_signature(str(c.auth.sign(msg)));
-    ASSERT_EQ(call(c, r).status().code(), svc::OK);
+    ASSERT_EQ(call(c, authenticate(c.party.name, c.device_id, c.auth, nonce)).status().code(),
+              svc::OK);
   }
 
   // Registers c's account with c as device 1 and logs in.
   void join(Client& c) {
     server_->on_open(c.conn);
-    svc::Request r;
-    auto* reg = r.mutable_register_();
-    reg->set_username(c.party.name);
-    reg->set_identity_key(str(c.party.identity.public_key.serialize()));
-    *reg->mutable_device() = new_device(c);
-    ASSERT_EQ(call(c, r).status().code(), svc::OK);
+    ASSERT_EQ(call(c, register_request(c.party, c.auth)).status().code(), svc::OK);
     login(c);
   }
 
