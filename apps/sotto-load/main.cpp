@@ -75,6 +75,7 @@ struct Options {
   double login_duration_s = 5;
   std::size_t idle_connections = 19000;
   std::size_t source_addresses = 0;  // 0: one per 4000 connections
+  double idle_hold_s = 2;            // idle time before the memory is read
   std::size_t offline_messages = 10000;
   std::size_t offline_senders = 4;
   std::size_t offline_window = 64;
@@ -913,7 +914,8 @@ class LoadTool {
     std::size_t failed = 0;
     auto peers = open_logged_in(accounts, 128, nullptr, &failed);
     const double open_s = secs(t0);
-    std::this_thread::sleep_for(2s);  // idle: nothing in flight any more
+    // Idle: nothing in flight any more.
+    std::this_thread::sleep_for(std::chrono::duration<double>(o_.idle_hold_s));
     const auto server1 = resident_bytes(ep_.pid);
     const auto self1 = resident_bytes(::getpid());
     std::size_t open = 0;
@@ -1234,6 +1236,9 @@ int main(int argc, char** argv) {
   app.add_option("--source-addresses", o.source_addresses,
                  "127.0.0.x source addresses to spread connections over (default: one per 4000)")
       ->check(CLI::Range(1, 250));
+  app.add_option("--idle-hold", o.idle_hold_s,
+                 "Seconds the idle connections are held before the server's memory is read")
+      ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--offline-messages", o.offline_messages, "Messages queued for an offline device")
       ->check(CLI::Range(1, 10000000));
   app.add_option("--offline-senders", o.offline_senders, "Senders filling the offline queue")
