@@ -2,7 +2,7 @@
 # root or sudo), then configures, builds and runs with the CMake presets in CMakePresets.json.
 JOBS ?= $(shell nproc)
 
-.PHONY: all demo demo-protocol test test-dev test-asan bench fuzz bootstrap clean
+.PHONY: all demo demo-protocol test test-dev test-asan bench load fuzz bootstrap clean
 
 all: demo
 
@@ -42,6 +42,14 @@ bench: bootstrap
 	cmake --preset release
 	cmake --build --preset release --target sotto_bench -j $(JOBS)
 	python3 bench/compare
+
+# Server load test (release build): sotto-load spawns sotto-server on free ports with a temporary
+# data directory and measures every phase; see bench/README.md, section "Load". LOAD_ARGS adds
+# options (e.g. LOAD_ARGS=--json).
+load: bootstrap
+	cmake --preset release
+	cmake --build --preset release --target sotto-server sotto-load -j $(JOBS)
+	./build/release/apps/sotto-load/sotto-load --spawn-server build/release/apps/sotto-server/sotto-server $(LOAD_ARGS)
 
 # libFuzzer targets (clang 14); see fuzz/README.md.
 fuzz: bootstrap

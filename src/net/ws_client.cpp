@@ -10,11 +10,11 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/websocket/stream.hpp>
-
 #include <condition_variable>
 #include <future>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -105,11 +105,10 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
         on_frame_(std::move(on_frame)),
         on_close_(std::move(on_close)) {}
 
-  // Starts the attempt; the future becomes ready once it succeeded or failed.
-  std::future<Result> connect() {
-    auto f = connected_.get_future();
+  // Starts the attempt; `done` runs on the strand once it succeeded or failed.
+  void connect(std::function<void(Result)> done) {
+    on_connected_ = std::move(done);
     asio::dispatch(strand_, [self = shared_from_this()] { self->start(); });
-    return f;
   }
 
   const std::string& observed_fingerprint() const { return observed_; }  // after connect()
@@ -151,9 +150,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   }
 
  private:
-  bool running_here() const {
-    return strand_.running_in_this_thread();
-  }
+  bool running_here() const { return strand_.running_in_this_thread(); }
 
   bool wait_finished(std::chrono::steady_clock::duration limit) {
     std::unique_lock lock(mu_);
@@ -170,11 +167,11 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
       }
     });
     resolver_.emplace(strand_);
-    resolver_->async_resolve(options_.host, std::to_string(options_.port),
-                             [self = shared_from_this()](error_code ec,
-                                                         tcp::resolver::results_type results) {
-                               self->on_resolve(ec, std::move(results));
-                             });
+    resolver_->async_resolve(
+        options_.host, std::to_string(options_.port),
+        [self = shared_from_this()](error_code ec, tcp::resolver::results_type results) {
+          self->on_resolve(ec, std::move(results));
+        });
   }
 
   void on_resolve(error_code ec, tcp::resolver::results_type results) {
@@ -207,8 +204,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void on_connected() {
     error_code ec;
     ws_.next_layer().next_layer().set_option(tcp::no_delay(true), ec);
-    ws_.next_layer().start(false, is_ip_literal(options_.host) ? std::string() : options_.host,
-                           ec);
+    ws_.next_layer().start(false, is_ip_literal(options_.host) ? std::string() : options_.host, ec);
     if (ec) return fail(ClientError::tls_failed);
     ws_.next_layer().async_handshake(
         [self = shared_from_this()](error_code e, std::size_t) { self->on_tls_handshake(e); });
@@ -225,9 +221,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     }
     ws_.set_option(websocket::stream_base::timeout{websocket::stream_base::none(),
                                                    websocket::stream_base::none(), false});
-    ws_.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
-      req.set(beast::http::field::user_agent, "sotto");
-    }));
+    ws_.set_option(websocket::stream_base::decorator(
+        [](websocket::request_type& req) { req.set(beast::http::field::user_agent, "sotto"); }));
     ws_.read_message_max(options_.max_frame_bytes);
     ws_.binary(true);
     ws_.auto_fragment(false);
@@ -249,7 +244,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     t.keep_alive_pings = false;
     ws_.set_option(t);
     open_.store(true, std::memory_order_release);
-    connected_.set_value({});
+    complete_connect({});
     read_next();
   }
 
@@ -258,7 +253,13 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     timer_.cancel();
     hard_close();
     mark_finished();
-    connected_.set_value(tl::unexpected(e));
+    complete_connect(tl::unexpected(e));
+  }
+
+  void complete_connect(Result r) {
+    auto done = std::move(on_connected_);
+    on_connected_ = nullptr;
+    if (done && !detached_) done(std::move(r));
   }
 
   void read_next() {
@@ -289,10 +290,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   void write_next() {
     writing_ = true;
-    ws_.async_write(asio::buffer(queue_[head_]),
-                    [self = shared_from_this()](error_code ec, std::size_t) {
-                      self->on_write(ec);
-                    });
+    ws_.async_write(
+        asio::buffer(queue_[head_]),
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
   }
 
   void on_write(error_code ec) {
@@ -369,7 +369,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::optional<tcp::resolver> resolver_;
   std::vector<tcp::endpoint> endpoints_;
   beast::flat_buffer rd_buf_;
-  std::promise<Result> connected_;
+  std::function<void(Result)> on_connected_;  // runs once, then cleared
   std::string observed_;
 
   WsClient::FrameHandler on_frame_;
@@ -450,7 +450,9 @@ tl::expected<void, ClientError> WsClient::connect() {
   impl_->observed.clear();
   impl_->conn = std::make_shared<ClientConnection>(impl_->ioc(), impl_->options, impl_->on_frame,
                                                    impl_->on_close);
-  auto future = impl_->conn->connect();
+  auto promise = std::make_shared<std::promise<tl::expected<void, ClientError>>>();
+  auto future = promise->get_future();
+  impl_->conn->connect([promise](tl::expected<void, ClientError> r) { promise->set_value(r); });
   // The connection's own deadline normally decides; this only guards against a stopped pool.
   if (future.wait_for(impl_->options.connect_timeout + kCloseWaitMargin) !=
       std::future_status::ready) {
@@ -461,15 +463,35 @@ tl::expected<void, ClientError> WsClient::connect() {
   return result;
 }
 
-const std::string& WsClient::observed_fingerprint() const { return impl_->observed; }
+void WsClient::async_connect(ConnectHandler done) {
+  if (impl_->conn) throw std::logic_error("WsClient::async_connect: already connected once");
+  impl_->observed.clear();
+  impl_->conn = std::make_shared<ClientConnection>(impl_->ioc(), impl_->options, impl_->on_frame,
+                                                   impl_->on_close);
+  // The completion runs on the connection's strand, before any frame: observed is written
+  // there and read by the caller only after `done` ran.
+  impl_->conn->connect([impl = impl_.get(), conn = std::weak_ptr<ClientConnection>(impl_->conn),
+                        done = std::move(done)](tl::expected<void, ClientError> r) {
+    if (auto c = conn.lock()) impl->observed = c->observed_fingerprint();
+    if (done) done(r);
+  });
+}
 
-bool WsClient::send(Bytes frame) { return impl_->conn && impl_->conn->send(std::move(frame)); }
+const std::string& WsClient::observed_fingerprint() const {
+  return impl_->observed;
+}
+
+bool WsClient::send(Bytes frame) {
+  return impl_->conn && impl_->conn->send(std::move(frame));
+}
 
 void WsClient::close() {
   if (impl_->conn) impl_->conn->close();
 }
 
-bool WsClient::is_open() const { return impl_->conn && impl_->conn->is_open(); }
+bool WsClient::is_open() const {
+  return impl_->conn && impl_->conn->is_open();
+}
 
 std::string_view to_string(ClientError e) {
   switch (e) {

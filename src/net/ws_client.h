@@ -8,14 +8,20 @@
 #include <functional>
 #include <memory>
 #include <string>
-
 #include <tl/expected.hpp>
 
 #include "crypto/bytes.h"
 
 namespace sotto::net {
 
-enum class ClientError { resolve_failed, connect_failed, tls_failed, fingerprint_mismatch, closed, timeout };
+enum class ClientError {
+  resolve_failed,
+  connect_failed,
+  tls_failed,
+  fingerprint_mismatch,
+  closed,
+  timeout
+};
 
 struct ClientOptions {
   std::string host = "127.0.0.1";
@@ -47,6 +53,7 @@ class WsClient {
  public:
   using FrameHandler = std::function<void(ByteView frame)>;
   using CloseHandler = std::function<void(const std::string& reason)>;
+  using ConnectHandler = std::function<void(tl::expected<void, ClientError>)>;
 
   WsClient(ClientOptions options, FrameHandler on_frame, CloseHandler on_close,
            std::shared_ptr<IoPool> pool = nullptr);
@@ -56,6 +63,11 @@ class WsClient {
 
   // Blocks until connected (TLS + WebSocket handshakes done and the fingerprint checked).
   [[nodiscard]] tl::expected<void, ClientError> connect();
+  // The same without blocking: `done` runs once, on the I/O thread, when the attempt succeeded
+  // or failed (observed_fingerprint() is set before it runs). Frames may arrive only after it.
+  // Lets one thread open thousands of connections (the load tool). REQUIRES: no earlier
+  // connection on this client (a replaced connection would have to be waited for).
+  void async_connect(ConnectHandler done);
   const std::string& observed_fingerprint() const;
   bool send(Bytes frame);
   void close();

@@ -79,7 +79,9 @@ Bytes pattern(std::size_t size, std::uint32_t seed) {
   return b;
 }
 
-Bytes bytes_of(std::string_view s) { return Bytes(s.begin(), s.end()); }
+Bytes bytes_of(std::string_view s) {
+  return Bytes(s.begin(), s.end());
+}
 
 // Server side: records connections, echoes frames unless told otherwise.
 class TestHandler : public ConnectionHandler {
@@ -232,8 +234,7 @@ class RawTlsClient {
         "GET /v1/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         "Sec-WebSocket-Version: 13\r\n\r\n";
-    if (SSL_write(ssl_, req.data(), static_cast<int>(req.size())) !=
-        static_cast<int>(req.size())) {
+    if (SSL_write(ssl_, req.data(), static_cast<int>(req.size())) != static_cast<int>(req.size())) {
       return false;
     }
     std::string resp;
@@ -368,7 +369,8 @@ TEST(TlsIdentity, CertificateIsSelfSignedV3WithLoopbackNamesForTenYears) {
   TempDir dir;
   auto id = load_or_create_identity(dir.path(), "sotto-test");
   ASSERT_TRUE(id);
-  BIO* bio = BIO_new_mem_buf(id->certificate_pem.data(), static_cast<int>(id->certificate_pem.size()));
+  BIO* bio =
+      BIO_new_mem_buf(id->certificate_pem.data(), static_cast<int>(id->certificate_pem.size()));
   X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
   BIO_free(bio);
   ASSERT_NE(cert, nullptr);
@@ -383,8 +385,8 @@ TEST(TlsIdentity, CertificateIsSelfSignedV3WithLoopbackNamesForTenYears) {
 
   bool has_ip = false;
   bool has_dns = false;
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   ASSERT_NE(names, nullptr);
   for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
     const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
@@ -394,9 +396,9 @@ TEST(TlsIdentity, CertificateIsSelfSignedV3WithLoopbackNamesForTenYears) {
                std::equal(loopback, loopback + 4, ASN1_STRING_get0_data(n->d.iPAddress));
     }
     if (n->type == GEN_DNS) {
-      has_dns = std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(n->d.dNSName)),
-                            static_cast<std::size_t>(ASN1_STRING_length(n->d.dNSName))) ==
-                "localhost";
+      has_dns =
+          std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(n->d.dNSName)),
+                      static_cast<std::size_t>(ASN1_STRING_length(n->d.dNSName))) == "localhost";
     }
   }
   GENERAL_NAMES_free(names);
@@ -438,7 +440,8 @@ TEST(TlsIdentity, RejectsBadInput) {
   EXPECT_EQ(load_or_create_identity(c.path(), "").error(), TlsError::generation_failed);
 }
 
-// --- WebSocket server and client ------------------------------------------------------------------
+// --- WebSocket server and client
+// ------------------------------------------------------------------
 
 TEST_F(NetTest, EchoesFrames) {
   TestHandler handler;
@@ -486,7 +489,7 @@ TEST_F(NetTest, ManyFramesBothWaysArriveIntactAndInOrder) {
   std::vector<Bytes> sent;
   for (int i = 0; i < kFrames; ++i) {
     std::size_t n = (i % 10 == 0) ? size(rng) : size(rng) % 600;  // mostly small, some large
-    if (i == 1) n = 16384;                                           // exactly one record
+    if (i == 1) n = 16384;                                        // exactly one record
     if (i == 2) n = 16384 - 2;  // header + payload fill one record exactly
     sent.push_back(pattern(n, static_cast<std::uint32_t>(i)));
     ASSERT_TRUE(client.send(sent.back()));
@@ -509,11 +512,14 @@ TEST_F(NetTest, ServerPushesToClientWithoutARequest) {
   auto conn = handler.first_live();
   // From a thread that is not the connection's (as the store's commit thread would).
   std::thread pusher([&] {
-    for (int i = 0; i < 50; ++i) EXPECT_TRUE(conn->send(pattern(1000, static_cast<std::uint32_t>(i))));
+    for (int i = 0; i < 50; ++i)
+      EXPECT_TRUE(conn->send(pattern(1000, static_cast<std::uint32_t>(i))));
   });
   pusher.join();
   ASSERT_TRUE(rec.wait_frames(50));
-  for (int i = 0; i < 50; ++i) EXPECT_EQ(rec.frames()[static_cast<std::size_t>(i)], pattern(1000, static_cast<std::uint32_t>(i)));
+  for (int i = 0; i < 50; ++i)
+    EXPECT_EQ(rec.frames()[static_cast<std::size_t>(i)],
+              pattern(1000, static_cast<std::uint32_t>(i)));
   EXPECT_TRUE(eventually([&] { return conn->outbound_bytes() == 0; }));
   conn.reset();
 }
@@ -545,7 +551,8 @@ TEST_F(NetTest, PinAcceptsUpperCaseAndColons) {
     if (!pin.empty()) pin += ':';
     pin += identity_.fingerprint.substr(i, 2);
   }
-  std::transform(pin.begin(), pin.end(), pin.begin(), [](char c) { return static_cast<char>(std::toupper(c)); });
+  std::transform(pin.begin(), pin.end(), pin.begin(),
+                 [](char c) { return static_cast<char>(std::toupper(c)); });
   auto opts = client_options(server.port());
   opts.fingerprint = pin;
   WsClient client(opts, nullptr, nullptr);
@@ -806,9 +813,8 @@ TEST_F(NetTest, TwoHundredClientsOnATwoThreadPoolAllEcho) {
   std::vector<std::unique_ptr<WsClient>> clients;
   for (int i = 0; i < kClients; ++i) {
     recs.push_back(std::make_unique<Recorder>());
-    clients.push_back(std::make_unique<WsClient>(client_options(server.port()),
-                                                 recs.back()->frame_fn(),
-                                                 recs.back()->close_fn(), pool));
+    clients.push_back(std::make_unique<WsClient>(
+        client_options(server.port()), recs.back()->frame_fn(), recs.back()->close_fn(), pool));
   }
   // Connect from four threads at once.
   std::atomic<int> failures{0};
@@ -826,8 +832,8 @@ TEST_F(NetTest, TwoHundredClientsOnATwoThreadPoolAllEcho) {
 
   for (int f = 0; f < kFramesEach; ++f) {
     for (int i = 0; i < kClients; ++i) {
-      ASSERT_TRUE(clients[static_cast<std::size_t>(i)]->send(
-          pattern(100 + static_cast<std::size_t>(f) * 37, static_cast<std::uint32_t>(i * 100 + f))));
+      ASSERT_TRUE(clients[static_cast<std::size_t>(i)]->send(pattern(
+          100 + static_cast<std::size_t>(f) * 37, static_cast<std::uint32_t>(i * 100 + f))));
     }
   }
   for (int i = 0; i < kClients; ++i) {
@@ -835,10 +841,62 @@ TEST_F(NetTest, TwoHundredClientsOnATwoThreadPoolAllEcho) {
     ASSERT_TRUE(rec.wait_frames(kFramesEach)) << "client " << i;
     const auto got = rec.frames();
     for (int f = 0; f < kFramesEach; ++f) {
-      EXPECT_EQ(got[static_cast<std::size_t>(f)],
-                pattern(100 + static_cast<std::size_t>(f) * 37, static_cast<std::uint32_t>(i * 100 + f)));
+      EXPECT_EQ(got[static_cast<std::size_t>(f)], pattern(100 + static_cast<std::size_t>(f) * 37,
+                                                          static_cast<std::uint32_t>(i * 100 + f)));
     }
   }
+  clients.clear();
+  EXPECT_TRUE(eventually([&] { return server.connection_count() == 0; }));
+}
+
+// async_connect: one thread starts many attempts without blocking; each completes once, on the
+// pool, with the fingerprint observed; a wrong pin fails there too.
+TEST_F(NetTest, AsyncConnectCompletesOnThePoolAndPinsTheCertificate) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  auto pool = std::make_shared<IoPool>(2);
+
+  constexpr int kClients = 50;
+  std::vector<std::unique_ptr<Recorder>> recs;
+  std::vector<std::unique_ptr<WsClient>> clients;
+  std::atomic<int> ok{0}, failed{0}, completions{0};
+  for (int i = 0; i < kClients; ++i) {
+    recs.push_back(std::make_unique<Recorder>());
+    clients.push_back(std::make_unique<WsClient>(
+        client_options(server.port()), recs.back()->frame_fn(), recs.back()->close_fn(), pool));
+  }
+  for (auto& c : clients) {
+    c->async_connect([&](tl::expected<void, ClientError> r) {
+      ++(r ? ok : failed);
+      ++completions;
+    });
+  }
+  ASSERT_TRUE(eventually([&] { return completions.load() == kClients; }));
+  EXPECT_EQ(ok, kClients);
+  EXPECT_EQ(failed, 0);
+  for (int i = 0; i < kClients; ++i) {
+    auto& c = *clients[static_cast<std::size_t>(i)];
+    EXPECT_EQ(c.observed_fingerprint(), identity_.fingerprint);
+    ASSERT_TRUE(c.send(pattern(64, static_cast<std::uint32_t>(i))));
+  }
+  for (int i = 0; i < kClients; ++i) {
+    ASSERT_TRUE(recs[static_cast<std::size_t>(i)]->wait_frames(1)) << "client " << i;
+  }
+  EXPECT_THROW(clients[0]->async_connect(nullptr), std::logic_error);
+
+  ClientOptions wrong = client_options(server.port());
+  wrong.fingerprint = std::string(64, '0');
+  std::promise<tl::expected<void, ClientError>> result;
+  WsClient pinned(
+      wrong, [](ByteView) {}, [](const std::string&) {}, pool);
+  pinned.async_connect([&](tl::expected<void, ClientError> r) { result.set_value(r); });
+  auto f = result.get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  const auto r = f.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), ClientError::fingerprint_mismatch);
+
   clients.clear();
   EXPECT_TRUE(eventually([&] { return server.connection_count() == 0; }));
 }
@@ -915,16 +973,17 @@ TEST(HttpServer, ServesHealthzAndMetricsOnLoopback) {
       http.port(), "GET /nope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(missing.rfind("HTTP/1.1 404", 0), 0u) << missing;
 
-  const std::string post = http_exchange(
-      http.port(),
-      "POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  const std::string post =
+      http_exchange(http.port(),
+                    "POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: "
+                    "close\r\n\r\n");
   EXPECT_EQ(post.rfind("HTTP/1.1 405", 0), 0u) << post;
 
   // Two requests on one keep-alive connection.
-  const std::string two = http_exchange(
-      http.port(),
-      "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
-      "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  const std::string two =
+      http_exchange(http.port(),
+                    "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                    "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   EXPECT_NE(two.find("HTTP/1.1 200", 1), std::string::npos) << two;
 
   http.stop();

@@ -1,0 +1,1335 @@
+// sotto-load: a load generator for sotto-server that speaks the real protocol. It registers real
+// accounts (identity key, device auth key, signed prekey, identity signature), logs them in with
+// challenge/authenticate over TLS 1.3 with the server's certificate pinned, sends opaque
+// ciphertext-sized messages to every device of the recipient and acknowledges what it receives,
+// batching acknowledgements as a client may. It measures delivered messages/s at saturation,
+// latency at a fixed rate, logins/s, server memory per idle connection, and storing and draining
+// an offline queue; and it checks that every message the server accepted was delivered exactly
+// once (re-deliveries of the same envelope are counted separately: the server delivers at least
+// once and clients drop repeats by envelope id).
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <future>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "crypto/rng.h"
+#include "net/ws_client.h"
+#include "peer.h"
+#include "server_process.h"
+
+namespace sotto::load {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+constexpr std::size_t kMessageHeader = 20;  // sender index, sequence, send time (see Content)
+constexpr std::size_t kRandomPoolBytes = 1 << 16;
+constexpr std::size_t kRegistrationConnections = 4;
+constexpr std::size_t kRegistrationWindow = 16;
+constexpr auto kQuiesceTimeout = 60s;
+constexpr auto kStallTimeout = 30s;  // no delivery and no send response for this long
+constexpr auto kQuiesceLimit = 30min;
+constexpr std::uint32_t kMessageTypeSignal = 2;  // protocol::MessageType::signal
+
+struct Options {
+  std::string server;
+  std::string fingerprint;
+  int server_pid = 0;
+  std::string spawn_server;
+  bool keep_data = false;
+  std::vector<std::string> phases{"saturation", "fixed-rate", "logins", "idle-memory", "offline"};
+  bool json_output = false;
+  int threads = 2;
+  std::size_t pairs = 64;
+  std::size_t window = 16;
+  std::size_t message_bytes = 160;
+  std::size_t ack_batch = 32;
+  double ack_delay_ms = 2;  // a partial batch waits at most this long
+  double warmup_s = 2;
+  double duration_s = 5;
+  double rate = 5000;
+  double fixed_duration_s = 10;
+  std::size_t login_accounts = 500;
+  std::size_t login_concurrency = 32;
+  double login_duration_s = 5;
+  std::size_t idle_connections = 19000;
+  std::size_t source_addresses = 0;  // 0: one per 4000 connections
+  double idle_hold_s = 2;            // idle time before the memory is read
+  std::size_t offline_messages = 10000;
+  std::size_t offline_senders = 4;
+  std::size_t offline_window = 64;
+  std::size_t pre_keys = 0;
+
+  bool has(const std::string& phase) const {
+    return std::find(phases.begin(), phases.end(), phase) != phases.end();
+  }
+};
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+double seconds_between(std::int64_t a_ns, std::int64_t b_ns) {
+  return static_cast<double>(b_ns - a_ns) / 1e9;
+}
+
+void put_u32(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+void put_u64(std::uint8_t* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+std::uint32_t get_u32(const std::uint8_t* p) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(p[i]) << (8 * i);
+  return v;
+}
+std::uint64_t get_u64(const std::uint8_t* p) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+
+std::string hex(ByteView b) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (auto c : b) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+// Waits for a condition that callbacks on the I/O threads make true; they call notify().
+class Waiter {
+ public:
+  void notify() {
+    std::lock_guard lock(mu_);
+    cv_.notify_all();
+  }
+  template <class Pred>
+  bool wait(Pred pred, Clock::duration limit) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, limit, pred);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+struct LatencySummary {
+  std::size_t samples = 0;
+  double p50_ms = 0, p99_ms = 0, max_ms = 0;
+};
+
+LatencySummary summarize(std::vector<std::uint32_t> us) {
+  LatencySummary s;
+  s.samples = us.size();
+  if (us.empty()) return s;
+  std::sort(us.begin(), us.end());
+  const auto at = [&](double q) {
+    const auto i = static_cast<std::size_t>(std::ceil(q * static_cast<double>(us.size()))) - 1;
+    return static_cast<double>(us[std::min(i, us.size() - 1)]) / 1000.0;
+  };
+  s.p50_ms = at(0.50);
+  s.p99_ms = at(0.99);
+  s.max_ms = static_cast<double>(us.back()) / 1000.0;
+  return s;
+}
+
+struct Receiver;
+
+// One sending device. Sequence numbers grow over the whole run, so the exactly-once check at
+// the end covers every phase.
+struct Sender {
+  std::uint32_t index = 0;  // written into each message
+  Account* account = nullptr;
+  Receiver* to = nullptr;
+  std::unique_ptr<Peer> peer;
+  std::mutex mu;
+  std::uint64_t next_seq = 0;         // guarded by mu
+  std::vector<std::uint64_t> failed;  // sequences the server refused; guarded by mu
+  std::atomic<std::uint64_t> ok{0};
+  std::atomic<std::int64_t> outstanding{0};
+  std::atomic<bool> keep_window{false};
+};
+
+// One receiving device: what it got, per sender, and the acknowledgements it still owes.
+struct Receiver {
+  Account* account = nullptr;
+  std::unique_ptr<Peer> peer;
+  std::mutex mu;
+  std::map<std::uint32_t, std::vector<std::uint64_t>> seen;  // sender -> seq -> envelope tag
+  std::vector<std::string> pending_acks;
+  std::vector<std::uint32_t> latencies_us;
+  std::uint64_t unique = 0;       // guarded by mu
+  std::uint64_t redelivered = 0;  // same envelope again: allowed (at-least-once), dropped
+  std::uint64_t duplicates = 0;   // same message under another envelope id: a server bug
+  std::uint64_t malformed = 0;
+  std::atomic<std::uint64_t> acked{0};
+  std::atomic<std::int64_t> last_ack_ns{0};
+  std::atomic<bool> drained{false};
+};
+
+class LoadTool {
+ public:
+  LoadTool(Options o, ServerEndpoint endpoint)
+      : o_(std::move(o)),
+        ep_(std::move(endpoint)),
+        pool_(std::make_shared<net::IoPool>(o_.threads)) {
+    crypto::system_rng().fill(random_pool_);
+    std::array<std::uint8_t, 4> tag{};
+    crypto::system_rng().fill(tag);
+    run_tag_ = hex(tag);
+    crypto::system_rng().fill(cmid_prefix_);
+  }
+
+  ~LoadTool() {
+    stop_flusher();
+    // Peers before the pool goes away; closing many connections one by one takes a while, so
+    // it happens on several threads.
+    std::vector<std::unique_ptr<Peer>> all;
+    for (auto& s : senders_) all.push_back(std::move(s->peer));
+    for (auto& r : receivers_) all.push_back(std::move(r->peer));
+    destroy_parallel(all);
+  }
+
+  int run() {
+    raise_fd_limit();
+    const std::size_t pair_accounts = (o_.has("saturation") || o_.has("fixed-rate")) ? o_.pairs : 0;
+    const std::size_t offline = o_.has("offline") ? o_.offline_senders : 0;
+    std::size_t shared = 0;
+    if (o_.has("idle-memory")) shared = o_.idle_connections;
+    if (o_.has("logins")) shared = std::max(shared, o_.login_accounts);
+    const std::size_t total = 2 * pair_accounts + offline + (offline > 0 ? 1 : 0) + shared;
+
+    log("server " + ep_.host + ":" + std::to_string(ep_.port) + " pid " + std::to_string(ep_.pid));
+    auto t0 = Clock::now();
+    generate_accounts(total);
+    log("generated " + std::to_string(total) + " accounts in " + fmt(secs(t0)) + " s");
+    t0 = Clock::now();
+    if (!register_accounts()) return finish(false);
+    const double reg_s = secs(t0);
+    results_["registrations"] = total;
+    results_["registrations_per_s"] = round1(static_cast<double>(total) / reg_s);
+    log("registered in " + fmt(reg_s) + " s");
+
+    std::size_t next = 0;
+    auto take = [&](std::size_t n) {
+      std::vector<Account*> out;
+      for (std::size_t i = 0; i < n; ++i) out.push_back(&*accounts_[next++]);
+      return out;
+    };
+    const auto pair_senders = take(pair_accounts);
+    const auto pair_receivers = take(pair_accounts);
+    const auto offline_senders = take(offline);
+    const auto offline_receiver = take(offline > 0 ? 1 : 0);
+    const auto shared_accounts = take(shared);
+
+    start_flusher();
+    bool ok = true;
+    if (pair_accounts > 0) {
+      if (!setup_pairs(pair_senders, pair_receivers)) return finish(false);
+      if (o_.has("saturation")) ok = saturation() && ok;
+      if (o_.has("fixed-rate")) ok = fixed_rate() && ok;
+    }
+    if (o_.has("logins")) {
+      std::vector<Account*> login(shared_accounts.begin(),
+                                  shared_accounts.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                                                o_.login_accounts, shared)));
+      ok = logins(login) && ok;
+    }
+    if (o_.has("idle-memory")) ok = idle_memory(shared_accounts) && ok;
+    if (offline > 0) ok = offline_queue(offline_senders, offline_receiver[0]) && ok;
+    ok = verify() && ok;
+    return finish(ok);
+  }
+
+ private:
+  // --- plumbing ------------------------------------------------------------------------------
+
+  void log(const std::string& line) {
+    if (!o_.json_output) std::fprintf(stderr, "sotto-load: %s\n", line.c_str());
+  }
+  void error(const std::string& what) {
+    errors_.push_back(what);
+    std::fprintf(stderr, "sotto-load: error: %s\n", what.c_str());
+  }
+  static double secs(Clock::time_point since) {
+    return std::chrono::duration<double>(Clock::now() - since).count();
+  }
+  static std::string fmt(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.1f", v);
+    return b;
+  }
+  static double round1(double v) { return std::round(v * 10) / 10; }
+  static double round3(double v) { return std::round(v * 1000) / 1000; }
+
+  void raise_fd_limit() {
+    rlimit r{};
+    if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+      r.rlim_cur = r.rlim_max;
+      (void)::setrlimit(RLIMIT_NOFILE, &r);
+    }
+    if (::getrlimit(RLIMIT_NOFILE, &r) == 0) results_["fd_limit"] = r.rlim_cur;
+  }
+
+  net::ClientOptions client_options(std::size_t i = 0) const {
+    net::ClientOptions c;
+    c.host = ep_.host;
+    c.port = ep_.port;
+    c.fingerprint = ep_.fingerprint;
+    c.connect_timeout = 20s;
+    const std::size_t n = source_address_count();
+    if (n > 1) c.source_address = "127.0.0." + std::to_string(1 + i % n);
+    return c;
+  }
+
+  std::size_t source_address_count() const {
+    if (ep_.host.rfind("127.", 0) != 0) return 1;  // only loopback has every 127.0.0.x
+    if (o_.source_addresses > 0) return std::min<std::size_t>(o_.source_addresses, 250);
+    return std::max<std::size_t>(1, (o_.idle_connections + 3999) / 4000);
+  }
+
+  // Destroys peers on several threads: each waits for its close handshake.
+  static void destroy_parallel(std::vector<std::unique_ptr<Peer>>& peers) {
+    constexpr std::size_t kThreads = 8;
+    std::atomic<std::size_t> next{0};
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&] {
+        for (std::size_t i = next++; i < peers.size(); i = next++) peers[i].reset();
+      });
+    }
+    for (auto& th : threads) th.join();
+    peers.clear();
+  }
+
+  void generate_accounts(std::size_t n) {
+    accounts_.resize(n);
+    std::atomic<std::size_t> next{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&] {
+        for (std::size_t i = next++; i < n; i = next++) {
+          accounts_[i] = std::make_unique<Account>(make_account(
+              "ld" + run_tag_ + "-" + std::to_string(i), o_.pre_keys, crypto::system_rng()));
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+  }
+
+  // Registers every account over a few connections, each with a window of requests in flight.
+  bool register_accounts() {
+    std::vector<std::unique_ptr<Peer>> conns;
+    for (std::size_t c = 0; c < kRegistrationConnections; ++c) {
+      auto p = std::make_unique<Peer>(pool_, client_options(c));
+      if (!connect_blocking(*p)) return false;
+      conns.push_back(std::move(p));
+    }
+    std::atomic<std::size_t> next{0}, done{0}, failed{0};
+    std::mutex err_mu;
+    std::string first_error;
+    Waiter waiter;
+    std::function<void(Peer&)> issue = [&](Peer& p) {
+      const std::size_t i = next++;
+      if (i >= accounts_.size()) return;
+      Account& a = *accounts_[i];
+      auto req = register_request(a, crypto::system_rng());
+      const bool sent = p.call(std::move(req), [&, &acc = a, &conn = p](const svc::Response& r) {
+        if (r.status().code() == svc::OK) {
+          acc.device_id = r.register_().device_id();
+        } else {
+          ++failed;
+          std::lock_guard lock(err_mu);
+          if (first_error.empty()) first_error = r.status().message();
+        }
+        issue(conn);  // before counting: the waiting thread may return once all are done
+        ++done;
+        waiter.notify();
+      });
+      if (!sent) {
+        ++failed;
+        ++done;
+        waiter.notify();
+      }
+    };
+    for (auto& p : conns) {
+      for (std::size_t w = 0; w < kRegistrationWindow; ++w) issue(*p);
+    }
+    const bool finished = waiter.wait([&] { return done.load() >= accounts_.size(); }, 10min);
+    destroy_parallel(conns);
+    if (!finished || failed > 0) {
+      error("registration: " + std::to_string(failed.load()) + " failed" +
+            (first_error.empty() ? std::string() : " (" + first_error + ")"));
+      return false;
+    }
+    return true;
+  }
+
+  bool connect_blocking(Peer& p) {
+    std::promise<std::string> result;
+    auto f = result.get_future();
+    p.connect([&result](bool ok, const std::string& e) { result.set_value(ok ? "" : e); });
+    const std::string e = f.get();
+    if (!e.empty()) error("connect: " + e);
+    return e.empty();
+  }
+
+  // Connects and logs in every account, at most `concurrency` attempts at a time, spreading the
+  // connections over the source addresses. `on_push` (may be empty) is installed before connect.
+  std::vector<std::unique_ptr<Peer>> open_logged_in(
+      const std::vector<Account*>& accounts, std::size_t concurrency,
+      const std::function<Peer::PushFn(std::size_t)>& on_push, std::size_t* failures) {
+    std::vector<std::unique_ptr<Peer>> peers(accounts.size());
+    for (std::size_t i = 0; i < accounts.size(); ++i) {
+      peers[i] = std::make_unique<Peer>(pool_, client_options(i));
+      if (on_push) peers[i]->on_push(on_push(i));
+    }
+    std::atomic<std::size_t> next{0}, done{0}, failed{0};
+    std::mutex err_mu;
+    std::string first_error;
+    Waiter waiter;
+    std::function<void()> start_one = [&] {
+      const std::size_t i = next++;
+      if (i >= accounts.size()) return;
+      Peer& p = *peers[i];
+      auto finish_one = [&](bool ok, const std::string& e) {
+        if (!ok) {
+          ++failed;
+          std::lock_guard lock(err_mu);
+          if (first_error.empty()) first_error = e;
+        }
+        start_one();  // before counting: the waiting thread may return once all are done
+        ++done;
+        waiter.notify();
+      };
+      p.connect([&, i, finish_one](bool ok, const std::string& e) {
+        if (!ok) return finish_one(false, "connect: " + e);
+        peers[i]->login(*accounts[i], finish_one);
+      });
+    };
+    for (std::size_t c = 0; c < std::min(concurrency, accounts.size()); ++c) start_one();
+    waiter.wait([&] { return done.load() >= accounts.size(); }, 10min);
+    if (failures != nullptr) *failures = failed.load();
+    if (failed > 0)
+      error("open: " + std::to_string(failed.load()) + " of " + std::to_string(accounts.size()) +
+            " logins failed (" + first_error + ")");
+    return peers;
+  }
+
+  // --- messages ------------------------------------------------------------------------------
+
+  // Content: sender index (4), sequence (8), send time in steady-clock ns (8), then random bytes
+  // up to message_bytes. Opaque to the server, as ciphertext is.
+  void send_one(Sender& s, std::int64_t stamp_ns, bool refill) {
+    svc::Request r;
+    auto* send = r.mutable_send();
+    std::uint64_t seq = 0;
+    {
+      std::lock_guard lock(s.mu);
+      seq = s.next_seq++;
+    }
+    std::array<std::uint8_t, 16> cmid{};
+    std::memcpy(cmid.data(), cmid_prefix_.data(), 4);
+    put_u32(cmid.data() + 4, s.index);
+    put_u64(cmid.data() + 8, seq);
+    send->set_recipient(s.to->account->username);
+    send->set_client_message_id(cmid.data(), cmid.size());
+    send->set_timestamp(
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count()));
+    auto* m = send->add_messages();
+    m->set_destination(s.to->account->username);
+    m->set_device_id(s.to->account->device_id);
+    m->set_registration_id(s.to->account->registration_id);
+    m->set_type(kMessageTypeSignal);
+    std::string content(std::max(o_.message_bytes, kMessageHeader), '\0');
+    auto* c = reinterpret_cast<std::uint8_t*>(content.data());
+    put_u32(c, s.index);
+    put_u64(c + 4, seq);
+    put_u64(c + 12, static_cast<std::uint64_t>(stamp_ns));
+    const std::size_t rest = content.size() - kMessageHeader;
+    const std::size_t off =
+        (seq * 131) % (random_pool_.size() - std::min(rest, random_pool_.size() - 1));
+    std::memcpy(c + kMessageHeader, random_pool_.data() + off,
+                std::min(rest, random_pool_.size() - off));
+    m->set_content(std::move(content));
+
+    s.outstanding.fetch_add(1);
+    const bool sent =
+        s.peer->call(std::move(r), [this, &s, seq, refill](const svc::Response& resp) {
+          if (resp.status().code() == svc::OK) {
+            s.ok.fetch_add(1);
+          } else {
+            {
+              std::lock_guard lock(s.mu);
+              s.failed.push_back(seq);
+            }
+            note_refusal(resp.status().code(), resp.status().message());
+          }
+          last_send_response_ns_.store(now_ns());
+          s.outstanding.fetch_sub(1);
+          if (refill && s.keep_window.load()) send_one(s, now_ns(), true);
+          waiter_.notify();
+        });
+    if (!sent) {
+      std::lock_guard lock(s.mu);
+      s.failed.push_back(seq);
+      s.outstanding.fetch_sub(1);
+      ++send_errors_;
+    }
+  }
+
+  void note_refusal(int code, const std::string& message) {
+    std::lock_guard lock(refusal_mu_);
+    ++refusals_[std::to_string(code) + " " + message];
+  }
+
+  Peer::PushFn receiver_push(Receiver& rc) {
+    return [this, &rc](const svc::Push& p) {
+      if (p.has_queue_drained()) {
+        rc.drained.store(true);
+        flush_acks(rc);
+        waiter_.notify();
+        return;
+      }
+      if (!p.has_envelope()) return;  // keys_low and the like: nothing to measure
+      const auto& env = p.envelope();
+      const auto& content = env.content();
+      const auto now = now_ns();
+      bool flush = false;
+      {
+        std::lock_guard lock(rc.mu);
+        rc.pending_acks.push_back(env.id());
+        flush = rc.pending_acks.size() >= o_.ack_batch;
+        if (content.size() < kMessageHeader || env.id().size() != 16) {
+          ++rc.malformed;
+        } else {
+          const auto* c = reinterpret_cast<const std::uint8_t*>(content.data());
+          const std::uint32_t from = get_u32(c);
+          const std::uint64_t seq = get_u64(c + 4);
+          const auto sent_ns = static_cast<std::int64_t>(get_u64(c + 12));
+          const std::uint64_t tag =
+              get_u64(reinterpret_cast<const std::uint8_t*>(env.id().data())) | 1;
+          auto& seen = rc.seen[from];
+          if (seen.size() <= seq) seen.resize(std::max<std::size_t>(seq + 1, seen.size() * 2), 0);
+          if (seen[seq] == 0) {
+            seen[seq] = tag;
+            ++rc.unique;
+            delivered_.fetch_add(1, std::memory_order_relaxed);
+            if (sent_ns >= record_from_ns_.load() && sent_ns < record_to_ns_.load()) {
+              rc.latencies_us.push_back(static_cast<std::uint32_t>(
+                  std::clamp<std::int64_t>((now - sent_ns) / 1000, 0, UINT32_MAX)));
+            }
+          } else if (seen[seq] == tag) {
+            ++rc.redelivered;
+          } else {
+            ++rc.duplicates;
+          }
+        }
+      }
+      if (flush) flush_acks(rc);
+    };
+  }
+
+  void flush_acks(Receiver& rc) {
+    std::vector<std::string> ids;
+    {
+      std::lock_guard lock(rc.mu);
+      if (rc.pending_acks.empty() || !rc.peer) return;
+      ids.swap(rc.pending_acks);
+    }
+    svc::Request r;
+    auto* ack = r.mutable_ack();
+    for (auto& id : ids) ack->add_envelope_ids(std::move(id));
+    const std::size_t n = ids.size();
+    rc.peer->call(std::move(r), [this, &rc, n](const svc::Response& resp) {
+      if (resp.status().code() != svc::OK) {
+        note_refusal(resp.status().code(), "ack: " + resp.status().message());
+        return;
+      }
+      rc.acked.fetch_add(n);
+      rc.last_ack_ns.store(now_ns());
+      waiter_.notify();
+    });
+  }
+
+  // Flushes acknowledgements that wait for a batch to fill, as a client would on a short timer.
+  void start_flusher() {
+    flusher_ = std::thread([this] {
+      std::unique_lock lock(flusher_mu_);
+      while (!flusher_stop_) {
+        flusher_cv_.wait_for(lock, std::chrono::duration<double, std::milli>(o_.ack_delay_ms));
+        std::vector<Receiver*> rs;
+        {
+          std::lock_guard rl(receivers_mu_);
+          for (auto& r : receivers_) rs.push_back(r.get());
+        }
+        lock.unlock();
+        for (auto* r : rs) flush_acks(*r);
+        lock.lock();
+      }
+    });
+  }
+  void stop_flusher() {
+    {
+      std::lock_guard lock(flusher_mu_);
+      flusher_stop_ = true;
+    }
+    flusher_cv_.notify_all();
+    if (flusher_.joinable()) flusher_.join();
+  }
+
+  Sender& add_sender(Account* a, Receiver* to) {
+    auto s = std::make_unique<Sender>();
+    s->index = static_cast<std::uint32_t>(senders_.size());
+    s->account = a;
+    s->to = to;
+    senders_.push_back(std::move(s));
+    return *senders_.back();
+  }
+  Receiver& add_receiver(Account* a) {
+    auto r = std::make_unique<Receiver>();
+    r->account = a;
+    std::lock_guard lock(receivers_mu_);
+    receivers_.push_back(std::move(r));
+    return *receivers_.back();
+  }
+
+  std::uint64_t total_ok() const {
+    std::uint64_t n = 0;
+    for (const auto& s : senders_) n += s->ok.load();
+    return n;
+  }
+  std::int64_t total_outstanding() const {
+    std::int64_t n = 0;
+    for (const auto& s : senders_) n += s->outstanding.load();
+    return n;
+  }
+
+  // Until every send has its response and every accepted message has arrived. A server that
+  // fell behind (a fixed rate above what it sustains) is given the time it needs as long as it
+  // makes progress, so that the next phase does not measure this one's backlog.
+  bool quiesce(const std::string& phase) {
+    const auto done = [&] { return total_outstanding() == 0 && delivered_.load() >= total_ok(); };
+    const auto started = Clock::now();
+    auto progress = std::make_pair(delivered_.load(), total_ok());
+    auto last_progress = Clock::now();
+    while (!done()) {
+      (void)waiter_.wait(done, 1s);
+      const auto now_progress = std::make_pair(delivered_.load(), total_ok());
+      if (now_progress != progress) {
+        progress = now_progress;
+        last_progress = Clock::now();
+      }
+      if (done()) break;
+      if (Clock::now() - last_progress > kStallTimeout || Clock::now() - started > kQuiesceLimit) {
+        error(phase + ": not quiescent: outstanding sends " + std::to_string(total_outstanding()) +
+              ", delivered " + std::to_string(delivered_.load()) + " of " +
+              std::to_string(total_ok()));
+        return false;
+      }
+    }
+    const double waited = secs(started);
+    if (waited > 1) log(phase + ": the server needed " + fmt(waited) + " s to deliver its backlog");
+    quiesce_s_[phase] = round1(waited);
+    return true;
+  }
+
+  std::vector<std::uint32_t> take_latencies() {
+    std::vector<std::uint32_t> all;
+    for (auto& r : receivers_) {
+      std::lock_guard lock(r->mu);
+      all.insert(all.end(), r->latencies_us.begin(), r->latencies_us.end());
+      r->latencies_us.clear();
+    }
+    return all;
+  }
+
+  // --- phases --------------------------------------------------------------------------------
+
+  bool setup_pairs(const std::vector<Account*>& from, const std::vector<Account*>& to) {
+    std::vector<Receiver*> rs;
+    for (auto* a : to) rs.push_back(&add_receiver(a));
+    for (std::size_t i = 0; i < from.size(); ++i)
+      pair_senders_.push_back(&add_sender(from[i], rs[i]));
+    std::size_t failed = 0;
+    auto rpeers = open_logged_in(
+        to, 32, [&](std::size_t i) { return receiver_push(*rs[i]); }, &failed);
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      std::lock_guard lock(rs[i]->mu);
+      rs[i]->peer = std::move(rpeers[i]);
+    }
+    auto speers = open_logged_in(from, 32, nullptr, &failed);
+    for (std::size_t i = 0; i < from.size(); ++i) pair_senders_[i]->peer = std::move(speers[i]);
+    if (failed > 0) return false;
+    // Live delivery starts once a device's stored queue has been pushed once.
+    return waiter_.wait(
+        [&] {
+          return std::all_of(rs.begin(), rs.end(), [](Receiver* r) { return r->drained.load(); });
+        },
+        30s);
+  }
+
+  bool saturation() {
+    log("saturation: " + std::to_string(o_.pairs) + " pairs, window " + std::to_string(o_.window));
+    const std::uint64_t ok_before = total_ok();
+    for (auto* s : pair_senders_) s->keep_window.store(true);
+    record_from_ns_.store(now_ns() + static_cast<std::int64_t>(o_.warmup_s * 1e9));
+    record_to_ns_.store(INT64_MAX);
+    for (auto* s : pair_senders_) {
+      for (std::size_t w = 0; w < o_.window; ++w) send_one(*s, now_ns(), true);
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(o_.warmup_s));
+    const auto d0 = delivered_.load();
+    const auto ok0 = total_ok();
+    const auto t0 = now_ns();
+    std::this_thread::sleep_for(std::chrono::duration<double>(o_.duration_s));
+    const auto d1 = delivered_.load();
+    const auto ok1 = total_ok();
+    const auto t1 = now_ns();
+    record_to_ns_.store(t1);
+    for (auto* s : pair_senders_) s->keep_window.store(false);
+    const bool ok = quiesce("saturation");
+    const double dt = seconds_between(t0, t1);
+    const auto lat = summarize(take_latencies());
+    json j;
+    j["pairs"] = o_.pairs;
+    j["window"] = o_.window;
+    j["message_bytes"] = o_.message_bytes;
+    j["measured_s"] = round3(dt);
+    j["delivered_msgs_per_s"] = round1(static_cast<double>(d1 - d0) / dt);
+    j["accepted_msgs_per_s"] = round1(static_cast<double>(ok1 - ok0) / dt);
+    j["messages_sent"] = total_ok() - ok_before;
+    j["latency_p50_ms"] = round3(lat.p50_ms);
+    j["latency_p99_ms"] = round3(lat.p99_ms);
+    results_["saturation"] = j;
+    results_["saturation_msgs_per_s"] = j["delivered_msgs_per_s"];
+    log("saturation: " + fmt(j["delivered_msgs_per_s"].get<double>()) + " msg/s delivered");
+    return ok;
+  }
+
+  bool fixed_rate() {
+    log("fixed-rate: " + fmt(o_.rate) + " msg/s for " + fmt(o_.fixed_duration_s) + " s");
+    const double warm = std::min(1.0, o_.fixed_duration_s / 4);
+    const std::int64_t start = now_ns() + 10'000'000;
+    const std::int64_t end = start + static_cast<std::int64_t>(o_.fixed_duration_s * 1e9);
+    record_from_ns_.store(start + static_cast<std::int64_t>(warm * 1e9));
+    record_to_ns_.store(end);
+    const double interval_ns = 1e9 / o_.rate;
+    std::uint64_t k = 0;
+    // Latency counts from each message's scheduled time, not from when the pacer got to it:
+    // a stalled sender must not hide the delay it caused (coordinated omission).
+    for (;;) {
+      const std::int64_t now = now_ns();
+      if (now >= end) break;
+      while (true) {
+        const auto due = start + static_cast<std::int64_t>(static_cast<double>(k) * interval_ns);
+        if (due > now || due >= end) break;
+        send_one(*pair_senders_[k % pair_senders_.size()], due, false);
+        ++k;
+      }
+      const auto next_due = start + static_cast<std::int64_t>(static_cast<double>(k) * interval_ns);
+      std::this_thread::sleep_for(
+          std::chrono::nanoseconds(std::max<std::int64_t>(0, next_due - now_ns())));
+    }
+    const bool ok = quiesce("fixed-rate");
+    const auto lat = summarize(take_latencies());
+    json j;
+    j["rate"] = o_.rate;
+    j["sent"] = k;
+    j["sent_per_s"] = round1(static_cast<double>(k) / seconds_between(start, end));
+    j["samples"] = lat.samples;
+    j["p50_ms"] = round3(lat.p50_ms);
+    j["p99_ms"] = round3(lat.p99_ms);
+    j["max_ms"] = round3(lat.max_ms);
+    results_["fixed_rate"] = j;
+    log("fixed-rate: p50 " + fmt(lat.p50_ms) + " ms, p99 " + fmt(lat.p99_ms) + " ms");
+    return ok;
+  }
+
+  // Logins with the TLS handshake (a fresh connection each), then logins on connections that
+  // are already open (challenge + authenticate only).
+  bool logins(const std::vector<Account*>& accounts) {
+    if (accounts.empty()) return true;
+    log("logins: " + std::to_string(o_.login_concurrency) + " at a time for " +
+        fmt(o_.login_duration_s) + " s");
+    struct Slot {
+      std::unique_ptr<Peer> peer;
+    };
+    std::vector<Slot> slots(o_.login_concurrency);
+    std::atomic<std::uint64_t> completed{0}, failed{0}, in_flight{0};
+    std::atomic<std::size_t> next_account{0};
+    std::atomic<bool> running{true};
+    std::mutex reap_mu;
+    std::condition_variable reap_cv;
+    std::deque<std::unique_ptr<Peer>> to_reap;
+    bool reaping_done = false;
+    std::vector<std::thread> reapers;
+    for (int t = 0; t < 4; ++t) {
+      reapers.emplace_back([&] {
+        std::unique_lock lock(reap_mu);
+        for (;;) {
+          reap_cv.wait(lock, [&] { return reaping_done || !to_reap.empty(); });
+          if (to_reap.empty()) return;
+          auto p = std::move(to_reap.front());
+          to_reap.pop_front();
+          lock.unlock();
+          p.reset();
+          lock.lock();
+        }
+      });
+    }
+    std::string first_error;
+    std::mutex err_mu;
+    std::function<void(std::size_t)> start = [&](std::size_t slot) {
+      if (!running.load()) return;
+      Account* a = accounts[next_account++ % accounts.size()];
+      auto peer = std::make_unique<Peer>(pool_, client_options(slot));
+      Peer* p = peer.get();
+      {
+        std::lock_guard lock(reap_mu);
+        if (slots[slot].peer) to_reap.push_back(std::move(slots[slot].peer));
+        slots[slot].peer = std::move(peer);
+      }
+      reap_cv.notify_one();
+      in_flight.fetch_add(1);
+      auto done = [&, slot, p](bool ok, const std::string& e) {
+        if (ok) {
+          completed.fetch_add(1);
+        } else {
+          failed.fetch_add(1);
+          std::lock_guard lock(err_mu);
+          if (first_error.empty()) first_error = e;
+        }
+        if (ok) p->close();  // on this peer's own strand: only starts the close
+        in_flight.fetch_sub(1);
+        waiter_.notify();
+        start(slot);
+      };
+      p->connect([&, p, a, done](bool ok, const std::string& e) {
+        if (!ok) return done(false, "connect: " + e);
+        p->login(*a, done);
+      });
+    };
+    for (std::size_t s = 0; s < slots.size(); ++s) start(s);
+    const double warm = std::min(1.0, o_.login_duration_s / 4);
+    std::this_thread::sleep_for(std::chrono::duration<double>(warm));
+    const auto c0 = completed.load();
+    const auto t0 = now_ns();
+    std::this_thread::sleep_for(std::chrono::duration<double>(o_.login_duration_s));
+    const auto c1 = completed.load();
+    const auto t1 = now_ns();
+    running.store(false);
+    waiter_.wait([&] { return in_flight.load() == 0; }, 30s);
+    {
+      std::lock_guard lock(reap_mu);
+      for (auto& s : slots) {
+        if (s.peer) to_reap.push_back(std::move(s.peer));
+      }
+      reaping_done = true;
+    }
+    reap_cv.notify_all();
+    for (auto& th : reapers) th.join();
+
+    json j;
+    j["concurrency"] = o_.login_concurrency;
+    j["accounts"] = accounts.size();
+    j["with_handshake_per_s"] = round1(static_cast<double>(c1 - c0) / seconds_between(t0, t1));
+    j["failed"] = failed.load();
+    if (failed > 0)
+      error("logins: " + std::to_string(failed.load()) + " failed (" + first_error + ")");
+
+    // Authentication alone, on connections opened beforehand.
+    std::vector<Account*> open_accounts(
+        accounts.begin(), accounts.begin() + static_cast<std::ptrdiff_t>(
+                                                 std::min<std::size_t>(accounts.size(), 1000)));
+    std::vector<std::unique_ptr<Peer>> peers;
+    std::atomic<std::size_t> connected{0}, conn_failed{0};
+    for (std::size_t i = 0; i < open_accounts.size(); ++i) {
+      peers.push_back(std::make_unique<Peer>(pool_, client_options(i)));
+    }
+    std::atomic<std::size_t> next_conn{0};
+    std::function<void()> connect_next = [&] {
+      const std::size_t i = next_conn++;
+      if (i >= peers.size()) return;
+      peers[i]->connect([&](bool ok, const std::string&) {
+        if (!ok) ++conn_failed;
+        connect_next();
+        ++connected;
+        waiter_.notify();
+      });
+    };
+    for (int c = 0; c < 64; ++c) connect_next();
+    waiter_.wait([&] { return connected.load() >= peers.size(); }, 60s);
+    std::atomic<std::size_t> authed{0}, auth_failed{0};
+    const auto a0 = now_ns();
+    std::atomic<std::int64_t> a1{0};
+    for (std::size_t i = 0; i < peers.size(); ++i) {
+      peers[i]->login(*open_accounts[i], [&](bool ok, const std::string&) {
+        if (!ok) ++auth_failed;
+        if (++authed == peers.size()) a1.store(now_ns());
+        waiter_.notify();
+      });
+    }
+    waiter_.wait([&] { return authed.load() >= peers.size(); }, 60s);
+    if (a1.load() > a0) {
+      j["on_open_connections_per_s"] = round1(
+          static_cast<double>(peers.size() - auth_failed.load()) / seconds_between(a0, a1.load()));
+      j["on_open_connections"] = peers.size();
+    }
+    if (conn_failed > 0 || auth_failed > 0) {
+      error("logins on open connections: " + std::to_string(conn_failed.load()) + " connects and " +
+            std::to_string(auth_failed.load()) + " logins failed");
+    }
+    destroy_parallel(peers);
+    results_["logins"] = j;
+    results_["logins_per_s"] = j["with_handshake_per_s"];
+    log("logins: " + fmt(j["with_handshake_per_s"].get<double>()) + "/s with the TLS handshake");
+    return failed == 0 && conn_failed == 0 && auth_failed == 0;
+  }
+
+  bool idle_memory(const std::vector<Account*>& accounts) {
+    if (ep_.pid == 0) {
+      error("idle-memory: the server's pid is unknown (--server-pid or --spawn-server)");
+      return false;
+    }
+    log("idle-memory: " + std::to_string(accounts.size()) + " connections over " +
+        std::to_string(source_address_count()) + " source addresses");
+    std::this_thread::sleep_for(1s);  // connections of earlier phases finish closing
+    const auto server0 = resident_bytes(ep_.pid);
+    const auto self0 = resident_bytes(::getpid());
+    const auto t0 = Clock::now();
+    std::size_t failed = 0;
+    auto peers = open_logged_in(accounts, 128, nullptr, &failed);
+    const double open_s = secs(t0);
+    // Idle: nothing in flight any more.
+    std::this_thread::sleep_for(std::chrono::duration<double>(o_.idle_hold_s));
+    const auto server1 = resident_bytes(ep_.pid);
+    const auto self1 = resident_bytes(::getpid());
+    std::size_t open = 0;
+    for (auto& p : peers) open += p->is_open() ? 1 : 0;
+    json j;
+    j["connections"] = accounts.size();
+    j["open_at_measurement"] = open;
+    j["source_addresses"] = source_address_count();
+    j["opened_per_s"] = round1(static_cast<double>(accounts.size()) / open_s);
+    if (server0 && server1 && open > 0) {
+      j["server_rss_before_bytes"] = *server0;
+      j["server_rss_after_bytes"] = *server1;
+      const double per = (static_cast<double>(*server1) - static_cast<double>(*server0)) /
+                         static_cast<double>(open);
+      j["server_bytes_per_connection"] = std::round(per);
+      results_["idle_connections"] = open;
+      results_["bytes_per_idle_connection"] = std::round(per);
+    }
+    if (self0 && self1 && open > 0) {
+      j["load_tool_bytes_per_connection"] = std::round(
+          (static_cast<double>(*self1) - static_cast<double>(*self0)) / static_cast<double>(open));
+    }
+    destroy_parallel(peers);
+    std::this_thread::sleep_for(1s);
+    if (auto server2 = resident_bytes(ep_.pid)) j["server_rss_after_close_bytes"] = *server2;
+    results_["idle_memory"] = j;
+    log("idle-memory: " + std::to_string(open) + " open, " +
+        fmt(j.value("server_bytes_per_connection", 0.0)) + " bytes each");
+    if (open != accounts.size()) {
+      error("idle-memory: only " + std::to_string(open) + " of " + std::to_string(accounts.size()) +
+            " connections open at measurement");
+    }
+    return failed == 0 && open == accounts.size();
+  }
+
+  bool offline_queue(const std::vector<Account*>& from, Account* to) {
+    log("offline: " + std::to_string(o_.offline_messages) + " messages from " +
+        std::to_string(from.size()) + " senders");
+    Receiver& rc = add_receiver(to);
+    std::vector<Sender*> ss;
+    for (auto* a : from) ss.push_back(&add_sender(a, &rc));
+    std::size_t failed = 0;
+    auto speers = open_logged_in(from, 32, nullptr, &failed);
+    for (std::size_t i = 0; i < ss.size(); ++i) ss[i]->peer = std::move(speers[i]);
+    if (failed > 0) return false;
+
+    // Store: each sender keeps a window of sends in flight until its share is sent.
+    const std::uint64_t ok_before = total_ok();
+    const std::size_t per = o_.offline_messages / ss.size();
+    std::vector<std::size_t> share(ss.size(), per);
+    share[0] += o_.offline_messages - per * ss.size();
+    std::vector<std::unique_ptr<std::atomic<std::size_t>>> issued;
+    for (std::size_t i = 0; i < ss.size(); ++i)
+      issued.push_back(std::make_unique<std::atomic<std::size_t>>(0));
+    const auto t0 = now_ns();
+    // Windowed by hand: send_one's refill is for the saturation phase's open-ended stream.
+    std::vector<std::thread> drivers;
+    for (std::size_t i = 0; i < ss.size(); ++i) {
+      drivers.emplace_back([&, i] {
+        Sender& s = *ss[i];
+        while (issued[i]->load() < share[i]) {
+          if (s.outstanding.load() >= static_cast<std::int64_t>(o_.offline_window)) {
+            waiter_.wait(
+                [&] { return s.outstanding.load() < static_cast<std::int64_t>(o_.offline_window); },
+                10s);
+            continue;
+          }
+          send_one(s, now_ns(), false);
+          issued[i]->fetch_add(1);
+        }
+      });
+    }
+    for (auto& d : drivers) d.join();
+    const bool stored = waiter_.wait([&] { return total_outstanding() == 0; }, kQuiesceTimeout);
+    const auto t1 = last_send_response_ns_.load();
+    const std::uint64_t accepted = total_ok() - ok_before;
+    json j;
+    j["messages"] = o_.offline_messages;
+    j["senders"] = ss.size();
+    j["window"] = o_.offline_window;
+    j["accepted"] = accepted;
+    j["stored_per_s"] = round1(static_cast<double>(accepted) / seconds_between(t0, t1));
+    results_["offline_stored_per_s"] = j["stored_per_s"];
+    if (!stored || accepted != o_.offline_messages) {
+      error("offline: " + std::to_string(accepted) + " of " + std::to_string(o_.offline_messages) +
+            " sends accepted");
+      results_["offline"] = j;
+      return false;
+    }
+
+    // Drain: the device comes online, gets every stored message and acknowledges it.
+    auto peer = std::make_unique<Peer>(pool_, client_options(0));
+    peer->on_push(receiver_push(rc));
+    if (!connect_blocking(*peer)) return false;
+    Peer* p = peer.get();
+    {
+      std::lock_guard lock(rc.mu);
+      rc.peer = std::move(peer);
+    }
+    std::promise<std::string> login_result;
+    const auto t2 = now_ns();
+    p->login(*to, [&](bool ok, const std::string& e) { login_result.set_value(ok ? "" : e); });
+    if (auto e = login_result.get_future().get(); !e.empty()) {
+      error("offline: login " + e);
+      return false;
+    }
+    const bool drained = waiter_.wait(
+        [&] {
+          std::lock_guard lock(rc.mu);
+          return rc.unique >= accepted && rc.acked.load() >= rc.unique + rc.redelivered;
+        },
+        kQuiesceTimeout);
+    const auto t3 = rc.last_ack_ns.load();
+    j["drained"] = rc.acked.load();
+    j["drained_per_s"] = round1(static_cast<double>(accepted) / seconds_between(t2, t3));
+    results_["offline"] = j;
+    results_["offline_drained_per_s"] = j["drained_per_s"];
+    log("offline: stored " + fmt(j["stored_per_s"].get<double>()) + "/s, drained " +
+        fmt(j["drained_per_s"].get<double>()) + "/s");
+    if (!drained) error("offline: the queue did not drain");
+    return drained;
+  }
+
+  // Every message the server accepted arrived exactly once; refused ones never arrived.
+  bool verify() {
+    std::uint64_t expected = 0, missing = 0, unexpected = 0, duplicates = 0, redelivered = 0,
+                  malformed = 0, failed_sends = 0;
+    std::map<Receiver*, std::vector<Sender*>> by_receiver;
+    for (auto& s : senders_) by_receiver[s->to].push_back(s.get());
+    for (auto& [rc, ss] : by_receiver) {
+      std::lock_guard rl(rc->mu);
+      duplicates += rc->duplicates;
+      redelivered += rc->redelivered;
+      malformed += rc->malformed;
+      std::uint64_t matched = 0;
+      for (Sender* s : ss) {
+        std::lock_guard sl(s->mu);
+        std::vector<bool> refused(s->next_seq, false);
+        for (auto q : s->failed) refused[q] = true;
+        failed_sends += s->failed.size();
+        auto it = rc->seen.find(s->index);
+        for (std::uint64_t q = 0; q < s->next_seq; ++q) {
+          const bool got = it != rc->seen.end() && q < it->second.size() && it->second[q] != 0;
+          if (refused[q]) {
+            unexpected += got ? 1 : 0;
+          } else {
+            ++expected;
+            missing += got ? 0 : 1;
+            matched += got ? 1 : 0;
+          }
+        }
+      }
+      // Deliveries from a sender this receiver never heard of.
+      if (rc->unique > matched + unexpected) unexpected += rc->unique - matched;
+    }
+    json j;
+    j["messages_accepted"] = expected;
+    j["missing"] = missing;
+    j["duplicates"] = duplicates;
+    j["redelivered_same_envelope"] = redelivered;
+    j["unexpected"] = unexpected;
+    j["malformed"] = malformed;
+    j["refused_sends"] = failed_sends + send_errors_.load();
+    {
+      std::lock_guard lock(refusal_mu_);
+      if (!refusals_.empty()) j["refusals"] = refusals_;
+    }
+    const bool ok = missing == 0 && duplicates == 0 && unexpected == 0 && malformed == 0 &&
+                    failed_sends == 0 && send_errors_ == 0;
+    j["exactly_once"] = ok;
+    results_["delivery"] = j;
+    results_["all_delivered_exactly_once"] = ok;
+    if (!ok) error("delivery check failed: " + j.dump());
+    return ok;
+  }
+
+  int finish(bool ok) {
+    if (!quiesce_s_.empty()) results_["backlog_drain_s"] = quiesce_s_;
+    results_["ok"] = ok && errors_.empty();
+    if (!errors_.empty()) results_["errors"] = errors_;
+    if (o_.json_output) {
+      std::cout << results_.dump() << std::endl;
+    } else {
+      print_table();
+    }
+    return results_["ok"].get<bool>() ? 0 : 1;
+  }
+
+  void print_table() {
+    struct Row {
+      const char* name;
+      std::string measured;
+      const char* target;
+      const char* ejabberd;
+    };
+    const auto num = [&](const json& v, const char* unit) -> std::string {
+      if (v.is_null()) return "-";
+      char b[64];
+      std::snprintf(b, sizeof b, "%.0f%s", v.get<double>(), unit);
+      return b;
+    };
+    const auto ms = [&](const json& v) -> std::string {
+      if (v.is_null()) return "-";
+      char b[64];
+      std::snprintf(b, sizeof b, "%.2f ms", v.get<double>());
+      return b;
+    };
+    const json none;
+    const auto get = [&](std::initializer_list<const char*> path) -> const json& {
+      const json* cur = &results_;
+      for (const char* k : path) {
+        if (!cur->is_object() || !cur->contains(k)) return none;
+        cur = &(*cur)[k];
+      }
+      return *cur;
+    };
+    std::vector<Row> rows = {
+        {"delivered msg/s at saturation", num(get({"saturation_msgs_per_s"}), ""), ">= 50,000",
+         "10,000"},
+        {"p50 latency at fixed rate", ms(get({"fixed_rate", "p50_ms"})), "", ""},
+        {"p99 latency at fixed rate", ms(get({"fixed_rate", "p99_ms"})), "< 5 ms", "8 ms"},
+        {"logins/s (with TLS handshake)", num(get({"logins_per_s"}), ""), ">= 2,000", "60-110"},
+        {"logins/s (open connections)", num(get({"logins", "on_open_connections_per_s"}), ""), "",
+         ""},
+        {"server bytes per idle connection", num(get({"bytes_per_idle_connection"}), " B"),
+         "<= 8 KB", "210 KB"},
+        {"offline messages stored/s", num(get({"offline_stored_per_s"}), ""), ">= 20,000", "419"},
+        {"offline messages drained/s", num(get({"offline_drained_per_s"}), ""), ">= 50,000",
+         "6,800"},
+    };
+    std::printf("%-34s %16s %12s %10s\n", "figure", "measured", "target", "ejabberd");
+    for (const auto& r : rows) {
+      std::printf("%-34s %16s %12s %10s\n", r.name, r.measured.c_str(), r.target, r.ejabberd);
+    }
+    if (results_.contains("fixed_rate")) {
+      std::printf("(fixed rate %.0f msg/s; saturation p99 %s)\n", o_.rate,
+                  ms(get({"saturation", "latency_p99_ms"})).c_str());
+    }
+    std::printf("delivery: %s\n", get({"delivery"}).dump().c_str());
+    std::printf("%s\n", results_["ok"].get<bool>() ? "OK" : "FAILED");
+  }
+
+  Options o_;
+  ServerEndpoint ep_;
+  std::shared_ptr<net::IoPool> pool_;
+  std::vector<std::uint8_t> random_pool_ = std::vector<std::uint8_t>(kRandomPoolBytes);
+  std::string run_tag_;
+  std::array<std::uint8_t, 4> cmid_prefix_{};
+  std::vector<std::unique_ptr<Account>> accounts_;
+
+  std::vector<std::unique_ptr<Sender>> senders_;
+  std::vector<Sender*> pair_senders_;
+  std::mutex receivers_mu_;
+  std::deque<std::unique_ptr<Receiver>> receivers_;  // guarded by receivers_mu_ (growth only)
+
+  Waiter waiter_;
+  std::atomic<std::uint64_t> delivered_{0};
+  std::atomic<std::uint64_t> send_errors_{0};
+  std::atomic<std::int64_t> record_from_ns_{INT64_MAX};
+  std::atomic<std::int64_t> record_to_ns_{0};
+  std::atomic<std::int64_t> last_send_response_ns_{0};
+  std::mutex refusal_mu_;
+  std::map<std::string, std::uint64_t> refusals_;
+
+  std::thread flusher_;
+  std::mutex flusher_mu_;
+  std::condition_variable flusher_cv_;
+  bool flusher_stop_ = false;
+
+  json quiesce_s_ = json::object();  // per phase: time to deliver the backlog after sending
+  json results_ = json::object();
+  std::vector<std::string> errors_;
+};
+
+}  // namespace
+}  // namespace sotto::load
+
+int main(int argc, char** argv) {
+  using namespace sotto::load;
+  CLI::App app{
+      "sotto-load: load generator for sotto-server over the real protocol (TLS 1.3, pinned\n"
+      "certificate, registered accounts, challenge/authenticate logins, acknowledged delivery)."};
+  Options o;
+  std::string phases;
+  app.add_option("--spawn-server", o.spawn_server,
+                 "Start this sotto-server binary on free ports with a temporary data directory");
+  app.add_flag("--keep-data", o.keep_data, "Keep the spawned server's temporary directory");
+  app.add_option("--server", o.server, "HOST:PORT of a running server (instead of --spawn-server)");
+  app.add_option("--server-fingerprint", o.fingerprint, "Its certificate's SHA-256 fingerprint");
+  app.add_option("--server-pid", o.server_pid, "Its process id (for the memory figures)");
+  app.add_option("--phases", phases,
+                 "Comma-separated: saturation,fixed-rate,logins,idle-memory,offline (default all)");
+  app.add_flag("--json", o.json_output, "Print every figure as one JSON object");
+  app.add_option("--threads", o.threads, "I/O threads of the load tool")->check(CLI::Range(1, 64));
+  app.add_option("--pairs", o.pairs, "Sender->recipient pairs (saturation, fixed-rate)")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--window", o.window, "Sends in flight per sender at saturation")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--message-bytes", o.message_bytes, "Ciphertext bytes per message")
+      ->check(CLI::Range(20, 256 * 1024));
+  app.add_option("--ack-batch", o.ack_batch, "Envelope ids per acknowledgement")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--ack-delay-ms", o.ack_delay_ms, "A partial batch is acknowledged after this")
+      ->check(CLI::Range(0.1, 10000.0));
+  app.add_option("--warmup", o.warmup_s, "Saturation warm-up, seconds")
+      ->check(CLI::Range(0.0, 600.0));
+  app.add_option("--duration", o.duration_s, "Saturation measured interval, seconds")
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--rate", o.rate, "Fixed rate, messages/s in total")->check(CLI::Range(1.0, 1e7));
+  app.add_option("--fixed-duration", o.fixed_duration_s, "Fixed-rate run, seconds")
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--login-accounts", o.login_accounts, "Accounts the logins phase cycles through")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--login-concurrency", o.login_concurrency, "Logins in flight")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--login-duration", o.login_duration_s, "Logins measured interval, seconds")
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--idle-connections", o.idle_connections, "Authenticated idle connections to hold")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--source-addresses", o.source_addresses,
+                 "127.0.0.x source addresses to spread connections over (default: one per 4000)")
+      ->check(CLI::Range(1, 250));
+  app.add_option("--idle-hold", o.idle_hold_s,
+                 "Seconds the idle connections are held before the server's memory is read")
+      ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--offline-messages", o.offline_messages, "Messages queued for an offline device")
+      ->check(CLI::Range(1, 10000000));
+  app.add_option("--offline-senders", o.offline_senders, "Senders filling the offline queue")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--offline-window", o.offline_window, "Sends in flight per offline sender")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--pre-keys", o.pre_keys, "One-time prekeys uploaded with each registration")
+      ->check(CLI::Range(0, 200));
+  CLI11_PARSE(app, argc, argv);
+
+  if (!phases.empty()) {
+    o.phases.clear();
+    std::stringstream ss(phases);
+    std::string p;
+    while (std::getline(ss, p, ',')) {
+      static const std::vector<std::string> kKnown = {"saturation", "fixed-rate", "logins",
+                                                      "idle-memory", "offline"};
+      if (std::find(kKnown.begin(), kKnown.end(), p) == kKnown.end()) {
+        std::fprintf(stderr, "sotto-load: unknown phase '%s'\n", p.c_str());
+        return 2;
+      }
+      o.phases.push_back(p);
+    }
+  }
+  if (o.spawn_server.empty() == o.server.empty()) {
+    std::fprintf(stderr, "sotto-load: give either --spawn-server PATH or --server HOST:PORT\n");
+    return 2;
+  }
+
+  // The spawned server inherits the raised descriptor limit.
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &r);
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+
+  try {
+    std::unique_ptr<SpawnedServer> spawned;
+    ServerEndpoint ep;
+    if (!o.spawn_server.empty()) {
+      spawned = std::make_unique<SpawnedServer>(o.spawn_server, o.keep_data);
+      ep = spawned->endpoint();
+    } else {
+      const auto colon = o.server.rfind(':');
+      if (colon == std::string::npos) {
+        std::fprintf(stderr, "sotto-load: --server must be HOST:PORT\n");
+        return 2;
+      }
+      ep.host = o.server.substr(0, colon);
+      ep.port = static_cast<std::uint16_t>(std::stoi(o.server.substr(colon + 1)));
+      ep.fingerprint = o.fingerprint;
+      ep.pid = o.server_pid;
+      if (ep.fingerprint.empty()) {
+        std::fprintf(stderr, "sotto-load: --server-fingerprint is required with --server\n");
+        return 2;
+      }
+    }
+    int rc = 0;
+    {
+      LoadTool tool(o, ep);
+      rc = tool.run();
+    }
+    if (spawned && !spawned->stop()) {
+      std::fprintf(stderr, "sotto-load: the spawned server did not shut down cleanly (see %s)\n",
+                   spawned->directory().c_str());
+      rc = rc == 0 ? 1 : rc;
+    }
+    return rc;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sotto-load: %s\n", e.what());
+    return 1;
+  }
+}

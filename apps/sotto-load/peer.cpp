@@ -1,0 +1,156 @@
+#include "peer.h"
+
+#include <string_view>
+
+namespace sotto::load {
+namespace {
+
+// The contexts the server checks (src/server/server.cpp; same constants as src/client).
+constexpr std::string_view kAuthContext = "sotto-auth-v1";
+constexpr std::string_view kDeviceContext = "sotto-device-v1";
+
+std::string str(ByteView b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+}  // namespace
+
+Account make_account(std::string username, std::size_t pre_keys, crypto::Rng& rng) {
+  auto identity = protocol::IdentityKeyPair::generate(rng);
+  auto signed_pre_key =
+      protocol::generate_signed_pre_key(rng, identity, protocol::SignedPreKeyId(1), 0);
+  Account a{std::move(username),
+            std::move(identity),
+            crypto::Ed25519KeyPair::generate(rng),
+            std::move(signed_pre_key),
+            {},
+            protocol::generate_registration_id(rng).value,
+            0};
+  if (pre_keys > 0) a.pre_keys = protocol::generate_pre_keys(rng, protocol::PreKeyId(1), pre_keys);
+  return a;
+}
+
+svc::Request register_request(const Account& account, crypto::Rng& rng) {
+  svc::Request r;
+  auto* reg = r.mutable_register_();
+  reg->set_username(account.username);
+  reg->set_identity_key(str(account.identity.public_key.serialize()));
+  auto* d = reg->mutable_device();
+  d->set_registration_id(account.registration_id);
+  d->set_auth_key(str(account.auth_key.public_key));
+  auto* spk = d->mutable_keys()->mutable_signed_pre_key();
+  spk->set_id(account.signed_pre_key.id.value);
+  spk->set_public_key(str(account.signed_pre_key.key_pair.public_key.serialize()));
+  spk->set_signature(str(account.signed_pre_key.signature));
+  for (const auto& pk : account.pre_keys) {
+    auto* p = d->mutable_keys()->add_pre_keys();
+    p->set_id(pk.id.value);
+    p->set_public_key(str(pk.key_pair.public_key.serialize()));
+  }
+  Bytes binding(kDeviceContext.begin(), kDeviceContext.end());
+  binding.insert(binding.end(), account.username.begin(), account.username.end());
+  binding.insert(binding.end(), account.auth_key.public_key.begin(),
+                 account.auth_key.public_key.end());
+  d->set_identity_signature(str(account.identity.sign(binding, rng)));
+  return r;
+}
+
+Bytes encode_request(svc::Request& request) {
+  svc::Frame frame;
+  frame.set_allocated_request(&request);
+  Bytes out(frame.ByteSizeLong());
+  frame.SerializeWithCachedSizesToArray(out.data());
+  (void)frame.release_request();  // the caller keeps ownership
+  return out;
+}
+
+Peer::Peer(std::shared_ptr<net::IoPool> pool, net::ClientOptions options)
+    : client_(
+          std::move(options), [this](ByteView frame) { handle_frame(frame); },
+          [this](const std::string& reason) {
+            close_reason_ = reason;
+            closed_.store(true);
+            std::unordered_map<std::uint64_t, ResponseFn> dropped;
+            {
+              std::lock_guard lock(mu_);
+              dropped.swap(pending_);
+            }
+          },
+          std::move(pool)) {}
+
+Peer::~Peer() = default;
+
+void Peer::connect(DoneFn done) {
+  client_.async_connect([done = std::move(done)](tl::expected<void, net::ClientError> r) {
+    if (r) {
+      done(true, {});
+    } else {
+      done(false, std::string(net::to_string(r.error())));
+    }
+  });
+}
+
+void Peer::login(const Account& account, DoneFn done) {
+  svc::Request challenge;
+  challenge.mutable_challenge();
+  const bool sent = call(std::move(challenge), [this, &account, done](const svc::Response& r) {
+    if (r.status().code() != svc::OK || r.challenge().nonce().size() != 32) {
+      done(false, "challenge: " + r.status().message());
+      return;
+    }
+    Bytes message(kAuthContext.begin(), kAuthContext.end());
+    message.insert(message.end(), r.challenge().nonce().begin(), r.challenge().nonce().end());
+    svc::Request auth;
+    auto* a = auth.mutable_authenticate();
+    a->set_username(account.username);
+    a->set_device_id(account.device_id);
+    a->set_signature(str(account.auth_key.sign(message)));
+    const bool ok = call(std::move(auth), [done](const svc::Response& ar) {
+      if (ar.status().code() != svc::OK) {
+        done(false, "authenticate: " + ar.status().message());
+      } else {
+        done(true, {});
+      }
+    });
+    if (!ok) done(false, "connection closed");
+  });
+  if (!sent) done(false, "connection closed");
+}
+
+bool Peer::call(svc::Request&& request, ResponseFn fn) {
+  std::uint64_t id = 0;
+  {
+    std::lock_guard lock(mu_);
+    id = next_id_++;
+    pending_.emplace(id, std::move(fn));
+  }
+  request.set_id(id);
+  if (client_.send(encode_request(request))) return true;
+  std::lock_guard lock(mu_);
+  pending_.erase(id);
+  return false;
+}
+
+void Peer::close() {
+  client_.close();
+}
+
+void Peer::handle_frame(ByteView bytes) {
+  svc::Frame frame;
+  if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) return;
+  if (frame.has_response()) {
+    ResponseFn fn;
+    {
+      std::lock_guard lock(mu_);
+      auto it = pending_.find(frame.response().id());
+      if (it == pending_.end()) return;
+      fn = std::move(it->second);
+      pending_.erase(it);
+    }
+    if (fn) fn(frame.response());
+  } else if (frame.has_push() && on_push_) {
+    on_push_(frame.push());
+  }
+}
+
+}  // namespace sotto::load

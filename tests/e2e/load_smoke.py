@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Smoke test for sotto-load: every phase at a small size against a spawned sotto-server.
+
+Asserts that the tool ran every phase, that the figures are sane (positive, latencies ordered,
+memory per connection within a generous bound) and that every message the server accepted was
+delivered exactly once. It is not a benchmark: bench/README.md has the real figures.
+"""
+import argparse
+import json
+import subprocess
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, help="CMake binary directory")
+    args = ap.parse_args()
+    load = f"{args.bin}/apps/sotto-load/sotto-load"
+    server = f"{args.bin}/apps/sotto-server/sotto-server"
+    cmd = [load, "--spawn-server", server, "--json",
+           "--pairs", "4", "--window", "4", "--warmup", "0.5", "--duration", "1",
+           "--rate", "200", "--fixed-duration", "1.5",
+           "--login-accounts", "20", "--login-concurrency", "4", "--login-duration", "1",
+           "--idle-connections", "300", "--source-addresses", "3",
+           "--offline-messages", "300", "--offline-senders", "2", "--offline-window", "16"]
+    print(" ".join(cmd), flush=True)
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    sys.stderr.write(run.stderr)
+    assert run.returncode == 0, f"sotto-load exited with {run.returncode}"
+    lines = [l for l in run.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1, f"expected one JSON line, got {run.stdout!r}"
+    r = json.loads(lines[0])
+    print(json.dumps(r, indent=1))
+
+    assert r["ok"] is True and "errors" not in r
+    d = r["delivery"]
+    assert r["all_delivered_exactly_once"] is True and d["exactly_once"] is True
+    assert d["missing"] == 0 and d["duplicates"] == 0 and d["unexpected"] == 0
+    assert d["refused_sends"] == 0
+    assert d["messages_accepted"] > 300  # the offline queue alone is 300
+
+    assert r["saturation_msgs_per_s"] > 0
+    f = r["fixed_rate"]
+    assert f["samples"] > 0 and 0 < f["p50_ms"] <= f["p99_ms"] <= f["max_ms"]
+    assert abs(f["sent_per_s"] - 200) < 20, f["sent_per_s"]
+    assert r["logins_per_s"] > 0 and r["logins"]["failed"] == 0
+    assert r["logins"]["on_open_connections_per_s"] > 0
+    assert r["idle_connections"] == 300
+    # The server's RSS is page-granular and other allocations move it; this only catches
+    # something badly wrong (a leak per connection, a wrong pid).
+    assert 0 < r["bytes_per_idle_connection"] < 200 * 1024, r["bytes_per_idle_connection"]
+    o = r["offline"]
+    assert o["accepted"] == 300 and o["drained"] >= 300
+    assert r["offline_stored_per_s"] > 0 and r["offline_drained_per_s"] > 0
+    print("load smoke test passed")
+
+
+if __name__ == "__main__":
+    main()
