@@ -661,6 +661,43 @@ TYPED_TEST(ServerStoreTest, RefusesASendThatWouldOverfillAQueue) {
   EXPECT_EQ(this->count(alice, second), 3u);
 }
 
+TYPED_TEST(ServerStoreTest, TheQueueLimitFollowsRemovalsExpiryAndRemovedDevices) {
+  TestConfig config;
+  config.max_queue_per_device = 4;
+  this->open(config);
+  const AccountId alice = this->make_account("alice");
+  const DeviceId second = this->add_device(alice);
+  std::vector<QueuedEnvelope> sent;
+  for (int i = 0; i < 4; ++i) {
+    sent.push_back(this->envelope(alice, 1));
+    ASSERT_TRUE(this->send({sent.back()}).has_value());
+  }
+  EXPECT_EQ(this->send({this->envelope(alice, 1)}).error(), Error::queue_full);
+  // Two acknowledged: room for exactly two more.
+  ASSERT_EQ(this->messages().remove(alice, 1, {sent[0].id, sent[1].id}).value(), 2u);
+  EXPECT_TRUE(this->send({this->envelope(alice, 1), this->envelope(alice, 1)}).has_value());
+  EXPECT_EQ(this->send({this->envelope(alice, 1)}).error(), Error::queue_full);
+  // A refused send in the middle of a batch does not disturb the count of the others.
+  auto a = this->send_async({this->envelope(alice, second)});
+  auto b = this->send_async({this->envelope(alice, 1)});
+  auto c = this->send_async({this->envelope(alice, second)});
+  EXPECT_TRUE(a.get().has_value());
+  EXPECT_EQ(b.get().error(), Error::queue_full);
+  EXPECT_TRUE(c.get().has_value());
+  EXPECT_EQ(this->count(alice, second), 2u);
+  // Everything expires: the queue is empty again.
+  this->advance_seconds(31 * kDaySeconds);
+  ASSERT_TRUE(this->messages().expire(this->now_seconds()).has_value());
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(this->send({this->envelope(alice, 1)}).has_value());
+  EXPECT_EQ(this->send({this->envelope(alice, 1)}).error(), Error::queue_full);
+  // A removed device's queue goes with it; a device added later under the same id starts empty.
+  ASSERT_TRUE(this->accounts().remove_device(alice, second).has_value());
+  const DeviceId again = this->add_device(alice);
+  ASSERT_EQ(again, second);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(this->send({this->envelope(alice, again)}).has_value());
+  EXPECT_EQ(this->send({this->envelope(alice, again)}).error(), Error::queue_full);
+}
+
 TYPED_TEST(ServerStoreTest, OneRefusedSendDoesNotFailTheOthersInItsBatch) {
   const AccountId alice = this->make_account("alice");
   const QueuedEnvelope good1 = this->envelope(alice, 1);

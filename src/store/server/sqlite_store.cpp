@@ -236,6 +236,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (!st) return tl::unexpected(fail("remove_device: prepare", *conn, st.error()));
     st->bind(1, account).bind(2, std::int64_t{device});
     const int rc = run(*st);
+    queue_counts_.erase({account, device});  // its queue went with it (ON DELETE CASCADE)
     forget(account);
     if (rc != SQLITE_OK) return tl::unexpected(fail("remove_device", *conn, rc));
     if (conn->changes() == 0) return tl::unexpected(Error::not_found);
@@ -541,7 +542,10 @@ class SqliteServerStore::Impl final : public AccountStore,
         if (const int rc = run(*st); rc != SQLITE_OK)
           return tl::unexpected(fail("expire", *conn, rc));
         const auto removed = static_cast<std::size_t>(conn->changes());
-        if (sql == kSweeps[0]) removed_messages += removed;
+        if (sql == kSweeps[0] && removed > 0) {
+          removed_messages += removed;
+          queue_counts_.clear();
+        }
         if (removed < static_cast<std::size_t>(kBatch)) break;
       }
     }
@@ -685,6 +689,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
   };
   using Result = tl::expected<void, Error>;
+  using DeviceKey = std::pair<AccountId, DeviceId>;
   using OpResult = tl::expected<std::size_t, Error>;
 
   // --- errors -------------------------------------------------------------------------------
@@ -969,8 +974,11 @@ class SqliteServerStore::Impl final : public AccountStore,
   // others in the batch alone. Nothing is reported before COMMIT has returned.
   std::vector<OpResult> commit_batch(const std::vector<std::unique_ptr<PendingOp>>& batch) {
     std::vector<OpResult> results(batch.size(), OpResult{0});
-    auto all = [&](Error e) { return std::vector<OpResult>(batch.size(), tl::unexpected(e)); };
     auto lease = writing();
+    auto all = [&](Error e) {
+      queue_counts_.clear();  // the transaction is gone: what was counted in it may be wrong
+      return std::vector<OpResult>(batch.size(), tl::unexpected(e));
+    };
     Connection& conn = *lease;
     try {
       const std::uint64_t now_ms = options_.now_ms();
@@ -980,6 +988,7 @@ class SqliteServerStore::Impl final : public AccountStore,
       for (std::size_t i = 0; i < batch.size(); ++i) {
         if (const int rc = conn.exec("SAVEPOINT op"); rc != SQLITE_OK)
           return all(fail("enqueue: savepoint", conn, rc));
+        op_touched_.clear();
         const PendingOp& op = *batch[i];
         if (op.removal) {
           results[i] = store_removal(conn, op);
@@ -994,6 +1003,7 @@ class SqliteServerStore::Impl final : public AccountStore,
         // SQLite ends the whole transaction on some errors (disk full, I/O): then nothing in this
         // batch can be trusted to commit.
         if (sqlite3_get_autocommit(conn.handle()) != 0) return all(Error::io);
+        for (const auto& key : op_touched_) queue_counts_.erase(key);  // counted again when needed
         if (const int rc = conn.exec("ROLLBACK TO op"); rc != SQLITE_OK)
           return all(fail("enqueue: rollback to", conn, rc));
         if (const int rc = conn.exec("RELEASE op"); rc != SQLITE_OK)
@@ -1022,7 +1032,32 @@ class SqliteServerStore::Impl final : public AccountStore,
       if (const int rc = run(*st); rc != SQLITE_OK) return tl::unexpected(fail("remove", conn, rc));
       removed += static_cast<std::size_t>(conn.changes());
     }
+    const DeviceKey key{op.account, op.device};
+    if (auto it = queue_counts_.find(key); it != queue_counts_.end()) {
+      op_touched_.push_back(key);
+      it->second -= std::min<std::uint64_t>(it->second, removed);
+    }
     return removed;
+  }
+
+  // How many envelopes a device's queue holds now (inside the writer's transaction). Counted from
+  // the (account_id, device_id) index once, then kept up to date by every write: a count(*) per
+  // send would make filling a queue quadratic. Expired rows count until swept. REQUIRES: the
+  // write connection is held.
+  tl::expected<std::uint64_t, Error> queue_length(Connection& conn, const DeviceKey& key) {
+    if (auto it = queue_counts_.find(key); it != queue_counts_.end()) return it->second;
+    auto st =
+        conn.prepare("SELECT count(*) FROM messages WHERE account_id = ?1 AND device_id = ?2");
+    if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
+    st->bind(1, key.first).bind(2, std::int64_t{key.second});
+    if (const int rc = st->step(); rc != SQLITE_ROW)
+      return tl::unexpected(fail("enqueue: count", conn, rc));
+    Row row(*st);
+    const std::uint64_t stored = row.u64(0);
+    if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+    if (queue_counts_.size() >= kQueueCountEntries) queue_counts_.clear();
+    queue_counts_[key] = stored;
+    return stored;
   }
 
   Result store_send(Connection& conn, const PendingOp& send, std::uint64_t now_ms) {
@@ -1052,22 +1087,15 @@ class SqliteServerStore::Impl final : public AccountStore,
         return tl::unexpected(fail("enqueue: dedup", conn, rc));
     }
 
-    std::map<std::pair<AccountId, DeviceId>, std::uint64_t> per_device;
+    std::map<DeviceKey, std::uint64_t> per_device;
     for (std::size_t i = 0; i < send.envelopes.size(); ++i) {
       if (!send.cancelled[i]) ++per_device[{send.envelopes[i].account, send.envelopes[i].device}];
     }
     for (const auto& [key, adding] : per_device) {
-      // Counted from the (account_id, device_id) index alone; expired rows count until swept.
-      auto st =
-          conn.prepare("SELECT count(*) FROM messages WHERE account_id = ?1 AND device_id = ?2");
-      if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
-      st->bind(1, key.first).bind(2, std::int64_t{key.second});
-      if (const int rc = st->step(); rc != SQLITE_ROW)
-        return tl::unexpected(fail("enqueue: count", conn, rc));
-      Row row(*st);
-      const std::uint64_t stored = row.u64(0);
-      if (!row.ok()) return tl::unexpected(corrupt("messages", row));
-      if (stored + adding > options_.max_queue_per_device) return tl::unexpected(Error::queue_full);
+      auto stored = queue_length(conn, key);
+      if (!stored) return tl::unexpected(stored.error());
+      if (*stored + adding > options_.max_queue_per_device)
+        return tl::unexpected(Error::queue_full);
     }
 
     const std::uint64_t max_expiry = saturating_add(now_s, options_.message_ttl_seconds);
@@ -1096,6 +1124,10 @@ class SqliteServerStore::Impl final : public AccountStore,
       if (is_missing_parent(rc)) return tl::unexpected(Error::not_found);
       if (rc != SQLITE_OK) return tl::unexpected(fail("enqueue: insert", conn, rc));
     }
+    for (const auto& [key, adding] : per_device) {
+      op_touched_.push_back(key);
+      queue_counts_[key] += adding;
+    }
     return {};
   }
 
@@ -1105,6 +1137,11 @@ class SqliteServerStore::Impl final : public AccountStore,
   // the busy handler. Reads use the pool and, in WAL mode, never wait for a writer.
   std::mutex write_mu_;
   std::unique_ptr<Connection> write_conn_;
+  // Queue lengths known to the writer (see queue_length), and the keys the operation in progress
+  // changed; both guarded by write_mu_.
+  static constexpr std::size_t kQueueCountEntries = 200000;
+  std::map<DeviceKey, std::uint64_t> queue_counts_;
+  std::vector<DeviceKey> op_touched_;
   sqlite::Pool pool_;
 
   std::mutex queue_mu_;
