@@ -79,7 +79,7 @@ struct Options {
   std::size_t source_addresses = 0;  // 0: one per 4000 connections
   double idle_hold_s = 2;            // idle time before the memory is read
   std::size_t offline_messages = 10000;
-  std::size_t offline_senders = 4;
+  std::size_t offline_senders = 16;  // a busy group writing to one device that is away
   std::size_t offline_window = 64;
   std::size_t pre_keys = 0;
 
