@@ -311,6 +311,55 @@ TEST(AesCbc, NistSp800_38aVectorFirstBlock) {
   EXPECT_EQ(to_hex(ByteView(ct).first(16)), "f58c4c04d6e5f1ba779eabfb5f7bfbd6");
 }
 
+// The wrappers keep one cipher context per thread and re-key it without re-selecting the cipher
+// (cipher.cpp). Interleaving CBC and GCM, sealing and opening, and failed opens must not carry
+// state from one call into the next: every result is compared with a fresh OpenSSL context's.
+TEST(AesCbc, ReusedContextMatchesFreshContextsWhenInterleaved) {
+  DeterministicRng rng(13);
+  for (int i = 0; i < 60; ++i) {
+    auto key = rng.secret<32>();
+    std::array<std::uint8_t, 16> iv{};
+    rng.fill(iv);
+    Bytes pt(rng.next_u32() % 70);
+    rng.fill(pt);
+    const Bytes ct = aes256_cbc_seal(key, iv, pt);
+
+    EVP_CIPHER_CTX* fresh = EVP_CIPHER_CTX_new();
+    ASSERT_EQ(EVP_EncryptInit_ex2(fresh, EVP_aes_256_cbc(), key.data(), iv.data(), nullptr), 1);
+    Bytes expected(pt.size() + 16);
+    int n1 = 0, n2 = 0;
+    ASSERT_EQ(
+        EVP_EncryptUpdate(fresh, expected.data(), &n1, pt.data(), static_cast<int>(pt.size())), 1);
+    ASSERT_EQ(EVP_EncryptFinal_ex(fresh, expected.data() + n1, &n2), 1);
+    expected.resize(static_cast<std::size_t>(n1 + n2));
+    EVP_CIPHER_CTX_free(fresh);
+    ASSERT_EQ(ct, expected) << "case " << i;
+
+    switch (i % 4) {
+      case 0: {  // a failed open (wrong key: padding almost surely bad) in between
+        auto wrong = rng.secret<32>();
+        (void)aes256_cbc_open(wrong, iv, ct);
+        break;
+      }
+      case 1: {  // GCM on the same thread in between
+        std::array<std::uint8_t, 12> nonce{};
+        Bytes sealed = aes256_gcm_seal(key, nonce, {}, pt);
+        sealed.back() ^= 1;
+        EXPECT_FALSE(aes256_gcm_open(key, nonce, {}, sealed));
+        break;
+      }
+      case 2:  // a seal under another key in between
+        (void)aes256_cbc_seal(rng.secret<32>(), iv, pt);
+        break;
+      default:
+        break;
+    }
+    auto back = aes256_cbc_open(key, iv, ct);
+    ASSERT_TRUE(back) << "case " << i;
+    EXPECT_EQ(Bytes(back->view().begin(), back->view().end()), pt);
+  }
+}
+
 TEST(AesGcm, RoundTripAndTamper) {
   DeterministicRng rng(5);
   auto key = rng.secret<32>();
