@@ -1,9 +1,10 @@
 #include "protocol/session_state.h"
 
 #include <algorithm>
+#include <cstring>
 
-#include "protocol/proto_codec.h"
 #include "protocol/limits.h"
+#include "protocol/proto_codec.h"
 
 namespace sotto::protocol {
 namespace {
@@ -45,7 +46,8 @@ void write_state(W& w, const SessionState& s) {
   w.message(field::kSenderChain, [&](auto& c) {
     c.bytes(field::kRatchetPublic, s.sender_chain.ratchet.public_key.view());
     c.bytes(field::kRatchetPrivate, s.sender_chain.ratchet.private_key.view());
-    c.message(field::kSenderChainKey, [&](auto& k) { write_chain_key(k, s.sender_chain.chain_key); });
+    c.message(field::kSenderChainKey,
+              [&](auto& k) { write_chain_key(k, s.sender_chain.chain_key); });
   });
   for (const auto& rc : s.receiver_chains) {
     w.message(field::kReceiverChains, [&](auto& c) {
@@ -76,7 +78,7 @@ void write_state(W& w, const SessionState& s) {
 
 template <typename W>
 void write_record(W& w, const std::optional<SessionState>& current,
-                  const std::deque<SessionState>& previous) {
+                  const std::vector<SessionState>& previous) {
   w.varint(field::kRecordFormat, kSessionRecordFormat);
   if (current) w.message(field::kRecordCurrent, [&](auto& c) { write_state(c, *current); });
   for (const auto& s : previous) {
@@ -86,9 +88,10 @@ void write_record(W& w, const std::optional<SessionState>& current,
 
 // Readers: each returns false on any malformation (unknown field, wrong type or size, missing
 // required field, a duplicate of a singular field).
+// Copies straight into the record's Secret: no temporary secret to wipe.
 bool read32(ByteView v, crypto::Secret<32>& out) {
   if (v.size() != 32) return false;
-  out = crypto::Secret<32>(v);
+  std::memcpy(out.data(), v.data(), 32);
   return true;
 }
 
@@ -121,7 +124,8 @@ bool read_chain_key(ByteView in, ChainKey& out) {
       case field::kChainKey:
         if (!r.bytes(wt, v) || !read32(v, out.key)) return false;
         break;
-      default: return false;
+      default:
+        return false;
     }
   }
   return r.ok() && seen == ((1u << field::kChainIndex) | (1u << field::kChainKey));
@@ -143,7 +147,8 @@ bool read_skipped(ByteView in, SkippedKey& out) {
       case field::kSkippedCreatedAt:
         if (!r.varint(wt, out.created_at)) return false;
         break;
-      default: return false;
+      default:
+        return false;
     }
   }
   const std::uint32_t required = (1u << field::kSkippedCounter) | (1u << field::kSkippedSeed);
@@ -163,14 +168,12 @@ bool read_receiver_chain(ByteView in, ReceiverChain& out) {
       case field::kReceiverChainKey:
         if (!r.bytes(wt, v) || !read_chain_key(v, out.chain_key)) return false;
         break;
-      case field::kReceiverSkipped: {
+      case field::kReceiverSkipped:
         if (out.skipped.size() >= kMaxMessageKeys) return false;
-        SkippedKey k;
-        if (!r.bytes(wt, v) || !read_skipped(v, k)) return false;
-        out.skipped.push_back(std::move(k));
+        if (!r.bytes(wt, v) || !read_skipped(v, out.skipped.emplace_back())) return false;
         break;
-      }
-      default: return false;
+      default:
+        return false;
     }
   }
   const std::uint32_t required = (1u << field::kTheirRatchetKey) | (1u << field::kReceiverChainKey);
@@ -193,7 +196,8 @@ bool read_sender_chain(ByteView in, SenderChain& out) {
       case field::kSenderChainKey:
         if (!r.bytes(wt, v) || !read_chain_key(v, out.chain_key)) return false;
         break;
-      default: return false;
+      default:
+        return false;
     }
   }
   return r.ok() && seen == ((1u << field::kRatchetPublic) | (1u << field::kRatchetPrivate) |
@@ -222,10 +226,12 @@ bool read_pending(ByteView in, PendingPreKey& out) {
       case field::kPendingCreatedAt:
         if (!r.varint(wt, out.created_at)) return false;
         break;
-      default: return false;
+      default:
+        return false;
     }
   }
-  const std::uint32_t required = (1u << field::kPendingSignedPreKeyId) | (1u << field::kPendingBaseKey);
+  const std::uint32_t required =
+      (1u << field::kPendingSignedPreKeyId) | (1u << field::kPendingBaseKey);
   return r.ok() && (seen & required) == required;
 }
 
@@ -255,19 +261,16 @@ bool read_state(ByteView in, SessionState& out) {
       case field::kSenderChain:
         if (!r.bytes(wt, v) || !read_sender_chain(v, out.sender_chain)) return false;
         break;
-      case field::kReceiverChains: {
+      case field::kReceiverChains:
         if (out.receiver_chains.size() >= kMaxReceiverChains) return false;
-        ReceiverChain chain;
-        if (!r.bytes(wt, v) || !read_receiver_chain(v, chain)) return false;
-        out.receiver_chains.push_back(std::move(chain));
+        if (out.receiver_chains.empty()) out.receiver_chains.reserve(2);
+        if (!r.bytes(wt, v) || !read_receiver_chain(v, out.receiver_chains.emplace_back())) {
+          return false;
+        }
         break;
-      }
-      case field::kPendingPreKey: {
-        PendingPreKey p;
-        if (!r.bytes(wt, v) || !read_pending(v, p)) return false;
-        out.pending_pre_key = p;
+      case field::kPendingPreKey:
+        if (!r.bytes(wt, v) || !read_pending(v, out.pending_pre_key.emplace())) return false;
         break;
-      }
       case field::kLocalRegistrationId:
         if (!r.u32(wt, n)) return false;
         out.local_registration_id = RegistrationId(n);
@@ -279,7 +282,8 @@ bool read_state(ByteView in, SessionState& out) {
       case field::kAliceBaseKey:
         if (!r.bytes(wt, v) || !read_public(v, out.alice_base_key)) return false;
         break;
-      default: return false;
+      default:
+        return false;
     }
   }
   const std::uint32_t required = (1u << field::kVersion) | (1u << field::kLocalIdentity) |
@@ -354,10 +358,10 @@ void SessionRecord::promote_previous(std::size_t i) {
 
 void SessionRecord::archive_current() {
   if (current_) {
-    previous_.push_front(std::move(*current_));
+    previous_.insert(previous_.begin(), std::move(*current_));
     current_.reset();
   }
-  while (previous_.size() > kMaxArchivedStates) previous_.pop_back();
+  if (previous_.size() > kMaxArchivedStates) previous_.resize(kMaxArchivedStates);
 }
 
 bool SessionRecord::has_state_for(std::uint32_t version, const PublicKey& alice_base_key) const {
@@ -402,21 +406,19 @@ tl::expected<SessionRecord, Error> SessionRecord::decode(ByteView bytes) {
         }
         have_format = true;
         break;
-      case field::kRecordCurrent: {
-        SessionState s;
-        if (out.current_ || !r.bytes(wt, v) || !read_state(v, s)) return tl::unexpected(Error::malformed);
-        out.current_ = std::move(s);
-        break;
-      }
-      case field::kRecordPrevious: {
-        SessionState s;
-        if (out.previous_.size() >= kMaxArchivedStates || !r.bytes(wt, v) || !read_state(v, s)) {
+      case field::kRecordCurrent:
+        if (out.current_ || !r.bytes(wt, v) || !read_state(v, out.current_.emplace())) {
           return tl::unexpected(Error::malformed);
         }
-        out.previous_.push_back(std::move(s));
         break;
-      }
-      default: return tl::unexpected(Error::malformed);
+      case field::kRecordPrevious:
+        if (out.previous_.size() >= kMaxArchivedStates || !r.bytes(wt, v) ||
+            !read_state(v, out.previous_.emplace_back())) {
+          return tl::unexpected(Error::malformed);
+        }
+        break;
+      default:
+        return tl::unexpected(Error::malformed);
     }
   }
   if (!r.ok() || !have_format) return tl::unexpected(Error::malformed);
