@@ -99,34 +99,33 @@ class HmacKey {
       std::memcpy(block, key.data(), key.size());
     }
     for (auto& b : block) b ^= 0x36;
-    SHA256_Init(&inner_);
-    SHA256_Update(&inner_, block, sizeof block);
+    SHA256_Init(&pads_.inner);
+    SHA256_Update(&pads_.inner, block, sizeof block);
     for (auto& b : block) b ^= 0x36 ^ 0x5c;
-    SHA256_Init(&outer_);
-    SHA256_Update(&outer_, block, sizeof block);
+    SHA256_Init(&pads_.outer);
+    SHA256_Update(&pads_.outer, block, sizeof block);
     secure_wipe(block, sizeof block);
   }
-  ~HmacKey() {
-    secure_wipe(&inner_, sizeof inner_);
-    secure_wipe(&outer_, sizeof outer_);
-  }
+  ~HmacKey() { secure_wipe(&pads_, sizeof pads_); }
   HmacKey(const HmacKey&) = delete;
   HmacKey& operator=(const HmacKey&) = delete;
 
   // HMAC of the concatenation of `parts` under this key. The key state is left as it was.
   template <typename Parts>
   void mac(const Parts& parts, std::uint8_t out[kHmacSha256Size]) const {
-    SHA256_CTX c = inner_;
+    struct {
+      SHA256_CTX c;
+      std::uint8_t inner_hash[kSha256Size];
+    } t;  // one wipe for both
+    t.c = pads_.inner;
     for (ByteView p : parts) {
-      if (!p.empty()) SHA256_Update(&c, p.data(), p.size());
+      if (!p.empty()) SHA256_Update(&t.c, p.data(), p.size());
     }
-    std::uint8_t inner_hash[kSha256Size];
-    SHA256_Final(inner_hash, &c);
-    c = outer_;
-    SHA256_Update(&c, inner_hash, sizeof inner_hash);
-    SHA256_Final(out, &c);
-    secure_wipe(inner_hash, sizeof inner_hash);
-    secure_wipe(&c, sizeof c);
+    SHA256_Final(t.inner_hash, &t.c);
+    t.c = pads_.outer;
+    SHA256_Update(&t.c, t.inner_hash, sizeof t.inner_hash);
+    SHA256_Final(out, &t.c);
+    secure_wipe(&t, sizeof t);
   }
   void mac(ByteView part, std::uint8_t out[kHmacSha256Size]) const {
     const ByteView parts[1] = {part};
@@ -135,8 +134,10 @@ class HmacKey {
 
  private:
   static constexpr std::size_t kSha256BlockSize = 64;
-  SHA256_CTX inner_;
-  SHA256_CTX outer_;
+  struct {
+    SHA256_CTX inner;  // after (key ^ ipad)
+    SHA256_CTX outer;  // after (key ^ opad)
+  } pads_;
 };
 
 // The HKDF salt of every extract that has none: HashLen zero bytes (RFC 5869 section 2.2). Its
@@ -166,11 +167,16 @@ Secret<kHmacSha256Size> hmac_sha256(ByteView key, std::initializer_list<ByteView
 std::pair<Secret<kHmacSha256Size>, Secret<kHmacSha256Size>> hmac_sha256_pair(ByteView key,
                                                                              ByteView first,
                                                                              ByteView second) {
-  const HmacKey k(key);
   std::pair<Secret<kHmacSha256Size>, Secret<kHmacSha256Size>> out;
-  k.mac(first, out.first.data());
-  k.mac(second, out.second.data());
+  hmac_sha256_pair(key, first, out.first, second, out.second);
   return out;
+}
+
+void hmac_sha256_pair(ByteView key, ByteView first, Secret<kHmacSha256Size>& first_out,
+                      ByteView second, Secret<kHmacSha256Size>& second_out) {
+  const HmacKey k(key);
+  k.mac(first, first_out.data());
+  k.mac(second, second_out.data());
 }
 
 // RFC 5869, composed over the HMAC above: section 2.2 (extract) then 2.3 (expand). The zero-salt

@@ -391,9 +391,14 @@ crypto::SecretBuffer SessionRecord::encode() const {
 }
 
 tl::expected<SessionRecord, Error> SessionRecord::decode(ByteView bytes) {
+  SessionRecord out;
+  if (auto ok = decode(bytes, out); !ok) return tl::unexpected(ok.error());
+  return out;
+}
+
+tl::expected<void, Error> SessionRecord::decode(ByteView bytes, SessionRecord& out) {
   if (bytes.size() > kMaxSessionRecordBytes) return tl::unexpected(Error::too_large);
   ProtoReader r(bytes);
-  SessionRecord out;
   std::uint32_t f = 0, wt = 0;
   bool have_format = false;
   while (r.next(f, wt)) {
@@ -422,7 +427,7 @@ tl::expected<SessionRecord, Error> SessionRecord::decode(ByteView bytes) {
     }
   }
   if (!r.ok() || !have_format) return tl::unexpected(Error::malformed);
-  return out;
+  return {};
 }
 
 }  // namespace sotto::protocol

@@ -100,6 +100,9 @@ class SessionRecord {
   // The storage form holds private keys, so it comes back in wiped-on-release memory.
   [[nodiscard]] crypto::SecretBuffer encode() const;
   [[nodiscard]] static tl::expected<SessionRecord, Error> decode(ByteView bytes);
+  // The same, into an existing record (a store that hands out the record it decodes saves
+  // moving it). REQUIRES: `out` is empty (default-constructed). On error `out` is unspecified.
+  [[nodiscard]] static tl::expected<void, Error> decode(ByteView bytes, SessionRecord& out);
 
  private:
   std::optional<SessionState> current_;
