@@ -5,36 +5,37 @@
 
 #include "protocol/limits.h"
 #include "protocol/proto_codec.h"
+#include "protocol/record_codec.h"
 
 namespace sotto::protocol {
 namespace {
 
+using detail::once;
 using detail::ProtoReader;
 using detail::ProtoSizer;
 using detail::ProtoWriter;
+using detail::read32;
+using detail::read_chain_key;
+using detail::read_public;
+using detail::read_skipped;
+using detail::write_chain_key;
+using detail::write_skipped;
 
 constexpr std::uint32_t kSessionRecordFormat = 1;
 
 // Field numbers of proto/storage.proto.
 namespace field {
+using namespace detail::field;  // ChainKey, SkippedKey
 constexpr std::uint32_t kRecordFormat = 1, kRecordCurrent = 2, kRecordPrevious = 3;
 constexpr std::uint32_t kVersion = 1, kLocalIdentity = 2, kRemoteIdentity = 3, kRootKey = 4,
                         kPreviousCounter = 5, kSenderChain = 6, kReceiverChains = 7,
                         kPendingPreKey = 8, kLocalRegistrationId = 9, kRemoteRegistrationId = 10,
                         kAliceBaseKey = 11;
-constexpr std::uint32_t kChainIndex = 1, kChainKey = 2;
-constexpr std::uint32_t kSkippedCounter = 1, kSkippedSeed = 2, kSkippedCreatedAt = 3;
 constexpr std::uint32_t kTheirRatchetKey = 1, kReceiverChainKey = 2, kReceiverSkipped = 3;
 constexpr std::uint32_t kRatchetPublic = 1, kRatchetPrivate = 2, kSenderChainKey = 3;
 constexpr std::uint32_t kPendingPreKeyId = 1, kPendingSignedPreKeyId = 2, kPendingBaseKey = 3,
                         kPendingCreatedAt = 4;
 }  // namespace field
-
-template <typename W>
-void write_chain_key(W& w, const ChainKey& ck) {
-  w.varint(field::kChainIndex, ck.index);
-  w.bytes(field::kChainKey, ck.key.view());
-}
 
 template <typename W>
 void write_state(W& w, const SessionState& s) {
@@ -54,11 +55,7 @@ void write_state(W& w, const SessionState& s) {
       c.bytes(field::kTheirRatchetKey, rc.their_ratchet_key.view());
       c.message(field::kReceiverChainKey, [&](auto& k) { write_chain_key(k, rc.chain_key); });
       for (const auto& sk : rc.skipped) {
-        c.message(field::kReceiverSkipped, [&](auto& k) {
-          k.varint(field::kSkippedCounter, sk.counter);
-          k.bytes(field::kSkippedSeed, sk.seed.view());
-          k.varint(field::kSkippedCreatedAt, sk.created_at);
-        });
+        c.message(field::kReceiverSkipped, [&](auto& k) { write_skipped(k, sk); });
       }
     });
   }
@@ -84,75 +81,6 @@ void write_record(W& w, const std::optional<SessionState>& current,
   for (const auto& s : previous) {
     w.message(field::kRecordPrevious, [&](auto& c) { write_state(c, s); });
   }
-}
-
-// Readers: each returns false on any malformation (unknown field, wrong type or size, missing
-// required field, a duplicate of a singular field).
-// Copies straight into the record's Secret: no temporary secret to wipe.
-bool read32(ByteView v, crypto::Secret<32>& out) {
-  if (v.size() != 32) return false;
-  std::memcpy(out.data(), v.data(), 32);
-  return true;
-}
-
-bool read_public(ByteView v, PublicKey& out) {
-  auto k = PublicKey::from_raw(v);
-  if (!k) return false;
-  out = *k;
-  return true;
-}
-
-// Marks a field as seen; false if it was seen before (singular fields appear once).
-bool once(std::uint32_t& seen, std::uint32_t field) {
-  if (field >= 32) return false;  // no known field is that high
-  const std::uint32_t bit = 1u << field;
-  if (seen & bit) return false;
-  seen |= bit;
-  return true;
-}
-
-bool read_chain_key(ByteView in, ChainKey& out) {
-  ProtoReader r(in);
-  std::uint32_t f = 0, wt = 0, seen = 0;
-  while (r.next(f, wt)) {
-    ByteView v;
-    if (!once(seen, f)) return false;
-    switch (f) {
-      case field::kChainIndex:
-        if (!r.u32(wt, out.index)) return false;
-        break;
-      case field::kChainKey:
-        if (!r.bytes(wt, v) || !read32(v, out.key)) return false;
-        break;
-      default:
-        return false;
-    }
-  }
-  return r.ok() && seen == ((1u << field::kChainIndex) | (1u << field::kChainKey));
-}
-
-bool read_skipped(ByteView in, SkippedKey& out) {
-  ProtoReader r(in);
-  std::uint32_t f = 0, wt = 0, seen = 0;
-  while (r.next(f, wt)) {
-    ByteView v;
-    if (!once(seen, f)) return false;
-    switch (f) {
-      case field::kSkippedCounter:
-        if (!r.u32(wt, out.counter)) return false;
-        break;
-      case field::kSkippedSeed:
-        if (!r.bytes(wt, v) || !read32(v, out.seed)) return false;
-        break;
-      case field::kSkippedCreatedAt:
-        if (!r.varint(wt, out.created_at)) return false;
-        break;
-      default:
-        return false;
-    }
-  }
-  const std::uint32_t required = (1u << field::kSkippedCounter) | (1u << field::kSkippedSeed);
-  return r.ok() && (seen & required) == required;
 }
 
 bool read_receiver_chain(ByteView in, ReceiverChain& out) {
