@@ -98,6 +98,67 @@ TEST(SignalMessageDecode, SameBytesAsLibprotobufAndNoDuplicates) {
       Error::malformed);
 }
 
+// SenderKeyMessage uses the allocation-free codec too: libprotobuf's bytes, duplicates refused.
+TEST(SenderKeyMessageDecode, SameBytesAsLibprotobufAndNoDuplicates) {
+  crypto::DeterministicRng rng(4);
+  const KeyPair signing = KeyPair::generate(rng);
+  const auto edwards = crypto::curve25519_edwards_public(signing.private_key);
+  for (std::uint32_t n : {0u, 1u, 127u, 128u, 300000u, 0x7FFFFFFFu, 0xFFFFFFFFu}) {
+    const Bytes ct(n % 3 == 0 ? 16 : 48, static_cast<std::uint8_t>(n));
+    auto m = SenderKeyMessage::create(SenderKeyId(n), n / 3, ct, signing.private_key, edwards, rng);
+    wire::signal::SenderKeyMessage pb;
+    pb.set_id(n);
+    pb.set_iteration(n / 3);
+    pb.set_ciphertext(std::string(ct.begin(), ct.end()));
+    const std::string body = pb.SerializeAsString();
+    ASSERT_EQ(m.serialized.size(), 1 + body.size() + kSignatureSize);
+    EXPECT_EQ(m.serialized[0], kVersionByte);
+    EXPECT_EQ(Bytes(m.serialized.begin() + 1, m.serialized.end() - kSignatureSize),
+              Bytes(body.begin(), body.end()));
+    auto back = SenderKeyMessage::decode(m.serialized);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->key_id, SenderKeyId(n));
+    EXPECT_EQ(back->iteration, n / 3);
+    EXPECT_EQ(back->ciphertext, ct);
+    EXPECT_EQ(back->serialized, m.serialized);
+    EXPECT_TRUE(back->verify_signature(signing.public_key));
+  }
+  wire::signal::SenderKeyMessage pb;
+  pb.set_id(1);
+  pb.set_iteration(2);
+  pb.set_ciphertext(std::string(16, 'c'));
+  const std::string body = pb.SerializeAsString();
+  EXPECT_TRUE(SenderKeyMessage::decode(frame(0x33, body, kSignatureSize)));
+  EXPECT_EQ(SenderKeyMessage::decode(frame(0x23, body, kSignatureSize)).error(),
+            Error::legacy_version);
+  // Each field is required.
+  for (int drop = 1; drop <= 3; ++drop) {
+    wire::signal::SenderKeyMessage partial = pb;
+    if (drop == 1) partial.clear_id();
+    if (drop == 2) partial.clear_iteration();
+    if (drop == 3) partial.clear_ciphertext();
+    EXPECT_EQ(
+        SenderKeyMessage::decode(frame(0x33, partial.SerializeAsString(), kSignatureSize)).error(),
+        Error::malformed)
+        << "without field " << drop;
+  }
+  // A second iteration field (protobuf would take the last one) is refused; so is an unknown
+  // field, and an iteration that does not fit 32 bits.
+  EXPECT_EQ(SenderKeyMessage::decode(frame(0x33, body + std::string("\x10\x05", 2), kSignatureSize))
+                .error(),
+            Error::malformed);
+  EXPECT_EQ(SenderKeyMessage::decode(frame(0x33, body + std::string("\x48\x01", 2), kSignatureSize))
+                .error(),
+            Error::malformed);
+  EXPECT_EQ(
+      SenderKeyMessage::decode(
+          frame(0x33, std::string("\x08\x01\x10\x80\x80\x80\x80\x10\x1a\x00", 10), kSignatureSize))
+          .error(),
+      Error::malformed);
+  EXPECT_EQ(SenderKeyMessage::decode(frame(0x33, "\xff\xff\xff", kSignatureSize)).error(),
+            Error::malformed);
+}
+
 TEST(PreKeySignalMessageDecode, RejectsMalformedInput) {
   EXPECT_EQ(PreKeySignalMessage::decode({}).error(), Error::malformed);
   wire::signal::PreKeySignalMessage m;
