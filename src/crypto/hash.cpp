@@ -58,25 +58,6 @@ namespace {
 
 using detail::fail;
 
-EVP_MD_CTX* thread_md_ctx() {
-  thread_local detail::MdCtx ctx(EVP_MD_CTX_new());
-  if (!ctx) fail("EVP_MD_CTX_new");
-  return ctx.get();
-}
-
-template <std::size_t N>
-std::array<std::uint8_t, N> digest(const EVP_MD* md, std::initializer_list<ByteView> parts) {
-  EVP_MD_CTX* ctx = thread_md_ctx();
-  if (EVP_DigestInit_ex2(ctx, md, nullptr) != 1) fail("EVP_DigestInit_ex2");
-  for (ByteView p : parts) {
-    if (!p.empty() && EVP_DigestUpdate(ctx, p.data(), p.size()) != 1) fail("EVP_DigestUpdate");
-  }
-  std::array<std::uint8_t, N> out{};
-  unsigned int len = 0;
-  if (EVP_DigestFinal_ex(ctx, out.data(), &len) != 1 || len != N) fail("EVP_DigestFinal_ex");
-  return out;
-}
-
 // HMAC-SHA256 (RFC 2104) composed over OpenSSL's SHA-256. OpenSSL 3.0's own HMAC (EVP_MAC, and
 // HMAC_Init_ex under it) duplicates a provider digest context, with a heap allocation and a
 // cleanse, at every init and every final; on the per-message path that cost more than the
@@ -150,12 +131,31 @@ const HmacKey& zero_salt_key() {
 
 }  // namespace
 
+// One-shot hashes through the low-level SHA256_* / SHA512_* calls (see HmacKey): EVP_Digest*
+// costs more than the hashing for the short inputs here, and the context, which may have
+// absorbed secrets (curve25519_sign hashes its nonce key), lives on the stack and is wiped.
 Sha256Digest sha256(std::initializer_list<ByteView> parts) {
-  return digest<kSha256Size>(detail::md_sha256(), parts);
+  SHA256_CTX c;
+  SHA256_Init(&c);
+  for (ByteView p : parts) {
+    if (!p.empty()) SHA256_Update(&c, p.data(), p.size());
+  }
+  Sha256Digest out{};
+  SHA256_Final(out.data(), &c);
+  secure_wipe(&c, sizeof c);
+  return out;
 }
 
 Sha512Digest sha512(std::initializer_list<ByteView> parts) {
-  return digest<kSha512Size>(detail::md_sha512(), parts);
+  SHA512_CTX c;
+  SHA512_Init(&c);
+  for (ByteView p : parts) {
+    if (!p.empty()) SHA512_Update(&c, p.data(), p.size());
+  }
+  Sha512Digest out{};
+  SHA512_Final(out.data(), &c);
+  secure_wipe(&c, sizeof c);
+  return out;
 }
 
 Secret<kHmacSha256Size> hmac_sha256(ByteView key, std::initializer_list<ByteView> parts) {

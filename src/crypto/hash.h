@@ -1,6 +1,6 @@
 // Hashes, MACs and key derivation over OpenSSL libcrypto 3: SHA-256, SHA-512, HMAC-SHA256 and
-// HKDF-SHA256 (RFC 5869). Algorithm objects are fetched once per process and contexts are reused
-// per thread, so each call costs the primitive and not OpenSSL's provider lookup. Thread-safe.
+// HKDF-SHA256 (RFC 5869). The hashes are OpenSSL's; HMAC (RFC 2104) and HKDF are composed here over
+// them (hash.cpp says why), with every intermediate state on the stack and wiped. Thread-safe.
 #pragma once
 
 #include <array>

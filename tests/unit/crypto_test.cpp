@@ -212,6 +212,26 @@ TEST(Sha, KnownAnswers) {
   EXPECT_EQ(inc.finish(), sha512({as_bytes("abc")})) << "finish() must reset";
 }
 
+// sha256 / sha512 run OpenSSL's low-level calls; cross-check them with EVP on random inputs.
+TEST(Sha, MatchesOpenSslEvpOnRandomInputs) {
+  DeterministicRng rng(14);
+  for (int i = 0; i < 100; ++i) {
+    Bytes a(rng.next_u32() % 300), b(rng.next_u32() % 200);
+    rng.fill(a);
+    rng.fill(b);
+    Bytes ab = a;
+    ab.insert(ab.end(), b.begin(), b.end());
+    Bytes d256(32), d512(64);
+    unsigned int len = 0;
+    ASSERT_EQ(EVP_Digest(ab.data(), ab.size(), d256.data(), &len, EVP_sha256(), nullptr), 1);
+    ASSERT_EQ(EVP_Digest(ab.data(), ab.size(), d512.data(), &len, EVP_sha512(), nullptr), 1);
+    const auto ours256 = sha256({a, b});
+    const auto ours512 = sha512({a, b});
+    EXPECT_EQ(Bytes(ours256.begin(), ours256.end()), d256) << "case " << i;
+    EXPECT_EQ(Bytes(ours512.begin(), ours512.end()), d512) << "case " << i;
+  }
+}
+
 TEST(Signature, ReferenceLibraryVectorVerifies) {
   const auto v = load_vectors("libsignal_c.json")["curve25519"]["signature"];
   const Bytes pub = from_hex(v["identity_public"].get<std::string>());
