@@ -19,6 +19,14 @@ EVP_CIPHER_CTX* thread_cipher_ctx() {
   return ctx.get();
 }
 
+// What to pass as the cipher to EVP_*Init_ex2: nothing when the context already runs `cipher`.
+// Given a cipher, OpenSSL resets the context and frees and re-allocates its provider state on
+// every call; given none, it only sets the new key and IV (and the direction), which is all a
+// fresh message needs.
+const EVP_CIPHER* unless_set(EVP_CIPHER_CTX* ctx, const EVP_CIPHER* cipher) {
+  return EVP_CIPHER_CTX_get0_cipher(ctx) == cipher ? nullptr : cipher;
+}
+
 int checked_int(std::size_t n) {
   if (n > static_cast<std::size_t>(std::numeric_limits<int>::max() - 64)) {
     throw std::length_error("cipher input too long");
@@ -31,13 +39,15 @@ int checked_int(std::size_t n) {
 Bytes aes256_cbc_seal(const Secret<32>& key, std::span<const std::uint8_t, 16> iv,
                       ByteView plaintext) {
   EVP_CIPHER_CTX* ctx = thread_cipher_ctx();
-  if (EVP_EncryptInit_ex2(ctx, detail::cipher_aes256_cbc(), key.data(), iv.data(), nullptr) != 1) {
+  if (EVP_EncryptInit_ex2(ctx, unless_set(ctx, detail::cipher_aes256_cbc()), key.data(), iv.data(),
+                          nullptr) != 1) {
     fail("EVP_EncryptInit_ex2");
   }
   Bytes out(plaintext.size() + kAesBlockSize);
   int len1 = 0;
   int len2 = 0;
-  if (EVP_EncryptUpdate(ctx, out.data(), &len1, plaintext.data(), checked_int(plaintext.size())) != 1 ||
+  if (EVP_EncryptUpdate(ctx, out.data(), &len1, plaintext.data(), checked_int(plaintext.size())) !=
+          1 ||
       EVP_EncryptFinal_ex(ctx, out.data() + len1, &len2) != 1) {
     fail("AES-256-CBC encrypt");
   }
@@ -52,13 +62,15 @@ tl::expected<SecretBuffer, Error> aes256_cbc_open(const Secret<32>& key,
     return tl::unexpected(Error::invalid_length);
   }
   EVP_CIPHER_CTX* ctx = thread_cipher_ctx();
-  if (EVP_DecryptInit_ex2(ctx, detail::cipher_aes256_cbc(), key.data(), iv.data(), nullptr) != 1) {
+  if (EVP_DecryptInit_ex2(ctx, unless_set(ctx, detail::cipher_aes256_cbc()), key.data(), iv.data(),
+                          nullptr) != 1) {
     fail("EVP_DecryptInit_ex2");
   }
   SecretBuffer out(ciphertext.size() + kAesBlockSize);
   int len1 = 0;
   int len2 = 0;
-  if (EVP_DecryptUpdate(ctx, out.data(), &len1, ciphertext.data(), checked_int(ciphertext.size())) != 1) {
+  if (EVP_DecryptUpdate(ctx, out.data(), &len1, ciphertext.data(),
+                        checked_int(ciphertext.size())) != 1) {
     fail("EVP_DecryptUpdate");
   }
   if (EVP_DecryptFinal_ex(ctx, out.data() + len1, &len2) != 1) {
@@ -71,17 +83,20 @@ tl::expected<SecretBuffer, Error> aes256_cbc_open(const Secret<32>& key,
 Bytes aes256_gcm_seal(const Secret<32>& key, std::span<const std::uint8_t, 12> nonce, ByteView aad,
                       ByteView plaintext) {
   EVP_CIPHER_CTX* ctx = thread_cipher_ctx();
-  if (EVP_EncryptInit_ex2(ctx, detail::cipher_aes256_gcm(), key.data(), nonce.data(), nullptr) != 1) {
+  if (EVP_EncryptInit_ex2(ctx, unless_set(ctx, detail::cipher_aes256_gcm()), key.data(),
+                          nonce.data(), nullptr) != 1) {
     fail("EVP_EncryptInit_ex2(GCM)");
   }
   int len = 0;
-  if (!aad.empty() && EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), checked_int(aad.size())) != 1) {
+  if (!aad.empty() &&
+      EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), checked_int(aad.size())) != 1) {
     fail("GCM aad");
   }
   Bytes out(plaintext.size() + kAesGcmTagSize);
   int len1 = 0;
   int len2 = 0;
-  if (EVP_EncryptUpdate(ctx, out.data(), &len1, plaintext.data(), checked_int(plaintext.size())) != 1 ||
+  if (EVP_EncryptUpdate(ctx, out.data(), &len1, plaintext.data(), checked_int(plaintext.size())) !=
+          1 ||
       EVP_EncryptFinal_ex(ctx, out.data() + len1, &len2) != 1) {
     fail("GCM encrypt");
   }
@@ -99,11 +114,13 @@ tl::expected<SecretBuffer, Error> aes256_gcm_open(const Secret<32>& key,
   if (sealed.size() < kAesGcmTagSize) return tl::unexpected(Error::invalid_length);
   const std::size_t ct_len = sealed.size() - kAesGcmTagSize;
   EVP_CIPHER_CTX* ctx = thread_cipher_ctx();
-  if (EVP_DecryptInit_ex2(ctx, detail::cipher_aes256_gcm(), key.data(), nonce.data(), nullptr) != 1) {
+  if (EVP_DecryptInit_ex2(ctx, unless_set(ctx, detail::cipher_aes256_gcm()), key.data(),
+                          nonce.data(), nullptr) != 1) {
     fail("EVP_DecryptInit_ex2(GCM)");
   }
   int len = 0;
-  if (!aad.empty() && EVP_DecryptUpdate(ctx, nullptr, &len, aad.data(), checked_int(aad.size())) != 1) {
+  if (!aad.empty() &&
+      EVP_DecryptUpdate(ctx, nullptr, &len, aad.data(), checked_int(aad.size())) != 1) {
     fail("GCM aad");
   }
   SecretBuffer out(ct_len + kAesBlockSize);
@@ -117,7 +134,8 @@ tl::expected<SecretBuffer, Error> aes256_gcm_open(const Secret<32>& key,
     fail("GCM set tag");
   }
   int len2 = 0;
-  if (EVP_DecryptFinal_ex(ctx, out.data() + len1, &len2) != 1) return tl::unexpected(Error::bad_mac);
+  if (EVP_DecryptFinal_ex(ctx, out.data() + len1, &len2) != 1)
+    return tl::unexpected(Error::bad_mac);
   out.resize(static_cast<std::size_t>(len1 + len2));
   return out;
 }

@@ -1,10 +1,11 @@
+// SHA256_* are deprecated in OpenSSL 3 (see HmacKey below on why they are used here).
+#define OPENSSL_SUPPRESS_DEPRECATED
+
 #include "crypto/hash.h"
 
-#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
-#include <openssl/params.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <cstring>
@@ -57,138 +58,144 @@ namespace {
 
 using detail::fail;
 
-EVP_MD_CTX* thread_md_ctx() {
-  thread_local detail::MdCtx ctx(EVP_MD_CTX_new());
-  if (!ctx) fail("EVP_MD_CTX_new");
-  return ctx.get();
-}
-
-template <std::size_t N>
-std::array<std::uint8_t, N> digest(const EVP_MD* md, std::initializer_list<ByteView> parts) {
-  EVP_MD_CTX* ctx = thread_md_ctx();
-  if (EVP_DigestInit_ex2(ctx, md, nullptr) != 1) fail("EVP_DigestInit_ex2");
-  for (ByteView p : parts) {
-    if (!p.empty() && EVP_DigestUpdate(ctx, p.data(), p.size()) != 1) fail("EVP_DigestUpdate");
+// HMAC-SHA256 (RFC 2104) composed over OpenSSL's SHA-256. OpenSSL 3.0's own HMAC (EVP_MAC, and
+// HMAC_Init_ex under it) duplicates a provider digest context, with a heap allocation and a
+// cleanse, at every init and every final; on the per-message path that cost more than the
+// hashing. Here a key's inner and outer states (the key pads hashed once) are plain SHA256_CTX
+// values on the stack, and each MAC under the key starts from a copy of them. SHA-256 itself is
+// OpenSSL's (SHA256_Update runs its SHA-NI / AVX2 block function); the low-level SHA256_* calls
+// are deprecated in OpenSSL 3 but supported throughout 3.x. Tested against RFC 4231 and against
+// OpenSSL's HMAC on random keys and messages (tests/unit/crypto_test.cpp).
+class HmacKey {
+ public:
+  explicit HmacKey(ByteView key) {
+    std::uint8_t block[kSha256BlockSize] = {};
+    if (key.size() > kSha256BlockSize) {
+      SHA256_CTX c;
+      SHA256_Init(&c);
+      SHA256_Update(&c, key.data(), key.size());
+      SHA256_Final(block, &c);
+      secure_wipe(&c, sizeof c);
+    } else if (!key.empty()) {
+      std::memcpy(block, key.data(), key.size());
+    }
+    for (auto& b : block) b ^= 0x36;
+    SHA256_Init(&pads_.inner);
+    SHA256_Update(&pads_.inner, block, sizeof block);
+    for (auto& b : block) b ^= 0x36 ^ 0x5c;
+    SHA256_Init(&pads_.outer);
+    SHA256_Update(&pads_.outer, block, sizeof block);
+    secure_wipe(block, sizeof block);
   }
-  std::array<std::uint8_t, N> out{};
-  unsigned int len = 0;
-  if (EVP_DigestFinal_ex(ctx, out.data(), &len) != 1 || len != N) fail("EVP_DigestFinal_ex");
-  return out;
-}
+  ~HmacKey() { secure_wipe(&pads_, sizeof pads_); }
+  HmacKey(const HmacKey&) = delete;
+  HmacKey& operator=(const HmacKey&) = delete;
 
-detail::MacCtx new_hmac_ctx() {
-  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-  if (mac == nullptr) fail("EVP_MAC_fetch(HMAC)");
-  detail::MacCtx c(EVP_MAC_CTX_new(mac));
-  EVP_MAC_free(mac);  // the context holds its own reference
-  if (!c) fail("EVP_MAC_CTX_new");
-  char digest_name[] = "SHA256";
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
-                         OSSL_PARAM_construct_end()};
-  if (EVP_MAC_CTX_set_params(c.get(), params) != 1) fail("EVP_MAC_CTX_set_params");
-  return c;
-}
+  // HMAC of the concatenation of `parts` under this key. The key state is left as it was.
+  template <typename Parts>
+  void mac(const Parts& parts, std::uint8_t out[kHmacSha256Size]) const {
+    struct {
+      SHA256_CTX c;
+      std::uint8_t inner_hash[kSha256Size];
+    } t;  // one wipe for both
+    t.c = pads_.inner;
+    for (ByteView p : parts) {
+      if (!p.empty()) SHA256_Update(&t.c, p.data(), p.size());
+    }
+    SHA256_Final(t.inner_hash, &t.c);
+    t.c = pads_.outer;
+    SHA256_Update(&t.c, t.inner_hash, sizeof t.inner_hash);
+    SHA256_Final(out, &t.c);
+    secure_wipe(&t, sizeof t);
+  }
+  void mac(ByteView part, std::uint8_t out[kHmacSha256Size]) const {
+    const ByteView parts[1] = {part};
+    mac(parts, out);
+  }
 
-// HMAC contexts per thread with the digest bound once. EVP_MAC_init with a key sets the key;
-// EVP_MAC_init with no key restarts under the key already set, which skips hashing the key pads
-// again (about half the cost of a short HMAC). `zero_key` stays keyed with 32 zero bytes: the
-// HKDF salt of every extract that has none (RFC 5869 section 2.2).
-struct ThreadHmac {
-  detail::MacCtx keyed = new_hmac_ctx();
-  detail::MacCtx zero_key = [] {
-    detail::MacCtx c = new_hmac_ctx();
-    static const std::uint8_t kZero[kSha256Size] = {};
-    if (EVP_MAC_init(c.get(), kZero, sizeof kZero, nullptr) != 1) fail("EVP_MAC_init");
-    return c;
-  }();
+ private:
+  static constexpr std::size_t kSha256BlockSize = 64;
+  struct {
+    SHA256_CTX inner;  // after (key ^ ipad)
+    SHA256_CTX outer;  // after (key ^ opad)
+  } pads_;
 };
 
-ThreadHmac& thread_hmac() {
-  thread_local ThreadHmac ctxs;
-  return ctxs;
-}
-
-void mac_start(EVP_MAC_CTX* ctx, const std::uint8_t* key, std::size_t key_len) {
-  // OpenSSL rejects a NULL key pointer with a non-null request; an empty key is one zero byte
-  // pointer with length 0.
-  static const std::uint8_t kEmpty[1] = {0};
-  if (EVP_MAC_init(ctx, key_len == 0 && key != nullptr ? kEmpty : key, key_len, nullptr) != 1) {
-    fail("EVP_MAC_init");
-  }
-}
-
-void mac_update(EVP_MAC_CTX* ctx, ByteView part) {
-  if (!part.empty() && EVP_MAC_update(ctx, part.data(), part.size()) != 1) fail("EVP_MAC_update");
-}
-
-void mac_finish(EVP_MAC_CTX* ctx, std::uint8_t* out) {
-  std::size_t len = 0;
-  if (EVP_MAC_final(ctx, out, &len, kHmacSha256Size) != 1 || len != kHmacSha256Size) {
-    fail("EVP_MAC_final");
-  }
+// The HKDF salt of every extract that has none: HashLen zero bytes (RFC 5869 section 2.2). Its
+// pads are public, so one process-wide copy is kept.
+const HmacKey& zero_salt_key() {
+  static const std::uint8_t kZero[kSha256Size] = {};
+  static const HmacKey key(ByteView(kZero, sizeof kZero));
+  return key;
 }
 
 }  // namespace
 
+// One-shot hashes through the low-level SHA256_* / SHA512_* calls (see HmacKey): EVP_Digest*
+// costs more than the hashing for the short inputs here, and the context, which may have
+// absorbed secrets (curve25519_sign hashes its nonce key), lives on the stack and is wiped.
 Sha256Digest sha256(std::initializer_list<ByteView> parts) {
-  return digest<kSha256Size>(detail::md_sha256(), parts);
+  SHA256_CTX c;
+  SHA256_Init(&c);
+  for (ByteView p : parts) {
+    if (!p.empty()) SHA256_Update(&c, p.data(), p.size());
+  }
+  Sha256Digest out{};
+  SHA256_Final(out.data(), &c);
+  secure_wipe(&c, sizeof c);
+  return out;
 }
 
 Sha512Digest sha512(std::initializer_list<ByteView> parts) {
-  return digest<kSha512Size>(detail::md_sha512(), parts);
+  SHA512_CTX c;
+  SHA512_Init(&c);
+  for (ByteView p : parts) {
+    if (!p.empty()) SHA512_Update(&c, p.data(), p.size());
+  }
+  Sha512Digest out{};
+  SHA512_Final(out.data(), &c);
+  secure_wipe(&c, sizeof c);
+  return out;
 }
 
 Secret<kHmacSha256Size> hmac_sha256(ByteView key, std::initializer_list<ByteView> parts) {
-  EVP_MAC_CTX* ctx = thread_hmac().keyed.get();
-  mac_start(ctx, key.data() == nullptr ? reinterpret_cast<const std::uint8_t*>("") : key.data(),
-            key.size());
-  for (ByteView p : parts) mac_update(ctx, p);
   Secret<kHmacSha256Size> out;
-  mac_finish(ctx, out.data());
+  HmacKey(key).mac(parts, out.data());
   return out;
 }
 
 std::pair<Secret<kHmacSha256Size>, Secret<kHmacSha256Size>> hmac_sha256_pair(ByteView key,
-                                                                               ByteView first,
-                                                                               ByteView second) {
-  EVP_MAC_CTX* ctx = thread_hmac().keyed.get();
-  mac_start(ctx, key.data() == nullptr ? reinterpret_cast<const std::uint8_t*>("") : key.data(),
-            key.size());
-  mac_update(ctx, first);
+                                                                             ByteView first,
+                                                                             ByteView second) {
   std::pair<Secret<kHmacSha256Size>, Secret<kHmacSha256Size>> out;
-  mac_finish(ctx, out.first.data());
-  mac_start(ctx, nullptr, 0);  // same key
-  mac_update(ctx, second);
-  mac_finish(ctx, out.second.data());
+  hmac_sha256_pair(key, first, out.first, second, out.second);
   return out;
 }
 
-// RFC 5869, composed over HMAC-SHA256 above: section 2.2 (extract) then 2.3 (expand). Composing
-// it here rather than calling OpenSSL's EVP_KDF halves its cost (that one re-fetches HMAC on every
-// call) and lets the zero-salt extract and the expand blocks reuse their keyed HMAC state. Tested
+void hmac_sha256_pair(ByteView key, ByteView first, Secret<kHmacSha256Size>& first_out,
+                      ByteView second, Secret<kHmacSha256Size>& second_out) {
+  const HmacKey k(key);
+  k.mac(first, first_out.data());
+  k.mac(second, second_out.data());
+}
+
+// RFC 5869, composed over the HMAC above: section 2.2 (extract) then 2.3 (expand). The zero-salt
+// extract starts from precomputed pads and the expand blocks share the PRK's key state. Tested
 // against RFC 5869's vectors and against OpenSSL's HKDF on random inputs (tests/unit).
 void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint8_t> out) {
   if (out.size() > 255 * kSha256Size) throw std::length_error("HKDF output too long");
-  ThreadHmac& h = thread_hmac();
   Secret<kSha256Size> prk;
   if (salt.empty()) {
-    EVP_MAC_CTX* zero = h.zero_key.get();
-    mac_start(zero, nullptr, 0);
-    mac_update(zero, ikm);
-    mac_finish(zero, prk.data());
+    zero_salt_key().mac(ikm, prk.data());
   } else {
-    prk = hmac_sha256(salt, {ikm});
+    HmacKey(salt).mac(ikm, prk.data());
   }
-  EVP_MAC_CTX* ctx = h.keyed.get();
-  mac_start(ctx, prk.data(), prk.size());
+  const HmacKey expand(prk.view());
   Secret<kSha256Size> block;
   std::size_t done = 0;
   for (std::uint8_t i = 1; done < out.size(); ++i) {
-    if (i > 1) mac_start(ctx, nullptr, 0);  // same key: the PRK
-    if (i > 1) mac_update(ctx, block.view());
-    mac_update(ctx, info);
-    mac_update(ctx, ByteView(&i, 1));
-    mac_finish(ctx, block.data());
+    const ByteView parts[3] = {i > 1 ? block.view() : ByteView(), info, ByteView(&i, 1)};
+    expand.mac(parts, block.data());
     const std::size_t n = std::min(out.size() - done, kSha256Size);
     std::memcpy(out.data() + done, block.data(), n);
     done += n;
@@ -202,10 +209,13 @@ Sha512::Sha512() : ctx_(EVP_MD_CTX_new()) {
   }
 }
 
-Sha512::~Sha512() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+Sha512::~Sha512() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
 
 void Sha512::update(ByteView data) {
-  if (!data.empty() && EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size()) != 1) {
+  if (!data.empty() &&
+      EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size()) != 1) {
     fail("EVP_DigestUpdate");
   }
 }

@@ -1,6 +1,6 @@
 // Hashes, MACs and key derivation over OpenSSL libcrypto 3: SHA-256, SHA-512, HMAC-SHA256 and
-// HKDF-SHA256 (RFC 5869). Algorithm objects are fetched once per process and contexts are reused
-// per thread, so each call costs the primitive and not OpenSSL's provider lookup. Thread-safe.
+// HKDF-SHA256 (RFC 5869). The hashes are OpenSSL's; HMAC (RFC 2104) and HKDF are composed here over
+// them (hash.cpp says why), with every intermediate state on the stack and wiped. Thread-safe.
 #pragma once
 
 #include <array>
@@ -31,8 +31,11 @@ Secret<kHmacSha256Size> hmac_sha256(ByteView key, std::initializer_list<ByteView
 // Two HMAC-SHA256 values under one key (the key pads are hashed once): a chain step's message
 // seed and next chain key.
 std::pair<Secret<kHmacSha256Size>, Secret<kHmacSha256Size>> hmac_sha256_pair(ByteView key,
-                                                                               ByteView first,
-                                                                               ByteView second);
+                                                                             ByteView first,
+                                                                             ByteView second);
+// The same, written into the caller's secrets (no temporaries to move and wipe).
+void hmac_sha256_pair(ByteView key, ByteView first, Secret<kHmacSha256Size>& first_out,
+                      ByteView second, Secret<kHmacSha256Size>& second_out);
 
 // HKDF-SHA256, RFC 5869: extract with `salt` (empty means HashLen zero bytes) then expand to
 // out.size() bytes with `info`. REQUIRES: out.size() <= 255 * 32.

@@ -43,9 +43,11 @@ tl::expected<std::optional<SessionRecord>, Error> InMemorySessionStore::load_ses
     const Address& address) {
   auto it = records_.find(address);
   if (it == records_.end()) return std::optional<SessionRecord>{};
-  auto record = SessionRecord::decode(it->second.view());
-  if (!record) return tl::unexpected(Error::store_failure);
-  return std::optional<SessionRecord>{std::move(*record)};
+  // Decoded where the caller receives it: a record holds secrets, and every move of one
+  // copies and wipes them.
+  tl::expected<std::optional<SessionRecord>, Error> out(tl::in_place, std::in_place);
+  if (!SessionRecord::decode(it->second.view(), **out)) return tl::unexpected(Error::store_failure);
+  return out;
 }
 
 tl::expected<void, Error> InMemorySessionStore::save_session(const Address& address,

@@ -1,8 +1,7 @@
 #include "protocol/messages.h"
 
-#include <string>
-
 #include <cstring>
+#include <string>
 
 #include "crypto/hash.h"
 #include "protocol/proto_codec.h"
@@ -13,7 +12,9 @@ namespace {
 
 namespace pb = sotto::wire::signal;
 
-std::string to_string_bytes(ByteView b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+std::string to_string_bytes(ByteView b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
 ByteView view_of(const std::string& s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
@@ -184,24 +185,34 @@ PreKeySignalMessage PreKeySignalMessage::create(RegistrationId registration_id,
   return out;
 }
 
+// SenderKeyMessage is on every group message's path: the allocation-free codec, as for
+// SignalMessage (same bytes as libprotobuf; duplicates and over-long 32-bit fields refused).
 tl::expected<SenderKeyMessage, Error> SenderKeyMessage::decode(ByteView bytes) {
   if (bytes.size() > kMaxMessageBytes) return tl::unexpected(Error::too_large);
   if (bytes.size() < 1 + kSignatureSize) return tl::unexpected(Error::malformed);
   auto version = check_version(bytes[0]);
   if (!version) return tl::unexpected(version.error());
-  pb::SenderKeyMessage msg;
-  if (!parse_strict(msg, bytes.subspan(1, bytes.size() - 1 - kSignatureSize))) {
-    return tl::unexpected(Error::malformed);
+
+  detail::ProtoReader r(bytes.subspan(1, bytes.size() - 1 - kSignatureSize));
+  ByteView ciphertext;
+  std::uint32_t id = 0, iteration = 0;
+  std::uint32_t f = 0, wt = 0, seen = 0;
+  while (r.next(f, wt)) {
+    if (f > 3 || (seen & (1u << f)) != 0) return tl::unexpected(Error::malformed);
+    seen |= 1u << f;
+    const bool ok = f == 1   ? r.u32(wt, id)
+                    : f == 2 ? r.u32(wt, iteration)
+                             : r.bytes(wt, ciphertext);
+    if (!ok) return tl::unexpected(Error::malformed);
   }
-  if (!msg.has_id() || !msg.has_iteration() || !msg.has_ciphertext()) {
-    return tl::unexpected(Error::malformed);
-  }
+  constexpr std::uint32_t kRequired = (1u << 1) | (1u << 2) | (1u << 3);
+  if (!r.ok() || (seen & kRequired) != kRequired) return tl::unexpected(Error::malformed);
+
   SenderKeyMessage out;
   out.version = *version;
-  out.key_id = SenderKeyId(msg.id());
-  out.iteration = msg.iteration();
-  const auto ct = view_of(msg.ciphertext());
-  out.ciphertext.assign(ct.begin(), ct.end());
+  out.key_id = SenderKeyId(id);
+  out.iteration = iteration;
+  out.ciphertext.assign(ciphertext.begin(), ciphertext.end());
   out.serialized.assign(bytes.begin(), bytes.end());
   return out;
 }
@@ -210,16 +221,23 @@ SenderKeyMessage SenderKeyMessage::create(SenderKeyId key_id, std::uint32_t iter
                                           Bytes ciphertext, const PrivateKey& signing_key,
                                           const crypto::EdwardsPublicBytes& signing_edwards,
                                           crypto::Rng& rng) {
-  pb::SenderKeyMessage msg;
-  msg.set_id(key_id.value);
-  msg.set_iteration(iteration);
-  msg.set_ciphertext(to_string_bytes(ciphertext));
+  const auto body = [&](auto& w) {
+    w.varint(1, key_id.value);
+    w.varint(2, iteration);
+    w.bytes(3, ciphertext);
+  };
+  detail::ProtoSizer sizer;
+  body(sizer);
   SenderKeyMessage out;
   out.key_id = key_id;
   out.iteration = iteration;
-  out.serialized = frame(kVersionByte, msg, kSignatureSize);
-  const auto sig = crypto::curve25519_sign(signing_key, signing_edwards, out.serialized, rng);
-  out.serialized.insert(out.serialized.end(), sig.begin(), sig.end());
+  out.serialized.resize(1 + sizer.size + kSignatureSize);
+  out.serialized[0] = kVersionByte;
+  detail::ProtoWriter writer{out.serialized.data() + 1};
+  body(writer);
+  const ByteView signed_part(out.serialized.data(), 1 + sizer.size);
+  const auto sig = crypto::curve25519_sign(signing_key, signing_edwards, signed_part, rng);
+  std::memcpy(out.serialized.data() + signed_part.size(), sig.data(), sig.size());
   out.ciphertext = std::move(ciphertext);
   return out;
 }

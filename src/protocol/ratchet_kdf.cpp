@@ -10,7 +10,9 @@ namespace {
 constexpr std::uint8_t kMessageKeySeed[1] = {0x01};
 constexpr std::uint8_t kChainKeySeed[1] = {0x02};
 
-ByteView info(const char* s) { return as_bytes(s); }
+ByteView info(const char* s) {
+  return as_bytes(s);
+}
 
 }  // namespace
 
@@ -34,9 +36,11 @@ ChainKey ChainKey::next() const {
 }
 
 ChainStep ChainKey::step() const {
-  auto [seed, next_key] =
-      crypto::hmac_sha256_pair(key.view(), ByteView(kMessageKeySeed), ByteView(kChainKeySeed));
-  return {std::move(seed), ChainKey{std::move(next_key), index + 1}};
+  ChainStep out;
+  out.next.index = index + 1;
+  crypto::hmac_sha256_pair(key.view(), ByteView(kMessageKeySeed), out.seed, ByteView(kChainKeySeed),
+                           out.next.key);
+  return out;
 }
 
 RootStep kdf_root(const crypto::Secret<32>& root_key, const crypto::Secret<32>& dh_output) {

@@ -1,26 +1,94 @@
 #include "protocol/sender_keys.h"
 
+#include <cstring>
+
 #include "crypto/cipher.h"
-#include "protocol/codec_util.h"
 #include "protocol/limits.h"
-#include "storage.pb.h"
+#include "protocol/proto_codec.h"
+#include "protocol/record_codec.h"
 
 namespace sotto::protocol {
 namespace {
 
-namespace pb = sotto::wire::storage;
-using detail::pb_view;
-using detail::to_pb_bytes;
-using detail::wipe;
+using detail::once;
+using detail::ProtoReader;
+using detail::ProtoSizer;
+using detail::ProtoWriter;
+using detail::read32;
+using detail::read_chain_key;
+using detail::read_public;
+using detail::read_skipped;
+using detail::write_chain_key;
+using detail::write_skipped;
 
 constexpr std::uint32_t kSenderKeyRecordFormat = 1;
 
-void wipe_record(pb::SenderKeyRecord* r) {
-  for (auto& s : *r->mutable_states()) {
-    if (s.has_chain_key()) wipe(s.mutable_chain_key()->mutable_key());
-    wipe(s.mutable_signing_private());
-    for (auto& k : *s.mutable_skipped()) wipe(k.mutable_seed());
+// Field numbers of proto/storage.proto (SenderKeyRecord, SenderKeyState).
+namespace field {
+using namespace detail::field;  // ChainKey, SenderMessageKey (= SkippedKey)
+constexpr std::uint32_t kRecordFormat = 1, kRecordStates = 2;
+constexpr std::uint32_t kKeyId = 1, kChainKey = 2, kSigningPublic = 3, kSigningPrivate = 4,
+                        kSkipped = 5, kSigningEdwards = 6;
+}  // namespace field
+
+// Field order as libprotobuf writes it (by number), so records stay byte-identical to the ones
+// written before this codec replaced it.
+template <typename W>
+void write_state(W& w, const SenderKeyState& s) {
+  w.varint(field::kKeyId, s.key_id.value);
+  w.message(field::kChainKey, [&](auto& k) { write_chain_key(k, s.chain_key); });
+  w.bytes(field::kSigningPublic, s.signing_public.view());
+  if (s.signing_private) w.bytes(field::kSigningPrivate, s.signing_private->view());
+  for (const auto& k : s.skipped) {
+    w.message(field::kSkipped, [&](auto& m) { write_skipped(m, k); });
   }
+  if (s.signing_edwards) w.bytes(field::kSigningEdwards, *s.signing_edwards);
+}
+
+template <typename W>
+void write_record(W& w, const std::vector<SenderKeyState>& states) {
+  w.varint(field::kRecordFormat, kSenderKeyRecordFormat);
+  for (const auto& s : states) {
+    w.message(field::kRecordStates, [&](auto& c) { write_state(c, s); });
+  }
+}
+
+bool read_state(ByteView in, SenderKeyState& out) {
+  ProtoReader r(in);
+  std::uint32_t f = 0, wt = 0, seen = 0;
+  while (r.next(f, wt)) {
+    ByteView v;
+    std::uint32_t id = 0;
+    if (f != field::kSkipped && !once(seen, f)) return false;
+    switch (f) {
+      case field::kKeyId:
+        if (!r.u32(wt, id)) return false;
+        out.key_id = SenderKeyId(id);
+        break;
+      case field::kChainKey:
+        if (!r.bytes(wt, v) || !read_chain_key(v, out.chain_key)) return false;
+        break;
+      case field::kSigningPublic:
+        if (!r.bytes(wt, v) || !read_public(v, out.signing_public)) return false;
+        break;
+      case field::kSigningPrivate:
+        if (!r.bytes(wt, v) || !read32(v, out.signing_private.emplace())) return false;
+        break;
+      case field::kSkipped:
+        if (out.skipped.size() >= kMaxSenderMessageKeys) return false;
+        if (!r.bytes(wt, v) || !read_skipped(v, out.skipped.emplace_back())) return false;
+        break;
+      case field::kSigningEdwards:
+        if (!r.bytes(wt, v) || v.size() != 32) return false;
+        std::memcpy(out.signing_edwards.emplace().data(), v.data(), 32);
+        break;
+      default:
+        return false;
+    }
+  }
+  const std::uint32_t required =
+      (1u << field::kKeyId) | (1u << field::kChainKey) | (1u << field::kSigningPublic);
+  return r.ok() && (seen & required) == required;
 }
 
 }  // namespace
@@ -50,75 +118,48 @@ void SenderKeyRecord::remove(SenderKeyId id) {
 }
 
 void SenderKeyRecord::add(SenderKeyState state) {
-  states_.push_front(std::move(state));
-  while (states_.size() > kMaxSenderKeyStates) states_.pop_back();
+  states_.insert(states_.begin(), std::move(state));
+  if (states_.size() > kMaxSenderKeyStates) states_.resize(kMaxSenderKeyStates);
 }
 
+// A strict hand codec (record_codec.h) in proto/storage.proto's format, like the session
+// record's: group records are loaded and saved around every group message.
 crypto::SecretBuffer SenderKeyRecord::encode() const {
-  pb::SenderKeyRecord rec;
-  rec.set_format(kSenderKeyRecordFormat);
-  for (const auto& s : states_) {
-    auto* out = rec.add_states();
-    out->set_key_id(s.key_id.value);
-    out->mutable_chain_key()->set_index(s.chain_key.index);
-    out->mutable_chain_key()->set_key(to_pb_bytes(s.chain_key.key.view()));
-    out->set_signing_public(to_pb_bytes(s.signing_public.view()));
-    if (s.signing_private) out->set_signing_private(to_pb_bytes(s.signing_private->view()));
-    if (s.signing_edwards) out->set_signing_edwards(to_pb_bytes(*s.signing_edwards));
-    for (const auto& k : s.skipped) {
-      auto* sk = out->add_skipped();
-      sk->set_iteration(k.counter);
-      sk->set_seed(to_pb_bytes(k.seed.view()));
-      sk->set_created_at(k.created_at);
-    }
-  }
-  auto out = detail::serialize_secret(rec);
-  wipe_record(&rec);
+  ProtoSizer sizer;
+  write_record(sizer, states_);
+  crypto::SecretBuffer out(sizer.size);
+  ProtoWriter writer{out.data()};
+  write_record(writer, states_);
   return out;
 }
 
 tl::expected<SenderKeyRecord, Error> SenderKeyRecord::decode(ByteView bytes) {
   if (bytes.size() > kMaxSenderKeyRecordBytes) return tl::unexpected(Error::too_large);
-  pb::SenderKeyRecord rec;
-  const bool parsed = detail::parse_strict(rec, bytes);
-  struct Wiper {
-    pb::SenderKeyRecord* r;
-    ~Wiper() { wipe_record(r); }
-  } wiper{&rec};
-  if (!parsed || rec.format() != kSenderKeyRecordFormat ||
-      static_cast<std::size_t>(rec.states_size()) > kMaxSenderKeyStates) {
-    return tl::unexpected(Error::malformed);
-  }
+  ProtoReader r(bytes);
   SenderKeyRecord out;
-  for (const auto& s : rec.states()) {
-    if (!s.has_key_id() || !s.has_chain_key() || !s.chain_key().has_index() ||
-        s.chain_key().key().size() != 32 ||
-        (s.has_signing_private() && s.signing_private().size() != 32) ||
-        (s.has_signing_edwards() && s.signing_edwards().size() != 32) ||
-        static_cast<std::size_t>(s.skipped_size()) > kMaxSenderMessageKeys) {
-      return tl::unexpected(Error::malformed);
+  std::uint32_t f = 0, wt = 0;
+  bool have_format = false;
+  while (r.next(f, wt)) {
+    ByteView v;
+    std::uint32_t format = 0;
+    switch (f) {
+      case field::kRecordFormat:
+        if (have_format || !r.u32(wt, format) || format != kSenderKeyRecordFormat) {
+          return tl::unexpected(Error::malformed);
+        }
+        have_format = true;
+        break;
+      case field::kRecordStates:
+        if (out.states_.size() >= kMaxSenderKeyStates || !r.bytes(wt, v) ||
+            !read_state(v, out.states_.emplace_back())) {
+          return tl::unexpected(Error::malformed);
+        }
+        break;
+      default:
+        return tl::unexpected(Error::malformed);
     }
-    auto signing = PublicKey::from_raw(pb_view(s.signing_public()));
-    if (!signing) return tl::unexpected(Error::malformed);
-    SenderKeyState state{SenderKeyId(s.key_id()),
-                         ChainKey{crypto::Secret<32>(pb_view(s.chain_key().key())),
-                                  s.chain_key().index()},
-                         *signing,
-                         std::nullopt,
-                         std::nullopt,
-                         {}};
-    if (s.has_signing_private()) state.signing_private = PrivateKey(pb_view(s.signing_private()));
-    if (s.has_signing_edwards()) {
-      crypto::EdwardsPublicBytes e{};
-      std::copy(s.signing_edwards().begin(), s.signing_edwards().end(), e.begin());
-      state.signing_edwards = e;
-    }
-    for (const auto& k : s.skipped()) {
-      if (k.seed().size() != 32 || !k.has_iteration()) return tl::unexpected(Error::malformed);
-      state.skipped.push_back({k.iteration(), crypto::Secret<32>(pb_view(k.seed())), k.created_at()});
-    }
-    out.states_.push_back(std::move(state));
   }
+  if (!r.ok() || !have_format) return tl::unexpected(Error::malformed);
   return out;
 }
 
@@ -127,8 +168,11 @@ SenderKeyDistributionMessage sender_key_distribution(SenderKeyRecord& own, crypt
     KeyPair signing = KeyPair::generate(rng);
     const auto edwards = crypto::curve25519_edwards_public(signing.private_key);
     own.add(SenderKeyState{SenderKeyId(rng.next_u32() & 0x7FFFFFFF),
-                           ChainKey{rng.secret<32>(), 0}, signing.public_key,
-                           std::move(signing.private_key), edwards, {}});
+                           ChainKey{rng.secret<32>(), 0},
+                           signing.public_key,
+                           std::move(signing.private_key),
+                           edwards,
+                           {}});
   }
   const SenderKeyState& s = own.newest();
   return SenderKeyDistributionMessage::create(s.key_id, s.chain_key.index, s.chain_key.key,
@@ -141,8 +185,12 @@ void process_sender_key_distribution(SenderKeyRecord& record,
     if (existing->signing_public == skdm.signing_key) return;
     record.remove(skdm.key_id);
   }
-  record.add(SenderKeyState{skdm.key_id, ChainKey{skdm.chain_key.clone(), skdm.iteration},
-                            skdm.signing_key, std::nullopt, std::nullopt, {}});
+  record.add(SenderKeyState{skdm.key_id,
+                            ChainKey{skdm.chain_key.clone(), skdm.iteration},
+                            skdm.signing_key,
+                            std::nullopt,
+                            std::nullopt,
+                            {}});
 }
 
 tl::expected<Bytes, Error> group_encrypt(SenderKeyRecord& own, ByteView plaintext,
@@ -155,8 +203,9 @@ tl::expected<Bytes, Error> group_encrypt(SenderKeyRecord& own, ByteView plaintex
   Bytes ciphertext = crypto::aes256_cbc_seal(
       keys.cipher_key, std::span<const std::uint8_t, 16>(keys.iv.data(), 16), plaintext);
   if (!s.signing_edwards) s.signing_edwards = crypto::curve25519_edwards_public(*s.signing_private);
-  SenderKeyMessage msg = SenderKeyMessage::create(s.key_id, s.chain_key.index, std::move(ciphertext),
-                                                  *s.signing_private, *s.signing_edwards, rng);
+  SenderKeyMessage msg =
+      SenderKeyMessage::create(s.key_id, s.chain_key.index, std::move(ciphertext),
+                               *s.signing_private, *s.signing_edwards, rng);
   s.chain_key = std::move(step.next);
   return std::move(msg.serialized);
 }
@@ -167,7 +216,8 @@ tl::expected<crypto::SecretBuffer, Error> group_decrypt(SenderKeyRecord& record,
   if (!msg) return tl::unexpected(msg.error());
   SenderKeyState* state = record.find(msg->key_id);
   if (state == nullptr) return tl::unexpected(Error::no_sender_key);
-  if (auto ok = msg->verify_signature(state->signing_public); !ok) return tl::unexpected(ok.error());
+  if (auto ok = msg->verify_signature(state->signing_public); !ok)
+    return tl::unexpected(ok.error());
 
   // Derive into temporaries; the state changes only after the body decrypts.
   crypto::Secret<32> seed;
@@ -209,7 +259,12 @@ tl::expected<crypto::SecretBuffer, Error> group_decrypt(SenderKeyRecord& record,
   } else {
     state->chain_key = std::move(*advanced);
     for (auto& k : new_skipped) state->skipped.push_back(std::move(k));
-    while (state->skipped.size() > kMaxSenderMessageKeys) state->skipped.pop_front();
+    if (state->skipped.size() > kMaxSenderMessageKeys) {
+      state->skipped.erase(
+          state->skipped.begin(),
+          state->skipped.begin() +
+              static_cast<std::ptrdiff_t>(state->skipped.size() - kMaxSenderMessageKeys));
+    }
   }
   std::erase_if(state->skipped, [now](const SkippedKey& k) {
     return k.created_at + kMaxSkippedKeyAgeSeconds < now;
@@ -229,12 +284,12 @@ tl::expected<SenderKeyRecord, Error> load_or_empty(const SenderKeyName& name,
 }  // namespace
 
 tl::expected<Bytes, Error> create_sender_key_distribution(const SenderKeyName& own,
-                                                          SenderKeyStore& store,
-                                                          crypto::Rng& rng) {
+                                                          SenderKeyStore& store, crypto::Rng& rng) {
   auto record = load_or_empty(own, store);
   if (!record) return tl::unexpected(record.error());
   auto skdm = sender_key_distribution(*record, rng);
-  if (auto saved = store.save_sender_key(own, *record); !saved) return tl::unexpected(saved.error());
+  if (auto saved = store.save_sender_key(own, *record); !saved)
+    return tl::unexpected(saved.error());
   return std::move(skdm.serialized);
 }
 
@@ -254,7 +309,8 @@ tl::expected<Bytes, Error> group_encrypt(const SenderKeyName& own, ByteView plai
   if (!record) return tl::unexpected(record.error());
   auto out = group_encrypt(*record, plaintext, rng);
   if (!out) return out;
-  if (auto saved = store.save_sender_key(own, *record); !saved) return tl::unexpected(saved.error());
+  if (auto saved = store.save_sender_key(own, *record); !saved)
+    return tl::unexpected(saved.error());
   return out;
 }
 
@@ -265,7 +321,8 @@ tl::expected<crypto::SecretBuffer, Error> group_decrypt(const SenderKeyName& sen
   if (!record) return tl::unexpected(record.error());
   auto out = group_decrypt(*record, message, now);
   if (!out) return out;
-  if (auto saved = store.save_sender_key(sender, *record); !saved) return tl::unexpected(saved.error());
+  if (auto saved = store.save_sender_key(sender, *record); !saved)
+    return tl::unexpected(saved.error());
   return out;
 }
 

@@ -5,10 +5,9 @@
 // success; the store functions load, call them and save. Thread-compatible.
 #pragma once
 
-#include <deque>
 #include <optional>
-
 #include <tl/expected.hpp>
+#include <vector>
 
 #include "crypto/rng.h"
 #include "crypto/secret.h"
@@ -29,7 +28,7 @@ struct SenderKeyState {
   // With signing_private: its Edwards form, kept so that signing costs one base-point
   // multiplication instead of two (crypto::curve25519_edwards_public).
   std::optional<crypto::EdwardsPublicBytes> signing_edwards;
-  std::deque<SkippedKey> skipped;             // oldest first, at most kMaxSenderMessageKeys
+  std::vector<SkippedKey> skipped;  // oldest first, at most kMaxSenderMessageKeys
 
   [[nodiscard]] SenderKeyState clone() const;
 };
@@ -52,7 +51,7 @@ class SenderKeyRecord {
   [[nodiscard]] static tl::expected<SenderKeyRecord, Error> decode(ByteView bytes);
 
  private:
-  std::deque<SenderKeyState> states_;  // most recent first
+  std::vector<SenderKeyState> states_;  // most recent first, at most kMaxSenderKeyStates
 };
 
 // Creates our sending state if the record has none, and returns the distribution message for it.
@@ -61,7 +60,7 @@ class SenderKeyRecord {
 // Installs a sender's state. A repeat of a state we already hold keeps ours (which may have
 // advanced); a different signing key under the same id replaces it.
 void process_sender_key_distribution(SenderKeyRecord& record,
-                                      const SenderKeyDistributionMessage& skdm);
+                                     const SenderKeyDistributionMessage& skdm);
 [[nodiscard]] tl::expected<Bytes, Error> group_encrypt(SenderKeyRecord& own, ByteView plaintext,
                                                        crypto::Rng& rng);
 [[nodiscard]] tl::expected<crypto::SecretBuffer, Error> group_decrypt(SenderKeyRecord& record,
@@ -69,13 +68,14 @@ void process_sender_key_distribution(SenderKeyRecord& record,
                                                                       std::uint64_t now);
 
 // Store-level wrappers.
-[[nodiscard]] tl::expected<Bytes, Error> create_sender_key_distribution(
-    const SenderKeyName& own, SenderKeyStore& store, crypto::Rng& rng);
-[[nodiscard]] tl::expected<void, Error> process_sender_key_distribution(
-    const SenderKeyName& sender, ByteView skdm, SenderKeyStore& store);
-[[nodiscard]] tl::expected<Bytes, Error> group_encrypt(const SenderKeyName& own,
-                                                       ByteView plaintext, SenderKeyStore& store,
-                                                       crypto::Rng& rng);
+[[nodiscard]] tl::expected<Bytes, Error> create_sender_key_distribution(const SenderKeyName& own,
+                                                                        SenderKeyStore& store,
+                                                                        crypto::Rng& rng);
+[[nodiscard]] tl::expected<void, Error> process_sender_key_distribution(const SenderKeyName& sender,
+                                                                        ByteView skdm,
+                                                                        SenderKeyStore& store);
+[[nodiscard]] tl::expected<Bytes, Error> group_encrypt(const SenderKeyName& own, ByteView plaintext,
+                                                       SenderKeyStore& store, crypto::Rng& rng);
 [[nodiscard]] tl::expected<crypto::SecretBuffer, Error> group_decrypt(const SenderKeyName& sender,
                                                                       ByteView message,
                                                                       SenderKeyStore& store,

@@ -48,7 +48,7 @@ class SecretBuilder {
 // The result of decrypting with one state, not yet applied to it.
 struct Decrypted {
   crypto::SecretBuffer plaintext;
-  std::optional<std::size_t> chain_index;   // existing receiver chain, or none for a new one
+  std::optional<std::size_t> chain_index;     // existing receiver chain, or none for a new one
   std::optional<std::uint32_t> used_skipped;  // counter of a consumed skipped key
   std::optional<ChainKey> advanced;           // new chain key for the receiver chain
   std::vector<SkippedKey> new_skipped;        // keys skipped over on the way
@@ -58,9 +58,12 @@ struct Decrypted {
   std::optional<SenderChain> new_sender;
 };
 
-void append_skipped(std::deque<SkippedKey>& list, std::vector<SkippedKey>& added) {
+void append_skipped(std::vector<SkippedKey>& list, std::vector<SkippedKey>& added) {
   for (auto& k : added) list.push_back(std::move(k));
-  while (list.size() > kMaxMessageKeys) list.pop_front();
+  if (list.size() > kMaxMessageKeys) {
+    list.erase(list.begin(),
+               list.begin() + static_cast<std::ptrdiff_t>(list.size() - kMaxMessageKeys));
+  }
 }
 
 void apply(SessionState& state, Decrypted& d, std::uint64_t now) {
@@ -162,11 +165,15 @@ tl::expected<Decrypted, Error> decrypt_with_state(const SessionState& state,
 tl::expected<SessionState, Error> initialize_alice_session(const AliceParameters& p,
                                                            crypto::Rng& rng) {
   SecretBuilder secret;
-  if (auto r = secret.add(p.our_identity.agree(p.their_signed_pre_key)); !r) return tl::unexpected(r.error());
-  if (auto r = secret.add(p.our_base_key.agree(p.their_identity)); !r) return tl::unexpected(r.error());
-  if (auto r = secret.add(p.our_base_key.agree(p.their_signed_pre_key)); !r) return tl::unexpected(r.error());
+  if (auto r = secret.add(p.our_identity.agree(p.their_signed_pre_key)); !r)
+    return tl::unexpected(r.error());
+  if (auto r = secret.add(p.our_base_key.agree(p.their_identity)); !r)
+    return tl::unexpected(r.error());
+  if (auto r = secret.add(p.our_base_key.agree(p.their_signed_pre_key)); !r)
+    return tl::unexpected(r.error());
   if (p.their_one_time_pre_key) {
-    if (auto r = secret.add(p.our_base_key.agree(*p.their_one_time_pre_key)); !r) return tl::unexpected(r.error());
+    if (auto r = secret.add(p.our_base_key.agree(*p.their_one_time_pre_key)); !r)
+      return tl::unexpected(r.error());
   }
   RootStep initial = derive_initial_keys(secret.finish());
 
@@ -190,11 +197,15 @@ tl::expected<SessionState, Error> initialize_alice_session(const AliceParameters
 
 tl::expected<SessionState, Error> initialize_bob_session(const BobParameters& p) {
   SecretBuilder secret;
-  if (auto r = secret.add(p.our_signed_pre_key.agree(p.their_identity)); !r) return tl::unexpected(r.error());
-  if (auto r = secret.add(p.our_identity.agree(p.their_base_key)); !r) return tl::unexpected(r.error());
-  if (auto r = secret.add(p.our_signed_pre_key.agree(p.their_base_key)); !r) return tl::unexpected(r.error());
+  if (auto r = secret.add(p.our_signed_pre_key.agree(p.their_identity)); !r)
+    return tl::unexpected(r.error());
+  if (auto r = secret.add(p.our_identity.agree(p.their_base_key)); !r)
+    return tl::unexpected(r.error());
+  if (auto r = secret.add(p.our_signed_pre_key.agree(p.their_base_key)); !r)
+    return tl::unexpected(r.error());
   if (p.our_one_time_pre_key != nullptr) {
-    if (auto r = secret.add(p.our_one_time_pre_key->agree(p.their_base_key)); !r) return tl::unexpected(r.error());
+    if (auto r = secret.add(p.our_one_time_pre_key->agree(p.their_base_key)); !r)
+      return tl::unexpected(r.error());
   }
   RootStep initial = derive_initial_keys(secret.finish());
 
@@ -217,16 +228,15 @@ tl::expected<CiphertextMessage, Error> encrypt(SessionRecord& record, ByteView p
   const MessageKeys keys = MessageKeys::derive(step.seed, ck.index);
   Bytes ciphertext = crypto::aes256_cbc_seal(
       keys.cipher_key, std::span<const std::uint8_t, 16>(keys.iv.data(), 16), plaintext);
-  SignalMessage message = SignalMessage::create(state.sender_chain.ratchet.public_key, ck.index,
-                                                state.previous_counter, std::move(ciphertext),
-                                                keys.mac_key, state.local_identity,
-                                                state.remote_identity);
+  SignalMessage message = SignalMessage::create(
+      state.sender_chain.ratchet.public_key, ck.index, state.previous_counter,
+      std::move(ciphertext), keys.mac_key, state.local_identity, state.remote_identity);
   ck = std::move(step.next);
   if (state.pending_pre_key) {
     const PendingPreKey& p = *state.pending_pre_key;
-    PreKeySignalMessage wrapped = PreKeySignalMessage::create(
-        state.local_registration_id, p.pre_key_id, p.signed_pre_key_id, p.base_key,
-        state.local_identity, std::move(message));
+    PreKeySignalMessage wrapped =
+        PreKeySignalMessage::create(state.local_registration_id, p.pre_key_id, p.signed_pre_key_id,
+                                    p.base_key, state.local_identity, std::move(message));
     return CiphertextMessage{MessageType::pre_key, std::move(wrapped.serialized)};
   }
   return CiphertextMessage{MessageType::signal, std::move(message.serialized)};
@@ -262,8 +272,8 @@ tl::expected<crypto::SecretBuffer, Error> decrypt(SessionRecord& record,
 tl::expected<void, Error> process_pre_key_bundle(const Address& remote, const PreKeyBundle& bundle,
                                                  SessionStores& stores, crypto::Rng& rng,
                                                  const Clock& clock) {
-  auto trusted = stores.identities.is_trusted_identity(remote, bundle.identity_key,
-                                                       Direction::sending);
+  auto trusted =
+      stores.identities.is_trusted_identity(remote, bundle.identity_key, Direction::sending);
   if (!trusted) return tl::unexpected(trusted.error());
   if (!*trusted) return tl::unexpected(Error::untrusted_identity);
   if (auto ok = bundle.verify_signature(); !ok) return tl::unexpected(ok.error());
@@ -281,9 +291,9 @@ tl::expected<void, Error> process_pre_key_bundle(const Address& remote, const Pr
                       bundle.pre_key, bundle.signed_pre_key},
       rng);
   if (!state) return tl::unexpected(state.error());
-  state->pending_pre_key = PendingPreKey{bundle.pre_key ? bundle.pre_key_id : std::nullopt,
-                                         bundle.signed_pre_key_id, base_key.public_key,
-                                         clock.now_seconds()};
+  state->pending_pre_key =
+      PendingPreKey{bundle.pre_key ? bundle.pre_key_id : std::nullopt, bundle.signed_pre_key_id,
+                    base_key.public_key, clock.now_seconds()};
   state->local_registration_id = *registration_id;
   state->remote_registration_id = bundle.registration_id;
 
@@ -346,8 +356,8 @@ tl::expected<crypto::SecretBuffer, Error> decrypt_pre_key_message(const Address&
                                                                   const Clock& clock) {
   auto message = PreKeySignalMessage::decode(bytes);
   if (!message) return tl::unexpected(message.error());
-  auto trusted = stores.identities.is_trusted_identity(remote, message->identity_key,
-                                                       Direction::receiving);
+  auto trusted =
+      stores.identities.is_trusted_identity(remote, message->identity_key, Direction::receiving);
   if (!trusted) return tl::unexpected(trusted.error());
   if (!*trusted) return tl::unexpected(Error::untrusted_identity);
 
@@ -383,9 +393,9 @@ tl::expected<crypto::SecretBuffer, Error> decrypt_pre_key_message(const Address&
     if (!registration_id) return tl::unexpected(registration_id.error());
 
     const KeyPair& spk = (*signed_pre_key)->key_pair;
-    auto state = initialize_bob_session(BobParameters{
-        *identity, spk, one_time ? &one_time->key_pair : nullptr, spk, message->identity_key,
-        message->base_key});
+    auto state = initialize_bob_session(BobParameters{*identity, spk,
+                                                      one_time ? &one_time->key_pair : nullptr, spk,
+                                                      message->identity_key, message->base_key});
     if (!state) return tl::unexpected(state.error());
     state->local_registration_id = *registration_id;
     state->remote_registration_id = message->registration_id;

@@ -1,39 +1,41 @@
 #include "protocol/session_state.h"
 
 #include <algorithm>
+#include <cstring>
 
-#include "protocol/proto_codec.h"
 #include "protocol/limits.h"
+#include "protocol/proto_codec.h"
+#include "protocol/record_codec.h"
 
 namespace sotto::protocol {
 namespace {
 
+using detail::once;
 using detail::ProtoReader;
 using detail::ProtoSizer;
 using detail::ProtoWriter;
+using detail::read32;
+using detail::read_chain_key;
+using detail::read_public;
+using detail::read_skipped;
+using detail::write_chain_key;
+using detail::write_skipped;
 
 constexpr std::uint32_t kSessionRecordFormat = 1;
 
 // Field numbers of proto/storage.proto.
 namespace field {
+using namespace detail::field;  // ChainKey, SkippedKey
 constexpr std::uint32_t kRecordFormat = 1, kRecordCurrent = 2, kRecordPrevious = 3;
 constexpr std::uint32_t kVersion = 1, kLocalIdentity = 2, kRemoteIdentity = 3, kRootKey = 4,
                         kPreviousCounter = 5, kSenderChain = 6, kReceiverChains = 7,
                         kPendingPreKey = 8, kLocalRegistrationId = 9, kRemoteRegistrationId = 10,
                         kAliceBaseKey = 11;
-constexpr std::uint32_t kChainIndex = 1, kChainKey = 2;
-constexpr std::uint32_t kSkippedCounter = 1, kSkippedSeed = 2, kSkippedCreatedAt = 3;
 constexpr std::uint32_t kTheirRatchetKey = 1, kReceiverChainKey = 2, kReceiverSkipped = 3;
 constexpr std::uint32_t kRatchetPublic = 1, kRatchetPrivate = 2, kSenderChainKey = 3;
 constexpr std::uint32_t kPendingPreKeyId = 1, kPendingSignedPreKeyId = 2, kPendingBaseKey = 3,
                         kPendingCreatedAt = 4;
 }  // namespace field
-
-template <typename W>
-void write_chain_key(W& w, const ChainKey& ck) {
-  w.varint(field::kChainIndex, ck.index);
-  w.bytes(field::kChainKey, ck.key.view());
-}
 
 template <typename W>
 void write_state(W& w, const SessionState& s) {
@@ -45,18 +47,15 @@ void write_state(W& w, const SessionState& s) {
   w.message(field::kSenderChain, [&](auto& c) {
     c.bytes(field::kRatchetPublic, s.sender_chain.ratchet.public_key.view());
     c.bytes(field::kRatchetPrivate, s.sender_chain.ratchet.private_key.view());
-    c.message(field::kSenderChainKey, [&](auto& k) { write_chain_key(k, s.sender_chain.chain_key); });
+    c.message(field::kSenderChainKey,
+              [&](auto& k) { write_chain_key(k, s.sender_chain.chain_key); });
   });
   for (const auto& rc : s.receiver_chains) {
     w.message(field::kReceiverChains, [&](auto& c) {
       c.bytes(field::kTheirRatchetKey, rc.their_ratchet_key.view());
       c.message(field::kReceiverChainKey, [&](auto& k) { write_chain_key(k, rc.chain_key); });
       for (const auto& sk : rc.skipped) {
-        c.message(field::kReceiverSkipped, [&](auto& k) {
-          k.varint(field::kSkippedCounter, sk.counter);
-          k.bytes(field::kSkippedSeed, sk.seed.view());
-          k.varint(field::kSkippedCreatedAt, sk.created_at);
-        });
+        c.message(field::kReceiverSkipped, [&](auto& k) { write_skipped(k, sk); });
       }
     });
   }
@@ -76,78 +75,12 @@ void write_state(W& w, const SessionState& s) {
 
 template <typename W>
 void write_record(W& w, const std::optional<SessionState>& current,
-                  const std::deque<SessionState>& previous) {
+                  const std::vector<SessionState>& previous) {
   w.varint(field::kRecordFormat, kSessionRecordFormat);
   if (current) w.message(field::kRecordCurrent, [&](auto& c) { write_state(c, *current); });
   for (const auto& s : previous) {
     w.message(field::kRecordPrevious, [&](auto& c) { write_state(c, s); });
   }
-}
-
-// Readers: each returns false on any malformation (unknown field, wrong type or size, missing
-// required field, a duplicate of a singular field).
-bool read32(ByteView v, crypto::Secret<32>& out) {
-  if (v.size() != 32) return false;
-  out = crypto::Secret<32>(v);
-  return true;
-}
-
-bool read_public(ByteView v, PublicKey& out) {
-  auto k = PublicKey::from_raw(v);
-  if (!k) return false;
-  out = *k;
-  return true;
-}
-
-// Marks a field as seen; false if it was seen before (singular fields appear once).
-bool once(std::uint32_t& seen, std::uint32_t field) {
-  if (field >= 32) return false;  // no known field is that high
-  const std::uint32_t bit = 1u << field;
-  if (seen & bit) return false;
-  seen |= bit;
-  return true;
-}
-
-bool read_chain_key(ByteView in, ChainKey& out) {
-  ProtoReader r(in);
-  std::uint32_t f = 0, wt = 0, seen = 0;
-  while (r.next(f, wt)) {
-    ByteView v;
-    if (!once(seen, f)) return false;
-    switch (f) {
-      case field::kChainIndex:
-        if (!r.u32(wt, out.index)) return false;
-        break;
-      case field::kChainKey:
-        if (!r.bytes(wt, v) || !read32(v, out.key)) return false;
-        break;
-      default: return false;
-    }
-  }
-  return r.ok() && seen == ((1u << field::kChainIndex) | (1u << field::kChainKey));
-}
-
-bool read_skipped(ByteView in, SkippedKey& out) {
-  ProtoReader r(in);
-  std::uint32_t f = 0, wt = 0, seen = 0;
-  while (r.next(f, wt)) {
-    ByteView v;
-    if (!once(seen, f)) return false;
-    switch (f) {
-      case field::kSkippedCounter:
-        if (!r.u32(wt, out.counter)) return false;
-        break;
-      case field::kSkippedSeed:
-        if (!r.bytes(wt, v) || !read32(v, out.seed)) return false;
-        break;
-      case field::kSkippedCreatedAt:
-        if (!r.varint(wt, out.created_at)) return false;
-        break;
-      default: return false;
-    }
-  }
-  const std::uint32_t required = (1u << field::kSkippedCounter) | (1u << field::kSkippedSeed);
-  return r.ok() && (seen & required) == required;
 }
 
 bool read_receiver_chain(ByteView in, ReceiverChain& out) {
@@ -163,14 +96,12 @@ bool read_receiver_chain(ByteView in, ReceiverChain& out) {
       case field::kReceiverChainKey:
         if (!r.bytes(wt, v) || !read_chain_key(v, out.chain_key)) return false;
         break;
-      case field::kReceiverSkipped: {
+      case field::kReceiverSkipped:
         if (out.skipped.size() >= kMaxMessageKeys) return false;
-        SkippedKey k;
-        if (!r.bytes(wt, v) || !read_skipped(v, k)) return false;
-        out.skipped.push_back(std::move(k));
+        if (!r.bytes(wt, v) || !read_skipped(v, out.skipped.emplace_back())) return false;
         break;
-      }
-      default: return false;
+      default:
+        return false;
     }
   }
   const std::uint32_t required = (1u << field::kTheirRatchetKey) | (1u << field::kReceiverChainKey);
@@ -193,7 +124,8 @@ bool read_sender_chain(ByteView in, SenderChain& out) {
       case field::kSenderChainKey:
         if (!r.bytes(wt, v) || !read_chain_key(v, out.chain_key)) return false;
         break;
-      default: return false;
+      default:
+        return false;
     }
   }
   return r.ok() && seen == ((1u << field::kRatchetPublic) | (1u << field::kRatchetPrivate) |
@@ -222,10 +154,12 @@ bool read_pending(ByteView in, PendingPreKey& out) {
       case field::kPendingCreatedAt:
         if (!r.varint(wt, out.created_at)) return false;
         break;
-      default: return false;
+      default:
+        return false;
     }
   }
-  const std::uint32_t required = (1u << field::kPendingSignedPreKeyId) | (1u << field::kPendingBaseKey);
+  const std::uint32_t required =
+      (1u << field::kPendingSignedPreKeyId) | (1u << field::kPendingBaseKey);
   return r.ok() && (seen & required) == required;
 }
 
@@ -255,19 +189,16 @@ bool read_state(ByteView in, SessionState& out) {
       case field::kSenderChain:
         if (!r.bytes(wt, v) || !read_sender_chain(v, out.sender_chain)) return false;
         break;
-      case field::kReceiverChains: {
+      case field::kReceiverChains:
         if (out.receiver_chains.size() >= kMaxReceiverChains) return false;
-        ReceiverChain chain;
-        if (!r.bytes(wt, v) || !read_receiver_chain(v, chain)) return false;
-        out.receiver_chains.push_back(std::move(chain));
+        if (out.receiver_chains.empty()) out.receiver_chains.reserve(2);
+        if (!r.bytes(wt, v) || !read_receiver_chain(v, out.receiver_chains.emplace_back())) {
+          return false;
+        }
         break;
-      }
-      case field::kPendingPreKey: {
-        PendingPreKey p;
-        if (!r.bytes(wt, v) || !read_pending(v, p)) return false;
-        out.pending_pre_key = p;
+      case field::kPendingPreKey:
+        if (!r.bytes(wt, v) || !read_pending(v, out.pending_pre_key.emplace())) return false;
         break;
-      }
       case field::kLocalRegistrationId:
         if (!r.u32(wt, n)) return false;
         out.local_registration_id = RegistrationId(n);
@@ -279,7 +210,8 @@ bool read_state(ByteView in, SessionState& out) {
       case field::kAliceBaseKey:
         if (!r.bytes(wt, v) || !read_public(v, out.alice_base_key)) return false;
         break;
-      default: return false;
+      default:
+        return false;
     }
   }
   const std::uint32_t required = (1u << field::kVersion) | (1u << field::kLocalIdentity) |
@@ -354,10 +286,10 @@ void SessionRecord::promote_previous(std::size_t i) {
 
 void SessionRecord::archive_current() {
   if (current_) {
-    previous_.push_front(std::move(*current_));
+    previous_.insert(previous_.begin(), std::move(*current_));
     current_.reset();
   }
-  while (previous_.size() > kMaxArchivedStates) previous_.pop_back();
+  if (previous_.size() > kMaxArchivedStates) previous_.resize(kMaxArchivedStates);
 }
 
 bool SessionRecord::has_state_for(std::uint32_t version, const PublicKey& alice_base_key) const {
@@ -387,9 +319,14 @@ crypto::SecretBuffer SessionRecord::encode() const {
 }
 
 tl::expected<SessionRecord, Error> SessionRecord::decode(ByteView bytes) {
+  SessionRecord out;
+  if (auto ok = decode(bytes, out); !ok) return tl::unexpected(ok.error());
+  return out;
+}
+
+tl::expected<void, Error> SessionRecord::decode(ByteView bytes, SessionRecord& out) {
   if (bytes.size() > kMaxSessionRecordBytes) return tl::unexpected(Error::too_large);
   ProtoReader r(bytes);
-  SessionRecord out;
   std::uint32_t f = 0, wt = 0;
   bool have_format = false;
   while (r.next(f, wt)) {
@@ -402,25 +339,23 @@ tl::expected<SessionRecord, Error> SessionRecord::decode(ByteView bytes) {
         }
         have_format = true;
         break;
-      case field::kRecordCurrent: {
-        SessionState s;
-        if (out.current_ || !r.bytes(wt, v) || !read_state(v, s)) return tl::unexpected(Error::malformed);
-        out.current_ = std::move(s);
-        break;
-      }
-      case field::kRecordPrevious: {
-        SessionState s;
-        if (out.previous_.size() >= kMaxArchivedStates || !r.bytes(wt, v) || !read_state(v, s)) {
+      case field::kRecordCurrent:
+        if (out.current_ || !r.bytes(wt, v) || !read_state(v, out.current_.emplace())) {
           return tl::unexpected(Error::malformed);
         }
-        out.previous_.push_back(std::move(s));
         break;
-      }
-      default: return tl::unexpected(Error::malformed);
+      case field::kRecordPrevious:
+        if (out.previous_.size() >= kMaxArchivedStates || !r.bytes(wt, v) ||
+            !read_state(v, out.previous_.emplace_back())) {
+          return tl::unexpected(Error::malformed);
+        }
+        break;
+      default:
+        return tl::unexpected(Error::malformed);
     }
   }
   if (!r.ok() || !have_format) return tl::unexpected(Error::malformed);
-  return out;
+  return {};
 }
 
 }  // namespace sotto::protocol

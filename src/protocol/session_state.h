@@ -5,11 +5,9 @@
 // Plain values, move-only because they hold secrets; thread-compatible.
 #pragma once
 
-#include <deque>
 #include <optional>
-#include <vector>
-
 #include <tl/expected.hpp>
+#include <vector>
 
 #include "crypto/secret.h"
 #include "protocol/error.h"
@@ -30,7 +28,9 @@ struct SkippedKey {
 struct ReceiverChain {
   PublicKey their_ratchet_key;
   ChainKey chain_key;
-  std::deque<SkippedKey> skipped;  // oldest first
+  // Oldest first. A vector rather than a deque: records are decoded and destroyed around every
+  // message, and libstdc++'s deque allocates even when empty (and again on every move).
+  std::vector<SkippedKey> skipped;
   [[nodiscard]] ReceiverChain clone() const;
 };
 
@@ -81,8 +81,8 @@ class SessionRecord {
   [[nodiscard]] bool has_current() const { return current_.has_value(); }
   SessionState& current() { return *current_; }
   const SessionState& current() const { return *current_; }
-  std::deque<SessionState>& previous() { return previous_; }
-  const std::deque<SessionState>& previous() const { return previous_; }
+  std::vector<SessionState>& previous() { return previous_; }
+  const std::vector<SessionState>& previous() const { return previous_; }
 
   // Archives the current state (if any) and makes `state` current.
   void promote_state(SessionState state);
@@ -100,10 +100,13 @@ class SessionRecord {
   // The storage form holds private keys, so it comes back in wiped-on-release memory.
   [[nodiscard]] crypto::SecretBuffer encode() const;
   [[nodiscard]] static tl::expected<SessionRecord, Error> decode(ByteView bytes);
+  // The same, into an existing record (a store that hands out the record it decodes saves
+  // moving it). REQUIRES: `out` is empty (default-constructed). On error `out` is unspecified.
+  [[nodiscard]] static tl::expected<void, Error> decode(ByteView bytes, SessionRecord& out);
 
  private:
   std::optional<SessionState> current_;
-  std::deque<SessionState> previous_;  // most recent first, at most kMaxArchivedStates
+  std::vector<SessionState> previous_;  // most recent first, at most kMaxArchivedStates
 };
 
 }  // namespace sotto::protocol

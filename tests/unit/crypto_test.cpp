@@ -1,8 +1,8 @@
 // Known-answer and behaviour tests of src/crypto: RFC 7748, RFC 5869, RFC 4231 and the reference
 // library's signature vector, plus the secret-memory guarantees.
 #include <gtest/gtest.h>
-
 #include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 
@@ -25,7 +25,9 @@ using sotto::testing::from_hex;
 using sotto::testing::load_vectors;
 using sotto::testing::to_hex;
 
-Secret<32> secret32(std::string_view hex) { return Secret<32>(from_hex(hex)); }
+Secret<32> secret32(std::string_view hex) {
+  return Secret<32>(from_hex(hex));
+}
 
 X25519PublicBytes pub32(ByteView b) {
   X25519PublicBytes out{};
@@ -102,7 +104,8 @@ TEST(Hkdf, MatchesOpenSslHkdfOnRandomInputs) {
   EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
   ASSERT_NE(kdf, nullptr);
   for (int i = 0; i < 200; ++i) {
-    Bytes ikm(1 + rng.next_u32() % 100), salt(rng.next_u32() % 3 == 0 ? 0 : 1 + rng.next_u32() % 80),
+    Bytes ikm(1 + rng.next_u32() % 100),
+        salt(rng.next_u32() % 3 == 0 ? 0 : 1 + rng.next_u32() % 80),
         info(rng.next_u32() % 3 == 0 ? 0 : 1 + rng.next_u32() % 40), ours(1 + rng.next_u32() % 200);
     rng.fill(ikm);
     rng.fill(salt);
@@ -138,8 +141,61 @@ TEST(Hmac, PairEqualsTwoSingleMacsAndKeysDoNotLeak) {
 }
 
 TEST(Hmac, Rfc4231TestCase2) {
-  auto mac = hmac_sha256(as_bytes("Jefe"), {as_bytes("what do ya "), as_bytes("want for nothing?")});
+  auto mac =
+      hmac_sha256(as_bytes("Jefe"), {as_bytes("what do ya "), as_bytes("want for nothing?")});
   EXPECT_EQ(to_hex(mac.view()), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST(Hmac, Rfc4231KeysLongerThanTheBlock) {
+  // RFC 4231 test cases 6 and 7: a 131-byte key is hashed first (RFC 2104 section 2).
+  const Bytes key(131, 0xaa);
+  EXPECT_EQ(to_hex(hmac_sha256(key, {as_bytes("Test Using Larger Than Block-Size Key - Hash Key "
+                                              "First")})
+                       .view()),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+  EXPECT_EQ(to_hex(hmac_sha256(key, {as_bytes("This is a test using a larger than block-size key "
+                                              "and a larger than block-size data. The key needs "
+                                              "to be hashed before being used by the HMAC "
+                                              "algorithm.")})
+                       .view()),
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
+}
+
+// Cross-check of the HMAC composition (hash.cpp) against OpenSSL's HMAC on random inputs: keys of
+// every length around the 64-byte block (and empty), messages split into several parts.
+TEST(Hmac, MatchesOpenSslHmacOnRandomInputs) {
+  DeterministicRng rng(12);
+  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  ASSERT_NE(mac, nullptr);
+  for (int i = 0; i < 300; ++i) {
+    Bytes key(i < 140 ? static_cast<std::size_t>(i) : rng.next_u32() % 300);
+    Bytes a(rng.next_u32() % 3 == 0 ? 0 : rng.next_u32() % 200);
+    Bytes b(rng.next_u32() % 130);
+    rng.fill(key);
+    rng.fill(a);
+    rng.fill(b);
+    const auto ours = hmac_sha256(key, {a, b});
+    EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac);
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    static const std::uint8_t kEmpty[1] = {0};
+    ASSERT_EQ(EVP_MAC_init(ctx, key.empty() ? kEmpty : key.data(), key.size(), params), 1);
+    Bytes ab = a;
+    ab.insert(ab.end(), b.begin(), b.end());
+    if (!ab.empty()) {
+      ASSERT_EQ(EVP_MAC_update(ctx, ab.data(), ab.size()), 1);
+    }
+    Bytes theirs(32);
+    std::size_t len = 0;
+    ASSERT_EQ(EVP_MAC_final(ctx, theirs.data(), &len, theirs.size()), 1);
+    EVP_MAC_CTX_free(ctx);
+    ASSERT_EQ(to_hex(ours.view()), to_hex(theirs)) << "case " << i << ", key " << key.size();
+    auto [first, second] = hmac_sha256_pair(key, ab, b);
+    EXPECT_TRUE(first == ours);
+    EXPECT_TRUE(second == hmac_sha256(key, {b}));
+  }
+  EVP_MAC_free(mac);
 }
 
 TEST(Sha, KnownAnswers) {
@@ -154,6 +210,26 @@ TEST(Sha, KnownAnswers) {
   EXPECT_EQ(inc.finish(), sha512({as_bytes("abc")}));
   inc.update(as_bytes("abc"));
   EXPECT_EQ(inc.finish(), sha512({as_bytes("abc")})) << "finish() must reset";
+}
+
+// sha256 / sha512 run OpenSSL's low-level calls; cross-check them with EVP on random inputs.
+TEST(Sha, MatchesOpenSslEvpOnRandomInputs) {
+  DeterministicRng rng(14);
+  for (int i = 0; i < 100; ++i) {
+    Bytes a(rng.next_u32() % 300), b(rng.next_u32() % 200);
+    rng.fill(a);
+    rng.fill(b);
+    Bytes ab = a;
+    ab.insert(ab.end(), b.begin(), b.end());
+    Bytes d256(32), d512(64);
+    unsigned int len = 0;
+    ASSERT_EQ(EVP_Digest(ab.data(), ab.size(), d256.data(), &len, EVP_sha256(), nullptr), 1);
+    ASSERT_EQ(EVP_Digest(ab.data(), ab.size(), d512.data(), &len, EVP_sha512(), nullptr), 1);
+    const auto ours256 = sha256({a, b});
+    const auto ours512 = sha512({a, b});
+    EXPECT_EQ(Bytes(ours256.begin(), ours256.end()), d256) << "case " << i;
+    EXPECT_EQ(Bytes(ours512.begin(), ours512.end()), d512) << "case " << i;
+  }
 }
 
 TEST(Signature, ReferenceLibraryVectorVerifies) {
@@ -208,7 +284,8 @@ TEST(Signature, SignatureFromPublicKeyThatIsNotOnTheEdwardsMapFails) {
 TEST(Ed25519, Rfc8032TestVector1) {
   auto kp = Ed25519KeyPair::from_seed(
       secret32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"));
-  EXPECT_EQ(to_hex(kp.public_key), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+  EXPECT_EQ(to_hex(kp.public_key),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
   const auto sig = kp.sign({});
   EXPECT_EQ(to_hex(sig),
             "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
@@ -217,7 +294,8 @@ TEST(Ed25519, Rfc8032TestVector1) {
   auto bad = sig;
   bad[0] ^= 1;
   EXPECT_EQ(ed25519_verify(kp.public_key, {}, bad).error(), Error::bad_signature);
-  EXPECT_EQ(ed25519_verify(ByteView(kp.public_key).first(31), {}, sig).error(), Error::invalid_length);
+  EXPECT_EQ(ed25519_verify(ByteView(kp.public_key).first(31), {}, sig).error(),
+            Error::invalid_length);
 }
 
 TEST(AesCbc, RoundTripAndPaddingRejection) {
@@ -251,6 +329,55 @@ TEST(AesCbc, NistSp800_38aVectorFirstBlock) {
   auto pt = from_hex("6bc1bee22e409f96e93d7e117393172a");
   Bytes ct = aes256_cbc_seal(key, std::span<const std::uint8_t, 16>(iv.data(), 16), pt);
   EXPECT_EQ(to_hex(ByteView(ct).first(16)), "f58c4c04d6e5f1ba779eabfb5f7bfbd6");
+}
+
+// The wrappers keep one cipher context per thread and re-key it without re-selecting the cipher
+// (cipher.cpp). Interleaving CBC and GCM, sealing and opening, and failed opens must not carry
+// state from one call into the next: every result is compared with a fresh OpenSSL context's.
+TEST(AesCbc, ReusedContextMatchesFreshContextsWhenInterleaved) {
+  DeterministicRng rng(13);
+  for (int i = 0; i < 60; ++i) {
+    auto key = rng.secret<32>();
+    std::array<std::uint8_t, 16> iv{};
+    rng.fill(iv);
+    Bytes pt(rng.next_u32() % 70);
+    rng.fill(pt);
+    const Bytes ct = aes256_cbc_seal(key, iv, pt);
+
+    EVP_CIPHER_CTX* fresh = EVP_CIPHER_CTX_new();
+    ASSERT_EQ(EVP_EncryptInit_ex2(fresh, EVP_aes_256_cbc(), key.data(), iv.data(), nullptr), 1);
+    Bytes expected(pt.size() + 16);
+    int n1 = 0, n2 = 0;
+    ASSERT_EQ(
+        EVP_EncryptUpdate(fresh, expected.data(), &n1, pt.data(), static_cast<int>(pt.size())), 1);
+    ASSERT_EQ(EVP_EncryptFinal_ex(fresh, expected.data() + n1, &n2), 1);
+    expected.resize(static_cast<std::size_t>(n1 + n2));
+    EVP_CIPHER_CTX_free(fresh);
+    ASSERT_EQ(ct, expected) << "case " << i;
+
+    switch (i % 4) {
+      case 0: {  // a failed open (wrong key: padding almost surely bad) in between
+        auto wrong = rng.secret<32>();
+        (void)aes256_cbc_open(wrong, iv, ct);
+        break;
+      }
+      case 1: {  // GCM on the same thread in between
+        std::array<std::uint8_t, 12> nonce{};
+        Bytes sealed = aes256_gcm_seal(key, nonce, {}, pt);
+        sealed.back() ^= 1;
+        EXPECT_FALSE(aes256_gcm_open(key, nonce, {}, sealed));
+        break;
+      }
+      case 2:  // a seal under another key in between
+        (void)aes256_cbc_seal(rng.secret<32>(), iv, pt);
+        break;
+      default:
+        break;
+    }
+    auto back = aes256_cbc_open(key, iv, ct);
+    ASSERT_TRUE(back) << "case " << i;
+    EXPECT_EQ(Bytes(back->view().begin(), back->view().end()), pt);
+  }
 }
 
 TEST(AesGcm, RoundTripAndTamper) {
