@@ -659,6 +659,7 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
   auto delivery = std::make_shared<Delivery>();
   delivery->envelopes = envelopes;
   delivery->pushed.assign(envelopes.size(), false);
+  delivery->pushed_to.assign(envelopes.size(), 0);
   delivery->counted.assign(envelopes.size(), false);
   store_.messages().enqueue(
       std::move(envelopes), std::move(dedup),
@@ -707,6 +708,7 @@ void Server::deliver_before_commit(Delivery& delivery) {
             target->inflight.size() < kMaxInflightPushes &&
             target->inflight.insert(id_key(env.id)).second) {
           delivery.pushed[i] = true;
+          delivery.pushed_to[i] = target->connection->id();
           target->cursor = env.id;
           pushed = true;
         }
@@ -742,13 +744,17 @@ void Server::deliver_after_commit(Delivery& delivery, bool stored) {
       std::lock_guard dlock(delivery.mu);
       // Until the backlog has been pushed once, the drain picks this envelope up in order; a
       // device too far behind goes back to draining (resumed by its acknowledgements).
-      if (delivery.pushed[i]) {
-        // pushed before the commit
+      if (delivery.pushed[i] && delivery.pushed_to[i] == target->connection->id()) {
+        // pushed before the commit, on this very connection
       } else if (!target->drained || target->inflight.size() >= kMaxInflightPushes) {
         target->missed = true;
         target->drained = false;
       } else if (target->inflight.insert(id_key(env.id)).second) {
+        // (Also when it went out before the commit on a connection that has closed since: the
+        // device's new connection has drained without it. A copy it had already acknowledged
+        // is dropped by envelope id.)
         delivery.pushed[i] = true;
+        delivery.pushed_to[i] = target->connection->id();
         target->cursor = env.id;
         pushed = true;
       }

@@ -85,6 +85,7 @@ class Server final : public net::ConnectionHandler {
     std::vector<store::QueuedEnvelope> envelopes;
     std::mutex mu;  // guards the members below
     std::vector<bool> pushed;
+    std::vector<std::uint64_t> pushed_to;  // the connection each was pushed on
     std::vector<bool> counted;
     bool committed = false;  // deliver_after_commit has begun
   };

@@ -158,6 +158,25 @@ TEST_F(DeliveryTest, AnEnvelopeWaitingForItsCommitIsNotOvertakenByALaterOne) {
   store_->messages().flush();
 }
 
+TEST_F(DeliveryTest, AnEnvelopePushedOnAConnectionThatClosedBeforeItsCommitReachesTheNextOne) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  (void)received(bob);
+
+  submit(alice, send_request(bob, std::string(16, 'c'), "lost in transit"));
+  ASSERT_EQ(received(bob).envelopes.size(), 1u);  // pushed, never acknowledged...
+  server_->on_close(bob.conn);                    // ...the connection drops
+  bob.conn = std::make_shared<sotto::testing::LoopbackConnection>(9);
+  login_without_commit(bob);  // drains before the commit: nothing there yet
+  EXPECT_TRUE(received(bob).envelopes.empty());
+
+  store_->messages().flush();
+  auto got = received(bob);
+  ASSERT_EQ(got.envelopes.size(), 1u) << "the committed envelope must reach the new connection";
+  EXPECT_EQ(got.envelopes[0].content(), "lost in transit");
+}
+
 TEST_F(DeliveryTest, ARetryAfterTheDeviceListChangedIsAnsweredNotRefused) {
   Client alice("alice", 1, 1), bob("bob", 2, 2);
   join(alice);
