@@ -2,8 +2,9 @@
 // temporary directory) and a real Server sit behind an in-process connection; the fixture
 // registers and logs in one account with real keys, so the fuzzed frames reach the handlers that
 // need an authenticated device, on both an authenticated and an anonymous connection.
-// Input: a sequence of frames, each prefixed by a 2-byte big-endian length; the first byte picks
-// the connection.
+// Input: a sequence of WebSocket messages (frames or batches of frames), each prefixed by a 2-byte
+// big-endian length; the first byte picks the connection.
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,10 +16,9 @@
 #include <string>
 #include <vector>
 
-#include <spdlog/spdlog.h>
-
 #include "crypto/ed25519.h"
 #include "crypto/rng.h"
+#include "net/batch.h"
 #include "protocol/keys.h"
 #include "server/server.h"
 #include "service.pb.h"
@@ -109,7 +109,8 @@ struct Fixture {
     auto* d = reg->mutable_device();
     d->set_registration_id(42);
     d->set_auth_key(std::string(auth.public_key.begin(), auth.public_key.end()));
-    Bytes binding(std::string_view("sotto-device-v1").begin(), std::string_view("sotto-device-v1").end());
+    Bytes binding(std::string_view("sotto-device-v1").begin(),
+                  std::string_view("sotto-device-v1").end());
     binding.insert(binding.end(), name.begin(), name.end());
     binding.insert(binding.end(), auth.public_key.begin(), auth.public_key.end());
     const auto bsig = identity.sign(binding, rng);
@@ -162,7 +163,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t n = static_cast<std::size_t>(data[i]) << 8 | data[i + 1];
     i += 2;
     const std::size_t take = std::min(n, size - i);
-    f.server->on_frame(conn, ByteView(data + i, take));
+    // As the transport does (net/ws_server.cpp): a well-formed batch is handled frame by frame,
+    // anything else as one frame.
+    const ByteView message(data + i, take);
+    std::vector<ByteView> parts;
+    if (net::split_batch(message, parts)) {
+      for (const ByteView part : parts) f.server->on_frame(conn, part);
+    } else {
+      f.server->on_frame(conn, message);
+    }
     i += take;
   }
   f.store->messages().flush();

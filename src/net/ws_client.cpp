@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "net/batch.h"
 #include "net/tls_internal.h"
 #include "net/tls_stream.h"
 
@@ -31,6 +32,9 @@ using boost::system::error_code;
 
 constexpr const char* kWebSocketPath = "/v1/websocket";
 constexpr std::size_t kQueueSlotsKept = 16;
+constexpr std::size_t kSplitSlotsKept = 64;
+// As on the server (ws_server.cpp): frames queued behind a write in flight go out as one batch.
+constexpr std::size_t kMaxBatchBytes = detail::TlsStream::kMaxRecordPlaintext - 16;
 constexpr std::size_t kIdleReadLimit = 256;
 constexpr std::chrono::seconds kCloseWaitMargin{1};
 
@@ -116,9 +120,14 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   bool send(Bytes frame) {
     if (!is_open()) return false;
-    asio::post(strand_, [self = shared_from_this(), f = std::move(frame)]() mutable {
-      self->enqueue(std::move(f));
-    });
+    bool post = false;  // one post per burst of sends (see ws_server.cpp)
+    {
+      std::lock_guard lock(inbox_mu_);
+      inbox_.push_back(std::move(frame));
+      post = !inbox_posted_;
+      inbox_posted_ = true;
+    }
+    if (post) asio::post(strand_, [self = shared_from_this()] { self->take_inbox(); });
     return true;
   }
 
@@ -274,35 +283,68 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     if (ec) return finish(ec);
     if (!ws_.is_message_done()) return read_next();
     const auto data = rd_buf_.cdata();
+    const ByteView message(static_cast<const std::uint8_t*>(data.data()), data.size());
     if (!detached_ && on_frame_) {
-      on_frame_(ByteView(static_cast<const std::uint8_t*>(data.data()), data.size()));
+      if (split_batch(message, split_)) {
+        for (const ByteView frame : split_) {
+          if (detached_) break;
+          on_frame_(frame);
+        }
+        split_.clear();
+        if (split_.capacity() > kSplitSlotsKept) split_.shrink_to_fit();
+      } else {
+        on_frame_(message);
+      }
     }
     rd_buf_.clear();
     rd_buf_.shrink_to_fit();
     read_next();
   }
 
-  void enqueue(Bytes frame) {
-    if (!open_.load() || close_started_) return;
-    queue_.push_back(std::move(frame));
-    if (!writing_) write_next();
+  void take_inbox() {
+    {
+      std::lock_guard lock(inbox_mu_);
+      arrived_.swap(inbox_);
+      inbox_posted_ = false;
+    }
+    if (open_.load() && !close_started_) {
+      for (auto& frame : arrived_) queue_.push_back(std::move(frame));
+    }
+    arrived_.clear();
+    if (arrived_.capacity() > kQueueSlotsKept) arrived_.shrink_to_fit();
+    if (!writing_ && head_ < queue_.size()) write_next();
   }
 
+  // Writes the next frame, or as many queued frames as fit one batch.
   void write_next() {
     writing_ = true;
-    ws_.async_write(
-        asio::buffer(queue_[head_]),
-        [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
+    std::size_t n = 1;
+    std::size_t bytes = queue_[head_].size();
+    while (head_ + n < queue_.size()) {
+      const std::size_t more = bytes + queue_[head_ + n].size() + 8;  // + key and lengths
+      if (more > kMaxBatchBytes) break;
+      bytes = more;
+      ++n;
+    }
+    in_flight_ = n;
+    auto done = [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); };
+    if (n == 1) {
+      ws_.async_write(asio::buffer(queue_[head_]), std::move(done));
+    } else {
+      encode_batch(std::span<const Bytes>(queue_.data() + head_, n), batch_);
+      ws_.async_write(asio::buffer(batch_), std::move(done));
+    }
   }
 
   void on_write(error_code ec) {
     writing_ = false;
-    queue_[head_] = Bytes();
-    ++head_;
+    for (std::size_t i = 0; i < in_flight_; ++i) queue_[head_++] = Bytes();
+    in_flight_ = 0;
     if (head_ == queue_.size()) {
       queue_.clear();
       head_ = 0;
       if (queue_.capacity() > kQueueSlotsKept) queue_.shrink_to_fit();
+      batch_ = Bytes();
     }
     if (ec) return hard_close();
     if (head_ < queue_.size()) {
@@ -375,8 +417,16 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   WsClient::FrameHandler on_frame_;
   WsClient::CloseHandler on_close_;
 
-  std::vector<Bytes> queue_;
+  std::mutex inbox_mu_;
+  std::vector<Bytes> inbox_;    // sent, not yet queued; guarded by inbox_mu_
+  bool inbox_posted_ = false;   // a take_inbox is on its way; guarded by inbox_mu_
+  std::vector<Bytes> arrived_;  // take_inbox's scratch, swapped with inbox_
+
+  std::vector<Bytes> queue_;  // frames from head_ on are unsent; in_flight_ of them are being sent
   std::size_t head_ = 0;
+  std::size_t in_flight_ = 0;
+  Bytes batch_;
+  std::vector<ByteView> split_;
   std::atomic<bool> open_{false};
   bool connect_done_ = false;
   bool timed_out_ = false;

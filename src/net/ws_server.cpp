@@ -1,5 +1,6 @@
 #include "net/ws_server.h"
 
+#include <algorithm>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -9,8 +10,6 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket/stream.hpp>
-
-#include <algorithm>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -20,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "net/batch.h"
 #include "net/tls_internal.h"
 #include "net/tls_stream.h"
 
@@ -42,6 +42,12 @@ constexpr std::chrono::seconds kForcedCloseWait{2};
 constexpr std::size_t kIdleReadLimit = 256;
 // The outbound queue keeps this many slots after draining; a burst beyond it is given back.
 constexpr std::size_t kQueueSlotsKept = 16;
+// Frames queued behind a write in flight go out as one batch (net/batch.h) of at most this many
+// bytes, so that a batch with its WebSocket header fits one TLS record; a larger frame goes alone.
+constexpr std::size_t kMaxBatchBytes = detail::TlsStream::kMaxRecordPlaintext - 16;
+// The frames of a received batch are handed over through a vector kept per connection; one that
+// grew past this many slots is given back afterwards.
+constexpr std::size_t kSplitSlotsKept = 64;
 
 class ServerConnection;
 
@@ -141,9 +147,16 @@ class ServerConnection final : public Connection,
                         kSlowReaderCloseDeadline);
       return false;
     }
-    asio::post(strand_, [self = shared_from_this(), f = std::move(frame)]() mutable {
-      self->enqueue(std::move(f));
-    });
+    // Frames from other threads meet in an inbox, and one posted handler moves all that arrived
+    // meanwhile to the queue: one post per burst, not per frame.
+    bool post = false;
+    {
+      std::lock_guard lock(inbox_mu_);
+      inbox_.push_back(std::move(frame));
+      post = !inbox_posted_;
+      inbox_posted_ = true;
+    }
+    if (post) asio::post(strand_, [self = shared_from_this()] { self->take_inbox(); });
     return true;
   }
 
@@ -267,9 +280,15 @@ class ServerConnection final : public Connection,
                   server_.options.handshake_timeout);
     } else {
       const auto data = rd_buf_.cdata();
+      const ByteView message(static_cast<const std::uint8_t*>(data.data()), data.size());
       auto self = shared_from_this();
-      server_.handler.on_frame(
-          self, ByteView(static_cast<const std::uint8_t*>(data.data()), data.size()));
+      if (split_batch(message, split_)) {
+        for (const ByteView frame : split_) server_.handler.on_frame(self, frame);
+        split_.clear();
+        if (split_.capacity() > kSplitSlotsKept) split_.shrink_to_fit();
+      } else {
+        server_.handler.on_frame(self, message);
+      }
     }
     // Idle connections must not keep the last message's buffer: free it.
     rd_buf_.clear();
@@ -277,32 +296,58 @@ class ServerConnection final : public Connection,
     if (!finished_) read_next();
   }
 
-  void enqueue(Bytes frame) {
-    if (finished_ || close_started_) {
-      outbound_.fetch_sub(frame.size());
-      return;
+  void take_inbox() {
+    {
+      std::lock_guard lock(inbox_mu_);
+      arrived_.swap(inbox_);
+      inbox_posted_ = false;
     }
-    queue_.push_back(std::move(frame));
-    if (!writing_) write_next();
+    for (auto& frame : arrived_) {
+      if (finished_ || close_started_) {
+        outbound_.fetch_sub(frame.size());
+      } else {
+        queue_.push_back(std::move(frame));
+      }
+    }
+    arrived_.clear();
+    if (arrived_.capacity() > kQueueSlotsKept) arrived_.shrink_to_fit();
+    if (!writing_ && head_ < queue_.size()) write_next();
   }
 
+  // Writes the next frame, or as many queued frames as fit one batch.
   void write_next() {
     writing_ = true;
-    ws_.async_write(asio::buffer(queue_[head_]),
-                    [self = shared_from_this()](error_code ec, std::size_t) {
-                      self->on_write(ec);
-                    });
+    std::size_t n = 1;
+    std::size_t bytes = queue_[head_].size();
+    while (head_ + n < queue_.size()) {
+      const std::size_t more = bytes + queue_[head_ + n].size() + 8;  // + key and lengths
+      if (more > kMaxBatchBytes) break;
+      bytes = more;
+      ++n;
+    }
+    in_flight_ = n;
+    auto done = [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); };
+    if (n == 1) {
+      ws_.async_write(asio::buffer(queue_[head_]), std::move(done));
+    } else {
+      encode_batch(std::span<const Bytes>(queue_.data() + head_, n), batch_);
+      ws_.async_write(asio::buffer(batch_), std::move(done));
+    }
   }
 
   void on_write(error_code ec) {
     writing_ = false;
-    outbound_.fetch_sub(queue_[head_].size());
-    queue_[head_] = Bytes();
-    ++head_;
+    for (std::size_t i = 0; i < in_flight_; ++i) {
+      outbound_.fetch_sub(queue_[head_].size());
+      queue_[head_] = Bytes();
+      ++head_;
+    }
+    in_flight_ = 0;
     if (head_ == queue_.size()) {
       queue_.clear();
       head_ = 0;
       if (queue_.capacity() > kQueueSlotsKept) queue_.shrink_to_fit();
+      batch_ = Bytes();  // an idle connection keeps no batch buffer
     }
     if (ec) {
       hard_close();  // the pending read fails next and finishes the connection
@@ -315,9 +360,9 @@ class ServerConnection final : public Connection,
     }
   }
 
-  // Drops every queued frame except the one being written (its buffer is in use).
+  // Drops every queued frame except those being written (their buffers are in use).
   void drop_queued() {
-    const std::size_t keep = head_ + (writing_ ? 1 : 0);
+    const std::size_t keep = head_ + (writing_ ? in_flight_ : 0);
     std::size_t dropped = 0;
     for (std::size_t i = keep; i < queue_.size(); ++i) dropped += queue_[i].size();
     if (queue_.size() > keep) queue_.resize(keep);
@@ -384,8 +429,16 @@ class ServerConnection final : public Connection,
   beast::flat_buffer rd_buf_;
   Clock::time_point last_activity_{};
 
-  std::vector<Bytes> queue_;  // frames from head_ on are unsent; queue_[head_] may be in flight
+  std::mutex inbox_mu_;
+  std::vector<Bytes> inbox_;    // sent, not yet queued; guarded by inbox_mu_
+  bool inbox_posted_ = false;   // a take_inbox is on its way; guarded by inbox_mu_
+  std::vector<Bytes> arrived_;  // take_inbox's scratch, swapped with inbox_
+
+  std::vector<Bytes> queue_;  // frames from head_ on are unsent; in_flight_ of them are being sent
   std::size_t head_ = 0;
+  std::size_t in_flight_ = 0;
+  Bytes batch_;                  // the batch being written, when more than one frame is
+  std::vector<ByteView> split_;  // the frames of the batch being handled
   std::atomic<std::size_t> outbound_{0};
   std::atomic<bool> closed_{false};  // no more sends accepted
 
@@ -410,10 +463,9 @@ struct WsServer::Impl {
         retry_timer(acceptor.get_executor()) {}
 
   void accept_next() {
-    acceptor.async_accept(asio::make_strand(state->ioc),
-                          [this](error_code ec, tcp::socket socket) {
-                            on_accept(ec, std::move(socket));
-                          });
+    acceptor.async_accept(asio::make_strand(state->ioc), [this](error_code ec, tcp::socket socket) {
+      on_accept(ec, std::move(socket));
+    });
   }
 
   void on_accept(error_code ec, tcp::socket socket) {
@@ -475,7 +527,9 @@ struct WsServer::Impl {
 WsServer::WsServer(const TlsIdentity& identity, ServerOptions options, ConnectionHandler& handler)
     : impl_(std::make_unique<Impl>(identity, std::move(options), handler)) {}
 
-WsServer::~WsServer() { stop(std::chrono::milliseconds(0)); }
+WsServer::~WsServer() {
+  stop(std::chrono::milliseconds(0));
+}
 
 void WsServer::start() {
   Impl& m = *impl_;
@@ -522,8 +576,12 @@ void WsServer::stop(std::chrono::milliseconds grace) {
   m.threads.clear();
 }
 
-std::uint16_t WsServer::port() const { return impl_->port; }
+std::uint16_t WsServer::port() const {
+  return impl_->port;
+}
 
-std::size_t WsServer::connection_count() const { return impl_->state->count.load(); }
+std::size_t WsServer::connection_count() const {
+  return impl_->state->count.load();
+}
 
 }  // namespace sotto::net

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "net/batch.h"
 #include "net/http_server.h"
 #include "net/tls.h"
 #include "net/ws_client.h"
@@ -258,12 +259,18 @@ class RawTlsClient {
            static_cast<int>(frame.size());
   }
 
-  // Reads one unmasked server frame with a payload under 126 bytes; false on error.
+  // Reads one unmasked server frame with a payload under 64 KB; false on error.
   bool read_frame(std::uint8_t& opcode, std::string& payload) {
     unsigned char head[2];
-    if (!read_exact(head, 2) || (head[1] & 0x80) != 0 || (head[1] & 0x7f) >= 126) return false;
+    if (!read_exact(head, 2) || (head[1] & 0x80) != 0 || (head[1] & 0x7f) == 127) return false;
     opcode = head[0] & 0x0f;
-    payload.assign(head[1] & 0x7fu, '\0');
+    std::size_t size = head[1] & 0x7fu;
+    if (size == 126) {
+      unsigned char ext[2];
+      if (!read_exact(ext, 2)) return false;
+      size = (std::size_t{ext[0]} << 8) | ext[1];
+    }
+    payload.assign(size, '\0');
     return read_exact(payload.data(), payload.size());
   }
 
@@ -499,6 +506,73 @@ TEST_F(NetTest, ManyFramesBothWaysArriveIntactAndInOrder) {
   ASSERT_EQ(got.size(), sent.size());
   for (std::size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(got[i], sent[i]) << "frame " << i;
   EXPECT_EQ(handler.frames, kFrames);
+}
+
+// Frames queued behind a write in flight leave as batches (net/batch.h): fewer WebSocket messages
+// than frames, every frame intact and in order once split.
+TEST_F(NetTest, ServerBatchesFramesQueuedBehindAWrite) {
+  constexpr int kFrames = 300;
+  TestHandler handler;
+  handler.set_frame_fn([](const ConnectionPtr& c, ByteView) {
+    for (int i = 0; i < kFrames; ++i) c->send(pattern(40 + i % 50, static_cast<std::uint32_t>(i)));
+  });
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  RawTlsClient raw;
+  ASSERT_TRUE(raw.connect(server.port()));
+  ASSERT_TRUE(raw.upgrade());
+  ASSERT_TRUE(raw.send_frame(0x2, "go"));
+  std::vector<Bytes> got;
+  int messages = 0;
+  while (got.size() < static_cast<std::size_t>(kFrames)) {
+    std::uint8_t opcode = 0;
+    std::string payload;
+    ASSERT_TRUE(raw.read_frame(opcode, payload)) << "after " << got.size() << " frames";
+    ASSERT_EQ(opcode, 0x2);
+    ++messages;
+    const ByteView message(reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size());
+    std::vector<ByteView> frames;
+    if (split_batch(message, frames)) {
+      for (auto f : frames) got.emplace_back(f.begin(), f.end());
+    } else {
+      got.emplace_back(message.begin(), message.end());
+    }
+  }
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kFrames));
+  for (int i = 0; i < kFrames; ++i)
+    EXPECT_EQ(got[i], pattern(40 + i % 50, static_cast<std::uint32_t>(i))) << "frame " << i;
+  EXPECT_LT(messages, kFrames / 4);  // all were queued at once: most share a message
+}
+
+// A batch from the peer reaches the handler as its frames, in order; a malformed one as it came.
+TEST_F(NetTest, ServerSplitsABatchFromThePeerAndPassesAMalformedOneWhole) {
+  TestHandler handler;
+  std::mutex mu;
+  std::vector<Bytes> seen;
+  handler.set_frame_fn([&](const ConnectionPtr&, ByteView f) {
+    std::lock_guard lock(mu);
+    seen.emplace_back(f.begin(), f.end());
+  });
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  RawTlsClient raw;
+  ASSERT_TRUE(raw.connect(server.port()));
+  ASSERT_TRUE(raw.upgrade());
+  const std::vector<Bytes> frames = {bytes_of("one"), Bytes{}, bytes_of("three")};
+  Bytes batch;
+  encode_batch(frames, batch);
+  ASSERT_TRUE(raw.send_frame(0x2, std::string(batch.begin(), batch.end())));
+  const Bytes malformed = {0x22, 0x05, 0x0a, 0x01, 0x08};
+  ASSERT_TRUE(raw.send_frame(0x2, std::string(malformed.begin(), malformed.end())));
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return seen.size() == 4;
+  }));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen[0], frames[0]);
+  EXPECT_EQ(seen[1], frames[1]);
+  EXPECT_EQ(seen[2], frames[2]);
+  EXPECT_EQ(seen[3], malformed);
 }
 
 TEST_F(NetTest, ServerPushesToClientWithoutARequest) {
