@@ -457,10 +457,18 @@ class LoadTool {
       std::lock_guard lock(s.mu);
       seq = s.next_seq++;
     }
+    // As the client library does: the time in milliseconds first (6 bytes, big-endian; the
+    // server keeps its dedup rows in that order), then what makes it unique in this run.
+    const auto wall_ms =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
     std::array<std::uint8_t, 16> cmid{};
-    std::memcpy(cmid.data(), cmid_prefix_.data(), 4);
-    put_u32(cmid.data() + 4, s.index);
-    put_u64(cmid.data() + 8, seq);
+    for (std::size_t i = 0; i < 6; ++i)
+      cmid[i] = static_cast<std::uint8_t>(wall_ms >> (8 * (5 - i)));
+    std::memcpy(cmid.data() + 6, cmid_prefix_.data(), 2);
+    put_u32(cmid.data() + 8, s.index);
+    put_u32(cmid.data() + 12, static_cast<std::uint32_t>(seq));
     send->set_recipient(s.to->account->username);
     send->set_client_message_id(cmid.data(), cmid.size());
     send->set_timestamp(
@@ -538,8 +546,8 @@ class LoadTool {
           const std::uint32_t from = get_u32(c);
           const std::uint64_t seq = get_u64(c + 4);
           const auto sent_ns = static_cast<std::int64_t>(get_u64(c + 12));
-          const std::uint64_t tag =
-              get_u64(reinterpret_cast<const std::uint8_t*>(env.id().data())) | 1;
+          const auto* idb = reinterpret_cast<const std::uint8_t*>(env.id().data());
+          const std::uint64_t tag = (get_u64(idb) ^ get_u64(idb + 8)) | 1;
           auto& seen = rc.seen[from];
           if (seen.size() <= seq) seen.resize(std::max<std::size_t>(seq + 1, seen.size() * 2), 0);
           if (seen[seq] == 0) {

@@ -864,8 +864,12 @@ Result<SendResult> Engine::send(const std::string& to, const std::string& body) 
     }
   } wiper{data_plain, sync_plain};
 
+  // A UUIDv7-like id: the time in milliseconds (6 bytes, big-endian), then random bytes. The
+  // server keeps its dedup entries in that order (store.h), so ids should start with the time.
   std::array<std::uint8_t, 16> message_id{};
   rng_.fill(message_id);
+  for (std::size_t i = 0; i < 6; ++i)
+    message_id[i] = static_cast<std::uint8_t>(timestamp >> (8 * (5 - i)));
   const auto deadline = Clock::now() + options_.send_timeout;
   std::optional<svc::SendRequest> built;
   int stale_rounds = 0;

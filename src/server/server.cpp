@@ -256,7 +256,10 @@ void Server::on_frame(const net::ConnectionPtr& c, ByteView bytes) {
   if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) || !frame.has_request()) {
     metrics_.bad_frames.fetch_add(1, std::memory_order_relaxed);
     svc::Response out;
-    fail(out, svc::BAD_REQUEST, "malformed frame: expected a Request");
+    // The transport splits well-formed batches (net/batch.h): one seen here is malformed or nested.
+    fail(out, svc::BAD_REQUEST,
+         frame.has_batch() ? "malformed frame: a batch must hold well-formed frames, not batches"
+                           : "malformed frame: expected a Request");
     reply(s, std::move(out));
     return;
   }
@@ -610,7 +613,7 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
     }
     if (it->second != m.registration_id()) e->mismatch.add_stale(m.device_id());
     store::QueuedEnvelope env;
-    rng_.fill(env.id);
+    env.id = next_envelope_id(now);
     env.account = e->account->id;
     env.device = m.device_id();
     env.source = s->username;
@@ -633,11 +636,12 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
       *out.mutable_send()->add_mismatch() = e.mismatch;
     }
   }
-  Bytes dedup(8 + kClientMessageIdSize);
+  // The client's message id first: its leading time places the row (store.h).
+  Bytes dedup(kClientMessageIdSize + 8);
+  std::memcpy(dedup.data(), req.client_message_id().data(), kClientMessageIdSize);
   for (int i = 0; i < 8; ++i)
-    dedup[static_cast<std::size_t>(i)] =
+    dedup[kClientMessageIdSize + static_cast<std::size_t>(i)] =
         static_cast<std::uint8_t>(static_cast<std::uint64_t>(s->account) >> (8 * i));
-  std::memcpy(dedup.data() + 8, req.client_message_id().data(), kClientMessageIdSize);
   if (mismatched) {
     // A retry of a send that was accepted before the device list changed is answered as the
     // original was: it is not stored (or delivered) twice.
@@ -684,6 +688,23 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
         deliver_after_commit(*delivery, true);
       });
   deliver_before_commit(*delivery);
+}
+
+store::EnvelopeId Server::next_envelope_id(std::uint64_t now_ms) {
+  static constexpr std::size_t kTimeBytes = 6;
+  static constexpr std::size_t kRandomBytes = std::tuple_size_v<store::EnvelopeId> - kTimeBytes;
+  store::EnvelopeId id{};
+  for (std::size_t i = 0; i < kTimeBytes; ++i)
+    id[i] = static_cast<std::uint8_t>(now_ms >> (8 * (kTimeBytes - 1 - i)));
+  std::lock_guard lock(id_mutex_);
+  if (id_pool_used_ + kRandomBytes > id_pool_.size()) {
+    rng_.fill(id_pool_);
+    id_pool_used_ = 0;
+  }
+  std::memcpy(id.data() + kTimeBytes, id_pool_.data() + id_pool_used_, kRandomBytes);
+  std::memset(id_pool_.data() + id_pool_used_, 0, kRandomBytes);  // each byte is handed out once
+  id_pool_used_ += kRandomBytes;
+  return id;
 }
 
 Server::SessionPtr Server::online_session(AccountId account, DeviceId device) {

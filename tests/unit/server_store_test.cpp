@@ -1127,9 +1127,35 @@ TEST_F(SqliteStoreTest, DeliveredMessagesLeaveNoCopyInTheFile) {
 TEST_F(SqliteStoreTest, UsesWalAndMigratesOnce) {
   { ASSERT_NE(open(), nullptr); }
   EXPECT_EQ(raw_text("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "1");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "2");
   { ASSERT_NE(open(), nullptr); }  // a second open finds the schema current
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "1");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "2");
+}
+
+TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
+  { ASSERT_NE(open(), nullptr); }
+  // Put the file back to version 1's send_dedup, with one entry, as a server of then left it.
+  raw("DROP TABLE send_dedup;"
+      "CREATE TABLE send_dedup (key_hash BLOB PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT, "
+      "WITHOUT ROWID;"
+      "CREATE INDEX send_dedup_by_expiry ON send_dedup (expires_at);"
+      "INSERT INTO send_dedup VALUES (zeroblob(32), 1);"
+      "PRAGMA user_version = 1;");
+  auto store = open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('send_dedup')"),
+            "id_time,key_hash,expires_at");
+  EXPECT_EQ(raw_text("SELECT count(*) FROM send_dedup"), "0");
+  // The new table keeps a key under the time at its head (6 bytes, big-endian milliseconds).
+  Bytes key = filled(24, 0x5A);
+  const std::uint64_t ms = 0x0190'1234'5678;
+  for (std::size_t i = 0; i < 6; ++i) key[i] = static_cast<std::uint8_t>(ms >> (8 * (5 - i)));
+  std::promise<tl::expected<void, Error>> sent;
+  store->messages().enqueue({}, key, [&](tl::expected<void, Error> r) { sent.set_value(r); });
+  ASSERT_TRUE(sent.get_future().get().has_value());
+  EXPECT_TRUE(store->messages().was_sent(key).value());
+  EXPECT_EQ(raw_text("SELECT id_time FROM send_dedup"), std::to_string(ms));
 }
 
 TEST_F(SqliteStoreTest, RefusesADatabaseFromANewerServer) {

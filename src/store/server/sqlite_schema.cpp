@@ -87,6 +87,24 @@ CREATE TABLE link_tokens (
   expires_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 )sql",
+    // 1 -> 2
+    R"sql(
+
+-- send_dedup ordered by the time at the head of the client's message id: keyed by the hash alone,
+-- every send dirtied a random page of the table (and the WAL and the checkpoint wrote it out),
+-- which bounded a busy server's sends per second. Entries of version 1 cannot be placed by time;
+-- they are dropped, so a send retried across this upgrade may be stored twice (the recipient's
+-- client drops the copy: same message, new envelope).
+DROP TABLE send_dedup;
+CREATE TABLE send_dedup (
+  id_time INTEGER NOT NULL,
+  key_hash BLOB NOT NULL,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (id_time, key_hash)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX send_dedup_by_expiry ON send_dedup (expires_at);
+
+)sql",
 };
 
 std::string failed(const char* what, const Connection& conn) {

@@ -74,6 +74,15 @@ crypto::Sha256Digest digest(ByteView secret) {
   return crypto::sha256({secret});
 }
 
+// Where a dedup key's row goes: the big-endian value of its first six bytes, by convention the
+// milliseconds of the client's message id (as in UUIDv7; see store.h), so that new rows land
+// together at the end of the table instead of on a random page each.
+std::int64_t dedup_time(ByteView key) {
+  std::int64_t t = 0;
+  for (std::size_t i = 0; i < 6 && i < key.size(); ++i) t = (t << 8) | key[i];
+  return t;
+}
+
 std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
   return b > std::numeric_limits<std::uint64_t>::max() - a
              ? std::numeric_limits<std::uint64_t>::max()
@@ -88,13 +97,21 @@ class SqliteServerStore::Impl final : public AccountStore,
                                       public TokenStore {
  public:
   Impl(SqliteOptions options, std::unique_ptr<Connection> write_conn,
+       std::unique_ptr<Connection> checkpoint_conn,
        std::vector<std::unique_ptr<Connection>> read_pool)
       : options_(std::move(options)),
         write_conn_(std::move(write_conn)),
+        checkpoint_conn_(std::move(checkpoint_conn)),
         pool_(std::move(read_pool)) {
     if (!options_.now_ms) options_.now_ms = system_now_ms;
     if (!options_.log) options_.log = log_to_stderr;
     if (options_.group_commit_max_batch == 0) options_.group_commit_max_batch = 1;
+    // Checkpoints (copying the WAL back into the database file, and that file's fsync) run on a
+    // thread of their own, so that the writer spends its time on commits. SQLite would otherwise
+    // run one inside whichever commit crosses wal_autocheckpoint pages.
+    (void)write_conn_->exec("PRAGMA wal_autocheckpoint=0");
+    sqlite3_wal_hook(write_conn_->handle(), &Impl::on_wal_commit, this);
+    checkpointer_ = std::thread([this] { checkpoint_loop(); });
     writer_ = std::thread([this] { writer_loop(); });
   }
 
@@ -105,6 +122,12 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
     queue_cv_.notify_all();
     writer_.join();  // the writer drains the queue before it returns
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      checkpoint_stop_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    checkpointer_.join();
   }
 
   Impl(const Impl&) = delete;
@@ -429,9 +452,10 @@ class SqliteServerStore::Impl final : public AccountStore,
       }
     }
     auto conn = pool_.acquire();
-    auto st = conn->prepare("SELECT expires_at FROM send_dedup WHERE key_hash = ?1");
+    auto st =
+        conn->prepare("SELECT expires_at FROM send_dedup WHERE id_time = ?1 AND key_hash = ?2");
     if (!st) return tl::unexpected(fail("was_sent: prepare", *conn, st.error()));
-    st->bind(1, ByteView(hash));
+    st->bind(1, dedup_time(dedup_key)).bind(2, ByteView(hash));
     const int rc = st->step();
     if (rc == SQLITE_DONE) return false;
     if (rc != SQLITE_ROW) return tl::unexpected(fail("was_sent", *conn, rc));
@@ -533,8 +557,8 @@ class SqliteServerStore::Impl final : public AccountStore,
     static constexpr const char* kSweeps[] = {
         "DELETE FROM messages WHERE seq IN "
         "(SELECT seq FROM messages WHERE expires_at <= ?1 LIMIT ?2)",
-        "DELETE FROM send_dedup WHERE key_hash IN "
-        "(SELECT key_hash FROM send_dedup WHERE expires_at <= ?1 LIMIT ?2)",
+        "DELETE FROM send_dedup WHERE (id_time, key_hash) IN "
+        "(SELECT id_time, key_hash FROM send_dedup WHERE expires_at <= ?1 LIMIT ?2)",
         "DELETE FROM invites WHERE code_hash IN "
         "(SELECT code_hash FROM invites WHERE expires_at <= ?1 LIMIT ?2)",
         "DELETE FROM link_tokens WHERE token_hash IN "
@@ -919,6 +943,41 @@ class SqliteServerStore::Impl final : public AccountStore,
     return value;
   }
 
+  // --- checkpoints ---------------------------------------------------------------------------
+
+  // SQLite calls this after every commit on the write connection, with the WAL's length in pages.
+  static int on_wal_commit(void* self, sqlite3*, const char*, int pages) {
+    auto* impl = static_cast<Impl*>(self);
+    if (pages >= kCheckpointPages) {
+      {
+        std::lock_guard lock(impl->checkpoint_mu_);
+        impl->checkpoint_wanted_ = true;
+      }
+      impl->checkpoint_cv_.notify_one();
+    }
+    return SQLITE_OK;
+  }
+
+  // PASSIVE checkpoints never wait for, nor block, the writer or a reader; frames a reader still
+  // needs are left for the next one. The WAL starts over from its beginning at the first commit
+  // after a checkpoint that copied everything.
+  void checkpoint_loop() {
+    std::unique_lock lock(checkpoint_mu_);
+    for (;;) {
+      checkpoint_cv_.wait(lock, [&] { return checkpoint_stop_ || checkpoint_wanted_; });
+      if (checkpoint_stop_) return;
+      checkpoint_wanted_ = false;
+      lock.unlock();
+      int wal_pages = 0;
+      int copied = 0;
+      const int rc = sqlite3_wal_checkpoint_v2(checkpoint_conn_->handle(), nullptr,
+                                               SQLITE_CHECKPOINT_PASSIVE, &wal_pages, &copied);
+      if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+        options_.log(std::string("sqlite: checkpoint: ") + sqlite3_errstr(rc));
+      lock.lock();
+    }
+  }
+
   // --- the message writer (group commit) ----------------------------------------------------
 
   void writer_loop() {
@@ -1073,26 +1132,20 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (send.dedup_key) {
       // Only a hash of (sender, client message id) is kept, for dedup_ttl_seconds.
       const auto hash = digest(*send.dedup_key);
-      {
-        auto st = conn.prepare("SELECT expires_at FROM send_dedup WHERE key_hash = ?1");
-        if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
-        st->bind(1, ByteView(hash));
-        const int rc = st->step();
-        if (rc == SQLITE_ROW) {
-          Row row(*st);
-          const std::uint64_t expires_at = row.u64(0);
-          if (!row.ok()) return tl::unexpected(corrupt("send_dedup", row));
-          if (expires_at > now_s) return {};  // a retry of a stored send: done already
-        } else if (rc != SQLITE_DONE) {
-          return tl::unexpected(fail("enqueue: dedup", conn, rc));
-        }
-      }
-      auto st =
-          conn.prepare("INSERT OR REPLACE INTO send_dedup (key_hash, expires_at) VALUES (?1, ?2)");
+      // One statement: a new key is inserted, an expired one renewed, and a live one left alone
+      // (no change: this send is a retry of one already stored, so it is done).
+      auto st = conn.prepare(
+          "INSERT INTO send_dedup (id_time, key_hash, expires_at) VALUES (?1, ?2, ?3) "
+          "ON CONFLICT (id_time, key_hash) DO UPDATE SET expires_at = excluded.expires_at "
+          "WHERE send_dedup.expires_at <= ?4");
       if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
-      st->bind(1, ByteView(hash)).bind_u64(2, saturating_add(now_s, options_.dedup_ttl_seconds));
+      st->bind(1, dedup_time(*send.dedup_key))
+          .bind(2, ByteView(hash))
+          .bind_u64(3, saturating_add(now_s, options_.dedup_ttl_seconds))
+          .bind_u64(4, now_s);
       if (const int rc = run(*st); rc != SQLITE_OK)
         return tl::unexpected(fail("enqueue: dedup", conn, rc));
+      if (conn.changes() == 0) return {};
     }
 
     std::map<DeviceKey, std::uint64_t> per_device;
@@ -1145,6 +1198,13 @@ class SqliteServerStore::Impl final : public AccountStore,
   // the busy handler. Reads use the pool and, in WAL mode, never wait for a writer.
   std::mutex write_mu_;
   std::unique_ptr<Connection> write_conn_;
+  // The checkpointer's own connection, used by its thread only (see checkpoint_loop).
+  static constexpr int kCheckpointPages = 1000;  // SQLite's default wal_autocheckpoint
+  std::unique_ptr<Connection> checkpoint_conn_;
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_wanted_ = false;  // guarded by checkpoint_mu_
+  bool checkpoint_stop_ = false;    // guarded by checkpoint_mu_
   // Queue lengths known to the writer (see queue_length), and the keys the operation in progress
   // changed; both guarded by write_mu_.
   static constexpr std::size_t kQueueCountEntries = 200000;
@@ -1168,6 +1228,7 @@ class SqliteServerStore::Impl final : public AccountStore,
   std::atomic<std::uint64_t> account_generation_{0};
   std::unordered_map<AccountId, std::shared_ptr<const AccountRecord>> by_id_;
   std::unordered_map<std::string, std::shared_ptr<const AccountRecord>> by_name_;
+  std::thread checkpointer_;
   std::thread writer_;  // last: started once everything above exists
 };
 
@@ -1191,6 +1252,14 @@ tl::expected<std::unique_ptr<SqliteServerStore>, Error> SqliteServerStore::open(
     log("sqlite: " + migrated.error());
     return tl::unexpected(Error::io);
   }
+  // The writer's page cache holds the indexes a busy server touches on every commit (SQLite's
+  // default, 2 MB, made it re-read them from the file); readers keep the default.
+  if ((*write_conn)->exec("PRAGMA cache_size=-65536") != SQLITE_OK) {
+    log("sqlite: cache_size refused");
+    return tl::unexpected(Error::io);
+  }
+  auto checkpoint_conn = open_one();
+  if (!checkpoint_conn) return tl::unexpected(checkpoint_conn.error());
   std::vector<std::unique_ptr<Connection>> pool;
   const std::size_t n = options.pool_connections == 0 ? 1 : options.pool_connections;
   for (std::size_t i = 0; i < n; ++i) {
@@ -1198,7 +1267,8 @@ tl::expected<std::unique_ptr<SqliteServerStore>, Error> SqliteServerStore::open(
     if (!conn) return tl::unexpected(conn.error());
     pool.push_back(std::move(*conn));
   }
-  auto impl = std::make_unique<Impl>(std::move(options), std::move(*write_conn), std::move(pool));
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(*write_conn),
+                                     std::move(*checkpoint_conn), std::move(pool));
   return std::unique_ptr<SqliteServerStore>(new SqliteServerStore(std::move(impl)));
 }
 

@@ -112,8 +112,10 @@ class MessageStore {
   using Completion = std::function<void(tl::expected<void, Error>)>;
   // Stores every envelope of one send, atomically, with group commit: the completion runs once
   // the batch is durable (fsync'd), from the store's writer thread, and many sends share one
-  // fsync. `dedup_key` (sender account, client message id) makes a retried send a no-op that
-  // completes successfully. queue_full when any recipient device queue is at its limit.
+  // fsync. `dedup_key` (client message id, then sender account) makes a retried send a no-op
+  // that completes successfully. Its first six bytes place its row (a SQLite store keeps dedup
+  // rows in their order): clients begin message ids with the time in milliseconds, big-endian,
+  // as UUIDv7 does, so that a busy server appends instead of writing a random page per send. queue_full when any recipient device queue is at its limit.
   virtual void enqueue(std::vector<QueuedEnvelope> envelopes, std::optional<Bytes> dedup_key,
                        Completion done) = 0;
   // Oldest first, at most `limit`, strictly after `after` (the last id seen) when given.
