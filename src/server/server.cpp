@@ -805,7 +805,9 @@ void Server::drain(const SessionPtr& s) {
   {
     std::lock_guard lock(s->mutex);
     if (!s->authenticated || s->draining || s->drained) return;
-    if (s->inflight.size() >= kMaxInflightPushes) return;
+    // Refilled a page at a time: a client acknowledges each envelope, and a store read per
+    // acknowledgement would cost more than the push it feeds.
+    if (s->inflight.size() + kDrainBatch > kMaxInflightPushes) return;
     s->draining = true;
     cursor = s->cursor;
     account = s->account;
@@ -817,8 +819,8 @@ void Server::drain(const SessionPtr& s) {
       std::lock_guard lock(s->mutex);
       room = kMaxInflightPushes - std::min(kMaxInflightPushes, s->inflight.size());
     }
-    if (room == 0) break;
-    const std::size_t want = std::min(room, kDrainBatch);
+    if (room < kDrainBatch) break;
+    const std::size_t want = kDrainBatch;
     auto batch = store_.messages().load(account, device, want, cursor);
     if (!batch && batch.error() == store::Error::not_found) {
       // The cursor's envelope was acknowledged and deleted: continue from the head of the queue,

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -175,6 +176,53 @@ TEST_F(DeliveryTest, AnEnvelopePushedOnAConnectionThatClosedBeforeItsCommitReach
   auto got = received(bob);
   ASSERT_EQ(got.envelopes.size(), 1u) << "the committed envelope must reach the new connection";
   EXPECT_EQ(got.envelopes[0].content(), "lost in transit");
+}
+
+// A long stored queue reaches a device that acknowledges each envelope on its own (as the client
+// library does): every envelope once, in order, refilled a page at a time, then queue_drained.
+TEST_F(DeliveryTest, ALongQueueDrainsInOrderToADeviceAcknowledgingEachEnvelope) {
+  constexpr int kMessages = 1300;  // more than two pages beyond the in-flight limit
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  server_->on_close(bob.conn);
+  for (int i = 0; i < kMessages; ++i) {
+    char cmid[17];
+    std::snprintf(cmid, sizeof cmid, "%016d", i);
+    submit(alice, send_request(bob, cmid, "m" + std::to_string(i)));
+  }
+  store_->messages().flush();
+  ASSERT_EQ(stored_for(bob), static_cast<std::size_t>(kMessages));
+
+  bob.conn = std::make_shared<sotto::testing::LoopbackConnection>(4);
+  server_->on_open(bob.conn);
+  svc::Request challenge;
+  challenge.mutable_challenge();
+  submit(bob, challenge);
+  auto frames = bob.conn->take();
+  ASSERT_EQ(frames.size(), 1u);
+  const std::string nonce = frames[0].response().challenge().nonce();
+  submit(bob, sotto::testing::authenticate(bob.party.name, bob.device_id, bob.auth, nonce));
+  std::vector<std::string> contents;
+  bool drained = false;
+  for (int round = 0; round < 100 && !drained; ++round) {
+    std::vector<svc::Envelope> pushed;
+    for (auto& f : bob.conn->take()) {
+      if (f.has_push() && f.push().has_envelope()) pushed.push_back(f.push().envelope());
+      if (f.has_push() && f.push().has_queue_drained()) drained = true;
+    }
+    for (const auto& e : pushed) {
+      contents.push_back(e.content());
+      svc::Request ack;
+      ack.mutable_ack()->add_envelope_ids(e.id());
+      submit(bob, ack);
+    }
+    store_->messages().flush();
+  }
+  EXPECT_TRUE(drained);
+  ASSERT_EQ(contents.size(), static_cast<std::size_t>(kMessages));
+  for (int i = 0; i < kMessages; ++i) EXPECT_EQ(contents[i], "m" + std::to_string(i));
+  EXPECT_EQ(stored_for(bob), 0u);
 }
 
 TEST_F(DeliveryTest, ARetryAfterTheDeviceListChangedIsAnsweredNotRefused) {
