@@ -200,12 +200,14 @@ class RawClient {
   }
 
  private:
-  std::unique_ptr<net::WsClient> client_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<svc::Frame> frames_;
   std::optional<std::string> closed_;
   std::uint64_t next_id_ = 0;
+  // Last: destroyed first. Its destructor closes the connection, and the close handler (and a
+  // frame arriving meanwhile) still use the members above.
+  std::unique_ptr<net::WsClient> client_;
 };
 
 struct Account {
