@@ -58,6 +58,7 @@ Result<std::unique_ptr<Connection>> Connection::open(const Endpoint& endpoint,
   options.host = endpoint.host;
   options.port = endpoint.port;
   options.fingerprint = endpoint.fingerprint;
+  options.session = endpoint.session;
   options.max_frame_bytes = 4 << 20;
   options.connect_timeout = std::chrono::seconds(10);
   std::weak_ptr<State> weak = c->state_;

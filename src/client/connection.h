@@ -11,9 +11,9 @@
 #include <functional>
 #include <memory>
 #include <string>
-
 #include <tl/expected.hpp>
 
+#include "net/ws_client.h"
 #include "service.pb.h"
 #include "sotto/client.h"
 
@@ -29,6 +29,9 @@ struct Endpoint {
   std::string host;
   std::uint16_t port = 0;
   std::string fingerprint;  // empty: trust on first use
+  // Keeps the server's TLS session so that a reconnection resumes it (net/ws_client.h); null:
+  // every connection is a full handshake.
+  std::shared_ptr<net::TlsSessionSlot> session;
 };
 
 class Connection {

@@ -266,7 +266,8 @@ Result<std::unique_ptr<Engine>> Engine::register_account(const Options& options,
                                      "an account with this name already exists in the data directory"));
   }
 
-  auto conn = Connection::open({server.host, server.port, server.fingerprint}, nullptr, nullptr);
+  auto conn = Connection::open({server.host, server.port, server.fingerprint, nullptr}, nullptr,
+                               nullptr);
   if (!conn) return tl::unexpected(conn.error());
   const std::string fingerprint = (*conn)->fingerprint();
 
@@ -370,7 +371,7 @@ Result<std::unique_ptr<Engine>> Engine::link(const Options& options, const sotto
   };
   auto waiter = std::make_shared<Waiter>();
   auto conn = Connection::open(
-      {server.host, server.port, server.fingerprint},
+      {server.host, server.port, server.fingerprint, nullptr},
       [waiter](svc::Push&& p) {
         if (!p.has_provisioning()) return;
         std::lock_guard lock(waiter->mu);
@@ -498,7 +499,7 @@ Result<Engine::Connected> Engine::connect_once() {
     generation = ++generation_;
   }
   auto opened = Connection::open(
-      {server_.host, server_.port, server_.fingerprint},
+      {server_.host, server_.port, server_.fingerprint, tls_session_},
       [this, generation](svc::Push&& p) {
         std::lock_guard lock(inbound_mu_);
         inbound_.push_back(Inbound{generation, false, std::move(p), {}});

@@ -30,8 +30,8 @@
 namespace sotto::client {
 
 // Limits of the engine, with the reason for each.
-inline constexpr std::size_t kPreKeyBatch = 100;         // one-time prekeys per upload
-inline constexpr std::uint32_t kPreKeyLowWater = 10;     // replenish below this (as the server)
+inline constexpr std::size_t kPreKeyBatch = 100;      // one-time prekeys per upload
+inline constexpr std::uint32_t kPreKeyLowWater = 10;  // replenish below this (as the server)
 inline constexpr std::uint64_t kSignedPreKeyMaxAgeSeconds = 7 * 24 * 3600;  // rotate weekly
 inline constexpr int kMaxStaleRetries = 3;               // device-list repairs per send
 inline constexpr std::size_t kMaxBodyBytes = 64 * 1024;  // a text message, before padding
@@ -148,6 +148,9 @@ class Engine {
   const std::string username_;
   const std::uint32_t device_id_;
   const sotto::Server server_;
+  // The server's TLS session, so that the reconnections after a network change or a server
+  // restart (a full handshake then) do not pay for a full handshake each time.
+  const std::shared_ptr<net::TlsSessionSlot> tls_session_ = std::make_shared<net::TlsSessionSlot>();
   const protocol::PublicKey identity_public_;
   const crypto::Ed25519KeyPair auth_key_;
   const std::string trust_policy_;

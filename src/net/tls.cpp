@@ -262,8 +262,9 @@ SslCtxPtr make_server_context(const TlsIdentity& identity) {
   if (!ctx) throw std::runtime_error("TLS: cannot create a server context");
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
   SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION);
-  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
-  SSL_CTX_set_num_tickets(ctx.get(), 0);
+  // Stateless tickets (no server-side cache); one per connection is enough for a client that
+  // reconnects with the newest.
+  SSL_CTX_set_num_tickets(ctx.get(), 1);
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
   // Idle connections give their record buffers back; writes may be partial and retried from a
   // moved buffer (the transport's write path relies on both).
@@ -293,13 +294,37 @@ SslCtxPtr make_server_context(const TlsIdentity& identity) {
   return ctx;
 }
 
+namespace {
+
+int session_sink_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// OpenSSL's new-session callback: 1 when the slot took the reference.
+int on_new_session(SSL* ssl, SSL_SESSION* session) {
+  auto* sink = static_cast<SessionSink*>(SSL_get_ex_data(ssl, session_sink_index()));
+  if (sink == nullptr || !sink->pinned || !sink->slot) return 0;
+  sink->slot->impl().put(session);
+  return 1;
+}
+
+}  // namespace
+
+void attach_session_sink(SSL* ssl, SessionSink* sink) {
+  SSL_set_ex_data(ssl, session_sink_index(), sink);
+}
+
 SSL_CTX* client_context() {
   static const SslCtxPtr ctx = [] {
     SslCtxPtr c(SSL_CTX_new(TLS_client_method()));
     if (!c) throw std::runtime_error("TLS: cannot create a client context");
     SSL_CTX_set_min_proto_version(c.get(), TLS1_3_VERSION);
     SSL_CTX_set_max_proto_version(c.get(), TLS1_3_VERSION);
-    SSL_CTX_set_session_cache_mode(c.get(), SSL_SESS_CACHE_OFF);
+    // Sessions are kept by the caller's TlsSessionSlot, never in OpenSSL's cache.
+    SSL_CTX_set_session_cache_mode(c.get(),
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(c.get(), on_new_session);
     SSL_CTX_set_verify(c.get(), SSL_VERIFY_NONE, nullptr);  // pinned by fingerprint instead
     SSL_CTX_set_mode(c.get(), SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);

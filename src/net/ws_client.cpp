@@ -116,6 +116,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   }
 
   const std::string& observed_fingerprint() const { return observed_; }  // after connect()
+  bool resumed() const { return resumed_; }                              // after connect()
   bool is_open() const { return open_.load(std::memory_order_acquire); }
 
   bool send(Bytes frame) {
@@ -175,6 +176,13 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
         self->hard_close();
       }
     });
+    error_code literal;
+    const auto address = asio::ip::make_address(options_.host, literal);
+    if (!literal) {  // nothing to resolve (and no trip through the resolver's thread)
+      endpoints_.assign(1, tcp::endpoint(address, options_.port));
+      try_endpoint(0);
+      return;
+    }
     resolver_.emplace(strand_);
     resolver_->async_resolve(
         options_.host, std::to_string(options_.port),
@@ -215,6 +223,15 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     ws_.next_layer().next_layer().set_option(tcp::no_delay(true), ec);
     ws_.next_layer().start(false, is_ip_literal(options_.host) ? std::string() : options_.host, ec);
     if (ec) return fail(ClientError::tls_failed);
+    if (options_.session) {
+      SSL* ssl = ws_.next_layer().native_handle();
+      sink_.slot = options_.session;
+      detail::attach_session_sink(ssl, &sink_);
+      if (SSL_SESSION* s = options_.session->impl().get()) {
+        (void)SSL_set_session(ssl, s);  // a session it cannot use means a full handshake
+        SSL_SESSION_free(s);
+      }
+    }
     ws_.next_layer().async_handshake(
         [self = shared_from_this()](error_code e, std::size_t) { self->on_tls_handshake(e); });
   }
@@ -226,8 +243,13 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     if (observed_.empty()) return fail(ClientError::tls_failed);
     if (!options_.fingerprint.empty() &&
         detail::normalize_fingerprint(options_.fingerprint) != observed_) {
+      if (options_.session) options_.session->clear();
       return fail(ClientError::fingerprint_mismatch);
     }
+    // Tickets arrive after the handshake; only now may they be kept. Trust on first use pins
+    // nothing yet, so nothing is kept then either.
+    sink_.pinned = !options_.fingerprint.empty();
+    resumed_ = SSL_session_reused(ws_.next_layer().native_handle()) == 1;
     ws_.set_option(websocket::stream_base::timeout{websocket::stream_base::none(),
                                                    websocket::stream_base::none(), false});
     ws_.set_option(websocket::stream_base::decorator(
@@ -413,6 +435,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   beast::flat_buffer rd_buf_;
   std::function<void(Result)> on_connected_;  // runs once, then cleared
   std::string observed_;
+  bool resumed_ = false;
+  detail::SessionSink sink_;  // the SSL object points at it: it lives as long as ws_
 
   WsClient::FrameHandler on_frame_;
   WsClient::CloseHandler on_close_;
@@ -469,6 +493,7 @@ struct WsClient::Impl {
   std::unique_ptr<OwnIo> own;  // declared before conn: destroyed after it
   std::shared_ptr<ClientConnection> conn;
   std::string observed;
+  bool resumed = false;
 
   asio::io_context& ioc() { return pool ? pool->impl().ioc : own->ioc; }
 };
@@ -498,6 +523,7 @@ tl::expected<void, ClientError> WsClient::connect() {
     impl_->conn.reset();
   }
   impl_->observed.clear();
+  impl_->resumed = false;
   impl_->conn = std::make_shared<ClientConnection>(impl_->ioc(), impl_->options, impl_->on_frame,
                                                    impl_->on_close);
   auto promise = std::make_shared<std::promise<tl::expected<void, ClientError>>>();
@@ -510,21 +536,40 @@ tl::expected<void, ClientError> WsClient::connect() {
   }
   auto result = future.get();
   impl_->observed = impl_->conn->observed_fingerprint();
+  impl_->resumed = impl_->conn->resumed();
   return result;
 }
 
 void WsClient::async_connect(ConnectHandler done) {
   if (impl_->conn) throw std::logic_error("WsClient::async_connect: already connected once");
   impl_->observed.clear();
+  impl_->resumed = false;
   impl_->conn = std::make_shared<ClientConnection>(impl_->ioc(), impl_->options, impl_->on_frame,
                                                    impl_->on_close);
   // The completion runs on the connection's strand, before any frame: observed is written
   // there and read by the caller only after `done` ran.
   impl_->conn->connect([impl = impl_.get(), conn = std::weak_ptr<ClientConnection>(impl_->conn),
                         done = std::move(done)](tl::expected<void, ClientError> r) {
-    if (auto c = conn.lock()) impl->observed = c->observed_fingerprint();
+    if (auto c = conn.lock()) {
+      impl->observed = c->observed_fingerprint();
+      impl->resumed = c->resumed();
+    }
     if (done) done(r);
   });
+}
+
+bool WsClient::resumed() const {
+  return impl_->resumed;
+}
+
+TlsSessionSlot::TlsSessionSlot() : impl_(std::make_unique<Impl>()) {}
+TlsSessionSlot::~TlsSessionSlot() = default;
+bool TlsSessionSlot::holds_session() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->session != nullptr;
+}
+void TlsSessionSlot::clear() {
+  impl_->put(nullptr);
 }
 
 const std::string& WsClient::observed_fingerprint() const {

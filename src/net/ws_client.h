@@ -32,6 +32,33 @@ struct ClientOptions {
   std::size_t max_frame_bytes = 1 << 20;
   std::chrono::seconds connect_timeout{10};
   std::string source_address;  // optional local IP to bind (load tool: several 127.0.0.x)
+  // Where the server's TLS session is kept for resumption (see TlsSessionSlot); none: every
+  // connection is a full handshake.
+  std::shared_ptr<class TlsSessionSlot> session;
+};
+
+// The TLS session a server issued on an earlier connection, kept so that the next connection
+// resumes it: TLS 1.3 resumption with a fresh X25519 exchange (psk_dhe_ke, so forward secrecy is
+// kept), in which the server neither sends nor signs its certificate again and the client does
+// not parse or verify it. The pin still holds: a session is stored only from a connection whose
+// certificate matched the fingerprint, and a resumed connection is checked against the
+// certificate that session carries. A server that restarted no longer knows the session; the
+// handshake is then a full one. Share one slot per server and account (a session links the
+// connections that use it); thread-safe.
+class TlsSessionSlot {
+ public:
+  TlsSessionSlot();
+  ~TlsSessionSlot();
+  TlsSessionSlot(const TlsSessionSlot&) = delete;
+  TlsSessionSlot& operator=(const TlsSessionSlot&) = delete;
+  bool holds_session() const;
+  void clear();
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
 };
 
 // Shared I/O threads for many clients in one process (the load tool holds thousands of
@@ -69,6 +96,8 @@ class WsClient {
   // connection on this client (a replaced connection would have to be waited for).
   void async_connect(ConnectHandler done);
   const std::string& observed_fingerprint() const;
+  // Whether the connection resumed a session from options.session (after connect succeeded).
+  bool resumed() const;
   bool send(Bytes frame);
   void close();
   bool is_open() const;

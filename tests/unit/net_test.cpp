@@ -575,6 +575,66 @@ TEST_F(NetTest, ServerSplitsABatchFromThePeerAndPassesAMalformedOneWhole) {
   EXPECT_EQ(seen[3], malformed);
 }
 
+// TLS session resumption (TlsSessionSlot): the second connection resumes, the pin still holds,
+// and a server that cannot resume (restarted, or another server) gets a full handshake.
+TEST_F(NetTest, ASecondConnectionResumesTheTlsSessionAndThePinStillHolds) {
+  TestHandler handler;
+  auto slot = std::make_shared<TlsSessionSlot>();
+  auto connect_echo = [&](std::uint16_t port, std::shared_ptr<TlsSessionSlot> s,
+                          const std::string& pin,
+                          bool& resumed) -> tl::expected<void, ClientError> {
+    ClientOptions o = client_options(port);
+    o.fingerprint = pin;
+    o.session = std::move(s);
+    Recorder rec;
+    WsClient client(o, rec.frame_fn(), rec.close_fn());
+    auto r = client.connect();
+    if (!r) return r;
+    resumed = client.resumed();
+    // The ticket comes after the handshake: an echo makes sure it has been read.
+    EXPECT_TRUE(client.send(bytes_of("ping")));
+    EXPECT_TRUE(rec.wait_frames(1));
+    EXPECT_EQ(client.observed_fingerprint(), identity_.fingerprint);
+    client.close();
+    return {};
+  };
+  bool resumed = true;
+  {
+    WsServer server(identity_, server_options(), handler);
+    server.start();
+    ASSERT_TRUE(connect_echo(server.port(), slot, identity_.fingerprint, resumed));
+    EXPECT_FALSE(resumed);
+    EXPECT_TRUE(slot->holds_session());
+    ASSERT_TRUE(connect_echo(server.port(), slot, identity_.fingerprint, resumed));
+    EXPECT_TRUE(resumed);
+
+    // Trust on first use pins nothing, so it keeps no session either.
+    auto tofu = std::make_shared<TlsSessionSlot>();
+    ASSERT_TRUE(connect_echo(server.port(), tofu, "", resumed));
+    EXPECT_FALSE(tofu->holds_session());
+  }
+  {
+    // Same certificate, new process state: the ticket is not understood, a full handshake runs.
+    WsServer restarted(identity_, server_options(), handler);
+    restarted.start();
+    ASSERT_TRUE(connect_echo(restarted.port(), slot, identity_.fingerprint, resumed));
+    EXPECT_FALSE(resumed);
+  }
+  {
+    // Another server, with its own certificate: the session is of no use and the pin refuses it.
+    TempDir other_dir;
+    auto other = load_or_create_identity(other_dir.path());
+    ASSERT_TRUE(other);
+    WsServer impostor(*other, server_options(), handler);
+    impostor.start();
+    ASSERT_TRUE(slot->holds_session());
+    auto r = connect_echo(impostor.port(), slot, identity_.fingerprint, resumed);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), ClientError::fingerprint_mismatch);
+    EXPECT_FALSE(slot->holds_session());
+  }
+}
+
 TEST_F(NetTest, ServerPushesToClientWithoutARequest) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
