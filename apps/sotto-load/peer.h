@@ -36,6 +36,8 @@ struct Account {
   std::vector<protocol::PreKeyRecord> pre_keys;
   std::uint32_t registration_id = 0;
   std::uint32_t device_id = 0;  // given by the server on registration
+  // The TLS session of this account's last connection (logins phase, when resuming).
+  std::shared_ptr<net::TlsSessionSlot> tls_session = std::make_shared<net::TlsSessionSlot>();
 };
 
 // Fresh keys for `username`: identity, device auth key, signed prekey and `pre_keys` one-time
@@ -70,6 +72,7 @@ class Peer {
   // waits for the close handshake (bounded by the connect timeout).
   void close();
   bool is_open() const { return client_.is_open(); }
+  bool resumed() const { return client_.resumed(); }
   bool closed_by_peer() const { return closed_.load(); }
   const std::string& close_reason() const { return close_reason_; }
 
