@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -141,6 +142,12 @@ class Waiter {
   void count(std::atomic<std::size_t>& counter) {
     std::lock_guard lock(mu_);
     ++counter;
+    cv_.notify_all();
+  }
+  template <class Int>
+  void count_down(std::atomic<Int>& counter) {
+    std::lock_guard lock(mu_);
+    --counter;
     cv_.notify_all();
   }
   template <class Pred>
@@ -860,9 +867,10 @@ class LoadTool {
           if (first_error.empty()) first_error = e;
         }
         if (ok) p->close();  // on this peer's own strand: only starts the close
-        in_flight.fetch_sub(1);
-        waiter_.notify();
+        // The next login first, while this one still counts as in flight (so the loop cannot
+        // end and take its locals along meanwhile); the count last.
         start(slot);
+        waiter_.count_down(in_flight);
       };
       p->connect([&, p, a, done](bool ok, const std::string& e) {
         if (!ok) return done(false, "connect: " + e);
@@ -880,7 +888,13 @@ class LoadTool {
     const auto r1 = resumed.load();
     const auto t1 = now_ns();
     running.store(false);
-    waiter_.wait([&] { return in_flight.load() == 0; }, 30s);
+    // Every callback above uses this frame until its count_down: never leave before all are in.
+    // A login has no deadline of its own once connected, so a server that stops answering would
+    // keep one in flight; then there is no safe way on.
+    if (!waiter_.wait([&] { return in_flight.load() == 0; }, 5min)) {
+      error("logins: " + std::to_string(in_flight.load()) + " logins never completed");
+      std::_Exit(3);
+    }
     {
       std::lock_guard lock(reap_mu);
       for (auto& s : slots) {

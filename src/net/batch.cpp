@@ -82,8 +82,8 @@ bool split_batch(ByteView message, std::vector<ByteView>& out) {
   const std::size_t first = out.size();
   while (pos < message.size()) {
     std::size_t len = 0;
-    if (message[pos++] != kFrameKey || !get_length(message, pos, len) ||
-        len > message.size() - pos) {
+    if (out.size() - first == kMaxBatchFrames || message[pos++] != kFrameKey ||
+        !get_length(message, pos, len) || len == 0 || len > message.size() - pos) {
       out.resize(first);
       return false;
     }

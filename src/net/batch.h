@@ -16,6 +16,13 @@
 
 namespace sotto::net {
 
+// At most this many frames in one batch, so that one message can cost a receiver only so much
+// work. Writers stop a batch there; a longer one is not split (it is one malformed frame).
+inline constexpr std::size_t kMaxBatchFrames = 1024;
+// Writers keep a batch, with its WebSocket header, within one TLS record; receivers accept any
+// batch within their message limit, which the server requires to be at least 64 KiB.
+inline constexpr std::size_t kMaxBatchBytes = 16384 - 16;
+
 // The size of `frames` encoded as one batch message.
 std::size_t batch_size(std::span<const Bytes> frames);
 
@@ -25,7 +32,8 @@ void encode_batch(std::span<const Bytes> frames, Bytes& out);
 
 // If `message` is a well-formed batch, appends views of its frames (into `message`) to `out`, in
 // order, and returns true. Returns false, leaving `out` as it was, when it is anything else: a
-// plain frame, or a batch that is malformed, empty, or has anything but frames in it. The caller
+// plain frame, or a batch that is malformed, empty, holds an empty frame or more than
+// kMaxBatchFrames, or has anything but frames in it. The caller
 // then treats `message` as one frame, so malformed input gets the usual "malformed frame" answer.
 // A frame inside a batch is not split again (a batch in a batch reaches the handler as such and
 // is refused there).

@@ -34,7 +34,7 @@ constexpr const char* kWebSocketPath = "/v1/websocket";
 constexpr std::size_t kQueueSlotsKept = 16;
 constexpr std::size_t kSplitSlotsKept = 64;
 // As on the server (ws_server.cpp): frames queued behind a write in flight go out as one batch.
-constexpr std::size_t kMaxBatchBytes = detail::TlsStream::kMaxRecordPlaintext - 16;
+static_assert(kMaxBatchBytes + 16 <= detail::TlsStream::kMaxRecordPlaintext);
 constexpr std::size_t kIdleReadLimit = 256;
 constexpr std::chrono::seconds kCloseWaitMargin{1};
 
@@ -342,9 +342,11 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     writing_ = true;
     std::size_t n = 1;
     std::size_t bytes = queue_[head_].size();
-    while (head_ + n < queue_.size()) {
-      const std::size_t more = bytes + queue_[head_ + n].size() + 8;  // + key and lengths
-      if (more > kMaxBatchBytes) break;
+    // An empty message is no Frame a batch may hold (net/batch.h): it goes alone.
+    while (bytes > 0 && head_ + n < queue_.size() && n < kMaxBatchFrames) {
+      const std::size_t next = queue_[head_ + n].size();
+      const std::size_t more = bytes + next + 8;  // + key and lengths
+      if (next == 0 || more > kMaxBatchBytes) break;
       bytes = more;
       ++n;
     }
@@ -428,6 +430,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   const ClientOptions options_;
   const asio::strand<asio::io_context::executor_type> strand_;
+  // Before ws_, so destroyed after it: the SSL object inside ws_ points at it.
+  detail::SessionSink sink_;
   websocket::stream<detail::TlsStream> ws_;
   asio::steady_timer timer_;  // connect deadline, then close deadline
   std::optional<tcp::resolver> resolver_;
@@ -436,7 +440,6 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::function<void(Result)> on_connected_;  // runs once, then cleared
   std::string observed_;
   bool resumed_ = false;
-  detail::SessionSink sink_;  // the SSL object points at it: it lives as long as ws_
 
   WsClient::FrameHandler on_frame_;
   WsClient::CloseHandler on_close_;

@@ -42,9 +42,10 @@ constexpr std::chrono::seconds kForcedCloseWait{2};
 constexpr std::size_t kIdleReadLimit = 256;
 // The outbound queue keeps this many slots after draining; a burst beyond it is given back.
 constexpr std::size_t kQueueSlotsKept = 16;
-// Frames queued behind a write in flight go out as one batch (net/batch.h) of at most this many
-// bytes, so that a batch with its WebSocket header fits one TLS record; a larger frame goes alone.
-constexpr std::size_t kMaxBatchBytes = detail::TlsStream::kMaxRecordPlaintext - 16;
+// Frames queued behind a write in flight go out as one batch (net/batch.h) of at most
+// kMaxBatchBytes, so that a batch with its WebSocket header fits one TLS record; a larger frame
+// goes alone.
+static_assert(kMaxBatchBytes + 16 <= detail::TlsStream::kMaxRecordPlaintext);
 // The frames of a received batch are handed over through a vector kept per connection; one that
 // grew past this many slots is given back afterwards.
 constexpr std::size_t kSplitSlotsKept = 64;
@@ -283,7 +284,10 @@ class ServerConnection final : public Connection,
       const ByteView message(static_cast<const std::uint8_t*>(data.data()), data.size());
       auto self = shared_from_this();
       if (split_batch(message, split_)) {
-        for (const ByteView frame : split_) server_.handler.on_frame(self, frame);
+        for (const ByteView frame : split_) {
+          if (closed_.load(std::memory_order_acquire)) break;  // closing: the rest is moot
+          server_.handler.on_frame(self, frame);
+        }
         split_.clear();
         if (split_.capacity() > kSplitSlotsKept) split_.shrink_to_fit();
       } else {
@@ -319,9 +323,11 @@ class ServerConnection final : public Connection,
     writing_ = true;
     std::size_t n = 1;
     std::size_t bytes = queue_[head_].size();
-    while (head_ + n < queue_.size()) {
-      const std::size_t more = bytes + queue_[head_ + n].size() + 8;  // + key and lengths
-      if (more > kMaxBatchBytes) break;
+    // An empty message is no Frame a batch may hold (net/batch.h): it goes alone.
+    while (bytes > 0 && head_ + n < queue_.size() && n < kMaxBatchFrames) {
+      const std::size_t next = queue_[head_ + n].size();
+      const std::size_t more = bytes + next + 8;  // + key and lengths
+      if (next == 0 || more > kMaxBatchBytes) break;
       bytes = more;
       ++n;
     }

@@ -123,7 +123,7 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
 
   tl::expected<void, std::string> r;
   if (!(r = read_int<std::size_t>(t, "max_message_bytes", c.max_message_bytes, 1024, 16u << 20))) return tl::unexpected(r.error());
-  if (!(r = read_int<std::size_t>(t, "max_frame_bytes", c.max_frame_bytes, 4096, 64u << 20))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_frame_bytes", c.max_frame_bytes, 65536, 64u << 20))) return tl::unexpected(r.error());
   if (!(r = read_int<std::size_t>(t, "max_queue_per_device", c.max_queue_per_device, 1, 10'000'000))) return tl::unexpected(r.error());
   if (!(r = read_int<std::uint64_t>(t, "message_ttl_days", c.message_ttl_days, 1, 365))) return tl::unexpected(r.error());
   if (!(r = read_int<std::size_t>(t, "max_connections", c.max_connections, 1, 1'000'000))) return tl::unexpected(r.error());

@@ -35,8 +35,8 @@ std::vector<Bytes> copies(const std::vector<ByteView>& views) {
 }
 
 TEST(FrameBatch, RoundTripsFramesOfEverySizeInOrder) {
-  // Lengths on both sides of each varint boundary, and an empty frame.
-  std::vector<Bytes> frames = {request_frame(1),        Bytes{},
+  // Lengths on both sides of each varint boundary, and the smallest frame (an empty Request).
+  std::vector<Bytes> frames = {request_frame(1),        Bytes{0x0a, 0x00},
                                request_frame(2, 120),   request_frame(3, 127),
                                request_frame(4, 20000), request_frame(5)};
   Bytes message;
@@ -87,6 +87,7 @@ TEST(FrameBatch, MalformedBatchesAreRefusedAndLeaveTheOutputAlone) {
       {0x22, 0x02, 0x0a, 0x00, 0x00},              // bytes after the batch
       {0x22, 0x82, 0x00, 0x0a, 0x00},              // a padded length
       {0x22, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},  // a length over five bytes
+      {0x22, 0x04, 0x0a, 0x00, 0x0a, 0x00},        // empty frames: never written, refused
   };
   for (const Bytes& b : bad) {
     std::vector<ByteView> split = {ByteView(good)};
@@ -99,6 +100,20 @@ TEST(FrameBatch, MalformedBatchesAreRefusedAndLeaveTheOutputAlone) {
     EXPECT_FALSE(split_batch(ByteView(good.data(), n), split)) << n;
     EXPECT_TRUE(split.empty());
   }
+}
+
+TEST(FrameBatch, AtMostMaxBatchFramesInOneBatch) {
+  std::vector<Bytes> frames(kMaxBatchFrames, Bytes{0x0a, 0x00});
+  Bytes message;
+  encode_batch(frames, message);
+  std::vector<ByteView> split;
+  ASSERT_TRUE(split_batch(message, split));
+  EXPECT_EQ(split.size(), kMaxBatchFrames);
+  frames.push_back(Bytes{0x0a, 0x00});
+  encode_batch(frames, message);
+  split.clear();
+  EXPECT_FALSE(split_batch(message, split));  // one too many: handed on whole, refused there
+  EXPECT_TRUE(split.empty());
 }
 
 TEST(FrameBatch, ABatchInsideABatchIsNotSplitAgain) {
