@@ -55,6 +55,20 @@ std::size_t inner_size(std::span<const Bytes> frames) {
 
 }  // namespace
 
+std::size_t frames_for_next_write(std::span<const Bytes> queued) {
+  const auto entry = [](const Bytes& f) { return 1 + varint_size(f.size()) + f.size(); };
+  if (queued[0].empty()) return 1;
+  std::size_t n = 1;
+  std::size_t inner = entry(queued[0]);
+  while (n < queued.size() && n < kMaxBatchFrames && !queued[n].empty()) {
+    const std::size_t more = inner + entry(queued[n]);
+    if (1 + varint_size(more) + more > kMaxBatchBytes) break;
+    inner = more;
+    ++n;
+  }
+  return n;
+}
+
 std::size_t batch_size(std::span<const Bytes> frames) {
   const std::size_t inner = inner_size(frames);
   return 1 + varint_size(inner) + inner;

@@ -23,6 +23,12 @@ inline constexpr std::size_t kMaxBatchFrames = 1024;
 // batch within their message limit, which the server requires to be at least 64 KiB.
 inline constexpr std::size_t kMaxBatchBytes = 16384 - 16;
 
+// How many of `queued` (frames waiting in order, at least one) the next write takes: the first
+// alone when it is empty or too large for a batch, otherwise as many as fit within
+// kMaxBatchBytes and kMaxBatchFrames, stopping before an empty one (which a batch may not hold).
+// 1 means "write it as it is"; more means "write encode_batch of them".
+std::size_t frames_for_next_write(std::span<const Bytes> queued);
+
 // The size of `frames` encoded as one batch message.
 std::size_t batch_size(std::span<const Bytes> frames);
 

@@ -321,16 +321,8 @@ class ServerConnection final : public Connection,
   // Writes the next frame, or as many queued frames as fit one batch.
   void write_next() {
     writing_ = true;
-    std::size_t n = 1;
-    std::size_t bytes = queue_[head_].size();
-    // An empty message is no Frame a batch may hold (net/batch.h): it goes alone.
-    while (bytes > 0 && head_ + n < queue_.size() && n < kMaxBatchFrames) {
-      const std::size_t next = queue_[head_ + n].size();
-      const std::size_t more = bytes + next + 8;  // + key and lengths
-      if (next == 0 || more > kMaxBatchBytes) break;
-      bytes = more;
-      ++n;
-    }
+    const std::size_t n =
+        frames_for_next_write(std::span<const Bytes>(queue_.data() + head_, queue_.size() - head_));
     in_flight_ = n;
     auto done = [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); };
     if (n == 1) {

@@ -116,6 +116,25 @@ TEST(FrameBatch, AtMostMaxBatchFramesInOneBatch) {
   EXPECT_TRUE(split.empty());
 }
 
+TEST(FrameBatch, AWriteTakesWhatFitsOneBatch) {
+  const Bytes small(100, 0x0a);
+  EXPECT_EQ(frames_for_next_write(std::vector<Bytes>{small}), 1u);
+  // An empty frame goes alone, and ends a batch before it.
+  EXPECT_EQ(frames_for_next_write(std::vector<Bytes>{Bytes{}, small, small}), 1u);
+  EXPECT_EQ(frames_for_next_write(std::vector<Bytes>{small, small, Bytes{}, small}), 2u);
+  // A frame too large for a batch goes alone; one that would overflow it waits for the next.
+  EXPECT_EQ(frames_for_next_write(std::vector<Bytes>{Bytes(20000, 1), small}), 1u);
+  EXPECT_EQ(frames_for_next_write(std::vector<Bytes>{small, Bytes(kMaxBatchBytes, 1)}), 1u);
+  // Many small frames: as many as fit the byte limit, and the batch really fits it.
+  const std::vector<Bytes> many(1000, small);
+  const std::size_t n = frames_for_next_write(many);
+  EXPECT_GT(n, 100u);
+  EXPECT_LE(batch_size(std::span<const Bytes>(many.data(), n)), kMaxBatchBytes);
+  EXPECT_GT(batch_size(std::span<const Bytes>(many.data(), n + 1)), kMaxBatchBytes - 200);
+  // Tiny frames: the frame count limit.
+  EXPECT_EQ(frames_for_next_write(std::vector<Bytes>(3000, Bytes{0x0a, 0x00})), kMaxBatchFrames);
+}
+
 TEST(FrameBatch, ABatchInsideABatchIsNotSplitAgain) {
   Bytes inner;
   encode_batch(std::vector<Bytes>{request_frame(1), request_frame(2)}, inner);
