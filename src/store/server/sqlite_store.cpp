@@ -1130,7 +1130,8 @@ class SqliteServerStore::Impl final : public AccountStore,
   Result store_send(Connection& conn, const PendingOp& send, std::uint64_t now_ms) {
     const std::uint64_t now_s = now_ms / 1000;
     if (send.dedup_key) {
-      // Only a hash of (sender, client message id) is kept, for dedup_ttl_seconds.
+      // Only a hash of (client message id, sender) is kept, for dedup_ttl_seconds, placed by the
+      // time at the head of the id (dedup_time).
       const auto hash = digest(*send.dedup_key);
       // One statement: a new key is inserted, an expired one renewed, and a live one left alone
       // (no change: this send is a retry of one already stored, so it is done).
