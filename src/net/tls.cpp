@@ -272,7 +272,9 @@ SslCtxPtr make_server_context(const TlsIdentity& identity) {
                                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   // Read whatever the socket holds, not one record header and then its body: one recv for many
   // small records instead of two per record (syscalls dominate the per-message cost here).
+  // Connections that hand their records over turn it off during the handshake.
   SSL_CTX_set_read_ahead(ctx.get(), 1);
+  enable_record_handoff(ctx.get());
 
   BioPtr chain = memory_bio(identity.certificate_pem);
   X509Ptr leaf(chain ? PEM_read_bio_X509(chain.get(), nullptr, no_passphrase, nullptr) : nullptr);

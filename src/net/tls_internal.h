@@ -27,6 +27,11 @@ using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
 // comes from load_identity or load_or_create_identity, so that is a broken invariant).
 SslCtxPtr make_server_context(const TlsIdentity& identity);
 
+// Makes a server context's connections hand their records to TlsRecordLayer once the handshake
+// is over (installs the key log callback that captures the application traffic secrets; see
+// tls_stream.h). make_server_context does it.
+void enable_record_handoff(SSL_CTX* ctx);
+
 // The process-wide TLS 1.3-only client context. It does not verify the certificate chain: the
 // server's certificate is pinned by fingerprint instead (ws_client.cpp checks it after the
 // handshake). New sessions go to the connection's SessionSink, if it has one.

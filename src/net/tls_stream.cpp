@@ -1,5 +1,7 @@
 #include "net/tls_stream.h"
 
+#include "net/tls_internal.h"
+
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <sys/socket.h>
@@ -8,13 +10,72 @@
 #include <boost/asio/ssl/error.hpp>
 
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
+#include <string_view>
+
+#include "crypto/secret.h"
 
 namespace sotto::net::detail {
+
+struct TlsStream::Handoff {
+  crypto::Secret<48> client_secret;  // CLIENT_TRAFFIC_SECRET_0: what the server reads
+  crypto::Secret<48> server_secret;  // SERVER_TRAFFIC_SECRET_0: what it writes
+  std::size_t client_len = 0;
+  std::size_t server_len = 0;
+  // Records the server wrote under its application key before the handover: its
+  // NewSessionTickets, one record each (OpenSSL writes every handshake message in its own
+  // record, and nothing else goes out before the handshake returns).
+  std::uint64_t tickets = 0;
+};
 
 // OpenSSL's BIO callbacks, given access to the stream they serve.
 struct BioAccess {
   static TlsStream* stream(BIO* b) { return static_cast<TlsStream*>(BIO_get_data(b)); }
+
+  // The key log line "<LABEL> <client random hex> <secret hex>" of the two application traffic
+  // secrets goes to the stream's Handoff; every other line is ignored. OpenSSL wipes the line.
+  static void keylog(const SSL* ssl, const char* line) {
+    BIO* bio = SSL_get_rbio(ssl);
+    TlsStream* s = bio != nullptr ? stream(bio) : nullptr;
+    if (s == nullptr || !s->handoff_) return;
+    const std::string_view text(line);
+    constexpr std::string_view kClient = "CLIENT_TRAFFIC_SECRET_0 ";
+    constexpr std::string_view kServer = "SERVER_TRAFFIC_SECRET_0 ";
+    const bool client = text.starts_with(kClient);
+    if (!client && !text.starts_with(kServer)) return;
+    const std::size_t space = text.find(' ', kClient.size());
+    if (space == std::string_view::npos) return;
+    const std::string_view hex = text.substr(space + 1);
+    if (hex.size() != 64 && hex.size() != 96) return;
+    crypto::Secret<48>& out = client ? s->handoff_->client_secret : s->handoff_->server_secret;
+    for (std::size_t i = 0; i < hex.size() / 2; ++i) {
+      const int hi = hex_digit(hex[2 * i]);
+      const int lo = hex_digit(hex[2 * i + 1]);
+      if (hi < 0 || lo < 0) return;
+      out.data()[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+    }
+    (client ? s->handoff_->client_len : s->handoff_->server_len) = hex.size() / 2;
+  }
+
+  static void message(int write_p, int, int content_type, const void* buf, std::size_t len, SSL*,
+                      void* arg) {
+    auto* s = static_cast<TlsStream*>(arg);
+    if (s == nullptr || !s->handoff_ || write_p != 1 || content_type != SSL3_RT_HANDSHAKE ||
+        len == 0) {
+      return;
+    }
+    if (*static_cast<const unsigned char*>(buf) == SSL3_MT_NEWSESSION_TICKET) {
+      ++s->handoff_->tickets;
+    }
+  }
+
+  static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
 
   // recv/send on the socket the stream owns right now; a closed socket fails with EBADF, so a
   // descriptor number reused by another connection is never touched.
@@ -149,7 +210,71 @@ TlsStep closed_step() {
   return step;
 }
 
+TlsStep error_step(boost::system::error_code ec) {
+  TlsStep step;
+  step.ec = ec;
+  return step;
+}
+
+TlsStep bytes_step(std::size_t n) {
+  TlsStep step;
+  step.bytes = n;
+  return step;
+}
+
+// Per-thread scratch space for records on their way in and out: a connection keeps only what a
+// read or write leaves over.
+constexpr std::size_t kReadScratch = 4 * TlsRecordLayer::kMaxRecord;
+constexpr std::size_t kWriteScratch =
+    TlsRecordLayer::kMaxPlaintext + 2 * TlsRecordLayer::kMaxSealExpansion;
+
+std::uint8_t* read_scratch() {
+  thread_local std::unique_ptr<std::uint8_t[]> buffer(new std::uint8_t[kReadScratch]);
+  return buffer.get();
+}
+
+std::uint8_t* write_scratch() {
+  thread_local std::unique_ptr<std::uint8_t[]> buffer(new std::uint8_t[kWriteScratch]);
+  return buffer.get();
+}
+
 }  // namespace
+
+void enable_record_handoff(SSL_CTX* ctx) { SSL_CTX_set_keylog_callback(ctx, BioAccess::keylog); }
+
+void TlsStream::ByteQueue::assign(const std::uint8_t* p, std::size_t n) {
+  if (n == 0) {
+    clear();
+    return;
+  }
+  std::unique_ptr<std::uint8_t[]> fresh(new std::uint8_t[n]);
+  std::memcpy(fresh.get(), p, n);
+  data_ = std::move(fresh);
+  begin_ = 0;
+  end_ = n;
+}
+
+void TlsStream::ByteQueue::append(const std::uint8_t* p, std::size_t n) {
+  if (n == 0) return;
+  const std::size_t have = size();
+  std::unique_ptr<std::uint8_t[]> fresh(new std::uint8_t[have + n]);
+  if (have != 0) std::memcpy(fresh.get(), front(), have);
+  std::memcpy(fresh.get() + have, p, n);
+  data_ = std::move(fresh);
+  begin_ = 0;
+  end_ = have + n;
+}
+
+void TlsStream::ByteQueue::consume(std::size_t n) noexcept {
+  begin_ += n;
+  if (begin_ >= end_) clear();
+}
+
+void TlsStream::ByteQueue::clear() noexcept {
+  data_.reset();
+  begin_ = 0;
+  end_ = 0;
+}
 
 TlsStream::TlsStream(socket_type socket, SSL_CTX* ctx) : socket_(std::move(socket)) {
   ssl_ = SSL_new(ctx);
@@ -176,6 +301,14 @@ void TlsStream::start(bool server, const std::string& sni, boost::system::error_
   if (ec) return;
   if (server) {
     SSL_set_accept_state(ssl_);
+    if (SSL_CTX_get_keylog_callback(SSL_get_SSL_CTX(ssl_)) == BioAccess::keylog) {
+      // Hand over after the handshake. OpenSSL must then hold no record it has read and not
+      // processed, so it reads record by record until then (no read-ahead).
+      handoff_ = std::make_unique<Handoff>();
+      SSL_set_read_ahead(ssl_, 0);
+      SSL_set_msg_callback(ssl_, BioAccess::message);
+      SSL_set_msg_callback_arg(ssl_, this);
+    }
   } else {
     SSL_set_connect_state(ssl_);
     if (!sni.empty() && SSL_set_tlsext_host_name(ssl_, sni.c_str()) != 1) {
@@ -191,12 +324,38 @@ TlsStep TlsStream::try_handshake() {
   errno = 0;
   const int ret = SSL_do_handshake(ssl_);
   const int saved = errno;
-  if (ret == 1) return {};
+  if (ret == 1) {
+    if (handoff_) hand_off();
+    return {};
+  }
   return step_of(ssl_, ret, saved);
+}
+
+void TlsStream::hand_off() {
+  const std::unique_ptr<Handoff> h = std::move(handoff_);
+  SSL_set_msg_callback(ssl_, nullptr);
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
+  std::optional<TlsRecordLayer> layer;
+  if (cipher != nullptr && h->client_len != 0 && h->server_len != 0 && SSL_has_pending(ssl_) == 0) {
+    layer = TlsRecordLayer::create(SSL_CIPHER_get_protocol_id(cipher),
+                                   {h->client_secret.data(), h->client_len}, 0,
+                                   {h->server_secret.data(), h->server_len}, h->tickets);
+  }
+  if (!layer) {
+    // Not expected (OpenSSL gave no secrets, or a suite this layer does not know): OpenSSL
+    // keeps the connection, as a client's.
+    SSL_set_read_ahead(ssl_, 1);
+    return;
+  }
+  records_.emplace(std::move(*layer));
+  BIO_set_data(SSL_get_rbio(ssl_), nullptr);
+  SSL_free(ssl_);
+  ssl_ = nullptr;
 }
 
 TlsStep TlsStream::try_read(void* data, std::size_t size) {
   if (!socket_.is_open()) return closed_step();
+  if (records_) return read_records(static_cast<std::uint8_t*>(data), size);
   ERR_clear_error();
   errno = 0;
   std::size_t n = 0;
@@ -212,6 +371,7 @@ TlsStep TlsStream::try_read(void* data, std::size_t size) {
 
 TlsStep TlsStream::try_write(const void* data, std::size_t size) {
   if (!socket_.is_open()) return closed_step();
+  if (records_) return write_records(static_cast<const std::uint8_t*>(data), size);
   ERR_clear_error();
   errno = 0;
   std::size_t n = 0;
@@ -227,6 +387,7 @@ TlsStep TlsStream::try_write(const void* data, std::size_t size) {
 
 TlsStep TlsStream::try_shutdown() {
   if (!socket_.is_open()) return closed_step();
+  if (records_) return shutdown_records();
   if (!SSL_is_init_finished(ssl_)) return {};  // nothing to notify before a finished handshake
   ERR_clear_error();
   errno = 0;
@@ -239,6 +400,181 @@ TlsStep TlsStream::try_shutdown() {
   TlsStep step = step_of(ssl_, ret, saved);
   if (step.kind == TlsStep::want_read) step.kind = TlsStep::done;  // sent; no need to wait
   return step;
+}
+
+// Delivers opened application data first, then what earlier reads left, then reads the socket.
+TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
+  if (!plain_.empty()) {
+    const std::size_t n = std::min(size, plain_.size());
+    std::memcpy(out, plain_.front(), n);
+    plain_.consume(n);
+    return bytes_step(n);
+  }
+  if (read_error_) return error_step(read_error_);
+  if (peer_closed_) return error_step(boost::asio::error::eof);
+  std::size_t delivered = 0;
+  for (;;) {
+    std::size_t used = 0;
+    Drain drain = Drain::more;
+    if (!in_.empty()) {
+      drain = open_records(in_.front(), in_.size(), used, out, size, delivered);
+      in_.consume(used);
+    }
+    if (delivered != 0) return bytes_step(delivered);  // an error or close waits for the next call
+    if (drain == Drain::closed) return error_step(boost::asio::error::eof);
+    if (drain == Drain::failed) return error_step(read_error_);
+    // in_ holds at most the beginning of one record: read more after it.
+    if (eof_) {
+      read_error_ = boost::asio::ssl::error::stream_truncated;  // closed without close_notify
+      return error_step(read_error_);
+    }
+    std::uint8_t* scratch = read_scratch();
+    std::size_t have = in_.size();
+    if (have != 0) std::memcpy(scratch, in_.front(), have);
+    ssize_t got = 0;
+    for (;;) {
+      got = ::recv(socket_.native_handle(), scratch + have, kReadScratch - have, 0);
+      if (got >= 0 || errno != EINTR) break;
+    }
+    if (got < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        TlsStep step;
+        step.kind = TlsStep::want_read;
+        return step;
+      }
+      read_error_ = boost::system::error_code(errno, boost::system::system_category());
+      return error_step(read_error_);
+    }
+    if (got == 0) {
+      eof_ = true;
+      continue;
+    }
+    in_.clear();
+    have += static_cast<std::size_t>(got);
+    drain = open_records(scratch, have, used, out, size, delivered);
+    in_.assign(scratch + used, have - used);
+    if (delivered != 0) return bytes_step(delivered);
+    if (drain == Drain::closed) return error_step(boost::asio::error::eof);
+    if (drain == Drain::failed) return error_step(read_error_);
+  }
+}
+
+// Opens the whole records at the start of [p, p + n) in place, copying application data to
+// `out` until it is full (the rest of a record that does not fit waits in plain_).
+TlsStream::Drain TlsStream::open_records(std::uint8_t* p, std::size_t n, std::size_t& used,
+                                         std::uint8_t* out, std::size_t size,
+                                         std::size_t& delivered) {
+  used = 0;
+  while (delivered < size) {
+    const TlsRecordLayer::Opened r = records_->open(p + used, n - used);
+    used += r.consumed;
+    switch (r.kind) {
+      case TlsRecordLayer::Opened::incomplete:
+        return Drain::more;
+      case TlsRecordLayer::Opened::control:
+        break;
+      case TlsRecordLayer::Opened::data: {
+        const std::size_t k = std::min(r.size, size - delivered);
+        if (k != 0) std::memcpy(out + delivered, r.bytes, k);
+        delivered += k;
+        if (k < r.size) {
+          plain_.assign(r.bytes + k, r.size - k);
+          return Drain::full;
+        }
+        break;
+      }
+      case TlsRecordLayer::Opened::closed:
+        peer_closed_ = true;
+        return Drain::closed;
+      case TlsRecordLayer::Opened::failed:
+        read_error_ = r.error;
+        send_alert_now(r.alert);
+        return Drain::failed;
+    }
+  }
+  return Drain::full;
+}
+
+// Best effort, never waiting: the connection is about to close anyway. Skipped when a record
+// is half sent (the alert would land inside it).
+void TlsStream::send_alert_now(int description) noexcept {
+  if (description < 0 || close_sent_ || !out_.empty()) return;
+  close_sent_ = true;
+  try {
+    std::uint8_t* w = write_scratch();
+    const std::size_t len = records_->seal_alert(static_cast<std::uint8_t>(description), w);
+    (void)::send(socket_.native_handle(), w, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } catch (const std::exception&) {
+    // nothing more to do: the stream is failing already
+  }
+}
+
+TlsStep TlsStream::flush_out() {
+  while (!out_.empty()) {
+    const ssize_t n = ::send(socket_.native_handle(), out_.front(), out_.size(), MSG_NOSIGNAL);
+    if (n >= 0) {
+      out_.consume(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      TlsStep step;
+      step.kind = TlsStep::want_write;
+      return step;
+    }
+    write_error_ = boost::system::error_code(errno, boost::system::system_category());
+    out_.clear();
+    return error_step(write_error_);
+  }
+  return {};
+}
+
+// Seals one record of up to kMaxPlaintext bytes and sends it; what the socket does not take
+// waits in out_, and the write completes (reporting the bytes sealed) once it is gone. A retry
+// after want_write passes the same data (OpenSSL's rule, which DriveOp follows).
+TlsStep TlsStream::write_records(const std::uint8_t* data, std::size_t size) {
+  if (write_error_) return error_step(write_error_);
+  if (!out_.empty() || out_plain_ != 0) {
+    const TlsStep st = flush_out();
+    if (st.kind != TlsStep::done || st.ec) return st;
+    const std::size_t n = out_plain_;
+    out_plain_ = 0;
+    if (n != 0) return bytes_step(n);
+  }
+  if (close_sent_) return error_step(boost::asio::error::shut_down);
+  const std::size_t n = std::min(size, TlsRecordLayer::kMaxPlaintext);
+  std::uint8_t* w = write_scratch();
+  const std::size_t len = records_->seal_data(data, n, w);
+  std::size_t sent = 0;
+  while (sent < len) {
+    const ssize_t k = ::send(socket_.native_handle(), w + sent, len - sent, MSG_NOSIGNAL);
+    if (k >= 0) {
+      sent += static_cast<std::size_t>(k);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    write_error_ = boost::system::error_code(errno, boost::system::system_category());
+    return error_step(write_error_);
+  }
+  if (sent == len) return bytes_step(n);
+  out_.assign(w + sent, len - sent);
+  out_plain_ = n;
+  TlsStep step;
+  step.kind = TlsStep::want_write;
+  return step;
+}
+
+// close_notify once, after anything still unsent; done when it is on the wire.
+TlsStep TlsStream::shutdown_records() {
+  if (write_error_) return error_step(write_error_);
+  if (!close_sent_) {
+    close_sent_ = true;
+    std::uint8_t* w = write_scratch();
+    const std::size_t len = records_->seal_alert(TlsRecordLayer::kCloseNotify, w);
+    out_.append(w, len);
+  }
+  return flush_out();
 }
 
 void TlsStream::close_socket() noexcept {

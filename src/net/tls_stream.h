@@ -7,6 +7,10 @@
 // Here OpenSSL reads and writes the socket itself through a small BIO, and with
 // SSL_MODE_RELEASE_BUFFERS an idle connection holds no record buffers at all.
 //
+// A server stream goes further: once the handshake is over it takes the application traffic
+// secrets (OpenSSL's key log callback), frees the SSL object (about 13 KB) and protects records
+// with TlsRecordLayer. A client stream keeps OpenSSL, which reads the server's session tickets.
+//
 // Threading: like any Asio stream, not thread-safe. Every call, and every completion, happens on
 // the socket's executor (a strand in this project), which also serializes all SSL_* calls on the
 // connection. At most one read, one write and one handshake or teardown may be outstanding.
@@ -25,9 +29,13 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
+
+#include "net/tls_record.h"
 
 namespace sotto::net::detail {
 
@@ -59,7 +67,12 @@ class TlsStream {
   executor_type get_executor() noexcept { return socket_.get_executor(); }
   socket_type& next_layer() noexcept { return socket_; }
   const socket_type& next_layer() const noexcept { return socket_; }
+  // Null on a server stream once the handshake is over (records are protected here then).
   SSL* native_handle() noexcept { return ssl_; }
+  // True once this stream protects records itself (a server stream after its handshake).
+  bool own_records() const noexcept { return records_.has_value(); }
+  // For tests: the record layer, or null.
+  TlsRecordLayer* record_layer() noexcept { return records_ ? &*records_ : nullptr; }
 
   // REQUIRES: the socket is connected. Makes it non-blocking and selects the side; `sni` is the
   // server name a client sends (empty: none).
@@ -90,9 +103,51 @@ class TlsStream {
  private:
   friend struct BioAccess;
 
+  // Bytes waiting in one direction; the heap block is freed as soon as they are gone, so an idle
+  // connection holds none.
+  class ByteQueue {
+   public:
+    bool empty() const noexcept { return begin_ == end_; }
+    std::size_t size() const noexcept { return end_ - begin_; }
+    std::uint8_t* front() noexcept { return data_.get() + begin_; }
+    void assign(const std::uint8_t* p, std::size_t n);
+    void append(const std::uint8_t* p, std::size_t n);
+    void consume(std::size_t n) noexcept;
+    void clear() noexcept;
+
+   private:
+    std::unique_ptr<std::uint8_t[]> data_;
+    std::size_t begin_ = 0;
+    std::size_t end_ = 0;
+  };
+
+  // What the server's handshake leaves for the record layer (dropped once it is built).
+  struct Handoff;
+  enum class Drain { more, full, closed, failed };
+
+  void hand_off();
+  TlsStep read_records(std::uint8_t* out, std::size_t size);
+  Drain open_records(std::uint8_t* p, std::size_t n, std::size_t& used, std::uint8_t* out,
+                     std::size_t size, std::size_t& delivered);
+  TlsStep write_records(const std::uint8_t* data, std::size_t size);
+  TlsStep shutdown_records();
+  TlsStep flush_out();
+  void send_alert_now(int description) noexcept;
+
   socket_type socket_;
   SSL* ssl_ = nullptr;
   bool eof_ = false;  // the peer closed its side of the TCP connection
+
+  std::unique_ptr<Handoff> handoff_;        // a server stream during its handshake
+  std::optional<TlsRecordLayer> records_;  // after it
+  ByteQueue in_;     // ciphertext read and not yet opened
+  ByteQueue plain_;  // opened application data not yet delivered
+  ByteQueue out_;    // sealed bytes the socket has not taken yet
+  std::size_t out_plain_ = 0;  // application bytes in out_, reported when it is flushed
+  boost::system::error_code read_error_;   // sticky, once the record stream failed
+  boost::system::error_code write_error_;  // sticky, once sending failed
+  bool peer_closed_ = false;  // close_notify received
+  bool close_sent_ = false;   // close_notify or a fatal alert sent (nothing may follow)
 };
 
 namespace tls_ops {
