@@ -86,13 +86,13 @@ const EVP_CIPHER* cipher_of(std::uint16_t suite) {
 // new key and nonce for each record: no per-connection cipher state.
 EVP_CIPHER_CTX* thread_context(std::uint16_t suite, bool encrypt) {
   thread_local std::array<CipherCtx, 6> contexts;
-  const std::size_t index = static_cast<std::size_t>(suite - TlsRecordLayer::kAes128GcmSha256) * 2 +
-                            (encrypt ? 1 : 0);
+  const std::size_t index =
+      static_cast<std::size_t>(suite - TlsRecordLayer::kAes128GcmSha256) * 2 + (encrypt ? 1 : 0);
   CipherCtx& slot = contexts.at(index);
   if (!slot) {
     CipherCtx ctx(EVP_CIPHER_CTX_new());
-    if (!ctx || EVP_CipherInit_ex2(ctx.get(), cipher_of(suite), nullptr, nullptr,
-                                   encrypt ? 1 : 0, nullptr) != 1) {
+    if (!ctx || EVP_CipherInit_ex2(ctx.get(), cipher_of(suite), nullptr, nullptr, encrypt ? 1 : 0,
+                                   nullptr) != 1) {
       throw std::runtime_error("TLS: cannot create a record cipher context");
     }
     slot = std::move(ctx);
@@ -101,8 +101,8 @@ EVP_CIPHER_CTX* thread_context(std::uint16_t suite, bool encrypt) {
 }
 
 // HKDF-Expand-Label(secret, label, "", out.size()) of RFC 8446 section 7.1.
-bool expand_label(std::size_t hash_len, ByteView secret, const char* label,
-                  std::uint8_t* out, std::size_t out_len) {
+bool expand_label(std::size_t hash_len, ByteView secret, const char* label, std::uint8_t* out,
+                  std::size_t out_len) {
   static const std::unique_ptr<EVP_KDF, KdfFree> hkdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
   if (!hkdf) return false;
   // HkdfLabel: uint16 length, opaque label<7..255> = "tls13 " + label, opaque context<0..255>.
@@ -156,10 +156,8 @@ boost::system::error_code make_error_code(TlsRecordError e) noexcept {
   return {static_cast<int>(e), tls_record_category()};
 }
 
-std::optional<TlsRecordLayer> TlsRecordLayer::create(std::uint16_t suite,
-                                                     ByteView read_secret,
-                                                     std::uint64_t read_seq,
-                                                     ByteView write_secret,
+std::optional<TlsRecordLayer> TlsRecordLayer::create(std::uint16_t suite, ByteView read_secret,
+                                                     std::uint64_t read_seq, ByteView write_secret,
                                                      std::uint64_t write_seq) {
   TlsRecordLayer layer;
   layer.suite_ = suite;
@@ -229,8 +227,8 @@ std::size_t TlsRecordLayer::seal(std::uint8_t type, const std::uint8_t* in, std:
       EVP_CipherUpdate(ctx, nullptr, &outl, out, static_cast<int>(kHeaderSize)) != 1 ||
       EVP_CipherUpdate(ctx, body, &outl, body, static_cast<int>(inner)) != 1 ||
       EVP_CipherFinal_ex(ctx, body + outl, &finl) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(kTagSize),
-                          body + inner) != 1) {
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(kTagSize), body + inner) !=
+          1) {
     throw std::runtime_error("TLS: record encryption failed");
   }
   ++write_.seq;
@@ -254,8 +252,7 @@ std::size_t TlsRecordLayer::seal_alert(std::uint8_t description, std::uint8_t* o
   return seal(kTypeAlert, alert, sizeof alert, out);
 }
 
-TlsRecordLayer::Opened TlsRecordLayer::fail(TlsRecordError e, int alert,
-                                            std::size_t consumed) {
+TlsRecordLayer::Opened TlsRecordLayer::fail(TlsRecordError e, int alert, std::size_t consumed) {
   final_ = Opened::failed;
   final_error_ = make_error_code(e);
   final_alert_ = alert;

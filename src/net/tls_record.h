@@ -15,12 +15,11 @@
 // Not thread-safe; one instance per connection. Secrets are wiped when replaced or destroyed.
 #pragma once
 
+#include <boost/system/error_code.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <type_traits>
-
-#include <boost/system/error_code.hpp>
 
 #include "crypto/bytes.h"
 #include "crypto/secret.h"
@@ -29,14 +28,14 @@ namespace sotto::net::detail {
 
 // Why a record stream failed; messages name the rule broken, never any bytes.
 enum class TlsRecordError {
-  bad_record_mac = 1,      // authentication failed (wrong key, tampering, or a wrong sequence)
-  record_overflow,         // a record longer than RFC 8446 allows
-  unexpected_message,      // a record type or handshake message not allowed after the handshake
-  decode_error,            // a malformed alert or KeyUpdate
-  illegal_parameter,       // a KeyUpdate whose request is neither 0 nor 1
-  peer_alert,              // the peer sent an error alert
-  sequence_exhausted,      // 2^64 records under one key
-  internal_error,          // key derivation failed (OpenSSL broken)
+  bad_record_mac = 1,  // authentication failed (wrong key, tampering, or a wrong sequence)
+  record_overflow,     // a record longer than RFC 8446 allows
+  unexpected_message,  // a record type or handshake message not allowed after the handshake
+  decode_error,        // a malformed alert or KeyUpdate
+  illegal_parameter,   // a KeyUpdate whose request is neither 0 nor 1
+  peer_alert,          // the peer sent an error alert
+  sequence_exhausted,  // 2^64 records under one key
+  internal_error,      // key derivation failed (OpenSSL broken)
 };
 const boost::system::error_category& tls_record_category() noexcept;
 boost::system::error_code make_error_code(TlsRecordError e) noexcept;
@@ -45,8 +44,8 @@ class TlsRecordLayer {
  public:
   static constexpr std::size_t kHeaderSize = 5;
   static constexpr std::size_t kTagSize = 16;
-  static constexpr std::size_t kMaxPlaintext = 16384;                    // 2^14
-  static constexpr std::size_t kMaxCiphertext = kMaxPlaintext + 256;     // the length field's limit
+  static constexpr std::size_t kMaxPlaintext = 16384;                 // 2^14
+  static constexpr std::size_t kMaxCiphertext = kMaxPlaintext + 256;  // the length field's limit
   static constexpr std::size_t kMaxRecord = kHeaderSize + kMaxCiphertext;
   // Bytes a sealed record adds to its content: header, inner content type, tag.
   static constexpr std::size_t kSealOverhead = kHeaderSize + 1 + kTagSize;
@@ -67,8 +66,7 @@ class TlsRecordLayer {
   // `read_seq`) and which protects with `write_secret` (next record `write_seq`). Nullopt for
   // an unknown suite or a secret whose size is not the suite's hash length.
   static std::optional<TlsRecordLayer> create(std::uint16_t suite, ByteView read_secret,
-                                              std::uint64_t read_seq,
-                                              ByteView write_secret,
+                                              std::uint64_t read_seq, ByteView write_secret,
                                               std::uint64_t write_seq);
 
   TlsRecordLayer(TlsRecordLayer&&) noexcept = default;
@@ -79,9 +77,9 @@ class TlsRecordLayer {
     enum Kind {
       incomplete,  // not a whole record yet: read more (nothing consumed, nothing changed)
       data,        // application data at [bytes, bytes + size), possibly empty
-      control,     // a KeyUpdate, part of one, or a user_canceled alert: handled, nothing to deliver
-      closed,      // close_notify: the peer sends nothing more
-      failed,      // the stream is broken (error says why); send `alert` and close
+      control,  // a KeyUpdate, part of one, or a user_canceled alert: handled, nothing to deliver
+      closed,   // close_notify: the peer sends nothing more
+      failed,   // the stream is broken (error says why); send `alert` and close
     };
     Kind kind = incomplete;
     std::size_t consumed = 0;  // bytes of input used

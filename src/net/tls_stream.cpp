@@ -1,20 +1,18 @@
 #include "net/tls_stream.h"
 
-#include "net/tls_internal.h"
-
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <sys/socket.h>
 
 #include <boost/asio/error.hpp>
 #include <boost/asio/ssl/error.hpp>
-
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
 #include <string_view>
 
 #include "crypto/secret.h"
+#include "net/tls_internal.h"
 
 namespace sotto::net::detail {
 
@@ -77,8 +75,30 @@ struct BioAccess {
     return -1;
   }
 
+  // Sends what the handshake has queued. 1 when it is all gone; otherwise 0, with the BIO's
+  // retry-write flag set when the socket is full, or errno set on an error.
+  static int flush_queued(BIO* b, TlsStream* s) {
+    while (!s->hs_out_.empty()) {
+      const ssize_t n =
+          ::send(s->socket_.native_handle(), s->hs_out_.front(), s->hs_out_.size(), MSG_NOSIGNAL);
+      if (n >= 0) {
+        s->hs_out_.consume(static_cast<std::size_t>(n));
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(b);
+      return 0;
+    }
+    return 1;
+  }
+
   // recv/send on the socket the stream owns right now; a closed socket fails with EBADF, so a
   // descriptor number reused by another connection is never touched.
+  //
+  // During the handshake writes are queued and leave together when OpenSSL flushes or next
+  // reads (one segment per flight instead of one per handshake message), and a server stream
+  // that will hand over reads ahead here rather than in OpenSSL: what OpenSSL has not asked for
+  // yet stays in hs_in_, where the record layer finds it.
   static int read_ex(BIO* b, char* data, std::size_t size, std::size_t* done) {
     BIO_clear_retry_flags(b);
     TlsStream* s = stream(b);
@@ -87,10 +107,29 @@ struct BioAccess {
       return 0;
     }
     if (size == 0) return 0;
+    // Whatever was queued must be on its way before waiting for the peer's answer to it.
+    if (!s->hs_out_.empty() && flush_queued(b, s) != 1) return 0;
+    if (!s->hs_in_.empty()) {
+      const std::size_t n = std::min(size, s->hs_in_.size());
+      std::memcpy(data, s->hs_in_.front(), n);
+      s->hs_in_.consume(n);
+      *done = n;
+      return 1;
+    }
+    std::uint8_t ahead[4096];
+    const bool read_ahead = s->handoff_ != nullptr && size < sizeof ahead;
     for (;;) {
-      const ssize_t n = ::recv(s->socket_.native_handle(), data, size, 0);
+      const ssize_t n = read_ahead ? ::recv(s->socket_.native_handle(), ahead, sizeof ahead, 0)
+                                   : ::recv(s->socket_.native_handle(), data, size, 0);
       if (n > 0) {
-        *done = static_cast<std::size_t>(n);
+        std::size_t got = static_cast<std::size_t>(n);
+        if (read_ahead) {
+          const std::size_t k = std::min(size, got);
+          std::memcpy(data, ahead, k);
+          s->hs_in_.assign(ahead + k, got - k);
+          got = k;
+        }
+        *done = got;
         return 1;
       }
       if (n == 0) {
@@ -110,6 +149,11 @@ struct BioAccess {
       errno = EBADF;
       return 0;
     }
+    if (s->coalesce_) {
+      s->hs_out_.append(reinterpret_cast<const std::uint8_t*>(data), size);
+      *done = size;
+      return 1;
+    }
     for (;;) {
       // MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE in the whole process.
       const ssize_t n = ::send(s->socket_.native_handle(), data, size, MSG_NOSIGNAL);
@@ -124,13 +168,18 @@ struct BioAccess {
   }
 
   static long ctrl(BIO* b, int cmd, long, void*) {
+    TlsStream* s = stream(b);
     switch (cmd) {
       case BIO_CTRL_FLUSH:
-        return 1;
-      case BIO_CTRL_EOF: {
-        TlsStream* s = stream(b);
-        return (s != nullptr && s->eof_) ? 1 : 0;
-      }
+        BIO_clear_retry_flags(b);
+        if (s == nullptr || s->hs_out_.empty()) return 1;
+        if (!s->socket_.is_open()) {
+          errno = EBADF;
+          return 0;
+        }
+        return flush_queued(b, s);
+      case BIO_CTRL_EOF:
+        return (s != nullptr && s->eof_ && s->hs_in_.empty()) ? 1 : 0;
       default:
         return 0;
     }
@@ -182,7 +231,8 @@ TlsStep step_of(SSL* ssl, int ret, int saved_errno) {
     case SSL_ERROR_SYSCALL: {
       const unsigned long e = ERR_get_error();
       if (e != 0) {
-        step.ec = boost::system::error_code(static_cast<int>(e), boost::asio::error::get_ssl_category());
+        step.ec =
+            boost::system::error_code(static_cast<int>(e), boost::asio::error::get_ssl_category());
       } else if (saved_errno != 0) {
         step.ec = boost::system::error_code(saved_errno, boost::system::system_category());
       } else {
@@ -195,7 +245,8 @@ TlsStep step_of(SSL* ssl, int ret, int saved_errno) {
       if (ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
         step.ec = boost::asio::ssl::error::stream_truncated;
       } else {
-        step.ec = boost::system::error_code(static_cast<int>(e), boost::asio::error::get_ssl_category());
+        step.ec =
+            boost::system::error_code(static_cast<int>(e), boost::asio::error::get_ssl_category());
       }
       break;
     }
@@ -240,7 +291,9 @@ std::uint8_t* write_scratch() {
 
 }  // namespace
 
-void enable_record_handoff(SSL_CTX* ctx) { SSL_CTX_set_keylog_callback(ctx, BioAccess::keylog); }
+void enable_record_handoff(SSL_CTX* ctx) {
+  SSL_CTX_set_keylog_callback(ctx, BioAccess::keylog);
+}
 
 void TlsStream::ByteQueue::assign(const std::uint8_t* p, std::size_t n) {
   if (n == 0) {
@@ -299,6 +352,7 @@ void TlsStream::start(bool server, const std::string& sni, boost::system::error_
   ec = {};
   socket_.non_blocking(true, ec);
   if (ec) return;
+  coalesce_ = true;
   if (server) {
     SSL_set_accept_state(ssl_);
     if (SSL_CTX_get_keylog_callback(SSL_get_SSL_CTX(ssl_)) == BioAccess::keylog) {
@@ -325,6 +379,23 @@ TlsStep TlsStream::try_handshake() {
   const int ret = SSL_do_handshake(ssl_);
   const int saved = errno;
   if (ret == 1) {
+    // The last flight (and a server's tickets) may still be queued.
+    while (!hs_out_.empty()) {
+      const ssize_t n =
+          ::send(socket_.native_handle(), hs_out_.front(), hs_out_.size(), MSG_NOSIGNAL);
+      if (n >= 0) {
+        hs_out_.consume(static_cast<std::size_t>(n));
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        TlsStep step;
+        step.kind = TlsStep::want_write;
+        return step;  // called again once writable: SSL_do_handshake returns 1 at once then
+      }
+      return error_step(boost::system::error_code(errno, boost::system::system_category()));
+    }
+    coalesce_ = false;
     if (handoff_) hand_off();
     return {};
   }
@@ -343,11 +414,14 @@ void TlsStream::hand_off() {
   }
   if (!layer) {
     // Not expected (OpenSSL gave no secrets, or a suite this layer does not know): OpenSSL
-    // keeps the connection, as a client's.
+    // keeps the connection, as a client's (the BIO still serves what it read ahead first).
     SSL_set_read_ahead(ssl_, 1);
     return;
   }
   records_.emplace(std::move(*layer));
+  // What the peer sent after its Finished and the BIO read ahead is the record layer's now.
+  in_.assign(hs_in_.front(), hs_in_.size());
+  hs_in_.clear();
   BIO_set_data(SSL_get_rbio(ssl_), nullptr);
   SSL_free(ssl_);
   ssl_ = nullptr;

@@ -138,16 +138,19 @@ class TlsStream {
   SSL* ssl_ = nullptr;
   bool eof_ = false;  // the peer closed its side of the TCP connection
 
-  std::unique_ptr<Handoff> handoff_;        // a server stream during its handshake
+  std::unique_ptr<Handoff> handoff_;  // a server stream during its handshake
+  bool coalesce_ = false;  // during the handshake: OpenSSL's writes wait in hs_out_ for a flush
+  ByteQueue hs_out_;       // handshake bytes queued for one send
+  ByteQueue hs_in_;        // bytes read ahead during the handshake, not yet given to OpenSSL
   std::optional<TlsRecordLayer> records_;  // after it
-  ByteQueue in_;     // ciphertext read and not yet opened
-  ByteQueue plain_;  // opened application data not yet delivered
-  ByteQueue out_;    // sealed bytes the socket has not taken yet
-  std::size_t out_plain_ = 0;  // application bytes in out_, reported when it is flushed
+  ByteQueue in_;                           // ciphertext read and not yet opened
+  ByteQueue plain_;                        // opened application data not yet delivered
+  ByteQueue out_;                          // sealed bytes the socket has not taken yet
+  std::size_t out_plain_ = 0;              // application bytes in out_, reported when it is flushed
   boost::system::error_code read_error_;   // sticky, once the record stream failed
   boost::system::error_code write_error_;  // sticky, once sending failed
-  bool peer_closed_ = false;  // close_notify received
-  bool close_sent_ = false;   // close_notify or a fatal alert sent (nothing may follow)
+  bool peer_closed_ = false;               // close_notify received
+  bool close_sent_ = false;  // close_notify or a fatal alert sent (nothing may follow)
 };
 
 namespace tls_ops {

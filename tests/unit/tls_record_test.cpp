@@ -2,6 +2,8 @@
 // that hands its records over to it (src/net/tls_stream.h): RFC 8448's trace, malformed
 // records, and a real OpenSSL client over a loopback socket for every suite, KeyUpdate in both
 // directions, close_notify, tampering and resumption.
+#include "net/tls_record.h"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -12,11 +14,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/error.hpp>
-
-#include <array>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -30,7 +32,6 @@
 #include "crypto/bytes.h"
 #include "net/tls.h"
 #include "net/tls_internal.h"
-#include "net/tls_record.h"
 #include "net/tls_stream.h"
 
 namespace sotto::net {
@@ -53,10 +54,8 @@ Bytes hex(std::string_view h) {
 
 // --- RFC 8448 section 3 (TLS_AES_128_GCM_SHA256) --------------------------------------------
 
-const Bytes kServerSecret =
-    hex("a11af9f05531f856ad47116b45a950328204b4f44bfb6b3a4b4f1f3fcb631643");
-const Bytes kClientSecret =
-    hex("9e40646ce79a7f9dc05af8889bce6552875afa0b06df0087f792ebb7c17504a5");
+const Bytes kServerSecret = hex("a11af9f05531f856ad47116b45a950328204b4f44bfb6b3a4b4f1f3fcb631643");
+const Bytes kClientSecret = hex("9e40646ce79a7f9dc05af8889bce6552875afa0b06df0087f792ebb7c17504a5");
 const Bytes kClientKey = hex("17422dda596ed5d9acd890e3c63f5051");
 const Bytes kClientIv = hex("5b78923dee08579033e523d9");
 const Bytes kClientData = hex(
@@ -76,8 +75,8 @@ Bytes payload50() {
 
 // The server of the trace: it has sent its NewSessionTicket (sequence 0) already.
 TlsRecordLayer server_of_trace() {
-  auto layer = TlsRecordLayer::create(TlsRecordLayer::kAes128GcmSha256, kClientSecret, 0,
-                                      kServerSecret, 1);
+  auto layer =
+      TlsRecordLayer::create(TlsRecordLayer::kAes128GcmSha256, kClientSecret, 0, kServerSecret, 1);
   if (!layer) throw std::runtime_error("no layer");
   return std::move(*layer);
 }
@@ -113,8 +112,8 @@ TEST(TlsRecordRfc8448, ServerOpensTheClientsApplicationDataAndCloseNotify) {
 TEST(TlsRecordRfc8448, ClientSideOfTheTraceMatchesToo) {
   // The same layer with the directions swapped plays the client: it opens the server's record
   // at sequence 1 and produces the client's records.
-  auto client = TlsRecordLayer::create(TlsRecordLayer::kAes128GcmSha256, kServerSecret, 1,
-                                       kClientSecret, 0);
+  auto client =
+      TlsRecordLayer::create(TlsRecordLayer::kAes128GcmSha256, kServerSecret, 1, kClientSecret, 0);
   ASSERT_TRUE(client);
   Bytes record = kServerData;
   const Opened r = open_copy(*client, record);
@@ -129,8 +128,8 @@ TEST(TlsRecordRfc8448, ClientSideOfTheTraceMatchesToo) {
 }
 
 TEST(TlsRecordRfc8448, TheWrongSequenceNumberFailsAuthentication) {
-  auto server = TlsRecordLayer::create(TlsRecordLayer::kAes128GcmSha256, kClientSecret, 1,
-                                       kServerSecret, 1);
+  auto server =
+      TlsRecordLayer::create(TlsRecordLayer::kAes128GcmSha256, kClientSecret, 1, kServerSecret, 1);
   ASSERT_TRUE(server);
   Bytes record = kClientData;
   const Opened r = open_copy(*server, record);
@@ -201,7 +200,8 @@ TEST(TlsRecordLayer, MalformedInnerPlaintextFailsWithTheRfcsAlert) {
        TlsRecordLayer::kIllegalParameter},
       {"KeyUpdate not ending its record", Bytes{24, 0, 0, 1, 0, 24, 0x16},
        TlsRecordError::unexpected_message, TlsRecordLayer::kUnexpectedMessage},
-      {"content of 2^14 + 1 bytes", [] {
+      {"content of 2^14 + 1 bytes",
+       [] {
          Bytes b(16385, 'x');
          b.push_back(0x17);
          return b;
@@ -412,9 +412,12 @@ class StreamPair {
     if (client_fd_ >= 0) ::close(client_fd_);
   }
 
-  // Runs the server side of one operation until it completes.
-  TlsStep drive(const std::function<TlsStep()>& attempt) {
+  // Runs the server side of one operation until it completes; `lag` waits before each attempt
+  // so that what the client sends piles up in the socket.
+  TlsStep drive(const std::function<TlsStep()>& attempt,
+                std::chrono::milliseconds lag = std::chrono::milliseconds(0)) {
     for (;;) {
+      if (lag.count() != 0) std::this_thread::sleep_for(lag);
       const TlsStep step = attempt();
       if (step.kind == TlsStep::done) return step;
       pollfd p{server_->next_layer().native_handle(),
@@ -430,12 +433,25 @@ class StreamPair {
     ASSERT_EQ(client.get(), 1);
   }
 
+  // The client sends `first` right behind its Finished, and the server reads its last flight
+  // only after both arrived: the server's read-ahead holds records of the new keys.
+  void handshake_with_early_data(const Bytes& first) {
+    auto client = std::async(std::launch::async, [&] {
+      return SSL_connect(client_.get()) == 1 &&
+             SSL_write(client_.get(), first.data(), static_cast<int>(first.size())) ==
+                 static_cast<int>(first.size());
+    });
+    const TlsStep step =
+        drive([this] { return server_->try_handshake(); }, std::chrono::milliseconds(100));
+    ASSERT_FALSE(step.ec) << step.ec.message();
+    ASSERT_TRUE(client.get());
+  }
+
   Bytes server_read(std::size_t n) {
     Bytes out(n);
     std::size_t got = 0;
     while (got < n) {
-      const TlsStep step =
-          drive([&] { return server_->try_read(out.data() + got, n - got); });
+      const TlsStep step = drive([&] { return server_->try_read(out.data() + got, n - got); });
       if (step.ec) throw std::runtime_error("server read: " + step.ec.message());
       got += step.bytes;
     }
@@ -526,9 +542,8 @@ TEST_P(TlsHandoff, ServerFreesOpenSslAndCarriesDataBothWays) {
 
   const Bytes small = pattern(5, 1);
   const Bytes large = pattern(100000, 2);  // several records each way
-  auto writer = std::async(std::launch::async, [&] {
-    return pair.client_write(small) && pair.client_write(large);
-  });
+  auto writer = std::async(std::launch::async,
+                           [&] { return pair.client_write(small) && pair.client_write(large); });
   EXPECT_EQ(pair.server_read(small.size()), small);
   EXPECT_EQ(pair.server_read(large.size()), large);
   EXPECT_TRUE(writer.get());
@@ -536,6 +551,17 @@ TEST_P(TlsHandoff, ServerFreesOpenSslAndCarriesDataBothWays) {
   auto reader = std::async(std::launch::async, [&] { return pair.client_read(large.size()); });
   pair.server_write(large);
   EXPECT_EQ(reader.get(), large);
+}
+
+TEST_P(TlsHandoff, DataRightBehindTheClientsFinishedIsNotLost) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  const Bytes first = pattern(700, 8);
+  pair.handshake_with_early_data(first);
+  ASSERT_TRUE(pair.server().own_records());
+  EXPECT_EQ(pair.server_read(first.size()), first);
+  const Bytes more = pattern(20000, 9);
+  ASSERT_TRUE(pair.client_write(more));
+  EXPECT_EQ(pair.server_read(more.size()), more);
 }
 
 TEST_P(TlsHandoff, KeyUpdatesInBothDirections) {
