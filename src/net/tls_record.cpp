@@ -7,7 +7,6 @@
 #include <array>
 #include <cstring>
 #include <memory>
-#include <stdexcept>
 #include <string>
 
 namespace sotto::net::detail {
@@ -83,7 +82,8 @@ const EVP_CIPHER* cipher_of(std::uint16_t suite) {
 }
 
 // A cipher context per thread, suite and direction, made once with its cipher and then given a
-// new key and nonce for each record: no per-connection cipher state.
+// new key and nonce for each record: no per-connection cipher state. Null if OpenSSL cannot make
+// one.
 EVP_CIPHER_CTX* thread_context(std::uint16_t suite, bool encrypt) {
   thread_local std::array<CipherCtx, 6> contexts;
   const std::size_t index =
@@ -93,7 +93,7 @@ EVP_CIPHER_CTX* thread_context(std::uint16_t suite, bool encrypt) {
     CipherCtx ctx(EVP_CIPHER_CTX_new());
     if (!ctx || EVP_CipherInit_ex2(ctx.get(), cipher_of(suite), nullptr, nullptr, encrypt ? 1 : 0,
                                    nullptr) != 1) {
-      throw std::runtime_error("TLS: cannot create a record cipher context");
+      return nullptr;
     }
     slot = std::move(ctx);
   }
@@ -132,6 +132,13 @@ bool expand_label(std::size_t hash_len, ByteView secret, const char* label, std:
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), i),
       OSSL_PARAM_construct_end()};
   return EVP_KDF_derive(ctx.get(), out, out_len, params) == 1;
+}
+
+// Leaves no connection's key schedule in a thread's context: it is keyed with zeros after each
+// record, so a connection's keys are gone from memory once its layer is destroyed.
+void forget_key(EVP_CIPHER_CTX* ctx) {
+  static const std::array<std::uint8_t, 32> kZero{};
+  (void)EVP_CipherInit_ex2(ctx, nullptr, kZero.data(), nullptr, -1, nullptr);
 }
 
 // The per-record nonce (RFC 8446 section 5.3): the IV XOR the 64-bit sequence number, big-endian
@@ -189,12 +196,21 @@ std::optional<TlsRecordLayer> TlsRecordLayer::create(std::uint16_t suite, ByteVi
   return layer;
 }
 
+// Derives into temporaries and changes `d` only once everything succeeded: a half-changed
+// direction (a new key with the old IV, or the old key with its sequence reset) reuses nonces.
 bool TlsRecordLayer::set_keys(Direction& d, ByteView secret) {
   crypto::Secret<48> copy(secret);  // `secret` may be d.secret itself
-  d.secret = copy.clone();
+  crypto::Secret<32> key;
+  crypto::Secret<12> iv;
+  if (!expand_label(hash_len_, {copy.data(), hash_len_}, "key", key.data(), key_len_) ||
+      !expand_label(hash_len_, {copy.data(), hash_len_}, "iv", iv.data(), iv.size())) {
+    return false;
+  }
+  d.secret = std::move(copy);
+  d.key = std::move(key);
+  d.iv = std::move(iv);
   d.seq = 0;
-  return expand_label(hash_len_, {copy.data(), hash_len_}, "key", d.key.data(), key_len_) &&
-         expand_label(hash_len_, {copy.data(), hash_len_}, "iv", d.iv.data(), d.iv.size());
+  return true;
 }
 
 bool TlsRecordLayer::update(Direction& d) {
@@ -208,6 +224,10 @@ bool TlsRecordLayer::update(Direction& d) {
 
 std::size_t TlsRecordLayer::seal(std::uint8_t type, const std::uint8_t* in, std::size_t n,
                                  std::uint8_t* out) {
+  if (broken_ || write_.seq == UINT64_MAX) {
+    broken_ = true;
+    return 0;
+  }
   const std::size_t inner = n + 1;
   const std::size_t len = inner + kTagSize;
   out[0] = kTypeApplicationData;  // every protected record says application_data outside
@@ -219,17 +239,23 @@ std::size_t TlsRecordLayer::seal(std::uint8_t type, const std::uint8_t* in, std:
   if (n != 0) std::memmove(body, in, n);
   body[n] = type;
 
-  const auto nonce = nonce_of(write_.iv, write_.seq);
+  auto nonce = nonce_of(write_.iv, write_.seq);
   EVP_CIPHER_CTX* ctx = thread_context(suite_, true);
   int outl = 0;
   int finl = 0;
-  if (EVP_CipherInit_ex2(ctx, nullptr, write_.key.data(), nonce.data(), 1, nullptr) != 1 ||
-      EVP_CipherUpdate(ctx, nullptr, &outl, out, static_cast<int>(kHeaderSize)) != 1 ||
-      EVP_CipherUpdate(ctx, body, &outl, body, static_cast<int>(inner)) != 1 ||
-      EVP_CipherFinal_ex(ctx, body + outl, &finl) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(kTagSize), body + inner) !=
-          1) {
-    throw std::runtime_error("TLS: record encryption failed");
+  const bool ok =
+      ctx != nullptr &&
+      EVP_CipherInit_ex2(ctx, nullptr, write_.key.data(), nonce.data(), 1, nullptr) == 1 &&
+      EVP_CipherUpdate(ctx, nullptr, &outl, out, static_cast<int>(kHeaderSize)) == 1 &&
+      EVP_CipherUpdate(ctx, body, &outl, body, static_cast<int>(inner)) == 1 &&
+      EVP_CipherFinal_ex(ctx, body + outl, &finl) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(kTagSize), body + inner) ==
+          1;
+  if (ctx != nullptr) forget_key(ctx);
+  crypto::secure_wipe(nonce.data(), nonce.size());
+  if (!ok) {
+    broken_ = true;
+    return 0;
   }
   ++write_.seq;
   return kHeaderSize + len;
@@ -239,11 +265,15 @@ std::size_t TlsRecordLayer::seal_data(const std::uint8_t* in, std::size_t n, std
   std::size_t written = 0;
   if (update_owed_ || write_.seq >= update_after_) {
     const std::uint8_t key_update[5] = {kHandshakeKeyUpdate, 0, 0, 1, 0};  // update_not_requested
-    written += seal(kTypeHandshake, key_update, sizeof key_update, out);
-    if (!update(write_)) throw std::runtime_error("TLS: key update failed");
+    written = seal(kTypeHandshake, key_update, sizeof key_update, out);
+    if (written == 0 || !update(write_)) {
+      broken_ = true;  // the KeyUpdate record must not go out without the key change
+      return 0;
+    }
     update_owed_ = false;
   }
-  return written + seal(kTypeApplicationData, in, n, out + written);
+  const std::size_t data = seal(kTypeApplicationData, in, n, out + written);
+  return data == 0 ? 0 : written + data;
 }
 
 std::size_t TlsRecordLayer::seal_alert(std::uint8_t description, std::uint8_t* out) {
@@ -284,24 +314,31 @@ TlsRecordLayer::Opened TlsRecordLayer::open(std::uint8_t* in, std::size_t size) 
   if (size < kHeaderSize + len) return r;
   const std::size_t consumed = kHeaderSize + len;
   if (len < kTagSize) return fail(TlsRecordError::bad_record_mac, kBadRecordMac, consumed);
+  // The inner plaintext, padding included, is at most 2^14 + 1 bytes (section 5.4).
+  if (len - kTagSize > kMaxPlaintext + 1) {
+    return fail(TlsRecordError::record_overflow, kRecordOverflow, consumed);
+  }
   if (read_.seq == UINT64_MAX) {
     return fail(TlsRecordError::sequence_exhausted, kInternalError, consumed);
   }
 
   std::uint8_t* body = in + kHeaderSize;
   const std::size_t clen = len - kTagSize;
-  const auto nonce = nonce_of(read_.iv, read_.seq);
+  auto nonce = nonce_of(read_.iv, read_.seq);
   EVP_CIPHER_CTX* ctx = thread_context(suite_, false);
+  if (ctx == nullptr) return fail(TlsRecordError::internal_error, kInternalError, consumed);
   int outl = 0;
   int finl = 0;
-  if (EVP_CipherInit_ex2(ctx, nullptr, read_.key.data(), nonce.data(), 0, nullptr) != 1 ||
-      EVP_CipherUpdate(ctx, nullptr, &outl, in, static_cast<int>(kHeaderSize)) != 1 ||
-      EVP_CipherUpdate(ctx, body, &outl, body, static_cast<int>(clen)) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(kTagSize), body + clen) !=
-          1 ||
-      EVP_CipherFinal_ex(ctx, body + outl, &finl) != 1) {
-    return fail(TlsRecordError::bad_record_mac, kBadRecordMac, consumed);
-  }
+  const bool ok =
+      EVP_CipherInit_ex2(ctx, nullptr, read_.key.data(), nonce.data(), 0, nullptr) == 1 &&
+      EVP_CipherUpdate(ctx, nullptr, &outl, in, static_cast<int>(kHeaderSize)) == 1 &&
+      EVP_CipherUpdate(ctx, body, &outl, body, static_cast<int>(clen)) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(kTagSize), body + clen) ==
+          1 &&
+      EVP_CipherFinal_ex(ctx, body + outl, &finl) == 1;
+  forget_key(ctx);
+  crypto::secure_wipe(nonce.data(), nonce.size());
+  if (!ok) return fail(TlsRecordError::bad_record_mac, kBadRecordMac, consumed);
   ++read_.seq;
 
   // TLSInnerPlaintext: content, the real content type, then zero padding.

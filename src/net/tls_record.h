@@ -8,7 +8,8 @@
 // about 250 bytes of TLS state (bench/README.md, "Memory per idle connection").
 //
 // Primitives are OpenSSL's: HKDF (EVP_KDF "HKDF", expand only) and the AEADs (EVP_CIPHER, one
-// context per thread, keyed per record). What is ours is the composition: HKDF-Expand-Label, the
+// context per thread, keyed for each record and keyed with zeros after it, so that no key of a
+// closed connection stays in memory). What is ours is the composition: HKDF-Expand-Label, the
 // per-record nonce, the record and inner-plaintext formats, KeyUpdate. It is checked against
 // RFC 8448's traces and against OpenSSL's own TLS stack (tests/unit/tls_record_test.cpp).
 //
@@ -96,10 +97,11 @@ class TlsRecordLayer {
   // Seals `n` <= kMaxPlaintext bytes of application data into `out`, which has room for
   // n + kMaxSealExpansion bytes; returns the bytes written. When a KeyUpdate is owed (the peer
   // asked for one, or the key has protected key_update_after() records), a KeyUpdate record
-  // comes first and the data goes under the new key.
+  // comes first and the data goes under the new key. Returns 0 if OpenSSL failed (then the layer
+  // seals nothing more: the connection must end).
   std::size_t seal_data(const std::uint8_t* in, std::size_t n, std::uint8_t* out);
   // Seals an alert (level fatal, except close_notify, which is a warning) into `out`, which has
-  // room for kMaxSealExpansion bytes; returns the bytes written.
+  // room for kMaxSealExpansion bytes; returns the bytes written, 0 as seal_data.
   std::size_t seal_alert(std::uint8_t description, std::uint8_t* out);
 
   std::uint16_t suite() const noexcept { return suite_; }
@@ -142,6 +144,7 @@ class TlsRecordLayer {
   Direction write_;
   std::uint64_t update_after_ = kDefaultKeyUpdateAfter;
   bool update_owed_ = false;  // send a KeyUpdate before the next application data
+  bool broken_ = false;       // sealing failed once: nothing more is sealed
   // A handshake message split across records (only KeyUpdate is accepted, so at most 4 bytes wait).
   std::uint8_t hs_buf_[4] = {};
   std::uint8_t hs_len_ = 0;

@@ -21,10 +21,11 @@ struct TlsStream::Handoff {
   crypto::Secret<48> server_secret;  // SERVER_TRAFFIC_SECRET_0: what it writes
   std::size_t client_len = 0;
   std::size_t server_len = 0;
-  // Records the server wrote under its application key before the handover: its
-  // NewSessionTickets, one record each (OpenSSL writes every handshake message in its own
-  // record, and nothing else goes out before the handshake returns).
-  std::uint64_t tickets = 0;
+  // Records the server wrote under its application key before the handover (its
+  // NewSessionTickets; nothing else goes out before the handshake returns): counted per record,
+  // not per message, since a ticket may take more than one record.
+  bool server_keys_logged = false;
+  std::uint64_t app_records = 0;
 };
 
 // OpenSSL's BIO callbacks, given access to the stream they serve.
@@ -54,18 +55,21 @@ struct BioAccess {
       out.data()[i] = static_cast<std::uint8_t>(hi << 4 | lo);
     }
     (client ? s->handoff_->client_len : s->handoff_->server_len) = hex.size() / 2;
+    // The server's application key is installed now: every protected record written from here
+    // on uses it (its Finished went out under the handshake key before this line).
+    if (!client) s->handoff_->server_keys_logged = true;
   }
 
-  static void message(int write_p, int, int content_type, const void* buf, std::size_t len, SSL*,
+  // OpenSSL reports the inner content type of every protected record it writes, once per
+  // record, after sealing it.
+  static void message(int write_p, int, int content_type, const void*, std::size_t, SSL*,
                       void* arg) {
     auto* s = static_cast<TlsStream*>(arg);
-    if (s == nullptr || !s->handoff_ || write_p != 1 || content_type != SSL3_RT_HANDSHAKE ||
-        len == 0) {
+    if (s == nullptr || !s->handoff_ || write_p != 1 ||
+        content_type != SSL3_RT_INNER_CONTENT_TYPE || !s->handoff_->server_keys_logged) {
       return;
     }
-    if (*static_cast<const unsigned char*>(buf) == SSL3_MT_NEWSESSION_TICKET) {
-      ++s->handoff_->tickets;
-    }
+    ++s->handoff_->app_records;
   }
 
   static int hex_digit(char c) {
@@ -373,6 +377,7 @@ void TlsStream::start(bool server, const std::string& sni, boost::system::error_
 }
 
 TlsStep TlsStream::try_handshake() {
+  if (records_) return {};  // handed over: the handshake is long done
   if (!socket_.is_open()) return closed_step();
   ERR_clear_error();
   errno = 0;
@@ -410,7 +415,7 @@ void TlsStream::hand_off() {
   if (cipher != nullptr && h->client_len != 0 && h->server_len != 0 && SSL_has_pending(ssl_) == 0) {
     layer = TlsRecordLayer::create(SSL_CIPHER_get_protocol_id(cipher),
                                    {h->client_secret.data(), h->client_len}, 0,
-                                   {h->server_secret.data(), h->server_len}, h->tickets);
+                                   {h->server_secret.data(), h->server_len}, h->app_records);
   }
   if (!layer) {
     // Not expected (OpenSSL gave no secrets, or a suite this layer does not know): OpenSSL
@@ -478,6 +483,7 @@ TlsStep TlsStream::try_shutdown() {
 
 // Delivers opened application data first, then what earlier reads left, then reads the socket.
 TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
+  if (size == 0) return {};
   if (!plain_.empty()) {
     const std::size_t n = std::min(size, plain_.size());
     std::memcpy(out, plain_.front(), n);
@@ -546,8 +552,20 @@ TlsStream::Drain TlsStream::open_records(std::uint8_t* p, std::size_t n, std::si
       case TlsRecordLayer::Opened::incomplete:
         return Drain::more;
       case TlsRecordLayer::Opened::control:
+        if (++empty_run_ > kMaxEmptyRecords) {
+          fail_records(TlsRecordError::unexpected_message, TlsRecordLayer::kUnexpectedMessage);
+          return Drain::failed;
+        }
         break;
       case TlsRecordLayer::Opened::data: {
+        if (r.size == 0) {
+          if (++empty_run_ > kMaxEmptyRecords) {
+            fail_records(TlsRecordError::unexpected_message, TlsRecordLayer::kUnexpectedMessage);
+            return Drain::failed;
+          }
+          break;
+        }
+        empty_run_ = 0;
         const std::size_t k = std::min(r.size, size - delivered);
         if (k != 0) std::memcpy(out + delivered, r.bytes, k);
         delivered += k;
@@ -561,26 +579,30 @@ TlsStream::Drain TlsStream::open_records(std::uint8_t* p, std::size_t n, std::si
         peer_closed_ = true;
         return Drain::closed;
       case TlsRecordLayer::Opened::failed:
-        read_error_ = r.error;
-        send_alert_now(r.alert);
+        fail_records(r.error, r.alert);
         return Drain::failed;
     }
   }
   return Drain::full;
 }
 
-// Best effort, never waiting: the connection is about to close anyway. Skipped when a record
-// is half sent (the alert would land inside it).
-void TlsStream::send_alert_now(int description) noexcept {
-  if (description < 0 || close_sent_ || !out_.empty()) return;
-  close_sent_ = true;
-  try {
+// The record stream is broken: reads fail from now on, and so do writes after the alert (RFC 8446
+// section 6.2: nothing follows a fatal alert). The alert goes after anything half sent, best
+// effort and without waiting: the connection is about to close anyway. `alert` < 0: the peer's
+// own alert ended it, so none is sent.
+void TlsStream::fail_records(boost::system::error_code ec, int alert) {
+  read_error_ = ec;
+  if (alert >= 0 && !close_sent_ && !write_error_) {
+    close_sent_ = true;
     std::uint8_t* w = write_scratch();
-    const std::size_t len = records_->seal_alert(static_cast<std::uint8_t>(description), w);
-    (void)::send(socket_.native_handle(), w, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-  } catch (const std::exception&) {
-    // nothing more to do: the stream is failing already
+    const std::size_t len = records_->seal_alert(static_cast<std::uint8_t>(alert), w);
+    if (len != 0) {
+      out_.append(w, len);
+      (void)flush_out();
+    }
   }
+  if (!write_error_) write_error_ = ec;
+  out_.clear();
 }
 
 TlsStep TlsStream::flush_out() {
@@ -619,6 +641,10 @@ TlsStep TlsStream::write_records(const std::uint8_t* data, std::size_t size) {
   const std::size_t n = std::min(size, TlsRecordLayer::kMaxPlaintext);
   std::uint8_t* w = write_scratch();
   const std::size_t len = records_->seal_data(data, n, w);
+  if (len == 0) {
+    write_error_ = make_error_code(TlsRecordError::internal_error);
+    return error_step(write_error_);
+  }
   std::size_t sent = 0;
   while (sent < len) {
     const ssize_t k = ::send(socket_.native_handle(), w + sent, len - sent, MSG_NOSIGNAL);
@@ -646,6 +672,10 @@ TlsStep TlsStream::shutdown_records() {
     close_sent_ = true;
     std::uint8_t* w = write_scratch();
     const std::size_t len = records_->seal_alert(TlsRecordLayer::kCloseNotify, w);
+    if (len == 0) {
+      write_error_ = make_error_code(TlsRecordError::internal_error);
+      return error_step(write_error_);
+    }
     out_.append(w, len);
   }
   return flush_out();

@@ -132,7 +132,7 @@ class TlsStream {
   TlsStep write_records(const std::uint8_t* data, std::size_t size);
   TlsStep shutdown_records();
   TlsStep flush_out();
-  void send_alert_now(int description) noexcept;
+  void fail_records(boost::system::error_code ec, int alert);
 
   socket_type socket_;
   SSL* ssl_ = nullptr;
@@ -149,8 +149,12 @@ class TlsStream {
   std::size_t out_plain_ = 0;              // application bytes in out_, reported when it is flushed
   boost::system::error_code read_error_;   // sticky, once the record stream failed
   boost::system::error_code write_error_;  // sticky, once sending failed
-  bool peer_closed_ = false;               // close_notify received
-  bool close_sent_ = false;  // close_notify or a fatal alert sent (nothing may follow)
+  // Records in a row that delivered nothing (empty data, KeyUpdate, user_canceled): a peer
+  // may not keep the server busy with them forever (OpenSSL allows 32 empty records too).
+  static constexpr std::uint32_t kMaxEmptyRecords = 32;
+  std::uint32_t empty_run_ = 0;
+  bool peer_closed_ = false;  // close_notify received
+  bool close_sent_ = false;   // close_notify or a fatal alert sent (nothing may follow)
 };
 
 namespace tls_ops {

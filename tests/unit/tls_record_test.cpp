@@ -254,6 +254,25 @@ TEST(TlsRecordLayer, MalformedFramingFails) {
   }
 }
 
+TEST(TlsRecordLayer, PaddingCountsAgainstThePlaintextLimit) {
+  {
+    TlsRecordLayer server = server_of_trace();
+    Bytes inner(16384, 'x');  // the largest content, then its type: exactly 2^14 + 1
+    inner.push_back(0x17);
+    Bytes rec = client_record(inner, 0);
+    const Opened r = open_copy(server, rec);
+    ASSERT_EQ(r.kind, Opened::data);
+    EXPECT_EQ(r.size, 16384u);
+  }
+  {
+    TlsRecordLayer server = server_of_trace();
+    Bytes inner = {'x', 0x17};
+    inner.resize(16386, 0);  // small content, padded one byte past 2^14 + 1
+    Bytes rec = client_record(inner, 0);
+    EXPECT_EQ(open_copy(server, rec).error, make_error_code(TlsRecordError::record_overflow));
+  }
+}
+
 TEST(TlsRecordLayer, IncompleteInputConsumesNothingAndChangesNothing) {
   TlsRecordLayer server = server_of_trace();
   Bytes rec = kClientData;
@@ -667,6 +686,38 @@ TEST_P(TlsHandoff, ResumedConnectionsHandOverToo) {
   auto reader = std::async(std::launch::async, [&] { return pair.client_read(data.size()); });
   pair.server_write(data);
   EXPECT_EQ(reader.get(), data);
+}
+
+// A ticket bigger than a record (ticket application data, 512-byte records): the server's
+// sequence counts records, not messages, or its first data would reuse the ticket's nonce.
+int big_ticket(SSL* ssl, void*) {
+  const std::string appdata(1500, 'a');
+  return SSL_SESSION_set1_ticket_appdata(SSL_get_session(ssl), appdata.data(), appdata.size());
+}
+
+TEST_P(TlsHandoff, TicketsSpanningRecordsAreCountedPerRecord) {
+  ASSERT_EQ(SSL_CTX_set_max_send_fragment(server_ctx_.get(), 512), 1);
+  ASSERT_EQ(SSL_CTX_set_session_ticket_cb(server_ctx_.get(), big_ticket, nullptr, nullptr), 1);
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  ASSERT_TRUE(pair.server().own_records());
+  EXPECT_GE(pair.server().record_layer()->write_sequence(), 4u);  // one ticket, several records
+  const Bytes data = pattern(2000, 11);
+  auto reader = std::async(std::launch::async, [&] { return pair.client_read(data.size()); });
+  pair.server_write(data);
+  EXPECT_EQ(reader.get(), data);
+}
+
+TEST_P(TlsHandoff, AServerStreamEndsAfterTooManyEmptyRecords) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  ASSERT_TRUE(pair.server().own_records());
+  // KeyUpdates deliver nothing; 40 in a row without data is a peer wasting the server's time.
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_EQ(SSL_key_update(pair.client(), SSL_KEY_UPDATE_NOT_REQUESTED), 1);
+    ASSERT_EQ(SSL_do_handshake(pair.client()), 1);  // sends it
+  }
+  EXPECT_EQ(pair.server_read_error(), make_error_code(TlsRecordError::unexpected_message));
 }
 
 INSTANTIATE_TEST_SUITE_P(Suites, TlsHandoff,
