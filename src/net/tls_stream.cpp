@@ -82,18 +82,11 @@ struct BioAccess {
   // Sends what the handshake has queued. 1 when it is all gone; otherwise 0, with the BIO's
   // retry-write flag set when the socket is full, or errno set on an error.
   static int flush_queued(BIO* b, TlsStream* s) {
-    while (!s->hs_out_.empty()) {
-      const ssize_t n =
-          ::send(s->socket_.native_handle(), s->hs_out_.front(), s->hs_out_.size(), MSG_NOSIGNAL);
-      if (n >= 0) {
-        s->hs_out_.consume(static_cast<std::size_t>(n));
-        continue;
-      }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(b);
-      return 0;
-    }
-    return 1;
+    const int err = s->hs_out_.send_to(s->socket_.native_handle());
+    if (err == 0) return 1;
+    if (err == EAGAIN) BIO_set_retry_write(b);
+    errno = err;
+    return 0;
   }
 
   // recv/send on the socket the stream owns right now; a closed socket fails with EBADF, so a
@@ -327,6 +320,20 @@ void TlsStream::ByteQueue::consume(std::size_t n) noexcept {
   if (begin_ >= end_) clear();
 }
 
+int TlsStream::ByteQueue::send_to(int fd) noexcept {
+  while (!empty()) {
+    // MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE in the whole process.
+    const ssize_t n = ::send(fd, front(), size(), MSG_NOSIGNAL);
+    if (n >= 0) {
+      consume(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (errno == EINTR) continue;
+    return errno == EWOULDBLOCK ? EAGAIN : errno;
+  }
+  return 0;
+}
+
 void TlsStream::ByteQueue::clear() noexcept {
   data_.reset();
   begin_ = 0;
@@ -385,20 +392,14 @@ TlsStep TlsStream::try_handshake() {
   const int saved = errno;
   if (ret == 1) {
     // The last flight (and a server's tickets) may still be queued.
-    while (!hs_out_.empty()) {
-      const ssize_t n =
-          ::send(socket_.native_handle(), hs_out_.front(), hs_out_.size(), MSG_NOSIGNAL);
-      if (n >= 0) {
-        hs_out_.consume(static_cast<std::size_t>(n));
-        continue;
-      }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        TlsStep step;
-        step.kind = TlsStep::want_write;
-        return step;  // called again once writable: SSL_do_handshake returns 1 at once then
-      }
-      return error_step(boost::system::error_code(errno, boost::system::system_category()));
+    const int err = hs_out_.send_to(socket_.native_handle());
+    if (err == EAGAIN) {
+      TlsStep step;
+      step.kind = TlsStep::want_write;
+      return step;  // called again once writable: SSL_do_handshake returns 1 at once then
+    }
+    if (err != 0) {
+      return error_step(boost::system::error_code(err, boost::system::system_category()));
     }
     coalesce_ = false;
     if (handoff_) hand_off();
@@ -606,23 +607,16 @@ void TlsStream::fail_records(boost::system::error_code ec, int alert) {
 }
 
 TlsStep TlsStream::flush_out() {
-  while (!out_.empty()) {
-    const ssize_t n = ::send(socket_.native_handle(), out_.front(), out_.size(), MSG_NOSIGNAL);
-    if (n >= 0) {
-      out_.consume(static_cast<std::size_t>(n));
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      TlsStep step;
-      step.kind = TlsStep::want_write;
-      return step;
-    }
-    write_error_ = boost::system::error_code(errno, boost::system::system_category());
-    out_.clear();
-    return error_step(write_error_);
+  const int err = out_.send_to(socket_.native_handle());
+  if (err == 0) return {};
+  if (err == EAGAIN) {
+    TlsStep step;
+    step.kind = TlsStep::want_write;
+    return step;
   }
-  return {};
+  write_error_ = boost::system::error_code(err, boost::system::system_category());
+  out_.clear();
+  return error_step(write_error_);
 }
 
 // Seals one record of up to kMaxPlaintext bytes and sends it; what the socket does not take

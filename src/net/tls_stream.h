@@ -114,6 +114,9 @@ class TlsStream {
     void append(const std::uint8_t* p, std::size_t n);
     void consume(std::size_t n) noexcept;
     void clear() noexcept;
+    // Sends what it holds on `fd` until it is empty (0) or the socket stops it (the errno;
+    // EAGAIN when the socket is full).
+    int send_to(int fd) noexcept;
 
    private:
     std::unique_ptr<std::uint8_t[]> data_;

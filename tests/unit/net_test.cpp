@@ -33,32 +33,19 @@
 #include "net/batch.h"
 #include "net/http_server.h"
 #include "net/tls.h"
+#include "net_test_support.h"
 #include "net/ws_client.h"
 #include "net/ws_server.h"
 
 namespace sotto::net {
 namespace {
 
+using test_support::pattern;
+using test_support::TempDir;
+
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sotto_net_test.XXXXXX").string();
-    char* p = ::mkdtemp(tmpl.data());
-    if (p == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
@@ -70,15 +57,6 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
   return true;
 }
 
-Bytes pattern(std::size_t size, std::uint32_t seed) {
-  Bytes b(size);
-  std::uint32_t x = seed * 2654435761u + 1;
-  for (auto& byte : b) {
-    x = x * 1664525u + 1013904223u;
-    byte = static_cast<std::uint8_t>(x >> 24);
-  }
-  return b;
-}
 
 Bytes bytes_of(std::string_view s) {
   return Bytes(s.begin(), s.end());

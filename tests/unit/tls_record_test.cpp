@@ -33,9 +33,13 @@
 #include "net/tls.h"
 #include "net/tls_internal.h"
 #include "net/tls_stream.h"
+#include "net_test_support.h"
 
 namespace sotto::net {
 namespace {
+
+using test_support::pattern;
+using test_support::TempDir;
 
 using detail::TlsRecordError;
 using detail::TlsRecordLayer;
@@ -371,23 +375,6 @@ TEST(TlsRecordLayer, EverySuiteRoundTripsThroughScheduledKeyUpdates) {
 
 // --- the server stream against OpenSSL's client ------------------------------------------------
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sotto_tls_record_test.XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 struct SslCtxFree {
   void operator()(SSL_CTX* p) const { SSL_CTX_free(p); }
 };
@@ -521,16 +508,6 @@ class StreamPair {
   std::unique_ptr<SSL, SslFree> client_;
   int client_fd_ = -1;
 };
-
-Bytes pattern(std::size_t size, std::uint32_t seed) {
-  Bytes b(size);
-  std::uint32_t x = seed * 2654435761u + 1;
-  for (auto& byte : b) {
-    x = x * 1664525u + 1013904223u;
-    byte = static_cast<std::uint8_t>(x >> 24);
-  }
-  return b;
-}
 
 class TlsHandoff : public ::testing::TestWithParam<const char*> {
  protected:
