@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <thread>
 
+#include "protocol/proto_codec.h"
+
 namespace sotto::client {
 
 namespace {
@@ -27,15 +29,6 @@ int base32_value(char c) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= '2' && c <= '7') return c - '2' + 26;
   return -1;
-}
-
-std::size_t varint_size(std::size_t v) {
-  std::size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
 }
 }  // namespace
 
@@ -106,7 +99,7 @@ std::size_t padding_length(std::size_t unpadded) {
     for (std::size_t v = 1; v <= 3; ++v) {
       if (room < 1 + v) continue;
       const std::size_t len = room - 1 - v;
-      if (varint_size(len) == v) return len;
+      if (protocol::detail::varint_size(len) == v) return len;
     }
     target += kPaddingBlock;
   }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "net/batch.h"
+#include "net/outbound_queue.h"
 #include "net/tls_internal.h"
 #include "net/tls_stream.h"
 
@@ -31,7 +32,6 @@ using tcp = asio::ip::tcp;
 using boost::system::error_code;
 
 constexpr const char* kWebSocketPath = "/v1/websocket";
-constexpr std::size_t kQueueSlotsKept = 16;
 constexpr std::size_t kSplitSlotsKept = 64;
 // As on the server (ws_server.cpp): frames queued behind a write in flight go out as one batch.
 static_assert(kMaxBatchBytes + 16 <= detail::TlsStream::kMaxRecordPlaintext);
@@ -121,14 +121,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   bool send(Bytes frame) {
     if (!is_open()) return false;
-    bool post = false;  // one post per burst of sends (see ws_server.cpp)
-    {
-      std::lock_guard lock(inbox_mu_);
-      inbox_.push_back(std::move(frame));
-      post = !inbox_posted_;
-      inbox_posted_ = true;
+    if (out_.push(std::move(frame))) {
+      asio::post(strand_, [self = shared_from_this()] { self->take_inbox(); });
     }
-    if (post) asio::post(strand_, [self = shared_from_this()] { self->take_inbox(); });
     return true;
   }
 
@@ -324,46 +319,24 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   }
 
   void take_inbox() {
-    {
-      std::lock_guard lock(inbox_mu_);
-      arrived_.swap(inbox_);
-      inbox_posted_ = false;
-    }
-    if (open_.load() && !close_started_) {
-      for (auto& frame : arrived_) queue_.push_back(std::move(frame));
-    }
-    arrived_.clear();
-    if (arrived_.capacity() > kQueueSlotsKept) arrived_.shrink_to_fit();
-    if (!writing_ && head_ < queue_.size()) write_next();
+    (void)out_.take(open_.load() && !close_started_);
+    if (!writing_ && out_.has_unsent()) write_next();
   }
 
   // Writes the next frame, or as many queued frames as fit one batch.
   void write_next() {
     writing_ = true;
-    const std::size_t n =
-        frames_for_next_write(std::span<const Bytes>(queue_.data() + head_, queue_.size() - head_));
-    in_flight_ = n;
-    auto done = [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); };
-    if (n == 1) {
-      ws_.async_write(asio::buffer(queue_[head_]), std::move(done));
-    } else {
-      encode_batch(std::span<const Bytes>(queue_.data() + head_, n), batch_);
-      ws_.async_write(asio::buffer(batch_), std::move(done));
-    }
+    const ByteView bytes = out_.next_write();
+    ws_.async_write(
+        asio::buffer(bytes.data(), bytes.size()),
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
   }
 
   void on_write(error_code ec) {
     writing_ = false;
-    for (std::size_t i = 0; i < in_flight_; ++i) queue_[head_++] = Bytes();
-    in_flight_ = 0;
-    if (head_ == queue_.size()) {
-      queue_.clear();
-      head_ = 0;
-      if (queue_.capacity() > kQueueSlotsKept) queue_.shrink_to_fit();
-      batch_ = Bytes();
-    }
+    (void)out_.written();
     if (ec) return hard_close();
-    if (head_ < queue_.size()) {
+    if (out_.has_unsent()) {
       write_next();
     } else if (close_started_ && !close_sent_ && !finished_) {
       send_close_frame();
@@ -436,15 +409,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   WsClient::FrameHandler on_frame_;
   WsClient::CloseHandler on_close_;
 
-  std::mutex inbox_mu_;
-  std::vector<Bytes> inbox_;    // sent, not yet queued; guarded by inbox_mu_
-  bool inbox_posted_ = false;   // a take_inbox is on its way; guarded by inbox_mu_
-  std::vector<Bytes> arrived_;  // take_inbox's scratch, swapped with inbox_
-
-  std::vector<Bytes> queue_;  // frames from head_ on are unsent; in_flight_ of them are being sent
-  std::size_t head_ = 0;
-  std::size_t in_flight_ = 0;
-  Bytes batch_;
+  detail::OutboundQueue out_;
   std::vector<ByteView> split_;
   std::atomic<bool> open_{false};
   bool connect_done_ = false;

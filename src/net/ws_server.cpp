@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "net/batch.h"
+#include "net/outbound_queue.h"
 #include "net/tls_internal.h"
 #include "net/tls_stream.h"
 
@@ -40,8 +41,6 @@ constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 constexpr std::chrono::seconds kForcedCloseWait{2};
 // What an idle connection's pending read may allocate ahead of data; most frames fit.
 constexpr std::size_t kIdleReadLimit = 256;
-// The outbound queue keeps this many slots after draining; a burst beyond it is given back.
-constexpr std::size_t kQueueSlotsKept = 16;
 // Frames queued behind a write in flight go out as one batch (net/batch.h) of at most
 // kMaxBatchBytes, so that a batch with its WebSocket header fits one TLS record; a larger frame
 // goes alone.
@@ -148,16 +147,9 @@ class ServerConnection final : public Connection,
                         kSlowReaderCloseDeadline);
       return false;
     }
-    // Frames from other threads meet in an inbox, and one posted handler moves all that arrived
-    // meanwhile to the queue: one post per burst, not per frame.
-    bool post = false;
-    {
-      std::lock_guard lock(inbox_mu_);
-      inbox_.push_back(std::move(frame));
-      post = !inbox_posted_;
-      inbox_posted_ = true;
+    if (out_.push(std::move(frame))) {
+      asio::post(strand_, [self = shared_from_this()] { self->take_inbox(); });
     }
-    if (post) asio::post(strand_, [self = shared_from_this()] { self->take_inbox(); });
     return true;
   }
 
@@ -301,57 +293,27 @@ class ServerConnection final : public Connection,
   }
 
   void take_inbox() {
-    {
-      std::lock_guard lock(inbox_mu_);
-      arrived_.swap(inbox_);
-      inbox_posted_ = false;
-    }
-    for (auto& frame : arrived_) {
-      if (finished_ || close_started_) {
-        outbound_.fetch_sub(frame.size());
-      } else {
-        queue_.push_back(std::move(frame));
-      }
-    }
-    arrived_.clear();
-    if (arrived_.capacity() > kQueueSlotsKept) arrived_.shrink_to_fit();
-    if (!writing_ && head_ < queue_.size()) write_next();
+    outbound_.fetch_sub(out_.take(!finished_ && !close_started_));
+    if (!writing_ && out_.has_unsent()) write_next();
   }
 
   // Writes the next frame, or as many queued frames as fit one batch.
   void write_next() {
     writing_ = true;
-    const std::size_t n =
-        frames_for_next_write(std::span<const Bytes>(queue_.data() + head_, queue_.size() - head_));
-    in_flight_ = n;
-    auto done = [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); };
-    if (n == 1) {
-      ws_.async_write(asio::buffer(queue_[head_]), std::move(done));
-    } else {
-      encode_batch(std::span<const Bytes>(queue_.data() + head_, n), batch_);
-      ws_.async_write(asio::buffer(batch_), std::move(done));
-    }
+    const ByteView bytes = out_.next_write();
+    ws_.async_write(
+        asio::buffer(bytes.data(), bytes.size()),
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
   }
 
   void on_write(error_code ec) {
     writing_ = false;
-    for (std::size_t i = 0; i < in_flight_; ++i) {
-      outbound_.fetch_sub(queue_[head_].size());
-      queue_[head_] = Bytes();
-      ++head_;
-    }
-    in_flight_ = 0;
-    if (head_ == queue_.size()) {
-      queue_.clear();
-      head_ = 0;
-      if (queue_.capacity() > kQueueSlotsKept) queue_.shrink_to_fit();
-      batch_ = Bytes();  // an idle connection keeps no batch buffer
-    }
+    outbound_.fetch_sub(out_.written());
     if (ec) {
       hard_close();  // the pending read fails next and finishes the connection
       return;
     }
-    if (head_ < queue_.size()) {
+    if (out_.has_unsent()) {
       write_next();
     } else if (close_started_ && !close_sent_ && !finished_) {
       send_close_frame();
@@ -359,13 +321,7 @@ class ServerConnection final : public Connection,
   }
 
   // Drops every queued frame except those being written (their buffers are in use).
-  void drop_queued() {
-    const std::size_t keep = head_ + (writing_ ? in_flight_ : 0);
-    std::size_t dropped = 0;
-    for (std::size_t i = keep; i < queue_.size(); ++i) dropped += queue_[i].size();
-    if (queue_.size() > keep) queue_.resize(keep);
-    outbound_.fetch_sub(dropped);
-  }
+  void drop_queued() { outbound_.fetch_sub(out_.drop_unsent()); }
 
   void begin_close_async(websocket::close_code code, const std::string& reason, bool flush,
                          Clock::duration deadline) {
@@ -427,15 +383,7 @@ class ServerConnection final : public Connection,
   beast::flat_buffer rd_buf_;
   Clock::time_point last_activity_{};
 
-  std::mutex inbox_mu_;
-  std::vector<Bytes> inbox_;    // sent, not yet queued; guarded by inbox_mu_
-  bool inbox_posted_ = false;   // a take_inbox is on its way; guarded by inbox_mu_
-  std::vector<Bytes> arrived_;  // take_inbox's scratch, swapped with inbox_
-
-  std::vector<Bytes> queue_;  // frames from head_ on are unsent; in_flight_ of them are being sent
-  std::size_t head_ = 0;
-  std::size_t in_flight_ = 0;
-  Bytes batch_;                  // the batch being written, when more than one frame is
+  detail::OutboundQueue out_;
   std::vector<ByteView> split_;  // the frames of the batch being handled
   std::atomic<std::size_t> outbound_{0};
   std::atomic<bool> closed_{false};  // no more sends accepted
