@@ -252,21 +252,42 @@ TlsStep step_of(SSL* ssl, int ret, int saved_errno) {
   return step;
 }
 
-TlsStep closed_step() {
-  TlsStep step;
-  step.ec = boost::asio::error::bad_descriptor;
-  return step;
-}
-
 TlsStep error_step(boost::system::error_code ec) {
   TlsStep step;
   step.ec = ec;
   return step;
 }
 
+TlsStep closed_step() {
+  return error_step(boost::asio::error::bad_descriptor);
+}
+
 TlsStep bytes_step(std::size_t n) {
   TlsStep step;
   step.bytes = n;
+  return step;
+}
+
+// Sends [p, p + n) on `fd` until all of it is gone (0) or the socket stops it: the errno, EAGAIN
+// when the socket is full. `sent` says how far it got.
+int send_all(int fd, const std::uint8_t* p, std::size_t n, std::size_t& sent) noexcept {
+  sent = 0;
+  while (sent < n) {
+    // MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE in the whole process.
+    const ssize_t k = ::send(fd, p + sent, n - sent, MSG_NOSIGNAL);
+    if (k >= 0) {
+      sent += static_cast<std::size_t>(k);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    return errno == EWOULDBLOCK ? EAGAIN : errno;
+  }
+  return 0;
+}
+
+TlsStep wait_step(TlsStep::Kind kind) {
+  TlsStep step;
+  step.kind = kind;
   return step;
 }
 
@@ -321,17 +342,11 @@ void TlsStream::ByteQueue::consume(std::size_t n) noexcept {
 }
 
 int TlsStream::ByteQueue::send_to(int fd) noexcept {
-  while (!empty()) {
-    // MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE in the whole process.
-    const ssize_t n = ::send(fd, front(), size(), MSG_NOSIGNAL);
-    if (n >= 0) {
-      consume(static_cast<std::size_t>(n));
-      continue;
-    }
-    if (errno == EINTR) continue;
-    return errno == EWOULDBLOCK ? EAGAIN : errno;
-  }
-  return 0;
+  if (empty()) return 0;
+  std::size_t sent = 0;
+  const int err = send_all(fd, front(), size(), sent);
+  consume(sent);
+  return err;
 }
 
 void TlsStream::ByteQueue::clear() noexcept {
@@ -393,11 +408,8 @@ TlsStep TlsStream::try_handshake() {
   if (ret == 1) {
     // The last flight (and a server's tickets) may still be queued.
     const int err = hs_out_.send_to(socket_.native_handle());
-    if (err == EAGAIN) {
-      TlsStep step;
-      step.kind = TlsStep::want_write;
-      return step;  // called again once writable: SSL_do_handshake returns 1 at once then
-    }
+    // Called again once writable: SSL_do_handshake returns 1 at once then.
+    if (err == EAGAIN) return wait_step(TlsStep::want_write);
     if (err != 0) {
       return error_step(boost::system::error_code(err, boost::system::system_category()));
     }
@@ -441,11 +453,7 @@ TlsStep TlsStream::try_read(void* data, std::size_t size) {
   std::size_t n = 0;
   const int ret = SSL_read_ex(ssl_, data, size, &n);
   const int saved = errno;
-  if (ret == 1) {
-    TlsStep step;
-    step.bytes = n;
-    return step;
-  }
+  if (ret == 1) return bytes_step(n);
   return step_of(ssl_, ret, saved);
 }
 
@@ -457,11 +465,7 @@ TlsStep TlsStream::try_write(const void* data, std::size_t size) {
   std::size_t n = 0;
   const int ret = SSL_write_ex(ssl_, data, size, &n);
   const int saved = errno;
-  if (ret == 1) {
-    TlsStep step;
-    step.bytes = n;
-    return step;
-  }
+  if (ret == 1) return bytes_step(n);
   return step_of(ssl_, ret, saved);
 }
 
@@ -518,11 +522,7 @@ TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
       if (got >= 0 || errno != EINTR) break;
     }
     if (got < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        TlsStep step;
-        step.kind = TlsStep::want_read;
-        return step;
-      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return wait_step(TlsStep::want_read);
       read_error_ = boost::system::error_code(errno, boost::system::system_category());
       return error_step(read_error_);
     }
@@ -609,11 +609,7 @@ void TlsStream::fail_records(boost::system::error_code ec, int alert) {
 TlsStep TlsStream::flush_out() {
   const int err = out_.send_to(socket_.native_handle());
   if (err == 0) return {};
-  if (err == EAGAIN) {
-    TlsStep step;
-    step.kind = TlsStep::want_write;
-    return step;
-  }
+  if (err == EAGAIN) return wait_step(TlsStep::want_write);
   write_error_ = boost::system::error_code(err, boost::system::system_category());
   out_.clear();
   return error_step(write_error_);
@@ -640,23 +636,15 @@ TlsStep TlsStream::write_records(const std::uint8_t* data, std::size_t size) {
     return error_step(write_error_);
   }
   std::size_t sent = 0;
-  while (sent < len) {
-    const ssize_t k = ::send(socket_.native_handle(), w + sent, len - sent, MSG_NOSIGNAL);
-    if (k >= 0) {
-      sent += static_cast<std::size_t>(k);
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-    write_error_ = boost::system::error_code(errno, boost::system::system_category());
+  const int err = send_all(socket_.native_handle(), w, len, sent);
+  if (err == 0) return bytes_step(n);
+  if (err != EAGAIN) {
+    write_error_ = boost::system::error_code(err, boost::system::system_category());
     return error_step(write_error_);
   }
-  if (sent == len) return bytes_step(n);
   out_.assign(w + sent, len - sent);
   out_plain_ = n;
-  TlsStep step;
-  step.kind = TlsStep::want_write;
-  return step;
+  return wait_step(TlsStep::want_write);
 }
 
 // close_notify once, after anything still unsent; done when it is on the wire.
