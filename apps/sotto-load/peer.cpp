@@ -7,6 +7,7 @@ namespace {
 
 // The contexts the server checks (src/server/server.cpp; same constants as src/client).
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
+constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 
 std::string str(ByteView b) {
@@ -91,6 +92,12 @@ void Peer::connect(DoneFn done) {
 }
 
 void Peer::login(const Account& account, DoneFn done) {
+  // As the client library does: sign the connection's channel binding (one round trip); a
+  // challenge only when there is none.
+  if (const auto binding = client_.channel_binding()) {
+    authenticate(account, kBoundAuthContext, ByteView(*binding), true, std::move(done));
+    return;
+  }
   svc::Request challenge;
   challenge.mutable_challenge();
   const bool sent = call(std::move(challenge), [this, &account, done](const svc::Response& r) {
@@ -98,23 +105,32 @@ void Peer::login(const Account& account, DoneFn done) {
       done(false, "challenge: " + r.status().message());
       return;
     }
-    Bytes message(kAuthContext.begin(), kAuthContext.end());
-    message.insert(message.end(), r.challenge().nonce().begin(), r.challenge().nonce().end());
-    svc::Request auth;
-    auto* a = auth.mutable_authenticate();
-    a->set_username(account.username);
-    a->set_device_id(account.device_id);
-    a->set_signature(str(account.auth_key.sign(message)));
-    const bool ok = call(std::move(auth), [done](const svc::Response& ar) {
-      if (ar.status().code() != svc::OK) {
-        done(false, "authenticate: " + ar.status().message());
-      } else {
-        done(true, {});
-      }
-    });
-    if (!ok) done(false, "connection closed");
+    const auto& nonce = r.challenge().nonce();
+    authenticate(account, kAuthContext,
+                 ByteView(reinterpret_cast<const std::uint8_t*>(nonce.data()), nonce.size()), false,
+                 done);
   });
   if (!sent) done(false, "connection closed");
+}
+
+void Peer::authenticate(const Account& account, std::string_view context, ByteView nonce,
+                        bool channel_binding, DoneFn done) {
+  Bytes message(context.begin(), context.end());
+  message.insert(message.end(), nonce.begin(), nonce.end());
+  svc::Request auth;
+  auto* a = auth.mutable_authenticate();
+  a->set_username(account.username);
+  a->set_device_id(account.device_id);
+  a->set_signature(str(account.auth_key.sign(message)));
+  a->set_channel_binding(channel_binding);
+  const bool ok = call(std::move(auth), [done](const svc::Response& ar) {
+    if (ar.status().code() != svc::OK) {
+      done(false, "authenticate: " + ar.status().message());
+    } else {
+      done(true, {});
+    }
+  });
+  if (!ok) done(false, "connection closed");
 }
 
 bool Peer::call(svc::Request&& request, ResponseFn fn) {

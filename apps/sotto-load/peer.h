@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "crypto/ed25519.h"
@@ -64,7 +65,8 @@ class Peer {
 
   // Connects (TLS with the pinned fingerprint, then the WebSocket handshake). Once only.
   void connect(DoneFn done);
-  // Challenge, then authenticate with the account's device key.
+  // Authenticates with the account's device key over the connection's TLS channel binding (a
+  // challenge first only when there is none).
   void login(const Account& account, DoneFn done);
   // Sends `request` with a fresh id; `fn` gets the response (or nothing if the connection ends).
   bool call(svc::Request&& request, ResponseFn fn);
@@ -78,6 +80,8 @@ class Peer {
 
  private:
   void handle_frame(ByteView frame);
+  void authenticate(const Account& account, std::string_view context, ByteView nonce,
+                    bool channel_binding, DoneFn done);
 
   PushFn on_push_;
   std::mutex mu_;

@@ -112,6 +112,10 @@ void Connection::close() {
   if (state_) state_->closed_by("closed by the client");
 }
 
+std::optional<std::array<std::uint8_t, 32>> Connection::channel_binding() const {
+  return ws_->channel_binding();
+}
+
 bool Connection::is_open() const {
   {
     std::lock_guard lock(state_->mu);

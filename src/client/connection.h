@@ -6,10 +6,12 @@
 // Not reconnecting by itself (the engine does). Thread-safe: call() from any thread.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tl/expected.hpp>
 
@@ -52,6 +54,8 @@ class Connection {
   [[nodiscard]] Result<svc::Response> call(svc::Request request, std::chrono::milliseconds timeout);
   // The certificate fingerprint seen on this connection (hex).
   [[nodiscard]] const std::string& fingerprint() const { return fingerprint_; }
+  // The TLS channel binding a device signs to log in (net::WsClient::channel_binding).
+  [[nodiscard]] std::optional<std::array<std::uint8_t, 32>> channel_binding() const;
   [[nodiscard]] bool is_open() const;
   void close();
 

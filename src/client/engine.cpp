@@ -18,6 +18,7 @@ namespace content = sotto::wire::content;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
+constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 constexpr std::uint32_t kMaxPreKeyId = 0xFFFFFE;
 
@@ -513,14 +514,23 @@ Result<Engine::Connected> Engine::connect_once() {
   if (!opened) return tl::unexpected(opened.error());
   ConnectionPtr c(std::move(*opened));
 
-  svc::Request challenge;
-  challenge.mutable_challenge();
-  auto nonce = call_ok(c, std::move(challenge));
-  if (!nonce) return tl::unexpected(nonce.error());
-  Bytes signed_message(kAuthContext.begin(), kAuthContext.end());
-  append(signed_message, as_bytes(nonce->challenge().nonce()));
+  // Log in by signing the connection's TLS channel binding: one round trip, and the proof is
+  // good for this connection only. A challenge from the server is the fallback.
   svc::Request authenticate;
   auto* auth = authenticate.mutable_authenticate();
+  Bytes signed_message;
+  if (const auto binding = c->channel_binding()) {
+    signed_message.assign(kBoundAuthContext.begin(), kBoundAuthContext.end());
+    append(signed_message, ByteView(*binding));
+    auth->set_channel_binding(true);
+  } else {
+    svc::Request challenge;
+    challenge.mutable_challenge();
+    auto nonce = call_ok(c, std::move(challenge));
+    if (!nonce) return tl::unexpected(nonce.error());
+    signed_message.assign(kAuthContext.begin(), kAuthContext.end());
+    append(signed_message, as_bytes(nonce->challenge().nonce()));
+  }
   auth->set_username(username_);
   auth->set_device_id(device_id_);
   auth->set_signature(str(auth_key_.sign(signed_message)));

@@ -367,7 +367,40 @@ TlsStream::TlsStream(socket_type socket, SSL_CTX* ctx) : socket_(std::move(socke
   SSL_set_bio(ssl_, bio, bio);  // one reference, owned by the SSL object
 }
 
+namespace {
+
+constexpr char kChannelBindingLabel[] = "EXPORTER-Channel-Binding";  // RFC 9266 section 2
+
+bool export_channel_binding(SSL* ssl, std::array<std::uint8_t, 32>& out) {
+  if (SSL_is_init_finished(ssl) != 1 ||
+      SSL_export_keying_material(ssl, out.data(), out.size(), kChannelBindingLabel,
+                                 sizeof kChannelBindingLabel - 1, nullptr, 0, 0) != 1) {
+    ERR_clear_error();
+    OPENSSL_cleanse(out.data(), out.size());
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool TlsStream::channel_binding(std::array<std::uint8_t, 32>& out) const {
+  if (binding_forgotten_) return false;
+  if (ssl_ != nullptr) return export_channel_binding(ssl_, out);
+  if (!binding_) return false;
+  out = *binding_;
+  return true;
+}
+
+void TlsStream::forget_channel_binding() noexcept {
+  binding_forgotten_ = true;
+  if (!binding_) return;
+  OPENSSL_cleanse(binding_->data(), binding_->size());
+  binding_.reset();
+}
+
 TlsStream::~TlsStream() {
+  forget_channel_binding();  // wipes the copy
   if (ssl_ != nullptr) {
     BIO_set_data(SSL_get_rbio(ssl_), nullptr);
     SSL_free(ssl_);
@@ -437,6 +470,8 @@ void TlsStream::hand_off() {
     return;
   }
   records_.emplace(std::move(*layer));
+  auto binding = std::make_unique<std::array<std::uint8_t, 32>>();
+  if (export_channel_binding(ssl_, *binding)) binding_ = std::move(binding);
   // What the peer sent after its Finished and the BIO read ahead is the record layer's now.
   in_.assign(hs_in_.front(), hs_in_.size());
   hs_in_.clear();

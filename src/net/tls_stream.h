@@ -19,6 +19,8 @@
 
 #include <openssl/ssl.h>
 
+#include <algorithm>
+#include <array>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/compose.hpp>
@@ -26,8 +28,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/role.hpp>
 #include <boost/system/error_code.hpp>
-
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -73,6 +73,15 @@ class TlsStream {
   bool own_records() const noexcept { return records_.has_value(); }
   // For tests: the record layer, or null.
   TlsRecordLayer* record_layer() noexcept { return records_ ? &*records_ : nullptr; }
+
+  // The connection's channel binding (RFC 9266 "tls-exporter": 32 bytes exported with the label
+  // "EXPORTER-Channel-Binding" and no context), once the handshake is done: a value both ends
+  // share and nobody else knows, fresh for every connection, resumed or not. A device signs it to
+  // log in without asking the server for a challenge first. False when there is none (handshake
+  // not done, or forgotten). A server stream exports it before freeing OpenSSL's object.
+  bool channel_binding(std::array<std::uint8_t, 32>& out) const;
+  // Wipes and frees the copy a server stream keeps (a login uses it once).
+  void forget_channel_binding() noexcept;
 
   // REQUIRES: the socket is connected. Makes it non-blocking and selects the side; `sni` is the
   // server name a client sends (empty: none).
@@ -146,6 +155,9 @@ class TlsStream {
   ByteQueue hs_out_;       // handshake bytes queued for one send
   ByteQueue hs_in_;        // bytes read ahead during the handshake, not yet given to OpenSSL
   std::optional<TlsRecordLayer> records_;  // after it
+  // A server stream's channel binding, exported before the SSL object is freed (null once used).
+  std::unique_ptr<std::array<std::uint8_t, 32>> binding_;
+  bool binding_forgotten_ = false;
   ByteQueue in_;                           // ciphertext read and not yet opened
   ByteQueue plain_;                        // opened application data not yet delivered
   ByteQueue out_;                          // sealed bytes the socket has not taken yet

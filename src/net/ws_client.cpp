@@ -117,6 +117,10 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   const std::string& observed_fingerprint() const { return observed_; }  // after connect()
   bool resumed() const { return resumed_; }                              // after connect()
+  std::optional<std::array<std::uint8_t, 32>> channel_binding() const {  // after connect()
+    if (!has_binding_) return std::nullopt;
+    return binding_;
+  }
   bool is_open() const { return open_.load(std::memory_order_acquire); }
 
   bool send(Bytes frame) {
@@ -245,6 +249,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     // nothing yet, so nothing is kept then either.
     sink_.pinned = !options_.fingerprint.empty();
     resumed_ = SSL_session_reused(ws_.next_layer().native_handle()) == 1;
+    has_binding_ = ws_.next_layer().channel_binding(binding_);
     ws_.set_option(websocket::stream_base::timeout{websocket::stream_base::none(),
                                                    websocket::stream_base::none(), false});
     ws_.set_option(websocket::stream_base::decorator(
@@ -405,6 +410,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::function<void(Result)> on_connected_;  // runs once, then cleared
   std::string observed_;
   bool resumed_ = false;
+  bool has_binding_ = false;
+  std::array<std::uint8_t, 32> binding_{};
 
   WsClient::FrameHandler on_frame_;
   WsClient::CloseHandler on_close_;
@@ -453,6 +460,7 @@ struct WsClient::Impl {
   std::unique_ptr<OwnIo> own;  // declared before conn: destroyed after it
   std::shared_ptr<ClientConnection> conn;
   std::string observed;
+  std::optional<std::array<std::uint8_t, 32>> binding;
   bool resumed = false;
 
   asio::io_context& ioc() { return pool ? pool->impl().ioc : own->ioc; }
@@ -484,6 +492,7 @@ tl::expected<void, ClientError> WsClient::connect() {
   }
   impl_->observed.clear();
   impl_->resumed = false;
+  impl_->binding.reset();
   impl_->conn = std::make_shared<ClientConnection>(impl_->ioc(), impl_->options, impl_->on_frame,
                                                    impl_->on_close);
   auto promise = std::make_shared<std::promise<tl::expected<void, ClientError>>>();
@@ -497,6 +506,7 @@ tl::expected<void, ClientError> WsClient::connect() {
   auto result = future.get();
   impl_->observed = impl_->conn->observed_fingerprint();
   impl_->resumed = impl_->conn->resumed();
+  impl_->binding = impl_->conn->channel_binding();
   return result;
 }
 
@@ -504,6 +514,7 @@ void WsClient::async_connect(ConnectHandler done) {
   if (impl_->conn) throw std::logic_error("WsClient::async_connect: already connected once");
   impl_->observed.clear();
   impl_->resumed = false;
+  impl_->binding.reset();
   impl_->conn = std::make_shared<ClientConnection>(impl_->ioc(), impl_->options, impl_->on_frame,
                                                    impl_->on_close);
   // The completion runs on the connection's strand, before any frame: observed is written
@@ -513,6 +524,7 @@ void WsClient::async_connect(ConnectHandler done) {
     if (auto c = conn.lock()) {
       impl->observed = c->observed_fingerprint();
       impl->resumed = c->resumed();
+      impl->binding = c->channel_binding();
     }
     if (done) done(r);
   });
@@ -520,6 +532,10 @@ void WsClient::async_connect(ConnectHandler done) {
 
 bool WsClient::resumed() const {
   return impl_->resumed;
+}
+
+std::optional<std::array<std::uint8_t, 32>> WsClient::channel_binding() const {
+  return impl_->binding;
 }
 
 TlsSessionSlot::TlsSessionSlot() : impl_(std::make_unique<Impl>()) {}

@@ -4,9 +4,11 @@
 // client engine (src/client) owns reconnection with backoff.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tl/expected.hpp>
 
@@ -98,6 +100,9 @@ class WsClient {
   const std::string& observed_fingerprint() const;
   // Whether the connection resumed a session from options.session (after connect succeeded).
   bool resumed() const;
+  // The connection's TLS channel binding (RFC 9266 tls-exporter, 32 bytes; after connect
+  // succeeded): what a device signs to log in without asking for a challenge.
+  std::optional<std::array<std::uint8_t, 32>> channel_binding() const;
   bool send(Bytes frame);
   void close();
   bool is_open() const;

@@ -161,6 +161,11 @@ class ServerConnection final : public Connection,
   std::uint64_t id() const override { return id_; }
   const std::string& remote_address() const override { return remote_; }
   std::size_t outbound_bytes() const override { return outbound_.load(); }
+  bool take_channel_binding(std::array<std::uint8_t, 32>& out) override {
+    const bool ok = ws_.next_layer().channel_binding(out);
+    ws_.next_layer().forget_channel_binding();
+    return ok;
+  }
 
   // WsServer::stop: flush what is queued, then close; hard close when `grace` runs out.
   void shut_down(std::chrono::milliseconds grace) {

@@ -7,6 +7,7 @@
 // stay silent past idle_timeout.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -42,6 +43,10 @@ class Connection {
   virtual std::uint64_t id() const = 0;
   virtual const std::string& remote_address() const = 0;  // IP only, for rate limits
   virtual std::size_t outbound_bytes() const = 0;
+  // The connection's TLS channel binding (RFC 9266 tls-exporter, 32 bytes), handed out once: the
+  // server's copy is wiped by this call, whatever the caller then makes of it. False when there
+  // is none (already taken). Call it from this connection's own callbacks only.
+  virtual bool take_channel_binding(std::array<std::uint8_t, 32>& out) = 0;
 };
 
 using ConnectionPtr = std::shared_ptr<Connection>;

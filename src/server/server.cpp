@@ -45,6 +45,7 @@ struct Server::Session {
 namespace {
 
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
+constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 
 std::string online_key(AccountId a, DeviceId d) {
@@ -416,11 +417,20 @@ void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response
     issued = s->challenge_at;
     s->challenge.reset();  // single use, whatever the outcome
   }
+  // Also single use, whichever value this attempt signs (and the server keeps no copy after).
+  std::array<std::uint8_t, kChallengeSize> binding{};
+  const bool has_binding = s->connection->take_channel_binding(binding);
   const auto login_failed = [&](std::string_view why) {
     metrics_.login_failures.fetch_add(1, std::memory_order_relaxed);
     fail(out, svc::UNAUTHENTICATED, why);
   };
-  if (!nonce || now_ms_() / 1000 > issued + kChallengeLifetimeSeconds) {
+  if (req.channel_binding()) {
+    if (!has_binding) {
+      login_failed("this connection's channel binding was used already; request a challenge");
+      return;
+    }
+    nonce = binding;
+  } else if (!nonce || now_ms_() / 1000 > issued + kChallengeLifetimeSeconds) {
     login_failed("request a fresh challenge first");
     return;
   }
@@ -439,7 +449,8 @@ void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response
     login_failed("unknown account or device");
     return;
   }
-  Bytes signed_message(kAuthContext.begin(), kAuthContext.end());
+  const std::string_view context = req.channel_binding() ? kBoundAuthContext : kAuthContext;
+  Bytes signed_message(context.begin(), context.end());
   signed_message.insert(signed_message.end(), nonce->begin(), nonce->end());
   if (!crypto::ed25519_verify(device->auth_key, signed_message, view(req.signature()))) {
     login_failed("signature does not verify");

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -193,6 +194,12 @@ class RawClient {
     return out;
   }
 
+  std::array<std::uint8_t, 32> channel_binding() const {
+    const auto b = client_->channel_binding();
+    EXPECT_TRUE(b.has_value());
+    return b.value_or(std::array<std::uint8_t, 32>{});
+  }
+
   std::optional<std::string> wait_closed() {
     std::unique_lock lock(mu_);
     cv_.wait_for(lock, std::chrono::seconds(10), [&] { return closed_.has_value(); });
@@ -356,6 +363,35 @@ TEST_F(ServerProcessTest, UnauthenticatedRequestsAreRefused) {
   login(c, "alice", 1, bob.auth, svc::UNAUTHENTICATED);
   EXPECT_EQ(c.call(requests[0]).status().code(), svc::UNAUTHENTICATED);
   EXPECT_EQ(server_.row_counts(), before);
+}
+
+TEST_F(ServerProcessTest, ADeviceLogsInBySigningItsConnectionsTlsChannelBinding) {
+  Account alice("alice", 1);
+  {
+    RawClient r(server_);
+    ASSERT_EQ(r.call(sotto::testing::register_request(alice.party, alice.auth)).status().code(),
+              svc::OK);
+  }
+  // Both ends export the same value (RFC 9266), so one signature logs in: no challenge asked.
+  RawClient c(server_);
+  const auto binding = c.channel_binding();
+  const auto proof = sotto::testing::authenticate_bound("alice", 1, alice.auth, binding);
+  auto r = c.call(proof);
+  EXPECT_EQ(r.status().code(), svc::OK) << r.status().message();
+  svc::Request key_count;
+  key_count.mutable_key_count();
+  EXPECT_EQ(c.call(key_count).status().code(), svc::OK);
+
+  // Every connection has its own binding: the same proof on another connection is refused, and
+  // so is a proof over another connection's binding.
+  RawClient other(server_);
+  EXPECT_NE(other.channel_binding(), binding);
+  EXPECT_EQ(other.call(proof).status().code(), svc::UNAUTHENTICATED);
+  RawClient third(server_);
+  auto relayed = third.call(
+      sotto::testing::authenticate_bound("alice", 1, alice.auth, other.channel_binding()));
+  EXPECT_EQ(relayed.status().code(), svc::UNAUTHENTICATED);
+  EXPECT_EQ(third.call(key_count).status().code(), svc::UNAUTHENTICATED);
 }
 
 TEST_F(ServerProcessTest, ADeviceCannotTouchAnotherDevicesQueueOrKeys) {

@@ -7,11 +7,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -40,6 +43,17 @@ class LoopbackConnection final : public net::Connection {
   std::uint64_t id() const override { return id_; }
   const std::string& remote_address() const override { return address_; }
   std::size_t outbound_bytes() const override { return 0; }
+  bool take_channel_binding(std::array<std::uint8_t, 32>& out) override {
+    std::lock_guard lock(mutex_);
+    if (!binding_) return false;
+    out = *std::exchange(binding_, std::nullopt);
+    return true;
+  }
+  // What a TLS connection would export (tests pick it; each connection has its own).
+  void set_channel_binding(const std::array<std::uint8_t, 32>& b) {
+    std::lock_guard lock(mutex_);
+    binding_ = b;
+  }
   std::vector<svc::Frame> take() {
     std::lock_guard lock(mutex_);
     return std::exchange(frames_, {});
@@ -50,6 +64,7 @@ class LoopbackConnection final : public net::Connection {
   std::string address_ = "127.0.0.1";
   std::mutex mutex_;
   std::vector<svc::Frame> frames_;
+  std::optional<std::array<std::uint8_t, 32>> binding_;
 };
 
 inline std::string str(ByteView b) {
@@ -98,6 +113,22 @@ inline svc::Request authenticate(const std::string& username, std::uint32_t devi
   r.mutable_authenticate()->set_username(username);
   r.mutable_authenticate()->set_device_id(device);
   r.mutable_authenticate()->set_signature(str(auth.sign(msg)));
+  return r;
+}
+
+// The one-round-trip login proof: the signature over the connection's TLS channel binding.
+// `context` other than the real one ("sotto-auth-tls-v1") makes a proof the server must refuse.
+inline svc::Request authenticate_bound(const std::string& username, std::uint32_t device,
+                                       const crypto::Ed25519KeyPair& auth,
+                                       const std::array<std::uint8_t, 32>& binding,
+                                       std::string_view context = "sotto-auth-tls-v1") {
+  Bytes msg(context.begin(), context.end());
+  msg.insert(msg.end(), binding.begin(), binding.end());
+  svc::Request r;
+  r.mutable_authenticate()->set_username(username);
+  r.mutable_authenticate()->set_device_id(device);
+  r.mutable_authenticate()->set_signature(str(auth.sign(msg)));
+  r.mutable_authenticate()->set_channel_binding(true);
   return r;
 }
 

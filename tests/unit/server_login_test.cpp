@@ -1,0 +1,123 @@
+// Device login through the real request handlers and store: the one-round-trip proof over the
+// connection's TLS channel binding (what clients use), and the challenge it replaces. Each value a
+// proof may sign is good for one attempt on its own connection, and a proof made for one kind
+// never passes as the other.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "util/server_harness.h"
+
+namespace sotto::server {
+namespace {
+
+namespace svc = sotto::wire::service;
+using sotto::testing::authenticate;
+using sotto::testing::authenticate_bound;
+using sotto::testing::Client;
+
+std::array<std::uint8_t, 32> binding_of(std::uint8_t seed) {
+  std::array<std::uint8_t, 32> b{};
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<std::uint8_t>(seed * 31 + i);
+  return b;
+}
+
+class LoginTest : public sotto::testing::ServerHarness {
+ protected:
+  // Registers c's account (device 1) on c's connection, which stays logged out.
+  void register_only(Client& c) {
+    server_->on_open(c.conn);
+    ASSERT_EQ(call(c, sotto::testing::register_request(c.party, c.auth)).status().code(), svc::OK);
+  }
+
+  // Whether the connection is logged in: a request that needs it is answered.
+  bool logged_in(Client& c) {
+    svc::Request r;
+    r.mutable_key_count();
+    return call(c, r).status().code() == svc::OK;
+  }
+
+  svc::Response login_bound(Client& c, const std::array<std::uint8_t, 32>& signed_binding,
+                            std::string_view context = "sotto-auth-tls-v1") {
+    return call(c, authenticate_bound(c.party.name, c.device_id, c.auth, signed_binding, context));
+  }
+};
+
+TEST_F(LoginTest, ASignatureOverTheChannelBindingLogsInWithoutAChallenge) {
+  Client alice("alice", 1, 1);
+  register_only(alice);
+  ASSERT_FALSE(logged_in(alice));
+  alice.conn->set_channel_binding(binding_of(1));
+  const auto before = metrics_.logins.load();
+  const auto r = login_bound(alice, binding_of(1));
+  EXPECT_EQ(r.status().code(), svc::OK) << r.status().message();
+  EXPECT_TRUE(logged_in(alice));
+  EXPECT_EQ(metrics_.logins.load(), before + 1);
+}
+
+TEST_F(LoginTest, TheChannelBindingIsGoodForOneAttemptAndTheChallengeStillWorks) {
+  Client alice("alice", 1, 1);
+  Client mallory("mallory", 2, 2);
+  register_only(alice);
+  alice.conn->set_channel_binding(binding_of(1));
+  // A wrong key spends the binding...
+  const auto failures = metrics_.login_failures.load();
+  auto wrong = call(alice, authenticate_bound("alice", 1, mallory.auth, binding_of(1)));
+  EXPECT_EQ(wrong.status().code(), svc::UNAUTHENTICATED);
+  // ...so the right proof over it is refused afterwards, with a reason that says what to do.
+  auto late = login_bound(alice, binding_of(1));
+  EXPECT_EQ(late.status().code(), svc::UNAUTHENTICATED);
+  EXPECT_NE(late.status().message().find("challenge"), std::string::npos);
+  EXPECT_FALSE(logged_in(alice));
+  EXPECT_EQ(metrics_.login_failures.load(), failures + 2);
+  // The challenge path is still open on this connection.
+  svc::Request ch;
+  ch.mutable_challenge();
+  const std::string nonce = call(alice, ch).challenge().nonce();
+  ASSERT_EQ(nonce.size(), 32u);
+  EXPECT_EQ(call(alice, authenticate("alice", 1, alice.auth, nonce)).status().code(), svc::OK);
+  EXPECT_TRUE(logged_in(alice));
+}
+
+TEST_F(LoginTest, AProofForAnotherConnectionsBindingIsRefused) {
+  Client alice("alice", 1, 1);
+  register_only(alice);
+  alice.conn->set_channel_binding(binding_of(1));
+  // Signed for a binding this connection does not have (a proof relayed from elsewhere).
+  EXPECT_EQ(login_bound(alice, binding_of(2)).status().code(), svc::UNAUTHENTICATED);
+  EXPECT_FALSE(logged_in(alice));
+}
+
+TEST_F(LoginTest, ProofsDoNotPassForTheOtherKind) {
+  Client alice("alice", 1, 1);
+  register_only(alice);
+  // The binding signed under the challenge's context.
+  alice.conn->set_channel_binding(binding_of(1));
+  EXPECT_EQ(login_bound(alice, binding_of(1), "sotto-auth-v1").status().code(),
+            svc::UNAUTHENTICATED);
+  // A challenge's nonce signed under the binding's context, sent as a challenge proof.
+  svc::Request ch;
+  ch.mutable_challenge();
+  const std::string nonce = call(alice, ch).challenge().nonce();
+  std::array<std::uint8_t, 32> as_binding{};
+  std::copy(nonce.begin(), nonce.end(), as_binding.begin());
+  auto r = authenticate_bound("alice", 1, alice.auth, as_binding);
+  r.mutable_authenticate()->set_channel_binding(false);
+  EXPECT_EQ(call(alice, r).status().code(), svc::UNAUTHENTICATED);
+  EXPECT_FALSE(logged_in(alice));
+}
+
+TEST_F(LoginTest, AConnectionWithoutABindingIsToldToAskForAChallenge) {
+  Client alice("alice", 1, 1);
+  register_only(alice);  // the loopback connection has no binding unless a test sets one
+  auto r = login_bound(alice, binding_of(1));
+  EXPECT_EQ(r.status().code(), svc::UNAUTHENTICATED);
+  EXPECT_NE(r.status().message().find("challenge"), std::string::npos);
+  EXPECT_FALSE(logged_in(alice));
+}
+
+}  // namespace
+}  // namespace sotto::server
