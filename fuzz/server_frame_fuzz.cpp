@@ -3,7 +3,8 @@
 // registers and logs in one account with real keys, so the fuzzed frames reach the handlers that
 // need an authenticated device, on both an authenticated and an anonymous connection.
 // Input: a sequence of WebSocket messages (frames or batches of frames), each prefixed by a 2-byte
-// big-endian length; the first byte picks the connection.
+// big-endian length; the first byte picks the connection. A first byte of 0xA5 instead makes the
+// rest the Authorization header of a connection's upgrade request (the login proof in it).
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -74,6 +75,7 @@ struct Fixture {
   std::unique_ptr<server::Server> server;
   std::shared_ptr<LoopbackConnection> authed = std::make_shared<LoopbackConnection>(1);
   std::shared_ptr<LoopbackConnection> anonymous = std::make_shared<LoopbackConnection>(2);
+  std::shared_ptr<LoopbackConnection> upgrading = std::make_shared<LoopbackConnection>(3);
 
   Fixture() {
     spdlog::set_level(spdlog::level::off);
@@ -90,8 +92,8 @@ struct Fixture {
     config.bundle_fetches_per_minute = 1'000'000;
     server = std::make_unique<server::Server>(config, *store, metrics, rng,
                                               [] { return std::uint64_t{1'700'000'000'000}; });
-    server->on_open(authed);
-    server->on_open(anonymous);
+    server->on_open(authed, {});
+    server->on_open(anonymous, {});
     register_and_login("fuzzer", *authed);
   }
   ~Fixture() {
@@ -151,6 +153,9 @@ struct Fixture {
   }
 };
 
+// A first byte of this value selects the upgrade request's login proof instead of frames.
+constexpr std::uint8_t kUpgradeMode = 0xA5;
+
 Fixture& fixture() {
   static Fixture* f = new Fixture();  // lives for the process, like the fuzzer
   return *f;
@@ -161,6 +166,16 @@ Fixture& fixture() {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   Fixture& f = fixture();
   if (size == 0) return 0;
+  if (data[0] == kUpgradeMode) {
+    // The rest is the Authorization header of an upgrade request (at most what the transport
+    // reads, net/ws_server.cpp): a connection opens with it and closes.
+    const std::string header(reinterpret_cast<const char*>(data + 1),
+                             std::min<std::size_t>(size - 1, 4096));
+    f.server->on_open(f.upgrading, header);
+    f.server->on_close(f.upgrading);
+    f.store->messages().flush();
+    return 0;
+  }
   const auto& conn = (data[0] & 1) ? f.anonymous : f.authed;
   std::size_t i = 1;
   int frames = 0;

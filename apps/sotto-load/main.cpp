@@ -812,8 +812,9 @@ class LoadTool {
     std::string first_error;
   };
 
-  // Logins one after another on login_concurrency slots, each a new connection (TCP, TLS and
-  // WebSocket handshakes, challenge, signature), closed once logged in. With `resume`, each
+  // Logins one after another on login_concurrency slots, each a new connection (TCP and TLS
+  // handshakes, then the WebSocket upgrade carrying the login proof, answered by the server's
+  // login result), closed once logged in. With `resume`, each
   // account keeps the TLS session of its previous connection (as the client library does).
   LoginLoop login_loop(const std::vector<Account*>& accounts, bool resume) {
     struct Slot {
@@ -850,7 +851,7 @@ class LoadTool {
     std::function<void(std::size_t)> start = [&](std::size_t slot) {
       if (!running.load()) return;
       Account* a = accounts[next_account++ % accounts.size()];
-      auto options = client_options(slot);
+      auto options = Peer::logging_in(client_options(slot), *a);
       if (resume) options.session = a->tls_session;
       auto peer = std::make_unique<Peer>(pool_, options);
       Peer* p = peer.get();

@@ -1,6 +1,10 @@
 #include "peer.h"
 
+#include <optional>
 #include <string_view>
+#include <utility>
+
+#include "crypto/base64.h"
 
 namespace sotto::load {
 namespace {
@@ -8,6 +12,7 @@ namespace {
 // The contexts the server checks (src/server/server.cpp; same constants as src/client).
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
 constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
+constexpr std::string_view kAuthorizationScheme = "SottoDevice ";
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 
 std::string str(ByteView b) {
@@ -66,16 +71,20 @@ Bytes encode_request(svc::Request& request) {
 }
 
 Peer::Peer(std::shared_ptr<net::IoPool> pool, net::ClientOptions options)
-    : client_(
+    : login_in_upgrade_(static_cast<bool>(options.authorization)),
+      client_(
           std::move(options), [this](ByteView frame) { handle_frame(frame); },
           [this](const std::string& reason) {
             close_reason_ = reason;
-            closed_.store(true);
             std::unordered_map<std::uint64_t, ResponseFn> dropped;
+            DoneFn login_done;
             {
               std::lock_guard lock(mu_);
+              closed_.store(true);
               dropped.swap(pending_);
+              login_done = std::exchange(login_done_, nullptr);
             }
+            if (login_done) finish_login(std::nullopt, login_done);
           },
           std::move(pool)) {}
 
@@ -91,9 +100,38 @@ void Peer::connect(DoneFn done) {
   });
 }
 
+net::ClientOptions Peer::logging_in(net::ClientOptions options, const Account& account) {
+  options.authorization = [a = &account](const std::array<std::uint8_t, 32>& binding) {
+    Bytes message(kBoundAuthContext.begin(), kBoundAuthContext.end());
+    message.insert(message.end(), binding.begin(), binding.end());
+    svc::AuthenticateRequest proof;
+    proof.set_username(a->username);
+    proof.set_device_id(a->device_id);
+    proof.set_signature(str(a->auth_key.sign(message)));
+    proof.set_channel_binding(true);
+    return std::string(kAuthorizationScheme) +
+           crypto::base64url_encode(as_bytes(proof.SerializeAsString()));
+  };
+  return options;
+}
+
 void Peer::login(const Account& account, DoneFn done) {
-  // As the client library does: sign the connection's channel binding (one round trip); a
-  // challenge only when there is none.
+  if (login_in_upgrade_) {
+    // As the client library does: the proof went in the upgrade request; the server's answer
+    // is the first push (or came already).
+    std::optional<svc::Status> result;
+    {
+      std::lock_guard lock(mu_);
+      if (!login_result_ && !closed_.load()) {
+        login_done_ = std::move(done);
+        return;
+      }
+      result = login_result_;
+    }
+    finish_login(result, done);
+    return;
+  }
+  // Sign the connection's channel binding in a request; a challenge only when there is none.
   if (const auto binding = client_.channel_binding()) {
     authenticate(account, kBoundAuthContext, ByteView(*binding), true, std::move(done));
     return;
@@ -133,6 +171,16 @@ void Peer::authenticate(const Account& account, std::string_view context, ByteVi
   if (!ok) done(false, "connection closed");
 }
 
+void Peer::finish_login(const std::optional<svc::Status>& result, const DoneFn& done) {
+  if (!result) {
+    done(false, "connection closed before the login result");
+  } else if (result->code() != svc::OK) {
+    done(false, "login: " + result->message());
+  } else {
+    done(true, {});
+  }
+}
+
 bool Peer::call(svc::Request&& request, ResponseFn fn) {
   std::uint64_t id = 0;
   {
@@ -164,6 +212,16 @@ void Peer::handle_frame(ByteView bytes) {
       pending_.erase(it);
     }
     if (fn) fn(frame.response());
+  } else if (frame.has_push() && frame.push().has_login_result()) {
+    DoneFn done;
+    std::optional<svc::Status> result;
+    {
+      std::lock_guard lock(mu_);
+      login_result_ = frame.push().login_result().status();
+      result = login_result_;
+      done = std::exchange(login_done_, nullptr);
+    }
+    if (done) finish_login(result, done);
   } else if (frame.has_push() && on_push_) {
     on_push_(frame.push());
   }

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -63,10 +64,16 @@ class Peer {
   // REQUIRES: called before connect().
   void on_push(PushFn fn) { on_push_ = std::move(fn); }
 
+  // `options` whose upgrade request carries `account`'s login proof (over the connection's TLS
+  // channel binding), as the client library logs in; login() then waits for the server's answer.
+  // REQUIRES: `account` outlives the peer.
+  static net::ClientOptions logging_in(net::ClientOptions options, const Account& account);
+
   // Connects (TLS with the pinned fingerprint, then the WebSocket handshake). Once only.
   void connect(DoneFn done);
-  // Authenticates with the account's device key over the connection's TLS channel binding (a
-  // challenge first only when there is none).
+  // Logs in with the account's device key: waits for the answer to the proof in the upgrade
+  // request (logging_in), or else sends the proof over the connection's TLS channel binding in
+  // a request (a challenge first only when there is none).
   void login(const Account& account, DoneFn done);
   // Sends `request` with a fresh id; `fn` gets the response (or nothing if the connection ends).
   bool call(svc::Request&& request, ResponseFn fn);
@@ -82,11 +89,15 @@ class Peer {
   void handle_frame(ByteView frame);
   void authenticate(const Account& account, std::string_view context, ByteView nonce,
                     bool channel_binding, DoneFn done);
+  static void finish_login(const std::optional<svc::Status>& result, const DoneFn& done);
 
   PushFn on_push_;
   std::mutex mu_;
   std::uint64_t next_id_ = 1;                              // guarded by mu_
   std::unordered_map<std::uint64_t, ResponseFn> pending_;  // guarded by mu_
+  const bool login_in_upgrade_;
+  DoneFn login_done_;                        // guarded by mu_: login() waiting for the result
+  std::optional<svc::Status> login_result_;  // guarded by mu_
   std::atomic<bool> closed_{false};
   std::string close_reason_;  // written before closed_ is set
   // Last: destroyed first, so that no callback runs once the members above are gone.

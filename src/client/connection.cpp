@@ -20,6 +20,7 @@ struct Connection::State {
   std::string close_reason;
   PushHandler on_push;
   CloseHandler on_close;
+  std::optional<svc::Status> login;  // the answer to the upgrade request's login proof
 
   void frame(ByteView bytes) {
     svc::Frame frame;
@@ -29,6 +30,12 @@ struct Connection::State {
       auto it = pending.find(frame.response().id());
       if (it == pending.end()) return;  // a call that timed out meanwhile
       it->second = std::move(*frame.mutable_response());
+      cv.notify_all();
+      return;
+    }
+    if (frame.has_push() && frame.push().has_login_result()) {
+      std::lock_guard lock(mu);
+      login = std::move(*frame.mutable_push()->mutable_login_result()->mutable_status());
       cv.notify_all();
       return;
     }
@@ -48,8 +55,8 @@ struct Connection::State {
   }
 };
 
-Result<std::unique_ptr<Connection>> Connection::open(const Endpoint& endpoint,
-                                                     PushHandler on_push, CloseHandler on_close) {
+Result<std::unique_ptr<Connection>> Connection::open(const Endpoint& endpoint, PushHandler on_push,
+                                                     CloseHandler on_close, Authorize authorize) {
   std::unique_ptr<Connection> c(new Connection());
   c->state_ = std::make_shared<State>();
   c->state_->on_push = std::move(on_push);
@@ -61,6 +68,7 @@ Result<std::unique_ptr<Connection>> Connection::open(const Endpoint& endpoint,
   options.session = endpoint.session;
   options.max_frame_bytes = 4 << 20;
   options.connect_timeout = std::chrono::seconds(10);
+  options.authorization = std::move(authorize);
   std::weak_ptr<State> weak = c->state_;
   c->ws_ = std::make_unique<net::WsClient>(
       options,
@@ -114,6 +122,22 @@ void Connection::close() {
 
 std::optional<std::array<std::uint8_t, 32>> Connection::channel_binding() const {
   return ws_->channel_binding();
+}
+
+Result<void> Connection::await_login(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(state_->mu);
+  const bool done =
+      state_->cv.wait_for(lock, timeout, [&] { return state_->login || state_->closed; });
+  if (state_->login) {
+    if (state_->login->code() == svc::OK) return {};
+    svc::Response refused;
+    *refused.mutable_status() = *state_->login;
+    return tl::unexpected(status_error(refused));
+  }
+  if (!done) {
+    return tl::unexpected(make_error(ErrorCode::timeout, "the server did not answer in time"));
+  }
+  return tl::unexpected(make_error(ErrorCode::network, "connection to the server lost"));
 }
 
 bool Connection::is_open() const {

@@ -40,12 +40,20 @@ class Connection {
  public:
   using PushHandler = std::function<void(svc::Push&&)>;
   using CloseHandler = std::function<void(const std::string& reason)>;
+  // Makes the upgrade request's login proof from the connection's TLS channel binding
+  // (net::ClientOptions::authorization).
+  using Authorize = std::function<std::string(const std::array<std::uint8_t, 32>& binding)>;
 
   // Connects (TLS + WebSocket, fingerprint checked). Fails with fingerprint_mismatch when the
-  // certificate is not the pinned one, network otherwise.
+  // certificate is not the pinned one, network otherwise. With `authorize`, the upgrade request
+  // carries a login proof; await_login() then tells how the server took it.
   [[nodiscard]] static Result<std::unique_ptr<Connection>> open(const Endpoint& endpoint,
                                                                 PushHandler on_push,
-                                                                CloseHandler on_close);
+                                                                CloseHandler on_close,
+                                                                Authorize authorize = nullptr);
+  // The server's answer to the login proof in the upgrade request (the LoginResult push, which
+  // comes before any other): nothing when logged in, its refusal otherwise, or network/timeout.
+  [[nodiscard]] Result<void> await_login(std::chrono::milliseconds timeout);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;

@@ -1,10 +1,12 @@
 #include "client/engine.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <set>
 
 #include "client/provisioning.h"
+#include "crypto/base64.h"
 #include "crypto/ed25519.h"
 #include "keys.pb.h"
 #include "protocol/fingerprint.h"
@@ -19,6 +21,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
 constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
+constexpr std::string_view kAuthorizationScheme = "SottoDevice ";
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 constexpr std::uint32_t kMaxPreKeyId = 0xFFFFFE;
 
@@ -499,6 +502,9 @@ Result<Engine::Connected> Engine::connect_once() {
     std::lock_guard lock(conn_mu_);
     generation = ++generation_;
   }
+  // The login rides in the upgrade request: a signature over the connection's TLS channel
+  // binding, good for this connection only, so the device is logged in when the WebSocket opens
+  // (no round trip of its own). A challenge is the fallback for a connection without a binding.
   auto opened = Connection::open(
       {server_.host, server_.port, server_.fingerprint, tls_session_},
       [this, generation](svc::Push&& p) {
@@ -510,31 +516,39 @@ Result<Engine::Connected> Engine::connect_once() {
         std::lock_guard lock(inbound_mu_);
         inbound_.push_back(Inbound{generation, true, {}, reason});
         inbound_cv_.notify_all();
+      },
+      [this](const std::array<std::uint8_t, 32>& binding) {
+        Bytes signed_message(kBoundAuthContext.begin(), kBoundAuthContext.end());
+        append(signed_message, ByteView(binding));
+        svc::AuthenticateRequest proof;
+        proof.set_username(username_);
+        proof.set_device_id(device_id_);
+        proof.set_signature(str(auth_key_.sign(signed_message)));
+        proof.set_channel_binding(true);
+        return std::string(kAuthorizationScheme) +
+               crypto::base64url_encode(as_bytes(proof.SerializeAsString()));
       });
   if (!opened) return tl::unexpected(opened.error());
   ConnectionPtr c(std::move(*opened));
 
-  // Log in by signing the connection's TLS channel binding: one round trip, and the proof is
-  // good for this connection only. A challenge from the server is the fallback.
-  svc::Request authenticate;
-  auto* auth = authenticate.mutable_authenticate();
-  Bytes signed_message;
-  if (const auto binding = c->channel_binding()) {
-    signed_message.assign(kBoundAuthContext.begin(), kBoundAuthContext.end());
-    append(signed_message, ByteView(*binding));
-    auth->set_channel_binding(true);
+  Result<void> done;
+  if (c->channel_binding()) {
+    done = c->await_login(options_.request_timeout);
   } else {
     svc::Request challenge;
     challenge.mutable_challenge();
     auto nonce = call_ok(c, std::move(challenge));
     if (!nonce) return tl::unexpected(nonce.error());
-    signed_message.assign(kAuthContext.begin(), kAuthContext.end());
+    Bytes signed_message(kAuthContext.begin(), kAuthContext.end());
     append(signed_message, as_bytes(nonce->challenge().nonce()));
+    svc::Request authenticate;
+    auto* auth = authenticate.mutable_authenticate();
+    auth->set_username(username_);
+    auth->set_device_id(device_id_);
+    auth->set_signature(str(auth_key_.sign(signed_message)));
+    auto answered = call_ok(c, std::move(authenticate));
+    if (!answered) done = tl::unexpected(answered.error());
   }
-  auth->set_username(username_);
-  auth->set_device_id(device_id_);
-  auth->set_signature(str(auth_key_.sign(signed_message)));
-  auto done = call_ok(c, std::move(authenticate));
   if (!done) {
     if (done.error().code == ErrorCode::unauthenticated) {
       return tl::unexpected(make_error(

@@ -252,8 +252,13 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     has_binding_ = ws_.next_layer().channel_binding(binding_);
     ws_.set_option(websocket::stream_base::timeout{websocket::stream_base::none(),
                                                    websocket::stream_base::none(), false});
+    std::string authorization;
+    if (options_.authorization && has_binding_) authorization = options_.authorization(binding_);
     ws_.set_option(websocket::stream_base::decorator(
-        [](websocket::request_type& req) { req.set(beast::http::field::user_agent, "sotto"); }));
+        [authorization = std::move(authorization)](websocket::request_type& req) {
+          req.set(beast::http::field::user_agent, "sotto");
+          if (!authorization.empty()) req.set(beast::http::field::authorization, authorization);
+        }));
     ws_.read_message_max(options_.max_frame_bytes);
     ws_.binary(true);
     ws_.auto_fragment(false);

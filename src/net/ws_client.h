@@ -37,6 +37,10 @@ struct ClientOptions {
   // Where the server's TLS session is kept for resumption (see TlsSessionSlot); none: every
   // connection is a full handshake.
   std::shared_ptr<class TlsSessionSlot> session;
+  // Logs in within the upgrade request: called once the TLS handshake is done (and the pin
+  // checked) with the connection's channel binding; what it returns goes in the Authorization
+  // header. The server answers with a LoginResult push before anything else. Unset: no header.
+  std::function<std::string(const std::array<std::uint8_t, 32>& channel_binding)> authorization;
 };
 
 // The TLS session a server issued on an earlier connection, kept so that the next connection

@@ -9,6 +9,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
 #include <boost/beast/websocket/stream.hpp>
 #include <condition_variable>
 #include <future>
@@ -29,6 +32,7 @@ namespace {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
+namespace http = beast::http;
 namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
@@ -203,7 +207,27 @@ class ServerConnection final : public Connection,
     ws_.read_message_max(server_.options.max_frame_bytes);
     ws_.binary(true);
     ws_.auto_fragment(false);
-    ws_.async_accept([self = shared_from_this()](error_code e) { self->on_accept(e); });
+    // The upgrade request is read here rather than inside Beast's accept, for its Authorization
+    // header (a login proof, handed to on_open).
+    upgrade_ = std::make_unique<Upgrade>();
+    upgrade_->parser.header_limit(kMaxUpgradeRequestBytes);
+    http::async_read(
+        ws_.next_layer(), upgrade_->buffer, upgrade_->parser,
+        [self = shared_from_this()](error_code e, std::size_t) { self->on_upgrade_request(e); });
+  }
+
+  void on_upgrade_request(error_code ec) {
+    // A client sends nothing more before the server's answer (RFC 6455 section 4.1).
+    if (ec || close_started_ || upgrade_->buffer.size() != 0) {
+      finish();
+      return;
+    }
+    const auto& request = upgrade_->parser.get();
+    if (const auto it = request.find(http::field::authorization); it != request.end()) {
+      upgrade_->authorization.assign(it->value().data(), it->value().size());
+    }
+    // Beast answers 400 (and the accept fails) unless it is a valid WebSocket upgrade.
+    ws_.async_accept(request, [self = shared_from_this()](error_code e) { self->on_accept(e); });
   }
 
   void on_accept(error_code ec) {
@@ -212,6 +236,8 @@ class ServerConnection final : public Connection,
       finish();
       return;
     }
+    const std::string authorization = std::move(upgrade_->authorization);
+    upgrade_.reset();
     // Beast's own timer only bounds the close handshake; keep-alive is ours (see Keepalive).
     ws_.set_option(websocket::stream_base::timeout{server_.options.handshake_timeout,
                                                    websocket::stream_base::none(), false});
@@ -220,7 +246,7 @@ class ServerConnection final : public Connection,
     note_activity();
     if (server_.keepalive.enabled()) arm_keepalive();
     auto self = shared_from_this();
-    server_.handler.on_open(self);
+    server_.handler.on_open(self, authorization);
     if (!finished_) read_next();
   }
 
@@ -387,6 +413,15 @@ class ServerConnection final : public Connection,
   asio::steady_timer timer_;  // handshake deadline, then keep-alive ticks, then close deadline
   beast::flat_buffer rd_buf_;
   Clock::time_point last_activity_{};
+
+  // The upgrade request while it is read and answered; freed once the WebSocket is open.
+  static constexpr std::size_t kMaxUpgradeRequestBytes = 4096;
+  struct Upgrade {
+    beast::flat_buffer buffer{kMaxUpgradeRequestBytes};
+    http::request_parser<http::empty_body> parser;
+    std::string authorization;
+  };
+  std::unique_ptr<Upgrade> upgrade_;
 
   detail::OutboundQueue out_;
   std::vector<ByteView> split_;  // the frames of the batch being handled

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "crypto/bytes.h"
 #include "net/tls.h"
@@ -54,7 +55,9 @@ using ConnectionPtr = std::shared_ptr<Connection>;
 class ConnectionHandler {
  public:
   virtual ~ConnectionHandler() = default;
-  virtual void on_open(const ConnectionPtr& c) = 0;
+  // The WebSocket is open. `authorization`: the upgrade request's Authorization header (a login
+  // proof), empty when it had none.
+  virtual void on_open(const ConnectionPtr& c, std::string_view authorization) = 0;
   // One complete binary message, at most max_frame_bytes (larger ones close the connection).
   virtual void on_frame(const ConnectionPtr& c, ByteView frame) = 0;
   virtual void on_close(const ConnectionPtr& c) = 0;

@@ -7,6 +7,7 @@
 #include <set>
 #include <unordered_set>
 
+#include "crypto/base64.h"
 #include "crypto/ed25519.h"
 #include "crypto/hash.h"
 #include "crypto/signature.h"
@@ -46,6 +47,10 @@ namespace {
 
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
 constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
+constexpr std::string_view kAuthorizationScheme = "SottoDevice ";
+// An AuthenticateRequest: a 32-character username, a device id and a 64-byte signature take
+// about 110 bytes; anything much larger is not one.
+constexpr std::size_t kMaxAuthorizationProofBytes = 256;
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 
 std::string online_key(AccountId a, DeviceId d) {
@@ -205,7 +210,7 @@ Server::SessionPtr Server::session_of(const net::ConnectionPtr& c) {
   return it == sessions_.end() ? nullptr : it->second;
 }
 
-void Server::on_open(const net::ConnectionPtr& c) {
+void Server::on_open(const net::ConnectionPtr& c, std::string_view authorization) {
   auto s = std::make_shared<Session>();
   s->connection = c;
   {
@@ -213,6 +218,38 @@ void Server::on_open(const net::ConnectionPtr& c) {
     sessions_[c->id()] = s;
   }
   metrics_.connections.fetch_add(1, std::memory_order_relaxed);
+  if (!authorization.empty()) login_in_upgrade(s, authorization);
+}
+
+// The login proof a client put in its upgrade request (service.proto, LoginResult): the same
+// checks as an AuthenticateRequest frame, answered by a push before anything else.
+void Server::login_in_upgrade(const SessionPtr& s, std::string_view authorization) {
+  svc::Request r;
+  svc::Response out;
+  out.mutable_status()->set_code(svc::OK);
+  std::optional<Bytes> proof;
+  if (authorization.substr(0, kAuthorizationScheme.size()) == kAuthorizationScheme) {
+    proof = crypto::base64url_decode(authorization.substr(kAuthorizationScheme.size()),
+                                     kMaxAuthorizationProofBytes);
+  }
+  if (!proof ||
+      !r.mutable_authenticate()->ParseFromArray(proof->data(), static_cast<int>(proof->size())) ||
+      !r.authenticate().channel_binding()) {
+    // Spent like any attempt's: a broken header does not leave the binding for a second try.
+    std::array<std::uint8_t, kChallengeSize> spent{};
+    (void)s->connection->take_channel_binding(spent);
+    metrics_.login_failures.fetch_add(1, std::memory_order_relaxed);
+    fail(out, svc::BAD_REQUEST,
+         "malformed Authorization header: expected \"SottoDevice \" and an AuthenticateRequest "
+         "with channel_binding, in base64url without padding");
+  } else {
+    on_authenticate(s, r, out);
+  }
+  const bool ok = out.status().code() == svc::OK;
+  svc::Push p;
+  *p.mutable_login_result()->mutable_status() = std::move(*out.mutable_status());
+  push(s, std::move(p));
+  if (ok) after_login(s);
 }
 
 void Server::on_close(const net::ConnectionPtr& c) {
@@ -330,14 +367,17 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
   }
   const bool authenticated_now = r.has_authenticate() && out.status().code() == svc::OK;
   reply(s, std::move(out));
-  if (authenticated_now) {
-    drain(s);
-    auto count = store_.keys().count_pre_keys(s->account, s->device);
-    if (count && *count < kPreKeysLowThreshold) {
-      svc::Push p;
-      p.mutable_keys_low()->set_count(*count);
-      push(s, std::move(p));
-    }
+  if (authenticated_now) after_login(s);
+}
+
+// What a device gets once logged in: its stored envelopes, and a word if its prekeys run low.
+void Server::after_login(const SessionPtr& s) {
+  drain(s);
+  auto count = store_.keys().count_pre_keys(s->account, s->device);
+  if (count && *count < kPreKeysLowThreshold) {
+    svc::Push p;
+    p.mutable_keys_low()->set_count(*count);
+    push(s, std::move(p));
   }
 }
 

@@ -39,7 +39,7 @@ class Server final : public net::ConnectionHandler {
          NowMs now_ms);
   ~Server() override;
 
-  void on_open(const net::ConnectionPtr& c) override;
+  void on_open(const net::ConnectionPtr& c, std::string_view authorization) override;
   void on_frame(const net::ConnectionPtr& c, ByteView frame) override;
   void on_close(const net::ConnectionPtr& c) override;
 
@@ -55,6 +55,8 @@ class Server final : public net::ConnectionHandler {
 
   SessionPtr session_of(const net::ConnectionPtr& c);
   void handle(const SessionPtr& s, wire::service::Request& request);
+  void login_in_upgrade(const SessionPtr& s, std::string_view authorization);
+  void after_login(const SessionPtr& s);
   void reply(const SessionPtr& s, wire::service::Response&& response);
   void push(const SessionPtr& s, wire::service::Push&& push);
 

@@ -15,12 +15,14 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 
+#include "crypto/base64.h"
 #include "net/ws_client.h"
 #include "util/server_harness.h"
 
@@ -123,11 +125,14 @@ class ServerProcess {
 // One WebSocket connection, frame by frame.
 class RawClient {
  public:
-  explicit RawClient(const ServerProcess& server, std::size_t max_frame = 4 << 20) {
+  explicit RawClient(
+      const ServerProcess& server, std::size_t max_frame = 4 << 20,
+      std::function<std::string(const std::array<std::uint8_t, 32>&)> authorization = nullptr) {
     net::ClientOptions o;
     o.port = server.port();
     o.fingerprint = server.fingerprint();
     o.max_frame_bytes = max_frame;
+    o.authorization = std::move(authorization);
     client_ = std::make_unique<net::WsClient>(
         o,
         [this](ByteView frame) {
@@ -192,6 +197,21 @@ class RawClient {
       if (f.has_push() && f.push().has_envelope()) out.push_back(f.push().envelope());
     }
     return out;
+  }
+
+  // The first push (the login result when the upgrade request carried a proof).
+  std::optional<svc::Push> first_push() {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(10), [&] {
+      for (const auto& f : frames_) {
+        if (f.has_push()) return true;
+      }
+      return closed_.has_value();
+    });
+    for (const auto& f : frames_) {
+      if (f.has_push()) return f.push();
+    }
+    return std::nullopt;
   }
 
   std::array<std::uint8_t, 32> channel_binding() const {
@@ -392,6 +412,71 @@ TEST_F(ServerProcessTest, ADeviceLogsInBySigningItsConnectionsTlsChannelBinding)
       sotto::testing::authenticate_bound("alice", 1, alice.auth, other.channel_binding()));
   EXPECT_EQ(relayed.status().code(), svc::UNAUTHENTICATED);
   EXPECT_EQ(third.call(key_count).status().code(), svc::UNAUTHENTICATED);
+}
+
+TEST_F(ServerProcessTest, TheUpgradeRequestCarriesTheLoginAndTheResultIsTheFirstPush) {
+  Account alice("alice", 1), mallory("mallory", 3);
+  {
+    RawClient r(server_);
+    ASSERT_EQ(r.call(sotto::testing::register_request(alice.party, alice.auth)).status().code(),
+              svc::OK);
+  }
+  const auto header = [](const Account& a) {
+    return [&a](const std::array<std::uint8_t, 32>& binding) {
+      const auto proof = sotto::testing::authenticate_bound(a.party.name, 1, a.auth, binding);
+      return "SottoDevice " +
+             crypto::base64url_encode(as_bytes(proof.authenticate().SerializeAsString()));
+    };
+  };
+  svc::Request key_count;
+  key_count.mutable_key_count();
+  {
+    // Logged in when the WebSocket opens: three round trips from TCP to a usable connection.
+    RawClient c(server_, 4 << 20, header(alice));
+    const auto first = c.first_push();
+    ASSERT_TRUE(first && first->has_login_result());
+    EXPECT_EQ(first->login_result().status().code(), svc::OK)
+        << first->login_result().status().message();
+    EXPECT_EQ(c.call(key_count).status().code(), svc::OK);
+  }
+  {
+    // Someone else's key under alice's name: refused, the connection stays and is logged out.
+    RawClient c(server_, 4 << 20, [&](const std::array<std::uint8_t, 32>& binding) {
+      const auto proof = sotto::testing::authenticate_bound("alice", 1, mallory.auth, binding);
+      return "SottoDevice " +
+             crypto::base64url_encode(as_bytes(proof.authenticate().SerializeAsString()));
+    });
+    const auto first = c.first_push();
+    ASSERT_TRUE(first && first->has_login_result());
+    EXPECT_EQ(first->login_result().status().code(), svc::UNAUTHENTICATED);
+    EXPECT_EQ(c.call(key_count).status().code(), svc::UNAUTHENTICATED);
+  }
+  {
+    // A header the server cannot read: refused with a reason.
+    RawClient c(server_, 4 << 20,
+                [](const std::array<std::uint8_t, 32>&) { return std::string("SottoDevice %%"); });
+    const auto first = c.first_push();
+    ASSERT_TRUE(first && first->has_login_result());
+    EXPECT_EQ(first->login_result().status().code(), svc::BAD_REQUEST);
+    EXPECT_FALSE(first->login_result().status().message().empty());
+  }
+  {
+    // An upgrade request larger than the server reads (4 KB) is not answered with a WebSocket.
+    net::ClientOptions o;
+    o.port = server_.port();
+    o.fingerprint = server_.fingerprint();
+    o.authorization = [](const std::array<std::uint8_t, 32>&) {
+      return "SottoDevice " + std::string(5000, 'A');
+    };
+    net::WsClient big(
+        o, [](ByteView) {}, [](const std::string&) {});
+    EXPECT_FALSE(big.connect().has_value());
+  }
+  // The server still serves.
+  RawClient after(server_, 4 << 20, header(alice));
+  const auto first = after.first_push();
+  ASSERT_TRUE(first && first->has_login_result());
+  EXPECT_EQ(first->login_result().status().code(), svc::OK);
 }
 
 TEST_F(ServerProcessTest, ADeviceCannotTouchAnotherDevicesQueueOrKeys) {

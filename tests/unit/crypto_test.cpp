@@ -7,7 +7,10 @@
 #include <openssl/params.h>
 
 #include <sstream>
+#include <string>
+#include <utility>
 
+#include "crypto/base64.h"
 #include "crypto/cipher.h"
 #include "crypto/ed25519.h"
 #include "crypto/hash.h"
@@ -461,6 +464,33 @@ TEST(Rng, DeterministicRngRepeatsAndSystemRngDoesNot) {
   system_rng().fill(s1);
   system_rng().fill(s2);
   EXPECT_NE(s1, s2);
+}
+
+// RFC 4648 section 10's vectors, in the URL-safe alphabet without padding (section 5).
+TEST(Base64Url, EncodesAndDecodesTheRfc4648Vectors) {
+  const std::pair<std::string, std::string> vectors[] = {
+      {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},         {"foo", "Zm9v"},
+      {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, text] : vectors) {
+    EXPECT_EQ(base64url_encode(as_bytes(plain)), text);
+    const auto back = base64url_decode(text, 64);
+    ASSERT_TRUE(back.has_value()) << text;
+    EXPECT_EQ(std::string(back->begin(), back->end()), plain);
+  }
+  // The URL-safe letters: 0xfb 0xff is "+/8" in the standard alphabet.
+  const Bytes high = {0xfb, 0xff};
+  EXPECT_EQ(base64url_encode(high), "-_8");
+  EXPECT_EQ(base64url_decode("-_8", 2), high);
+}
+
+TEST(Base64Url, DecodingIsStrict) {
+  for (const char* bad : {"Zg==", "Zm9v ", " Zm9v", "Zm 9v", "+/8", "Zh", "Z", "Zm9v\n", "Zm9v%"}) {
+    EXPECT_FALSE(base64url_decode(bad, 64).has_value()) << bad;
+  }
+  // The size bound: six bytes fit in six, not in five (whatever the text's length says).
+  EXPECT_TRUE(base64url_decode("Zm9vYmFy", 6).has_value());
+  EXPECT_FALSE(base64url_decode("Zm9vYmFy", 5).has_value());
+  EXPECT_FALSE(base64url_decode(std::string(10000, 'A'), 256).has_value());
 }
 
 }  // namespace

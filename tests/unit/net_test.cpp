@@ -67,7 +67,7 @@ class TestHandler : public ConnectionHandler {
  public:
   using FrameFn = std::function<void(const ConnectionPtr&, ByteView)>;
 
-  void on_open(const ConnectionPtr& c) override {
+  void on_open(const ConnectionPtr& c, std::string_view) override {
     std::lock_guard lock(mu_);
     live_.push_back(c);
     ++opened;

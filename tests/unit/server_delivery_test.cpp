@@ -56,7 +56,7 @@ class DeliveryTest : public sotto::testing::ServerHarness {
 
   // Logs in without flushing the store (call() would commit pending sends).
   void login_without_commit(Client& c) {
-    server_->on_open(c.conn);
+    server_->on_open(c.conn, {});
     svc::Request ch;
     ch.mutable_challenge();
     submit(c, ch);
@@ -195,7 +195,7 @@ TEST_F(DeliveryTest, ALongQueueDrainsInOrderToADeviceAcknowledgingEachEnvelope) 
   ASSERT_EQ(stored_for(bob), static_cast<std::size_t>(kMessages));
 
   bob.conn = std::make_shared<sotto::testing::LoopbackConnection>(4);
-  server_->on_open(bob.conn);
+  server_->on_open(bob.conn, {});
   svc::Request challenge;
   challenge.mutable_challenge();
   submit(bob, challenge);

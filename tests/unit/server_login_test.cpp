@@ -8,7 +8,9 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "crypto/base64.h"
 #include "util/server_harness.h"
 
 namespace sotto::server {
@@ -29,7 +31,7 @@ class LoginTest : public sotto::testing::ServerHarness {
  protected:
   // Registers c's account (device 1) on c's connection, which stays logged out.
   void register_only(Client& c) {
-    server_->on_open(c.conn);
+    server_->on_open(c.conn, {});
     ASSERT_EQ(call(c, sotto::testing::register_request(c.party, c.auth)).status().code(), svc::OK);
   }
 
@@ -117,6 +119,118 @@ TEST_F(LoginTest, AConnectionWithoutABindingIsToldToAskForAChallenge) {
   EXPECT_EQ(r.status().code(), svc::UNAUTHENTICATED);
   EXPECT_NE(r.status().message().find("challenge"), std::string::npos);
   EXPECT_FALSE(logged_in(alice));
+}
+
+// --- the proof in the upgrade request's Authorization header ------------------------------------
+
+class UpgradeLoginTest : public LoginTest {
+ protected:
+  static std::string header_for(const svc::Request& bound) {
+    return "SottoDevice " +
+           crypto::base64url_encode(as_bytes(bound.authenticate().SerializeAsString()));
+  }
+
+  // Opens c's connection with `authorization` and returns what it was sent first.
+  svc::Frame open_with(Client& c, const std::string& authorization) {
+    server_->on_open(c.conn, authorization);
+    store_->messages().flush();
+    auto frames = c.conn->take();
+    if (frames.empty()) {
+      ADD_FAILURE() << "nothing sent";
+      return {};
+    }
+    for (auto& f : frames) {
+      if (f.has_push()) pushes_.push_back(f.push());
+    }
+    return frames.front();
+  }
+
+  // Registers the account of Client(name, seed, ...) (same keys) on a connection of its own,
+  // then closes that one.
+  void register_elsewhere(const std::string& name, std::uint64_t seed) {
+    Client reg(name, seed, 1000 + seed);
+    server_->on_open(reg.conn, {});
+    ASSERT_EQ(call(reg, sotto::testing::register_request(reg.party, reg.auth)).status().code(),
+              svc::OK);
+    server_->on_close(reg.conn);
+  }
+};
+
+TEST_F(UpgradeLoginTest, AProofInTheUpgradeRequestLogsInAndItsResultComesFirst) {
+  Client alice("alice", 1, 1);
+  register_elsewhere("alice", 1);
+  alice.conn->set_channel_binding(binding_of(1));
+  const auto first =
+      open_with(alice, header_for(authenticate_bound("alice", 1, alice.auth, binding_of(1))));
+  ASSERT_TRUE(first.has_push() && first.push().has_login_result());
+  EXPECT_EQ(first.push().login_result().status().code(), svc::OK)
+      << first.push().login_result().status().message();
+  EXPECT_TRUE(logged_in(alice));
+  // The binding is spent: a second proof over it in a request is refused.
+  EXPECT_EQ(login_bound(alice, binding_of(1)).status().code(), svc::BAD_REQUEST);
+}
+
+TEST_F(UpgradeLoginTest, AWrongProofLeavesTheConnectionOpenLoggedOutAndTheBindingSpent) {
+  Client alice("alice", 1, 1);
+  Client mallory("mallory", 2, 2);
+  register_elsewhere("alice", 1);
+  alice.conn->set_channel_binding(binding_of(1));
+  const auto failures = metrics_.login_failures.load();
+  const auto first =
+      open_with(alice, header_for(authenticate_bound("alice", 1, mallory.auth, binding_of(1))));
+  ASSERT_TRUE(first.has_push() && first.push().has_login_result());
+  EXPECT_EQ(first.push().login_result().status().code(), svc::UNAUTHENTICATED);
+  EXPECT_EQ(metrics_.login_failures.load(), failures + 1);
+  EXPECT_FALSE(logged_in(alice));
+  EXPECT_EQ(login_bound(alice, binding_of(1)).status().code(), svc::UNAUTHENTICATED);
+  // The challenge still works on this connection.
+  svc::Request ch;
+  ch.mutable_challenge();
+  const std::string nonce = call(alice, ch).challenge().nonce();
+  EXPECT_EQ(call(alice, authenticate("alice", 1, alice.auth, nonce)).status().code(), svc::OK);
+}
+
+TEST_F(UpgradeLoginTest, MalformedHeadersAreRefusedClearlyAndChangeNothing) {
+  Client alice("alice", 1, 1);
+  register_elsewhere("alice", 1);
+  const auto good = authenticate_bound("alice", 1, alice.auth, binding_of(1));
+  const std::string token =
+      crypto::base64url_encode(as_bytes(good.authenticate().SerializeAsString()));
+  auto no_binding_flag = good;
+  no_binding_flag.mutable_authenticate()->set_channel_binding(false);
+  const std::vector<std::string> bad = {
+      "Bearer " + token,                                   // another scheme
+      "SottoDevice",                                       // no proof
+      "SottoDevice  " + token,                             // two spaces
+      "sottodevice " + token,                              // the scheme's spelling
+      "SottoDevice " + token + "=",                        // padding
+      "SottoDevice " + token + " ",                        // trailing space
+      "SottoDevice " + token.substr(0, token.size() - 1),  // truncated
+      "SottoDevice " + std::string(400, 'A'),              // longer than any proof
+      "SottoDevice " +
+          crypto::base64url_encode(as_bytes(std::string("\xff\xff\xff"))),  // not protobuf
+      "SottoDevice " + header_for(no_binding_flag).substr(12),              // a challenge proof
+  };
+  std::uint64_t id = 10;
+  for (const auto& header : bad) {
+    Client c("alice", 1, ++id);
+    c.conn->set_channel_binding(binding_of(1));
+    const auto first = open_with(c, header);
+    ASSERT_TRUE(first.has_push() && first.push().has_login_result()) << header;
+    const auto& status = first.push().login_result().status();
+    EXPECT_EQ(status.code(), svc::BAD_REQUEST) << header;
+    EXPECT_NE(status.message().find("Authorization"), std::string::npos) << header;
+    EXPECT_FALSE(logged_in(c)) << header;
+    // Spent like any attempt's binding.
+    EXPECT_EQ(login_bound(c, binding_of(1)).status().code(), svc::UNAUTHENTICATED) << header;
+    server_->on_close(c.conn);
+  }
+}
+
+TEST_F(UpgradeLoginTest, NoHeaderMeansNoLoginResult) {
+  Client alice("alice", 1, 1);
+  server_->on_open(alice.conn, {});
+  EXPECT_TRUE(alice.conn->take().empty());
 }
 
 }  // namespace

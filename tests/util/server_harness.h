@@ -204,7 +204,7 @@ class ServerHarness : public ::testing::Test {
 
   // Registers c's account with c as device 1 and logs in.
   void join(Client& c) {
-    server_->on_open(c.conn);
+    server_->on_open(c.conn, {});
     ASSERT_EQ(call(c, register_request(c.party, c.auth)).status().code(), svc::OK);
     login(c);
   }
