@@ -10,13 +10,13 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <unistd.h>
 
 #include "net/tls.h"
 #include "net/tls_internal.h"
@@ -149,8 +149,12 @@ void run(benchmark::State& state, bool resume) {
   state.counters["two_core_ceiling_per_s"] = 2e6 / ((client_us + server_us) / n);
 }
 
-void BM_tls13_handshake_full(benchmark::State& state) { run(state, false); }
-void BM_tls13_handshake_resumed(benchmark::State& state) { run(state, true); }
+void BM_tls13_handshake_full(benchmark::State& state) {
+  run(state, false);
+}
+void BM_tls13_handshake_resumed(benchmark::State& state) {
+  run(state, true);
+}
 
 }  // namespace
 
