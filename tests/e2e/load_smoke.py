@@ -46,6 +46,9 @@ def main():
     assert abs(f["sent_per_s"] - 200) < 20, f["sent_per_s"]
     assert r["logins_per_s"] > 0 and r["logins"]["failed"] == 0
     assert r["logins"]["on_open_connections_per_s"] > 0
+    t = r["tls_handshakes"]
+    assert t["failed"] == 0 and t["full_per_s"] > 0 and t["resumed_per_s"] > 0
+    assert t["resumed_fraction"] > 0.9, t
     assert r["idle_connections"] == 300
     # The server's RSS is page-granular and other allocations move it; this only catches
     # something badly wrong (a leak per connection, a wrong pid). Under AddressSanitizer the
