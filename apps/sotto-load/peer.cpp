@@ -4,7 +4,7 @@
 #include <string_view>
 #include <utility>
 
-#include "crypto/base64.h"
+#include "net/device_authorization.h"
 
 namespace sotto::load {
 namespace {
@@ -12,7 +12,6 @@ namespace {
 // The contexts the server checks (src/server/server.cpp; same constants as src/client).
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
 constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
-constexpr std::string_view kAuthorizationScheme = "SottoDevice ";
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 
 std::string str(ByteView b) {
@@ -109,8 +108,7 @@ net::ClientOptions Peer::logging_in(net::ClientOptions options, const Account& a
     proof.set_device_id(a->device_id);
     proof.set_signature(str(a->auth_key.sign(message)));
     proof.set_channel_binding(true);
-    return std::string(kAuthorizationScheme) +
-           crypto::base64url_encode(as_bytes(proof.SerializeAsString()));
+    return net::device_authorization(as_bytes(proof.SerializeAsString()));
   };
   return options;
 }

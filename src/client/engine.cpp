@@ -6,9 +6,9 @@
 #include <set>
 
 #include "client/provisioning.h"
-#include "crypto/base64.h"
 #include "crypto/ed25519.h"
 #include "keys.pb.h"
+#include "net/device_authorization.h"
 #include "protocol/fingerprint.h"
 #include "protocol/keys.h"
 
@@ -21,7 +21,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
 constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
-constexpr std::string_view kAuthorizationScheme = "SottoDevice ";
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 constexpr std::uint32_t kMaxPreKeyId = 0xFFFFFE;
 
@@ -525,8 +524,7 @@ Result<Engine::Connected> Engine::connect_once() {
         proof.set_device_id(device_id_);
         proof.set_signature(str(auth_key_.sign(signed_message)));
         proof.set_channel_binding(true);
-        return std::string(kAuthorizationScheme) +
-               crypto::base64url_encode(as_bytes(proof.SerializeAsString()));
+        return net::device_authorization(as_bytes(proof.SerializeAsString()));
       });
   if (!opened) return tl::unexpected(opened.error());
   ConnectionPtr c(std::move(*opened));

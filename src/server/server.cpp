@@ -7,11 +7,11 @@
 #include <set>
 #include <unordered_set>
 
-#include "crypto/base64.h"
 #include "crypto/ed25519.h"
 #include "crypto/hash.h"
 #include "crypto/signature.h"
 #include "keys.pb.h"
+#include "net/device_authorization.h"
 #include "server/limits.h"
 #include "service.pb.h"
 
@@ -47,7 +47,6 @@ namespace {
 
 constexpr std::string_view kAuthContext = "sotto-auth-v1";
 constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
-constexpr std::string_view kAuthorizationScheme = "SottoDevice ";
 // An AuthenticateRequest: a 32-character username, a device id and a 64-byte signature take
 // about 110 bytes; anything much larger is not one.
 constexpr std::size_t kMaxAuthorizationProofBytes = 256;
@@ -227,11 +226,7 @@ void Server::login_in_upgrade(const SessionPtr& s, std::string_view authorizatio
   svc::Request r;
   svc::Response out;
   out.mutable_status()->set_code(svc::OK);
-  std::optional<Bytes> proof;
-  if (authorization.substr(0, kAuthorizationScheme.size()) == kAuthorizationScheme) {
-    proof = crypto::base64url_decode(authorization.substr(kAuthorizationScheme.size()),
-                                     kMaxAuthorizationProofBytes);
-  }
+  const auto proof = net::parse_device_authorization(authorization, kMaxAuthorizationProofBytes);
   if (!proof ||
       !r.mutable_authenticate()->ParseFromArray(proof->data(), static_cast<int>(proof->size())) ||
       !r.authenticate().channel_binding()) {

@@ -22,7 +22,7 @@
 #include <string>
 #include <thread>
 
-#include "crypto/base64.h"
+#include "net/device_authorization.h"
 #include "net/ws_client.h"
 #include "util/server_harness.h"
 
@@ -424,8 +424,7 @@ TEST_F(ServerProcessTest, TheUpgradeRequestCarriesTheLoginAndTheResultIsTheFirst
   const auto header = [](const Account& a) {
     return [&a](const std::array<std::uint8_t, 32>& binding) {
       const auto proof = sotto::testing::authenticate_bound(a.party.name, 1, a.auth, binding);
-      return "SottoDevice " +
-             crypto::base64url_encode(as_bytes(proof.authenticate().SerializeAsString()));
+      return net::device_authorization(as_bytes(proof.authenticate().SerializeAsString()));
     };
   };
   svc::Request key_count;
@@ -443,8 +442,7 @@ TEST_F(ServerProcessTest, TheUpgradeRequestCarriesTheLoginAndTheResultIsTheFirst
     // Someone else's key under alice's name: refused, the connection stays and is logged out.
     RawClient c(server_, 4 << 20, [&](const std::array<std::uint8_t, 32>& binding) {
       const auto proof = sotto::testing::authenticate_bound("alice", 1, mallory.auth, binding);
-      return "SottoDevice " +
-             crypto::base64url_encode(as_bytes(proof.authenticate().SerializeAsString()));
+      return net::device_authorization(as_bytes(proof.authenticate().SerializeAsString()));
     });
     const auto first = c.first_push();
     ASSERT_TRUE(first && first->has_login_result());

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "crypto/base64.h"
+#include "net/device_authorization.h"
 #include "util/server_harness.h"
 
 namespace sotto::server {
@@ -126,8 +127,7 @@ TEST_F(LoginTest, AConnectionWithoutABindingIsToldToAskForAChallenge) {
 class UpgradeLoginTest : public LoginTest {
  protected:
   static std::string header_for(const svc::Request& bound) {
-    return "SottoDevice " +
-           crypto::base64url_encode(as_bytes(bound.authenticate().SerializeAsString()));
+    return net::device_authorization(as_bytes(bound.authenticate().SerializeAsString()));
   }
 
   // Opens c's connection with `authorization` and returns what it was sent first.
