@@ -170,6 +170,7 @@ struct BioAccess {
       case BIO_CTRL_FLUSH:
         BIO_clear_retry_flags(b);
         if (s == nullptr || s->hs_out_.empty()) return 1;
+        if (last_flight(s)) return 1;  // it leaves with the first write (see try_handshake)
         if (!s->socket_.is_open()) {
           errno = EBADF;
           return 0;
@@ -180,6 +181,14 @@ struct BioAccess {
       default:
         return 0;
     }
+  }
+
+  // The flush OpenSSL asks for after the last flight of the handshake: a client's Finished,
+  // a server's session tickets (TLS 1.3 only; post-handshake messages are never held back).
+  static bool last_flight(const TlsStream* s) {
+    if (!s->first_handshake_ || s->ssl_ == nullptr) return false;
+    const OSSL_HANDSHAKE_STATE st = SSL_get_state(s->ssl_);
+    return st == TLS_ST_CW_FINISHED || st == TLS_ST_SW_SESSION_TICKET || st == TLS_ST_OK;
   }
 
   static int create(BIO* b) {
@@ -439,6 +448,21 @@ TlsStep TlsStream::try_handshake() {
   const int ret = SSL_do_handshake(ssl_);
   const int saved = errno;
   if (ret == 1) {
+    first_handshake_ = false;
+    if (handoff_) {
+      hand_off();
+      if (records_) {
+        // The session tickets wait for the first write (see hold_output()).
+        out_ = std::move(hs_out_);
+        hs_out_.clear();
+        coalesce_ = false;
+        return {};
+      }
+    } else if (SSL_is_server(ssl_) == 0) {
+      // The Finished leaves with the client's first bytes (the upgrade request follows at once).
+      finished_deferred_ = true;
+      return {};
+    }
     // The last flight (and a server's tickets) may still be queued.
     const int err = hs_out_.send_to(socket_.native_handle());
     // Called again once writable: SSL_do_handshake returns 1 at once then.
@@ -447,10 +471,27 @@ TlsStep TlsStream::try_handshake() {
       return error_step(boost::system::error_code(err, boost::system::system_category()));
     }
     coalesce_ = false;
-    if (handoff_) hand_off();
     return {};
   }
   return step_of(ssl_, ret, saved);
+}
+
+// Sends the client's deferred Finished and what OpenSSL queued behind it; coalescing ends once
+// all of it is gone (until then OpenSSL's writes keep queueing behind it, in order).
+TlsStep TlsStream::flush_deferred_finished() {
+  const int err = hs_out_.send_to(socket_.native_handle());
+  if (err == EAGAIN) return wait_step(TlsStep::want_write);
+  if (err != 0) return error_step(boost::system::error_code(err, boost::system::system_category()));
+  coalesce_ = false;
+  finished_deferred_ = false;
+  return {};
+}
+
+TlsStep TlsStream::try_flush() {
+  if (!socket_.is_open()) return closed_step();
+  if (finished_deferred_) return flush_deferred_finished();
+  if (!records_ || write_error_ || !has_unowned_output()) return {};
+  return flush_out();
 }
 
 void TlsStream::hand_off() {
@@ -483,6 +524,10 @@ void TlsStream::hand_off() {
 TlsStep TlsStream::try_read(void* data, std::size_t size) {
   if (!socket_.is_open()) return closed_step();
   if (records_) return read_records(static_cast<std::uint8_t*>(data), size);
+  if (finished_deferred_) {
+    const TlsStep st = flush_deferred_finished();
+    if (st.kind != TlsStep::done || st.ec) return st;
+  }
   ERR_clear_error();
   errno = 0;
   std::size_t n = 0;
@@ -495,19 +540,36 @@ TlsStep TlsStream::try_read(void* data, std::size_t size) {
 TlsStep TlsStream::try_write(const void* data, std::size_t size) {
   if (!socket_.is_open()) return closed_step();
   if (records_) return write_records(static_cast<const std::uint8_t*>(data), size);
+  if (deferred_owed_ != 0) {  // a retry: the bytes were taken, the flush behind them was due
+    const TlsStep st = flush_deferred_finished();
+    if (st.kind != TlsStep::done || st.ec) return st;
+    return bytes_step(std::exchange(deferred_owed_, 0));
+  }
   ERR_clear_error();
   errno = 0;
   std::size_t n = 0;
   const int ret = SSL_write_ex(ssl_, data, size, &n);
   const int saved = errno;
-  if (ret == 1) return bytes_step(n);
-  return step_of(ssl_, ret, saved);
+  if (ret != 1) return step_of(ssl_, ret, saved);
+  if (finished_deferred_) {  // the record is queued behind the Finished: both leave now
+    const TlsStep st = flush_deferred_finished();
+    if (st.ec) return st;
+    if (st.kind != TlsStep::done) {
+      deferred_owed_ = n;
+      return st;
+    }
+  }
+  return bytes_step(n);
 }
 
 TlsStep TlsStream::try_shutdown() {
   if (!socket_.is_open()) return closed_step();
   if (records_) return shutdown_records();
   if (!SSL_is_init_finished(ssl_)) return {};  // nothing to notify before a finished handshake
+  if (finished_deferred_) {
+    const TlsStep st = flush_deferred_finished();
+    if (st.kind != TlsStep::done || st.ec) return st;
+  }
   ERR_clear_error();
   errno = 0;
   const int ret = SSL_shutdown(ssl_);
@@ -531,7 +593,7 @@ TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
     return bytes_step(n);
   }
   if (read_error_) return error_step(read_error_);
-  if (peer_closed_) return error_step(boost::asio::error::eof);
+  if (peer_closed_) return peer_closed_step();
   std::size_t delivered = 0;
   for (;;) {
     std::size_t used = 0;
@@ -541,7 +603,7 @@ TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
       in_.consume(used);
     }
     if (delivered != 0) return bytes_step(delivered);  // an error or close waits for the next call
-    if (drain == Drain::closed) return error_step(boost::asio::error::eof);
+    if (drain == Drain::closed) return peer_closed_step();
     if (drain == Drain::failed) return error_step(read_error_);
     // in_ holds at most the beginning of one record: read more after it.
     if (eof_) {
@@ -557,7 +619,14 @@ TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
       if (got >= 0 || errno != EINTR) break;
     }
     if (got < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return wait_step(TlsStep::want_read);
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        // Output nobody owns must not wait for an answer it may be the question of.
+        if (!hold_ && has_unowned_output() && !write_error_) {
+          const TlsStep st = flush_out();
+          if (st.kind != TlsStep::done || st.ec) return st;
+        }
+        return wait_step(TlsStep::want_read);
+      }
       read_error_ = boost::system::error_code(errno, boost::system::system_category());
       return error_step(read_error_);
     }
@@ -570,9 +639,16 @@ TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
     drain = open_records(scratch, have, used, out, size, delivered);
     in_.assign(scratch + used, have - used);
     if (delivered != 0) return bytes_step(delivered);
-    if (drain == Drain::closed) return error_step(boost::asio::error::eof);
+    if (drain == Drain::closed) return peer_closed_step();
     if (drain == Drain::failed) return error_step(read_error_);
   }
+}
+
+// The peer's close_notify ended its side. What no write owns still leaves (best effort): a
+// client that says goodbye right after its Finished still gets its session ticket.
+TlsStep TlsStream::peer_closed_step() {
+  if (!hold_ && has_unowned_output() && !write_error_) (void)flush_out();
+  return error_step(boost::asio::error::eof);
 }
 
 // Opens the whole records at the start of [p, p + n) in place, copying application data to
@@ -650,12 +726,13 @@ TlsStep TlsStream::flush_out() {
   return error_step(write_error_);
 }
 
-// Seals one record of up to kMaxPlaintext bytes and sends it; what the socket does not take
-// waits in out_, and the write completes (reporting the bytes sealed) once it is gone. A retry
-// after want_write passes the same data (OpenSSL's rule, which DriveOp follows).
+// Seals one record of up to kMaxPlaintext bytes and sends it, after any bytes held before it
+// (while output is held it only queues it); what the socket does not take waits in out_, and
+// the write completes (reporting the bytes sealed) once it is gone. A retry after want_write
+// passes the same data (OpenSSL's rule, which DriveOp follows).
 TlsStep TlsStream::write_records(const std::uint8_t* data, std::size_t size) {
   if (write_error_) return error_step(write_error_);
-  if (!out_.empty() || out_plain_ != 0) {
+  if (out_plain_ != 0) {  // a retry: this write's record is (partly) still queued
     const TlsStep st = flush_out();
     if (st.kind != TlsStep::done || st.ec) return st;
     const std::size_t n = out_plain_;
@@ -669,6 +746,17 @@ TlsStep TlsStream::write_records(const std::uint8_t* data, std::size_t size) {
   if (len == 0) {
     write_error_ = make_error_code(TlsRecordError::internal_error);
     return error_step(write_error_);
+  }
+  if (hold_ || !out_.empty()) {  // held, or behind held bytes: they leave together
+    out_.append(w, len);
+    if (hold_) return bytes_step(n);
+    const TlsStep st = flush_out();
+    if (st.ec) return st;
+    if (st.kind != TlsStep::done) {
+      out_plain_ = n;
+      return st;
+    }
+    return bytes_step(n);
   }
   std::size_t sent = 0;
   const int err = send_all(socket_.native_handle(), w, len, sent);

@@ -92,6 +92,18 @@ class TlsStream {
   TlsStep try_read(void* data, std::size_t size);
   TlsStep try_write(const void* data, std::size_t size);
   TlsStep try_shutdown();  // sends close_notify once; done when it is on the wire
+  // Sends sealed bytes that no write owns (held or deferred output, below); done when gone.
+  TlsStep try_flush();
+
+  // A server stream's first answers leave together. Its session tickets, written by OpenSSL at
+  // the end of the handshake, wait in the stream for its first write; and while output is held,
+  // each write seals its record and completes without sending it. The next write, a read that
+  // has to wait, a flush or the teardown sends everything in one go, in order. (A client
+  // stream likewise keeps its Finished back for its first write: the upgrade request.)
+  void hold_output(bool on) noexcept { hold_ = on; }
+  bool holding_output() const noexcept { return hold_; }
+  // True when sealed bytes wait that no write operation owns.
+  bool has_unowned_output() const noexcept { return !out_.empty() && out_plain_ == 0; }
   // Closes the socket (idempotent); pending waits complete with operation_aborted.
   void close_socket() noexcept;
   void shutdown_send() noexcept;
@@ -108,6 +120,9 @@ class TlsStream {
   // socket. Completes with success: tearing down is best effort.
   template <class Token>
   auto async_teardown(bool wait_for_peer, Token&& token);
+  // Completes once the output no write owns is on the wire (at once when there is none).
+  template <class Token>
+  auto async_flush(Token&& token);
 
  private:
   friend struct BioAccess;
@@ -144,6 +159,8 @@ class TlsStream {
   TlsStep write_records(const std::uint8_t* data, std::size_t size);
   TlsStep shutdown_records();
   TlsStep flush_out();
+  TlsStep flush_deferred_finished();
+  TlsStep peer_closed_step();
   void fail_records(boost::system::error_code ec, int alert);
 
   socket_type socket_;
@@ -152,6 +169,12 @@ class TlsStream {
 
   std::unique_ptr<Handoff> handoff_;  // a server stream during its handshake
   bool coalesce_ = false;  // during the handshake: OpenSSL's writes wait in hs_out_ for a flush
+  // A client stream after its handshake: the Finished waits in hs_out_ (coalescing still on)
+  // until the first write, read or shutdown sends it.
+  bool finished_deferred_ = false;
+  std::size_t deferred_owed_ = 0;  // bytes a write took whose flush of hs_out_ is still due
+  bool hold_ = false;              // see hold_output()
+  bool first_handshake_ = true;    // until the handshake is done (its last flight waits)
   ByteQueue hs_out_;       // handshake bytes queued for one send
   ByteQueue hs_in_;        // bytes read ahead during the handshake, not yet given to OpenSSL
   std::optional<TlsRecordLayer> records_;  // after it
@@ -217,6 +240,10 @@ class DriveOp {
   Attempt attempt_;
   State state_ = State::starting;
   TlsStep result_;
+};
+
+struct FlushAttempt {
+  TlsStep operator()(TlsStream& s) const { return s.try_flush(); }
 };
 
 struct HandshakeAttempt {
@@ -358,6 +385,12 @@ template <class Token>
 auto TlsStream::async_teardown(bool wait_for_peer, Token&& token) {
   return boost::asio::async_compose<Token, void(boost::system::error_code)>(
       tls_ops::TeardownOp(*this, wait_for_peer), token, socket_);
+}
+
+template <class Token>
+auto TlsStream::async_flush(Token&& token) {
+  return boost::asio::async_compose<Token, void(boost::system::error_code, std::size_t)>(
+      tls_ops::DriveOp<tls_ops::FlushAttempt>(*this, {}), token, socket_);
 }
 
 // Beast's WebSocket close handshake ends with these (found by argument-dependent lookup). The

@@ -225,6 +225,9 @@ class ServerConnection final : public Connection,
     const auto& request = upgrade_->parser.get();
     if (const auto it = request.find(http::field::authorization); it != request.end()) {
       upgrade_->authorization.assign(it->value().data(), it->value().size());
+      // The 101 waits for the login result on_open() queues: one segment for both (and the
+      // session tickets before them).
+      ws_.next_layer().hold_output(true);
     }
     // Beast answers 400 (and the accept fails) unless it is a valid WebSocket upgrade.
     ws_.async_accept(request, [self = shared_from_this()](error_code e) { self->on_accept(e); });
@@ -233,6 +236,9 @@ class ServerConnection final : public Connection,
   void on_accept(error_code ec) {
     timer_.cancel();
     if (ec || close_started_) {
+      // Beast's refusal (a 400) may be held: best effort, as the connection ends here.
+      ws_.next_layer().hold_output(false);
+      (void)ws_.next_layer().try_flush();
       finish();
       return;
     }
@@ -241,13 +247,31 @@ class ServerConnection final : public Connection,
     // Beast's own timer only bounds the close handshake; keep-alive is ours (see Keepalive).
     ws_.set_option(websocket::stream_base::timeout{server_.options.handshake_timeout,
                                                    websocket::stream_base::none(), false});
-    ws_.control_callback([this](websocket::frame_type, beast::string_view) { note_activity(); });
+    ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
+      note_activity();
+      // Beast answers a close frame and then tears down: its close frame and the close_notify
+      // behind it leave in one segment.
+      if (kind == websocket::frame_type::close) ws_.next_layer().hold_output(true);
+    });
     opened_ = true;
     note_activity();
     if (server_.keepalive.enabled()) arm_keepalive();
     auto self = shared_from_this();
     server_.handler.on_open(self, authorization);
     if (!finished_) read_next();
+    // Held output leaves with the first write on_open() queued (posted before this), or here.
+    if (ws_.next_layer().holding_output()) {
+      asio::post(strand_, [self = std::move(self)] { self->release_output(); });
+    }
+  }
+
+  void release_output() {
+    auto& stream = ws_.next_layer();
+    stream.hold_output(false);
+    if (writing_ || close_sent_ || finished_ || !stream.has_unowned_output()) return;
+    stream.async_flush([self = shared_from_this()](error_code ec, std::size_t) {
+      if (ec) self->hard_close();
+    });
   }
 
   void note_activity() {
@@ -331,6 +355,7 @@ class ServerConnection final : public Connection,
   // Writes the next frame, or as many queued frames as fit one batch.
   void write_next() {
     writing_ = true;
+    ws_.next_layer().hold_output(false);  // this write takes the held output along
     const ByteView bytes = out_.next_write();
     ws_.async_write(
         asio::buffer(bytes.data(), bytes.size()),
@@ -383,6 +408,7 @@ class ServerConnection final : public Connection,
 
   void send_close_frame() {
     close_sent_ = true;
+    ws_.next_layer().hold_output(false);
     ws_.async_close(websocket::close_reason(close_code_, close_reason_),
                     [self = shared_from_this()](error_code ec) {
                       if (ec) self->hard_close();

@@ -33,9 +33,10 @@
 #include "net/batch.h"
 #include "net/http_server.h"
 #include "net/tls.h"
-#include "net_test_support.h"
 #include "net/ws_client.h"
 #include "net/ws_server.h"
+#include "net_test_support.h"
+#include "tcp_segments.h"
 
 namespace sotto::net {
 namespace {
@@ -67,10 +68,21 @@ class TestHandler : public ConnectionHandler {
  public:
   using FrameFn = std::function<void(const ConnectionPtr&, ByteView)>;
 
-  void on_open(const ConnectionPtr& c, std::string_view) override {
+  using OpenFn = std::function<void(const ConnectionPtr&, std::string_view)>;
+
+  void on_open(const ConnectionPtr& c, std::string_view authorization) override {
+    OpenFn fn;
+    {
+      std::lock_guard lock(mu_);
+      live_.push_back(c);
+      ++opened;
+      fn = open_fn_;
+    }
+    if (fn) fn(c, authorization);
+  }
+  void set_open_fn(OpenFn fn) {
     std::lock_guard lock(mu_);
-    live_.push_back(c);
-    ++opened;
+    open_fn_ = std::move(fn);
   }
   void on_frame(const ConnectionPtr& c, ByteView frame) override {
     ++frames;
@@ -107,6 +119,7 @@ class TestHandler : public ConnectionHandler {
   std::mutex mu_;
   std::vector<ConnectionPtr> live_;
   FrameFn frame_fn_;
+  OpenFn open_fn_;
 };
 
 // Client side: records frames and the close reason.
@@ -208,11 +221,13 @@ class RawTlsClient {
     return SSL_connect(ssl_) == 1;
   }
 
-  bool upgrade() {
+  // `extra_headers`: whole lines, each ending in CRLF.
+  bool upgrade(const std::string& extra_headers = {}) {
     const std::string req =
         "GET /v1/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n";
+        "Sec-WebSocket-Version: 13\r\n" +
+        extra_headers + "\r\n";
     if (SSL_write(ssl_, req.data(), static_cast<int>(req.size())) != static_cast<int>(req.size())) {
       return false;
     }
@@ -251,6 +266,8 @@ class RawTlsClient {
     payload.assign(size, '\0');
     return read_exact(payload.data(), payload.size());
   }
+
+  int fd() const { return fd_; }
 
   // Reads and discards until the server ends the connection; false on timeout.
   bool closed_by_peer(std::chrono::milliseconds timeout) {
@@ -758,6 +775,37 @@ TEST_F(NetTest, TextFramesAreRefusedWithUnsupportedData) {
   EXPECT_TRUE(raw.closed_by_peer(5s));
   EXPECT_TRUE(eventually([&] { return handler.closed == 1; }, 5s));
   EXPECT_EQ(handler.frames, 0);
+}
+
+TEST_F(NetTest, ALoginUpgradesAnswerLeavesInOneSegmentAndSoDoesTheCloseReply) {
+  TestHandler handler;
+  handler.set_open_fn([](const ConnectionPtr& c, std::string_view authorization) {
+    if (!authorization.empty()) c->send(bytes_of(authorization));  // as a login result would
+  });
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  RawTlsClient raw;
+  ASSERT_TRUE(raw.connect(server.port()));
+  std::this_thread::sleep_for(100ms);  // the server waits for the request (its ticket left then)
+  const auto before = test_support::tcp_segments(raw.fd());
+  ASSERT_TRUE(before);
+  ASSERT_TRUE(raw.upgrade("Authorization: SottoDevice proof\r\n"));
+  std::uint8_t opcode = 0;
+  std::string payload;
+  ASSERT_TRUE(raw.read_frame(opcode, payload));
+  EXPECT_EQ(opcode, 0x2);
+  EXPECT_EQ(payload, "SottoDevice proof");
+  // The 101 waited for the frame on_open() queued: one segment for both.
+  EXPECT_EQ(test_support::tcp_segments(raw.fd())->data_in - before->data_in, 1u);
+
+  const auto mid = test_support::tcp_segments(raw.fd());
+  ASSERT_TRUE(raw.send_frame(0x8, std::string("\x03\xe8", 2)));
+  ASSERT_TRUE(raw.read_frame(opcode, payload));
+  EXPECT_EQ(opcode, 0x8);
+  EXPECT_TRUE(raw.closed_by_peer(5s));
+  // The close frame and the close_notify behind it, together.
+  EXPECT_EQ(test_support::tcp_segments(raw.fd())->data_in - mid->data_in, 1u);
+  EXPECT_TRUE(eventually([&] { return handler.closed == 1; }, 5s));
 }
 
 TEST_F(NetTest, HandlerCloseSendsItsReasonAfterQueuedFrames) {

@@ -34,11 +34,13 @@
 #include "net/tls_internal.h"
 #include "net/tls_stream.h"
 #include "net_test_support.h"
+#include "tcp_segments.h"
 
 namespace sotto::net {
 namespace {
 
 using test_support::pattern;
+using test_support::tcp_segments;
 using test_support::TempDir;
 
 using detail::TlsRecordError;
@@ -697,9 +699,218 @@ TEST_P(TlsHandoff, AServerStreamEndsAfterTooManyEmptyRecords) {
   EXPECT_EQ(pair.server_read_error(), make_error_code(TlsRecordError::unexpected_message));
 }
 
+bool readable_within(int fd, std::chrono::milliseconds timeout) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(timeout.count())) == 1;
+}
+
+std::uint32_t data_segments_in(int fd) {
+  const auto s = tcp_segments(fd);
+  if (!s) throw std::runtime_error("TCP_INFO has no segment counters");
+  return s->data_in;
+}
+
+TEST_P(TlsHandoff, TheTicketWaitsForTheServersFirstWriteAndLeavesWithIt) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  ASSERT_TRUE(pair.server().own_records());
+  EXPECT_TRUE(pair.server().has_unowned_output());
+  EXPECT_FALSE(readable_within(pair.client_fd(), std::chrono::milliseconds(100)));
+  const std::uint32_t before = data_segments_in(pair.client_fd());
+  const Bytes hello = pattern(10, 12);
+  auto reader = std::async(std::launch::async, [&] { return pair.client_read(hello.size()); });
+  pair.server_write(hello);
+  EXPECT_EQ(reader.get(), hello);
+  EXPECT_FALSE(pair.server().has_unowned_output());
+  EXPECT_EQ(data_segments_in(pair.client_fd()) - before, 1u);  // the ticket and the data
+  SSL_SESSION* session = SSL_get1_session(pair.client());
+  ASSERT_NE(session, nullptr);
+  EXPECT_EQ(SSL_SESSION_is_resumable(session), 1);
+  SSL_SESSION_free(session);
+}
+
+TEST_P(TlsHandoff, AClientThatClosesRightAwayStillGetsItsTicket) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  ASSERT_GE(SSL_shutdown(pair.client()), 0);
+  EXPECT_EQ(pair.server_read_error(), boost::asio::error::eof);
+  pair.server().close_socket();
+  char sink[64];
+  while (SSL_read(pair.client(), sink, sizeof sink) > 0) {
+  }
+  ERR_clear_error();
+  SSL_SESSION* session = SSL_get1_session(pair.client());
+  ASSERT_NE(session, nullptr);
+  EXPECT_EQ(SSL_SESSION_is_resumable(session), 1);
+  SSL_SESSION_free(session);
+}
+
+TEST_P(TlsHandoff, HeldOutputLeavesWithTheNextWriteAReadWaitAFlushOrTheClose) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  ASSERT_TRUE(pair.server().own_records());
+  const int fd = pair.client_fd();
+  const Bytes a = pattern(100, 20), b = pattern(200, 21), c = pattern(300, 22),
+              d = pattern(400, 23), e = pattern(500, 24);
+
+  // Held: the write completes, nothing is sent; the next write takes it along, in order.
+  pair.server().hold_output(true);
+  pair.server_write(a);
+  EXPECT_TRUE(pair.server().has_unowned_output());
+  EXPECT_FALSE(readable_within(fd, std::chrono::milliseconds(100)));
+  pair.server().hold_output(false);
+  std::uint32_t before = data_segments_in(fd);
+  auto reader =
+      std::async(std::launch::async, [&] { return pair.client_read(a.size() + b.size()); });
+  pair.server_write(b);
+  Bytes ab = a;
+  ab.insert(ab.end(), b.begin(), b.end());
+  EXPECT_EQ(reader.get(), ab);
+  EXPECT_EQ(data_segments_in(fd) - before, 1u);
+
+  // A read that has to wait sends what nobody owns first (the peer may be waiting for it)...
+  pair.server().hold_output(true);
+  pair.server_write(c);
+  std::array<std::uint8_t, 16> buf{};
+  EXPECT_EQ(pair.server().try_read(buf.data(), buf.size()).kind, TlsStep::want_read);
+  EXPECT_FALSE(readable_within(fd, std::chrono::milliseconds(100)));  // ...unless held
+  pair.server().hold_output(false);
+  EXPECT_EQ(pair.server().try_read(buf.data(), buf.size()).kind, TlsStep::want_read);
+  EXPECT_EQ(pair.client_read(c.size()), c);
+
+  // A flush sends it.
+  pair.server().hold_output(true);
+  pair.server_write(d);
+  const TlsStep flushed = pair.drive([&] { return pair.server().try_flush(); });
+  EXPECT_FALSE(flushed.ec);
+  EXPECT_FALSE(pair.server().has_unowned_output());
+  EXPECT_EQ(pair.client_read(d.size()), d);
+
+  // And close_notify goes after it.
+  pair.server_write(e);
+  const TlsStep closed = pair.drive([&] { return pair.server().try_shutdown(); });
+  EXPECT_FALSE(closed.ec);
+  EXPECT_EQ(pair.client_read(e.size()), e);
+  char byte = 0;
+  EXPECT_EQ(SSL_read(pair.client(), &byte, 1), 0);
+  EXPECT_EQ(SSL_get_error(pair.client(), 0), SSL_ERROR_ZERO_RETURN);
+}
+
 INSTANTIATE_TEST_SUITE_P(Suites, TlsHandoff,
                          ::testing::Values("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
                                            "TLS_CHACHA20_POLY1305_SHA256"));
+
+// A client TlsStream against a blocking OpenSSL server (no hand-over on that side).
+class ClientStreamPair {
+ public:
+  explicit ClientStreamPair(SSL_CTX* server_ctx) {
+    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(listener, 1) != 0 ||
+        ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      throw std::runtime_error("listen failed");
+    }
+    boost::asio::ip::tcp::socket socket(io_);
+    socket.connect({boost::asio::ip::address_v4::loopback(), ntohs(addr.sin_port)});
+    server_fd_ = ::accept(listener, nullptr, nullptr);
+    ::close(listener);
+    client_ = std::make_unique<TlsStream>(std::move(socket), detail::client_context());
+    boost::system::error_code ec;
+    client_->start(false, "", ec);
+    if (ec) throw std::runtime_error("start failed");
+    server_.reset(SSL_new(server_ctx));
+    SSL_set_fd(server_.get(), server_fd_);
+  }
+  ~ClientStreamPair() {
+    server_.reset();
+    if (server_fd_ >= 0) ::close(server_fd_);
+  }
+
+  TlsStep drive(const std::function<TlsStep()>& attempt) {
+    for (;;) {
+      const TlsStep step = attempt();
+      if (step.kind == TlsStep::done) return step;
+      pollfd p{client_->next_layer().native_handle(),
+               static_cast<short>(step.kind == TlsStep::want_read ? POLLIN : POLLOUT), 0};
+      if (::poll(&p, 1, 10000) != 1) throw std::runtime_error("client side timed out");
+    }
+  }
+
+  TlsStream& client() { return *client_; }
+  SSL* server() { return server_.get(); }
+  int client_fd() { return client_->next_layer().native_handle(); }
+
+ private:
+  boost::asio::io_context io_;
+  std::unique_ptr<TlsStream> client_;
+  std::unique_ptr<SSL, SslFree> server_;
+  int server_fd_ = -1;
+};
+
+class TlsClientStream : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto id = load_or_create_identity(dir_.path());
+    ASSERT_TRUE(id);
+    server_ctx_ = detail::make_server_context(*id);
+    SSL_CTX_set_keylog_callback(server_ctx_.get(), nullptr);  // an OpenSSL server throughout
+  }
+
+  TempDir dir_;
+  detail::SslCtxPtr server_ctx_;
+};
+
+TEST_F(TlsClientStream, TheFinishedWaitsForTheFirstWriteAndLeavesWithIt) {
+  ClientStreamPair pair(server_ctx_.get());
+  auto accepted = std::async(std::launch::async, [&] { return SSL_accept(pair.server()); });
+  const TlsStep hs = pair.drive([&] { return pair.client().try_handshake(); });
+  ASSERT_FALSE(hs.ec) << hs.ec.message();
+  // The server cannot finish its handshake: the client's Finished has not left.
+  EXPECT_EQ(accepted.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);
+  const auto before = tcp_segments(pair.client_fd());
+  ASSERT_TRUE(before);
+  const Bytes request = pattern(350, 30);
+  const TlsStep wrote =
+      pair.drive([&] { return pair.client().try_write(request.data(), request.size()); });
+  ASSERT_FALSE(wrote.ec);
+  EXPECT_EQ(wrote.bytes, request.size());
+  EXPECT_EQ(tcp_segments(pair.client_fd())->data_out - before->data_out, 1u);  // both at once
+  ASSERT_EQ(accepted.get(), 1);
+  Bytes got(request.size());
+  ASSERT_EQ(SSL_read(pair.server(), got.data(), static_cast<int>(got.size())),
+            static_cast<int>(got.size()));
+  EXPECT_EQ(got, request);
+}
+
+TEST_F(TlsClientStream, AReadOrACloseSendsTheDeferredFinished) {
+  {
+    ClientStreamPair pair(server_ctx_.get());
+    auto accepted = std::async(std::launch::async, [&] { return SSL_accept(pair.server()); });
+    ASSERT_FALSE(pair.drive([&] { return pair.client().try_handshake(); }).ec);
+    std::array<std::uint8_t, 8> buf{};
+    EXPECT_EQ(pair.client().try_read(buf.data(), buf.size()).kind, TlsStep::want_read);
+    ASSERT_EQ(accepted.get(), 1);  // the read sent it before waiting
+    const std::string hello = "hello";
+    ASSERT_EQ(SSL_write(pair.server(), hello.data(), static_cast<int>(hello.size())), 5);
+    const TlsStep read = pair.drive([&] { return pair.client().try_read(buf.data(), buf.size()); });
+    ASSERT_FALSE(read.ec);
+    EXPECT_EQ(std::string(reinterpret_cast<char*>(buf.data()), read.bytes), hello);
+  }
+  {
+    ClientStreamPair pair(server_ctx_.get());
+    auto accepted = std::async(std::launch::async, [&] { return SSL_accept(pair.server()); });
+    ASSERT_FALSE(pair.drive([&] { return pair.client().try_handshake(); }).ec);
+    ASSERT_FALSE(pair.drive([&] { return pair.client().try_shutdown(); }).ec);
+    ASSERT_EQ(accepted.get(), 1);
+    char byte = 0;
+    EXPECT_EQ(SSL_read(pair.server(), &byte, 1), 0);
+    EXPECT_EQ(SSL_get_error(pair.server(), 0), SSL_ERROR_ZERO_RETURN);
+  }
+}
 
 }  // namespace
 }  // namespace sotto::net

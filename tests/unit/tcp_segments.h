@@ -1,0 +1,19 @@
+// How many TCP segments carrying data a socket has received and sent: what tests of the
+// transport use to check that answers leave together rather than one segment each.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+namespace sotto::net::test_support {
+
+struct TcpSegments {
+  std::uint32_t data_in = 0;
+  std::uint32_t data_out = 0;
+};
+
+// Nullopt when the kernel does not report them.
+std::optional<TcpSegments> tcp_segments(int fd);
+
+}  // namespace sotto::net::test_support
