@@ -810,6 +810,9 @@ class LoadTool {
   // are already open (challenge + authenticate only).
   struct LoginLoop {
     double per_s = 0;
+    // CPU per login over the measured interval, microseconds (0 when unknown).
+    double server_cpu_us = 0;
+    double tool_cpu_us = 0;
     std::uint64_t measured = 0;
     std::uint64_t resumed = 0;  // of `measured`
     std::uint64_t failed = 0;
@@ -893,10 +896,14 @@ class LoadTool {
     const auto c0 = completed.load();
     const auto r0 = resumed.load();
     const auto t0 = now_ns();
+    const auto server_cpu0 = ep_.pid != 0 ? cpu_seconds(ep_.pid) : std::nullopt;
+    const auto tool_cpu0 = cpu_seconds(::getpid());
     std::this_thread::sleep_for(std::chrono::duration<double>(o_.login_duration_s));
     const auto c1 = completed.load();
     const auto r1 = resumed.load();
     const auto t1 = now_ns();
+    const auto server_cpu1 = ep_.pid != 0 ? cpu_seconds(ep_.pid) : std::nullopt;
+    const auto tool_cpu1 = cpu_seconds(::getpid());
     running.store(false);
     // Every callback above uses this frame until its count_down: never leave before all are in.
     // A login has no deadline of its own once connected, so a server that stops answering would
@@ -917,6 +924,11 @@ class LoadTool {
 
     LoginLoop out;
     out.per_s = static_cast<double>(c1 - c0) / seconds_between(t0, t1);
+    if (c1 > c0) {
+      const double n = static_cast<double>(c1 - c0);
+      if (server_cpu0 && server_cpu1) out.server_cpu_us = (*server_cpu1 - *server_cpu0) * 1e6 / n;
+      if (tool_cpu0 && tool_cpu1) out.tool_cpu_us = (*tool_cpu1 - *tool_cpu0) * 1e6 / n;
+    }
     out.measured = c1 - c0;
     out.resumed = r1 - r0;
     out.failed = failed.load();
@@ -935,6 +947,12 @@ class LoadTool {
     j["accounts"] = accounts.size();
     j["with_handshake_per_s"] = round1(full.per_s);
     j["with_resumed_handshake_per_s"] = round1(resumed.per_s);
+    // What a login costs each side: the server's figure is what bounds its rate once the
+    // clients run elsewhere (here both share the machine's cores).
+    j["server_cpu_us_per_login"] = round1(full.server_cpu_us);
+    j["server_cpu_us_per_resumed_login"] = round1(resumed.server_cpu_us);
+    j["load_tool_cpu_us_per_login"] = round1(full.tool_cpu_us);
+    j["load_tool_cpu_us_per_resumed_login"] = round1(resumed.tool_cpu_us);
     j["resumed_fraction"] = round3(resumed.measured > 0 ? static_cast<double>(resumed.resumed) /
                                                               static_cast<double>(resumed.measured)
                                                         : 0.0);
@@ -1269,6 +1287,10 @@ class LoadTool {
          ""},
         {"logins/s (open connections)", num(get({"logins", "on_open_connections_per_s"}), ""), "",
          ""},
+        {"server CPU per login (full)", num(get({"logins", "server_cpu_us_per_login"}), " us"), "",
+         ""},
+        {"server CPU per login (resumed)",
+         num(get({"logins", "server_cpu_us_per_resumed_login"}), " us"), "", ""},
         {"TLS handshakes alone/s (full)", num(get({"tls_handshakes", "full_per_s"}), ""), "", ""},
         {"TLS handshakes alone/s (resumed)", num(get({"tls_handshakes", "resumed_per_s"}), ""), "",
          ""},

@@ -44,4 +44,8 @@ class SpawnedServer {
 // Resident set size of a process in bytes (VmRSS in /proc/<pid>/status); nullopt if unreadable.
 std::optional<std::uint64_t> resident_bytes(pid_t pid);
 
+// CPU time a process has used so far, user and system, all threads (/proc/PID/stat; the
+// kernel counts in clock ticks, 10 ms here).
+std::optional<double> cpu_seconds(pid_t pid);
+
 }  // namespace sotto::load

@@ -46,6 +46,11 @@ def main():
     assert abs(f["sent_per_s"] - 200) < 20, f["sent_per_s"]
     assert r["logins_per_s"] > 0 and r["logins"]["failed"] == 0
     assert r["logins"]["on_open_connections_per_s"] > 0
+    assert r["logins"]["resumed_fraction"] == 1.0, r["logins"]
+    # CPU per login of each process (1 s at 4 at a time: hundreds of logins, many clock ticks).
+    for k in ("server_cpu_us_per_login", "server_cpu_us_per_resumed_login",
+              "load_tool_cpu_us_per_login", "load_tool_cpu_us_per_resumed_login"):
+        assert r["logins"][k] > 0, (k, r["logins"])
     t = r["tls_handshakes"]
     assert t["failed"] == 0 and t["full_per_s"] > 0 and t["resumed_per_s"] > 0
     assert t["resumed_fraction"] > 0.9, t
