@@ -475,9 +475,10 @@ struct WsServer::Impl {
         retry_timer(acceptor.get_executor()) {}
 
   void accept_next() {
-    acceptor.async_accept(asio::make_strand(state->ioc), [this](error_code ec, tcp::socket socket) {
-      on_accept(ec, std::move(socket));
-    });
+    // The peer's address comes with the accepted socket (no getpeername afterwards).
+    acceptor.async_accept(
+        asio::make_strand(state->ioc), peer,
+        [this](error_code ec, tcp::socket socket) { on_accept(ec, std::move(socket)); });
   }
 
   void on_accept(error_code ec, tcp::socket socket) {
@@ -490,19 +491,19 @@ struct WsServer::Impl {
       });
       return;
     }
-    admit(std::move(socket));
+    admit(std::move(socket), peer);
     accept_next();
   }
 
-  void admit(tcp::socket socket) {
+  void admit(tcp::socket socket, const tcp::endpoint& remote) {
     error_code ec;
     if (state->count.load() >= state->options.max_connections) {
       socket.close(ec);  // refused: the client sees its TLS handshake fail
       return;
     }
-    const tcp::endpoint remote = socket.remote_endpoint(ec);
-    if (ec) return;
-    socket.set_option(tcp::no_delay(true), ec);
+#ifndef __linux__
+    socket.set_option(tcp::no_delay(true), ec);  // elsewhere it may not come from the listener
+#endif
     const std::uint64_t id = state->next_id++;
     std::shared_ptr<ServerConnection> c;
     try {
@@ -528,6 +529,7 @@ struct WsServer::Impl {
 
   std::unique_ptr<ServerState> state;
   tcp::acceptor acceptor;
+  tcp::endpoint peer;  // of the connection being accepted (one accept at a time)
   asio::steady_timer retry_timer;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> threads;
@@ -553,6 +555,8 @@ void WsServer::start() {
   const tcp::endpoint endpoint(address, o.port);
   m.acceptor.open(endpoint.protocol(), ec);
   if (!ec) m.acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  // Accepted sockets inherit it (Linux): one setsockopt for the server, not one per connection.
+  if (!ec) m.acceptor.set_option(tcp::no_delay(true), ec);
   if (!ec) m.acceptor.bind(endpoint, ec);
   if (!ec) m.acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
