@@ -490,7 +490,8 @@ TlsStep TlsStream::flush_deferred_finished() {
 TlsStep TlsStream::try_flush() {
   if (!socket_.is_open()) return closed_step();
   if (finished_deferred_) return flush_deferred_finished();
-  if (!records_ || write_error_ || !has_unowned_output()) return {};
+  if (write_error_) return error_step(write_error_);
+  if (!records_ || !has_unowned_output()) return {};
   return flush_out();
 }
 
@@ -608,6 +609,8 @@ TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
     // in_ holds at most the beginning of one record: read more after it.
     if (eof_) {
       read_error_ = boost::asio::ssl::error::stream_truncated;  // closed without close_notify
+      // A half-closed peer may still read: what nobody owns leaves, as after close_notify.
+      if (!hold_ && has_unowned_output() && !write_error_) (void)flush_out();
       return error_step(read_error_);
     }
     std::uint8_t* scratch = read_scratch();
@@ -747,6 +750,8 @@ TlsStep TlsStream::write_records(const std::uint8_t* data, std::size_t size) {
     write_error_ = make_error_code(TlsRecordError::internal_error);
     return error_step(write_error_);
   }
+  // Holding is for a connection's first small answers: a large write ends it.
+  if (hold_ && out_.size() + len > kMaxHeldBytes) hold_ = false;
   if (hold_ || !out_.empty()) {  // held, or behind held bytes: they leave together
     out_.append(w, len);
     if (hold_) return bytes_step(n);

@@ -98,7 +98,8 @@ class TlsStream {
   // A server stream's first answers leave together. Its session tickets, written by OpenSSL at
   // the end of the handshake, wait in the stream for its first write; and while output is held,
   // each write seals its record and completes without sending it. The next write, a read that
-  // has to wait, a flush or the teardown sends everything in one go, in order. (A client
+  // has to wait, a flush or the teardown sends everything in one go, in order; so does a write
+  // that would hold more than kMaxHeldBytes, which ends the hold. (A client
   // stream likewise keeps its Finished back for its first write: the upgrade request.)
   void hold_output(bool on) noexcept { hold_ = on; }
   bool holding_output() const noexcept { return hold_; }
@@ -174,6 +175,7 @@ class TlsStream {
   bool finished_deferred_ = false;
   std::size_t deferred_owed_ = 0;  // bytes a write took whose flush of hs_out_ is still due
   bool hold_ = false;              // see hold_output()
+  static constexpr std::size_t kMaxHeldBytes = 32 * 1024;
   bool first_handshake_ = true;    // until the handshake is done (its last flight waits)
   ByteQueue hs_out_;       // handshake bytes queued for one send
   ByteQueue hs_in_;        // bytes read ahead during the handshake, not yet given to OpenSSL

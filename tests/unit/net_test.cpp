@@ -269,6 +269,21 @@ class RawTlsClient {
 
   int fd() const { return fd_; }
 
+  // Sends `request` as is and returns the response's head (through the blank line), or "".
+  std::string exchange(const std::string& request) {
+    if (SSL_write(ssl_, request.data(), static_cast<int>(request.size())) !=
+        static_cast<int>(request.size())) {
+      return {};
+    }
+    std::string resp;
+    while (resp.find("\r\n\r\n") == std::string::npos) {
+      char c;
+      if (SSL_read(ssl_, &c, 1) != 1) return {};
+      resp.push_back(c);
+    }
+    return resp;
+  }
+
   // Reads and discards until the server ends the connection; false on timeout.
   bool closed_by_peer(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -806,6 +821,22 @@ TEST_F(NetTest, ALoginUpgradesAnswerLeavesInOneSegmentAndSoDoesTheCloseReply) {
   // The close frame and the close_notify behind it, together.
   EXPECT_EQ(test_support::tcp_segments(raw.fd())->data_in - mid->data_in, 1u);
   EXPECT_TRUE(eventually([&] { return handler.closed == 1; }, 5s));
+}
+
+TEST_F(NetTest, ARefusedUpgradeCarryingALoginStillGetsItsAnswer) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  RawTlsClient raw;
+  ASSERT_TRUE(raw.connect(server.port()));
+  // No Sec-WebSocket-Key: Beast refuses; the answer was held for a login result that never comes.
+  const std::string head = raw.exchange(
+      "GET /v1/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+      "Authorization: SottoDevice proof\r\n\r\n");
+  EXPECT_EQ(head.rfind("HTTP/1.1 400", 0), 0u) << head;
+  EXPECT_TRUE(raw.closed_by_peer(5s));
+  EXPECT_EQ(handler.opened, 0);
 }
 
 TEST_F(NetTest, HandlerCloseSendsItsReasonAfterQueuedFrames) {
