@@ -384,21 +384,28 @@ struct SslFree {
   void operator()(SSL* p) const { SSL_free(p); }
 };
 
+// A listening socket on a free loopback port; `addr` gets its address.
+int loopback_listener(sockaddr_in& addr) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  addr = sockaddr_in{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listener, 1) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("listen failed");
+  }
+  return listener;
+}
+
 // A blocking OpenSSL client on one end of a loopback connection, and a server TlsStream on
 // the other, driven step by step with poll().
 class StreamPair {
  public:
   StreamPair(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SESSION* session = nullptr) {
-    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(listener, 1) != 0 ||
-        ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      throw std::runtime_error("listen failed");
-    }
+    const int listener = loopback_listener(addr);
     client_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     if (::connect(client_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
       throw std::runtime_error("connect failed");
@@ -821,16 +828,8 @@ INSTANTIATE_TEST_SUITE_P(Suites, TlsHandoff,
 class ClientStreamPair {
  public:
   explicit ClientStreamPair(SSL_CTX* server_ctx) {
-    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(listener, 1) != 0 ||
-        ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      throw std::runtime_error("listen failed");
-    }
+    const int listener = loopback_listener(addr);
     boost::asio::ip::tcp::socket socket(io_);
     socket.connect({boost::asio::ip::address_v4::loopback(), ntohs(addr.sin_port)});
     server_fd_ = ::accept(listener, nullptr, nullptr);
