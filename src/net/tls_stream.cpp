@@ -610,7 +610,7 @@ TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
     if (eof_) {
       read_error_ = boost::asio::ssl::error::stream_truncated;  // closed without close_notify
       // A half-closed peer may still read: what nobody owns leaves, as after close_notify.
-      if (!hold_ && has_unowned_output() && !write_error_) (void)flush_out();
+      (void)flush_unowned();
       return error_step(read_error_);
     }
     std::uint8_t* scratch = read_scratch();
@@ -624,10 +624,8 @@ TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
     if (got < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         // Output nobody owns must not wait for an answer it may be the question of.
-        if (!hold_ && has_unowned_output() && !write_error_) {
-          const TlsStep st = flush_out();
-          if (st.kind != TlsStep::done || st.ec) return st;
-        }
+        const TlsStep st = flush_unowned();
+        if (st.kind != TlsStep::done || st.ec) return st;
         return wait_step(TlsStep::want_read);
       }
       read_error_ = boost::system::error_code(errno, boost::system::system_category());
@@ -650,8 +648,14 @@ TlsStep TlsStream::read_records(std::uint8_t* out, std::size_t size) {
 // The peer's close_notify ended its side. What no write owns still leaves (best effort): a
 // client that says goodbye right after its Finished still gets its session ticket.
 TlsStep TlsStream::peer_closed_step() {
-  if (!hold_ && has_unowned_output() && !write_error_) (void)flush_out();
+  (void)flush_unowned();
   return error_step(boost::asio::error::eof);
+}
+
+// Sends what no write owns, unless output is held (or the stream cannot write any more).
+TlsStep TlsStream::flush_unowned() {
+  if (hold_ || write_error_ || !has_unowned_output()) return {};
+  return flush_out();
 }
 
 // Opens the whole records at the start of [p, p + n) in place, copying application data to

@@ -162,6 +162,7 @@ class TlsStream {
   TlsStep flush_out();
   TlsStep flush_deferred_finished();
   TlsStep peer_closed_step();
+  TlsStep flush_unowned();
   void fail_records(boost::system::error_code ec, int alert);
 
   socket_type socket_;
