@@ -228,16 +228,7 @@ class RawTlsClient {
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         "Sec-WebSocket-Version: 13\r\n" +
         extra_headers + "\r\n";
-    if (SSL_write(ssl_, req.data(), static_cast<int>(req.size())) != static_cast<int>(req.size())) {
-      return false;
-    }
-    std::string resp;
-    while (resp.find("\r\n\r\n") == std::string::npos) {
-      char c;
-      if (SSL_read(ssl_, &c, 1) != 1) return false;
-      resp.push_back(c);
-    }
-    return resp.rfind("HTTP/1.1 101", 0) == 0;
+    return exchange(req).rfind("HTTP/1.1 101", 0) == 0;
   }
 
   // Sends one masked client frame (RFC 6455 section 5.2); payloads under 126 bytes only.
