@@ -278,12 +278,13 @@ TlsStep bytes_step(std::size_t n) {
 }
 
 // Sends [p, p + n) on `fd` until all of it is gone (0) or the socket stops it: the errno, EAGAIN
-// when the socket is full. `sent` says how far it got.
-int send_all(int fd, const std::uint8_t* p, std::size_t n, std::size_t& sent) noexcept {
+// when the socket is full. `sent` says how far it got. `flags` are added to send's.
+int send_all(int fd, const std::uint8_t* p, std::size_t n, std::size_t& sent,
+             int flags = 0) noexcept {
   sent = 0;
   while (sent < n) {
     // MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE in the whole process.
-    const ssize_t k = ::send(fd, p + sent, n - sent, MSG_NOSIGNAL);
+    const ssize_t k = ::send(fd, p + sent, n - sent, MSG_NOSIGNAL | flags);
     if (k >= 0) {
       sent += static_cast<std::size_t>(k);
       continue;
@@ -350,10 +351,10 @@ void TlsStream::ByteQueue::consume(std::size_t n) noexcept {
   if (begin_ >= end_) clear();
 }
 
-int TlsStream::ByteQueue::send_to(int fd) noexcept {
+int TlsStream::ByteQueue::send_to(int fd, int flags) noexcept {
   if (empty()) return 0;
   std::size_t sent = 0;
-  const int err = send_all(fd, front(), size(), sent);
+  const int err = send_all(fd, front(), size(), sent, flags);
   consume(sent);
   return err;
 }
@@ -563,9 +564,9 @@ TlsStep TlsStream::try_write(const void* data, std::size_t size) {
   return bytes_step(n);
 }
 
-TlsStep TlsStream::try_shutdown() {
+TlsStep TlsStream::try_shutdown(bool fin_follows) {
   if (!socket_.is_open()) return closed_step();
-  if (records_) return shutdown_records();
+  if (records_) return shutdown_records(fin_follows);
   if (!SSL_is_init_finished(ssl_)) return {};  // nothing to notify before a finished handshake
   if (finished_deferred_) {
     const TlsStep st = flush_deferred_finished();
@@ -724,8 +725,8 @@ void TlsStream::fail_records(boost::system::error_code ec, int alert) {
   out_.clear();
 }
 
-TlsStep TlsStream::flush_out() {
-  const int err = out_.send_to(socket_.native_handle());
+TlsStep TlsStream::flush_out(int flags) {
+  const int err = out_.send_to(socket_.native_handle(), flags);
   if (err == 0) return {};
   if (err == EAGAIN) return wait_step(TlsStep::want_write);
   write_error_ = boost::system::error_code(err, boost::system::system_category());
@@ -779,8 +780,10 @@ TlsStep TlsStream::write_records(const std::uint8_t* data, std::size_t size) {
   return wait_step(TlsStep::want_write);
 }
 
-// close_notify once, after anything still unsent; done when it is on the wire.
-TlsStep TlsStream::shutdown_records() {
+// close_notify once, after anything still unsent; done when it is on the wire. When the FIN
+// follows, the bytes go with MSG_MORE: the kernel keeps the last segment back until the FIN,
+// which then rides in it (one segment less for every connection that ends).
+TlsStep TlsStream::shutdown_records(bool fin_follows) {
   if (write_error_) return error_step(write_error_);
   if (!close_sent_) {
     close_sent_ = true;
@@ -792,6 +795,9 @@ TlsStep TlsStream::shutdown_records() {
     }
     out_.append(w, len);
   }
+#ifdef MSG_MORE
+  if (fin_follows) return flush_out(MSG_MORE);
+#endif
   return flush_out();
 }
 

@@ -91,7 +91,10 @@ class TlsStream {
   TlsStep try_handshake();
   TlsStep try_read(void* data, std::size_t size);
   TlsStep try_write(const void* data, std::size_t size);
-  TlsStep try_shutdown();  // sends close_notify once; done when it is on the wire
+  // Sends close_notify once; done when it is on the wire. `fin_follows`: the caller calls
+  // shutdown_send() right after a done step (not close_socket, which may reset the connection
+  // and drop what the kernel still holds), so the last bytes may wait in the kernel for the FIN.
+  TlsStep try_shutdown(bool fin_follows = false);
   // Sends sealed bytes that no write owns (held or deferred output, below); done when gone.
   TlsStep try_flush();
 
@@ -141,7 +144,7 @@ class TlsStream {
     void clear() noexcept;
     // Sends what it holds on `fd` until it is empty (0) or the socket stops it (the errno;
     // EAGAIN when the socket is full).
-    int send_to(int fd) noexcept;
+    int send_to(int fd, int flags = 0) noexcept;
 
    private:
     std::unique_ptr<std::uint8_t[]> data_;
@@ -158,8 +161,8 @@ class TlsStream {
   Drain open_records(std::uint8_t* p, std::size_t n, std::size_t& used, std::uint8_t* out,
                      std::size_t size, std::size_t& delivered);
   TlsStep write_records(const std::uint8_t* data, std::size_t size);
-  TlsStep shutdown_records();
-  TlsStep flush_out();
+  TlsStep shutdown_records(bool fin_follows);
+  TlsStep flush_out(int flags = 0);
   TlsStep flush_deferred_finished();
   TlsStep peer_closed_step();
   TlsStep flush_unowned();
@@ -313,7 +316,7 @@ class TeardownOp {
       return;
     }
     if (state_ == State::starting || state_ == State::notify) {
-      const TlsStep st = stream_.try_shutdown();
+      const TlsStep st = stream_.try_shutdown(/*fin_follows=*/true);
       if (st.kind == TlsStep::want_write) {
         state_ = State::notify;
         stream_.next_layer().async_wait(TlsStream::socket_type::wait_write, std::move(self));

@@ -16,7 +16,8 @@ std::optional<TcpSegments> tcp_segments(int fd) {
       len < offsetof(tcp_info, tcpi_data_segs_out) + sizeof info.tcpi_data_segs_out) {
     return std::nullopt;
   }
-  return TcpSegments{info.tcpi_data_segs_in, info.tcpi_data_segs_out};
+  return TcpSegments{info.tcpi_data_segs_in, info.tcpi_data_segs_out, info.tcpi_segs_in,
+                     info.tcpi_segs_out};
 }
 
 }  // namespace sotto::net::test_support

@@ -1,5 +1,6 @@
-// How many TCP segments carrying data a socket has received and sent: what tests of the
-// transport use to check that answers leave together rather than one segment each.
+// How many TCP segments a socket has received and sent, those carrying data and all of them
+// (handshake, pure ACKs and FINs too): what tests of the transport use to check that answers
+// leave together, and that ACKs and FINs ride in them, rather than one segment each.
 #pragma once
 
 #include <cstddef>
@@ -11,6 +12,8 @@ namespace sotto::net::test_support {
 struct TcpSegments {
   std::uint32_t data_in = 0;
   std::uint32_t data_out = 0;
+  std::uint32_t all_in = 0;
+  std::uint32_t all_out = 0;
 };
 
 // Nullopt when the kernel does not report them.
