@@ -1,6 +1,8 @@
 #include "net/tls.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -10,6 +12,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -235,6 +238,15 @@ std::string to_hex(ByteView bytes) {
 }  // namespace
 
 namespace detail {
+
+void delay_acks(int fd) noexcept {
+#ifdef TCP_QUICKACK
+  const int off = 0;
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off);
+#else
+  (void)fd;
+#endif
+}
 
 std::string fingerprint_of(X509* certificate) {
   if (certificate == nullptr) return {};

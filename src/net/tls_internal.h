@@ -45,6 +45,12 @@ struct SessionSink {
 };
 void attach_session_sink(SSL* ssl, SessionSink* sink);
 
+// Lets the kernel delay this socket's ACKs (TCP_QUICKACK off, Linux; elsewhere nothing) so
+// that an ACK rides on the answer the application is about to send instead of taking a segment
+// of its own. The kernel turns quick ACKs back on when a delayed ACK has to go alone, so this
+// helps exchanges where each side answers at once, as a login does.
+void delay_acks(int fd) noexcept;
+
 // SHA-256 of the certificate's DER encoding, 64 lower-case hex digits; empty if it cannot be
 // encoded.
 std::string fingerprint_of(X509* certificate);

@@ -211,6 +211,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
       if (!ec) sock.bind(tcp::endpoint(local, 0), ec);
     }
     if (ec) return try_endpoint(i + 1);
+    // Delayed, the ACK of the server's SYN-ACK leaves with the ClientHello.
+    detail::delay_acks(sock.native_handle());
     sock.async_connect(endpoints_[i], [self = shared_from_this(), i](error_code e) {
       if (e) return self->try_endpoint(i + 1);
       self->on_connected();
@@ -220,6 +222,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void on_connected() {
     error_code ec;
     ws_.next_layer().next_layer().set_option(tcp::no_delay(true), ec);
+    // Connecting turned quick ACKs back on: off again, so the server's handshake flight is
+    // acknowledged by the client's answer to it.
+    detail::delay_acks(ws_.next_layer().next_layer().native_handle());
     ws_.next_layer().start(false, is_ip_literal(options_.host) ? std::string() : options_.host, ec);
     if (ec) return fail(ClientError::tls_failed);
     if (options_.session) {

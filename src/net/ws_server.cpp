@@ -559,6 +559,9 @@ void WsServer::start() {
   if (!ec) m.acceptor.set_option(tcp::no_delay(true), ec);
   if (!ec) m.acceptor.bind(endpoint, ec);
   if (!ec) m.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  // After listen(), which resets it: accepted sockets inherit delayed ACKs (Linux), so the
+  // ClientHello's ACK leaves with the server's first flight.
+  if (!ec) detail::delay_acks(m.acceptor.native_handle());
   if (ec) {
     error_code ignored;
     m.acceptor.close(ignored);

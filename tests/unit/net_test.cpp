@@ -809,11 +809,59 @@ TEST_F(NetTest, ALoginUpgradesAnswerLeavesInOneSegmentAndSoDoesTheCloseReply) {
   ASSERT_TRUE(raw.read_frame(opcode, payload));
   EXPECT_EQ(opcode, 0x8);
   EXPECT_TRUE(raw.closed_by_peer(5s));
-  // The close frame and the close_notify behind it, together, and the FIN with them.
+  // The close frame and the close_notify behind it, together; the FIN and the ACK of the
+  // client's close frame rode in that segment too.
   const auto end = test_support::tcp_segments(raw.fd());
   EXPECT_EQ(end->data_in - mid->data_in, 1u);
-  EXPECT_LE(end->all_in - mid->all_in, 2u);  // at most a bare ACK of the client's close frame
+  EXPECT_EQ(end->all_in - mid->all_in, 1u);
   EXPECT_TRUE(eventually([&] { return handler.closed == 1; }, 5s));
+}
+
+// The server's listener delays ACKs (net::detail::delay_acks, after listen()), so the
+// ClientHello is acknowledged by the server's first flight, not by a segment of its own.
+TEST_F(NetTest, TheServersFirstFlightAcknowledgesTheClientHello) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  RawTlsClient raw;
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(raw.connect(server.port()));
+  const auto seen = test_support::tcp_segments(raw.fd());
+  ASSERT_TRUE(seen);
+  // A delayed ACK goes alone after 40 ms at the earliest (Linux's TCP_DELACK_MIN): later than
+  // that, the ACK of the client's Finished may have come too, and the count says nothing.
+  if (std::chrono::steady_clock::now() - start < 40ms) {
+    EXPECT_EQ(seen->all_in, 2u);  // the SYN-ACK, then the flight: no bare ACK between them
+  }
+  EXPECT_EQ(seen->data_in, 1u);
+}
+
+// A client delays the ACK of the server's SYN-ACK until its ClientHello, which carries it.
+TEST_F(NetTest, TheClientHelloCarriesTheAckOfTheSynAck) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(listener, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  auto opts = client_options(ntohs(addr.sin_port));
+  opts.connect_timeout = 2s;
+  WsClient client(opts, nullptr, nullptr);
+  auto connected = std::async(std::launch::async, [&] { return client.connect(); });
+  const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  pollfd p{fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  const auto seen = test_support::tcp_segments(fd);
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->all_in, 2u);  // the SYN, then the ClientHello: no bare ACK between them
+  EXPECT_EQ(seen->data_in, 1u);
+  ::close(fd);
+  ::close(listener);
+  EXPECT_FALSE(connected.get());  // nobody answered it
 }
 
 TEST_F(NetTest, ARefusedUpgradeCarryingALoginStillGetsItsAnswer) {
