@@ -143,19 +143,15 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   }
 
   // No callback runs after this returns (unless called from a callback, which is then the last).
+  // Callbacks run holding callback_mu_, so this waits only for one that is running right now
+  // (elsewhere): no round trip through the strand, no thread switch when none is.
   void detach() {
-    if (running_here()) {
+    if (running_here()) {  // from a callback (which holds the lock) or another strand handler
       detached_ = true;
       return;
     }
-    std::promise<void> done;
-    auto f = done.get_future();
-    asio::post(strand_, [self = shared_from_this(), &done] {
-      self->detached_ = true;
-      done.set_value();
-    });
-    // A stopped pool never runs it; then no callback can run either.
-    (void)f.wait_for(options_.connect_timeout + kCloseWaitMargin);
+    std::lock_guard lock(callback_mu_);
+    detached_ = true;
   }
 
  private:
@@ -300,6 +296,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void complete_connect(Result r) {
     auto done = std::move(on_connected_);
     on_connected_ = nullptr;
+    std::lock_guard lock(callback_mu_);
     if (done && !detached_) done(std::move(r));
   }
 
@@ -316,10 +313,12 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     if (!ws_.is_message_done()) return read_next();
     const auto data = rd_buf_.cdata();
     const ByteView message(static_cast<const std::uint8_t*>(data.data()), data.size());
-    if (!detached_ && on_frame_) {
-      if (split_batch(message, split_)) {
+    if (on_frame_) {
+      std::lock_guard lock(callback_mu_);
+      if (detached_) {
+      } else if (split_batch(message, split_)) {
         for (const ByteView frame : split_) {
-          if (detached_) break;
+          if (detached_) break;  // a frame's handler let go of its client
           on_frame_(frame);
         }
         split_.clear();
@@ -396,7 +395,10 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     } else {
       reason = ec.message();
     }
-    if (!detached_ && on_close_) on_close_(reason);
+    {
+      std::lock_guard lock(callback_mu_);
+      if (!detached_ && on_close_) on_close_(reason);
+    }
     mark_finished();
   }
 
@@ -436,7 +438,10 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   bool close_sent_ = false;
   bool user_closed_ = false;
   bool finished_ = false;
+  // Set by detach(); read by the callbacks' runs, which hold callback_mu_ (detach() from the
+  // strand itself sets it without: nothing else runs then).
   bool detached_ = false;
+  std::mutex callback_mu_;
 
   std::mutex mu_;
   std::condition_variable finished_cv_;
