@@ -133,6 +133,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   // Flushes queued frames, sends a close frame and waits until the connection ended (bounded).
   void close() {
+    if (finished()) return;  // nothing to close: no post, no wait
     asio::post(strand_, [self = shared_from_this()] { self->begin_close(); });
     if (running_here()) return;
     const auto limit = options_.connect_timeout + kCloseWaitMargin;
@@ -156,6 +157,11 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
  private:
   bool running_here() const { return strand_.running_in_this_thread(); }
+
+  bool finished() {
+    std::lock_guard lock(mu_);
+    return finished_flag_;
+  }
 
   bool wait_finished(std::chrono::steady_clock::duration limit) {
     std::unique_lock lock(mu_);
