@@ -835,21 +835,36 @@ class LoadTool {
     std::condition_variable reap_cv;
     std::deque<std::unique_ptr<Peer>> to_reap;
     bool reaping_done = false;
+    // Reapers take the whole batch at once: one lock per batch, not one per peer, so the I/O
+    // threads that queue peers seldom find the lock taken. A peer whose close handshake is
+    // still under way waits for the next batch (its destructor would wait for the end, a thread
+    // switch each way), except at the end.
+    std::size_t kept_back = 0;  // guarded by reap_mu
     std::vector<std::thread> reapers;
-    for (int t = 0; t < 4; ++t) {
+    for (int t = 0; t < 2; ++t) {
       reapers.emplace_back([&] {
         std::unique_lock lock(reap_mu);
         for (;;) {
-          reap_cv.wait_for(lock, 20ms, [&] { return reaping_done || to_reap.size() >= 64; });
+          reap_cv.wait_for(lock, 20ms,
+                           [&] { return reaping_done || to_reap.size() >= 64 + kept_back; });
           if (to_reap.empty()) {
             if (reaping_done) return;
             continue;
           }
-          auto p = std::move(to_reap.front());
-          to_reap.pop_front();
+          std::deque<std::unique_ptr<Peer>> batch;
+          batch.swap(to_reap);
+          const bool last = reaping_done;
           lock.unlock();
-          p.reset();
+          std::deque<std::unique_ptr<Peer>> closing;
+          if (!last) {
+            for (auto& p : batch) {
+              if (p->is_open()) closing.push_back(std::move(p));
+            }
+          }
+          batch.clear();
           lock.lock();
+          kept_back = closing.size();  // the next batch waits for 64 new ones (or 20 ms)
+          for (auto& p : closing) to_reap.push_back(std::move(p));
         }
       });
     }
@@ -867,7 +882,7 @@ class LoadTool {
         if (slots[slot].peer) to_reap.push_back(std::move(slots[slot].peer));
         slots[slot].peer = std::move(peer);
         // Destroyed in batches: a wake-up per login costs the two cores more than the reaping.
-        if (to_reap.size() == 64) reap_cv.notify_one();
+        if (to_reap.size() == 64 + kept_back) reap_cv.notify_one();
       }
       in_flight.fetch_add(1);
       auto done = [&, slot, p](bool ok, const std::string& e) {
