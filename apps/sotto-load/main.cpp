@@ -586,7 +586,12 @@ class LoadTool {
           }
         }
       }
-      if (flush) flush_acks(rc);
+      if (flush) {
+        flush_acks(rc);
+      } else if (!acks_waiting_.exchange(true)) {
+        std::lock_guard lock(flusher_mu_);  // the flusher sleeps until acknowledgements wait
+        flusher_cv_.notify_all();
+      }
     };
   }
 
@@ -617,7 +622,12 @@ class LoadTool {
     flusher_ = std::thread([this] {
       std::unique_lock lock(flusher_mu_);
       while (!flusher_stop_) {
-        flusher_cv_.wait_for(lock, std::chrono::duration<double, std::milli>(o_.ack_delay_ms));
+        // Asleep while no acknowledgement waits (a periodic wake-up would cost the phases that
+        // acknowledge nothing, the logins above all, two thread switches every period).
+        flusher_cv_.wait(lock, [this] { return flusher_stop_ || acks_waiting_.load(); });
+        flusher_cv_.wait_for(lock, std::chrono::duration<double, std::milli>(o_.ack_delay_ms),
+                             [this] { return flusher_stop_; });
+        acks_waiting_.store(false);  // before the flush: one queued after it wakes us again
         std::vector<Receiver*> rs;
         {
           std::lock_guard rl(receivers_mu_);
@@ -1352,7 +1362,8 @@ class LoadTool {
   std::thread flusher_;
   std::mutex flusher_mu_;
   std::condition_variable flusher_cv_;
-  bool flusher_stop_ = false;
+  bool flusher_stop_ = false;                // guarded by flusher_mu_
+  std::atomic<bool> acks_waiting_{false};  // a partial batch waits for the flusher
 
   json quiesce_s_ = json::object();  // per phase: time to deliver the backlog after sending
   json results_ = json::object();
