@@ -62,8 +62,8 @@ struct Options {
   int server_pid = 0;
   std::string spawn_server;
   bool keep_data = false;
-  std::vector<std::string> phases{"saturation", "fixed-rate",        "logins", "idle-memory",
-                                  "offline",    "tls-handshakes"};
+  std::vector<std::string> phases{"saturation",  "fixed-rate", "logins",
+                                  "idle-memory", "offline",    "tls-handshakes"};
   bool json_output = false;
   int threads = 2;
   std::size_t pairs = 64;
@@ -1037,8 +1037,7 @@ class LoadTool {
     results_["logins_resumed_per_s"] = j["with_resumed_handshake_per_s"];
     log("logins: " + fmt(j["with_handshake_per_s"].get<double>()) +
         "/s with a full TLS handshake, " + fmt(j["with_resumed_handshake_per_s"].get<double>()) +
-        "/s resuming (" + fmt(100 * j["resumed_fraction"].get<double>()) +
-        "% resumed)");
+        "/s resuming (" + fmt(100 * j["resumed_fraction"].get<double>()) + "% resumed)");
     return failed == 0 && conn_failed == 0 && auth_failed == 0;
   }
 
@@ -1047,10 +1046,10 @@ class LoadTool {
   bool tls_handshakes() {
     log("tls-handshakes: " + std::to_string(o_.login_concurrency) + " at a time for " +
         fmt(o_.login_duration_s) + " s, full, then as long resuming");
-    const TlsCeiling full = measure_tls_ceiling(ep_.host, ep_.port, o_.login_concurrency,
-                                                o_.login_duration_s, false);
-    const TlsCeiling resumed = measure_tls_ceiling(ep_.host, ep_.port, o_.login_concurrency,
-                                                   o_.login_duration_s, true);
+    const TlsCeiling full =
+        measure_tls_ceiling(ep_.host, ep_.port, o_.login_concurrency, o_.login_duration_s, false);
+    const TlsCeiling resumed =
+        measure_tls_ceiling(ep_.host, ep_.port, o_.login_concurrency, o_.login_duration_s, true);
     json j;
     j["concurrency"] = o_.login_concurrency;
     j["full_per_s"] = round1(full.per_s);
@@ -1362,7 +1361,7 @@ class LoadTool {
   std::thread flusher_;
   std::mutex flusher_mu_;
   std::condition_variable flusher_cv_;
-  bool flusher_stop_ = false;                // guarded by flusher_mu_
+  bool flusher_stop_ = false;              // guarded by flusher_mu_
   std::atomic<bool> acks_waiting_{false};  // a partial batch waits for the flusher
 
   json quiesce_s_ = json::object();  // per phase: time to deliver the backlog after sending

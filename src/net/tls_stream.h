@@ -180,9 +180,9 @@ class TlsStream {
   std::size_t deferred_owed_ = 0;  // bytes a write took whose flush of hs_out_ is still due
   bool hold_ = false;              // see hold_output()
   static constexpr std::size_t kMaxHeldBytes = 32 * 1024;
-  bool first_handshake_ = true;    // until the handshake is done (its last flight waits)
-  ByteQueue hs_out_;       // handshake bytes queued for one send
-  ByteQueue hs_in_;        // bytes read ahead during the handshake, not yet given to OpenSSL
+  bool first_handshake_ = true;  // until the handshake is done (its last flight waits)
+  ByteQueue hs_out_;             // handshake bytes queued for one send
+  ByteQueue hs_in_;              // bytes read ahead during the handshake, not yet given to OpenSSL
   std::optional<TlsRecordLayer> records_;  // after it
   // A server stream's channel binding, exported before the SSL object is freed (null once used).
   std::unique_ptr<std::array<std::uint8_t, 32>> binding_;
@@ -383,8 +383,8 @@ auto TlsStream::async_read_some(const MutableBufferSequence& buffers, Token&& to
 template <class ConstBufferSequence, class Token>
 auto TlsStream::async_write_some(const ConstBufferSequence& buffers, Token&& token) {
   return boost::asio::async_compose<Token, void(boost::system::error_code, std::size_t)>(
-      tls_ops::DriveOp<tls_ops::WriteAttempt>(*this, tls_ops::make_write_attempt(buffers)),
-      token, socket_);
+      tls_ops::DriveOp<tls_ops::WriteAttempt>(*this, tls_ops::make_write_attempt(buffers)), token,
+      socket_);
 }
 
 template <class Token>

@@ -47,7 +47,6 @@ using test_support::TempDir;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -57,7 +56,6 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
   }
   return true;
 }
-
 
 Bytes bytes_of(std::string_view s) {
   return Bytes(s.begin(), s.end());
