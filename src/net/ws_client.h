@@ -2,6 +2,12 @@
 // certificate pinned by SHA-256 fingerprint (hex). Runs its own I/O thread. Frames received are
 // handed to on_frame from that thread; send() is thread-safe. Not reconnecting by itself: the
 // client engine (src/client) owns reconnection with backoff.
+//
+// Callbacks (on_frame, on_close, async_connect's handler) run one at a time while the
+// connection holds a lock that destroying the client, or connecting it again, takes: neither
+// returns while a callback of that client runs on another thread, and none runs afterwards. So a
+// callback must not wait for a thread that may be destroying its own client (it may destroy
+// its own client, or another one, itself).
 #pragma once
 
 #include <array>

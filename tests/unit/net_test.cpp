@@ -793,25 +793,35 @@ TEST_F(NetTest, ALoginUpgradesAnswerLeavesInOneSegmentAndSoDoesTheCloseReply) {
   std::this_thread::sleep_for(100ms);  // the server waits for the request (its ticket left then)
   const auto before = test_support::tcp_segments(raw.fd());
   ASSERT_TRUE(before);
+  auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(raw.upgrade("Authorization: SottoDevice proof\r\n"));
   std::uint8_t opcode = 0;
   std::string payload;
   ASSERT_TRUE(raw.read_frame(opcode, payload));
+  auto slowest = std::chrono::steady_clock::now() - t0;
   EXPECT_EQ(opcode, 0x2);
   EXPECT_EQ(payload, "SottoDevice proof");
   // The 101 waited for the frame on_open() queued: one segment for both.
   EXPECT_EQ(test_support::tcp_segments(raw.fd())->data_in - before->data_in, 1u);
 
   const auto mid = test_support::tcp_segments(raw.fd());
+  t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(raw.send_frame(0x8, std::string("\x03\xe8", 2)));
   ASSERT_TRUE(raw.read_frame(opcode, payload));
+  slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
   EXPECT_EQ(opcode, 0x8);
   EXPECT_TRUE(raw.closed_by_peer(5s));
-  // The close frame and the close_notify behind it, together; the FIN and the ACK of the
-  // client's close frame rode in that segment too.
+  // The close frame and the close_notify behind it, together, and the FIN with them.
   const auto end = test_support::tcp_segments(raw.fd());
   EXPECT_EQ(end->data_in - mid->data_in, 1u);
-  EXPECT_EQ(end->all_in - mid->all_in, 1u);
+  // The ACK of the client's close frame rode in that segment too, if the server answered each
+  // request within the delayed-ACK time (40 ms, less a timer tick): a later answer lets an ACK
+  // go alone, and the kernel acknowledges at once for a while after that.
+  if (slowest < 30ms) {
+    EXPECT_EQ(end->all_in - mid->all_in, 1u);
+  } else {
+    EXPECT_LE(end->all_in - mid->all_in, 2u);
+  }
   EXPECT_TRUE(eventually([&] { return handler.closed == 1; }, 5s));
 }
 
@@ -826,13 +836,14 @@ TEST_F(NetTest, TheServersFirstFlightAcknowledgesTheClientHello) {
   ASSERT_TRUE(raw.connect(server.port()));
   const auto seen = test_support::tcp_segments(raw.fd());
   ASSERT_TRUE(seen);
-  // A delayed ACK goes alone after 40 ms at the earliest (Linux's TCP_DELACK_MIN): later than
-  // that, the ACK of the client's Finished may have come too, and the count says nothing.
+  // A delayed ACK goes alone after 40 ms (Linux's TCP_DELACK_MIN, less a timer tick): later
+  // than that, the ACK of the client's Finished may have come too, and the count says nothing.
+  if (std::chrono::steady_clock::now() - start >= 30ms) {
+    GTEST_SKIP() << "the handshake took 30 ms or more: a delayed ACK may have gone alone";
+  }
   // Besides the data (the flight, and the ticket if the server already waits for the upgrade
   // request), only the SYN-ACK: no bare ACK.
-  if (std::chrono::steady_clock::now() - start < 40ms) {
-    EXPECT_EQ(seen->all_in - seen->data_in, 1u);
-  }
+  EXPECT_EQ(seen->all_in - seen->data_in, 1u);
 }
 
 // A client delays the ACK of the server's SYN-ACK until its ClientHello, which carries it.
@@ -850,6 +861,8 @@ TEST_F(NetTest, TheClientHelloCarriesTheAckOfTheSynAck) {
   opts.connect_timeout = 2s;
   WsClient client(opts, nullptr, nullptr);
   auto connected = std::async(std::launch::async, [&] { return client.connect(); });
+  pollfd incoming{listener, POLLIN, 0};
+  ASSERT_EQ(::poll(&incoming, 1, 5000), 1);
   const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
   ASSERT_GE(fd, 0);
   pollfd p{fd, POLLIN, 0};
