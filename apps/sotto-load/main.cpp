@@ -588,18 +588,28 @@ class LoadTool {
       }
       if (flush) {
         flush_acks(rc);
-      } else if (!acks_waiting_.exchange(true)) {
-        std::lock_guard lock(flusher_mu_);  // the flusher sleeps until acknowledgements wait
-        flusher_cv_.notify_all();
+      } else {
+        wake_flusher();
       }
     };
+  }
+
+  // The flusher sleeps until acknowledgements wait.
+  void wake_flusher() {
+    if (acks_waiting_.exchange(true)) return;
+    std::lock_guard lock(flusher_mu_);
+    flusher_cv_.notify_all();
   }
 
   void flush_acks(Receiver& rc) {
     std::vector<std::string> ids;
     {
       std::lock_guard lock(rc.mu);
-      if (rc.pending_acks.empty() || !rc.peer) return;
+      if (rc.pending_acks.empty()) return;
+      if (!rc.peer) {  // not connected yet: they wait for the flusher's next round
+        wake_flusher();
+        return;
+      }
       ids.swap(rc.pending_acks);
     }
     svc::Request r;
@@ -873,8 +883,8 @@ class LoadTool {
           }
           batch.clear();
           lock.lock();
-          kept_back = closing.size();  // the next batch waits for 64 new ones (or 20 ms)
           for (auto& p : closing) to_reap.push_back(std::move(p));
+          kept_back = to_reap.size();  // the next batch waits for 64 new ones (or 20 ms)
         }
       });
     }
@@ -892,7 +902,7 @@ class LoadTool {
         if (slots[slot].peer) to_reap.push_back(std::move(slots[slot].peer));
         slots[slot].peer = std::move(peer);
         // Destroyed in batches: a wake-up per login costs the two cores more than the reaping.
-        if (to_reap.size() == 64 + kept_back) reap_cv.notify_one();
+        if (to_reap.size() >= 64 + kept_back) reap_cv.notify_one();
       }
       in_flight.fetch_add(1);
       auto done = [&, slot, p](bool ok, const std::string& e) {
@@ -904,7 +914,7 @@ class LoadTool {
           std::lock_guard lock(err_mu);
           if (first_error.empty()) first_error = e;
         }
-        if (ok) p->close();  // on this peer's own strand: only starts the close
+        p->close();  // on this peer's own strand: only starts the close (a refused login too)
         // The next login first, while this one still counts as in flight (so the loop cannot
         // end and take its locals along meanwhile); the count last.
         start(slot);
