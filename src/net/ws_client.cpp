@@ -314,6 +314,20 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     });
   }
 
+  // Hands a message's frames to on_frame_ (a batch frame by frame). REQUIRES: callback_mu_ held.
+  void deliver(ByteView message) {
+    if (!split_batch(message, split_)) {
+      on_frame_(message);
+      return;
+    }
+    for (const ByteView frame : split_) {
+      if (detached_) break;  // a frame's handler let go of its client
+      on_frame_(frame);
+    }
+    split_.clear();
+    if (split_.capacity() > kSplitSlotsKept) split_.shrink_to_fit();
+  }
+
   void on_read(error_code ec) {
     if (ec) return finish(ec);
     if (!ws_.is_message_done()) return read_next();
@@ -321,17 +335,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     const ByteView message(static_cast<const std::uint8_t*>(data.data()), data.size());
     if (on_frame_) {
       std::lock_guard lock(callback_mu_);
-      if (detached_) {
-      } else if (split_batch(message, split_)) {
-        for (const ByteView frame : split_) {
-          if (detached_) break;  // a frame's handler let go of its client
-          on_frame_(frame);
-        }
-        split_.clear();
-        if (split_.capacity() > kSplitSlotsKept) split_.shrink_to_fit();
-      } else {
-        on_frame_(message);
-      }
+      if (!detached_) deliver(message);
     }
     rd_buf_.clear();
     rd_buf_.shrink_to_fit();

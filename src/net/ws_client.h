@@ -6,8 +6,9 @@
 // Callbacks (on_frame, on_close, async_connect's handler) run one at a time while the
 // connection holds a lock that destroying the client, or connecting it again, takes: neither
 // returns while a callback of that client runs on another thread, and none runs afterwards. So a
-// callback must not wait for a thread that may be destroying its own client (it may destroy
-// its own client, or another one, itself).
+// callback must not wait for a thread that may be destroying its own client. It may destroy its
+// own client; destroying another one waits for that client's running callback, if any (two
+// callbacks destroying each other's clients would wait forever).
 #pragma once
 
 #include <array>
