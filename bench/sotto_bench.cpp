@@ -60,7 +60,9 @@ const Bytes& payload64() {
   return p;
 }
 
-crypto::Rng& rng() { return crypto::system_rng(); }
+crypto::Rng& rng() {
+  return crypto::system_rng();
+}
 
 const protocol::ManualClock& bench_clock() {
   static const protocol::ManualClock c;
@@ -126,8 +128,8 @@ class Party {
     signed_pre_key_ =
         protocol::generate_signed_pre_key(rng(), identity, protocol::SignedPreKeyId(1), 0);
     identity_public_ = identity.public_key;
-    identities_ = std::make_unique<protocol::InMemoryIdentityKeyStore>(std::move(identity),
-                                                                      registration_id_);
+    identities_ =
+        std::make_unique<protocol::InMemoryIdentityKeyStore>(std::move(identity), registration_id_);
     ok_or_fail(signed_pre_keys_.save_signed_pre_key(signed_pre_key_), "save_signed_pre_key");
     for (auto& pk : protocol::generate_pre_keys(rng(), protocol::PreKeyId(1), one_time_pre_keys)) {
       ok_or_fail(pre_keys_.save_pre_key(pk), "save_pre_key");
@@ -184,10 +186,10 @@ void send_store(Party& from, Party& to, protocol::MessageType expected_type) {
   check(c.type == expected_type, "unexpected message type");
   auto to_stores = to.stores();
   auto pt = expected_type == protocol::MessageType::pre_key
-                ? protocol::decrypt_pre_key_message(from.address(), c.serialized, to_stores,
-                                                    rng(), bench_clock())
-                : protocol::decrypt_signal_message(from.address(), c.serialized, to_stores,
-                                                   rng(), bench_clock());
+                ? protocol::decrypt_pre_key_message(from.address(), c.serialized, to_stores, rng(),
+                                                    bench_clock())
+                : protocol::decrypt_signal_message(from.address(), c.serialized, to_stores, rng(),
+                                                   bench_clock());
   check_plaintext(value_or_fail(std::move(pt), "decrypt"));
 }
 
@@ -195,9 +197,9 @@ void send_store(Party& from, Party& to, protocol::MessageType expected_type) {
 // alice reads the answer, so every later message is a plain SignalMessage.
 void establish(Party& alice, Party& bob) {
   auto stores = alice.stores();
-  ok_or_fail(protocol::process_pre_key_bundle(bob.address(), bob.bundle(), stores, rng(),
-                                              bench_clock()),
-             "process_pre_key_bundle");
+  ok_or_fail(
+      protocol::process_pre_key_bundle(bob.address(), bob.bundle(), stores, rng(), bench_clock()),
+      "process_pre_key_bundle");
   send_store(alice, bob, protocol::MessageType::pre_key);
   send_store(bob, alice, protocol::MessageType::signal);
 }
@@ -227,8 +229,8 @@ protocol::PublicKey send_record(protocol::SessionRecord& from, protocol::Session
   auto c = value_or_fail(protocol::encrypt(from, payload64()), "encrypt");
   check(c.type == protocol::MessageType::signal, "unexpected message type");
   auto message = value_or_fail(protocol::SignalMessage::decode(c.serialized), "decode");
-  auto pt = value_or_fail(
-      protocol::decrypt(to, message, rng(), bench_clock().now_seconds()), "decrypt");
+  auto pt =
+      value_or_fail(protocol::decrypt(to, message, rng(), bench_clock().now_seconds()), "decrypt");
   check_plaintext(pt);
   return message.ratchet_key;
 }
@@ -380,8 +382,8 @@ void BM_sender_key_64B(benchmark::State& state) {
                               "decode SenderKeyDistributionMessage"));
     const std::uint64_t now = bench_clock().now_seconds();
     for (auto _ : state) {
-      const Bytes m = value_or_fail(protocol::group_encrypt(own, payload64(), rng()),
-                                    "group_encrypt");
+      const Bytes m =
+          value_or_fail(protocol::group_encrypt(own, payload64(), rng()), "group_encrypt");
       check_plaintext(value_or_fail(protocol::group_decrypt(theirs, m, now), "group_decrypt"));
     }
   });
@@ -392,9 +394,9 @@ void BM_sender_key_64B_store(benchmark::State& state) {
     const protocol::SenderKeyName name{group_id(), {"alice", protocol::DeviceId(1)}};
     protocol::InMemorySenderKeyStore sender_store;
     protocol::InMemorySenderKeyStore receiver_store;
-    const Bytes skdm = value_or_fail(
-        protocol::create_sender_key_distribution(name, sender_store, rng()),
-        "create_sender_key_distribution");
+    const Bytes skdm =
+        value_or_fail(protocol::create_sender_key_distribution(name, sender_store, rng()),
+                      "create_sender_key_distribution");
     ok_or_fail(protocol::process_sender_key_distribution(name, skdm, receiver_store),
                "process_sender_key_distribution");
     const std::uint64_t now = bench_clock().now_seconds();

@@ -24,7 +24,9 @@ constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 constexpr std::uint32_t kMaxPreKeyId = 0xFFFFFE;
 
-std::string str(ByteView b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+std::string str(ByteView b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
 
 // Wipes a std::string that held plaintext or a key before it is freed.
 void wipe(std::string& s) {
@@ -61,7 +63,8 @@ Error from_protocol(protocol::Error e) {
   if (e == protocol::Error::store_failure) {
     return make_error(ErrorCode::store, "local store failure");
   }
-  return make_error(ErrorCode::protocol, "encryption failed: " + std::string(protocol::to_string(e)));
+  return make_error(ErrorCode::protocol,
+                    "encryption failed: " + std::string(protocol::to_string(e)));
 }
 
 store::AccountSettings clone_settings(const store::AccountSettings& s) {
@@ -85,7 +88,9 @@ bool valid_policy(const std::string& p) {
 }
 
 std::uint32_t next_pre_key_id(std::uint32_t start, std::size_t count) {
-  return static_cast<std::uint32_t>((static_cast<std::uint64_t>(start) - 1 + count) % kMaxPreKeyId) + 1;
+  return static_cast<std::uint32_t>((static_cast<std::uint64_t>(start) - 1 + count) %
+                                    kMaxPreKeyId) +
+         1;
 }
 
 // Keys of a device being added (registration or linking).
@@ -144,7 +149,8 @@ Result<void> save_device_keys(store::ClientStore& store, const DeviceKeys& keys)
     return true;
   });
   if (!ok) return tl::unexpected(from_store(ok.error()));
-  if (failed || !*ok) return tl::unexpected(make_error(ErrorCode::store, "cannot save the device's keys"));
+  if (failed || !*ok)
+    return tl::unexpected(make_error(ErrorCode::store, "cannot save the device's keys"));
   return {};
 }
 
@@ -169,7 +175,8 @@ store::AccountSettings new_settings(const std::string& username, const sotto::Se
 
 Result<void> check_server(const sotto::Server& server) {
   if (server.host.empty() || server.port == 0) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument, "the server must be given as HOST:PORT"));
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument, "the server must be given as HOST:PORT"));
   }
   if (!server.fingerprint.empty() &&
       (server.fingerprint.size() != 64 || !from_hex(server.fingerprint))) {
@@ -265,12 +272,13 @@ Result<std::unique_ptr<Engine>> Engine::register_account(const Options& options,
   if (!lock) return tl::unexpected(lock.error());
   const auto existing = store::ClientStore::accounts(options.data_dir);
   if (std::find(existing.begin(), existing.end(), *username) != existing.end()) {
-    return tl::unexpected(make_error(ErrorCode::account_exists,
-                                     "an account with this name already exists in the data directory"));
+    return tl::unexpected(
+        make_error(ErrorCode::account_exists,
+                   "an account with this name already exists in the data directory"));
   }
 
-  auto conn = Connection::open({server.host, server.port, server.fingerprint, nullptr}, nullptr,
-                               nullptr);
+  auto conn =
+      Connection::open({server.host, server.port, server.fingerprint, nullptr}, nullptr, nullptr);
   if (!conn) return tl::unexpected(conn.error());
   const std::string fingerprint = (*conn)->fingerprint();
 
@@ -278,7 +286,8 @@ Result<std::unique_ptr<Engine>> Engine::register_account(const Options& options,
   SystemClock clock;
   const protocol::IdentityKeyPair identity = protocol::KeyPair::generate(rng);
   const DeviceKeys keys = generate_device_keys(rng, identity, clock.now_seconds());
-  store::AccountSettings settings = new_settings(*username, server, fingerprint, identity, keys, options);
+  store::AccountSettings settings =
+      new_settings(*username, server, fingerprint, identity, keys, options);
 
   auto created = store::ClientStore::create(options.data_dir, settings, options.passphrase);
   if (!created) return tl::unexpected(from_store(created.error()));
@@ -301,10 +310,12 @@ Result<std::unique_ptr<Engine>> Engine::register_account(const Options& options,
   if (response->status().code() != svc::OK) {
     switch (response->status().code()) {
       case svc::CONFLICT:
-        return abandon(make_error(ErrorCode::account_exists, "that username is taken on the server"));
+        return abandon(
+            make_error(ErrorCode::account_exists, "that username is taken on the server"));
       case svc::INVITE_REQUIRED:
-        return abandon(make_error(ErrorCode::server,
-                                  "the server is invite-only: pass a valid, unused code with --invite"));
+        return abandon(
+            make_error(ErrorCode::server,
+                       "the server is invite-only: pass a valid, unused code with --invite"));
       default:
         return abandon(status_error(*response));
     }
@@ -315,7 +326,8 @@ Result<std::unique_ptr<Engine>> Engine::register_account(const Options& options,
   return std::unique_ptr<Engine>(new Engine(options, std::move(store), std::move(*lock)));
 }
 
-Result<std::unique_ptr<Engine>> Engine::open(const Options& options, const std::string& username_in) {
+Result<std::unique_ptr<Engine>> Engine::open(const Options& options,
+                                             const std::string& username_in) {
   std::string username;
   if (username_in.empty()) {
     const auto names = store::ClientStore::accounts(options.data_dir);
@@ -327,8 +339,9 @@ Result<std::unique_ptr<Engine>> Engine::open(const Options& options, const std::
     if (names.size() > 1) {
       std::string list;
       for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-      return tl::unexpected(make_error(ErrorCode::ambiguous_account,
-                                       "several accounts (" + list + "); choose one with --account"));
+      return tl::unexpected(
+          make_error(ErrorCode::ambiguous_account,
+                     "several accounts (" + list + "); choose one with --account"));
     }
     username = names.front();
   } else {
@@ -396,7 +409,8 @@ Result<std::unique_ptr<Engine>> Engine::link(const Options& options, const sotto
   if (opened->status().code() != svc::OK) return tl::unexpected(status_error(*opened));
   const std::string& address = opened->provisioning_open().address();
   if (address.size() != kProvisioningAddressSize) {
-    return tl::unexpected(make_error(ErrorCode::server, "the server gave a malformed provisioning address"));
+    return tl::unexpected(
+        make_error(ErrorCode::server, "the server gave a malformed provisioning address"));
   }
   crypto::Rng& rng = crypto::system_rng();
   const crypto::X25519KeyPair ephemeral = crypto::x25519_generate(rng);
@@ -410,9 +424,10 @@ Result<std::unique_ptr<Engine>> Engine::link(const Options& options, const sotto
   {
     std::unique_lock lock(waiter->mu);
     if (!waiter->cv.wait_for(lock, timeout, [&] { return waiter->ciphertext || waiter->closed; })) {
-      return tl::unexpected(make_error(ErrorCode::timeout,
-                                       "no device sent the account in time; run `sotto add-device "
-                                       "CODE` on a device of the account while `sotto link` waits"));
+      return tl::unexpected(
+          make_error(ErrorCode::timeout,
+                     "no device sent the account in time; run `sotto add-device "
+                     "CODE` on a device of the account while `sotto link` waits"));
     }
     if (!waiter->ciphertext) {
       return tl::unexpected(make_error(ErrorCode::network,
@@ -432,8 +447,8 @@ Result<std::unique_ptr<Engine>> Engine::link(const Options& options, const sotto
     wipe(*message.mutable_identity_private());
     return malformed();
   }
-  protocol::IdentityKeyPair identity = protocol::KeyPair::from_private(
-      protocol::PrivateKey(as_bytes(message.identity_private())));
+  protocol::IdentityKeyPair identity =
+      protocol::KeyPair::from_private(protocol::PrivateKey(as_bytes(message.identity_private())));
   wipe(*message.mutable_identity_private());
   auto claimed = protocol::PublicKey::decode(as_bytes(message.identity_public()));
   auto username = normalize_username(message.username());
@@ -486,12 +501,22 @@ Result<std::unique_ptr<Engine>> Engine::link(const Options& options, const sotto
 
 // --- accessors ---------------------------------------------------------------------------------
 
-std::string Engine::username() const { return username_; }
-std::uint32_t Engine::device_id() const { return device_id_; }
-std::string Engine::trust_policy() const { return trust_policy_; }
-sotto::Server Engine::server() const { return server_; }
+std::string Engine::username() const {
+  return username_;
+}
+std::uint32_t Engine::device_id() const {
+  return device_id_;
+}
+std::string Engine::trust_policy() const {
+  return trust_policy_;
+}
+sotto::Server Engine::server() const {
+  return server_;
+}
 
-protocol::SessionStores Engine::stores() { return {*store_, *store_, *store_, *store_}; }
+protocol::SessionStores Engine::stores() {
+  return {*store_, *store_, *store_, *store_};
+}
 
 // --- connection --------------------------------------------------------------------------------
 
@@ -559,7 +584,8 @@ Result<Engine::Connected> Engine::connect_once() {
   return Connected{std::move(c), generation};
 }
 
-Result<Engine::Connected> Engine::ensure_connected(Deadline deadline, const RetryHandler& on_retry) {
+Result<Engine::Connected> Engine::ensure_connected(Deadline deadline,
+                                                   const RetryHandler& on_retry) {
   std::unique_lock lock(conn_mu_);
   for (;;) {
     if (stopping_ && listener_running_) {
@@ -570,7 +596,8 @@ Result<Engine::Connected> Engine::ensure_connected(Deadline deadline, const Retr
       const auto ready = [&] { return !connecting_ || stopping_.load(); };
       if (deadline) {
         if (!conn_cv_.wait_until(lock, *deadline, ready)) {
-          return tl::unexpected(make_error(ErrorCode::timeout, "timed out connecting to the server"));
+          return tl::unexpected(
+              make_error(ErrorCode::timeout, "timed out connecting to the server"));
         }
       } else {
         conn_cv_.wait(lock, ready);
@@ -667,7 +694,8 @@ Result<void> Engine::maintain_keys(const ConnectionPtr& c) {
       }
       return static_cast<bool>(store_->save_settings(settings));
     });
-    if (!ok || !*ok || failed) return tl::unexpected(make_error(ErrorCode::store, "cannot save new prekeys"));
+    if (!ok || !*ok || failed)
+      return tl::unexpected(make_error(ErrorCode::store, "cannot save new prekeys"));
     changed = true;
   }
   const std::uint64_t now = clock_.now_seconds();
@@ -684,7 +712,8 @@ Result<void> Engine::maintain_keys(const ConnectionPtr& c) {
       return static_cast<bool>(store_->save_signed_pre_key(fresh)) &&
              static_cast<bool>(store_->save_settings(settings));
     });
-    if (!ok || !*ok) return tl::unexpected(make_error(ErrorCode::store, "cannot save the new signed prekey"));
+    if (!ok || !*ok)
+      return tl::unexpected(make_error(ErrorCode::store, "cannot save the new signed prekey"));
     changed = true;
   }
   if (!changed) return {};
@@ -859,8 +888,8 @@ Result<SendResult> Engine::send(const std::string& to, const std::string& body) 
   if (!user) return tl::unexpected(make_error(ErrorCode::invalid_argument, "invalid username"));
   if (body.empty()) return tl::unexpected(make_error(ErrorCode::invalid_argument, "empty message"));
   if (body.size() > kMaxBodyBytes) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument,
-                                     "message too long (at most 64 KiB)"));
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument, "message too long (at most 64 KiB)"));
   }
   const std::string self = username();
   const bool note_to_self = *user == self;
@@ -941,11 +970,14 @@ Result<SendResult> Engine::send(const std::string& to, const std::string& body) 
       }
       if (request.messages_size() == 0) {
         if (!note_to_self) {
-          return tl::unexpected(make_error(ErrorCode::not_found, "the user has no device to send to"));
+          return tl::unexpected(
+              make_error(ErrorCode::not_found, "the user has no device to send to"));
         }
         // A note to self and no other device: history only.
-        store::StoredMessage m{"local-" + to_hex(message_id), *user, self, device_id(), timestamp, body, true};
-        if (auto saved = store_->add_message(m); !saved) return tl::unexpected(from_store(saved.error()));
+        store::StoredMessage m{
+            "local-" + to_hex(message_id), *user, self, device_id(), timestamp, body, true};
+        if (auto saved = store_->add_message(m); !saved)
+          return tl::unexpected(from_store(saved.error()));
         return SendResult{timestamp, 0};
       }
       built = std::move(request);
@@ -962,15 +994,17 @@ Result<SendResult> Engine::send(const std::string& to, const std::string& body) 
     }
     switch (response->status().code()) {
       case svc::OK: {
-        store::StoredMessage m{"local-" + to_hex(message_id), *user, self, device_id(), timestamp, body, true};
-        (void)store_->add_message(m);  // the message is sent; a history failure must not say otherwise
+        store::StoredMessage m{
+            "local-" + to_hex(message_id), *user, self, device_id(), timestamp, body, true};
+        (void)store_->add_message(
+            m);  // the message is sent; a history failure must not say otherwise
         maintain_keys_if_due(c);
         return SendResult{timestamp, static_cast<std::size_t>(built->messages_size())};
       }
       case svc::STALE_DEVICES: {
         if (++stale_rounds > kMaxStaleRetries) {
-          return tl::unexpected(make_error(ErrorCode::server,
-                                           "the recipient's device list keeps changing; try again"));
+          return tl::unexpected(make_error(
+              ErrorCode::server, "the recipient's device list keeps changing; try again"));
         }
         auto repaired = repair_devices(c, response->send());
         if (!repaired) {
@@ -1034,7 +1068,8 @@ std::vector<Event> Engine::handle_envelope(const svc::Envelope& envelope) {
   const std::string self = username();
   std::unique_lock crypto_lock(crypto_mu_);
   const auto source = normalize_username(envelope.source());
-  const protocol::Address address{source.value_or(std::string{}), protocol::DeviceId(envelope.source_device())};
+  const protocol::Address address{source.value_or(std::string{}),
+                                  protocol::DeviceId(envelope.source_device())};
   std::optional<protocol::PublicKey> prior;
   if (source) {
     if (auto p = store_->load_identity(address); p) prior = *p;
@@ -1052,9 +1087,11 @@ std::vector<Event> Engine::handle_envelope(const svc::Envelope& envelope) {
       tl::expected<crypto::SecretBuffer, protocol::Error> plain =
           tl::unexpected(protocol::Error::malformed);
       if (envelope.type() == static_cast<std::uint32_t>(protocol::MessageType::pre_key)) {
-        plain = protocol::decrypt_pre_key_message(address, as_bytes(envelope.content()), st, rng_, clock_);
+        plain = protocol::decrypt_pre_key_message(address, as_bytes(envelope.content()), st, rng_,
+                                                  clock_);
       } else if (envelope.type() == static_cast<std::uint32_t>(protocol::MessageType::signal)) {
-        plain = protocol::decrypt_signal_message(address, as_bytes(envelope.content()), st, rng_, clock_);
+        plain = protocol::decrypt_signal_message(address, as_bytes(envelope.content()), st, rng_,
+                                                 clock_);
       }
       if (!plain) {
         decrypt_error = plain.error();
@@ -1089,13 +1126,15 @@ std::vector<Event> Engine::handle_envelope(const svc::Envelope& envelope) {
       // Receipts and unknown content: nothing to show; the envelope is still consumed.
     }
     if (shown) {
-      store::StoredMessage m{id, shown->conversation, shown->from, shown->device,
-                             shown->timestamp, shown->body, shown->outgoing};
+      store::StoredMessage m{
+          id,          shown->conversation, shown->from, shown->device, shown->timestamp,
+          shown->body, shown->outgoing};
       if (!store_->add_message(m)) return !(store_error = true);
     }
     if (!failure.empty()) {
-      store::StoredMessage m{id, base.conversation, base.from, base.device, base.timestamp,
-                             "[not shown: " + failure + "]", false};
+      store::StoredMessage m{id,          base.conversation, base.from,
+                             base.device, base.timestamp,    "[not shown: " + failure + "]",
+                             false};
       if (!store_->add_message(m)) return !(store_error = true);
     }
     if (!store_->mark_envelope(id)) return !(store_error = true);
@@ -1111,8 +1150,10 @@ std::vector<Event> Engine::handle_envelope(const svc::Envelope& envelope) {
       e.message = base;
       e.detail = describe(*decrypt_error);
       e.untrusted_identity = *decrypt_error == protocol::Error::untrusted_identity;
-      store::StoredMessage m{id, base.conversation, base.from, base.device, base.timestamp,
-                             "[message could not be decrypted: " + e.detail + "]", false};
+      store::StoredMessage m{
+          id,          base.conversation, base.from,
+          base.device, base.timestamp,    "[message could not be decrypted: " + e.detail + "]",
+          false};
       bool saved = false;
       auto ok = store_->transaction([&] {
         saved = store_->add_message(m) && store_->mark_envelope(id);
@@ -1170,7 +1211,8 @@ bool Engine::dispatch(const Inbound& in, const EventHandler& handler, std::size_
   return false;
 }
 
-Result<std::size_t> Engine::receive(std::chrono::milliseconds timeout, const EventHandler& handler) {
+Result<std::size_t> Engine::receive(std::chrono::milliseconds timeout,
+                                    const EventHandler& handler) {
   {
     std::lock_guard lock(listener_mu_);
     if (listener_.joinable()) {
@@ -1185,8 +1227,8 @@ Result<std::size_t> Engine::receive(std::chrono::milliseconds timeout, const Eve
   for (;;) {
     auto in = next_inbound(deadline);
     if (!in) {
-      return tl::unexpected(make_error(ErrorCode::timeout,
-                                       "timed out before the server's queue was drained"));
+      return tl::unexpected(
+          make_error(ErrorCode::timeout, "timed out before the server's queue was drained"));
     }
     if (in->closed) {
       if (in->generation != current_generation()) continue;
@@ -1201,12 +1243,14 @@ Result<std::size_t> Engine::receive(std::chrono::milliseconds timeout, const Eve
 void Engine::listen_loop() {
   std::size_t count = 0;
   while (!stopping_) {
-    auto connected = ensure_connected(std::nullopt, [this](const Error& error, std::chrono::milliseconds delay) {
-      Event e;
-      e.kind = Event::Kind::disconnected;
-      e.detail = error.message + "; retrying in " + std::to_string((delay.count() + 999) / 1000) + " s";
-      handler_(e);
-    });
+    auto connected =
+        ensure_connected(std::nullopt, [this](const Error& error, std::chrono::milliseconds delay) {
+          Event e;
+          e.kind = Event::Kind::disconnected;
+          e.detail = error.message + "; retrying in " +
+                     std::to_string((delay.count() + 999) / 1000) + " s";
+          handler_(e);
+        });
     if (!connected) {
       if (stopping_) break;
       Event e;
@@ -1229,7 +1273,8 @@ void Engine::listen_loop() {
         if (in->generation != connected->generation) continue;
         Event e;
         e.kind = Event::Kind::disconnected;
-        e.detail = (in->reason.empty() ? std::string("connection lost") : in->reason) + "; reconnecting";
+        e.detail =
+            (in->reason.empty() ? std::string("connection lost") : in->reason) + "; reconnecting";
         handler_(e);
         break;
       }
@@ -1241,7 +1286,8 @@ void Engine::listen_loop() {
 Result<void> Engine::start(EventHandler handler) {
   std::lock_guard lock(listener_mu_);
   if (listener_.joinable()) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument, "the listener is already running"));
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument, "the listener is already running"));
   }
   stopping_ = false;
   {
@@ -1290,8 +1336,9 @@ Result<std::vector<Device>> Engine::devices() {
 
 Result<void> Engine::remove_device(std::uint32_t id) {
   if (id == device_id()) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument,
-                                     "a device cannot remove itself; remove it from another device"));
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument,
+                   "a device cannot remove itself; remove it from another device"));
   }
   auto connected = ensure_connected(Clock::now() + options_.request_timeout);
   if (!connected) return tl::unexpected(connected.error());
@@ -1348,9 +1395,10 @@ Result<std::uint32_t> Engine::add_device(const std::string& code_text) {
   auto sent = c->call(std::move(send_request), options_.request_timeout);
   if (!sent) return tl::unexpected(sent.error());
   if (sent->status().code() == svc::NOT_FOUND) {
-    return tl::unexpected(make_error(ErrorCode::not_found,
-                                     "no new device is waiting for this code: it may have stopped "
-                                     "waiting (run `sotto link` there again) or the code is mistyped"));
+    return tl::unexpected(
+        make_error(ErrorCode::not_found,
+                   "no new device is waiting for this code: it may have stopped "
+                   "waiting (run `sotto link` there again) or the code is mistyped"));
   }
   if (sent->status().code() != svc::OK) return tl::unexpected(status_error(*sent));
 
@@ -1398,8 +1446,8 @@ Result<SafetyNumber> Engine::safety_number(const std::string& user_in) {
   auto user = normalize_username(user_in);
   if (!user) return tl::unexpected(make_error(ErrorCode::invalid_argument, "invalid username"));
   if (*user == username()) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument,
-                                     "a safety number is computed with another user"));
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument, "a safety number is computed with another user"));
   }
   const protocol::Address address{*user, protocol::DeviceId(1)};
   auto key = store_->load_identity(address);
@@ -1414,7 +1462,8 @@ Result<SafetyNumber> Engine::safety_number(const std::string& user_in) {
     if (auto ok = process_bundles(*user, *bundles); !ok) return tl::unexpected(ok.error());
     key = store_->load_identity(address);
     if (!key) return tl::unexpected(from_protocol(key.error()));
-    if (!*key) return tl::unexpected(make_error(ErrorCode::not_found, "the user has no usable device"));
+    if (!*key)
+      return tl::unexpected(make_error(ErrorCode::not_found, "the user has no usable device"));
   }
   return fingerprint_with(*user, **key);
 }
@@ -1440,7 +1489,8 @@ Result<SafetyNumber> Engine::trust(const std::string& user_in) {
   if (auto saved = store_->save_identity(address, current); !saved) {
     return tl::unexpected(from_protocol(saved.error()));
   }
-  if (auto ok = store_->set_verified(*user, true); !ok) return tl::unexpected(from_store(ok.error()));
+  if (auto ok = store_->set_verified(*user, true); !ok)
+    return tl::unexpected(from_store(ok.error()));
   auto existing = store_->session_devices(*user);
   if (!existing) return tl::unexpected(from_store(existing.error()));
   if (*old && **old != current) {

@@ -4,7 +4,9 @@
 
 namespace sotto::crypto {
 
-Ed25519KeyPair Ed25519KeyPair::generate(Rng& rng) { return from_seed(rng.secret<kEd25519SeedSize>()); }
+Ed25519KeyPair Ed25519KeyPair::generate(Rng& rng) {
+  return from_seed(rng.secret<kEd25519SeedSize>());
+}
 
 Ed25519KeyPair Ed25519KeyPair::from_seed(Secret<kEd25519SeedSize> seed) {
   ensure_sodium_initialized();
@@ -25,7 +27,8 @@ Ed25519Signature Ed25519KeyPair::sign(ByteView message) const {
   return sig;
 }
 
-tl::expected<void, Error> ed25519_verify(ByteView public_key, ByteView message, ByteView signature) {
+tl::expected<void, Error> ed25519_verify(ByteView public_key, ByteView message,
+                                         ByteView signature) {
   ensure_sodium_initialized();
   if (public_key.size() != kEd25519PublicKeySize || signature.size() != kEd25519SignatureSize) {
     return tl::unexpected(Error::invalid_length);

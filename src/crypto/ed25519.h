@@ -5,7 +5,6 @@
 
 #include <array>
 #include <span>
-
 #include <tl/expected.hpp>
 
 #include "crypto/bytes.h"

@@ -2,6 +2,8 @@
 // creation and opening, the storage key (passphrase and key file), every protocol store
 // interface, trust policies, envelope dedup, history, transactions, tampering, and a scan of the
 // files on disk proving that no secret is stored in the clear.
+#include "store/client/client_store.h"
+
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -21,7 +23,6 @@
 #include "protocol/in_memory_stores.h"
 #include "protocol/sender_keys.h"
 #include "protocol/session.h"
-#include "store/client/client_store.h"
 #include "store/client/sealed_codec.h"
 
 namespace sotto::store {
@@ -81,16 +82,18 @@ SessionRecord make_session_record(std::uint64_t seed) {
   const KeyPair bob_signed = KeyPair::generate(rng);
   const KeyPair alice_identity = KeyPair::generate(rng);
   const KeyPair alice_base = KeyPair::generate(rng);
-  auto state = protocol::initialize_bob_session(protocol::BobParameters{
-      bob_identity, bob_signed, nullptr, bob_signed, alice_identity.public_key,
-      alice_base.public_key});
+  auto state = protocol::initialize_bob_session(
+      protocol::BobParameters{bob_identity, bob_signed, nullptr, bob_signed,
+                              alice_identity.public_key, alice_base.public_key});
   if (!state) throw std::runtime_error("initialize_bob_session failed");
   SessionRecord record;
   record.promote_state(std::move(*state));
   return record;
 }
 
-Bytes bytes_of(const crypto::SecretBuffer& b) { return Bytes(b.view().begin(), b.view().end()); }
+Bytes bytes_of(const crypto::SecretBuffer& b) {
+  return Bytes(b.view().begin(), b.view().end());
+}
 
 mode_t mode_of(const fs::path& p) {
   struct stat st {};
@@ -431,8 +434,10 @@ TEST_F(ClientStoreTest, SignedPreKeysRoundTrip) {
   auto s = make();
   crypto::DeterministicRng rng(6);
   const auto identity = KeyPair::generate(rng);
-  const auto spk1 = protocol::generate_signed_pre_key(rng, identity, SignedPreKeyId(1), 1'700'000'000);
-  const auto spk2 = protocol::generate_signed_pre_key(rng, identity, SignedPreKeyId(2), 1'700'086'400);
+  const auto spk1 =
+      protocol::generate_signed_pre_key(rng, identity, SignedPreKeyId(1), 1'700'000'000);
+  const auto spk2 =
+      protocol::generate_signed_pre_key(rng, identity, SignedPreKeyId(2), 1'700'086'400);
   ASSERT_TRUE(s->save_signed_pre_key(spk1));
   ASSERT_TRUE(s->save_signed_pre_key(spk2));
   s.reset();
@@ -716,7 +721,8 @@ TEST_F(ClientStoreTest, EnvelopeDedupKeepsTheNewest100k) {
   s.reset();
   RawDb raw(db());
   sqlite3_stmt* st = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(raw.db, "SELECT COUNT(*) FROM envelopes", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_prepare_v2(raw.db, "SELECT COUNT(*) FROM envelopes", -1, &st, nullptr),
+            SQLITE_OK);
   ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
   EXPECT_EQ(sqlite3_column_int64(st, 0), 100'000);
   sqlite3_finalize(st);
@@ -728,8 +734,13 @@ TEST_F(ClientStoreTest, MessageHistoryIsOrderedByTimestamp) {
       {5000, "fifth"}, {1000, "first"}, {3000, "third"}, {2000, "second"}, {4000, "fourth"}};
   for (std::size_t n = 0; n < in.size(); ++n) {
     const bool outgoing = n % 2 == 1;
-    StoredMessage m{"id" + std::to_string(n), "bob", outgoing ? "alice" : "bob", 1, in[n].first,
-                    in[n].second, outgoing};
+    StoredMessage m{"id" + std::to_string(n),
+                    "bob",
+                    outgoing ? "alice" : "bob",
+                    1,
+                    in[n].first,
+                    in[n].second,
+                    outgoing};
     ASSERT_TRUE(s->add_message(m));
   }
   ASSERT_TRUE(s->add_message({"other", "carol", "carol", 2, 1500, "not bob's", false}));
@@ -841,9 +852,9 @@ TEST_F(ClientStoreTest, NestedTransactions) {
 TEST_F(ClientStoreTest, TransactionRollsBackOnExceptionAndSettingsCache) {
   auto s = make();
   EXPECT_THROW((void)s->transaction([&]() -> bool {
-                 (void)s->mark_envelope("thrown");
-                 throw std::runtime_error("boom");
-               }),
+    (void)s->mark_envelope("thrown");
+    throw std::runtime_error("boom");
+  }),
                std::runtime_error);
   EXPECT_EQ(s->seen_envelope("thrown"), false);
   // The store is usable afterwards (no transaction left open).
@@ -966,7 +977,8 @@ TEST_F(ClientStoreTest, TamperedRowsOfEveryTableAreDetected) {
   crypto::DeterministicRng rng(11);
   TrustKeys t;
   ASSERT_TRUE(s->save_identity(t.dev1, t.k1.public_key));
-  for (const auto& k : protocol::generate_pre_keys(rng, PreKeyId(1), 1)) ASSERT_TRUE(s->save_pre_key(k));
+  for (const auto& k : protocol::generate_pre_keys(rng, PreKeyId(1), 1))
+    ASSERT_TRUE(s->save_pre_key(k));
   ASSERT_TRUE(s->save_signed_pre_key(
       protocol::generate_signed_pre_key(rng, s->settings().identity, SignedPreKeyId(1), 5)));
   SenderKeyRecord skr;
@@ -978,7 +990,8 @@ TEST_F(ClientStoreTest, TamperedRowsOfEveryTableAreDetected) {
 
   RawDb(db()).flip("SELECT state FROM contacts", "UPDATE contacts SET state=?1", 30);
   RawDb(db()).flip("SELECT record FROM pre_keys", "UPDATE pre_keys SET record=?1", 30);
-  RawDb(db()).flip("SELECT record FROM signed_pre_keys", "UPDATE signed_pre_keys SET record=?1", 30);
+  RawDb(db()).flip("SELECT record FROM signed_pre_keys", "UPDATE signed_pre_keys SET record=?1",
+                   30);
   RawDb(db()).flip("SELECT record FROM sender_keys", "UPDATE sender_keys SET record=?1", 30);
   RawDb(db()).flip("SELECT body FROM messages", "UPDATE messages SET body=?1", 30);
   s = reopen();
@@ -1055,7 +1068,8 @@ TEST_F(ClientStoreTest, GarbageFileIsCorrupt) {
     crypto::DeterministicRng rng(1);
     Bytes junk(8192);
     rng.fill(junk);
-    out.write(reinterpret_cast<const char*>(junk.data()), static_cast<std::streamsize>(junk.size()));
+    out.write(reinterpret_cast<const char*>(junk.data()),
+              static_cast<std::streamsize>(junk.size()));
   }
   auto r = ClientStore::open(dir_, "alice", std::nullopt);
   ASSERT_FALSE(r);
@@ -1086,7 +1100,8 @@ TEST_F(ClientStoreTest, NoSecretAppearsInTheFiles) {
       ASSERT_TRUE(s->save_pre_key(k));
       keep(k.key_pair.private_key.view());
     }
-    const auto spk = protocol::generate_signed_pre_key(rng, settings.identity, SignedPreKeyId(1), 1);
+    const auto spk =
+        protocol::generate_signed_pre_key(rng, settings.identity, SignedPreKeyId(1), 1);
     ASSERT_TRUE(s->save_signed_pre_key(spk));
     keep(spk.key_pair.private_key.view());
     const SessionRecord record = make_session_record(79);

@@ -43,14 +43,18 @@ namespace sotto::store {
 
 std::string_view to_string(ClientError e) {
   switch (e) {
-    case ClientError::not_found: return "not found";
-    case ClientError::wrong_passphrase: return "wrong passphrase or storage key";
-    case ClientError::corrupt: return "the store is damaged (a record fails to decrypt or decode)";
+    case ClientError::not_found:
+      return "not found";
+    case ClientError::wrong_passphrase:
+      return "wrong passphrase or storage key";
+    case ClientError::corrupt:
+      return "the store is damaged (a record fails to decrypt or decode)";
     case ClientError::io:
       return "I/O error: the store or its key file cannot be read or written, or the key file is "
              "not a regular file owned by this user with mode 0600 (it must not be readable by "
              "group or others)";
-    case ClientError::exists: return "an account store with this name already exists";
+    case ClientError::exists:
+      return "an account store with this name already exists";
     case ClientError::invalid_argument:
       return "invalid argument (username must be 3-32 characters of a-z, 0-9, '.', '_', '-', "
              "starting with a letter or digit; trust policy on-first-use, always or never)";
@@ -98,8 +102,8 @@ std::optional<Policy> parse_policy(std::string_view s) {
 bool valid_username(std::string_view name) {
   if (name.size() < 3 || name.size() > 32) return false;
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-                    c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) return false;
   }
   return name[0] != '.' && name[0] != '_' && name[0] != '-';
@@ -126,7 +130,9 @@ crypto::Argon2Params kdf_params() {
   return crypto::Argon2Params::moderate();
 }
 
-std::string num(std::uint64_t v) { return std::to_string(v); }
+std::string num(std::uint64_t v) {
+  return std::to_string(v);
+}
 
 std::filesystem::path db_path(const std::filesystem::path& dir, const std::string& username) {
   return dir / (username + ".db");
@@ -405,9 +411,9 @@ std::string sender_key_aad(const protocol::SenderKeyName& n) {
 std::string message_aad(const std::string& envelope_id, const std::string& peer,
                         const std::string& sender, std::uint32_t sender_device,
                         std::uint64_t timestamp, bool outgoing) {
-  return row_aad("messages", "body",
-                 {envelope_id, peer, sender, num(sender_device), num(timestamp),
-                  outgoing ? "1" : "0"});
+  return row_aad(
+      "messages", "body",
+      {envelope_id, peer, sender, num(sender_device), num(timestamp), outgoing ? "1" : "0"});
 }
 
 constexpr const char* kSchema = R"sql(
@@ -443,7 +449,9 @@ CREATE TABLE messages (
 CREATE INDEX messages_by_peer ON messages (peer, timestamp, seq);
 )sql";
 
-protocol::Error to_protocol(ClientError) { return protocol::Error::store_failure; }
+protocol::Error to_protocol(ClientError) {
+  return protocol::Error::store_failure;
+}
 
 }  // namespace
 
@@ -556,9 +564,10 @@ struct ClientStore::Impl {
   tl::expected<void, ClientError> write_settings(const AccountSettings& s) {
     crypto::SecretBuffer plain = encode_settings(s);
     const Bytes sealed = seal_value(settings_aad(username), plain.view());
-    return run("INSERT INTO account (id, settings) VALUES (1, ?1) "
-               "ON CONFLICT (id) DO UPDATE SET settings = excluded.settings",
-               [&](Statement& st) { return st.bind_blob(1, sealed); });
+    return run(
+        "INSERT INTO account (id, settings) VALUES (1, ?1) "
+        "ON CONFLICT (id) DO UPDATE SET settings = excluded.settings",
+        [&](Statement& st) { return st.bind_blob(1, sealed); });
   }
 
   tl::expected<AccountSettings, ClientError> read_settings() {
@@ -575,9 +584,8 @@ struct ClientStore::Impl {
   // --- meta -------------------------------------------------------------------------------------
   template <typename Bind>
   tl::expected<void, ClientError> put_meta(std::string_view name, Bind&& bind_value) {
-    return run("INSERT INTO meta (name, value) VALUES (?1, ?2)", [&](Statement& st) {
-      return st.bind_text(1, name) && bind_value(st);
-    });
+    return run("INSERT INTO meta (name, value) VALUES (?1, ?2)",
+               [&](Statement& st) { return st.bind_text(1, name) && bind_value(st); });
   }
 
   // Reads one meta value with `read` (a Statement column reader on column 0).
@@ -610,9 +618,10 @@ struct ClientStore::Impl {
   tl::expected<void, ClientError> save_contact(const std::string& name, const ContactState& c) {
     crypto::SecretBuffer plain = encode_contact(c);
     const Bytes sealed = seal_value(contact_aad(name), plain.view());
-    return run("INSERT INTO contacts (username, state) VALUES (?1, ?2) "
-               "ON CONFLICT (username) DO UPDATE SET state = excluded.state",
-               [&](Statement& st) { return st.bind_text(1, name) && st.bind_blob(2, sealed); });
+    return run(
+        "INSERT INTO contacts (username, state) VALUES (?1, ?2) "
+        "ON CONFLICT (username) DO UPDATE SET state = excluded.state",
+        [&](Statement& st) { return st.bind_text(1, name) && st.bind_blob(2, sealed); });
   }
 
   Policy policy() const {
@@ -670,7 +679,8 @@ namespace {
 // linger in free pages (sealed, but forward secrecy wants it gone).
 tl::expected<void, ClientError> configure(detail::Connection& db) {
   auto fail = [&db] {
-    return tl::unexpected(db.last_error_is_environmental() ? ClientError::io : ClientError::corrupt);
+    return tl::unexpected(db.last_error_is_environmental() ? ClientError::io
+                                                           : ClientError::corrupt);
   };
   if (!db.exec("PRAGMA busy_timeout = " + std::to_string(kBusyTimeoutMs))) return fail();
   {
@@ -720,7 +730,8 @@ tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::create(
     if (auto r = create_private_file(path, f); !r) return tl::unexpected(r.error());
   }
   // WAL and shared-memory files are created by SQLite with the database file's permissions.
-  cleanup.paths = {path, path.string() + "-wal", path.string() + "-shm", path.string() + "-journal"};
+  cleanup.paths = {path, path.string() + "-wal", path.string() + "-shm",
+                   path.string() + "-journal"};
 
   Key key;
   std::array<std::uint8_t, crypto::kArgon2SaltSize> salt{};
@@ -1004,7 +1015,8 @@ tl::expected<std::optional<protocol::PreKeyRecord>, protocol::Error> ClientStore
   return std::optional<protocol::PreKeyRecord>{std::move(*record)};
 }
 
-tl::expected<void, protocol::Error> ClientStore::save_pre_key(const protocol::PreKeyRecord& record) {
+tl::expected<void, protocol::Error> ClientStore::save_pre_key(
+    const protocol::PreKeyRecord& record) {
   std::lock_guard lock(impl_->mu);
   crypto::SecretBuffer plain = encode_pre_key(record);
   const Bytes sealed = impl_->seal_value(pre_key_aad(record.id), plain.view());
@@ -1214,10 +1226,10 @@ tl::expected<std::vector<StoredMessage>, ClientError> ClientStore::messages(cons
         (*outgoing != 0 && *outgoing != 1)) {
       return tl::unexpected(ClientError::corrupt);
     }
-    auto body = open_sealed(impl_->key.bytes,
-                            message_aad(*envelope_id, peer, *sender, *sender_device, *timestamp,
-                                        *outgoing == 1),
-                            *blob);
+    auto body = open_sealed(
+        impl_->key.bytes,
+        message_aad(*envelope_id, peer, *sender, *sender_device, *timestamp, *outgoing == 1),
+        *blob);
     if (!body) return tl::unexpected(ClientError::corrupt);
     StoredMessage m;
     m.envelope_id = std::move(*envelope_id);

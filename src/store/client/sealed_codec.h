@@ -49,8 +49,8 @@ class Packer {
   void u16(std::uint16_t v);
   void u32(std::uint32_t v);
   void u64(std::uint64_t v);
-  void raw(ByteView bytes);          // fixed-size field: no length prefix
-  void str(std::string_view s);      // u32 length || bytes
+  void raw(ByteView bytes);      // fixed-size field: no length prefix
+  void str(std::string_view s);  // u32 length || bytes
   // REQUIRES: exactly `capacity` bytes were packed (a broken invariant throws).
   [[nodiscard]] crypto::SecretBuffer finish();
 
