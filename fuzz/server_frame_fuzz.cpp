@@ -115,11 +115,11 @@ struct Fixture {
     reg->set_identity_key(std::string(ik.begin(), ik.end()));
     auto* d = reg->mutable_device();
     d->set_registration_id(42);
-    d->set_auth_key(std::string(auth.public_key.begin(), auth.public_key.end()));
+    d->set_auth_key(std::string(auth.public_key().begin(), auth.public_key().end()));
     Bytes binding(std::string_view("sotto-device-v1").begin(),
                   std::string_view("sotto-device-v1").end());
     binding.insert(binding.end(), name.begin(), name.end());
-    binding.insert(binding.end(), auth.public_key.begin(), auth.public_key.end());
+    binding.insert(binding.end(), auth.public_key().begin(), auth.public_key().end());
     const auto bsig = identity.sign(binding, rng);
     d->set_identity_signature(std::string(bsig.begin(), bsig.end()));
     auto* s = d->mutable_keys()->mutable_signed_pre_key();

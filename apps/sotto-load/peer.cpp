@@ -42,7 +42,7 @@ svc::Request register_request(const Account& account, crypto::Rng& rng) {
   reg->set_identity_key(str(account.identity.public_key.serialize()));
   auto* d = reg->mutable_device();
   d->set_registration_id(account.registration_id);
-  d->set_auth_key(str(account.auth_key.public_key));
+  d->set_auth_key(str(account.auth_key.public_key()));
   auto* spk = d->mutable_keys()->mutable_signed_pre_key();
   spk->set_id(account.signed_pre_key.id.value);
   spk->set_public_key(str(account.signed_pre_key.key_pair.public_key.serialize()));
@@ -54,8 +54,8 @@ svc::Request register_request(const Account& account, crypto::Rng& rng) {
   }
   Bytes binding(kDeviceContext.begin(), kDeviceContext.end());
   binding.insert(binding.end(), account.username.begin(), account.username.end());
-  binding.insert(binding.end(), account.auth_key.public_key.begin(),
-                 account.auth_key.public_key.end());
+  binding.insert(binding.end(), account.auth_key.public_key().begin(),
+                 account.auth_key.public_key().end());
   d->set_identity_signature(str(account.identity.sign(binding, rng)));
   return r;
 }

@@ -74,7 +74,7 @@ store::AccountSettings clone_settings(const store::AccountSettings& s) {
   c.server_host = s.server_host;
   c.server_port = s.server_port;
   c.server_fingerprint = s.server_fingerprint;
-  c.auth_key = crypto::Ed25519KeyPair::from_seed(s.auth_key.seed.clone());
+  c.auth_key = s.auth_key.clone();
   c.identity = s.identity.clone();
   c.registration_id = s.registration_id;
   c.next_pre_key_id = s.next_pre_key_id;
@@ -130,12 +130,13 @@ void fill_new_device(svc::NewDevice& d, const std::string& username,
                      const protocol::IdentityKeyPair& identity, const DeviceKeys& keys,
                      crypto::Rng& rng) {
   d.set_registration_id(keys.registration_id.value);
-  d.set_auth_key(str(keys.auth_key.public_key));
+  d.set_auth_key(str(keys.auth_key.public_key()));
   add_signed_pre_key(*d.mutable_keys(), keys.signed_pre_key);
   add_pre_keys(*d.mutable_keys(), keys.pre_keys);
   Bytes binding(kDeviceContext.begin(), kDeviceContext.end());
   binding.insert(binding.end(), username.begin(), username.end());
-  binding.insert(binding.end(), keys.auth_key.public_key.begin(), keys.auth_key.public_key.end());
+  binding.insert(binding.end(), keys.auth_key.public_key().begin(),
+                 keys.auth_key.public_key().end());
   d.set_identity_signature(str(identity.sign(binding, rng)));
 }
 
@@ -164,7 +165,7 @@ store::AccountSettings new_settings(const std::string& username, const sotto::Se
   s.server_host = server.host;
   s.server_port = server.port;
   s.server_fingerprint = fingerprint;
-  s.auth_key = crypto::Ed25519KeyPair::from_seed(keys.auth_key.seed.clone());
+  s.auth_key = keys.auth_key.clone();
   s.identity = identity.clone();
   s.registration_id = keys.registration_id;
   s.next_pre_key_id = next_pre_key_id(1, kPreKeyBatch);
@@ -239,7 +240,7 @@ Engine::Engine(Options options, std::unique_ptr<store::ClientStore> store, Accou
       server_{store_->settings().server_host, store_->settings().server_port,
               store_->settings().server_fingerprint},
       identity_public_(store_->settings().identity.public_key),
-      auth_key_(crypto::Ed25519KeyPair::from_seed(store_->settings().auth_key.seed.clone())),
+      auth_key_(store_->settings().auth_key.clone()),
       trust_policy_(store_->settings().trust_policy),
       rng_(crypto::system_rng()) {}
 

@@ -4,26 +4,33 @@
 
 namespace sotto::crypto {
 
+static_assert(crypto_sign_SECRETKEYBYTES == 64 &&
+              crypto_sign_PUBLICKEYBYTES == kEd25519PublicKeySize &&
+              crypto_sign_SEEDBYTES == kEd25519SeedSize &&
+              crypto_sign_BYTES == kEd25519SignatureSize);
+
 Ed25519KeyPair Ed25519KeyPair::generate(Rng& rng) {
   return from_seed(rng.secret<kEd25519SeedSize>());
 }
 
-Ed25519KeyPair Ed25519KeyPair::from_seed(Secret<kEd25519SeedSize> seed) {
+Ed25519KeyPair Ed25519KeyPair::from_seed(const Secret<kEd25519SeedSize>& seed) {
   ensure_sodium_initialized();
   Ed25519KeyPair kp;
-  Secret<crypto_sign_SECRETKEYBYTES> expanded;
-  crypto_sign_seed_keypair(kp.public_key.data(), expanded.data(), seed.data());
-  kp.seed = std::move(seed);
+  crypto_sign_seed_keypair(kp.public_key_.data(), kp.secret_.data(), seed.data());
+  return kp;
+}
+
+Ed25519KeyPair Ed25519KeyPair::clone() const {
+  Ed25519KeyPair kp;
+  kp.public_key_ = public_key_;
+  kp.secret_ = secret_.clone();
   return kp;
 }
 
 Ed25519Signature Ed25519KeyPair::sign(ByteView message) const {
   ensure_sodium_initialized();
-  Secret<crypto_sign_SECRETKEYBYTES> expanded;
-  Ed25519PublicKey pub{};
-  crypto_sign_seed_keypair(pub.data(), expanded.data(), seed.data());
   Ed25519Signature sig{};
-  crypto_sign_detached(sig.data(), nullptr, message.data(), message.size(), expanded.data());
+  crypto_sign_detached(sig.data(), nullptr, message.data(), message.size(), secret_.data());
   return sig;
 }
 

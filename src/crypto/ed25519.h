@@ -21,13 +21,31 @@ inline constexpr std::size_t kEd25519SignatureSize = 64;
 using Ed25519PublicKey = std::array<std::uint8_t, kEd25519PublicKeySize>;
 using Ed25519Signature = std::array<std::uint8_t, kEd25519SignatureSize>;
 
-struct Ed25519KeyPair {
-  Ed25519PublicKey public_key{};
-  Secret<kEd25519SeedSize> seed;  // the private key is derived from the seed on use
+// A key pair is only ever made from its seed, so its public key always matches its secret key:
+// signing with a secret key and a public key that do not belong together gives the secret key
+// away (two signatures of one message under two public keys reveal the scalar). The expanded
+// secret key is kept, so that a signature costs one scalar multiplication, not two.
+class Ed25519KeyPair {
+ public:
+  // Holds no key: its signatures verify under no public key. Assign a real pair before use.
+  Ed25519KeyPair() = default;
+  Ed25519KeyPair(Ed25519KeyPair&&) noexcept = default;
+  Ed25519KeyPair& operator=(Ed25519KeyPair&&) noexcept = default;
 
   [[nodiscard]] static Ed25519KeyPair generate(Rng& rng);
-  [[nodiscard]] static Ed25519KeyPair from_seed(Secret<kEd25519SeedSize> seed);
+  [[nodiscard]] static Ed25519KeyPair from_seed(const Secret<kEd25519SeedSize>& seed);
+  [[nodiscard]] Ed25519KeyPair clone() const;
+
+  const Ed25519PublicKey& public_key() const noexcept { return public_key_; }
+  // The 32 bytes the pair is derived from: what a store keeps.
+  ByteView seed() const noexcept { return secret_.view().first(kEd25519SeedSize); }
   [[nodiscard]] Ed25519Signature sign(ByteView message) const;
+
+ private:
+  static constexpr std::size_t kSecretKeySize = 64;
+
+  Ed25519PublicKey public_key_{};
+  Secret<kSecretKeySize> secret_;  // libsodium's secret key: the seed, then the public key
 };
 
 [[nodiscard]] tl::expected<void, Error> ed25519_verify(ByteView public_key, ByteView message,

@@ -65,8 +65,8 @@ void expect_same_settings(const AccountSettings& a, const AccountSettings& b) {
   EXPECT_EQ(a.server_host, b.server_host);
   EXPECT_EQ(a.server_port, b.server_port);
   EXPECT_EQ(a.server_fingerprint, b.server_fingerprint);
-  EXPECT_EQ(a.auth_key.public_key, b.auth_key.public_key);
-  EXPECT_TRUE(a.auth_key.seed == b.auth_key.seed);
+  EXPECT_EQ(a.auth_key.public_key(), b.auth_key.public_key());
+  EXPECT_TRUE(crypto::constant_time_equal(a.auth_key.seed(), b.auth_key.seed()));
   EXPECT_EQ(a.identity.public_key, b.identity.public_key);
   EXPECT_TRUE(a.identity.private_key == b.identity.private_key);
   EXPECT_EQ(a.registration_id, b.registration_id);
@@ -1024,6 +1024,27 @@ TEST_F(ClientStoreTest, TamperedRowsOfEveryTableAreDetected) {
   EXPECT_EQ(s2->messages("bob", 0).error(), ClientError::corrupt);
 }
 
+TEST(SettingsCodec, AnAuthenticationKeyThatIsNotItsSeedsOwnIsRefused) {
+  const AccountSettings settings = make_settings("alice", 91);
+  const crypto::SecretBuffer plain = detail::encode_settings(settings);
+  auto decoded = detail::decode_settings(plain.view());
+  ASSERT_TRUE(decoded);
+  expect_same_settings(settings, *decoded);
+
+  // The stored public key sits right before the seed; put another key's in its place.
+  const auto& pub = settings.auth_key.public_key();
+  const auto at = std::search(plain.view().begin(), plain.view().end(), pub.begin(), pub.end());
+  ASSERT_NE(at, plain.view().end());
+  crypto::DeterministicRng rng(92);
+  const auto other = crypto::Ed25519KeyPair::generate(rng);
+  Bytes swapped(plain.view().begin(), plain.view().end());
+  std::copy(other.public_key().begin(), other.public_key().end(),
+            swapped.begin() + (at - plain.view().begin()));
+  EXPECT_FALSE(detail::decode_settings(swapped));
+  swapped[static_cast<std::size_t>(at - plain.view().begin())] ^= 1;
+  EXPECT_FALSE(detail::decode_settings(swapped));
+}
+
 TEST_F(ClientStoreTest, TamperedAccountAndMetaAreRefusedAtOpen) {
   make("alice", "on-first-use", std::string(kPassphrase));
   auto open = [&] { return ClientStore::open(dir_, "alice", std::string(kPassphrase)); };
@@ -1095,7 +1116,7 @@ TEST_F(ClientStoreTest, NoSecretAppearsInTheFiles) {
     std::vector<Bytes> secrets;
     auto keep = [&](ByteView b) { secrets.emplace_back(b.begin(), b.end()); };
     keep(settings.identity.private_key.view());
-    keep(settings.auth_key.seed.view());
+    keep(settings.auth_key.seed());
     for (const auto& k : protocol::generate_pre_keys(rng, PreKeyId(1), 3)) {
       ASSERT_TRUE(s->save_pre_key(k));
       keep(k.key_pair.private_key.view());

@@ -6,6 +6,7 @@
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 
+#include <algorithm>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -287,18 +288,39 @@ TEST(Signature, SignatureFromPublicKeyThatIsNotOnTheEdwardsMapFails) {
 TEST(Ed25519, Rfc8032TestVector1) {
   auto kp = Ed25519KeyPair::from_seed(
       secret32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"));
-  EXPECT_EQ(to_hex(kp.public_key),
+  EXPECT_EQ(to_hex(kp.public_key()),
             "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
   const auto sig = kp.sign({});
   EXPECT_EQ(to_hex(sig),
             "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
             "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b");
-  EXPECT_TRUE(ed25519_verify(kp.public_key, {}, sig));
+  EXPECT_TRUE(ed25519_verify(kp.public_key(), {}, sig));
   auto bad = sig;
   bad[0] ^= 1;
-  EXPECT_EQ(ed25519_verify(kp.public_key, {}, bad).error(), Error::bad_signature);
-  EXPECT_EQ(ed25519_verify(ByteView(kp.public_key).first(31), {}, sig).error(),
+  EXPECT_EQ(ed25519_verify(kp.public_key(), {}, bad).error(), Error::bad_signature);
+  EXPECT_EQ(ed25519_verify(ByteView(kp.public_key()).first(31), {}, sig).error(),
             Error::invalid_length);
+}
+
+TEST(Ed25519, PairsKeepTheirSeedAndSignAsOneDerivedAfresh) {
+  DeterministicRng rng(31);
+  const auto kp = Ed25519KeyPair::generate(rng);
+  const auto again = Ed25519KeyPair::from_seed(Secret<kEd25519SeedSize>(kp.seed()));
+  EXPECT_EQ(again.public_key(), kp.public_key());
+  const auto copy = kp.clone();
+  EXPECT_EQ(copy.public_key(), kp.public_key());
+  EXPECT_TRUE(constant_time_equal(copy.seed(), kp.seed()));
+  // Ed25519 signatures are deterministic: the cached secret key signs as the seed does.
+  const auto msg = as_bytes("sotto-auth-tls-v1 and 32 bytes of binding");
+  EXPECT_EQ(kp.sign(msg), again.sign(msg));
+  EXPECT_EQ(copy.sign(msg), again.sign(msg));
+  EXPECT_TRUE(ed25519_verify(kp.public_key(), msg, kp.sign(msg)));
+
+  // A moved-from pair holds no key, so nothing of the key stays behind in it.
+  auto moved = kp.clone();
+  const auto taken = std::move(moved);
+  EXPECT_EQ(taken.public_key(), kp.public_key());
+  EXPECT_TRUE(std::all_of(moved.seed().begin(), moved.seed().end(), [](auto b) { return b == 0; }));
 }
 
 TEST(AesCbc, RoundTripAndPaddingRejection) {

@@ -71,8 +71,7 @@ TEST_F(ScanTest, ServerFilesHoldNoPlaintextAndNoPrivateKey) {
   for (Client* c : {&alice, &bob}) {
     secrets.emplace_back("identity private key", Bytes(c->party.identity.private_key.view().begin(),
                                                        c->party.identity.private_key.view().end()));
-    secrets.emplace_back("auth key seed",
-                         Bytes(c->auth.seed.view().begin(), c->auth.seed.view().end()));
+    secrets.emplace_back("auth key seed", Bytes(c->auth.seed().begin(), c->auth.seed().end()));
     const auto& spk = c->party.signed_pre_key.key_pair.private_key;
     secrets.emplace_back("signed prekey private key", Bytes(spk.view().begin(), spk.view().end()));
     for (std::uint32_t id = 1; id <= 5; ++id) {

@@ -76,11 +76,11 @@ inline std::string str(ByteView b) {
 inline svc::NewDevice make_new_device(Party& party, const crypto::Ed25519KeyPair& auth) {
   svc::NewDevice d;
   d.set_registration_id(party.registration_id.value);
-  d.set_auth_key(str(auth.public_key));
+  d.set_auth_key(str(auth.public_key()));
   Bytes binding(std::string_view("sotto-device-v1").begin(),
                 std::string_view("sotto-device-v1").end());
   binding.insert(binding.end(), party.name.begin(), party.name.end());
-  binding.insert(binding.end(), auth.public_key.begin(), auth.public_key.end());
+  binding.insert(binding.end(), auth.public_key().begin(), auth.public_key().end());
   d.set_identity_signature(str(party.identity.sign(binding, party.rng)));
   auto* spk = d.mutable_keys()->mutable_signed_pre_key();
   spk->set_id(party.signed_pre_key.id.value);

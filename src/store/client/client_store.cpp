@@ -226,8 +226,7 @@ AccountSettings clone_settings(const AccountSettings& s) {
   c.server_host = s.server_host;
   c.server_port = s.server_port;
   c.server_fingerprint = s.server_fingerprint;
-  c.auth_key.public_key = s.auth_key.public_key;
-  c.auth_key.seed = s.auth_key.seed.clone();
+  c.auth_key = s.auth_key.clone();
   c.identity = s.identity.clone();
   c.registration_id = s.registration_id;
   c.next_pre_key_id = s.next_pre_key_id;
@@ -237,6 +236,10 @@ AccountSettings clone_settings(const AccountSettings& s) {
 }
 
 // --- record codecs (the plaintext of sealed values) --------------------------------------------
+
+}  // namespace
+
+namespace detail {
 
 crypto::SecretBuffer encode_settings(const AccountSettings& s) {
   const std::size_t size = Packer::kU8 + Packer::str_size(s.username) + Packer::kU32 +
@@ -250,8 +253,8 @@ crypto::SecretBuffer encode_settings(const AccountSettings& s) {
   p.str(s.server_host);
   p.u16(s.server_port);
   p.str(s.server_fingerprint);
-  p.raw(s.auth_key.public_key);
-  p.raw(s.auth_key.seed.view());
+  p.raw(s.auth_key.public_key());
+  p.raw(s.auth_key.seed());
   p.raw(s.identity.public_key.view());
   p.raw(s.identity.private_key.view());
   p.u32(s.registration_id.value);
@@ -285,13 +288,16 @@ std::optional<AccountSettings> decode_settings(ByteView bytes) {
   }
   auto pub = protocol::PublicKey::from_raw(*identity_public);
   if (!pub || !parse_policy(*policy)) return std::nullopt;
+  // The pair is rebuilt from its seed; a stored public key that is not the seed's own marks the
+  // record as corrupt (signing under it would expose the seed).
+  auto auth_key = crypto::Ed25519KeyPair::from_seed(crypto::Secret<kKeySize>(*auth_seed));
+  if (!crypto::constant_time_equal(auth_key.public_key(), *auth_public)) return std::nullopt;
   s.username = std::move(*username);
   s.device_id = *device_id;
   s.server_host = std::move(*host);
   s.server_port = *port;
   s.server_fingerprint = std::move(*fingerprint);
-  std::copy(auth_public->begin(), auth_public->end(), s.auth_key.public_key.begin());
-  s.auth_key.seed = crypto::Secret<kKeySize>(*auth_seed);
+  s.auth_key = std::move(auth_key);
   s.identity.public_key = *pub;
   s.identity.private_key = protocol::PrivateKey(*identity_private);
   s.registration_id = protocol::RegistrationId(*registration_id);
@@ -300,6 +306,13 @@ std::optional<AccountSettings> decode_settings(ByteView bytes) {
   s.trust_policy = std::move(*policy);
   return s;
 }
+
+}  // namespace detail
+
+namespace {
+
+using detail::decode_settings;
+using detail::encode_settings;
 
 struct ContactState {
   std::optional<protocol::PublicKey> key;

@@ -20,6 +20,7 @@
 #include "crypto/bytes.h"
 #include "crypto/rng.h"
 #include "crypto/secret.h"
+#include "store/client/client_store.h"
 
 namespace sotto::store::detail {
 
@@ -77,5 +78,11 @@ class Unpacker {
   ByteView in_;
   std::size_t pos_ = 0;
 };
+
+// The plaintext of the sealed `account.settings` value. Decoding is strict and rebuilds the
+// authentication key pair from its seed: a record whose stored public key is not the seed's own
+// is refused (nullopt), like any malformed one.
+[[nodiscard]] crypto::SecretBuffer encode_settings(const AccountSettings& s);
+[[nodiscard]] std::optional<AccountSettings> decode_settings(ByteView bytes);
 
 }  // namespace sotto::store::detail
