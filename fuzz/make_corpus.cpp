@@ -19,6 +19,11 @@
 #include "protocol/session_state.h"
 #include "signal.pb.h"
 #include "storage.pb.h"
+#ifdef SOTTO_FUZZ_CLIENT_STORE
+#include "crypto/ed25519.h"
+#include "protocol/keys.h"
+#include "store/client/sealed_codec.h"
+#endif
 
 namespace {
 
@@ -39,7 +44,8 @@ class CorpusWriter {
     const fs::path dir = root_ / target;
     fs::create_directories(dir);
     std::ofstream out(dir / name, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     if (!out) {
       std::fprintf(stderr, "cannot write %s\n", (dir / name).c_str());
       std::exit(1);
@@ -81,7 +87,9 @@ Bytes with_bad_key_type(const std::string& serialized_key) {
   return k;
 }
 
-std::string str(ByteView b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+std::string str(ByteView b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
 
 // --- SignalMessage: version byte || protobuf || 8-byte MAC --------------------------------------
 Bytes edit_signal(const Bytes& genuine, const std::function<void(pb_signal::SignalMessage&)>& edit,
@@ -112,7 +120,9 @@ void signal_messages(CorpusWriter& w, const fuzz::Conversation& c) {
             m.set_ratchet_key(m.ratchet_key().substr(0, kSerializedPublicKeySize - 1));
           }));
   w.write(kTarget, "counter_max", edit_signal(g, [](auto& m) { m.set_counter(0xFFFFFFFFu); }));
-  w.write(kTarget, "unknown_field", edit_signal(g, [](auto&) {}, kUnknownField));
+  w.write(kTarget, "unknown_field",
+          edit_signal(
+              g, [](auto&) {}, kUnknownField));
 }
 
 // --- PreKeySignalMessage: version byte || protobuf ----------------------------------------------
@@ -139,9 +149,8 @@ void pre_key_messages(CorpusWriter& w, const fuzz::Conversation& c) {
   w.write(kTarget, "no_signed_pre_key_id",
           edit_pre_key(g, [](auto& m) { m.clear_signed_pre_key_id(); }));
   w.write(kTarget, "no_pre_key_id", edit_pre_key(g, [](auto& m) { m.clear_pre_key_id(); }));
-  w.write(kTarget, "bad_base_key", edit_pre_key(g, [](auto& m) {
-            m.set_base_key(str(with_bad_key_type(m.base_key())));
-          }));
+  w.write(kTarget, "bad_base_key",
+          edit_pre_key(g, [](auto& m) { m.set_base_key(str(with_bad_key_type(m.base_key()))); }));
   w.write(kTarget, "inner_legacy_version", edit_pre_key(g, [](auto& m) {
             std::string inner = m.message();
             inner[0] = 0x22;
@@ -150,7 +159,9 @@ void pre_key_messages(CorpusWriter& w, const fuzz::Conversation& c) {
   w.write(kTarget, "inner_truncated", edit_pre_key(g, [](auto& m) {
             m.set_message(m.message().substr(0, m.message().size() / 2));
           }));
-  w.write(kTarget, "unknown_field", edit_pre_key(g, [](auto&) {}, kUnknownField));
+  w.write(kTarget, "unknown_field",
+          edit_pre_key(
+              g, [](auto&) {}, kUnknownField));
 }
 
 // --- SenderKeyMessage: version byte || protobuf || 64-byte signature ----------------------------
@@ -176,7 +187,9 @@ void sender_key_messages(CorpusWriter& w, const fuzz::Conversation& c) {
   w.write(kTarget, "empty_ciphertext", edit_sender_key(g, [](auto& m) { m.set_ciphertext(""); }));
   w.write(kTarget, "iteration_max",
           edit_sender_key(g, [](auto& m) { m.set_iteration(0xFFFFFFFFu); }));
-  w.write(kTarget, "unknown_field", edit_sender_key(g, [](auto&) {}, kUnknownField));
+  w.write(kTarget, "unknown_field",
+          edit_sender_key(
+              g, [](auto&) {}, kUnknownField));
 }
 
 // --- SenderKeyDistributionMessage: version byte || protobuf -------------------------------------
@@ -193,16 +206,17 @@ void distribution_messages(CorpusWriter& w, const fuzz::Conversation& c) {
   const Bytes& g = c.sender_key_distribution;
   w.write(kTarget, "genuine", g);
   w.write(kTarget, "legacy_version", concat({Bytes{0x22}, ByteView(g).subspan(1)}));
-  w.write(kTarget, "short_chain_key", edit_distribution(g, [](auto& m) {
-            m.set_chain_key(m.chain_key().substr(0, 31));
-          }));
+  w.write(kTarget, "short_chain_key",
+          edit_distribution(g, [](auto& m) { m.set_chain_key(m.chain_key().substr(0, 31)); }));
   w.write(kTarget, "no_signing_key", edit_distribution(g, [](auto& m) { m.clear_signing_key(); }));
   w.write(kTarget, "bad_key_type", edit_distribution(g, [](auto& m) {
             m.set_signing_key(str(with_bad_key_type(m.signing_key())));
           }));
   w.write(kTarget, "iteration_max",
           edit_distribution(g, [](auto& m) { m.set_iteration(0xFFFFFFFFu); }));
-  w.write(kTarget, "unknown_field", edit_distribution(g, [](auto&) {}, kUnknownField));
+  w.write(kTarget, "unknown_field",
+          edit_distribution(
+              g, [](auto&) {}, kUnknownField));
 }
 
 // --- PreKeyBundle: protobuf ---------------------------------------------------------------------
@@ -229,10 +243,11 @@ void bundles(CorpusWriter& w, const fuzz::Conversation& c) {
             m.set_signed_pre_key_signature(m.signed_pre_key_signature().substr(0, 63));
           }));
   w.write(kTarget, "no_identity_key", edit_bundle(g, [](auto& m) { m.clear_identity_key(); }));
-  w.write(kTarget, "bad_pre_key_type", edit_bundle(g, [](auto& m) {
-            m.set_pre_key(str(with_bad_key_type(m.pre_key())));
-          }));
-  w.write(kTarget, "unknown_field", edit_bundle(g, [](auto&) {}, kUnknownField));
+  w.write(kTarget, "bad_pre_key_type",
+          edit_bundle(g, [](auto& m) { m.set_pre_key(str(with_bad_key_type(m.pre_key()))); }));
+  w.write(kTarget, "unknown_field",
+          edit_bundle(
+              g, [](auto&) {}, kUnknownField));
 }
 
 // --- SessionRecord and SenderKeyRecord: storage protobufs ---------------------------------------
@@ -263,13 +278,12 @@ void records(CorpusWriter& w, const fuzz::Conversation& c) {
   w.write(kTarget, "session_no_current", edit_session(bob, [](auto& r) { r.clear_current(); }));
   w.write(kTarget, "session_version_2",
           edit_session(bob, [](auto& r) { r.mutable_current()->set_version(2); }));
-  w.write(kTarget, "session_archived_made_current", edit_session(bob, [](auto& r) {
-            r.mutable_current()->Swap(r.mutable_previous(0));
-          }));
-  w.write(kTarget, "session_sender_index_max", edit_session(bob, [](auto& r) {
-            r.mutable_current()->mutable_sender_chain()->mutable_chain_key()->set_index(
-                0xFFFFFFFFu);
-          }));
+  w.write(kTarget, "session_archived_made_current",
+          edit_session(bob, [](auto& r) { r.mutable_current()->Swap(r.mutable_previous(0)); }));
+  w.write(
+      kTarget, "session_sender_index_max", edit_session(bob, [](auto& r) {
+        r.mutable_current()->mutable_sender_chain()->mutable_chain_key()->set_index(0xFFFFFFFFu);
+      }));
   w.write(kTarget, "session_receiver_index_near_max", edit_session(bob, [](auto& r) {
             for (auto& rc : *r.mutable_previous(0)->mutable_receiver_chains()) {
               rc.mutable_chain_key()->set_index(0xFFFFFFF0u);
@@ -324,8 +338,8 @@ void decrypt_inputs(CorpusWriter& w, const fuzz::Conversation& c) {
       const Bytes header{kMutate | kTrustEveryIdentity, static_cast<std::uint8_t>(i)};
       w.write(kTarget, "xor_trusting_" + tag, concat({header, Bytes(g.serialized.size(), 0)}));
       const auto identity = c.alice_identity.serialize();
-      const auto at = std::search(g.serialized.begin(), g.serialized.end(), identity.begin(),
-                                  identity.end());
+      const auto at =
+          std::search(g.serialized.begin(), g.serialized.end(), identity.begin(), identity.end());
       if (at != g.serialized.end()) {
         Bytes mask(g.serialized.size(), 0);
         mask[static_cast<std::size_t>(at - g.serialized.begin()) + 5] = 0x40;
@@ -351,6 +365,56 @@ void decrypt_inputs(CorpusWriter& w, const fuzz::Conversation& c) {
   }
 }
 
+#ifdef SOTTO_FUZZ_CLIENT_STORE
+// client_record_fuzz: a kind byte (0 settings, 1 contact state, 2 prekey, 3 signed prekey) then
+// the plaintext of a sealed record, genuine or one step from it.
+void client_records(CorpusWriter& w) {
+  constexpr std::string_view kTarget = "client_record_fuzz";
+  crypto::DeterministicRng rng(8101);
+  auto put = [&](std::string_view name, std::uint8_t kind, ByteView plain) {
+    w.write(kTarget, name, concat({Bytes{kind}, Bytes(plain.begin(), plain.end())}));
+  };
+  auto variants = [&](const std::string& name, std::uint8_t kind, ByteView plain) {
+    put(name, kind, plain);
+    put(name + "_truncated", kind, plain.first(plain.size() - 1));
+    put(name + "_trailing", kind, concat({Bytes(plain.begin(), plain.end()), Bytes{0}}));
+    Bytes version(plain.begin(), plain.end());
+    version[0] ^= 0x01;
+    put(name + "_version", kind, version);
+  };
+
+  store::AccountSettings s;
+  s.username = "alice";
+  s.device_id = 2;
+  s.server_host = "chat.example.org";
+  s.server_port = 7443;
+  s.server_fingerprint = std::string(64, 'a');
+  s.auth_key = crypto::Ed25519KeyPair::generate(rng);
+  s.identity = IdentityKeyPair::generate(rng);
+  s.registration_id = generate_registration_id(rng);
+  s.next_pre_key_id = 101;
+  s.next_signed_pre_key_id = 2;
+  const crypto::SecretBuffer settings = store::detail::encode_settings(s);
+  variants("settings", 0, settings.view());
+  // Another key's public key in front of the seed (refused: it is not the seed's own).
+  const auto other = crypto::Ed25519KeyPair::generate(rng);
+  Bytes swapped(settings.view().begin(), settings.view().end());
+  const auto& pub = s.auth_key.public_key();
+  const auto at = std::search(swapped.begin(), swapped.end(), pub.begin(), pub.end());
+  std::copy(other.public_key().begin(), other.public_key().end(), at);
+  put("settings_foreign_auth_key", 0, swapped);
+
+  store::detail::ContactState contact{IdentityKeyPair::generate(rng).public_key, true, 1700000000};
+  variants("contact", 1, store::detail::encode_contact(contact).view());
+  variants("contact_without_key", 1, store::detail::encode_contact({}).view());
+
+  const auto pre_keys = generate_pre_keys(rng, PreKeyId(7), 1);
+  variants("pre_key", 2, store::detail::encode_pre_key(pre_keys.front()).view());
+  const auto spk = generate_signed_pre_key(rng, s.identity, SignedPreKeyId(3), 1700000000);
+  variants("signed_pre_key", 3, store::detail::encode_signed_pre_key(spk).view());
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -367,6 +431,9 @@ int main(int argc, char** argv) {
   bundles(w, c);
   records(w, c);
   decrypt_inputs(w, c);
+#ifdef SOTTO_FUZZ_CLIENT_STORE
+  client_records(w);
+#endif
   std::printf("wrote %zu files under %s\n", w.written(), argv[1]);
   return 0;
 }

@@ -307,19 +307,6 @@ std::optional<AccountSettings> decode_settings(ByteView bytes) {
   return s;
 }
 
-}  // namespace detail
-
-namespace {
-
-using detail::decode_settings;
-using detail::encode_settings;
-
-struct ContactState {
-  std::optional<protocol::PublicKey> key;
-  bool verified = false;
-  std::uint64_t changed_at = 0;
-};
-
 crypto::SecretBuffer encode_contact(const ContactState& c) {
   Packer p(3 * Packer::kU8 + (c.key ? kPublicKeySize : 0) + Packer::kU64);
   p.u8(kRecordVersion);
@@ -359,6 +346,8 @@ crypto::SecretBuffer encode_pre_key(const protocol::PreKeyRecord& r) {
   return p.finish();
 }
 
+namespace {
+
 std::optional<protocol::KeyPair> decode_key_pair(Unpacker& u) {
   auto pub = u.raw(kPublicKeySize);
   auto priv = u.raw(kKeySize);
@@ -367,6 +356,8 @@ std::optional<protocol::KeyPair> decode_key_pair(Unpacker& u) {
   if (!key) return std::nullopt;
   return protocol::KeyPair{*key, protocol::PrivateKey(*priv)};
 }
+
+}  // namespace
 
 std::optional<protocol::PreKeyRecord> decode_pre_key(protocol::PreKeyId id, ByteView bytes) {
   Unpacker u(bytes);
@@ -398,6 +389,20 @@ std::optional<protocol::SignedPreKeyRecord> decode_signed_pre_key(protocol::Sign
   std::copy(sig->begin(), sig->end(), r.signature.begin());
   return r;
 }
+
+}  // namespace detail
+
+namespace {
+
+using detail::ContactState;
+using detail::decode_contact;
+using detail::decode_pre_key;
+using detail::decode_settings;
+using detail::decode_signed_pre_key;
+using detail::encode_contact;
+using detail::encode_pre_key;
+using detail::encode_settings;
+using detail::encode_signed_pre_key;
 
 std::string settings_aad(const std::string& username) {
   return row_aad("account", "settings", {username});

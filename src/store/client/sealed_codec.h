@@ -79,10 +79,27 @@ class Unpacker {
   std::size_t pos_ = 0;
 };
 
-// The plaintext of the sealed `account.settings` value. Decoding is strict and rebuilds the
-// authentication key pair from its seed: a record whose stored public key is not the seed's own
-// is refused (nullopt), like any malformed one.
+// The records the store seals itself, as plaintext. Decoding is strict (a version byte, fixed
+// sizes, no trailing bytes; nullopt for anything else) and a decoded record encodes to the same
+// bytes. The settings rebuild the authentication key pair from its seed: a record whose stored
+// public key is not the seed's own is refused like any malformed one.
 [[nodiscard]] crypto::SecretBuffer encode_settings(const AccountSettings& s);
 [[nodiscard]] std::optional<AccountSettings> decode_settings(ByteView bytes);
+
+// A contact's trust state (`contacts.state`).
+struct ContactState {
+  std::optional<protocol::PublicKey> key;
+  bool verified = false;
+  std::uint64_t changed_at = 0;
+};
+[[nodiscard]] crypto::SecretBuffer encode_contact(const ContactState& c);
+[[nodiscard]] std::optional<ContactState> decode_contact(ByteView bytes);
+
+[[nodiscard]] crypto::SecretBuffer encode_pre_key(const protocol::PreKeyRecord& r);
+[[nodiscard]] std::optional<protocol::PreKeyRecord> decode_pre_key(protocol::PreKeyId id,
+                                                                   ByteView bytes);
+[[nodiscard]] crypto::SecretBuffer encode_signed_pre_key(const protocol::SignedPreKeyRecord& r);
+[[nodiscard]] std::optional<protocol::SignedPreKeyRecord> decode_signed_pre_key(
+    protocol::SignedPreKeyId id, ByteView bytes);
 
 }  // namespace sotto::store::detail

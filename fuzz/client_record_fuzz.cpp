@@ -1,0 +1,79 @@
+// The client store's own record codecs (store/client/sealed_codec.h) on untrusted bytes: the
+// plaintext of a sealed value from a store that was corrupted, or written by a buggy or hostile
+// build holding the user's key. The first byte picks the record kind (settings, contact state,
+// one-time prekey, signed prekey); the rest is the plaintext.
+//
+// A record that decodes must encode back to exactly the input (the codecs are strict, so no two
+// inputs decode to the same record), and settings must hold an authentication key pair whose
+// public key is its seed's own and whose signatures verify under it.
+#include <cstddef>
+#include <cstdint>
+
+#include "crypto/ed25519.h"
+#include "fuzz_check.h"
+#include "store/client/sealed_codec.h"
+
+using namespace sotto;
+using namespace sotto::store::detail;
+
+namespace {
+
+void check_settings(ByteView input) {
+  auto s = decode_settings(input);
+  if (!s) return;
+  fuzz::require(fuzz::same_bytes(encode_settings(*s).view(), input),
+                "decoded settings encode to other bytes");
+  const auto again = crypto::Ed25519KeyPair::from_seed(
+      crypto::Secret<crypto::kEd25519SeedSize>(s->auth_key.seed()));
+  fuzz::require(again.public_key() == s->auth_key.public_key(),
+                "decoded settings hold an authentication key that is not its seed's");
+  const std::uint8_t message[] = {'f', 'u', 'z', 'z'};
+  fuzz::require(crypto::ed25519_verify(s->auth_key.public_key(), message, s->auth_key.sign(message))
+                    .has_value(),
+                "a decoded authentication key signs what its public key does not verify");
+}
+
+void check_contact(ByteView input) {
+  auto c = decode_contact(input);
+  if (!c) return;
+  fuzz::require(fuzz::same_bytes(encode_contact(*c).view(), input),
+                "a decoded contact state encodes to other bytes");
+}
+
+void check_pre_key(ByteView input) {
+  auto r = decode_pre_key(protocol::PreKeyId(7), input);
+  if (!r) return;
+  fuzz::require(r->id == protocol::PreKeyId(7), "a decoded prekey lost its id");
+  fuzz::require(fuzz::same_bytes(encode_pre_key(*r).view(), input),
+                "a decoded prekey encodes to other bytes");
+}
+
+void check_signed_pre_key(ByteView input) {
+  auto r = decode_signed_pre_key(protocol::SignedPreKeyId(3), input);
+  if (!r) return;
+  fuzz::require(r->id == protocol::SignedPreKeyId(3), "a decoded signed prekey lost its id");
+  fuzz::require(fuzz::same_bytes(encode_signed_pre_key(*r).view(), input),
+                "a decoded signed prekey encodes to other bytes");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  const ByteView record(data + 1, size - 1);
+  switch (data[0] & 3) {
+    case 0:
+      check_settings(record);
+      break;
+    case 1:
+      check_contact(record);
+      break;
+    case 2:
+      check_pre_key(record);
+      break;
+    default:
+      check_signed_pre_key(record);
+      break;
+  }
+  return 0;
+}
