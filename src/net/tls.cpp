@@ -279,9 +279,12 @@ SslCtxPtr make_server_context(const TlsIdentity& identity) {
   SSL_CTX_set_num_tickets(ctx.get(), 1);
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
   // Idle connections give their record buffers back; writes may be partial and retried from a
-  // moved buffer (the transport's write path relies on both).
+  // moved buffer (the transport's write path relies on both). The chain sent is the one the
+  // certificate file holds: without NO_AUTO_CHAIN, OpenSSL would also try to build one from the
+  // context's certificate store on every full handshake (an X509_verify_cert of the leaf
+  // against a store that is always empty here).
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_NO_AUTO_CHAIN);
   // Read whatever the socket holds, not one record header and then its body: one recv for many
   // small records instead of two per record (syscalls dominate the per-message cost here).
   // Connections that hand their records over turn it off during the handshake.

@@ -9,7 +9,9 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -823,6 +825,111 @@ TEST_P(TlsHandoff, HeldOutputLeavesWithTheNextWriteAReadWaitAFlushOrTheClose) {
 INSTANTIATE_TEST_SUITE_P(Suites, TlsHandoff,
                          ::testing::Values("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
                                            "TLS_CHACHA20_POLY1305_SHA256"));
+
+// An operator's certificate from a CA: the server sends the chain its PEM file holds, in order,
+// and nothing else (OpenSSL does not build one from a store: the server keeps none).
+using X509Ptr = std::unique_ptr<X509, decltype(&X509_free)>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+
+PkeyPtr p256_key() {
+  return {EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"), EVP_PKEY_free};
+}
+
+// A certificate for `key` named `cn`, signed by `issuer` (itself when null) with `issuer_key`.
+X509Ptr certificate(const char* cn, EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key, bool ca) {
+  X509Ptr c(X509_new(), X509_free);
+  if (!c) return c;
+  X509_NAME* name = X509_get_subject_name(c.get());
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, issuer != nullptr ? issuer : c.get(), c.get(), nullptr, nullptr, 0);
+  bool ok =
+      X509_set_version(c.get(), X509_VERSION_3) == 1 &&
+      ASN1_INTEGER_set(X509_get_serialNumber(c.get()), ca ? 1 : 2) == 1 &&
+      X509_gmtime_adj(X509_getm_notBefore(c.get()), -60) != nullptr &&
+      X509_gmtime_adj(X509_getm_notAfter(c.get()), 86400) != nullptr &&
+      X509_set_pubkey(c.get(), key) == 1 &&
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                 reinterpret_cast<const unsigned char*>(cn), -1, -1, 0) == 1 &&
+      X509_set_issuer_name(c.get(), issuer != nullptr ? X509_get_subject_name(issuer) : name) == 1;
+  X509_EXTENSION* ext = X509V3_EXT_nconf_nid(nullptr, &v3, NID_basic_constraints,
+                                             ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+  ok = ok && ext != nullptr && X509_add_ext(c.get(), ext, -1) == 1 &&
+       X509_sign(c.get(), issuer_key, EVP_sha256()) > 0;
+  X509_EXTENSION_free(ext);
+  if (!ok) c.reset();
+  return c;
+}
+
+template <typename Write>
+std::string pem(Write&& write) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  if (!bio || !write(bio.get())) return {};
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+std::string common_name(X509* cert) {
+  char cn[128] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+  return cn;
+}
+
+TEST(TlsServerChain, TheServerSendsTheChainOfItsCertificateFileAndNoMore) {
+  PkeyPtr ca_key = p256_key();
+  PkeyPtr leaf_key = p256_key();
+  ASSERT_TRUE(ca_key && leaf_key);
+  X509Ptr ca = certificate("Sotto Test Issuing CA", ca_key.get(), nullptr, ca_key.get(), true);
+  ASSERT_TRUE(ca);
+  X509Ptr leaf = certificate("chat.example.org", leaf_key.get(), ca.get(), ca_key.get(), false);
+  ASSERT_TRUE(leaf);
+
+  // As an operator configures it: the leaf then its issuer in one file, the key in another.
+  TempDir dir;
+  const std::string chain_pem =
+      pem([&](BIO* b) { return PEM_write_bio_X509(b, leaf.get()) == 1; }) +
+      pem([&](BIO* b) { return PEM_write_bio_X509(b, ca.get()) == 1; });
+  const std::string key_pem = pem([&](BIO* b) {
+    return PEM_write_bio_PrivateKey(b, leaf_key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  });
+  ASSERT_FALSE(chain_pem.empty() || key_pem.empty());
+  for (const auto& [file, text] :
+       {std::pair{"cert.pem", chain_pem}, std::pair{"key.pem", key_pem}}) {
+    std::FILE* f = std::fopen((dir.path() / file).c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(std::fwrite(text.data(), 1, text.size(), f), text.size());
+    std::fclose(f);
+  }
+  auto id = load_identity(dir.path() / "cert.pem", dir.path() / "key.pem");
+  ASSERT_TRUE(id);
+  EXPECT_EQ(id->fingerprint, detail::fingerprint_of(leaf.get()));  // clients pin the leaf
+
+  const detail::SslCtxPtr server_ctx = detail::make_server_context(*id);
+  std::unique_ptr<SSL_CTX, SslCtxFree> client_ctx(SSL_CTX_new(TLS_client_method()));
+  SSL_CTX_set_verify(client_ctx.get(), SSL_VERIFY_NONE, nullptr);
+  {
+    StreamPair pair(server_ctx.get(), client_ctx.get());
+    pair.handshake();
+    STACK_OF(X509)* sent = SSL_get_peer_cert_chain(pair.client());
+    ASSERT_NE(sent, nullptr);
+    ASSERT_EQ(sk_X509_num(sent), 2);
+    EXPECT_EQ(X509_cmp(sk_X509_value(sent, 0), leaf.get()), 0);
+    EXPECT_EQ(X509_cmp(sk_X509_value(sent, 1), ca.get()), 0);
+    EXPECT_EQ(common_name(sk_X509_value(sent, 1)), "Sotto Test Issuing CA");
+  }
+
+  // The generated self-signed certificate goes alone.
+  TempDir own;
+  auto self_signed = load_or_create_identity(own.path());
+  ASSERT_TRUE(self_signed);
+  const detail::SslCtxPtr own_ctx = detail::make_server_context(*self_signed);
+  StreamPair pair(own_ctx.get(), client_ctx.get());
+  pair.handshake();
+  STACK_OF(X509)* sent = SSL_get_peer_cert_chain(pair.client());
+  ASSERT_NE(sent, nullptr);
+  EXPECT_EQ(sk_X509_num(sent), 1);
+}
 
 // A client TlsStream against a blocking OpenSSL server (no hand-over on that side).
 class ClientStreamPair {
