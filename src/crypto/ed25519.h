@@ -27,15 +27,17 @@ using Ed25519Signature = std::array<std::uint8_t, kEd25519SignatureSize>;
 // secret key is kept, so that a signature costs one scalar multiplication, not two.
 class Ed25519KeyPair {
  public:
-  // Holds no key: its signatures verify under no public key. Assign a real pair before use.
+  // Holds no key (empty()): its signatures verify under no public key. Assign a real pair
+  // before use. A moved-from pair is empty too: its secret is wiped and its public key cleared.
   Ed25519KeyPair() = default;
-  Ed25519KeyPair(Ed25519KeyPair&&) noexcept = default;
-  Ed25519KeyPair& operator=(Ed25519KeyPair&&) noexcept = default;
+  Ed25519KeyPair(Ed25519KeyPair&& other) noexcept;
+  Ed25519KeyPair& operator=(Ed25519KeyPair&& other) noexcept;
 
   [[nodiscard]] static Ed25519KeyPair generate(Rng& rng);
   [[nodiscard]] static Ed25519KeyPair from_seed(const Secret<kEd25519SeedSize>& seed);
   [[nodiscard]] Ed25519KeyPair clone() const;
 
+  [[nodiscard]] bool empty() const noexcept { return !has_key_; }
   const Ed25519PublicKey& public_key() const noexcept { return public_key_; }
   // The 32 bytes the pair is derived from: what a store keeps.
   ByteView seed() const noexcept { return secret_.view().first(kEd25519SeedSize); }
@@ -46,6 +48,7 @@ class Ed25519KeyPair {
 
   Ed25519PublicKey public_key_{};
   Secret<kSecretKeySize> secret_;  // libsodium's secret key: the seed, then the public key
+  bool has_key_ = false;
 };
 
 [[nodiscard]] tl::expected<void, Error> ed25519_verify(ByteView public_key, ByteView message,

@@ -273,6 +273,11 @@ TEST_F(ClientStoreTest, CreateRefusesExistingAccountAndBadArguments) {
   auto empty = ClientStore::create(dir_, make_settings("bob", 1), std::string());
   ASSERT_FALSE(empty);
   EXPECT_EQ(empty.error(), ClientError::invalid_argument);
+  AccountSettings keyless = make_settings("bob", 1);
+  keyless.auth_key = crypto::Ed25519KeyPair();  // would be written, then refused at every open
+  auto no_key = ClientStore::create(dir_, keyless, std::nullopt);
+  ASSERT_FALSE(no_key);
+  EXPECT_EQ(no_key.error(), ClientError::invalid_argument);
   EXPECT_FALSE(fs::exists(db("bob")));
 }
 
@@ -368,6 +373,9 @@ TEST_F(ClientStoreTest, SaveSettingsPersists) {
   EXPECT_EQ(s->save_settings(renamed).error(), ClientError::invalid_argument);
   AccountSettings bad_policy = make_settings("alice", 42, "maybe");
   EXPECT_EQ(s->save_settings(bad_policy).error(), ClientError::invalid_argument);
+  AccountSettings keyless = make_settings("alice", 42);
+  keyless.auth_key = crypto::Ed25519KeyPair();
+  EXPECT_EQ(s->save_settings(keyless).error(), ClientError::invalid_argument);
   expect_same_settings(s->settings(), changed);
 }
 

@@ -321,6 +321,18 @@ TEST(Ed25519, PairsKeepTheirSeedAndSignAsOneDerivedAfresh) {
   const auto taken = std::move(moved);
   EXPECT_EQ(taken.public_key(), kp.public_key());
   EXPECT_TRUE(std::all_of(moved.seed().begin(), moved.seed().end(), [](auto b) { return b == 0; }));
+  EXPECT_TRUE(moved.empty());
+  EXPECT_EQ(moved.public_key(), Ed25519PublicKey{});
+  EXPECT_FALSE(taken.empty());
+  EXPECT_TRUE(Ed25519KeyPair().empty());
+  Ed25519KeyPair assigned;
+  assigned = kp.clone();
+  EXPECT_EQ(assigned.sign(msg), kp.sign(msg));
+  Ed25519KeyPair sink;
+  sink = std::move(assigned);
+  EXPECT_TRUE(assigned.empty());
+  EXPECT_EQ(assigned.public_key(), Ed25519PublicKey{});
+  EXPECT_EQ(sink.public_key(), kp.public_key());
 }
 
 TEST(AesCbc, RoundTripAndPaddingRejection) {

@@ -870,6 +870,13 @@ std::string pem(Write&& write) {
   return std::string(data, static_cast<std::size_t>(n));
 }
 
+bool write_text(const fs::path& path, const std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return false;
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  return std::fclose(f) == 0 && ok;
+}
+
 std::string common_name(X509* cert) {
   char cn[128] = {};
   X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
@@ -894,13 +901,8 @@ TEST(TlsServerChain, TheServerSendsTheChainOfItsCertificateFileAndNoMore) {
     return PEM_write_bio_PrivateKey(b, leaf_key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
   });
   ASSERT_FALSE(chain_pem.empty() || key_pem.empty());
-  for (const auto& [file, text] :
-       {std::pair{"cert.pem", chain_pem}, std::pair{"key.pem", key_pem}}) {
-    std::FILE* f = std::fopen((dir.path() / file).c_str(), "wb");
-    ASSERT_NE(f, nullptr);
-    ASSERT_EQ(std::fwrite(text.data(), 1, text.size(), f), text.size());
-    std::fclose(f);
-  }
+  ASSERT_TRUE(write_text(dir.path() / "cert.pem", chain_pem) &&
+              write_text(dir.path() / "key.pem", key_pem));
   auto id = load_identity(dir.path() / "cert.pem", dir.path() / "key.pem");
   ASSERT_TRUE(id);
   EXPECT_EQ(id->fingerprint, detail::fingerprint_of(leaf.get()));  // clients pin the leaf
@@ -917,6 +919,25 @@ TEST(TlsServerChain, TheServerSendsTheChainOfItsCertificateFileAndNoMore) {
     EXPECT_EQ(X509_cmp(sk_X509_value(sent, 0), leaf.get()), 0);
     EXPECT_EQ(X509_cmp(sk_X509_value(sent, 1), ca.get()), 0);
     EXPECT_EQ(common_name(sk_X509_value(sent, 1)), "Sotto Test Issuing CA");
+  }
+
+  // A file with the leaf alone sends the leaf alone, even when the context's store could
+  // complete the chain: OpenSSL builds none (SSL_MODE_NO_AUTO_CHAIN).
+  TempDir leaf_only;
+  const std::string leaf_pem = pem([&](BIO* b) { return PEM_write_bio_X509(b, leaf.get()) == 1; });
+  ASSERT_TRUE(write_text(leaf_only.path() / "cert.pem", leaf_pem) &&
+              write_text(leaf_only.path() / "key.pem", key_pem));
+  auto leaf_id = load_identity(leaf_only.path() / "cert.pem", leaf_only.path() / "key.pem");
+  ASSERT_TRUE(leaf_id);
+  const detail::SslCtxPtr leaf_ctx = detail::make_server_context(*leaf_id);
+  ASSERT_EQ(X509_STORE_add_cert(SSL_CTX_get_cert_store(leaf_ctx.get()), ca.get()), 1);
+  {
+    StreamPair pair(leaf_ctx.get(), client_ctx.get());
+    pair.handshake();
+    STACK_OF(X509)* sent = SSL_get_peer_cert_chain(pair.client());
+    ASSERT_NE(sent, nullptr);
+    ASSERT_EQ(sk_X509_num(sent), 1);
+    EXPECT_EQ(X509_cmp(sk_X509_value(sent, 0), leaf.get()), 0);
   }
 
   // The generated self-signed certificate goes alone.

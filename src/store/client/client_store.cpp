@@ -57,7 +57,8 @@ std::string_view to_string(ClientError e) {
       return "an account store with this name already exists";
     case ClientError::invalid_argument:
       return "invalid argument (username must be 3-32 characters of a-z, 0-9, '.', '_', '-', "
-             "starting with a letter or digit; trust policy on-first-use, always or never)";
+             "starting with a letter or digit; trust policy on-first-use, always or never; the "
+             "settings must hold the device's authentication key)";
   }
   return "unknown error";
 }
@@ -736,7 +737,7 @@ tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::create(
     std::optional<std::string> passphrase) {
   PassphraseWiper wiper{passphrase};
   if (!valid_username(settings.username) || !parse_policy(settings.trust_policy) ||
-      (passphrase && passphrase->empty())) {
+      settings.auth_key.empty() || (passphrase && passphrase->empty())) {
     return tl::unexpected(ClientError::invalid_argument);
   }
   if (auto r = ensure_dir(dir); !r) return tl::unexpected(r.error());
@@ -867,7 +868,8 @@ const AccountSettings& ClientStore::settings() const {
 
 tl::expected<void, ClientError> ClientStore::save_settings(const AccountSettings& settings) {
   std::lock_guard lock(impl_->mu);
-  if (settings.username != impl_->username || !parse_policy(settings.trust_policy)) {
+  if (settings.username != impl_->username || !parse_policy(settings.trust_policy) ||
+      settings.auth_key.empty()) {
     return tl::unexpected(ClientError::invalid_argument);
   }
   if (auto r = impl_->write_settings(settings); !r) return r;
