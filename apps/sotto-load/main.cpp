@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "crypto/rng.h"
+#include "key_methods.h"
 #include "net/ws_client.h"
 #include "peer.h"
 #include "server_process.h"
@@ -87,6 +88,10 @@ struct Options {
   std::size_t offline_senders = 16;  // a busy group writing to one device that is away
   std::size_t offline_window = 64;
   std::size_t pre_keys = 0;
+  // OpenSSL's provider dispatch for the tool's own X25519 and EC work, instead of its built-in
+  // methods (key_methods.h); for comparing the two.
+  bool provider_key_methods = false;
+  bool builtin_key_methods = false;  // in use: set by main()
 
   bool has(const std::string& phase) const {
     return std::find(phases.begin(), phases.end(), phase) != phases.end();
@@ -250,6 +255,11 @@ class LoadTool {
     const std::size_t total = 2 * pair_accounts + offline + (offline > 0 ? 1 : 0) + shared;
 
     log("server " + ep_.host + ":" + std::to_string(ep_.port) + " pid " + std::to_string(ep_.pid));
+    // What the tool's own handshakes run on (key_methods.h): it changes the tool's CPU per
+    // handshake, and so what is left of a shared machine for the server.
+    results_["tool_key_methods"] = o_.builtin_key_methods ? "openssl-builtin" : "openssl-providers";
+    log(std::string("the tool's X25519 and EC work: OpenSSL's ") +
+        (o_.builtin_key_methods ? "built-in methods" : "providers"));
     auto t0 = Clock::now();
     generate_accounts(total);
     log("generated " + std::to_string(total) + " accounts in " + fmt(secs(t0)) + " s");
@@ -1441,6 +1451,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   app.add_option("--pre-keys", o.pre_keys, "One-time prekeys uploaded with each registration")
       ->check(CLI::Range(0, 200));
+  app.add_flag("--provider-key-methods", o.provider_key_methods,
+               "Run the tool's own X25519 and EC work through OpenSSL 3's providers instead of its "
+               "built-in methods (which cost the tool less per handshake)");
   CLI11_PARSE(app, argc, argv);
 
   if (!phases.empty()) {
@@ -1469,6 +1482,8 @@ int main(int argc, char** argv) {
     (void)::setrlimit(RLIMIT_NOFILE, &r);
   }
   std::signal(SIGPIPE, SIG_IGN);
+  // Before the first handshake; every handshake of the tool then uses the same methods.
+  o.builtin_key_methods = !o.provider_key_methods && use_builtin_key_methods();
 
   try {
     std::unique_ptr<SpawnedServer> spawned;
