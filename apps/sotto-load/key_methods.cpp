@@ -3,6 +3,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "key_methods.h"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/obj_mac.h>
 #include <openssl/opensslconf.h>
@@ -39,10 +40,12 @@ bool register_engine() {
   const bool ok = ENGINE_set_id(e, "sotto-load-builtin") == 1 &&
                   ENGINE_set_name(e, "OpenSSL's built-in X25519 and EC key methods") == 1 &&
                   ENGINE_set_pkey_meths(e, builtin_pkey_methods) == 1 && ENGINE_init(e) == 1;
-  // The default tables take their own reference; ours goes either way.
+  // The default tables take their own references; ours go either way.
   const bool set = ok && ENGINE_set_default_pkey_meths(e) == 1;
+  if (ok && !set) ENGINE_unregister_pkey_meths(e);  // a key type registered before the failure
   if (ok) ENGINE_finish(e);
   ENGINE_free(e);
+  if (!set) ERR_clear_error();  // the tool goes on with the providers
   return set;
 }
 

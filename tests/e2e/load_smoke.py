@@ -34,7 +34,8 @@ def main():
     print(json.dumps(r, indent=1))
 
     assert r["ok"] is True and "errors" not in r
-    # Every handshake above ran on OpenSSL's built-in key methods (apps/sotto-load/key_methods.h).
+    # The tool registered OpenSSL's built-in methods for EC and X25519 keys before its first
+    # handshake (apps/sotto-load/key_methods.h), and every phase above ran with them.
     assert r["tool_key_methods"] == "openssl-builtin", r["tool_key_methods"]
     d = r["delivery"]
     assert r["all_delivered_exactly_once"] is True and d["exactly_once"] is True
