@@ -1053,6 +1053,75 @@ TEST(SettingsCodec, AnAuthenticationKeyThatIsNotItsSeedsOwnIsRefused) {
   EXPECT_FALSE(detail::decode_settings(swapped));
 }
 
+// Replaces the first occurrence of `from` in `plain` with `to` (both 32-byte keys).
+Bytes with_key_replaced(ByteView plain, ByteView from, ByteView to) {
+  Bytes out(plain.begin(), plain.end());
+  const auto at = std::search(out.begin(), out.end(), from.begin(), from.end());
+  if (at == out.end()) throw std::logic_error("key not found in the record");
+  std::copy(to.begin(), to.end(), at);
+  return out;
+}
+
+TEST(KeyPairCodecs, APublicKeyThatIsNotItsPrivateKeysOwnIsRefused) {
+  crypto::DeterministicRng rng(93);
+  const KeyPair other = KeyPair::generate(rng);
+
+  const auto pre_keys = protocol::generate_pre_keys(rng, PreKeyId(7), 1);
+  const auto& pre_key = pre_keys.front();
+  const crypto::SecretBuffer pre_plain = detail::encode_pre_key(pre_key);
+  ASSERT_TRUE(detail::decode_pre_key(pre_key.id, pre_plain.view()));
+  EXPECT_FALSE(detail::decode_pre_key(
+      pre_key.id, with_key_replaced(pre_plain.view(), pre_key.key_pair.public_key.view(),
+                                    other.public_key.view())));
+  // The private key swapped instead: the stored public key is no longer its own either.
+  EXPECT_FALSE(detail::decode_pre_key(
+      pre_key.id, with_key_replaced(pre_plain.view(), pre_key.key_pair.private_key.view(),
+                                    other.private_key.view())));
+
+  const KeyPair identity = KeyPair::generate(rng);
+  const auto signed_pre_key =
+      protocol::generate_signed_pre_key(rng, identity, SignedPreKeyId(3), 1'700'000'000);
+  const crypto::SecretBuffer spk_plain = detail::encode_signed_pre_key(signed_pre_key);
+  ASSERT_TRUE(detail::decode_signed_pre_key(signed_pre_key.id, spk_plain.view()));
+  EXPECT_FALSE(detail::decode_signed_pre_key(
+      signed_pre_key.id,
+      with_key_replaced(spk_plain.view(), signed_pre_key.key_pair.public_key.view(),
+                        other.public_key.view())));
+
+  const AccountSettings settings = make_settings("alice", 94);
+  const crypto::SecretBuffer settings_plain = detail::encode_settings(settings);
+  ASSERT_TRUE(detail::decode_settings(settings_plain.view()));
+  EXPECT_FALSE(detail::decode_settings(with_key_replaced(
+      settings_plain.view(), settings.identity.public_key.view(), other.public_key.view())));
+  EXPECT_FALSE(detail::decode_settings(with_key_replaced(
+      settings_plain.view(), settings.identity.private_key.view(), other.private_key.view())));
+}
+
+TEST_F(ClientStoreTest, AWellSealedPreKeyWithAMismatchedPairIsAFailure) {
+  auto s = make();
+  crypto::DeterministicRng rng(95);
+  const auto keys = protocol::generate_pre_keys(rng, PreKeyId(20), 2);
+  for (const auto& k : keys) ASSERT_TRUE(s->save_pre_key(k));
+  s.reset();
+  // Someone holding the storage key writes prekey 20's public key beside prekey 21's private key.
+  std::ifstream in(dir_ / "alice.key", std::ios::binary);
+  const Bytes raw_key((std::istreambuf_iterator<char>(in)), {});
+  const crypto::Secret<32> key(raw_key);
+  const protocol::PreKeyRecord mixed{
+      keys[0].id, {keys[0].key_pair.public_key, keys[1].key_pair.private_key.clone()}};
+  const crypto::SecretBuffer plain = detail::encode_pre_key(mixed);
+  crypto::SystemRng sys;
+  RawDb(db()).set_blob(
+      "UPDATE pre_keys SET record=?1 WHERE id=20",
+      detail::seal(key, sys, detail::row_aad("pre_keys", "record", {"20"}), plain.view()));
+  s = reopen();
+  EXPECT_EQ(s->load_pre_key(keys[0].id).error(), protocol::Error::store_failure);
+  // The other prekey is untouched and still loads.
+  auto other = s->load_pre_key(keys[1].id);
+  ASSERT_TRUE(other && other->has_value());
+  EXPECT_EQ((*other)->key_pair.public_key, keys[1].key_pair.public_key);
+}
+
 TEST_F(ClientStoreTest, TamperedAccountAndMetaAreRefusedAtOpen) {
   make("alice", "on-first-use", std::string(kPassphrase));
   auto open = [&] { return ClientStore::open(dir_, "alice", std::string(kPassphrase)); };

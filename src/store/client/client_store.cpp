@@ -36,6 +36,7 @@
 
 #include "crypto/pwhash.h"
 #include "crypto/rng.h"
+#include "crypto/x25519.h"
 #include "store/client/sealed_codec.h"
 #include "store/client/sqlite_conn.h"
 
@@ -265,6 +266,23 @@ crypto::SecretBuffer encode_settings(const AccountSettings& s) {
   return p.finish();
 }
 
+// A stored X25519 pair whose public key is not its private key's own marks the record as corrupt:
+// the peers would hold a key this device cannot answer for, and every session on it would fail.
+namespace {
+
+std::optional<protocol::KeyPair> x25519_pair_if_consistent(ByteView pub, ByteView priv) {
+  auto key = protocol::PublicKey::from_raw(pub);
+  if (!key) return std::nullopt;
+  protocol::PrivateKey secret(priv);
+  const crypto::X25519PublicBytes own = crypto::x25519_public_from_private(secret);
+  if (!crypto::constant_time_equal(ByteView(own.data(), own.size()), key->view())) {
+    return std::nullopt;
+  }
+  return protocol::KeyPair{*key, std::move(secret)};
+}
+
+}  // namespace
+
 std::optional<AccountSettings> decode_settings(ByteView bytes) {
   Unpacker u(bytes);
   AccountSettings s;
@@ -287,8 +305,8 @@ std::optional<AccountSettings> decode_settings(ByteView bytes) {
       !next_pre_key_id || !next_signed_pre_key_id) {
     return std::nullopt;
   }
-  auto pub = protocol::PublicKey::from_raw(*identity_public);
-  if (!pub || !parse_policy(*policy)) return std::nullopt;
+  auto identity = x25519_pair_if_consistent(*identity_public, *identity_private);
+  if (!identity || !parse_policy(*policy)) return std::nullopt;
   // The pair is rebuilt from its seed; a stored public key that is not the seed's own marks the
   // record as corrupt (signing under it would expose the seed).
   auto auth_key = crypto::Ed25519KeyPair::from_seed(crypto::Secret<kKeySize>(*auth_seed));
@@ -299,8 +317,7 @@ std::optional<AccountSettings> decode_settings(ByteView bytes) {
   s.server_port = *port;
   s.server_fingerprint = std::move(*fingerprint);
   s.auth_key = std::move(auth_key);
-  s.identity.public_key = *pub;
-  s.identity.private_key = protocol::PrivateKey(*identity_private);
+  s.identity = std::move(*identity);
   s.registration_id = protocol::RegistrationId(*registration_id);
   s.next_pre_key_id = *next_pre_key_id;
   s.next_signed_pre_key_id = *next_signed_pre_key_id;
@@ -353,9 +370,7 @@ std::optional<protocol::KeyPair> decode_key_pair(Unpacker& u) {
   auto pub = u.raw(kPublicKeySize);
   auto priv = u.raw(kKeySize);
   if (!pub || !priv) return std::nullopt;
-  auto key = protocol::PublicKey::from_raw(*pub);
-  if (!key) return std::nullopt;
-  return protocol::KeyPair{*key, protocol::PrivateKey(*priv)};
+  return x25519_pair_if_consistent(*pub, *priv);
 }
 
 }  // namespace
