@@ -4,12 +4,14 @@
 // one-time prekey, signed prekey); the rest is the plaintext.
 //
 // A record that decodes must encode back to exactly the input (the codecs are strict, so no two
-// inputs decode to the same record), and settings must hold an authentication key pair whose
-// public key is its seed's own and whose signatures verify under it.
+// inputs decode to the same record), settings must hold an authentication key pair whose public
+// key is its seed's own and whose signatures verify under it, and every X25519 pair (identity,
+// prekeys) must hold its private key's own public key.
 #include <cstddef>
 #include <cstdint>
 
 #include "crypto/ed25519.h"
+#include "crypto/x25519.h"
 #include "fuzz_check.h"
 #include "store/client/sealed_codec.h"
 
@@ -17,6 +19,10 @@ using namespace sotto;
 using namespace sotto::store::detail;
 
 namespace {
+
+bool is_own_pair(const protocol::KeyPair& pair) {
+  return crypto::x25519_public_from_private(pair.private_key) == pair.public_key.bytes();
+}
 
 void check_settings(ByteView input) {
   auto s = decode_settings(input);
@@ -31,6 +37,8 @@ void check_settings(ByteView input) {
   fuzz::require(crypto::ed25519_verify(s->auth_key.public_key(), message, s->auth_key.sign(message))
                     .has_value(),
                 "a decoded authentication key signs what its public key does not verify");
+  fuzz::require(is_own_pair(s->identity),
+                "decoded settings hold an identity key that is not its private key's");
 }
 
 void check_contact(ByteView input) {
@@ -44,6 +52,7 @@ void check_pre_key(ByteView input) {
   auto r = decode_pre_key(protocol::PreKeyId(7), input);
   if (!r) return;
   fuzz::require(r->id == protocol::PreKeyId(7), "a decoded prekey lost its id");
+  fuzz::require(is_own_pair(r->key_pair), "a decoded prekey's public key is not its own");
   fuzz::require(fuzz::same_bytes(encode_pre_key(*r).view(), input),
                 "a decoded prekey encodes to other bytes");
 }
@@ -52,6 +61,7 @@ void check_signed_pre_key(ByteView input) {
   auto r = decode_signed_pre_key(protocol::SignedPreKeyId(3), input);
   if (!r) return;
   fuzz::require(r->id == protocol::SignedPreKeyId(3), "a decoded signed prekey lost its id");
+  fuzz::require(is_own_pair(r->key_pair), "a decoded signed prekey's public key is not its own");
   fuzz::require(fuzz::same_bytes(encode_signed_pre_key(*r).view(), input),
                 "a decoded signed prekey encodes to other bytes");
 }
