@@ -266,10 +266,10 @@ crypto::SecretBuffer encode_settings(const AccountSettings& s) {
   return p.finish();
 }
 
-// A stored X25519 pair whose public key is not its private key's own marks the record as corrupt:
-// the peers would hold a key this device cannot answer for, and every session on it would fail.
 namespace {
 
+// A stored X25519 pair whose public key is not its private key's own marks the record as corrupt:
+// the peers would hold a key this device cannot answer for, and every session on it would fail.
 std::optional<protocol::KeyPair> x25519_pair_if_consistent(ByteView pub, ByteView priv) {
   auto key = protocol::PublicKey::from_raw(pub);
   if (!key) return std::nullopt;
