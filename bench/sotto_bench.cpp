@@ -191,7 +191,7 @@ void send_store(Party& from, Party& to, protocol::MessageType expected_type) {
                                                     bench_clock())
                 : protocol::decrypt_signal_message(from.address(), c.serialized, to_stores, rng(),
                                                    bench_clock());
-  check_plaintext(value_or_fail(std::move(pt), "decrypt"));
+  check_plaintext(value_or_fail(std::move(pt), "decrypt").plaintext);
 }
 
 // alice processes bob's bundle and sends the first (PreKeySignalMessage), bob answers and
@@ -232,7 +232,7 @@ protocol::PublicKey send_record(protocol::SessionRecord& from, protocol::Session
   auto message = value_or_fail(protocol::SignalMessage::decode(c.serialized), "decode");
   auto pt =
       value_or_fail(protocol::decrypt(to, message, rng(), bench_clock().now_seconds()), "decrypt");
-  check_plaintext(pt);
+  check_plaintext(pt.plaintext);
   return message.ratchet_key;
 }
 

@@ -33,7 +33,9 @@ void must(tl::expected<void, Error> r, const char* what) {
   if (!r) fixture_broken(what);
 }
 
-Bytes to_bytes(ByteView v) { return {v.begin(), v.end()}; }
+Bytes to_bytes(ByteView v) {
+  return {v.begin(), v.end()};
+}
 
 // One side of the conversation, with in-memory stores.
 struct Side {
@@ -85,7 +87,7 @@ struct Side {
                  ? decrypt_pre_key_message(from.address, m.serialized, s, rng, clock)
                  : decrypt_signal_message(from.address, m.serialized, s, rng, clock);
     if (!p) fixture_broken("a genuine message did not decrypt");
-    return {p->view().begin(), p->view().end()};
+    return {p->plaintext.view().begin(), p->plaintext.view().end()};
   }
 
   Address address;
@@ -200,7 +202,7 @@ void self_check(const Conversation& c) {
                  ? decrypt_pre_key_message(c.alice, g.serialized, s, r.rng(), r.clock())
                  : decrypt_signal_message(c.alice, g.serialized, s, r.rng(), r.clock());
     if (g.delivered == p.has_value()) fixture_broken("baseline does not match the messages");
-    if (p && std::string(p->view().begin(), p->view().end()) != g.plaintext) {
+    if (p && std::string(p->plaintext.view().begin(), p->plaintext.view().end()) != g.plaintext) {
       fixture_broken("baseline gives a wrong plaintext");
     }
   }

@@ -29,14 +29,15 @@ using namespace sotto::protocol;
 namespace {
 
 // Low two bits of the first byte.
-constexpr std::uint8_t kModeSignal = 0;          // rest: a SignalMessage
-constexpr std::uint8_t kModePreKey = 1;          // rest: a PreKeySignalMessage
-constexpr std::uint8_t kModeMutateGenuine = 2;   // byte 1: which genuine message; rest: XOR mask
-constexpr std::uint8_t kModeAfterGenuine = 3;    // byte 1: genuine message to deliver first;
-                                                 // rest: the next message
+constexpr std::uint8_t kModeSignal = 0;         // rest: a SignalMessage
+constexpr std::uint8_t kModePreKey = 1;         // rest: a PreKeySignalMessage
+constexpr std::uint8_t kModeMutateGenuine = 2;  // byte 1: which genuine message; rest: XOR mask
+constexpr std::uint8_t kModeAfterGenuine = 3;   // byte 1: genuine message to deliver first;
+                                                // rest: the next message
 // Higher bits of the first byte.
-constexpr std::uint8_t kAfterGenuineAsPreKey = 4;  // in mode 3: the next one is a PreKeySignalMessage
-constexpr std::uint8_t kTrustEveryIdentity = 8;    // bob's identity store uses TrustPolicy::always
+constexpr std::uint8_t kAfterGenuineAsPreKey =
+    4;                                           // in mode 3: the next one is a PreKeySignalMessage
+constexpr std::uint8_t kTrustEveryIdentity = 8;  // bob's identity store uses TrustPolicy::always
 
 struct Bob {
   fuzz::Receiver receiver;
@@ -46,13 +47,12 @@ struct Bob {
     for (const auto& g : fuzz::conversation().messages) consumed.push_back(g.delivered);
   }
 
-  tl::expected<crypto::SecretBuffer, Error> decrypt(bool pre_key, ByteView message) {
+  tl::expected<Decrypted, Error> decrypt(bool pre_key, ByteView message) {
     auto stores = receiver.stores();
     const Address& alice = fuzz::conversation().alice;
-    return pre_key ? decrypt_pre_key_message(alice, message, stores, receiver.rng(),
-                                             receiver.clock())
-                   : decrypt_signal_message(alice, message, stores, receiver.rng(),
-                                            receiver.clock());
+    return pre_key
+               ? decrypt_pre_key_message(alice, message, stores, receiver.rng(), receiver.clock())
+               : decrypt_signal_message(alice, message, stores, receiver.rng(), receiver.clock());
   }
 
   // Decrypts and checks the invariants above.
@@ -82,7 +82,8 @@ struct Bob {
     fuzz::require(index >= 0, "accepted a message alice never sent");
     const auto i = static_cast<std::size_t>(index);
     const fuzz::Genuine& g = fuzz::conversation().messages[i];
-    fuzz::require(std::string(plaintext->view().begin(), plaintext->view().end()) == g.plaintext,
+    fuzz::require(std::string(plaintext->plaintext.view().begin(),
+                              plaintext->plaintext.view().end()) == g.plaintext,
                   "a genuine message decrypted to another plaintext");
     fuzz::require(!consumed[i], "accepted a replay of a message already decrypted");
     consumed[i] = true;

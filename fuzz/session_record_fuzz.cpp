@@ -66,7 +66,8 @@ void check_session_record(ByteView input) {
     auto plaintext = decrypt(copy, h.message, rng, fuzz::kFixtureNow);
     if (plaintext) {
       // The MAC verified, so the message keys were the sender's: the plaintext is too.
-      fuzz::require(std::string(plaintext->view().begin(), plaintext->view().end()) == h.plaintext,
+      fuzz::require(std::string(plaintext->plaintext.view().begin(),
+                                plaintext->plaintext.view().end()) == h.plaintext,
                     "an authenticated message decrypted to another plaintext");
     } else {
       fuzz::require(copy.encode() == encoded, "a failed decrypt changed the session record");

@@ -104,7 +104,7 @@ std::string receive(Participant& at, Participant& from, const CiphertextMessage&
                ? decrypt_pre_key_message(from.address(), m.serialized, s, crypto::system_rng(), kClock)
                : decrypt_signal_message(from.address(), m.serialized, s, crypto::system_rng(), kClock);
   Participant::check(p);
-  return {p->view().begin(), p->view().end()};
+  return {p->plaintext.view().begin(), p->plaintext.view().end()};
 }
 
 void deliver(Participant& at, Participant& from, const CiphertextMessage& m) {

@@ -1085,7 +1085,7 @@ std::vector<Event> Engine::handle_envelope(const svc::Envelope& envelope) {
     if (!source) {
       failure = "a message without a valid sender";
     } else {
-      tl::expected<crypto::SecretBuffer, protocol::Error> plain =
+      tl::expected<protocol::Decrypted, protocol::Error> plain =
           tl::unexpected(protocol::Error::malformed);
       if (envelope.type() == static_cast<std::uint32_t>(protocol::MessageType::pre_key)) {
         plain = protocol::decrypt_pre_key_message(address, as_bytes(envelope.content()), st, rng_,
@@ -1099,7 +1099,7 @@ std::vector<Event> Engine::handle_envelope(const svc::Envelope& envelope) {
         return false;  // nothing was written; the failure is recorded below
       }
       content::Content c;
-      if (!c.ParseFromArray(plain->data(), static_cast<int>(plain->size()))) {
+      if (!c.ParseFromArray(plain->plaintext.data(), static_cast<int>(plain->plaintext.size()))) {
         failure = "a message whose content is malformed";
       } else if (c.has_data()) {
         Message m = base;

@@ -46,7 +46,7 @@ class SecretBuilder {
 };
 
 // The result of decrypting with one state, not yet applied to it.
-struct Decrypted {
+struct StateStep {
   crypto::SecretBuffer plaintext;
   std::optional<std::size_t> chain_index;     // existing receiver chain, or none for a new one
   std::optional<std::uint32_t> used_skipped;  // counter of a consumed skipped key
@@ -66,7 +66,7 @@ void append_skipped(std::vector<SkippedKey>& list, std::vector<SkippedKey>& adde
   }
 }
 
-void apply(SessionState& state, Decrypted& d, std::uint64_t now) {
+void apply(SessionState& state, StateStep& d, std::uint64_t now) {
   if (d.new_chain) {
     ReceiverChain chain = std::move(*d.new_chain);
     chain.chain_key = std::move(*d.advanced);
@@ -91,12 +91,12 @@ void apply(SessionState& state, Decrypted& d, std::uint64_t now) {
   state.expire_skipped_keys(now);
 }
 
-tl::expected<Decrypted, Error> decrypt_with_state(const SessionState& state,
+tl::expected<StateStep, Error> decrypt_with_state(const SessionState& state,
                                                   const SignalMessage& message, crypto::Rng& rng,
                                                   std::uint64_t now) {
   if (message.version != state.version) return tl::unexpected(Error::unsupported_version);
 
-  Decrypted d;
+  StateStep d;
   ChainKey chain_key;
   const ReceiverChain* existing = nullptr;
   if (auto idx = state.find_receiver_chain(message.ratchet_key)) {
@@ -242,27 +242,30 @@ tl::expected<CiphertextMessage, Error> encrypt(SessionRecord& record, ByteView p
   return CiphertextMessage{MessageType::signal, std::move(message.serialized)};
 }
 
-tl::expected<crypto::SecretBuffer, Error> decrypt(SessionRecord& record,
-                                                  const SignalMessage& message, crypto::Rng& rng,
-                                                  std::uint64_t now) {
+tl::expected<Decrypted, Error> decrypt(SessionRecord& record, const SignalMessage& message,
+                                       crypto::Rng& rng, std::uint64_t now) {
   if (!record.has_current() && record.previous().empty()) return tl::unexpected(Error::no_session);
   std::optional<Error> first_error;
   if (record.has_current()) {
     auto d = decrypt_with_state(record.current(), message, rng, now);
     if (d) {
       apply(record.current(), *d, now);
-      return std::move(d->plaintext);
+      return Decrypted{std::move(d->plaintext), record.current().remote_identity};
     }
     // A replay of a message the current state already consumed is reported as such.
     if (d.error() == Error::duplicate_message) return tl::unexpected(d.error());
     first_error = d.error();
   }
   for (std::size_t i = 0; i < record.previous().size(); ++i) {
-    auto d = decrypt_with_state(record.previous()[i], message, rng, now);
+    SessionState& state = record.previous()[i];
+    auto d = decrypt_with_state(state, message, rng, now);
     if (d) {
-      apply(record.previous()[i], *d, now);
-      record.promote_previous(i);
-      return std::move(d->plaintext);
+      apply(state, *d, now);
+      Decrypted out{std::move(d->plaintext), state.remote_identity};
+      const bool same_identity =
+          !record.has_current() || record.current().remote_identity == state.remote_identity;
+      if (same_identity) record.promote_previous(i);
+      return out;
     }
     if (!first_error) first_error = d.error();
   }
@@ -326,34 +329,30 @@ tl::expected<CiphertextMessage, Error> encrypt(const Address& remote, ByteView p
   return out;
 }
 
-tl::expected<crypto::SecretBuffer, Error> decrypt_signal_message(const Address& remote,
-                                                                 ByteView bytes,
-                                                                 SessionStores& stores,
-                                                                 crypto::Rng& rng,
-                                                                 const Clock& clock) {
+tl::expected<Decrypted, Error> decrypt_signal_message(const Address& remote, ByteView bytes,
+                                                      SessionStores& stores, crypto::Rng& rng,
+                                                      const Clock& clock) {
   auto message = SignalMessage::decode(bytes);
   if (!message) return tl::unexpected(message.error());
   auto loaded = stores.sessions.load_session(remote);
   if (!loaded) return tl::unexpected(loaded.error());
   if (!loaded->has_value()) return tl::unexpected(Error::no_session);
   SessionRecord& record = **loaded;
-  auto plaintext = decrypt(record, *message, rng, clock.now_seconds());
-  if (!plaintext) return plaintext;
-  auto trusted = stores.identities.is_trusted_identity(remote, record.current().remote_identity,
-                                                       Direction::receiving);
+  auto decrypted = decrypt(record, *message, rng, clock.now_seconds());
+  if (!decrypted) return decrypted;
+  auto trusted =
+      stores.identities.is_trusted_identity(remote, decrypted->identity, Direction::receiving);
   if (!trusted) return tl::unexpected(trusted.error());
   if (!*trusted) return tl::unexpected(Error::untrusted_identity);
   if (auto saved = stores.sessions.save_session(remote, record); !saved) {
     return tl::unexpected(saved.error());
   }
-  return plaintext;
+  return decrypted;
 }
 
-tl::expected<crypto::SecretBuffer, Error> decrypt_pre_key_message(const Address& remote,
-                                                                  ByteView bytes,
-                                                                  SessionStores& stores,
-                                                                  crypto::Rng& rng,
-                                                                  const Clock& clock) {
+tl::expected<Decrypted, Error> decrypt_pre_key_message(const Address& remote, ByteView bytes,
+                                                       SessionStores& stores, crypto::Rng& rng,
+                                                       const Clock& clock) {
   auto message = PreKeySignalMessage::decode(bytes);
   if (!message) return tl::unexpected(message.error());
   auto trusted =
@@ -367,7 +366,7 @@ tl::expected<crypto::SecretBuffer, Error> decrypt_pre_key_message(const Address&
   const std::uint64_t now = clock.now_seconds();
 
   std::optional<PreKeyId> consumed_pre_key;
-  tl::expected<crypto::SecretBuffer, Error> plaintext = tl::unexpected(Error::no_session);
+  tl::expected<Decrypted, Error> plaintext = tl::unexpected(Error::no_session);
   if (record.has_state_for(message->version, message->base_key)) {
     // A re-sent initiation for a session we already built: decrypt with what we have. The outer
     // identity key is not covered by the inner MAC, so it must be the one the session was built
@@ -404,7 +403,7 @@ tl::expected<crypto::SecretBuffer, Error> decrypt_pre_key_message(const Address&
     if (!d) return tl::unexpected(d.error());
     apply(*state, *d, now);
     record.promote_state(std::move(*state));
-    plaintext = std::move(d->plaintext);
+    plaintext = Decrypted{std::move(d->plaintext), message->identity_key};
     consumed_pre_key = message->pre_key_id;
   }
   if (!plaintext) return plaintext;

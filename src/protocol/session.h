@@ -11,7 +11,6 @@
 #pragma once
 
 #include <optional>
-
 #include <tl/expected.hpp>
 
 #include "crypto/rng.h"
@@ -48,14 +47,23 @@ struct BobParameters {
 };
 [[nodiscard]] tl::expected<SessionState, Error> initialize_bob_session(const BobParameters& params);
 
+// A decrypted message and the identity key that authenticated it: the remote identity of the
+// session state that decrypted it. An archived state may hold an earlier key of the peer (a
+// message sent before the peer re-installed), so this is not always the peer's current key.
+struct Decrypted {
+  crypto::SecretBuffer plaintext;
+  PublicKey identity;
+};
+
 // --- record level -------------------------------------------------------------------------
 [[nodiscard]] tl::expected<CiphertextMessage, Error> encrypt(SessionRecord& record,
                                                              ByteView plaintext);
-// Tries the current state, then archived ones (promoting the one that works).
-[[nodiscard]] tl::expected<crypto::SecretBuffer, Error> decrypt(SessionRecord& record,
-                                                                const SignalMessage& message,
-                                                                crypto::Rng& rng,
-                                                                std::uint64_t now);
+// Tries the current state, then archived ones. An archived state that decrypts is promoted to
+// current (Sesame), unless it was built with another identity key than the current state: a
+// late message from the peer's earlier key must not make us send to that key again.
+[[nodiscard]] tl::expected<Decrypted, Error> decrypt(SessionRecord& record,
+                                                     const SignalMessage& message, crypto::Rng& rng,
+                                                     std::uint64_t now);
 
 // --- store level --------------------------------------------------------------------------
 struct SessionStores {
@@ -77,17 +85,21 @@ struct SessionStores {
                                                              ByteView plaintext,
                                                              SessionStores& stores);
 
-[[nodiscard]] tl::expected<crypto::SecretBuffer, Error> decrypt_signal_message(
-    const Address& remote, ByteView message, SessionStores& stores, crypto::Rng& rng,
-    const Clock& clock);
+[[nodiscard]] tl::expected<Decrypted, Error> decrypt_signal_message(const Address& remote,
+                                                                    ByteView message,
+                                                                    SessionStores& stores,
+                                                                    crypto::Rng& rng,
+                                                                    const Clock& clock);
 
 // X3DH responder: builds the session from the PreKeySignalMessage (unless it was already built
 // from an earlier copy), decrypts, then saves the session and the identity and deletes the
 // one-time prekey it consumed. Nothing is written unless decryption succeeded; the writes go to
 // three stores in turn, so a caller whose store can fail mid-way wraps the call in one store
 // transaction (the client store does).
-[[nodiscard]] tl::expected<crypto::SecretBuffer, Error> decrypt_pre_key_message(
-    const Address& remote, ByteView message, SessionStores& stores, crypto::Rng& rng,
-    const Clock& clock);
+[[nodiscard]] tl::expected<Decrypted, Error> decrypt_pre_key_message(const Address& remote,
+                                                                     ByteView message,
+                                                                     SessionStores& stores,
+                                                                     crypto::Rng& rng,
+                                                                     const Clock& clock);
 
 }  // namespace sotto::protocol

@@ -356,6 +356,8 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
     case svc::Request::kLinkDevice:
       on_link_device(s, r, out);
       break;
+    case svc::Request::kRecover:
+    case svc::Request::kIdentityKey:
     case svc::Request::BODY_NOT_SET:
       fail(out, svc::BAD_REQUEST, "empty request");
       break;

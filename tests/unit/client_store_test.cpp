@@ -544,7 +544,7 @@ TEST_F(ClientStoreTest, ProtocolConversationWithStorePersists) {
                    ? protocol::decrypt_pre_key_message(alice_addr, c.serialized, bs, brng, clock)
                    : protocol::decrypt_signal_message(alice_addr, c.serialized, bs, brng, clock);
       if (!p) return false;
-      text.assign(p->view().begin(), p->view().end());
+      text.assign(p->plaintext.view().begin(), p->plaintext.view().end());
       StoredMessage m{envelope, "alice", "alice", 1, clock.now_seconds() * 1000, text, false};
       return store.add_message(m).has_value() && store.mark_envelope(envelope).has_value();
     });
@@ -568,7 +568,7 @@ TEST_F(ClientStoreTest, ProtocolConversationWithStorePersists) {
     ASSERT_TRUE(r) << to_string(r.error());
     auto p = protocol::decrypt_signal_message(bob_addr, r->serialized, alice, arng, clock);
     ASSERT_TRUE(p) << to_string(p.error());
-    EXPECT_EQ(std::string(p->view().begin(), p->view().end()), reply);
+    EXPECT_EQ(std::string(p->plaintext.view().begin(), p->plaintext.view().end()), reply);
 
     bob.reset();
     bob = reopen("bob");

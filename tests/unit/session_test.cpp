@@ -1,12 +1,13 @@
 // Sotto-to-Sotto sessions: X3DH setup, the ratchet under reordering, loss and replay, the limits,
 // identity changes and state convergence. Interop with the reference is in tests/interop.
+#include "protocol/session.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <random>
 
 #include "protocol/messages.h"
-#include "protocol/session.h"
 #include "util/party.h"
 
 namespace sotto::protocol {
@@ -79,7 +80,8 @@ TEST_F(SessionTest, OutOfOrderAcrossRatchetSteps) {
   ASSERT_EQ(roundtrip(alice, bob, "start"), "start");
   std::vector<CiphertextMessage> held;
   for (int round = 0; round < 4; ++round) {
-    for (int i = 0; i < 5; ++i) held.push_back(*alice.encrypt(bob.address(), "a" + std::to_string(round * 5 + i)));
+    for (int i = 0; i < 5; ++i)
+      held.push_back(*alice.encrypt(bob.address(), "a" + std::to_string(round * 5 + i)));
     ASSERT_EQ(roundtrip(bob, alice, "tick"), "tick");  // a DH ratchet step between batches
   }
   std::mt19937 gen(3);
@@ -141,7 +143,8 @@ TEST_F(SessionTest, ChangedIdentityIsReportedNotAccepted) {
   ASSERT_EQ(roundtrip(alice, bob, "start"), "start");
   Party reinstalled("bob", 1, 999);  // same account, new identity key
   auto s = alice.stores();
-  auto r = process_pre_key_bundle(bob.address(), reinstalled.bundle(true), s, alice.rng, alice.clock);
+  auto r =
+      process_pre_key_bundle(bob.address(), reinstalled.bundle(true), s, alice.rng, alice.clock);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), Error::untrusted_identity);
   // Inbound: the re-installed bob writes first; alice refuses the new identity too.
@@ -153,7 +156,41 @@ TEST_F(SessionTest, ChangedIdentityIsReportedNotAccepted) {
   // Once the user accepts the new key, the session works.
   alice.identities->set_policy(TrustPolicy::always);
   EXPECT_EQ(alice.decrypt(bob.address(), c), "it's me, really");
-  EXPECT_EQ(alice.identities->load_identity(bob.address())->value(), reinstalled.identity.public_key);
+  EXPECT_EQ(alice.identities->load_identity(bob.address())->value(),
+            reinstalled.identity.public_key);
+}
+
+// A message the peer sent before re-installing arrives after the first one from its new key: it
+// still decrypts (with the archived state), it says which key authenticated it, and it does not
+// make the old state current again, so what we send next goes to the new key.
+TEST_F(SessionTest, ALateMessageFromThePeersEarlierKeyDecryptsWithoutRevivingThatKey) {
+  connect(true);
+  ASSERT_EQ(roundtrip(alice, bob, "start"), "start");
+  ASSERT_EQ(roundtrip(bob, alice, "answer"), "answer");
+  auto late = *bob.encrypt(alice.address(), "sent before re-installing");
+
+  Party reinstalled("bob", 1, 999);
+  auto rs = reinstalled.stores();
+  ASSERT_TRUE(process_pre_key_bundle(alice.address(), alice.bundle(true), rs, reinstalled.rng,
+                                     reinstalled.clock));
+  auto fresh = *reinstalled.encrypt(alice.address(), "from my new key");
+  alice.identities->set_policy(TrustPolicy::always);
+  auto as = alice.stores();
+  auto first = decrypt_pre_key_message(bob.address(), fresh.serialized, as, alice.rng, alice.clock);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->identity, reinstalled.identity.public_key);
+
+  ASSERT_EQ(late.type, MessageType::signal);
+  auto old = decrypt_signal_message(bob.address(), late.serialized, as, alice.rng, alice.clock);
+  ASSERT_TRUE(old) << to_string(old.error());
+  EXPECT_EQ(std::string(old->plaintext.view().begin(), old->plaintext.view().end()),
+            "sent before re-installing");
+  EXPECT_EQ(old->identity, bob.identity.public_key);
+
+  auto record = alice.sessions.load_session(bob.address());
+  ASSERT_TRUE(record && record->has_value());
+  EXPECT_EQ((*record)->current().remote_identity, reinstalled.identity.public_key);
+  EXPECT_EQ(roundtrip(alice, reinstalled, "to the new key"), "to the new key");
 }
 
 TEST_F(SessionTest, SimultaneousInitiationConverges) {
@@ -224,7 +261,8 @@ TEST_F(SessionTest, ReplayedInitiationWithSubstitutedIdentityIsRejected) {
                                             parsed->signed_pre_key_id, parsed->base_key,
                                             mallory.identity.public_key, parsed->message);
   bob.identities->set_policy(TrustPolicy::always);  // even a permissive policy must not help
-  EXPECT_EQ(bob.decrypt(alice.address(), {MessageType::pre_key, forged.serialized}).error(), Error::bad_mac);
+  EXPECT_EQ(bob.decrypt(alice.address(), {MessageType::pre_key, forged.serialized}).error(),
+            Error::bad_mac);
   EXPECT_EQ(bob.identities->load_identity(alice.address())->value(), alice.identity.public_key);
   EXPECT_EQ(bob.decrypt(alice.address(), second), "second");
 }

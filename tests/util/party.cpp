@@ -48,7 +48,7 @@ tl::expected<std::string, Error> Party::decrypt(const Address& from, const Ciphe
                ? decrypt_pre_key_message(from, m.serialized, s, rng, clock)
                : decrypt_signal_message(from, m.serialized, s, rng, clock);
   if (!r) return tl::unexpected(r.error());
-  return std::string(r->view().begin(), r->view().end());
+  return std::string(r->plaintext.view().begin(), r->plaintext.view().end());
 }
 
 }  // namespace sotto::testing
