@@ -8,6 +8,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -456,6 +457,26 @@ TEST(Argon2id, DeterministicForSaltAndPassphrase) {
   ASSERT_TRUE(a && b && c);
   EXPECT_TRUE(*a == *b);
   EXPECT_FALSE(*a == *c);
+}
+
+TEST(Argon2id, StoredParameterBoundsAndTheFastTestSetting) {
+  EXPECT_TRUE(argon2_params_in_bounds(1, 8192));
+  EXPECT_TRUE(argon2_params_in_bounds(64, std::uint64_t{4} << 30));
+  EXPECT_FALSE(argon2_params_in_bounds(0, 8192));
+  EXPECT_FALSE(argon2_params_in_bounds(65, 8192));
+  EXPECT_FALSE(argon2_params_in_bounds(1, 8191));
+  EXPECT_FALSE(argon2_params_in_bounds(1, (std::uint64_t{4} << 30) + 1));
+  const Argon2Params moderate = Argon2Params::moderate();
+  EXPECT_TRUE(argon2_params_in_bounds(moderate.ops_limit, moderate.mem_limit));
+  const char* before = std::getenv("SOTTO_TEST_FAST_KDF");
+  const std::string saved = before != nullptr ? before : "";
+  ::setenv("SOTTO_TEST_FAST_KDF", "1", 1);
+  EXPECT_EQ(Argon2Params::for_new_secret().ops_limit, 1u);
+  EXPECT_EQ(Argon2Params::for_new_secret().mem_limit, 64u * 1024);
+  ::unsetenv("SOTTO_TEST_FAST_KDF");
+  EXPECT_EQ(Argon2Params::for_new_secret().ops_limit, moderate.ops_limit);
+  EXPECT_EQ(Argon2Params::for_new_secret().mem_limit, moderate.mem_limit);
+  if (before != nullptr) ::setenv("SOTTO_TEST_FAST_KDF", saved.c_str(), 1);
 }
 
 // Hands out fixed bytes, so that a stream's header is known in advance.
