@@ -19,6 +19,12 @@
 #include "protocol/session_state.h"
 #include "signal.pb.h"
 #include "storage.pb.h"
+#ifdef SOTTO_FUZZ_ACCOUNT_DATA
+#include <sstream>
+
+#include "backup_file_fuzz.h"
+#include "client/backup_file.h"
+#endif
 #ifdef SOTTO_FUZZ_CLIENT_STORE
 #include "crypto/ed25519.h"
 #include "protocol/keys.h"
@@ -415,6 +421,108 @@ void client_records(CorpusWriter& w) {
 }
 #endif
 
+#ifdef SOTTO_FUZZ_ACCOUNT_DATA
+// backup_file_fuzz: genuine backups under the target's fixed passphrase and cheap parameters, and
+// near-valid ones; then "sealed chunks" inputs (backup_file_fuzz.h) with good and bad records.
+void backup_files(CorpusWriter& w) {
+  constexpr std::string_view kTarget = "backup_file_fuzz";
+  namespace fb = fuzz::backup;
+  using client::BackupError;
+  using wire::backup::BackupRecord;
+
+  std::vector<BackupRecord> records(3);
+  auto* account = records[0].mutable_account();
+  account->set_username("alice");
+  account->set_server_host("chat.example.org");
+  account->set_server_port(7443);
+  account->set_server_fingerprint(std::string(64, 'a'));
+  account->set_trust_policy("on-first-use");
+  account->set_created_at(1'800'000'000'000);
+  auto* contact = records[1].mutable_contact();
+  contact->set_username("bob");
+  contact->set_identity_key(std::string(33, '\x05'));
+  contact->set_accepted(true);
+  auto* message = records[2].mutable_message();
+  message->set_id("0011223344556677");
+  message->set_peer("bob");
+  message->set_sender("bob");
+  message->set_sender_device(1);
+  message->set_timestamp(1'800'000'000'123);
+  message->set_body("hello");
+
+  std::uint64_t seed = 8201;
+  const auto backup = [&](std::size_t count, const client::BackupSecret& secret) {
+    crypto::DeterministicRng rng(seed++);
+    std::ostringstream out;
+    auto writer = client::BackupWriter::open(out, secret, rng, fb::kKdf);
+    for (std::size_t i = 0; writer && i < count; ++i) (void)writer->add(records[i]);
+    if (!writer || !writer->finish()) {
+      std::fprintf(stderr, "cannot write a backup seed\n");
+      std::exit(1);
+    }
+    const std::string s = out.str();
+    return Bytes(s.begin(), s.end());
+  };
+  const auto passphrase = client::BackupSecret::passphrase(fb::kPassphrase);
+  w.write(kTarget, "file_empty", backup(0, passphrase));
+  w.write(kTarget, "file_one_record", backup(1, passphrase));
+  const Bytes three = backup(3, passphrase);
+  w.write(kTarget, "file_three_records", three);
+  Bytes trailing = three;
+  trailing.push_back(0);
+  w.write(kTarget, "file_trailing_byte", trailing);
+  w.write(kTarget, "file_cut_short", ByteView(three).first(three.size() - 5));
+  w.write(kTarget, "file_header_only", ByteView(three).first(client::kBackupHeaderSize));
+  Bytes version = three;
+  version[8] = 2;
+  w.write(kTarget, "file_version_2", version);
+  Bytes dear = three;
+  dear[33] = 0x40;  // mem limit 1 GiB: within the format's bounds, above the target's
+  w.write(kTarget, "file_dear_kdf", dear);
+  crypto::DeterministicRng code_rng(8299);
+  w.write(kTarget, "file_recovery_code",
+          backup(1, client::BackupSecret::recovery_code(client::RecoveryCode::generate(code_rng))));
+  w.write(kTarget, "file_wrong_passphrase", backup(1, client::BackupSecret::passphrase("other")));
+
+  // Sealed chunks: a mode byte, then u16 BE lengths and chunk plaintexts.
+  const auto framed = [](const BackupRecord& r) {
+    const std::string body = r.SerializeAsString();
+    Bytes out{static_cast<std::uint8_t>(body.size() >> 24),
+              static_cast<std::uint8_t>(body.size() >> 16),
+              static_cast<std::uint8_t>(body.size() >> 8), static_cast<std::uint8_t>(body.size())};
+    out.insert(out.end(), body.begin(), body.end());
+    return out;
+  };
+  const auto sealed = [](fb::SealMode mode, std::initializer_list<Bytes> chunks) {
+    Bytes out{static_cast<std::uint8_t>(mode)};
+    for (const Bytes& c : chunks) {
+      out.push_back(static_cast<std::uint8_t>(c.size() >> 8));
+      out.push_back(static_cast<std::uint8_t>(c.size()));
+      append(out, c);
+    }
+    return out;
+  };
+  const Bytes all = concat({framed(records[0]), framed(records[1]), framed(records[2])});
+  w.write(kTarget, "sealed_one_chunk", sealed(fb::SealMode::complete, {all}));
+  w.write(
+      kTarget, "sealed_three_chunks",
+      sealed(fb::SealMode::complete, {framed(records[0]), framed(records[1]), framed(records[2])}));
+  w.write(kTarget, "sealed_empty_chunks", sealed(fb::SealMode::complete, {{}, all, {}}));
+  w.write(kTarget, "sealed_no_chunk", sealed(fb::SealMode::complete, {}));
+  w.write(kTarget, "sealed_no_final", sealed(fb::SealMode::no_final, {all, all}));
+  w.write(kTarget, "sealed_trailing", sealed(fb::SealMode::trailing, {all}));
+  w.write(kTarget, "sealed_cut_short", sealed(fb::SealMode::cut_short, {all, all}));
+  Bytes oversized = framed(records[1]);
+  oversized[3] = static_cast<std::uint8_t>(oversized[3] + 1);
+  w.write(kTarget, "sealed_oversized_record", sealed(fb::SealMode::complete, {all, oversized}));
+  Bytes malformed = framed(records[1]);
+  malformed[4] = 0xFF;  // wire type 7
+  w.write(kTarget, "sealed_malformed_record", sealed(fb::SealMode::complete, {malformed}));
+  w.write(kTarget, "sealed_short_length",
+          sealed(fb::SealMode::complete, {concat({all, Bytes{0, 0}})}));
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -433,6 +541,9 @@ int main(int argc, char** argv) {
   decrypt_inputs(w, c);
 #ifdef SOTTO_FUZZ_CLIENT_STORE
   client_records(w);
+#endif
+#ifdef SOTTO_FUZZ_ACCOUNT_DATA
+  backup_files(w);
 #endif
   std::printf("wrote %zu files under %s\n", w.written(), argv[1]);
   return 0;

@@ -12,6 +12,9 @@ enum class Error {
   bad_padding,        // CBC padding invalid after decryption
   invalid_length,     // an input or output length the primitive does not accept
   library_failure,    // libsodium or OpenSSL reported an internal failure
+  stream_truncated,   // a secretstream ended before its final message
+  stream_closed,      // a secretstream message after the final one, or after a failure
+  unexpected_tag,     // an authentic secretstream message with a tag our writers never set
 };
 
 std::string_view to_string(Error e);

@@ -32,6 +32,10 @@ Error from_crypto(crypto::Error e) {
     case crypto::Error::bad_padding: return Error::bad_ciphertext;
     case crypto::Error::invalid_length: return Error::malformed;
     case crypto::Error::library_failure: return Error::store_failure;
+    // No protocol code uses a secretstream; these cannot reach it.
+    case crypto::Error::stream_truncated:
+    case crypto::Error::stream_closed:
+    case crypto::Error::unexpected_tag: return Error::malformed;
   }
   return Error::malformed;
 }

@@ -5,8 +5,10 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
+#include <sodium.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -18,6 +20,7 @@
 #include "crypto/pwhash.h"
 #include "crypto/rng.h"
 #include "crypto/secret.h"
+#include "crypto/secretstream.h"
 #include "crypto/signature.h"
 #include "crypto/x25519.h"
 #include "util/test_util.h"
@@ -454,6 +457,227 @@ TEST(Argon2id, DeterministicForSaltAndPassphrase) {
   ASSERT_TRUE(a && b && c);
   EXPECT_TRUE(*a == *b);
   EXPECT_FALSE(*a == *c);
+}
+
+TEST(Argon2id, StoredParameterBoundsAndTheFastTestSetting) {
+  EXPECT_TRUE(argon2_params_in_bounds(1, 8192));
+  EXPECT_TRUE(argon2_params_in_bounds(64, std::uint64_t{4} << 30));
+  EXPECT_FALSE(argon2_params_in_bounds(0, 8192));
+  EXPECT_FALSE(argon2_params_in_bounds(65, 8192));
+  EXPECT_FALSE(argon2_params_in_bounds(1, 8191));
+  EXPECT_FALSE(argon2_params_in_bounds(1, (std::uint64_t{4} << 30) + 1));
+  const Argon2Params moderate = Argon2Params::moderate();
+  EXPECT_TRUE(argon2_params_in_bounds(moderate.ops_limit, moderate.mem_limit));
+  const char* before = std::getenv("SOTTO_TEST_FAST_KDF");
+  const std::string saved = before != nullptr ? before : "";
+  ::setenv("SOTTO_TEST_FAST_KDF", "1", 1);
+  EXPECT_EQ(Argon2Params::for_new_secret().ops_limit, 1u);
+  EXPECT_EQ(Argon2Params::for_new_secret().mem_limit, 64u * 1024);
+  ::unsetenv("SOTTO_TEST_FAST_KDF");
+  EXPECT_EQ(Argon2Params::for_new_secret().ops_limit, moderate.ops_limit);
+  EXPECT_EQ(Argon2Params::for_new_secret().mem_limit, moderate.mem_limit);
+  if (before != nullptr) ::setenv("SOTTO_TEST_FAST_KDF", saved.c_str(), 1);
+}
+
+// Hands out fixed bytes, so that a stream's header is known in advance.
+class FixedRng final : public Rng {
+ public:
+  explicit FixedRng(ByteView bytes) : bytes_(bytes.begin(), bytes.end()) {}
+  void fill(std::span<std::uint8_t> out) override {
+    ASSERT_LE(out.size(), bytes_.size());
+    std::copy_n(bytes_.begin(), out.size(), out.begin());
+  }
+
+ private:
+  Bytes bytes_;
+};
+
+std::vector<Bytes> push_all(SecretStreamPush& push, const std::vector<std::string>& messages,
+                            ByteView ad, bool last_is_final = true) {
+  std::vector<Bytes> out;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const bool final = last_is_final && i + 1 == messages.size();
+    out.push_back(push.push(as_bytes(messages[i]), ad,
+                            final ? SecretStreamTag::final : SecretStreamTag::message));
+  }
+  return out;
+}
+
+std::string text_of(const SecretBuffer& b) {
+  return std::string(b.view().begin(), b.view().end());
+}
+
+TEST(SecretStream, RoundTripWithTagsAndAssociatedData) {
+  DeterministicRng rng(20);
+  const auto key = rng.secret<32>();
+  SecretStreamPush push(key, rng);
+  const std::vector<std::string> messages = {"first", "", std::string(70000, 'x'), "last"};
+  const auto sealed = push_all(push, messages, as_bytes("header"));
+  EXPECT_TRUE(push.closed());
+  EXPECT_THROW(push.push(as_bytes("more"), {}, SecretStreamTag::message), std::logic_error);
+
+  SecretStreamPull pull(key, push.header());
+  for (std::size_t i = 0; i < sealed.size(); ++i) {
+    EXPECT_EQ(sealed[i].size(), messages[i].size() + kSecretStreamOverhead);
+    auto opened = pull.pull(sealed[i], as_bytes("header"));
+    ASSERT_TRUE(opened) << i;
+    EXPECT_EQ(text_of(opened->first), messages[i]);
+    const SecretStreamTag expected_tag =
+        i + 1 == sealed.size() ? SecretStreamTag::final : SecretStreamTag::message;
+    EXPECT_EQ(opened->second, expected_tag);
+  }
+  EXPECT_TRUE(pull.finish());
+  // Nothing is read after the final message, not even a genuine-looking one.
+  EXPECT_EQ(pull.pull(sealed[0], as_bytes("header")).error(), Error::stream_closed);
+}
+
+// The push side sets its state up with init_pull (so that the header comes from our Rng): it must
+// encrypt exactly as a state from libsodium's own init_push with the same header.
+TEST(SecretStream, PushStateFromAHeaderMatchesLibsodiumInitPush) {
+  DeterministicRng rng(21);
+  const auto key = rng.secret<32>();
+  crypto_secretstream_xchacha20poly1305_state state;
+  SecretStreamHeader header{};
+  ASSERT_EQ(crypto_secretstream_xchacha20poly1305_init_push(&state, header.data(), key.data()), 0);
+  FixedRng fixed(header);
+  SecretStreamPush push(key, fixed);
+  ASSERT_EQ(push.header(), header);
+  for (const std::string msg : {"a", "", "message three", "last"}) {
+    const bool final = msg == "last";
+    Bytes expected(msg.size() + kSecretStreamOverhead);
+    ASSERT_EQ(crypto_secretstream_xchacha20poly1305_push(
+                  &state, expected.data(), nullptr, as_bytes(msg).data(), msg.size(),
+                  as_bytes("ad").data(), 2,
+                  final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+                        : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE),
+              0);
+    EXPECT_EQ(push.push(as_bytes(msg), as_bytes("ad"),
+                        final ? SecretStreamTag::final : SecretStreamTag::message),
+              expected)
+        << msg;
+  }
+  sodium_memzero(&state, sizeof state);
+}
+
+TEST(SecretStream, TamperedMessageOrAssociatedDataFailsAndClosesTheStream) {
+  DeterministicRng rng(22);
+  const auto key = rng.secret<32>();
+  SecretStreamPush push(key, rng);
+  const auto sealed = push_all(push, {"one", "two", "three"}, as_bytes("ad"));
+  for (std::size_t m = 0; m < sealed.size(); ++m) {
+    for (std::size_t bit = 0; bit < sealed[m].size() * 8; ++bit) {
+      SecretStreamPull pull(key, push.header());
+      for (std::size_t i = 0; i < m; ++i) ASSERT_TRUE(pull.pull(sealed[i], as_bytes("ad")));
+      Bytes bad = sealed[m];
+      bad[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
+      ASSERT_EQ(pull.pull(bad, as_bytes("ad")).error(), Error::bad_mac) << m << " " << bit;
+      // The genuine message no longer helps: a failed stream stays failed.
+      EXPECT_EQ(pull.pull(sealed[m], as_bytes("ad")).error(), Error::stream_closed);
+      EXPECT_EQ(pull.finish().error(), Error::bad_mac);
+    }
+  }
+  SecretStreamPull other_ad(key, push.header());
+  EXPECT_EQ(other_ad.pull(sealed[0], as_bytes("aD")).error(), Error::bad_mac);
+  SecretStreamPull wrong_key(rng.secret<32>(), push.header());
+  EXPECT_EQ(wrong_key.pull(sealed[0], as_bytes("ad")).error(), Error::bad_mac);
+  SecretStreamHeader other_header = push.header();
+  other_header[23] ^= 1;
+  SecretStreamPull wrong_header(key, other_header);
+  EXPECT_EQ(wrong_header.pull(sealed[0], as_bytes("ad")).error(), Error::bad_mac);
+}
+
+TEST(SecretStream, TruncationIsDetected) {
+  DeterministicRng rng(23);
+  const auto key = rng.secret<32>();
+  SecretStreamPush push(key, rng);
+  const auto sealed = push_all(push, {"one", "two", "three"}, {});
+  // Cut at a message boundary: every message authenticates, but the final one never came.
+  SecretStreamPull cut(key, push.header());
+  ASSERT_TRUE(cut.pull(sealed[0], {}));
+  ASSERT_TRUE(cut.pull(sealed[1], {}));
+  EXPECT_EQ(cut.finish().error(), Error::stream_truncated);
+  // Cut inside a message.
+  SecretStreamPull inside(key, push.header());
+  const Bytes& last = sealed[2];
+  EXPECT_EQ(inside.pull(sealed[0], {})->second, SecretStreamTag::message);
+  EXPECT_EQ(inside.pull(sealed[1], {})->second, SecretStreamTag::message);
+  EXPECT_EQ(inside.pull(ByteView(last).first(last.size() - 1), {}).error(), Error::bad_mac);
+  SecretStreamPull short_message(key, push.header());
+  EXPECT_EQ(short_message.pull(ByteView(sealed[0]).first(kSecretStreamOverhead - 1), {}).error(),
+            Error::invalid_length);
+  // A caller's buffer of the wrong size is refused before any work.
+  SecretStreamPull wrong_out(key, push.header());
+  Bytes out(2);
+  EXPECT_EQ(wrong_out.pull(sealed[0], {}, out).error(), Error::invalid_length);
+}
+
+TEST(SecretStream, ReorderedDroppedOrRepeatedMessagesFail) {
+  DeterministicRng rng(24);
+  const auto key = rng.secret<32>();
+  SecretStreamPush push(key, rng);
+  const auto sealed = push_all(push, {"one", "two", "three", "four"}, {});
+  const auto fails_at = [&](const std::vector<std::size_t>& order) -> std::size_t {
+    SecretStreamPull pull(key, push.header());
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      if (!pull.pull(sealed[order[i]], {})) return i;
+    }
+    return order.size();
+  };
+  EXPECT_EQ(fails_at({0, 1, 2, 3}), 4u);
+  EXPECT_EQ(fails_at({1, 0, 2, 3}), 0u);  // swapped
+  EXPECT_EQ(fails_at({0, 2, 1, 3}), 1u);  // swapped in the middle
+  EXPECT_EQ(fails_at({0, 2, 3}), 1u);     // dropped
+  EXPECT_EQ(fails_at({0, 0, 1}), 1u);     // repeated
+  EXPECT_EQ(fails_at({0, 1, 3}), 2u);     // the final one moved up
+}
+
+TEST(SecretStream, StreamWithoutFinalTagIsAnError) {
+  DeterministicRng rng(25);
+  const auto key = rng.secret<32>();
+  SecretStreamPush push(key, rng);
+  const auto sealed = push_all(push, {"one", "two"}, {}, /*last_is_final=*/false);
+  EXPECT_FALSE(push.closed());
+  SecretStreamPull pull(key, push.header());
+  for (const Bytes& m : sealed) EXPECT_EQ(pull.pull(m, {})->second, SecretStreamTag::message);
+  EXPECT_FALSE(pull.final_seen());
+  EXPECT_EQ(pull.finish().error(), Error::stream_truncated);
+  SecretStreamPull empty(key, push.header());
+  EXPECT_EQ(empty.finish().error(), Error::stream_truncated);
+}
+
+TEST(SecretStream, TagsOtherThanMessageAndFinalAreRefused) {
+  DeterministicRng rng(26);
+  const auto key = rng.secret<32>();
+  SecretStreamPush push(key, rng);  // only for its header
+  crypto_secretstream_xchacha20poly1305_state state;
+  ASSERT_EQ(
+      crypto_secretstream_xchacha20poly1305_init_pull(&state, push.header().data(), key.data()), 0);
+  Bytes sealed(4 + kSecretStreamOverhead);
+  ASSERT_EQ(crypto_secretstream_xchacha20poly1305_push(
+                &state, sealed.data(), nullptr, as_bytes("push").data(), 4, nullptr, 0,
+                crypto_secretstream_xchacha20poly1305_TAG_PUSH),
+            0);
+  sodium_memzero(&state, sizeof state);
+  SecretStreamPull pull(key, push.header());
+  Bytes out(4, 0xAA);
+  EXPECT_EQ(pull.pull(sealed, {}, out).error(), Error::unexpected_tag);
+  EXPECT_EQ(out, Bytes(4, 0));  // the plaintext was wiped
+  EXPECT_EQ(pull.finish().error(), Error::unexpected_tag);
+}
+
+TEST(SecretStream, MovedFromObjectsAreClosed) {
+  DeterministicRng rng(27);
+  const auto key = rng.secret<32>();
+  SecretStreamPush push(key, rng);
+  SecretStreamPush moved = std::move(push);
+  EXPECT_TRUE(push.closed());  // NOLINT(bugprone-use-after-move): that is the point
+  const Bytes sealed = moved.push(as_bytes("m"), {}, SecretStreamTag::final);
+  SecretStreamPull pull(key, moved.header());
+  SecretStreamPull pull2 = std::move(pull);
+  EXPECT_EQ(pull.pull(sealed, {}).error(),
+            Error::stream_closed);  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(pull2.pull(sealed, {})->second, SecretStreamTag::final);
+  EXPECT_TRUE(pull2.finish());
 }
 
 TEST(SecretMemory, MoveWipesSourceAndPrintsRedacted) {

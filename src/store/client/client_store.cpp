@@ -82,11 +82,6 @@ constexpr std::string_view kKeyCheckPlaintext = "sotto client store key check v1
 constexpr std::size_t kMaxSettingsString = 4096;
 constexpr std::string_view kKdfArgon2id = "argon2id";
 constexpr std::string_view kKdfKeyFile = "keyfile";
-constexpr const char* kFastKdfEnv = "SOTTO_TEST_FAST_KDF";
-// Bounds on stored Argon2id parameters: a damaged meta table must not make open() allocate
-// without limit. libsodium's minimums are 1 pass and 8 KiB.
-constexpr std::uint64_t kMinOpsLimit = 1, kMaxOpsLimit = 64;
-constexpr std::uint64_t kMinMemLimit = 8192, kMaxMemLimit = std::uint64_t{4} << 30;
 constexpr std::size_t kKeySize = 32;
 constexpr std::size_t kPublicKeySize = 32;
 
@@ -124,12 +119,6 @@ std::uint64_t now_ms() {
                       std::chrono::system_clock::now().time_since_epoch())
                       .count();
   return ms > 0 ? static_cast<std::uint64_t>(ms) : 1;
-}
-
-crypto::Argon2Params kdf_params() {
-  const char* fast = std::getenv(kFastKdfEnv);
-  if (fast != nullptr && std::string_view(fast) == "1") return {1, 64 * 1024};
-  return crypto::Argon2Params::moderate();
 }
 
 std::string num(std::uint64_t v) {
@@ -769,7 +758,7 @@ tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::create(
 
   Key key;
   std::array<std::uint8_t, crypto::kArgon2SaltSize> salt{};
-  const crypto::Argon2Params params = kdf_params();
+  const crypto::Argon2Params params = crypto::Argon2Params::for_new_secret();
   crypto::SystemRng rng;
   if (passphrase) {
     rng.fill(salt);
@@ -829,8 +818,9 @@ tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::open(
     if (!salt_bytes) return tl::unexpected(salt_bytes.error());
     if (!ops) return tl::unexpected(ops.error());
     if (!mem) return tl::unexpected(mem.error());
-    if (salt_bytes->size() != crypto::kArgon2SaltSize || *ops < kMinOpsLimit ||
-        *ops > kMaxOpsLimit || *mem < kMinMemLimit || *mem > kMaxMemLimit) {
+    // Bounded: a damaged meta table must not make open() allocate without limit.
+    if (salt_bytes->size() != crypto::kArgon2SaltSize ||
+        !crypto::argon2_params_in_bounds(*ops, *mem)) {
       return tl::unexpected(ClientError::corrupt);
     }
     std::array<std::uint8_t, crypto::kArgon2SaltSize> salt{};
