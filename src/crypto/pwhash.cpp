@@ -30,8 +30,8 @@ tl::expected<Secret<32>, Error> argon2id_derive(
   Secret<32> key;
   // libsodium declares the passphrase pointer non-null, and an empty view may hold nullptr.
   const char* bytes = passphrase.empty() ? "" : passphrase.data();
-  if (crypto_pwhash(key.data(), key.size(), bytes, passphrase.size(), salt.data(),
-                    params.ops_limit, params.mem_limit, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+  if (crypto_pwhash(key.data(), key.size(), bytes, passphrase.size(), salt.data(), params.ops_limit,
+                    params.mem_limit, crypto_pwhash_ALG_ARGON2ID13) != 0) {
     return tl::unexpected(Error::library_failure);
   }
   return key;
