@@ -166,8 +166,8 @@ class BackupWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-// Called with each record once its chunk authenticated; returns false to stop reading (read()
-// then fails with BackupError::stopped).
+// Called with each record once its chunk authenticated (the reference is valid during the call
+// only); returns false to stop reading (read() then fails with BackupError::stopped).
 using BackupRecordHandler = std::function<bool(const wire::backup::BackupRecord&)>;
 // Called after the header and after each chunk: bytes read so far, and the size of the input when
 // it is known (a file, a seekable stream).

@@ -28,8 +28,10 @@ tl::expected<Secret<32>, Error> argon2id_derive(
     Argon2Params params) {
   ensure_sodium_initialized();
   Secret<32> key;
-  if (crypto_pwhash(key.data(), key.size(), passphrase.data(), passphrase.size(), salt.data(),
-                    params.ops_limit, params.mem_limit, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+  // libsodium declares the passphrase pointer non-null, and an empty view may hold nullptr.
+  const char* bytes = passphrase.empty() ? "" : passphrase.data();
+  if (crypto_pwhash(key.data(), key.size(), bytes, passphrase.size(), salt.data(), params.ops_limit,
+                    params.mem_limit, crypto_pwhash_ALG_ARGON2ID13) != 0) {
     return tl::unexpected(Error::library_failure);
   }
   return key;

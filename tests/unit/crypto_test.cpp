@@ -457,6 +457,12 @@ TEST(Argon2id, DeterministicForSaltAndPassphrase) {
   ASSERT_TRUE(a && b && c);
   EXPECT_TRUE(*a == *b);
   EXPECT_FALSE(*a == *c);
+  // An empty passphrase (whose view may hold a null pointer) is a passphrase like any other.
+  auto empty = argon2id_derive(std::string_view(), salt, fast);
+  auto empty_literal = argon2id_derive("", salt, fast);
+  ASSERT_TRUE(empty && empty_literal);
+  EXPECT_TRUE(*empty == *empty_literal);
+  EXPECT_FALSE(*empty == *a);
 }
 
 TEST(Argon2id, StoredParameterBoundsAndTheFastTestSetting) {

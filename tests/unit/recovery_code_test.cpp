@@ -58,7 +58,8 @@ TEST(RecoveryCode, GeneratedCodeIsPinnedAndWellFormed) {
   const RecoveryCode code = RecoveryCode::generate(rng);
   const std::string text = text_of(code);
   EXPECT_EQ(text, "4QVZ-BMOG-3LVN-A4PK-ODYY-EV3O");
-  EXPECT_EQ(to_hex(derive_recovery_auth_key(code).public_key()), "af07ddaac76714a3ebd78724ad50ff689a85aa3f21093eb728728f04160bc633");
+  EXPECT_EQ(to_hex(derive_recovery_auth_key(code).public_key()),
+            "af07ddaac76714a3ebd78724ad50ff689a85aa3f21093eb728728f04160bc633");
 
   crypto::DeterministicRng again(2026);
   EXPECT_TRUE(RecoveryCode::generate(again) == code);
