@@ -1,11 +1,10 @@
 // sotto-server: the Sotto relay. One binary; with only --data it runs on the embedded SQLite
 // store with a self-signed certificate generated on first start.
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-
 #include <sys/stat.h>
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -51,16 +50,24 @@ int main(int argc, char** argv) {
   std::string tls_key;
   std::string log_level;
   bool invite_only = false;
-  app.add_option("--data", data_dir, "Data directory (database, TLS certificate); created if missing")->required();
-  app.add_option("--listen", listen, "TLS WebSocket address, HOST:PORT (default 127.0.0.1:7443; port 0: any free port, printed)");
-  app.add_option("--http", http, "Plain HTTP address for /healthz and /metrics (default 127.0.0.1:7480)");
-  app.add_option("--config", config_file, "TOML config file; flags given here override it")->check(CLI::ExistingFile);
-  app.add_option("--tls-cert", tls_cert, "PEM certificate chain (with --tls-key); default: self-signed under DIR/tls");
+  app.add_option("--data", data_dir,
+                 "Data directory (database, TLS certificate); created if missing")
+      ->required();
+  app.add_option(
+      "--listen", listen,
+      "TLS WebSocket address, HOST:PORT (default 127.0.0.1:7443; port 0: any free port, printed)");
+  app.add_option("--http", http,
+                 "Plain HTTP address for /healthz and /metrics (default 127.0.0.1:7480)");
+  app.add_option("--config", config_file, "TOML config file; flags given here override it")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", tls_cert,
+                 "PEM certificate chain (with --tls-key); default: self-signed under DIR/tls");
   app.add_option("--tls-key", tls_key, "PEM private key for --tls-cert");
   app.add_flag("--invite-only", invite_only, "Require an invite code to register");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (default info)");
   app.footer(
-      "Config file keys (TOML, all optional): listen, http, data, tls_certificate, tls_private_key,\n"
+      "Config file keys (TOML, all optional): listen, http, data, tls_certificate, "
+      "tls_private_key,\n"
       "invite_only, max_message_bytes, max_frame_bytes, max_queue_per_device, message_ttl_days,\n"
       "max_connections, idle_timeout_seconds, io_threads, registrations_per_minute,\n"
       "logins_per_minute, bundle_fetches_per_minute, log_level.");
@@ -69,7 +76,8 @@ int main(int argc, char** argv) {
   std::size_t invite_count = 1;
   std::uint64_t invite_days = 7;
   invite_create->add_option("--count", invite_count, "How many codes")->check(CLI::Range(1, 1000));
-  invite_create->add_option("--days", invite_days, "Days until the codes expire")->check(CLI::Range(1, 365));
+  invite_create->add_option("--days", invite_days, "Days until the codes expire")
+      ->check(CLI::Range(1, 365));
   invite->require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
 
@@ -118,7 +126,8 @@ int main(int argc, char** argv) {
   server::Server server(config, **store, metrics, crypto::system_rng(), wall_ms);
 
   if (invite->parsed()) {
-    for (const auto& code : server.create_invites(invite_count, invite_days)) std::cout << code << "\n";
+    for (const auto& code : server.create_invites(invite_count, invite_days))
+      std::cout << code << "\n";
     return 0;
   }
 
@@ -148,7 +157,8 @@ int main(int argc, char** argv) {
   http_options.port = config.http.port;
   net::HttpServer http_server(http_options, [&](std::string_view path) {
     if (path == "/healthz") return net::HttpResponse{200, "text/plain", "ok\n"};
-    if (path == "/metrics") return net::HttpResponse{200, "text/plain; version=0.0.4", metrics.render()};
+    if (path == "/metrics")
+      return net::HttpResponse{200, "text/plain; version=0.0.4", metrics.render()};
     return net::HttpResponse{404, "text/plain", "not found\n"};
   });
   try {

@@ -52,17 +52,17 @@ TEST(Config, ErrorsNameTheKey) {
     const char* text;
     const char* expect;
   };
-  for (const Case& t : {Case{"lisen = \"x:1\"", "unknown config key 'lisen'"},
-                        Case{"max_queue_per_device = 0", "'max_queue_per_device'"},
-                        Case{"max_queue_per_device = \"many\"", "'max_queue_per_device'"},
-                        Case{"invite_only = 1", "'invite_only'"},
-                        Case{"listen = \"nohost\"", "'listen'"},
-                        Case{"log_level = \"loud\"", "'log_level'"},
-                        Case{"message_ttl_days = 1000", "'message_ttl_days'"},
-                        Case{"listen = [", "config syntax error"},
-                        // found by fuzz/server_config_fuzz: toml++ misbehaves on this byte pair
-                        Case{"\xc2\xa4", "config must be ASCII"},
-                        Case{"# caf\xc3\xa9\nlisten = \":1\"", "line 1"}}) {
+  for (const Case& t :
+       {Case{"lisen = \"x:1\"", "unknown config key 'lisen'"},
+        Case{"max_queue_per_device = 0", "'max_queue_per_device'"},
+        Case{"max_queue_per_device = \"many\"", "'max_queue_per_device'"},
+        Case{"invite_only = 1", "'invite_only'"}, Case{"listen = \"nohost\"", "'listen'"},
+        Case{"log_level = \"loud\"", "'log_level'"},
+        Case{"message_ttl_days = 1000", "'message_ttl_days'"},
+        Case{"listen = [", "config syntax error"},
+        // found by fuzz/server_config_fuzz: toml++ misbehaves on this byte pair
+        Case{"\xc2\xa4", "config must be ASCII"},
+        Case{"# caf\xc3\xa9\nlisten = \":1\"", "line 1"}}) {
     auto c = apply_toml_text(ServerConfig{}, t.text);
     ASSERT_FALSE(c) << t.text;
     EXPECT_NE(c.error().find(t.expect), std::string::npos) << c.error();
@@ -75,7 +75,8 @@ TEST(Username, NormalisesAndValidates) {
   EXPECT_EQ(normalize_username("Alice"), "alice");
   EXPECT_EQ(normalize_username("bob_2.x-y"), "bob_2.x-y");
   EXPECT_EQ(normalize_username(std::string(32, 'a')), std::string(32, 'a'));
-  for (const std::string& bad : std::vector<std::string>{"ab", std::string(33, 'a'), "a b", "_alice", "al!ce", "ålice", ""}) {
+  for (const std::string& bad : std::vector<std::string>{"ab", std::string(33, 'a'), "a b",
+                                                         "_alice", "al!ce", "ålice", ""}) {
     EXPECT_FALSE(normalize_username(bad)) << bad;
   }
 }
