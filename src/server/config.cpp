@@ -97,7 +97,8 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
                                                "logins_per_minute",
                                                "bundle_fetches_per_minute",
                                                "log_level",
-                                               "data"};
+                                               "data",
+                                               "tls_next_key"};
   for (const auto& [key, value] : t) {
     (void)value;
     if (!kKnown.contains(std::string(key.str()))) {
@@ -124,6 +125,9 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
   s.clear();
   if (auto r = read_string(t, "tls_private_key", s); !r) return tl::unexpected(r.error());
   if (!s.empty()) c.tls_private_key = s;
+  s.clear();
+  if (auto r = read_string(t, "tls_next_key", s); !r) return tl::unexpected(r.error());
+  if (!s.empty()) c.tls_next_key = s;
   if (const auto* node = t.get("invite_only")) {
     const auto* b = node->as_boolean();
     if (b == nullptr) return tl::unexpected(std::string("'invite_only' must be true or false"));

@@ -25,6 +25,9 @@ struct ServerConfig {
   Endpoint http{"127.0.0.1", 7480};       // /healthz and /metrics, loopback by default
   std::filesystem::path tls_certificate;  // both empty: self-signed under data_dir/tls
   std::filesystem::path tls_private_key;
+  // The next TLS key (a PEM certificate, public or private key), announced to every device after
+  // its login; empty: DIR/tls/next-cert.pem when the self-signed identity is in use.
+  std::filesystem::path tls_next_key;
   bool invite_only = false;
   std::size_t max_message_bytes = 256 * 1024;  // one ciphertext
   std::size_t max_frame_bytes = 2 * 1024 * 1024;

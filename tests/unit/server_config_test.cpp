@@ -36,6 +36,8 @@ invite_only = true
 max_queue_per_device = 500
 message_ttl_days = 7
 log_level = "warn"
+data = "/srv/sotto"
+tls_next_key = "/srv/sotto/next.pem"
 )");
   ASSERT_TRUE(c) << c.error();
   EXPECT_EQ(c->listen.host, "0.0.0.0");
@@ -45,6 +47,8 @@ log_level = "warn"
   EXPECT_EQ(c->max_queue_per_device, 500u);
   EXPECT_EQ(c->message_ttl_days, 7u);
   EXPECT_EQ(c->log_level, "warn");
+  EXPECT_EQ(c->data_dir, "/srv/sotto");
+  EXPECT_EQ(c->tls_next_key, "/srv/sotto/next.pem");
 }
 
 TEST(Config, ErrorsNameTheKey) {
@@ -57,8 +61,8 @@ TEST(Config, ErrorsNameTheKey) {
         Case{"max_queue_per_device = 0", "'max_queue_per_device'"},
         Case{"max_queue_per_device = \"many\"", "'max_queue_per_device'"},
         Case{"invite_only = 1", "'invite_only'"}, Case{"listen = \"nohost\"", "'listen'"},
-        Case{"log_level = \"loud\"", "'log_level'"},
-        Case{"message_ttl_days = 1000", "'message_ttl_days'"},
+        Case{"log_level = \"loud\"", "'log_level'"}, Case{"tls_next_key = 7", "'tls_next_key'"},
+        Case{"data = false", "'data'"}, Case{"message_ttl_days = 1000", "'message_ttl_days'"},
         Case{"listen = [", "config syntax error"},
         // found by fuzz/server_config_fuzz: toml++ misbehaves on this byte pair
         Case{"\xc2\xa4", "config must be ASCII"},
