@@ -1,11 +1,12 @@
 // sotto-server: the Sotto relay. One binary; with only --data it runs on the embedded SQLite
-// store with a self-signed certificate generated on first start.
-#include <CLI/CLI.hpp>
+// store with a self-signed certificate generated on first start. `sotto-server key` rotates that
+// certificate's key; SIGHUP makes the running server load its TLS identity (and the next key it
+// announces) again.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-
 #include <sys/stat.h>
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -14,6 +15,7 @@
 
 #include "crypto/rng.h"
 #include "net/http_server.h"
+#include "net/server_key.h"
 #include "net/tls.h"
 #include "net/ws_server.h"
 #include "server/config.h"
@@ -36,6 +38,107 @@ int fail(const std::string& message) {
   return 1;
 }
 
+bool operator_certificate(const server::ServerConfig& config) {
+  return !config.tls_certificate.empty() && !config.tls_private_key.empty();
+}
+
+// What the server presents and what it announces: the current identity, and the next key with
+// the current key's signature over it while the operator rotates.
+struct TlsSetup {
+  net::TlsIdentity current;
+  std::optional<server::NextServerKey> next;
+  std::string next_fingerprint;  // empty without a next key
+};
+
+// Loads the TLS setup from the config (--tls-cert, --tls-key, tls_next_key) or the data directory
+// (DIR/tls: cert.pem, key.pem, next-cert.pem). At start the data directory's identity is made when
+// there is none (`create`); a reload only loads. The error text is for the operator.
+tl::expected<TlsSetup, std::string> load_tls(const server::ServerConfig& config, bool create) {
+  const bool provided = operator_certificate(config);
+  const auto tls_dir = config.data_dir / "tls";
+  auto current = provided ? net::load_identity(config.tls_certificate, config.tls_private_key)
+                 : create ? net::load_or_create_identity(config.data_dir)
+                          : net::load_identity(tls_dir / "cert.pem", tls_dir / "key.pem");
+  if (!current) {
+    return tl::unexpected(std::string(provided ? "cannot load the TLS certificate and key given"
+                                               : "cannot load (or create) the TLS certificate "
+                                                 "and key under DIR/tls") +
+                          (current.error() == net::TlsError::bad_certificate
+                               ? ": unreadable, or the key is not the certificate's"
+                               : ""));
+  }
+  TlsSetup out{std::move(*current), std::nullopt, {}};
+  std::optional<Bytes> next;
+  if (!config.tls_next_key.empty()) {
+    auto key = net::load_public_key(config.tls_next_key);
+    if (!key) {
+      return tl::unexpected("tls_next_key: no certificate or key in " +
+                            config.tls_next_key.string());
+    }
+    next = std::move(*key);
+  } else if (!provided) {
+    auto identity = net::load_next_identity(config.data_dir);
+    if (!identity) {
+      return tl::unexpected(
+          std::string("cannot load the next TLS key (DIR/tls/next-cert.pem and next-key.pem)"));
+    }
+    if (*identity) next = (*identity)->public_key;
+  }
+  // After an activation a next key that is the current one has nothing left to announce.
+  if (next && *next != out.current.public_key) {
+    auto signature = net::sign_next_key(out.current, *next);
+    if (!signature) {
+      return tl::unexpected("cannot announce the next TLS key: " +
+                            std::string(net::to_string(signature.error())));
+    }
+    out.next_fingerprint = net::key_fingerprint(*next);
+    out.next = server::NextServerKey{std::move(*next), std::move(*signature)};
+  }
+  return out;
+}
+
+// sotto-server key rotate | activate | show: one operator command on DIR/tls.
+int run_key_command(const server::ServerConfig& config, const std::string& command) {
+  if (command == "show") {
+    auto setup = load_tls(config, false);
+    if (!setup) return fail(setup.error());
+    std::printf("fingerprint: %s\nnext fingerprint: %s\n", setup->current.key_fingerprint.c_str(),
+                setup->next ? setup->next_fingerprint.c_str() : "none");
+    return 0;
+  }
+  if (operator_certificate(config)) {
+    return fail(
+        "the server uses --tls-cert and --tls-key: name its next key with tls_next_key "
+        "(--tls-next-key); `key " +
+        command + "` manages the self-signed key under DIR/tls only");
+  }
+  if (command == "rotate") {
+    auto next = net::create_next_identity(config.data_dir);
+    if (!next) {
+      return fail(next.error() == net::TlsError::already_exists
+                      ? "a next key is waiting already (`sotto-server key show`); activate it "
+                        "first"
+                      : "cannot create the next TLS key under DIR/tls");
+    }
+    std::printf("next fingerprint: %s\n", next->key_fingerprint.c_str());
+    std::fprintf(stderr,
+                 "Send SIGHUP to the running server: every device is told of the next key at its "
+                 "next login. Then `sotto-server key activate` and SIGHUP again.\n");
+    return 0;
+  }
+  auto active = net::activate_next_identity(config.data_dir);
+  if (!active) {
+    return fail(active.error() == net::TlsError::not_found
+                    ? "no next key to activate: `sotto-server key rotate` first"
+                    : "cannot activate the next TLS key: DIR/tls needs the operator's eyes");
+  }
+  std::printf("fingerprint: %s\n", active->key_fingerprint.c_str());
+  std::fprintf(stderr,
+               "The old pair is kept as DIR/tls/previous-*.pem. Send SIGHUP to the running "
+               "server: new connections present the new key.\n");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -49,29 +152,66 @@ int main(int argc, char** argv) {
   std::string config_file;
   std::string tls_cert;
   std::string tls_key;
+  std::string tls_next_key;
   std::string log_level;
   bool invite_only = false;
-  app.add_option("--data", data_dir, "Data directory (database, TLS certificate); created if missing")->required();
-  app.add_option("--listen", listen, "TLS WebSocket address, HOST:PORT (default 127.0.0.1:7443; port 0: any free port, printed)");
-  app.add_option("--http", http, "Plain HTTP address for /healthz and /metrics (default 127.0.0.1:7480)");
-  app.add_option("--config", config_file, "TOML config file; flags given here override it")->check(CLI::ExistingFile);
-  app.add_option("--tls-cert", tls_cert, "PEM certificate chain (with --tls-key); default: self-signed under DIR/tls");
+  // Options may follow a subcommand too: `sotto-server key rotate --data DIR`.
+  app.fallthrough();
+  app.add_option("--data", data_dir,
+                 "Data directory (database, TLS certificate); created if missing. Required "
+                 "unless the config file gives `data`");
+  app.add_option(
+      "--listen", listen,
+      "TLS WebSocket address, HOST:PORT (default 127.0.0.1:7443; port 0: any free port, printed)");
+  app.add_option("--http", http,
+                 "Plain HTTP address for /healthz and /metrics (default 127.0.0.1:7480)");
+  app.add_option("--config", config_file, "TOML config file; flags given here override it")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", tls_cert,
+                 "PEM certificate chain (with --tls-key); default: self-signed under DIR/tls");
   app.add_option("--tls-key", tls_key, "PEM private key for --tls-cert");
+  app.add_option("--tls-next-key", tls_next_key,
+                 "PEM certificate or key of the next TLS key, announced to every device after "
+                 "its login (signed by the current key) until it is the current one");
   app.add_flag("--invite-only", invite_only, "Require an invite code to register");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (default info)");
   app.footer(
-      "Config file keys (TOML, all optional): listen, http, data, tls_certificate, tls_private_key,\n"
+      "Config file keys (TOML, all optional): listen, http, data, tls_certificate, "
+      "tls_private_key,\n"
       "invite_only, max_message_bytes, max_frame_bytes, max_queue_per_device, message_ttl_days,\n"
       "max_connections, idle_timeout_seconds, io_threads, registrations_per_minute,\n"
-      "logins_per_minute, bundle_fetches_per_minute, log_level.");
+      "logins_per_minute, bundle_fetches_per_minute, log_level, tls_next_key.\n"
+      "SIGHUP: load the TLS certificate and key (and the next key) again, without dropping\n"
+      "connections; the rest of the configuration is read at start only.");
   auto* invite = app.add_subcommand("invite", "Manage invite codes (for invite-only registration)");
   auto* invite_create = invite->add_subcommand("create", "Create invite codes and print them");
   std::size_t invite_count = 1;
   std::uint64_t invite_days = 7;
   invite_create->add_option("--count", invite_count, "How many codes")->check(CLI::Range(1, 1000));
-  invite_create->add_option("--days", invite_days, "Days until the codes expire")->check(CLI::Range(1, 365));
+  invite_create->add_option("--days", invite_days, "Days until the codes expire")
+      ->check(CLI::Range(1, 365));
   invite->require_subcommand(1);
+  auto* key = app.add_subcommand(
+      "key", "Rotate the self-signed TLS key under DIR/tls (clients follow without re-pinning)");
+  key->add_subcommand("rotate",
+                      "Make the next key (DIR/tls/next-*.pem) and print its fingerprint; the "
+                      "server announces it after SIGHUP");
+  key->add_subcommand("activate",
+                      "Make the next key the current one (the old pair stays as previous-*.pem) "
+                      "and print its fingerprint; new connections present it after SIGHUP");
+  key->add_subcommand("show", "Print the current and the next key's fingerprints");
+  key->require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
+
+  // Signals are for this thread alone: blocked before any other thread starts (the store's
+  // writers, the I/O threads), which inherit the mask, and taken by sigtimedwait below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
 
   server::ServerConfig config;
   if (!config_file.empty()) {
@@ -79,7 +219,10 @@ int main(int argc, char** argv) {
     if (!c) return fail(c.error());
     config = *c;
   }
-  config.data_dir = data_dir;
+  if (!data_dir.empty()) config.data_dir = data_dir;
+  if (config.data_dir.empty()) {
+    return fail("no data directory: give --data DIR, or `data` in the --config file");
+  }
   if (!listen.empty()) {
     auto e = server::parse_endpoint(listen);
     if (!e) return fail("--listen: " + e.error());
@@ -92,6 +235,7 @@ int main(int argc, char** argv) {
   }
   if (!tls_cert.empty()) config.tls_certificate = tls_cert;
   if (!tls_key.empty()) config.tls_private_key = tls_key;
+  if (!tls_next_key.empty()) config.tls_next_key = tls_next_key;
   if (invite_only) config.invite_only = true;
   if (!log_level.empty()) config.log_level = log_level;
 
@@ -101,6 +245,8 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 
   umask(077);  // the database and keys are for this user only
+  if (key->parsed()) return run_key_command(config, key->get_subcommands().front()->get_name());
+
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) return fail("cannot create data directory: " + ec.message());
@@ -118,22 +264,14 @@ int main(int argc, char** argv) {
   server::Server server(config, **store, metrics, crypto::system_rng(), wall_ms);
 
   if (invite->parsed()) {
-    for (const auto& code : server.create_invites(invite_count, invite_days)) std::cout << code << "\n";
+    for (const auto& code : server.create_invites(invite_count, invite_days))
+      std::cout << code << "\n";
     return 0;
   }
 
-  auto identity = (config.tls_certificate.empty() || config.tls_private_key.empty())
-                      ? net::load_or_create_identity(config.data_dir)
-                      : net::load_identity(config.tls_certificate, config.tls_private_key);
-  if (!identity) return fail("cannot load or create the TLS certificate");
-
-  // Handle SIGTERM/SIGINT in this thread only: block them before any other thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  auto tls = load_tls(config, true);
+  if (!tls) return fail(tls.error());
+  server.announce_next_key(tls->next);
 
   net::ServerOptions ws_options;
   ws_options.address = config.listen.host;
@@ -142,13 +280,14 @@ int main(int argc, char** argv) {
   ws_options.max_connections = config.max_connections;
   ws_options.idle_timeout = std::chrono::seconds(config.idle_timeout_seconds);
   ws_options.threads = config.io_threads;
-  net::WsServer ws(*identity, ws_options, server);
+  net::WsServer ws(tls->current, ws_options, server);
   net::HttpOptions http_options;
   http_options.address = config.http.host;
   http_options.port = config.http.port;
   net::HttpServer http_server(http_options, [&](std::string_view path) {
     if (path == "/healthz") return net::HttpResponse{200, "text/plain", "ok\n"};
-    if (path == "/metrics") return net::HttpResponse{200, "text/plain; version=0.0.4", metrics.render()};
+    if (path == "/metrics")
+      return net::HttpResponse{200, "text/plain; version=0.0.4", metrics.render()};
     return net::HttpResponse{404, "text/plain", "not found\n"};
   });
   try {
@@ -157,17 +296,45 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return fail(e.what());
   }
-  std::printf("fingerprint: %s\nlistening on %s:%u\nhttp on %s:%u\n", identity->fingerprint.c_str(),
-              config.listen.host.c_str(), ws.port(), config.http.host.c_str(), http_server.port());
+  // Clients pin the key's fingerprint; tests and tools read this line.
+  std::printf("fingerprint: %s\n", tls->current.key_fingerprint.c_str());
+  if (tls->next) std::printf("next fingerprint: %s\n", tls->next_fingerprint.c_str());
+  std::printf("listening on %s:%u\nhttp on %s:%u\n", config.listen.host.c_str(), ws.port(),
+              config.http.host.c_str(), http_server.port());
   std::fflush(stdout);
-  spdlog::info("event=start listen={}:{} http={}:{} invite_only={}", config.listen.host, ws.port(),
-               config.http.host, http_server.port(), config.invite_only);
+  spdlog::info(
+      "event=start listen={}:{} http={}:{} invite_only={} fingerprint={} "
+      "certificate_fingerprint={} next={}",
+      config.listen.host, ws.port(), config.http.host, http_server.port(), config.invite_only,
+      tls->current.key_fingerprint, tls->current.fingerprint,
+      tls->next ? tls->next_fingerprint : "none");
 
   int seconds = 0;
   for (;;) {
     timespec tick{1, 0};
     const int sig = sigtimedwait(&signals, nullptr, &tick);
     if (sig == SIGTERM || sig == SIGINT) break;
+    if (sig == SIGHUP) {
+      // A reload that fails keeps everything as it was: identity and announcement.
+      auto reloaded = load_tls(config, false);
+      if (!reloaded) {
+        spdlog::error("event=reload result=error reason=\"{}\" (the previous TLS identity stays)",
+                      reloaded.error());
+        continue;
+      }
+      try {
+        ws.set_identity(reloaded->current);
+      } catch (const std::exception& e) {
+        spdlog::error("event=reload result=error reason=\"{}\" (the previous TLS identity stays)",
+                      e.what());
+        continue;
+      }
+      server.announce_next_key(reloaded->next);
+      spdlog::info("event=reload result=ok fingerprint={} next={}",
+                   reloaded->current.key_fingerprint,
+                   reloaded->next ? reloaded->next_fingerprint : "none");
+      continue;
+    }
     if (++seconds % 60 == 0) server.maintenance();
   }
   spdlog::info("event=shutdown phase=begin");

@@ -174,6 +174,16 @@ bool set_random_serial(X509* cert) {
   return bn && BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert)) != nullptr;
 }
 
+// Sets the identity's fingerprints and public key from its certificate; false if it cannot be
+// encoded.
+bool fill_fingerprints(TlsIdentity& id, X509* certificate) {
+  id.fingerprint = detail::fingerprint_of(certificate);
+  id.public_key = detail::public_key_of(certificate);
+  if (id.fingerprint.empty() || id.public_key.empty()) return false;
+  id.key_fingerprint = key_fingerprint(id.public_key);
+  return true;
+}
+
 // A self-signed X.509 v3 server certificate over a fresh P-256 key (the most widely supported
 // TLS 1.3 signature algorithm), valid for ten years.
 tl::expected<TlsIdentity, TlsError> generate_identity(const std::string& common_name) {
@@ -217,8 +227,8 @@ tl::expected<TlsIdentity, TlsError> generate_identity(const std::string& common_
   TlsIdentity id;
   id.certificate_pem = bio_contents(cert_bio.get());
   id.private_key_pem = bio_contents(key_bio.get());
-  id.fingerprint = detail::fingerprint_of(cert.get());
-  if (id.certificate_pem.empty() || id.private_key_pem.empty() || id.fingerprint.empty()) {
+  if (id.certificate_pem.empty() || id.private_key_pem.empty() ||
+      !fill_fingerprints(id, cert.get())) {
     return fail(TlsError::generation_failed);
   }
   return id;
@@ -257,6 +267,23 @@ std::string fingerprint_of(X509* certificate) {
   if (i2d_X509(certificate, &p) != len) return {};
   const crypto::Sha256Digest digest = crypto::sha256({ByteView(der)});
   return to_hex(digest);
+}
+
+Bytes public_key_of(X509* certificate) {
+  if (certificate == nullptr) return {};
+  // The certificate's own encoding of its key, byte for byte: what a client sees and hashes.
+  X509_PUBKEY* key = X509_get_X509_PUBKEY(certificate);
+  const int len = key != nullptr ? i2d_X509_PUBKEY(key, nullptr) : 0;
+  if (len <= 0) return {};
+  Bytes der(static_cast<std::size_t>(len));
+  unsigned char* p = der.data();
+  if (i2d_X509_PUBKEY(key, &p) != len) return {};
+  return der;
+}
+
+std::string key_fingerprint_of(X509* certificate) {
+  const Bytes der = public_key_of(certificate);
+  return der.empty() ? std::string() : key_fingerprint(der);
 }
 
 std::string normalize_fingerprint(std::string_view text) {
@@ -361,6 +388,35 @@ tl::expected<std::string, TlsError> fingerprint_of_pem(const std::string& pem) {
   return fp;
 }
 
+std::string key_fingerprint(ByteView public_key_der) {
+  return to_hex(crypto::sha256({public_key_der}));
+}
+
+tl::expected<Bytes, TlsError> load_public_key(const fs::path& pem_file) {
+  auto pem = read_file(pem_file);
+  if (!pem) return tl::unexpected(pem.error());
+  Bytes der;
+  if (X509Ptr cert = parse_first_certificate(*pem)) {
+    der = detail::public_key_of(cert.get());
+  } else {
+    PkeyPtr key;
+    if (BioPtr bio = memory_bio(*pem)) {
+      key.reset(PEM_read_bio_PUBKEY(bio.get(), nullptr, no_passphrase, nullptr));
+    }
+    if (!key) key = parse_private_key(*pem);
+    const int len = key ? i2d_PUBKEY(key.get(), nullptr) : 0;
+    if (len > 0) {
+      der.resize(static_cast<std::size_t>(len));
+      unsigned char* p = der.data();
+      if (i2d_PUBKEY(key.get(), &p) != len) der.clear();
+    }
+  }
+  OPENSSL_cleanse(pem->data(), pem->size());  // it may have held a private key
+  if (der.empty()) return fail(TlsError::bad_certificate);
+  ERR_clear_error();
+  return der;
+}
+
 tl::expected<TlsIdentity, TlsError> load_identity(const fs::path& cert, const fs::path& key) {
   auto cert_pem = read_file(cert);
   if (!cert_pem) return tl::unexpected(cert_pem.error());
@@ -374,8 +430,7 @@ tl::expected<TlsIdentity, TlsError> load_identity(const fs::path& cert, const fs
     return fail(TlsError::bad_certificate);
   }
   TlsIdentity id;
-  id.fingerprint = detail::fingerprint_of(leaf.get());
-  if (id.fingerprint.empty()) {
+  if (!fill_fingerprints(id, leaf.get())) {
     OPENSSL_cleanse(key_pem->data(), key_pem->size());
     return fail(TlsError::bad_certificate);
   }
@@ -413,6 +468,98 @@ tl::expected<TlsIdentity, TlsError> load_or_create_identity(const fs::path& data
   }
   sync_directory(dir);
   return id;
+}
+
+namespace {
+
+struct TlsPaths {
+  explicit TlsPaths(const fs::path& data_dir)
+      : dir(data_dir / "tls"),
+        cert(dir / "cert.pem"),
+        key(dir / "key.pem"),
+        next_cert(dir / "next-cert.pem"),
+        next_key(dir / "next-key.pem"),
+        previous_cert(dir / "previous-cert.pem"),
+        previous_key(dir / "previous-key.pem") {}
+  fs::path dir, cert, key, next_cert, next_key, previous_cert, previous_key;
+};
+
+// Keys first: a crash between the two leaves a key without its certificate, which is never
+// shown to anyone.
+bool write_pair(const fs::path& key_path, const std::string& key_pem, const fs::path& cert_path,
+                const std::string& cert_pem) {
+  return write_file_atomically(key_path, key_pem, 0600) &&
+         write_file_atomically(cert_path, cert_pem, 0644);
+}
+
+}  // namespace
+
+tl::expected<std::optional<TlsIdentity>, TlsError> load_next_identity(const fs::path& data_dir) {
+  const TlsPaths paths(data_dir);
+  std::error_code ec;
+  // The certificate names the pair: a key alone is what an interrupted `key rotate` left.
+  if (!fs::exists(paths.next_cert, ec)) {
+    if (ec) return fail(TlsError::io);
+    return std::optional<TlsIdentity>();
+  }
+  auto next = load_identity(paths.next_cert, paths.next_key);
+  if (!next) return tl::unexpected(next.error());
+  return std::optional<TlsIdentity>(std::move(*next));
+}
+
+tl::expected<TlsIdentity, TlsError> create_next_identity(const fs::path& data_dir,
+                                                         const std::string& common_name) {
+  const TlsPaths paths(data_dir);
+  std::error_code ec;
+  if (fs::exists(paths.next_cert, ec)) return fail(TlsError::already_exists);
+  if (ec) return fail(TlsError::io);
+  fs::create_directories(paths.dir, ec);
+  if (ec) return fail(TlsError::io);
+  fs::permissions(paths.dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  if (ec) return fail(TlsError::io);
+  auto id = generate_identity(common_name);
+  if (!id) return id;
+  if (!write_pair(paths.next_key, id->private_key_pem, paths.next_cert, id->certificate_pem)) {
+    return fail(TlsError::io);
+  }
+  sync_directory(paths.dir);
+  return id;
+}
+
+tl::expected<TlsIdentity, TlsError> activate_next_identity(const fs::path& data_dir) {
+  const TlsPaths paths(data_dir);
+  auto next = load_next_identity(data_dir);
+  if (!next) return tl::unexpected(next.error());
+  if (!*next) return fail(TlsError::not_found);
+  TlsIdentity& incoming = **next;
+
+  auto current = load_identity(paths.cert, paths.key);
+  const bool done_already = current && current->certificate_pem == incoming.certificate_pem;
+  if (!done_already) {
+    if (current) {
+      if (!write_pair(paths.previous_key, current->private_key_pem, paths.previous_cert,
+                      current->certificate_pem)) {
+        return fail(TlsError::io);
+      }
+    } else {
+      // Not a pair: usable only if an earlier activation stopped between key.pem and cert.pem
+      // (it kept the previous pair already). Anything else is for the operator to look at.
+      auto key_pem = read_file(paths.key);
+      const bool interrupted = key_pem && *key_pem == incoming.private_key_pem;
+      if (key_pem) OPENSSL_cleanse(key_pem->data(), key_pem->size());
+      if (!interrupted) return tl::unexpected(current.error());
+    }
+    if (!write_pair(paths.key, incoming.private_key_pem, paths.cert, incoming.certificate_pem)) {
+      return fail(TlsError::io);
+    }
+  }
+  std::error_code ec;
+  fs::remove(paths.next_cert, ec);  // the certificate first: without it the key is ignored
+  if (ec) return fail(TlsError::io);
+  fs::remove(paths.next_key, ec);
+  if (ec) return fail(TlsError::io);
+  sync_directory(paths.dir);
+  return std::move(incoming);
 }
 
 }  // namespace sotto::net

@@ -55,6 +55,11 @@ void delay_acks(int fd) noexcept;
 // encoded.
 std::string fingerprint_of(X509* certificate);
 
+// The certificate's DER SubjectPublicKeyInfo as it encodes it; empty if it cannot be encoded.
+Bytes public_key_of(X509* certificate);
+// SHA-256 of that, 64 lower-case hex digits (what clients pin); empty if it cannot be encoded.
+std::string key_fingerprint_of(X509* certificate);
+
 // Lower-case hex with any ':' separators removed, so "AB:CD:..." pins the same as "abcd...".
 std::string normalize_fingerprint(std::string_view text);
 

@@ -116,6 +116,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   }
 
   const std::string& observed_fingerprint() const { return observed_; }  // after connect()
+  const std::string& observed_certificate_fingerprint() const { return observed_certificate_; }
+  const Bytes& peer_public_key() const { return peer_public_key_; }
   bool resumed() const { return resumed_; }                              // after connect()
   std::optional<std::array<std::uint8_t, 32>> channel_binding() const {  // after connect()
     if (!has_binding_) return std::nullopt;
@@ -245,12 +247,20 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void on_tls_handshake(error_code ec) {
     if (timed_out_) return fail(ClientError::timeout);
     if (ec) return fail(ClientError::tls_failed);
-    observed_ = detail::fingerprint_of(SSL_get0_peer_certificate(ws_.next_layer().native_handle()));
-    if (observed_.empty()) return fail(ClientError::tls_failed);
-    if (!options_.fingerprint.empty() &&
-        detail::normalize_fingerprint(options_.fingerprint) != observed_) {
-      if (options_.session) options_.session->clear();
-      return fail(ClientError::fingerprint_mismatch);
+    // A resumed session carries the certificate of the full handshake it came from (which was
+    // checked then), and is checked against the pin again here all the same.
+    X509* peer = SSL_get0_peer_certificate(ws_.next_layer().native_handle());
+    peer_public_key_ = detail::public_key_of(peer);
+    observed_certificate_ = detail::fingerprint_of(peer);
+    if (peer_public_key_.empty() || observed_certificate_.empty())
+      return fail(ClientError::tls_failed);
+    observed_ = key_fingerprint(peer_public_key_);
+    if (!options_.fingerprint.empty()) {
+      const std::string pin = detail::normalize_fingerprint(options_.fingerprint);
+      if (pin != observed_ && pin != observed_certificate_) {
+        if (options_.session) options_.session->clear();
+        return fail(ClientError::fingerprint_mismatch);
+      }
     }
     // Tickets arrive after the handshake; only now may they be kept. Trust on first use pins
     // nothing yet, so nothing is kept then either.
@@ -431,6 +441,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   beast::flat_buffer rd_buf_;
   std::function<void(Result)> on_connected_;  // runs once, then cleared
   std::string observed_;
+  std::string observed_certificate_;
+  Bytes peer_public_key_;
   bool resumed_ = false;
   bool has_binding_ = false;
   std::array<std::uint8_t, 32> binding_{};
@@ -485,7 +497,24 @@ struct WsClient::Impl {
   std::unique_ptr<OwnIo> own;  // declared before conn: destroyed after it
   std::shared_ptr<ClientConnection> conn;
   std::string observed;
+  std::string observed_certificate;
+  Bytes peer_public_key;
   std::optional<std::array<std::uint8_t, 32>> binding;
+
+  void take_observations(const ClientConnection& c) {
+    observed = c.observed_fingerprint();
+    observed_certificate = c.observed_certificate_fingerprint();
+    peer_public_key = c.peer_public_key();
+    resumed = c.resumed();
+    binding = c.channel_binding();
+  }
+  void clear_observations() {
+    observed.clear();
+    observed_certificate.clear();
+    peer_public_key.clear();
+    resumed = false;
+    binding.reset();
+  }
   bool resumed = false;
 
   asio::io_context& ioc() { return pool ? pool->impl().ioc : own->ioc; }
@@ -515,9 +544,7 @@ tl::expected<void, ClientError> WsClient::connect() {
     impl_->conn->detach();
     impl_->conn.reset();
   }
-  impl_->observed.clear();
-  impl_->resumed = false;
-  impl_->binding.reset();
+  impl_->clear_observations();
   impl_->conn = std::make_shared<ClientConnection>(impl_->ioc(), impl_->options, impl_->on_frame,
                                                    impl_->on_close);
   auto promise = std::make_shared<std::promise<tl::expected<void, ClientError>>>();
@@ -529,28 +556,20 @@ tl::expected<void, ClientError> WsClient::connect() {
     return tl::unexpected(ClientError::timeout);
   }
   auto result = future.get();
-  impl_->observed = impl_->conn->observed_fingerprint();
-  impl_->resumed = impl_->conn->resumed();
-  impl_->binding = impl_->conn->channel_binding();
+  impl_->take_observations(*impl_->conn);
   return result;
 }
 
 void WsClient::async_connect(ConnectHandler done) {
   if (impl_->conn) throw std::logic_error("WsClient::async_connect: already connected once");
-  impl_->observed.clear();
-  impl_->resumed = false;
-  impl_->binding.reset();
+  impl_->clear_observations();
   impl_->conn = std::make_shared<ClientConnection>(impl_->ioc(), impl_->options, impl_->on_frame,
                                                    impl_->on_close);
   // The completion runs on the connection's strand, before any frame: observed is written
   // there and read by the caller only after `done` ran.
   impl_->conn->connect([impl = impl_.get(), conn = std::weak_ptr<ClientConnection>(impl_->conn),
                         done = std::move(done)](tl::expected<void, ClientError> r) {
-    if (auto c = conn.lock()) {
-      impl->observed = c->observed_fingerprint();
-      impl->resumed = c->resumed();
-      impl->binding = c->channel_binding();
-    }
+    if (auto c = conn.lock()) impl->take_observations(*c);
     if (done) done(r);
   });
 }
@@ -575,6 +594,14 @@ void TlsSessionSlot::clear() {
 
 const std::string& WsClient::observed_fingerprint() const {
   return impl_->observed;
+}
+
+const std::string& WsClient::observed_certificate_fingerprint() const {
+  return impl_->observed_certificate;
+}
+
+const Bytes& WsClient::peer_public_key() const {
+  return impl_->peer_public_key;
 }
 
 bool WsClient::send(Bytes frame) {

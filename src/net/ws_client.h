@@ -1,5 +1,7 @@
-// The client side of the transport: one TLS 1.3 WebSocket to the server, with the server
-// certificate pinned by SHA-256 fingerprint (hex). Runs its own I/O thread. Frames received are
+// The client side of the transport: one TLS 1.3 WebSocket to the server, with the server's key
+// pinned by the SHA-256 of its DER SubjectPublicKeyInfo (hex), so that a renewed certificate for
+// the same key still matches; a pin made before (the SHA-256 of the whole certificate) matches
+// too. Runs its own I/O thread. Frames received are
 // handed to on_frame from that thread; send() is thread-safe. Not reconnecting by itself: the
 // client engine (src/client) owns reconnection with backoff.
 //
@@ -35,8 +37,10 @@ enum class ClientError {
 struct ClientOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = 7443;
-  // Expected certificate fingerprint; empty means trust on first use: the connection succeeds
-  // and observed_fingerprint() tells the caller what to pin.
+  // The pin: the server key's fingerprint (SHA-256 of its SubjectPublicKeyInfo), or the legacy
+  // certificate fingerprint (SHA-256 of the certificate), hex, ':' separators and upper case
+  // allowed. Empty means trust on first use: the connection succeeds and observed_fingerprint()
+  // tells the caller what to pin.
   std::string fingerprint;
   std::size_t max_frame_bytes = 1 << 20;
   std::chrono::seconds connect_timeout{10};
@@ -108,7 +112,15 @@ class WsClient {
   // Lets one thread open thousands of connections (the load tool). REQUIRES: no earlier
   // connection on this client (a replaced connection would have to be waited for).
   void async_connect(ConnectHandler done);
+  // The server key's fingerprint seen on the connection: SHA-256 of its DER SubjectPublicKeyInfo
+  // (hex; set once connect has run, also when the pin did not match).
   const std::string& observed_fingerprint() const;
+  // The SHA-256 of the server's certificate (hex), which older clients pinned: lets a client
+  // find its legacy pin and replace it by observed_fingerprint().
+  const std::string& observed_certificate_fingerprint() const;
+  // The server key's DER SubjectPublicKeyInfo (verifies the server's signed announcement of its
+  // next key, net/server_key.h).
+  const Bytes& peer_public_key() const;
   // Whether the connection resumed a session from options.session (after connect succeeded).
   bool resumed() const;
   // The connection's TLS channel binding (RFC 9266 tls-exporter, 32 bytes; after connect

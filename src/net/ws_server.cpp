@@ -78,7 +78,18 @@ struct Keepalive {
 // reference, and stop() ends every connection before the state goes away.
 struct ServerState {
   ServerState(ServerOptions o, ConnectionHandler& h, detail::SslCtxPtr c)
-      : options(std::move(o)), keepalive(options), handler(h), ctx(std::move(c)) {}
+      : options(std::move(o)), keepalive(options), handler(h), ctx_(std::move(c)) {}
+
+  // The TLS context new connections take. Each connection's SSL object holds its own reference
+  // to the context it was made with, so replacing this one never disturbs open connections.
+  std::shared_ptr<SSL_CTX> context() {
+    std::lock_guard lock(ctx_mu_);
+    return ctx_;
+  }
+  void replace_context(std::shared_ptr<SSL_CTX> c) {
+    std::lock_guard lock(ctx_mu_);
+    ctx_.swap(c);
+  }
 
   void add(std::uint64_t id, const std::shared_ptr<ServerConnection>& c) {
     std::lock_guard lock(mu);
@@ -109,13 +120,14 @@ struct ServerState {
   const ServerOptions options;
   const Keepalive keepalive;
   ConnectionHandler& handler;
-  const detail::SslCtxPtr ctx;
   std::atomic<std::size_t> count{0};
   std::uint64_t next_id = 1;  // used by the acceptor's strand only
 
   std::mutex mu;
   std::condition_variable drained;
   std::unordered_map<std::uint64_t, std::weak_ptr<ServerConnection>> live;  // guarded by mu
+  std::mutex ctx_mu_;
+  std::shared_ptr<SSL_CTX> ctx_;  // guarded by ctx_mu_: use context() and replace_context()
 
   asio::io_context ioc;  // last: destroyed first, with any handler still holding a connection
 };
@@ -134,7 +146,7 @@ class ServerConnection final : public Connection,
         id_(id),
         remote_(std::move(remote)),
         strand_(socket.get_executor()),
-        ws_(std::move(socket), server.ctx.get()),
+        ws_(std::move(socket), server.context().get()),
         timer_(strand_) {}
 
   void start() {
@@ -593,6 +605,12 @@ void WsServer::stop(std::chrono::milliseconds grace) {
   m.state->ioc.stop();
   for (auto& t : m.threads) t.join();
   m.threads.clear();
+}
+
+void WsServer::set_identity(const TlsIdentity& identity) {
+  // Made before anything changes: an unusable identity throws and leaves the old one in place.
+  std::shared_ptr<SSL_CTX> ctx = detail::make_server_context(identity);
+  impl_->state->replace_context(std::move(ctx));
 }
 
 std::uint16_t WsServer::port() const {

@@ -23,7 +23,7 @@ namespace sotto::net {
 
 struct ServerOptions {
   std::string address = "127.0.0.1";
-  std::uint16_t port = 7443;           // 0 picks a free port (tests)
+  std::uint16_t port = 7443;  // 0 picks a free port (tests)
   std::size_t max_frame_bytes = 1 << 20;
   std::size_t max_outbound_bytes = 8 << 20;
   std::chrono::seconds idle_timeout{120};
@@ -75,6 +75,11 @@ class WsServer {
   // Graceful: stops accepting, closes every connection with "server shutting down", waits for
   // writes queued before the call to flush (at most `grace`), then joins the threads.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(3000));
+  // New connections present this identity from now on; open ones keep theirs (and sessions
+  // resumed from the old identity's tickets are not resumed any more: they get a full handshake
+  // with the new certificate). Thread-safe. Throws std::runtime_error when the identity is
+  // unusable, and then nothing changed.
+  void set_identity(const TlsIdentity& identity);
   std::uint16_t port() const;
   std::size_t connection_count() const;
 

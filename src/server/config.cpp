@@ -24,7 +24,8 @@ tl::expected<Endpoint, std::string> parse_endpoint(const std::string& text) {
   if (ec != std::errc() || ptr != port.data() + port.size() || value > 65535) {
     return tl::unexpected("invalid port in '" + text + "'");
   }
-  if (e.host.empty() || e.host.size() > 253) return tl::unexpected("invalid host in '" + text + "'");
+  if (e.host.empty() || e.host.size() > 253)
+    return tl::unexpected("invalid host in '" + text + "'");
   e.port = static_cast<std::uint16_t>(value);
   return e;
 }
@@ -33,7 +34,7 @@ namespace {
 
 template <typename T>
 tl::expected<void, std::string> read_int(const toml::table& t, const char* key, T& out, T min,
-                                          T max) {
+                                         T max) {
   const auto* node = t.get(key);
   if (node == nullptr) return {};
   const auto* i = node->as_integer();
@@ -47,7 +48,8 @@ tl::expected<void, std::string> read_int(const toml::table& t, const char* key, 
   return {};
 }
 
-tl::expected<void, std::string> read_string(const toml::table& t, const char* key, std::string& out) {
+tl::expected<void, std::string> read_string(const toml::table& t, const char* key,
+                                            std::string& out) {
   const auto* node = t.get(key);
   if (node == nullptr) return {};
   const auto* str = node->as_string();
@@ -79,11 +81,24 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
     os << "config syntax error at line " << e.source().begin.line << ": " << e.description();
     return tl::unexpected(os.str());
   }
-  static const std::set<std::string> kKnown = {
-      "listen", "http", "tls_certificate", "tls_private_key", "invite_only", "max_message_bytes",
-      "max_frame_bytes", "max_queue_per_device", "message_ttl_days", "max_connections",
-      "idle_timeout_seconds", "io_threads", "registrations_per_minute", "logins_per_minute",
-      "bundle_fetches_per_minute", "log_level", "data"};
+  static const std::set<std::string> kKnown = {"listen",
+                                               "http",
+                                               "tls_certificate",
+                                               "tls_private_key",
+                                               "invite_only",
+                                               "max_message_bytes",
+                                               "max_frame_bytes",
+                                               "max_queue_per_device",
+                                               "message_ttl_days",
+                                               "max_connections",
+                                               "idle_timeout_seconds",
+                                               "io_threads",
+                                               "registrations_per_minute",
+                                               "logins_per_minute",
+                                               "bundle_fetches_per_minute",
+                                               "log_level",
+                                               "data",
+                                               "tls_next_key"};
   for (const auto& [key, value] : t) {
     (void)value;
     if (!kKnown.contains(std::string(key.str()))) {
@@ -110,6 +125,9 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
   s.clear();
   if (auto r = read_string(t, "tls_private_key", s); !r) return tl::unexpected(r.error());
   if (!s.empty()) c.tls_private_key = s;
+  s.clear();
+  if (auto r = read_string(t, "tls_next_key", s); !r) return tl::unexpected(r.error());
+  if (!s.empty()) c.tls_next_key = s;
   if (const auto* node = t.get("invite_only")) {
     const auto* b = node->as_boolean();
     if (b == nullptr) return tl::unexpected(std::string("'invite_only' must be true or false"));
@@ -118,22 +136,37 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
   std::string level = c.log_level;
   if (auto r = read_string(t, "log_level", level); !r) return tl::unexpected(r.error());
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
-  if (!kLevels.contains(level)) return tl::unexpected(std::string("'log_level' must be one of trace, debug, info, warn, error, off"));
+  if (!kLevels.contains(level))
+    return tl::unexpected(
+        std::string("'log_level' must be one of trace, debug, info, warn, error, off"));
   c.log_level = level;
 
   tl::expected<void, std::string> r;
-  if (!(r = read_int<std::size_t>(t, "max_message_bytes", c.max_message_bytes, 1024, 16u << 20))) return tl::unexpected(r.error());
-  if (!(r = read_int<std::size_t>(t, "max_frame_bytes", c.max_frame_bytes, 65536, 64u << 20))) return tl::unexpected(r.error());
-  if (!(r = read_int<std::size_t>(t, "max_queue_per_device", c.max_queue_per_device, 1, 10'000'000))) return tl::unexpected(r.error());
-  if (!(r = read_int<std::uint64_t>(t, "message_ttl_days", c.message_ttl_days, 1, 365))) return tl::unexpected(r.error());
-  if (!(r = read_int<std::size_t>(t, "max_connections", c.max_connections, 1, 1'000'000))) return tl::unexpected(r.error());
-  if (!(r = read_int<std::uint32_t>(t, "idle_timeout_seconds", c.idle_timeout_seconds, 5, 86400))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_message_bytes", c.max_message_bytes, 1024, 16u << 20)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_frame_bytes", c.max_frame_bytes, 65536, 64u << 20)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_queue_per_device", c.max_queue_per_device, 1,
+                                  10'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "message_ttl_days", c.message_ttl_days, 1, 365)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_connections", c.max_connections, 1, 1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "idle_timeout_seconds", c.idle_timeout_seconds, 5, 86400)))
+    return tl::unexpected(r.error());
   if (!(r = read_int<int>(t, "io_threads", c.io_threads, 1, 64))) return tl::unexpected(r.error());
-  if (!(r = read_int<std::uint32_t>(t, "registrations_per_minute", c.registrations_per_minute, 1, 1'000'000))) return tl::unexpected(r.error());
-  if (!(r = read_int<std::uint32_t>(t, "logins_per_minute", c.logins_per_minute, 1, 10'000'000))) return tl::unexpected(r.error());
-  if (!(r = read_int<std::uint32_t>(t, "bundle_fetches_per_minute", c.bundle_fetches_per_minute, 1, 1'000'000))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "registrations_per_minute", c.registrations_per_minute, 1,
+                                    1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "logins_per_minute", c.logins_per_minute, 1, 10'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "bundle_fetches_per_minute", c.bundle_fetches_per_minute, 1,
+                                    1'000'000)))
+    return tl::unexpected(r.error());
   if (c.max_message_bytes + 4096 > c.max_frame_bytes) {
-    return tl::unexpected(std::string("'max_frame_bytes' must exceed 'max_message_bytes' by at least 4096"));
+    return tl::unexpected(
+        std::string("'max_frame_bytes' must exceed 'max_message_bytes' by at least 4096"));
   }
   return c;
 }

@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
-
 #include <tl/expected.hpp>
 
 namespace sotto::server {
@@ -23,11 +22,14 @@ struct Endpoint {
 struct ServerConfig {
   std::filesystem::path data_dir;
   Endpoint listen{"127.0.0.1", 7443};
-  Endpoint http{"127.0.0.1", 7480};   // /healthz and /metrics, loopback by default
+  Endpoint http{"127.0.0.1", 7480};       // /healthz and /metrics, loopback by default
   std::filesystem::path tls_certificate;  // both empty: self-signed under data_dir/tls
   std::filesystem::path tls_private_key;
+  // The next TLS key (a PEM certificate, public or private key), announced to every device after
+  // its login; empty: DIR/tls/next-cert.pem when the self-signed identity is in use.
+  std::filesystem::path tls_next_key;
   bool invite_only = false;
-  std::size_t max_message_bytes = 256 * 1024;   // one ciphertext
+  std::size_t max_message_bytes = 256 * 1024;  // one ciphertext
   std::size_t max_frame_bytes = 2 * 1024 * 1024;
   std::size_t max_queue_per_device = 10000;
   std::uint64_t message_ttl_days = 30;
@@ -43,8 +45,8 @@ struct ServerConfig {
 };
 
 // Reads a TOML file and applies it over `base`. Errors name the offending key.
-[[nodiscard]] tl::expected<ServerConfig, std::string> apply_toml_file(ServerConfig base,
-                                                                      const std::filesystem::path& file);
+[[nodiscard]] tl::expected<ServerConfig, std::string> apply_toml_file(
+    ServerConfig base, const std::filesystem::path& file);
 [[nodiscard]] tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig base,
                                                                       std::string_view text);
 

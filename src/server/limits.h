@@ -10,7 +10,7 @@ namespace sotto::server {
 inline constexpr std::size_t kMinUsernameLength = 3;
 inline constexpr std::size_t kMaxUsernameLength = 32;
 inline constexpr std::size_t kMaxPreKeysPerUpload = 200;
-inline constexpr std::size_t kMaxMessagesPerSend = 64;        // devices of recipient + own
+inline constexpr std::size_t kMaxMessagesPerSend = 64;  // devices of recipient + own
 inline constexpr std::size_t kChallengeSize = 32;
 inline constexpr std::uint64_t kChallengeLifetimeSeconds = 60;
 inline constexpr std::size_t kProvisioningAddressSize = 16;
@@ -18,7 +18,13 @@ inline constexpr std::size_t kLinkTokenSize = 32;
 inline constexpr std::uint64_t kLinkTokenLifetimeSeconds = 600;
 inline constexpr std::size_t kClientMessageIdSize = 16;
 inline constexpr std::uint32_t kPreKeysLowThreshold = 10;
-inline constexpr std::size_t kDrainBatch = 128;               // envelopes pushed per batch
-inline constexpr std::size_t kMaxInflightPushes = 512;        // unacknowledged pushes per device
+inline constexpr std::size_t kDrainBatch = 128;          // envelopes pushed per batch
+inline constexpr std::size_t kMaxInflightPushes = 512;   // unacknowledged pushes per device
+inline constexpr std::size_t kMaxDeviceNameBytes = 256;  // NewDevice.name, encrypted
+inline constexpr std::size_t kRecoveryKeySize = 32;      // Ed25519 public key
+inline constexpr std::size_t kInstanceSize = 16;         // AuthenticateRequest.instance
+// Recovery attempts per account, whatever the source address: each is a guess at the account's
+// recovery code. Counted in memory only (a restart forgets them).
+inline constexpr std::uint32_t kRecoveriesPerAccountPerHour = 5;
 
 }  // namespace sotto::server

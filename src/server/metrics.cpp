@@ -25,7 +25,8 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   cumulative += buckets_[kBounds.size()].load(std::memory_order_relaxed);
   std::snprintf(line, sizeof line, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n",
                 name.c_str(), static_cast<unsigned long long>(cumulative), name.c_str(),
-                static_cast<double>(sum_micros_.load(std::memory_order_relaxed)) / 1e6, name.c_str(),
+                static_cast<double>(sum_micros_.load(std::memory_order_relaxed)) / 1e6,
+                name.c_str(),
                 static_cast<unsigned long long>(count_.load(std::memory_order_relaxed)));
   out += line;
 }
@@ -41,17 +42,23 @@ void metric(std::string& out, const char* name, const char* type, const char* he
 std::string Metrics::render() const {
   std::string out;
   metric(out, "sotto_connections", "gauge", "Open WebSocket connections.", connections);
-  metric(out, "sotto_authenticated_connections", "gauge", "Connections authenticated as a device.", authenticated_connections);
-  metric(out, "sotto_messages_in_total", "counter", "Envelopes accepted and stored durably.", messages_in);
+  metric(out, "sotto_authenticated_connections", "gauge", "Connections authenticated as a device.",
+         authenticated_connections);
+  metric(out, "sotto_messages_in_total", "counter", "Envelopes accepted and stored durably.",
+         messages_in);
   metric(out, "sotto_messages_out_total", "counter", "Envelopes pushed to devices.", messages_out);
-  metric(out, "sotto_messages_acked_total", "counter", "Envelopes deleted after acknowledgement.", messages_acked);
-  metric(out, "sotto_sends_refused_total", "counter", "Sends refused (stale devices, full queue, bad input).", sends_refused);
+  metric(out, "sotto_messages_acked_total", "counter", "Envelopes deleted after acknowledgement.",
+         messages_acked);
+  metric(out, "sotto_sends_refused_total", "counter",
+         "Sends refused (stale devices, full queue, bad input).", sends_refused);
   metric(out, "sotto_logins_total", "counter", "Successful device logins.", logins);
   metric(out, "sotto_login_failures_total", "counter", "Failed device logins.", login_failures);
   metric(out, "sotto_registrations_total", "counter", "Accounts registered.", registrations);
   metric(out, "sotto_bad_frames_total", "counter", "Frames that failed to decode.", bad_frames);
-  metric(out, "sotto_queue_depth", "gauge", "Stored envelopes not yet acknowledged (since start, plus those loaded).", queue_depth);
-  commit_latency.render(out, "sotto_commit_latency_seconds", "Time from receiving a send to its durable commit.");
+  metric(out, "sotto_queue_depth", "gauge",
+         "Stored envelopes not yet acknowledged (counted from the store at start).", queue_depth);
+  commit_latency.render(out, "sotto_commit_latency_seconds",
+                        "Time from receiving a send to its durable commit.");
   return out;
 }
 

@@ -7,6 +7,10 @@ namespace sotto::server {
 RateLimiter::RateLimiter(std::uint32_t per_minute, std::uint32_t burst)
     : rate_per_second_(per_minute / 60.0), burst_(std::max<double>(1.0, burst)) {}
 
+RateLimiter::RateLimiter(std::uint32_t count, std::chrono::seconds period, std::uint32_t burst)
+    : rate_per_second_(period.count() > 0 ? count / static_cast<double>(period.count()) : 0.0),
+      burst_(std::max<double>(1.0, burst)) {}
+
 bool RateLimiter::allow(const std::string& key, std::chrono::steady_clock::time_point now) {
   std::lock_guard lock(mutex_);
   auto [it, inserted] = buckets_.try_emplace(key, Bucket{burst_, now});

@@ -13,9 +13,11 @@ namespace sotto::server {
 class RateLimiter {
  public:
   RateLimiter(std::uint32_t per_minute, std::uint32_t burst);
+  // `count` tokens every `period`, at most `burst` saved up (limits slower than one a minute).
+  RateLimiter(std::uint32_t count, std::chrono::seconds period, std::uint32_t burst);
   // Takes one token for `key`; false when the bucket is empty.
-  bool allow(const std::string& key, std::chrono::steady_clock::time_point now =
-                                          std::chrono::steady_clock::now());
+  bool allow(const std::string& key,
+             std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
 
  private:
   struct Bucket {

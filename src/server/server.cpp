@@ -24,6 +24,9 @@ using store::EnvelopeId;
 
 struct Server::Session {
   net::ConnectionPtr connection;
+  // The copy of the device's data that logged in (AuthenticateRequest.instance; empty: not
+  // given). Guarded by Server::mutex_, with online_.
+  std::string instance;
   std::mutex mutex;  // guards everything below
   bool authenticated = false;
   AccountId account = 0;
@@ -51,6 +54,10 @@ constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
 // about 110 bytes; anything much larger is not one.
 constexpr std::size_t kMaxAuthorizationProofBytes = 256;
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
+constexpr std::string_view kRecoverContext = "sotto-recover-v1";
+// One answer for a wrong signature, an unknown account and an account without a recovery key,
+// so that a refusal does not tell whether the account exists.
+constexpr std::string_view kRecoveryRefused = "recovery refused";
 
 std::string online_key(AccountId a, DeviceId d) {
   return std::to_string(a) + "/" + std::to_string(d);
@@ -135,11 +142,23 @@ std::string check_new_device(const svc::NewDevice& d, const std::string& usernam
   if (d.registration_id() == 0 || d.registration_id() > 0x7FFFFFFF)
     return "registration id out of range";
   if (d.auth_key().size() != crypto::kEd25519PublicKeySize) return "auth key must be 32 bytes";
+  if (d.name().size() > kMaxDeviceNameBytes) return "device name above 256 bytes";
   if (!identity_signed(identity_key, device_binding(username, d.auth_key()),
                        d.identity_signature())) {
     return "device is not signed by the identity key";
   }
   return check_keys(d.keys(), identity_key, true);
+}
+
+store::DeviceRecord device_record(const svc::NewDevice& d, store::DeviceId id,
+                                  std::uint64_t now_s) {
+  store::DeviceRecord out;
+  out.id = id;
+  out.registration_id = d.registration_id();
+  out.auth_key.assign(d.auth_key().begin(), d.auth_key().end());
+  out.created_day = now_s / 86400;
+  out.name.assign(d.name().begin(), d.name().end());
+  return out;
 }
 
 svc::Push envelope_push(const store::QueuedEnvelope& env) {
@@ -199,7 +218,14 @@ Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& m
                      std::max<std::uint32_t>(5, config.registrations_per_minute / 6)),
       logins_(config.logins_per_minute, std::max<std::uint32_t>(20, config.logins_per_minute / 6)),
       bundle_fetches_(config.bundle_fetches_per_minute,
-                      std::max<std::uint32_t>(10, config.bundle_fetches_per_minute / 4)) {}
+                      std::max<std::uint32_t>(10, config.bundle_fetches_per_minute / 4)),
+      recoveries_(kRecoveriesPerAccountPerHour, std::chrono::hours(1),
+                  kRecoveriesPerAccountPerHour) {
+  // The gauge counts what the store holds, so it starts from there and not from zero.
+  if (auto stored = store_.messages().count_all()) {
+    metrics_.queue_depth.store(static_cast<std::int64_t>(*stored), std::memory_order_relaxed);
+  }
+}
 
 Server::~Server() = default;
 
@@ -304,7 +330,7 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
   out.set_id(r.id());
   out.mutable_status()->set_code(svc::OK);
   const bool needs_auth = !(r.has_register_() || r.has_challenge() || r.has_authenticate() ||
-                            r.has_provisioning_open() || r.has_link_device());
+                            r.has_provisioning_open() || r.has_link_device() || r.has_recover());
   if (needs_auth) {
     std::lock_guard lock(s->mutex);
     if (!s->authenticated) {
@@ -357,7 +383,11 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
       on_link_device(s, r, out);
       break;
     case svc::Request::kRecover:
+      on_recover(s, r, out);
+      break;
     case svc::Request::kIdentityKey:
+      on_identity_key(s, r, out);
+      break;
     case svc::Request::BODY_NOT_SET:
       fail(out, svc::BAD_REQUEST, "empty request");
       break;
@@ -367,8 +397,15 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
   if (authenticated_now) after_login(s);
 }
 
-// What a device gets once logged in: its stored envelopes, and a word if its prekeys run low.
+// What a device gets once logged in: the server's next key while one is announced, its stored
+// envelopes, and a word if its prekeys run low.
 void Server::after_login(const SessionPtr& s) {
+  std::shared_ptr<const svc::Push> next_key;
+  {
+    std::lock_guard lock(next_key_mutex_);
+    next_key = next_key_;
+  }
+  if (next_key) push(s, svc::Push(*next_key));
   drain(s);
   auto count = store_.keys().count_pre_keys(s->account, s->device);
   if (count && *count < kPreKeysLowThreshold) {
@@ -393,6 +430,10 @@ void Server::on_register(const SessionPtr& s, svc::Request& r, svc::Response& ou
     fail(out, svc::BAD_REQUEST, "identity key must be 33 bytes starting 0x05");
     return;
   }
+  if (!req.recovery_key().empty() && req.recovery_key().size() != kRecoveryKeySize) {
+    fail(out, svc::BAD_REQUEST, "recovery key must be 32 bytes (or none)");
+    return;
+  }
   if (auto e = check_new_device(req.device(), *username, req.identity_key()); !e.empty()) {
     fail(out, svc::BAD_REQUEST, e);
     return;
@@ -409,12 +450,10 @@ void Server::on_register(const SessionPtr& s, svc::Request& r, svc::Response& ou
       return;
     }
   }
-  store::DeviceRecord device{1, req.device().registration_id(),
-                             Bytes(req.device().auth_key().begin(), req.device().auth_key().end()),
-                             now_s / 86400};
-  auto id = store_.accounts().create_account(*username, view(req.identity_key()), device,
-                                             signed_record(req.device().keys().signed_pre_key()),
-                                             pre_key_records(req.device().keys()));
+  auto id = store_.accounts().create_account(
+      *username, view(req.identity_key()), device_record(req.device(), 1, now_s),
+      signed_record(req.device().keys().signed_pre_key()), pre_key_records(req.device().keys()),
+      view(req.recovery_key()));
   if (!id) {
     fail(out, code_of(id.error()),
          id.error() == store::Error::conflict ? "username taken" : "store failure");
@@ -457,10 +496,14 @@ void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response
   // Also single use, whichever value this attempt signs (and the server keeps no copy after).
   std::array<std::uint8_t, kChallengeSize> binding{};
   const bool has_binding = s->connection->take_channel_binding(binding);
-  const auto login_failed = [&](std::string_view why) {
+  const auto login_failed = [&](std::string_view why, svc::Code code = svc::UNAUTHENTICATED) {
     metrics_.login_failures.fetch_add(1, std::memory_order_relaxed);
-    fail(out, svc::UNAUTHENTICATED, why);
+    fail(out, code, why);
   };
+  if (!req.instance().empty() && req.instance().size() != kInstanceSize) {
+    login_failed("instance must be 16 bytes (or none)", svc::BAD_REQUEST);
+    return;
+  }
   if (req.channel_binding()) {
     if (!has_binding) {
       login_failed("this connection's channel binding was used already; request a challenge");
@@ -494,16 +537,29 @@ void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response
     return;
   }
   SessionPtr replaced;
+  bool in_use = false;
   {
     std::lock_guard lock(mutex_);
-    std::lock_guard slock(s->mutex);
-    s->authenticated = true;
-    s->account = account->id;
-    s->device = device->id;
-    s->username = account->username;
-    auto& slot = online_[online_key(s->account, s->device)];
+    auto& slot = online_[online_key(account->id, device->id)];
     replaced = slot.lock();
-    slot = s;
+    // Two copies of one device's data would fork its ratchets: while one copy is online, another
+    // is refused. (The same copy reconnecting replaces its older connection, as does a device
+    // that does not say which copy it is.)
+    in_use = replaced && !replaced->instance.empty() && !req.instance().empty() &&
+             replaced->instance != req.instance();
+    if (!in_use) {
+      std::lock_guard slock(s->mutex);
+      s->authenticated = true;
+      s->account = account->id;
+      s->device = device->id;
+      s->username = account->username;
+      s->instance = req.instance();
+      slot = s;
+    }
+  }
+  if (in_use) {
+    login_failed("this device is connected from another copy of its data", svc::DEVICE_IN_USE);
+    return;
   }
   if (replaced) replaced->connection->close("replaced by a newer connection of this device");
   metrics_.logins.fetch_add(1, std::memory_order_relaxed);
@@ -529,7 +585,13 @@ void Server::on_upload_keys(const SessionPtr& s, svc::Request& r, svc::Response&
       return;
     }
   }
-  if (keys.pre_keys_size() > 0) {
+  if (r.upload_keys().replace_pre_keys()) {
+    if (auto ok = store_.keys().replace_pre_keys(s->account, s->device, pre_key_records(keys));
+        !ok) {
+      fail(out, code_of(ok.error()), "store failure");
+      return;
+    }
+  } else if (keys.pre_keys_size() > 0) {
     if (auto ok = store_.keys().add_pre_keys(s->account, s->device, pre_key_records(keys)); !ok) {
       fail(out, code_of(ok.error()), "store failure");
       return;
@@ -675,9 +737,10 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
   }
   bool mismatched = false;
   for (auto& e : expects) {
+    // A send to some devices only (a resend, a retry request) leaves the others out on purpose.
     for (const auto& [id, reg] : e.devices) {
       (void)reg;
-      if (!e.given.contains(id)) e.mismatch.add_missing(id);
+      if (!req.device_subset() && !e.given.contains(id)) e.mismatch.add_missing(id);
     }
     if (e.mismatch.missing_size() || e.mismatch.extra_size() || e.mismatch.stale_size()) {
       mismatched = true;
@@ -969,11 +1032,14 @@ void Server::on_list_devices(const SessionPtr& s, svc::Request& r, svc::Response
     fail(out, svc::NOT_FOUND, "no such user");
     return;
   }
+  // Names are for the account's own devices: only they can decrypt them.
+  const bool own = account->id == s->account;
   for (const auto& d : account->devices) {
     auto* info = out.mutable_list_devices()->add_devices();
     info->set_id(d.id);
     info->set_registration_id(d.registration_id);
     info->set_created_day(d.created_day);
+    if (own) info->set_name(str(d.name));
   }
 }
 
@@ -983,18 +1049,48 @@ void Server::on_remove_device(const SessionPtr& s, svc::Request& r, svc::Respons
     fail(out, svc::BAD_REQUEST, "a device cannot remove itself; remove it from another device");
     return;
   }
-  if (auto ok = store_.accounts().remove_device(s->account, target); !ok) {
-    fail(out, code_of(ok.error()), "no such device");
+  if (target == 1) {
+    fail(out, svc::FORBIDDEN, "a linked device cannot remove the account's primary device");
     return;
   }
+  auto removed = store_.accounts().remove_device(s->account, target);
+  if (!removed) {
+    fail(out, code_of(removed.error()), "no such device");
+    return;
+  }
+  metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*removed), std::memory_order_relaxed);
   spdlog::info("event=remove_device account={} device={}", s->account, target);
-  SessionPtr victim;
+  if (SessionPtr victim = online_session(s->account, target)) {
+    sign_out(victim, "device removed from the account", true);
+  }
+  notify_devices_changed(s->account, target);
+}
+
+void Server::sign_out(const SessionPtr& target, const std::string& reason, bool close) {
   {
     std::lock_guard lock(mutex_);
-    auto it = online_.find(online_key(s->account, target));
-    if (it != online_.end()) victim = it->second.lock();
+    std::lock_guard slock(target->mutex);
+    if (target->authenticated) {
+      target->authenticated = false;
+      auto on = online_.find(online_key(target->account, target->device));
+      if (on != online_.end() && on->second.lock() == target) online_.erase(on);
+      metrics_.authenticated_connections.fetch_sub(1, std::memory_order_relaxed);
+    }
   }
-  if (victim) victim->connection->close("device removed from the account");
+  if (close) target->connection->close(reason);
+}
+
+void Server::notify_devices_changed(AccountId account, DeviceId changed) {
+  auto record = store_.accounts().find_account(account);
+  if (!record) return;
+  for (const auto& d : record->devices) {
+    if (d.id == changed) continue;
+    if (SessionPtr target = online_session(account, d.id)) {
+      svc::Push p;
+      p.mutable_devices_changed();
+      push(target, std::move(p));
+    }
+  }
 }
 
 void Server::on_provisioning_open(const SessionPtr& s, svc::Response& out) {
@@ -1070,18 +1166,140 @@ void Server::on_link_device(const SessionPtr& s, svc::Request& r, svc::Response&
     fail(out, svc::FORBIDDEN, "invalid link token");
     return;
   }
-  store::DeviceRecord device{0, req.device().registration_id(),
-                             Bytes(req.device().auth_key().begin(), req.device().auth_key().end()),
-                             now_ms_() / 1000 / 86400};
-  auto id = store_.accounts().add_device(account->id, device,
-                                         signed_record(req.device().keys().signed_pre_key()),
-                                         pre_key_records(req.device().keys()));
+  auto id = store_.accounts().add_device(
+      account->id, device_record(req.device(), 0, now_ms_() / 1000),
+      signed_record(req.device().keys().signed_pre_key()), pre_key_records(req.device().keys()));
   if (!id) {
     fail(out, code_of(id.error()), "store failure");
     return;
   }
   spdlog::info("event=link_device account={} device={}", account->id, *id);
   out.mutable_link_device()->set_device_id(*id);
+  notify_devices_changed(account->id, *id);
+}
+
+void Server::on_recover(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  // A challenge is good for one attempt, whatever becomes of it.
+  std::optional<std::array<std::uint8_t, kChallengeSize>> nonce;
+  std::uint64_t issued = 0;
+  {
+    std::lock_guard lock(s->mutex);
+    nonce = s->challenge;
+    issued = s->challenge_at;
+    s->challenge.reset();
+  }
+  if (!registrations_.allow(s->connection->remote_address())) {
+    fail(out, svc::RATE_LIMITED, "too many recovery attempts from this address");
+    return;
+  }
+  const auto& req = r.recover();
+  auto username = normalize_username(req.username());
+  if (!username) {
+    fail(out, svc::BAD_REQUEST, "username must be 3-32 characters of a-z, 0-9, '.', '_' or '-'");
+    return;
+  }
+  if (!is_public_key(req.identity_key())) {
+    fail(out, svc::BAD_REQUEST, "identity key must be 33 bytes starting 0x05");
+    return;
+  }
+  if (!req.recovery_key().empty() && req.recovery_key().size() != kRecoveryKeySize) {
+    fail(out, svc::BAD_REQUEST, "recovery key must be 32 bytes (or none)");
+    return;
+  }
+  if (req.signature().size() != crypto::kEd25519SignatureSize) {
+    fail(out, svc::BAD_REQUEST, "signature must be 64 bytes");
+    return;
+  }
+  // Signed by the new identity key, as a registration's first device is.
+  if (auto e = check_new_device(req.device(), *username, req.identity_key()); !e.empty()) {
+    fail(out, svc::BAD_REQUEST, e);
+    return;
+  }
+  if (!nonce || now_ms_() / 1000 > issued + kChallengeLifetimeSeconds) {
+    fail(out, svc::BAD_REQUEST, "request a fresh challenge first");
+    return;
+  }
+  // Counted by name before the account is looked up: names without an account are limited alike.
+  if (!recoveries_.allow(*username)) {
+    fail(out, svc::RATE_LIMITED, "too many recovery attempts for this account; try again later");
+    return;
+  }
+  auto account = store_.accounts().find_account(*username);
+  if (!account && account.error() != store::Error::not_found) {
+    fail(out, svc::INTERNAL, "store failure");
+    return;
+  }
+  const auto refuse = [&](std::optional<AccountId> id) {
+    if (id) {
+      spdlog::info("event=recover account={} result=refused", *id);
+    } else {
+      spdlog::info("event=recover result=refused");
+    }
+    fail(out, svc::FORBIDDEN, kRecoveryRefused);
+  };
+  if (!account || account->recovery_key.empty()) {
+    return refuse(account ? std::optional<AccountId>(account->id) : std::nullopt);
+  }
+  Bytes message(kRecoverContext.begin(), kRecoverContext.end());
+  message.insert(message.end(), nonce->begin(), nonce->end());
+  message.insert(message.end(), username->begin(), username->end());
+  message.insert(message.end(), req.identity_key().begin(), req.identity_key().end());
+  message.insert(message.end(), req.device().auth_key().begin(), req.device().auth_key().end());
+  message.insert(message.end(), req.recovery_key().begin(), req.recovery_key().end());
+  if (!crypto::ed25519_verify(account->recovery_key, message, view(req.signature()))) {
+    return refuse(account->id);
+  }
+  auto removed = store_.accounts().recover_account(
+      account->id, account->recovery_key, view(req.identity_key()),
+      device_record(req.device(), 1, now_ms_() / 1000),
+      signed_record(req.device().keys().signed_pre_key()), pre_key_records(req.device().keys()),
+      view(req.recovery_key()));
+  if (!removed) {
+    // conflict: another recovery with the same code came first; this one's key is spent.
+    if (removed.error() == store::Error::conflict) return refuse(account->id);
+    fail(out, code_of(removed.error()), "store failure");
+    return;
+  }
+  metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*removed), std::memory_order_relaxed);
+  // The old devices are out: logged out at once, their connections closed. (This connection,
+  // if one of them, stays open for the answer and the new device's login.)
+  for (const auto& d : account->devices) {
+    if (SessionPtr old = online_session(account->id, d.id)) {
+      sign_out(old, "account recovered on another device", old != s);
+    }
+  }
+  spdlog::info("event=recover account={} result=ok devices_removed={} envelopes_removed={}",
+               account->id, account->devices.size(), *removed);
+  out.mutable_recover()->set_device_id(1);
+}
+
+void Server::on_identity_key(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  if (!bundle_fetches_.allow(std::to_string(s->account))) {
+    fail(out, svc::RATE_LIMITED, "too many key fetches");
+    return;
+  }
+  auto username = normalize_username(r.identity_key().username());
+  auto account = username ? store_.accounts().find_account(*username)
+                          : tl::expected<store::AccountRecord, store::Error>(
+                                tl::unexpected(store::Error::not_found));
+  if (!account) {
+    fail(out, account.error() == store::Error::not_found ? svc::NOT_FOUND : svc::INTERNAL,
+         account.error() == store::Error::not_found ? "no such user" : "store failure");
+    return;
+  }
+  out.mutable_identity_key()->set_identity_key(str(account->identity_key));
+}
+
+void Server::announce_next_key(std::optional<NextServerKey> next) {
+  std::shared_ptr<const svc::Push> push;
+  if (next) {
+    auto p = std::make_shared<svc::Push>();
+    p->mutable_server_key()->set_next_public_key(str(next->public_key));
+    p->mutable_server_key()->set_signature(str(next->signature));
+    push = std::move(p);
+  }
+  std::lock_guard lock(next_key_mutex_);
+  next_key_ = std::move(push);
 }
 
 void Server::maintenance() {

@@ -1,5 +1,6 @@
 // The relay server's request handling (DESIGN.md sections 4-5): registration, device
-// authentication, keys, store-and-forward of ciphertext, device lists and linking. It sits on top
+// authentication, keys, store-and-forward of ciphertext, device lists and linking, account
+// recovery, and the announcement of the server's next TLS key. It sits on top
 // of the transport (net::WsServer calls it per connection) and the storage interfaces
 // (store::ServerStore). It never sees a plaintext or a private key: message contents are opaque.
 // Thread-safe: connection callbacks arrive on several I/O threads, send completions on the
@@ -10,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -32,6 +34,13 @@ namespace sotto::server {
 // digit. Returns nullopt when invalid.
 std::optional<std::string> normalize_username(std::string_view name);
 
+// The server's next TLS key, announced to every device after its login while the operator
+// rotates the key (service.proto ServerKeyAnnouncement; net/server_key.h makes the signature).
+struct NextServerKey {
+  Bytes public_key;  // DER SubjectPublicKeyInfo
+  Bytes signature;   // by the current key
+};
+
 class Server final : public net::ConnectionHandler {
  public:
   using NowMs = std::function<std::uint64_t()>;
@@ -47,6 +56,9 @@ class Server final : public net::ConnectionHandler {
   void maintenance();
   // Creates `count` invite codes valid for `days`; returns them.
   std::vector<std::string> create_invites(std::size_t count, std::uint64_t days);
+  // From now on, every login is followed by this announcement (none: no more announcements).
+  // Devices already logged in are not told: they hear it at their next login.
+  void announce_next_key(std::optional<NextServerKey> next);
 
  private:
   struct Session;
@@ -81,6 +93,9 @@ class Server final : public net::ConnectionHandler {
                             wire::service::Response& out);
   void on_link_token(const SessionPtr& s, wire::service::Response& out);
   void on_link_device(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_recover(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_identity_key(const SessionPtr& s, wire::service::Request& r,
+                       wire::service::Response& out);
 
   // The envelopes of one send on their way out: which have been pushed, and which are counted
   // in awaiting_commit_.
@@ -98,6 +113,12 @@ class Server final : public net::ConnectionHandler {
   void deliver_before_commit(Delivery& delivery);
   void deliver_after_commit(Delivery& delivery, bool stored);
   void notify_keys_low(store::AccountId account, store::DeviceId device);
+  // Pushes DevicesChanged to every online device of the account except `changed` (the device
+  // added or removed).
+  void notify_devices_changed(store::AccountId account, store::DeviceId changed);
+  // Logs the session out at once (its next request is refused) and, when `close`, closes its
+  // connection with `reason`.
+  void sign_out(const SessionPtr& s, const std::string& reason, bool close);
   // The time (6 bytes, milliseconds, big-endian) then 10 random bytes: unguessable, and in order
   // of arrival, so that the store's index on envelope ids grows at its end (like the dedup rows).
   store::EnvelopeId next_envelope_id(std::uint64_t now_ms);
@@ -110,6 +131,10 @@ class Server final : public net::ConnectionHandler {
   RateLimiter registrations_;
   RateLimiter logins_;
   RateLimiter bundle_fetches_;
+  RateLimiter recoveries_;  // per username
+
+  std::mutex next_key_mutex_;                            // guards next_key_
+  std::shared_ptr<const wire::service::Push> next_key_;  // the announcement; null: none
 
   std::mutex mutex_;                                                      // guards the maps below
   std::unordered_map<std::uint64_t, SessionPtr> sessions_;                // by connection id

@@ -3,9 +3,16 @@
 // refused with clear errors and change nothing stored; a device cannot read, acknowledge or delete
 // another device's queue, log in as another device, or upload keys for another account. "Nothing
 // stored changed" is checked on the server's own SQLite file, read beside the running server.
+// And what operators and devices do over the wire: rotating the server's key while it runs
+// (`sotto-server key`, SIGHUP), recovering an account, one copy of a device at a time, the
+// queue-depth gauge across a restart, the data directory named by the config file.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +30,8 @@
 #include <thread>
 
 #include "net/device_authorization.h"
+#include "net/server_key.h"
+#include "net/tls.h"
 #include "net/ws_client.h"
 #include "util/server_harness.h"
 
@@ -37,24 +46,58 @@ namespace svc = sotto::wire::service;
 using sotto::testing::Party;
 using sotto::testing::str;
 
-// sotto-server in a temporary data directory on a free port; SIGTERM on destruction.
+// What a finished run of the sotto-server binary printed.
+struct CommandResult {
+  int status = -1;  // exit status; -1 when it did not exit normally
+  std::string out;
+  std::string err;
+};
+
+std::string read_text(const std::filesystem::path& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return {};
+  std::string text;
+  char buf[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  return text;
+}
+
+// sotto-server in a temporary directory (its data directory is ROOT/data, its log ROOT/server.log)
+// on free ports; SIGTERM on destruction. Started at once unless told otherwise.
 class ServerProcess {
  public:
-  ServerProcess() {
+  explicit ServerProcess(bool start_now = true) {
     char tmpl[] = "/tmp/sotto-server-process-XXXXXX";
-    dir_ = mkdtemp(tmpl);
+    root_ = mkdtemp(tmpl);
+    dir_ = root_ / "data";
+    args_ = {"--data", dir_.string(), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"};
+    if (start_now) start();
+  }
+  ~ServerProcess() {
+    stop();
+    std::filesystem::remove_all(root_);
+  }
+
+  // Starts the server with `args` (default: the data directory and free ports) and waits until it
+  // listens or exits. False when it exited.
+  bool start(std::optional<std::vector<std::string>> args = std::nullopt) {
+    if (args) args_ = *args;
+    port_ = 0;
+    fingerprint_.clear();
     int out[2];
     if (pipe(out) != 0) throw std::runtime_error("pipe");
+    const int err = ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     pid_ = fork();
     if (pid_ == 0) {
       dup2(out[1], STDOUT_FILENO);
+      dup2(err, STDERR_FILENO);
       close(out[0]);
       close(out[1]);
-      const std::string data = dir_.string();
-      execl(SOTTO_SERVER_BIN, SOTTO_SERVER_BIN, "--data", data.c_str(), "--listen", "127.0.0.1:0",
-            "--http", "127.0.0.1:0", static_cast<char*>(nullptr));
-      _exit(127);
+      exec_server(args_);
     }
+    close(err);
     close(out[1]);
     FILE* f = fdopen(out[0], "r");
     char line[512];
@@ -62,8 +105,10 @@ class ServerProcess {
       std::string l(line);
       if (l.rfind("fingerprint: ", 0) == 0)
         fingerprint_ = l.substr(13, l.find_last_not_of("\r\n") - 12);
-      if (l.rfind("listening on ", 0) == 0) {
+      if (l.rfind("listening on ", 0) == 0)
         port_ = static_cast<std::uint16_t>(std::stoi(l.substr(l.rfind(':') + 1)));
+      if (l.rfind("http on ", 0) == 0) {
+        http_port_ = static_cast<std::uint16_t>(std::stoi(l.substr(l.rfind(':') + 1)));
         break;
       }
     }
@@ -74,19 +119,109 @@ class ServerProcess {
       }
       std::fclose(f);
     });
+    if (port_ == 0) {
+      stop();
+      return false;
+    }
+    return true;
   }
-  ~ServerProcess() {
+
+  // SIGTERM, and waits for the exit (a graceful shutdown). Returns its exit status.
+  int stop() {
+    int status = 0;
     if (pid_ > 0) {
       kill(pid_, SIGTERM);
-      int status = 0;
       waitpid(pid_, &status, 0);
+      pid_ = -1;
     }
-    reader_.join();
-    std::filesystem::remove_all(dir_);
+    if (reader_.joinable()) reader_.join();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  void signal(int sig) const { kill(pid_, sig); }
+  bool alive() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+  // Runs the binary with `args` to its end (an operator command), beside the running server.
+  static CommandResult run(const std::vector<std::string>& args) {
+    char tmpl[] = "/tmp/sotto-server-command-XXXXXX";
+    const int err = mkstemp(tmpl);
+    int out[2];
+    if (err < 0 || pipe(out) != 0) throw std::runtime_error("pipe");
+    const pid_t pid = fork();
+    if (pid == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      dup2(err, STDERR_FILENO);
+      close(out[0]);
+      close(out[1]);
+      exec_server(args);
+    }
+    close(out[1]);
+    CommandResult r;
+    char buf[512];
+    ssize_t n = 0;
+    while ((n = read(out[0], buf, sizeof buf)) > 0) r.out.append(buf, static_cast<std::size_t>(n));
+    close(out[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    close(err);
+    r.err = read_text(tmpl);
+    unlink(tmpl);
+    return r;
+  }
+
+  // Waits until the server's log has `needle` at least `count` times.
+  bool wait_log(const std::string& needle, int count = 1) const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::string text = read_text(log_path());
+      int found = 0;
+      for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
+        ++found;
+      if (found >= count) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  // A GET on the operator HTTP address; the body.
+  std::string http_get(const std::string& path) const {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(http_port_);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string response;
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      const std::string request =
+          "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+      if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+        char buf[4096];
+        ssize_t n = 0;
+        while ((n = read(fd, buf, sizeof buf)) > 0)
+          response.append(buf, static_cast<std::size_t>(n));
+      }
+    }
+    close(fd);
+    const auto body = response.find("\r\n\r\n");
+    return body == std::string::npos ? std::string() : response.substr(body + 4);
+  }
+
+  // A gauge or counter's value from /metrics (-1 when absent).
+  long long metric(const std::string& name) const {
+    const std::string text = http_get("/metrics");
+    for (auto at = text.find(name + " "); at != std::string::npos;
+         at = text.find(name + " ", at + 1)) {
+      if (at == 0 || text[at - 1] == '\n') return std::stoll(text.substr(at + name.size() + 1));
+    }
+    return -1;
   }
 
   std::uint16_t port() const { return port_; }
   const std::string& fingerprint() const { return fingerprint_; }
+  const std::filesystem::path& dir() const { return dir_; }
+  const std::filesystem::path& root() const { return root_; }
+  std::filesystem::path log_path() const { return root_ / "server.log"; }
 
   // Rows per table in the server's database, read through SQLite beside the running server.
   std::map<std::string, long long> row_counts() const {
@@ -115,9 +250,21 @@ class ServerProcess {
   }
 
  private:
+  [[noreturn]] static void exec_server(const std::vector<std::string>& args) {
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(SOTTO_SERVER_BIN));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(SOTTO_SERVER_BIN, argv.data());
+    _exit(127);
+  }
+
+  std::filesystem::path root_;
   std::filesystem::path dir_;
+  std::vector<std::string> args_;
   pid_t pid_ = -1;
   std::uint16_t port_ = 0;
+  std::uint16_t http_port_ = 0;
   std::string fingerprint_;
   std::thread reader_;
 };
@@ -127,10 +274,11 @@ class RawClient {
  public:
   explicit RawClient(
       const ServerProcess& server, std::size_t max_frame = 4 << 20,
-      std::function<std::string(const std::array<std::uint8_t, 32>&)> authorization = nullptr) {
+      std::function<std::string(const std::array<std::uint8_t, 32>&)> authorization = nullptr,
+      std::optional<std::string> pin = std::nullopt) {
     net::ClientOptions o;
     o.port = server.port();
-    o.fingerprint = server.fingerprint();
+    o.fingerprint = pin.value_or(server.fingerprint());
     o.max_frame_bytes = max_frame;
     o.authorization = std::move(authorization);
     client_ = std::make_unique<net::WsClient>(
@@ -220,6 +368,35 @@ class RawClient {
     return b.value_or(std::array<std::uint8_t, 32>{});
   }
 
+  // The first push that `want` accepts, waiting for it.
+  std::optional<svc::Push> wait_push(const std::function<bool(const svc::Push&)>& want) {
+    std::unique_lock lock(mu_);
+    std::optional<svc::Push> out;
+    cv_.wait_for(lock, std::chrono::seconds(10), [&] {
+      for (const auto& f : frames_) {
+        if (f.has_push() && want(f.push())) {
+          out = f.push();
+          return true;
+        }
+      }
+      return closed_.has_value();
+    });
+    return out;
+  }
+
+  // Every push received so far.
+  std::vector<svc::Push> pushes() {
+    std::lock_guard lock(mu_);
+    std::vector<svc::Push> out;
+    for (const auto& f : frames_) {
+      if (f.has_push()) out.push_back(f.push());
+    }
+    return out;
+  }
+
+  const net::WsClient& ws() const { return *client_; }
+  bool is_open() const { return client_->is_open(); }
+
   std::optional<std::string> wait_closed() {
     std::unique_lock lock(mu_);
     cv_.wait_for(lock, std::chrono::seconds(10), [&] { return closed_.has_value(); });
@@ -235,6 +412,18 @@ class RawClient {
   // Last: destroyed first. Its destructor closes the connection, and the close handler (and a
   // frame arriving meanwhile) still use the members above.
   std::unique_ptr<net::WsClient> client_;
+};
+
+// A TLS identity of its own, in a directory removed afterwards.
+struct TempDirForKey {
+  TempDirForKey() {
+    char tmpl[] = "/tmp/sotto-other-key-XXXXXX";
+    dir = mkdtemp(tmpl);
+    identity = net::load_or_create_identity(dir).value();
+  }
+  ~TempDirForKey() { std::filesystem::remove_all(dir); }
+  std::filesystem::path dir;
+  net::TlsIdentity identity;
 };
 
 struct Account {
@@ -529,6 +718,249 @@ TEST_F(ServerProcessTest, ADeviceCannotTouchAnotherDevicesQueueOrKeys) {
   ack.mutable_ack()->add_envelope_ids(got[0].id());
   EXPECT_EQ(bob_again.call(ack).status().code(), svc::OK);
   EXPECT_EQ(server_.row_counts().at("messages"), 0);
+}
+
+// --- the server's key, rotated while it runs ----------------------------------------------------
+
+// The login proof in the upgrade request, for device 1 of `a`, from the copy `instance`.
+std::function<std::string(const std::array<std::uint8_t, 32>&)> login_header(
+    const Account& a, std::string instance = {}) {
+  return [&a, instance](const std::array<std::uint8_t, 32>& binding) {
+    auto proof = sotto::testing::authenticate_bound(a.party.name, 1, a.auth, binding);
+    proof.mutable_authenticate()->set_instance(instance);
+    return net::device_authorization(as_bytes(proof.authenticate().SerializeAsString()));
+  };
+}
+
+TEST_F(ServerProcessTest, ARotatedKeyIsAnnouncedSignedAndThenPresentedWithoutDroppingAnyone) {
+  Account alice("alice", 1), bob("bob", 2);
+  join(alice);
+  auto before = join(bob);  // connected and logged in throughout
+  const std::string current = server_.fingerprint();
+  const std::string data = server_.dir().string();
+
+  // The operator makes the next key while the server runs; SIGHUP makes the server announce it.
+  const auto rotated = ServerProcess::run({"key", "rotate", "--data", data});
+  ASSERT_EQ(rotated.status, 0) << rotated.err;
+  ASSERT_EQ(rotated.out.rfind("next fingerprint: ", 0), 0u) << rotated.out;
+  const std::string next = rotated.out.substr(18, 64);
+  server_.signal(SIGHUP);
+  ASSERT_TRUE(server_.wait_log("event=reload result=ok fingerprint=" + current + " next=" + next));
+  const auto shown = ServerProcess::run({"key", "show", "--data", data});
+  EXPECT_EQ(shown.out, "fingerprint: " + current + "\nnext fingerprint: " + next + "\n");
+
+  {
+    // A device logging in now is told, right after its login result, and the announcement
+    // verifies with the key of this very connection.
+    RawClient c(server_, 4 << 20, login_header(alice));
+    const auto pushes_seen = [&] { return c.pushes(); };
+    ASSERT_TRUE(c.wait_push([](const svc::Push& p) { return p.has_server_key(); }));
+    const auto pushes = pushes_seen();
+    ASSERT_GE(pushes.size(), 2u);
+    ASSERT_TRUE(pushes[0].has_login_result());
+    ASSERT_TRUE(pushes[1].has_server_key());
+    const auto& announced = pushes[1].server_key();
+    EXPECT_EQ(net::key_fingerprint(as_bytes(announced.next_public_key())), next);
+    EXPECT_EQ(c.ws().observed_fingerprint(), current);
+    EXPECT_TRUE(net::verify_next_key(c.ws().peer_public_key(),
+                                     as_bytes(announced.next_public_key()),
+                                     as_bytes(announced.signature())));
+    // Not by any other key.
+    TempDirForKey other;
+    EXPECT_FALSE(net::verify_next_key(other.identity.public_key,
+                                      as_bytes(announced.next_public_key()),
+                                      as_bytes(announced.signature())));
+  }
+
+  // Activation: the next key becomes the current one; after SIGHUP new connections present it.
+  const auto activated = ServerProcess::run({"key", "activate", "--data", data});
+  ASSERT_EQ(activated.status, 0) << activated.err;
+  EXPECT_EQ(activated.out, "fingerprint: " + next + "\n");
+  server_.signal(SIGHUP);
+  ASSERT_TRUE(server_.wait_log("event=reload result=ok fingerprint=" + next + " next=none"));
+  {
+    net::ClientOptions o;
+    o.port = server_.port();
+    o.fingerprint = current;  // a client that never heard of the next key
+    net::WsClient stale(
+        o, [](ByteView) {}, [](const std::string&) {});
+    auto r = stale.connect();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), net::ClientError::fingerprint_mismatch);
+    EXPECT_EQ(stale.observed_fingerprint(), next);
+  }
+  RawClient after(server_, 4 << 20, login_header(alice), next);
+  const auto first = after.first_push();
+  ASSERT_TRUE(first && first->has_login_result());
+  EXPECT_EQ(first->login_result().status().code(), svc::OK);
+  svc::Request count;
+  count.mutable_key_count();
+  EXPECT_EQ(after.call(count).status().code(), svc::OK);
+  for (const auto& p : after.pushes()) EXPECT_FALSE(p.has_server_key());
+
+  // Two reloads later, the connection made before the rotation is still there, logged in.
+  EXPECT_TRUE(server_.alive());
+  EXPECT_TRUE(before->is_open());
+  EXPECT_EQ(before->call(count).status().code(), svc::OK);
+  EXPECT_EQ(before->ws().observed_fingerprint(), current);
+}
+
+TEST_F(ServerProcessTest, AReloadThatFailsKeepsTheIdentityAndSighupNeverStopsTheServer) {
+  const std::string current = server_.fingerprint();
+  RawClient open_before(server_);
+  // A damaged certificate file: the reload is refused and logged, the old identity stays.
+  {
+    std::FILE* f = std::fopen((server_.dir() / "tls" / "cert.pem").c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("not a certificate\n", f);
+    std::fclose(f);
+  }
+  server_.signal(SIGHUP);
+  ASSERT_TRUE(server_.wait_log("event=reload result=error"));
+  for (int n = 2; n <= 4; ++n) {  // one at a time: pending signals of one kind merge
+    server_.signal(SIGHUP);
+    ASSERT_TRUE(server_.wait_log("event=reload result=error", n));
+  }
+  EXPECT_TRUE(server_.alive());
+  RawClient after(server_);  // pinned to the old key: still presented
+  EXPECT_EQ(after.ws().observed_fingerprint(), current);
+  EXPECT_TRUE(open_before.is_open());
+  svc::Request ch;
+  ch.mutable_challenge();
+  EXPECT_EQ(open_before.call(ch).status().code(), svc::OK);
+}
+
+// --- accounts and devices over the wire -----------------------------------------------------
+
+TEST_F(ServerProcessTest, ARecoveryOverTheWireClosesTheOldDevicesConnections) {
+  Account alice("alice", 1);
+  crypto::DeterministicRng rng(77);
+  const auto recovery = crypto::Ed25519KeyPair::generate(rng);
+  {
+    RawClient r(server_);
+    auto reg = sotto::testing::register_request(alice.party, alice.auth);
+    reg.mutable_register_()->set_recovery_key(str(recovery.public_key()));
+    ASSERT_EQ(r.call(reg).status().code(), svc::OK);
+  }
+  RawClient old_device(server_, 4 << 20, login_header(alice));
+  ASSERT_EQ(old_device.first_push()->login_result().status().code(), svc::OK);
+
+  Account fresh("alice", 50);  // the new machine: new identity key, new auth key
+  RawClient c(server_);
+  svc::Request ch;
+  ch.mutable_challenge();
+  const std::string nonce = c.call(ch).challenge().nonce();
+  svc::Request r;
+  auto* rr = r.mutable_recover();
+  rr->set_username("alice");
+  rr->set_identity_key(str(fresh.party.identity.public_key.serialize()));
+  *rr->mutable_device() = sotto::testing::make_new_device(fresh.party, fresh.auth);
+  const std::string message = "sotto-recover-v1" + nonce + "alice" + rr->identity_key() +
+                              rr->device().auth_key() + rr->recovery_key();
+  rr->set_signature(str(recovery.sign(as_bytes(message))));
+  auto wrong = r;
+  wrong.mutable_recover()->set_signature(std::string(64, 'x'));
+  const auto refused = c.call(wrong);
+  EXPECT_EQ(refused.status().code(), svc::FORBIDDEN);
+  EXPECT_EQ(refused.status().message(), "recovery refused");
+  EXPECT_EQ(c.call(r).status().code(), svc::BAD_REQUEST);  // that challenge is spent
+
+  const std::string nonce2 = c.call(ch).challenge().nonce();
+  const std::string message2 = "sotto-recover-v1" + nonce2 + "alice" + rr->identity_key() +
+                               rr->device().auth_key() + rr->recovery_key();
+  r.mutable_recover()->set_signature(str(recovery.sign(as_bytes(message2))));
+  const auto recovered = c.call(r);
+  ASSERT_EQ(recovered.status().code(), svc::OK) << recovered.status().message();
+  EXPECT_EQ(recovered.recover().device_id(), 1u);
+  EXPECT_EQ(old_device.wait_closed().value_or(""), "account recovered on another device");
+  login(c, "alice", 1, fresh.auth, svc::OK);
+  RawClient thief(server_);
+  login(thief, "alice", 1, alice.auth, svc::UNAUTHENTICATED);
+  EXPECT_EQ(server_.row_counts().at("devices"), 1);
+}
+
+TEST_F(ServerProcessTest, ASecondCopyOfADeviceIsRefusedWhileTheFirstIsOnline) {
+  Account alice("alice", 1);
+  {
+    RawClient r(server_);
+    ASSERT_EQ(r.call(sotto::testing::register_request(alice.party, alice.auth)).status().code(),
+              svc::OK);
+  }
+  RawClient first(server_, 4 << 20, login_header(alice, std::string(16, 'A')));
+  ASSERT_EQ(first.first_push()->login_result().status().code(), svc::OK);
+  RawClient copy(server_, 4 << 20, login_header(alice, std::string(16, 'B')));
+  const auto refused = copy.first_push();
+  ASSERT_TRUE(refused && refused->has_login_result());
+  EXPECT_EQ(refused->login_result().status().code(), svc::DEVICE_IN_USE);
+  EXPECT_EQ(refused->login_result().status().message(),
+            "this device is connected from another copy of its data");
+  svc::Request count;
+  count.mutable_key_count();
+  EXPECT_EQ(first.call(count).status().code(), svc::OK);
+  EXPECT_EQ(copy.call(count).status().code(), svc::UNAUTHENTICATED);
+  // The same copy again replaces the older connection, as before.
+  RawClient again(server_, 4 << 20, login_header(alice, std::string(16, 'A')));
+  ASSERT_EQ(again.first_push()->login_result().status().code(), svc::OK);
+  EXPECT_EQ(first.wait_closed().value_or(""), "replaced by a newer connection of this device");
+}
+
+// --- operators ------------------------------------------------------------------------------
+
+TEST_F(ServerProcessTest, TheQueueDepthGaugeStartsFromTheStoreAfterARestart) {
+  Account alice("alice", 1), bob("bob", 2);
+  auto a = join(alice);
+  { auto b = join(bob); }
+  ASSERT_EQ(a->call(send_to(bob, std::string(16, '1'), "one")).status().code(), svc::OK);
+  ASSERT_EQ(a->call(send_to(bob, std::string(16, '2'), "two")).status().code(), svc::OK);
+  EXPECT_EQ(server_.metric("sotto_queue_depth"), 2);
+  a.reset();
+
+  ASSERT_EQ(server_.stop(), 0);
+  ASSERT_TRUE(server_.start());
+  EXPECT_EQ(server_.metric("sotto_queue_depth"), 2);  // it started at 0 before
+  RawClient b(server_);
+  login(b, "bob", 1, bob.auth, svc::OK);
+  const auto got = b.envelopes(2);
+  ASSERT_EQ(got.size(), 2u);
+  svc::Request ack;
+  for (const auto& e : got) ack.mutable_ack()->add_envelope_ids(e.id());
+  ASSERT_EQ(b.call(ack).status().code(), svc::OK);
+  EXPECT_EQ(server_.metric("sotto_queue_depth"), 0);
+  EXPECT_EQ(server_.row_counts().at("messages"), 0);
+}
+
+TEST(ServerProcessStart, TheDataDirectoryMayComeFromTheConfigFile) {
+  ServerProcess server(false);
+  const auto config = server.root() / "sotto.toml";
+  {
+    std::FILE* f = std::fopen(config.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fprintf(f, "data = \"%s\"\n", server.dir().c_str());
+    std::fclose(f);
+  }
+  ASSERT_TRUE(server.start(std::vector<std::string>{"--config", config.string(), "--listen",
+                                                    "127.0.0.1:0", "--http", "127.0.0.1:0"}));
+  EXPECT_EQ(server.fingerprint().size(), 64u);
+  EXPECT_TRUE(std::filesystem::exists(server.dir() / "sotto.db"));
+  EXPECT_TRUE(std::filesystem::exists(server.dir() / "tls" / "key.pem"));
+  const auto shown = ServerProcess::run({"key", "show", "--config", config.string()});
+  EXPECT_EQ(shown.out, "fingerprint: " + server.fingerprint() + "\nnext fingerprint: none\n");
+  ASSERT_EQ(server.stop(), 0);
+
+  // --data still wins over the file.
+  const auto elsewhere = server.root() / "elsewhere";
+  ASSERT_TRUE(server.start(std::vector<std::string>{"--config", config.string(), "--data",
+                                                    elsewhere.string(), "--listen", "127.0.0.1:0",
+                                                    "--http", "127.0.0.1:0"}));
+  EXPECT_TRUE(std::filesystem::exists(elsewhere / "sotto.db"));
+  ASSERT_EQ(server.stop(), 0);
+
+  // Neither: a clear error.
+  const auto neither = ServerProcess::run({"--listen", "127.0.0.1:0"});
+  EXPECT_EQ(neither.status, 1);
+  EXPECT_NE(neither.err.find("no data directory: give --data DIR, or `data` in the --config file"),
+            std::string::npos)
+      << neither.err;
 }
 
 }  // namespace

@@ -327,7 +327,7 @@ class NetTest : public ::testing::Test {
   ClientOptions client_options(std::uint16_t port) const {
     ClientOptions o;
     o.port = port;
-    o.fingerprint = identity_.fingerprint;
+    o.fingerprint = identity_.key_fingerprint;
     o.connect_timeout = 5s;
     return o;
   }
@@ -369,6 +369,179 @@ TEST(TlsIdentity, CreatedOnceThenReloadedWithTheSameFingerprint) {
   auto loaded = load_identity(dir.path() / "tls" / "cert.pem", dir.path() / "tls" / "key.pem");
   ASSERT_TRUE(loaded);
   EXPECT_EQ(loaded->fingerprint, first->fingerprint);
+  EXPECT_EQ(loaded->key_fingerprint, first->key_fingerprint);
+  EXPECT_EQ(loaded->public_key, first->public_key);
+}
+
+// The certificate's SubjectPublicKeyInfo, DER, as OpenSSL encodes it on its own.
+Bytes spki_of_certificate_pem(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (cert == nullptr) return {};
+  unsigned char* der = nullptr;
+  const int len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+  Bytes out(der, der + std::max(len, 0));
+  OPENSSL_free(der);
+  X509_free(cert);
+  return out;
+}
+
+// A new self-signed certificate for the key of `id` (a renewal), PEM.
+std::string renewed_certificate(const TlsIdentity& id) {
+  BIO* bio =
+      BIO_new_mem_buf(id.private_key_pem.data(), static_cast<int>(id.private_key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  X509* cert = X509_new();
+  X509_set_version(cert, X509_VERSION_3);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert), 4242);
+  X509_gmtime_adj(X509_getm_notBefore(cert), -60);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 86400);
+  X509_set_pubkey(cert, key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("renewed"), -1, -1, 0);
+  X509_set_issuer_name(cert, name);
+  X509_sign(cert, key, EVP_sha256());
+  BIO* out = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(out, cert);
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(out, &data);
+  std::string pem(data, static_cast<std::size_t>(len));
+  BIO_free(out);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return pem;
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+TEST(TlsIdentity, TheKeyFingerprintIsTheSha256OfTheSubjectPublicKeyInfoAndSurvivesRenewal) {
+  TempDir dir;
+  auto id = load_or_create_identity(dir.path());
+  ASSERT_TRUE(id);
+  const Bytes spki = spki_of_certificate_pem(id->certificate_pem);
+  ASSERT_FALSE(spki.empty());
+  EXPECT_EQ(id->public_key, spki);
+  EXPECT_EQ(id->key_fingerprint, key_fingerprint(spki));
+  EXPECT_EQ(id->key_fingerprint.size(), 64u);
+  EXPECT_TRUE(is_lower_hex(id->key_fingerprint));
+  EXPECT_NE(id->key_fingerprint, id->fingerprint);
+  // SHA-256("abc"), FIPS 180-2 appendix B.1: the hash and its hex are the usual ones.
+  EXPECT_EQ(key_fingerprint(as_bytes("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+
+  // A renewed certificate for the same key: a new certificate fingerprint, the same key one.
+  write_text(dir.path() / "renewed.pem", renewed_certificate(*id));
+  auto renewed = load_identity(dir.path() / "renewed.pem", dir.path() / "tls" / "key.pem");
+  ASSERT_TRUE(renewed);
+  EXPECT_NE(renewed->fingerprint, id->fingerprint);
+  EXPECT_EQ(renewed->key_fingerprint, id->key_fingerprint);
+  EXPECT_EQ(renewed->public_key, id->public_key);
+}
+
+TEST(TlsIdentity, LoadsThePublicKeyOfACertificateAPublicKeyOrAPrivateKey) {
+  TempDir dir;
+  auto id = load_or_create_identity(dir.path());
+  ASSERT_TRUE(id);
+  EXPECT_EQ(load_public_key(dir.path() / "tls" / "cert.pem").value(), id->public_key);
+  EXPECT_EQ(load_public_key(dir.path() / "tls" / "key.pem").value(), id->public_key);
+  {
+    BIO* bio =
+        BIO_new_mem_buf(id->private_key_pem.data(), static_cast<int>(id->private_key_pem.size()));
+    EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+    BIO_free(bio);
+    BIO* out = BIO_new(BIO_s_mem());
+    PEM_write_bio_PUBKEY(out, key);
+    char* data = nullptr;
+    const long len = BIO_get_mem_data(out, &data);
+    write_text(dir.path() / "pub.pem", std::string(data, static_cast<std::size_t>(len)));
+    BIO_free(out);
+    EVP_PKEY_free(key);
+  }
+  EXPECT_EQ(load_public_key(dir.path() / "pub.pem").value(), id->public_key);
+
+  // Malformed files: refused, never a crash.
+  write_text(dir.path() / "garbage.pem",
+             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+  EXPECT_EQ(load_public_key(dir.path() / "garbage.pem").error(), TlsError::bad_certificate);
+  write_text(dir.path() / "empty.pem", "");
+  EXPECT_EQ(load_public_key(dir.path() / "empty.pem").error(), TlsError::bad_certificate);
+  write_text(dir.path() / "big.pem", std::string((1 << 20) + 10, 'A'));
+  EXPECT_FALSE(load_public_key(dir.path() / "big.pem").has_value());
+  EXPECT_EQ(load_public_key(dir.path() / "missing.pem").error(), TlsError::io);
+}
+
+TEST(TlsIdentity, TheNextKeyIsMadeAnnouncedFromItsFilesAndActivated) {
+  TempDir dir;
+  auto current = load_or_create_identity(dir.path());
+  ASSERT_TRUE(current);
+  ASSERT_FALSE(load_next_identity(dir.path()).value().has_value());
+  EXPECT_EQ(activate_next_identity(dir.path()).error(), TlsError::not_found);
+
+  auto next = create_next_identity(dir.path());
+  ASSERT_TRUE(next);
+  EXPECT_NE(next->key_fingerprint, current->key_fingerprint);
+  EXPECT_EQ(create_next_identity(dir.path()).error(), TlsError::already_exists);
+  auto loaded = load_next_identity(dir.path());
+  ASSERT_TRUE(loaded && loaded->has_value());
+  EXPECT_EQ((*loaded)->key_fingerprint, next->key_fingerprint);
+  struct stat st {};
+  ASSERT_EQ(::stat((dir.path() / "tls" / "next-key.pem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // The current identity is untouched until activation.
+  EXPECT_EQ(load_or_create_identity(dir.path())->key_fingerprint, current->key_fingerprint);
+
+  auto active = activate_next_identity(dir.path());
+  ASSERT_TRUE(active);
+  EXPECT_EQ(active->key_fingerprint, next->key_fingerprint);
+  EXPECT_EQ(load_or_create_identity(dir.path())->key_fingerprint, next->key_fingerprint);
+  auto previous = load_identity(dir.path() / "tls" / "previous-cert.pem",
+                                dir.path() / "tls" / "previous-key.pem");
+  ASSERT_TRUE(previous);
+  EXPECT_EQ(previous->key_fingerprint, current->key_fingerprint);
+  ASSERT_EQ(::stat((dir.path() / "tls" / "previous-key.pem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_FALSE(fs::exists(dir.path() / "tls" / "next-key.pem"));
+  EXPECT_FALSE(fs::exists(dir.path() / "tls" / "next-cert.pem"));
+  EXPECT_FALSE(load_next_identity(dir.path()).value().has_value());
+  EXPECT_EQ(activate_next_identity(dir.path()).error(), TlsError::not_found);
+}
+
+TEST(TlsIdentity, AnInterruptedActivationIsFinishedByRunningItAgain) {
+  TempDir dir;
+  auto first = load_or_create_identity(dir.path());
+  ASSERT_TRUE(first);
+  auto next = create_next_identity(dir.path());
+  ASSERT_TRUE(next);
+  // What a crash between key.pem and cert.pem leaves: the previous pair kept, key.pem new,
+  // cert.pem old. The server refuses that pair rather than make a new key.
+  fs::copy_file(dir.path() / "tls" / "key.pem", dir.path() / "tls" / "previous-key.pem");
+  fs::copy_file(dir.path() / "tls" / "cert.pem", dir.path() / "tls" / "previous-cert.pem");
+  fs::copy_file(dir.path() / "tls" / "next-key.pem", dir.path() / "tls" / "key.pem",
+                fs::copy_options::overwrite_existing);
+  EXPECT_EQ(load_or_create_identity(dir.path()).error(), TlsError::bad_certificate);
+
+  auto active = activate_next_identity(dir.path());
+  ASSERT_TRUE(active) << static_cast<int>(active.error());
+  EXPECT_EQ(load_or_create_identity(dir.path())->key_fingerprint, next->key_fingerprint);
+  EXPECT_EQ(load_identity(dir.path() / "tls" / "previous-cert.pem",
+                          dir.path() / "tls" / "previous-key.pem")
+                ->key_fingerprint,
+            first->key_fingerprint);
+
+  // A pair broken some other way is left for the operator.
+  ASSERT_TRUE(create_next_identity(dir.path()));
+  TempDir other;
+  ASSERT_TRUE(load_or_create_identity(other.path()));
+  fs::copy_file(other.path() / "tls" / "key.pem", dir.path() / "tls" / "key.pem",
+                fs::copy_options::overwrite_existing);
+  EXPECT_EQ(activate_next_identity(dir.path()).error(), TlsError::bad_certificate);
+  EXPECT_TRUE(fs::exists(dir.path() / "tls" / "next-cert.pem"));
 }
 
 TEST(TlsIdentity, CertificateIsSelfSignedV3WithLoopbackNamesForTenYears) {
@@ -458,7 +631,7 @@ TEST_F(NetTest, EchoesFrames) {
   auto r = client.connect();
   ASSERT_TRUE(r) << to_string(r.error());
   EXPECT_TRUE(client.is_open());
-  EXPECT_EQ(client.observed_fingerprint(), identity_.fingerprint);
+  EXPECT_EQ(client.observed_fingerprint(), identity_.key_fingerprint);
   EXPECT_TRUE(eventually([&] { return handler.opened == 1; }));
   EXPECT_EQ(server.connection_count(), 1u);
 
@@ -593,7 +766,7 @@ TEST_F(NetTest, ASecondConnectionResumesTheTlsSessionAndThePinStillHolds) {
     // The ticket comes after the handshake: an echo makes sure it has been read.
     EXPECT_TRUE(client.send(bytes_of("ping")));
     EXPECT_TRUE(rec.wait_frames(1));
-    EXPECT_EQ(client.observed_fingerprint(), identity_.fingerprint);
+    EXPECT_EQ(client.observed_fingerprint(), identity_.key_fingerprint);
     client.close();
     return {};
   };
@@ -601,10 +774,10 @@ TEST_F(NetTest, ASecondConnectionResumesTheTlsSessionAndThePinStillHolds) {
   {
     WsServer server(identity_, server_options(), handler);
     server.start();
-    ASSERT_TRUE(connect_echo(server.port(), slot, identity_.fingerprint, resumed));
+    ASSERT_TRUE(connect_echo(server.port(), slot, identity_.key_fingerprint, resumed));
     EXPECT_FALSE(resumed);
     EXPECT_TRUE(slot->holds_session());
-    ASSERT_TRUE(connect_echo(server.port(), slot, identity_.fingerprint, resumed));
+    ASSERT_TRUE(connect_echo(server.port(), slot, identity_.key_fingerprint, resumed));
     EXPECT_TRUE(resumed);
 
     // Trust on first use pins nothing, so it keeps no session either.
@@ -616,7 +789,7 @@ TEST_F(NetTest, ASecondConnectionResumesTheTlsSessionAndThePinStillHolds) {
     // Same certificate, new process state: the ticket is not understood, a full handshake runs.
     WsServer restarted(identity_, server_options(), handler);
     restarted.start();
-    ASSERT_TRUE(connect_echo(restarted.port(), slot, identity_.fingerprint, resumed));
+    ASSERT_TRUE(connect_echo(restarted.port(), slot, identity_.key_fingerprint, resumed));
     EXPECT_FALSE(resumed);
   }
   {
@@ -627,7 +800,7 @@ TEST_F(NetTest, ASecondConnectionResumesTheTlsSessionAndThePinStillHolds) {
     WsServer impostor(*other, server_options(), handler);
     impostor.start();
     ASSERT_TRUE(slot->holds_session());
-    auto r = connect_echo(impostor.port(), slot, identity_.fingerprint, resumed);
+    auto r = connect_echo(impostor.port(), slot, identity_.key_fingerprint, resumed);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error(), ClientError::fingerprint_mismatch);
     EXPECT_FALSE(slot->holds_session());
@@ -668,11 +841,122 @@ TEST_F(NetTest, FingerprintMismatchIsRefused) {
   auto r = client.connect();
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), ClientError::fingerprint_mismatch);
-  EXPECT_EQ(client.observed_fingerprint(), identity_.fingerprint);
+  EXPECT_EQ(client.observed_fingerprint(), identity_.key_fingerprint);
   EXPECT_FALSE(client.is_open());
   EXPECT_FALSE(client.send(bytes_of("x")));
   EXPECT_EQ(handler.opened, 0);
   EXPECT_EQ(rec.close_calls(), 0);
+}
+
+TEST_F(NetTest, ALegacyCertificatePinStillMatchesAndTheClientLearnsTheKeyPin) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  auto opts = client_options(server.port());
+  opts.fingerprint = identity_.fingerprint;  // what clients pinned before
+  Recorder rec;
+  WsClient client(opts, rec.frame_fn(), rec.close_fn());
+  ASSERT_TRUE(client.connect());
+  EXPECT_EQ(client.observed_fingerprint(), identity_.key_fingerprint);
+  EXPECT_EQ(client.observed_certificate_fingerprint(), identity_.fingerprint);
+  EXPECT_EQ(client.peer_public_key(), identity_.public_key);
+  ASSERT_TRUE(client.send(bytes_of("legacy")));
+  ASSERT_TRUE(rec.wait_frames(1));
+}
+
+TEST_F(NetTest, ARenewedCertificateForThePinnedKeyIsTheSameServer) {
+  write_text(dir_.path() / "renewed.pem", renewed_certificate(identity_));
+  auto renewed = load_identity(dir_.path() / "renewed.pem", dir_.path() / "tls" / "key.pem");
+  ASSERT_TRUE(renewed);
+  TestHandler handler;
+  WsServer server(*renewed, server_options(), handler);
+  server.start();
+  // Pinned by key: accepted. Pinned by the old certificate: that certificate is gone.
+  WsClient by_key(client_options(server.port()), nullptr, nullptr);
+  EXPECT_TRUE(by_key.connect());
+  EXPECT_EQ(by_key.observed_certificate_fingerprint(), renewed->fingerprint);
+  auto opts = client_options(server.port());
+  opts.fingerprint = identity_.fingerprint;
+  WsClient by_certificate(opts, nullptr, nullptr);
+  auto r = by_certificate.connect();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), ClientError::fingerprint_mismatch);
+}
+
+TEST_F(NetTest, AResumedSessionIsCheckedAgainstThePinAndALegacyPinResumesToo) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  auto slot = std::make_shared<TlsSessionSlot>();
+  const auto connect = [&](const std::string& pin) -> tl::expected<bool, ClientError> {
+    auto o = client_options(server.port());
+    o.fingerprint = pin;
+    o.session = slot;
+    Recorder rec;
+    WsClient client(o, rec.frame_fn(), rec.close_fn());
+    auto r = client.connect();
+    if (!r) return tl::unexpected(r.error());
+    EXPECT_EQ(client.observed_fingerprint(), identity_.key_fingerprint);
+    EXPECT_EQ(client.peer_public_key(), identity_.public_key);
+    EXPECT_TRUE(client.send(bytes_of("ticket")));  // the ticket comes after the handshake
+    EXPECT_TRUE(rec.wait_frames(1));
+    return client.resumed();
+  };
+  EXPECT_EQ(connect(identity_.fingerprint).value(), false);
+  EXPECT_EQ(connect(identity_.fingerprint).value(), true);  // legacy pin, resumed
+  EXPECT_EQ(connect(identity_.key_fingerprint).value(), true);
+  // The session would resume, but the pin names another key: refused, and the session dropped.
+  TempDir other_dir;
+  auto other = load_or_create_identity(other_dir.path());
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(slot->holds_session());
+  EXPECT_EQ(connect(other->key_fingerprint).error(), ClientError::fingerprint_mismatch);
+  EXPECT_FALSE(slot->holds_session());
+}
+
+TEST_F(NetTest, ANewIdentityServesNewConnectionsAndLeavesOpenOnesAlone) {
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  server.start();
+  auto slot = std::make_shared<TlsSessionSlot>();
+  auto old_opts = client_options(server.port());
+  old_opts.session = slot;
+  Recorder old_rec;
+  WsClient before(old_opts, old_rec.frame_fn(), old_rec.close_fn());
+  ASSERT_TRUE(before.connect());
+  ASSERT_TRUE(before.send(bytes_of("before")));
+  ASSERT_TRUE(old_rec.wait_frames(1));
+  ASSERT_TRUE(slot->holds_session());
+
+  TempDir next_dir;
+  auto next = load_or_create_identity(next_dir.path());
+  ASSERT_TRUE(next);
+  server.set_identity(*next);
+
+  // New connections present the new key, also to a client holding a ticket of the old one.
+  auto new_opts = client_options(server.port());
+  new_opts.fingerprint = next->key_fingerprint;
+  WsClient after(new_opts, nullptr, nullptr);
+  ASSERT_TRUE(after.connect());
+  EXPECT_EQ(after.observed_fingerprint(), next->key_fingerprint);
+  WsClient with_ticket(old_opts, nullptr, nullptr);
+  auto r = with_ticket.connect();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), ClientError::fingerprint_mismatch);
+  EXPECT_EQ(with_ticket.observed_fingerprint(), next->key_fingerprint);
+  EXPECT_FALSE(with_ticket.resumed());
+
+  // The connection made before keeps working.
+  EXPECT_TRUE(before.is_open());
+  ASSERT_TRUE(before.send(bytes_of("still here")));
+  ASSERT_TRUE(old_rec.wait_frames(2));
+
+  // An unusable identity is refused and changes nothing.
+  TlsIdentity broken = *next;
+  broken.private_key_pem = "not a key";
+  EXPECT_THROW(server.set_identity(broken), std::runtime_error);
+  WsClient again(new_opts, nullptr, nullptr);
+  EXPECT_TRUE(again.connect());
 }
 
 TEST_F(NetTest, PinAcceptsUpperCaseAndColons) {
@@ -680,9 +964,9 @@ TEST_F(NetTest, PinAcceptsUpperCaseAndColons) {
   WsServer server(identity_, server_options(), handler);
   server.start();
   std::string pin;
-  for (std::size_t i = 0; i < identity_.fingerprint.size(); i += 2) {
+  for (std::size_t i = 0; i < identity_.key_fingerprint.size(); i += 2) {
     if (!pin.empty()) pin += ':';
-    pin += identity_.fingerprint.substr(i, 2);
+    pin += identity_.key_fingerprint.substr(i, 2);
   }
   std::transform(pin.begin(), pin.end(), pin.begin(),
                  [](char c) { return static_cast<char>(std::toupper(c)); });
@@ -701,7 +985,7 @@ TEST_F(NetTest, TrustOnFirstUseReportsTheServersFingerprint) {
   Recorder rec;
   WsClient client(opts, rec.frame_fn(), rec.close_fn());
   ASSERT_TRUE(client.connect());
-  EXPECT_EQ(client.observed_fingerprint(), identity_.fingerprint);
+  EXPECT_EQ(client.observed_fingerprint(), identity_.key_fingerprint);
   ASSERT_TRUE(client.send(bytes_of("tofu")));
   ASSERT_TRUE(rec.wait_frames(1));
 }
@@ -1121,7 +1405,7 @@ TEST_F(NetTest, AsyncConnectCompletesOnThePoolAndPinsTheCertificate) {
   EXPECT_EQ(failed, 0);
   for (int i = 0; i < kClients; ++i) {
     auto& c = *clients[static_cast<std::size_t>(i)];
-    EXPECT_EQ(c.observed_fingerprint(), identity_.fingerprint);
+    EXPECT_EQ(c.observed_fingerprint(), identity_.key_fingerprint);
     ASSERT_TRUE(c.send(pattern(64, static_cast<std::uint32_t>(i))));
   }
   for (int i = 0; i < kClients; ++i) {

@@ -36,6 +36,8 @@ invite_only = true
 max_queue_per_device = 500
 message_ttl_days = 7
 log_level = "warn"
+data = "/srv/sotto"
+tls_next_key = "/srv/sotto/next.pem"
 )");
   ASSERT_TRUE(c) << c.error();
   EXPECT_EQ(c->listen.host, "0.0.0.0");
@@ -45,6 +47,8 @@ log_level = "warn"
   EXPECT_EQ(c->max_queue_per_device, 500u);
   EXPECT_EQ(c->message_ttl_days, 7u);
   EXPECT_EQ(c->log_level, "warn");
+  EXPECT_EQ(c->data_dir, "/srv/sotto");
+  EXPECT_EQ(c->tls_next_key, "/srv/sotto/next.pem");
 }
 
 TEST(Config, ErrorsNameTheKey) {
@@ -52,17 +56,17 @@ TEST(Config, ErrorsNameTheKey) {
     const char* text;
     const char* expect;
   };
-  for (const Case& t : {Case{"lisen = \"x:1\"", "unknown config key 'lisen'"},
-                        Case{"max_queue_per_device = 0", "'max_queue_per_device'"},
-                        Case{"max_queue_per_device = \"many\"", "'max_queue_per_device'"},
-                        Case{"invite_only = 1", "'invite_only'"},
-                        Case{"listen = \"nohost\"", "'listen'"},
-                        Case{"log_level = \"loud\"", "'log_level'"},
-                        Case{"message_ttl_days = 1000", "'message_ttl_days'"},
-                        Case{"listen = [", "config syntax error"},
-                        // found by fuzz/server_config_fuzz: toml++ misbehaves on this byte pair
-                        Case{"\xc2\xa4", "config must be ASCII"},
-                        Case{"# caf\xc3\xa9\nlisten = \":1\"", "line 1"}}) {
+  for (const Case& t :
+       {Case{"lisen = \"x:1\"", "unknown config key 'lisen'"},
+        Case{"max_queue_per_device = 0", "'max_queue_per_device'"},
+        Case{"max_queue_per_device = \"many\"", "'max_queue_per_device'"},
+        Case{"invite_only = 1", "'invite_only'"}, Case{"listen = \"nohost\"", "'listen'"},
+        Case{"log_level = \"loud\"", "'log_level'"}, Case{"tls_next_key = 7", "'tls_next_key'"},
+        Case{"data = false", "'data'"}, Case{"message_ttl_days = 1000", "'message_ttl_days'"},
+        Case{"listen = [", "config syntax error"},
+        // found by fuzz/server_config_fuzz: toml++ misbehaves on this byte pair
+        Case{"\xc2\xa4", "config must be ASCII"},
+        Case{"# caf\xc3\xa9\nlisten = \":1\"", "line 1"}}) {
     auto c = apply_toml_text(ServerConfig{}, t.text);
     ASSERT_FALSE(c) << t.text;
     EXPECT_NE(c.error().find(t.expect), std::string::npos) << c.error();
@@ -75,7 +79,8 @@ TEST(Username, NormalisesAndValidates) {
   EXPECT_EQ(normalize_username("Alice"), "alice");
   EXPECT_EQ(normalize_username("bob_2.x-y"), "bob_2.x-y");
   EXPECT_EQ(normalize_username(std::string(32, 'a')), std::string(32, 'a'));
-  for (const std::string& bad : std::vector<std::string>{"ab", std::string(33, 'a'), "a b", "_alice", "al!ce", "ålice", ""}) {
+  for (const std::string& bad : std::vector<std::string>{"ab", std::string(33, 'a'), "a b",
+                                                         "_alice", "al!ce", "ålice", ""}) {
     EXPECT_FALSE(normalize_username(bad)) << bad;
   }
 }

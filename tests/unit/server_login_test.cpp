@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -225,6 +226,98 @@ TEST_F(UpgradeLoginTest, MalformedHeadersAreRefusedClearlyAndChangeNothing) {
     EXPECT_EQ(login_bound(c, binding_of(1)).status().code(), svc::UNAUTHENTICATED) << header;
     server_->on_close(c.conn);
   }
+}
+
+// --- one copy of a device's data at a time (AuthenticateRequest.instance) ------------------------
+
+class InstanceTest : public UpgradeLoginTest {
+ protected:
+  static std::string instance(char c) { return std::string(16, c); }
+
+  // A challenge login on a new connection of alice's device 1, from the copy `copy`.
+  svc::Response login_from(std::unique_ptr<Client>& c, std::uint64_t conn_id,
+                           const std::string& copy) {
+    c = std::make_unique<Client>("alice", 1, conn_id);
+    server_->on_open(c->conn, {});
+    svc::Request ch;
+    ch.mutable_challenge();
+    const std::string nonce = call(*c, ch).challenge().nonce();
+    auto r = authenticate("alice", 1, c->auth, nonce);
+    r.mutable_authenticate()->set_instance(copy);
+    return call(*c, r);
+  }
+};
+
+TEST_F(InstanceTest, ASecondCopyOfADeviceIsRefusedWhileTheFirstIsOnline) {
+  register_elsewhere("alice", 1);
+  std::unique_ptr<Client> first, second, same, unnamed, other;
+  ASSERT_EQ(login_from(first, 1, instance('A')).status().code(), svc::OK);
+
+  const auto failures = metrics_.login_failures.load();
+  const auto refused = login_from(second, 2, instance('B'));
+  EXPECT_EQ(refused.status().code(), svc::DEVICE_IN_USE);
+  EXPECT_EQ(refused.status().message(), "this device is connected from another copy of its data");
+  EXPECT_EQ(metrics_.login_failures.load(), failures + 1);
+  EXPECT_FALSE(logged_in(*second));
+  EXPECT_TRUE(logged_in(*first));  // the copy online keeps its connection
+  EXPECT_FALSE(first->conn->closed());
+
+  // The same copy reconnecting replaces its older connection, as before.
+  ASSERT_EQ(login_from(same, 3, instance('A')).status().code(), svc::OK);
+  EXPECT_EQ(first->conn->closed().value_or(""), "replaced by a newer connection of this device");
+  // A login that names no copy is not checked, and one online without a copy checks nobody.
+  ASSERT_EQ(login_from(unnamed, 4, "").status().code(), svc::OK);
+  EXPECT_TRUE(same->conn->closed().has_value());
+  ASSERT_EQ(login_from(other, 5, instance('B')).status().code(), svc::OK);
+  EXPECT_TRUE(unnamed->conn->closed().has_value());
+  // Once the copy online has gone, another copy may log in.
+  server_->on_close(other->conn);
+  std::unique_ptr<Client> back;
+  EXPECT_EQ(login_from(back, 6, instance('A')).status().code(), svc::OK);
+}
+
+TEST_F(InstanceTest, AnInstanceOfAnotherSizeIsRefusedAndSpendsTheAttempt) {
+  register_elsewhere("alice", 1);
+  for (const std::string& bad : {std::string(15, 'x'), std::string(17, 'x'), std::string(1, 'x')}) {
+    std::unique_ptr<Client> c;
+    const auto r = login_from(c, 10 + bad.size(), bad);
+    EXPECT_EQ(r.status().code(), svc::BAD_REQUEST) << bad.size();
+    EXPECT_NE(r.status().message().find("instance"), std::string::npos);
+    EXPECT_FALSE(logged_in(*c));
+    // The challenge is spent: this connection has nothing left to sign.
+    svc::Request again;
+    again.mutable_authenticate()->set_username("alice");
+    EXPECT_EQ(call(*c, again).status().code(), svc::UNAUTHENTICATED);
+  }
+}
+
+TEST_F(InstanceTest, TheUpgradeLoginChecksTheCopyAlike) {
+  register_elsewhere("alice", 1);
+  std::unique_ptr<Client> first;
+  ASSERT_EQ(login_from(first, 1, instance('A')).status().code(), svc::OK);
+  const auto proof_from = [&](Client& c, const std::string& copy) {
+    c.conn->set_channel_binding(binding_of(static_cast<std::uint8_t>(c.conn->id())));
+    auto proof =
+        authenticate_bound("alice", 1, c.auth, binding_of(static_cast<std::uint8_t>(c.conn->id())));
+    proof.mutable_authenticate()->set_instance(copy);
+    return header_for(proof);
+  };
+  Client second("alice", 1, 2);
+  auto first_frame = open_with(second, proof_from(second, instance('B')));
+  ASSERT_TRUE(first_frame.has_push() && first_frame.push().has_login_result());
+  EXPECT_EQ(first_frame.push().login_result().status().code(), svc::DEVICE_IN_USE);
+  EXPECT_FALSE(logged_in(second));
+  EXPECT_TRUE(logged_in(*first));
+
+  Client bad_size("alice", 1, 3);
+  first_frame = open_with(bad_size, proof_from(bad_size, "short"));
+  EXPECT_EQ(first_frame.push().login_result().status().code(), svc::BAD_REQUEST);
+
+  Client same("alice", 1, 4);
+  first_frame = open_with(same, proof_from(same, instance('A')));
+  EXPECT_EQ(first_frame.push().login_result().status().code(), svc::OK);
+  EXPECT_TRUE(logged_in(same));
+  EXPECT_TRUE(first->conn->closed().has_value());
 }
 
 TEST_F(UpgradeLoginTest, NoHeaderMeansNoLoginResult) {

@@ -271,6 +271,8 @@ TYPED_TEST(ServerStoreTest, CreatesAndFindsAccounts) {
     EXPECT_EQ(found->devices[0].registration_id, 7u);
     EXPECT_EQ(found->devices[0].auth_key, filled(32, 0xA1));
     EXPECT_EQ(found->devices[0].created_day, kStartMs / kMsPerDay);  // the store's clock, in days
+    EXPECT_TRUE(found->devices[0].name.empty());
+    EXPECT_TRUE(found->recovery_key.empty());  // none given: the account cannot be recovered
   }
   EXPECT_EQ(this->keys().count_pre_keys(*id, 1).value(), 2u);
   EXPECT_EQ(this->keys().signed_pre_key(*id, 1).value().id, 1u);
@@ -338,7 +340,7 @@ TYPED_TEST(ServerStoreTest, RemovingADeviceRemovesItsKeysAndQueue) {
   ASSERT_TRUE(this->send({this->envelope(alice, second)}).has_value());
   ASSERT_EQ(this->count(alice, second), 2u);
 
-  ASSERT_TRUE(this->accounts().remove_device(alice, second).has_value());
+  EXPECT_EQ(this->accounts().remove_device(alice, second).value(), 2u);  // envelopes removed
   EXPECT_EQ(this->keys().signed_pre_key(alice, second).error(), Error::not_found);
   EXPECT_EQ(this->keys().count_pre_keys(alice, second).value(), 0u);
   EXPECT_FALSE(this->keys().take_pre_key(alice, second).value().has_value());
@@ -357,6 +359,123 @@ TYPED_TEST(ServerStoreTest, RemovingADeviceRemovesItsKeysAndQueue) {
             Error::not_found);
   EXPECT_EQ(this->count(alice, 1), 1u);
   EXPECT_EQ(this->keys().add_pre_keys(alice, second, pre_keys(20, 1)).error(), Error::not_found);
+}
+
+TYPED_TEST(ServerStoreTest, KeepsDeviceNamesAndRecoveryKeys) {
+  DeviceRecord first = device_record(7, 0xA1);
+  first.name = filled(kMaxDeviceNameSize, 0x4E);
+  auto alice = this->accounts().create_account("alice", filled(33, 0x05), first, signed_pre_key(1),
+                                               {}, filled(kRecoveryKeySize, 0x3C));
+  ASSERT_TRUE(alice.has_value());
+  DeviceRecord second = device_record(8, 0xA2);
+  second.name = filled(17, 0x4F);
+  ASSERT_EQ(this->accounts().add_device(*alice, second, signed_pre_key(2), {}).value(), 2u);
+
+  for (auto found :
+       {this->accounts().find_account("alice"), this->accounts().find_account(*alice)}) {
+    ASSERT_TRUE(found.has_value());
+    EXPECT_EQ(found->recovery_key, filled(kRecoveryKeySize, 0x3C));
+    ASSERT_EQ(found->devices.size(), 2u);
+    EXPECT_EQ(found->devices[0].name, filled(kMaxDeviceNameSize, 0x4E));
+    EXPECT_EQ(found->devices[1].name, filled(17, 0x4F));
+  }
+
+  // Above the limits: refused, nothing stored.
+  DeviceRecord long_name = device_record(9, 0xA3);
+  long_name.name = filled(kMaxDeviceNameSize + 1, 0x4E);
+  EXPECT_EQ(this->accounts().add_device(*alice, long_name, signed_pre_key(3), {}).error(),
+            Error::io);
+  EXPECT_EQ(this->accounts()
+                .create_account("bob", filled(33, 0x05), long_name, signed_pre_key(1), {})
+                .error(),
+            Error::io);
+  EXPECT_EQ(this->accounts()
+                .create_account("bob", filled(33, 0x05), device_record(9, 0xA3), signed_pre_key(1),
+                                {}, filled(kRecoveryKeySize - 1, 0x3C))
+                .error(),
+            Error::io);
+  EXPECT_EQ(this->accounts().find_account("bob").error(), Error::not_found);
+  EXPECT_EQ(this->accounts().find_account(*alice).value().devices.size(), 2u);
+}
+
+TYPED_TEST(ServerStoreTest, RecoveringAnAccountReplacesItsKeysAndDevicesInOneGo) {
+  const Bytes old_recovery = filled(kRecoveryKeySize, 0x3C);
+  const Bytes new_recovery = filled(kRecoveryKeySize, 0x3D);
+  const AccountId alice = this->accounts()
+                              .create_account("alice", filled(33, 0x05), device_record(7, 0xA1),
+                                              signed_pre_key(1), pre_keys(1, 4), old_recovery)
+                              .value();
+  const AccountId bob = this->make_account("bob", 2);
+  const DeviceId second = this->add_device(alice);
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, second, pre_keys(10, 3)).has_value());
+  ASSERT_TRUE(this->send({this->envelope(alice, 1), this->envelope(alice, second)}).has_value());
+  ASSERT_TRUE(this->send({this->envelope(alice, 1), this->envelope(bob, 1)}).has_value());
+  const Bytes token = filled(32, 0x1A);
+  ASSERT_TRUE(this->tokens().create_link_token(token, alice, this->now_seconds() + 600));
+  ASSERT_EQ(this->accounts().find_account("alice").value().devices.size(), 2u);  // cached, maybe
+
+  DeviceRecord fresh = device_record(99, 0xC1);
+  fresh.name = filled(20, 0x4E);
+  // A recovery key that is not the account's (another recovery won): nothing changes.
+  EXPECT_EQ(this->accounts()
+                .recover_account(alice, new_recovery, filled(33, 0x06), fresh, signed_pre_key(5),
+                                 pre_keys(50, 2), new_recovery)
+                .error(),
+            Error::conflict);
+  EXPECT_EQ(this->accounts().find_account(alice).value().identity_key, filled(33, 0x05));
+  EXPECT_EQ(this->count(alice, second), 1u);
+  EXPECT_EQ(this->accounts()
+                .recover_account(alice + 1000, old_recovery, filled(33, 0x06), fresh,
+                                 signed_pre_key(5), {}, new_recovery)
+                .error(),
+            Error::not_found);
+  // Keys of the wrong size: refused before anything is written.
+  EXPECT_EQ(this->accounts()
+                .recover_account(alice, old_recovery, filled(32, 0x06), fresh, signed_pre_key(5),
+                                 {}, new_recovery)
+                .error(),
+            Error::io);
+  EXPECT_EQ(this->accounts().find_account(alice).value().devices.size(), 2u);
+
+  auto removed = this->accounts().recover_account(alice, old_recovery, filled(33, 0x06), fresh,
+                                                  signed_pre_key(5), pre_keys(50, 2), new_recovery);
+  ASSERT_TRUE(removed.has_value());
+  EXPECT_EQ(*removed, 3u);  // the old devices' queued envelopes
+
+  for (auto found :
+       {this->accounts().find_account("alice"), this->accounts().find_account(alice)}) {
+    ASSERT_TRUE(found.has_value());
+    EXPECT_EQ(found->id, alice);
+    EXPECT_EQ(found->identity_key, filled(33, 0x06));
+    EXPECT_EQ(found->recovery_key, new_recovery);
+    ASSERT_EQ(found->devices.size(), 1u);
+    EXPECT_EQ(found->devices[0].id, 1u);
+    EXPECT_EQ(found->devices[0].registration_id, 99u);
+    EXPECT_EQ(found->devices[0].auth_key, filled(32, 0xC1));
+    EXPECT_EQ(found->devices[0].name, filled(20, 0x4E));
+  }
+  EXPECT_EQ(this->keys().signed_pre_key(alice, 1).value().id, 5u);
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 2u);
+  EXPECT_EQ(this->keys().take_pre_key(alice, 1).value().value().id, 50u);
+  EXPECT_EQ(this->keys().signed_pre_key(alice, second).error(), Error::not_found);
+  EXPECT_EQ(this->keys().count_pre_keys(alice, second).value(), 0u);
+  EXPECT_EQ(this->count(alice, 1), 0u);
+  EXPECT_EQ(this->count(alice, second), 0u);
+  EXPECT_EQ(this->tokens().use_link_token(token, this->now_seconds()).error(),
+            Error::invalid_token);
+  // The old code is spent; the new one works.
+  EXPECT_EQ(this->accounts()
+                .recover_account(alice, old_recovery, filled(33, 0x07), fresh, signed_pre_key(6),
+                                 {}, new_recovery)
+                .error(),
+            Error::conflict);
+
+  // Bob keeps everything; the recovered account's queues take envelopes again.
+  EXPECT_EQ(this->count(bob, 1), 1u);
+  EXPECT_EQ(this->keys().count_pre_keys(bob, 1).value(), 2u);
+  ASSERT_TRUE(this->send({this->envelope(alice, 1)}).has_value());
+  EXPECT_EQ(this->count(alice, 1), 1u);
+  EXPECT_EQ(this->add_device(alice), 2u);
 }
 
 // --- keys ---------------------------------------------------------------------------------------
@@ -415,6 +534,42 @@ TYPED_TEST(ServerStoreTest, KeepsTheNewestPreKeysUpToTheLimit) {
     taken.push_back((*key)->id);
   }
   EXPECT_EQ(taken, (std::vector<std::uint32_t>{5, 6, 7, 8, 9}));
+}
+
+TYPED_TEST(ServerStoreTest, ReplacingPreKeysDropsEveryOlderOne) {
+  const AccountId alice = this->make_account("alice", 5);
+  const AccountId bob = this->make_account("bob", 3);
+  ASSERT_TRUE(this->keys().replace_pre_keys(alice, 1, {pre_key(3, 0x77), pre_key(40)}));
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 2u);
+  auto first = this->keys().take_pre_key(alice, 1).value();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->id, 3u);
+  EXPECT_EQ(first->public_key, filled(33, 0x77));  // the uploaded key, not the old one of id 3
+  EXPECT_EQ(this->keys().take_pre_key(alice, 1).value().value().id, 40u);
+  EXPECT_FALSE(this->keys().take_pre_key(alice, 1).value().has_value());
+
+  // None uploaded: none left. Other devices keep theirs.
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, 1, pre_keys(60, 2)));
+  ASSERT_TRUE(this->keys().replace_pre_keys(alice, 1, {}));
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 0u);
+  EXPECT_EQ(this->keys().count_pre_keys(bob, 1).value(), 3u);
+
+  // A refused upload leaves the stored keys as they were.
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, 1, pre_keys(70, 2)));
+  EXPECT_EQ(this->keys()
+                .replace_pre_keys(alice, 1, {pre_key(80), OneTimePreKeyRecord{81, filled(32, 1)}})
+                .error(),
+            Error::io);
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 2u);
+  EXPECT_EQ(this->keys().replace_pre_keys(alice, 9, pre_keys(1, 1)).error(), Error::not_found);
+
+  // The per-device limit holds for a replacement too.
+  TestConfig config;
+  config.max_pre_keys_per_device = 3;
+  this->open(config);
+  ASSERT_TRUE(this->keys().replace_pre_keys(alice, 1, pre_keys(100, 5)));
+  EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 3u);
+  EXPECT_EQ(this->keys().take_pre_key(alice, 1).value().value().id, 102u);
 }
 
 TYPED_TEST(ServerStoreTest, ConcurrentTakesNeverHandOutAKeyTwice) {
@@ -747,6 +902,32 @@ TYPED_TEST(ServerStoreTest, ExpiresEnvelopes) {
   EXPECT_EQ(this->count(alice, 1), 0u);
 }
 
+TYPED_TEST(ServerStoreTest, CountsEveryStoredEnvelope) {
+  EXPECT_EQ(this->messages().count_all().value(), 0u);
+  const AccountId alice = this->make_account("alice");
+  const AccountId bob = this->make_account("bob");
+  const DeviceId second = this->add_device(bob);
+  QueuedEnvelope short_lived = this->envelope(alice, 1);
+  short_lived.expires_at = this->now_seconds() + 60;
+  ASSERT_TRUE(this->send({this->envelope(alice, 1), short_lived, this->envelope(bob, 1)}));
+  ASSERT_TRUE(this->send({this->envelope(bob, second), this->envelope(bob, second)}));
+  EXPECT_EQ(this->messages().count_all().value(), 5u);
+
+  // Expired and not yet swept: still stored, still counted.
+  this->advance_seconds(61);
+  EXPECT_EQ(this->messages().count_all().value(), 5u);
+  EXPECT_EQ(this->messages().expire(this->now_seconds()).value(), 1u);
+  EXPECT_EQ(this->messages().count_all().value(), 4u);
+  EXPECT_EQ(this->accounts().remove_device(bob, second).value(), 2u);
+  EXPECT_EQ(this->messages().count_all().value(), 2u);
+  const auto first = this->loaded_ids(alice, 1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(this->messages().remove(alice, 1, first).value(), 1u);
+  EXPECT_EQ(this->messages().count_all().value(), 1u);
+  this->reopen();
+  EXPECT_EQ(this->messages().count_all().value(), 1u);
+}
+
 TYPED_TEST(ServerStoreTest, GroupCommitsConcurrentSends) {
   constexpr int kThreads = 4;
   constexpr int kPerThread = 250;
@@ -917,7 +1098,9 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
                                    "pre_keys", "send_dedup", "signed_pre_keys"}));
   for (const auto& expected :
        std::vector<std::pair<std::string, std::string>>{{"accounts", "username"},
+                                                        {"accounts", "recovery_key"},
                                                         {"devices", "auth_key"},
+                                                        {"devices", "name"},
                                                         {"messages", "envelope_id"},
                                                         {"messages", "content"},
                                                         {"link_tokens", "token_hash"},
@@ -1028,7 +1211,13 @@ TEST_F(SqliteStoreTest, CorruptRowsAreIoErrorsNotCrashes) {
   EXPECT_TRUE(logged("corrupt row in devices: column registration_id"));
   raw("UPDATE devices SET registration_id = 1; UPDATE accounts SET identity_key = zeroblob(34);");
   EXPECT_EQ(store->accounts().find_account(alice).error(), Error::io);
-  raw("UPDATE accounts SET identity_key = zeroblob(33);");
+  raw("UPDATE accounts SET identity_key = zeroblob(33), recovery_key = zeroblob(31);");
+  EXPECT_EQ(store->accounts().find_account(alice).error(), Error::io);
+  EXPECT_TRUE(logged("corrupt row in accounts: column recovery_key: 31 bytes"));
+  raw("UPDATE accounts SET recovery_key = zeroblob(32); UPDATE devices SET name = zeroblob(257);");
+  EXPECT_EQ(store->accounts().find_account(alice).error(), Error::io);
+  EXPECT_TRUE(logged("corrupt row in devices: column name: 257 bytes"));
+  raw("UPDATE devices SET name = x'';");
   EXPECT_TRUE(store->accounts().find_account(alice).has_value());
 }
 
@@ -1127,15 +1316,18 @@ TEST_F(SqliteStoreTest, DeliveredMessagesLeaveNoCopyInTheFile) {
 TEST_F(SqliteStoreTest, UsesWalAndMigratesOnce) {
   { ASSERT_NE(open(), nullptr); }
   EXPECT_EQ(raw_text("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "3");
   { ASSERT_NE(open(), nullptr); }  // a second open finds the schema current
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "3");
 }
 
 TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
   { ASSERT_NE(open(), nullptr); }
-  // Put the file back to version 1's send_dedup, with one entry, as a server of then left it.
-  raw("DROP TABLE send_dedup;"
+  // Put the file back to version 1's send_dedup, with one entry, as a server of then left it (and
+  // without the columns of version 3).
+  raw("ALTER TABLE devices DROP COLUMN name;"
+      "ALTER TABLE accounts DROP COLUMN recovery_key;"
+      "DROP TABLE send_dedup;"
       "CREATE TABLE send_dedup (key_hash BLOB PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT, "
       "WITHOUT ROWID;"
       "CREATE INDEX send_dedup_by_expiry ON send_dedup (expires_at);"
@@ -1143,7 +1335,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
       "PRAGMA user_version = 1;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "3");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('send_dedup')"),
             "id_time,key_hash,expires_at");
   EXPECT_EQ(raw_text("SELECT count(*) FROM send_dedup"), "0");
@@ -1156,6 +1348,48 @@ TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
   ASSERT_TRUE(sent.get_future().get().has_value());
   EXPECT_TRUE(store->messages().was_sent(key).value());
   EXPECT_EQ(raw_text("SELECT id_time FROM send_dedup"), std::to_string(ms));
+}
+
+TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
+  AccountId alice = 0;
+  {
+    auto store = open();
+    ASSERT_NE(store, nullptr);
+    alice = store->accounts()
+                .create_account("alice", filled(33, 5), device_record(7, 1), signed_pre_key(1),
+                                pre_keys(1, 2))
+                .value();
+    ASSERT_TRUE(send(store->messages(), envelope(alice, 1)).has_value());
+  }
+  // The file as a server of version 2 left it: the same tables without the two columns.
+  raw("ALTER TABLE devices DROP COLUMN name;"
+      "ALTER TABLE accounts DROP COLUMN recovery_key;"
+      "PRAGMA user_version = 2;");
+  ASSERT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('devices')"),
+            "account_id,device_id,registration_id,auth_key,created_day");
+
+  auto store = open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "3");
+  EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('devices')"),
+            "account_id,device_id,registration_id,auth_key,created_day,name");
+  EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('accounts')"),
+            "id,username,identity_key,created_day,recovery_key");
+  // What was there is kept: no name, no recovery key.
+  auto found = store->accounts().find_account("alice");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->id, alice);
+  EXPECT_TRUE(found->recovery_key.empty());
+  ASSERT_EQ(found->devices.size(), 1u);
+  EXPECT_EQ(found->devices[0].registration_id, 7u);
+  EXPECT_TRUE(found->devices[0].name.empty());
+  EXPECT_EQ(store->keys().count_pre_keys(alice, 1).value(), 2u);
+  EXPECT_EQ(store->messages().count(alice, 1).value(), 1u);
+  // And the new columns take values.
+  DeviceRecord named = device_record(8, 2);
+  named.name = filled(30, 0x4E);
+  ASSERT_EQ(store->accounts().add_device(alice, named, signed_pre_key(2), {}).value(), 2u);
+  EXPECT_EQ(store->accounts().find_account(alice).value().devices[1].name, filled(30, 0x4E));
 }
 
 TEST_F(SqliteStoreTest, RefusesADatabaseFromANewerServer) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -39,7 +40,15 @@ class LoopbackConnection final : public net::Connection {
     frames_.push_back(std::move(f));
     return true;
   }
-  void close(const std::string&) override {}
+  // Recorded, and nothing else: frames sent afterwards are still collected.
+  void close(const std::string& reason) override {
+    std::lock_guard lock(mutex_);
+    closed_ = reason;
+  }
+  std::optional<std::string> closed() {
+    std::lock_guard lock(mutex_);
+    return closed_;
+  }
   std::uint64_t id() const override { return id_; }
   const std::string& remote_address() const override { return address_; }
   std::size_t outbound_bytes() const override { return 0; }
@@ -65,6 +74,7 @@ class LoopbackConnection final : public net::Connection {
   std::mutex mutex_;
   std::vector<svc::Frame> frames_;
   std::optional<std::array<std::uint8_t, 32>> binding_;
+  std::optional<std::string> closed_;
 };
 
 inline std::string str(ByteView b) {
@@ -149,6 +159,8 @@ class ServerHarness : public ::testing::Test {
 
   // The store's group-commit delay; a test of what happens before a commit makes it long.
   virtual std::chrono::microseconds commit_delay() const { return std::chrono::milliseconds(2); }
+  // The server's configuration; a fixture that registers many accounts raises the limits.
+  virtual server::ServerConfig config() const { return {}; }
 
   void SetUp() override {
     char tmpl[] = "/tmp/sotto-server-test-XXXXXX";
@@ -158,8 +170,13 @@ class ServerHarness : public ::testing::Test {
     options.now_ms = [] { return kNowMs; };
     options.group_commit_max_delay = commit_delay();
     store_ = std::move(*store::SqliteServerStore::open(dir_ / "sotto.db", options));
-    server_ = std::make_unique<server::Server>(server::ServerConfig{}, *store_, metrics_, rng_,
-                                               [] { return kNowMs; });
+    server_ = make_server(metrics_);
+  }
+  // A server over the test's store (a second one stands for a restart) on the test's clock.
+  std::unique_ptr<server::Server> make_server(server::Metrics& metrics,
+                                              std::optional<server::ServerConfig> c = {}) {
+    return std::make_unique<server::Server>(c.value_or(config()), *store_, metrics, rng_,
+                                            [this] { return server_now_ms_.load(); });
   }
   void TearDown() override {
     server_.reset();
@@ -194,6 +211,24 @@ class ServerHarness : public ::testing::Test {
 
   svc::NewDevice new_device(Client& c) { return make_new_device(c.party, c.auth); }
 
+  // Links `newcomer` (the same party as `existing`, its own auth key) to existing's account with
+  // a link token existing asks for; newcomer's connection stays logged out. Returns its id.
+  std::uint32_t link(Client& existing, Client& newcomer, const std::string& name = {}) {
+    svc::Request token;
+    token.mutable_link_token();
+    const std::string t = call(existing, token).link_token().token();
+    server_->on_open(newcomer.conn, {});
+    svc::Request r;
+    r.mutable_link_device()->set_username(newcomer.party.name);
+    r.mutable_link_device()->set_token(t);
+    *r.mutable_link_device()->mutable_device() = new_device(newcomer);
+    r.mutable_link_device()->mutable_device()->set_name(name);
+    const auto response = call(newcomer, r);
+    EXPECT_EQ(response.status().code(), svc::OK) << response.status().message();
+    newcomer.device_id = response.link_device().device_id();
+    return newcomer.device_id;
+  }
+
   void login(Client& c) {
     svc::Request ch;
     ch.mutable_challenge();
@@ -213,6 +248,8 @@ class ServerHarness : public ::testing::Test {
   std::unique_ptr<store::SqliteServerStore> store_;
   server::Metrics metrics_;
   crypto::DeterministicRng rng_{99};
+  // The server's clock (challenges expire by it); the store's stays at kNowMs.
+  std::atomic<std::uint64_t> server_now_ms_{kNowMs};
   std::unique_ptr<server::Server> server_;
   std::vector<svc::Push> pushes_;
   std::uint64_t next_id_ = 0;

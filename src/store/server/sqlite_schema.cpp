@@ -105,6 +105,15 @@ CREATE TABLE send_dedup (
 CREATE INDEX send_dedup_by_expiry ON send_dedup (expires_at);
 
 )sql",
+    // 2 -> 3
+    R"sql(
+
+-- A device's name (ciphertext the server cannot read) and an account's recovery key. Rows of
+-- version 2 get empty values: their devices have no name and their accounts no recovery key.
+ALTER TABLE devices ADD COLUMN name BLOB NOT NULL DEFAULT x'';
+ALTER TABLE accounts ADD COLUMN recovery_key BLOB NOT NULL DEFAULT x'';
+
+)sql",
 };
 
 std::string failed(const char* what, const Connection& conn) {

@@ -135,12 +135,14 @@ class SqliteServerStore::Impl final : public AccountStore,
 
   // --- AccountStore -------------------------------------------------------------------------
 
-  tl::expected<AccountId, Error> create_account(
-      const std::string& username, ByteView identity_key, const DeviceRecord& first_device,
-      const SignedPreKeyRecord& signed_pre_key,
-      const std::vector<OneTimePreKeyRecord>& pre_keys) override {
+  tl::expected<AccountId, Error> create_account(const std::string& username, ByteView identity_key,
+                                                const DeviceRecord& first_device,
+                                                const SignedPreKeyRecord& signed_pre_key,
+                                                const std::vector<OneTimePreKeyRecord>& pre_keys,
+                                                ByteView recovery_key) override {
     if (auto ok = check_size("identity_key", identity_key, kIdentityKeySize); !ok)
       return tl::unexpected(ok.error());
+    if (auto ok = check_recovery_key(recovery_key); !ok) return tl::unexpected(ok.error());
     if (auto ok = check_device_keys(first_device, signed_pre_key, pre_keys); !ok)
       return tl::unexpected(ok.error());
 
@@ -151,9 +153,13 @@ class SqliteServerStore::Impl final : public AccountStore,
     AccountId id = 0;
     {
       auto st = conn->prepare(
-          "INSERT INTO accounts (username, identity_key, created_day) VALUES (?1, ?2, ?3)");
+          "INSERT INTO accounts (username, identity_key, created_day, recovery_key) "
+          "VALUES (?1, ?2, ?3, ?4)");
       if (!st) return tl::unexpected(fail("create_account: prepare", *conn, st.error()));
-      st->bind(1, std::string_view(username)).bind(2, identity_key).bind_u64(3, today());
+      st->bind(1, std::string_view(username))
+          .bind(2, identity_key)
+          .bind_u64(3, today())
+          .bind(4, recovery_key);
       const int rc = run(*st);
       if (is_unique_violation(rc)) return tl::unexpected(Error::conflict);
       if (rc != SQLITE_OK) return tl::unexpected(fail("create_account: insert", *conn, rc));
@@ -181,8 +187,8 @@ class SqliteServerStore::Impl final : public AccountStore,
       Transaction txn(*conn);  // the account and its devices from one snapshot
       if (const int rc = txn.begin_read(); rc != SQLITE_OK)
         return tl::unexpected(fail("find_account: begin", *conn, rc));
-      auto st =
-          conn->prepare("SELECT id, username, identity_key FROM accounts WHERE username = ?1");
+      auto st = conn->prepare(
+          "SELECT id, username, identity_key, recovery_key FROM accounts WHERE username = ?1");
       if (!st) return tl::unexpected(fail("find_account: prepare", *conn, st.error()));
       st->bind(1, std::string_view(username));
       return read_account(*conn, *st);
@@ -202,7 +208,8 @@ class SqliteServerStore::Impl final : public AccountStore,
       Transaction txn(*conn);
       if (const int rc = txn.begin_read(); rc != SQLITE_OK)
         return tl::unexpected(fail("find_account: begin", *conn, rc));
-      auto st = conn->prepare("SELECT id, username, identity_key FROM accounts WHERE id = ?1");
+      auto st = conn->prepare(
+          "SELECT id, username, identity_key, recovery_key FROM accounts WHERE id = ?1");
       if (!st) return tl::unexpected(fail("find_account: prepare", *conn, st.error()));
       st->bind(1, id);
       return read_account(*conn, *st);
@@ -259,19 +266,93 @@ class SqliteServerStore::Impl final : public AccountStore,
     return next;
   }
 
-  tl::expected<void, Error> remove_device(AccountId account, DeviceId device) override {
+  tl::expected<std::size_t, Error> remove_device(AccountId account, DeviceId device) override {
     auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("remove_device: begin", *conn, rc));
+    auto queued = count_queued(*conn, account, device);
+    if (!queued) return tl::unexpected(queued.error());
     // ON DELETE CASCADE removes the device's signed prekey, one-time prekeys and queue in the
     // same statement.
     auto st = conn->prepare("DELETE FROM devices WHERE account_id = ?1 AND device_id = ?2");
     if (!st) return tl::unexpected(fail("remove_device: prepare", *conn, st.error()));
     st->bind(1, account).bind(2, std::int64_t{device});
-    const int rc = run(*st);
+    if (const int rc = run(*st); rc != SQLITE_OK)
+      return tl::unexpected(fail("remove_device", *conn, rc));
+    if (conn->changes() == 0) return tl::unexpected(Error::not_found);
+    const int rc = txn.commit();
     queue_counts_.erase({account, device});  // its queue went with it (ON DELETE CASCADE)
     forget(account);
-    if (rc != SQLITE_OK) return tl::unexpected(fail("remove_device", *conn, rc));
-    if (conn->changes() == 0) return tl::unexpected(Error::not_found);
-    return {};
+    if (rc != SQLITE_OK) return tl::unexpected(fail("remove_device: commit", *conn, rc));
+    return *queued;
+  }
+
+  tl::expected<std::size_t, Error> recover_account(
+      AccountId account, ByteView expected_recovery_key, ByteView identity_key,
+      const DeviceRecord& first_device, const SignedPreKeyRecord& signed_pre_key,
+      const std::vector<OneTimePreKeyRecord>& pre_keys, ByteView recovery_key) override {
+    if (auto ok = check_size("identity_key", identity_key, kIdentityKeySize); !ok)
+      return tl::unexpected(ok.error());
+    if (auto ok = check_recovery_key(recovery_key); !ok) return tl::unexpected(ok.error());
+    if (auto ok = check_device_keys(first_device, signed_pre_key, pre_keys); !ok)
+      return tl::unexpected(ok.error());
+
+    auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("recover_account: begin", *conn, rc));
+    {
+      // Compare and swap: only the recovery key that was verified may be replaced.
+      auto st = conn->prepare(
+          "UPDATE accounts SET identity_key = ?2, recovery_key = ?3 "
+          "WHERE id = ?1 AND recovery_key = ?4");
+      if (!st) return tl::unexpected(fail("recover_account: prepare", *conn, st.error()));
+      st->bind(1, account)
+          .bind(2, identity_key)
+          .bind(3, recovery_key)
+          .bind(4, expected_recovery_key);
+      if (const int rc = run(*st); rc != SQLITE_OK)
+        return tl::unexpected(fail("recover_account: update", *conn, rc));
+      if (conn->changes() == 0) {
+        auto exists = account_exists(*conn, account);
+        if (!exists) return tl::unexpected(exists.error());
+        return tl::unexpected(*exists ? Error::conflict : Error::not_found);
+      }
+    }
+    std::size_t queued = 0;
+    {
+      auto st = conn->prepare("SELECT count(*) FROM messages WHERE account_id = ?1");
+      if (!st) return tl::unexpected(fail("recover_account: prepare", *conn, st.error()));
+      st->bind(1, account);
+      if (const int rc = st->step(); rc != SQLITE_ROW)
+        return tl::unexpected(fail("recover_account: count", *conn, rc));
+      Row row(*st);
+      queued = static_cast<std::size_t>(row.u64(0));
+      if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+    }
+    // Every device, and with it (ON DELETE CASCADE) its keys and its queue; and the link tokens
+    // the old devices asked for, which would otherwise let them add a device again.
+    static constexpr const char* kRemovals[] = {
+        "DELETE FROM devices WHERE account_id = ?1",
+        "DELETE FROM link_tokens WHERE account_id = ?1",
+    };
+    for (const char* sql : kRemovals) {
+      auto st = conn->prepare(sql);
+      if (!st) return tl::unexpected(fail("recover_account: prepare", *conn, st.error()));
+      st->bind(1, account);
+      if (const int rc = run(*st); rc != SQLITE_OK)
+        return tl::unexpected(fail("recover_account: delete", *conn, rc));
+    }
+    if (auto ok = insert_device(*conn, account, 1, first_device, signed_pre_key, pre_keys); !ok) {
+      return tl::unexpected(ok.error());
+    }
+    const int rc = txn.commit();
+    // The old devices' queue lengths are stale whatever the outcome.
+    std::erase_if(queue_counts_, [&](const auto& entry) { return entry.first.first == account; });
+    forget(account);
+    if (rc != SQLITE_OK) return tl::unexpected(fail("recover_account: commit", *conn, rc));
+    return queued;
   }
 
   // --- KeyStore -----------------------------------------------------------------------------
@@ -305,23 +386,12 @@ class SqliteServerStore::Impl final : public AccountStore,
 
   tl::expected<void, Error> add_pre_keys(AccountId account, DeviceId device,
                                          const std::vector<OneTimePreKeyRecord>& keys) override {
-    for (const auto& key : keys) {
-      if (auto ok = check_size("pre_keys.public_key", key.public_key, kPublicKeySize); !ok)
-        return ok;
-    }
-    auto conn = writing();
-    Transaction txn(*conn);
-    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
-      return tl::unexpected(fail("add_pre_keys: begin", *conn, rc));
-    if (auto exists = device_exists(*conn, account, device); !exists) {
-      return tl::unexpected(exists.error());
-    } else if (!*exists) {
-      return tl::unexpected(Error::not_found);
-    }
-    if (auto ok = put_pre_keys(*conn, account, device, keys); !ok) return ok;
-    if (const int rc = txn.commit(); rc != SQLITE_OK)
-      return tl::unexpected(fail("add_pre_keys: commit", *conn, rc));
-    return {};
+    return store_pre_keys(account, device, keys, false);
+  }
+
+  tl::expected<void, Error> replace_pre_keys(
+      AccountId account, DeviceId device, const std::vector<OneTimePreKeyRecord>& keys) override {
+    return store_pre_keys(account, device, keys, true);
   }
 
   tl::expected<std::optional<OneTimePreKeyRecord>, Error> take_pre_key(AccountId account,
@@ -549,6 +619,18 @@ class SqliteServerStore::Impl final : public AccountStore,
     return static_cast<std::size_t>(n);
   }
 
+  tl::expected<std::size_t, Error> count_all() override {
+    auto conn = pool_.acquire();
+    auto st = conn->prepare("SELECT count(*) FROM messages");
+    if (!st) return tl::unexpected(fail("count_all: prepare", *conn, st.error()));
+    if (const int rc = st->step(); rc != SQLITE_ROW)
+      return tl::unexpected(fail("count_all", *conn, rc));
+    Row row(*st);
+    const std::uint64_t n = row.u64(0);
+    if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+    return static_cast<std::size_t>(n);
+  }
+
   tl::expected<std::size_t, Error> expire(std::uint64_t now_seconds) override {
     // Tokens are swept here too: their expiry times are seconds since the epoch as well. Rows go
     // in batches, each its own short transaction, so that a large backlog never holds the write
@@ -758,9 +840,19 @@ class SqliteServerStore::Impl final : public AccountStore,
     return check_size("signed_pre_keys.signature", key.signature, kSignatureSize);
   }
 
+  Result check_recovery_key(ByteView key) {
+    if (key.empty()) return {};
+    return check_size("accounts.recovery_key", key, kRecoveryKeySize);
+  }
+
   Result check_device_keys(const DeviceRecord& device, const SignedPreKeyRecord& signed_pre_key,
                            const std::vector<OneTimePreKeyRecord>& pre_keys) {
     if (auto ok = check_size("devices.auth_key", device.auth_key, kAuthKeySize); !ok) return ok;
+    if (device.name.size() > kMaxDeviceNameSize) {
+      options_.log("refusing to store devices.name of " + std::to_string(device.name.size()) +
+                   " bytes, at most " + std::to_string(kMaxDeviceNameSize));
+      return tl::unexpected(Error::io);
+    }
     if (auto ok = check_signed_pre_key(signed_pre_key); !ok) return ok;
     for (const auto& key : pre_keys) {
       if (auto ok = check_size("pre_keys.public_key", key.public_key, kPublicKeySize); !ok)
@@ -801,14 +893,15 @@ class SqliteServerStore::Impl final : public AccountStore,
                        const std::vector<OneTimePreKeyRecord>& pre_keys) {
     {
       auto st = conn.prepare(
-          "INSERT INTO devices (account_id, device_id, registration_id, auth_key, created_day) "
-          "VALUES (?1, ?2, ?3, ?4, ?5)");
+          "INSERT INTO devices (account_id, device_id, registration_id, auth_key, created_day, "
+          "name) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
       if (!st) return tl::unexpected(fail("insert_device: prepare", conn, st.error()));
       st->bind(1, account)
           .bind(2, std::int64_t{id})
           .bind(3, std::int64_t{device.registration_id})
           .bind(4, ByteView(device.auth_key))
-          .bind_u64(5, today());
+          .bind_u64(5, today())
+          .bind(6, ByteView(device.name));
       const int rc = run(*st);
       if (is_unique_violation(rc)) return tl::unexpected(Error::conflict);
       if (is_missing_parent(rc)) return tl::unexpected(Error::not_found);
@@ -816,6 +909,50 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
     if (auto ok = put_signed_pre_key(conn, account, id, signed_pre_key); !ok) return ok;
     return put_pre_keys(conn, account, id, pre_keys);
+  }
+
+  // add_pre_keys and replace_pre_keys: one transaction, and the device must exist.
+  Result store_pre_keys(AccountId account, DeviceId device,
+                        const std::vector<OneTimePreKeyRecord>& keys, bool replace) {
+    for (const auto& key : keys) {
+      if (auto ok = check_size("pre_keys.public_key", key.public_key, kPublicKeySize); !ok)
+        return ok;
+    }
+    auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("pre_keys: begin", *conn, rc));
+    if (auto exists = device_exists(*conn, account, device); !exists) {
+      return tl::unexpected(exists.error());
+    } else if (!*exists) {
+      return tl::unexpected(Error::not_found);
+    }
+    if (replace) {
+      auto st = conn->prepare("DELETE FROM pre_keys WHERE account_id = ?1 AND device_id = ?2");
+      if (!st) return tl::unexpected(fail("replace_pre_keys: prepare", *conn, st.error()));
+      st->bind(1, account).bind(2, std::int64_t{device});
+      if (const int rc = run(*st); rc != SQLITE_OK)
+        return tl::unexpected(fail("replace_pre_keys", *conn, rc));
+    }
+    if (auto ok = put_pre_keys(*conn, account, device, keys); !ok) return ok;
+    if (const int rc = txn.commit(); rc != SQLITE_OK)
+      return tl::unexpected(fail("pre_keys: commit", *conn, rc));
+    return {};
+  }
+
+  // How many envelopes the device's queue holds (inside the caller's transaction).
+  tl::expected<std::size_t, Error> count_queued(Connection& conn, AccountId account,
+                                                DeviceId device) {
+    auto st =
+        conn.prepare("SELECT count(*) FROM messages WHERE account_id = ?1 AND device_id = ?2");
+    if (!st) return tl::unexpected(fail("count_queued: prepare", conn, st.error()));
+    st->bind(1, account).bind(2, std::int64_t{device});
+    if (const int rc = st->step(); rc != SQLITE_ROW)
+      return tl::unexpected(fail("count_queued", conn, rc));
+    Row row(*st);
+    const std::uint64_t n = row.u64(0);
+    if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+    return static_cast<std::size_t>(n);
   }
 
   Result put_signed_pre_key(Connection& conn, AccountId account, DeviceId device,
@@ -900,10 +1037,16 @@ class SqliteServerStore::Impl final : public AccountStore,
       account.id = row.i64(0);
       account.username = row.text(1);
       account.identity_key = row.blob(2, kIdentityKeySize);
+      account.recovery_key = row.blob(3);
       if (!row.ok()) return tl::unexpected(corrupt("accounts", row));
+      if (!account.recovery_key.empty() && account.recovery_key.size() != kRecoveryKeySize) {
+        return tl::unexpected(corrupt(
+            "accounts", "column recovery_key: " + std::to_string(account.recovery_key.size()) +
+                            " bytes, expected 0 or 32"));
+      }
     }
     auto devices = conn.prepare(
-        "SELECT device_id, registration_id, auth_key, created_day FROM devices "
+        "SELECT device_id, registration_id, auth_key, created_day, name FROM devices "
         "WHERE account_id = ?1 ORDER BY device_id");
     if (!devices) return tl::unexpected(fail("find_account: prepare", conn, devices.error()));
     devices->bind(1, account.id);
@@ -915,7 +1058,13 @@ class SqliteServerStore::Impl final : public AccountStore,
       d.registration_id = row.u32(1);
       d.auth_key = row.blob(2, kAuthKeySize);
       d.created_day = row.u64(3);
+      d.name = row.blob(4);
       if (!row.ok()) return tl::unexpected(corrupt("devices", row));
+      if (d.name.size() > kMaxDeviceNameSize) {
+        return tl::unexpected(corrupt("devices", "column name: " + std::to_string(d.name.size()) +
+                                                     " bytes, above " +
+                                                     std::to_string(kMaxDeviceNameSize)));
+      }
       account.devices.push_back(std::move(d));
     }
     if (drc != SQLITE_DONE) return tl::unexpected(fail("find_account: devices", conn, drc));

@@ -30,17 +30,27 @@ using AccountId = std::int64_t;
 using DeviceId = std::uint32_t;
 using EnvelopeId = std::array<std::uint8_t, 16>;
 
+// Sizes of variable-length values the store keeps (service.proto).
+inline constexpr std::size_t kMaxDeviceNameSize = 256;
+inline constexpr std::size_t kRecoveryKeySize = 32;
+
 struct DeviceRecord {
   DeviceId id = 0;
   std::uint32_t registration_id = 0;
   Bytes auth_key;  // Ed25519 public key, 32 bytes
   std::uint64_t created_day = 0;
+  // NewDevice.name: ciphertext only the account's devices can read, at most kMaxDeviceNameSize
+  // bytes; empty when the device has no name.
+  Bytes name;
 };
 
 struct AccountRecord {
   AccountId id = 0;
   std::string username;  // normalised (lower case)
   Bytes identity_key;    // 33 bytes
+  // Ed25519 public key (kRecoveryKeySize bytes) that verifies recovery requests; empty when the
+  // account cannot be recovered.
+  Bytes recovery_key;
   std::vector<DeviceRecord> devices;
 };
 
@@ -59,10 +69,11 @@ class AccountStore {
  public:
   virtual ~AccountStore() = default;
   // Creates the account with its first device (id 1). conflict when the username is taken.
+  // `recovery_key`: empty (the account cannot be recovered) or kRecoveryKeySize bytes.
   [[nodiscard]] virtual tl::expected<AccountId, Error> create_account(
       const std::string& username, ByteView identity_key, const DeviceRecord& first_device,
-      const SignedPreKeyRecord& signed_pre_key,
-      const std::vector<OneTimePreKeyRecord>& pre_keys) = 0;
+      const SignedPreKeyRecord& signed_pre_key, const std::vector<OneTimePreKeyRecord>& pre_keys,
+      ByteView recovery_key = {}) = 0;
   [[nodiscard]] virtual tl::expected<AccountRecord, Error> find_account(
       const std::string& username) = 0;
   [[nodiscard]] virtual tl::expected<AccountRecord, Error> find_account(AccountId id) = 0;
@@ -70,9 +81,19 @@ class AccountStore {
   [[nodiscard]] virtual tl::expected<DeviceId, Error> add_device(
       AccountId account, const DeviceRecord& device, const SignedPreKeyRecord& signed_pre_key,
       const std::vector<OneTimePreKeyRecord>& pre_keys) = 0;
-  // Removes the device, its keys and its queue.
-  [[nodiscard]] virtual tl::expected<void, Error> remove_device(AccountId account,
-                                                                DeviceId device) = 0;
+  // Removes the device, its keys and its queue; returns how many queued envelopes went with it.
+  [[nodiscard]] virtual tl::expected<std::size_t, Error> remove_device(AccountId account,
+                                                                       DeviceId device) = 0;
+  // Gives the account to a new holder (a recovery, service.proto RecoverRequest), in one
+  // transaction: the identity key and the recovery key are replaced, every device goes with its
+  // keys and queue, so do the account's link tokens, and `first_device` becomes device 1.
+  // Returns how many queued envelopes went with the old devices. not_found when there is no such
+  // account; conflict when its recovery key is no longer `expected_recovery_key` (another
+  // recovery came first), and then nothing changed.
+  [[nodiscard]] virtual tl::expected<std::size_t, Error> recover_account(
+      AccountId account, ByteView expected_recovery_key, ByteView identity_key,
+      const DeviceRecord& first_device, const SignedPreKeyRecord& signed_pre_key,
+      const std::vector<OneTimePreKeyRecord>& pre_keys, ByteView recovery_key) = 0;
 };
 
 class KeyStore {
@@ -84,6 +105,10 @@ class KeyStore {
                                                                                DeviceId device) = 0;
   // Ids already present are replaced. At most limit keys are kept per device.
   [[nodiscard]] virtual tl::expected<void, Error> add_pre_keys(
+      AccountId account, DeviceId device, const std::vector<OneTimePreKeyRecord>& keys) = 0;
+  // Replaces every one-time prekey of the device by `keys` (none: the device has none left), in
+  // one transaction. At most limit keys are kept, as for add_pre_keys.
+  [[nodiscard]] virtual tl::expected<void, Error> replace_pre_keys(
       AccountId account, DeviceId device, const std::vector<OneTimePreKeyRecord>& keys) = 0;
   // Removes and returns one one-time prekey, atomically: no two callers get the same key.
   [[nodiscard]] virtual tl::expected<std::optional<OneTimePreKeyRecord>, Error> take_pre_key(
@@ -115,7 +140,8 @@ class MessageStore {
   // fsync. `dedup_key` (client message id, then sender account) makes a retried send a no-op
   // that completes successfully. Its first six bytes place its row (a SQLite store keeps dedup
   // rows in their order): clients begin message ids with the time in milliseconds, big-endian,
-  // as UUIDv7 does, so that a busy server appends instead of writing a random page per send. queue_full when any recipient device queue is at its limit.
+  // as UUIDv7 does, so that a busy server appends instead of writing a random page per send.
+  // queue_full when any recipient device queue is at its limit.
   virtual void enqueue(std::vector<QueuedEnvelope> envelopes, std::optional<Bytes> dedup_key,
                        Completion done) = 0;
   // Oldest first, at most `limit`, strictly after `after` (the last id seen) when given.
@@ -140,6 +166,9 @@ class MessageStore {
   [[nodiscard]] virtual tl::expected<bool, Error> was_sent(ByteView dedup_key) = 0;
   [[nodiscard]] virtual tl::expected<std::size_t, Error> count(AccountId account,
                                                                DeviceId device) = 0;
+  // Every stored envelope of every device, expired ones not yet deleted by expire() included
+  // (what the server's queue-depth gauge starts from).
+  [[nodiscard]] virtual tl::expected<std::size_t, Error> count_all() = 0;
   // Deletes expired envelopes and old dedup keys; returns how many envelopes were deleted.
   [[nodiscard]] virtual tl::expected<std::size_t, Error> expire(std::uint64_t now_seconds) = 0;
   // Waits for every pending enqueue to be durable (graceful shutdown).
