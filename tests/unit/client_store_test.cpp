@@ -219,9 +219,8 @@ TEST_F(ClientStoreTest, CreateAndOpenWithPassphraseRoundTripsSettings) {
   ASSERT_TRUE(s) << to_string(s.error());
   expect_same_settings((*s)->settings(), original);
   auto id = (*s)->identity_key_pair();
-  ASSERT_TRUE(id);
-  EXPECT_EQ(id->public_key, original.identity.public_key);
-  EXPECT_TRUE(id->private_key == original.identity.private_key);
+  EXPECT_EQ(id.public_key, original.identity.public_key);
+  EXPECT_TRUE(id.private_key == original.identity.private_key);
   EXPECT_EQ((*s)->local_registration_id(), original.registration_id);
 }
 
@@ -500,6 +499,41 @@ TEST_F(ClientStoreTest, SenderKeysRoundTripAndGroupMessagesFlow) {
   }
 }
 
+// The identity store the client puts over the store (src/client/identities.h), reduced to what a
+// store test needs: every key trusted, the contact's key recorded.
+class TrustingIdentities final : public protocol::IdentityKeyStore {
+ public:
+  explicit TrustingIdentities(ClientStore& s) : s_(s) {}
+  tl::expected<protocol::IdentityKeyPair, protocol::Error> identity_key_pair() override {
+    return s_.identity_key_pair();
+  }
+  tl::expected<protocol::RegistrationId, protocol::Error> local_registration_id() override {
+    return s_.local_registration_id();
+  }
+  tl::expected<bool, protocol::Error> save_identity(const Address& a,
+                                                    const protocol::PublicKey& key) override {
+    if (!s_.save_contact(Contact{a.name, key, true, false, 0})) {
+      return tl::unexpected(protocol::Error::store_failure);
+    }
+    return false;
+  }
+  tl::expected<bool, protocol::Error> is_trusted_identity(const Address&,
+                                                          const protocol::PublicKey&,
+                                                          Direction) override {
+    return true;
+  }
+  tl::expected<std::optional<protocol::PublicKey>, protocol::Error> load_identity(
+      const Address& a) override {
+    auto c = s_.load_contact(a.name);
+    if (!c) return tl::unexpected(protocol::Error::store_failure);
+    if (!c->has_value()) return std::optional<protocol::PublicKey>{};
+    return (*c)->identity_key;
+  }
+
+ private:
+  ClientStore& s_;
+};
+
 // A real X3DH + Double Ratchet conversation in which Bob keeps all his state in the client store
 // (identity, prekeys, signed prekey, sessions) and is closed and reopened between messages.
 TEST_F(ClientStoreTest, ProtocolConversationWithStorePersists) {
@@ -537,7 +571,8 @@ TEST_F(ClientStoreTest, ProtocolConversationWithStorePersists) {
   // Bob receives inside one transaction: session + identity + prekey removal + message + envelope.
   auto receive = [&](ClientStore& store, const protocol::CiphertextMessage& c,
                      const std::string& envelope) -> std::string {
-    protocol::SessionStores bs{store, store, store, store};
+    TrustingIdentities ids(store);
+    protocol::SessionStores bs{ids, store, store, store};
     std::string text;
     auto t = store.transaction([&] {
       auto p = c.type == protocol::MessageType::pre_key
@@ -556,13 +591,15 @@ TEST_F(ClientStoreTest, ProtocolConversationWithStorePersists) {
   ASSERT_TRUE(c1);
   EXPECT_EQ(receive(*bob, *c1, "env-1"), "hello bob");
   EXPECT_EQ(bob->pre_key_count(), 2u);
-  EXPECT_EQ(bob->load_identity(alice_addr).value(), std::optional(alice_identity.public_key));
+  EXPECT_EQ(bob->load_contact("alice").value()->identity_key,
+            std::optional(alice_identity.public_key));
   EXPECT_TRUE(bob->seen_envelope("env-1"));
 
   bob.reset();
   bob = reopen("bob");
   for (int round = 0; round < 3; ++round) {
-    protocol::SessionStores bs{*bob, *bob, *bob, *bob};
+    TrustingIdentities ids(*bob);
+    protocol::SessionStores bs{ids, *bob, *bob, *bob};
     const std::string reply = "reply " + std::to_string(round);
     auto r = protocol::encrypt(alice_addr, as_bytes(reply), bs);
     ASSERT_TRUE(r) << to_string(r.error());
@@ -595,111 +632,232 @@ struct TrustKeys {
   Address dev2{"bob", DeviceId(2)};
 };
 
-Contact contact_of(ClientStore& s, const std::string& name) {
-  auto all = s.contacts();
-  if (!all) throw std::runtime_error("contacts failed");
-  for (auto& c : *all) {
-    if (c.username == name) return c;
-  }
-  throw std::runtime_error("no such contact");
-}
-
-TEST_F(ClientStoreTest, TrustOnFirstUse) {
-  auto s = make("alice", "on-first-use");
+TEST_F(ClientStoreTest, ContactsRoundTripWithWhatTheUserDecided) {
+  auto s = make();
   TrustKeys t;
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending), true);
-  EXPECT_FALSE(s->load_identity(t.dev1)->has_value());
-  EXPECT_EQ(s->save_identity(t.dev1, t.k1.public_key), false);
-  EXPECT_EQ(s->save_identity(t.dev1, t.k1.public_key), false);
-  // Identity is per account: another device of bob sees the same key.
-  EXPECT_EQ(s->load_identity(t.dev2).value(), std::optional(t.k1.public_key));
-  EXPECT_EQ(s->is_trusted_identity(t.dev2, t.k1.public_key, Direction::receiving), true);
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), false);
-  {
-    const Contact c = contact_of(*s, "bob");
-    EXPECT_EQ(c.identity_key, std::optional(t.k1.public_key));
-    EXPECT_FALSE(c.verified);
-    EXPECT_EQ(c.identity_changed_at, 0u);
-  }
-
-  // The key changes: recorded, reported, and not trusted until the user confirms it.
-  EXPECT_EQ(s->save_identity(t.dev2, t.k2.public_key), true);
-  EXPECT_EQ(s->load_identity(t.dev1).value(), std::optional(t.k2.public_key));
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), false);
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending), false);
-  EXPECT_NE(contact_of(*s, "bob").identity_changed_at, 0u);
+  EXPECT_FALSE(s->load_contact("bob").value().has_value());
+  ASSERT_TRUE(s->save_contact(Contact{"bob", t.k1.public_key, true, true, 0}));
+  ASSERT_TRUE(s->save_contact(Contact{"carol", t.k2.public_key, false, false, 1234}));
   s.reset();
   s = reopen();
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), false);
-
-  ASSERT_TRUE(s->set_verified("bob", true));
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), true);
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending), false);
-  const Contact c = contact_of(*s, "bob");
-  EXPECT_TRUE(c.verified);
-  EXPECT_EQ(c.identity_changed_at, 0u);
+  auto bob = s->load_contact("bob");
+  ASSERT_TRUE(bob && bob->has_value());
+  EXPECT_EQ((*bob)->identity_key, std::optional(t.k1.public_key));
+  EXPECT_TRUE((*bob)->accepted);
+  EXPECT_TRUE((*bob)->verified);
+  auto all = s->contacts();
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[1].username, "carol");
+  EXPECT_FALSE((*all)[1].accepted);
+  EXPECT_EQ((*all)[1].identity_changed_at, 1234u);
+  EXPECT_EQ(s->save_contact(Contact{"../x", t.k1.public_key, true, false, 0}).error(),
+            ClientError::invalid_argument);
 }
 
-TEST_F(ClientStoreTest, VerifiedIsClearedWhenTheKeyChanges) {
-  auto s = make("alice", "on-first-use");
+// Before format 2, a contact's record had no "accepted": a key was usable unless it had changed
+// and the user had not verified it since. Such a record still means that.
+TEST(ContactCodec, AVersionOneRecordReadsAsWhatItMeant) {
   TrustKeys t;
-  ASSERT_TRUE(s->save_identity(t.dev1, t.k1.public_key));
-  ASSERT_TRUE(s->set_verified("bob", true));
-  EXPECT_TRUE(contact_of(*s, "bob").verified);
-  EXPECT_EQ(s->save_identity(t.dev1, t.k2.public_key), true);
-  const Contact c = contact_of(*s, "bob");
-  EXPECT_FALSE(c.verified);
-  EXPECT_NE(c.identity_changed_at, 0u);
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), false);
-  ASSERT_TRUE(s->set_verified("bob", false));
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), false);
-
-  auto unknown = s->set_verified("nobody", true);
-  ASSERT_FALSE(unknown);
-  EXPECT_EQ(unknown.error(), ClientError::not_found);
+  const auto v1 = [&](bool verified, std::uint64_t changed_at) {
+    detail::Packer p(3 + 32 + 8);
+    p.u8(1);
+    p.u8(1);
+    p.raw(t.k1.public_key.view());
+    p.u8(verified ? 1 : 0);
+    p.u64(changed_at);
+    return p.finish();
+  };
+  auto unchanged = detail::decode_contact(v1(false, 0).view());
+  ASSERT_TRUE(unchanged);
+  EXPECT_TRUE(unchanged->accepted);
+  auto changed = detail::decode_contact(v1(false, 99).view());
+  ASSERT_TRUE(changed);
+  EXPECT_FALSE(changed->accepted);
+  auto verified = detail::decode_contact(v1(true, 99).view());
+  ASSERT_TRUE(verified);
+  EXPECT_TRUE(verified->accepted);
+  // And a version 2 record keeps exactly what it says.
+  detail::ContactState c{t.k2.public_key, false, true, 5};
+  auto again = detail::decode_contact(detail::encode_contact(c).view());
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->accepted);
+  EXPECT_TRUE(again->verified);
+  EXPECT_FALSE(detail::decode_contact(Bytes{3, 0, 0, 0}));
 }
 
-TEST_F(ClientStoreTest, TrustAlways) {
-  auto s = make("alice", "always");
-  TrustKeys t;
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending), true);
-  EXPECT_EQ(s->save_identity(t.dev1, t.k1.public_key), false);
-  ASSERT_TRUE(s->set_verified("bob", true));
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), true);
-  EXPECT_EQ(s->save_identity(t.dev1, t.k2.public_key), true);
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::receiving), true);
-  const Contact c = contact_of(*s, "bob");
-  EXPECT_EQ(c.identity_key, std::optional(t.k2.public_key));
-  EXPECT_FALSE(c.verified);
-  EXPECT_NE(c.identity_changed_at, 0u);
+TEST_F(ClientStoreTest, HeldMessagesAreTakenOncePerConversation) {
+  auto s = make();
+  ASSERT_TRUE(s->hold_message({"e1", "bob", "bob", 1, 100, "first", false}));
+  ASSERT_TRUE(s->hold_message({"e2", "carol", "carol", 2, 150, "other", false}));
+  ASSERT_TRUE(s->hold_message({"e3", "bob", "bob", 2, 200, "second", false}));
+  EXPECT_EQ(s->held_count("bob").value(), 2u);
+  s.reset();
+  s = reopen();
+  auto bob = s->take_held("bob");
+  ASSERT_TRUE(bob);
+  ASSERT_EQ(bob->size(), 2u);
+  EXPECT_EQ((*bob)[0].body, "first");
+  EXPECT_EQ((*bob)[0].peer, "bob");
+  EXPECT_EQ((*bob)[1].envelope_id, "e3");
+  EXPECT_EQ((*bob)[1].sender_device, 2u);
+  EXPECT_TRUE(s->take_held("bob").value().empty());
+  EXPECT_EQ(s->held_count("carol").value(), 1u);
+  // Held messages are not history until released.
+  EXPECT_TRUE(s->messages("bob", 0).value().empty());
 }
 
-TEST_F(ClientStoreTest, TrustNever) {
-  auto s = make("alice", "never");
-  TrustKeys t;
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending), false);
-  EXPECT_EQ(s->save_identity(t.dev1, t.k1.public_key), false);
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending), false);
-  ASSERT_TRUE(s->set_verified("bob", true));
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending), true);
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), false);
-  EXPECT_EQ(s->save_identity(t.dev1, t.k2.public_key), true);
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), false);
-  ASSERT_TRUE(s->set_verified("bob", true));
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k2.public_key, Direction::sending), true);
+TEST_F(ClientStoreTest, AHeldRowMovedToAnotherConversationIsDamagedNotMisattributed) {
+  auto s = make();
+  ASSERT_TRUE(s->hold_message({"e1", "bob", "bob", 1, 100, "for bob only", false}));
+  s.reset();
+  RawDb(db()).exec("UPDATE held SET peer = 'mallory'");
+  s = reopen();
+  auto taken = s->take_held("mallory");
+  ASSERT_TRUE(taken);
+  ASSERT_EQ(taken->size(), 1u);
+  EXPECT_EQ((*taken)[0].body, kDamagedMessageBody);
 }
 
-TEST_F(ClientStoreTest, PolicyChangeTakesEffect) {
-  auto s = make("alice", "on-first-use");
-  TrustKeys t;
-  ASSERT_TRUE(s->save_identity(t.dev1, t.k1.public_key));
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending), true);
-  AccountSettings strict = make_settings("alice", 42, "never");
-  ASSERT_TRUE(s->save_settings(strict));
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending), false);
+TEST_F(ClientStoreTest, JournalEntriesKeepTheirSequence) {
+  auto s = make();
+  auto a = s->append_event(as_bytes("one"));
+  auto b = s->append_event(as_bytes("two"));
+  auto c = s->append_event(as_bytes("three"));
+  ASSERT_TRUE(a && b && c);
+  EXPECT_LT(*a, *b);
+  EXPECT_LT(*b, *c);
+  auto after_a = s->events(*a, 0);
+  ASSERT_TRUE(after_a);
+  ASSERT_EQ(after_a->size(), 2u);
+  EXPECT_EQ((*after_a)[0].seq, *b);
+  EXPECT_TRUE(crypto::constant_time_equal((*after_a)[0].record.view(), as_bytes("two")));
+  ASSERT_TRUE(s->remove_events(*b));
+  s.reset();
+  s = reopen();
+  auto left = s->events(0, 0);
+  ASSERT_TRUE(left);
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].seq, *c);
+  // Sequence numbers are never reused, even after every entry is gone.
+  ASSERT_TRUE(s->remove_events(*c));
+  auto d = s->append_event(as_bytes("four"));
+  ASSERT_TRUE(d);
+  EXPECT_GT(*d, *c);
+  // A damaged entry keeps its place and comes back empty.
+  s.reset();
+  RawDb(db()).flip("SELECT record FROM events", "UPDATE events SET record=?1", 30);
+  s = reopen();
+  auto damaged = s->events(0, 0);
+  ASSERT_TRUE(damaged);
+  ASSERT_EQ(damaged->size(), 1u);
+  EXPECT_EQ((*damaged)[0].seq, *d);
+  EXPECT_EQ((*damaged)[0].record.size(), 0u);
 }
 
-// --- envelopes and history ---------------------------------------------------------------------
+TEST_F(ClientStoreTest, SentContentsAreKeptUntilTheyExpire) {
+  auto s = make();
+  ASSERT_TRUE(s->log_sent("bob", 1000, 5000, as_bytes("content for bob")));
+  ASSERT_TRUE(s->log_sent("alice", 1000, 5000, as_bytes("sync copy")));
+  ASSERT_TRUE(s->log_sent("bob", 2000, 9000, as_bytes("later")));
+  auto got = s->load_sent("bob", 1000);
+  ASSERT_TRUE(got && got->has_value());
+  EXPECT_TRUE(crypto::constant_time_equal((*got)->content.view(), as_bytes("content for bob")));
+  EXPECT_EQ((*got)->resends, 0u);
+  ASSERT_TRUE(s->count_resend("bob", 1000));
+  EXPECT_EQ(s->load_sent("bob", 1000).value()->resends, 1u);
+  EXPECT_FALSE(s->load_sent("carol", 1000).value().has_value());
+  ASSERT_TRUE(s->expire_sent(6000));
+  EXPECT_FALSE(s->load_sent("bob", 1000).value().has_value());
+  EXPECT_FALSE(s->load_sent("alice", 1000).value().has_value());
+  EXPECT_TRUE(s->load_sent("bob", 2000).value().has_value());
+  // Sealed to its row: moved to another recipient, it does not open.
+  s.reset();
+  RawDb(db()).exec("UPDATE sent_log SET peer = 'mallory'");
+  s = reopen();
+  EXPECT_EQ(s->load_sent("mallory", 2000).error(), ClientError::corrupt);
+}
+
+TEST_F(ClientStoreTest, NamedValuesRoundTrip) {
+  auto s = make();
+  EXPECT_FALSE(s->load_value("x").value().has_value());
+  ASSERT_TRUE(s->save_value("x", as_bytes("1")));
+  ASSERT_TRUE(s->save_value("x", as_bytes("22")));
+  ASSERT_TRUE(s->save_value("y", as_bytes("3")));
+  s.reset();
+  s = reopen();
+  EXPECT_TRUE(crypto::constant_time_equal(s->load_value("x").value()->view(), as_bytes("22")));
+  ASSERT_TRUE(s->remove_value("x"));
+  EXPECT_FALSE(s->load_value("x").value().has_value());
+  EXPECT_TRUE(s->load_value("y").value().has_value());
+}
+
+TEST_F(ClientStoreTest, ArchivedSessionsAreKeptButNotListedForSending) {
+  auto s = make();
+  const Address bob1{"bob", DeviceId(1)}, bob2{"bob", DeviceId(2)};
+  ASSERT_TRUE(s->save_session(bob1, make_session_record(1)));
+  ASSERT_TRUE(s->save_session(bob2, make_session_record(2)));
+  auto record = s->load_session(bob2);
+  ASSERT_TRUE(record && record->has_value());
+  (*record)->archive_current();
+  ASSERT_TRUE(s->save_session(bob2, **record));
+  EXPECT_EQ(s->session_devices("bob").value(), std::vector<std::uint32_t>{1});
+  auto kept = s->load_session(bob2);
+  ASSERT_TRUE(kept && kept->has_value());
+  EXPECT_FALSE((*kept)->previous().empty());
+}
+
+TEST_F(ClientStoreTest, ReadOnlyOpenReadsAndRefusesWrites) {
+  auto s = make();
+  ASSERT_TRUE(s->add_message({"m1", "bob", "bob", 1, 100, "hello", false}));
+  // Another process holds the store open read-write meanwhile (a daemon).
+  auto r = ClientStore::open_read_only(dir_, "alice", std::nullopt);
+  ASSERT_TRUE(r) << to_string(r.error());
+  auto list = (*r)->messages("bob", 0);
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].body, "hello");
+  EXPECT_FALSE((*r)->add_message({"m2", "bob", "bob", 1, 200, "no", false}));
+  EXPECT_EQ(s->messages("bob", 0).value().size(), 1u);
+}
+
+// A store written by the previous version (format 1: no held, events, sent_log or state table,
+// no sessions.active column) is brought to format 2 when opened, and keeps all it had.
+TEST_F(ClientStoreTest, AFormatOneStoreGainsTheNewTablesWhenOpened) {
+  auto s = make();
+  ASSERT_TRUE(s->save_session({"bob", DeviceId(1)}, make_session_record(1)));
+  ASSERT_TRUE(s->add_message({"m1", "bob", "bob", 1, 100, "kept", false}));
+  s.reset();
+  RawDb(db()).exec(
+      "DROP TABLE held; DROP TABLE events; DROP TABLE sent_log; DROP TABLE state; "
+      "ALTER TABLE sessions DROP COLUMN active; UPDATE meta SET value = 1 WHERE name = 'format'");
+  s = reopen();
+  EXPECT_EQ(s->session_devices("bob").value(), std::vector<std::uint32_t>{1});
+  EXPECT_EQ(s->messages("bob", 0).value().at(0).body, "kept");
+  EXPECT_TRUE(s->append_event(as_bytes("works")));
+  EXPECT_TRUE(s->hold_message({"e1", "bob", "bob", 1, 100, "x", false}));
+  s.reset();
+  EXPECT_EQ(RawDb(db()).blob("SELECT CAST(value AS BLOB) FROM meta WHERE name = 'format'"),
+            Bytes{'2'});
+}
+
+TEST_F(ClientStoreTest, ACopyOfTheStoreHasAnotherFileIdentity) {
+  auto s = make();
+  const std::string here = s->file_identity();
+  EXPECT_FALSE(here.empty());
+  s.reset();
+  fs::create_directories(dir_ / "copy");
+  for (const char* f : {"alice.db", "alice.key"}) {
+    fs::copy_file(dir_ / f, dir_ / "copy" / f);
+  }
+  fs::permissions(dir_ / "copy" / "alice.key", fs::perms::owner_read | fs::perms::owner_write,
+                  fs::perm_options::replace);
+  auto copy = ClientStore::open(dir_ / "copy", "alice", std::nullopt);
+  ASSERT_TRUE(copy) << to_string(copy.error());
+  EXPECT_NE((*copy)->file_identity(), here);
+  s = reopen();
+  EXPECT_EQ(s->file_identity(), here);
+}
 
 TEST_F(ClientStoreTest, EnvelopeDedup) {
   auto s = make();
@@ -800,7 +958,7 @@ TEST_F(ClientStoreTest, TransactionRollsBackWhenFnReturnsFalse) {
     EXPECT_TRUE(s->save_session(bob, record));
     EXPECT_TRUE(s->add_message({"e1", "bob", "bob", 1, 10, "hi", false}));
     EXPECT_TRUE(s->mark_envelope("e1"));
-    EXPECT_TRUE(s->save_identity(bob, record.current().remote_identity));
+    EXPECT_TRUE(s->save_contact(Contact{"bob", record.current().remote_identity, true, false, 0}));
     // Visible inside the transaction.
     EXPECT_TRUE(s->load_session(bob)->has_value());
     return false;
@@ -810,7 +968,7 @@ TEST_F(ClientStoreTest, TransactionRollsBackWhenFnReturnsFalse) {
   EXPECT_FALSE(s->load_session(bob)->has_value());
   EXPECT_TRUE(s->messages("bob", 0)->empty());
   EXPECT_EQ(s->seen_envelope("e1"), false);
-  EXPECT_FALSE(s->load_identity(bob)->has_value());
+  EXPECT_FALSE(s->load_contact("bob")->has_value());
   s.reset();
   s = reopen();
   EXPECT_FALSE(s->load_session(bob)->has_value());
@@ -984,7 +1142,7 @@ TEST_F(ClientStoreTest, TamperedRowsOfEveryTableAreDetected) {
   auto s = make();
   crypto::DeterministicRng rng(11);
   TrustKeys t;
-  ASSERT_TRUE(s->save_identity(t.dev1, t.k1.public_key));
+  ASSERT_TRUE(s->save_contact(Contact{"bob", t.k1.public_key, true, false, 0}));
   for (const auto& k : protocol::generate_pre_keys(rng, PreKeyId(1), 1))
     ASSERT_TRUE(s->save_pre_key(k));
   ASSERT_TRUE(s->save_signed_pre_key(
@@ -1003,33 +1161,42 @@ TEST_F(ClientStoreTest, TamperedRowsOfEveryTableAreDetected) {
   RawDb(db()).flip("SELECT record FROM sender_keys", "UPDATE sender_keys SET record=?1", 30);
   RawDb(db()).flip("SELECT body FROM messages", "UPDATE messages SET body=?1", 30);
   s = reopen();
-  EXPECT_EQ(s->is_trusted_identity(t.dev1, t.k1.public_key, Direction::sending).error(),
-            protocol::Error::store_failure);
-  EXPECT_EQ(s->load_identity(t.dev1).error(), protocol::Error::store_failure);
-  EXPECT_EQ(s->save_identity(t.dev1, t.k2.public_key).error(), protocol::Error::store_failure);
+  EXPECT_EQ(s->load_contact("bob").error(), ClientError::corrupt);
   EXPECT_EQ(s->contacts().error(), ClientError::corrupt);
-  EXPECT_EQ(s->set_verified("bob", true).error(), ClientError::corrupt);
   EXPECT_EQ(s->load_pre_key(PreKeyId(1)).error(), protocol::Error::store_failure);
   EXPECT_EQ(s->load_signed_pre_key(SignedPreKeyId(1)).error(), protocol::Error::store_failure);
   EXPECT_EQ(s->load_sender_key(name).error(), protocol::Error::store_failure);
-  EXPECT_EQ(s->messages("bob", 0).error(), ClientError::corrupt);
+  // A damaged history row is shown as damaged; it hides nothing else (below).
+  EXPECT_EQ(s->messages("bob", 0).value().at(0).body, kDamagedMessageBody);
   s.reset();
 
-  // Message metadata is bound to the body: moving a message in time or to another sender fails.
+  // Message metadata is bound to the body: moving a message in time or to another sender makes
+  // that row unreadable, and only that row.
   auto s2 = make("carol");
   ASSERT_TRUE(s2->add_message({"m1", "bob", "bob", 1, 100, "hello", false}));
+  ASSERT_TRUE(s2->add_message({"m2", "bob", "bob", 1, 200, "still readable", false}));
   s2.reset();
-  RawDb(db("carol")).exec("UPDATE messages SET timestamp = 99");
-  s2 = reopen("carol");
-  EXPECT_EQ(s2->messages("bob", 0).error(), ClientError::corrupt);
-  s2.reset();
-  RawDb(db("carol")).exec("UPDATE messages SET timestamp = 100, sender = 'mallory'");
-  s2 = reopen("carol");
-  EXPECT_EQ(s2->messages("bob", 0).error(), ClientError::corrupt);
-  s2.reset();
-  RawDb(db("carol")).exec("UPDATE messages SET sender = 'bob', outgoing = 7");
-  s2 = reopen("carol");
-  EXPECT_EQ(s2->messages("bob", 0).error(), ClientError::corrupt);
+  const auto expect_one_damaged = [&](const char* what) {
+    s2 = reopen("carol");
+    auto list = s2->messages("bob", 0);
+    ASSERT_TRUE(list) << what;
+    ASSERT_EQ(list->size(), 2u) << what;
+    std::vector<std::string> bodies{(*list)[0].body, (*list)[1].body};
+    EXPECT_NE(std::find(bodies.begin(), bodies.end(), std::string(kDamagedMessageBody)),
+              bodies.end())
+        << what;
+    EXPECT_NE(std::find(bodies.begin(), bodies.end(), std::string("still readable")), bodies.end())
+        << what;
+    s2.reset();
+  };
+  RawDb(db("carol")).exec("UPDATE messages SET timestamp = 99 WHERE envelope_id = 'm1'");
+  expect_one_damaged("moved in time");
+  RawDb(db("carol"))
+      .exec("UPDATE messages SET timestamp = 100, sender = 'mallory' WHERE envelope_id = 'm1'");
+  expect_one_damaged("another sender");
+  RawDb(db("carol"))
+      .exec("UPDATE messages SET sender = 'bob', outgoing = 7 WHERE envelope_id = 'm1'");
+  expect_one_damaged("outgoing not a flag");
 }
 
 TEST(SettingsCodec, AnAuthenticationKeyThatIsNotItsSeedsOwnIsRefused) {
@@ -1222,7 +1389,7 @@ TEST_F(ClientStoreTest, NoSecretAppearsInTheFiles) {
              s->mark_envelope("e1").has_value();
     });
     ASSERT_TRUE(t && *t);
-    ASSERT_TRUE(s->save_identity(addr, KeyPair::generate(rng).public_key));
+    ASSERT_TRUE(s->save_contact(Contact{peer, KeyPair::generate(rng).public_key, true, false, 0}));
 
     auto scan = [&](const char* when) {
       bool saw_peer = false;

@@ -42,6 +42,22 @@
 
 namespace sotto::store {
 
+AccountSettings AccountSettings::clone() const {
+  AccountSettings c;
+  c.username = username;
+  c.device_id = device_id;
+  c.server_host = server_host;
+  c.server_port = server_port;
+  c.server_fingerprint = server_fingerprint;
+  c.auth_key = auth_key.clone();
+  c.identity = identity.clone();
+  c.registration_id = registration_id;
+  c.next_pre_key_id = next_pre_key_id;
+  c.next_signed_pre_key_id = next_signed_pre_key_id;
+  c.trust_policy = trust_policy;
+  return c;
+}
+
 std::string_view to_string(ClientError e) {
   switch (e) {
     case ClientError::not_found:
@@ -74,7 +90,10 @@ using detail::Statement;
 using detail::Unpacker;
 using StepResult = detail::Statement::StepResult;
 
-constexpr std::int64_t kFormat = 1;
+// Format 2 added the held, events, sent_log and state tables; a format 1 file gains them when it
+// is opened read-write.
+constexpr std::int64_t kFormat = 2;
+constexpr std::int64_t kFormat1 = 1;
 constexpr std::uint8_t kRecordVersion = 1;
 constexpr std::int64_t kMaxSeenEnvelopes = 100'000;
 constexpr int kBusyTimeoutMs = 5000;
@@ -112,13 +131,6 @@ std::string lowercase(std::string_view s) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   }
   return out;
-}
-
-std::uint64_t now_ms() {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count();
-  return ms > 0 ? static_cast<std::uint64_t>(ms) : 1;
 }
 
 std::string num(std::uint64_t v) {
@@ -210,22 +222,6 @@ tl::expected<crypto::Secret<kKeySize>, ClientError> read_key_file(
   return key;
 }
 
-AccountSettings clone_settings(const AccountSettings& s) {
-  AccountSettings c;
-  c.username = s.username;
-  c.device_id = s.device_id;
-  c.server_host = s.server_host;
-  c.server_port = s.server_port;
-  c.server_fingerprint = s.server_fingerprint;
-  c.auth_key = s.auth_key.clone();
-  c.identity = s.identity.clone();
-  c.registration_id = s.registration_id;
-  c.next_pre_key_id = s.next_pre_key_id;
-  c.next_signed_pre_key_id = s.next_signed_pre_key_id;
-  c.trust_policy = s.trust_policy;
-  return c;
-}
-
 // --- record codecs (the plaintext of sealed values) --------------------------------------------
 
 }  // namespace
@@ -314,11 +310,16 @@ std::optional<AccountSettings> decode_settings(ByteView bytes) {
   return s;
 }
 
+constexpr std::uint8_t kContactVersion = 2;
+constexpr std::uint8_t kHeldVersion = 1;
+constexpr std::size_t kMaxHeldBody = 1 << 20;
+
 crypto::SecretBuffer encode_contact(const ContactState& c) {
-  Packer p(3 * Packer::kU8 + (c.key ? kPublicKeySize : 0) + Packer::kU64);
-  p.u8(kRecordVersion);
+  Packer p(4 * Packer::kU8 + (c.key ? kPublicKeySize : 0) + Packer::kU64);
+  p.u8(kContactVersion);
   p.u8(c.key ? 1 : 0);
   if (c.key) p.raw(c.key->view());
+  p.u8(c.accepted ? 1 : 0);
   p.u8(c.verified ? 1 : 0);
   p.u64(c.changed_at);
   return p.finish();
@@ -327,7 +328,8 @@ crypto::SecretBuffer encode_contact(const ContactState& c) {
 std::optional<ContactState> decode_contact(ByteView bytes) {
   Unpacker u(bytes);
   ContactState c;
-  if (u.u8() != kRecordVersion) return std::nullopt;
+  const auto version = u.u8();
+  if (version != kRecordVersion && version != kContactVersion) return std::nullopt;
   auto has_key = u.u8();
   if (!has_key || *has_key > 1) return std::nullopt;
   if (*has_key == 1) {
@@ -337,12 +339,55 @@ std::optional<ContactState> decode_contact(ByteView bytes) {
     if (!key) return std::nullopt;
     c.key = *key;
   }
+  std::optional<std::uint8_t> accepted;
+  if (version == kContactVersion) {
+    accepted = u.u8();
+    if (!accepted || *accepted > 1) return std::nullopt;
+  }
   auto verified = u.u8();
   auto changed_at = u.u64();
   if (!verified || *verified > 1 || !changed_at || !u.done()) return std::nullopt;
   c.verified = *verified == 1;
   c.changed_at = *changed_at;
+  // Version 1 trusted a key that never changed, or that the user verified after it changed.
+  c.accepted = accepted ? *accepted == 1 : (c.changed_at == 0 || c.verified);
   return c;
+}
+
+crypto::SecretBuffer encode_held_message(const StoredMessage& m) {
+  Packer p(Packer::kU8 + Packer::str_size(m.envelope_id) + Packer::str_size(m.sender) +
+           Packer::kU32 + Packer::kU64 + Packer::str_size(m.body) + Packer::kU8);
+  p.u8(kHeldVersion);
+  p.str(m.envelope_id);
+  p.str(m.sender);
+  p.u32(m.sender_device);
+  p.u64(m.timestamp);
+  p.str(m.body);
+  p.u8(m.outgoing ? 1 : 0);
+  return p.finish();
+}
+
+std::optional<StoredMessage> decode_held_message(ByteView bytes) {
+  Unpacker u(bytes);
+  if (u.u8() != kHeldVersion) return std::nullopt;
+  StoredMessage m;
+  auto envelope_id = u.str(kMaxSettingsString);
+  auto sender = u.str(kMaxSettingsString);
+  auto device = u.u32();
+  auto timestamp = u.u64();
+  auto body = u.str(kMaxHeldBody);
+  auto outgoing = u.u8();
+  if (!envelope_id || !sender || !device || !timestamp || !body || !outgoing || *outgoing > 1 ||
+      !u.done()) {
+    return std::nullopt;
+  }
+  m.envelope_id = std::move(*envelope_id);
+  m.sender = std::move(*sender);
+  m.sender_device = *device;
+  m.timestamp = *timestamp;
+  m.body = std::move(*body);
+  m.outgoing = *outgoing == 1;
+  return m;
 }
 
 crypto::SecretBuffer encode_pre_key(const protocol::PreKeyRecord& r) {
@@ -401,10 +446,12 @@ namespace {
 
 using detail::ContactState;
 using detail::decode_contact;
+using detail::decode_held_message;
 using detail::decode_pre_key;
 using detail::decode_settings;
 using detail::decode_signed_pre_key;
 using detail::encode_contact;
+using detail::encode_held_message;
 using detail::encode_pre_key;
 using detail::encode_settings;
 using detail::encode_signed_pre_key;
@@ -439,6 +486,40 @@ std::string message_aad(const std::string& envelope_id, const std::string& peer,
       {envelope_id, peer, sender, num(sender_device), num(timestamp), outgoing ? "1" : "0"});
 }
 
+std::string held_aad(const std::string& peer, std::int64_t seq) {
+  return row_aad("held", "record", {peer, num(static_cast<std::uint64_t>(seq))});
+}
+std::string event_aad(std::int64_t seq) {
+  return row_aad("events", "record", {num(static_cast<std::uint64_t>(seq))});
+}
+std::string sent_aad(const std::string& peer, std::uint64_t timestamp) {
+  return row_aad("sent_log", "content", {peer, num(timestamp)});
+}
+std::string value_aad(std::string_view name) {
+  return row_aad("state", "value", {name});
+}
+
+// Tables added by format 2 (also created on a format 1 file when it is opened).
+constexpr const char* kSchema2 = R"sql(
+CREATE TABLE IF NOT EXISTS held (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  peer TEXT NOT NULL,
+  record BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS held_by_peer ON held (peer, seq);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sent_log (
+  peer TEXT NOT NULL,
+  timestamp INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  resends INTEGER NOT NULL DEFAULT 0,
+  content BLOB NOT NULL,
+  PRIMARY KEY (peer, timestamp));
+CREATE INDEX IF NOT EXISTS sent_log_by_age ON sent_log (created_at);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);
+)sql";
+
 constexpr const char* kSchema = R"sql(
 CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value NOT NULL);
 CREATE TABLE account (id INTEGER PRIMARY KEY CHECK (id = 1), settings BLOB NOT NULL);
@@ -447,6 +528,7 @@ CREATE TABLE sessions (
   username TEXT NOT NULL,
   device_id INTEGER NOT NULL,
   record BLOB NOT NULL,
+  active INTEGER NOT NULL DEFAULT 1,
   PRIMARY KEY (username, device_id));
 CREATE TABLE pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE signed_pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
@@ -490,6 +572,7 @@ struct ClientStore::Impl {
   std::unique_ptr<detail::Connection> db;
   Key key;
   crypto::SystemRng rng;
+  std::string file_identity;  // "device:inode" of the database file
   AccountSettings settings;
   std::recursive_mutex mu;
   int depth = 0;                // open transaction levels (0: none)
@@ -657,7 +740,7 @@ struct ClientStore::Impl {
                                              const std::array<std::uint8_t, 16>& salt,
                                              const crypto::Argon2Params& params) {
     return atomically<void>([&]() -> tl::expected<void, ClientError> {
-      if (!db->exec(kSchema)) return tl::unexpected(db_error());
+      if (!db->exec(kSchema) || !db->exec(kSchema2)) return tl::unexpected(db_error());
       if (auto r = put_meta("format", [](Statement& st) { return st.bind_int(2, kFormat); }); !r) {
         return r;
       }
@@ -778,18 +861,23 @@ tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::create(
   if (auto r = configure(*db); !r) return tl::unexpected(r.error());
 
   auto impl = std::make_unique<Impl>(settings.username, std::move(db), std::move(key));
+  {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return tl::unexpected(ClientError::io);
+    impl->file_identity = std::to_string(static_cast<std::uint64_t>(st.st_dev)) + ":" +
+                          std::to_string(static_cast<std::uint64_t>(st.st_ino));
+  }
   if (auto r = impl->initialise(settings, passphrase.has_value(), salt, params); !r) {
     return tl::unexpected(r.error());
   }
-  impl->settings = clone_settings(settings);
+  impl->settings = settings.clone();
   cleanup.armed = false;
   return std::unique_ptr<ClientStore>(new ClientStore(std::move(impl)));
 }
 
-tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::open(
+tl::expected<std::unique_ptr<ClientStore::Impl>, ClientError> ClientStore::open_impl(
     const std::filesystem::path& dir, const std::string& username_in,
-    std::optional<std::string> passphrase) {
-  PassphraseWiper wiper{passphrase};
+    std::optional<std::string>& passphrase, bool read_only) {
   const std::string username = lowercase(username_in);
   if (!valid_username(username)) return tl::unexpected(ClientError::invalid_argument);
   const auto path = db_path(dir, username);
@@ -799,14 +887,22 @@ tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::open(
   }
   if (!S_ISREG(st.st_mode)) return tl::unexpected(ClientError::io);
 
-  auto db = detail::Connection::open(path);
+  auto db = detail::Connection::open(path, read_only);
   if (!db) return tl::unexpected(ClientError::io);
-  if (auto r = configure(*db); !r) return tl::unexpected(r.error());
+  if (read_only) {
+    if (!db->exec("PRAGMA busy_timeout = " + std::to_string(kBusyTimeoutMs))) {
+      return tl::unexpected(ClientError::io);
+    }
+  } else if (auto r = configure(*db); !r) {
+    return tl::unexpected(r.error());
+  }
   auto impl = std::make_unique<Impl>(username, std::move(db), Key{});
+  impl->file_identity = std::to_string(static_cast<std::uint64_t>(st.st_dev)) + ":" +
+                        std::to_string(static_cast<std::uint64_t>(st.st_ino));
 
   auto format = impl->get_meta("format", [](Statement& s) { return s.column_int(0); });
   if (!format) return tl::unexpected(format.error());
-  if (*format != kFormat) return tl::unexpected(ClientError::corrupt);
+  if (*format != kFormat && *format != kFormat1) return tl::unexpected(ClientError::corrupt);
   auto kdf = impl->get_meta("kdf", [](Statement& s) { return s.column_text(0); });
   if (!kdf) return tl::unexpected(kdf.error());
 
@@ -850,7 +946,38 @@ tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::open(
   auto settings = impl->read_settings();
   if (!settings) return tl::unexpected(settings.error());
   impl->settings = std::move(*settings);
-  return std::unique_ptr<ClientStore>(new ClientStore(std::move(impl)));
+  if (*format == kFormat1 && !read_only) {
+    Impl& i = *impl;
+    auto migrated = i.atomically<void>([&i]() -> tl::expected<void, ClientError> {
+      // Format 1 sessions had no `active` column: every stored session was current.
+      if (!i.db->exec(kSchema2) ||
+          !i.db->exec("ALTER TABLE sessions ADD COLUMN active INTEGER NOT NULL DEFAULT 1")) {
+        return tl::unexpected(i.db_error());
+      }
+      return i.run("UPDATE meta SET value = ?1 WHERE name = 'format'",
+                   [](Statement& q) { return q.bind_int(1, kFormat); });
+    });
+    if (!migrated) return tl::unexpected(migrated.error());
+  }
+  return impl;
+}
+
+tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::open(
+    const std::filesystem::path& dir, const std::string& username,
+    std::optional<std::string> passphrase) {
+  PassphraseWiper wiper{passphrase};
+  auto impl = open_impl(dir, username, passphrase, false);
+  if (!impl) return tl::unexpected(impl.error());
+  return std::unique_ptr<ClientStore>(new ClientStore(std::move(*impl)));
+}
+
+tl::expected<std::unique_ptr<ClientStore>, ClientError> ClientStore::open_read_only(
+    const std::filesystem::path& dir, const std::string& username,
+    std::optional<std::string> passphrase) {
+  PassphraseWiper wiper{passphrase};
+  auto impl = open_impl(dir, username, passphrase, true);
+  if (!impl) return tl::unexpected(impl.error());
+  return std::unique_ptr<ClientStore>(new ClientStore(std::move(*impl)));
 }
 
 std::vector<std::string> ClientStore::accounts(const std::filesystem::path& dir) {
@@ -879,7 +1006,7 @@ tl::expected<void, ClientError> ClientStore::save_settings(const AccountSettings
   }
   if (auto r = impl_->write_settings(settings); !r) return r;
   if (impl_->depth > 0) impl_->settings_dirty = true;
-  impl_->settings = clone_settings(settings);
+  impl_->settings = settings.clone();
   return {};
 }
 
@@ -902,67 +1029,16 @@ tl::expected<bool, ClientError> ClientStore::transaction(const std::function<boo
   return true;
 }
 
-// --- IdentityKeyStore --------------------------------------------------------------------------
+// --- identity ----------------------------------------------------------------------------------
 
-tl::expected<protocol::IdentityKeyPair, protocol::Error> ClientStore::identity_key_pair() {
+protocol::IdentityKeyPair ClientStore::identity_key_pair() const {
   std::lock_guard lock(impl_->mu);
   return impl_->settings.identity.clone();
 }
 
-tl::expected<protocol::RegistrationId, protocol::Error> ClientStore::local_registration_id() {
+protocol::RegistrationId ClientStore::local_registration_id() const {
   std::lock_guard lock(impl_->mu);
   return impl_->settings.registration_id;
-}
-
-tl::expected<bool, protocol::Error> ClientStore::save_identity(const protocol::Address& address,
-                                                               const protocol::PublicKey& key) {
-  std::lock_guard lock(impl_->mu);
-  auto r = impl_->atomically<bool>([&]() -> tl::expected<bool, ClientError> {
-    auto c = impl_->load_contact(address.name);
-    if (!c) return tl::unexpected(c.error());
-    ContactState state = c->value_or(ContactState{});
-    if (state.key && *state.key == key) return false;
-    const bool replaced = state.key.has_value();
-    state.key = key;
-    if (replaced) {
-      // A new key is not the one the user verified; when it changed is shown to the user.
-      state.verified = false;
-      state.changed_at = now_ms();
-    }
-    if (auto s = impl_->save_contact(address.name, state); !s) return tl::unexpected(s.error());
-    return replaced;
-  });
-  if (!r) return tl::unexpected(to_protocol(r.error()));
-  return *r;
-}
-
-tl::expected<bool, protocol::Error> ClientStore::is_trusted_identity(
-    const protocol::Address& address, const protocol::PublicKey& key, protocol::Direction) {
-  std::lock_guard lock(impl_->mu);
-  auto c = impl_->load_contact(address.name);
-  if (!c) return tl::unexpected(to_protocol(c.error()));
-  const bool known = c->has_value() && (*c)->key.has_value();
-  const bool same = known && *(*c)->key == key;
-  switch (impl_->policy()) {
-    case Policy::always:
-      return true;
-    case Policy::never:
-      return same && (*c)->verified;
-    case Policy::on_first_use:
-      if (!known) return true;
-      // The stored key, unless it replaced an earlier one the user has not confirmed since.
-      return same && ((*c)->changed_at == 0 || (*c)->verified);
-  }
-  return false;
-}
-
-tl::expected<std::optional<protocol::PublicKey>, protocol::Error> ClientStore::load_identity(
-    const protocol::Address& address) {
-  std::lock_guard lock(impl_->mu);
-  auto c = impl_->load_contact(address.name);
-  if (!c) return tl::unexpected(to_protocol(c.error()));
-  if (!*c) return std::optional<protocol::PublicKey>{};
-  return (*c)->key;
 }
 
 // --- SessionStore ------------------------------------------------------------------------------
@@ -989,11 +1065,12 @@ tl::expected<void, protocol::Error> ClientStore::save_session(
   crypto::SecretBuffer plain = record.encode();
   const Bytes sealed = impl_->seal_value(session_aad(address), plain.view());
   auto r = impl_->run(
-      "INSERT INTO sessions (username, device_id, record) VALUES (?1, ?2, ?3) "
-      "ON CONFLICT (username, device_id) DO UPDATE SET record = excluded.record",
+      "INSERT INTO sessions (username, device_id, record, active) VALUES (?1, ?2, ?3, ?4) "
+      "ON CONFLICT (username, device_id) DO UPDATE SET record = excluded.record, "
+      "active = excluded.active",
       [&](Statement& st) {
         return st.bind_text(1, address.name) && st.bind_int(2, address.device.value) &&
-               st.bind_blob(3, sealed);
+               st.bind_blob(3, sealed) && st.bind_int(4, record.has_current() ? 1 : 0);
       });
   if (!r) return tl::unexpected(to_protocol(r.error()));
   return {};
@@ -1002,7 +1079,8 @@ tl::expected<void, protocol::Error> ClientStore::save_session(
 tl::expected<std::vector<std::uint32_t>, ClientError> ClientStore::session_devices(
     const std::string& username) {
   std::lock_guard lock(impl_->mu);
-  auto st = impl_->prepare("SELECT device_id FROM sessions WHERE username = ?1 ORDER BY device_id");
+  auto st = impl_->prepare(
+      "SELECT device_id FROM sessions WHERE username = ?1 AND active = 1 ORDER BY device_id");
   if (!st) return tl::unexpected(st.error());
   if (!st->bind_text(1, username)) return tl::unexpected(ClientError::io);
   std::vector<std::uint32_t> out;
@@ -1154,24 +1232,27 @@ tl::expected<std::vector<Contact>, ClientError> ClientStore::contacts() {
     if (!plain) return tl::unexpected(ClientError::corrupt);
     auto state = decode_contact(plain->view());
     if (!state) return tl::unexpected(ClientError::corrupt);
-    out.push_back(Contact{std::move(*name), state->key, state->verified, state->changed_at});
+    out.push_back(
+        Contact{std::move(*name), state->key, state->accepted, state->verified, state->changed_at});
   }
   return out;
 }
 
-tl::expected<void, ClientError> ClientStore::set_verified(const std::string& username,
-                                                          bool verified) {
+tl::expected<std::optional<Contact>, ClientError> ClientStore::load_contact(
+    const std::string& username) {
   std::lock_guard lock(impl_->mu);
-  return impl_->atomically<void>([&]() -> tl::expected<void, ClientError> {
-    auto c = impl_->load_contact(username);
-    if (!c) return tl::unexpected(c.error());
-    if (!*c || !(*c)->key) return tl::unexpected(ClientError::not_found);
-    ContactState state = std::move(**c);
-    state.verified = verified;
-    // Verifying confirms the current key, so it no longer counts as changed.
-    if (verified) state.changed_at = 0;
-    return impl_->save_contact(username, state);
-  });
+  auto c = impl_->load_contact(username);
+  if (!c) return tl::unexpected(c.error());
+  if (!*c) return std::optional<Contact>{};
+  return Contact{username, (*c)->key, (*c)->accepted, (*c)->verified, (*c)->changed_at};
+}
+
+tl::expected<void, ClientError> ClientStore::save_contact(const Contact& contact) {
+  std::lock_guard lock(impl_->mu);
+  if (!valid_username(contact.username)) return tl::unexpected(ClientError::invalid_argument);
+  return impl_->save_contact(contact.username,
+                             ContactState{contact.identity_key, contact.accepted, contact.verified,
+                                          contact.identity_changed_at});
 }
 
 // --- history and dedup -------------------------------------------------------------------------
@@ -1222,12 +1303,72 @@ tl::expected<void, ClientError> ClientStore::add_message(const StoredMessage& m)
       });
 }
 
+tl::expected<bool, ClientError> ClientStore::has_message(const std::string& peer,
+                                                         const std::string& sender,
+                                                         std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    return false;
+  }
+  auto st = impl_->prepare(
+      "SELECT 1 FROM messages WHERE peer = ?1 AND timestamp = ?2 AND sender = ?3 LIMIT 1");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_text(1, peer) || !st->bind_int(2, static_cast<std::int64_t>(timestamp)) ||
+      !st->bind_text(3, sender)) {
+    return tl::unexpected(ClientError::io);
+  }
+  const StepResult r = st->step();
+  if (r == StepResult::error) return tl::unexpected(impl_->db_error());
+  return r == StepResult::row;
+}
+
+namespace {
+
+// Reads one history row (columns: seq, envelope_id, peer, sender, sender_device, timestamp,
+// outgoing, body). A row whose columns or sealed body do not read back becomes a message that
+// says so: the rest of the conversation stays readable.
+StoredMessage read_message_row(const Statement& st, const crypto::Secret<32>& key) {
+  auto seq = st.column_int(0);
+  auto envelope_id = st.column_text(1);
+  auto peer = st.column_text(2);
+  auto sender = st.column_text(3);
+  auto sender_device = st.column_u32(4);
+  auto timestamp = st.column_u64(5);
+  auto outgoing = st.column_int(6);
+  auto blob = st.column_blob(7);
+  StoredMessage m;
+  m.envelope_id = envelope_id.value_or("damaged-" + std::to_string(seq.value_or(0)));
+  m.peer = peer.value_or(std::string());
+  m.sender = sender.value_or(std::string());
+  m.sender_device = sender_device.value_or(0);
+  m.timestamp = timestamp.value_or(0);
+  m.outgoing = outgoing.value_or(0) == 1;
+  std::optional<crypto::SecretBuffer> body;
+  if (envelope_id && peer && sender && sender_device && timestamp && outgoing && blob &&
+      (*outgoing == 0 || *outgoing == 1)) {
+    body = open_sealed(
+        key, message_aad(*envelope_id, *peer, *sender, *sender_device, *timestamp, *outgoing == 1),
+        *blob);
+  }
+  if (body) {
+    m.body.assign(reinterpret_cast<const char*>(body->data()), body->size());
+  } else {
+    m.body = std::string(kDamagedMessageBody);
+  }
+  return m;
+}
+
+constexpr const char* kMessageColumns =
+    "seq, envelope_id, peer, sender, sender_device, timestamp, outgoing, body";
+
+}  // namespace
+
 tl::expected<std::vector<StoredMessage>, ClientError> ClientStore::messages(const std::string& peer,
                                                                             std::size_t limit) {
   std::lock_guard lock(impl_->mu);
-  auto st = impl_->prepare(
-      "SELECT envelope_id, sender, sender_device, timestamp, outgoing, body FROM messages "
-      "WHERE peer = ?1 ORDER BY timestamp DESC, seq DESC LIMIT ?2");
+  auto st = impl_->prepare(std::string("SELECT ") + kMessageColumns +
+                           " FROM messages WHERE peer = ?1 ORDER BY timestamp DESC, seq DESC "
+                           "LIMIT ?2");
   if (!st) return tl::unexpected(st.error());
   const std::int64_t sql_limit =
       limit == 0 ? -1
@@ -1241,33 +1382,277 @@ tl::expected<std::vector<StoredMessage>, ClientError> ClientStore::messages(cons
     const StepResult r = st->step();
     if (r == StepResult::done) break;
     if (r != StepResult::row) return tl::unexpected(impl_->db_error());
-    auto envelope_id = st->column_text(0);
-    auto sender = st->column_text(1);
-    auto sender_device = st->column_u32(2);
-    auto timestamp = st->column_u64(3);
-    auto outgoing = st->column_int(4);
-    auto blob = st->column_blob(5);
-    if (!envelope_id || !sender || !sender_device || !timestamp || !outgoing || !blob ||
-        (*outgoing != 0 && *outgoing != 1)) {
-      return tl::unexpected(ClientError::corrupt);
-    }
-    auto body = open_sealed(
-        impl_->key.bytes,
-        message_aad(*envelope_id, peer, *sender, *sender_device, *timestamp, *outgoing == 1),
-        *blob);
-    if (!body) return tl::unexpected(ClientError::corrupt);
-    StoredMessage m;
-    m.envelope_id = std::move(*envelope_id);
+    StoredMessage m = read_message_row(*st, impl_->key.bytes);
     m.peer = peer;
-    m.sender = std::move(*sender);
-    m.sender_device = *sender_device;
-    m.timestamp = *timestamp;
-    m.body.assign(reinterpret_cast<const char*>(body->data()), body->size());
-    m.outgoing = *outgoing == 1;
     out.push_back(std::move(m));
   }
   std::reverse(out.begin(), out.end());
   return out;
+}
+
+tl::expected<void, ClientError> ClientStore::for_each_message(
+    const std::function<bool(const StoredMessage&)>& fn) {
+  // A page at a time, so the store's lock is not held while `fn` runs.
+  std::int64_t after = 0;
+  constexpr std::int64_t kPage = 256;
+  for (;;) {
+    std::vector<StoredMessage> page;
+    {
+      std::lock_guard lock(impl_->mu);
+      auto st = impl_->prepare(std::string("SELECT ") + kMessageColumns +
+                               " FROM messages WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+      if (!st) return tl::unexpected(st.error());
+      if (!st->bind_int(1, after) || !st->bind_int(2, kPage)) {
+        return tl::unexpected(ClientError::io);
+      }
+      for (;;) {
+        const StepResult r = st->step();
+        if (r == StepResult::done) break;
+        if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+        after = st->column_int(0).value_or(after + 1);
+        page.push_back(read_message_row(*st, impl_->key.bytes));
+      }
+    }
+    for (const auto& m : page) {
+      if (!fn(m)) return {};
+    }
+    if (page.size() < static_cast<std::size_t>(kPage)) return {};
+  }
+}
+
+tl::expected<std::size_t, ClientError> ClientStore::message_count() {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare("SELECT COUNT(*) FROM messages");
+  if (!st) return tl::unexpected(st.error());
+  if (st->step() != StepResult::row) return tl::unexpected(impl_->db_error());
+  auto n = st->column_u64(0);
+  if (!n) return tl::unexpected(ClientError::corrupt);
+  return static_cast<std::size_t>(*n);
+}
+
+// --- held messages -----------------------------------------------------------------------------
+
+tl::expected<void, ClientError> ClientStore::hold_message(const StoredMessage& m) {
+  std::lock_guard lock(impl_->mu);
+  return impl_->atomically<void>([&]() -> tl::expected<void, ClientError> {
+    // The row's sequence number is part of its associated data, so the row is made first.
+    auto r = impl_->run("INSERT INTO held (peer, record) VALUES (?1, x'')",
+                        [&](Statement& st) { return st.bind_text(1, m.peer); });
+    if (!r) return r;
+    const std::int64_t seq = impl_->db->last_insert_rowid();
+    crypto::SecretBuffer plain = encode_held_message(m);
+    const Bytes sealed = impl_->seal_value(held_aad(m.peer, seq), plain.view());
+    return impl_->run("UPDATE held SET record = ?1 WHERE seq = ?2", [&](Statement& st) {
+      return st.bind_blob(1, sealed) && st.bind_int(2, seq);
+    });
+  });
+}
+
+tl::expected<std::vector<StoredMessage>, ClientError> ClientStore::take_held(
+    const std::string& peer) {
+  std::lock_guard lock(impl_->mu);
+  return impl_->atomically<std::vector<StoredMessage>>(
+      [&]() -> tl::expected<std::vector<StoredMessage>, ClientError> {
+        auto st = impl_->prepare("SELECT seq, record FROM held WHERE peer = ?1 ORDER BY seq");
+        if (!st) return tl::unexpected(st.error());
+        if (!st->bind_text(1, peer)) return tl::unexpected(ClientError::io);
+        std::vector<StoredMessage> out;
+        for (;;) {
+          const StepResult r = st->step();
+          if (r == StepResult::done) break;
+          if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+          auto seq = st->column_int(0);
+          auto blob = st->column_blob(1);
+          std::optional<StoredMessage> m;
+          if (seq && blob) {
+            if (auto plain = open_sealed(impl_->key.bytes, held_aad(peer, *seq), *blob)) {
+              m = decode_held_message(plain->view());
+            }
+          }
+          if (!m) {
+            // A damaged held row still tells the user a message was there.
+            m = StoredMessage{"damaged-held-" + std::to_string(seq.value_or(0)),
+                              peer,
+                              peer,
+                              0,
+                              0,
+                              std::string(kDamagedMessageBody),
+                              false};
+          }
+          m->peer = peer;
+          out.push_back(std::move(*m));
+        }
+        auto deleted = impl_->run("DELETE FROM held WHERE peer = ?1",
+                                  [&](Statement& del) { return del.bind_text(1, peer); });
+        if (!deleted) return tl::unexpected(deleted.error());
+        return out;
+      });
+}
+
+tl::expected<std::size_t, ClientError> ClientStore::held_count(const std::string& peer) {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare("SELECT COUNT(*) FROM held WHERE peer = ?1");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_text(1, peer)) return tl::unexpected(ClientError::io);
+  if (st->step() != StepResult::row) return tl::unexpected(impl_->db_error());
+  auto n = st->column_u64(0);
+  if (!n) return tl::unexpected(ClientError::corrupt);
+  return static_cast<std::size_t>(*n);
+}
+
+// --- event journal -----------------------------------------------------------------------------
+
+tl::expected<std::uint64_t, ClientError> ClientStore::append_event(ByteView record) {
+  std::lock_guard lock(impl_->mu);
+  return impl_->atomically<std::uint64_t>([&]() -> tl::expected<std::uint64_t, ClientError> {
+    auto r =
+        impl_->run("INSERT INTO events (record) VALUES (x'')", [](Statement&) { return true; });
+    if (!r) return tl::unexpected(r.error());
+    const std::int64_t seq = impl_->db->last_insert_rowid();
+    const Bytes sealed = impl_->seal_value(event_aad(seq), record);
+    if (auto u = impl_->run(
+            "UPDATE events SET record = ?1 WHERE seq = ?2",
+            [&](Statement& st) { return st.bind_blob(1, sealed) && st.bind_int(2, seq); });
+        !u) {
+      return tl::unexpected(u.error());
+    }
+    const std::int64_t cutoff = seq - static_cast<std::int64_t>(kMaxJournalEntries);
+    if (cutoff > 0) {
+      if (auto d = impl_->run("DELETE FROM events WHERE seq <= ?1",
+                              [&](Statement& st) { return st.bind_int(1, cutoff); });
+          !d) {
+        return tl::unexpected(d.error());
+      }
+    }
+    return static_cast<std::uint64_t>(seq);
+  });
+}
+
+tl::expected<std::vector<JournalEntry>, ClientError> ClientStore::events(std::uint64_t after,
+                                                                         std::size_t limit) {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare("SELECT seq, record FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+  if (!st) return tl::unexpected(st.error());
+  const std::int64_t sql_limit =
+      limit == 0 ? -1 : static_cast<std::int64_t>(std::min<std::size_t>(limit, 1u << 30));
+  const std::int64_t from = static_cast<std::int64_t>(
+      std::min<std::uint64_t>(after, std::numeric_limits<std::int64_t>::max()));
+  if (!st->bind_int(1, from) || !st->bind_int(2, sql_limit)) {
+    return tl::unexpected(ClientError::io);
+  }
+  std::vector<JournalEntry> out;
+  for (;;) {
+    const StepResult r = st->step();
+    if (r == StepResult::done) break;
+    if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+    auto seq = st->column_int(0);
+    auto blob = st->column_blob(1);
+    if (!seq || *seq <= 0 || !blob) return tl::unexpected(ClientError::corrupt);
+    auto plain = open_sealed(impl_->key.bytes, event_aad(*seq), *blob);
+    // A damaged entry is handed out empty: the client reports it instead of losing its place.
+    out.push_back(JournalEntry{static_cast<std::uint64_t>(*seq),
+                               plain ? std::move(*plain) : crypto::SecretBuffer(0)});
+  }
+  return out;
+}
+
+tl::expected<void, ClientError> ClientStore::remove_events(std::uint64_t through) {
+  std::lock_guard lock(impl_->mu);
+  const std::int64_t upto = static_cast<std::int64_t>(
+      std::min<std::uint64_t>(through, std::numeric_limits<std::int64_t>::max()));
+  return impl_->run("DELETE FROM events WHERE seq <= ?1",
+                    [&](Statement& st) { return st.bind_int(1, upto); });
+}
+
+// --- sent contents -----------------------------------------------------------------------------
+
+tl::expected<void, ClientError> ClientStore::log_sent(const std::string& peer,
+                                                      std::uint64_t timestamp, std::uint64_t now_ms,
+                                                      ByteView content) {
+  std::lock_guard lock(impl_->mu);
+  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (timestamp > kMax || now_ms > kMax) return tl::unexpected(ClientError::invalid_argument);
+  const Bytes sealed = impl_->seal_value(sent_aad(peer, timestamp), content);
+  return impl_->run(
+      "INSERT INTO sent_log (peer, timestamp, created_at, resends, content) "
+      "VALUES (?1, ?2, ?3, 0, ?4) ON CONFLICT (peer, timestamp) DO UPDATE SET "
+      "content = excluded.content, created_at = excluded.created_at",
+      [&](Statement& st) {
+        return st.bind_text(1, peer) && st.bind_int(2, static_cast<std::int64_t>(timestamp)) &&
+               st.bind_int(3, static_cast<std::int64_t>(now_ms)) && st.bind_blob(4, sealed);
+      });
+}
+
+tl::expected<std::optional<SentContent>, ClientError> ClientStore::load_sent(
+    const std::string& peer, std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    return std::optional<SentContent>{};
+  }
+  auto st =
+      impl_->prepare("SELECT resends, content FROM sent_log WHERE peer = ?1 AND timestamp = ?2");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_text(1, peer) || !st->bind_int(2, static_cast<std::int64_t>(timestamp))) {
+    return tl::unexpected(ClientError::io);
+  }
+  const StepResult r = st->step();
+  if (r == StepResult::done) return std::optional<SentContent>{};
+  if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+  auto resends = st->column_u32(0);
+  auto blob = st->column_blob(1);
+  if (!resends || !blob) return tl::unexpected(ClientError::corrupt);
+  auto plain = open_sealed(impl_->key.bytes, sent_aad(peer, timestamp), *blob);
+  if (!plain) return tl::unexpected(ClientError::corrupt);
+  return std::optional<SentContent>{SentContent{std::move(*plain), *resends}};
+}
+
+tl::expected<void, ClientError> ClientStore::count_resend(const std::string& peer,
+                                                          std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) return {};
+  return impl_->run("UPDATE sent_log SET resends = resends + 1 WHERE peer = ?1 AND timestamp = ?2",
+                    [&](Statement& st) {
+                      return st.bind_text(1, peer) &&
+                             st.bind_int(2, static_cast<std::int64_t>(timestamp));
+                    });
+}
+
+tl::expected<void, ClientError> ClientStore::expire_sent(std::uint64_t before_ms) {
+  std::lock_guard lock(impl_->mu);
+  const std::int64_t cutoff = static_cast<std::int64_t>(
+      std::min<std::uint64_t>(before_ms, std::numeric_limits<std::int64_t>::max()));
+  return impl_->run("DELETE FROM sent_log WHERE created_at < ?1",
+                    [&](Statement& st) { return st.bind_int(1, cutoff); });
+}
+
+// --- named values ------------------------------------------------------------------------------
+
+tl::expected<std::optional<crypto::SecretBuffer>, ClientError> ClientStore::load_value(
+    std::string_view name) {
+  std::lock_guard lock(impl_->mu);
+  return impl_->load_sealed(
+      "SELECT value FROM state WHERE name = ?1",
+      [&](Statement& st) { return st.bind_text(1, name); }, value_aad(name));
+}
+
+tl::expected<void, ClientError> ClientStore::save_value(std::string_view name, ByteView value) {
+  std::lock_guard lock(impl_->mu);
+  const Bytes sealed = impl_->seal_value(value_aad(name), value);
+  return impl_->run(
+      "INSERT INTO state (name, value) VALUES (?1, ?2) "
+      "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+      [&](Statement& st) { return st.bind_text(1, name) && st.bind_blob(2, sealed); });
+}
+
+tl::expected<void, ClientError> ClientStore::remove_value(std::string_view name) {
+  std::lock_guard lock(impl_->mu);
+  return impl_->run("DELETE FROM state WHERE name = ?1",
+                    [&](Statement& st) { return st.bind_text(1, name); });
+}
+
+std::string ClientStore::file_identity() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->file_identity;
 }
 
 }  // namespace sotto::store

@@ -30,12 +30,12 @@ Bytes seal(const crypto::Secret<32>& key, crypto::Rng& rng, std::string_view aad
   return out;
 }
 
-std::optional<crypto::SecretBuffer> open_sealed(const crypto::Secret<32>& key,
-                                                std::string_view aad, ByteView sealed) {
+std::optional<crypto::SecretBuffer> open_sealed(const crypto::Secret<32>& key, std::string_view aad,
+                                                ByteView sealed) {
   if (sealed.size() < kSealOverhead) return std::nullopt;
   const std::span<const std::uint8_t, kSealNonceSize> nonce(sealed.data(), kSealNonceSize);
-  auto opened = crypto::xchacha20poly1305_open(key, nonce, as_bytes(aad),
-                                               sealed.subspan(kSealNonceSize));
+  auto opened =
+      crypto::xchacha20poly1305_open(key, nonce, as_bytes(aad), sealed.subspan(kSealNonceSize));
   if (!opened) return std::nullopt;
   return std::move(*opened);
 }
@@ -46,7 +46,9 @@ void Packer::put(const std::uint8_t* p, std::size_t n) {
   pos_ += n;
 }
 
-void Packer::u8(std::uint8_t v) { put(&v, 1); }
+void Packer::u8(std::uint8_t v) {
+  put(&v, 1);
+}
 
 void Packer::u16(std::uint16_t v) {
   const std::uint8_t b[2] = {static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)};
@@ -65,7 +67,9 @@ void Packer::u64(std::uint64_t v) {
   put(b, 8);
 }
 
-void Packer::raw(ByteView bytes) { put(bytes.data(), bytes.size()); }
+void Packer::raw(ByteView bytes) {
+  put(bytes.data(), bytes.size());
+}
 
 void Packer::str(std::string_view s) {
   if (s.size() > 0xFFFFFFFFu) throw std::logic_error("Packer: string too long");

@@ -86,14 +86,21 @@ class Unpacker {
 [[nodiscard]] crypto::SecretBuffer encode_settings(const AccountSettings& s);
 [[nodiscard]] std::optional<AccountSettings> decode_settings(ByteView bytes);
 
-// A contact's trust state (`contacts.state`).
+// A contact's trust state (`contacts.state`). Version 1 records (before `accepted` existed)
+// decode with accepted = the key never changed or was verified, which is what they meant; the
+// store writes version 2.
 struct ContactState {
   std::optional<protocol::PublicKey> key;
+  bool accepted = false;
   bool verified = false;
   std::uint64_t changed_at = 0;
 };
 [[nodiscard]] crypto::SecretBuffer encode_contact(const ContactState& c);
 [[nodiscard]] std::optional<ContactState> decode_contact(ByteView bytes);
+
+// A message held back until its sender's key is accepted (`held.record`); the peer is the row's.
+[[nodiscard]] crypto::SecretBuffer encode_held_message(const StoredMessage& m);
+[[nodiscard]] std::optional<StoredMessage> decode_held_message(ByteView bytes);
 
 [[nodiscard]] crypto::SecretBuffer encode_pre_key(const protocol::PreKeyRecord& r);
 [[nodiscard]] std::optional<protocol::PreKeyRecord> decode_pre_key(protocol::PreKeyId id,

@@ -32,9 +32,12 @@ bool Statement::bind_text(int index, std::string_view value) {
 
 Statement::StepResult Statement::step() {
   switch (sqlite3_step(stmt_)) {
-    case SQLITE_ROW: return StepResult::row;
-    case SQLITE_DONE: return StepResult::done;
-    default: return StepResult::error;
+    case SQLITE_ROW:
+      return StepResult::row;
+    case SQLITE_DONE:
+      return StepResult::done;
+    default:
+      return StepResult::error;
   }
 }
 
@@ -76,9 +79,10 @@ std::optional<std::string> Statement::column_text(int column) const {
   return std::string(p, static_cast<std::size_t>(n));
 }
 
-std::unique_ptr<Connection> Connection::open(const std::filesystem::path& path) {
+std::unique_ptr<Connection> Connection::open(const std::filesystem::path& path, bool read_only) {
   sqlite3* db = nullptr;
-  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_FULLMUTEX;
+  const int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
+                    SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_FULLMUTEX;
   if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
     sqlite3_close_v2(db);  // a handle is returned even on failure; closing nullptr is a no-op
     return nullptr;
@@ -111,11 +115,17 @@ std::optional<Statement> Connection::prepare(const std::string& sql) {
   return Statement(it->second);
 }
 
-std::int64_t Connection::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+std::int64_t Connection::last_insert_rowid() const {
+  return sqlite3_last_insert_rowid(db_);
+}
 
-int Connection::changes() const { return sqlite3_changes(db_); }
+int Connection::changes() const {
+  return sqlite3_changes(db_);
+}
 
-bool Connection::in_transaction() const { return sqlite3_get_autocommit(db_) == 0; }
+bool Connection::in_transaction() const {
+  return sqlite3_get_autocommit(db_) == 0;
+}
 
 bool Connection::last_error_is_environmental() const {
   switch (sqlite3_errcode(db_) & 0xff) {

@@ -56,9 +56,10 @@ class Statement {
 
 class Connection {
  public:
-  // Opens an existing database file read-write (never creates one; never follows a symlink).
-  // nullptr when SQLite cannot open it.
-  [[nodiscard]] static std::unique_ptr<Connection> open(const std::filesystem::path& path);
+  // Opens an existing database file read-write, or read-only (never creates one; never follows a
+  // symlink). nullptr when SQLite cannot open it.
+  [[nodiscard]] static std::unique_ptr<Connection> open(const std::filesystem::path& path,
+                                                        bool read_only = false);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
