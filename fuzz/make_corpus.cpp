@@ -410,7 +410,8 @@ void client_records(CorpusWriter& w) {
   std::copy(other.public_key().begin(), other.public_key().end(), at);
   put("settings_foreign_auth_key", 0, swapped);
 
-  store::detail::ContactState contact{IdentityKeyPair::generate(rng).public_key, true, 1700000000};
+  store::detail::ContactState contact{IdentityKeyPair::generate(rng).public_key, true, true,
+                                      1700000000};
   variants("contact", 1, store::detail::encode_contact(contact).view());
   variants("contact_without_key", 1, store::detail::encode_contact({}).view());
 

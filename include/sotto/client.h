@@ -4,7 +4,15 @@
 //
 // Ownership: a Client owns its store, its connection and, after start(), one listener thread.
 // Exactly one Client (in one process) may hold an account at a time: opening takes an exclusive
-// lock on the account and fails with account_busy after Options::lock_wait.
+// lock on the account and fails with account_busy after Options::lock_wait (read_history() reads
+// without the lock, for a CLI beside a daemon).
+//
+// Events: everything the app must hear of (messages, failures, identity and device changes) is
+// first recorded in the account's journal, in the same store transaction as the change itself,
+// then handed to the event handler. By default an event leaves the journal once the handler
+// returned; with Options::manual_ack it stays until acknowledge(), so an app that was not
+// listening (a daemon whose bot was away) gets it later from events(). Either way an event is
+// handed over at least once, and its cursor identifies it for good.
 //
 // Thread-safety: every method may be called from any thread. Event handlers run on the listener
 // thread (after start()) or on the caller's thread (receive()); a handler must not call receive()
@@ -22,9 +30,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
-
 #include <tl/expected.hpp>
+#include <vector>
 
 namespace sotto {
 
@@ -33,21 +40,26 @@ class Engine;
 }  // namespace client
 
 enum class ErrorCode {
-  invalid_argument,      // a malformed username, code, option value or message
-  no_account,            // no account with that name in the data directory
-  ambiguous_account,     // several accounts and none was chosen
-  account_exists,        // registering or linking an account the data directory already has
-  account_busy,          // another sotto process is using the account
-  wrong_passphrase,      // the passphrase (or key file) does not open the store
-  store,                 // the local store failed (I/O, damage)
-  network,               // the server cannot be reached (after retries)
-  fingerprint_mismatch,  // the server's certificate is not the pinned one
-  server,                // the server refused the request (message says why)
-  unauthenticated,       // the server does not accept this device (removed from the account?)
-  not_found,             // no such user or device
-  untrusted_identity,    // a contact's identity key changed and is not trusted yet
-  protocol,              // encryption-level failure (bad bundle, undecryptable provisioning)
-  timeout,               // the operation did not finish in time
+  invalid_argument,        // a malformed username, code, option value or message
+  no_account,              // no account with that name in the data directory
+  ambiguous_account,       // several accounts and none was chosen
+  account_exists,          // registering or linking an account the data directory already has
+  account_busy,            // another sotto process is using the account
+  wrong_passphrase,        // the passphrase (or key file) does not open the store
+  store,                   // the local store failed (I/O, damage)
+  network,                 // the server cannot be reached (after retries)
+  fingerprint_mismatch,    // the server's certificate is not the pinned one
+  server,                  // the server refused the request (message says why)
+  unauthenticated,         // the server does not accept this device (removed from the account?)
+  not_found,               // no such user or device
+  untrusted_identity,      // a contact's identity key changed and is not trusted yet
+  protocol,                // encryption-level failure (bad bundle, undecryptable provisioning)
+  timeout,                 // the operation did not finish in time
+  safety_number_mismatch,  // the digits given are not the safety number with the contact's key
+  device_in_use,           // this device is connected from another copy of its data
+  forbidden,               // the server refused: not allowed (e.g. a linked device removing the
+                           // primary one, a recovery code that does not match)
+  rate_limited,            // the server refused: too many attempts; try again later
 };
 
 std::string_view to_string(ErrorCode code);
@@ -76,48 +88,64 @@ struct Options {
   std::chrono::milliseconds lock_wait{10000};
   // How long send() keeps retrying (reconnecting, repairing device lists) before giving up.
   std::chrono::milliseconds send_timeout{30000};
+  // Events stay in the journal until acknowledge() (see "Events" above).
+  bool manual_ack = false;
 };
 
 struct Server {
   std::string host;
   std::uint16_t port = 0;
-  // SHA-256 of the server certificate (hex). Empty: trust on first use, then pinned.
+  // The pinned server key: SHA-256 of its DER SubjectPublicKeyInfo (64 hex digits), so that a
+  // renewed certificate for the same key is still accepted. Empty: trust on first use, then
+  // pinned.
   std::string fingerprint;
+  // The key the operator announced as the next one (signed by the current key); accepted, and
+  // pinned in place of the current one, when the server starts using it.
+  std::string next_fingerprint;
 };
 
 // One message of a conversation, as shown to the user.
 struct Message {
-  std::string id;                 // envelope id (hex), or a local id for what we sent
-  std::string from;               // the author (our own username for sync copies)
-  std::uint32_t device = 0;       // the author's device
-  std::uint64_t timestamp = 0;    // the author's clock, milliseconds since the epoch
+  std::string id;               // envelope id (hex), or a local id for what we sent
+  std::string from;             // the author (our own username for sync copies)
+  std::uint32_t device = 0;     // the author's device
+  std::uint64_t timestamp = 0;  // the author's clock, milliseconds since the epoch
   std::uint64_t server_timestamp = 0;
   std::string body;
-  std::string conversation;       // the other user of the conversation
-  bool outgoing = false;          // written by us (a sync copy from our other device, or history)
+  std::string conversation;  // the other user of the conversation
+  bool outgoing = false;     // written by us (a sync copy from our other device, or history)
 };
 
 struct Event {
   enum class Kind {
-    message,           // `message` is set
-    decrypt_failed,    // message.from/device/id say whose; `detail` says why
-    identity_changed,  // message.from's safety number changed (the policy accepted the key)
+    message,           // `message` is set (also a held message, once its sender's key is accepted)
+    decrypt_failed,    // a message could not be received: message.from/device/id say whose,
+                       // `detail` says why (and whether the sender was asked to send it again)
+    identity_changed,  // `user`'s identity key changed; `accepted` says whether it may be used
+    devices_changed,   // a device of our account was added or removed (`added`, `removed`)
+    server_key_changed,  // the server's key was re-pinned (`detail` says to what)
     connected,
-    disconnected,      // `detail` says why; the listener reconnects with backoff
-    fatal,             // the listener stopped: `error` says why (removed device, pin mismatch)
+    disconnected,  // `detail` says why; the listener reconnects with backoff
+    fatal,         // the listener stopped: `error` says why (removed device, pin mismatch)
   };
   Kind kind = Kind::message;
+  // Identifies a journalled event for good (0 for connection events, which are not journalled).
+  std::uint64_t cursor = 0;
   Message message;
   std::string detail;
-  // decrypt_failed only: the sender's identity key is not trusted (safety number changed).
-  bool untrusted_identity = false;
+  std::string user;                    // identity_changed
+  bool accepted = false;               // identity_changed
+  std::uint64_t changed_at = 0;        // identity_changed, ms since the epoch
+  std::size_t held = 0;                // identity_changed: messages held until the key is accepted
+  std::vector<std::uint32_t> added;    // devices_changed
+  std::vector<std::uint32_t> removed;  // devices_changed
   std::optional<Error> error;
 };
 using EventHandler = std::function<void(const Event&)>;
 
 struct SendResult {
-  std::uint64_t timestamp = 0;   // the message's timestamp (our clock, ms)
-  std::size_t devices = 0;       // device copies the server accepted
+  std::uint64_t timestamp = 0;  // the message's timestamp (our clock, ms)
+  std::size_t devices = 0;      // device copies the server accepted
 };
 
 struct Device {
@@ -125,18 +153,44 @@ struct Device {
   std::uint32_t registration_id = 0;
   std::uint64_t created_day = 0;  // days since the epoch
   bool current = false;           // this device
+  bool primary = false;           // the device that created (or recovered) the account
+  std::string name;               // empty when the device has none
 };
 
 struct Contact {
   std::string username;
-  bool verified = false;
-  std::uint64_t identity_changed_at = 0;  // ms since the epoch; 0 when unchanged
+  bool accepted = false;                  // the current key may be used
+  bool verified = false;                  // safety numbers were compared for the current key
+  std::uint64_t identity_changed_at = 0;  // ms since the epoch; 0 when it never changed
   std::string identity_key_hex;           // public identity key, for display
+  std::size_t held = 0;                   // messages held until the key is accepted
 };
 
 struct SafetyNumber {
   std::string digits;                   // 60 digits
   std::vector<std::uint8_t> scannable;  // bytes for the QR code
+  std::string identity_key_hex;         // the contact's key the number is computed with
+  std::uint64_t changed_at = 0;         // when that key replaced an earlier one (ms); 0: never
+  bool accepted = false;
+  bool verified = false;
+  std::size_t held = 0;  // messages held until the key is accepted
+};
+
+// What a backup is encrypted with: a passphrase of the user's, or the account's recovery code.
+struct BackupSecret {
+  enum class Kind { passphrase, recovery_code };
+  Kind kind = Kind::passphrase;
+  std::string text;
+};
+
+// Progress of a long operation: done of total units (bytes or messages; total 0 when unknown).
+using Progress = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
+struct LinkOptions {
+  std::string device_name;        // shown by `devices` on every device of the account
+  bool transfer_history = false;  // ask the linking device for the conversation history
+  std::chrono::seconds history_timeout{300};
+  Progress history_progress;  // messages received of the total announced
 };
 
 // What a new device shows while it waits to be linked.
@@ -148,10 +202,17 @@ struct LinkPrompt {
 class Client {
  public:
   // Creates the account on the server and its local store. The username is normalised to lower
-  // case.
+  // case. The account's recovery code is then available once from recovery_code().
   [[nodiscard]] static Result<std::unique_ptr<Client>> register_account(
       const Options& options, const std::string& username, const Server& server,
       const std::string& invite_code = {});
+  // Takes `username` back on this machine with its recovery code: a new identity key and this
+  // device as the primary one; the account's other devices are removed, and contacts see an
+  // identity change. A new recovery code replaces the old one (recovery_code()).
+  [[nodiscard]] static Result<std::unique_ptr<Client>> recover(const Options& options,
+                                                               const std::string& username,
+                                                               const std::string& code,
+                                                               const Server& server);
   // Opens an existing account; an empty username picks the only account of the data directory.
   [[nodiscard]] static Result<std::unique_ptr<Client>> open(const Options& options,
                                                             const std::string& username = {});
@@ -160,9 +221,16 @@ class Client {
   // registers the device.
   [[nodiscard]] static Result<std::unique_ptr<Client>> link(
       const Options& options, const Server& server,
-      const std::function<void(const LinkPrompt&)>& show, std::chrono::seconds timeout);
+      const std::function<void(const LinkPrompt&)>& show, std::chrono::seconds timeout,
+      const LinkOptions& link_options = {});
   // Accounts with a store in the data directory.
   [[nodiscard]] static std::vector<std::string> accounts(const std::filesystem::path& data_dir);
+  // The newest `limit` messages with `user` (all when 0), read without taking the account's lock
+  // (another process, such as a daemon, may be using the account).
+  [[nodiscard]] static Result<std::vector<Message>> read_history(const Options& options,
+                                                                 const std::string& account,
+                                                                 const std::string& user,
+                                                                 std::size_t limit);
 
   ~Client();
   Client(const Client&) = delete;
@@ -172,17 +240,21 @@ class Client {
   [[nodiscard]] std::uint32_t device_id() const;
   [[nodiscard]] Server server() const;
   [[nodiscard]] std::string trust_policy() const;
+  // The recovery code made by register_account() or recover(), once (then empty). It is never
+  // stored: the user must write it down.
+  [[nodiscard]] std::string recovery_code();
 
   // Connects and authenticates (other calls do it on demand).
   [[nodiscard]] Result<void> connect();
 
-  // Encrypts `body` for every device of `to` and our other devices and sends it; returns once
-  // the server has stored it durably. Retries with the same message id, so a message is stored
-  // once however often it is retried.
+  // Encrypts `body` (UTF-8 text) for every device of `to` and our other devices and sends it;
+  // returns once the server has stored it durably. Retries with the same message id, so a
+  // message is stored once however often it is retried.
   [[nodiscard]] Result<SendResult> send(const std::string& to, const std::string& body);
 
-  // Fetches what the server holds for this device: each message is decrypted, stored, handed to
-  // `handler` once and acknowledged. Returns the number of events once the queue is drained.
+  // Fetches what the server holds for this device: each message is decrypted, stored, recorded
+  // in the journal and acknowledged to the server; journalled events are handed to `handler`.
+  // Returns the number of events once the server's queue is drained.
   [[nodiscard]] Result<std::size_t> receive(std::chrono::milliseconds timeout,
                                             const EventHandler& handler);
 
@@ -190,19 +262,49 @@ class Client {
   [[nodiscard]] Result<void> start(EventHandler handler);
   void stop();
 
+  // Journalled events after `cursor` (oldest first, at most `limit`; 0: all).
+  [[nodiscard]] Result<std::vector<Event>> events(std::uint64_t after, std::size_t limit);
+  // Drops journalled events up to and including `cursor` (Options::manual_ack).
+  [[nodiscard]] Result<void> acknowledge(std::uint64_t cursor);
+
   [[nodiscard]] Result<std::vector<Device>> devices();
   [[nodiscard]] Result<void> remove_device(std::uint32_t id);
   // Sends the account to the new device that shows `code`; returns the new device's id once it
-  // has registered (0 when it did not within a short wait).
-  [[nodiscard]] Result<std::uint32_t> add_device(const std::string& code);
+  // has registered (0 when it did not within a short wait). When the new device asks for the
+  // history, it is sent before this returns (`progress`: messages sent of the total).
+  [[nodiscard]] Result<std::uint32_t> add_device(const std::string& code,
+                                                 const Progress& progress = nullptr);
 
   [[nodiscard]] Result<std::vector<Contact>> contacts();
+  // The safety number with `user`'s current identity key (asking the server for it when
+  // reachable, so a change is seen before any message), and the key's state.
   [[nodiscard]] Result<SafetyNumber> safety_number(const std::string& user);
-  // Accepts and marks verified `user`'s current identity key (as the server has it), replacing
-  // sessions built with an earlier key. Returns the (new) safety number.
-  [[nodiscard]] Result<SafetyNumber> trust(const std::string& user);
+  // Accepts `user`'s current identity key (the one safety_number() showed). With `digits`, also
+  // marks it verified, but only when they are that key's safety number (spaces ignored);
+  // safety_number_mismatch otherwise, and nothing changes. Messages held back until the key was
+  // accepted are then delivered as message events.
+  [[nodiscard]] Result<SafetyNumber> trust(const std::string& user,
+                                           const std::optional<std::string>& digits = {});
   // The newest `limit` messages with `user`, oldest first (all when limit is 0).
   [[nodiscard]] Result<std::vector<Message>> history(const std::string& user, std::size_t limit);
+
+  // The server: pin a key the user checked with the operator (hex SHA-256 of its public key),
+  // or move the account to another address (same server, same pin unless `fingerprint`).
+  [[nodiscard]] Result<void> trust_server_key(const std::string& fingerprint);
+  [[nodiscard]] Result<void> set_server_address(const std::string& host, std::uint16_t port);
+
+  // Writes contacts, their trust and verification state, the history and the settings to
+  // `path`, encrypted with `secret` (Argon2id and libsodium's secretstream; docs/backup.md).
+  // Returns the number of messages written.
+  [[nodiscard]] Result<std::size_t> backup_export(const std::filesystem::path& path,
+                                                  const BackupSecret& secret,
+                                                  const Progress& progress = nullptr);
+  // Reads such a file into this account: the whole file is checked before anything is written,
+  // then merged (messages already present are kept once; a contact's newer key is kept).
+  // Returns the number of messages added.
+  [[nodiscard]] Result<std::size_t> backup_import(const std::filesystem::path& path,
+                                                  const BackupSecret& secret,
+                                                  const Progress& progress = nullptr);
 
  private:
   explicit Client(std::unique_ptr<client::Engine> engine);

@@ -2,27 +2,51 @@
 #include "sotto/client.h"
 
 #include "client/engine.h"
+#include "client/environment.h"
 #include "store/client/client_store.h"
 
 namespace sotto {
 
 std::string_view to_string(ErrorCode code) {
   switch (code) {
-    case ErrorCode::invalid_argument: return "invalid_argument";
-    case ErrorCode::no_account: return "no_account";
-    case ErrorCode::ambiguous_account: return "ambiguous_account";
-    case ErrorCode::account_exists: return "account_exists";
-    case ErrorCode::account_busy: return "account_busy";
-    case ErrorCode::wrong_passphrase: return "wrong_passphrase";
-    case ErrorCode::store: return "store";
-    case ErrorCode::network: return "network";
-    case ErrorCode::fingerprint_mismatch: return "fingerprint_mismatch";
-    case ErrorCode::server: return "server";
-    case ErrorCode::unauthenticated: return "unauthenticated";
-    case ErrorCode::not_found: return "not_found";
-    case ErrorCode::untrusted_identity: return "untrusted_identity";
-    case ErrorCode::protocol: return "protocol";
-    case ErrorCode::timeout: return "timeout";
+    case ErrorCode::invalid_argument:
+      return "invalid_argument";
+    case ErrorCode::no_account:
+      return "no_account";
+    case ErrorCode::ambiguous_account:
+      return "ambiguous_account";
+    case ErrorCode::account_exists:
+      return "account_exists";
+    case ErrorCode::account_busy:
+      return "account_busy";
+    case ErrorCode::wrong_passphrase:
+      return "wrong_passphrase";
+    case ErrorCode::store:
+      return "store";
+    case ErrorCode::network:
+      return "network";
+    case ErrorCode::fingerprint_mismatch:
+      return "fingerprint_mismatch";
+    case ErrorCode::server:
+      return "server";
+    case ErrorCode::unauthenticated:
+      return "unauthenticated";
+    case ErrorCode::not_found:
+      return "not_found";
+    case ErrorCode::untrusted_identity:
+      return "untrusted_identity";
+    case ErrorCode::protocol:
+      return "protocol";
+    case ErrorCode::timeout:
+      return "timeout";
+    case ErrorCode::safety_number_mismatch:
+      return "safety_number_mismatch";
+    case ErrorCode::device_in_use:
+      return "device_in_use";
+    case ErrorCode::forbidden:
+      return "forbidden";
+    case ErrorCode::rate_limited:
+      return "rate_limited";
   }
   return "unknown";
 }
@@ -33,8 +57,8 @@ std::optional<std::string> normalize_username(std::string_view name) {
   out.reserve(name.size());
   for (char ch : name) {
     const char c = (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch - 'A' + 'a') : ch;
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-                    c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) return std::nullopt;
     out += c;
   }
@@ -49,21 +73,31 @@ Result<std::unique_ptr<Client>> Client::register_account(const Options& options,
                                                          const std::string& username,
                                                          const Server& server,
                                                          const std::string& invite_code) {
-  auto e = client::Engine::register_account(options, username, server, invite_code);
+  auto e = client::Engine::register_account(options, username, server, invite_code,
+                                            client::system_environment());
+  if (!e) return tl::unexpected(e.error());
+  return std::unique_ptr<Client>(new Client(std::move(*e)));
+}
+
+Result<std::unique_ptr<Client>> Client::recover(const Options& options, const std::string& username,
+                                                const std::string& code, const Server& server) {
+  auto e = client::Engine::recover(options, username, code, server, client::system_environment());
   if (!e) return tl::unexpected(e.error());
   return std::unique_ptr<Client>(new Client(std::move(*e)));
 }
 
 Result<std::unique_ptr<Client>> Client::open(const Options& options, const std::string& username) {
-  auto e = client::Engine::open(options, username);
+  auto e = client::Engine::open(options, username, client::system_environment());
   if (!e) return tl::unexpected(e.error());
   return std::unique_ptr<Client>(new Client(std::move(*e)));
 }
 
 Result<std::unique_ptr<Client>> Client::link(const Options& options, const Server& server,
                                              const std::function<void(const LinkPrompt&)>& show,
-                                             std::chrono::seconds timeout) {
-  auto e = client::Engine::link(options, server, show, timeout);
+                                             std::chrono::seconds timeout,
+                                             const LinkOptions& link_options) {
+  auto e = client::Engine::link(options, server, show, timeout, link_options,
+                                client::system_environment());
   if (!e) return tl::unexpected(e.error());
   return std::unique_ptr<Client>(new Client(std::move(*e)));
 }
@@ -72,29 +106,84 @@ std::vector<std::string> Client::accounts(const std::filesystem::path& data_dir)
   return store::ClientStore::accounts(data_dir);
 }
 
-std::string Client::username() const { return engine_->username(); }
-std::uint32_t Client::device_id() const { return engine_->device_id(); }
-Server Client::server() const { return engine_->server(); }
-std::string Client::trust_policy() const { return engine_->trust_policy(); }
-Result<void> Client::connect() { return engine_->connect(); }
+Result<std::vector<Message>> Client::read_history(const Options& options,
+                                                  const std::string& account,
+                                                  const std::string& user, std::size_t limit) {
+  return client::Engine::read_history(options, account, user, limit);
+}
+
+std::string Client::username() const {
+  return engine_->username();
+}
+std::uint32_t Client::device_id() const {
+  return engine_->device_id();
+}
+Server Client::server() const {
+  return engine_->server();
+}
+std::string Client::trust_policy() const {
+  return engine_->trust_policy();
+}
+std::string Client::recovery_code() {
+  return engine_->take_recovery_code();
+}
+Result<void> Client::connect() {
+  return engine_->connect();
+}
 Result<SendResult> Client::send(const std::string& to, const std::string& body) {
   return engine_->send(to, body);
 }
-Result<std::size_t> Client::receive(std::chrono::milliseconds timeout, const EventHandler& handler) {
+Result<std::size_t> Client::receive(std::chrono::milliseconds timeout,
+                                    const EventHandler& handler) {
   return engine_->receive(timeout, handler);
 }
-Result<void> Client::start(EventHandler handler) { return engine_->start(std::move(handler)); }
-void Client::stop() { engine_->stop(); }
-Result<std::vector<Device>> Client::devices() { return engine_->devices(); }
-Result<void> Client::remove_device(std::uint32_t id) { return engine_->remove_device(id); }
-Result<std::uint32_t> Client::add_device(const std::string& code) { return engine_->add_device(code); }
-Result<std::vector<Contact>> Client::contacts() { return engine_->contacts(); }
+Result<void> Client::start(EventHandler handler) {
+  return engine_->start(std::move(handler));
+}
+void Client::stop() {
+  engine_->stop();
+}
+Result<std::vector<Event>> Client::events(std::uint64_t after, std::size_t limit) {
+  return engine_->events(after, limit);
+}
+Result<void> Client::acknowledge(std::uint64_t cursor) {
+  return engine_->acknowledge(cursor);
+}
+Result<std::vector<Device>> Client::devices() {
+  return engine_->devices();
+}
+Result<void> Client::remove_device(std::uint32_t id) {
+  return engine_->remove_device(id);
+}
+Result<std::uint32_t> Client::add_device(const std::string& code, const Progress& progress) {
+  return engine_->add_device(code, progress);
+}
+Result<std::vector<Contact>> Client::contacts() {
+  return engine_->contacts();
+}
 Result<SafetyNumber> Client::safety_number(const std::string& user) {
   return engine_->safety_number(user);
 }
-Result<SafetyNumber> Client::trust(const std::string& user) { return engine_->trust(user); }
+Result<SafetyNumber> Client::trust(const std::string& user,
+                                   const std::optional<std::string>& digits) {
+  return engine_->trust(user, digits);
+}
 Result<std::vector<Message>> Client::history(const std::string& user, std::size_t limit) {
   return engine_->history(user, limit);
+}
+Result<void> Client::trust_server_key(const std::string& fingerprint) {
+  return engine_->trust_server_key(fingerprint);
+}
+Result<void> Client::set_server_address(const std::string& host, std::uint16_t port) {
+  return engine_->set_server_address(host, port);
+}
+Result<std::size_t> Client::backup_export(const std::filesystem::path& path,
+                                          const BackupSecret& secret, const Progress& progress) {
+  return engine_->backup_export(path, secret, progress);
+}
+Result<std::size_t> Client::backup_import(const std::filesystem::path& path,
+                                          const BackupSecret& secret, const Progress& progress) {
+  return engine_->backup_import(path, secret, progress);
 }
 
 }  // namespace sotto

@@ -6,7 +6,6 @@
 #include <optional>
 
 #include "client/util.h"
-#include "net/ws_client.h"
 
 namespace sotto::client {
 
@@ -55,73 +54,51 @@ struct Connection::State {
   }
 };
 
-Result<std::unique_ptr<Connection>> Connection::open(const Endpoint& endpoint, PushHandler on_push,
-                                                     CloseHandler on_close, Authorize authorize) {
+Result<std::unique_ptr<Connection>> Connection::open(Connector& connector, const Endpoint& endpoint,
+                                                     PushHandler on_push, CloseHandler on_close,
+                                                     Authorize authorize) {
   std::unique_ptr<Connection> c(new Connection());
   c->state_ = std::make_shared<State>();
   c->state_->on_push = std::move(on_push);
   c->state_->on_close = std::move(on_close);
-  net::ClientOptions options;
-  options.host = endpoint.host;
-  options.port = endpoint.port;
-  options.fingerprint = endpoint.fingerprint;
-  options.session = endpoint.session;
-  options.max_frame_bytes = 4 << 20;
-  options.connect_timeout = std::chrono::seconds(10);
-  options.authorization = std::move(authorize);
   std::weak_ptr<State> weak = c->state_;
-  c->ws_ = std::make_unique<net::WsClient>(
-      options,
-      [weak](ByteView frame) {
-        if (auto s = weak.lock()) s->frame(frame);
-      },
-      [weak](const std::string& reason) {
-        if (auto s = weak.lock()) s->closed_by(reason);
-      });
-  auto connected = c->ws_->connect();
-  if (!connected) {
-    {
-      // The close handler must not report a connection that never opened.
-      std::lock_guard lock(c->state_->mu);
-      c->state_->close_reported = true;
-      c->state_->closed = true;
-    }
-    if (connected.error() == net::ClientError::fingerprint_mismatch) {
-      return tl::unexpected(make_error(
-          ErrorCode::fingerprint_mismatch,
-          "the server's TLS certificate does not match the pinned fingerprint (expected " +
-              endpoint.fingerprint + ", got " + c->ws_->observed_fingerprint() +
-              "); refusing to connect: this can be an interception attempt. If the operator "
-              "really replaced the certificate, confirm the new fingerprint with them"));
-    }
-    std::string why;
-    switch (connected.error()) {
-      case net::ClientError::resolve_failed: why = "the host name does not resolve"; break;
-      case net::ClientError::connect_failed: why = "connection refused or unreachable"; break;
-      case net::ClientError::tls_failed: why = "the TLS handshake failed"; break;
-      case net::ClientError::timeout: why = "timed out"; break;
-      default: why = std::string(net::to_string(connected.error())); break;
-    }
-    return tl::unexpected(make_error(ErrorCode::network, "cannot connect to " + endpoint.host +
-                                                             ":" + std::to_string(endpoint.port) +
-                                                             ": " + why));
+  TransportHandlers handlers;
+  handlers.on_frame = [weak](ByteView frame) {
+    if (auto s = weak.lock()) s->frame(frame);
+  };
+  handlers.on_close = [weak](const std::string& reason) {
+    if (auto s = weak.lock()) s->closed_by(reason);
+  };
+  handlers.authorize = std::move(authorize);
+  auto opened = connector.open(endpoint, std::move(handlers));
+  if (!opened) {
+    // The close handler must not report a connection that never opened.
+    std::lock_guard lock(c->state_->mu);
+    c->state_->close_reported = true;
+    c->state_->closed = true;
+    return tl::unexpected(opened.error());
   }
-  c->fingerprint_ = c->ws_->observed_fingerprint();
+  c->transport_ = std::move(*opened);
+  c->server_pin_ = c->transport_->server_pin();
   return c;
 }
 
 Connection::~Connection() {
   close();
-  ws_.reset();  // joins the transport's thread; handlers hold only weak references
+  transport_.reset();  // joins the transport's thread; handlers hold only weak references
 }
 
 void Connection::close() {
-  if (ws_) ws_->close();
+  if (transport_) transport_->close();
   if (state_) state_->closed_by("closed by the client");
 }
 
-std::optional<std::array<std::uint8_t, 32>> Connection::channel_binding() const {
-  return ws_->channel_binding();
+std::optional<ChannelBinding> Connection::channel_binding() const {
+  return transport_->channel_binding();
+}
+
+Bytes Connection::server_public_key() const {
+  return transport_->server_public_key();
 }
 
 Result<void> Connection::await_login(std::chrono::milliseconds timeout) {
@@ -145,7 +122,7 @@ bool Connection::is_open() const {
     std::lock_guard lock(state_->mu);
     if (state_->closed) return false;
   }
-  return ws_ && ws_->is_open();
+  return transport_ && transport_->is_open();
 }
 
 Result<svc::Response> Connection::call(svc::Request request, std::chrono::milliseconds timeout) {
@@ -163,7 +140,7 @@ Result<svc::Response> Connection::call(svc::Request request, std::chrono::millis
   *frame.mutable_request() = std::move(request);
   Bytes bytes(frame.ByteSizeLong());
   frame.SerializeWithCachedSizesToArray(bytes.data());
-  const bool sent = ws_->send(std::move(bytes));
+  const bool sent = transport_->send(std::move(bytes));
 
   std::unique_lock lock(state_->mu);
   auto it = state_->pending.find(id);
@@ -171,9 +148,8 @@ Result<svc::Response> Connection::call(svc::Request request, std::chrono::millis
     state_->pending.erase(it);
     return tl::unexpected(make_error(ErrorCode::network, "connection to the server lost"));
   }
-  const bool done = state_->cv.wait_for(lock, timeout, [&] {
-    return it->second.has_value() || state_->closed;
-  });
+  const bool done =
+      state_->cv.wait_for(lock, timeout, [&] { return it->second.has_value() || state_->closed; });
   if (it->second.has_value()) {
     svc::Response response = std::move(*it->second);
     state_->pending.erase(it);
@@ -190,12 +166,24 @@ Error status_error(const svc::Response& response) {
   const auto& status = response.status();
   std::string text = status.message().empty() ? "request refused" : status.message();
   switch (status.code()) {
-    case svc::OK: return make_error(ErrorCode::server, "unexpected success");
-    case svc::UNAUTHENTICATED: return make_error(ErrorCode::unauthenticated, "server: " + text);
-    case svc::NOT_FOUND: return make_error(ErrorCode::not_found, "server: " + text);
-    case svc::CONFLICT: return make_error(ErrorCode::account_exists, "server: " + text);
-    case svc::BAD_REQUEST: return make_error(ErrorCode::invalid_argument, "server: " + text);
-    default: return make_error(ErrorCode::server, "server: " + text);
+    case svc::OK:
+      return make_error(ErrorCode::server, "unexpected success");
+    case svc::UNAUTHENTICATED:
+      return make_error(ErrorCode::unauthenticated, "server: " + text);
+    case svc::NOT_FOUND:
+      return make_error(ErrorCode::not_found, "server: " + text);
+    case svc::CONFLICT:
+      return make_error(ErrorCode::account_exists, "server: " + text);
+    case svc::BAD_REQUEST:
+      return make_error(ErrorCode::invalid_argument, "server: " + text);
+    case svc::FORBIDDEN:
+      return make_error(ErrorCode::forbidden, "server: " + text);
+    case svc::RATE_LIMITED:
+      return make_error(ErrorCode::rate_limited, "server: " + text);
+    case svc::DEVICE_IN_USE:
+      return make_error(ErrorCode::device_in_use, "server: " + text);
+    default:
+      return make_error(ErrorCode::server, "server: " + text);
   }
 }
 

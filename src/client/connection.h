@@ -1,9 +1,9 @@
-// One connection to the server, with request/response correlation on top of net::WsClient:
-// call() sends a Request with a fresh id and blocks until the Response with that id arrives, the
-// connection closes, or the timeout passes. Pushes are handed to the push handler on the
-// transport's I/O thread, in order; the handler must not block for long (the engine queues
+// One connection to the server, with request/response correlation on top of a Transport
+// (transport.h): call() sends a Request with a fresh id and blocks until the Response with that
+// id arrives, the connection closes, or the timeout passes. Pushes are handed to the push handler
+// on the transport's thread, in order; the handler must not block for long (the engine queues
 // them). The close handler runs once, when the connection ends for any reason.
-// Not reconnecting by itself (the engine does). Thread-safe: call() from any thread.
+// Not reconnecting by itself (ServerLink does). Thread-safe: call() from any thread.
 #pragma once
 
 #include <array>
@@ -15,39 +15,26 @@
 #include <string>
 #include <tl/expected.hpp>
 
-#include "net/ws_client.h"
+#include "client/transport.h"
 #include "service.pb.h"
 #include "sotto/client.h"
-
-namespace sotto::net {
-class WsClient;
-}  // namespace sotto::net
 
 namespace sotto::client {
 
 namespace svc = sotto::wire::service;
 
-struct Endpoint {
-  std::string host;
-  std::uint16_t port = 0;
-  std::string fingerprint;  // empty: trust on first use
-  // Keeps the server's TLS session so that a reconnection resumes it (net/ws_client.h); null:
-  // every connection is a full handshake.
-  std::shared_ptr<net::TlsSessionSlot> session;
-};
-
 class Connection {
  public:
   using PushHandler = std::function<void(svc::Push&&)>;
   using CloseHandler = std::function<void(const std::string& reason)>;
-  // Makes the upgrade request's login proof from the connection's TLS channel binding
-  // (net::ClientOptions::authorization).
-  using Authorize = std::function<std::string(const std::array<std::uint8_t, 32>& binding)>;
+  // Makes the upgrade request's login proof from the connection's channel binding.
+  using Authorize = std::function<std::string(const ChannelBinding& binding)>;
 
-  // Connects (TLS + WebSocket, fingerprint checked). Fails with fingerprint_mismatch when the
-  // certificate is not the pinned one, network otherwise. With `authorize`, the upgrade request
-  // carries a login proof; await_login() then tells how the server took it.
-  [[nodiscard]] static Result<std::unique_ptr<Connection>> open(const Endpoint& endpoint,
+  // Connects through `connector` (the server's key checked against endpoint.pins). With
+  // `authorize`, the upgrade request carries a login proof; await_login() then tells how the
+  // server took it.
+  [[nodiscard]] static Result<std::unique_ptr<Connection>> open(Connector& connector,
+                                                                const Endpoint& endpoint,
                                                                 PushHandler on_push,
                                                                 CloseHandler on_close,
                                                                 Authorize authorize = nullptr);
@@ -60,10 +47,11 @@ class Connection {
 
   // The Response for `request` (whatever its status), or network/timeout.
   [[nodiscard]] Result<svc::Response> call(svc::Request request, std::chrono::milliseconds timeout);
-  // The certificate fingerprint seen on this connection (hex).
-  [[nodiscard]] const std::string& fingerprint() const { return fingerprint_; }
-  // The TLS channel binding a device signs to log in (net::WsClient::channel_binding).
-  [[nodiscard]] std::optional<std::array<std::uint8_t, 32>> channel_binding() const;
+  // The server's key pin seen on this connection (Transport::server_pin) and its public key.
+  [[nodiscard]] const std::string& server_pin() const { return server_pin_; }
+  [[nodiscard]] Bytes server_public_key() const;
+  // The channel binding a device signs to log in (Transport::channel_binding).
+  [[nodiscard]] std::optional<ChannelBinding> channel_binding() const;
   [[nodiscard]] bool is_open() const;
   void close();
 
@@ -72,8 +60,8 @@ class Connection {
  private:
   Connection() = default;
   std::shared_ptr<State> state_;
-  std::unique_ptr<net::WsClient> ws_;
-  std::string fingerprint_;
+  std::unique_ptr<Transport> transport_;
+  std::string server_pin_;
 };
 
 // The error for a Response whose status is not OK (the server's text, never user data).

@@ -78,9 +78,8 @@ Bytes seal_provision(ByteView provision_message, const crypto::X25519PublicBytes
   const crypto::X25519KeyPair ephemeral = crypto::x25519_generate(rng);
   auto shared = crypto::x25519_agree(ephemeral.private_key, device_key);
   wire::content::ProvisionEnvelope envelope;
-  envelope.set_ephemeral_public(
-      std::string(reinterpret_cast<const char*>(ephemeral.public_key.data()),
-                  ephemeral.public_key.size()));
+  envelope.set_ephemeral_public(std::string(
+      reinterpret_cast<const char*>(ephemeral.public_key.data()), ephemeral.public_key.size()));
   if (shared) {
     const SealKeys keys = derive(*shared);
     const Bytes sealed =
@@ -93,7 +92,8 @@ Bytes seal_provision(ByteView provision_message, const crypto::X25519PublicBytes
   return Bytes(out.begin(), out.end());
 }
 
-Result<crypto::SecretBuffer> open_provision(ByteView bytes, const crypto::X25519KeyPair& device_key) {
+Result<crypto::SecretBuffer> open_provision(ByteView bytes,
+                                            const crypto::X25519KeyPair& device_key) {
   const auto fail = [] {
     return tl::unexpected(make_error(ErrorCode::protocol,
                                      "the provisioning message does not decrypt (was it sealed to "

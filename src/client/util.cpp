@@ -105,25 +105,14 @@ std::size_t padding_length(std::size_t unpadded) {
   }
 }
 
-std::uint64_t SystemClock::now_seconds() const {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
-
-std::uint64_t now_ms() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
-
 std::chrono::milliseconds Backoff::next(crypto::Rng& rng) {
   const unsigned shift = std::min(attempt_, 20u);
   ++attempt_;
   const auto full = std::min<std::int64_t>(cap_.count(), initial_.count() << shift);
   const std::int64_t half = full / 2;
   const std::int64_t jitter =
-      half > 0 ? static_cast<std::int64_t>(rng.next_u32() % static_cast<std::uint32_t>(half + 1)) : 0;
+      half > 0 ? static_cast<std::int64_t>(rng.next_u32() % static_cast<std::uint32_t>(half + 1))
+               : 0;
   return std::chrono::milliseconds(half + jitter);
 }
 
@@ -135,9 +124,18 @@ AccountLock& AccountLock::operator=(AccountLock&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = other.fd_;
+    path_ = std::move(other.path_);
     other.fd_ = -1;
   }
   return *this;
+}
+
+void AccountLock::remove_file() {
+  if (fd_ < 0) return;
+  std::error_code ec;
+  std::filesystem::remove(path_, ec);  // while still holding the lock
+  ::close(fd_);
+  fd_ = -1;
 }
 
 Result<AccountLock> AccountLock::acquire(const std::filesystem::path& dir,
@@ -149,11 +147,12 @@ Result<AccountLock> AccountLock::acquire(const std::filesystem::path& dir,
   const auto path = dir / (username + ".lock");
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
-    return tl::unexpected(make_error(ErrorCode::store, "cannot open the account lock file in the data directory"));
+    return tl::unexpected(
+        make_error(ErrorCode::store, "cannot open the account lock file in the data directory"));
   }
   const auto deadline = std::chrono::steady_clock::now() + wait;
   for (;;) {
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return AccountLock(fd);
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return AccountLock(fd, path);
     if (errno != EWOULDBLOCK && errno != EINTR) {
       ::close(fd);
       return tl::unexpected(make_error(ErrorCode::store, "cannot lock the account"));
@@ -162,7 +161,7 @@ Result<AccountLock> AccountLock::acquire(const std::filesystem::path& dir,
       ::close(fd);
       return tl::unexpected(make_error(
           ErrorCode::account_busy,
-          "the account is in use by another sotto process (a chat or daemon?); stop it or use it"));
+          "the account is in use by another process on this machine (a chat or a daemon?)"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -1,5 +1,5 @@
 // Small helpers of the client engine: hex and base32 text forms, content padding, reconnect
-// backoff, the system clock and the per-account process lock. Internal to src/client.
+// backoff and the per-account process lock. Internal to src/client.
 // Thread-compatible unless noted.
 #pragma once
 
@@ -9,7 +9,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-
 #include <tl/expected.hpp>
 
 #include "crypto/bytes.h"
@@ -33,12 +32,6 @@ inline constexpr std::size_t kPaddingBlock = 160;
 // (field tag + length varint + padding) is a multiple of kPaddingBlock.
 [[nodiscard]] std::size_t padding_length(std::size_t unpadded);
 
-class SystemClock final : public protocol::Clock {
- public:
-  std::uint64_t now_seconds() const override;
-};
-[[nodiscard]] std::uint64_t now_ms();
-
 // Exponential backoff with "equal jitter": the n-th delay is uniform in [d/2, d] where
 // d = min(cap, initial * 2^n). Thread-compatible.
 class Backoff {
@@ -60,7 +53,9 @@ class AccountLock {
  public:
   AccountLock() = default;
   ~AccountLock();
-  AccountLock(AccountLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  AccountLock(AccountLock&& other) noexcept : fd_(other.fd_), path_(std::move(other.path_)) {
+    other.fd_ = -1;
+  }
   AccountLock& operator=(AccountLock&& other) noexcept;
   AccountLock(const AccountLock&) = delete;
   AccountLock& operator=(const AccountLock&) = delete;
@@ -69,10 +64,14 @@ class AccountLock {
   [[nodiscard]] static Result<AccountLock> acquire(const std::filesystem::path& dir,
                                                    const std::string& username,
                                                    std::chrono::milliseconds wait);
+  // Removes the lock file and releases the lock (an account that was never created leaves no
+  // file behind).
+  void remove_file();
 
  private:
-  explicit AccountLock(int fd) : fd_(fd) {}
+  AccountLock(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
   int fd_ = -1;
+  std::filesystem::path path_;
 };
 
 // Removes the files of an account store (after a registration or link that failed half-way).

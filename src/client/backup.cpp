@@ -1,0 +1,207 @@
+// Backups of the engine (include/sotto/client.h, backup_export and backup_import): the account's
+// portable state as BackupRecords (proto/backup.proto) in the encrypted file format of
+// backup_file.h (docs/backup.md). No key, session or prekey is ever written: a backup restores
+// conversations and trust, and a device restored from one still needs its own keys (register,
+// recover or link first).
+#include "client/backup_file.h"
+#include "client/engine.h"
+#include "client/errors.h"
+#include "client/recovery_code.h"
+
+namespace sotto::client {
+
+namespace {
+
+namespace backup = sotto::wire::backup;
+
+Error from_backup(BackupError e) {
+  if (e == BackupError::wrong_key) {
+    return make_error(ErrorCode::wrong_passphrase,
+                      "the passphrase or recovery code does not open this backup");
+  }
+  if (e == BackupError::io) {
+    return make_error(ErrorCode::store, "the backup file cannot be read or written");
+  }
+  return make_error(ErrorCode::invalid_argument,
+                    "not a usable Sotto backup: " + std::string(to_string(e)));
+}
+
+Result<BackupSecret> secret_of(const sotto::BackupSecret& s) {
+  if (s.kind == sotto::BackupSecret::Kind::passphrase) {
+    if (s.text.empty()) {
+      return tl::unexpected(make_error(ErrorCode::invalid_argument, "the passphrase is empty"));
+    }
+    return BackupSecret::passphrase(s.text);
+  }
+  auto code = RecoveryCode::parse(s.text);
+  if (!code) {
+    return tl::unexpected(make_error(ErrorCode::invalid_argument,
+                                     "a recovery code has 24 letters and digits (A-Z, 2-7) in "
+                                     "groups of four"));
+  }
+  return BackupSecret::recovery_code(*code);
+}
+
+}  // namespace
+
+Result<std::size_t> Engine::backup_export(const std::filesystem::path& path,
+                                          const sotto::BackupSecret& secret_in,
+                                          const Progress& progress) {
+  auto secret = secret_of(secret_in);
+  if (!secret) return tl::unexpected(secret.error());
+  auto writer = BackupWriter::create(path, *secret, account_->rng);
+  if (!writer) return tl::unexpected(from_backup(writer.error()));
+
+  backup::BackupRecord record;
+  {
+    std::lock_guard crypto_lock(account_->crypto_mu);
+    const auto& s = account_->store->settings();
+    auto* a = record.mutable_account();
+    a->set_username(s.username);
+    a->set_server_host(s.server_host);
+    a->set_server_port(s.server_port);
+    a->set_server_fingerprint(s.server_fingerprint);
+    a->set_trust_policy(s.trust_policy);
+    a->set_created_at(account_->clock.now_ms());
+  }
+  if (auto added = writer->add(record); !added) return tl::unexpected(from_backup(added.error()));
+
+  auto contacts = account_->store->contacts();
+  if (!contacts) return tl::unexpected(from_store(contacts.error()));
+  for (const auto& c : *contacts) {
+    if (!c.identity_key) continue;
+    record.Clear();
+    auto* r = record.mutable_contact();
+    r->set_username(c.username);
+    const auto key = c.identity_key->serialize();
+    r->set_identity_key(std::string(key.begin(), key.end()));
+    r->set_accepted(c.accepted);
+    r->set_verified(c.verified);
+    r->set_identity_changed_at(c.identity_changed_at);
+    if (auto added = writer->add(record); !added) return tl::unexpected(from_backup(added.error()));
+  }
+
+  auto total = account_->store->message_count();
+  if (!total) return tl::unexpected(from_store(total.error()));
+  std::size_t written = 0;
+  std::optional<BackupError> failed;
+  auto walked = account_->store->for_each_message([&](const store::StoredMessage& m) {
+    record.Clear();
+    auto* r = record.mutable_message();
+    r->set_id(m.envelope_id);
+    r->set_peer(m.peer);
+    r->set_sender(m.sender);
+    r->set_sender_device(m.sender_device);
+    r->set_timestamp(m.timestamp);
+    r->set_body(m.body);
+    r->set_outgoing(m.outgoing);
+    auto added = writer->add(record);
+    crypto::secure_wipe(r->mutable_body()->data(), r->body().size());
+    if (!added) {
+      failed = added.error();
+      return false;
+    }
+    ++written;
+    if (progress && (written % 256 == 0 || written == *total)) progress(written, *total);
+    return true;
+  });
+  if (!walked) return tl::unexpected(from_store(walked.error()));
+  if (failed) return tl::unexpected(from_backup(*failed));
+  if (auto done = writer->finish(); !done) return tl::unexpected(from_backup(done.error()));
+  if (progress) progress(written, *total);
+  return written;
+}
+
+Result<std::size_t> Engine::backup_import(const std::filesystem::path& path,
+                                          const sotto::BackupSecret& secret_in,
+                                          const Progress& progress) {
+  auto secret = secret_of(secret_in);
+  if (!secret) return tl::unexpected(secret.error());
+  auto before = account_->store->message_count();
+  if (!before) return tl::unexpected(from_store(before.error()));
+
+  // One store transaction around the whole read: a file that turns out damaged, truncated or of
+  // another account half-way leaves the store exactly as it was.
+  std::optional<Error> refused;
+  bool first = true;
+  const auto apply = [&](const backup::BackupRecord& r) -> bool {
+    const auto refuse = [&](Error e) {
+      refused = std::move(e);
+      return false;
+    };
+    if (first != r.has_account()) {
+      return refuse(make_error(ErrorCode::invalid_argument,
+                               "not a usable Sotto backup: it must start with its account"));
+    }
+    first = false;
+    if (r.has_account()) {
+      if (r.account().username() != account_->username) {
+        return refuse(make_error(ErrorCode::invalid_argument,
+                                 "this backup is of another account; nothing was imported"));
+      }
+      if (auto p = parse_trust_policy(r.account().trust_policy())) {
+        store::AccountSettings s = account_->store->settings().clone();
+        s.trust_policy = r.account().trust_policy();
+        if (!account_->store->save_settings(s)) return refuse(from_store(store::ClientError::io));
+      }
+      return true;
+    }
+    if (r.has_contact()) {
+      auto user = normalize_username(r.contact().username());
+      auto key = protocol::PublicKey::decode(as_bytes(r.contact().identity_key()));
+      if (!user || !key || *user == account_->username) return true;  // nothing to restore
+      auto local = account_->store->load_contact(*user);
+      if (!local) return refuse(from_store(local.error()));
+      store::Contact c{*user, *key, r.contact().accepted(), r.contact().verified(),
+                       r.contact().identity_changed_at()};
+      if (local->has_value() && (*local)->identity_key) {
+        // What this device learned since is newer than the backup: the key stays; what the
+        // user decided about that same key is kept from either.
+        if (*(*local)->identity_key != *key) return true;
+        c.accepted = c.accepted || (*local)->accepted;
+        c.verified = c.verified || (*local)->verified;
+        c.identity_changed_at = (*local)->identity_changed_at;
+      }
+      if (!account_->store->save_contact(c)) return refuse(from_store(store::ClientError::io));
+      return true;
+    }
+    if (r.has_message()) {
+      const auto& m = r.message();
+      auto peer = normalize_username(m.peer());
+      auto sender = normalize_username(m.sender());
+      if (!peer || !sender || m.id().empty() || m.id().size() > 64) return true;
+      store::StoredMessage stored{m.id(),        *peer,    *sender,     m.sender_device(),
+                                  m.timestamp(), m.body(), m.outgoing()};
+      if (!account_->store->add_message(stored)) {
+        return refuse(from_store(store::ClientError::io));
+      }
+      crypto::secure_wipe(stored.body.data(), stored.body.size());
+      return true;
+    }
+    return true;  // a record kind of a later version
+  };
+  BackupReader reader(apply, [&](std::uint64_t read, std::optional<std::uint64_t> size) {
+    if (progress) progress(read, size.value_or(0));
+  });
+  std::optional<BackupError> read_error;
+  std::lock_guard crypto_lock(account_->crypto_mu);
+  auto committed = account_->store->transaction([&] {
+    auto summary = reader.read(path, *secret);
+    if (!summary) {
+      read_error = summary.error();
+      return false;
+    }
+    return !refused.has_value() && !first;
+  });
+  if (refused) return tl::unexpected(*refused);
+  if (read_error) return tl::unexpected(from_backup(*read_error));
+  if (!committed) return tl::unexpected(from_store(committed.error()));
+  if (!*committed) {
+    return tl::unexpected(make_error(ErrorCode::invalid_argument, "the backup holds no account"));
+  }
+  auto after = account_->store->message_count();
+  if (!after) return tl::unexpected(from_store(after.error()));
+  return *after - *before;
+}
+
+}  // namespace sotto::client

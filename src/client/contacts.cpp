@@ -1,0 +1,200 @@
+#include "client/contacts.h"
+
+#include "client/errors.h"
+#include "protocol/fingerprint.h"
+
+namespace sotto::client {
+
+namespace {
+using SteadyClock = std::chrono::steady_clock;
+}  // namespace
+
+Message to_message(const store::StoredMessage& m) {
+  Message out;
+  out.id = m.envelope_id;
+  out.from = m.sender;
+  out.device = m.sender_device;
+  out.timestamp = m.timestamp;
+  out.body = m.body;
+  out.conversation = m.peer;
+  out.outgoing = m.outgoing;
+  return out;
+}
+
+Result<std::vector<Contact>> Contacts::list() {
+  auto list = account_.store->contacts();
+  if (!list) return tl::unexpected(from_store(list.error()));
+  std::vector<Contact> out;
+  for (const auto& c : *list) {
+    if (c.username == account_.username) continue;
+    Contact contact;
+    contact.username = c.username;
+    contact.accepted = c.accepted;
+    contact.verified = c.verified;
+    contact.identity_changed_at = c.identity_changed_at;
+    if (c.identity_key) contact.identity_key_hex = to_hex(c.identity_key->serialize());
+    auto held = account_.store->held_count(c.username);
+    if (!held) return tl::unexpected(from_store(held.error()));
+    contact.held = *held;
+    out.push_back(std::move(contact));
+  }
+  return out;
+}
+
+Result<store::Contact> Contacts::current(const std::string& user, bool ask_server) {
+  if (ask_server) {
+    auto connected = link_.ensure_connected(SteadyClock::now() + account_.options.request_timeout);
+    if (connected) {
+      auto key = sessions_.lookup_identity(connected->connection, user);
+      if (!key && key.error().code == ErrorCode::not_found) {
+        return tl::unexpected(make_error(ErrorCode::not_found, "no such user"));
+      }
+      if (key) {
+        std::lock_guard crypto_lock(account_.crypto_mu);
+        bool ok = false;
+        auto committed = account_.store->transaction([&] {
+          ok = account_.identities.note(user, *key).has_value() &&
+               sessions_.record_identity_changes().has_value();
+          return ok;
+        });
+        if (!committed || !*committed || !ok) {
+          (void)account_.identities.take_changes();
+          return tl::unexpected(make_error(ErrorCode::store, "cannot record the contact's key"));
+        }
+      }
+    }
+    // Unreachable: the key stored is the best there is.
+  }
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  auto c = account_.store->load_contact(user);
+  if (!c) return tl::unexpected(from_store(c.error()));
+  if (!c->has_value() || !(*c)->identity_key) {
+    return tl::unexpected(
+        make_error(ErrorCode::not_found, "no identity key known for this user yet"));
+  }
+  return std::move(**c);
+}
+
+Result<SafetyNumber> Contacts::number(const store::Contact& contact) {
+  auto fp = protocol::compute_fingerprint(account_.username, account_.identity_public,
+                                          contact.username, *contact.identity_key);
+  if (!fp) return tl::unexpected(from_protocol(fp.error()));
+  SafetyNumber n;
+  n.digits = fp->displayable;
+  n.scannable = fp->scannable;
+  n.identity_key_hex = to_hex(contact.identity_key->serialize());
+  n.changed_at = contact.identity_changed_at;
+  n.accepted = contact.accepted;
+  n.verified = contact.verified;
+  auto held = account_.store->held_count(contact.username);
+  if (!held) return tl::unexpected(from_store(held.error()));
+  n.held = *held;
+  return n;
+}
+
+Result<SafetyNumber> Contacts::safety_number(const std::string& user_in) {
+  auto user = normalize_username(user_in);
+  if (!user) return tl::unexpected(make_error(ErrorCode::invalid_argument, "invalid username"));
+  if (*user == account_.username) {
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument, "a safety number is computed with another user"));
+  }
+  auto contact = current(*user, true);
+  if (!contact) return tl::unexpected(contact.error());
+  return number(*contact);
+}
+
+Result<SafetyNumber> Contacts::trust(const std::string& user_in,
+                                     const std::optional<std::string>& digits_in, bool& released) {
+  released = false;
+  auto user = normalize_username(user_in);
+  if (!user) return tl::unexpected(make_error(ErrorCode::invalid_argument, "invalid username"));
+  if (*user == account_.username) {
+    return tl::unexpected(make_error(ErrorCode::invalid_argument, "your own key needs no trust"));
+  }
+  std::optional<std::string> digits;
+  if (digits_in) {
+    std::string d;
+    for (char ch : *digits_in) {
+      if (ch == ' ' || ch == '\t' || ch == '-') continue;
+      if (ch < '0' || ch > '9') {
+        return tl::unexpected(make_error(ErrorCode::invalid_argument,
+                                         "a safety number has only digits (spaces are ignored)"));
+      }
+      d += ch;
+    }
+    if (d.size() != 60) {
+      return tl::unexpected(make_error(ErrorCode::invalid_argument,
+                                       "a safety number has 60 digits (spaces are ignored)"));
+    }
+    digits = std::move(d);
+  }
+  // The key the user was shown (safety_number() records the server's); the server is asked only
+  // when none is known yet.
+  auto contact = current(*user, false);
+  if (!contact && contact.error().code == ErrorCode::not_found) contact = current(*user, true);
+  if (!contact) return tl::unexpected(contact.error());
+  auto shown = number(*contact);
+  if (!shown) return tl::unexpected(shown.error());
+  if (digits && !crypto::constant_time_equal(as_bytes(*digits), as_bytes(shown->digits))) {
+    return tl::unexpected(make_error(
+        ErrorCode::safety_number_mismatch,
+        "the digits given are not the safety number with this contact's current key; nothing "
+        "was changed. Compare again: if they still differ, someone may be intercepting"));
+  }
+
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  if (!digits && account_.identities.policy() == TrustPolicy::never) {
+    return tl::unexpected(make_error(ErrorCode::invalid_argument,
+                                     "the trust policy \"never\" accepts a key only when its "
+                                     "safety number is given and matches"));
+  }
+  store::Contact updated = *contact;
+  // The key may have changed since it was shown: accept only the one the number was made with.
+  auto latest = account_.store->load_contact(*user);
+  if (!latest) return tl::unexpected(from_store(latest.error()));
+  if (!latest->has_value() || (*latest)->identity_key != contact->identity_key) {
+    return tl::unexpected(make_error(ErrorCode::untrusted_identity,
+                                     "the contact's key changed again meanwhile; look at the new "
+                                     "safety number first"));
+  }
+  updated.accepted = true;
+  updated.verified = digits.has_value() || (contact->verified && contact->accepted);
+  std::size_t count = 0;
+  bool ok = false;
+  auto committed = account_.store->transaction([&] {
+    if (!account_.store->save_contact(updated)) return false;
+    auto held = account_.store->take_held(*user);
+    if (!held) return false;
+    for (const auto& m : *held) {
+      if (!account_.store->add_message(m)) return false;
+      Event e;
+      e.kind = Event::Kind::message;
+      e.message = to_message(m);
+      if (!journal_.record(e)) return false;
+      ++count;
+    }
+    ok = true;
+    return true;
+  });
+  if (!committed || !*committed || !ok) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot record the contact's trust"));
+  }
+  released = count > 0;
+  shown->accepted = true;
+  shown->verified = updated.verified;
+  shown->held = 0;
+  return *shown;
+}
+
+Result<std::vector<Message>> Contacts::history(const std::string& user_in, std::size_t limit) {
+  auto user = normalize_username(user_in);
+  if (!user) return tl::unexpected(make_error(ErrorCode::invalid_argument, "invalid username"));
+  auto list = account_.store->messages(*user, limit);
+  if (!list) return tl::unexpected(from_store(list.error()));
+  std::vector<Message> out;
+  for (const auto& m : *list) out.push_back(to_message(m));
+  return out;
+}
+
+}  // namespace sotto::client

@@ -1,0 +1,117 @@
+#include "client/history.h"
+
+#include <algorithm>
+
+#include "client/errors.h"
+#include "client/outbox.h"
+
+namespace sotto::client {
+
+namespace content = sotto::wire::content;
+
+void History::set_serve_progress(Progress progress) {
+  std::lock_guard lock(mu_);
+  serve_progress_ = std::move(progress);
+}
+
+void History::set_import_progress(Progress progress) {
+  std::lock_guard lock(mu_);
+  import_progress_ = std::move(progress);
+}
+
+void History::on_request(std::uint32_t device, bool wanted) {
+  // A failed transfer leaves the new device without history; it says so when its wait ends.
+  if (wanted) (void)serve(device);
+  std::lock_guard lock(mu_);
+  answered_.push_back(device);
+}
+
+bool History::answered(std::uint32_t device) const {
+  std::lock_guard lock(mu_);
+  return std::find(answered_.begin(), answered_.end(), device) != answered_.end();
+}
+
+bool History::complete() const {
+  std::lock_guard lock(mu_);
+  return complete_;
+}
+
+Result<std::size_t> History::serve(std::uint32_t device) {
+  auto total = account_.store->message_count();
+  if (!total) return tl::unexpected(from_store(total.error()));
+  Progress progress;
+  {
+    std::lock_guard lock(mu_);
+    progress = serve_progress_;
+  }
+  std::uint32_t sequence = 0;
+  std::size_t sent = 0;
+  content::Content chunk;
+  std::size_t bytes = 0;
+  Result<void> failed;
+  const auto flush = [&](bool last) -> bool {
+    auto* h = chunk.mutable_sync()->mutable_history();
+    h->set_sequence(sequence++);
+    h->set_last(last);
+    h->set_total(*total);
+    std::string plain = encode_padded(chunk);
+    const std::size_t count = static_cast<std::size_t>(h->messages_size());
+    for (auto& m : *h->mutable_messages()) {
+      crypto::secure_wipe(m.mutable_body()->data(), m.body().size());
+    }
+    chunk.Clear();
+    bytes = 0;
+    failed = outbox_.send_to_devices(account_.username, {device}, plain, account_.clock.now_ms());
+    crypto::secure_wipe(plain.data(), plain.size());
+    if (!failed) return false;
+    sent += count;
+    if (progress) progress(sent, *total);
+    return true;
+  };
+  auto walked = account_.store->for_each_message([&](const store::StoredMessage& m) {
+    auto* r = chunk.mutable_sync()->mutable_history()->add_messages();
+    r->set_id(m.envelope_id);
+    r->set_peer(m.peer);
+    r->set_sender(m.sender);
+    r->set_sender_device(m.sender_device);
+    r->set_timestamp(m.timestamp);
+    r->set_body(m.body);
+    r->set_outgoing(m.outgoing);
+    bytes += m.body.size() + m.peer.size() + m.envelope_id.size() + 32;
+    if (bytes >= kHistoryChunkBytes ||
+        chunk.sync().history().messages_size() >= static_cast<int>(kHistoryChunkMessages)) {
+      return flush(false);
+    }
+    return true;
+  });
+  if (!walked) return tl::unexpected(from_store(walked.error()));
+  if (!failed) return tl::unexpected(failed.error());
+  if (!flush(true)) return tl::unexpected(failed.error());
+  return sent;
+}
+
+Result<void> History::import(const content::HistoryChunk& chunk) {
+  for (const auto& r : chunk.messages()) {
+    auto peer = normalize_username(r.peer());
+    auto sender = normalize_username(r.sender());
+    if (!peer || !sender || r.id().empty() || r.id().size() > 64) continue;  // not a history row
+    store::StoredMessage m{r.id(),        *peer,    *sender,     r.sender_device(),
+                           r.timestamp(), r.body(), r.outgoing()};
+    if (auto added = account_.store->add_message(m); !added) {
+      return tl::unexpected(from_store(added.error()));
+    }
+  }
+  Progress progress;
+  std::uint64_t imported = 0;
+  {
+    std::lock_guard lock(mu_);
+    imported_ += static_cast<std::uint64_t>(chunk.messages_size());
+    imported = imported_;
+    if (chunk.last()) complete_ = true;
+    progress = import_progress_;
+  }
+  if (progress) progress(imported, chunk.total());
+  return {};
+}
+
+}  // namespace sotto::client

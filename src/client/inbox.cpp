@@ -1,0 +1,257 @@
+#include "client/inbox.h"
+
+#include "client/errors.h"
+#include "protocol/messages.h"
+#include "protocol/session.h"
+
+namespace sotto::client {
+
+namespace {
+
+namespace content = sotto::wire::content;
+
+void wipe(std::string& s) {
+  if (!s.empty()) crypto::secure_wipe(s.data(), s.size());
+  s.clear();
+}
+
+// The ratchet key a message was sent with, read without a session (the MAC is not checked):
+// what a resend request names so the sender can tell which session broke.
+Bytes ratchet_key_of(const svc::Envelope& envelope) {
+  const ByteView bytes = as_bytes(envelope.content());
+  if (envelope.type() == static_cast<std::uint32_t>(protocol::MessageType::pre_key)) {
+    if (auto m = protocol::PreKeySignalMessage::decode(bytes)) {
+      const auto key = m->message.ratchet_key.serialize();
+      return Bytes(key.begin(), key.end());
+    }
+  } else if (envelope.type() == static_cast<std::uint32_t>(protocol::MessageType::signal)) {
+    if (auto m = protocol::SignalMessage::decode(bytes)) {
+      const auto key = m->ratchet_key.serialize();
+      return Bytes(key.begin(), key.end());
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+struct Inbox::Outcome {
+  std::optional<protocol::Error> decrypt_error;
+  bool store_error = false;
+  std::optional<std::pair<std::uint32_t, bool>> history_request;  // device, wants history
+};
+
+void Inbox::acknowledge(const std::string& envelope_id) {
+  auto c = link_.current();
+  if (!c) return;  // not acknowledged: the server delivers it again and we drop the copy
+  svc::Request request;
+  request.mutable_ack()->add_envelope_ids(envelope_id);
+  (void)c->call(std::move(request), account_.options.request_timeout);
+}
+
+bool Inbox::handle(const svc::Envelope& envelope) {
+  const std::string id = to_hex(as_bytes(envelope.id()));
+  auto seen = account_.store->seen_envelope(id);
+  if (!seen) return false;  // the store failed: leave it with the server
+  if (*seen) {
+    acknowledge(envelope.id());
+    return true;
+  }
+  if (envelope.type() == kPlaintextContentType) return handle_plaintext(envelope, id);
+
+  Message base;
+  base.id = id;
+  base.from = envelope.source();
+  base.device = envelope.source_device();
+  base.timestamp = envelope.client_timestamp();
+  base.server_timestamp = envelope.server_timestamp();
+  base.conversation = envelope.source();
+
+  Outcome outcome;
+  apply(envelope, id, base, outcome);
+  if (outcome.store_error) return false;
+  if (outcome.decrypt_error) {
+    const auto source = normalize_username(envelope.source());
+    std::string why = describe_decrypt_failure(*outcome.decrypt_error);
+    if (!source) {
+      why = "a message without a valid sender";
+    } else {
+      // Ask the sending device for it again; a request that could not be sent leaves the
+      // envelope with the server, to try again on the next delivery.
+      auto asked = outbox_.request_resend(*source, envelope.source_device(),
+                                          envelope.client_timestamp(), ratchet_key_of(envelope));
+      if (!asked) {
+        if (asked.error().code != ErrorCode::not_found &&
+            asked.error().code != ErrorCode::invalid_argument) {
+          return false;
+        }
+        why += "; the sending device is gone, so it cannot be sent again";
+      } else {
+        why += "; asked the sender to send it again";
+      }
+    }
+    if (!record_failure(envelope, id, base, why)) return false;
+  }
+  acknowledge(envelope.id());
+  if (outcome.history_request) {
+    // Answered once the request itself is safely processed.
+    history_.on_request(outcome.history_request->first, outcome.history_request->second);
+  }
+  return true;
+}
+
+bool Inbox::handle_plaintext(const svc::Envelope& envelope, const std::string& id) {
+  content::PlaintextContent plain;
+  const auto source = normalize_username(envelope.source());
+  const bool readable = envelope.content().size() <= kMaxPlaintextContentBytes &&
+                        plain.ParseFromString(envelope.content());
+  if (readable && source && plain.has_decryption_error()) {
+    auto resent = outbox_.resend(*source, envelope.source_device(), plain.decryption_error());
+    if (!resent && resent.error().code != ErrorCode::not_found &&
+        resent.error().code != ErrorCode::untrusted_identity) {
+      return false;  // asked again when the server delivers it again
+    }
+  }
+  // Anything else sent outside a session is not ours to act on.
+  if (!account_.store->mark_envelope(id)) return false;
+  acknowledge(envelope.id());
+  return true;
+}
+
+void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Message& base,
+                  Outcome& outcome) {
+  const std::string& self = account_.username;
+  const auto source = normalize_username(envelope.source());
+  if (!source) {
+    outcome.decrypt_error = protocol::Error::malformed;
+    return;
+  }
+  const protocol::Address address{*source, protocol::DeviceId(envelope.source_device())};
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  auto st = account_.stores();
+  auto committed = account_.store->transaction([&] {
+    tl::expected<protocol::Decrypted, protocol::Error> decrypted =
+        tl::unexpected(protocol::Error::malformed);
+    if (envelope.type() == static_cast<std::uint32_t>(protocol::MessageType::pre_key)) {
+      decrypted = protocol::decrypt_pre_key_message(address, as_bytes(envelope.content()), st,
+                                                    account_.rng, account_.protocol_clock);
+    } else if (envelope.type() == static_cast<std::uint32_t>(protocol::MessageType::signal)) {
+      decrypted = protocol::decrypt_signal_message(address, as_bytes(envelope.content()), st,
+                                                   account_.rng, account_.protocol_clock);
+    }
+    if (!decrypted) {
+      // A duplicate at the protocol level in an envelope never seen before is not a
+      // re-delivery (those are dropped by envelope id): the sender's keys went back in time
+      // (a data directory restored from a copy), so it is a failure like any other.
+      outcome.decrypt_error = decrypted.error();
+      (void)account_.identities.take_changes();
+      return false;  // nothing was written; the failure is recorded after the resend request
+    }
+    const auto fail = [&] { return !(outcome.store_error = true); };
+    const auto journal = [&](Event& e) { return journal_.record(e).has_value(); };
+
+    std::optional<std::string> unreadable;  // decrypted, but not something we can show
+    content::Content c;
+    if (!c.ParseFromArray(decrypted->plaintext.data(),
+                          static_cast<int>(decrypted->plaintext.size()))) {
+      unreadable = "a message whose content cannot be read (it is malformed or not valid text)";
+    } else if (c.has_data()) {
+      Message m = base;
+      m.body = c.data().body();
+      m.timestamp = c.data().timestamp();
+      m.outgoing = *source == self;
+      wipe(*c.mutable_data()->mutable_body());
+      store::StoredMessage stored{id,          m.conversation, m.from,    m.device,
+                                  m.timestamp, m.body,         m.outgoing};
+      // Held until the user accepts the key it came from; a message from an earlier key of the
+      // contact (sent before it changed) is shown.
+      auto contact = account_.store->load_contact(*source);
+      if (!contact) return fail();
+      const bool held = *source != self && contact->has_value() &&
+                        (*contact)->identity_key == decrypted->identity && !(*contact)->accepted;
+      auto duplicate = account_.store->has_message(m.conversation, m.from, m.timestamp);
+      if (!duplicate) return fail();
+      if (held) {
+        if (!account_.store->hold_message(stored)) return fail();
+      } else if (!*duplicate) {  // a message sent again after a failure is shown once
+        if (!account_.store->add_message(stored)) return fail();
+        Event e;
+        e.kind = Event::Kind::message;
+        e.message = std::move(m);
+        if (!journal(e)) return fail();
+      }
+      wipe(stored.body);
+    } else if (c.has_sync()) {
+      const auto& sync = c.sync();
+      if (*source != self) {
+        unreadable = "a sync message from another account (ignored)";
+      } else if (sync.has_sent()) {
+        auto destination = normalize_username(sync.sent().destination());
+        if (!destination) {
+          unreadable = "a sync message without a valid destination";
+        } else {
+          Message m = base;
+          m.body = sync.sent().message().body();
+          m.timestamp = sync.sent().timestamp();
+          m.conversation = *destination;
+          m.outgoing = true;
+          wipe(*c.mutable_sync()->mutable_sent()->mutable_message()->mutable_body());
+          auto duplicate = account_.store->has_message(m.conversation, m.from, m.timestamp);
+          if (!duplicate) return fail();
+          if (!*duplicate) {
+            store::StoredMessage stored{id,          m.conversation, m.from, m.device,
+                                        m.timestamp, m.body,         true};
+            if (!account_.store->add_message(stored)) return fail();
+            wipe(stored.body);
+            Event e;
+            e.kind = Event::Kind::message;
+            e.message = std::move(m);
+            if (!journal(e)) return fail();
+          }
+        }
+      } else if (sync.has_history_request()) {
+        outcome.history_request = {envelope.source_device(), sync.history_request().history()};
+      } else if (sync.has_history()) {
+        if (!history_.import(sync.history())) return fail();
+      }
+    }
+    // Receipts and content of later versions: nothing to show; the envelope is consumed.
+    if (unreadable) {
+      Event e;
+      e.kind = Event::Kind::decrypt_failed;
+      e.message = base;
+      e.detail = *unreadable;
+      store::StoredMessage row{id,          base.conversation, base.from,
+                               base.device, base.timestamp,    "[not shown: " + *unreadable + "]",
+                               false};
+      if (!account_.store->add_message(row) || !journal(e)) return fail();
+    }
+    if (!sessions_.record_identity_changes()) return fail();
+    if (!account_.store->mark_envelope(id)) return fail();
+    return true;
+  });
+  if (!committed || (!*committed && !outcome.decrypt_error)) outcome.store_error = true;
+  if (outcome.store_error) (void)account_.identities.take_changes();
+}
+
+bool Inbox::record_failure(const svc::Envelope& envelope, const std::string& id,
+                           const Message& base, const std::string& why) {
+  (void)envelope;
+  Event e;
+  e.kind = Event::Kind::decrypt_failed;
+  e.message = base;
+  e.detail = why;
+  store::StoredMessage row{id,          base.conversation, base.from,
+                           base.device, base.timestamp,    "[could not be decrypted: " + why + "]",
+                           false};
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  bool saved = false;
+  auto ok = account_.store->transaction([&] {
+    saved = account_.store->add_message(row).has_value() && journal_.record(e).has_value() &&
+            account_.store->mark_envelope(id).has_value();
+    return saved;
+  });
+  return ok && *ok && saved;
+}
+
+}  // namespace sotto::client

@@ -1,0 +1,54 @@
+// Receiving: each envelope the server pushes is processed exactly once. It is decrypted, and what
+// it holds is stored and journalled in one store transaction with the mark that it was processed;
+// only then is it acknowledged to the server. A message whose sender's identity key is not
+// accepted is held back (identities.h) and shown when the user accepts the key. A message that
+// cannot be decrypted is never dropped silently: the sending device is asked to send it again
+// (outbox.h, session repair), and the failure is journalled and kept in the history. An envelope
+// whose processing could not finish (the store failed, or the resend request could not be sent)
+// is left unacknowledged, so the server delivers it again.
+//
+// Thread-safe; one envelope at a time per caller (receive() or the listener).
+#pragma once
+
+#include "client/account.h"
+#include "client/history.h"
+#include "client/journal.h"
+#include "client/outbox.h"
+#include "client/server_link.h"
+#include "client/sessions.h"
+
+namespace sotto::client {
+
+class Inbox {
+ public:
+  Inbox(Account& account, ServerLink& link, Sessions& sessions, Outbox& outbox, Journal& journal,
+        History& history)
+      : account_(account),
+        link_(link),
+        sessions_(sessions),
+        outbox_(outbox),
+        journal_(journal),
+        history_(history) {}
+
+  // Processes one envelope; false when it was left unacknowledged (to be delivered again).
+  bool handle(const svc::Envelope& envelope);
+
+ private:
+  struct Outcome;
+  bool handle_plaintext(const svc::Envelope& envelope, const std::string& id);
+  // Decrypts and applies the envelope in one store transaction; fills `outcome`.
+  void apply(const svc::Envelope& envelope, const std::string& id, const Message& base,
+             Outcome& outcome);
+  bool record_failure(const svc::Envelope& envelope, const std::string& id, const Message& base,
+                      const std::string& why);
+  void acknowledge(const std::string& envelope_id);
+
+  Account& account_;
+  ServerLink& link_;
+  Sessions& sessions_;
+  Outbox& outbox_;
+  Journal& journal_;
+  History& history_;
+};
+
+}  // namespace sotto::client

@@ -1,0 +1,181 @@
+#include "client/listener.h"
+
+#include "client/errors.h"
+
+namespace sotto::client {
+
+namespace {
+using SteadyClock = std::chrono::steady_clock;
+}  // namespace
+
+std::size_t Listener::deliver(const EventHandler& handler) {
+  std::lock_guard lock(deliver_mu_);
+  std::size_t count = 0;
+  for (;;) {
+    auto events = journal_.after(delivered_, 256);
+    if (!events || events->empty()) return count;
+    for (const Event& e : *events) {
+      if (handler) handler(e);
+      delivered_ = e.cursor;
+      ++count;
+      if (!account_.options.manual_ack) (void)journal_.acknowledge(e.cursor);
+    }
+  }
+}
+
+void Listener::notify() {
+  if (running()) link_.wake();  // the loop delivers after every item, this empty one too
+}
+
+bool Listener::running() {
+  std::lock_guard lock(mu_);
+  return thread_.joinable();
+}
+
+bool Listener::dispatch(const Inbound& in) {
+  const svc::Push& push = in.push;
+  if (push.has_envelope()) {
+    (void)inbox_.handle(push.envelope());  // left with the server when it could not finish
+    return false;
+  }
+  if (push.has_keys_low()) {
+    if (auto c = link_.current()) (void)keys_.maintain(c);
+    return false;
+  }
+  if (push.has_devices_changed()) {
+    if (auto c = link_.current()) (void)devices_.refresh(c);
+    return false;
+  }
+  if (push.has_queue_drained()) return in.generation == link_.generation();
+  return false;
+}
+
+void Listener::after_connect(const ConnectionPtr& c) {
+  (void)keys_.maintain(c);
+  (void)devices_.refresh(c);
+}
+
+Result<std::size_t> Listener::receive(std::chrono::milliseconds timeout,
+                                      const EventHandler& handler) {
+  if (running()) {
+    return tl::unexpected(make_error(ErrorCode::invalid_argument, "the listener is running"));
+  }
+  std::size_t count = deliver(handler);  // what earlier runs recorded and did not hand over
+  const auto deadline = SteadyClock::now() + timeout;
+  auto connected = link_.ensure_connected(deadline);
+  if (!connected) return tl::unexpected(connected.error());
+  after_connect(connected->connection);
+  count += deliver(handler);
+  for (;;) {
+    auto in = link_.next_inbound(deadline);
+    if (!in) {
+      return tl::unexpected(
+          make_error(ErrorCode::timeout, "timed out before the server's queue was drained"));
+    }
+    if (in->closed) {
+      if (in->generation != link_.generation()) continue;
+      auto again = link_.ensure_connected(deadline);
+      if (!again) return tl::unexpected(again.error());
+      continue;
+    }
+    const bool drained = dispatch(*in);
+    count += deliver(handler);
+    if (drained) return count;
+  }
+}
+
+Result<bool> Listener::pump(SteadyClock::time_point deadline, const std::function<bool()>& done) {
+  EventHandler handler;
+  if (running()) {
+    // The listener's thread receives; wait for it to get there.
+    while (!done()) {
+      if (SteadyClock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return true;
+  }
+  auto connected = link_.ensure_connected(deadline);
+  if (!connected) return tl::unexpected(connected.error());
+  while (!done()) {
+    auto in = link_.next_inbound(deadline);
+    if (!in) return false;
+    if (in->closed) {
+      if (in->generation != link_.generation()) continue;
+      auto again = link_.ensure_connected(deadline);
+      if (!again) return tl::unexpected(again.error());
+      continue;
+    }
+    (void)dispatch(*in);
+  }
+  return true;
+}
+
+void Listener::loop() {
+  EventHandler handler;
+  {
+    std::lock_guard lock(mu_);
+    handler = handler_;
+  }
+  const auto connection_event = [&](Event::Kind kind, std::string detail) {
+    Event e;
+    e.kind = kind;
+    e.detail = std::move(detail);
+    handler(e);
+  };
+  (void)deliver(handler);
+  while (!link_.stopping()) {
+    auto connected =
+        link_.ensure_connected(std::nullopt, [&](const Error& error, std::chrono::milliseconds d) {
+          connection_event(
+              Event::Kind::disconnected,
+              error.message + "; retrying in " + std::to_string((d.count() + 999) / 1000) + " s");
+        });
+    if (!connected) {
+      if (link_.stopping()) break;
+      Event e;
+      e.kind = Event::Kind::fatal;
+      e.error = connected.error();
+      e.detail = connected.error().message;
+      handler(e);
+      break;
+    }
+    connection_event(Event::Kind::connected, {});
+    after_connect(connected->connection);
+    (void)deliver(handler);
+    for (;;) {
+      auto in = link_.next_inbound(std::nullopt);
+      if (!in) break;  // stopping
+      if (in->closed) {
+        if (in->generation != connected->generation) continue;
+        connection_event(
+            Event::Kind::disconnected,
+            (in->reason.empty() ? std::string("connection lost") : in->reason) + "; reconnecting");
+        break;
+      }
+      (void)dispatch(*in);
+      (void)deliver(handler);
+    }
+  }
+}
+
+Result<void> Listener::start(EventHandler handler) {
+  std::lock_guard lock(mu_);
+  if (thread_.joinable()) {
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument, "the listener is already running"));
+  }
+  link_.listener_started();
+  handler_ = std::move(handler);
+  thread_ = std::thread([this] { loop(); });
+  return {};
+}
+
+void Listener::stop() {
+  std::lock_guard lock(mu_);
+  if (!thread_.joinable()) return;
+  link_.stop();
+  thread_.join();
+  link_.listener_stopped();
+}
+
+}  // namespace sotto::client

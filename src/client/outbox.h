@@ -1,0 +1,94 @@
+// Sending: a text message to every device of a user and of our own account; contents to some
+// devices only (a resend, a history transfer); and the two halves of session repair.
+//
+// Session repair (Signal's decryption-error and resend): a device that cannot decrypt a message
+// asks the sending device to send it again (request_resend: a plaintext DecryptionError, envelope
+// type 8, the only content sent outside a session, carrying nothing secret). The sender keeps what
+// it sent for kResendLogMs, sealed in its store; on a request it archives the session the failed
+// message was sent with (when the request names that session's ratchet key), builds a new one
+// from a fresh bundle and sends the same content again, with the same timestamp, so the recipient
+// shows it once.
+//
+// A send is retried (reconnecting, repairing the device list) until Options::send_timeout, with
+// the same message id each time, so the server stores it once. Thread-safe.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/account.h"
+#include "client/keys.h"
+#include "client/server_link.h"
+#include "client/sessions.h"
+#include "content.pb.h"
+
+namespace sotto::client {
+
+inline constexpr int kMaxStaleRetries = 3;               // device-list repairs per send
+inline constexpr std::size_t kMaxBodyBytes = 64 * 1024;  // a text message, before padding
+inline constexpr std::uint64_t kResendLogMs = 24ull * 3600 * 1000;
+inline constexpr std::uint32_t kMaxResends = 3;            // per message and recipient
+inline constexpr std::uint32_t kPlaintextContentType = 8;  // service.proto, Envelope.type
+inline constexpr std::size_t kMaxPlaintextContentBytes = 1024;
+
+// Serializes a Content padded to a multiple of kPaddingBlock bytes.
+[[nodiscard]] std::string encode_padded(wire::content::Content& c);
+// A UUIDv7-like message id: the time in milliseconds (6 bytes, big-endian), then random bytes
+// (the server keeps its dedup entries in that order).
+[[nodiscard]] std::array<std::uint8_t, 16> new_message_id(std::uint64_t now_ms, crypto::Rng& rng);
+
+class Outbox {
+ public:
+  Outbox(Account& account, ServerLink& link, Sessions& sessions, KeyMaintenance& keys)
+      : account_(account), link_(link), sessions_(sessions), keys_(keys) {}
+
+  [[nodiscard]] Result<SendResult> send_text(const std::string& to, const std::string& body);
+
+  // Sends `content` (a serialized, padded Content) to `devices` of `user` only; a device without
+  // a session gets one from a fresh bundle.
+  [[nodiscard]] Result<void> send_to_devices(const std::string& user,
+                                             const std::vector<std::uint32_t>& devices,
+                                             const std::string& content, std::uint64_t timestamp);
+
+  // Asks `user`'s `device` to send again the message it sent at `timestamp`.
+  [[nodiscard]] Result<void> request_resend(const std::string& user, std::uint32_t device,
+                                            std::uint64_t timestamp, ByteView ratchet_key);
+  // `user`'s `device` could not decrypt what we sent at `request.timestamp()`: send it again.
+  // Nothing to do (not an error) when the content is no longer kept or was sent again enough.
+  [[nodiscard]] Result<void> resend(const std::string& user, std::uint32_t device,
+                                    const wire::content::DecryptionError& request);
+
+ private:
+  struct Part {
+    std::string user;
+    std::string plaintext;  // serialized padded Content; wiped when the Part goes
+    bool fetch_if_none = false;
+    std::optional<std::vector<std::uint32_t>> devices;  // some devices only
+  };
+  struct Outgoing {
+    std::string recipient;
+    std::vector<Part> parts;
+    bool subset = false;
+    std::uint64_t timestamp = 0;
+    std::array<std::uint8_t, 16> message_id{};
+    ~Outgoing();  // wipes the parts' plaintexts
+  };
+
+  [[nodiscard]] Result<SendResult> deliver(Outgoing& out);
+  // REQUIRES: crypto_mu held.
+  [[nodiscard]] Result<void> encrypt_part(const ConnectionPtr& c, Part& part,
+                                          svc::SendRequest& request);
+  [[nodiscard]] Result<protocol::CiphertextMessage> encrypt_for(const ConnectionPtr& c,
+                                                                const protocol::Address& address,
+                                                                ByteView plaintext);
+  [[nodiscard]] Result<void> repair(const ConnectionPtr& c, const svc::SendResponse& response);
+
+  Account& account_;
+  ServerLink& link_;
+  Sessions& sessions_;
+  KeyMaintenance& keys_;
+};
+
+}  // namespace sotto::client

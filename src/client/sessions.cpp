@@ -1,0 +1,104 @@
+#include "client/sessions.h"
+
+#include "client/errors.h"
+#include "protocol/session.h"
+
+namespace sotto::client {
+
+Result<std::vector<protocol::PreKeyBundle>> Sessions::fetch_bundles(
+    const ConnectionPtr& c, const std::string& user, const std::vector<std::uint32_t>& devices) {
+  svc::Request request;
+  auto* fetch = request.mutable_fetch_bundles();
+  fetch->set_username(user);
+  for (auto d : devices) fetch->add_device_ids(d);
+  auto response = c->call(std::move(request), account_.options.request_timeout);
+  if (!response) return tl::unexpected(response.error());
+  std::vector<protocol::PreKeyBundle> out;
+  if (response->status().code() == svc::NOT_FOUND) {
+    if (devices.empty()) return tl::unexpected(make_error(ErrorCode::not_found, "no such user"));
+    return out;  // those devices are gone; the next send says so
+  }
+  if (response->status().code() != svc::OK) return tl::unexpected(status_error(*response));
+  for (const auto& b : response->fetch_bundles().bundles()) {
+    const std::string bytes = b.SerializeAsString();
+    auto bundle = protocol::PreKeyBundle::decode(as_bytes(bytes));
+    if (!bundle) continue;  // a malformed bundle: that device stays without a session
+    out.push_back(std::move(*bundle));
+  }
+  return out;
+}
+
+Result<void> Sessions::process_bundles(const std::string& user,
+                                       const std::vector<protocol::PreKeyBundle>& bundles) {
+  auto st = account_.stores();
+  for (const auto& bundle : bundles) {
+    if (user == account_.username && bundle.device_id.value == account_.device_id) continue;
+    const protocol::Address address{user, bundle.device_id};
+    auto ok = protocol::process_pre_key_bundle(address, bundle, st, account_.rng,
+                                               account_.protocol_clock);
+    if (!ok) {
+      if (ok.error() == protocol::Error::untrusted_identity) {
+        // Refused for sending, but it is the key the contact has now: remember it, so the
+        // safety number shown is the one to compare, and the user can accept it.
+        if (auto noted = account_.identities.note(user, bundle.identity_key); !noted) {
+          return tl::unexpected(from_store(noted.error()));
+        }
+        return tl::unexpected(from_protocol(ok.error()));
+      }
+      if (ok.error() == protocol::Error::store_failure) {
+        return tl::unexpected(from_protocol(ok.error()));
+      }
+      // A bundle whose signature fails: no session with that device; the server keeps
+      // reporting it missing and the send eventually fails with a clear error.
+      continue;
+    }
+  }
+  return {};
+}
+
+Result<protocol::PublicKey> Sessions::lookup_identity(const ConnectionPtr& c,
+                                                      const std::string& user) {
+  svc::Request request;
+  request.mutable_identity_key()->set_username(user);
+  auto response = link_.call_ok(c, std::move(request));
+  if (!response) return tl::unexpected(response.error());
+  auto key = protocol::PublicKey::decode(as_bytes(response->identity_key().identity_key()));
+  if (!key) {
+    return tl::unexpected(
+        make_error(ErrorCode::server, "the server sent a malformed identity key"));
+  }
+  return *key;
+}
+
+Result<void> Sessions::archive(const protocol::Address& address) {
+  auto record = account_.store->load_session(address);
+  if (!record) return tl::unexpected(from_protocol(record.error()));
+  if (!record->has_value() || !(*record)->has_current()) return {};
+  (*record)->archive_current();
+  if (auto saved = account_.store->save_session(address, **record); !saved) {
+    return tl::unexpected(from_protocol(saved.error()));
+  }
+  return {};
+}
+
+Result<void> Sessions::record_identity_changes() {
+  for (const IdentityChange& change : account_.identities.take_changes()) {
+    if (change.first) continue;  // a new contact, not a change
+    Event e;
+    e.kind = Event::Kind::identity_changed;
+    e.user = change.user;
+    e.accepted = change.accepted;
+    e.changed_at = change.changed_at;
+    e.message.from = change.user;
+    e.message.conversation = change.user;
+    auto held = account_.store->held_count(change.user);
+    if (!held) return tl::unexpected(from_store(held.error()));
+    e.held = *held;
+    if (auto recorded = journal_.record(e); !recorded) {
+      return tl::unexpected(from_store(recorded.error()));
+    }
+  }
+  return {};
+}
+
+}  // namespace sotto::client
