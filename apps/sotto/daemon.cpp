@@ -13,10 +13,9 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "output.h"
 #include "terminal.h"
@@ -137,26 +136,13 @@ class Daemon {
       case Event::Kind::message:
         broadcast(notification("message", message_json(e.message)));
         break;
-      case Event::Kind::decrypt_failed:
-        broadcast(notification("receiveError", {{"id", e.message.id},
-                                                {"from", e.message.from},
-                                                {"device", e.message.device},
-                                                {"error", e.detail},
-                                                {"untrustedIdentity", e.untrusted_identity}}));
-        break;
-      case Event::Kind::identity_changed:
-        broadcast(notification("identityChanged", {{"user", e.message.from}}));
-        break;
-      case Event::Kind::connected:
-        broadcast(notification("connection", {{"state", "connected"}}));
-        break;
-      case Event::Kind::disconnected:
-        broadcast(notification("connection", {{"state", "disconnected"}, {"detail", e.detail}}));
-        break;
       case Event::Kind::fatal:
         broadcast(notification("fatal", {{"error", e.detail}}));
         std::fprintf(stderr, "sotto: error: %s\n", e.detail.c_str());
         quit(1);
+        break;
+      default:
+        broadcast(notification("event", event_json(e)));
         break;
     }
   }
@@ -218,8 +204,9 @@ class Daemon {
   std::optional<json> handle(const json& request) {
     if (!request.is_object() || request.value("jsonrpc", "") != "2.0" ||
         !request.contains("method") || !request["method"].is_string()) {
-      return rpc_error(request.is_object() && request.contains("id") ? request["id"] : json(nullptr),
-                       kInvalidRequest, "invalid request");
+      return rpc_error(
+          request.is_object() && request.contains("id") ? request["id"] : json(nullptr),
+          kInvalidRequest, "invalid request");
     }
     const bool is_notification = !request.contains("id");
     const json id = is_notification ? json(nullptr) : request["id"];
@@ -341,8 +328,8 @@ int listen_unix(const std::string& path, std::string& error) {
       return -1;
     }
     const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const bool live = probe >= 0 &&
-                      ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    const bool live =
+        probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     if (probe >= 0) ::close(probe);
     if (live) {
       error = "another daemon is listening on the socket path";
