@@ -241,7 +241,7 @@ Result<void> Engine::fetch_history(std::uint32_t from_device, const LinkOptions&
   hello.mutable_sync()->mutable_history_request()->set_history(options.transfer_history);
   const std::string plain = encode_padded(hello);
   if (auto sent = outbox_.send_to_devices(account_->username, {from_device}, plain,
-                                          account_->clock.now_ms());
+                                          outbox_.next_timestamp());
       !sent) {
     return sent;
   }

@@ -61,7 +61,7 @@ Result<std::size_t> History::serve(std::uint32_t device) {
     }
     chunk.Clear();
     bytes = 0;
-    failed = outbox_.send_to_devices(account_.username, {device}, plain, account_.clock.now_ms());
+    failed = outbox_.send_to_devices(account_.username, {device}, plain, outbox_.next_timestamp());
     crypto::secure_wipe(plain.data(), plain.size());
     if (!failed) return false;
     sent += count;

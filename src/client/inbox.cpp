@@ -169,7 +169,7 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
       if (!contact) return fail();
       const bool held = *source != self && contact->has_value() &&
                         (*contact)->identity_key == decrypted->identity && !(*contact)->accepted;
-      auto duplicate = account_.store->has_message(m.conversation, m.from, m.timestamp);
+      auto duplicate = account_.store->has_message(m.conversation, m.from, m.device, m.timestamp);
       if (!duplicate) return fail();
       if (held) {
         if (!account_.store->hold_message(stored)) return fail();
@@ -196,7 +196,8 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
           m.conversation = *destination;
           m.outgoing = true;
           wipe(*c.mutable_sync()->mutable_sent()->mutable_message()->mutable_body());
-          auto duplicate = account_.store->has_message(m.conversation, m.from, m.timestamp);
+          auto duplicate =
+              account_.store->has_message(m.conversation, m.from, m.device, m.timestamp);
           if (!duplicate) return fail();
           if (!*duplicate) {
             store::StoredMessage stored{id,          m.conversation, m.from, m.device,
@@ -221,8 +222,12 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
       e.kind = Event::Kind::decrypt_failed;
       e.message = base;
       e.detail = *unreadable;
-      store::StoredMessage row{id,          base.conversation, base.from,
-                               base.device, base.timestamp,    "[not shown: " + *unreadable + "]",
+      store::StoredMessage row{std::string(store::kNoticePrefix) + id,
+                               base.conversation,
+                               base.from,
+                               base.device,
+                               base.timestamp,
+                               "[not shown: " + *unreadable + "]",
                                false};
       if (!account_.store->add_message(row) || !journal(e)) return fail();
     }
@@ -241,8 +246,13 @@ bool Inbox::record_failure(const svc::Envelope& envelope, const std::string& id,
   e.kind = Event::Kind::decrypt_failed;
   e.message = base;
   e.detail = why;
-  store::StoredMessage row{id,          base.conversation, base.from,
-                           base.device, base.timestamp,    "[could not be decrypted: " + why + "]",
+  // A notice in the history, not the message: the message itself may still come (resent).
+  store::StoredMessage row{std::string(store::kNoticePrefix) + id,
+                           base.conversation,
+                           base.from,
+                           base.device,
+                           base.timestamp,
+                           "[could not be decrypted: " + why + "]",
                            false};
   std::lock_guard crypto_lock(account_.crypto_mu);
   bool saved = false;

@@ -46,7 +46,10 @@ bool Listener::dispatch(const Inbound& in) {
     if (auto c = link_.current()) (void)devices_.refresh(c);
     return false;
   }
-  if (push.has_queue_drained()) return in.generation == link_.generation();
+  if (push.has_queue_drained() && in.generation == link_.generation()) {
+    link_.mark_drained(in.generation);
+    return true;
+  }
   return false;
 }
 
@@ -66,9 +69,13 @@ Result<std::size_t> Listener::receive(std::chrono::milliseconds timeout,
   if (!connected) return tl::unexpected(connected.error());
   after_connect(connected->connection);
   count += deliver(handler);
+  // Once the server has pushed the stored queue (QueueDrained), what is already here is taken
+  // and nothing more is waited for: a connection kept open from an earlier call has drained.
+  bool drained = link_.drained();
   for (;;) {
-    auto in = link_.next_inbound(deadline);
+    auto in = link_.next_inbound(drained ? std::optional(SteadyClock::now()) : Deadline(deadline));
     if (!in) {
+      if (drained) return count;
       return tl::unexpected(
           make_error(ErrorCode::timeout, "timed out before the server's queue was drained"));
     }
@@ -76,11 +83,11 @@ Result<std::size_t> Listener::receive(std::chrono::milliseconds timeout,
       if (in->generation != link_.generation()) continue;
       auto again = link_.ensure_connected(deadline);
       if (!again) return tl::unexpected(again.error());
+      drained = false;
       continue;
     }
-    const bool drained = dispatch(*in);
+    if (dispatch(*in)) drained = true;
     count += deliver(handler);
-    if (drained) return count;
   }
 }
 

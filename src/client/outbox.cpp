@@ -63,7 +63,7 @@ Result<SendResult> Outbox::send_text(const std::string& to, const std::string& b
   }
   const std::string& self = account_.username;
   const bool note_to_self = *user == self;
-  const std::uint64_t timestamp = account_.clock.now_ms();
+  const std::uint64_t timestamp = next_timestamp();
 
   Outgoing out;
   out.recipient = *user;
@@ -90,6 +90,16 @@ Result<SendResult> Outbox::send_text(const std::string& to, const std::string& b
   (void)account_.store->add_message(m);  // the message is sent; a history failure must not say
                                          // otherwise
   return result;
+}
+
+std::uint64_t Outbox::next_timestamp() {
+  const std::uint64_t now = account_.clock.now_ms();
+  std::uint64_t last = last_timestamp_.load();
+  std::uint64_t next = 0;
+  do {
+    next = std::max(now, last + 1);
+  } while (!last_timestamp_.compare_exchange_weak(last, next));
+  return next;
 }
 
 Result<void> Outbox::send_to_devices(const std::string& user,

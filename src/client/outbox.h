@@ -14,6 +14,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,6 +53,10 @@ class Outbox {
                                              const std::vector<std::uint32_t>& devices,
                                              const std::string& content, std::uint64_t timestamp);
 
+  // The clock's time, or one millisecond after the last message's: a device gives each message a
+  // timestamp of its own, which is how a message is told apart when it is sent again.
+  [[nodiscard]] std::uint64_t next_timestamp();
+
   // Asks `user`'s `device` to send again the message it sent at `timestamp`.
   [[nodiscard]] Result<void> request_resend(const std::string& user, std::uint32_t device,
                                             std::uint64_t timestamp, ByteView ratchet_key);
@@ -89,6 +94,7 @@ class Outbox {
   ServerLink& link_;
   Sessions& sessions_;
   KeyMaintenance& keys_;
+  std::atomic<std::uint64_t> last_timestamp_{0};
 };
 
 }  // namespace sotto::client

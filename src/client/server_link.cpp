@@ -257,6 +257,16 @@ std::uint64_t ServerLink::generation() {
   return conn_generation_;
 }
 
+bool ServerLink::drained() {
+  std::lock_guard lock(mu_);
+  return conn_ && conn_->is_open() && drained_generation_ == conn_generation_;
+}
+
+void ServerLink::mark_drained(std::uint64_t generation) {
+  std::lock_guard lock(mu_);
+  drained_generation_ = generation;
+}
+
 Result<svc::Response> ServerLink::call_ok(const ConnectionPtr& c, svc::Request request) {
   auto r = c->call(std::move(request), account_.options.request_timeout);
   if (!r) return r;

@@ -60,6 +60,10 @@ class ServerLink {
   // The open connection, or nullptr (never connects).
   [[nodiscard]] ConnectionPtr current();
   [[nodiscard]] std::uint64_t generation();
+  // Whether the server has pushed the open connection's stored queue (its QueueDrained was
+  // dispatched), so what it pushes from now on is live.
+  [[nodiscard]] bool drained();
+  void mark_drained(std::uint64_t generation);
   // A call whose answer must be OK (its status otherwise becomes the error).
   [[nodiscard]] Result<svc::Response> call_ok(const ConnectionPtr& c, svc::Request request);
 
@@ -95,6 +99,7 @@ class ServerLink {
   ConnectionPtr conn_;
   std::uint64_t conn_generation_ = 0;  // of conn_
   std::uint64_t generation_ = 0;       // last one handed out
+  std::uint64_t drained_generation_ = 0;
   bool connecting_ = false;
   bool listener_running_ = false;
   Backoff backoff_{kBackoffInitial, kBackoffCap};

@@ -1305,16 +1305,18 @@ tl::expected<void, ClientError> ClientStore::add_message(const StoredMessage& m)
 
 tl::expected<bool, ClientError> ClientStore::has_message(const std::string& peer,
                                                          const std::string& sender,
+                                                         std::uint32_t sender_device,
                                                          std::uint64_t timestamp) {
   std::lock_guard lock(impl_->mu);
   if (timestamp > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
     return false;
   }
   auto st = impl_->prepare(
-      "SELECT 1 FROM messages WHERE peer = ?1 AND timestamp = ?2 AND sender = ?3 LIMIT 1");
+      "SELECT 1 FROM messages WHERE peer = ?1 AND timestamp = ?2 AND sender = ?3 AND "
+      "sender_device = ?4 AND substr(envelope_id, 1, 7) != 'notice-' LIMIT 1");
   if (!st) return tl::unexpected(st.error());
   if (!st->bind_text(1, peer) || !st->bind_int(2, static_cast<std::int64_t>(timestamp)) ||
-      !st->bind_text(3, sender)) {
+      !st->bind_text(3, sender) || !st->bind_int(4, sender_device)) {
     return tl::unexpected(ClientError::io);
   }
   const StepResult r = st->step();

@@ -31,6 +31,9 @@
 namespace sotto::store {
 
 inline constexpr std::size_t kMaxJournalEntries = 100'000;
+// History rows whose id starts with this are notices about a message (it could not be
+// decrypted or read), not the message: the message may still arrive and be shown.
+inline constexpr std::string_view kNoticePrefix = "notice-";
 // The body of a history row that cannot be read back.
 inline constexpr std::string_view kDamagedMessageBody =
     "[this message is damaged in the local store and cannot be shown]";
@@ -166,10 +169,12 @@ class ClientStore : public protocol::SessionStore,
   [[nodiscard]] tl::expected<void, ClientError> mark_envelope(const std::string& envelope_id);
   // Adding a message whose (peer, envelope_id) is already stored changes nothing (re-delivery).
   [[nodiscard]] tl::expected<void, ClientError> add_message(const StoredMessage& message);
-  // Whether the history holds a message of `sender` with this timestamp in the conversation with
-  // `peer` (a message sent again after a decryption failure is shown once).
+  // Whether the history holds a message (not a notice) of `sender`'s device with this timestamp
+  // in the conversation with `peer` (a message sent again after a decryption failure is shown
+  // once; a device gives each message it sends its own timestamp).
   [[nodiscard]] tl::expected<bool, ClientError> has_message(const std::string& peer,
                                                             const std::string& sender,
+                                                            std::uint32_t sender_device,
                                                             std::uint64_t timestamp);
   // The newest `limit` messages with `peer` (all of them when limit is 0), oldest first (by
   // timestamp, then by the order they were added). A row that fails to decrypt or decode is

@@ -1,0 +1,540 @@
+// The client engine's flows against the real server's request handlers and a real SQLite store,
+// in one process (tests/util/in_process_server.h): every client has its own data directory, a
+// deterministic random generator, and the clock the server uses. Each flow of issue 15 is here:
+// identity changes (held messages, trust with digits), session repair, copies of a data
+// directory, recovery, backups, devices, history transfer, the journal and the server's pin.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "client/engine.h"
+#include "protocol/session.h"
+#include "util/in_process_server.h"
+
+namespace sotto::client {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::InProcessServer;
+
+constexpr std::uint64_t kStartMs = 1'800'000'000'000;
+
+class ClientFlowTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sotto-client-flow-XXXXXX";
+    root_ = mkdtemp(tmpl);
+    clock_ = std::make_shared<ManualWallClock>(kStartMs);
+    server_ = std::make_unique<InProcessServer>(root_ / "server", clock_);
+  }
+  void TearDown() override {
+    engines_.clear();
+    server_.reset();
+    fs::remove_all(root_);
+  }
+
+  Environment env() {
+    Environment e;
+    e.connector = server_->connector();
+    e.rng = &rngs_.emplace_back(1000 + rngs_.size());
+    e.clock = clock_;
+    return e;
+  }
+  Options options(const std::string& dir, std::optional<std::string> policy = std::nullopt) {
+    Options o;
+    o.data_dir = root_ / dir;
+    o.request_timeout = std::chrono::seconds(5);
+    o.send_timeout = std::chrono::seconds(5);
+    o.lock_wait = std::chrono::milliseconds(200);
+    o.trust_policy = std::move(policy);
+    return o;
+  }
+  sotto::Server server_address() const { return {"in-process", 1, server_->pin(), {}}; }
+
+  Engine& keep(std::unique_ptr<Engine> e) {
+    engines_.push_back(std::move(e));
+    return *engines_.back();
+  }
+  Engine& register_(const std::string& name, std::optional<std::string> policy = std::nullopt) {
+    auto e = Engine::register_account(options(name, policy), name, server_address(), {}, env());
+    EXPECT_TRUE(e) << (e ? "" : e.error().message);
+    return keep(std::move(*e));
+  }
+  Engine& open(const std::string& dir, std::optional<std::string> policy = std::nullopt) {
+    auto e = Engine::open(options(dir, policy), {}, env());
+    EXPECT_TRUE(e) << (e ? "" : e.error().message);
+    return keep(std::move(*e));
+  }
+  void close(Engine& e) {
+    std::erase_if(engines_, [&](const auto& p) { return p.get() == &e; });
+  }
+
+  // Like a `sotto receive` process: a fresh connection, so the server pushes the device's stored
+  // queue and says when it is done (a connection kept open would get pushes at any time).
+  std::vector<Event> receive(Engine& e) {
+    server_->drop_connections();
+    std::vector<Event> out;
+    auto r = e.receive(std::chrono::seconds(10), [&](const Event& ev) { out.push_back(ev); });
+    EXPECT_TRUE(r) << (r ? "" : r.error().message);
+    return out;
+  }
+  static std::vector<std::string> bodies(const std::vector<Event>& events) {
+    std::vector<std::string> out;
+    for (const auto& e : events) {
+      if (e.kind == Event::Kind::message) out.push_back(e.message.body);
+    }
+    return out;
+  }
+  static std::vector<Event> of_kind(const std::vector<Event>& events, Event::Kind kind) {
+    std::vector<Event> out;
+    for (const auto& e : events) {
+      if (e.kind == kind) out.push_back(e);
+    }
+    return out;
+  }
+  // Time passes between messages, as it does between a user's messages.
+  void send(Engine& from, const std::string& to, const std::string& body) {
+    clock_->advance_ms(1000);
+    auto r = from.send(to, body);
+    ASSERT_TRUE(r) << r.error().message;
+  }
+
+  // Bob takes his account back on a new data directory: a new identity key.
+  Engine& recover(const std::string& name, const std::string& code, const std::string& dir) {
+    auto e = Engine::recover(options(dir), name, code, server_address(), env());
+    EXPECT_TRUE(e) << (e ? "" : e.error().message);
+    return keep(std::move(*e));
+  }
+
+  // Links a new device (data directory `dir`) to `existing`'s account.
+  Engine& link(Engine& existing, const std::string& dir, LinkOptions link_options = {}) {
+    std::promise<std::string> code;
+    auto shown = code.get_future();
+    auto linking = std::async(std::launch::async, [&] {
+      return Engine::link(
+          options(dir), server_address(), [&](const LinkPrompt& p) { code.set_value(p.code); },
+          std::chrono::seconds(20), link_options, env());
+    });
+    auto added = existing.add_device(shown.get(), nullptr);
+    EXPECT_TRUE(added) << (added ? "" : added.error().message);
+    auto linked = linking.get();
+    EXPECT_TRUE(linked) << (linked ? "" : linked.error().message);
+    return keep(std::move(*linked));
+  }
+
+  fs::path root_;
+  std::shared_ptr<ManualWallClock> clock_;
+  std::unique_ptr<InProcessServer> server_;
+  std::deque<crypto::DeterministicRng> rngs_;
+  std::vector<std::unique_ptr<Engine>> engines_;
+};
+
+TEST_F(ClientFlowTest, AMessageArrivesOnceAndIsAcknowledged) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  send(alice, "bob", "hello bob");
+  auto events = receive(bob);
+  EXPECT_EQ(bodies(events), std::vector<std::string>{"hello bob"});
+  EXPECT_NE(events.at(0).cursor, 0u);
+  EXPECT_TRUE(bodies(receive(bob)).empty());
+  send(bob, "alice", "hi alice");
+  EXPECT_EQ(bodies(receive(alice)), std::vector<std::string>{"hi alice"});
+  auto history = bob.history("alice", 0);
+  ASSERT_TRUE(history);
+  ASSERT_EQ(history->size(), 2u);
+  EXPECT_EQ((*history)[0].body, "hello bob");
+  EXPECT_TRUE((*history)[1].outgoing);
+}
+
+TEST_F(ClientFlowTest, TextThatIsNotUtf8IsRefusedAndNothingIsSent) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  auto r = alice.send("bob", std::string("caf\xe9", 4));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+  EXPECT_NE(r.error().message.find("UTF-8"), std::string::npos);
+  EXPECT_TRUE(receive(bob).empty());
+}
+
+// Case 1 of the issue: a message from a contact's new key is kept, shown once accepted.
+TEST_F(ClientFlowTest, AMessageFromANewKeyIsHeldUntilTheUserAcceptsTheKey) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  const std::string code = bob.take_recovery_code();
+  send(alice, "bob", "hi");
+  receive(bob);
+  send(bob, "alice", "before");
+  EXPECT_EQ(bodies(receive(alice)), std::vector<std::string>{"before"});
+  auto before = alice.safety_number("bob");
+  ASSERT_TRUE(before);
+
+  close(bob);
+  Engine& bob2 = recover("bob", code, "bob-new");
+  send(bob2, "alice", "from my new key");
+  auto events = receive(alice);
+  EXPECT_TRUE(bodies(events).empty());
+  auto changed = of_kind(events, Event::Kind::identity_changed);
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_EQ(changed[0].user, "bob");
+  EXPECT_FALSE(changed[0].accepted);
+  EXPECT_EQ(changed[0].held, 1u);
+  EXPECT_EQ(changed[0].changed_at, clock_->now_ms());
+
+  // The number shown is the one with bob's new key, and says it changed.
+  auto now = alice.safety_number("bob");
+  ASSERT_TRUE(now);
+  EXPECT_NE(now->digits, before->digits);
+  EXPECT_EQ(now->digits, bob2.safety_number("alice")->digits);
+  EXPECT_EQ(now->changed_at, changed[0].changed_at);
+  EXPECT_FALSE(now->accepted);
+  EXPECT_EQ(now->held, 1u);
+  auto contacts = alice.contacts();
+  ASSERT_TRUE(contacts);
+  ASSERT_EQ(contacts->size(), 1u);
+  EXPECT_FALSE((*contacts)[0].verified);
+  EXPECT_EQ((*contacts)[0].held, 1u);
+
+  // Wrong digits change nothing; the right ones verify and release the held message.
+  std::string wrong = now->digits;
+  wrong[0] = wrong[0] == '1' ? '2' : '1';
+  auto refused = alice.trust("bob", wrong);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::safety_number_mismatch);
+  EXPECT_FALSE(alice.safety_number("bob")->accepted);
+  std::string spaced;
+  for (std::size_t i = 0; i < now->digits.size(); ++i) {
+    spaced += now->digits[i];
+    if (i % 5 == 4) spaced += ' ';
+  }
+  auto trusted = alice.trust("bob", spaced);
+  ASSERT_TRUE(trusted) << trusted.error().message;
+  EXPECT_TRUE(trusted->verified);
+  auto released = receive(alice);
+  EXPECT_EQ(bodies(released), std::vector<std::string>{"from my new key"});
+
+  // And the conversation goes on both ways with the new key.
+  send(alice, "bob", "welcome back");
+  // (What bob's old device had received stayed there; the new one starts afresh.)
+  EXPECT_EQ(bodies(receive(bob2)), std::vector<std::string>{"welcome back"});
+}
+
+// Case 2: messages sent from the old key stay readable, and a refused send discards nothing.
+TEST_F(ClientFlowTest, MessagesFromTheOldKeyStayReadableAfterTheKeyChanged) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  const std::string code = bob.take_recovery_code();
+  send(alice, "bob", "hi");
+  receive(bob);
+  send(bob, "alice", "old 1");
+  receive(alice);
+  send(bob, "alice", "old 2, while alice is away");
+  close(bob);
+  Engine& bob2 = recover("bob", code, "bob-new");
+  send(bob2, "alice", "new");
+
+  // Alice tries to write first: refused, and the session that reads "old 2" is kept.
+  auto r = alice.send("bob", "are you there?");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::untrusted_identity);
+  EXPECT_EQ(r.error().message.find("sotto"), std::string::npos);  // no CLI hint in the library
+  auto events = receive(alice);
+  EXPECT_EQ(bodies(events), std::vector<std::string>{"old 2, while alice is away"});
+  ASSERT_TRUE(alice.trust("bob", std::nullopt));
+  EXPECT_EQ(bodies(receive(alice)), std::vector<std::string>{"new"});
+  auto accepted = alice.safety_number("bob");
+  EXPECT_TRUE(accepted->accepted);
+  EXPECT_FALSE(accepted->verified);
+  send(alice, "bob", "now it works");
+  EXPECT_EQ(bodies(receive(bob2)), std::vector<std::string>{"now it works"});
+}
+
+TEST_F(ClientFlowTest, UnderTheAlwaysPolicyANewKeyIsAcceptedAndItsMessageShownAtOnce) {
+  Engine& alice = register_("alice", std::string(kTrustAlways));
+  Engine& bob = register_("bob");
+  const std::string code = bob.take_recovery_code();
+  send(bob, "alice", "first");
+  receive(alice);
+  close(bob);
+  Engine& bob2 = recover("bob", code, "bob-new");
+  send(bob2, "alice", "second");
+  auto events = receive(alice);
+  EXPECT_EQ(bodies(events), std::vector<std::string>{"second"});
+  auto changed = of_kind(events, Event::Kind::identity_changed);
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_TRUE(changed[0].accepted);
+  ASSERT_TRUE(alice.send("bob", "reply"));
+}
+
+TEST_F(ClientFlowTest, UnderTheNeverPolicyOnlyMatchingDigitsAcceptAKey) {
+  Engine& alice = register_("alice", std::string(kTrustNever));
+  register_("bob");
+  auto r = alice.send("bob", "hi");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::untrusted_identity);
+  auto number = alice.safety_number("bob");
+  ASSERT_TRUE(number);
+  EXPECT_FALSE(number->accepted);
+  EXPECT_EQ(alice.trust("bob", std::nullopt).error().code, ErrorCode::invalid_argument);
+  ASSERT_TRUE(alice.trust("bob", number->digits));
+  ASSERT_TRUE(alice.send("bob", "hi"));
+}
+
+// Session repair: the recipient lost its session (a re-installed app, a damaged store).
+TEST_F(ClientFlowTest, AMessageThatCannotBeDecryptedIsAskedForAgainAndShownOnce) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  send(alice, "bob", "one");
+  receive(bob);
+  send(bob, "alice", "two");
+  receive(alice);
+  {
+    std::lock_guard lock(bob.account().crypto_mu);
+    ASSERT_TRUE(bob.account().store->delete_session({"alice", protocol::DeviceId(1)}));
+  }
+  send(alice, "bob", "three");
+  auto failed = receive(bob);
+  EXPECT_TRUE(bodies(failed).empty());
+  auto notices = of_kind(failed, Event::Kind::decrypt_failed);
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_NE(notices[0].detail.find("asked the sender to send it again"), std::string::npos);
+  EXPECT_EQ(notices[0].message.from, "alice");
+
+  receive(alice);  // answers the request: a new session, the same content
+  EXPECT_EQ(bodies(receive(bob)), std::vector<std::string>{"three"});
+  // The failure stays in the history, and the message is there once.
+  auto history = bob.history("alice", 0);
+  ASSERT_TRUE(history);
+  int shown = 0;
+  for (const auto& m : *history) shown += m.body == "three";
+  EXPECT_EQ(shown, 1);
+  send(bob, "alice", "and back");
+  EXPECT_EQ(bodies(receive(alice)), std::vector<std::string>{"and back"});
+}
+
+// Case 5: a data directory restored from a copy sends with ratchet keys it used before.
+TEST_F(ClientFlowTest, ADataDirectoryRestoredFromACopyIsRepaired) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  send(alice, "bob", "hello");
+  receive(bob);
+  send(bob, "alice", "hello back");
+  receive(alice);
+  close(alice);
+  fs::copy(root_ / "alice", root_ / "alice-copy", fs::copy_options::recursive);
+  Engine& original = open("alice");
+  send(original, "bob", "sent after the copy 1");
+  send(original, "bob", "sent after the copy 2");
+  EXPECT_EQ(bodies(receive(bob)),
+            (std::vector<std::string>{"sent after the copy 1", "sent after the copy 2"}));
+  close(original);
+
+  Engine& restored = open("alice-copy");
+  send(restored, "bob", "after the restore");
+  auto failed = receive(bob);
+  EXPECT_TRUE(bodies(failed).empty());
+  ASSERT_EQ(of_kind(failed, Event::Kind::decrypt_failed).size(), 1u);
+  receive(restored);
+  EXPECT_EQ(bodies(receive(bob)), std::vector<std::string>{"after the restore"});
+  send(bob, "alice", "all good?");
+  EXPECT_EQ(bodies(receive(restored)), std::vector<std::string>{"all good?"});
+}
+
+TEST_F(ClientFlowTest, TwoCopiesOfADeviceCannotBeOnlineAtOnce) {
+  Engine& alice = register_("alice");
+  close(alice);
+  fs::copy(root_ / "alice", root_ / "alice-copy", fs::copy_options::recursive);
+  Engine& original = open("alice");
+  ASSERT_TRUE(original.connect());
+  Engine& copy = open("alice-copy");
+  auto r = copy.connect();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::device_in_use);
+  EXPECT_NE(r.error().message.find("another copy"), std::string::npos);
+  // The original is not disturbed.
+  ASSERT_TRUE(original.send("alice", "note to self"));
+}
+
+TEST_F(ClientFlowTest, RecoveryNeedsTheCodeAndRemovesTheOldDevices) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  const std::string code = bob.take_recovery_code();
+  EXPECT_EQ(code.size(), 29u);
+  EXPECT_TRUE(bob.take_recovery_code().empty());  // shown once
+  send(alice, "bob", "hi");
+
+  auto wrong = Engine::recover(options("thief"), "bob", "AAAA-AAAA-AAAA-AAAA-AAAA-AAAA",
+                               server_address(), env());
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, ErrorCode::forbidden);
+  EXPECT_FALSE(fs::exists(root_ / "thief" / "bob.db"));
+  EXPECT_FALSE(fs::exists(root_ / "thief" / "bob.lock"));
+
+  Engine& bob2 = recover("bob", code, "bob-new");
+  EXPECT_EQ(bob2.device_id(), 1u);
+  EXPECT_FALSE(bob2.take_recovery_code().empty());
+  auto old = bob.connect();
+  ASSERT_FALSE(old);
+  EXPECT_EQ(old.error().code, ErrorCode::unauthenticated);
+  // The old code no longer works.
+  auto again = Engine::recover(options("again"), "bob", code, server_address(), env());
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::forbidden);
+}
+
+TEST_F(ClientFlowTest, AFailedRegistrationLeavesNothingBehind) {
+  register_("alice");
+  auto taken = Engine::register_account(options("other"), "alice", server_address(), {}, env());
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, ErrorCode::account_exists);
+  EXPECT_FALSE(fs::exists(root_ / "other" / "alice.db"));
+  EXPECT_FALSE(fs::exists(root_ / "other" / "alice.lock"));
+  EXPECT_FALSE(fs::exists(root_ / "other" / "alice.key"));
+}
+
+TEST_F(ClientFlowTest, ALinkedDeviceCannotRemoveThePrimaryAndEveryDeviceHearsOfChanges) {
+  Engine& alice = register_("alice");
+  receive(alice);  // remembers the device list as it is
+  LinkOptions named;
+  named.device_name = "Work laptop";
+  Engine& laptop = link(alice, "alice-laptop", named);
+  EXPECT_EQ(laptop.device_id(), 2u);
+
+  auto devices = alice.devices();
+  ASSERT_TRUE(devices);
+  ASSERT_EQ(devices->size(), 2u);
+  EXPECT_TRUE((*devices)[0].primary);
+  EXPECT_EQ((*devices)[1].name, "Work laptop");
+  auto added = of_kind(receive(alice), Event::Kind::devices_changed);
+  ASSERT_EQ(added.size(), 1u);
+  EXPECT_EQ(added[0].added, std::vector<std::uint32_t>{2});
+
+  auto r = laptop.remove_device(1);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::forbidden);
+  ASSERT_TRUE(alice.remove_device(2));
+  auto removed = of_kind(receive(alice), Event::Kind::devices_changed);
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].removed, std::vector<std::uint32_t>{2});
+  EXPECT_EQ(laptop.connect().error().code, ErrorCode::unauthenticated);
+}
+
+TEST_F(ClientFlowTest, ANewDeviceCanBringTheHistoryAlong) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  for (int i = 0; i < 30; ++i) send(alice, "bob", "message " + std::to_string(i));
+  receive(bob);
+  send(bob, "alice", "thanks");
+  receive(alice);
+  LinkOptions with_history;
+  with_history.transfer_history = true;
+  std::vector<std::uint64_t> progress;
+  with_history.history_progress = [&](std::uint64_t done, std::uint64_t) {
+    progress.push_back(done);
+  };
+  Engine& tablet = link(alice, "alice-tablet", with_history);
+  auto history = tablet.history("bob", 0);
+  ASSERT_TRUE(history);
+  ASSERT_EQ(history->size(), 31u);
+  EXPECT_EQ(history->front().body, "message 0");
+  EXPECT_EQ(history->back().body, "thanks");
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.back(), 31u);
+}
+
+TEST_F(ClientFlowTest, ABackupRestoresHistoryAndTrustAndABadOneChangesNothing) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  send(alice, "bob", "one");
+  send(bob, "alice", "two");
+  receive(alice);
+  auto number = alice.safety_number("bob");
+  ASSERT_TRUE(alice.trust("bob", number->digits));
+  const std::string code = alice.take_recovery_code();
+  const fs::path file = root_ / "alice.backup";
+  const sotto::BackupSecret secret{sotto::BackupSecret::Kind::passphrase, "correct horse"};
+  ::setenv("SOTTO_TEST_FAST_KDF", "1", 1);
+  auto written = alice.backup_export(file, secret, nullptr);
+  ASSERT_TRUE(written) << written.error().message;
+  EXPECT_EQ(*written, 2u);
+
+  close(alice);
+  Engine& fresh = recover("alice", code, "alice-new");
+  // A wrong passphrase, and a file damaged in its middle, change nothing.
+  auto wrong = fresh.backup_import(file, {sotto::BackupSecret::Kind::passphrase, "wrong"}, nullptr);
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, ErrorCode::wrong_passphrase);
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const auto size = static_cast<std::streamoff>(f.tellg());
+    fs::copy_file(file, root_ / "damaged.backup");
+    std::fstream d(root_ / "damaged.backup", std::ios::in | std::ios::out | std::ios::binary);
+    d.seekp(size - 5);
+    d.put('\x55');
+  }
+  auto damaged = fresh.backup_import(root_ / "damaged.backup", secret, nullptr);
+  ASSERT_FALSE(damaged);
+  EXPECT_TRUE(fresh.history("bob", 0)->empty());
+  EXPECT_TRUE(fresh.contacts()->empty());
+
+  auto imported = fresh.backup_import(file, secret, nullptr);
+  ASSERT_TRUE(imported) << imported.error().message;
+  EXPECT_EQ(*imported, 2u);
+  auto history = fresh.history("bob", 0);
+  ASSERT_EQ(history->size(), 2u);
+  EXPECT_EQ((*history)[0].body, "one");
+  // Importing again adds nothing.
+  EXPECT_EQ(*fresh.backup_import(file, secret, nullptr), 0u);
+  auto contacts = fresh.contacts();
+  ASSERT_EQ(contacts->size(), 1u);
+  EXPECT_TRUE((*contacts)[0].verified);
+}
+
+TEST_F(ClientFlowTest, WithManualAckAnEventStaysUntilAcknowledged) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  send(bob, "alice", "for a bot");
+  Options manual = options("alice");
+  manual.manual_ack = true;
+  close(alice);
+  auto bot = Engine::open(manual, {}, env());
+  ASSERT_TRUE(bot);
+  auto first = receive(**bot);
+  ASSERT_EQ(bodies(first).size(), 1u);
+  const std::uint64_t cursor = first.back().cursor;
+  bot->reset();
+  auto again = Engine::open(manual, {}, env());
+  ASSERT_TRUE(again);
+  auto pending = (*again)->events(0, 0);
+  ASSERT_TRUE(pending);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ(pending->at(0).cursor, cursor);
+  EXPECT_EQ(pending->at(0).message.body, "for a bot");
+  ASSERT_TRUE((*again)->acknowledge(cursor));
+  EXPECT_TRUE((*again)->events(0, 0)->empty());
+}
+
+TEST_F(ClientFlowTest, TheServerKeyIsPinnedAndTheUserCanAcceptANewOne) {
+  Engine& alice = register_("alice");
+  EXPECT_EQ(alice.server().fingerprint, server_->pin());
+  server_->drop_connections();
+  server_->set_pin(std::string(64, 'b'));
+  auto r = alice.connect();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::fingerprint_mismatch);
+  EXPECT_NE(r.error().message.find(std::string(64, 'b')), std::string::npos);
+  EXPECT_NE(r.error().message.find(std::string(64, 'a')), std::string::npos);
+  EXPECT_FALSE(alice.trust_server_key("not hex"));
+  ASSERT_TRUE(alice.trust_server_key(std::string(64, 'B')));
+  ASSERT_TRUE(alice.connect());
+  ASSERT_TRUE(alice.set_server_address("elsewhere.example", 8443));
+  EXPECT_EQ(alice.server().host, "elsewhere.example");
+  EXPECT_EQ(alice.server().port, 8443);
+}
+
+}  // namespace
+}  // namespace sotto::client
