@@ -1,5 +1,5 @@
-// Linking a new device (DESIGN.md section 4): the new device shows a link code, an existing
-// device seals the account secrets to it, the server relays the sealed bytes.
+// Linking a new device (docs/architecture.md section 4): the new device shows a link code, an
+// existing device seals the account secrets to it, the server relays the sealed bytes.
 //
 // Link code: base32 of provisioning address (16) || X25519 public key (32) || the first two bytes
 // of SHA-256 over the previous 48 (a typo check), i.e. 50 bytes = 80 characters, shown in

@@ -1,4 +1,4 @@
-// Frame batches: several service Frames in one WebSocket message (DESIGN.md section 5).
+// Frame batches: several service Frames in one WebSocket message (docs/architecture.md section 5).
 //
 // A busy connection coalesces what is queued behind a write in flight into one message, so that
 // one TLS record and one system call carry many frames instead of one each. The batch is itself a

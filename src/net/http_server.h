@@ -1,6 +1,6 @@
-// A tiny plain-HTTP/1.1 server for operators (DESIGN.md section 5): the server app answers
-// /healthz and Prometheus /metrics with it, on a port of their own, bound to loopback unless
-// configured otherwise. GET and HEAD only (anything else gets 405), no request bodies, small
+// A tiny plain-HTTP/1.1 server for operators (docs/architecture.md section 5): the server app
+// answers /healthz and Prometheus /metrics with it, on a port of their own, bound to loopback
+// unless configured otherwise. GET and HEAD only (anything else gets 405), no request bodies, small
 // header limits and a per-connection deadline, one I/O thread of its own.
 // Thread-safety: start() and stop() from one owning thread. The handler runs on the I/O thread,
 // one request at a time; it must be quick and must not throw (a throw becomes a 500).
@@ -26,7 +26,7 @@ using HttpHandler = std::function<HttpResponse(std::string_view path)>;
 
 struct HttpOptions {
   std::string address = "127.0.0.1";
-  std::uint16_t port = 9090;  // 0 picks a free port (tests)
+  std::uint16_t port = 9090;         // 0 picks a free port (tests)
   std::chrono::seconds timeout{10};  // to read a request and write its response
   std::size_t max_connections = 64;
 };

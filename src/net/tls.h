@@ -1,8 +1,8 @@
 // TLS material for the server: a certificate and key loaded from files, or a self-signed one
-// generated on first start and kept under the data directory (DESIGN.md section 5), and the next
-// key an operator rotates to (`sotto-server key`). Clients pin the SHA-256 of the server key's
-// DER SubjectPublicKeyInfo (hex, lower case), so that a renewed certificate for the same key is
-// still the pinned server; older clients pinned the certificate's own SHA-256, which still
+// generated on first start and kept under the data directory (docs/architecture.md section 5), and
+// the next key an operator rotates to (`sotto-server key`). Clients pin the SHA-256 of the server
+// key's DER SubjectPublicKeyInfo (hex, lower case), so that a renewed certificate for the same key
+// is still the pinned server; older clients pinned the certificate's own SHA-256, which still
 // matches (net/ws_client.h). Functions here are thread-safe; the rotation ones are for one
 // operator command at a time on a data directory.
 #pragma once

@@ -55,8 +55,8 @@ constexpr std::size_t kSplitSlotsKept = 64;
 
 class ServerConnection;
 
-// Keep-alive (DESIGN.md section 5): a connection silent for ping_interval is pinged, and one
-// silent for idle_timeout is closed. Anything received counts, pongs included. The check runs
+// Keep-alive (docs/architecture.md section 5): a connection silent for ping_interval is pinged, and
+// one silent for idle_timeout is closed. Anything received counts, pongs included. The check runs
 // every tick, so a ping goes out within 1.5 x ping_interval of silence and a silent peer is closed
 // within idle_timeout + tick. The ping interval is capped at idle_timeout / 2 so that a live peer
 // always gets a ping before it would be closed.

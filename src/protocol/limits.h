@@ -11,7 +11,7 @@ namespace sotto::protocol {
 inline constexpr std::uint8_t kMessageVersion = 3;
 inline constexpr std::uint8_t kVersionByte = (kMessageVersion << 4) | kMessageVersion;
 
-inline constexpr std::size_t kMacSize = 8;                // truncated HMAC-SHA256
+inline constexpr std::size_t kMacSize = 8;  // truncated HMAC-SHA256
 inline constexpr std::size_t kSignatureSize = 64;
 
 // A counter may run at most this far ahead of the receiving chain; a higher counter is rejected
@@ -24,7 +24,7 @@ inline constexpr std::size_t kMaxReceiverChains = 5;
 // Archived session states per record (simultaneous initiation, re-installed peers).
 inline constexpr std::size_t kMaxArchivedStates = 40;
 // Skipped keys older than this are deleted: the server expires undelivered messages after 30 days
-// (DESIGN.md section 1), so no message can still arrive for them.
+// (docs/architecture.md section 1), so no message can still arrive for them.
 inline constexpr std::uint64_t kMaxSkippedKeyAgeSeconds = 30ull * 24 * 3600;
 
 // Sender Keys.

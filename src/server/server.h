@@ -1,4 +1,4 @@
-// The relay server's request handling (DESIGN.md sections 4-5): registration, device
+// The relay server's request handling (docs/architecture.md sections 4-5): registration, device
 // authentication, keys, store-and-forward of ciphertext, device lists and linking, account
 // recovery, and the announcement of the server's next TLS key. It sits on top
 // of the transport (net::WsServer calls it per connection) and the storage interfaces

@@ -1,8 +1,8 @@
-// The client's local store (DESIGN.md section 7): one SQLite file per account under the client's
-// data directory. It implements the protocol layer's session, prekey and sender key stores, and
-// keeps the account's settings, its contacts' identity keys with what the user decided about
-// them, the message history, messages held back until the user accepts a contact's new key, the
-// journal of events not yet handed to the app, the log of recently sent contents (to send one
+// The client's local store (docs/architecture.md section 7): one SQLite file per account under the
+// client's data directory. It implements the protocol layer's session, prekey and sender key
+// stores, and keeps the account's settings, its contacts' identity keys with what the user decided
+// about them, the message history, messages held back until the user accepts a contact's new key,
+// the journal of events not yet handed to the app, the log of recently sent contents (to send one
 // again when a recipient could not decrypt it), small engine state, and the ids of envelopes
 // already processed (so a re-delivered envelope is shown once).
 //

@@ -1,5 +1,5 @@
-// The SQLite backend of the server store (DESIGN.md section 7): one database file in WAL mode
-// under the server's data directory. docs/what-the-server-knows.md describes every table and
+// The SQLite backend of the server store (docs/architecture.md section 7): one database file in WAL
+// mode under the server's data directory. docs/what-the-server-knows.md describes every table and
 // column it creates.
 //
 // Ownership and threads: SqliteServerStore owns one write connection and a small pool of read
@@ -61,10 +61,10 @@ class SqliteServerStore final : public ServerStore {
   // Opens (creating when missing) the database and migrates its schema to the current version.
   // io when the file cannot be opened, is not a database, or has a newer schema than this code.
   //
-  // Behaviour beyond store.h, all of it shared with the PostgreSQL backend through the test
-  // suite: created_day comes from the store's clock (DeviceRecord::created_day is ignored);
-  // server_timestamp 0 means "now"; a duplicate envelope id fails its send with conflict and a
-  // recipient device that does not exist with not_found; load() skips expired envelopes and
+  // Behaviour beyond store.h, all of it checked by the store test suite (which any other
+  // backend must pass too): created_day comes from the store's clock (DeviceRecord::created_day is
+  // ignored); server_timestamp 0 means "now"; a duplicate envelope id fails its send with conflict
+  // and a recipient device that does not exist with not_found; load() skips expired envelopes and
   // returns not_found when `after` is not (any more) in the device's queue; take_pre_key hands out
   // the oldest key first. Keys of the wrong size are refused with io and never stored.
   [[nodiscard]] static tl::expected<std::unique_ptr<SqliteServerStore>, Error> open(

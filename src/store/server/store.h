@@ -1,8 +1,8 @@
-// Server storage interfaces (DESIGN.md section 7): one interface per concern, implemented by the
-// SQLite backend (sqlite_store.h) and later by PostgreSQL; both must pass the same store test
-// suite (tests/unit/server_store_test.cpp). The server stores public keys and ciphertext only;
-// docs/what-the-server-knows.md lists every column and is checked against the live schema.
-// Implementations are thread-safe: the server calls them from several I/O threads.
+// Server storage interfaces (docs/architecture.md section 7): one interface per concern,
+// implemented by the SQLite backend (sqlite_store.h), the only one today; any other backend must
+// pass the same store test suite (tests/unit/server_store_test.cpp). The server stores public keys
+// and ciphertext only; docs/what-the-server-knows.md lists every column and is checked against the
+// live schema. Implementations are thread-safe: the server calls them from several I/O threads.
 #pragma once
 
 #include <array>
