@@ -42,33 +42,35 @@ Result<std::vector<Contact>> Contacts::list() {
 }
 
 Result<store::Contact> Contacts::current(const std::string& user, bool ask_server) {
+  std::optional<Error> unreachable;
   if (ask_server) {
     auto connected = link_.ensure_connected(SteadyClock::now() + account_.options.request_timeout);
-    if (connected) {
-      auto key = sessions_.lookup_identity(connected->connection, user);
-      if (!key && key.error().code == ErrorCode::not_found) {
-        return tl::unexpected(make_error(ErrorCode::not_found, "no such user"));
-      }
-      if (key) {
-        std::lock_guard crypto_lock(account_.crypto_mu);
-        bool ok = false;
-        auto committed = account_.store->transaction([&] {
-          ok = account_.identities.note(user, *key).has_value() &&
-               sessions_.record_identity_changes().has_value();
-          return ok;
-        });
-        if (!committed || !*committed || !ok) {
-          (void)account_.identities.take_changes();
-          return tl::unexpected(make_error(ErrorCode::store, "cannot record the contact's key"));
-        }
-      }
+    auto key = connected ? sessions_.lookup_identity(connected->connection, user)
+                         : Result<protocol::PublicKey>(tl::unexpected(connected.error()));
+    if (!key && key.error().code == ErrorCode::not_found) {
+      return tl::unexpected(make_error(ErrorCode::not_found, "no such user"));
     }
-    // Unreachable: the key stored is the best there is.
+    if (key) {
+      std::lock_guard crypto_lock(account_.crypto_mu);
+      bool ok = false;
+      auto committed = account_.store->transaction([&] {
+        ok = account_.identities.note(user, *key).has_value() &&
+             sessions_.record_identity_changes().has_value();
+        return ok;
+      });
+      if (!committed || !*committed || !ok) {
+        (void)account_.identities.take_changes();
+        return tl::unexpected(make_error(ErrorCode::store, "cannot record the contact's key"));
+      }
+    } else {
+      unreachable = key.error();  // the key stored is the best there is
+    }
   }
   std::lock_guard crypto_lock(account_.crypto_mu);
   auto c = account_.store->load_contact(user);
   if (!c) return tl::unexpected(from_store(c.error()));
   if (!c->has_value() || !(*c)->identity_key) {
+    if (unreachable) return tl::unexpected(*unreachable);
     return tl::unexpected(
         make_error(ErrorCode::not_found, "no identity key known for this user yet"));
   }

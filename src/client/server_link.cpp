@@ -69,22 +69,34 @@ Result<ServerLink::Connected> ServerLink::connect_once() {
   if (!server.fingerprint.empty()) endpoint.pins.push_back(server.fingerprint);
   if (!server.next_fingerprint.empty()) endpoint.pins.push_back(server.next_fingerprint);
 
-  // The connection, once open, for the pushes that need it (a key announcement is checked with
-  // the key of the connection it came on).
-  auto self = std::make_shared<std::weak_ptr<Connection>>();
-  auto slot_mu = std::make_shared<std::mutex>();
+  // The connection, once open, for the pushes that need it: a key announcement is checked with
+  // the key of the connection it came on. One that comes before the login is done waits here.
+  struct Slot {
+    std::mutex mu;
+    std::weak_ptr<Connection> connection;
+    std::optional<svc::ServerKeyAnnouncement> pending;
+  };
+  auto slot = std::make_shared<Slot>();
   // The login rides in the upgrade request: a signature over the connection's channel binding,
   // good for this connection only, so the device is logged in when the WebSocket opens (no
   // round trip of its own). A challenge is the fallback for a connection without a binding.
   auto opened = Connection::open(
       *account_.env.connector, endpoint,
-      [this, generation, self, slot_mu](svc::Push&& p) {
-        std::weak_ptr<Connection> c;
-        {
-          std::lock_guard lock(*slot_mu);
-          c = *self;
+      [this, generation, slot](svc::Push&& p) {
+        if (p.has_server_key()) {
+          ConnectionPtr c;
+          {
+            std::lock_guard lock(slot->mu);
+            c = slot->connection.lock();
+            if (!c) {
+              slot->pending = std::move(*p.mutable_server_key());
+              return;
+            }
+          }
+          on_announcement(*c, p.server_key());
+          return;
         }
-        on_push(generation, std::move(p), c);
+        on_push(generation, std::move(p));
       },
       [this, generation](const std::string& reason) {
         std::lock_guard lock(inbound_mu_);
@@ -141,11 +153,14 @@ Result<ServerLink::Connected> ServerLink::connect_once() {
     }
     return tl::unexpected(done.error());
   }
+  std::optional<svc::ServerKeyAnnouncement> pending;
   {
-    std::lock_guard lock(*slot_mu);
-    *self = c;
+    std::lock_guard lock(slot->mu);
+    slot->connection = c;
+    pending = std::move(slot->pending);
   }
   after_login(*c);
+  if (pending) on_announcement(*c, *pending);
   return Connected{std::move(c), generation};
 }
 
@@ -174,25 +189,23 @@ void ServerLink::after_login(const Connection& c) {
   }
 }
 
-void ServerLink::on_push(std::uint64_t generation, svc::Push&& p,
-                         const std::weak_ptr<Connection>& weak) {
-  if (p.has_server_key()) {
-    // Checked here, on the transport's thread, so that a one-shot command also learns it.
-    auto c = weak.lock();
-    const Bytes current = c ? c->server_public_key() : Bytes{};
-    const auto& a = p.server_key();
-    if (current.empty() ||
-        !net::verify_next_key(current, as_bytes(a.next_public_key()), as_bytes(a.signature()))) {
-      return;  // not verifiable: ignored (the pin stays as it is)
-    }
-    const std::string next = pin_of(as_bytes(a.next_public_key()));
-    Server server = account_.server();
-    if (next == server.next_fingerprint || next == server.fingerprint) return;
-    if (!account_.store->save_value(kNextPinValue, as_bytes(next))) return;
-    server.next_fingerprint = next;
-    account_.set_server(server);
+void ServerLink::on_announcement(const Connection& c, const svc::ServerKeyAnnouncement& a) {
+  // Checked on the transport's thread (or right after the login), so that a one-shot command
+  // learns it too. One that does not verify is ignored: the pin stays as it is.
+  const Bytes current = c.server_public_key();
+  if (current.empty() ||
+      !net::verify_next_key(current, as_bytes(a.next_public_key()), as_bytes(a.signature()))) {
     return;
   }
+  const std::string next = pin_of(as_bytes(a.next_public_key()));
+  Server server = account_.server();
+  if (next == server.next_fingerprint || next == server.fingerprint) return;
+  if (!account_.store->save_value(kNextPinValue, as_bytes(next))) return;
+  server.next_fingerprint = next;
+  account_.set_server(server);
+}
+
+void ServerLink::on_push(std::uint64_t generation, svc::Push&& p) {
   std::lock_guard lock(inbound_mu_);
   inbound_.push_back(Inbound{generation, false, std::move(p), {}});
   inbound_cv_.notify_all();

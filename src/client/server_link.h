@@ -87,7 +87,8 @@ class ServerLink {
 
  private:
   [[nodiscard]] Result<Connected> connect_once();
-  void on_push(std::uint64_t generation, svc::Push&& push, const std::weak_ptr<Connection>& c);
+  void on_push(std::uint64_t generation, svc::Push&& push);
+  void on_announcement(const Connection& c, const svc::ServerKeyAnnouncement& announcement);
   void after_login(const Connection& c);
 
   Account& account_;
