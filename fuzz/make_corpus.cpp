@@ -30,6 +30,10 @@
 #include "protocol/keys.h"
 #include "store/client/sealed_codec.h"
 #endif
+#ifdef SOTTO_FUZZ_CLIENT
+#include "client/journal.h"
+#include "content.pb.h"
+#endif
 
 namespace {
 
@@ -419,6 +423,82 @@ void client_records(CorpusWriter& w) {
   variants("pre_key", 2, store::detail::encode_pre_key(pre_keys.front()).view());
   const auto spk = generate_signed_pre_key(rng, s.identity, SignedPreKeyId(3), 1700000000);
   variants("signed_pre_key", 3, store::detail::encode_signed_pre_key(spk).view());
+  // A version 1 contact state (before "accepted"): it decodes, and re-encodes as version 2.
+  {
+    Bytes v1{1, 1};
+    const auto key = IdentityKeyPair::generate(rng).public_key;
+    v1.insert(v1.end(), key.view().begin(), key.view().end());
+    v1.push_back(0);
+    for (int i = 0; i < 8; ++i) v1.push_back(static_cast<std::uint8_t>(i == 7 ? 9 : 0));
+    put("contact_v1", 1, v1);
+  }
+  const store::StoredMessage held{"0011aabb", "bob", "bob", 2, 1700000000000, "held text", false};
+  variants("held_message", 4, store::detail::encode_held_message(held).view());
+#ifdef SOTTO_FUZZ_CLIENT
+  Event e;
+  e.kind = Event::Kind::identity_changed;
+  e.user = "bob";
+  e.changed_at = 1700000000000;
+  e.held = 2;
+  put("event_identity_changed", 5, client::encode_event(e));
+  Event m;
+  m.message.body = "hello";
+  m.message.from = "bob";
+  m.message.conversation = "bob";
+  put("event_message", 5, client::encode_event(m));
+  Event d;
+  d.kind = Event::Kind::devices_changed;
+  d.added = {2, 3};
+  d.removed = {4};
+  put("event_devices_changed", 5, client::encode_event(d));
+#endif
+}
+#endif
+
+#ifdef SOTTO_FUZZ_CLIENT
+// client_content_fuzz: a reader byte (0 Content from another account, 1 from our own account,
+// 2 PlaintextContent), then the bytes.
+void client_contents(CorpusWriter& w) {
+  constexpr std::string_view kTarget = "client_content_fuzz";
+  namespace content = sotto::wire::content;
+  auto put = [&](std::string_view name, std::uint8_t reader, const std::string& bytes) {
+    w.write(kTarget, name, concat({Bytes{reader}, Bytes(bytes.begin(), bytes.end())}));
+  };
+  content::Content data;
+  data.mutable_data()->set_body("hello");
+  data.mutable_data()->set_timestamp(1700000000000);
+  put("data", 0, data.SerializeAsString());
+  content::Content sent;
+  sent.mutable_sync()->mutable_sent()->set_destination("bob");
+  sent.mutable_sync()->mutable_sent()->set_timestamp(1700000000000);
+  sent.mutable_sync()->mutable_sent()->mutable_message()->set_body("to bob");
+  put("sync_sent_own", 1, sent.SerializeAsString());
+  put("sync_sent_foreign", 0, sent.SerializeAsString());
+  content::Content request;
+  request.mutable_sync()->mutable_history_request()->set_history(true);
+  put("history_request", 1, request.SerializeAsString());
+  content::Content chunk;
+  auto* h = chunk.mutable_sync()->mutable_history();
+  h->set_sequence(0);
+  h->set_last(true);
+  h->set_total(3);
+  for (const char* peer : {"bob", "Not A User", "carol"}) {
+    auto* r = h->add_messages();
+    r->set_id("00112233");
+    r->set_peer(peer);
+    r->set_sender("alice");
+    r->set_timestamp(1700000000000);
+    r->set_body("old message");
+    r->set_outgoing(true);
+  }
+  put("history_chunk", 1, chunk.SerializeAsString());
+  content::PlaintextContent plain;
+  plain.mutable_decryption_error()->set_timestamp(1700000000000);
+  plain.mutable_decryption_error()->set_ratchet_key(std::string(33, '\x05'));
+  plain.mutable_decryption_error()->set_device_id(2);
+  put("decryption_error", 2, plain.SerializeAsString());
+  plain.mutable_decryption_error()->set_ratchet_key(std::string(5, '\x05'));
+  put("decryption_error_short_key", 2, plain.SerializeAsString());
 }
 #endif
 
@@ -545,6 +625,9 @@ int main(int argc, char** argv) {
 #endif
 #ifdef SOTTO_FUZZ_ACCOUNT_DATA
   backup_files(w);
+#endif
+#ifdef SOTTO_FUZZ_CLIENT
+  client_contents(w);
 #endif
   std::printf("wrote %zu files under %s\n", w.written(), argv[1]);
   return 0;

@@ -90,13 +90,9 @@ Result<std::size_t> History::serve(std::uint32_t device) {
   return sent;
 }
 
-Result<void> History::import(const content::HistoryChunk& chunk) {
-  for (const auto& r : chunk.messages()) {
-    auto peer = normalize_username(r.peer());
-    auto sender = normalize_username(r.sender());
-    if (!peer || !sender || r.id().empty() || r.id().size() > 64) continue;  // not a history row
-    store::StoredMessage m{r.id(),        *peer,    *sender,     r.sender_device(),
-                           r.timestamp(), r.body(), r.outgoing()};
+Result<void> History::import(const std::vector<store::StoredMessage>& messages, bool last,
+                             std::uint64_t total) {
+  for (const auto& m : messages) {
     if (auto added = account_.store->add_message(m); !added) {
       return tl::unexpected(from_store(added.error()));
     }
@@ -105,12 +101,12 @@ Result<void> History::import(const content::HistoryChunk& chunk) {
   std::uint64_t imported = 0;
   {
     std::lock_guard lock(mu_);
-    imported_ += static_cast<std::uint64_t>(chunk.messages_size());
+    imported_ += messages.size();
     imported = imported_;
-    if (chunk.last()) complete_ = true;
+    if (last) complete_ = true;
     progress = import_progress_;
   }
-  if (progress) progress(imported, chunk.total());
+  if (progress) progress(imported, total);
   return {};
 }
 

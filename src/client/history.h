@@ -34,9 +34,10 @@ class History {
   // Whether `device` has said what it wants (and got it), so add_device can stop waiting.
   [[nodiscard]] bool answered(std::uint32_t device) const;
 
-  // The receiving side, inside the inbox's store transaction: stores the chunk's messages.
-  // REQUIRES: crypto_mu held.
-  [[nodiscard]] Result<void> import(const wire::content::HistoryChunk& chunk);
+  // The receiving side, inside the inbox's store transaction: stores a chunk's messages (checked
+  // by content_codec.h). REQUIRES: crypto_mu held.
+  [[nodiscard]] Result<void> import(const std::vector<store::StoredMessage>& messages, bool last,
+                                    std::uint64_t total);
   void set_import_progress(Progress progress);
   // Whether the last chunk of a transfer arrived.
   [[nodiscard]] bool complete() const;

@@ -1,5 +1,6 @@
 #include "client/inbox.h"
 
+#include "client/content_codec.h"
 #include "client/errors.h"
 #include "protocol/messages.h"
 #include "protocol/session.h"
@@ -101,12 +102,9 @@ bool Inbox::handle(const svc::Envelope& envelope) {
 }
 
 bool Inbox::handle_plaintext(const svc::Envelope& envelope, const std::string& id) {
-  content::PlaintextContent plain;
   const auto source = normalize_username(envelope.source());
-  const bool readable = envelope.content().size() <= kMaxPlaintextContentBytes &&
-                        plain.ParseFromString(envelope.content());
-  if (readable && source && plain.has_decryption_error()) {
-    auto resent = outbox_.resend(*source, envelope.source_device(), plain.decryption_error());
+  if (auto request = read_plaintext_content(as_bytes(envelope.content())); request && source) {
+    auto resent = outbox_.resend(*source, envelope.source_device(), *request);
     if (!resent && resent.error().code != ErrorCode::not_found &&
         resent.error().code != ErrorCode::untrusted_identity) {
       return false;  // asked again when the server delivers it again
@@ -151,70 +149,67 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
     const auto journal = [&](Event& e) { return journal_.record(e).has_value(); };
 
     std::optional<std::string> unreadable;  // decrypted, but not something we can show
-    content::Content c;
-    if (!c.ParseFromArray(decrypted->plaintext.data(),
-                          static_cast<int>(decrypted->plaintext.size()))) {
-      unreadable = "a message whose content cannot be read (it is malformed or not valid text)";
-    } else if (c.has_data()) {
-      Message m = base;
-      m.body = c.data().body();
-      m.timestamp = c.data().timestamp();
-      m.outgoing = *source == self;
-      wipe(*c.mutable_data()->mutable_body());
+    ReceivedContent c = read_content(decrypted->plaintext.view(), *source == self);
+    // Shows a message (or a copy of what our other device sent) once: a message sent again
+    // after a decryption failure has the same device and timestamp.
+    const auto show = [&](Message m) -> bool {
+      auto duplicate = account_.store->has_message(m.conversation, m.from, m.device, m.timestamp);
+      if (!duplicate) return false;
+      if (*duplicate) return true;
       store::StoredMessage stored{id,          m.conversation, m.from,    m.device,
                                   m.timestamp, m.body,         m.outgoing};
-      // Held until the user accepts the key it came from; a message from an earlier key of the
-      // contact (sent before it changed) is shown.
-      auto contact = account_.store->load_contact(*source);
-      if (!contact) return fail();
-      const bool held = *source != self && contact->has_value() &&
-                        (*contact)->identity_key == decrypted->identity && !(*contact)->accepted;
-      auto duplicate = account_.store->has_message(m.conversation, m.from, m.device, m.timestamp);
-      if (!duplicate) return fail();
-      if (held) {
-        if (!account_.store->hold_message(stored)) return fail();
-      } else if (!*duplicate) {  // a message sent again after a failure is shown once
-        if (!account_.store->add_message(stored)) return fail();
-        Event e;
-        e.kind = Event::Kind::message;
-        e.message = std::move(m);
-        if (!journal(e)) return fail();
-      }
+      const bool added = account_.store->add_message(stored).has_value();
       wipe(stored.body);
-    } else if (c.has_sync()) {
-      const auto& sync = c.sync();
-      if (*source != self) {
-        unreadable = "a sync message from another account (ignored)";
-      } else if (sync.has_sent()) {
-        auto destination = normalize_username(sync.sent().destination());
-        if (!destination) {
-          unreadable = "a sync message without a valid destination";
-        } else {
-          Message m = base;
-          m.body = sync.sent().message().body();
-          m.timestamp = sync.sent().timestamp();
-          m.conversation = *destination;
-          m.outgoing = true;
-          wipe(*c.mutable_sync()->mutable_sent()->mutable_message()->mutable_body());
-          auto duplicate =
-              account_.store->has_message(m.conversation, m.from, m.device, m.timestamp);
-          if (!duplicate) return fail();
-          if (!*duplicate) {
-            store::StoredMessage stored{id,          m.conversation, m.from, m.device,
-                                        m.timestamp, m.body,         true};
-            if (!account_.store->add_message(stored)) return fail();
-            wipe(stored.body);
-            Event e;
-            e.kind = Event::Kind::message;
-            e.message = std::move(m);
-            if (!journal(e)) return fail();
-          }
+      if (!added) return false;
+      Event e;
+      e.kind = Event::Kind::message;
+      e.message = std::move(m);
+      return journal(e);
+    };
+    switch (c.kind) {
+      case ReceivedContent::Kind::message: {
+        Message m = base;
+        m.body = c.body;
+        m.timestamp = c.timestamp;
+        m.outgoing = *source == self;
+        // Held until the user accepts the key it came from; a message from an earlier key of
+        // the contact (sent before it changed) is shown.
+        auto contact = account_.store->load_contact(*source);
+        if (!contact) return fail();
+        const bool held = *source != self && contact->has_value() &&
+                          (*contact)->identity_key == decrypted->identity && !(*contact)->accepted;
+        if (held) {
+          store::StoredMessage stored{id,          m.conversation, m.from,    m.device,
+                                      m.timestamp, m.body,         m.outgoing};
+          const bool kept = account_.store->hold_message(stored).has_value();
+          wipe(stored.body);
+          wipe(m.body);
+          if (!kept) return fail();
+        } else if (!show(std::move(m))) {
+          return fail();
         }
-      } else if (sync.has_history_request()) {
-        outcome.history_request = {envelope.source_device(), sync.history_request().history()};
-      } else if (sync.has_history()) {
-        if (!history_.import(sync.history())) return fail();
+        break;
       }
+      case ReceivedContent::Kind::sent_copy: {
+        Message m = base;
+        m.body = c.body;
+        m.timestamp = c.timestamp;
+        m.conversation = c.destination;
+        m.outgoing = true;
+        if (!show(std::move(m))) return fail();
+        break;
+      }
+      case ReceivedContent::Kind::history_request:
+        outcome.history_request = {envelope.source_device(), c.wants_history};
+        break;
+      case ReceivedContent::Kind::history_chunk:
+        if (!history_.import(c.history, c.last, c.total)) return fail();
+        break;
+      case ReceivedContent::Kind::unreadable:
+        unreadable = c.why;
+        break;
+      case ReceivedContent::Kind::nothing:
+        break;
     }
     // Receipts and content of later versions: nothing to show; the envelope is consumed.
     if (unreadable) {

@@ -408,8 +408,8 @@ Result<void> Outbox::request_resend(const std::string& user, std::uint32_t devic
 }
 
 Result<void> Outbox::resend(const std::string& user, std::uint32_t device,
-                            const content::DecryptionError& request) {
-  auto logged = account_.store->load_sent(user, request.timestamp());
+                            const ResendRequest& request) {
+  auto logged = account_.store->load_sent(user, request.timestamp);
   if (!logged) return tl::unexpected(from_store(logged.error()));
   if (!logged->has_value() || (*logged)->resends >= kMaxResends) return {};
   std::string plaintext = str((*logged)->content.view());
@@ -422,17 +422,17 @@ Result<void> Outbox::resend(const std::string& user, std::uint32_t device,
       const auto ours = (*record)->current().sender_chain.ratchet.public_key.serialize();
       // The failed message was sent with our current session (or the device could not even
       // read which): that session is broken on the other side, so the resend starts a new one.
-      const bool broken = request.ratchet_key().empty() ||
-                          crypto::constant_time_equal(ours, as_bytes(request.ratchet_key()));
+      const bool broken =
+          request.ratchet_key.empty() || crypto::constant_time_equal(ours, request.ratchet_key);
       if (broken) {
         if (auto archived = sessions_.archive(address); !archived) return archived;
       }
     }
   }
-  auto sent = send_to_devices(user, {device}, plaintext, request.timestamp());
+  auto sent = send_to_devices(user, {device}, plaintext, request.timestamp);
   wipe(plaintext);
   if (!sent) return sent;
-  (void)account_.store->count_resend(user, request.timestamp());
+  (void)account_.store->count_resend(user, request.timestamp);
   return {};
 }
 

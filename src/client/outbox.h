@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "client/account.h"
+#include "client/content_codec.h"
 #include "client/keys.h"
 #include "client/server_link.h"
 #include "client/sessions.h"
@@ -32,7 +33,6 @@ inline constexpr std::size_t kMaxBodyBytes = 64 * 1024;  // a text message, befo
 inline constexpr std::uint64_t kResendLogMs = 24ull * 3600 * 1000;
 inline constexpr std::uint32_t kMaxResends = 3;            // per message and recipient
 inline constexpr std::uint32_t kPlaintextContentType = 8;  // service.proto, Envelope.type
-inline constexpr std::size_t kMaxPlaintextContentBytes = 1024;
 
 // Serializes a Content padded to a multiple of kPaddingBlock bytes.
 [[nodiscard]] std::string encode_padded(wire::content::Content& c);
@@ -60,10 +60,10 @@ class Outbox {
   // Asks `user`'s `device` to send again the message it sent at `timestamp`.
   [[nodiscard]] Result<void> request_resend(const std::string& user, std::uint32_t device,
                                             std::uint64_t timestamp, ByteView ratchet_key);
-  // `user`'s `device` could not decrypt what we sent at `request.timestamp()`: send it again.
+  // `user`'s `device` could not decrypt what we sent at `request.timestamp`: send it again.
   // Nothing to do (not an error) when the content is no longer kept or was sent again enough.
   [[nodiscard]] Result<void> resend(const std::string& user, std::uint32_t device,
-                                    const wire::content::DecryptionError& request);
+                                    const ResendRequest& request);
 
  private:
   struct Part {

@@ -1,0 +1,102 @@
+#include "client/content_codec.h"
+
+#include "content.pb.h"
+#include "crypto/secret.h"
+#include "sotto/client.h"
+
+namespace sotto::client {
+
+namespace {
+
+namespace content = sotto::wire::content;
+
+constexpr std::size_t kSerializedPublicKeySize = 33;
+
+void wipe(std::string& s) {
+  if (!s.empty()) crypto::secure_wipe(s.data(), s.size());
+  s.clear();
+}
+
+ReceivedContent unreadable(std::string why) {
+  ReceivedContent r;
+  r.kind = ReceivedContent::Kind::unreadable;
+  r.why = std::move(why);
+  return r;
+}
+
+}  // namespace
+
+ReceivedContent::~ReceivedContent() {
+  wipe(body);
+  for (auto& m : history) wipe(m.body);
+}
+
+ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
+  if (plaintext.size() > kMaxContentBytes) return unreadable("a message too large to read");
+  content::Content c;
+  if (!c.ParseFromArray(plaintext.data(), static_cast<int>(plaintext.size()))) {
+    return unreadable("a message whose content cannot be read (it is malformed or not valid text)");
+  }
+  ReceivedContent r;
+  if (c.has_data()) {
+    r.kind = ReceivedContent::Kind::message;
+    r.body = std::move(*c.mutable_data()->mutable_body());
+    r.timestamp = c.data().timestamp();
+    return r;
+  }
+  if (!c.has_sync()) return r;  // a receipt, or something of a later version
+  if (!from_own_account) return unreadable("a sync message from another account (ignored)");
+  auto* sync = c.mutable_sync();
+  if (sync->has_sent()) {
+    auto destination = normalize_username(sync->sent().destination());
+    if (!destination) {
+      wipe(*sync->mutable_sent()->mutable_message()->mutable_body());
+      return unreadable("a sync message without a valid destination");
+    }
+    r.kind = ReceivedContent::Kind::sent_copy;
+    r.body = std::move(*sync->mutable_sent()->mutable_message()->mutable_body());
+    r.timestamp = sync->sent().timestamp();
+    r.destination = std::move(*destination);
+    return r;
+  }
+  if (sync->has_history_request()) {
+    r.kind = ReceivedContent::Kind::history_request;
+    r.wants_history = sync->history_request().history();
+    return r;
+  }
+  if (sync->has_history()) {
+    r.kind = ReceivedContent::Kind::history_chunk;
+    auto* chunk = sync->mutable_history();
+    r.last = chunk->last();
+    r.total = chunk->total();
+    for (auto& m : *chunk->mutable_messages()) {
+      auto peer = normalize_username(m.peer());
+      auto sender = normalize_username(m.sender());
+      if (peer && sender && !m.id().empty() && m.id().size() <= kMaxHistoryIdBytes &&
+          m.timestamp() <= static_cast<std::uint64_t>(INT64_MAX)) {
+        r.history.push_back(store::StoredMessage{m.id(), *peer, *sender, m.sender_device(),
+                                                 m.timestamp(), std::move(*m.mutable_body()),
+                                                 m.outgoing()});
+      }
+      wipe(*m.mutable_body());
+    }
+    return r;
+  }
+  return r;
+}
+
+std::optional<ResendRequest> read_plaintext_content(ByteView bytes) {
+  if (bytes.size() > kMaxPlaintextContentBytes) return std::nullopt;
+  content::PlaintextContent plain;
+  if (!plain.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) ||
+      !plain.has_decryption_error()) {
+    return std::nullopt;
+  }
+  const auto& e = plain.decryption_error();
+  if (!e.ratchet_key().empty() && e.ratchet_key().size() != kSerializedPublicKeySize) {
+    return std::nullopt;
+  }
+  return ResendRequest{e.timestamp(), Bytes(e.ratchet_key().begin(), e.ratchet_key().end())};
+}
+
+}  // namespace sotto::client
