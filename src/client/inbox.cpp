@@ -166,28 +166,32 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
       e.message = std::move(m);
       return journal(e);
     };
+    // A message is held until the user accepts the key it came from; a message from an earlier
+    // key of the contact (sent before it changed) is shown.
+    bool held = false;
+    if (c.kind == ReceivedContent::Kind::message && *source != self) {
+      auto contact = account_.store->load_contact(*source);
+      if (!contact) return fail();
+      held = contact->has_value() && (*contact)->identity_key == decrypted->identity &&
+             !(*contact)->accepted;
+      if (held) {
+        store::StoredMessage stored{
+            id, base.conversation, base.from, base.device, c.timestamp, c.body, false};
+        const bool kept = account_.store->hold_message(stored).has_value();
+        wipe(stored.body);
+        if (!kept) return fail();
+      }
+    }
+    // A key change is told before what came with it (and after a held message, which it counts).
+    if (!sessions_.record_identity_changes()) return fail();
     switch (c.kind) {
       case ReceivedContent::Kind::message: {
+        if (held) break;
         Message m = base;
         m.body = c.body;
         m.timestamp = c.timestamp;
         m.outgoing = *source == self;
-        // Held until the user accepts the key it came from; a message from an earlier key of
-        // the contact (sent before it changed) is shown.
-        auto contact = account_.store->load_contact(*source);
-        if (!contact) return fail();
-        const bool held = *source != self && contact->has_value() &&
-                          (*contact)->identity_key == decrypted->identity && !(*contact)->accepted;
-        if (held) {
-          store::StoredMessage stored{id,          m.conversation, m.from,    m.device,
-                                      m.timestamp, m.body,         m.outgoing};
-          const bool kept = account_.store->hold_message(stored).has_value();
-          wipe(stored.body);
-          wipe(m.body);
-          if (!kept) return fail();
-        } else if (!show(std::move(m))) {
-          return fail();
-        }
+        if (!show(std::move(m))) return fail();
         break;
       }
       case ReceivedContent::Kind::sent_copy: {
@@ -226,7 +230,6 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
                                false};
       if (!account_.store->add_message(row) || !journal(e)) return fail();
     }
-    if (!sessions_.record_identity_changes()) return fail();
     if (!account_.store->mark_envelope(id)) return fail();
     return true;
   });

@@ -117,12 +117,7 @@ Result<bool> Listener::pump(SteadyClock::time_point deadline, const std::functio
   return true;
 }
 
-void Listener::loop() {
-  EventHandler handler;
-  {
-    std::lock_guard lock(mu_);
-    handler = handler_;
-  }
+void Listener::loop(const EventHandler& handler) {
   const auto connection_event = [&](Event::Kind kind, std::string detail) {
     Event e;
     e.kind = kind;
@@ -172,8 +167,9 @@ Result<void> Listener::start(EventHandler handler) {
         make_error(ErrorCode::invalid_argument, "the listener is already running"));
   }
   link_.listener_started();
-  handler_ = std::move(handler);
-  thread_ = std::thread([this] { loop(); });
+  // The handler goes with the thread: stop() holds mu_ while it joins, so the loop must never
+  // need it.
+  thread_ = std::thread([this, h = std::move(handler)] { loop(h); });
   return {};
 }
 

@@ -53,7 +53,7 @@ class Listener {
   // Handles one inbound item; true when it was the QueueDrained of the current connection.
   bool dispatch(const Inbound& in);
   void after_connect(const ConnectionPtr& c);
-  void loop();
+  void loop(const EventHandler& handler);
 
   Account& account_;
   ServerLink& link_;
@@ -65,9 +65,8 @@ class Listener {
   std::mutex deliver_mu_;        // one delivery at a time, in cursor order
   std::uint64_t delivered_ = 0;  // the last cursor handed over in this process
 
-  std::mutex mu_;  // guards thread_ and handler_
+  std::mutex mu_;  // guards thread_
   std::thread thread_;
-  EventHandler handler_;
 };
 
 }  // namespace sotto::client

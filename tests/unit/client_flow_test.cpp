@@ -5,10 +5,12 @@
 // directory, recovery, backups, devices, history transfer, the journal and the server's pin.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "client/engine.h"
@@ -266,7 +268,42 @@ TEST_F(ClientFlowTest, UnderTheAlwaysPolicyANewKeyIsAcceptedAndItsMessageShownAt
   auto changed = of_kind(events, Event::Kind::identity_changed);
   ASSERT_EQ(changed.size(), 1u);
   EXPECT_TRUE(changed[0].accepted);
+  // The change is told before the message that came with it.
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events[events.size() - 2].kind, Event::Kind::identity_changed);
+  EXPECT_EQ(events.back().message.body, "second");
   ASSERT_TRUE(alice.send("bob", "reply"));
+}
+
+// stop() right after start() used to deadlock: the thread needed the lock stop() held.
+TEST_F(ClientFlowTest, TheListenerCanBeStoppedAtOnce) {
+  Engine& alice = register_("alice");
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(alice.start([](const Event&) {}));
+    alice.stop();
+  }
+}
+
+TEST_F(ClientFlowTest, TheListenerHandsOverWhatArrivesLive) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> got;
+  ASSERT_TRUE(bob.start([&](const Event& e) {
+    if (e.kind != Event::Kind::message) return;
+    std::lock_guard lock(mu);
+    got.push_back(e.message.body);
+    cv.notify_all();
+  }));
+  send(alice, "bob", "live 1");
+  send(alice, "bob", "live 2");
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return got.size() == 2; }));
+  }
+  bob.stop();
+  EXPECT_EQ(got, (std::vector<std::string>{"live 1", "live 2"}));
 }
 
 TEST_F(ClientFlowTest, UnderTheNeverPolicyOnlyMatchingDigitsAcceptAKey) {
