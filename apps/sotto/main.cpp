@@ -4,14 +4,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <sstream>
-
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "daemon.h"
 #include "output.h"
@@ -41,7 +40,9 @@ void print_line(const std::string& s) {
   std::fflush(stdout);
 }
 
-void print_json(const json& j) { print_line(sotto::cli::dump(j)); }
+void print_json(const json& j) {
+  print_line(sotto::cli::dump(j));
+}
 
 int fail(const Error& e) {
   std::fflush(stdout);
@@ -54,7 +55,9 @@ int fail(const Error& e) {
   return 1;
 }
 
-int fail(ErrorCode code, const std::string& message) { return fail(Error{code, message}); }
+int fail(ErrorCode code, const std::string& message) {
+  return fail(Error{code, message});
+}
 
 std::filesystem::path default_data_dir() {
   if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg != nullptr && *xdg != '\0') {
@@ -71,10 +74,12 @@ tl::expected<sotto::Options, Error> make_options() {
   o.data_dir = g.data.empty() ? default_data_dir() : std::filesystem::path(g.data);
   if (!g.passphrase_file.empty()) {
     std::ifstream in(g.passphrase_file, std::ios::binary);
-    if (!in) return tl::unexpected(Error{ErrorCode::invalid_argument, "cannot read the passphrase file"});
+    if (!in)
+      return tl::unexpected(Error{ErrorCode::invalid_argument, "cannot read the passphrase file"});
     std::string p((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     while (!p.empty() && (p.back() == '\n' || p.back() == '\r')) p.pop_back();
-    if (p.empty()) return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase file is empty"});
+    if (p.empty())
+      return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase file is empty"});
     o.passphrase = std::move(p);
   } else if (const char* env = std::getenv("SOTTO_PASSPHRASE"); env != nullptr && *env != '\0') {
     o.passphrase = std::string(env);
@@ -89,19 +94,23 @@ tl::expected<std::unique_ptr<Client>, Error> open_client() {
   return Client::open(*o, g.account);
 }
 
-tl::expected<sotto::Server, Error> parse_server(const std::string& text, const std::string& fingerprint) {
+tl::expected<sotto::Server, Error> parse_server(const std::string& text,
+                                                const std::string& fingerprint) {
   const auto colon = text.rfind(':');
   const auto bad = [] {
-    return tl::unexpected(Error{ErrorCode::invalid_argument, "the server is HOST:PORT (port 1-65535)"});
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, "the server is HOST:PORT (port 1-65535)"});
   };
   if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return bad();
   const std::string port_text = text.substr(colon + 1);
-  if (port_text.find_first_not_of("0123456789") != std::string::npos || port_text.size() > 5) return bad();
+  if (port_text.find_first_not_of("0123456789") != std::string::npos || port_text.size() > 5)
+    return bad();
   const int port = std::stoi(port_text);
   if (port < 1 || port > 65535) return bad();
   sotto::Server s;
   s.host = text.substr(0, colon);
-  if (s.host.size() > 2 && s.host.front() == '[' && s.host.back() == ']') s.host = s.host.substr(1, s.host.size() - 2);
+  if (s.host.size() > 2 && s.host.front() == '[' && s.host.back() == ']')
+    s.host = s.host.substr(1, s.host.size() - 2);
   s.port = static_cast<std::uint16_t>(port);
   for (char c : fingerprint) {
     if (c == ':' || c == ' ') continue;
@@ -113,8 +122,10 @@ tl::expected<sotto::Server, Error> parse_server(const std::string& text, const s
 std::string group_digits(const std::string& digits) {
   std::string out;
   for (std::size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && i % 20 == 0) out += "\n  ";
-    else if (i > 0 && i % 5 == 0) out += ' ';
+    if (i > 0 && i % 20 == 0)
+      out += "\n  ";
+    else if (i > 0 && i % 5 == 0)
+      out += ' ';
     out += digits[i];
   }
   return "  " + out;
@@ -130,7 +141,8 @@ std::string hex(const std::vector<std::uint8_t>& bytes) {
   return out;
 }
 
-void print_safety_number(const std::string& user, const sotto::SafetyNumber& sn, const char* intro) {
+void print_safety_number(const std::string& user, const sotto::SafetyNumber& sn,
+                         const char* intro) {
   if (g.json) {
     print_json({{"user", user}, {"digits", sn.digits}, {"scannable", hex(sn.scannable)}});
     return;
@@ -181,8 +193,10 @@ int cmd_send(const std::string& to, const std::string& text, int timeout) {
   if (!r) {
     Error e = r.error();
     if (e.code == ErrorCode::untrusted_identity) {
-      e.message = to + "'s safety number changed; nothing was sent. Compare it with `sotto "
-                  "safety-number " + to + "` and accept the new key with `sotto trust " + to + "`";
+      e.message = to +
+                  "'s safety number changed; nothing was sent. Compare it with `sotto "
+                  "safety-number " +
+                  to + "` and accept the new key with `sotto trust " + to + "`";
     } else if (e.code == ErrorCode::not_found) {
       e.message = to + ": " + e.message;
     }
@@ -202,8 +216,10 @@ int cmd_receive(int timeout) {
   if (!client) return fail(client.error());
   const std::string self = (*client)->username();
   auto r = (*client)->receive(std::chrono::seconds(timeout), [&](const sotto::Event& e) {
-    if (g.json) print_json(sotto::cli::event_json(e));
-    else print_line(sotto::cli::event_text(e, self));
+    if (g.json)
+      print_json(sotto::cli::event_json(e));
+    else
+      print_line(sotto::cli::event_text(e, self));
   });
   if (!r) return fail(r.error());
   return 0;
@@ -255,11 +271,15 @@ int cmd_chat(const std::string& peer_in) {
     if (!r) {
       std::string message = r.error().message;
       if (r.error().code == ErrorCode::untrusted_identity) {
-        message = *peer + "'s safety number changed; not sent. Check it with `sotto "
-                  "safety-number " + *peer + "` and accept it with `sotto trust " + *peer + "`";
+        message = *peer +
+                  "'s safety number changed; not sent. Check it with `sotto "
+                  "safety-number " +
+                  *peer + "` and accept it with `sotto trust " + *peer + "`";
       }
-      if (g.json) show_json(sotto::cli::error_json(Error{r.error().code, message}));
-      else show("! not sent: " + message);
+      if (g.json)
+        show_json(sotto::cli::error_json(Error{r.error().code, message}));
+      else
+        show("! not sent: " + message);
       continue;
     }
     sotto::Message m;
@@ -269,8 +289,10 @@ int cmd_chat(const std::string& peer_in) {
     m.body = *line;
     m.conversation = *peer;
     m.outgoing = true;
-    if (g.json) show_json({{"type", "sent"}, {"timestamp", r->timestamp}, {"devices", r->devices}});
-    else show(sotto::cli::message_text(m, self));
+    if (g.json)
+      show_json({{"type", "sent"}, {"timestamp", r->timestamp}, {"devices", r->devices}});
+    else
+      show(sotto::cli::message_text(m, self));
   }
   (*client)->stop();
   signals.on_signal(nullptr);  // the editor goes away next
@@ -282,16 +304,20 @@ int cmd_link(const std::string& server_text, const std::string& fingerprint, int
   if (!server) return fail(server.error());
   auto o = make_options();
   if (!o) return fail(o.error());
-  auto client = Client::link(*o, *server, [](const sotto::LinkPrompt& p) {
-    if (g.json) {
-      print_json({{"code", p.code}});
-      return;
-    }
-    print_line("Scan this code with a device of your account, or type the link code there:\n\n" +
-               sotto::cli::render_qr_text(p.qr_text) + "\n  " + p.code +
-               "\n\nOn a device of the account, run:\n  sotto add-device " + p.code +
-               "\n(type the code exactly as shown). Waiting...");
-  }, std::chrono::seconds(timeout));
+  auto client = Client::link(
+      *o, *server,
+      [](const sotto::LinkPrompt& p) {
+        if (g.json) {
+          print_json({{"code", p.code}});
+          return;
+        }
+        print_line(
+            "Scan this code with a device of your account, or type the link code there:\n\n" +
+            sotto::cli::render_qr_text(p.qr_text) + "\n  " + p.code +
+            "\n\nOn a device of the account, run:\n  sotto add-device " + p.code +
+            "\n(type the code exactly as shown). Waiting...");
+      },
+      std::chrono::seconds(timeout));
   if (!client) return fail(client.error());
   if (g.json) {
     print_json({{"username", (*client)->username()}, {"device", (*client)->device_id()}});
@@ -312,7 +338,8 @@ int cmd_add_device(const std::string& code) {
   } else if (*r != 0) {
     print_line("The new device is linked as device " + std::to_string(*r) + ".");
   } else {
-    print_line("Sent the account to the new device; it has not registered yet (see `sotto devices`).");
+    print_line(
+        "Sent the account to the new device; it has not registered yet (see `sotto devices`).");
   }
   return 0;
 }
@@ -325,15 +352,17 @@ int cmd_devices() {
   if (g.json) {
     json list = json::array();
     for (const auto& d : *r) {
-      list.push_back({{"id", d.id}, {"registrationId", d.registration_id},
-                      {"createdDay", d.created_day}, {"current", d.current}});
+      list.push_back({{"id", d.id},
+                      {"registrationId", d.registration_id},
+                      {"createdDay", d.created_day},
+                      {"current", d.current}});
     }
     print_json(list);
     return 0;
   }
   for (const auto& d : *r) {
-    print_line("device " + std::to_string(d.id) + "  added " + sotto::cli::format_day(d.created_day) +
-               (d.current ? "  (this device)" : ""));
+    print_line("device " + std::to_string(d.id) + "  added " +
+               sotto::cli::format_day(d.created_day) + (d.current ? "  (this device)" : ""));
   }
   return 0;
 }
@@ -342,8 +371,10 @@ int cmd_devices_remove(std::uint32_t id) {
   auto client = open_client();
   if (!client) return fail(client.error());
   if (auto r = (*client)->remove_device(id); !r) return fail(r.error());
-  if (g.json) print_json({{"removed", id}});
-  else print_line("Removed device " + std::to_string(id) + ".");
+  if (g.json)
+    print_json({{"removed", id}});
+  else
+    print_line("Removed device " + std::to_string(id) + ".");
   return 0;
 }
 
@@ -355,8 +386,10 @@ int cmd_contacts() {
   if (g.json) {
     json list = json::array();
     for (const auto& c : *r) {
-      list.push_back({{"username", c.username}, {"verified", c.verified},
-                      {"identityChangedAt", c.identity_changed_at}, {"identityKey", c.identity_key_hex}});
+      list.push_back({{"username", c.username},
+                      {"verified", c.verified},
+                      {"identityChangedAt", c.identity_changed_at},
+                      {"identityKey", c.identity_key_hex}});
     }
     print_json(list);
     return 0;
@@ -381,7 +414,8 @@ int cmd_safety_number(const std::string& user) {
   const std::string intro = "Safety number with " + user +
                             " (compare it with the one on their screen, or scan their code):";
   print_safety_number(user, *r, intro.c_str());
-  if (!g.json) print_line("If they match, run `sotto trust " + user + "` to mark " + user + " verified.");
+  if (!g.json)
+    print_line("If they match, run `sotto trust " + user + "` to mark " + user + " verified.");
   return 0;
 }
 
@@ -390,7 +424,8 @@ int cmd_trust(const std::string& user) {
   if (!client) return fail(client.error());
   auto r = (*client)->trust(user);
   if (!r) return fail(r.error());
-  const std::string intro = user + "'s current identity key is trusted and marked verified. Safety number:";
+  const std::string intro =
+      user + "'s current identity key is trusted and marked verified. Safety number:";
   print_safety_number(user, *r, intro.c_str());
   return 0;
 }
@@ -402,8 +437,10 @@ int cmd_history(const std::string& user, std::size_t limit) {
   if (!r) return fail(r.error());
   const std::string self = (*client)->username();
   for (const auto& m : *r) {
-    if (g.json) print_json(sotto::cli::message_json(m));
-    else print_line(sotto::cli::message_text(m, self));
+    if (g.json)
+      print_json(sotto::cli::message_json(m));
+    else
+      print_line(sotto::cli::message_text(m, self));
   }
   return 0;
 }
@@ -438,28 +475,33 @@ int main(int argc, char** argv) {
   auto* reg = app.add_subcommand("register", "Create an account on a server");
   reg->add_option("USER", user, "Username: 3-32 of a-z 0-9 . _ -")->required();
   reg->add_option("--server", server, "HOST:PORT")->required();
-  reg->add_option("--server-fingerprint", fingerprint,
-                  "SHA-256 of the server certificate (hex); without it the first one seen is pinned");
+  reg->add_option(
+      "--server-fingerprint", fingerprint,
+      "SHA-256 of the server certificate (hex); without it the first one seen is pinned");
   reg->add_option("--invite", invite, "Invite code (invite-only servers)");
 
   auto* send = app.add_subcommand("send", "Send a message");
   send->add_option("USER", user, "Recipient")->required();
   send->add_option("TEXT", text, "Message text")->required();
-  send->add_option("--timeout", timeout, "Seconds to keep retrying (default 30)")->check(CLI::Range(1, 3600));
+  send->add_option("--timeout", timeout, "Seconds to keep retrying (default 30)")
+      ->check(CLI::Range(1, 3600));
 
   auto* receive = app.add_subcommand("receive", "Fetch, decrypt and print waiting messages");
-  receive->add_option("--timeout", timeout, "Seconds at most (default 30)")->check(CLI::Range(1, 3600));
+  receive->add_option("--timeout", timeout, "Seconds at most (default 30)")
+      ->check(CLI::Range(1, 3600));
 
   auto* chat = app.add_subcommand("chat", "Interactive conversation (/quit to leave)");
   chat->add_option("USER", user, "The other user")->required();
 
   auto* link = app.add_subcommand(
-      "link", "Link this machine as a new device of an existing account (shows a QR code and a "
-              "link code to type exactly into `sotto add-device` on a device of the account)");
+      "link",
+      "Link this machine as a new device of an existing account (shows a QR code and a "
+      "link code to type exactly into `sotto add-device` on a device of the account)");
   link->add_option("--server", server, "HOST:PORT")->required();
   link->add_option("--server-fingerprint", fingerprint, "SHA-256 of the server certificate (hex)");
   int link_timeout = 600;
-  link->add_option("--timeout", link_timeout, "Seconds to wait (default 600)")->check(CLI::Range(1, 86400));
+  link->add_option("--timeout", link_timeout, "Seconds to wait (default 600)")
+      ->check(CLI::Range(1, 86400));
 
   auto* add = app.add_subcommand("add-device", "Link the new device showing CODE to this account");
   add->add_option("CODE", code,
@@ -473,10 +515,12 @@ int main(int argc, char** argv) {
 
   auto* contacts = app.add_subcommand("contacts", "List contacts and their trust state");
 
-  auto* safety = app.add_subcommand("safety-number", "Show the safety number with USER (digits and QR code)");
+  auto* safety =
+      app.add_subcommand("safety-number", "Show the safety number with USER (digits and QR code)");
   safety->add_option("USER", user, "The other user")->required();
 
-  auto* trust = app.add_subcommand("trust", "Accept USER's current identity key and mark it verified");
+  auto* trust =
+      app.add_subcommand("trust", "Accept USER's current identity key and mark it verified");
   trust->add_option("USER", user, "The other user")->required();
 
   auto* history = app.add_subcommand("history", "Show the conversation with USER");

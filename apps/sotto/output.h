@@ -2,9 +2,8 @@
 // one human line (sanitised for the terminal).
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "sotto/client.h"
 

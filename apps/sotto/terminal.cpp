@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <qrencode.h>
+#include <signal.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -32,10 +32,14 @@ std::string render(const QRcode* q) {
     for (int x = -kQuietZone; x < w + kQuietZone; ++x) {
       const bool top = !dark(x, y);
       const bool bottom = (y + 1 < w + kQuietZone) && !dark(x, y + 1);
-      if (top && bottom) out += "\xE2\x96\x88";        // full block
-      else if (top) out += "\xE2\x96\x80";             // upper half
-      else if (bottom) out += "\xE2\x96\x84";          // lower half
-      else out += ' ';
+      if (top && bottom)
+        out += "\xE2\x96\x88";  // full block
+      else if (top)
+        out += "\xE2\x96\x80";  // upper half
+      else if (bottom)
+        out += "\xE2\x96\x84";  // lower half
+      else
+        out += ' ';
     }
     out += '\n';
   }
@@ -83,9 +87,12 @@ std::string sanitize(std::string_view text, bool keep_newlines) {
   while (i < text.size()) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c < 0x80) {
-      if ((c == '\n' || c == '\t') && keep_newlines) out += static_cast<char>(c);
-      else if (c < 0x20 || c == 0x7F) out += kReplacement;
-      else out += static_cast<char>(c);
+      if ((c == '\n' || c == '\t') && keep_newlines)
+        out += static_cast<char>(c);
+      else if (c < 0x20 || c == 0x7F)
+        out += kReplacement;
+      else
+        out += static_cast<char>(c);
       ++i;
       continue;
     }

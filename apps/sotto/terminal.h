@@ -7,10 +7,10 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
-#include <thread>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace sotto::cli {
