@@ -15,9 +15,11 @@ import json
 import os
 import queue
 import random
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -675,6 +677,141 @@ class E2ETest(unittest.TestCase):
         self.assertEqual([(c["username"], c["accepted"], c["verified"]) for c in contacts],
                          [("bob", True, True)])
 
+    # --- identity changes, and text that is not UTF-8 (cases 1-4) ---------------------------------
+
+    def recovered(self, user, old, name):
+        """`user` takes the account back with its recovery code on a new data directory: a new
+        identity key (what a re-installed phone looks like to contacts)."""
+        new = self.client(name)
+        info = new.recover(user, old.info["recoveryCode"], self.server)
+        self.assertNotEqual(info["recoveryCode"], old.info["recoveryCode"])
+        return new
+
+    def test_identity_change_holds_messages_until_trusted(self):
+        # Case 1: a message from a contact's new identity key is held, not lost, until the key
+        # is accepted; with --trust-new-identities always it is shown at once.
+        alice, bob = self.pair()
+        carol = self.client("carol")
+        carol.register("carol", self.server, "--trust-new-identities", "always")
+        for peer in (alice, carol):
+            self.assertEqual(bob.send(peer.info["username"], "old key").returncode, 0)
+            self.assertEqual([m["body"] for m in peer.messages()], ["old key"])
+
+        bob2 = self.recovered("bob", bob, "bob-new")
+        r = bob2.send("alice", "from the new key")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        events = alice.receive()
+        self.assertEqual([e["type"] for e in events], ["identity_changed"], events)
+        self.assertEqual((events[0]["user"], events[0]["accepted"]), ("bob", False))
+        self.assertGreater(events[0]["changedAt"], 0)
+        contact = alice.contacts()["bob"]
+        self.assertEqual((contact["accepted"], contact["verified"], contact["held"]),
+                         (False, False, 1))
+        self.assertEqual(alice.receive(), [])  # held: not shown, not lost
+        self.assertNotIn("from the new key", alice.history("bob"))
+
+        trusted = json.loads(alice.ok("trust", "bob").stdout)
+        self.assertEqual((trusted["accepted"], trusted["verified"], trusted["released"]),
+                         (True, False, 1))
+        got = alice.receive()
+        self.assertEqual([(e["type"], e.get("body")) for e in got],
+                         [("message", "from the new key")])
+        self.assertEqual(alice.contacts()["bob"]["held"], 0)
+        self.assertEqual(alice.history("bob")[-1], "from the new key")
+
+        # A policy that accepts changes shows the message at once, and says so.
+        r = bob2.send("carol", "to carol from the new key")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = carol.receive()
+        self.assertEqual([e["type"] for e in got], ["identity_changed", "message"], got)
+        self.assertEqual((got[0]["user"], got[0]["accepted"]), ("bob", True))
+        self.assertEqual(got[1]["body"], "to carol from the new key")
+
+    def test_message_from_old_key_readable_after_identity_change(self):
+        # Case 2: what bob sent from his old key while alice was offline stays readable after
+        # his key changed, also after alice tried to send to him (refused: untrusted_identity,
+        # nothing sent).
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "hello bob").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["hello bob"])
+        self.assertEqual(bob.send("alice", "sent from the old key").returncode, 0)  # alice offline
+
+        bob2 = self.recovered("bob", bob, "bob-new")
+        error = alice.fails("send", "bob", "are you there?", "--timeout", "10",
+                            code="untrusted_identity")
+        self.assertIn("sotto safety-number bob", error.get("hint", ""))
+        r = alice.run("send", "bob", "are you there?", "--timeout", "10", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("sotto trust bob --safety-number", r.stderr)
+
+        got = alice.receive()
+        self.assertIn(("message", "sent from the old key"),
+                      [(e["type"], e.get("body")) for e in got], got)
+        self.assertIn("sent from the old key", alice.history("bob"))
+        self.assertEqual(bob2.receive(), [])  # nothing was sent
+
+    def test_safety_number_after_identity_change(self):
+        # Case 3: after bob's key changed, `safety-number bob` shows the new number (the one
+        # bob's new device shows for alice) and when it changed; wrong digits change nothing;
+        # plain trust accepts without verifying; the right digits verify.
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "hi").returncode, 0)
+        bob.messages()
+        before = alice.safety_number("bob")
+        self.assertEqual(before["changedAt"], 0)
+        bob2 = self.recovered("bob", bob, "bob-new")
+
+        now = alice.safety_number("bob")  # asks the server: the change is seen before any message
+        self.assertNotEqual(now["digits"], before["digits"])
+        self.assertEqual(now["digits"], bob2.safety_number("alice")["digits"])
+        self.assertNotEqual(now["identityKey"], before["identityKey"])
+        self.assertGreater(now["changedAt"], 0)
+        self.assertEqual((now["accepted"], now["verified"], now["held"]), (False, False, 0))
+        text = alice.ok("safety-number", "bob", json_output=False).stdout
+        self.assertIn("changed at", text)
+        self.assertIn("not accepted", text)
+        self.assertIn("sotto trust bob --safety-number", text)
+
+        wrong = "1" * 60
+        error = alice.fails("trust", "bob", "--safety-number", wrong, code="safety_number_mismatch")
+        self.assertIn("nothing was changed", error["message"])
+        self.assertEqual((alice.contacts()["bob"]["accepted"], alice.contacts()["bob"]["verified"]),
+                         (False, False))
+        # A wrong number with the old key's digits is refused too.
+        alice.fails("trust", "bob", "--safety-number", before["digits"],
+                    code="safety_number_mismatch")
+
+        plain = json.loads(alice.ok("trust", "bob").stdout)
+        self.assertEqual((plain["accepted"], plain["verified"]), (True, False))
+        self.assertEqual((alice.contacts()["bob"]["accepted"], alice.contacts()["bob"]["verified"]),
+                         (True, False))
+        self.assertIn("not verified", alice.ok("trust", "bob", json_output=False).stdout)
+
+        grouped = " ".join(now["digits"][i:i + 5] for i in range(0, 60, 5))
+        out = alice.ok("trust", "bob", "--safety-number", grouped, json_output=False).stdout
+        self.assertIn("verified", out)
+        self.assertNotIn("not verified", out)
+        contact = alice.contacts()["bob"]
+        self.assertEqual((contact["accepted"], contact["verified"]), (True, True))
+        self.assertEqual(contact["identityKey"], now["identityKey"])
+        self.assertGreater(contact["identityChangedAt"], 0)
+        self.assertIn("State: verified", alice.ok("safety-number", "bob", json_output=False).stdout)
+
+    def test_invalid_utf8_refused_at_send(self):
+        # Case 4: text that is not valid UTF-8 is refused at send with a clear error, and the
+        # recipient gets nothing.
+        alice, bob = self.pair()
+        for body in (b"caf\xe9", b"\xff\xfe", b"ok \xc0\xaf", b"\xed\xa0\x80 surrogate"):
+            r = subprocess.run([os.fsencode(sotto_bin()), b"--data", os.fsencode(alice.data),
+                                b"send", b"bob", body, b"--timeout", b"5"],
+                               capture_output=True, env=alice.env, timeout=60)
+            self.assertEqual(r.returncode, 1, r)
+            err = r.stderr.decode("utf-8", "replace")
+            self.assertIn("UTF-8", err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertEqual(bob.receive(timeout_s=5), [])
+        self.assertEqual(alice.history("bob"), [])
 
 def main():
     global BIN_DIR
