@@ -813,6 +813,75 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(bob.receive(timeout_s=5), [])
         self.assertEqual(alice.history("bob"), [])
 
+    # --- copies of a device's data (case 5) -------------------------------------------------------
+
+    def test_restored_copy_asks_for_resend(self):
+        # Case 5, first half: alice's data directory is restored from a copy, so her ratchet
+        # reuses keys bob has used up. bob's receive reports the message and that it asked alice
+        # to send it again; once alice's receive answered, bob gets it.
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "m0").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m0"])
+        self.assertEqual(bob.send("alice", "r0").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["r0"])
+        copy = alice.data + ".copy"
+        shutil.copytree(alice.data, copy)
+        for body in ("m1", "m2"):
+            self.assertEqual(alice.send("bob", body).returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m1", "m2"])
+
+        shutil.rmtree(alice.data)  # the original is no longer used
+        shutil.move(copy, alice.data)
+        r = alice.send("bob", "m3 from the restored copy")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        events = bob.receive()
+        self.assertEqual([(e["type"], e.get("from")) for e in events], [("error", "alice")], events)
+        self.assertIn("asked the sender to send it again", events[0]["error"])
+        alice.receive()  # answers bob's request
+        self.assertEqual([m["body"] for m in bob.messages()], ["m3 from the restored copy"])
+        self.assertEqual(bob.messages(), [])  # shown once
+        # The conversation goes on both ways.
+        self.assertEqual(bob.send("alice", "r1").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["r1"])
+        self.assertEqual(alice.send("bob", "m4").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m4"])
+
+    def test_two_copies_at_once_device_in_use(self):
+        # Case 5, second half: while one copy of alice's data is connected, the other copy is
+        # refused (device_in_use, naming the problem), and no message is lost.
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "m0").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m0"])
+        twin = self.client("alice-twin")
+        shutil.copytree(alice.data, twin.data)
+
+        p = twin.popen("chat", "bob", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+        self.procs.append(p)
+        out = LineReader(p.stdout)
+        out.wait_json(lambda o: o.get("type") == "connection" and o.get("state") == "connected")
+        self.assertEqual(bob.send("alice", "while the twin is online").returncode, 0)
+        self.assertEqual(out.wait_json(lambda o: o.get("type") == "message")["body"],
+                         "while the twin is online")
+
+        error = alice.fails("receive", "--timeout", "5", code="device_in_use")
+        self.assertIn("another copy", error["message"])
+        self.assertIn("sotto chat", error.get("hint", ""))
+        r = alice.run("receive", "--timeout", "5", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("copy", r.stderr)
+        alice.fails("send", "bob", "from the other copy", "--timeout", "5", code="device_in_use")
+
+        p.stdin.write("/quit\n")
+        p.stdin.flush()
+        self.assertEqual(p.wait(timeout=20), 0)
+        # Nothing the refused copy tried was sent, and nothing was lost: bob got nothing new,
+        # and what bob sends now reaches the original.
+        self.assertEqual(bob.receive(timeout_s=5), [])
+        self.assertEqual(bob.send("alice", "after the twin left").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["after the twin left"])
+
 def main():
     global BIN_DIR
     parser = argparse.ArgumentParser(add_help=False)
