@@ -882,6 +882,106 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(bob.send("alice", "after the twin left").returncode, 0)
         self.assertEqual([m["body"] for m in alice.messages()], ["after the twin left"])
 
+    # --- the server's key (case 6) ----------------------------------------------------------------
+
+    def test_server_certificate_renewed_with_same_key(self):
+        # Case 6: a new certificate for the same key needs nothing from the clients (they pin
+        # the key, not the certificate).
+        alice, bob = self.pair()
+        old_fp = self.server.fingerprint
+        tls = os.path.join(self.server.data, "tls")
+        with open(os.path.join(tls, "cert.pem"), "rb") as f:
+            old_cert = f.read()
+        self.server.stop()
+        subprocess.run(["openssl", "req", "-new", "-x509", "-key", os.path.join(tls, "key.pem"),
+                        "-out", os.path.join(tls, "cert.pem"), "-days", "30", "-subj",
+                        "/CN=renewed"], check=True, capture_output=True, timeout=60)
+        with open(os.path.join(tls, "cert.pem"), "rb") as f:
+            self.assertNotEqual(f.read(), old_cert)
+        self.server.start()
+        self.assertEqual(self.server.fingerprint, old_fp)
+        r = alice.send("bob", "after renewal")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after renewal"])
+        self.assertEqual(json.loads(alice.ok("server", "show").stdout)["fingerprint"], old_fp)
+
+    def test_server_key_rotation_followed_without_user_action(self):
+        # Case 6: `sotto-server key rotate` + SIGHUP; the clients connect (a plain `receive`) and
+        # learn the next key; `key activate` + SIGHUP: they keep working, and `server show`
+        # shows the new pin.
+        alice, bob = self.pair()
+        old_fp = self.server.fingerprint
+        next_fp = self.server.operator("key", "rotate").split("next fingerprint:", 1)[1].strip()
+        self.assertNotEqual(next_fp, old_fp)
+        self.assertIn("next=" + next_fp, self.server.reload())
+        for c in (alice, bob):
+            c.receive(timeout_s=5)
+            shown = json.loads(c.ok("server", "show").stdout)
+            self.assertEqual((shown["fingerprint"], shown["nextFingerprint"]), (old_fp, next_fp))
+        self.assertIn(next_fp, alice.ok("server", "show", json_output=False).stdout)
+        self.server.operator("key", "activate")
+        self.assertIn("fingerprint=" + next_fp, self.server.reload())
+        r = alice.send("bob", "after rotation")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after rotation"])
+        for c in (alice, bob):
+            shown = json.loads(c.ok("server", "show").stdout)
+            self.assertEqual((shown["fingerprint"], shown["nextFingerprint"]), (next_fp, None))
+
+    def test_server_key_changed_without_announcement_then_moved(self):
+        # Case 6: a server whose key changed without announcement (a new data directory with the
+        # same database) is refused with both fingerprints in the error, until `sotto server
+        # trust NEWFP`; `sotto server set-address` follows the server to another port.
+        alice, bob = self.pair()
+        old_fp = self.server.fingerprint
+        self.assertEqual(alice.send("bob", "before").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["before"])
+        self.server.stop()
+        moved = os.path.join(self.root, "server-new-key")
+        os.makedirs(moved)
+        for name in os.listdir(self.server.data):
+            if name.startswith("sotto.db"):
+                shutil.copy2(os.path.join(self.server.data, name), moved)
+        self.server.data = moved
+        self.server.start()
+        new_fp = self.server.fingerprint
+        self.assertNotEqual(new_fp, old_fp)
+
+        error = alice.fails("receive", "--timeout", "5", code="fingerprint_mismatch")
+        self.assertIn(new_fp, error["message"])
+        self.assertIn(old_fp, error["message"])
+        self.assertIn("sotto server trust FINGERPRINT", error["hint"])
+        r = alice.run("receive", "--timeout", "5", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("sotto server trust", r.stderr)
+        alice.fails("send", "bob", "not to this server", "--timeout", "5",
+                    code="fingerprint_mismatch")
+        alice.fails("server", "trust", "not-a-fingerprint", code="invalid_argument")
+        self.assertEqual(json.loads(alice.ok("server", "show").stdout)["fingerprint"], old_fp)
+
+        alice.ok("server", "trust", new_fp.upper())
+        self.assertEqual(json.loads(alice.ok("server", "show").stdout)["fingerprint"], new_fp)
+        r = alice.send("bob", "after trusting the new key")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        bob.fails("receive", "--timeout", "5", code="fingerprint_mismatch")
+        bob.ok("server", "trust", new_fp)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after trusting the new key"])
+
+        # The same server on another port.
+        self.server.stop()
+        self.server.port = free_port()
+        self.server.start()
+        self.assertEqual(self.server.fingerprint, new_fp)
+        alice.fails("send", "bob", "to the old address", "--timeout", "2", code="network")
+        for c in (alice, bob):
+            c.ok("server", "set-address", self.server.address)
+            self.assertEqual(json.loads(c.ok("server", "show").stdout)["server"],
+                             self.server.address)
+        r = alice.send("bob", "after the move")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after the move"])
+
 def main():
     global BIN_DIR
     parser = argparse.ArgumentParser(add_help=False)
