@@ -981,6 +981,129 @@ class E2ETest(unittest.TestCase):
         r = alice.send("bob", "after the move")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual([m["body"] for m in bob.messages()], ["after the move"])
+    # --- recovery and backups (case 7) ------------------------------------------------------------
+
+    def test_recovery_code_and_recover(self):
+        # Case 7: register prints a recovery code (once, human and JSON); `recover` on a new data
+        # directory takes the account back; the old device is refused afterwards; a wrong code is
+        # refused and leaves no store or lock file behind; contacts see an identity change.
+        code_re = re.compile(r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){5}$")
+        alice = self.client("alice")
+        r = alice.ok("register", "alice", "--server", self.server.address, json_output=False)
+        codes = [l.strip() for l in r.stdout.splitlines() if code_re.match(l.strip())]
+        self.assertEqual(len(codes), 1, r.stdout)
+        self.assertIn("shown only once", r.stdout)
+        self.assertIn("every device is lost", r.stdout)
+        self.assertIn("sotto recover alice --code CODE --server " + self.server.address, r.stdout)
+        code = codes[0]
+        bob = self.client("bob")
+        info = bob.register("bob", self.server)
+        self.assertRegex(info["recoveryCode"], code_re)
+        self.assertNotEqual(info["recoveryCode"], code)
+        self.assertEqual(alice.send("bob", "before recovery").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["before recovery"])
+
+        # A wrong code: refused, nothing left behind.
+        wrong = self.client("alice-wrong")
+        bad = "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF"
+        error = wrong.fails("recover", "alice", "--code", bad, "--server", self.server.address,
+                            code="forbidden")
+        self.assertNotIn(bad, json.dumps(error))
+        self.assertEqual(sorted(os.listdir(wrong.data)) if os.path.isdir(wrong.data) else [], [])
+
+        alice2 = self.client("alice-recovered")
+        recovered = alice2.recover("alice", code.lower().replace("-", " "), self.server)
+        self.assertEqual(recovered["username"], "alice")
+        self.assertEqual(recovered["server"], self.server.address)
+        self.assertEqual(recovered["fingerprint"], self.server.fingerprint)
+        self.assertRegex(recovered["recoveryCode"], code_re)
+        self.assertNotEqual(recovered["recoveryCode"], code)
+        devices = parse_lines(alice2.ok("devices").stdout)
+        self.assertEqual([(d["current"], d["primary"]) for d in devices], [(True, True)])
+
+        # The old device is refused; the old code no longer works.
+        error = alice.fails("receive", "--timeout", "5", code="unauthenticated")
+        self.assertIn("recover", error["hint"])
+        error = alice.fails("send", "bob", "from the old device", "--timeout", "5",
+                            code="unauthenticated")
+        old = self.client("alice-old-code")
+        old.fails("recover", "alice", "--code", code, "--server", self.server.address,
+                  code="forbidden")
+        self.assertEqual(sorted(os.listdir(old.data)) if os.path.isdir(old.data) else [], [])
+
+        # bob sees alice's identity change with her first message from the new key.
+        r = alice2.send("bob", "I am back")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        events = bob.receive()
+        self.assertIn(("identity_changed", "alice"),
+                      [(e["type"], e.get("user")) for e in events], events)
+        self.assertEqual(bob.contacts()["alice"]["held"], 1)
+        self.assertGreater(bob.safety_number("alice")["changedAt"], 0)
+
+    def test_backup_export_import_and_history_transfer(self):
+        # Case 7: `backup export`, then `backup import` on the recovered device, restores the
+        # history; a wrong passphrase or a damaged file is refused and changes nothing;
+        # `link --transfer-history` brings the history to a new device.
+        env = {"SOTTO_TEST_FAST_KDF": "1"}
+        alice, bob = self.client("alice", env=env), self.client("bob", env=env)
+        alice.register("alice", self.server)
+        bob.register("bob", self.server)
+        for body in ("one", "two"):
+            self.assertEqual(alice.send("bob", body).returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["one", "two"])
+        self.assertEqual(bob.send("alice", "three").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["three"])
+        conversation = ["one", "two", "three"]
+        self.assertEqual(alice.history("bob"), conversation)
+
+        passphrase = os.path.join(self.root, "passphrase")
+        with open(passphrase, "w") as f:
+            f.write("correct horse battery staple\n")
+        backup = os.path.join(self.root, "alice.backup")
+        out = json.loads(alice.ok("backup", "export", backup,
+                                  "--backup-passphrase-file", passphrase).stdout)
+        self.assertEqual(out, {"messages": 3})
+        by_code = os.path.join(self.root, "alice-code.backup")
+        out = alice.ok("backup", "export", by_code, "--recovery-code", alice.info["recoveryCode"],
+                       json_output=False).stdout
+        self.assertIn("3 messages", out)
+
+        alice2 = self.client("alice-recovered", env=env)
+        alice2.recover("alice", alice.info["recoveryCode"], self.server)
+        self.assertEqual(alice2.history("bob"), [])
+
+        # A wrong passphrase, a damaged file: refused, nothing imported.
+        wrong_env = dict(env, SOTTO_BACKUP_PASSPHRASE="wrong horse")
+        wrong = Client(self.root, "alice-recovered", env=wrong_env)
+        wrong.fails("backup", "import", backup, code="wrong_passphrase")
+        damaged = os.path.join(self.root, "damaged.backup")
+        with open(backup, "rb") as f:
+            data = bytearray(f.read())
+        data[len(data) * 2 // 3] ^= 0x40
+        with open(damaged, "wb") as f:
+            f.write(data)
+        alice2.fails("backup", "import", damaged, "--backup-passphrase-file", passphrase)
+        truncated = os.path.join(self.root, "truncated.backup")
+        with open(truncated, "wb") as f:
+            f.write(data[:len(data) - 20])
+        alice2.fails("backup", "import", truncated, "--backup-passphrase-file", passphrase)
+        self.assertEqual(alice2.history("bob"), [])
+        # No secret and no terminal: a clear error, not a hang.
+        alice2.fails("backup", "import", backup, code="invalid_argument", stdin="")
+
+        good = Client(self.root, "alice-recovered",
+                      env=dict(env, SOTTO_BACKUP_PASSPHRASE="correct horse battery staple"))
+        self.assertEqual(json.loads(good.ok("backup", "import", backup).stdout), {"messages": 3})
+        self.assertEqual(alice2.history("bob"), conversation)
+        # Importing again adds nothing; the recovery-code backup holds the same messages.
+        self.assertEqual(json.loads(good.ok("backup", "import", backup).stdout), {"messages": 0})
+        out = alice2.ok("backup", "import", by_code, "--recovery-code", alice.info["recoveryCode"])
+        self.assertEqual(json.loads(out.stdout), {"messages": 0})
+        self.assertEqual(alice2.history("bob"), conversation)
+
+        # A new device asks for the history when it is linked.
+        alice3, _ = self.link(alice2, "alice-laptop", "--transfer-history")
+        self.assertEqual(alice3.history("bob"), conversation)
 
 def main():
     global BIN_DIR
