@@ -1105,6 +1105,43 @@ class E2ETest(unittest.TestCase):
         alice3, _ = self.link(alice2, "alice-laptop", "--transfer-history")
         self.assertEqual(alice3.history("bob"), conversation)
 
+    # --- devices (case 8) -------------------------------------------------------------------------
+
+    def test_device_names_primary_and_device_events(self):
+        # Case 8: `link --name` shows in `devices` on both devices; a linked device cannot remove
+        # the primary one (forbidden); device 1's receive reports the link and the removal.
+        alice = self.client("alice")
+        alice.register("alice", self.server)
+        self.assertEqual(alice.receive(timeout_s=5), [])  # knows its device list from now on
+        laptop, device = self.link(alice, "alice-laptop", "--name", "Work laptop")
+        self.assertEqual(device, 2)
+        for c, current in ((alice, 1), (laptop, 2)):
+            devices = parse_lines(c.ok("devices").stdout)
+            self.assertEqual([(d["id"], d["name"], d["primary"], d["current"]) for d in devices],
+                             [(1, "", True, current == 1), (2, "Work laptop", False, current == 2)])
+            for d in devices:
+                self.assertGreater(d["createdDay"], 19000)
+                self.assertIn("registrationId", d)
+        text = alice.ok("devices", json_output=False).stdout
+        self.assertIn('"Work laptop"', text)
+        self.assertIn("primary", text.splitlines()[0])
+        events = [e for e in alice.receive() if e["type"] == "devices_changed"]
+        self.assertEqual([(e["added"], e["removed"]) for e in events], [([2], [])])
+
+        error = laptop.fails("devices", "remove", "1", code="forbidden")
+        self.assertIn("primary", error["message"])
+        r = laptop.run("devices", "remove", "1", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("primary", r.stderr)
+        self.assertEqual(len(parse_lines(alice.ok("devices").stdout)), 2)
+
+        alice.ok("devices", "remove", "2")
+        events = [e for e in alice.receive() if e["type"] == "devices_changed"]
+        self.assertEqual([(e["added"], e["removed"]) for e in events], [([], [2])])
+        self.assertEqual([d["id"] for d in parse_lines(alice.ok("devices").stdout)], [1])
+        laptop.fails("receive", "--timeout", "5", code="unauthenticated")
+
 def main():
     global BIN_DIR
     parser = argparse.ArgumentParser(add_help=False)
