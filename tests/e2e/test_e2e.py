@@ -1142,6 +1142,140 @@ class E2ETest(unittest.TestCase):
         self.assertEqual([d["id"] for d in parse_lines(alice.ok("devices").stdout)], [1])
         laptop.fails("receive", "--timeout", "5", code="unauthenticated")
 
+    # --- smaller cases (case 10) ------------------------------------------------------------------
+
+    def test_queue_depth_metric_after_restart(self):
+        # Case 10: sotto_queue_depth (/metrics) equals the stored count after a restart with
+        # messages queued, goes back to 0 once they are acknowledged, and never below.
+        alice, bob = self.pair()
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+        for i in range(3):
+            self.assertEqual(alice.send("bob", "queued %d" % i).returncode, 0)
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 3)
+        self.server.stop()
+        self.server.start()
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 3)
+        self.assertEqual(len(bob.messages()), 3)
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+        self.assertEqual(bob.messages(), [])  # a receive with nothing to acknowledge
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+        self.server.stop()
+        self.server.start()
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+        self.assertEqual(alice.send("bob", "one more").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["one more"])
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+
+    def test_server_config_data_key_and_sighup(self):
+        # Case 10: the config file's `data` key is honoured (only --config given), and SIGHUP
+        # reloads instead of killing the server.
+        self.server.stop()
+        data = os.path.join(self.root, "from-config")
+        config = os.path.join(self.root, "server.toml")
+        with open(config, "w") as f:
+            f.write('data = "%s"\nlisten = "%s"\nhttp = "127.0.0.1:%d"\n'
+                    % (data, self.server.address, self.server.http_port))
+        self.server.start(args=["--config", config])
+        self.assertTrue(os.path.exists(os.path.join(data, "sotto.db")))
+        self.assertTrue(os.path.exists(os.path.join(data, "tls", "key.pem")))
+        self.server.data = data
+        alice, bob = self.pair()
+        self.assertIn("result=ok", self.server.reload())
+        self.assertIsNone(self.server.proc.poll())
+        self.server.reload()
+        self.assertEqual(alice.send("bob", "after two SIGHUPs").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after two SIGHUPs"])
+
+    def test_corrupt_history_row_hides_only_itself(self):
+        # Case 10: one damaged row of alice's history (a flipped byte of one messages.body) does
+        # not hide the rest of the conversation.
+        alice, bob = self.pair()
+        for body in ("first", "second", "third"):
+            self.assertEqual(bob.send("alice", body).returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["first", "second", "third"])
+        db = sqlite3.connect(os.path.join(alice.data, "alice.db"))
+        try:
+            rows = db.execute("SELECT seq, body FROM messages ORDER BY seq").fetchall()
+            self.assertEqual(len(rows), 3)
+            seq, body = rows[1]
+            damaged = bytearray(body)
+            damaged[len(damaged) // 2] ^= 0x01
+            db.execute("UPDATE messages SET body = ? WHERE seq = ?", (bytes(damaged), seq))
+            db.commit()
+        finally:
+            db.close()
+        r = alice.run("history", "bob")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        bodies = [m["body"] for m in parse_lines(r.stdout)]
+        self.assertIn("first", bodies)
+        self.assertIn("third", bodies)
+        self.assertNotIn("second", bodies)
+        r = alice.run("history", "bob", json_output=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("third", r.stdout)
+
+    def test_contacts_json_one_object_per_line(self):
+        # Case 10: `contacts --json` prints one object per line (it printed an array).
+        alice, bob = self.pair()
+        carol = self.client("carol")
+        carol.register("carol", self.server)
+        self.assertEqual(alice.send("bob", "hi bob").returncode, 0)
+        self.assertEqual(alice.send("carol", "hi carol").returncode, 0)
+        lines = [l for l in alice.ok("contacts").stdout.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 2, lines)
+        contacts = [json.loads(l) for l in lines]
+        self.assertTrue(all(isinstance(c, dict) for c in contacts))
+        self.assertEqual(sorted(c["username"] for c in contacts), ["bob", "carol"])
+        for c in contacts:
+            self.assertEqual(set(c), {"username", "accepted", "verified", "identityChangedAt",
+                                      "identityKey", "held"})
+            self.assertEqual((c["accepted"], c["verified"], c["held"]), (True, False, 0))
+        text = alice.ok("contacts", json_output=False).stdout
+        self.assertIn("bob  not verified", text)
+
+    def test_failed_registration_leaves_no_files(self):
+        # Case 10: a registration refused by the server (taken username) leaves no USER.lock and
+        # no USER.db behind, and its hint names `sotto recover`.
+        alice = self.client("alice")
+        alice.register("alice", self.server)
+        other = self.client("other")
+        error = other.fails("register", "alice", "--server", self.server.address,
+                            code="account_exists")
+        self.assertIn("taken", error["message"])
+        self.assertIn("sotto recover alice --code CODE --server " + self.server.address,
+                      error["hint"])
+        left = os.listdir(other.data) if os.path.isdir(other.data) else []
+        self.assertNotIn("alice.lock", left)
+        self.assertNotIn("alice.db", left)
+        self.assertEqual([n for n in left if n.startswith("alice")], [])
+        # The directory is usable afterwards.
+        other.register("other", self.server)
+
+    def test_chat_commands_and_last_line(self):
+        # Case 10: `chat` does not send "/help" (or any unknown /command), "//x" sends "/x", and
+        # a last line without a trailing newline is sent. A message that cannot be sent makes
+        # the exit status 1.
+        alice, bob = self.pair()
+        r = alice.run("chat", "bob", json_output=False,
+                      stdin="/help\n/nonsense\n//slash\n/history 1\nhello")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("/safety-number", r.stdout)  # the help
+        self.assertIn("unknown command /nonsense", r.stdout)
+        self.assertEqual([m["body"] for m in bob.messages()], ["/slash", "hello"])
+        r = alice.run("chat", "bob", stdin="no newline at the end")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([m["body"] for m in bob.messages()], ["no newline at the end"])
+        r = alice.run("chat", "bob", json_output=False, stdin="/safety-number\n/quit\nnot sent\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(alice.safety_number("bob")["digits"][:5], r.stdout)
+        self.assertEqual(bob.messages(), [])
+        # A message that cannot be sent (bob's key changed): exit status 1.
+        self.recovered("bob", bob, "bob-new")
+        r = alice.run("chat", "bob", json_output=False, stdin="to the new key\n")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("not sent", r.stdout)
+
+
 def main():
     global BIN_DIR
     parser = argparse.ArgumentParser(add_help=False)
