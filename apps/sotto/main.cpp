@@ -39,6 +39,8 @@ Globals g;
 
 // Chat history shown on entry and by /history without a count.
 constexpr std::size_t kChatHistory = 20;
+// How long `history` waits for the account's lock before it reads beside the process holding it.
+constexpr std::chrono::milliseconds kHistoryLockWait{1000};
 
 void print_line(const std::string& s) {
   std::fwrite(s.data(), 1, s.size(), stdout);
@@ -671,6 +673,8 @@ int cmd_trust(const std::string& user, const std::optional<std::string>& digits)
 int cmd_history(const std::string& user, std::size_t limit) {
   auto o = make_options();
   if (!o) return fail(o.error());
+  // Reading beside the lock's holder is the fallback, so there is no point in waiting long.
+  o->lock_wait = kHistoryLockWait;
   std::string self = g.account;
   sotto::Result<std::vector<sotto::Message>> r;
   auto client = Client::open(*o, g.account);
