@@ -1275,6 +1275,27 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("not sent", r.stdout)
 
+    def test_history_beside_a_running_chat(self):
+        # `history` reads the conversation while another process (a chat here, a daemon alike)
+        # holds the account, instead of failing with account_busy.
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "before the chat").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["before the chat"])
+        p = bob.popen("chat", "alice", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE)
+        self.procs.append(p)
+        out = LineReader(p.stdout)
+        out.wait_json(lambda o: o.get("type") == "connection" and o.get("state") == "connected")
+        self.assertEqual(alice.send("bob", "during the chat").returncode, 0)
+        out.wait_json(lambda o: o.get("type") == "message")
+        started = time.monotonic()
+        self.assertEqual(bob.history("alice"), ["before the chat", "during the chat"])
+        text = bob.ok("history", "alice", json_output=False).stdout
+        self.assertIn("alice (device 1): during the chat", text)
+        self.assertLess(time.monotonic() - started, 8)
+        p.stdin.close()
+        self.assertEqual(p.wait(timeout=20), 0)
+
 
 def main():
     global BIN_DIR
