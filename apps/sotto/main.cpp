@@ -789,7 +789,11 @@ tl::expected<sotto::BackupSecret, Error> backup_secret(BackupSecretOptions& in, 
     secret.text = env;
     return secret;
   }
+  const bool terminal = ::isatty(STDIN_FILENO) != 0;
   auto typed = sotto::cli::read_hidden_line("Backup passphrase: ");
+  if (!typed && terminal) {
+    return tl::unexpected(Error{ErrorCode::invalid_argument, "cancelled; nothing was done"});
+  }
   if (!typed) {
     return tl::unexpected(Error{ErrorCode::invalid_argument,
                                 "no backup secret: give --recovery-code CODE, "
