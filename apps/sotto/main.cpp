@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -410,9 +411,12 @@ int cmd_chat(const std::string& peer_in) {
          "the commands, /quit leaves.");
     show_history(kChatHistory);
   }
+  std::atomic<bool> stopped{false};  // the listener gave up (removed device, pin mismatch)
   auto started = (*client)->start([&](const sotto::Event& e) {
+    if (e.kind == sotto::Event::Kind::fatal) stopped = true;
     if (g.json) {
       show_json(sotto::cli::event_json(e));
+      if (stopped) editor.interrupt();
       return;
     }
     if (e.kind == sotto::Event::Kind::connected) return;  // quiet on the happy path
@@ -504,7 +508,7 @@ int cmd_chat(const std::string& peer_in) {
   }
   (*client)->stop();
   signals.on_signal(nullptr);  // the editor goes away next
-  return status;
+  return stopped ? 1 : status;
 }
 
 int cmd_link(const std::string& server_text, const std::string& fingerprint, int timeout,
