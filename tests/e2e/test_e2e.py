@@ -1141,6 +1141,12 @@ class E2ETest(unittest.TestCase):
         self.assertEqual([(e["added"], e["removed"]) for e in events], [([], [2])])
         self.assertEqual([d["id"] for d in parse_lines(alice.ok("devices").stdout)], [1])
         laptop.fails("receive", "--timeout", "5", code="unauthenticated")
+        # A chat on the removed device stops by itself (its input still open), with status 1.
+        for json_output in (True, False):
+            p = laptop.popen("chat", "bob", json_output=json_output, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.procs.append(p)
+            self.assertEqual(p.wait(timeout=20), 1)
 
     # --- smaller cases (case 10) ------------------------------------------------------------------
 
@@ -1274,6 +1280,19 @@ class E2ETest(unittest.TestCase):
         r = alice.run("chat", "bob", json_output=False, stdin="to the new key\n")
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("not sent", r.stdout)
+
+    def test_chat_with_empty_input_exits(self):
+        # Case 10 (chat at end of input): a chat whose input ends at once (</dev/null, an empty
+        # pipe) exits with status 0 instead of hanging.
+        alice, bob = self.pair()
+        for json_output in (True, False):
+            p = alice.popen("chat", "bob", json_output=json_output, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.procs.append(p)
+            try:
+                self.assertEqual(p.wait(timeout=10), 0)
+            except subprocess.TimeoutExpired:
+                self.fail("`sotto chat` with empty input did not exit")
 
     def test_history_beside_a_running_chat(self):
         # `history` reads the conversation while another process (a chat here, a daemon alike)
