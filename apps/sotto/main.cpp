@@ -1,17 +1,20 @@
 // sotto: the command-line client. Every command works on one account of the data directory
-// (--account when there are several) and prints human text, or JSON with --json. Errors print
-// one line on stderr and exit with status 1.
+// (--account when there are several) and prints human text, or with --json one JSON object per
+// line. An error prints one line on stderr (with --json, one JSON object) and exits with status 1:
+// the library's text says what happened, and the CLI adds a hint naming the command that helps
+// (the library's texts name no command).
 #include <signal.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <sstream>
-
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "daemon.h"
 #include "output.h"
@@ -35,26 +38,97 @@ struct Globals {
 
 Globals g;
 
+// Chat history shown on entry and by /history without a count.
+constexpr std::size_t kChatHistory = 20;
+// How long `history` waits for the account's lock before it reads beside the process holding it.
+constexpr std::chrono::milliseconds kHistoryLockWait{1000};
+
 void print_line(const std::string& s) {
   std::fwrite(s.data(), 1, s.size(), stdout);
   std::fputc('\n', stdout);
   std::fflush(stdout);
 }
 
-void print_json(const json& j) { print_line(sotto::cli::dump(j)); }
+void print_json(const json& j) {
+  print_line(sotto::cli::dump(j));
+}
 
-int fail(const Error& e) {
-  std::fflush(stdout);
-  if (g.json) {
-    const std::string line = sotto::cli::dump(sotto::cli::error_json(e));
-    std::fprintf(stderr, "%s\n", line.c_str());
-  } else {
-    std::fprintf(stderr, "sotto: error: %s\n", sotto::cli::sanitize(e.message, false).c_str());
+// Overwrites a secret (passphrase, recovery code) before its memory is released.
+void wipe(std::string& s) {
+  volatile char* p = s.data();
+  for (std::size_t i = 0; i < s.size(); ++i) p[i] = 0;
+  s.clear();
+}
+
+std::string address_text(const std::string& host, std::uint16_t port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+std::string address_text(const sotto::Server& s) {
+  return address_text(s.host, s.port);
+}
+
+// What to run next after an error, in the CLI's terms. `user` is the contact the command was
+// about (USER when none).
+std::string default_hint(const Error& e, const std::string& user = {}) {
+  const std::string u = user.empty() ? "USER" : sotto::cli::sanitize(user, false);
+  switch (e.code) {
+    case ErrorCode::fingerprint_mismatch:
+      return "If the operator really changed the server's key, confirm the new fingerprint with "
+             "them, then run `sotto server trust FINGERPRINT`";
+    case ErrorCode::device_in_use:
+      return "Stop the other copy (its `sotto chat` or `sotto daemon`) and keep using one copy "
+             "only; `sotto link` makes another machine a device of its own";
+    case ErrorCode::unauthenticated:
+      return "`sotto devices` on another device of the account lists the devices left; to use "
+             "this machine again, link it into a new data directory with `sotto link --server "
+             "HOST:PORT`, or, if every device is lost, run `sotto recover USER --code CODE "
+             "--server HOST:PORT`";
+    case ErrorCode::untrusted_identity:
+      return "Compare `sotto safety-number " + u + "` with " + u +
+             "'s screen, then run `sotto trust " + u +
+             " --safety-number DIGITS` (or `sotto trust " + u +
+             "` to accept the new key unverified)";
+    case ErrorCode::account_busy:
+      return "Another sotto process (a `sotto daemon` or `sotto chat`) is using the account: stop "
+             "it, or ask it (`sotto history` reads beside it)";
+    case ErrorCode::ambiguous_account:
+      return "Choose one with --account NAME";
+    case ErrorCode::no_account:
+      return "Create one with `sotto register USER --server HOST:PORT`, link this machine with "
+             "`sotto link --server HOST:PORT`, or give the right --data DIR";
+    case ErrorCode::wrong_passphrase:
+      return "Give the store's passphrase with --passphrase-file FILE or $SOTTO_PASSPHRASE";
+    case ErrorCode::rate_limited:
+      return "Wait a minute before trying again";
+    default:
+      return {};
   }
+}
+
+// Prints `e` (and a hint: `hint` when given, "" for none, else default_hint) and returns 1.
+int fail(const Error& e, const std::optional<std::string>& hint = std::nullopt) {
+  std::fflush(stdout);
+  const std::string h = hint.value_or(default_hint(e));
+  if (g.json) {
+    const std::string line = sotto::cli::dump(sotto::cli::error_json(e, h));
+    std::fprintf(stderr, "%s\n", line.c_str());
+    return 1;
+  }
+  std::string text = sotto::cli::sanitize(e.message, false);
+  if (!h.empty()) {
+    if (!text.empty() && text.back() != '.') text += '.';
+    text += " " + h;
+    if (text.back() != '.') text += '.';
+  }
+  std::fprintf(stderr, "sotto: error: %s\n", sotto::cli::sanitize(text, false).c_str());
   return 1;
 }
 
-int fail(ErrorCode code, const std::string& message) { return fail(Error{code, message}); }
+int fail(ErrorCode code, const std::string& message) {
+  return fail(Error{code, message});
+}
 
 std::filesystem::path default_data_dir() {
   if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg != nullptr && *xdg != '\0') {
@@ -66,16 +140,29 @@ std::filesystem::path default_data_dir() {
   return std::filesystem::path(".sotto");
 }
 
+// The first line of `path` (trailing newlines dropped).
+tl::expected<std::string, Error> read_secret_file(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, std::string("cannot read the ") + what + " file"});
+  }
+  std::string p((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!p.empty() && (p.back() == '\n' || p.back() == '\r')) p.pop_back();
+  if (p.empty()) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, std::string("the ") + what + " file is empty"});
+  }
+  return p;
+}
+
 tl::expected<sotto::Options, Error> make_options() {
   sotto::Options o;
   o.data_dir = g.data.empty() ? default_data_dir() : std::filesystem::path(g.data);
   if (!g.passphrase_file.empty()) {
-    std::ifstream in(g.passphrase_file, std::ios::binary);
-    if (!in) return tl::unexpected(Error{ErrorCode::invalid_argument, "cannot read the passphrase file"});
-    std::string p((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    while (!p.empty() && (p.back() == '\n' || p.back() == '\r')) p.pop_back();
-    if (p.empty()) return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase file is empty"});
-    o.passphrase = std::move(p);
+    auto p = read_secret_file(g.passphrase_file, "passphrase");
+    if (!p) return tl::unexpected(p.error());
+    o.passphrase = std::move(*p);
   } else if (const char* env = std::getenv("SOTTO_PASSPHRASE"); env != nullptr && *env != '\0') {
     o.passphrase = std::string(env);
   }
@@ -89,19 +176,23 @@ tl::expected<std::unique_ptr<Client>, Error> open_client() {
   return Client::open(*o, g.account);
 }
 
-tl::expected<sotto::Server, Error> parse_server(const std::string& text, const std::string& fingerprint) {
+tl::expected<sotto::Server, Error> parse_server(const std::string& text,
+                                                const std::string& fingerprint) {
   const auto colon = text.rfind(':');
   const auto bad = [] {
-    return tl::unexpected(Error{ErrorCode::invalid_argument, "the server is HOST:PORT (port 1-65535)"});
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, "the server is HOST:PORT (port 1-65535)"});
   };
   if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return bad();
   const std::string port_text = text.substr(colon + 1);
-  if (port_text.find_first_not_of("0123456789") != std::string::npos || port_text.size() > 5) return bad();
+  if (port_text.find_first_not_of("0123456789") != std::string::npos || port_text.size() > 5)
+    return bad();
   const int port = std::stoi(port_text);
   if (port < 1 || port > 65535) return bad();
   sotto::Server s;
   s.host = text.substr(0, colon);
-  if (s.host.size() > 2 && s.host.front() == '[' && s.host.back() == ']') s.host = s.host.substr(1, s.host.size() - 2);
+  if (s.host.size() > 2 && s.host.front() == '[' && s.host.back() == ']')
+    s.host = s.host.substr(1, s.host.size() - 2);
   s.port = static_cast<std::uint16_t>(port);
   for (char c : fingerprint) {
     if (c == ':' || c == ' ') continue;
@@ -113,31 +204,35 @@ tl::expected<sotto::Server, Error> parse_server(const std::string& text, const s
 std::string group_digits(const std::string& digits) {
   std::string out;
   for (std::size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && i % 20 == 0) out += "\n  ";
-    else if (i > 0 && i % 5 == 0) out += ' ';
+    if (i > 0 && i % 20 == 0)
+      out += "\n  ";
+    else if (i > 0 && i % 5 == 0)
+      out += ' ';
     out += digits[i];
   }
   return "  " + out;
 }
 
-std::string hex(const std::vector<std::uint8_t>& bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (auto b : bytes) {
-    out += kHex[b >> 4];
-    out += kHex[b & 0xF];
-  }
-  return out;
+// The safety number with `user` as digits and QR code, then what its state allows.
+void print_safety_number(const std::string& user, const sotto::SafetyNumber& sn) {
+  const std::string u = sotto::cli::sanitize(user, false);
+  print_line("Safety number with " + u + " (compare it with the one on " + u +
+             "'s screen, or scan their code):\n\n" + group_digits(sn.digits) + "\n\n" +
+             sotto::cli::render_qr(sn.scannable));
+  print_line(sotto::cli::safety_state_text(user, sn));
 }
 
-void print_safety_number(const std::string& user, const sotto::SafetyNumber& sn, const char* intro) {
-  if (g.json) {
-    print_json({{"user", user}, {"digits", sn.digits}, {"scannable", hex(sn.scannable)}});
-    return;
-  }
-  std::string text = std::string(intro) + "\n\n" + group_digits(sn.digits) + "\n\n" +
-                     sotto::cli::render_qr(sn.scannable);
-  print_line(text);
+// The recovery code made by register or recover: shown once, never stored.
+void print_recovery_code(const std::string& user, std::string& code, const sotto::Server& s) {
+  if (code.empty()) return;
+  print_line(
+      "\nYour recovery code:\n\n    " + code +
+      "\n\nWrite it down now and keep it somewhere safe. It is shown only once and is not stored "
+      "on this device. It is the only way to take the account back if every device is lost "
+      "(`sotto recover " +
+      user + " --code CODE --server " + address_text(s) +
+      "` on a new machine); anyone who has it can take the account.");
+  wipe(code);
 }
 
 // --- commands --------------------------------------------------------------------------------
@@ -149,25 +244,85 @@ int cmd_register(const std::string& user, const std::string& server_text,
   auto o = make_options();
   if (!o) return fail(o.error());
   auto client = Client::register_account(*o, user, *server, invite);
-  if (!client) return fail(client.error());
+  if (!client) {
+    const Error& e = client.error();
+    const auto name = sotto::normalize_username(user);
+    if (e.code == ErrorCode::account_exists && name) {
+      const auto local = Client::accounts(o->data_dir);
+      if (std::find(local.begin(), local.end(), *name) == local.end()) {
+        // Taken on the server, not here.
+        return fail(e, "With its recovery code: `sotto recover " + *name +
+                           " --code CODE --server " + address_text(*server) + "`");
+      }
+      return fail(e, "Register into another --data directory, or use the account that is here");
+    }
+    return fail(e);
+  }
   const auto s = (*client)->server();
+  std::string code = (*client)->recovery_code();
   if (g.json) {
-    print_json({{"username", (*client)->username()},
-                {"device", (*client)->device_id()},
-                {"server", s.host + ":" + std::to_string(s.port)},
-                {"fingerprint", s.fingerprint},
-                {"trustedOnFirstUse", server->fingerprint.empty()}});
+    json j = {{"username", (*client)->username()},
+              {"device", (*client)->device_id()},
+              {"server", address_text(s)},
+              {"fingerprint", s.fingerprint},
+              {"trustedOnFirstUse", server->fingerprint.empty()},
+              {"recoveryCode", code}};
+    print_json(j);
+    wipe(code);
     return 0;
   }
   print_line("Registered " + (*client)->username() + " (device " +
-             std::to_string((*client)->device_id()) + ") on " + s.host + ":" +
-             std::to_string(s.port) + ".");
+             std::to_string((*client)->device_id()) + ") on " + address_text(s) + ".");
   if (server->fingerprint.empty()) {
-    print_line("Server certificate fingerprint, trusted on first use and pinned from now on:\n  " +
+    print_line("Server key fingerprint, trusted on first use and pinned from now on:\n  " +
                s.fingerprint + "\nCompare it with the one the server operator publishes.");
   } else {
-    print_line("Server certificate fingerprint verified and pinned.");
+    print_line("Server key fingerprint verified and pinned.");
   }
+  print_recovery_code((*client)->username(), code, s);
+  return 0;
+}
+
+int cmd_recover(const std::string& user, std::string& code, const std::string& server_text,
+                const std::string& fingerprint) {
+  auto server = parse_server(server_text, fingerprint);
+  if (!server) return fail(server.error());
+  auto o = make_options();
+  if (!o) return fail(o.error());
+  auto client = Client::recover(*o, user, code, *server);
+  wipe(code);
+  if (!client) {
+    const Error& e = client.error();
+    if (e.code == ErrorCode::account_exists) {
+      return fail(e, "Give another --data directory");
+    }
+    if (e.code == ErrorCode::forbidden) {
+      return fail(e, "Check the code (24 characters A-Z 2-7; dashes and case do not matter)");
+    }
+    return fail(e);
+  }
+  const auto s = (*client)->server();
+  std::string next = (*client)->recovery_code();
+  if (g.json) {
+    json j = {{"username", (*client)->username()},
+              {"device", (*client)->device_id()},
+              {"server", address_text(s)},
+              {"fingerprint", s.fingerprint},
+              {"recoveryCode", next}};
+    print_json(j);
+    wipe(next);
+    return 0;
+  }
+  print_line("Recovered " + (*client)->username() + ": this is now its primary device (device " +
+             std::to_string((*client)->device_id()) + ") on " + address_text(s) +
+             ", with a new identity key.\nThe account's other devices were removed, and your "
+             "contacts will see that your safety number changed. The old recovery code no "
+             "longer works.");
+  if (server->fingerprint.empty()) {
+    print_line("Server key fingerprint, trusted on first use and pinned from now on:\n  " +
+               s.fingerprint + "\nCompare it with the one the server operator publishes.");
+  }
+  print_recovery_code((*client)->username(), next, s);
   return 0;
 }
 
@@ -180,13 +335,8 @@ int cmd_send(const std::string& to, const std::string& text, int timeout) {
   auto r = (*client)->send(to, text);
   if (!r) {
     Error e = r.error();
-    if (e.code == ErrorCode::untrusted_identity) {
-      e.message = to + "'s safety number changed; nothing was sent. Compare it with `sotto "
-                  "safety-number " + to + "` and accept the new key with `sotto trust " + to + "`";
-    } else if (e.code == ErrorCode::not_found) {
-      e.message = to + ": " + e.message;
-    }
-    return fail(e);
+    if (e.code == ErrorCode::not_found) e.message = to + ": " + e.message;
+    return fail(e, default_hint(e, to));
   }
   if (g.json) {
     print_json({{"timestamp", r->timestamp}, {"devices", r->devices}});
@@ -202,12 +352,22 @@ int cmd_receive(int timeout) {
   if (!client) return fail(client.error());
   const std::string self = (*client)->username();
   auto r = (*client)->receive(std::chrono::seconds(timeout), [&](const sotto::Event& e) {
-    if (g.json) print_json(sotto::cli::event_json(e));
-    else print_line(sotto::cli::event_text(e, self));
+    if (g.json)
+      print_json(sotto::cli::event_json(e));
+    else
+      print_line(sotto::cli::event_text(e, self));
   });
   if (!r) return fail(r.error());
   return 0;
 }
+
+constexpr const char* kChatHelp =
+    "Commands:\n"
+    "  /help            this list\n"
+    "  /history [N]     the last N messages (default 20)\n"
+    "  /safety-number   the safety number with the other user and its state\n"
+    "  /quit            leave (also Ctrl-D on an empty line)\n"
+    "A line starting with // sends the text after the first /; any other /command is not sent.";
 
 int cmd_chat(const std::string& peer_in) {
   auto peer = sotto::normalize_username(peer_in);
@@ -221,16 +381,42 @@ int cmd_chat(const std::string& peer_in) {
   signals.on_signal([&editor] { editor.interrupt(); });
   const auto show = [&](const std::string& line) { editor.print(line); };
   const auto show_json = [&](const json& j) { editor.print(sotto::cli::dump(j)); };
+  const auto show_error = [&](const Error& e, const std::string& hint) {
+    if (g.json) {
+      show_json(sotto::cli::error_json(e, hint));
+    } else {
+      show("! " + sotto::cli::sanitize(e.message, false) + (hint.empty() ? "" : ". " + hint));
+    }
+  };
+  const auto show_history = [&](std::size_t limit) {
+    auto h = (*client)->history(*peer, limit);
+    if (!h) {
+      show_error(h.error(), default_hint(h.error(), *peer));
+      return;
+    }
+    for (const auto& m : *h) {
+      if (g.json) {
+        json j = sotto::cli::message_json(m);
+        j["type"] = "history";
+        show_json(j);
+      } else {
+        show(sotto::cli::message_text(m, self));
+      }
+    }
+  };
 
   if (!g.json) {
-    show("Chat with " + *peer + " as " + self + ". Type a message and press Enter; /quit leaves.");
-    if (auto h = (*client)->history(*peer, 20); h) {
-      for (const auto& m : *h) show(sotto::cli::message_text(m, self));
-    }
+    show("Chat with " + *peer + " as " + self +
+         ". Type a message and press Enter; /help lists "
+         "the commands, /quit leaves.");
+    show_history(kChatHistory);
   }
+  std::atomic<bool> stopped{false};  // the listener gave up (removed device, pin mismatch)
   auto started = (*client)->start([&](const sotto::Event& e) {
+    if (e.kind == sotto::Event::Kind::fatal) stopped = true;
     if (g.json) {
       show_json(sotto::cli::event_json(e));
+      if (stopped) editor.interrupt();
       return;
     }
     if (e.kind == sotto::Event::Kind::connected) return;  // quiet on the happy path
@@ -249,55 +435,122 @@ int cmd_chat(const std::string& peer_in) {
 
   int status = 0;
   while (auto line = editor.read_line()) {
-    if (*line == "/quit" || *line == "/exit") break;
-    if (line->find_first_not_of(" \t") == std::string::npos) continue;
-    auto r = (*client)->send(*peer, *line);
-    if (!r) {
-      std::string message = r.error().message;
-      if (r.error().code == ErrorCode::untrusted_identity) {
-        message = *peer + "'s safety number changed; not sent. Check it with `sotto "
-                  "safety-number " + *peer + "` and accept it with `sotto trust " + *peer + "`";
+    std::string text = std::move(*line);
+    if (text.starts_with("//")) {
+      text.erase(0, 1);  // "//x" sends "/x"
+    } else if (text.starts_with("/")) {
+      std::istringstream words(text);
+      std::string command;
+      words >> command;
+      if (command == "/quit" || command == "/exit") break;
+      if (command == "/help") {
+        if (g.json) {
+          show_json({{"type", "help"}, {"text", kChatHelp}});
+        } else {
+          show(kChatHelp);
+        }
+      } else if (command == "/history") {
+        std::string count;
+        words >> count;
+        std::size_t limit = kChatHistory;
+        if (!count.empty()) {
+          if (count.find_first_not_of("0123456789") != std::string::npos || count.size() > 6) {
+            show_error(Error{ErrorCode::invalid_argument, "/history takes a number of messages"},
+                       "");
+            continue;
+          }
+          limit = static_cast<std::size_t>(std::stoul(count));
+        }
+        show_history(limit);
+      } else if (command == "/safety-number") {
+        auto sn = (*client)->safety_number(*peer);
+        if (!sn) {
+          show_error(sn.error(), default_hint(sn.error(), *peer));
+        } else if (g.json) {
+          json j = sotto::cli::safety_number_json(*peer, *sn);
+          j["type"] = "safety_number";
+          show_json(j);
+        } else {
+          show("Safety number with " + *peer + ":\n" + group_digits(sn->digits) + "\n" +
+               sotto::cli::safety_state_text(*peer, *sn));
+        }
+      } else {
+        const std::string name = sotto::cli::sanitize(command, false);
+        if (g.json) {
+          show_json(sotto::cli::error_json(
+              Error{ErrorCode::invalid_argument, "unknown command " + name}, "/help lists them"));
+        } else {
+          show("! unknown command " + name + "; /help lists them");
+        }
       }
-      if (g.json) show_json(sotto::cli::error_json(Error{r.error().code, message}));
-      else show("! not sent: " + message);
+      continue;
+    }
+    if (text.find_first_not_of(" \t") == std::string::npos) continue;
+    auto r = (*client)->send(*peer, text);
+    if (!r) {
+      status = 1;
+      Error e = r.error();
+      e.message = "not sent: " + e.message;
+      show_error(e, default_hint(r.error(), *peer));
       continue;
     }
     sotto::Message m;
     m.id = "local-";
     m.from = self;
     m.timestamp = r->timestamp;
-    m.body = *line;
+    m.body = text;
     m.conversation = *peer;
     m.outgoing = true;
-    if (g.json) show_json({{"type", "sent"}, {"timestamp", r->timestamp}, {"devices", r->devices}});
-    else show(sotto::cli::message_text(m, self));
+    if (g.json)
+      show_json({{"type", "sent"}, {"timestamp", r->timestamp}, {"devices", r->devices}});
+    else
+      show(sotto::cli::message_text(m, self));
   }
   (*client)->stop();
   signals.on_signal(nullptr);  // the editor goes away next
-  return status;
+  return stopped ? 1 : status;
 }
 
-int cmd_link(const std::string& server_text, const std::string& fingerprint, int timeout) {
+int cmd_link(const std::string& server_text, const std::string& fingerprint, int timeout,
+             const std::string& name, bool transfer_history) {
   auto server = parse_server(server_text, fingerprint);
   if (!server) return fail(server.error());
   auto o = make_options();
   if (!o) return fail(o.error());
-  auto client = Client::link(*o, *server, [](const sotto::LinkPrompt& p) {
-    if (g.json) {
-      print_json({{"code", p.code}});
-      return;
-    }
-    print_line("Scan this code with a device of your account, or type the link code there:\n\n" +
-               sotto::cli::render_qr_text(p.qr_text) + "\n  " + p.code +
-               "\n\nOn a device of the account, run:\n  sotto add-device " + p.code +
-               "\n(type the code exactly as shown). Waiting...");
-  }, std::chrono::seconds(timeout));
+  sotto::cli::ProgressBar bar("Receiving the history", "messages");
+  sotto::LinkOptions link_options;
+  link_options.device_name = name;
+  link_options.transfer_history = transfer_history;
+  link_options.history_progress = [&bar](std::uint64_t done, std::uint64_t total) {
+    bar.update(done, total);
+  };
+  auto client = Client::link(
+      *o, *server,
+      [](const sotto::LinkPrompt& p) {
+        if (g.json) {
+          print_json({{"code", p.code}});
+          return;
+        }
+        print_line(
+            "Scan this code with a device of your account, or type the link code there:\n\n" +
+            sotto::cli::render_qr_text(p.qr_text) + "\n  " + p.code +
+            "\n\nOn a device of the account, run:\n  sotto add-device " + p.code +
+            "\n(type the code exactly as shown). Waiting...");
+      },
+      std::chrono::seconds(timeout), link_options);
+  bar.finish();
   if (!client) return fail(client.error());
   if (g.json) {
-    print_json({{"username", (*client)->username()}, {"device", (*client)->device_id()}});
+    print_json({{"username", (*client)->username()},
+                {"device", (*client)->device_id()},
+                {"name", name},
+                {"historyTransferred", transfer_history}});
   } else {
-    print_line("Linked: this is device " + std::to_string((*client)->device_id()) + " of " +
-               (*client)->username() + ".");
+    std::string text = "Linked: this is device " + std::to_string((*client)->device_id());
+    if (!name.empty()) text += " (\"" + sotto::cli::sanitize(name, false) + "\")";
+    text += " of " + (*client)->username() + ".";
+    if (transfer_history) text += " The conversation history was copied from the other device.";
+    print_line(text);
   }
   return 0;
 }
@@ -305,14 +558,18 @@ int cmd_link(const std::string& server_text, const std::string& fingerprint, int
 int cmd_add_device(const std::string& code) {
   auto client = open_client();
   if (!client) return fail(client.error());
-  auto r = (*client)->add_device(code);
+  sotto::cli::ProgressBar bar("Sending the history", "messages");
+  auto r = (*client)->add_device(
+      code, [&bar](std::uint64_t done, std::uint64_t total) { bar.update(done, total); });
+  bar.finish();
   if (!r) return fail(r.error());
   if (g.json) {
     print_json({{"device", *r}});
   } else if (*r != 0) {
     print_line("The new device is linked as device " + std::to_string(*r) + ".");
   } else {
-    print_line("Sent the account to the new device; it has not registered yet (see `sotto devices`).");
+    print_line(
+        "Sent the account to the new device; it has not registered yet (see `sotto devices`).");
   }
   return 0;
 }
@@ -322,18 +579,11 @@ int cmd_devices() {
   if (!client) return fail(client.error());
   auto r = (*client)->devices();
   if (!r) return fail(r.error());
-  if (g.json) {
-    json list = json::array();
-    for (const auto& d : *r) {
-      list.push_back({{"id", d.id}, {"registrationId", d.registration_id},
-                      {"createdDay", d.created_day}, {"current", d.current}});
-    }
-    print_json(list);
-    return 0;
-  }
   for (const auto& d : *r) {
-    print_line("device " + std::to_string(d.id) + "  added " + sotto::cli::format_day(d.created_day) +
-               (d.current ? "  (this device)" : ""));
+    if (g.json)
+      print_json(sotto::cli::device_json(d));
+    else
+      print_line(sotto::cli::device_text(d));
   }
   return 0;
 }
@@ -342,8 +592,10 @@ int cmd_devices_remove(std::uint32_t id) {
   auto client = open_client();
   if (!client) return fail(client.error());
   if (auto r = (*client)->remove_device(id); !r) return fail(r.error());
-  if (g.json) print_json({{"removed", id}});
-  else print_line("Removed device " + std::to_string(id) + ".");
+  if (g.json)
+    print_json({{"removed", id}});
+  else
+    print_line("Removed device " + std::to_string(id) + ".");
   return 0;
 }
 
@@ -352,23 +604,12 @@ int cmd_contacts() {
   if (!client) return fail(client.error());
   auto r = (*client)->contacts();
   if (!r) return fail(r.error());
-  if (g.json) {
-    json list = json::array();
-    for (const auto& c : *r) {
-      list.push_back({{"username", c.username}, {"verified", c.verified},
-                      {"identityChangedAt", c.identity_changed_at}, {"identityKey", c.identity_key_hex}});
-    }
-    print_json(list);
-    return 0;
-  }
-  if (r->empty()) print_line("No contacts yet.");
+  if (!g.json && r->empty()) print_line("No contacts yet.");
   for (const auto& c : *r) {
-    std::string line = c.username;
-    if (c.verified) line += "  verified";
-    if (c.identity_changed_at != 0) {
-      line += "  safety number changed " + sotto::cli::format_time(c.identity_changed_at);
-    }
-    print_line(line);
+    if (g.json)
+      print_json(sotto::cli::contact_json(c));
+    else
+      print_line(sotto::cli::contact_text(c));
   }
   return 0;
 }
@@ -377,33 +618,239 @@ int cmd_safety_number(const std::string& user) {
   auto client = open_client();
   if (!client) return fail(client.error());
   auto r = (*client)->safety_number(user);
-  if (!r) return fail(r.error());
-  const std::string intro = "Safety number with " + user +
-                            " (compare it with the one on their screen, or scan their code):";
-  print_safety_number(user, *r, intro.c_str());
-  if (!g.json) print_line("If they match, run `sotto trust " + user + "` to mark " + user + " verified.");
+  if (!r) return fail(r.error(), default_hint(r.error(), user));
+  if (g.json)
+    print_json(sotto::cli::safety_number_json(user, *r));
+  else
+    print_safety_number(user, *r);
   return 0;
 }
 
-int cmd_trust(const std::string& user) {
+int cmd_trust(const std::string& user, const std::optional<std::string>& digits) {
   auto client = open_client();
   if (!client) return fail(client.error());
-  auto r = (*client)->trust(user);
-  if (!r) return fail(r.error());
-  const std::string intro = user + "'s current identity key is trusted and marked verified. Safety number:";
-  print_safety_number(user, *r, intro.c_str());
+  // Held messages are released by trust(); the count before says how many.
+  std::size_t held = 0;
+  if (const auto name = sotto::normalize_username(user)) {
+    if (auto contacts = (*client)->contacts()) {
+      for (const auto& c : *contacts) {
+        if (c.username == *name) held = c.held;
+      }
+    }
+  }
+  auto r = (*client)->trust(user, digits);
+  if (!r) {
+    if (r.error().code == ErrorCode::safety_number_mismatch) return fail(r.error(), "");
+    if (r.error().code == ErrorCode::untrusted_identity) {
+      return fail(r.error(), "Run `sotto safety-number " + sotto::cli::sanitize(user, false) +
+                                 "` again and compare the new number");
+    }
+    return fail(r.error(), default_hint(r.error(), user));
+  }
+  const std::size_t released = r->held == 0 ? held : 0;
+  if (g.json) {
+    json j = sotto::cli::safety_number_json(user, *r);
+    j["released"] = released;
+    print_json(j);
+    return 0;
+  }
+  const std::string u = sotto::cli::sanitize(user, false);
+  if (r->verified) {
+    print_line(u + " is verified: you compared the safety number with " + u +
+               "'s current key, and the key is accepted.");
+  } else {
+    print_line(u +
+               "'s current key is accepted, but not verified. To verify it, compare `sotto "
+               "safety-number " +
+               u + "` with " + u + "'s screen, then run `sotto trust " + u +
+               " --safety-number \"DIGITS\"`.");
+  }
+  if (released > 0) {
+    print_line(std::to_string(released) +
+               (released == 1 ? " held message from " : " held messages from ") + u +
+               (released == 1 ? " was" : " were") + " released: `sotto receive` shows " +
+               (released == 1 ? "it." : "them."));
+  }
   return 0;
 }
 
 int cmd_history(const std::string& user, std::size_t limit) {
+  auto o = make_options();
+  if (!o) return fail(o.error());
+  // Reading beside the lock's holder is the fallback, so there is no point in waiting long.
+  o->lock_wait = kHistoryLockWait;
+  std::string self = g.account;
+  sotto::Result<std::vector<sotto::Message>> r;
+  auto client = Client::open(*o, g.account);
+  if (client) {
+    self = (*client)->username();
+    r = (*client)->history(user, limit);
+  } else if (client.error().code == ErrorCode::account_busy) {
+    // A daemon (or chat) holds the account: read beside it, without its lock.
+    if (self.empty()) {
+      const auto names = Client::accounts(o->data_dir);
+      if (names.size() == 1) self = names.front();
+    }
+    r = Client::read_history(*o, g.account, user, limit);
+  } else {
+    return fail(client.error());
+  }
+  if (!r) return fail(r.error());
+  for (const auto& m : *r) {
+    if (g.json)
+      print_json(sotto::cli::message_json(m));
+    else
+      print_line(sotto::cli::message_text(m, self));
+  }
+  return 0;
+}
+
+// --- the server ------------------------------------------------------------------------------
+
+int cmd_server_show() {
   auto client = open_client();
   if (!client) return fail(client.error());
-  auto r = (*client)->history(user, limit);
-  if (!r) return fail(r.error());
-  const std::string self = (*client)->username();
-  for (const auto& m : *r) {
-    if (g.json) print_json(sotto::cli::message_json(m));
-    else print_line(sotto::cli::message_text(m, self));
+  const auto s = (*client)->server();
+  if (g.json) {
+    print_json({{"server", address_text(s)},
+                {"fingerprint", s.fingerprint},
+                {"nextFingerprint",
+                 s.next_fingerprint.empty() ? json(nullptr) : json(s.next_fingerprint)}});
+    return 0;
+  }
+  print_line("Server: " + address_text(s) + "\nPinned key fingerprint: " +
+             (s.fingerprint.empty() ? std::string("none yet (pinned at the next connection)")
+                                    : s.fingerprint) +
+             "\nAnnounced next key: " +
+             (s.next_fingerprint.empty()
+                  ? std::string("none")
+                  : s.next_fingerprint +
+                        " (signed by the current key; pinned when the server switches to it)"));
+  return 0;
+}
+
+int cmd_server_trust(const std::string& fingerprint) {
+  auto client = open_client();
+  if (!client) return fail(client.error());
+  if (auto r = (*client)->trust_server_key(fingerprint); !r) return fail(r.error());
+  const auto s = (*client)->server();
+  if (g.json) {
+    print_json({{"server", address_text(s)}, {"fingerprint", s.fingerprint}});
+  } else {
+    print_line("Pinned the server key " + s.fingerprint + " for " + address_text(s) +
+               ": only a server with this key is accepted from now on.");
+  }
+  return 0;
+}
+
+int cmd_server_set_address(const std::string& address) {
+  auto server = parse_server(address, {});
+  if (!server) return fail(server.error());
+  auto client = open_client();
+  if (!client) return fail(client.error());
+  if (auto r = (*client)->set_server_address(server->host, server->port); !r) {
+    return fail(r.error());
+  }
+  const auto s = (*client)->server();
+  if (g.json) {
+    print_json({{"server", address_text(s)}, {"fingerprint", s.fingerprint}});
+  } else {
+    print_line("The account now uses the server at " + address_text(s) +
+               " (the same server: its key must still be " + s.fingerprint + ").");
+  }
+  return 0;
+}
+
+// --- backups ---------------------------------------------------------------------------------
+
+struct BackupSecretOptions {
+  std::string recovery_code;
+  std::string passphrase_file;
+};
+
+// The secret of a backup: the recovery code, a passphrase from a file, from
+// $SOTTO_BACKUP_PASSPHRASE, or typed on the terminal (twice when it is chosen for an export).
+tl::expected<sotto::BackupSecret, Error> backup_secret(BackupSecretOptions& in, bool exporting) {
+  sotto::BackupSecret secret;
+  if (!in.recovery_code.empty() && !in.passphrase_file.empty()) {
+    return tl::unexpected(Error{ErrorCode::invalid_argument,
+                                "give --recovery-code or --backup-passphrase-file, not both"});
+  }
+  if (!in.recovery_code.empty()) {
+    secret.kind = sotto::BackupSecret::Kind::recovery_code;
+    secret.text = std::move(in.recovery_code);
+    wipe(in.recovery_code);
+    return secret;
+  }
+  secret.kind = sotto::BackupSecret::Kind::passphrase;
+  if (!in.passphrase_file.empty()) {
+    auto p = read_secret_file(in.passphrase_file, "backup passphrase");
+    if (!p) return tl::unexpected(p.error());
+    secret.text = std::move(*p);
+    return secret;
+  }
+  if (const char* env = std::getenv("SOTTO_BACKUP_PASSPHRASE"); env != nullptr && *env != '\0') {
+    secret.text = env;
+    return secret;
+  }
+  const bool terminal = ::isatty(STDIN_FILENO) != 0;
+  auto typed = sotto::cli::read_hidden_line("Backup passphrase: ");
+  if (!typed && terminal) {
+    return tl::unexpected(Error{ErrorCode::invalid_argument, "cancelled; nothing was done"});
+  }
+  if (!typed) {
+    return tl::unexpected(Error{ErrorCode::invalid_argument,
+                                "no backup secret: give --recovery-code CODE, "
+                                "--backup-passphrase-file FILE or $SOTTO_BACKUP_PASSPHRASE (or "
+                                "type it on a terminal)"});
+  }
+  if (typed->empty()) {
+    return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase is empty"});
+  }
+  if (exporting) {
+    auto again = sotto::cli::read_hidden_line("The same passphrase again: ");
+    const bool same = again && *again == *typed;
+    if (again) wipe(*again);
+    if (!same) {
+      wipe(*typed);
+      return tl::unexpected(
+          Error{ErrorCode::invalid_argument, "the two passphrases differ; nothing was written"});
+    }
+  }
+  secret.text = std::move(*typed);
+  return secret;
+}
+
+int cmd_backup(bool exporting, const std::string& file, BackupSecretOptions& secret_options) {
+  auto client = open_client();
+  if (!client) return fail(client.error());
+  auto secret = backup_secret(secret_options, exporting);
+  if (!secret) return fail(secret.error());
+  sotto::cli::ProgressBar bar(exporting ? "Writing the backup" : "Reading the backup",
+                              exporting ? "messages" : "bytes");
+  const auto progress = [&bar](std::uint64_t done, std::uint64_t total) {
+    bar.update(done, total);
+  };
+  auto r = exporting ? (*client)->backup_export(file, *secret, progress)
+                     : (*client)->backup_import(file, *secret, progress);
+  wipe(secret->text);
+  bar.finish();
+  if (!r) {
+    if (r.error().code == ErrorCode::wrong_passphrase) {
+      return fail(r.error(),
+                  "Nothing was imported; give the passphrase (or the recovery code) the backup "
+                  "was written with");
+    }
+    return fail(r.error());
+  }
+  if (g.json) {
+    print_json({{"messages", *r}});
+  } else if (exporting) {
+    print_line("Wrote " + std::to_string(*r) + (*r == 1 ? " message" : " messages") +
+               ", the contacts and their trust to " + file + ".");
+  } else {
+    print_line("Added " + std::to_string(*r) + (*r == 1 ? " message" : " messages") + " from " +
+               file + " (messages already here are kept once), and restored the contacts' trust.");
   }
   return 0;
 }
@@ -422,66 +869,150 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // global options may also follow the command: `sotto send bob hi --json`
   app.add_option("--data", g.data, "Data directory (default ~/.local/share/sotto)");
-  app.add_flag("--json", g.json, "Machine-readable output: JSON, one object per line");
+  app.add_flag("--json", g.json,
+               "Machine-readable output: one JSON object per line (errors: one object on "
+               "stderr)");
   app.add_option("--account", g.account, "The account to use when the data directory has several");
   app.add_option("--passphrase-file", g.passphrase_file,
                  "File holding the store passphrase (else $SOTTO_PASSPHRASE; neither: a key file)");
   app.add_option("--trust-new-identities", g.trust_policy,
-                 "Contacts' identity keys: on-first-use (default), always, never (saved)")
+                 "Contacts' identity keys: on-first-use (default: the first key is accepted, a "
+                 "changed one is held until you accept it), always (changes accepted and "
+                 "reported), never (only keys verified with their safety number); saved")
       ->check(CLI::IsMember({"on-first-use", "always", "never"}));
 
-  std::string user, server, fingerprint, invite, text, code, socket;
+  std::string user, server, fingerprint, invite, text, code, socket, name, file, digits_text;
   int timeout = 30;
   std::uint32_t device = 0;
   std::size_t limit = 50;
+  bool transfer_history = false;
+  BackupSecretOptions backup_options;
 
-  auto* reg = app.add_subcommand("register", "Create an account on a server");
+  auto* reg = app.add_subcommand("register",
+                                 "Create an account on a server; prints its recovery code, once");
   reg->add_option("USER", user, "Username: 3-32 of a-z 0-9 . _ -")->required();
   reg->add_option("--server", server, "HOST:PORT")->required();
   reg->add_option("--server-fingerprint", fingerprint,
-                  "SHA-256 of the server certificate (hex); without it the first one seen is pinned");
+                  "SHA-256 of the server's public key (hex, as sotto-server prints it); without "
+                  "it the first key seen is pinned");
   reg->add_option("--invite", invite, "Invite code (invite-only servers)");
 
-  auto* send = app.add_subcommand("send", "Send a message");
+  auto* recover = app.add_subcommand(
+      "recover",
+      "Take USER's account back with its recovery code when every device is lost: this data "
+      "directory becomes its primary device with a new identity key, the other devices are "
+      "removed, and a new recovery code is printed");
+  recover->add_option("USER", user, "The account's username")->required();
+  recover->add_option("--code", code, "The recovery code (24 characters; dashes optional)")
+      ->required();
+  recover->add_option("--server", server, "HOST:PORT")->required();
+  recover->add_option("--server-fingerprint", fingerprint,
+                      "SHA-256 of the server's public key (hex); without it the first key seen "
+                      "is pinned");
+
+  auto* send = app.add_subcommand("send", "Send a message (UTF-8 text)");
   send->add_option("USER", user, "Recipient")->required();
   send->add_option("TEXT", text, "Message text")->required();
-  send->add_option("--timeout", timeout, "Seconds to keep retrying (default 30)")->check(CLI::Range(1, 3600));
+  send->add_option("--timeout", timeout, "Seconds to keep retrying (default 30)")
+      ->check(CLI::Range(1, 3600));
 
-  auto* receive = app.add_subcommand("receive", "Fetch, decrypt and print waiting messages");
-  receive->add_option("--timeout", timeout, "Seconds at most (default 30)")->check(CLI::Range(1, 3600));
+  auto* receive = app.add_subcommand(
+      "receive",
+      "Fetch, decrypt and print waiting messages and events (identity and device changes, "
+      "messages that could not be read)");
+  receive->add_option("--timeout", timeout, "Seconds at most (default 30)")
+      ->check(CLI::Range(1, 3600));
 
-  auto* chat = app.add_subcommand("chat", "Interactive conversation (/quit to leave)");
+  auto* chat = app.add_subcommand(
+      "chat",
+      "Interactive conversation: each line is sent; /help lists the commands (/history [N], "
+      "/safety-number, /quit); //text sends /text. Exit status 1 when a message was not sent");
   chat->add_option("USER", user, "The other user")->required();
 
   auto* link = app.add_subcommand(
-      "link", "Link this machine as a new device of an existing account (shows a QR code and a "
-              "link code to type exactly into `sotto add-device` on a device of the account)");
+      "link",
+      "Link this machine as a new device of an existing account (shows a QR code and a "
+      "link code to type exactly into `sotto add-device` on a device of the account)");
   link->add_option("--server", server, "HOST:PORT")->required();
-  link->add_option("--server-fingerprint", fingerprint, "SHA-256 of the server certificate (hex)");
+  link->add_option("--server-fingerprint", fingerprint, "SHA-256 of the server's public key (hex)");
+  link->add_option("--name", name, "A name for this device, shown by `sotto devices`");
+  link->add_flag("--transfer-history", transfer_history,
+                 "Copy the conversation history from the device that links this one");
   int link_timeout = 600;
-  link->add_option("--timeout", link_timeout, "Seconds to wait (default 600)")->check(CLI::Range(1, 86400));
+  link->add_option("--timeout", link_timeout, "Seconds to wait (default 600)")
+      ->check(CLI::Range(1, 86400));
 
-  auto* add = app.add_subcommand("add-device", "Link the new device showing CODE to this account");
+  auto* add = app.add_subcommand(
+      "add-device",
+      "Link the new device showing CODE to this account (and send it the history when it "
+      "asks)");
   add->add_option("CODE", code,
                   "The link code shown by `sotto link`, typed exactly (80 characters A-Z 2-7; the "
                   "dashes are optional)")
       ->required();
 
-  auto* devices = app.add_subcommand("devices", "List the account's devices");
-  auto* remove = devices->add_subcommand("remove", "Remove a device from the account");
+  auto* devices = app.add_subcommand(
+      "devices", "List the account's devices: id, name, primary, the day it was added");
+  auto* remove = devices->add_subcommand(
+      "remove", "Remove a device from the account (only the primary device may remove others)");
   remove->add_option("ID", device, "Device id")->required();
 
-  auto* contacts = app.add_subcommand("contacts", "List contacts and their trust state");
+  auto* contacts = app.add_subcommand(
+      "contacts",
+      "List contacts: verified or not, safety number changes, messages held until a new key is "
+      "accepted");
 
-  auto* safety = app.add_subcommand("safety-number", "Show the safety number with USER (digits and QR code)");
+  auto* safety = app.add_subcommand(
+      "safety-number",
+      "Show the safety number with USER (digits and QR code) and its state: verified, accepted, "
+      "or changed and not accepted");
   safety->add_option("USER", user, "The other user")->required();
 
-  auto* trust = app.add_subcommand("trust", "Accept USER's current identity key and mark it verified");
+  auto* trust = app.add_subcommand(
+      "trust",
+      "Accept USER's current identity key (the one `sotto safety-number` shows); with "
+      "--safety-number also mark it verified. Held messages are then shown by `sotto receive`");
   trust->add_option("USER", user, "The other user")->required();
+  trust->add_option("--safety-number", digits_text,
+                    "The 60 digits you compared with USER's screen (spaces allowed: quote them); "
+                    "refused, and nothing changes, when they do not match");
 
-  auto* history = app.add_subcommand("history", "Show the conversation with USER");
+  auto* history = app.add_subcommand(
+      "history", "Show the conversation with USER (also while a daemon uses the account)");
   history->add_option("USER", user, "The other user")->required();
   history->add_option("--limit", limit, "Newest messages to show (0: all; default 50)");
+
+  auto* server_cmd = app.add_subcommand("server", "The server this account uses, and its key");
+  server_cmd->require_subcommand(1);
+  auto* server_show = server_cmd->add_subcommand(
+      "show", "The server's address, its pinned key fingerprint and the next one it announced");
+  auto* server_trust = server_cmd->add_subcommand(
+      "trust",
+      "Pin FINGERPRINT as the server's key: only after confirming with the operator that the "
+      "key really changed");
+  server_trust->add_option("FINGERPRINT", fingerprint, "SHA-256 of the server's public key (hex)")
+      ->required();
+  auto* server_move = server_cmd->add_subcommand(
+      "set-address", "Use the same server at another address (its key stays pinned)");
+  server_move->add_option("ADDRESS", server, "HOST:PORT")->required();
+
+  auto* backup = app.add_subcommand(
+      "backup",
+      "Encrypted backups of the contacts, their trust and the history (no keys). The secret is "
+      "--recovery-code, --backup-passphrase-file, $SOTTO_BACKUP_PASSPHRASE, or typed");
+  backup->require_subcommand(1);
+  auto* backup_export = backup->add_subcommand("export", "Write a backup to FILE");
+  auto* backup_import = backup->add_subcommand(
+      "import",
+      "Merge the backup in FILE into this account (checked whole before anything is "
+      "written)");
+  for (auto* sub : {backup_export, backup_import}) {
+    sub->add_option("FILE", file, "The backup file")->required();
+    sub->add_option("--recovery-code", backup_options.recovery_code,
+                    "Encrypt with (or open with) the account's recovery code");
+    sub->add_option("--backup-passphrase-file", backup_options.passphrase_file,
+                    "File holding the backup passphrase");
+  }
 
   auto* daemon = app.add_subcommand("daemon", "JSON-RPC 2.0 over stdin/stdout or a Unix socket");
   daemon->add_option("--socket", socket, "Unix socket path (default: stdin/stdout)");
@@ -490,17 +1021,27 @@ int main(int argc, char** argv) {
 
   try {
     if (reg->parsed()) return cmd_register(user, server, fingerprint, invite);
+    if (recover->parsed()) return cmd_recover(user, code, server, fingerprint);
     if (send->parsed()) return cmd_send(user, text, timeout);
     if (receive->parsed()) return cmd_receive(timeout);
     if (chat->parsed()) return cmd_chat(user);
-    if (link->parsed()) return cmd_link(server, fingerprint, link_timeout);
+    if (link->parsed()) return cmd_link(server, fingerprint, link_timeout, name, transfer_history);
     if (add->parsed()) return cmd_add_device(code);
     if (remove->parsed()) return cmd_devices_remove(device);
     if (devices->parsed()) return cmd_devices();
     if (contacts->parsed()) return cmd_contacts();
     if (safety->parsed()) return cmd_safety_number(user);
-    if (trust->parsed()) return cmd_trust(user);
+    if (trust->parsed()) {
+      return cmd_trust(user, trust->count("--safety-number") > 0
+                                 ? std::optional<std::string>(digits_text)
+                                 : std::nullopt);
+    }
     if (history->parsed()) return cmd_history(user, limit);
+    if (server_show->parsed()) return cmd_server_show();
+    if (server_trust->parsed()) return cmd_server_trust(fingerprint);
+    if (server_move->parsed()) return cmd_server_set_address(server);
+    if (backup_export->parsed()) return cmd_backup(true, file, backup_options);
+    if (backup_import->parsed()) return cmd_backup(false, file, backup_options);
     if (daemon->parsed()) return cmd_daemon(socket);
   } catch (const std::exception&) {
     return fail(ErrorCode::store, "internal error");

@@ -129,8 +129,100 @@ std::string dump(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-nlohmann::json error_json(const Error& e) {
-  return {{"error", {{"code", std::string(to_string(e.code))}, {"message", e.message}}}};
+nlohmann::json error_json(const Error& e, const std::string& hint) {
+  nlohmann::json error = {{"code", std::string(to_string(e.code))}, {"message", e.message}};
+  if (!hint.empty()) error["hint"] = hint;
+  return {{"error", std::move(error)}};
+}
+
+nlohmann::json contact_json(const Contact& c) {
+  return {{"username", c.username},
+          {"accepted", c.accepted},
+          {"verified", c.verified},
+          {"identityChangedAt", c.identity_changed_at},
+          {"identityKey", c.identity_key_hex},
+          {"held", c.held}};
+}
+
+nlohmann::json device_json(const Device& d) {
+  return {{"id", d.id},
+          {"name", d.name},
+          {"primary", d.primary},
+          {"current", d.current},
+          {"createdDay", d.created_day},
+          {"registrationId", d.registration_id}};
+}
+
+nlohmann::json safety_number_json(const std::string& user, const SafetyNumber& n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string scannable;
+  for (auto b : n.scannable) {
+    scannable += kHex[b >> 4];
+    scannable += kHex[b & 0xF];
+  }
+  return {{"user", user},
+          {"digits", n.digits},
+          {"scannable", scannable},
+          {"identityKey", n.identity_key_hex},
+          {"changedAt", n.changed_at},
+          {"accepted", n.accepted},
+          {"verified", n.verified},
+          {"held", n.held}};
+}
+
+namespace {
+std::string held_text(std::size_t held) {
+  return std::to_string(held) + (held == 1 ? " message held" : " messages held");
+}
+}  // namespace
+
+std::string contact_text(const Contact& c) {
+  std::string line = sanitize(c.username, false);
+  if (!c.accepted) {
+    line += "  safety number changed";
+    if (c.identity_changed_at != 0) line += " " + format_time(c.identity_changed_at);
+    line += " (not accepted yet";
+    if (c.held > 0) line += "; " + held_text(c.held);
+    return line + ")";
+  }
+  line += c.verified ? "  verified" : "  not verified";
+  if (c.identity_changed_at != 0) {
+    line += "  (safety number changed " + format_time(c.identity_changed_at) + ")";
+  }
+  return line;
+}
+
+std::string device_text(const Device& d) {
+  std::string line = "device " + std::to_string(d.id);
+  if (!d.name.empty()) line += "  \"" + sanitize(d.name, false) + "\"";
+  if (d.primary) line += "  primary";
+  line += "  added " + format_day(d.created_day);
+  if (d.current) line += "  (this device)";
+  return line;
+}
+
+std::string safety_state_text(const std::string& user_in, const SafetyNumber& n) {
+  const std::string user = sanitize(user_in, false);
+  const std::string verify = "`sotto trust " + user + " --safety-number \"DIGITS\"`";
+  if (!n.accepted) {
+    std::string text = "State: " + user + "'s safety number changed";
+    if (n.changed_at != 0) text += " at " + format_time(n.changed_at);
+    text += " and the new key is not accepted";
+    if (n.held > 0) text += " (" + held_text(n.held) + ")";
+    return text + ".\nNothing is sent to " + user +
+           " and nothing from the new key is shown until you accept it. If the number above "
+           "matches the one on " +
+           user + "'s screen, run " + verify +
+           " with the digits you compared (spaces allowed) to accept and verify it; `sotto "
+           "trust " +
+           user + "` accepts it without verifying.";
+  }
+  if (n.verified) return "State: verified (you compared this safety number with " + user + ").";
+  std::string text = "State: accepted but not verified";
+  if (n.changed_at != 0)
+    text += " (the safety number changed at " + format_time(n.changed_at) + ")";
+  return text + ".\nIf the number above matches the one on " + user + "'s screen, run " + verify +
+         " with the digits you compared (spaces allowed) to mark " + user + " verified.";
 }
 
 }  // namespace sotto::cli

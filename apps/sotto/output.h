@@ -2,22 +2,36 @@
 // one human line (sanitised for the terminal).
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "sotto/client.h"
 
 namespace sotto::cli {
 
 [[nodiscard]] nlohmann::json message_json(const Message& m);
-// {"type": "message" | "error" | "identityChanged" | ..., ...}
+// {"type": "message" | "error" | "identity_changed" | "devices_changed" | "server_key_changed" |
+//  "connection" | "fatal", ...}
 [[nodiscard]] nlohmann::json event_json(const Event& e);
 // A human line (or two) for an event; `self` is our username.
 [[nodiscard]] std::string event_text(const Event& e, const std::string& self);
 [[nodiscard]] std::string message_text(const Message& m, const std::string& self);
 // Serialises without throwing on invalid UTF-8 (replaced by U+FFFD): peers choose the bytes.
 [[nodiscard]] std::string dump(const nlohmann::json& j);
-[[nodiscard]] nlohmann::json error_json(const Error& e);
+// {"error": {"code", "message", "hint"?}}; the hint names what to run next.
+[[nodiscard]] nlohmann::json error_json(const Error& e, const std::string& hint = {});
+
+// One object per contact, device or safety number (the CLI prints each on its own line).
+[[nodiscard]] nlohmann::json contact_json(const Contact& c);
+[[nodiscard]] nlohmann::json device_json(const Device& d);
+[[nodiscard]] nlohmann::json safety_number_json(const std::string& user, const SafetyNumber& n);
+// "bob  verified", "bob  safety number changed 2026-12-07 10:00:00 (not accepted yet; 2 messages
+// held)".
+[[nodiscard]] std::string contact_text(const Contact& c);
+// "device 2  \"Work laptop\"  added 2026-12-07  (this device)".
+[[nodiscard]] std::string device_text(const Device& d);
+// What the user may do with a contact's key: verified, accepted but not verified, or changed
+// and not accepted; with the commands that change it. Several lines.
+[[nodiscard]] std::string safety_state_text(const std::string& user, const SafetyNumber& n);
 
 }  // namespace sotto::cli

@@ -3,11 +3,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <qrencode.h>
+#include <signal.h>
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
@@ -32,10 +33,14 @@ std::string render(const QRcode* q) {
     for (int x = -kQuietZone; x < w + kQuietZone; ++x) {
       const bool top = !dark(x, y);
       const bool bottom = (y + 1 < w + kQuietZone) && !dark(x, y + 1);
-      if (top && bottom) out += "\xE2\x96\x88";        // full block
-      else if (top) out += "\xE2\x96\x80";             // upper half
-      else if (bottom) out += "\xE2\x96\x84";          // lower half
-      else out += ' ';
+      if (top && bottom)
+        out += "\xE2\x96\x88";  // full block
+      else if (top)
+        out += "\xE2\x96\x80";  // upper half
+      else if (bottom)
+        out += "\xE2\x96\x84";  // lower half
+      else
+        out += ' ';
     }
     out += '\n';
   }
@@ -83,9 +88,12 @@ std::string sanitize(std::string_view text, bool keep_newlines) {
   while (i < text.size()) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c < 0x80) {
-      if ((c == '\n' || c == '\t') && keep_newlines) out += static_cast<char>(c);
-      else if (c < 0x20 || c == 0x7F) out += kReplacement;
-      else out += static_cast<char>(c);
+      if ((c == '\n' || c == '\t') && keep_newlines)
+        out += static_cast<char>(c);
+      else if (c < 0x20 || c == 0x7F)
+        out += kReplacement;
+      else
+        out += static_cast<char>(c);
       ++i;
       continue;
     }
@@ -142,6 +150,90 @@ std::string format_day(std::uint64_t days) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
   return buf;
+}
+
+ProgressBar::ProgressBar(std::string label, std::string unit)
+    : label_(std::move(label)), unit_(std::move(unit)), enabled_(::isatty(STDERR_FILENO) != 0) {}
+
+ProgressBar::~ProgressBar() {
+  finish();
+}
+
+void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
+  std::lock_guard lock(mu_);
+  if (!enabled_) return;
+  const int permille =
+      total == 0 ? -1 : static_cast<int>(std::min<std::uint64_t>(done, total) * 1000 / total);
+  const auto now = std::chrono::steady_clock::now();
+  const bool changed = total != 0 && permille / 10 != last_permille_ / 10;
+  if (drawn_ && !changed && now - last_draw_ < std::chrono::milliseconds(100)) return;
+  last_permille_ = permille;
+  last_draw_ = now;
+  draw_locked(done, total);
+}
+
+void ProgressBar::draw_locked(std::uint64_t done, std::uint64_t total) {
+  constexpr int kWidth = 30;
+  std::string line = "\r\033[K" + label_ + " ";
+  if (total == 0) {
+    line += std::to_string(done) + " " + unit_;
+  } else {
+    const std::uint64_t shown = std::min(done, total);
+    const int filled = static_cast<int>(shown * kWidth / total);
+    line += "[" + std::string(static_cast<std::size_t>(filled), '#') +
+            std::string(static_cast<std::size_t>(kWidth - filled), '.') + "] " +
+            std::to_string(shown * 100 / total) + "% (" + std::to_string(shown) + "/" +
+            std::to_string(total) + " " + unit_ + ")";
+  }
+  write_all(STDERR_FILENO, line);
+  drawn_ = true;
+}
+
+void ProgressBar::finish() {
+  std::lock_guard lock(mu_);
+  if (!enabled_ || !drawn_) return;
+  write_all(STDERR_FILENO, "\n");
+  drawn_ = false;
+  enabled_ = false;
+}
+
+std::optional<std::string> read_hidden_line(const std::string& prompt) {
+  if (::isatty(STDIN_FILENO) == 0) return std::nullopt;
+  termios saved{};
+  if (::tcgetattr(STDIN_FILENO, &saved) != 0) return std::nullopt;
+  // Non-canonical and without signals, so that Ctrl-C cancels here and the terminal's echo is
+  // always restored (a signal arriving with echo off would leave the shell without it).
+  termios quiet = saved;
+  quiet.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO | ISIG | IEXTEN);
+  quiet.c_cc[VMIN] = 1;
+  quiet.c_cc[VTIME] = 0;
+  if (::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) != 0) return std::nullopt;
+  write_all(STDERR_FILENO, prompt);
+  std::optional<std::string> line = std::string();
+  for (;;) {
+    char c = 0;
+    const ssize_t n = ::read(STDIN_FILENO, &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || c == 0x03 || (c == 0x04 && line->empty())) {
+      line.reset();  // end of input, Ctrl-C, Ctrl-D
+      break;
+    }
+    if (c == '\r' || c == '\n') break;
+    if (c == 0x7F || c == 0x08) {
+      while (!line->empty()) {
+        const auto last = static_cast<unsigned char>(line->back());
+        line->pop_back();
+        if ((last & 0xC0) != 0x80) break;
+      }
+    } else if (c == 0x15) {
+      line->clear();  // Ctrl-U
+    } else if (static_cast<unsigned char>(c) >= 0x20) {
+      *line += c;
+    }
+  }
+  ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+  write_all(STDERR_FILENO, "\n");
+  return line;
 }
 
 struct LineEditor::Saved {
@@ -222,6 +314,7 @@ std::optional<std::string> LineEditor::read_line() {
       return std::nullopt;
     }
     if (interrupted_) return std::nullopt;
+    if ((fds[0].revents & POLLNVAL) != 0) return std::nullopt;  // no standard input at all
     if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
     char chunk[512];
     const ssize_t got = ::read(STDIN_FILENO, chunk, sizeof chunk);

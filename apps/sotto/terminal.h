@@ -1,16 +1,18 @@
 // Terminal helpers of the sotto CLI: QR codes drawn with Unicode half blocks, text made safe for
-// a terminal, time formatting, and the interactive line editor of `sotto chat` (incoming lines
-// are printed above the line being typed, which is then redrawn).
+// a terminal, time formatting, a progress bar and hidden input on the terminal, and the
+// interactive line editor of `sotto chat` (incoming lines are printed above the line being typed,
+// which is then redrawn).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <mutex>
-#include <thread>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace sotto::cli {
@@ -29,6 +31,36 @@ namespace sotto::cli {
 [[nodiscard]] std::string format_time(std::uint64_t ms);
 // "2024-05-01" from days since the epoch.
 [[nodiscard]] std::string format_day(std::uint64_t days);
+
+// A one-line progress bar on standard error, drawn only when standard error is a terminal (a
+// pipe or a log file gets nothing from it). update() may be called from any thread (the client
+// library reports progress from its listener thread); it redraws at most every 100 ms or when the
+// percentage changes. finish() (or the destructor) ends the line.
+class ProgressBar {
+ public:
+  // `unit` names what is counted ("messages", "bytes").
+  ProgressBar(std::string label, std::string unit);
+  ~ProgressBar();
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+
+  void update(std::uint64_t done, std::uint64_t total);
+  void finish();
+
+ private:
+  void draw_locked(std::uint64_t done, std::uint64_t total);
+  std::mutex mu_;
+  std::string label_;
+  std::string unit_;
+  bool enabled_ = false;
+  bool drawn_ = false;
+  int last_permille_ = -1;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
+// Reads one line typed on the terminal (standard input) without echoing it, after writing
+// `prompt` to standard error. nullopt when standard input is not a terminal, or at end of input.
+[[nodiscard]] std::optional<std::string> read_hidden_line(const std::string& prompt);
 
 // Reads lines from standard input while another thread prints. On a terminal it switches to raw
 // mode and edits the line itself (backspace, Ctrl-U, Ctrl-W; Ctrl-C or Ctrl-D on an empty line

@@ -15,9 +15,11 @@ import json
 import os
 import queue
 import random
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -62,12 +64,15 @@ class Server:
     def address(self):
         return "127.0.0.1:%d" % self.port
 
-    def start(self, timeout=15):
+    def start(self, timeout=15, args=None):
+        """Starts the server; `args` replaces the default --data/--listen/--http flags."""
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         log = open(self.log_path, "ab")
+        if args is None:
+            args = ["--data", self.data, "--listen", self.address,
+                    "--http", "127.0.0.1:%d" % self.http_port]
         self.proc = subprocess.Popen(
-            [server_bin(), "--data", self.data, "--listen", self.address,
-             "--http", "127.0.0.1:%d" % self.http_port],
+            [server_bin()] + list(args),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
@@ -92,6 +97,46 @@ class Server:
                 return True
         except OSError:
             return False
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def reload(self, timeout=10):
+        """SIGHUP, then waits for the server to log the reload."""
+        before = self.log().count("event=reload")
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log().count("event=reload") == before:
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not reload:\n" + self.log()[-2000:])
+            if self.proc.poll() is not None:
+                raise AssertionError("the server exited on SIGHUP:\n" + self.log()[-2000:])
+            time.sleep(0.05)
+        return self.log().rsplit("event=reload", 1)[1].splitlines()[0]
+
+    def operator(self, *args):
+        """Runs an operator command (`sotto-server key rotate`...) on this data directory."""
+        r = subprocess.run([server_bin(), "--data", self.data] + list(args), capture_output=True,
+                           text=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError("sotto-server %s failed: %s" % (" ".join(args), r.stderr))
+        return r.stdout
+
+    def metric(self, name):
+        """The value of a metric from the operator HTTP endpoint (/metrics)."""
+        with socket.create_connection(("127.0.0.1", self.http_port), timeout=5) as c:
+            c.sendall(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError("no metric %s in /metrics" % name)
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
@@ -143,7 +188,34 @@ class Client:
 
     def register(self, user, server, *extra):
         r = self.ok("register", user, "--server", server.address, *extra)
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        self.info = json.loads(r.stdout.strip().splitlines()[-1])
+        return self.info
+
+    def recover(self, user, code, server, *extra):
+        r = self.ok("recover", user, "--code", code, "--server", server.address, *extra)
+        self.info = json.loads(r.stdout.strip().splitlines()[-1])
+        return self.info
+
+    def fails(self, *args, code=None, **kwargs):
+        """Runs a command that must fail with exit status 1 and one JSON error on stderr;
+        returns that error ({"code", "message", "hint"?})."""
+        r = self.run(*args, **kwargs)
+        if r.returncode != 1:
+            raise AssertionError("sotto %s: exit %d, not 1 (stdout %r, stderr %r)"
+                                 % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        lines = r.stderr.strip().splitlines()
+        if len(lines) != 1:
+            raise AssertionError("sotto %s: not one line on stderr: %r" % (" ".join(args), r.stderr))
+        error = json.loads(lines[0])["error"]
+        if code is not None and error["code"] != code:
+            raise AssertionError("sotto %s: error %r, not %s" % (" ".join(args), error, code))
+        return error
+
+    def contacts(self):
+        return {c["username"]: c for c in parse_lines(self.ok("contacts").stdout)}
+
+    def history(self, user):
+        return [m["body"] for m in parse_lines(self.ok("history", user, "--limit", "0").stdout)]
 
     def send(self, to, body, timeout_s=30):
         return self.run("send", to, body, "--timeout", str(timeout_s), timeout=timeout_s + 30)
@@ -243,10 +315,10 @@ class E2ETest(unittest.TestCase):
         bob.register("bob", self.server)
         return alice, bob
 
-    def link(self, existing, new_name):
+    def link(self, existing, new_name, *extra):
         """Links a new device to `existing`'s account; returns (client, device id)."""
-        new = self.client(new_name)
-        p = new.popen("link", "--server", self.server.address, "--timeout", "60",
+        new = self.client(new_name, env=existing.env)
+        p = new.popen("link", "--server", self.server.address, "--timeout", "60", *extra,
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.procs.append(p)
         reader = LineReader(p.stdout)
@@ -336,7 +408,7 @@ class E2ETest(unittest.TestCase):
         bob2, device = self.link(bob, "bob2")
         self.assertEqual(device, 2)
         for c, current in ((bob, 1), (bob2, 2)):
-            devices = json.loads(c.ok("devices").stdout)
+            devices = parse_lines(c.ok("devices").stdout)  # one object per line
             self.assertEqual(sorted(d["id"] for d in devices), [1, 2])
             self.assertEqual([d["id"] for d in devices if d["current"]], [current])
 
@@ -397,10 +469,11 @@ class E2ETest(unittest.TestCase):
         shutil.copytree(snapshot, bob.data)
         events = bob.receive()
         self.assertEqual([(e["type"], e["from"], e["device"]) for e in events], [("error", "alice", 1)])
-        self.assertFalse(events[0]["untrustedIdentity"])
+        # (The "untrustedIdentity" field is gone: a changed key is an identity_changed event.)
+        self.assertNotIn("untrustedIdentity", events[0])
         self.assertEqual(bob.receive(), [])  # acknowledged: it does not block the queue
         history = parse_lines(bob.ok("history", "alice").stdout)
-        self.assertTrue(history[-1]["body"].startswith("[message could not be decrypted"), history[-1])
+        self.assertIn("could not be decrypted", history[-1]["body"])
         text = bob.run("history", "alice", json_output=False).stdout
         self.assertIn("could not be decrypted", text)
 
@@ -477,6 +550,14 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(sorted(history), sorted(shown))
 
     def test_daemon_json_rpc(self):
+        def connection(o, state):
+            # {"method": "connection", "params": {"state"}} before this session's daemon,
+            # {"method": "event", "params": {"type": "connection", "state"}} since.
+            p = o.get("params") or {}
+            return p.get("state") == state and (
+                o.get("method") == "connection"
+                or (o.get("method") == "event" and p.get("type") == "connection"))
+
         alice, bob = self.pair()
         p = bob.popen("daemon", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.procs.append(p)
@@ -486,7 +567,7 @@ class E2ETest(unittest.TestCase):
             p.stdin.write(json.dumps(obj) + "\n")
             p.stdin.flush()
 
-        out.wait_json(lambda o: o.get("method") == "connection" and o["params"]["state"] == "connected")
+        out.wait_json(lambda o: connection(o, "connected"))
         self.assertEqual(alice.send("bob", "to the daemon").returncode, 0)
         n = out.wait_json(lambda o: o.get("method") == "message")
         self.assertEqual(n["jsonrpc"], "2.0")
@@ -497,10 +578,9 @@ class E2ETest(unittest.TestCase):
 
         # The daemon reconnects (with backoff) when the server dies, and keeps delivering.
         self.server.kill()
-        out.wait_json(lambda o: o.get("method") == "connection" and o["params"]["state"] == "disconnected")
+        out.wait_json(lambda o: connection(o, "disconnected"))
         self.server.start()
-        out.wait_json(lambda o: o.get("method") == "connection" and o["params"]["state"] == "connected",
-                      timeout=40)
+        out.wait_json(lambda o: connection(o, "connected"), timeout=40)
         self.assertEqual(alice.send("bob", "after the crash").returncode, 0)
         n = out.wait_json(lambda o: o.get("method") == "message")
         self.assertEqual(n["params"]["body"], "after the crash")
@@ -585,10 +665,655 @@ class E2ETest(unittest.TestCase):
         groups = " ".join(text.split()).split(" ")
         self.assertIn(a["digits"][:5], groups)
         self.assertIn("\u2588", text)
-        # trust marks the contact verified.
+        # Plain trust accepts the key without marking it verified; with the digits (spaces
+        # allowed) it is verified.
         alice.ok("trust", "bob")
-        contacts = json.loads(alice.ok("contacts").stdout)
-        self.assertEqual([(c["username"], c["verified"]) for c in contacts], [("bob", True)])
+        contacts = parse_lines(alice.ok("contacts").stdout)
+        self.assertEqual([(c["username"], c["accepted"], c["verified"]) for c in contacts],
+                         [("bob", True, False)])
+        grouped = " ".join(a["digits"][i:i + 5] for i in range(0, 60, 5))
+        alice.ok("trust", "bob", "--safety-number", grouped)
+        contacts = parse_lines(alice.ok("contacts").stdout)
+        self.assertEqual([(c["username"], c["accepted"], c["verified"]) for c in contacts],
+                         [("bob", True, True)])
+
+    # --- identity changes, and text that is not UTF-8 (cases 1-4) ---------------------------------
+
+    def recovered(self, user, old, name):
+        """`user` takes the account back with its recovery code on a new data directory: a new
+        identity key (what a re-installed phone looks like to contacts)."""
+        new = self.client(name)
+        info = new.recover(user, old.info["recoveryCode"], self.server)
+        self.assertNotEqual(info["recoveryCode"], old.info["recoveryCode"])
+        return new
+
+    def test_identity_change_holds_messages_until_trusted(self):
+        # Case 1: a message from a contact's new identity key is held, not lost, until the key
+        # is accepted; with --trust-new-identities always it is shown at once.
+        alice, bob = self.pair()
+        carol = self.client("carol")
+        carol.register("carol", self.server, "--trust-new-identities", "always")
+        for peer in (alice, carol):
+            self.assertEqual(bob.send(peer.info["username"], "old key").returncode, 0)
+            self.assertEqual([m["body"] for m in peer.messages()], ["old key"])
+
+        bob2 = self.recovered("bob", bob, "bob-new")
+        r = bob2.send("alice", "from the new key")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        events = alice.receive()
+        self.assertEqual([e["type"] for e in events], ["identity_changed"], events)
+        self.assertEqual((events[0]["user"], events[0]["accepted"]), ("bob", False))
+        self.assertGreater(events[0]["changedAt"], 0)
+        contact = alice.contacts()["bob"]
+        self.assertEqual((contact["accepted"], contact["verified"], contact["held"]),
+                         (False, False, 1))
+        self.assertEqual(alice.receive(), [])  # held: not shown, not lost
+        self.assertNotIn("from the new key", alice.history("bob"))
+
+        trusted = json.loads(alice.ok("trust", "bob").stdout)
+        self.assertEqual((trusted["accepted"], trusted["verified"], trusted["released"]),
+                         (True, False, 1))
+        got = alice.receive()
+        self.assertEqual([(e["type"], e.get("body")) for e in got],
+                         [("message", "from the new key")])
+        self.assertEqual(alice.contacts()["bob"]["held"], 0)
+        self.assertEqual(alice.history("bob")[-1], "from the new key")
+
+        # A policy that accepts changes shows the message at once, and says so.
+        r = bob2.send("carol", "to carol from the new key")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = carol.receive()
+        self.assertEqual([e["type"] for e in got], ["identity_changed", "message"], got)
+        self.assertEqual((got[0]["user"], got[0]["accepted"]), ("bob", True))
+        self.assertEqual(got[1]["body"], "to carol from the new key")
+
+    def test_message_from_old_key_readable_after_identity_change(self):
+        # Case 2: what bob sent from his old key while alice was offline stays readable after
+        # his key changed, also after alice tried to send to him (refused: untrusted_identity,
+        # nothing sent).
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "hello bob").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["hello bob"])
+        self.assertEqual(bob.send("alice", "sent from the old key").returncode, 0)  # alice offline
+
+        bob2 = self.recovered("bob", bob, "bob-new")
+        error = alice.fails("send", "bob", "are you there?", "--timeout", "10",
+                            code="untrusted_identity")
+        self.assertIn("sotto safety-number bob", error.get("hint", ""))
+        r = alice.run("send", "bob", "are you there?", "--timeout", "10", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("sotto trust bob --safety-number", r.stderr)
+
+        got = alice.receive()
+        self.assertIn(("message", "sent from the old key"),
+                      [(e["type"], e.get("body")) for e in got], got)
+        self.assertIn("sent from the old key", alice.history("bob"))
+        self.assertEqual(bob2.receive(), [])  # nothing was sent
+
+    def test_safety_number_after_identity_change(self):
+        # Case 3: after bob's key changed, `safety-number bob` shows the new number (the one
+        # bob's new device shows for alice) and when it changed; wrong digits change nothing;
+        # plain trust accepts without verifying; the right digits verify.
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "hi").returncode, 0)
+        bob.messages()
+        before = alice.safety_number("bob")
+        self.assertEqual(before["changedAt"], 0)
+        bob2 = self.recovered("bob", bob, "bob-new")
+
+        now = alice.safety_number("bob")  # asks the server: the change is seen before any message
+        self.assertNotEqual(now["digits"], before["digits"])
+        self.assertEqual(now["digits"], bob2.safety_number("alice")["digits"])
+        self.assertNotEqual(now["identityKey"], before["identityKey"])
+        self.assertGreater(now["changedAt"], 0)
+        self.assertEqual((now["accepted"], now["verified"], now["held"]), (False, False, 0))
+        text = alice.ok("safety-number", "bob", json_output=False).stdout
+        self.assertIn("changed at", text)
+        self.assertIn("not accepted", text)
+        self.assertIn("sotto trust bob --safety-number", text)
+
+        wrong = "1" * 60
+        error = alice.fails("trust", "bob", "--safety-number", wrong, code="safety_number_mismatch")
+        self.assertIn("nothing was changed", error["message"])
+        self.assertEqual((alice.contacts()["bob"]["accepted"], alice.contacts()["bob"]["verified"]),
+                         (False, False))
+        # A wrong number with the old key's digits is refused too.
+        alice.fails("trust", "bob", "--safety-number", before["digits"],
+                    code="safety_number_mismatch")
+
+        plain = json.loads(alice.ok("trust", "bob").stdout)
+        self.assertEqual((plain["accepted"], plain["verified"]), (True, False))
+        self.assertEqual((alice.contacts()["bob"]["accepted"], alice.contacts()["bob"]["verified"]),
+                         (True, False))
+        self.assertIn("not verified", alice.ok("trust", "bob", json_output=False).stdout)
+
+        grouped = " ".join(now["digits"][i:i + 5] for i in range(0, 60, 5))
+        out = alice.ok("trust", "bob", "--safety-number", grouped, json_output=False).stdout
+        self.assertIn("verified", out)
+        self.assertNotIn("not verified", out)
+        contact = alice.contacts()["bob"]
+        self.assertEqual((contact["accepted"], contact["verified"]), (True, True))
+        self.assertEqual(contact["identityKey"], now["identityKey"])
+        self.assertGreater(contact["identityChangedAt"], 0)
+        self.assertIn("State: verified", alice.ok("safety-number", "bob", json_output=False).stdout)
+
+    def test_invalid_utf8_refused_at_send(self):
+        # Case 4: text that is not valid UTF-8 is refused at send with a clear error, and the
+        # recipient gets nothing.
+        alice, bob = self.pair()
+        for body in (b"caf\xe9", b"\xff\xfe", b"ok \xc0\xaf", b"\xed\xa0\x80 surrogate"):
+            r = subprocess.run([os.fsencode(sotto_bin()), b"--data", os.fsencode(alice.data),
+                                b"send", b"bob", body, b"--timeout", b"5"],
+                               capture_output=True, env=alice.env, timeout=60)
+            self.assertEqual(r.returncode, 1, r)
+            err = r.stderr.decode("utf-8", "replace")
+            self.assertIn("UTF-8", err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertEqual(bob.receive(timeout_s=5), [])
+        self.assertEqual(alice.history("bob"), [])
+
+    # --- copies of a device's data (case 5) -------------------------------------------------------
+
+    def test_restored_copy_asks_for_resend(self):
+        # Case 5, first half: alice's data directory is restored from a copy, so her ratchet
+        # reuses keys bob has used up. bob's receive reports the message and that it asked alice
+        # to send it again; once alice's receive answered, bob gets it.
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "m0").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m0"])
+        self.assertEqual(bob.send("alice", "r0").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["r0"])
+        copy = alice.data + ".copy"
+        shutil.copytree(alice.data, copy)
+        for body in ("m1", "m2"):
+            self.assertEqual(alice.send("bob", body).returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m1", "m2"])
+
+        shutil.rmtree(alice.data)  # the original is no longer used
+        shutil.move(copy, alice.data)
+        r = alice.send("bob", "m3 from the restored copy")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        events = bob.receive()
+        self.assertEqual([(e["type"], e.get("from")) for e in events], [("error", "alice")], events)
+        self.assertIn("asked the sender to send it again", events[0]["error"])
+        alice.receive()  # answers bob's request
+        self.assertEqual([m["body"] for m in bob.messages()], ["m3 from the restored copy"])
+        self.assertEqual(bob.messages(), [])  # shown once
+        # The conversation goes on both ways.
+        self.assertEqual(bob.send("alice", "r1").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["r1"])
+        self.assertEqual(alice.send("bob", "m4").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m4"])
+
+    def test_two_copies_at_once_device_in_use(self):
+        # Case 5, second half: while one copy of alice's data is connected, the other copy is
+        # refused (device_in_use, naming the problem), and no message is lost.
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "m0").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["m0"])
+        twin = self.client("alice-twin")
+        shutil.copytree(alice.data, twin.data)
+
+        p = twin.popen("chat", "bob", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+        self.procs.append(p)
+        out = LineReader(p.stdout)
+        out.wait_json(lambda o: o.get("type") == "connection" and o.get("state") == "connected")
+        self.assertEqual(bob.send("alice", "while the twin is online").returncode, 0)
+        self.assertEqual(out.wait_json(lambda o: o.get("type") == "message")["body"],
+                         "while the twin is online")
+
+        error = alice.fails("receive", "--timeout", "5", code="device_in_use")
+        self.assertIn("another copy", error["message"])
+        self.assertIn("sotto chat", error.get("hint", ""))
+        r = alice.run("receive", "--timeout", "5", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("copy", r.stderr)
+        alice.fails("send", "bob", "from the other copy", "--timeout", "5", code="device_in_use")
+
+        p.stdin.write("/quit\n")
+        p.stdin.flush()
+        self.assertEqual(p.wait(timeout=20), 0)
+        # Nothing the refused copy tried was sent, and nothing was lost: bob got nothing new,
+        # and what bob sends now reaches the original.
+        self.assertEqual(bob.receive(timeout_s=5), [])
+        self.assertEqual(bob.send("alice", "after the twin left").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["after the twin left"])
+
+    # --- the server's key (case 6) ----------------------------------------------------------------
+
+    def test_server_certificate_renewed_with_same_key(self):
+        # Case 6: a new certificate for the same key needs nothing from the clients (they pin
+        # the key, not the certificate).
+        alice, bob = self.pair()
+        old_fp = self.server.fingerprint
+        tls = os.path.join(self.server.data, "tls")
+        with open(os.path.join(tls, "cert.pem"), "rb") as f:
+            old_cert = f.read()
+        self.server.stop()
+        subprocess.run(["openssl", "req", "-new", "-x509", "-key", os.path.join(tls, "key.pem"),
+                        "-out", os.path.join(tls, "cert.pem"), "-days", "30", "-subj",
+                        "/CN=renewed"], check=True, capture_output=True, timeout=60)
+        with open(os.path.join(tls, "cert.pem"), "rb") as f:
+            self.assertNotEqual(f.read(), old_cert)
+        self.server.start()
+        self.assertEqual(self.server.fingerprint, old_fp)
+        r = alice.send("bob", "after renewal")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after renewal"])
+        self.assertEqual(json.loads(alice.ok("server", "show").stdout)["fingerprint"], old_fp)
+
+    def test_server_key_rotation_followed_without_user_action(self):
+        # Case 6: `sotto-server key rotate` + SIGHUP; the clients connect (a plain `receive`) and
+        # learn the next key; `key activate` + SIGHUP: they keep working, and `server show`
+        # shows the new pin.
+        alice, bob = self.pair()
+        old_fp = self.server.fingerprint
+        next_fp = self.server.operator("key", "rotate").split("next fingerprint:", 1)[1].strip()
+        self.assertNotEqual(next_fp, old_fp)
+        self.assertIn("next=" + next_fp, self.server.reload())
+        for c in (alice, bob):
+            c.receive(timeout_s=5)
+            shown = json.loads(c.ok("server", "show").stdout)
+            self.assertEqual((shown["fingerprint"], shown["nextFingerprint"]), (old_fp, next_fp))
+        self.assertIn(next_fp, alice.ok("server", "show", json_output=False).stdout)
+        self.server.operator("key", "activate")
+        self.assertIn("fingerprint=" + next_fp, self.server.reload())
+        r = alice.send("bob", "after rotation")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after rotation"])
+        for c in (alice, bob):
+            shown = json.loads(c.ok("server", "show").stdout)
+            self.assertEqual((shown["fingerprint"], shown["nextFingerprint"]), (next_fp, None))
+
+    def test_server_key_changed_without_announcement_then_moved(self):
+        # Case 6: a server whose key changed without announcement (a new data directory with the
+        # same database) is refused with both fingerprints in the error, until `sotto server
+        # trust NEWFP`; `sotto server set-address` follows the server to another port.
+        alice, bob = self.pair()
+        old_fp = self.server.fingerprint
+        self.assertEqual(alice.send("bob", "before").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["before"])
+        self.server.stop()
+        moved = os.path.join(self.root, "server-new-key")
+        os.makedirs(moved)
+        for name in os.listdir(self.server.data):
+            if name.startswith("sotto.db"):
+                shutil.copy2(os.path.join(self.server.data, name), moved)
+        self.server.data = moved
+        self.server.start()
+        new_fp = self.server.fingerprint
+        self.assertNotEqual(new_fp, old_fp)
+
+        error = alice.fails("receive", "--timeout", "5", code="fingerprint_mismatch")
+        self.assertIn(new_fp, error["message"])
+        self.assertIn(old_fp, error["message"])
+        self.assertIn("sotto server trust FINGERPRINT", error["hint"])
+        r = alice.run("receive", "--timeout", "5", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("sotto server trust", r.stderr)
+        alice.fails("send", "bob", "not to this server", "--timeout", "5",
+                    code="fingerprint_mismatch")
+        alice.fails("server", "trust", "not-a-fingerprint", code="invalid_argument")
+        self.assertEqual(json.loads(alice.ok("server", "show").stdout)["fingerprint"], old_fp)
+
+        alice.ok("server", "trust", new_fp.upper())
+        self.assertEqual(json.loads(alice.ok("server", "show").stdout)["fingerprint"], new_fp)
+        r = alice.send("bob", "after trusting the new key")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        bob.fails("receive", "--timeout", "5", code="fingerprint_mismatch")
+        bob.ok("server", "trust", new_fp)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after trusting the new key"])
+
+        # The same server on another port.
+        self.server.stop()
+        self.server.port = free_port()
+        self.server.start()
+        self.assertEqual(self.server.fingerprint, new_fp)
+        alice.fails("send", "bob", "to the old address", "--timeout", "2", code="network")
+        for c in (alice, bob):
+            c.ok("server", "set-address", self.server.address)
+            self.assertEqual(json.loads(c.ok("server", "show").stdout)["server"],
+                             self.server.address)
+        r = alice.send("bob", "after the move")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after the move"])
+    # --- recovery and backups (case 7) ------------------------------------------------------------
+
+    def test_recovery_code_and_recover(self):
+        # Case 7: register prints a recovery code (once, human and JSON); `recover` on a new data
+        # directory takes the account back; the old device is refused afterwards; a wrong code is
+        # refused and leaves no store or lock file behind; contacts see an identity change.
+        code_re = re.compile(r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){5}$")
+        alice = self.client("alice")
+        r = alice.ok("register", "alice", "--server", self.server.address, json_output=False)
+        codes = [l.strip() for l in r.stdout.splitlines() if code_re.match(l.strip())]
+        self.assertEqual(len(codes), 1, r.stdout)
+        self.assertIn("shown only once", r.stdout)
+        self.assertIn("every device is lost", r.stdout)
+        self.assertIn("sotto recover alice --code CODE --server " + self.server.address, r.stdout)
+        code = codes[0]
+        bob = self.client("bob")
+        info = bob.register("bob", self.server)
+        self.assertRegex(info["recoveryCode"], code_re)
+        self.assertNotEqual(info["recoveryCode"], code)
+        self.assertEqual(alice.send("bob", "before recovery").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["before recovery"])
+
+        # A wrong code: refused, nothing left behind.
+        wrong = self.client("alice-wrong")
+        bad = "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF"
+        error = wrong.fails("recover", "alice", "--code", bad, "--server", self.server.address,
+                            code="forbidden")
+        self.assertNotIn(bad, json.dumps(error))
+        self.assertEqual(sorted(os.listdir(wrong.data)) if os.path.isdir(wrong.data) else [], [])
+
+        alice2 = self.client("alice-recovered")
+        recovered = alice2.recover("alice", code.lower().replace("-", " "), self.server)
+        self.assertEqual(recovered["username"], "alice")
+        self.assertEqual(recovered["server"], self.server.address)
+        self.assertEqual(recovered["fingerprint"], self.server.fingerprint)
+        self.assertRegex(recovered["recoveryCode"], code_re)
+        self.assertNotEqual(recovered["recoveryCode"], code)
+        devices = parse_lines(alice2.ok("devices").stdout)
+        self.assertEqual([(d["current"], d["primary"]) for d in devices], [(True, True)])
+
+        # The old device is refused; the old code no longer works.
+        error = alice.fails("receive", "--timeout", "5", code="unauthenticated")
+        self.assertIn("recover", error["hint"])
+        error = alice.fails("send", "bob", "from the old device", "--timeout", "5",
+                            code="unauthenticated")
+        old = self.client("alice-old-code")
+        old.fails("recover", "alice", "--code", code, "--server", self.server.address,
+                  code="forbidden")
+        self.assertEqual(sorted(os.listdir(old.data)) if os.path.isdir(old.data) else [], [])
+
+        # bob sees alice's identity change with her first message from the new key.
+        r = alice2.send("bob", "I am back")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        events = bob.receive()
+        self.assertIn(("identity_changed", "alice"),
+                      [(e["type"], e.get("user")) for e in events], events)
+        self.assertEqual(bob.contacts()["alice"]["held"], 1)
+        self.assertGreater(bob.safety_number("alice")["changedAt"], 0)
+
+    def test_backup_export_import_and_history_transfer(self):
+        # Case 7: `backup export`, then `backup import` on the recovered device, restores the
+        # history; a wrong passphrase or a damaged file is refused and changes nothing;
+        # `link --transfer-history` brings the history to a new device.
+        env = {"SOTTO_TEST_FAST_KDF": "1"}
+        alice, bob = self.client("alice", env=env), self.client("bob", env=env)
+        alice.register("alice", self.server)
+        bob.register("bob", self.server)
+        for body in ("one", "two"):
+            self.assertEqual(alice.send("bob", body).returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["one", "two"])
+        self.assertEqual(bob.send("alice", "three").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["three"])
+        conversation = ["one", "two", "three"]
+        self.assertEqual(alice.history("bob"), conversation)
+
+        passphrase = os.path.join(self.root, "passphrase")
+        with open(passphrase, "w") as f:
+            f.write("correct horse battery staple\n")
+        backup = os.path.join(self.root, "alice.backup")
+        out = json.loads(alice.ok("backup", "export", backup,
+                                  "--backup-passphrase-file", passphrase).stdout)
+        self.assertEqual(out, {"messages": 3})
+        by_code = os.path.join(self.root, "alice-code.backup")
+        out = alice.ok("backup", "export", by_code, "--recovery-code", alice.info["recoveryCode"],
+                       json_output=False).stdout
+        self.assertIn("3 messages", out)
+
+        alice2 = self.client("alice-recovered", env=env)
+        alice2.recover("alice", alice.info["recoveryCode"], self.server)
+        self.assertEqual(alice2.history("bob"), [])
+
+        # A wrong passphrase, a damaged file: refused, nothing imported.
+        wrong_env = dict(env, SOTTO_BACKUP_PASSPHRASE="wrong horse")
+        wrong = Client(self.root, "alice-recovered", env=wrong_env)
+        wrong.fails("backup", "import", backup, code="wrong_passphrase")
+        damaged = os.path.join(self.root, "damaged.backup")
+        with open(backup, "rb") as f:
+            data = bytearray(f.read())
+        data[len(data) * 2 // 3] ^= 0x40
+        with open(damaged, "wb") as f:
+            f.write(data)
+        alice2.fails("backup", "import", damaged, "--backup-passphrase-file", passphrase)
+        truncated = os.path.join(self.root, "truncated.backup")
+        with open(truncated, "wb") as f:
+            f.write(data[:len(data) - 20])
+        alice2.fails("backup", "import", truncated, "--backup-passphrase-file", passphrase)
+        self.assertEqual(alice2.history("bob"), [])
+        # No secret and no terminal: a clear error, not a hang.
+        alice2.fails("backup", "import", backup, code="invalid_argument", stdin="")
+
+        good = Client(self.root, "alice-recovered",
+                      env=dict(env, SOTTO_BACKUP_PASSPHRASE="correct horse battery staple"))
+        self.assertEqual(json.loads(good.ok("backup", "import", backup).stdout), {"messages": 3})
+        self.assertEqual(alice2.history("bob"), conversation)
+        # Importing again adds nothing; the recovery-code backup holds the same messages.
+        self.assertEqual(json.loads(good.ok("backup", "import", backup).stdout), {"messages": 0})
+        out = alice2.ok("backup", "import", by_code, "--recovery-code", alice.info["recoveryCode"])
+        self.assertEqual(json.loads(out.stdout), {"messages": 0})
+        self.assertEqual(alice2.history("bob"), conversation)
+
+        # A new device asks for the history when it is linked.
+        alice3, _ = self.link(alice2, "alice-laptop", "--transfer-history")
+        self.assertEqual(alice3.history("bob"), conversation)
+
+    # --- devices (case 8) -------------------------------------------------------------------------
+
+    def test_device_names_primary_and_device_events(self):
+        # Case 8: `link --name` shows in `devices` on both devices; a linked device cannot remove
+        # the primary one (forbidden); device 1's receive reports the link and the removal.
+        alice = self.client("alice")
+        alice.register("alice", self.server)
+        self.assertEqual(alice.receive(timeout_s=5), [])  # knows its device list from now on
+        laptop, device = self.link(alice, "alice-laptop", "--name", "Work laptop")
+        self.assertEqual(device, 2)
+        for c, current in ((alice, 1), (laptop, 2)):
+            devices = parse_lines(c.ok("devices").stdout)
+            self.assertEqual([(d["id"], d["name"], d["primary"], d["current"]) for d in devices],
+                             [(1, "", True, current == 1), (2, "Work laptop", False, current == 2)])
+            for d in devices:
+                self.assertGreater(d["createdDay"], 19000)
+                self.assertIn("registrationId", d)
+        text = alice.ok("devices", json_output=False).stdout
+        self.assertIn('"Work laptop"', text)
+        self.assertIn("primary", text.splitlines()[0])
+        events = [e for e in alice.receive() if e["type"] == "devices_changed"]
+        self.assertEqual([(e["added"], e["removed"]) for e in events], [([2], [])])
+
+        error = laptop.fails("devices", "remove", "1", code="forbidden")
+        self.assertIn("primary", error["message"])
+        r = laptop.run("devices", "remove", "1", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("primary", r.stderr)
+        self.assertEqual(len(parse_lines(alice.ok("devices").stdout)), 2)
+
+        alice.ok("devices", "remove", "2")
+        events = [e for e in alice.receive() if e["type"] == "devices_changed"]
+        self.assertEqual([(e["added"], e["removed"]) for e in events], [([], [2])])
+        self.assertEqual([d["id"] for d in parse_lines(alice.ok("devices").stdout)], [1])
+        laptop.fails("receive", "--timeout", "5", code="unauthenticated")
+        # A chat on the removed device stops by itself (its input still open), with status 1.
+        for json_output in (True, False):
+            p = laptop.popen("chat", "bob", json_output=json_output, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.procs.append(p)
+            self.assertEqual(p.wait(timeout=20), 1)
+
+    # --- smaller cases (case 10) ------------------------------------------------------------------
+
+    def test_queue_depth_metric_after_restart(self):
+        # Case 10: sotto_queue_depth (/metrics) equals the stored count after a restart with
+        # messages queued, goes back to 0 once they are acknowledged, and never below.
+        alice, bob = self.pair()
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+        for i in range(3):
+            self.assertEqual(alice.send("bob", "queued %d" % i).returncode, 0)
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 3)
+        self.server.stop()
+        self.server.start()
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 3)
+        self.assertEqual(len(bob.messages()), 3)
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+        self.assertEqual(bob.messages(), [])  # a receive with nothing to acknowledge
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+        self.server.stop()
+        self.server.start()
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+        self.assertEqual(alice.send("bob", "one more").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["one more"])
+        self.assertEqual(self.server.metric("sotto_queue_depth"), 0)
+
+    def test_server_config_data_key_and_sighup(self):
+        # Case 10: the config file's `data` key is honoured (only --config given), and SIGHUP
+        # reloads instead of killing the server.
+        self.server.stop()
+        data = os.path.join(self.root, "from-config")
+        config = os.path.join(self.root, "server.toml")
+        with open(config, "w") as f:
+            f.write('data = "%s"\nlisten = "%s"\nhttp = "127.0.0.1:%d"\n'
+                    % (data, self.server.address, self.server.http_port))
+        self.server.start(args=["--config", config])
+        self.assertTrue(os.path.exists(os.path.join(data, "sotto.db")))
+        self.assertTrue(os.path.exists(os.path.join(data, "tls", "key.pem")))
+        self.server.data = data
+        alice, bob = self.pair()
+        self.assertIn("result=ok", self.server.reload())
+        self.assertIsNone(self.server.proc.poll())
+        self.server.reload()
+        self.assertEqual(alice.send("bob", "after two SIGHUPs").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after two SIGHUPs"])
+
+    def test_corrupt_history_row_hides_only_itself(self):
+        # Case 10: one damaged row of alice's history (a flipped byte of one messages.body) does
+        # not hide the rest of the conversation.
+        alice, bob = self.pair()
+        for body in ("first", "second", "third"):
+            self.assertEqual(bob.send("alice", body).returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["first", "second", "third"])
+        db = sqlite3.connect(os.path.join(alice.data, "alice.db"))
+        try:
+            rows = db.execute("SELECT seq, body FROM messages ORDER BY seq").fetchall()
+            self.assertEqual(len(rows), 3)
+            seq, body = rows[1]
+            damaged = bytearray(body)
+            damaged[len(damaged) // 2] ^= 0x01
+            db.execute("UPDATE messages SET body = ? WHERE seq = ?", (bytes(damaged), seq))
+            db.commit()
+        finally:
+            db.close()
+        r = alice.run("history", "bob")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        bodies = [m["body"] for m in parse_lines(r.stdout)]
+        self.assertIn("first", bodies)
+        self.assertIn("third", bodies)
+        self.assertNotIn("second", bodies)
+        r = alice.run("history", "bob", json_output=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("third", r.stdout)
+
+    def test_contacts_json_one_object_per_line(self):
+        # Case 10: `contacts --json` prints one object per line (it printed an array).
+        alice, bob = self.pair()
+        carol = self.client("carol")
+        carol.register("carol", self.server)
+        self.assertEqual(alice.send("bob", "hi bob").returncode, 0)
+        self.assertEqual(alice.send("carol", "hi carol").returncode, 0)
+        lines = [l for l in alice.ok("contacts").stdout.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 2, lines)
+        contacts = [json.loads(l) for l in lines]
+        self.assertTrue(all(isinstance(c, dict) for c in contacts))
+        self.assertEqual(sorted(c["username"] for c in contacts), ["bob", "carol"])
+        for c in contacts:
+            self.assertEqual(set(c), {"username", "accepted", "verified", "identityChangedAt",
+                                      "identityKey", "held"})
+            self.assertEqual((c["accepted"], c["verified"], c["held"]), (True, False, 0))
+        text = alice.ok("contacts", json_output=False).stdout
+        self.assertIn("bob  not verified", text)
+
+    def test_failed_registration_leaves_no_files(self):
+        # Case 10: a registration refused by the server (taken username) leaves no USER.lock and
+        # no USER.db behind, and its hint names `sotto recover`.
+        alice = self.client("alice")
+        alice.register("alice", self.server)
+        other = self.client("other")
+        error = other.fails("register", "alice", "--server", self.server.address,
+                            code="account_exists")
+        self.assertIn("taken", error["message"])
+        self.assertIn("sotto recover alice --code CODE --server " + self.server.address,
+                      error["hint"])
+        left = os.listdir(other.data) if os.path.isdir(other.data) else []
+        self.assertNotIn("alice.lock", left)
+        self.assertNotIn("alice.db", left)
+        self.assertEqual([n for n in left if n.startswith("alice")], [])
+        # The directory is usable afterwards.
+        other.register("other", self.server)
+
+    def test_chat_commands_and_last_line(self):
+        # Case 10: `chat` does not send "/help" (or any unknown /command), "//x" sends "/x", and
+        # a last line without a trailing newline is sent. A message that cannot be sent makes
+        # the exit status 1.
+        alice, bob = self.pair()
+        r = alice.run("chat", "bob", json_output=False,
+                      stdin="/help\n/nonsense\n//slash\n/history 1\nhello")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("/safety-number", r.stdout)  # the help
+        self.assertIn("unknown command /nonsense", r.stdout)
+        self.assertEqual([m["body"] for m in bob.messages()], ["/slash", "hello"])
+        r = alice.run("chat", "bob", stdin="no newline at the end")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([m["body"] for m in bob.messages()], ["no newline at the end"])
+        r = alice.run("chat", "bob", json_output=False, stdin="/safety-number\n/quit\nnot sent\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(alice.safety_number("bob")["digits"][:5], r.stdout)
+        self.assertEqual(bob.messages(), [])
+        # A message that cannot be sent (bob's key changed): exit status 1.
+        self.recovered("bob", bob, "bob-new")
+        r = alice.run("chat", "bob", json_output=False, stdin="to the new key\n")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("not sent", r.stdout)
+
+    def test_chat_with_empty_input_exits(self):
+        # Case 10 (chat at end of input): a chat whose input ends at once (</dev/null, an empty
+        # pipe) exits with status 0 instead of hanging.
+        alice, bob = self.pair()
+        for json_output in (True, False):
+            p = alice.popen("chat", "bob", json_output=json_output, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.procs.append(p)
+            try:
+                self.assertEqual(p.wait(timeout=10), 0)
+            except subprocess.TimeoutExpired:
+                self.fail("`sotto chat` with empty input did not exit")
+
+    def test_history_beside_a_running_chat(self):
+        # `history` reads the conversation while another process (a chat here, a daemon alike)
+        # holds the account, instead of failing with account_busy.
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "before the chat").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["before the chat"])
+        p = bob.popen("chat", "alice", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE)
+        self.procs.append(p)
+        out = LineReader(p.stdout)
+        out.wait_json(lambda o: o.get("type") == "connection" and o.get("state") == "connected")
+        self.assertEqual(alice.send("bob", "during the chat").returncode, 0)
+        out.wait_json(lambda o: o.get("type") == "message")
+        started = time.monotonic()
+        self.assertEqual(bob.history("alice"), ["before the chat", "during the chat"])
+        text = bob.ok("history", "alice", json_output=False).stdout
+        self.assertIn("alice (device 1): during the chat", text)
+        self.assertLess(time.monotonic() - started, 8)
+        p.stdin.close()
+        self.assertEqual(p.wait(timeout=20), 0)
 
 
 def main():
