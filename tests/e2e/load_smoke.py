@@ -59,7 +59,7 @@ def main():
         assert r["logins"][k] > 0, (k, r["logins"])
     t = r["tls_handshakes"]
     assert t["failed"] == 0 and t["full_per_s"] > 0 and t["resumed_per_s"] > 0
-    assert t["resumed_fraction"] > 0.9, t
+    assert t["resumed_fraction"] >= 0.8, t  # as for logins above: most, not all
     assert r["idle_connections"] == 300
     # The server's RSS is page-granular and other allocations move it; this only catches
     # something badly wrong (a leak per connection, a wrong pid). Under AddressSanitizer the
