@@ -408,10 +408,12 @@ int cmd_history(const std::string& user, std::size_t limit) {
   return 0;
 }
 
-int cmd_daemon(const std::string& socket) {
-  auto client = open_client();
+int cmd_daemon(const sotto::cli::DaemonOptions& daemon) {
+  auto o = make_options();
+  if (!o) return fail(o.error());
+  auto client = Client::open(sotto::cli::daemon_client_options(*o, daemon), g.account);
   if (!client) return fail(client.error());
-  return sotto::cli::run_daemon(**client, socket.empty() ? std::nullopt : std::optional(socket));
+  return sotto::cli::run_daemon(**client, daemon);
 }
 
 }  // namespace
@@ -430,7 +432,7 @@ int main(int argc, char** argv) {
                  "Contacts' identity keys: on-first-use (default), always, never (saved)")
       ->check(CLI::IsMember({"on-first-use", "always", "never"}));
 
-  std::string user, server, fingerprint, invite, text, code, socket;
+  std::string user, server, fingerprint, invite, text, code;
   int timeout = 30;
   std::uint32_t device = 0;
   std::size_t limit = 50;
@@ -484,7 +486,8 @@ int main(int argc, char** argv) {
   history->add_option("--limit", limit, "Newest messages to show (0: all; default 50)");
 
   auto* daemon = app.add_subcommand("daemon", "JSON-RPC 2.0 over stdin/stdout or a Unix socket");
-  daemon->add_option("--socket", socket, "Unix socket path (default: stdin/stdout)");
+  sotto::cli::DaemonOptions daemon_options;
+  sotto::cli::add_daemon_options(*daemon, daemon_options);
 
   CLI11_PARSE(app, argc, argv);
 
@@ -501,7 +504,7 @@ int main(int argc, char** argv) {
     if (safety->parsed()) return cmd_safety_number(user);
     if (trust->parsed()) return cmd_trust(user);
     if (history->parsed()) return cmd_history(user, limit);
-    if (daemon->parsed()) return cmd_daemon(socket);
+    if (daemon->parsed()) return cmd_daemon(daemon_options);
   } catch (const std::exception&) {
     return fail(ErrorCode::store, "internal error");
   }
