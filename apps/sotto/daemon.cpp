@@ -151,17 +151,14 @@ class Daemon {
   // The client's event handler (listener thread): a `receive` notification to every subscribed
   // peer; a journal event at most once per peer and connection, in cursor order.
   void on_event(const Event& e) {
-    const std::string line = dump(receive_notification(e));
     {
       std::lock_guard lock(peers_mu_);
+      std::optional<std::string> line;  // made for the first peer that takes it
       for (auto& peer : peers_) {
-        if (!peer->subscribed) continue;
-        if (e.cursor == 0) {
-          (void)peer->send(line);
-        } else if (e.cursor > peer->last_cursor) {
-          peer->last_cursor = e.cursor;
-          (void)peer->send(line, e.cursor);
-        }
+        if (!peer->subscribed || (e.cursor != 0 && e.cursor <= peer->last_cursor)) continue;
+        if (!line) line = dump(receive_notification(e));
+        if (e.cursor != 0) peer->last_cursor = e.cursor;
+        (void)peer->send(*line, e.cursor);
       }
     }
     if (e.cursor != 0) journal_grew();
@@ -683,7 +680,9 @@ json Daemon::list_identities(const Call& c) {
   } else {
     auto contacts = client_.contacts();
     if (!contacts) return app_error(c.id, contacts.error());
-    for (const auto& contact : *contacts) users.push_back(contact.username);
+    for (const auto& contact : *contacts) {
+      if (!contact.identity_key_hex.empty()) users.push_back(contact.username);
+    }
   }
   json list = json::array();
   for (const auto& user : users) {
