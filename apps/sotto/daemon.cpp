@@ -38,8 +38,10 @@ using json = nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr std::size_t kReadChunk = 64 * 1024;
-// Requests run on this many threads; a send blocked on an unreachable server takes one.
+// Requests run on this many threads; a send blocked on an unreachable server takes one, and
+// requests that may wait for the server leave kReservedWorkers to the others.
 constexpr std::size_t kWorkers = 8;
+constexpr std::size_t kReservedWorkers = 2;
 constexpr std::size_t kMaxPeers = 64;
 // When the daemon or a connection ends: how long a peer may take to read its last answers.
 constexpr std::chrono::seconds kDrainGrace{5};
@@ -103,9 +105,24 @@ struct Method {
   const char* params;  // JSON array of content descriptors
   const char* result;  // JSON content descriptor
   Handler handler;
+  bool slow = false;  // may wait for the server (see Daemon::submit)
 };
 
 const std::vector<Method>& methods();
+
+// The method a request object names (by name or alias); nullptr for anything else.
+const Method* find_method(const json& request) {
+  if (!request.is_object()) return nullptr;
+  const auto it = request.find("method");
+  if (it == request.end() || !it->is_string()) return nullptr;
+  const auto& name = it->get_ref<const std::string&>();
+  for (const auto& m : methods()) {
+    if (name == m.name || std::find(m.aliases.begin(), m.aliases.end(), name) != m.aliases.end()) {
+      return &m;
+    }
+  }
+  return nullptr;
+}
 
 class Daemon {
  public:
@@ -113,7 +130,7 @@ class Daemon {
       : client_(client),
         username_(client.username()),
         subscribe_on_connect_(options.receive_mode != "manual"),
-        workers_(kWorkers) {
+        workers_(kWorkers, kReservedWorkers) {
     if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) wake_[0] = wake_[1] = -1;
     poller_ = std::thread([this] { poll_loop(); });
   }
@@ -322,10 +339,7 @@ class Daemon {
         stopped = true;
         return;
       }
-      workers_.submit([this, peer, request = std::string(line)] {
-        run_request(peer, request);
-        peer->end_request();
-      });
+      submit(peer, json::parse(line, nullptr, false));
     };
     const auto on_too_large = [&](std::string_view prefix) {
       const json id = request_id_from_prefix(prefix).value_or(json(nullptr));
@@ -351,11 +365,37 @@ class Daemon {
     }
   }
 
-  // Runs one request line on a worker and writes its answer, if any.
-  void run_request(const std::shared_ptr<Peer>& peer, const std::string& line) {
+  // Queues a request (parsed here, on the peer's reader, in arrival order) for the workers. A
+  // request that may wait for the server is `slow`: those leave two workers free for the rest.
+  // Sends run one at a time in arrival order, so that messages to a user arrive in the order
+  // they were asked for; the others run side by side.
+  void submit(const std::shared_ptr<Peer>& peer, json request) {
+    bool slow = false;
+    bool sends = false;
+    const auto classify = [&](const json& r) {
+      if (const Method* m = find_method(r)) {
+        slow = slow || m->slow;
+        sends = sends || m->handler == &Daemon::send;
+      }
+    };
+    if (request.is_array()) {
+      for (const auto& r : request) classify(r);
+    } else {
+      classify(request);
+    }
+    workers_.submit(
+        [this, peer, request = std::move(request)] {
+          run_request(peer, request);
+          peer->end_request();
+        },
+        slow, sends ? "send" : "");
+  }
+
+  // Runs one request (discarded: the line was not JSON) on a worker and writes its answer, if
+  // any.
+  void run_request(const std::shared_ptr<Peer>& peer, const json& request) {
     std::optional<json> reply;
     try {
-      json request = json::parse(line, nullptr, false);
       if (request.is_discarded()) {
         reply = rpc_error(nullptr, kParseError, "parse error");
       } else if (request.is_array()) {
@@ -382,40 +422,31 @@ class Daemon {
   // poll that poll_loop() answers later).
   std::optional<json> handle(const std::shared_ptr<Peer>& peer, const json& request,
                              bool may_wait) {
-    const json* id_field = nullptr;
-    if (request.is_object()) {
-      if (auto it = request.find("id"); it != request.end()) id_field = &*it;
-    }
-    const json id = id_field != nullptr ? *id_field : json(nullptr);
-    const auto version_it = request.is_object() ? request.find("jsonrpc") : request.end();
-    const auto method_it = request.is_object() ? request.find("method") : request.end();
-    if (!request.is_object() || version_it == request.end() || *version_it != "2.0" ||
-        method_it == request.end() || !method_it->is_string()) {
+    if (!request.is_object()) return rpc_error(nullptr, kInvalidRequest, "invalid request");
+    const auto id_it = request.find("id");
+    const bool has_id = id_it != request.end();
+    const json id = has_id ? *id_it : json(nullptr);
+    const auto version_it = request.find("jsonrpc");
+    const auto method_it = request.find("method");
+    if (version_it == request.end() || *version_it != "2.0" || method_it == request.end() ||
+        !method_it->is_string()) {
       return rpc_error(id, kInvalidRequest, "invalid request");
     }
-    const std::string& name = method_it->get_ref<const std::string&>();
-    json params = json::object();
-    if (auto it = request.find("params"); it != request.end()) params = *it;
+    static const json kNoParams = json::object();
+    const auto params_it = request.find("params");
+    const json& params = params_it != request.end() ? *params_it : kNoParams;
     if (!params.is_object() && !params.is_array()) {
-      return id_field ? std::optional(
-                            rpc_error(id, kInvalidParams, "params must be an object or an array"))
-                      : std::nullopt;
+      if (!has_id) return std::nullopt;
+      return rpc_error(id, kInvalidParams, "params must be an object or an array");
     }
-    const Method* method = nullptr;
-    for (const auto& m : methods()) {
-      if (name == m.name ||
-          std::find(m.aliases.begin(), m.aliases.end(), name) != m.aliases.end()) {
-        method = &m;
-        break;
-      }
-    }
+    const Method* method = find_method(request);
     if (method == nullptr) {
-      return id_field ? std::optional(rpc_error(id, kMethodNotFound, "method not found"))
-                      : std::nullopt;
+      if (!has_id) return std::nullopt;
+      return rpc_error(id, kMethodNotFound, "method not found");
     }
-    const Call call{peer, id, params, id_field == nullptr, may_wait};
+    const Call call{peer, id, params, !has_id, may_wait};
     json reply = (this->*method->handler)(call);
-    if (id_field == nullptr || reply.is_discarded()) return std::nullopt;
+    if (!has_id || reply.is_discarded()) return std::nullopt;
     return reply;
   }
 
@@ -826,7 +857,8 @@ const std::vector<Method>& methods() {
               "recipient": {"type": "string"}, "type": {"enum": ["SUCCESS", "FAILURE"]},
               "timestamp": {"type": "integer"}, "devices": {"type": "integer"},
               "error": {"type": "object"}}}}}}})",
-       &Daemon::send},
+       &Daemon::send,
+       true},
       {"listContacts",
        {"contacts"},
        "The contacts and the state of their identity keys",
@@ -844,13 +876,15 @@ const std::vector<Method>& methods() {
             "id": {"type": "integer"}, "name": {"type": "string"},
             "registrationId": {"type": "integer"}, "createdDay": {"type": "integer"},
             "current": {"type": "boolean"}, "primary": {"type": "boolean"}}}}})",
-       &Daemon::list_devices},
+       &Daemon::list_devices,
+       true},
       {"removeDevice",
        {},
        "Removes a device from the account",
        R"([{"name": "deviceId", "required": true, "schema": {"type": "integer"}}])",
        R"({"name": "removed", "schema": {"type": "object"}})",
-       &Daemon::remove_device},
+       &Daemon::remove_device,
+       true},
       {"addDevice",
        {},
        "Links the new device that shows a link code to the account",
@@ -858,7 +892,8 @@ const std::vector<Method>& methods() {
             "schema": {"type": "string"}}])",
        R"({"name": "added", "schema": {"type": "object", "properties": {
             "deviceId": {"type": "integer", "description": "0 when the device did not register in time"}}}})",
-       &Daemon::add_device},
+       &Daemon::add_device,
+       true},
       {"trust",
        {},
        "Accepts a user's current identity key; marks it verified when the safety number given is "
@@ -867,21 +902,24 @@ const std::vector<Method>& methods() {
             "schema": {"type": "string"}},
            {"name": "verifiedSafetyNumber", "required": false, "schema": {"type": "string"}}])",
        R"({"name": "identity", "schema": {"$ref": "#/components/schemas/Identity"}})",
-       &Daemon::trust},
+       &Daemon::trust,
+       true},
       {"listIdentities",
        {},
        "The identity keys of contacts (or of one) with their safety numbers and state",
        R"([{"name": "recipient", "required": false, "description": "alias: user",
             "schema": {"type": "string"}}])",
        R"({"name": "identities", "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Identity"}}})",
-       &Daemon::list_identities},
+       &Daemon::list_identities,
+       true},
       {"safetyNumber",
        {},
        "The safety number with a user and the state of their identity key",
        R"([{"name": "recipient", "required": true, "description": "alias: user",
             "schema": {"type": "string"}}])",
        R"({"name": "identity", "schema": {"$ref": "#/components/schemas/Identity"}})",
-       &Daemon::safety_number},
+       &Daemon::safety_number,
+       true},
       {"history",
        {},
        "The newest messages of a conversation, oldest first",

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 
@@ -185,7 +186,8 @@ void Peer::fail_locked() {
   cv_.notify_all();
 }
 
-WorkerPool::WorkerPool(std::size_t threads) {
+WorkerPool::WorkerPool(std::size_t threads, std::size_t reserved)
+    : max_slow_(threads > reserved ? threads - reserved : 1) {
   for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
 }
 
@@ -193,9 +195,9 @@ WorkerPool::~WorkerPool() {
   stop();
 }
 
-void WorkerPool::submit(std::function<void()> task) {
+void WorkerPool::submit(std::function<void()> task, bool slow, std::string key) {
   std::lock_guard lock(mu_);
-  tasks_.push_back(std::move(task));
+  tasks_.push_back(Task{std::move(task), slow, std::move(key)});
   cv_.notify_one();
 }
 
@@ -210,16 +212,41 @@ void WorkerPool::stop() {
   }
 }
 
+// Tasks of one key are queued in submission order and are all held back or all free to start,
+// so taking the first that may start keeps their order.
+std::deque<WorkerPool::Task>::iterator WorkerPool::next_locked() {
+  for (auto it = tasks_.begin(); it != tasks_.end(); ++it) {
+    if (!it->slow) return it;
+    if (slow_running_ >= max_slow_) continue;
+    if (it->key.empty() ||
+        std::find(keys_running_.begin(), keys_running_.end(), it->key) == keys_running_.end()) {
+      return it;
+    }
+  }
+  return tasks_.end();
+}
+
 void WorkerPool::run() {
   std::unique_lock lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
-    if (tasks_.empty()) return;
-    auto task = std::move(tasks_.front());
-    tasks_.pop_front();
+    auto next = tasks_.end();
+    cv_.wait(lock, [&] {
+      next = next_locked();
+      return next != tasks_.end() || (stopping_ && tasks_.empty());
+    });
+    if (next == tasks_.end()) return;
+    Task task = std::move(*next);
+    tasks_.erase(next);
+    if (task.slow) ++slow_running_;
+    if (!task.key.empty()) keys_running_.push_back(task.key);
     lock.unlock();
-    task();
+    task.run();
     lock.lock();
+    if (task.slow) --slow_running_;
+    if (!task.key.empty()) {
+      keys_running_.erase(std::find(keys_running_.begin(), keys_running_.end(), task.key));
+    }
+    cv_.notify_all();  // a task held back may start now
   }
 }
 

@@ -138,25 +138,41 @@ class Peer {
   std::size_t pending_ = 0;
 };
 
-// A fixed set of threads running queued tasks in order of arrival. Thread-safe.
+// A fixed set of threads running queued tasks in order of arrival, with two rules for tasks that
+// may wait long (on a server): they hold at most `threads - reserved` threads at a time, so the
+// quick ones always find a thread; and tasks that share a key run one at a time, in the order
+// they were submitted. Thread-safe.
 class WorkerPool {
  public:
-  explicit WorkerPool(std::size_t threads);
+  WorkerPool(std::size_t threads, std::size_t reserved);
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
-  void submit(std::function<void()> task);
+  // `slow`: the task may wait long. `key`: tasks with the same non-empty key (slow ones) run one
+  // after the other.
+  void submit(std::function<void()> task, bool slow = false, std::string key = {});
   // Runs what is queued, then joins the threads.
   void stop();
 
  private:
-  void run();
+  struct Task {
+    std::function<void()> run;
+    bool slow = false;
+    std::string key;
+  };
 
+  void run();
+  // The first queued task that may start now; tasks_.end() when none.
+  std::deque<Task>::iterator next_locked();
+
+  const std::size_t max_slow_;
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;
+  std::deque<Task> tasks_;
+  std::size_t slow_running_ = 0;
+  std::vector<std::string> keys_running_;
   bool stopping_ = false;
 };
 
