@@ -90,6 +90,16 @@ class Rpc:
                     raise EOFError("the daemon closed the connection before answering %r" % (id,))
                 self.cv.wait(remaining)
 
+    def wait_for(self, predicate, timeout=30):
+        """Waits until predicate(replies) holds."""
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while not predicate(self.replies):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("replies so far: %r" % (self.replies,))
+                self.cv.wait(remaining)
+
     def call(self, method, params=None, timeout=30):
         return self.response(self.request(method, params), timeout)
 
@@ -372,20 +382,8 @@ class DaemonTest(unittest.TestCase):
         self.assertGreater(n["cursor"], c3)
         self.stop_daemon(p)
 
-    def test_blocked_send_does_not_stall_other_requests(self):
-        alice, bob = self.pair()
-        self.sent(bob, "alice", "hello first")  # a contact and a history
-        p, path = self.start_daemon(bob, "--send-timeout", "8")
-        bot = self.connect(path)
-        self.assertEqual(bot.result("account")["username"], "bob")
-        self.server.stop()
-        bot.notification(lambda n: n.get("type") == "connection" and n["state"] == "disconnected")
-
-        start = time.monotonic()
-        send_id = bot.request("send", {"recipient": "alice", "message": "into the void"})
-        # More requests that wait for the server than there are workers: they hold at most 6 of 8.
-        waiting = [bot.request("listDevices") for _ in range(10)]
-        time.sleep(0.3)  # the send is running
+    def assert_quick_requests_answered(self, bot):
+        """account, listContacts, history and version each answer within 2 s; their ids."""
         quick = []
         for method, params in (("account", None), ("listContacts", None),
                                ("history", {"user": "alice"}), ("version", None)):
@@ -394,17 +392,48 @@ class DaemonTest(unittest.TestCase):
             self.assertIn("result", r, (method, r))
             self.assertLess(time.monotonic() - t0, 2.0, method)
             quick.append(r["id"])
-        r = bot.response(send_id, timeout=30)
-        elapsed = time.monotonic() - start
-        self.assertEqual(r["error"]["code"], -32000, r)
-        self.assertIn(r["error"]["data"]["code"], ("timeout", "network"))
-        self.assertLess(elapsed, 20)  # --send-timeout, not the default 30 s
+        return quick
+
+    def test_blocked_send_does_not_stall_other_requests(self):
+        alice, bob = self.pair()
+        self.sent(bob, "alice", "hello first")  # a contact and a history
+        p, path = self.start_daemon(bob, "--send-timeout", "8")
+        bot = self.connect(path)
+        self.assertEqual(bot.result("account")["username"], "bob")
+
+        # A frozen server: the daemon's connection stays open and nothing answers, so a send
+        # blocks (until the server thaws).
+        self.server.proc.send_signal(signal.SIGSTOP)
+        try:
+            send_id = bot.request("send", {"recipient": "alice", "message": "while frozen"})
+            # More requests that wait for the server than there are workers: they take at most 6.
+            waiting = [bot.request("listDevices") for _ in range(10)]
+            time.sleep(0.3)
+            quick = self.assert_quick_requests_answered(bot)
+            ids = [x.get("id") for x in bot.replies]
+            self.assertNotIn(send_id, ids)  # still blocked
+        finally:
+            self.server.proc.send_signal(signal.SIGCONT)
+        r = bot.response(send_id, timeout=60)
+        self.assertEqual(r["result"]["devices"], 1, r)
         ids = [x.get("id") for x in bot.replies]
         self.assertGreater(ids.index(send_id), max(ids.index(q) for q in quick), ids)
+        for id in waiting:
+            self.assertIn("result", bot.response(id, timeout=60))
+
+        # A stopped server: the send fails within --send-timeout (not the default 30 s), and
+        # the rest is answered meanwhile.
+        self.server.stop()
+        bot.notification(lambda n: n.get("type") == "connection" and n["state"] == "disconnected")
+        start = time.monotonic()
+        send_id = bot.request("send", {"recipient": "alice", "message": "into the void"})
+        self.assert_quick_requests_answered(bot)
+        r = bot.response(send_id, timeout=30)
+        self.assertEqual(r["error"]["code"], -32000, r)
+        self.assertIn(r["error"]["data"]["code"], ("timeout", "network"))
+        self.assertLess(time.monotonic() - start, 20)
 
         self.server.start()
-        for id in waiting:  # each answered once the server is back (or after its timeout)
-            self.assertIn("jsonrpc", bot.response(id, timeout=90))
         bot.notification(lambda n: n.get("type") == "connection" and n["state"] == "connected",
                          timeout=60)
         # Sends a bot does not wait for run in the order they were asked for.
@@ -413,7 +442,8 @@ class DaemonTest(unittest.TestCase):
         for id in ids:
             self.assertEqual(bot.response(id, timeout=60)["result"]["devices"], 1)
         self.stop_daemon(p)
-        self.assertEqual([m["body"] for m in alice.messages()], ["hello first"] + bodies)
+        self.assertEqual([m["body"] for m in alice.messages()],
+                         ["hello first", "while frozen"] + bodies)
 
     def test_discover_and_docs_list_the_same_methods(self):
         alice, bob = self.pair()
@@ -472,7 +502,9 @@ class DaemonTest(unittest.TestCase):
         bot.write('{"jsonrpc":"2.0","method":"send","params":{"message":"' + "y" * (2 * MIB)
                   + '"},"id":7}\n')  # the id comes after the cut: null
         bot.write("{not json\n")
-        self.assertEqual(bot.result("account")["username"], "bob")  # answered after those
+        self.assertEqual(bot.result("account")["username"], "bob")
+        bot.wait_for(lambda replies: len([r for r in replies if "error" in r]) >= 4)
+        time.sleep(0.5)  # no more errors come
         errors = [r for r in bot.replies if "error" in r]
         self.assertEqual([(e["id"], e["error"]["code"]) for e in errors],
                          [(42, -32600), ("big-one", -32600), (None, -32600), (None, -32700)])
@@ -539,10 +571,8 @@ class DaemonTest(unittest.TestCase):
         rpc.write(json.dumps([{"jsonrpc": "2.0", "id": "b1", "method": "account"},
                               {"jsonrpc": "2.0", "method": "account"},
                               {"jsonrpc": "2.0", "id": "b2", "method": "nope"}]) + "\n")
-        deadline = time.monotonic() + 20
-        while not any(isinstance(r, list) for r in rpc.replies):
-            self.assertLess(time.monotonic(), deadline)
-            time.sleep(0.05)
+        rpc.wait_for(lambda replies: any(isinstance(r, list) for r in replies) and any(
+            isinstance(r, dict) and r.get("id") is None for r in replies))
         answer = [r for r in rpc.replies if isinstance(r, list)][0]
         self.assertEqual([(a["id"], "result" in a) for a in answer], [("b1", True), ("b2", False)])
         self.assertEqual([r["error"]["code"] for r in rpc.replies
