@@ -425,6 +425,12 @@ class Daemon {
     if (!request.is_object()) return rpc_error(nullptr, kInvalidRequest, "invalid request");
     const auto id_it = request.find("id");
     const bool has_id = id_it != request.end();
+    // An id is a string, a number or null (JSON-RPC 2.0, section 4); anything else is not copied
+    // (a peer could nest it a million levels deep).
+    if (has_id && !id_it->is_string() && !id_it->is_number() && !id_it->is_null()) {
+      return rpc_error(nullptr, kInvalidRequest,
+                       "invalid request: id must be a string or a number");
+    }
     const json id = has_id ? *id_it : json(nullptr);
     const auto version_it = request.find("jsonrpc");
     const auto method_it = request.find("method");

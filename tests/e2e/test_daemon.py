@@ -509,6 +509,19 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual([(e["id"], e["error"]["code"]) for e in errors],
                          [(42, -32600), ("big-one", -32600), (None, -32600), (None, -32700)])
         self.assertEqual(errors[0]["error"]["message"], "request too large")
+        # Nesting is no way around the limits: an id or params nested 300,000 deep (600 KB) are
+        # refused (an id must be a string or a number) without bringing the daemon down.
+        deep = "[" * 300000 + "]" * 300000
+        bot.write('{"jsonrpc":"2.0","method":"account","id":%s}\n' % deep)
+        bot.write('{"jsonrpc":"2.0","method":"account","params":%s,"id":"deep"}\n' % deep)
+        bot.write("[%s]\n" % deep)
+        self.assertEqual(bot.result("account")["username"], "bob")
+        bot.wait_for(lambda replies: len([r for r in replies if "error" in r]) >= 5 and any(
+            r.get("id") == "deep" for r in replies if isinstance(r, dict)) and any(
+            isinstance(r, list) for r in replies))
+        deep_id = [r for r in bot.replies if isinstance(r, dict) and "error" in r][4]
+        self.assertEqual((deep_id["id"], deep_id["error"]["code"]), (None, -32600))
+
         # A request of just under 1 MiB is served (and refused as a message too long for the
         # protocol, or sent: either way it is answered once, with its id).
         body = "z" * (MIB - 200)
