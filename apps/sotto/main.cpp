@@ -855,10 +855,12 @@ int cmd_backup(bool exporting, const std::string& file, BackupSecretOptions& sec
   return 0;
 }
 
-int cmd_daemon(const std::string& socket) {
-  auto client = open_client();
+int cmd_daemon(const sotto::cli::DaemonOptions& daemon) {
+  auto o = make_options();
+  if (!o) return fail(o.error());
+  auto client = Client::open(sotto::cli::daemon_client_options(*o, daemon), g.account);
   if (!client) return fail(client.error());
-  return sotto::cli::run_daemon(**client, socket.empty() ? std::nullopt : std::optional(socket));
+  return sotto::cli::run_daemon(**client, daemon);
 }
 
 }  // namespace
@@ -881,7 +883,7 @@ int main(int argc, char** argv) {
                  "reported), never (only keys verified with their safety number); saved")
       ->check(CLI::IsMember({"on-first-use", "always", "never"}));
 
-  std::string user, server, fingerprint, invite, text, code, socket, name, file, digits_text;
+  std::string user, server, fingerprint, invite, text, code, name, file, digits_text;
   int timeout = 30;
   std::uint32_t device = 0;
   std::size_t limit = 50;
@@ -1015,7 +1017,8 @@ int main(int argc, char** argv) {
   }
 
   auto* daemon = app.add_subcommand("daemon", "JSON-RPC 2.0 over stdin/stdout or a Unix socket");
-  daemon->add_option("--socket", socket, "Unix socket path (default: stdin/stdout)");
+  sotto::cli::DaemonOptions daemon_options;
+  sotto::cli::add_daemon_options(*daemon, daemon_options);
 
   CLI11_PARSE(app, argc, argv);
 
@@ -1042,7 +1045,7 @@ int main(int argc, char** argv) {
     if (server_move->parsed()) return cmd_server_set_address(server);
     if (backup_export->parsed()) return cmd_backup(true, file, backup_options);
     if (backup_import->parsed()) return cmd_backup(false, file, backup_options);
-    if (daemon->parsed()) return cmd_daemon(socket);
+    if (daemon->parsed()) return cmd_daemon(daemon_options);
   } catch (const std::exception&) {
     return fail(ErrorCode::store, "internal error");
   }
