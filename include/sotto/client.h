@@ -12,7 +12,8 @@
 // then handed to the event handler. By default an event leaves the journal once the handler
 // returned; with Options::manual_ack it stays until acknowledge(), so an app that was not
 // listening (a daemon whose bot was away) gets it later from events(). Either way an event is
-// handed over at least once, and its cursor identifies it for good.
+// handed over at least once, and its cursor identifies it for good. The journal keeps the newest
+// 100,000 events; an app that falls further behind sees a gap in the cursors.
 //
 // Thread-safety: every method may be called from any thread. Event handlers run on the listener
 // thread (after start()) or on the caller's thread (receive()); a handler must not call receive()

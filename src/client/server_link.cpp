@@ -213,6 +213,11 @@ void ServerLink::on_push(std::uint64_t generation, svc::Push&& p) {
 
 Result<ServerLink::Connected> ServerLink::ensure_connected(Deadline deadline,
                                                            const RetryHandler& on_retry) {
+  // The listener (no deadline) backs off on the shared schedule, which grows while the server
+  // stays away. A caller with a deadline has a schedule of its own that starts afresh, so that
+  // an outage seen by the listener does not make a send give up before its own time is up.
+  Backoff own(kBackoffInitial, kBackoffCap);
+  Backoff& backoff = deadline ? own : backoff_;
   std::unique_lock lock(mu_);
   for (;;) {
     if (stopping_ && listener_running_) {
@@ -248,8 +253,14 @@ Result<ServerLink::Connected> ServerLink::ensure_connected(Deadline deadline,
         e.code == ErrorCode::device_in_use || e.code == ErrorCode::store) {
       return tl::unexpected(e);
     }
-    const auto delay = backoff_.next(account_.rng);
-    if (deadline && SteadyClock::now() + delay > *deadline) return tl::unexpected(e);
+    auto delay = backoff.next(account_.rng);
+    if (deadline) {
+      const auto now = SteadyClock::now();
+      if (now >= *deadline) return tl::unexpected(e);
+      // One more attempt just before the deadline rather than none at all.
+      delay =
+          std::min(delay, std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now));
+    }
     if (on_retry) {
       lock.unlock();
       on_retry(e, delay);

@@ -615,10 +615,6 @@ class DaemonTest(unittest.TestCase):
         self.assertFalse(os.path.exists(path))
 
     def test_cli_history_beside_the_daemon(self):
-        with open(os.path.join(SOURCE_DIR, "apps", "sotto", "main.cpp"), encoding="utf-8") as f:
-            if "read_history" not in f.read():
-                self.skipTest("`sotto history` does not read without the account's lock in this "
-                              "tree yet (the CLI's read-only path, cli-work)")
         alice, bob = self.pair()
         p, path = self.start_daemon(bob)
         bot = self.connect(path)

@@ -5,6 +5,7 @@
 // directory, recovery, backups, devices, history transfer, the journal and the server's pin.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -282,6 +283,31 @@ TEST_F(ClientFlowTest, TheListenerCanBeStoppedAtOnce) {
     ASSERT_TRUE(alice.start([](const Event&) {}));
     alice.stop();
   }
+}
+
+// The listener backing off through an outage must not make a send give up before its own
+// timeout: a send keeps trying until then, whatever the listener's schedule has grown to.
+TEST_F(ClientFlowTest, ASendDuringAnOutageWaitsForTheServerUntilItsOwnTimeout) {
+  close(register_("alice"));
+  register_("bob");
+  Options patient = options("alice");
+  patient.send_timeout = std::chrono::seconds(4);
+  auto alice = Engine::open(patient, {}, env());
+  ASSERT_TRUE(alice);
+  server_->set_reachable(false);
+  server_->drop_connections();
+  std::atomic<int> retries{0};
+  ASSERT_TRUE((*alice)->start([&](const Event& e) {
+    if (e.kind == Event::Kind::disconnected) ++retries;
+  }));
+  // Six failed attempts (about 4 s): the listener now waits 8 s or more between attempts.
+  while (retries < 6) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto sending = std::async(std::launch::async, [&] { return (*alice)->send("bob", "patience"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  server_->set_reachable(true);
+  auto sent = sending.get();
+  EXPECT_TRUE(sent) << (sent ? "" : sent.error().message);
+  (*alice)->stop();
 }
 
 TEST_F(ClientFlowTest, TheListenerHandsOverWhatArrivesLive) {
