@@ -4,6 +4,7 @@
 // conversations and trust, and a device restored from one still needs its own keys (register,
 // recover or link first).
 #include "client/backup_file.h"
+#include "client/content_codec.h"
 #include "client/engine.h"
 #include "client/errors.h"
 #include "client/recovery_code.h"
@@ -88,13 +89,7 @@ Result<std::size_t> Engine::backup_export(const std::filesystem::path& path,
   auto walked = account_->store->for_each_message([&](const store::StoredMessage& m) {
     record.Clear();
     auto* r = record.mutable_message();
-    r->set_id(m.envelope_id);
-    r->set_peer(m.peer);
-    r->set_sender(m.sender);
-    r->set_sender_device(m.sender_device);
-    r->set_timestamp(m.timestamp);
-    r->set_body(m.body);
-    r->set_outgoing(m.outgoing);
+    fill_record(m, *r);
     auto added = writer->add(record);
     crypto::secure_wipe(r->mutable_body()->data(), r->body().size());
     if (!added) {
@@ -166,16 +161,12 @@ Result<std::size_t> Engine::backup_import(const std::filesystem::path& path,
       return true;
     }
     if (r.has_message()) {
-      const auto& m = r.message();
-      auto peer = normalize_username(m.peer());
-      auto sender = normalize_username(m.sender());
-      if (!peer || !sender || m.id().empty() || m.id().size() > 64) return true;
-      store::StoredMessage stored{m.id(),        *peer,    *sender,     m.sender_device(),
-                                  m.timestamp(), m.body(), m.outgoing()};
-      if (!account_->store->add_message(stored)) {
-        return refuse(from_store(store::ClientError::io));
-      }
-      crypto::secure_wipe(stored.body.data(), stored.body.size());
+      backup::MessageRecord m = r.message();
+      auto stored = take_history_row(m);
+      if (!stored) return true;  // not a history row: skipped
+      const bool added = account_->store->add_message(*stored).has_value();
+      crypto::secure_wipe(stored->body.data(), stored->body.size());
+      if (!added) return refuse(from_store(store::ClientError::io));
       return true;
     }
     return true;  // a record kind of a later version

@@ -1,5 +1,7 @@
 #include "client/content_codec.h"
 
+#include "backup.pb.h"
+#include "client/util.h"
 #include "content.pb.h"
 #include "crypto/secret.h"
 #include "sotto/client.h"
@@ -11,11 +13,6 @@ namespace {
 namespace content = sotto::wire::content;
 
 constexpr std::size_t kSerializedPublicKeySize = 33;
-
-void wipe(std::string& s) {
-  if (!s.empty()) crypto::secure_wipe(s.data(), s.size());
-  s.clear();
-}
 
 ReceivedContent unreadable(std::string why) {
   ReceivedContent r;
@@ -70,19 +67,34 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
     r.last = chunk->last();
     r.total = chunk->total();
     for (auto& m : *chunk->mutable_messages()) {
-      auto peer = normalize_username(m.peer());
-      auto sender = normalize_username(m.sender());
-      if (peer && sender && !m.id().empty() && m.id().size() <= kMaxHistoryIdBytes &&
-          m.timestamp() <= static_cast<std::uint64_t>(INT64_MAX)) {
-        r.history.push_back(store::StoredMessage{m.id(), *peer, *sender, m.sender_device(),
-                                                 m.timestamp(), std::move(*m.mutable_body()),
-                                                 m.outgoing()});
-      }
+      if (auto row = take_history_row(m)) r.history.push_back(std::move(*row));
       wipe(*m.mutable_body());
     }
     return r;
   }
   return r;
+}
+
+void fill_record(const store::StoredMessage& m, wire::backup::MessageRecord& r) {
+  r.set_id(m.envelope_id);
+  r.set_peer(m.peer);
+  r.set_sender(m.sender);
+  r.set_sender_device(m.sender_device);
+  r.set_timestamp(m.timestamp);
+  r.set_body(m.body);
+  r.set_outgoing(m.outgoing);
+}
+
+std::optional<store::StoredMessage> take_history_row(wire::backup::MessageRecord& r) {
+  auto peer = normalize_username(r.peer());
+  auto sender = normalize_username(r.sender());
+  if (!peer || !sender || r.id().empty() || r.id().size() > kMaxHistoryIdBytes ||
+      r.timestamp() > static_cast<std::uint64_t>(INT64_MAX)) {
+    return std::nullopt;
+  }
+  return store::StoredMessage{
+      r.id(),      *peer, *sender, r.sender_device(), r.timestamp(), std::move(*r.mutable_body()),
+      r.outgoing()};
 }
 
 std::optional<ResendRequest> read_plaintext_content(ByteView bytes) {

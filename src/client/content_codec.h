@@ -15,6 +15,10 @@
 #include "crypto/bytes.h"
 #include "store/client/client_store.h"
 
+namespace sotto::wire::backup {
+class MessageRecord;
+}  // namespace sotto::wire::backup
+
 namespace sotto::client {
 
 // Bounds on what a peer may send, before anything is parsed.
@@ -50,6 +54,12 @@ struct ReceivedContent {
 // Reads a decrypted Content. `from_own_account`: sent by another device of our account (only
 // those may send sync content).
 [[nodiscard]] ReceivedContent read_content(ByteView plaintext, bool from_own_account);
+
+// A history row as a record of a backup or a history transfer (backup.proto MessageRecord), and
+// back: nullopt for a record that cannot be a history row (a username that is not one, an id
+// that is empty or longer than kMaxHistoryIdBytes). Taking a row moves the record's body out.
+void fill_record(const store::StoredMessage& m, wire::backup::MessageRecord& r);
+[[nodiscard]] std::optional<store::StoredMessage> take_history_row(wire::backup::MessageRecord& r);
 
 // A request to send a message again (a DecryptionError in a PlaintextContent); nullopt for
 // anything else.

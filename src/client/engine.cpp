@@ -15,15 +15,6 @@ namespace {
 namespace content = sotto::wire::content;
 using SteadyClock = std::chrono::steady_clock;
 
-std::string str(ByteView b) {
-  return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
-void wipe(std::string& s) {
-  if (!s.empty()) crypto::secure_wipe(s.data(), s.size());
-  s.clear();
-}
-
 Result<std::string> normalize_fingerprint(const std::string& text) {
   std::string out;
   for (char c : text) {
@@ -60,7 +51,7 @@ Engine::Engine(std::unique_ptr<Account> account)
   // The next key the operator announced, if any (server_link.h).
   if (auto next = account_->store->load_value(kNextPinValue); next && next->has_value()) {
     Server s = account_->server();
-    s.next_fingerprint = str((*next)->view());
+    s.next_fingerprint = bytes_string((*next)->view());
     account_->set_server(std::move(s));
   }
 }
@@ -186,8 +177,8 @@ Result<std::uint32_t> Engine::add_device(const std::string& code_text, const Pro
     std::lock_guard crypto_lock(account_->crypto_mu);  // settings are replaced under this lock
     const auto& s = account_->store->settings();
     message.set_username(s.username);
-    message.set_identity_public(str(s.identity.public_key.serialize()));
-    message.set_identity_private(str(s.identity.private_key.view()));
+    message.set_identity_public(bytes_string(s.identity.public_key.serialize()));
+    message.set_identity_private(bytes_string(s.identity.private_key.view()));
     message.set_link_token(token->link_token().token());
     message.set_server_host(s.server_host);
     message.set_server_port(s.server_port);
@@ -202,8 +193,8 @@ Result<std::uint32_t> Engine::add_device(const std::string& code_text, const Pro
 
   svc::Request send_request;
   auto* send = send_request.mutable_provisioning_send();
-  send->set_address(str(code->address));
-  send->set_ciphertext(str(sealed));
+  send->set_address(bytes_string(code->address));
+  send->set_ciphertext(bytes_string(sealed));
   auto sent = c->call(std::move(send_request), account_->options.request_timeout);
   if (!sent) return tl::unexpected(sent.error());
   if (sent->status().code() == svc::NOT_FOUND) {

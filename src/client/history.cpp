@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "client/content_codec.h"
 #include "client/errors.h"
 #include "client/outbox.h"
 
@@ -69,14 +70,7 @@ Result<std::size_t> History::serve(std::uint32_t device) {
     return true;
   };
   auto walked = account_.store->for_each_message([&](const store::StoredMessage& m) {
-    auto* r = chunk.mutable_sync()->mutable_history()->add_messages();
-    r->set_id(m.envelope_id);
-    r->set_peer(m.peer);
-    r->set_sender(m.sender);
-    r->set_sender_device(m.sender_device);
-    r->set_timestamp(m.timestamp);
-    r->set_body(m.body);
-    r->set_outgoing(m.outgoing);
+    fill_record(m, *chunk.mutable_sync()->mutable_history()->add_messages());
     bytes += m.body.size() + m.peer.size() + m.envelope_id.size() + 32;
     if (bytes >= kHistoryChunkBytes ||
         chunk.sync().history().messages_size() >= static_cast<int>(kHistoryChunkMessages)) {

@@ -11,11 +11,6 @@ namespace {
 
 namespace content = sotto::wire::content;
 
-void wipe(std::string& s) {
-  if (!s.empty()) crypto::secure_wipe(s.data(), s.size());
-  s.clear();
-}
-
 // The ratchet key a message was sent with, read without a session (the MAC is not checked):
 // what a resend request names so the sender can tell which session broke.
 Bytes ratchet_key_of(const svc::Envelope& envelope) {

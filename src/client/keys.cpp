@@ -8,22 +8,18 @@ namespace {
 
 constexpr std::string_view kDeviceContext = "sotto-device-v1";
 
-std::string str(ByteView b) {
-  return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
 void add_signed_pre_key(svc::DeviceKeys& out, const protocol::SignedPreKeyRecord& spk) {
   auto* s = out.mutable_signed_pre_key();
   s->set_id(spk.id.value);
-  s->set_public_key(str(spk.key_pair.public_key.serialize()));
-  s->set_signature(str(spk.signature));
+  s->set_public_key(bytes_string(spk.key_pair.public_key.serialize()));
+  s->set_signature(bytes_string(spk.signature));
 }
 
 void add_pre_keys(svc::DeviceKeys& out, const std::vector<protocol::PreKeyRecord>& keys) {
   for (const auto& pk : keys) {
     auto* p = out.add_pre_keys();
     p->set_id(pk.id.value);
-    p->set_public_key(str(pk.key_pair.public_key.serialize()));
+    p->set_public_key(bytes_string(pk.key_pair.public_key.serialize()));
   }
 }
 
@@ -47,15 +43,15 @@ void fill_new_device(svc::NewDevice& d, const std::string& username,
                      const protocol::IdentityKeyPair& identity, const DeviceKeys& keys,
                      crypto::Rng& rng, ByteView name) {
   d.set_registration_id(keys.registration_id.value);
-  d.set_auth_key(str(keys.auth_key.public_key()));
+  d.set_auth_key(bytes_string(keys.auth_key.public_key()));
   add_signed_pre_key(*d.mutable_keys(), keys.signed_pre_key);
   add_pre_keys(*d.mutable_keys(), keys.pre_keys);
   Bytes binding(kDeviceContext.begin(), kDeviceContext.end());
   binding.insert(binding.end(), username.begin(), username.end());
   binding.insert(binding.end(), keys.auth_key.public_key().begin(),
                  keys.auth_key.public_key().end());
-  d.set_identity_signature(str(identity.sign(binding, rng)));
-  if (!name.empty()) d.set_name(str(name));
+  d.set_identity_signature(bytes_string(identity.sign(binding, rng)));
+  if (!name.empty()) d.set_name(bytes_string(name));
 }
 
 Result<void> save_device_keys(store::ClientStore& store, const DeviceKeys& keys) {

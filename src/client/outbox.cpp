@@ -14,15 +14,6 @@ namespace {
 namespace content = sotto::wire::content;
 using SteadyClock = std::chrono::steady_clock;
 
-std::string str(ByteView b) {
-  return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
-void wipe(std::string& s) {
-  if (!s.empty()) crypto::secure_wipe(s.data(), s.size());
-  s.clear();
-}
-
 // Whether an error is worth retrying after a reconnect.
 bool transient(const Error& e) {
   return e.code == ErrorCode::network || e.code == ErrorCode::timeout ||
@@ -219,7 +210,7 @@ Result<void> Outbox::encrypt_part(const ConnectionPtr& c, Part& part, svc::SendR
     m->set_device_id(d);
     m->set_registration_id((*record)->current().remote_registration_id.value);
     m->set_type(static_cast<std::uint32_t>(ct->type));
-    m->set_content(str(ct->serialized));
+    m->set_content(bytes_string(ct->serialized));
   }
   return {};
 }
@@ -285,7 +276,7 @@ Result<SendResult> Outbox::deliver(Outgoing& out) {
     if (!built) {
       svc::SendRequest request;
       request.set_recipient(out.recipient);
-      request.set_client_message_id(str(out.message_id));
+      request.set_client_message_id(bytes_string(out.message_id));
       request.set_timestamp(out.timestamp);
       request.set_device_subset(out.subset);
       Result<void> ok;
@@ -369,7 +360,7 @@ Result<void> Outbox::request_resend(const std::string& user, std::uint32_t devic
   content::PlaintextContent request;
   auto* error = request.mutable_decryption_error();
   error->set_timestamp(timestamp);
-  if (!ratchet_key.empty()) error->set_ratchet_key(str(ratchet_key));
+  if (!ratchet_key.empty()) error->set_ratchet_key(bytes_string(ratchet_key));
   error->set_device_id(account_.device_id);
   const std::string bytes = request.SerializeAsString();
 
@@ -393,7 +384,7 @@ Result<void> Outbox::request_resend(const std::string& user, std::uint32_t devic
   auto* s = send.mutable_send();
   s->set_recipient(user);
   const auto id = new_message_id(account_.clock.now_ms(), account_.rng);
-  s->set_client_message_id(str(id));
+  s->set_client_message_id(bytes_string(id));
   s->set_timestamp(account_.clock.now_ms());
   s->set_device_subset(true);
   auto* m = s->add_messages();
@@ -412,7 +403,7 @@ Result<void> Outbox::resend(const std::string& user, std::uint32_t device,
   auto logged = account_.store->load_sent(user, request.timestamp);
   if (!logged) return tl::unexpected(from_store(logged.error()));
   if (!logged->has_value() || (*logged)->resends >= kMaxResends) return {};
-  std::string plaintext = str((*logged)->content.view());
+  std::string plaintext = bytes_string((*logged)->content.view());
   {
     std::lock_guard crypto_lock(account_.crypto_mu);
     const protocol::Address address{user, protocol::DeviceId(device)};

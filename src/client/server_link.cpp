@@ -17,10 +17,6 @@ constexpr std::string_view kInstanceContext = "sotto-instance-v1";
 constexpr std::size_t kInstanceSize = 16;
 constexpr std::size_t kInstanceSaltSize = 16;
 
-std::string str(ByteView b) {
-  return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
 std::string pin_of(ByteView spki) {
   return to_hex(crypto::sha256({spki}));
 }
@@ -109,9 +105,9 @@ Result<ServerLink::Connected> ServerLink::connect_once() {
         svc::AuthenticateRequest proof;
         proof.set_username(account_.username);
         proof.set_device_id(account_.device_id);
-        proof.set_signature(str(account_.auth_key.sign(signed_message)));
+        proof.set_signature(bytes_string(account_.auth_key.sign(signed_message)));
         proof.set_channel_binding(true);
-        proof.set_instance(str(instance_));
+        proof.set_instance(bytes_string(instance_));
         return net::device_authorization(as_bytes(proof.SerializeAsString()));
       });
   if (!opened) return tl::unexpected(opened.error());
@@ -131,8 +127,8 @@ Result<ServerLink::Connected> ServerLink::connect_once() {
     auto* auth = authenticate.mutable_authenticate();
     auth->set_username(account_.username);
     auth->set_device_id(account_.device_id);
-    auth->set_signature(str(account_.auth_key.sign(signed_message)));
-    auth->set_instance(str(instance_));
+    auth->set_signature(bytes_string(account_.auth_key.sign(signed_message)));
+    auth->set_instance(bytes_string(instance_));
     auto answered = call_ok(c, std::move(authenticate));
     if (!answered) done = tl::unexpected(answered.error());
   }

@@ -18,15 +18,6 @@ namespace content = sotto::wire::content;
 
 constexpr std::string_view kRecoverContext = "sotto-recover-v1";
 
-std::string str(ByteView b) {
-  return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
-void wipe(std::string& s) {
-  if (!s.empty()) crypto::secure_wipe(s.data(), s.size());
-  s.clear();
-}
-
 Result<void> check_server(const sotto::Server& server) {
   if (server.host.empty() || server.port == 0) {
     return tl::unexpected(
@@ -169,9 +160,9 @@ Result<std::unique_ptr<Engine>> Engine::register_account(const Options& options,
   svc::Request request;
   auto* reg = request.mutable_register_();
   reg->set_username(*username);
-  reg->set_identity_key(str(identity.public_key.serialize()));
+  reg->set_identity_key(bytes_string(identity.public_key.serialize()));
   reg->set_invite_code(invite_code);
-  reg->set_recovery_key(str(recovery_key.public_key()));
+  reg->set_recovery_key(bytes_string(recovery_key.public_key()));
   fill_new_device(*reg->mutable_device(), *username, identity, keys, rng, {});
   auto response = (*conn)->call(std::move(request), options.request_timeout);
   if (!response) return tl::unexpected(response.error());
@@ -197,7 +188,7 @@ Result<std::unique_ptr<Engine>> Engine::register_account(const Options& options,
   auto engine = fresh.keep(std::move(env),
                            [](std::unique_ptr<Account> a) { return new Engine(std::move(a)); });
   crypto::SecretBuffer text = code.text();
-  engine->recovery_code_ = str(text.view());
+  engine->recovery_code_ = bytes_string(text.view());
   return engine;
 }
 
@@ -250,10 +241,10 @@ Result<std::unique_ptr<Engine>> Engine::recover(const Options& options,
   svc::Request request;
   auto* r = request.mutable_recover();
   r->set_username(*username);
-  r->set_identity_key(str(identity_bytes));
+  r->set_identity_key(bytes_string(identity_bytes));
   fill_new_device(*r->mutable_device(), *username, identity, keys, rng, {});
-  r->set_recovery_key(str(next_key.public_key()));
-  r->set_signature(str(proof_key.sign(proof)));
+  r->set_recovery_key(bytes_string(next_key.public_key()));
+  r->set_signature(bytes_string(proof_key.sign(proof)));
   auto response = (*conn)->call(std::move(request), options.request_timeout);
   if (!response) return tl::unexpected(response.error());
   switch (response->status().code()) {
@@ -277,7 +268,7 @@ Result<std::unique_ptr<Engine>> Engine::recover(const Options& options,
   auto engine = fresh.keep(std::move(env),
                            [](std::unique_ptr<Account> a) { return new Engine(std::move(a)); });
   crypto::SecretBuffer text = next_code.text();
-  engine->recovery_code_ = str(text.view());
+  engine->recovery_code_ = bytes_string(text.view());
   return engine;
 }
 

@@ -42,6 +42,11 @@ std::string to_hex(ByteView bytes) {
   return out;
 }
 
+void wipe(std::string& s) {
+  if (!s.empty()) crypto::secure_wipe(s.data(), s.size());
+  s.clear();
+}
+
 std::optional<Bytes> from_hex(std::string_view text) {
   if (text.size() % 2 != 0) return std::nullopt;
   Bytes out(text.size() / 2);

@@ -19,6 +19,13 @@
 namespace sotto::client {
 
 [[nodiscard]] std::string to_hex(ByteView bytes);
+
+// The bytes as a std::string (protobuf's bytes fields).
+[[nodiscard]] inline std::string bytes_string(ByteView b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+// Wipes a std::string that held plaintext or a key, then empties it.
+void wipe(std::string& s);
 [[nodiscard]] std::optional<Bytes> from_hex(std::string_view text);
 
 // RFC 4648 base32 (upper case, no padding).

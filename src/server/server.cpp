@@ -161,6 +161,33 @@ store::DeviceRecord device_record(const svc::NewDevice& d, store::DeviceId id,
   return out;
 }
 
+// What a registration and a recovery share: a valid username, identity key and recovery key,
+// and a first device signed by that identity key. The normalised username, or nullopt with the
+// refusal in `out`.
+std::optional<std::string> check_new_account(const std::string& username_in,
+                                             const std::string& identity_key,
+                                             const std::string& recovery_key,
+                                             const svc::NewDevice& device, svc::Response& out) {
+  auto username = normalize_username(username_in);
+  if (!username) {
+    fail(out, svc::BAD_REQUEST, "username must be 3-32 characters of a-z, 0-9, '.', '_' or '-'");
+    return std::nullopt;
+  }
+  if (!is_public_key(identity_key)) {
+    fail(out, svc::BAD_REQUEST, "identity key must be 33 bytes starting 0x05");
+    return std::nullopt;
+  }
+  if (!recovery_key.empty() && recovery_key.size() != kRecoveryKeySize) {
+    fail(out, svc::BAD_REQUEST, "recovery key must be 32 bytes (or none)");
+    return std::nullopt;
+  }
+  if (auto e = check_new_device(device, *username, identity_key); !e.empty()) {
+    fail(out, svc::BAD_REQUEST, e);
+    return std::nullopt;
+  }
+  return username;
+}
+
 svc::Push envelope_push(const store::QueuedEnvelope& env) {
   svc::Push p;
   auto* e = p.mutable_envelope();
@@ -421,23 +448,9 @@ void Server::on_register(const SessionPtr& s, svc::Request& r, svc::Response& ou
     return;
   }
   const auto& req = r.register_();
-  auto username = normalize_username(req.username());
-  if (!username) {
-    fail(out, svc::BAD_REQUEST, "username must be 3-32 characters of a-z, 0-9, '.', '_' or '-'");
-    return;
-  }
-  if (!is_public_key(req.identity_key())) {
-    fail(out, svc::BAD_REQUEST, "identity key must be 33 bytes starting 0x05");
-    return;
-  }
-  if (!req.recovery_key().empty() && req.recovery_key().size() != kRecoveryKeySize) {
-    fail(out, svc::BAD_REQUEST, "recovery key must be 32 bytes (or none)");
-    return;
-  }
-  if (auto e = check_new_device(req.device(), *username, req.identity_key()); !e.empty()) {
-    fail(out, svc::BAD_REQUEST, e);
-    return;
-  }
+  auto username =
+      check_new_account(req.username(), req.identity_key(), req.recovery_key(), req.device(), out);
+  if (!username) return;
   if (auto existing = store_.accounts().find_account(*username); existing) {
     fail(out, svc::CONFLICT, "username taken");
     return;
@@ -1193,26 +1206,12 @@ void Server::on_recover(const SessionPtr& s, svc::Request& r, svc::Response& out
     return;
   }
   const auto& req = r.recover();
-  auto username = normalize_username(req.username());
-  if (!username) {
-    fail(out, svc::BAD_REQUEST, "username must be 3-32 characters of a-z, 0-9, '.', '_' or '-'");
-    return;
-  }
-  if (!is_public_key(req.identity_key())) {
-    fail(out, svc::BAD_REQUEST, "identity key must be 33 bytes starting 0x05");
-    return;
-  }
-  if (!req.recovery_key().empty() && req.recovery_key().size() != kRecoveryKeySize) {
-    fail(out, svc::BAD_REQUEST, "recovery key must be 32 bytes (or none)");
-    return;
-  }
+  // The new device is signed by the new identity key, as a registration's first device is.
+  auto username =
+      check_new_account(req.username(), req.identity_key(), req.recovery_key(), req.device(), out);
+  if (!username) return;
   if (req.signature().size() != crypto::kEd25519SignatureSize) {
     fail(out, svc::BAD_REQUEST, "signature must be 64 bytes");
-    return;
-  }
-  // Signed by the new identity key, as a registration's first device is.
-  if (auto e = check_new_device(req.device(), *username, req.identity_key()); !e.empty()) {
-    fail(out, svc::BAD_REQUEST, e);
     return;
   }
   if (!nonce || now_ms_() / 1000 > issued + kChallengeLifetimeSeconds) {

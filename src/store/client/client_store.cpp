@@ -598,6 +598,18 @@ struct ClientStore::Impl {
     return {};
   }
 
+  // The single integer a COUNT(*) query returns.
+  template <typename Bind>
+  tl::expected<std::size_t, ClientError> count(const std::string& sql, Bind&& bind) {
+    auto st = prepare(sql);
+    if (!st) return tl::unexpected(st.error());
+    if (!bind(*st)) return tl::unexpected(ClientError::io);
+    if (st->step() != StepResult::row) return tl::unexpected(db_error());
+    auto n = st->column_u64(0);
+    if (!n) return tl::unexpected(ClientError::corrupt);
+    return static_cast<std::size_t>(*n);
+  }
+
   // Loads and opens the sealed value in column 0 of the first row, if there is one.
   template <typename Bind>
   tl::expected<std::optional<crypto::SecretBuffer>, ClientError> load_sealed(
@@ -1141,12 +1153,7 @@ tl::expected<void, protocol::Error> ClientStore::remove_pre_key(protocol::PreKey
 
 tl::expected<std::size_t, ClientError> ClientStore::pre_key_count() {
   std::lock_guard lock(impl_->mu);
-  auto st = impl_->prepare("SELECT COUNT(*) FROM pre_keys");
-  if (!st) return tl::unexpected(st.error());
-  if (st->step() != StepResult::row) return tl::unexpected(impl_->db_error());
-  auto n = st->column_u64(0);
-  if (!n) return tl::unexpected(ClientError::corrupt);
-  return static_cast<std::size_t>(*n);
+  return impl_->count("SELECT COUNT(*) FROM pre_keys", [](Statement&) { return true; });
 }
 
 // --- SignedPreKeyStore -------------------------------------------------------------------------
@@ -1424,12 +1431,7 @@ tl::expected<void, ClientError> ClientStore::for_each_message(
 
 tl::expected<std::size_t, ClientError> ClientStore::message_count() {
   std::lock_guard lock(impl_->mu);
-  auto st = impl_->prepare("SELECT COUNT(*) FROM messages");
-  if (!st) return tl::unexpected(st.error());
-  if (st->step() != StepResult::row) return tl::unexpected(impl_->db_error());
-  auto n = st->column_u64(0);
-  if (!n) return tl::unexpected(ClientError::corrupt);
-  return static_cast<std::size_t>(*n);
+  return impl_->count("SELECT COUNT(*) FROM messages", [](Statement&) { return true; });
 }
 
 // --- held messages -----------------------------------------------------------------------------
@@ -1493,13 +1495,8 @@ tl::expected<std::vector<StoredMessage>, ClientError> ClientStore::take_held(
 
 tl::expected<std::size_t, ClientError> ClientStore::held_count(const std::string& peer) {
   std::lock_guard lock(impl_->mu);
-  auto st = impl_->prepare("SELECT COUNT(*) FROM held WHERE peer = ?1");
-  if (!st) return tl::unexpected(st.error());
-  if (!st->bind_text(1, peer)) return tl::unexpected(ClientError::io);
-  if (st->step() != StepResult::row) return tl::unexpected(impl_->db_error());
-  auto n = st->column_u64(0);
-  if (!n) return tl::unexpected(ClientError::corrupt);
-  return static_cast<std::size_t>(*n);
+  return impl_->count("SELECT COUNT(*) FROM held WHERE peer = ?1",
+                      [&](Statement& st) { return st.bind_text(1, peer); });
 }
 
 // --- event journal -----------------------------------------------------------------------------
