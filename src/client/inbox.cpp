@@ -2,6 +2,7 @@
 
 #include "client/content_codec.h"
 #include "client/errors.h"
+#include "crypto/hash.h"
 #include "protocol/messages.h"
 #include "protocol/session.h"
 
@@ -29,6 +30,13 @@ Bytes ratchet_key_of(const svc::Envelope& envelope) {
   return {};
 }
 
+// What identifies a ciphertext among those processed (not secret: a hash of what the server
+// holds too).
+Bytes content_hash(const svc::Envelope& envelope) {
+  const auto digest = crypto::sha256({as_bytes(envelope.content())});
+  return Bytes(digest.begin(), digest.begin() + 16);
+}
+
 }  // namespace
 
 struct Inbox::Outcome {
@@ -47,9 +55,14 @@ void Inbox::acknowledge(const std::string& envelope_id) {
 
 bool Inbox::handle(const svc::Envelope& envelope) {
   const std::string id = to_hex(as_bytes(envelope.id()));
+  // Processed before: this envelope id (a re-delivery), or this very ciphertext under another
+  // id (a send the server showed before it was durable, stored again when its sender retried).
+  const Bytes hash = content_hash(envelope);
   auto seen = account_.store->seen_envelope(id);
-  if (!seen) return false;  // the store failed: leave it with the server
-  if (*seen) {
+  auto seen_content = account_.store->seen_content(hash);
+  if (!seen || !seen_content) return false;  // the store failed: leave it with the server
+  if (*seen || *seen_content) {
+    if (!*seen) (void)account_.store->mark_envelope(id, hash);
     acknowledge(envelope.id());
     return true;
   }
@@ -225,7 +238,7 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
                                false};
       if (!account_.store->add_message(row) || !journal(e)) return fail();
     }
-    if (!account_.store->mark_envelope(id)) return fail();
+    if (!account_.store->mark_envelope(id, content_hash(envelope))) return fail();
     return true;
   });
   if (!committed || (!*committed && !outcome.decrypt_error)) outcome.store_error = true;
@@ -234,7 +247,6 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
 
 bool Inbox::record_failure(const svc::Envelope& envelope, const std::string& id,
                            const Message& base, const std::string& why) {
-  (void)envelope;
   Event e;
   e.kind = Event::Kind::decrypt_failed;
   e.message = base;
@@ -251,7 +263,7 @@ bool Inbox::record_failure(const svc::Envelope& envelope, const std::string& id,
   bool saved = false;
   auto ok = account_.store->transaction([&] {
     saved = account_.store->add_message(row).has_value() && journal_.record(e).has_value() &&
-            account_.store->mark_envelope(id).has_value();
+            account_.store->mark_envelope(id, content_hash(envelope)).has_value();
     return saved;
   });
   return ok && *ok && saved;

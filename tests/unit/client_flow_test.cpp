@@ -153,6 +153,32 @@ TEST_F(ClientFlowTest, AMessageArrivesOnceAndIsAcknowledged) {
   EXPECT_TRUE((*history)[1].outgoing);
 }
 
+// The server may store a send twice under two envelope ids: it shows a recipient that is online
+// a send before the send is durable, and a crash then makes the sender retry it. The same
+// ciphertext under a new id is dropped like any re-delivery, not reported as a failure.
+TEST_F(ClientFlowTest, TheSameCiphertextUnderAnotherEnvelopeIdIsShownOnceAndSilently) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  send(alice, "bob", "only once");
+  auto bob_account = server_->store().accounts().find_account("bob");
+  ASSERT_TRUE(bob_account);
+  auto queued = server_->store().messages().load(bob_account->id, 1, 10);
+  ASSERT_TRUE(queued);
+  ASSERT_EQ(queued->size(), 1u);
+  store::QueuedEnvelope again = (*queued)[0];
+  again.id[15] ^= 0xff;
+  std::promise<bool> stored;
+  server_->store().messages().enqueue({again}, std::nullopt,
+                                      [&](tl::expected<void, store::Error> r) {
+                                        stored.set_value(r.has_value());
+                                      });
+  ASSERT_TRUE(stored.get_future().get());
+  auto events = receive(bob);
+  EXPECT_EQ(bodies(events), std::vector<std::string>{"only once"});
+  EXPECT_TRUE(of_kind(events, Event::Kind::decrypt_failed).empty());
+  EXPECT_TRUE(receive(bob).empty());
+}
+
 TEST_F(ClientFlowTest, TextThatIsNotUtf8IsRefusedAndNothingIsSent) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");

@@ -822,7 +822,8 @@ TEST_F(ClientStoreTest, ReadOnlyOpenReadsAndRefusesWrites) {
 }
 
 // A store written by the previous version (format 1: no held, events, sent_log or state table,
-// no sessions.active column) is brought to format 2 when opened, and keeps all it had.
+// no sessions.active or envelopes.content_hash column) is brought to format 2 when opened, and
+// keeps all it had.
 TEST_F(ClientStoreTest, AFormatOneStoreGainsTheNewTablesWhenOpened) {
   auto s = make();
   ASSERT_TRUE(s->save_session({"bob", DeviceId(1)}, make_session_record(1)));
@@ -830,15 +831,28 @@ TEST_F(ClientStoreTest, AFormatOneStoreGainsTheNewTablesWhenOpened) {
   s.reset();
   RawDb(db()).exec(
       "DROP TABLE held; DROP TABLE events; DROP TABLE sent_log; DROP TABLE state; "
+      "DROP INDEX envelopes_by_content; ALTER TABLE envelopes DROP COLUMN content_hash; "
       "ALTER TABLE sessions DROP COLUMN active; UPDATE meta SET value = 1 WHERE name = 'format'");
   s = reopen();
   EXPECT_EQ(s->session_devices("bob").value(), std::vector<std::uint32_t>{1});
   EXPECT_EQ(s->messages("bob", 0).value().at(0).body, "kept");
   EXPECT_TRUE(s->append_event(as_bytes("works")));
   EXPECT_TRUE(s->hold_message({"e1", "bob", "bob", 1, 100, "x", false}));
+  EXPECT_TRUE(s->mark_envelope("e2", as_bytes("hash of e2")));
+  EXPECT_TRUE(s->seen_content(as_bytes("hash of e2")).value());
   s.reset();
   EXPECT_EQ(RawDb(db()).blob("SELECT CAST(value AS BLOB) FROM meta WHERE name = 'format'"),
             Bytes{'2'});
+}
+
+TEST_F(ClientStoreTest, AProcessedCiphertextIsKnownUnderAnyEnvelopeId) {
+  auto s = make();
+  ASSERT_TRUE(s->mark_envelope("e1", as_bytes("content one")));
+  ASSERT_TRUE(s->mark_envelope("e2"));  // no hash (a plaintext content, say)
+  EXPECT_TRUE(s->seen_content(as_bytes("content one")).value());
+  EXPECT_FALSE(s->seen_content(as_bytes("content two")).value());
+  EXPECT_FALSE(s->seen_content({}).value());
+  EXPECT_TRUE(s->seen_envelope("e2").value());
 }
 
 TEST_F(ClientStoreTest, ACopyOfTheStoreHasAnotherFileIdentity) {

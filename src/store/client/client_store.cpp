@@ -518,6 +518,7 @@ CREATE TABLE IF NOT EXISTS sent_log (
   PRIMARY KEY (peer, timestamp));
 CREATE INDEX IF NOT EXISTS sent_log_by_age ON sent_log (created_at);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS envelopes_by_content ON envelopes (content_hash);
 )sql";
 
 constexpr const char* kSchema = R"sql(
@@ -540,7 +541,8 @@ CREATE TABLE sender_keys (
   PRIMARY KEY (distribution_id, sender, sender_device));
 CREATE TABLE envelopes (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  envelope_id TEXT NOT NULL UNIQUE);
+  envelope_id TEXT NOT NULL UNIQUE,
+  content_hash BLOB);
 CREATE TABLE messages (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   envelope_id TEXT NOT NULL,
@@ -961,9 +963,11 @@ tl::expected<std::unique_ptr<ClientStore::Impl>, ClientError> ClientStore::open_
   if (*format == kFormat1 && !read_only) {
     Impl& i = *impl;
     auto migrated = i.atomically<void>([&i]() -> tl::expected<void, ClientError> {
-      // Format 1 sessions had no `active` column: every stored session was current.
-      if (!i.db->exec(kSchema2) ||
-          !i.db->exec("ALTER TABLE sessions ADD COLUMN active INTEGER NOT NULL DEFAULT 1")) {
+      // Format 1 sessions had no `active` column (every stored session was current), and its
+      // processed envelopes no content hash.
+      if (!i.db->exec("ALTER TABLE sessions ADD COLUMN active INTEGER NOT NULL DEFAULT 1") ||
+          !i.db->exec("ALTER TABLE envelopes ADD COLUMN content_hash BLOB") ||
+          !i.db->exec(kSchema2)) {
         return tl::unexpected(i.db_error());
       }
       return i.run("UPDATE meta SET value = ?1 WHERE name = 'format'",
@@ -1274,12 +1278,27 @@ tl::expected<bool, ClientError> ClientStore::seen_envelope(const std::string& en
   return r == StepResult::row;
 }
 
-tl::expected<void, ClientError> ClientStore::mark_envelope(const std::string& envelope_id) {
+tl::expected<bool, ClientError> ClientStore::seen_content(ByteView content_hash) {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare("SELECT 1 FROM envelopes WHERE content_hash = ?1 LIMIT 1");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_blob(1, content_hash)) return tl::unexpected(ClientError::io);
+  const StepResult r = st->step();
+  if (r == StepResult::error) return tl::unexpected(impl_->db_error());
+  return r == StepResult::row;
+}
+
+tl::expected<void, ClientError> ClientStore::mark_envelope(const std::string& envelope_id,
+                                                           ByteView content_hash) {
   std::lock_guard lock(impl_->mu);
   return impl_->atomically<void>([&]() -> tl::expected<void, ClientError> {
     auto r = impl_->run(
-        "INSERT INTO envelopes (envelope_id) VALUES (?1) ON CONFLICT (envelope_id) DO NOTHING",
-        [&](Statement& st) { return st.bind_text(1, envelope_id); });
+        "INSERT INTO envelopes (envelope_id, content_hash) VALUES (?1, ?2) "
+        "ON CONFLICT (envelope_id) DO NOTHING",
+        [&](Statement& st) {
+          return st.bind_text(1, envelope_id) &&
+                 (content_hash.empty() ? st.bind_null(2) : st.bind_blob(2, content_hash));
+        });
     if (!r) return r;
     if (impl_->db->changes() == 0) return {};
     // seq grows by one per insert (AUTOINCREMENT), so this keeps the newest kMaxSeenEnvelopes.

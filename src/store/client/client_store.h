@@ -166,7 +166,12 @@ class ClientStore : public protocol::SessionStore,
 
   // History and re-delivery dedup.
   [[nodiscard]] tl::expected<bool, ClientError> seen_envelope(const std::string& envelope_id);
-  [[nodiscard]] tl::expected<void, ClientError> mark_envelope(const std::string& envelope_id);
+  // `content_hash` (a hash of the envelope's ciphertext; may be empty) lets seen_content() tell
+  // a ciphertext processed before under another envelope id: the server delivers again under a
+  // new id a send it showed before the send was durable, when the sender retries it.
+  [[nodiscard]] tl::expected<void, ClientError> mark_envelope(const std::string& envelope_id,
+                                                              ByteView content_hash = {});
+  [[nodiscard]] tl::expected<bool, ClientError> seen_content(ByteView content_hash);
   // Adding a message whose (peer, envelope_id) is already stored changes nothing (re-delivery).
   [[nodiscard]] tl::expected<void, ClientError> add_message(const StoredMessage& message);
   // Whether the history holds a message (not a notice) of `sender`'s device with this timestamp

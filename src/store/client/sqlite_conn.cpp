@@ -30,6 +30,10 @@ bool Statement::bind_text(int index, std::string_view value) {
                            SQLITE_TRANSIENT) == SQLITE_OK;
 }
 
+bool Statement::bind_null(int index) {
+  return sqlite3_bind_null(stmt_, index) == SQLITE_OK;
+}
+
 Statement::StepResult Statement::step() {
   switch (sqlite3_step(stmt_)) {
     case SQLITE_ROW:

@@ -39,6 +39,7 @@ class Statement {
   [[nodiscard]] bool bind_int(int index, std::int64_t value);
   [[nodiscard]] bool bind_blob(int index, ByteView value);  // a BLOB, also when empty
   [[nodiscard]] bool bind_text(int index, std::string_view value);
+  [[nodiscard]] bool bind_null(int index);
 
   enum class StepResult { row, done, error };
   [[nodiscard]] StepResult step();
