@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "client/engine.h"
+#include "net/server_key.h"
 #include "protocol/session.h"
 #include "util/in_process_server.h"
 
@@ -168,10 +169,9 @@ TEST_F(ClientFlowTest, TheSameCiphertextUnderAnotherEnvelopeIdIsShownOnceAndSile
   store::QueuedEnvelope again = (*queued)[0];
   again.id[15] ^= 0xff;
   std::promise<bool> stored;
-  server_->store().messages().enqueue({again}, std::nullopt,
-                                      [&](tl::expected<void, store::Error> r) {
-                                        stored.set_value(r.has_value());
-                                      });
+  server_->store().messages().enqueue(
+      {again}, std::nullopt,
+      [&](tl::expected<void, store::Error> r) { stored.set_value(r.has_value()); });
   ASSERT_TRUE(stored.get_future().get());
   auto events = receive(bob);
   EXPECT_EQ(bodies(events), std::vector<std::string>{"only once"});
@@ -605,6 +605,41 @@ TEST_F(ClientFlowTest, WithManualAckAnEventStaysUntilAcknowledged) {
   EXPECT_EQ(pending->at(0).message.body, "for a bot");
   ASSERT_TRUE((*again)->acknowledge(cursor));
   EXPECT_TRUE((*again)->events(0, 0)->empty());
+}
+
+// The operator rotates the server's key: the current key announces the next one, the client pins
+// it beside the current one, and when the server switches the client follows by itself.
+TEST_F(ClientFlowTest, TheClientFollowsAServerKeyRotationTheCurrentKeySigned) {
+  auto current = net::load_or_create_identity(root_ / "tls-current");
+  auto next = net::load_or_create_identity(root_ / "tls-next");
+  auto forged = net::load_or_create_identity(root_ / "tls-forged");
+  ASSERT_TRUE(current && next && forged);
+  server_->set_identity(*current);
+  Engine& alice = register_("alice");
+  EXPECT_EQ(alice.server().fingerprint, current->key_fingerprint);
+
+  // An announcement signed by another key is ignored.
+  auto bad = net::sign_next_key(*forged, next->public_key);
+  ASSERT_TRUE(bad);
+  server_->server().announce_next_key(server::NextServerKey{next->public_key, *bad});
+  receive(alice);
+  EXPECT_TRUE(alice.server().next_fingerprint.empty());
+
+  auto good = net::sign_next_key(*current, next->public_key);
+  ASSERT_TRUE(good);
+  server_->server().announce_next_key(server::NextServerKey{next->public_key, *good});
+  receive(alice);
+  EXPECT_EQ(alice.server().next_fingerprint, next->key_fingerprint);
+
+  server_->server().announce_next_key(std::nullopt);
+  server_->set_identity(*next);
+  auto events = receive(alice);
+  EXPECT_EQ(alice.server().fingerprint, next->key_fingerprint);
+  EXPECT_TRUE(alice.server().next_fingerprint.empty());
+  EXPECT_EQ(of_kind(events, Event::Kind::server_key_changed).size(), 1u);
+  // And it stays pinned across a restart of the client.
+  close(alice);
+  EXPECT_EQ(open("alice").server().fingerprint, next->key_fingerprint);
 }
 
 TEST_F(ClientFlowTest, TheServerKeyIsPinnedAndTheUserCanAcceptANewOne) {

@@ -121,13 +121,14 @@ class ClientSide final : public client::Transport {
  public:
   ClientSide(std::shared_ptr<ServerSide> server_side, std::shared_ptr<Mailbox> mailbox,
              InProcessServer& owner, SerialExecutor& io, client::ChannelBinding binding,
-             std::string pin)
+             std::string pin, Bytes public_key)
       : server_side_(std::move(server_side)),
         mailbox_(std::move(mailbox)),
         owner_(owner),
         io_(io),
         binding_(binding),
-        pin_(std::move(pin)) {}
+        pin_(std::move(pin)),
+        public_key_(std::move(public_key)) {}
   ~ClientSide() override { close(); }
 
   bool send(Bytes frame) override {
@@ -141,7 +142,7 @@ class ClientSide final : public client::Transport {
   bool is_open() const override { return !server_side_->closed(); }
   std::optional<client::ChannelBinding> channel_binding() const override { return binding_; }
   std::string server_pin() const override { return pin_; }
-  Bytes server_public_key() const override { return {}; }
+  Bytes server_public_key() const override { return public_key_; }
 
  private:
   std::shared_ptr<ServerSide> server_side_;
@@ -150,6 +151,7 @@ class ClientSide final : public client::Transport {
   SerialExecutor& io_;
   client::ChannelBinding binding_;
   std::string pin_;
+  Bytes public_key_;
 };
 
 }  // namespace
@@ -162,6 +164,7 @@ class InProcessConnector final : public client::Connector {
                                                   client::TransportHandlers handlers) override {
     std::uint64_t id = 0;
     std::string pin;
+    Bytes public_key;
     {
       std::lock_guard lock(server_.mu_);
       if (!server_.reachable_) {
@@ -171,6 +174,7 @@ class InProcessConnector final : public client::Connector {
       }
       id = server_.next_id_++;
       pin = server_.pin_;
+      public_key = server_.public_key_;
     }
     if (!endpoint.pins.empty() &&
         std::find(endpoint.pins.begin(), endpoint.pins.end(), pin) == endpoint.pins.end()) {
@@ -192,8 +196,8 @@ class InProcessConnector final : public client::Connector {
     server_.io_.post([s = server_side, authorization, &owner = server_] {
       owner.server().on_open(s, authorization);
     });
-    return std::unique_ptr<client::Transport>(
-        new ClientSide(server_side, mailbox, server_, server_.io_, binding, pin));
+    return std::unique_ptr<client::Transport>(new ClientSide(
+        server_side, mailbox, server_, server_.io_, binding, pin, std::move(public_key)));
   }
 
  private:
@@ -234,6 +238,12 @@ std::string InProcessServer::pin() const {
 void InProcessServer::set_pin(std::string pin) {
   std::lock_guard lock(mu_);
   pin_ = std::move(pin);
+}
+
+void InProcessServer::set_identity(const net::TlsIdentity& identity) {
+  std::lock_guard lock(mu_);
+  pin_ = identity.key_fingerprint;
+  public_key_ = identity.public_key;
 }
 
 void InProcessServer::set_reachable(bool reachable) {

@@ -23,6 +23,7 @@
 #include "client/environment.h"
 #include "client/transport.h"
 #include "crypto/rng.h"
+#include "net/tls.h"
 #include "server/config.h"
 #include "server/metrics.h"
 #include "server/server.h"
@@ -62,9 +63,12 @@ class InProcessServer {
 
   // Connections to this server; one per client environment is fine.
   [[nodiscard]] std::shared_ptr<client::Connector> connector();
-  // The key pin the server presents.
+  // The key pin the server presents (and the public key behind it, empty unless a real TLS
+  // identity was set).
   [[nodiscard]] std::string pin() const;
   void set_pin(std::string pin);
+  // Presents a real TLS identity's key (to test key announcements, which the key signs).
+  void set_identity(const net::TlsIdentity& identity);
   // While unreachable, opening a connection fails as a refused TCP connection would.
   void set_reachable(bool reachable);
   // Closes every open connection as a network failure would.
@@ -89,6 +93,7 @@ class InProcessServer {
 
   mutable std::mutex mu_;
   std::string pin_;
+  Bytes public_key_;
   bool reachable_ = true;
   std::uint64_t next_id_ = 1;
   std::vector<std::weak_ptr<net::Connection>> connections_;
