@@ -4,6 +4,7 @@
 // conversations and trust, and a device restored from one still needs its own keys (register,
 // recover or link first).
 #include "client/backup_file.h"
+#include "client/contacts.h"
 #include "client/content_codec.h"
 #include "client/engine.h"
 #include "client/errors.h"
@@ -50,6 +51,20 @@ Result<std::size_t> Engine::backup_export(const std::filesystem::path& path,
                                           const Progress& progress) {
   auto secret = secret_of(secret_in);
   if (!secret) return tl::unexpected(secret.error());
+  if (secret_in.kind == sotto::BackupSecret::Kind::recovery_code) {
+    // A code that is not the account's (a typo, another account's) would seal a backup that no
+    // code the user has can open: check it against the verifier, when this device knows it.
+    auto verifier = account_->store->load_value(kRecoveryVerifierValue);
+    if (!verifier) return tl::unexpected(from_store(verifier.error()));
+    auto code = RecoveryCode::parse(secret_in.text);
+    if (verifier->has_value() && code &&
+        !crypto::constant_time_equal((*verifier)->view(),
+                                     derive_recovery_auth_key(*code).public_key())) {
+      return tl::unexpected(make_error(ErrorCode::invalid_argument,
+                                       "this is not the account's recovery code (a typo?); "
+                                       "nothing was written"));
+    }
+  }
   auto writer = BackupWriter::create(path, *secret, account_->rng);
   if (!writer) return tl::unexpected(from_backup(writer.error()));
 
@@ -72,13 +87,7 @@ Result<std::size_t> Engine::backup_export(const std::filesystem::path& path,
   for (const auto& c : *contacts) {
     if (!c.identity_key) continue;
     record.Clear();
-    auto* r = record.mutable_contact();
-    r->set_username(c.username);
-    const auto key = c.identity_key->serialize();
-    r->set_identity_key(std::string(key.begin(), key.end()));
-    r->set_accepted(c.accepted);
-    r->set_verified(c.verified);
-    r->set_identity_changed_at(c.identity_changed_at);
+    fill_record(c, *record.mutable_contact());
     if (auto added = writer->add(record); !added) return tl::unexpected(from_backup(added.error()));
   }
 
@@ -142,22 +151,11 @@ Result<std::size_t> Engine::backup_import(const std::filesystem::path& path,
       return true;
     }
     if (r.has_contact()) {
-      auto user = normalize_username(r.contact().username());
-      auto key = protocol::PublicKey::decode(as_bytes(r.contact().identity_key()));
-      if (!user || !key || *user == account_->username) return true;  // nothing to restore
-      auto local = account_->store->load_contact(*user);
-      if (!local) return refuse(from_store(local.error()));
-      store::Contact c{*user, *key, r.contact().accepted(), r.contact().verified(),
-                       r.contact().identity_changed_at()};
-      if (local->has_value() && (*local)->identity_key) {
-        // What this device learned since is newer than the backup: the key stays; what the
-        // user decided about that same key is kept from either.
-        if (*(*local)->identity_key != *key) return true;
-        c.accepted = c.accepted || (*local)->accepted;
-        c.verified = c.verified || (*local)->verified;
-        c.identity_changed_at = (*local)->identity_changed_at;
+      auto c = contact_of(r.contact());
+      if (!c || c->username == account_->username) return true;  // nothing to restore
+      if (auto merged = merge_contact(*account_->store, *c); !merged) {
+        return refuse(merged.error());
       }
-      if (!account_->store->save_contact(c)) return refuse(from_store(store::ClientError::io));
       return true;
     }
     if (r.has_message()) {

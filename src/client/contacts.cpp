@@ -21,6 +21,49 @@ Message to_message(const store::StoredMessage& m) {
   return out;
 }
 
+Result<std::size_t> accept_key(Account& account, Journal& journal, const std::string& user,
+                               const protocol::PublicKey& key, bool verified) {
+  auto loaded = account.store->load_contact(user);
+  if (!loaded) return tl::unexpected(from_store(loaded.error()));
+  store::Contact c = loaded->value_or(store::Contact{user, key, false, false, 0});
+  if (c.identity_key != key) return std::size_t{0};  // the contact has another key by now
+  c.accepted = true;
+  c.verified = verified || c.verified;
+  if (auto saved = account.store->save_contact(c); !saved) {
+    return tl::unexpected(from_store(saved.error()));
+  }
+  auto held = account.store->take_held(user);
+  if (!held) return tl::unexpected(from_store(held.error()));
+  for (const auto& m : *held) {
+    if (auto added = account.store->add_message(m); !added) {
+      return tl::unexpected(from_store(added.error()));
+    }
+    Event e;
+    e.kind = Event::Kind::message;
+    e.message = to_message(m);
+    if (auto recorded = journal.record(e); !recorded) {
+      return tl::unexpected(from_store(recorded.error()));
+    }
+  }
+  return held->size();
+}
+
+Result<void> merge_contact(store::ClientStore& store, const store::Contact& incoming) {
+  auto local = store.load_contact(incoming.username);
+  if (!local) return tl::unexpected(from_store(local.error()));
+  store::Contact c = incoming;
+  if (local->has_value() && (*local)->identity_key) {
+    // What this device learned since is newer: the key stays; what the user decided about
+    // that same key is kept from either.
+    if ((*local)->identity_key != incoming.identity_key) return {};
+    c.accepted = c.accepted || (*local)->accepted;
+    c.verified = c.verified || (*local)->verified;
+    c.identity_changed_at = (*local)->identity_changed_at;
+  }
+  if (auto saved = store.save_contact(c); !saved) return tl::unexpected(from_store(saved.error()));
+  return {};
+}
+
 Result<std::vector<Contact>> Contacts::list() {
   auto list = account_.store->contacts();
   if (!list) return tl::unexpected(from_store(list.error()));
@@ -118,10 +161,12 @@ Result<SafetyNumber> Contacts::trust(const std::string& user_in,
   if (digits_in) {
     std::string d;
     for (char ch : *digits_in) {
-      if (ch == ' ' || ch == '\t' || ch == '-') continue;
+      // As shown (groups of five on three lines) or typed: any white space or dash between.
+      if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '-') continue;
       if (ch < '0' || ch > '9') {
         return tl::unexpected(make_error(ErrorCode::invalid_argument,
-                                         "a safety number has only digits (spaces are ignored)"));
+                                         "a safety number has only digits (spaces and line "
+                                         "breaks are ignored)"));
       }
       d += ch;
     }
@@ -160,31 +205,20 @@ Result<SafetyNumber> Contacts::trust(const std::string& user_in,
                                      "the contact's key changed again meanwhile; look at the new "
                                      "safety number first"));
   }
-  updated.accepted = true;
-  updated.verified = digits.has_value() || (contact->verified && contact->accepted);
+  const bool verified = digits.has_value() || (contact->verified && contact->accepted);
   std::size_t count = 0;
-  bool ok = false;
   auto committed = account_.store->transaction([&] {
-    if (!account_.store->save_contact(updated)) return false;
-    auto held = account_.store->take_held(*user);
-    if (!held) return false;
-    for (const auto& m : *held) {
-      if (!account_.store->add_message(m)) return false;
-      Event e;
-      e.kind = Event::Kind::message;
-      e.message = to_message(m);
-      if (!journal_.record(e)) return false;
-      ++count;
-    }
-    ok = true;
+    auto accepted = accept_key(account_, journal_, *user, *contact->identity_key, verified);
+    if (!accepted) return false;
+    count = *accepted;
     return true;
   });
-  if (!committed || !*committed || !ok) {
+  if (!committed || !*committed) {
     return tl::unexpected(make_error(ErrorCode::store, "cannot record the contact's trust"));
   }
   released = count > 0;
   shown->accepted = true;
-  shown->verified = updated.verified;
+  shown->verified = verified;
   shown->held = 0;
   return *shown;
 }

@@ -19,6 +19,18 @@ namespace sotto::client {
 
 [[nodiscard]] Message to_message(const store::StoredMessage& m);
 
+// The user accepted `key` (and, with `verified`, verified it) for `user`: recorded when it is the
+// contact's current key (or the contact has none yet), and the messages held until then are
+// released as message events. Returns how many; 0, with nothing changed, when the contact has
+// another key by now. REQUIRES: crypto_mu held; joins the caller's store transaction.
+[[nodiscard]] Result<std::size_t> accept_key(Account& account, Journal& journal,
+                                             const std::string& user,
+                                             const protocol::PublicKey& key, bool verified);
+// A contact learned elsewhere (a backup, another device of the account): a contact this device
+// knows with another key keeps it (what it learned is newer); with the same key, what the user
+// decided is kept from either.
+[[nodiscard]] Result<void> merge_contact(store::ClientStore& store, const store::Contact& incoming);
+
 class Contacts {
  public:
   Contacts(Account& account, ServerLink& link, Sessions& sessions, Journal& journal)

@@ -70,6 +70,19 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
       if (auto row = take_history_row(m)) r.history.push_back(std::move(*row));
       wipe(*m.mutable_body());
     }
+    for (const auto& record : chunk->contacts()) {
+      if (auto contact = contact_of(record)) r.contacts.push_back(std::move(*contact));
+    }
+    return r;
+  }
+  if (sync->has_trust()) {
+    auto user = normalize_username(sync->trust().user());
+    auto key = protocol::PublicKey::decode(as_bytes(sync->trust().identity_key()));
+    if (!user || !key) return unreadable("a trust update without a valid user or key");
+    r.kind = ReceivedContent::Kind::trust_update;
+    r.user = std::move(*user);
+    r.identity_key = *key;
+    r.verified = sync->trust().verified();
     return r;
   }
   return r;
@@ -95,6 +108,21 @@ std::optional<store::StoredMessage> take_history_row(wire::backup::MessageRecord
   return store::StoredMessage{
       r.id(),      *peer, *sender, r.sender_device(), r.timestamp(), std::move(*r.mutable_body()),
       r.outgoing()};
+}
+
+void fill_record(const store::Contact& c, wire::backup::ContactRecord& r) {
+  r.set_username(c.username);
+  if (c.identity_key) r.set_identity_key(bytes_string(c.identity_key->serialize()));
+  r.set_accepted(c.accepted);
+  r.set_verified(c.verified);
+  r.set_identity_changed_at(c.identity_changed_at);
+}
+
+std::optional<store::Contact> contact_of(const wire::backup::ContactRecord& r) {
+  auto user = normalize_username(r.username());
+  auto key = protocol::PublicKey::decode(as_bytes(r.identity_key()));
+  if (!user || !key) return std::nullopt;
+  return store::Contact{*user, *key, r.accepted(), r.verified(), r.identity_changed_at()};
 }
 
 std::optional<ResendRequest> read_plaintext_content(ByteView bytes) {

@@ -13,9 +13,11 @@
 #include <vector>
 
 #include "crypto/bytes.h"
+#include "protocol/keys.h"
 #include "store/client/client_store.h"
 
 namespace sotto::wire::backup {
+class ContactRecord;
 class MessageRecord;
 }  // namespace sotto::wire::backup
 
@@ -31,7 +33,8 @@ struct ReceivedContent {
     message,          // `body`, `timestamp`: a message to us (or to our account)
     sent_copy,        // `body`, `timestamp`, `destination`: a copy of what our other device sent
     history_request,  // `wants_history`: our new device's first word
-    history_chunk,    // `history` (valid records only), `last`, `total`
+    history_chunk,    // `history` and `contacts` (valid records only), `last`, `total`
+    trust_update,     // `user`, `identity_key`, `verified`: our other device accepted a key
     nothing,          // a receipt, or content of a later version: nothing to show
     unreadable,       // `why`
   };
@@ -43,6 +46,10 @@ struct ReceivedContent {
   std::vector<store::StoredMessage> history;  // bodies wiped by the destructor
   bool last = false;
   std::uint64_t total = 0;
+  std::vector<store::Contact> contacts;  // with a key, always
+  std::string user;
+  std::optional<protocol::PublicKey> identity_key;
+  bool verified = false;
   std::string why;
 
   ReceivedContent() = default;
@@ -60,6 +67,10 @@ struct ReceivedContent {
 // that is empty or longer than kMaxHistoryIdBytes). Taking a row moves the record's body out.
 void fill_record(const store::StoredMessage& m, wire::backup::MessageRecord& r);
 [[nodiscard]] std::optional<store::StoredMessage> take_history_row(wire::backup::MessageRecord& r);
+// The same for a contact (backup.proto ContactRecord): nullopt for a username that is not one or
+// a key that does not decode.
+void fill_record(const store::Contact& c, wire::backup::ContactRecord& r);
+[[nodiscard]] std::optional<store::Contact> contact_of(const wire::backup::ContactRecord& r);
 
 // A request to send a message again (a DecryptionError in a PlaintextContent); nullopt for
 // anything else.

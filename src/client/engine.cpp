@@ -124,7 +124,16 @@ Result<SafetyNumber> Engine::trust(const std::string& user,
                                    const std::optional<std::string>& digits) {
   bool released = false;
   auto r = contacts_.trust(user, digits, released);
-  if (r && released) listener_.notify();
+  if (!r) return r;
+  if (released) listener_.notify();
+  // The account's other devices accept the key too. Best effort, and short: trusting is done
+  // here whether or not they can be told now (the user can trust there as well).
+  content::Content c;
+  auto* update = c.mutable_sync()->mutable_trust();
+  update->set_user(*normalize_username(user));
+  if (auto key = from_hex(r->identity_key_hex)) update->set_identity_key(bytes_string(*key));
+  update->set_verified(r->verified);
+  (void)outbox_.send_to_own_devices(encode_padded(c), kTrustSyncTimeout);
   return r;
 }
 
@@ -184,6 +193,10 @@ Result<std::uint32_t> Engine::add_device(const std::string& code_text, const Pro
     message.set_server_port(s.server_port);
     message.set_server_fingerprint(s.server_fingerprint);
     message.set_device_id(account_->device_id);
+  }
+  if (auto verifier = account_->store->load_value(kRecoveryVerifierValue);
+      verifier && verifier->has_value()) {
+    message.set_recovery_verifier(bytes_string((*verifier)->view()));
   }
   crypto::SecretBuffer plain(message.ByteSizeLong());
   plain.resize(plain.capacity());

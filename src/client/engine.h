@@ -40,6 +40,10 @@ namespace sotto::client {
 
 inline constexpr std::chrono::seconds kAddDeviceWait{30};       // for the new device to appear
 inline constexpr std::chrono::seconds kHistoryRequestWait{30};  // for it to ask for history
+// How long trust() tries to tell the account's other devices.
+inline constexpr std::chrono::seconds kTrustSyncTimeout{5};
+// The public key the server keeps as the recovery code's verifier (ClientStore::save_value).
+inline constexpr std::string_view kRecoveryVerifierValue = "recovery.verifier";
 
 class Engine {
  public:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "client/contacts.h"
 #include "client/content_codec.h"
 #include "client/errors.h"
 #include "client/outbox.h"
@@ -21,8 +22,10 @@ void History::set_import_progress(Progress progress) {
 }
 
 void History::on_request(std::uint32_t device, bool wanted) {
-  // A failed transfer leaves the new device without history; it says so when its wait ends.
-  if (wanted) (void)serve(device);
+  // The contacts always go (so the new device knows the keys the user accepted, and holds a
+  // contact's later key as this device would), the messages when asked for. A failed transfer
+  // leaves the new device without them; it says so when its wait ends.
+  (void)serve(device, wanted);
   std::lock_guard lock(mu_);
   answered_.push_back(device);
 }
@@ -37,17 +40,23 @@ bool History::complete() const {
   return complete_;
 }
 
-Result<std::size_t> History::serve(std::uint32_t device) {
-  auto total = account_.store->message_count();
+Result<std::size_t> History::serve(std::uint32_t device, bool with_messages) {
+  auto total = with_messages ? account_.store->message_count()
+                             : tl::expected<std::size_t, store::ClientError>(0);
   if (!total) return tl::unexpected(from_store(total.error()));
   Progress progress;
   {
     std::lock_guard lock(mu_);
     progress = serve_progress_;
   }
+  auto contacts = account_.store->contacts();
+  if (!contacts) return tl::unexpected(from_store(contacts.error()));
   std::uint32_t sequence = 0;
   std::size_t sent = 0;
   content::Content chunk;
+  for (const auto& c : *contacts) {
+    if (c.identity_key) fill_record(c, *chunk.mutable_sync()->mutable_history()->add_contacts());
+  }
   std::size_t bytes = 0;
   Result<void> failed;
   const auto flush = [&](bool last) -> bool {
@@ -69,6 +78,10 @@ Result<std::size_t> History::serve(std::uint32_t device) {
     if (progress) progress(sent, *total);
     return true;
   };
+  if (!with_messages) {
+    if (!flush(true)) return tl::unexpected(failed.error());
+    return std::size_t{0};
+  }
   auto walked = account_.store->for_each_message([&](const store::StoredMessage& m) {
     fill_record(m, *chunk.mutable_sync()->mutable_history()->add_messages());
     bytes += m.body.size() + m.peer.size() + m.envelope_id.size() + 32;
@@ -84,8 +97,13 @@ Result<std::size_t> History::serve(std::uint32_t device) {
   return sent;
 }
 
-Result<void> History::import(const std::vector<store::StoredMessage>& messages, bool last,
+Result<void> History::import(const std::vector<store::StoredMessage>& messages,
+                             const std::vector<store::Contact>& contacts, bool last,
                              std::uint64_t total) {
+  for (const auto& c : contacts) {
+    if (c.username == account_.username) continue;
+    if (auto merged = merge_contact(*account_.store, c); !merged) return merged;
+  }
   for (const auto& m : messages) {
     if (auto added = account_.store->add_message(m); !added) {
       return tl::unexpected(from_store(added.error()));

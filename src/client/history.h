@@ -1,7 +1,8 @@
 // Bringing the history to a newly linked device (`link --transfer-history`): the new device asks
-// the device that linked it (a HistoryRequest inside the end-to-end encryption), which sends
-// every message of its history in HistoryChunks to that device only, oldest first. The server
-// relays them like any message and learns nothing of their content.
+// the device that linked it (a HistoryRequest inside the end-to-end encryption), which sends its
+// contacts (their keys, and what the user decided about them) and every message of its history
+// in HistoryChunks to that device only, oldest first. The server relays them like any message
+// and learns nothing of their content.
 //
 // Thread-safe.
 #pragma once
@@ -27,16 +28,18 @@ class History {
  public:
   History(Account& account, Outbox& outbox) : account_(account), outbox_(outbox) {}
 
-  // The sending side: our new device `device` said whether it wants the history; sends it if so.
+  // The sending side: our new device `device` said whether it wants the history. It gets the
+  // contacts in any case, and the messages if so.
   void on_request(std::uint32_t device, bool wanted);
-  [[nodiscard]] Result<std::size_t> serve(std::uint32_t device);
+  [[nodiscard]] Result<std::size_t> serve(std::uint32_t device, bool with_messages);
   void set_serve_progress(Progress progress);
   // Whether `device` has said what it wants (and got it), so add_device can stop waiting.
   [[nodiscard]] bool answered(std::uint32_t device) const;
 
   // The receiving side, inside the inbox's store transaction: stores a chunk's messages (checked
   // by content_codec.h). REQUIRES: crypto_mu held.
-  [[nodiscard]] Result<void> import(const std::vector<store::StoredMessage>& messages, bool last,
+  [[nodiscard]] Result<void> import(const std::vector<store::StoredMessage>& messages,
+                                    const std::vector<store::Contact>& contacts, bool last,
                                     std::uint64_t total);
   void set_import_progress(Progress progress);
   // Whether the last chunk of a transfer arrived.

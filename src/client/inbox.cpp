@@ -1,5 +1,6 @@
 #include "client/inbox.h"
 
+#include "client/contacts.h"
 #include "client/content_codec.h"
 #include "client/errors.h"
 #include "crypto/hash.h"
@@ -215,7 +216,11 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
         outcome.history_request = {envelope.source_device(), c.wants_history};
         break;
       case ReceivedContent::Kind::history_chunk:
-        if (!history_.import(c.history, c.last, c.total)) return fail();
+        if (!history_.import(c.history, c.contacts, c.last, c.total)) return fail();
+        break;
+      case ReceivedContent::Kind::trust_update:
+        // Another device of ours accepted the key: so do we, if it is the key we have.
+        if (!accept_key(account_, journal_, c.user, *c.identity_key, c.verified)) return fail();
         break;
       case ReceivedContent::Kind::unreadable:
         unreadable = c.why;

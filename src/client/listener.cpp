@@ -149,6 +149,7 @@ void Listener::loop(const EventHandler& handler) {
       if (!in) break;  // stopping
       if (in->closed) {
         if (in->generation != connected->generation) continue;
+        if (link_.stopping()) break;  // closed because the app stops listening: nothing to tell
         connection_event(
             Event::Kind::disconnected,
             (in->reason.empty() ? std::string("connection lost") : in->reason) + "; reconnecting");

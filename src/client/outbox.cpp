@@ -107,6 +107,19 @@ Result<void> Outbox::send_to_devices(const std::string& user,
   return {};
 }
 
+Result<void> Outbox::send_to_own_devices(const std::string& plaintext,
+                                         std::chrono::milliseconds timeout) {
+  Outgoing out;
+  out.recipient = account_.username;
+  out.timestamp = next_timestamp();
+  out.message_id = new_message_id(out.timestamp, account_.rng);
+  out.timeout = timeout;
+  out.parts.push_back(Part{account_.username, plaintext, true, {}});
+  auto sent = deliver(out);
+  if (!sent) return tl::unexpected(sent.error());
+  return {};
+}
+
 Result<protocol::CiphertextMessage> Outbox::encrypt_for(const ConnectionPtr& c,
                                                         const protocol::Address& address,
                                                         ByteView plaintext) {
@@ -246,7 +259,7 @@ Result<void> Outbox::repair(const ConnectionPtr& c, const svc::SendResponse& res
 }
 
 Result<SendResult> Outbox::deliver(Outgoing& out) {
-  const auto deadline = SteadyClock::now() + account_.options.send_timeout;
+  const auto deadline = SteadyClock::now() + out.timeout.value_or(account_.options.send_timeout);
   std::optional<svc::SendRequest> built;
   int stale_rounds = 0;
   Backoff retry_backoff(kBackoffInitial, std::chrono::milliseconds(5000));

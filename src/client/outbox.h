@@ -53,6 +53,11 @@ class Outbox {
                                              const std::vector<std::uint32_t>& devices,
                                              const std::string& content, std::uint64_t timestamp);
 
+  // Sends `content` (a serialized, padded Content) to every other device of our account, trying
+  // for at most `timeout` (nothing to do when there is none).
+  [[nodiscard]] Result<void> send_to_own_devices(const std::string& content,
+                                                 std::chrono::milliseconds timeout);
+
   // The clock's time, or one millisecond after the last message's: a device gives each message a
   // timestamp of its own, which is how a message is told apart when it is sent again.
   [[nodiscard]] std::uint64_t next_timestamp();
@@ -78,7 +83,8 @@ class Outbox {
     bool subset = false;
     std::uint64_t timestamp = 0;
     std::array<std::uint8_t, 16> message_id{};
-    ~Outgoing();  // wipes the parts' plaintexts
+    std::optional<std::chrono::milliseconds> timeout;  // none: Options::send_timeout
+    ~Outgoing();                                       // wipes the parts' plaintexts
   };
 
   [[nodiscard]] Result<SendResult> deliver(Outgoing& out);

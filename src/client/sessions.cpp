@@ -83,7 +83,9 @@ Result<void> Sessions::archive(const protocol::Address& address) {
 
 Result<void> Sessions::record_identity_changes() {
   for (const IdentityChange& change : account_.identities.take_changes()) {
-    if (change.first) continue;  // a new contact, not a change
+    // A new contact's key is not a change; it is worth telling only when it is not accepted (the
+    // policy "never"): what it sends is held until the user verifies the key.
+    if (change.first && change.accepted) continue;
     Event e;
     e.kind = Event::Kind::identity_changed;
     e.user = change.user;

@@ -184,6 +184,7 @@ Result<std::unique_ptr<Engine>> Engine::register_account(const Options& options,
   if (auto ok = fresh.store().save_settings(settings); !ok) {
     return tl::unexpected(from_store(ok.error()));
   }
+  (void)fresh.store().save_value(kRecoveryVerifierValue, recovery_key.public_key());
   (*conn)->close();
   auto engine = fresh.keep(std::move(env),
                            [](std::unique_ptr<Account> a) { return new Engine(std::move(a)); });
@@ -264,6 +265,7 @@ Result<std::unique_ptr<Engine>> Engine::recover(const Options& options,
   if (auto ok = fresh.store().save_settings(settings); !ok) {
     return tl::unexpected(from_store(ok.error()));
   }
+  (void)fresh.store().save_value(kRecoveryVerifierValue, next_key.public_key());
   (*conn)->close();
   auto engine = fresh.keep(std::move(env),
                            [](std::unique_ptr<Account> a) { return new Engine(std::move(a)); });
@@ -443,6 +445,9 @@ Result<std::unique_ptr<Engine>> Engine::link(const Options& options, const sotto
   settings.device_id = linked->link_device().device_id();
   if (auto ok = fresh.store().save_settings(settings); !ok) {
     return tl::unexpected(from_store(ok.error()));
+  }
+  if (message.recovery_verifier().size() == crypto::kEd25519PublicKeySize) {
+    (void)fresh.store().save_value(kRecoveryVerifierValue, as_bytes(message.recovery_verifier()));
   }
   c.close();
   auto engine = fresh.keep(std::move(env),

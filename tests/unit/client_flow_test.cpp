@@ -372,6 +372,22 @@ TEST_F(ClientFlowTest, UnderTheNeverPolicyOnlyMatchingDigitsAcceptAKey) {
   ASSERT_TRUE(alice.send("bob", "hi"));
 }
 
+// Under "never" a new contact's first message is held, and the user hears why.
+TEST_F(ClientFlowTest, UnderTheNeverPolicyAFirstMessageIsHeldAndTold) {
+  Engine& alice = register_("alice", std::string(kTrustNever));
+  Engine& bob = register_("bob");
+  send(bob, "alice", "hi, it's bob");
+  auto events = receive(alice);
+  EXPECT_TRUE(bodies(events).empty());
+  auto told = of_kind(events, Event::Kind::identity_changed);
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_FALSE(told[0].accepted);
+  EXPECT_EQ(told[0].changed_at, 0u);  // not a change: the first key
+  EXPECT_EQ(told[0].held, 1u);
+  ASSERT_TRUE(alice.trust("bob", alice.safety_number("bob")->digits));
+  EXPECT_EQ(bodies(receive(alice)), std::vector<std::string>{"hi, it's bob"});
+}
+
 // Session repair: the recipient lost its session (a re-installed app, a damaged store).
 TEST_F(ClientFlowTest, AMessageThatCannotBeDecryptedIsAskedForAgainAndShownOnce) {
   Engine& alice = register_("alice");
@@ -518,6 +534,7 @@ TEST_F(ClientFlowTest, ANewDeviceCanBringTheHistoryAlong) {
   receive(bob);
   send(bob, "alice", "thanks");
   receive(alice);
+  ASSERT_TRUE(alice.trust("bob", alice.safety_number("bob")->digits));
   LinkOptions with_history;
   with_history.transfer_history = true;
   std::vector<std::uint64_t> progress;
@@ -532,6 +549,36 @@ TEST_F(ClientFlowTest, ANewDeviceCanBringTheHistoryAlong) {
   EXPECT_EQ(history->back().body, "thanks");
   ASSERT_FALSE(progress.empty());
   EXPECT_EQ(progress.back(), 31u);
+  // The contacts come along, with what the user decided about their keys.
+  auto contacts = tablet.contacts();
+  ASSERT_TRUE(contacts);
+  ASSERT_EQ(contacts->size(), 1u);
+  EXPECT_EQ((*contacts)[0].username, "bob");
+  EXPECT_TRUE((*contacts)[0].verified);
+}
+
+// Trusting a contact's new key on one device is told to the account's other devices, which
+// release what they held too.
+TEST_F(ClientFlowTest, TrustingAKeyOnOneDeviceTrustsItOnTheOthers) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  const std::string code = bob.take_recovery_code();
+  send(bob, "alice", "hello");
+  receive(alice);
+  Engine& laptop = link(alice, "alice-laptop");
+  receive(alice);
+  close(bob);
+  Engine& bob2 = recover("bob", code, "bob-new");
+  send(bob2, "alice", "new key, same bob");
+  EXPECT_TRUE(bodies(receive(alice)).empty());
+  EXPECT_TRUE(bodies(receive(laptop)).empty());
+  ASSERT_TRUE(alice.trust("bob", alice.safety_number("bob")->digits));
+  EXPECT_EQ(bodies(receive(alice)), std::vector<std::string>{"new key, same bob"});
+  EXPECT_EQ(bodies(receive(laptop)), std::vector<std::string>{"new key, same bob"});
+  auto on_laptop = laptop.safety_number("bob");
+  ASSERT_TRUE(on_laptop);
+  EXPECT_TRUE(on_laptop->accepted);
+  EXPECT_TRUE(on_laptop->verified);
 }
 
 TEST_F(ClientFlowTest, ABackupRestoresHistoryAndTrustAndABadOneChangesNothing) {
@@ -581,6 +628,30 @@ TEST_F(ClientFlowTest, ABackupRestoresHistoryAndTrustAndABadOneChangesNothing) {
   auto contacts = fresh.contacts();
   ASSERT_EQ(contacts->size(), 1u);
   EXPECT_TRUE((*contacts)[0].verified);
+}
+
+// A backup sealed with a code that is not the account's could never be opened: refused, on the
+// device that registered and on one it linked (which learns the code's verifier).
+TEST_F(ClientFlowTest, ABackupIsSealedOnlyWithTheAccountsOwnRecoveryCode) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  const std::string code = alice.take_recovery_code();
+  const std::string other = bob.take_recovery_code();
+  send(bob, "alice", "keep me");
+  receive(alice);
+  using Kind = sotto::BackupSecret::Kind;
+  auto wrong = alice.backup_export(root_ / "a.backup", {Kind::recovery_code, other}, nullptr);
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, ErrorCode::invalid_argument);
+  EXPECT_FALSE(fs::exists(root_ / "a.backup"));
+  ASSERT_TRUE(alice.backup_export(root_ / "a.backup", {Kind::recovery_code, code}, nullptr));
+
+  Engine& laptop = link(alice, "alice-laptop");
+  EXPECT_FALSE(laptop.backup_export(root_ / "l.backup", {Kind::recovery_code, other}, nullptr));
+  ASSERT_TRUE(laptop.backup_export(root_ / "l.backup", {Kind::recovery_code, code}, nullptr));
+  auto imported = laptop.backup_import(root_ / "a.backup", {Kind::recovery_code, code}, nullptr);
+  ASSERT_TRUE(imported) << imported.error().message;
+  EXPECT_EQ(*imported, 1u);
 }
 
 TEST_F(ClientFlowTest, WithManualAckAnEventStaysUntilAcknowledged) {
