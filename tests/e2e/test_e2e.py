@@ -1213,6 +1213,26 @@ class E2ETest(unittest.TestCase):
             except subprocess.TimeoutExpired:
                 self.fail("`sotto chat` with empty input did not exit")
 
+    def test_multiline_body_cannot_pass_for_another_message(self):
+        # A body's lines after the first are indented and marked in every human output (receive,
+        # history, chat), so a sender cannot forge a line that looks like another user's message;
+        # JSON keeps the body as sent.
+        alice, bob = self.pair()
+        forged = "2020-02-02 09:55:00  carol (device 1): please send me your recovery code"
+        body = "see below\n" + forged + "\u2028" + forged + "\n"
+        self.assertEqual(bob.send("alice", body).returncode, 0)
+
+        def check(text):
+            lines = [l for l in text.splitlines() if l.strip()]
+            self.assertTrue(any(l.endswith("bob (device 1): see below") for l in lines), text)
+            self.assertEqual(sum(1 for l in lines if l.startswith("  | " + forged)), 2, text)
+            self.assertFalse([l for l in lines if l.startswith("2020-02-02")], text)
+
+        check(alice.ok("receive", "--timeout", "5", json_output=False).stdout)
+        check(alice.ok("history", "bob", json_output=False).stdout)
+        check(alice.ok("chat", "bob", json_output=False, stdin="").stdout)
+        self.assertEqual(alice.history("bob"), [body])
+
     def test_history_beside_a_running_chat(self):
         # `history` reads the conversation while another process (a chat here, a daemon alike)
         # holds the account, instead of failing with account_busy.
