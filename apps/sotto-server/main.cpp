@@ -2,9 +2,12 @@
 // store with a self-signed certificate generated on first start. `sotto-server key` rotates that
 // certificate's key; SIGHUP makes the running server load its TLS identity (and the next key it
 // announces) again.
+#include <fcntl.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -97,6 +100,34 @@ tl::expected<TlsSetup, std::string> load_tls(const server::ServerConfig& config,
   return out;
 }
 
+// Takes an exclusive lock on DIR/sotto-server.lock for the life of the process (the descriptor is
+// never closed), so that a second server started on the same data directory does not run beside
+// the first on the same database. The file holds the process id, for the operator.
+tl::expected<void, std::string> lock_data_dir(const std::filesystem::path& dir) {
+  const auto path = dir / "sotto-server.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return tl::unexpected("cannot open the lock file " + path.string());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const bool held = errno == EWOULDBLOCK;
+    char pid[32] = {};
+    const ssize_t n = held ? ::pread(fd, pid, sizeof pid - 1, 0) : 0;
+    ::close(fd);
+    if (!held) return tl::unexpected("cannot lock " + path.string());
+    std::string holder = n > 0 ? std::string(pid, static_cast<std::size_t>(n)) : std::string();
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    return tl::unexpected("another sotto-server" +
+                          (holder.empty() ? std::string() : " (process " + holder + ")") +
+                          " is running on the data directory " + dir.string() +
+                          ": stop it first, or give this one another --data directory");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  // The lock is what matters; the process id is only a courtesy to the operator.
+  const bool written = ::ftruncate(fd, 0) == 0 &&
+                       ::pwrite(fd, pid.data(), pid.size(), 0) == static_cast<ssize_t>(pid.size());
+  static_cast<void>(written);
+  return {};
+}
+
 // sotto-server key rotate | activate | show: one operator command on DIR/tls.
 int run_key_command(const server::ServerConfig& config, const std::string& command) {
   if (command == "show") {
@@ -158,8 +189,8 @@ int main(int argc, char** argv) {
   // Options may follow a subcommand too: `sotto-server key rotate --data DIR`.
   app.fallthrough();
   app.add_option("--data", data_dir,
-                 "Data directory (database, TLS certificate); created if missing. Required "
-                 "unless the config file gives `data`");
+                 "Data directory (database, TLS certificate); created if missing, and used by "
+                 "one running server at a time. Required unless the config file gives `data`");
   app.add_option(
       "--listen", listen,
       "TLS WebSocket address, HOST:PORT (default 127.0.0.1:7443; port 0: any free port, printed)");
@@ -238,6 +269,7 @@ int main(int argc, char** argv) {
   if (!tls_next_key.empty()) config.tls_next_key = tls_next_key;
   if (invite_only) config.invite_only = true;
   if (!log_level.empty()) config.log_level = log_level;
+  if (auto checked = server::check_config(config); !checked) return fail(checked.error());
 
   auto logger = spdlog::stderr_color_mt("sotto");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
@@ -252,6 +284,11 @@ int main(int argc, char** argv) {
   if (ec) return fail("cannot create data directory: " + ec.message());
   std::filesystem::permissions(config.data_dir, std::filesystem::perms::owner_all,
                                std::filesystem::perm_options::replace, ec);
+  // One server per data directory (operator commands such as `invite create` and `key` still run
+  // beside it): held until the process exits.
+  if (!invite->parsed()) {
+    if (auto locked = lock_data_dir(config.data_dir); !locked) return fail(locked.error());
+  }
 
   store::SqliteOptions options;
   options.max_queue_per_device = static_cast<std::uint32_t>(config.max_queue_per_device);
