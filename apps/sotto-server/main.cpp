@@ -59,13 +59,20 @@ struct TlsSetup {
 tl::expected<TlsSetup, std::string> load_tls(const server::ServerConfig& config, bool create) {
   const bool provided = operator_certificate(config);
   const auto tls_dir = config.data_dir / "tls";
+  if (!provided && !create && !std::filesystem::is_directory(tls_dir)) {
+    return tl::unexpected(
+        "no TLS key under " + tls_dir.string() +
+        (std::filesystem::exists(config.data_dir)
+             ? std::string(" (the server makes it at its first start)")
+             : ": the data directory " + config.data_dir.string() + " does not exist"));
+  }
   auto current = provided ? net::load_identity(config.tls_certificate, config.tls_private_key)
                  : create ? net::load_or_create_identity(config.data_dir)
                           : net::load_identity(tls_dir / "cert.pem", tls_dir / "key.pem");
   if (!current) {
-    return tl::unexpected(std::string(provided ? "cannot load the TLS certificate and key given"
-                                               : "cannot load (or create) the TLS certificate "
-                                                 "and key under DIR/tls") +
+    return tl::unexpected((provided ? std::string("cannot load the TLS certificate and key given")
+                                    : "cannot load (or create) the TLS certificate and key under " +
+                                          tls_dir.string()) +
                           (current.error() == net::TlsError::bad_certificate
                                ? ": unreadable, or the key is not the certificate's"
                                : ""));
@@ -82,8 +89,8 @@ tl::expected<TlsSetup, std::string> load_tls(const server::ServerConfig& config,
   } else if (!provided) {
     auto identity = net::load_next_identity(config.data_dir);
     if (!identity) {
-      return tl::unexpected(
-          std::string("cannot load the next TLS key (DIR/tls/next-cert.pem and next-key.pem)"));
+      return tl::unexpected("cannot load the next TLS key (" +
+                            (tls_dir / "next-cert.pem").string() + " and next-key.pem)");
     }
     if (*identity) next = (*identity)->public_key;
   }
@@ -128,8 +135,10 @@ tl::expected<void, std::string> lock_data_dir(const std::filesystem::path& dir) 
   return {};
 }
 
-// sotto-server key rotate | activate | show: one operator command on DIR/tls.
-int run_key_command(const server::ServerConfig& config, const std::string& command) {
+// sotto-server key rotate | activate | show: one operator command on DIR/tls. `where` is how the
+// operator named the data directory (--data DIR or --config FILE), for the next command to run.
+int run_key_command(const server::ServerConfig& config, const std::string& command,
+                    const std::string& where) {
   if (command == "show") {
     auto setup = load_tls(config, false);
     if (!setup) return fail(setup.error());
@@ -137,36 +146,54 @@ int run_key_command(const server::ServerConfig& config, const std::string& comma
                 setup->next ? setup->next_fingerprint.c_str() : "none");
     return 0;
   }
+  const auto tls_dir = config.data_dir / "tls";
   if (operator_certificate(config)) {
     return fail(
         "the server uses --tls-cert and --tls-key: name its next key with tls_next_key "
         "(--tls-next-key); `key " +
-        command + "` manages the self-signed key under DIR/tls only");
+        command + "` manages the self-signed key under " + tls_dir.string() + " only");
+  }
+  if (!std::filesystem::is_directory(tls_dir)) {
+    auto missing = load_tls(config, false);  // says what is missing
+    return fail(missing ? "no TLS key under " + tls_dir.string() : missing.error());
   }
   if (command == "rotate") {
     auto next = net::create_next_identity(config.data_dir);
     if (!next) {
       return fail(next.error() == net::TlsError::already_exists
-                      ? "a next key is waiting already (`sotto-server key show`); activate it "
-                        "first"
-                      : "cannot create the next TLS key under DIR/tls");
+                      ? "a next key is waiting already (`sotto-server " + where +
+                            " key show`); activate it first"
+                      : "cannot create the next TLS key under " + tls_dir.string());
     }
     std::printf("next fingerprint: %s\n", next->key_fingerprint.c_str());
     std::fprintf(stderr,
-                 "Send SIGHUP to the running server: every device is told of the next key at its "
-                 "next login. Then `sotto-server key activate` and SIGHUP again.\n");
+                 "Send SIGHUP to the running server: it then tells every device of the next key "
+                 "when the device logs in (sotto_next_key_devices_told on /metrics counts the "
+                 "devices told). Once the devices in use have been told, run `sotto-server %s key "
+                 "activate` and send SIGHUP again.\n",
+                 where.c_str());
     return 0;
   }
   auto active = net::activate_next_identity(config.data_dir);
   if (!active) {
     return fail(active.error() == net::TlsError::not_found
-                    ? "no next key to activate: `sotto-server key rotate` first"
-                    : "cannot activate the next TLS key: DIR/tls needs the operator's eyes");
+                    ? "no next key to activate: `sotto-server " + where + " key rotate` first"
+                    : "cannot activate the next TLS key: " + tls_dir.string() +
+                          " needs the operator's eyes");
   }
-  std::printf("fingerprint: %s\n", active->key_fingerprint.c_str());
+  const std::string& fp = active->key_fingerprint;
+  std::printf("fingerprint: %s\n", fp.c_str());
   std::fprintf(stderr,
-               "The old pair is kept as DIR/tls/previous-*.pem. Send SIGHUP to the running "
-               "server: new connections present the new key.\n");
+               "The old pair is kept as %s/previous-*.pem. After a SIGHUP to the running server, "
+               "new connections present the new key.\n"
+               "Warning: only devices that connected while the next key was announced know it. A "
+               "device that has not connected since `key rotate` (and its SIGHUP) will refuse the "
+               "server until its user checks the new fingerprint with you and runs `sotto server "
+               "trust %s`. To tell whether the devices in use have been told, compare "
+               "sotto_next_key_devices_told on /metrics with the number of devices in use, or "
+               "keep the key announced for a week or so (devices used daily connect within it) "
+               "before the SIGHUP.\n",
+               tls_dir.c_str(), fp.c_str());
   return 0;
 }
 
@@ -176,7 +203,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "sotto-server: the Sotto relay. Stores and forwards ciphertext it cannot read.\n"
       "With only --data it keeps an SQLite database and a self-signed TLS certificate under DIR\n"
-      "and prints the certificate's fingerprint for clients to pin."};
+      "and prints its key's fingerprint (`fingerprint:`, the SHA-256 of its public key, not of\n"
+      "the certificate) for clients to pin."};
   std::string data_dir;
   std::string listen;
   std::string http;
@@ -223,7 +251,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 365));
   invite->require_subcommand(1);
   auto* key = app.add_subcommand(
-      "key", "Rotate the self-signed TLS key under DIR/tls (clients follow without re-pinning)");
+      "key",
+      "Rotate the self-signed TLS key under DIR/tls (devices that connect while the next key is "
+      "announced follow without re-pinning)");
   key->add_subcommand("rotate",
                       "Make the next key (DIR/tls/next-*.pem) and print its fingerprint; the "
                       "server announces it after SIGHUP");
@@ -277,7 +307,12 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 
   umask(077);  // the database and keys are for this user only
-  if (key->parsed()) return run_key_command(config, key->get_subcommands().front()->get_name());
+  if (key->parsed()) {
+    const std::string where = data_dir.empty() && !config_file.empty()
+                                  ? "--config " + config_file
+                                  : "--data " + config.data_dir.string();
+    return run_key_command(config, key->get_subcommands().front()->get_name(), where);
+  }
 
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);

@@ -431,6 +431,11 @@ void Server::after_login(const SessionPtr& s) {
   {
     std::lock_guard lock(next_key_mutex_);
     next_key = next_key_;
+    if (next_key) {
+      told_next_key_.emplace(s->account, s->device);
+      metrics_.next_key_devices_told.store(static_cast<std::int64_t>(told_next_key_.size()),
+                                           std::memory_order_relaxed);
+    }
   }
   if (next_key) push(s, svc::Push(*next_key));
   drain(s);
@@ -1298,6 +1303,13 @@ void Server::announce_next_key(std::optional<NextServerKey> next) {
     push = std::move(p);
   }
   std::lock_guard lock(next_key_mutex_);
+  // A reload that announces the same key keeps the count of devices told.
+  const bool same = push && next_key_ &&
+                    push->server_key().next_public_key() == next_key_->server_key().next_public_key();
+  if (!same) {
+    told_next_key_.clear();
+    metrics_.next_key_devices_told.store(0, std::memory_order_relaxed);
+  }
   next_key_ = std::move(push);
 }
 

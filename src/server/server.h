@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -133,8 +134,11 @@ class Server final : public net::ConnectionHandler {
   RateLimiter bundle_fetches_;
   RateLimiter recoveries_;  // per username
 
-  std::mutex next_key_mutex_;                            // guards next_key_
+  std::mutex next_key_mutex_;  // guards next_key_ and told_next_key_
   std::shared_ptr<const wire::service::Push> next_key_;  // the announcement; null: none
+  // The devices next_key_ was pushed to (memory only, never logged): the operator sees how many
+  // on /metrics before `key activate` (devices that were never told must re-pin by hand).
+  std::set<std::pair<store::AccountId, store::DeviceId>> told_next_key_;
 
   std::mutex mutex_;                                                      // guards the maps below
   std::unordered_map<std::uint64_t, SessionPtr> sessions_;                // by connection id

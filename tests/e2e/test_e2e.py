@@ -830,15 +830,28 @@ class E2ETest(unittest.TestCase):
         # shows the new pin.
         alice, bob = self.pair()
         old_fp = self.server.fingerprint
-        next_fp = self.server.operator("key", "rotate").split("next fingerprint:", 1)[1].strip()
+        rotate = subprocess.run([server_bin(), "--data", self.server.data, "key", "rotate"],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(rotate.returncode, 0, rotate.stderr)
+        next_fp = rotate.stdout.split("next fingerprint:", 1)[1].strip()
         self.assertNotEqual(next_fp, old_fp)
+        self.assertIn("sotto-server --data %s key activate" % self.server.data, rotate.stderr)
         self.assertIn("next=" + next_fp, self.server.reload())
+        self.assertEqual(self.server.metric("sotto_next_key_devices_told"), 0)
         for c in (alice, bob):
             c.receive(timeout_s=5)
             shown = json.loads(c.ok("server", "show").stdout)
             self.assertEqual((shown["fingerprint"], shown["nextFingerprint"]), (old_fp, next_fp))
         self.assertIn(next_fp, alice.ok("server", "show", json_output=False).stdout)
-        self.server.operator("key", "activate")
+        self.assertEqual(self.server.metric("sotto_next_key_devices_told"), 2)
+        self.server.reload()  # the same announcement: the count stays
+        self.assertEqual(self.server.metric("sotto_next_key_devices_told"), 2)
+        activate = subprocess.run([server_bin(), "--data", self.server.data, "key", "activate"],
+                                  capture_output=True, text=True, timeout=60)
+        self.assertEqual(activate.returncode, 0, activate.stderr)
+        # The operator is warned about devices that were not told.
+        self.assertIn("sotto server trust " + next_fp, activate.stderr)
+        self.assertIn("sotto_next_key_devices_told", activate.stderr)
         self.assertIn("fingerprint=" + next_fp, self.server.reload())
         r = alice.send("bob", "after rotation")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -846,6 +859,14 @@ class E2ETest(unittest.TestCase):
         for c in (alice, bob):
             shown = json.loads(c.ok("server", "show").stdout)
             self.assertEqual((shown["fingerprint"], shown["nextFingerprint"]), (next_fp, None))
+        self.assertEqual(self.server.metric("sotto_next_key_devices_told"), 0)
+        # `key show` on a data directory that does not exist names it.
+        missing = os.path.join(self.root, "no-such-dir")
+        r = subprocess.run([server_bin(), "--data", missing, "key", "show"], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(missing + " does not exist", r.stderr)
+        self.assertNotIn("DIR", r.stderr)
 
     def test_server_key_changed_without_announcement_then_moved(self):
         # Case 6: a server whose key changed without announcement (a new data directory with the
