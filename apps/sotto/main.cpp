@@ -256,6 +256,13 @@ int cmd_register(const std::string& user, const std::string& server_text,
       }
       return fail(e, "Register into another --data directory, or use the account that is here");
     }
+    if (e.code == ErrorCode::server && e.message.find("invite") != std::string::npos) {
+      return fail(e, invite.empty() ? "Ask the server's operator for an invite code and give it "
+                                      "with --invite CODE"
+                                    : "The server does not accept the code given: it is unknown "
+                                      "(case and dashes do not matter), already used or expired; "
+                                      "ask the operator for a new one");
+    }
     return fail(e);
   }
   const auto s = (*client)->server();

@@ -1179,6 +1179,27 @@ class E2ETest(unittest.TestCase):
         text = alice.ok("contacts", json_output=False).stdout
         self.assertIn("bob  not verified", text)
 
+    def test_invite_codes_in_any_case(self):
+        # An invite-only server accepts its codes in any case and without dashes (they are made
+        # in lower case); a missing or unknown code gets a hint that says which it was.
+        self.server.stop()
+        self.server.start(args=["--data", self.server.data, "--listen", self.server.address,
+                                "--http", "127.0.0.1:%d" % self.server.http_port,
+                                "--invite-only"])
+        codes = self.server.operator("invite", "create", "--count", "2").split()
+        self.assertEqual(len(codes), 2)
+        alice, bob, carol = self.client("alice"), self.client("bob"), self.client("carol")
+        error = alice.fails("register", "alice", "--server", self.server.address)
+        self.assertIn("--invite CODE", error["hint"])
+        error = alice.fails("register", "alice", "--server", self.server.address,
+                            "--invite", "aaaa-bbbb-cccc-dddd")
+        self.assertIn("unknown", error["hint"])
+        alice.register("alice", self.server, "--invite", codes[0].upper())
+        bob.register("bob", self.server, "--invite", " " + codes[1].replace("-", "").upper())
+        error = carol.fails("register", "carol", "--server", self.server.address,
+                            "--invite", codes[0])
+        self.assertIn("already used", error["hint"])
+
     def test_failed_registration_leaves_no_files(self):
         # Case 10: a registration refused by the server (taken username) leaves no USER.lock and
         # no USER.db behind, and its hint names `sotto recover`.
