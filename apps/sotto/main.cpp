@@ -870,6 +870,44 @@ int cmd_daemon(const sotto::cli::DaemonOptions& daemon) {
   return sotto::cli::run_daemon(**client, daemon);
 }
 
+// A command line CLI11 refused, reported like any other error: one line on stderr (with --json,
+// one JSON object) and status 1. --help and --version print as CLI11 does and exit with 0.
+int usage_error(CLI::App& app, const CLI::ParseError& e) {
+  if (e.get_exit_code() == 0) return app.exit(e);
+  g.json = g.json || app.count("--json") > 0;  // CLI11 may stop before it set the flag
+  std::string words;  // the command as far as it was understood: "", "backup", "devices remove"
+  CLI::App* last = &app;
+  for (;;) {
+    const auto subs = last->get_subcommands();
+    if (subs.empty()) break;
+    last = subs.front();
+    words += (words.empty() ? "" : " ") + last->get_name();
+  }
+  const std::string command = words.empty() ? "sotto" : "sotto " + words;
+  std::string message = e.what();
+  std::string hint = "`" + command + " --help` shows how to use it";
+  const auto rest = app.remaining();
+  // A word where a command (of those `last` has) was expected.
+  const bool has_commands = !last->get_subcommands([](const CLI::App*) { return true; }).empty();
+  const bool stray_word = has_commands && !rest.empty() && !rest.front().starts_with("-");
+  if (message == "A subcommand is required" || stray_word) {
+    hint = "`" + command + " --help` lists the commands";
+    message = rest.empty() ? "`" + command + "` needs a command"
+                           : "unknown command `" + words + (words.empty() ? "" : " ") +
+                                 sotto::cli::sanitize(rest.front(), false) + "`";
+  } else if (words == "send" && message.starts_with("The following argument")) {
+    hint = "Quote a message of several words: sotto send USER \"TEXT\"";
+  } else if (constexpr std::string_view kConvert = "Could not convert: ";
+             message.starts_with(kConvert)) {
+    // "Could not convert: ID = abc"
+    const std::string what = message.substr(kConvert.size());
+    const auto eq = what.find(" = ");
+    if (eq != std::string::npos)
+      message = what.substr(0, eq) + ": '" + what.substr(eq + 3) + "' is not a valid value";
+  }
+  return fail(Error{ErrorCode::invalid_argument, message}, hint);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1027,7 +1065,11 @@ int main(int argc, char** argv) {
   sotto::cli::DaemonOptions daemon_options;
   sotto::cli::add_daemon_options(*daemon, daemon_options);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return usage_error(app, e);
+  }
 
   try {
     if (reg->parsed()) return cmd_register(user, server, fingerprint, invite);

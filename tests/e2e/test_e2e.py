@@ -1200,6 +1200,27 @@ class E2ETest(unittest.TestCase):
                             "--invite", codes[0])
         self.assertIn("already used", error["hint"])
 
+    def test_command_line_errors(self):
+        # What CLI11 refuses is reported like any other error: with --json one JSON object on
+        # stderr, and status 1; an unknown command is called so. --help still exits with 0.
+        alice = self.client("alice")
+        error = alice.fails("devices", "remove", "abc", code="invalid_argument")
+        self.assertIn("ID", error["message"])
+        self.assertIn("sotto devices remove --help", error["hint"])
+        error = alice.fails("send", "bob", code="invalid_argument")
+        self.assertIn("TEXT is required", error["message"])
+        error = alice.fails("send", "bob", "two", "words", code="invalid_argument")
+        self.assertIn("Quote", error["hint"])
+        for args in (["bogus"], ["backup", "bogus"]):
+            r = alice.run(*args, json_output=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("unknown command `%s`" % " ".join(args), r.stderr)
+            self.assertIn("--help", r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        r = alice.run("--help", json_output=False)
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("Usage", r.stdout)
+
     def test_failed_registration_leaves_no_files(self):
         # Case 10: a registration refused by the server (taken username) leaves no USER.lock and
         # no USER.db behind, and its hint names `sotto recover`.
