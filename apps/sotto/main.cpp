@@ -107,6 +107,20 @@ std::string default_hint(const Error& e, const std::string& user = {}) {
   }
 }
 
+// The hint for a server key refused while creating an account here (register, recover, link):
+// `sotto server trust` needs an account, so it cannot help yet.
+std::string setup_fingerprint_hint(const std::string& fingerprint_given) {
+  const std::string published =
+      "the fingerprint the operator published (the server prints it at start as `fingerprint: "
+      "...`: the SHA-256 of its public key, not the `certificate_fingerprint` of its log)";
+  if (fingerprint_given.empty()) {
+    return "Check the server's address and " + published +
+           "; the account's other device pinned another key";
+  }
+  return "Check --server-fingerprint against " + published +
+         ", then run this command again with it; if they match, this is not that server";
+}
+
 // Prints `e` (and a hint: `hint` when given, "" for none, else default_hint) and returns 1.
 int fail(const Error& e, const std::optional<std::string>& hint = std::nullopt) {
   std::fflush(stdout);
@@ -256,6 +270,8 @@ int cmd_register(const std::string& user, const std::string& server_text,
       }
       return fail(e, "Register into another --data directory, or use the account that is here");
     }
+    if (e.code == ErrorCode::fingerprint_mismatch)
+      return fail(e, setup_fingerprint_hint(fingerprint));
     if (e.code == ErrorCode::server && e.message.find("invite") != std::string::npos) {
       return fail(e, invite.empty() ? "Ask the server's operator for an invite code and give it "
                                       "with --invite CODE"
@@ -306,6 +322,8 @@ int cmd_recover(const std::string& user, std::string& code, const std::string& s
     if (e.code == ErrorCode::forbidden) {
       return fail(e, "Check the code (24 characters A-Z 2-7; dashes and case do not matter)");
     }
+    if (e.code == ErrorCode::fingerprint_mismatch)
+      return fail(e, setup_fingerprint_hint(fingerprint));
     return fail(e);
   }
   const auto s = (*client)->server();
@@ -546,7 +564,11 @@ int cmd_link(const std::string& server_text, const std::string& fingerprint, int
       },
       std::chrono::seconds(timeout), link_options);
   bar.finish();
-  if (!client) return fail(client.error());
+  if (!client) {
+    if (client.error().code == ErrorCode::fingerprint_mismatch)
+      return fail(client.error(), setup_fingerprint_hint(fingerprint));
+    return fail(client.error());
+  }
   if (g.json) {
     print_json({{"username", (*client)->username()},
                 {"device", (*client)->device_id()},

@@ -349,6 +349,14 @@ class E2ETest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("fingerprint", r.stderr)
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        # Without an account `sotto server trust` cannot help: the hint says what to check.
+        self.assertIn("the operator published", r.stderr)
+        self.assertNotIn("sotto server trust", r.stderr)
+        error = mallory.fails("recover", "alice", "--code", "A" * 24, "--server",
+                              self.server.address, "--server-fingerprint", "ab" * 32,
+                              code="fingerprint_mismatch")
+        self.assertIn("`fingerprint: ...`", error["hint"])
+        self.assertNotIn("sotto server trust", error["hint"])
 
         # A taken username, an invalid one, an unknown recipient: one clear line each.
         r = self.client("alice2").run("register", "alice", "--server", self.server.address,
