@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "client/backup_file.h"
+#include "client/recovery_code.h"
 #include "daemon.h"
 #include "output.h"
 #include "sotto/client.h"
@@ -793,68 +795,217 @@ int cmd_server_set_address(const std::string& address) {
 // --- backups ---------------------------------------------------------------------------------
 
 struct BackupSecretOptions {
-  std::string recovery_code;
+  std::string recovery_code;  // "-": typed on the terminal
   std::string passphrase_file;
+  bool force = false;  // export: replace an existing file
 };
 
-// The secret of a backup: the recovery code, a passphrase from a file, from
-// $SOTTO_BACKUP_PASSPHRASE, or typed on the terminal (twice when it is chosen for an export).
-tl::expected<sotto::BackupSecret, Error> backup_secret(BackupSecretOptions& in, bool exporting) {
+// A backup's file can be attacked offline, as fast as the attacker's hardware allows (Argon2id
+// only slows each guess down): a short passphrase would fall.
+constexpr std::size_t kMinBackupPassphrase = 8;
+
+std::size_t utf8_characters(const std::string& s) {
+  return static_cast<std::size_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
+// Prints a warning on standard error (with --json, {"warning": "..."}).
+void warn(const std::string& text) {
+  std::fflush(stdout);
+  if (g.json) {
+    std::fprintf(stderr, "%s\n", sotto::cli::dump({{"warning", text}}).c_str());
+  } else {
+    std::fprintf(stderr, "sotto: warning: %s\n", text.c_str());
+  }
+}
+
+// Checks the form of a recovery code (24 characters A-Z 2-7; case, spaces and dashes do not
+// matter), with one clear message.
+tl::expected<void, Error> check_recovery_code(const std::string& code) {
+  auto parsed = sotto::client::RecoveryCode::parse(code);
+  if (!parsed) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, std::string(to_string(parsed.error()))});
+  }
+  return {};
+}
+
+// Reads a secret (`what`: "recovery code") typed on the terminal; `twice` asks again and requires
+// the same text (`same` compares). An error when standard input is not a terminal (`absent` says
+// what to give instead).
+tl::expected<std::string, Error> type_secret(
+    const std::string& what, bool twice, const std::string& absent,
+    const std::function<bool(const std::string&, const std::string&)>& same,
+    const std::function<tl::expected<void, Error>(const std::string&)>& check) {
+  const bool terminal = ::isatty(STDIN_FILENO) != 0;
+  std::string prompt = what + ": ";
+  prompt.front() = static_cast<char>(std::toupper(static_cast<unsigned char>(prompt.front())));
+  auto typed = sotto::cli::read_hidden_line(prompt);
+  if (!typed) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, terminal ? "cancelled; nothing was done" : absent});
+  }
+  if (auto ok = check(*typed); !ok) {
+    wipe(*typed);
+    return tl::unexpected(ok.error());
+  }
+  if (twice) {
+    auto again = sotto::cli::read_hidden_line("The same " + what + " again: ");
+    const bool equal = again && same(*again, *typed);
+    if (again) wipe(*again);
+    if (!equal) {
+      wipe(*typed);
+      return tl::unexpected(
+          Error{ErrorCode::invalid_argument, "the two " + what + "s differ; nothing was written"});
+    }
+  }
+  return std::move(*typed);
+}
+
+bool same_recovery_code(const std::string& a, const std::string& b) {
+  auto x = sotto::client::RecoveryCode::parse(a);
+  auto y = sotto::client::RecoveryCode::parse(b);
+  return x && y && *x == *y;
+}
+
+bool same_text(const std::string& a, const std::string& b) {
+  return a == b;
+}
+
+tl::expected<void, Error> check_passphrase(const std::string& p) {
+  if (p.empty())
+    return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase is empty"});
+  if (utf8_characters(p) < kMinBackupPassphrase) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument,
+              "a backup passphrase needs at least " + std::to_string(kMinBackupPassphrase) +
+                  " characters: whoever gets the file can try passphrases offline, without limit"});
+  }
+  return {};
+}
+
+tl::expected<void, Error> accept_any(const std::string& p) {
+  if (p.empty())
+    return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase is empty"});
+  return {};
+}
+
+// The secret of a backup: the recovery code (given, or "-" to type it), a passphrase from a file,
+// from $SOTTO_BACKUP_PASSPHRASE, or typed on the terminal. An export asks for a typed secret
+// twice; an import asks for the kind of secret the backup's header names (`source`).
+tl::expected<sotto::BackupSecret, Error> backup_secret(
+    BackupSecretOptions& in, bool exporting, std::optional<sotto::client::BackupKeySource> source) {
+  using sotto::client::BackupKeySource;
   sotto::BackupSecret secret;
   if (!in.recovery_code.empty() && !in.passphrase_file.empty()) {
     return tl::unexpected(Error{ErrorCode::invalid_argument,
                                 "give --recovery-code or --backup-passphrase-file, not both"});
   }
-  if (!in.recovery_code.empty()) {
+  const bool wants_code =
+      source ? *source == BackupKeySource::recovery_code : !in.recovery_code.empty();
+  if (source == BackupKeySource::recovery_code && !in.passphrase_file.empty()) {
+    return tl::unexpected(Error{ErrorCode::invalid_argument,
+                                "this backup is encrypted with the account's recovery code, not a "
+                                "passphrase: give it with --recovery-code CODE"});
+  }
+  if (source == BackupKeySource::passphrase && !in.recovery_code.empty()) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument,
+              "this backup is encrypted with a passphrase, not the recovery code: give it with "
+              "--backup-passphrase-file FILE or $SOTTO_BACKUP_PASSPHRASE, or type it"});
+  }
+  if (wants_code) {
     secret.kind = sotto::BackupSecret::Kind::recovery_code;
-    secret.text = std::move(in.recovery_code);
-    wipe(in.recovery_code);
+    if (!in.recovery_code.empty() && in.recovery_code != "-") {
+      if (auto ok = check_recovery_code(in.recovery_code); !ok) return tl::unexpected(ok.error());
+      secret.text = std::move(in.recovery_code);
+      wipe(in.recovery_code);
+      if (exporting) {
+        warn(
+            "the backup is sealed with the recovery code exactly as given: only its form is "
+            "checked, not that it is this account's code. Keep that exact code with the backup; "
+            "a backup sealed with a mistyped code cannot be opened by anyone");
+      }
+      return secret;
+    }
+    auto typed =
+        type_secret("recovery code", exporting,
+                    "this backup is encrypted with the account's recovery code: give it with "
+                    "--recovery-code CODE",
+                    same_recovery_code, check_recovery_code);
+    if (!typed) return tl::unexpected(typed.error());
+    secret.text = std::move(*typed);
     return secret;
   }
   secret.kind = sotto::BackupSecret::Kind::passphrase;
+  const auto& check = exporting ? check_passphrase : accept_any;
   if (!in.passphrase_file.empty()) {
     auto p = read_secret_file(in.passphrase_file, "backup passphrase");
     if (!p) return tl::unexpected(p.error());
+    if (auto ok = check(*p); !ok) {
+      wipe(*p);
+      return tl::unexpected(ok.error());
+    }
     secret.text = std::move(*p);
     return secret;
   }
   if (const char* env = std::getenv("SOTTO_BACKUP_PASSPHRASE"); env != nullptr && *env != '\0') {
+    if (auto ok = check(env); !ok) return tl::unexpected(ok.error());
     secret.text = env;
     return secret;
   }
-  const bool terminal = ::isatty(STDIN_FILENO) != 0;
-  auto typed = sotto::cli::read_hidden_line("Backup passphrase: ");
-  if (!typed && terminal) {
-    return tl::unexpected(Error{ErrorCode::invalid_argument, "cancelled; nothing was done"});
-  }
-  if (!typed) {
-    return tl::unexpected(Error{ErrorCode::invalid_argument,
-                                "no backup secret: give --recovery-code CODE, "
-                                "--backup-passphrase-file FILE or $SOTTO_BACKUP_PASSPHRASE (or "
-                                "type it on a terminal)"});
-  }
-  if (typed->empty()) {
-    return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase is empty"});
-  }
-  if (exporting) {
-    auto again = sotto::cli::read_hidden_line("The same passphrase again: ");
-    const bool same = again && *again == *typed;
-    if (again) wipe(*again);
-    if (!same) {
-      wipe(*typed);
-      return tl::unexpected(
-          Error{ErrorCode::invalid_argument, "the two passphrases differ; nothing was written"});
-    }
-  }
+  auto typed = type_secret(
+      "backup passphrase", exporting,
+      exporting ? "no backup secret: give --backup-passphrase-file FILE, $SOTTO_BACKUP_PASSPHRASE "
+                  "or --recovery-code CODE (or type a passphrase on a terminal)"
+                : "this backup is encrypted with a passphrase: give it with "
+                  "--backup-passphrase-file FILE or $SOTTO_BACKUP_PASSPHRASE (or type it on a "
+                  "terminal)",
+      same_text, check);
+  if (!typed) return tl::unexpected(typed.error());
   secret.text = std::move(*typed);
   return secret;
 }
 
+// What is wrong with the backup file before any secret is asked for: an export's file that
+// exists (without --force), an import's file that does not, or is not a backup. For an import,
+// the kind of secret its header names.
+tl::expected<std::optional<sotto::client::BackupKeySource>, Error> check_backup_file(
+    bool exporting, const std::string& file, bool force) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const auto status = fs::status(file, ec);
+  const std::string path = sotto::cli::sanitize(file, false);
+  const auto error = [](std::string text) {
+    return tl::unexpected(Error{ErrorCode::invalid_argument, std::move(text)});
+  };
+  if (exporting) {
+    if (fs::is_directory(status)) return error(path + " is a directory: name a file");
+    if (fs::exists(status) && !force) {
+      return error(path +
+                   " exists already: give --force to replace it (with a complete backup "
+                   "only: it stays as it is if writing fails)");
+    }
+    return std::nullopt;
+  }
+  if (!fs::exists(status)) return error("the backup file " + path + " does not exist");
+  if (fs::is_directory(status)) return error(path + " is a directory, not a backup file");
+  auto header = sotto::client::inspect_backup(fs::path(file));
+  if (!header) {
+    if (header.error() == sotto::client::BackupError::io)
+      return error("cannot read the backup file " + path);
+    return error(path + ": " + std::string(to_string(header.error())));
+  }
+  return header->key_source;
+}
+
 int cmd_backup(bool exporting, const std::string& file, BackupSecretOptions& secret_options) {
+  auto source = check_backup_file(exporting, file, secret_options.force);
+  if (!source) return fail(source.error(), "");
   auto client = open_client();
   if (!client) return fail(client.error());
-  auto secret = backup_secret(secret_options, exporting);
-  if (!secret) return fail(secret.error());
+  auto secret = backup_secret(secret_options, exporting, *source);
+  if (!secret) return fail(secret.error(), "");
   sotto::cli::ProgressBar bar(exporting ? "Writing the backup" : "Reading the backup",
                               exporting ? "messages" : "bytes");
   const auto progress = [&bar](std::uint64_t done, std::uint64_t total) {
@@ -867,19 +1018,22 @@ int cmd_backup(bool exporting, const std::string& file, BackupSecretOptions& sec
   if (!r) {
     if (r.error().code == ErrorCode::wrong_passphrase) {
       return fail(r.error(),
-                  "Nothing was imported; give the passphrase (or the recovery code) the backup "
-                  "was written with");
+                  std::string("Nothing was imported; give the ") +
+                      (*source == sotto::client::BackupKeySource::recovery_code ? "recovery code"
+                                                                                : "passphrase") +
+                      " the backup was written with");
     }
     return fail(r.error());
   }
+  const std::string path = sotto::cli::sanitize(file, false);
   if (g.json) {
     print_json({{"messages", *r}});
   } else if (exporting) {
     print_line("Wrote " + std::to_string(*r) + (*r == 1 ? " message" : " messages") +
-               ", the contacts and their trust to " + file + ".");
+               ", the contacts and their trust to " + path + ".");
   } else {
     print_line("Added " + std::to_string(*r) + (*r == 1 ? " message" : " messages") + " from " +
-               file + " (messages already here are kept once), and restored the contacts' trust.");
+               path + " (messages already here are kept once), and restored the contacts' trust.");
   }
   return 0;
 }
@@ -1078,10 +1232,11 @@ int main(int argc, char** argv) {
   for (auto* sub : {backup_export, backup_import}) {
     sub->add_option("FILE", file, "The backup file")->required();
     sub->add_option("--recovery-code", backup_options.recovery_code,
-                    "Encrypt with (or open with) the account's recovery code");
+                    "Encrypt with (or open with) the account's recovery code; - to type it");
     sub->add_option("--backup-passphrase-file", backup_options.passphrase_file,
-                    "File holding the backup passphrase");
+                    "File holding the backup passphrase (at least 8 characters)");
   }
+  backup_export->add_flag("--force", backup_options.force, "Replace FILE if it exists");
 
   auto* daemon = app.add_subcommand("daemon", "JSON-RPC 2.0 over stdin/stdout or a Unix socket");
   sotto::cli::DaemonOptions daemon_options;

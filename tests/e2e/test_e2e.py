@@ -231,6 +231,38 @@ class Client:
         return json.loads(self.ok("safety-number", user).stdout)
 
 
+def run_on_terminal(client, args, answers, timeout=60):
+    """Runs `sotto --data DIR ARGS` with a terminal (a pty) as standard input, typing each answer
+    once its prompt has appeared on standard error (typing earlier would be discarded: the CLI
+    flushes pending input before a hidden prompt). Returns (status, stdout, stderr)."""
+    import select
+    master, slave = os.openpty()
+    p = subprocess.Popen([sotto_bin(), "--data", client.data] + list(args), stdin=slave,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=client.env)
+    os.close(slave)
+    err = b""
+    seen = 0
+    try:
+        for prompt, text in answers:
+            deadline = time.monotonic() + timeout
+            while prompt.encode() not in err[seen:]:
+                left = deadline - time.monotonic()
+                ready, _, _ = select.select([p.stderr], [], [], max(left, 0))
+                chunk = os.read(p.stderr.fileno(), 4096) if ready else b""
+                if not chunk:
+                    raise AssertionError("no prompt %r; stderr so far %r" % (prompt, err))
+                err += chunk
+            seen = err.index(prompt.encode(), seen) + len(prompt)
+            os.write(master, text.encode() + b"\r")
+        out, rest = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    return p.returncode, out.decode("utf-8", "replace"), (err + rest).decode("utf-8", "replace")
+
+
 def parse_lines(text):
     out = []
     for line in text.splitlines():
@@ -1052,6 +1084,80 @@ class E2ETest(unittest.TestCase):
         # A new device asks for the history when it is linked.
         alice3, _ = self.link(alice2, "alice-laptop", "--transfer-history")
         self.assertEqual(alice3.history("bob"), conversation)
+
+    def test_backup_files_and_secrets(self):
+        # `backup export` refuses to replace a file without --force, refuses short passphrases,
+        # writes a file only its owner can read, and warns that a recovery code given as an option
+        # is not checked; typed on a terminal it is asked twice. `backup import` names a missing
+        # file and asks for the kind of secret the backup was written with.
+        env = {"SOTTO_TEST_FAST_KDF": "1"}
+        alice, bob = self.client("alice", env=env), self.client("bob", env=env)
+        alice.register("alice", self.server)
+        bob.register("bob", self.server)
+        self.assertEqual(bob.send("alice", "one").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["one"])
+        code = alice.info["recoveryCode"]
+        by_code = os.path.join(self.root, "by-code.backup")
+
+        old_umask = os.umask(0o022)
+        try:
+            r = alice.run("backup", "export", by_code, "--recovery-code", code, json_output=False)
+        finally:
+            os.umask(old_umask)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("warning", r.stderr)
+        self.assertIn("Keep that exact code", r.stderr)
+        self.assertEqual(os.stat(by_code).st_mode & 0o777, 0o600)
+        self.assertFalse(os.path.exists(by_code + ".partial"))
+        error = alice.fails("backup", "export", by_code, "--recovery-code", code)
+        self.assertIn("exists already", error["message"])
+        self.assertIn("--force", error["message"])
+        alice.ok("backup", "export", by_code, "--recovery-code", code, "--force")
+        self.assertEqual(os.stat(by_code).st_mode & 0o777, 0o600)
+        error = alice.fails("backup", "export", os.path.join(self.root, "x.backup"),
+                            "--recovery-code", "ABCD-EFGH", code="invalid_argument")
+        self.assertEqual(error["message"], "a recovery code has 24 characters (six groups of four)")
+        short = Client(self.root, "alice", env=dict(env, SOTTO_BACKUP_PASSPHRASE="short"))
+        error = short.fails("backup", "export", os.path.join(self.root, "short.backup"))
+        self.assertIn("at least 8 characters", error["message"])
+        self.assertFalse(os.path.exists(os.path.join(self.root, "short.backup")))
+
+        missing = os.path.join(self.root, "no-such.backup")
+        error = alice.fails("backup", "import", missing, code="invalid_argument")
+        self.assertIn("does not exist", error["message"])
+        self.assertIn(missing, error["message"])
+        # A recovery-code backup without the code (a passphrase at hand, no terminal): the error
+        # names what is needed.
+        with_passphrase = Client(self.root, "alice",
+                                 env=dict(env, SOTTO_BACKUP_PASSPHRASE="long enough passphrase"))
+        error = with_passphrase.fails("backup", "import", by_code, stdin="")
+        self.assertIn("encrypted with the account's recovery code", error["message"])
+        self.assertIn("--recovery-code CODE", error["message"])
+        by_passphrase = os.path.join(self.root, "by-passphrase.backup")
+        with_passphrase.ok("backup", "export", by_passphrase)
+        error = alice.fails("backup", "import", by_passphrase, "--recovery-code", code)
+        self.assertIn("encrypted with a passphrase", error["message"])
+
+        # On a terminal the recovery code is asked for (once to import, twice to export).
+        status, out, err = run_on_terminal(alice, ["backup", "import", by_code],
+                                           [("Recovery code: ", code)])
+        self.assertEqual(status, 0, err)
+        self.assertIn("Added 0 messages", out)
+        self.assertNotIn("passphrase", err)
+        typed = os.path.join(self.root, "typed.backup")
+        status, out, err = run_on_terminal(
+            alice, ["backup", "export", typed, "--recovery-code", "-"],
+            [("Recovery code: ", code), ("again: ", "ABCD" * 6)])
+        self.assertEqual(status, 1, out)
+        self.assertIn("differ", err)
+        self.assertFalse(os.path.exists(typed))
+        status, out, err = run_on_terminal(
+            alice, ["backup", "export", typed, "--recovery-code", "-"],
+            [("Recovery code: ", code), ("again: ", code.lower().replace("-", " "))])
+        self.assertEqual(status, 0, err)
+        self.assertNotIn("warning", err)
+        out = alice.ok("backup", "import", typed, "--recovery-code", code).stdout
+        self.assertEqual(json.loads(out), {"messages": 0})
 
     # --- devices (case 8) -------------------------------------------------------------------------
 
