@@ -42,6 +42,9 @@ Globals g;
 
 // Chat history shown on entry and by /history without a count.
 constexpr std::size_t kChatHistory = 20;
+// How long a command waits for the account's lock: long enough for another short command to
+// finish, short enough that a command refused beside a chat or daemon says so at once.
+constexpr std::chrono::milliseconds kLockWait{2000};
 // How long `history` waits for the account's lock before it reads beside the process holding it.
 constexpr std::chrono::milliseconds kHistoryLockWait{1000};
 
@@ -93,8 +96,9 @@ std::string default_hint(const Error& e, const std::string& user = {}) {
              " --safety-number DIGITS` (or `sotto trust " + u +
              "` to accept the new key unverified)";
     case ErrorCode::account_busy:
-      return "Another sotto process (a `sotto daemon` or `sotto chat`) is using the account: stop "
-             "it, or ask it (`sotto history` reads beside it)";
+      // The library's text already says who may hold the account.
+      return "Stop it first (a `sotto daemon` also takes requests: docs/daemon.md); `sotto "
+             "history` reads beside it";
     case ErrorCode::ambiguous_account:
       return "Choose one with --account NAME";
     case ErrorCode::no_account:
@@ -183,6 +187,7 @@ tl::expected<sotto::Options, Error> make_options() {
     o.passphrase = std::string(env);
   }
   if (!g.trust_policy.empty()) o.trust_policy = g.trust_policy;
+  o.lock_wait = kLockWait;
   return o;
 }
 

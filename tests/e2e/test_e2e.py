@@ -1428,6 +1428,15 @@ class E2ETest(unittest.TestCase):
         text = bob.ok("history", "alice", json_output=False).stdout
         self.assertIn("alice (device 1): during the chat", text)
         self.assertLess(time.monotonic() - started, 8)
+        # Commands that need the account fail soon, with one message that says it once.
+        started = time.monotonic()
+        error = bob.fails("contacts", code="account_busy")
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn("sotto history", error["hint"])
+        r = bob.run("contacts", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertNotIn("is using the account", r.stderr)
         p.stdin.close()
         self.assertEqual(p.wait(timeout=20), 0)
 
