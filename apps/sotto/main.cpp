@@ -398,8 +398,39 @@ constexpr const char* kChatHelp =
     "  /help            this list\n"
     "  /history [N]     the last N messages (default 20)\n"
     "  /safety-number   the safety number with the other user and its state\n"
+    "  /trust           accept the other user's current key, unverified\n"
+    "  /trust DIGITS    accept and verify it: the 60 digits you compared (spaces allowed)\n"
     "  /quit            leave (also Ctrl-D on an empty line)\n"
     "A line starting with // sends the text after the first /; any other /command is not sent.";
+
+// What chat says at its start when the other user's key is not accepted: nothing can be sent.
+std::string not_accepted_text(const std::string& peer, const sotto::SafetyNumber& sn) {
+  std::string text = "! ";
+  if (sn.changed_at != 0) {
+    text += peer + "'s safety number changed (" + sotto::cli::format_time(sn.changed_at) +
+            ") and the new key is not accepted";
+  } else {
+    text += peer +
+            "'s key is not accepted yet (the trust policy accepts only keys whose safety number "
+            "you verified)";
+  }
+  if (sn.held > 0) {
+    text +=
+        "; " + std::to_string(sn.held) + (sn.held == 1 ? " message is held" : " messages are held");
+  }
+  return text + ". Nothing can be sent to " + peer +
+         " until you accept it: compare /safety-number " + "with " + peer +
+         "'s screen, then /trust DIGITS (or /trust to accept it unverified).";
+}
+
+// A hint in chat's own commands where the CLI's would name other `sotto` commands.
+std::string chat_hint(const Error& e, const std::string& peer) {
+  if (e.code == ErrorCode::untrusted_identity) {
+    return "Compare /safety-number with " + peer +
+           "'s screen, then /trust DIGITS (or /trust to accept the new key unverified)";
+  }
+  return default_hint(e, peer);
+}
 
 int cmd_chat(const std::string& peer_in) {
   auto peer = sotto::normalize_username(peer_in);
@@ -443,8 +474,23 @@ int cmd_chat(const std::string& peer_in) {
          "the commands, /quit leaves.");
     show_history(kChatHistory);
   }
+  // Before anything is typed: a key that is not accepted would make every line fail to send.
+  if (auto sn = (*client)->safety_number(*peer); sn && !sn->accepted) {
+    if (g.json) {
+      json j = sotto::cli::safety_number_json(*peer, *sn);
+      j["type"] = "safety_number";
+      show_json(j);
+    } else {
+      show(not_accepted_text(*peer, *sn));
+    }
+  }
   std::atomic<bool> stopped{false};  // the listener gave up (removed device, pin mismatch)
+  std::atomic<bool> leaving{false};  // the user left: the connection's end is no news
   auto started = (*client)->start([&](const sotto::Event& e) {
+    if (leaving &&
+        (e.kind == sotto::Event::Kind::connected || e.kind == sotto::Event::Kind::disconnected)) {
+      return;
+    }
     if (e.kind == sotto::Event::Kind::fatal) stopped = true;
     if (g.json) {
       show_json(sotto::cli::event_json(e));
@@ -497,7 +543,7 @@ int cmd_chat(const std::string& peer_in) {
       } else if (command == "/safety-number") {
         auto sn = (*client)->safety_number(*peer);
         if (!sn) {
-          show_error(sn.error(), default_hint(sn.error(), *peer));
+          show_error(sn.error(), chat_hint(sn.error(), *peer));
         } else if (g.json) {
           json j = sotto::cli::safety_number_json(*peer, *sn);
           j["type"] = "safety_number";
@@ -505,6 +551,26 @@ int cmd_chat(const std::string& peer_in) {
         } else {
           show("Safety number with " + *peer + ":\n" + group_digits(sn->digits) + "\n" +
                sotto::cli::safety_state_text(*peer, *sn));
+        }
+      } else if (command == "/trust") {
+        std::string digits;
+        std::getline(words, digits);
+        digits.erase(0, digits.find_first_not_of(" \t"));
+        auto r = (*client)->trust(
+            *peer, digits.empty() ? std::nullopt : std::optional<std::string>(digits));
+        if (!r) {
+          show_error(r.error(), r.error().code == ErrorCode::safety_number_mismatch
+                                    ? ""
+                                    : chat_hint(r.error(), *peer));
+        } else if (g.json) {
+          json j = sotto::cli::safety_number_json(*peer, *r);
+          j["type"] = "trusted";
+          show_json(j);
+        } else {
+          show(r->verified ? "* " + *peer + " is verified, and the key is accepted."
+                           : "* " + *peer +
+                                 "'s current key is accepted, not verified (/trust DIGITS "
+                                 "verifies it).");
         }
       } else {
         const std::string name = sotto::cli::sanitize(command, false);
@@ -522,8 +588,8 @@ int cmd_chat(const std::string& peer_in) {
     if (!r) {
       status = 1;
       Error e = r.error();
-      e.message = "not sent: " + e.message;
-      show_error(e, default_hint(r.error(), *peer));
+      if (!e.message.starts_with("not sent")) e.message = "not sent: " + e.message;
+      show_error(e, chat_hint(r.error(), *peer));
       continue;
     }
     sotto::Message m;
@@ -538,6 +604,7 @@ int cmd_chat(const std::string& peer_in) {
     else
       show(sotto::cli::message_text(m, self));
   }
+  leaving = true;
   (*client)->stop();
   signals.on_signal(nullptr);  // the editor goes away next
   return stopped ? 1 : status;
@@ -1154,7 +1221,8 @@ int main(int argc, char** argv) {
   auto* chat = app.add_subcommand(
       "chat",
       "Interactive conversation: each line is sent; /help lists the commands (/history [N], "
-      "/safety-number, /quit); //text sends /text. Exit status 1 when a message was not sent");
+      "/safety-number, /trust [DIGITS], /quit); //text sends /text. Exit status 1 when a message "
+      "was not sent");
   chat->add_option("USER", user, "The other user")->required();
 
   auto* link = app.add_subcommand(

@@ -1362,6 +1362,8 @@ class E2ETest(unittest.TestCase):
                       stdin="/help\n/nonsense\n//slash\n/history 1\nhello")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("/safety-number", r.stdout)  # the help
+        self.assertIn("/trust DIGITS", r.stdout)
+        self.assertNotIn("disconnected", r.stdout)  # leaving is no news
         self.assertIn("unknown command /nonsense", r.stdout)
         self.assertEqual([m["body"] for m in bob.messages()], ["/slash", "hello"])
         r = alice.run("chat", "bob", stdin="no newline at the end")
@@ -1371,11 +1373,28 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn(alice.safety_number("bob")["digits"][:5], r.stdout)
         self.assertEqual(bob.messages(), [])
-        # A message that cannot be sent (bob's key changed): exit status 1.
-        self.recovered("bob", bob, "bob-new")
+        # A message that cannot be sent (bob's key changed): exit status 1. The chat says so
+        # when it starts, and says "not sent" once.
+        bob2 = self.recovered("bob", bob, "bob-new")
         r = alice.run("chat", "bob", json_output=False, stdin="to the new key\n")
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("bob's safety number changed", r.stdout)
+        self.assertIn("Nothing can be sent to bob until you accept it", r.stdout)
         self.assertIn("not sent", r.stdout)
+        self.assertNotIn("not sent: not sent", r.stdout)
+        self.assertNotIn("disconnected", r.stdout)
+        # /trust with wrong digits changes nothing; plain /trust accepts the new key.
+        r = alice.run("chat", "bob", json_output=False,
+                      stdin="/trust 1234\n/trust\nafter /trust\n/quit\n")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("60 digits", r.stdout)
+        self.assertIn("accepted, not verified", r.stdout)
+        self.assertEqual([m["body"] for m in bob2.messages()], ["after /trust"])
+        digits = alice.safety_number("bob")["digits"]
+        r = alice.run("chat", "bob", json_output=False, stdin="/trust %s\n" % digits)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("bob is verified", r.stdout)
+        self.assertNotIn("Nothing can be sent", r.stdout)
 
     def test_chat_with_empty_input_exits(self):
         # Case 10 (chat at end of input): a chat whose input ends at once (</dev/null, an empty
