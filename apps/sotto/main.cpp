@@ -370,11 +370,16 @@ int cmd_send(const std::string& to, const std::string& text, int timeout) {
     if (e.code == ErrorCode::not_found) e.message = to + ": " + e.message;
     return fail(e, default_hint(e, to));
   }
+  const std::string copies =
+      std::to_string(r->devices) + (r->devices == 1 ? " device copy" : " device copies");
   if (g.json) {
     print_json({{"timestamp", r->timestamp}, {"devices", r->devices}});
+  } else if (sotto::normalize_username(to) != (*client)->username()) {
+    print_line("Sent to " + sotto::cli::sanitize(to, false) + " (" + copies + ").");
+  } else if (r->devices == 0) {
+    print_line("Saved as a note to yourself (no other device of the account to copy it to).");
   } else {
-    print_line("Sent to " + sotto::cli::sanitize(to, false) + " (" + std::to_string(r->devices) +
-               (r->devices == 1 ? " device copy" : " device copies") + ").");
+    print_line("Saved as a note to yourself, and sent to your other devices (" + copies + ").");
   }
   return 0;
 }

@@ -1314,6 +1314,14 @@ class E2ETest(unittest.TestCase):
                             "--invite", codes[0])
         self.assertIn("already used", error["hint"])
 
+    def test_send_to_self_is_a_note(self):
+        # A message to oneself with no other device is a note, not "0 device copies".
+        alice = self.client("alice")
+        alice.register("alice", self.server)
+        out = alice.ok("send", "Alice", "remember the milk", json_output=False).stdout
+        self.assertIn("Saved as a note to yourself (no other device", out)
+        self.assertEqual(alice.history("alice"), ["remember the milk"])
+
     def test_command_line_errors(self):
         # What CLI11 refuses is reported like any other error: with --json one JSON object on
         # stderr, and status 1; an unknown command is called so. --help still exits with 0.
