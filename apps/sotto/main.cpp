@@ -75,7 +75,8 @@ std::string address_text(const sotto::Server& s) {
 }
 
 // What to run next after an error, in the CLI's terms. `user` is the contact the command was
-// about (USER when none).
+// about (USER when none). A hint adds to the library's text (which names no command) and must not
+// say again what that text says.
 std::string default_hint(const Error& e, const std::string& user = {}) {
   const std::string u = user.empty() ? "USER" : sotto::cli::sanitize(user, false);
   switch (e.code) {
@@ -83,8 +84,9 @@ std::string default_hint(const Error& e, const std::string& user = {}) {
       return "If the operator really changed the server's key, confirm the new fingerprint with "
              "them, then run `sotto server trust FINGERPRINT`";
     case ErrorCode::device_in_use:
-      return "Stop the other copy (its `sotto chat` or `sotto daemon`) and keep using one copy "
-             "only; `sotto link` makes another machine a device of its own";
+      return "The other copy may be a `sotto chat` or `sotto daemon` started from a copied data "
+             "directory; to link instead, run `sotto link --server HOST:PORT` with a new --data "
+             "directory";
     case ErrorCode::unauthenticated:
       return "`sotto devices` on another device of the account lists the devices left; to use "
              "this machine again, link it into a new data directory with `sotto link --server "
@@ -100,13 +102,14 @@ std::string default_hint(const Error& e, const std::string& user = {}) {
       return "Stop it first (a `sotto daemon` also takes requests: docs/daemon.md); `sotto "
              "history` reads beside it";
     case ErrorCode::ambiguous_account:
-      return "Choose one with --account NAME";
+      return "Give --account NAME";
     case ErrorCode::no_account:
       return "Create one with `sotto register USER --server HOST:PORT`, link this machine with "
              "`sotto link --server HOST:PORT`, or give the right --data DIR";
     case ErrorCode::wrong_passphrase:
       return "Give the store's passphrase with --passphrase-file FILE or $SOTTO_PASSPHRASE";
     case ErrorCode::rate_limited:
+      if (e.message.find("try again") != std::string::npos) return {};
       return "Wait a minute before trying again";
     default:
       return {};
@@ -136,11 +139,14 @@ int fail(const Error& e, const std::optional<std::string>& hint = std::nullopt) 
     std::fprintf(stderr, "%s\n", line.c_str());
     return 1;
   }
+  const auto end_sentence = [](std::string& s) {
+    if (!s.empty() && s.back() != '.' && s.back() != '?' && s.back() != '!') s += '.';
+  };
   std::string text = sotto::cli::sanitize(e.message, false);
+  end_sentence(text);
   if (!h.empty()) {
-    if (!text.empty() && text.back() != '.') text += '.';
     text += " " + h;
-    if (text.back() != '.') text += '.';
+    end_sentence(text);
   }
   std::fprintf(stderr, "sotto: error: %s\n", sotto::cli::sanitize(text, false).c_str());
   return 1;
@@ -174,6 +180,17 @@ tl::expected<std::string, Error> read_secret_file(const std::string& path, const
         Error{ErrorCode::invalid_argument, std::string("the ") + what + " file is empty"});
   }
   return p;
+}
+
+// Checks the form of a recovery code (24 characters A-Z 2-7; case, spaces and dashes do not
+// matter), with one clear message.
+tl::expected<void, Error> check_recovery_code(const std::string& code) {
+  auto parsed = sotto::client::RecoveryCode::parse(code);
+  if (!parsed) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, std::string(to_string(parsed.error()))});
+  }
+  return {};
 }
 
 tl::expected<sotto::Options, Error> make_options() {
@@ -272,8 +289,8 @@ int cmd_register(const std::string& user, const std::string& server_text,
       const auto local = Client::accounts(o->data_dir);
       if (std::find(local.begin(), local.end(), *name) == local.end()) {
         // Taken on the server, not here.
-        return fail(e, "With its recovery code: `sotto recover " + *name +
-                           " --code CODE --server " + address_text(*server) + "`");
+        return fail(e, "Run `sotto recover " + *name + " --code CODE --server " +
+                           address_text(*server) + "`");
       }
       return fail(e, "Register into another --data directory, or use the account that is here");
     }
@@ -317,15 +334,17 @@ int cmd_recover(const std::string& user, std::string& code, const std::string& s
                 const std::string& fingerprint) {
   auto server = parse_server(server_text, fingerprint);
   if (!server) return fail(server.error());
+  if (auto form = check_recovery_code(code); !form) {
+    wipe(code);
+    return fail(form.error(), "");
+  }
   auto o = make_options();
   if (!o) return fail(o.error());
   auto client = Client::recover(*o, user, code, *server);
   wipe(code);
   if (!client) {
     const Error& e = client.error();
-    if (e.code == ErrorCode::account_exists) {
-      return fail(e, "Give another --data directory");
-    }
+    if (e.code == ErrorCode::account_exists) return fail(e, "");  // it says what to do
     if (e.code == ErrorCode::forbidden) {
       return fail(e, "Check the code (24 characters A-Z 2-7; dashes and case do not matter)");
     }
@@ -750,8 +769,8 @@ int cmd_trust(const std::string& user, const std::optional<std::string>& digits)
   if (!r) {
     if (r.error().code == ErrorCode::safety_number_mismatch) return fail(r.error(), "");
     if (r.error().code == ErrorCode::untrusted_identity) {
-      return fail(r.error(), "Run `sotto safety-number " + sotto::cli::sanitize(user, false) +
-                                 "` again and compare the new number");
+      return fail(r.error(),
+                  "`sotto safety-number " + sotto::cli::sanitize(user, false) + "` shows it");
     }
     return fail(r.error(), default_hint(r.error(), user));
   }
@@ -894,17 +913,6 @@ void warn(const std::string& text) {
   } else {
     std::fprintf(stderr, "sotto: warning: %s\n", text.c_str());
   }
-}
-
-// Checks the form of a recovery code (24 characters A-Z 2-7; case, spaces and dashes do not
-// matter), with one clear message.
-tl::expected<void, Error> check_recovery_code(const std::string& code) {
-  auto parsed = sotto::client::RecoveryCode::parse(code);
-  if (!parsed) {
-    return tl::unexpected(
-        Error{ErrorCode::invalid_argument, std::string(to_string(parsed.error()))});
-  }
-  return {};
 }
 
 // Reads a secret (`what`: "recovery code") typed on the terminal; `twice` asks again and requires

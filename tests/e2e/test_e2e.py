@@ -1322,6 +1322,26 @@ class E2ETest(unittest.TestCase):
         self.assertIn("Saved as a note to yourself (no other device", out)
         self.assertEqual(alice.history("alice"), ["remember the milk"])
 
+    def test_error_texts_say_it_once(self):
+        # The CLI's hint adds to the library's text without saying it again, and the text ends
+        # as a sentence.
+        alice = self.client("alice")
+        alice.register("alice", self.server)
+        alice.ok("register", "carol", "--server", self.server.address)  # a second account here
+        r = alice.run("contacts", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.lower().count("choose one"), 1, r.stderr)
+        self.assertIn("--account NAME", r.stderr)
+        r = self.client("other").run("recover", "alice", "--code", "ABCD-EFGH", "--server",
+                                     self.server.address, json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.count("recovery code has"), 1, r.stderr)
+        self.assertEqual(alice.run("--account", "alice", "send", "carol", "hi").returncode, 0)
+        r = alice.run("--account", "alice", "trust", "carol", "--safety-number", "1" * 60,
+                      json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stderr.strip().endswith("."), r.stderr)
+
     def test_command_line_errors(self):
         # What CLI11 refuses is reported like any other error: with --json one JSON object on
         # stderr, and status 1; an unknown command is called so. --help still exits with 0.
