@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -104,8 +105,9 @@ std::string default_hint(const Error& e, const std::string& user = {}) {
     case ErrorCode::ambiguous_account:
       return "Give --account NAME";
     case ErrorCode::no_account:
-      return "Create one with `sotto register USER --server HOST:PORT`, link this machine with "
-             "`sotto link --server HOST:PORT`, or give the right --data DIR";
+      return "Make an account with `sotto register USER --server HOST:PORT`, link this machine "
+             "with `sotto link --server HOST:PORT` (either makes the directory), or give the "
+             "right --data DIR";
     case ErrorCode::wrong_passphrase:
       return "Give the store's passphrase with --passphrase-file FILE or $SOTTO_PASSPHRASE";
     case ErrorCode::rate_limited:
@@ -193,9 +195,43 @@ tl::expected<void, Error> check_recovery_code(const std::string& code) {
   return {};
 }
 
-tl::expected<sotto::Options, Error> make_options() {
+// Whether a command opens an account of the data directory or makes one there.
+enum class DataDir { existing, created };
+
+// What is wrong with the data directory itself, said with its path: the library would only find
+// "no account" in a directory that is missing, a file or unreadable.
+tl::expected<void, Error> check_data_dir(const std::filesystem::path& dir, DataDir use) {
+  namespace fs = std::filesystem;
+  const std::string path = sotto::cli::sanitize(dir.string(), false);
+  std::error_code ec;
+  const auto status = fs::status(dir, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return tl::unexpected(Error{
+        ErrorCode::store, "the data directory " + path + " cannot be read (" + ec.message() + ")"});
+  }
+  if (!fs::exists(status)) {
+    if (use == DataDir::created) return {};
+    return tl::unexpected(
+        Error{ErrorCode::no_account, "the data directory " + path + " does not exist"});
+  }
+  if (!fs::is_directory(status)) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, "the data directory " + path + " is not a directory"});
+  }
+  const int mode = use == DataDir::created ? (R_OK | W_OK | X_OK) : (R_OK | X_OK);
+  if (::access(dir.c_str(), mode) != 0) {
+    return tl::unexpected(Error{
+        ErrorCode::store, "the data directory " + path +
+                              (use == DataDir::created ? " cannot be written" : " cannot be read") +
+                              " (" + std::strerror(errno) + ")"});
+  }
+  return {};
+}
+
+tl::expected<sotto::Options, Error> make_options(DataDir use = DataDir::existing) {
   sotto::Options o;
   o.data_dir = g.data.empty() ? default_data_dir() : std::filesystem::path(g.data);
+  if (auto ok = check_data_dir(o.data_dir, use); !ok) return tl::unexpected(ok.error());
   if (!g.passphrase_file.empty()) {
     auto p = read_secret_file(g.passphrase_file, "passphrase");
     if (!p) return tl::unexpected(p.error());
@@ -279,7 +315,7 @@ int cmd_register(const std::string& user, const std::string& server_text,
                  const std::string& fingerprint, const std::string& invite) {
   auto server = parse_server(server_text, fingerprint);
   if (!server) return fail(server.error());
-  auto o = make_options();
+  auto o = make_options(DataDir::created);
   if (!o) return fail(o.error());
   auto client = Client::register_account(*o, user, *server, invite);
   if (!client) {
@@ -338,7 +374,7 @@ int cmd_recover(const std::string& user, std::string& code, const std::string& s
     wipe(code);
     return fail(form.error(), "");
   }
-  auto o = make_options();
+  auto o = make_options(DataDir::created);
   if (!o) return fail(o.error());
   auto client = Client::recover(*o, user, code, *server);
   wipe(code);
@@ -638,7 +674,7 @@ int cmd_link(const std::string& server_text, const std::string& fingerprint, int
              const std::string& name, bool transfer_history) {
   auto server = parse_server(server_text, fingerprint);
   if (!server) return fail(server.error());
-  auto o = make_options();
+  auto o = make_options(DataDir::created);
   if (!o) return fail(o.error());
   sotto::cli::ProgressBar bar("Receiving the history", "messages");
   sotto::LinkOptions link_options;

@@ -1342,6 +1342,34 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertTrue(r.stderr.strip().endswith("."), r.stderr)
 
+    def test_data_directory_problems_are_named(self):
+        # A data directory that is missing, a file or unreadable is called so, with its path
+        # (the library alone would find "no account" in each).
+        missing = self.client("missing")
+        error = missing.fails("contacts", code="no_account")
+        self.assertIn("the data directory %s does not exist" % missing.data, error["message"])
+        a_file = self.client("a-file")
+        with open(a_file.data, "w") as f:
+            f.write("not a directory\n")
+        for args in (["contacts"], ["register", "x-user", "--server", self.server.address]):
+            error = a_file.fails(*args)
+            self.assertIn("the data directory %s is not a directory" % a_file.data,
+                          error["message"])
+        locked = self.client("locked")
+        os.makedirs(locked.data, mode=0o000)
+        os.chmod(self.root, 0o755)
+        command = [sotto_bin(), "--data", locked.data, "--json", "contacts"]
+        if os.geteuid() == 0:  # root reads anything: run as nobody
+            if shutil.which("setpriv") is None:
+                self.skipTest("running as root without setpriv")
+            command = ["setpriv", "--reuid", "65534", "--regid", "65534",
+                       "--clear-groups"] + command
+        r = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        os.chmod(locked.data, 0o700)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        error = json.loads(r.stderr)["error"]
+        self.assertIn("the data directory %s cannot be read" % locked.data, error["message"])
+
     def test_command_line_errors(self):
         # What CLI11 refuses is reported like any other error: with --json one JSON object on
         # stderr, and status 1; an unknown command is called so. --help still exits with 0.
