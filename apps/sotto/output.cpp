@@ -211,6 +211,9 @@ nlohmann::json safety_number_json(const std::string& user, const SafetyNumber& n
 }
 
 namespace {
+constexpr std::string_view kOnlyVerified =
+    "the trust policy accepts only keys whose safety number you verified";
+
 std::string held_text(std::size_t held) {
   return std::to_string(held) + (held == 1 ? " message held" : " messages held");
 }
@@ -218,6 +221,12 @@ std::string held_text(std::size_t held) {
 
 std::string contact_text(const Contact& c) {
   std::string line = sanitize(c.username, false);
+  if (!c.accepted && c.identity_changed_at == 0) {
+    // The first key seen, under a policy that accepts only verified keys.
+    line += "  not accepted yet (" + std::string(kOnlyVerified);
+    if (c.held > 0) line += "; " + held_text(c.held);
+    return line + ")";
+  }
   if (!c.accepted) {
     line += "  safety number changed";
     if (c.identity_changed_at != 0) line += " " + format_time(c.identity_changed_at);
@@ -245,12 +254,16 @@ std::string safety_state_text(const std::string& user_in, const SafetyNumber& n)
   const std::string user = sanitize(user_in, false);
   const std::string verify = "`sotto trust " + user + " --safety-number \"DIGITS\"`";
   if (!n.accepted) {
-    std::string text = "State: " + user + "'s safety number changed";
-    if (n.changed_at != 0) text += " at " + format_time(n.changed_at);
-    text += " and the new key is not accepted";
+    std::string text = "State: ";
+    if (n.changed_at != 0) {
+      text += user + "'s safety number changed at " + format_time(n.changed_at) +
+              " and the new key is not accepted";
+    } else {
+      text += user + "'s key is not accepted yet (" + std::string(kOnlyVerified) + ")";
+    }
     if (n.held > 0) text += " (" + held_text(n.held) + ")";
     return text + ".\nNothing is sent to " + user +
-           " and nothing from the new key is shown until you accept it. If the number above "
+           " and nothing from that key is shown until you accept it. If the number above "
            "matches the one on " +
            user + "'s screen, run " + verify +
            " with the digits you compared (spaces allowed) to accept and verify it; `sotto "

@@ -29,7 +29,8 @@ namespace sotto::cli {
 [[nodiscard]] nlohmann::json device_json(const Device& d);
 [[nodiscard]] nlohmann::json safety_number_json(const std::string& user, const SafetyNumber& n);
 // "bob  verified", "bob  safety number changed 2026-12-07 10:00:00 (not accepted yet; 2 messages
-// held)".
+// held)", "bob  not accepted yet (the trust policy accepts only keys whose safety number you
+// verified)".
 [[nodiscard]] std::string contact_text(const Contact& c);
 // "device 2  \"Work laptop\"  added 2026-12-07  (this device)".
 [[nodiscard]] std::string device_text(const Device& d);

@@ -1391,6 +1391,24 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(r.returncode, 0)
         self.assertIn("Usage", r.stdout)
 
+    def test_first_key_under_policy_never_is_not_a_change(self):
+        # With --trust-new-identities never, a new contact's first key is "not accepted yet", not
+        # a "safety number changed".
+        alice, bob = self.client("alice"), self.client("bob")
+        alice.register("alice", self.server, "--trust-new-identities", "never")
+        bob.register("bob", self.server)
+        self.assertEqual(bob.send("alice", "hello").returncode, 0)
+        alice.receive(timeout_s=5)
+        contact = alice.contacts()["bob"]
+        self.assertEqual((contact["accepted"], contact["identityChangedAt"]), (False, 0))
+        text = alice.ok("contacts", json_output=False).stdout
+        self.assertIn("bob  not accepted yet (the trust policy accepts only keys whose safety "
+                      "number you verified", text)
+        self.assertNotIn("changed", text)
+        text = alice.ok("safety-number", "bob", json_output=False).stdout
+        self.assertIn("bob's key is not accepted yet", text)
+        self.assertNotIn("changed", text)
+
     def test_failed_registration_leaves_no_files(self):
         # Case 10: a registration refused by the server (taken username) leaves no USER.lock and
         # no USER.db behind, and its hint names `sotto recover`.
