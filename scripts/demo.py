@@ -144,7 +144,8 @@ def run(demo):
     demo.step("A local server on the embedded default (SQLite, self-signed TLS certificate)")
     demo.start_server()
 
-    demo.step("Alice and Bob register; each pins the server certificate's fingerprint")
+    demo.step("Alice and Bob register; each pins the server's key (the SHA-256 of its public key, "
+              "printed by sotto-server as `fingerprint:`)")
     demo.sotto_cmd("alice", "register", "alice", "--server", demo.address,
                    "--server-fingerprint", demo.fingerprint)
     demo.sotto_cmd("bob", "register", "bob", "--server", demo.address,

@@ -1403,7 +1403,8 @@ int main(int argc, char** argv) {
                  "Start this sotto-server binary on free ports with a temporary data directory");
   app.add_flag("--keep-data", o.keep_data, "Keep the spawned server's temporary directory");
   app.add_option("--server", o.server, "HOST:PORT of a running server (instead of --spawn-server)");
-  app.add_option("--server-fingerprint", o.fingerprint, "Its certificate's SHA-256 fingerprint");
+  app.add_option("--server-fingerprint", o.fingerprint,
+                 "Its key's fingerprint (SHA-256 of its public key, as sotto-server prints it)");
   app.add_option("--server-pid", o.server_pid, "Its process id (for the memory figures)");
   app.add_option("--phases", phases,
                  "Comma-separated: saturation,fixed-rate,logins,idle-memory,offline,"

@@ -2,9 +2,12 @@
 // store with a self-signed certificate generated on first start. `sotto-server key` rotates that
 // certificate's key; SIGHUP makes the running server load its TLS identity (and the next key it
 // announces) again.
+#include <fcntl.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -56,13 +59,20 @@ struct TlsSetup {
 tl::expected<TlsSetup, std::string> load_tls(const server::ServerConfig& config, bool create) {
   const bool provided = operator_certificate(config);
   const auto tls_dir = config.data_dir / "tls";
+  if (!provided && !create && !std::filesystem::is_directory(tls_dir)) {
+    return tl::unexpected(
+        "no TLS key under " + tls_dir.string() +
+        (std::filesystem::exists(config.data_dir)
+             ? std::string(" (the server makes it at its first start)")
+             : ": the data directory " + config.data_dir.string() + " does not exist"));
+  }
   auto current = provided ? net::load_identity(config.tls_certificate, config.tls_private_key)
                  : create ? net::load_or_create_identity(config.data_dir)
                           : net::load_identity(tls_dir / "cert.pem", tls_dir / "key.pem");
   if (!current) {
-    return tl::unexpected(std::string(provided ? "cannot load the TLS certificate and key given"
-                                               : "cannot load (or create) the TLS certificate "
-                                                 "and key under DIR/tls") +
+    return tl::unexpected((provided ? std::string("cannot load the TLS certificate and key given")
+                                    : "cannot load (or create) the TLS certificate and key under " +
+                                          tls_dir.string()) +
                           (current.error() == net::TlsError::bad_certificate
                                ? ": unreadable, or the key is not the certificate's"
                                : ""));
@@ -79,8 +89,8 @@ tl::expected<TlsSetup, std::string> load_tls(const server::ServerConfig& config,
   } else if (!provided) {
     auto identity = net::load_next_identity(config.data_dir);
     if (!identity) {
-      return tl::unexpected(
-          std::string("cannot load the next TLS key (DIR/tls/next-cert.pem and next-key.pem)"));
+      return tl::unexpected("cannot load the next TLS key (" +
+                            (tls_dir / "next-cert.pem").string() + " and next-key.pem)");
     }
     if (*identity) next = (*identity)->public_key;
   }
@@ -97,8 +107,38 @@ tl::expected<TlsSetup, std::string> load_tls(const server::ServerConfig& config,
   return out;
 }
 
-// sotto-server key rotate | activate | show: one operator command on DIR/tls.
-int run_key_command(const server::ServerConfig& config, const std::string& command) {
+// Takes an exclusive lock on DIR/sotto-server.lock for the life of the process (the descriptor is
+// never closed), so that a second server started on the same data directory does not run beside
+// the first on the same database. The file holds the process id, for the operator.
+tl::expected<void, std::string> lock_data_dir(const std::filesystem::path& dir) {
+  const auto path = dir / "sotto-server.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return tl::unexpected("cannot open the lock file " + path.string());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const bool held = errno == EWOULDBLOCK;
+    char pid[32] = {};
+    const ssize_t n = held ? ::pread(fd, pid, sizeof pid - 1, 0) : 0;
+    ::close(fd);
+    if (!held) return tl::unexpected("cannot lock " + path.string());
+    std::string holder = n > 0 ? std::string(pid, static_cast<std::size_t>(n)) : std::string();
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    return tl::unexpected("another sotto-server" +
+                          (holder.empty() ? std::string() : " (process " + holder + ")") +
+                          " is running on the data directory " + dir.string() +
+                          ": stop it first, or give this one another --data directory");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  // The lock is what matters; the process id is only a courtesy to the operator.
+  const bool written = ::ftruncate(fd, 0) == 0 &&
+                       ::pwrite(fd, pid.data(), pid.size(), 0) == static_cast<ssize_t>(pid.size());
+  static_cast<void>(written);
+  return {};
+}
+
+// sotto-server key rotate | activate | show: one operator command on DIR/tls. `where` is how the
+// operator named the data directory (--data DIR or --config FILE), for the next command to run.
+int run_key_command(const server::ServerConfig& config, const std::string& command,
+                    const std::string& where) {
   if (command == "show") {
     auto setup = load_tls(config, false);
     if (!setup) return fail(setup.error());
@@ -106,36 +146,54 @@ int run_key_command(const server::ServerConfig& config, const std::string& comma
                 setup->next ? setup->next_fingerprint.c_str() : "none");
     return 0;
   }
+  const auto tls_dir = config.data_dir / "tls";
   if (operator_certificate(config)) {
     return fail(
         "the server uses --tls-cert and --tls-key: name its next key with tls_next_key "
         "(--tls-next-key); `key " +
-        command + "` manages the self-signed key under DIR/tls only");
+        command + "` manages the self-signed key under " + tls_dir.string() + " only");
+  }
+  if (!std::filesystem::is_directory(tls_dir)) {
+    auto missing = load_tls(config, false);  // says what is missing
+    return fail(missing ? "no TLS key under " + tls_dir.string() : missing.error());
   }
   if (command == "rotate") {
     auto next = net::create_next_identity(config.data_dir);
     if (!next) {
       return fail(next.error() == net::TlsError::already_exists
-                      ? "a next key is waiting already (`sotto-server key show`); activate it "
-                        "first"
-                      : "cannot create the next TLS key under DIR/tls");
+                      ? "a next key is waiting already (`sotto-server " + where +
+                            " key show`); activate it first"
+                      : "cannot create the next TLS key under " + tls_dir.string());
     }
     std::printf("next fingerprint: %s\n", next->key_fingerprint.c_str());
     std::fprintf(stderr,
-                 "Send SIGHUP to the running server: every device is told of the next key at its "
-                 "next login. Then `sotto-server key activate` and SIGHUP again.\n");
+                 "Send SIGHUP to the running server: it then tells every device of the next key "
+                 "when the device logs in (sotto_next_key_devices_told on /metrics counts the "
+                 "devices told). Once the devices in use have been told, run `sotto-server %s key "
+                 "activate` and send SIGHUP again.\n",
+                 where.c_str());
     return 0;
   }
   auto active = net::activate_next_identity(config.data_dir);
   if (!active) {
     return fail(active.error() == net::TlsError::not_found
-                    ? "no next key to activate: `sotto-server key rotate` first"
-                    : "cannot activate the next TLS key: DIR/tls needs the operator's eyes");
+                    ? "no next key to activate: `sotto-server " + where + " key rotate` first"
+                    : "cannot activate the next TLS key: " + tls_dir.string() +
+                          " needs the operator's eyes");
   }
-  std::printf("fingerprint: %s\n", active->key_fingerprint.c_str());
+  const std::string& fp = active->key_fingerprint;
+  std::printf("fingerprint: %s\n", fp.c_str());
   std::fprintf(stderr,
-               "The old pair is kept as DIR/tls/previous-*.pem. Send SIGHUP to the running "
-               "server: new connections present the new key.\n");
+               "The old pair is kept as %s/previous-*.pem. After a SIGHUP to the running server, "
+               "new connections present the new key.\n"
+               "Warning: only devices that connected while the next key was announced know it. A "
+               "device that has not connected since `key rotate` (and its SIGHUP) will refuse the "
+               "server until its user checks the new fingerprint with you and runs `sotto server "
+               "trust %s`. To tell whether the devices in use have been told, compare "
+               "sotto_next_key_devices_told on /metrics with the number of devices in use, or "
+               "keep the key announced for a week or so (devices used daily connect within it) "
+               "before the SIGHUP.\n",
+               tls_dir.c_str(), fp.c_str());
   return 0;
 }
 
@@ -145,7 +203,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "sotto-server: the Sotto relay. Stores and forwards ciphertext it cannot read.\n"
       "With only --data it keeps an SQLite database and a self-signed TLS certificate under DIR\n"
-      "and prints the certificate's fingerprint for clients to pin."};
+      "and prints its key's fingerprint (`fingerprint:`, the SHA-256 of its public key, not of\n"
+      "the certificate) for clients to pin."};
   std::string data_dir;
   std::string listen;
   std::string http;
@@ -158,8 +217,8 @@ int main(int argc, char** argv) {
   // Options may follow a subcommand too: `sotto-server key rotate --data DIR`.
   app.fallthrough();
   app.add_option("--data", data_dir,
-                 "Data directory (database, TLS certificate); created if missing. Required "
-                 "unless the config file gives `data`");
+                 "Data directory (database, TLS certificate); created if missing, and used by "
+                 "one running server at a time. Required unless the config file gives `data`");
   app.add_option(
       "--listen", listen,
       "TLS WebSocket address, HOST:PORT (default 127.0.0.1:7443; port 0: any free port, printed)");
@@ -192,7 +251,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 365));
   invite->require_subcommand(1);
   auto* key = app.add_subcommand(
-      "key", "Rotate the self-signed TLS key under DIR/tls (clients follow without re-pinning)");
+      "key",
+      "Rotate the self-signed TLS key under DIR/tls (devices that connect while the next key is "
+      "announced follow without re-pinning)");
   key->add_subcommand("rotate",
                       "Make the next key (DIR/tls/next-*.pem) and print its fingerprint; the "
                       "server announces it after SIGHUP");
@@ -238,6 +299,7 @@ int main(int argc, char** argv) {
   if (!tls_next_key.empty()) config.tls_next_key = tls_next_key;
   if (invite_only) config.invite_only = true;
   if (!log_level.empty()) config.log_level = log_level;
+  if (auto checked = server::check_config(config); !checked) return fail(checked.error());
 
   auto logger = spdlog::stderr_color_mt("sotto");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
@@ -245,13 +307,23 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 
   umask(077);  // the database and keys are for this user only
-  if (key->parsed()) return run_key_command(config, key->get_subcommands().front()->get_name());
+  if (key->parsed()) {
+    const std::string where = data_dir.empty() && !config_file.empty()
+                                  ? "--config " + config_file
+                                  : "--data " + config.data_dir.string();
+    return run_key_command(config, key->get_subcommands().front()->get_name(), where);
+  }
 
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) return fail("cannot create data directory: " + ec.message());
   std::filesystem::permissions(config.data_dir, std::filesystem::perms::owner_all,
                                std::filesystem::perm_options::replace, ec);
+  // One server per data directory (operator commands such as `invite create` and `key` still run
+  // beside it): held until the process exits.
+  if (!invite->parsed()) {
+    if (auto locked = lock_data_dir(config.data_dir); !locked) return fail(locked.error());
+  }
 
   store::SqliteOptions options;
   options.max_queue_per_device = static_cast<std::uint32_t>(config.max_queue_per_device);

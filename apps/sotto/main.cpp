@@ -11,11 +11,14 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "client/backup_file.h"
+#include "client/recovery_code.h"
 #include "daemon.h"
 #include "output.h"
 #include "sotto/client.h"
@@ -40,6 +43,9 @@ Globals g;
 
 // Chat history shown on entry and by /history without a count.
 constexpr std::size_t kChatHistory = 20;
+// How long a command waits for the account's lock: long enough for another short command to
+// finish, short enough that a command refused beside a chat or daemon says so at once.
+constexpr std::chrono::milliseconds kLockWait{2000};
 // How long `history` waits for the account's lock before it reads beside the process holding it.
 constexpr std::chrono::milliseconds kHistoryLockWait{1000};
 
@@ -70,7 +76,8 @@ std::string address_text(const sotto::Server& s) {
 }
 
 // What to run next after an error, in the CLI's terms. `user` is the contact the command was
-// about (USER when none).
+// about (USER when none). A hint adds to the library's text (which names no command) and must not
+// say again what that text says.
 std::string default_hint(const Error& e, const std::string& user = {}) {
   const std::string u = user.empty() ? "USER" : sotto::cli::sanitize(user, false);
   switch (e.code) {
@@ -78,8 +85,9 @@ std::string default_hint(const Error& e, const std::string& user = {}) {
       return "If the operator really changed the server's key, confirm the new fingerprint with "
              "them, then run `sotto server trust FINGERPRINT`";
     case ErrorCode::device_in_use:
-      return "Stop the other copy (its `sotto chat` or `sotto daemon`) and keep using one copy "
-             "only; `sotto link` makes another machine a device of its own";
+      return "The other copy may be a `sotto chat` or `sotto daemon` started from a copied data "
+             "directory; to link instead, run `sotto link --server HOST:PORT` with a new --data "
+             "directory";
     case ErrorCode::unauthenticated:
       return "`sotto devices` on another device of the account lists the devices left; to use "
              "this machine again, link it into a new data directory with `sotto link --server "
@@ -91,20 +99,37 @@ std::string default_hint(const Error& e, const std::string& user = {}) {
              " --safety-number DIGITS` (or `sotto trust " + u +
              "` to accept the new key unverified)";
     case ErrorCode::account_busy:
-      return "Another sotto process (a `sotto daemon` or `sotto chat`) is using the account: stop "
-             "it, or ask it (`sotto history` reads beside it)";
+      // The library's text already says who may hold the account.
+      return "Stop it first (a `sotto daemon` also takes requests: docs/daemon.md); `sotto "
+             "history` reads beside it";
     case ErrorCode::ambiguous_account:
-      return "Choose one with --account NAME";
+      return "Give --account NAME";
     case ErrorCode::no_account:
-      return "Create one with `sotto register USER --server HOST:PORT`, link this machine with "
-             "`sotto link --server HOST:PORT`, or give the right --data DIR";
+      return "Make an account with `sotto register USER --server HOST:PORT`, link this machine "
+             "with `sotto link --server HOST:PORT` (either makes the directory), or give the "
+             "right --data DIR";
     case ErrorCode::wrong_passphrase:
       return "Give the store's passphrase with --passphrase-file FILE or $SOTTO_PASSPHRASE";
     case ErrorCode::rate_limited:
+      if (e.message.find("try again") != std::string::npos) return {};
       return "Wait a minute before trying again";
     default:
       return {};
   }
+}
+
+// The hint for a server key refused while creating an account here (register, recover, link):
+// `sotto server trust` needs an account, so it cannot help yet.
+std::string setup_fingerprint_hint(const std::string& fingerprint_given) {
+  const std::string published =
+      "the fingerprint the operator published (the server prints it at start as `fingerprint: "
+      "...`: the SHA-256 of its public key, not the `certificate_fingerprint` of its log)";
+  if (fingerprint_given.empty()) {
+    return "Check the server's address and " + published +
+           "; the account's other device pinned another key";
+  }
+  return "Check --server-fingerprint against " + published +
+         ", then run this command again with it; if they match, this is not that server";
 }
 
 // Prints `e` (and a hint: `hint` when given, "" for none, else default_hint) and returns 1.
@@ -116,11 +141,14 @@ int fail(const Error& e, const std::optional<std::string>& hint = std::nullopt) 
     std::fprintf(stderr, "%s\n", line.c_str());
     return 1;
   }
+  const auto end_sentence = [](std::string& s) {
+    if (!s.empty() && s.back() != '.' && s.back() != '?' && s.back() != '!') s += '.';
+  };
   std::string text = sotto::cli::sanitize(e.message, false);
+  end_sentence(text);
   if (!h.empty()) {
-    if (!text.empty() && text.back() != '.') text += '.';
     text += " " + h;
-    if (text.back() != '.') text += '.';
+    end_sentence(text);
   }
   std::fprintf(stderr, "sotto: error: %s\n", sotto::cli::sanitize(text, false).c_str());
   return 1;
@@ -156,9 +184,54 @@ tl::expected<std::string, Error> read_secret_file(const std::string& path, const
   return p;
 }
 
-tl::expected<sotto::Options, Error> make_options() {
+// Checks the form of a recovery code (24 characters A-Z 2-7; case, spaces and dashes do not
+// matter), with one clear message.
+tl::expected<void, Error> check_recovery_code(const std::string& code) {
+  auto parsed = sotto::client::RecoveryCode::parse(code);
+  if (!parsed) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, std::string(to_string(parsed.error()))});
+  }
+  return {};
+}
+
+// Whether a command opens an account of the data directory or makes one there.
+enum class DataDir { existing, created };
+
+// What is wrong with the data directory itself, said with its path: the library would only find
+// "no account" in a directory that is missing, a file or unreadable.
+tl::expected<void, Error> check_data_dir(const std::filesystem::path& dir, DataDir use) {
+  namespace fs = std::filesystem;
+  const std::string path = sotto::cli::sanitize(dir.string(), false);
+  std::error_code ec;
+  const auto status = fs::status(dir, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return tl::unexpected(Error{
+        ErrorCode::store, "the data directory " + path + " cannot be read (" + ec.message() + ")"});
+  }
+  if (!fs::exists(status)) {
+    if (use == DataDir::created) return {};
+    return tl::unexpected(
+        Error{ErrorCode::no_account, "the data directory " + path + " does not exist"});
+  }
+  if (!fs::is_directory(status)) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, "the data directory " + path + " is not a directory"});
+  }
+  const int mode = use == DataDir::created ? (R_OK | W_OK | X_OK) : (R_OK | X_OK);
+  if (::access(dir.c_str(), mode) != 0) {
+    return tl::unexpected(Error{
+        ErrorCode::store, "the data directory " + path +
+                              (use == DataDir::created ? " cannot be written" : " cannot be read") +
+                              " (" + std::strerror(errno) + ")"});
+  }
+  return {};
+}
+
+tl::expected<sotto::Options, Error> make_options(DataDir use = DataDir::existing) {
   sotto::Options o;
   o.data_dir = g.data.empty() ? default_data_dir() : std::filesystem::path(g.data);
+  if (auto ok = check_data_dir(o.data_dir, use); !ok) return tl::unexpected(ok.error());
   if (!g.passphrase_file.empty()) {
     auto p = read_secret_file(g.passphrase_file, "passphrase");
     if (!p) return tl::unexpected(p.error());
@@ -167,6 +240,7 @@ tl::expected<sotto::Options, Error> make_options() {
     o.passphrase = std::string(env);
   }
   if (!g.trust_policy.empty()) o.trust_policy = g.trust_policy;
+  o.lock_wait = kLockWait;
   return o;
 }
 
@@ -241,7 +315,7 @@ int cmd_register(const std::string& user, const std::string& server_text,
                  const std::string& fingerprint, const std::string& invite) {
   auto server = parse_server(server_text, fingerprint);
   if (!server) return fail(server.error());
-  auto o = make_options();
+  auto o = make_options(DataDir::created);
   if (!o) return fail(o.error());
   auto client = Client::register_account(*o, user, *server, invite);
   if (!client) {
@@ -251,10 +325,19 @@ int cmd_register(const std::string& user, const std::string& server_text,
       const auto local = Client::accounts(o->data_dir);
       if (std::find(local.begin(), local.end(), *name) == local.end()) {
         // Taken on the server, not here.
-        return fail(e, "With its recovery code: `sotto recover " + *name +
-                           " --code CODE --server " + address_text(*server) + "`");
+        return fail(e, "Run `sotto recover " + *name + " --code CODE --server " +
+                           address_text(*server) + "`");
       }
       return fail(e, "Register into another --data directory, or use the account that is here");
+    }
+    if (e.code == ErrorCode::fingerprint_mismatch)
+      return fail(e, setup_fingerprint_hint(fingerprint));
+    if (e.code == ErrorCode::server && e.message.find("invite") != std::string::npos) {
+      return fail(e, invite.empty() ? "Ask the server's operator for an invite code and give it "
+                                      "with --invite CODE"
+                                    : "The server does not accept the code given: it is unknown "
+                                      "(case and dashes do not matter), already used or expired; "
+                                      "ask the operator for a new one");
     }
     return fail(e);
   }
@@ -287,18 +370,22 @@ int cmd_recover(const std::string& user, std::string& code, const std::string& s
                 const std::string& fingerprint) {
   auto server = parse_server(server_text, fingerprint);
   if (!server) return fail(server.error());
-  auto o = make_options();
+  if (auto form = check_recovery_code(code); !form) {
+    wipe(code);
+    return fail(form.error(), "");
+  }
+  auto o = make_options(DataDir::created);
   if (!o) return fail(o.error());
   auto client = Client::recover(*o, user, code, *server);
   wipe(code);
   if (!client) {
     const Error& e = client.error();
-    if (e.code == ErrorCode::account_exists) {
-      return fail(e, "Give another --data directory");
-    }
+    if (e.code == ErrorCode::account_exists) return fail(e, "");  // it says what to do
     if (e.code == ErrorCode::forbidden) {
       return fail(e, "Check the code (24 characters A-Z 2-7; dashes and case do not matter)");
     }
+    if (e.code == ErrorCode::fingerprint_mismatch)
+      return fail(e, setup_fingerprint_hint(fingerprint));
     return fail(e);
   }
   const auto s = (*client)->server();
@@ -338,11 +425,16 @@ int cmd_send(const std::string& to, const std::string& text, int timeout) {
     if (e.code == ErrorCode::not_found) e.message = to + ": " + e.message;
     return fail(e, default_hint(e, to));
   }
+  const std::string copies =
+      std::to_string(r->devices) + (r->devices == 1 ? " device copy" : " device copies");
   if (g.json) {
     print_json({{"timestamp", r->timestamp}, {"devices", r->devices}});
+  } else if (sotto::normalize_username(to) != (*client)->username()) {
+    print_line("Sent to " + sotto::cli::sanitize(to, false) + " (" + copies + ").");
+  } else if (r->devices == 0) {
+    print_line("Saved as a note to yourself (no other device of the account to copy it to).");
   } else {
-    print_line("Sent to " + sotto::cli::sanitize(to, false) + " (" + std::to_string(r->devices) +
-               (r->devices == 1 ? " device copy" : " device copies") + ").");
+    print_line("Saved as a note to yourself, and sent to your other devices (" + copies + ").");
   }
   return 0;
 }
@@ -366,8 +458,39 @@ constexpr const char* kChatHelp =
     "  /help            this list\n"
     "  /history [N]     the last N messages (default 20)\n"
     "  /safety-number   the safety number with the other user and its state\n"
+    "  /trust           accept the other user's current key, unverified\n"
+    "  /trust DIGITS    accept and verify it: the 60 digits you compared (spaces allowed)\n"
     "  /quit            leave (also Ctrl-D on an empty line)\n"
     "A line starting with // sends the text after the first /; any other /command is not sent.";
+
+// What chat says at its start when the other user's key is not accepted: nothing can be sent.
+std::string not_accepted_text(const std::string& peer, const sotto::SafetyNumber& sn) {
+  std::string text = "! ";
+  if (sn.changed_at != 0) {
+    text += peer + "'s safety number changed (" + sotto::cli::format_time(sn.changed_at) +
+            ") and the new key is not accepted";
+  } else {
+    text += peer +
+            "'s key is not accepted yet (the trust policy accepts only keys whose safety number "
+            "you verified)";
+  }
+  if (sn.held > 0) {
+    text +=
+        "; " + std::to_string(sn.held) + (sn.held == 1 ? " message is held" : " messages are held");
+  }
+  return text + ". Nothing can be sent to " + peer +
+         " until you accept it: compare /safety-number " + "with " + peer +
+         "'s screen, then /trust DIGITS (or /trust to accept it unverified).";
+}
+
+// A hint in chat's own commands where the CLI's would name other `sotto` commands.
+std::string chat_hint(const Error& e, const std::string& peer) {
+  if (e.code == ErrorCode::untrusted_identity) {
+    return "Compare /safety-number with " + peer +
+           "'s screen, then /trust DIGITS (or /trust to accept the new key unverified)";
+  }
+  return default_hint(e, peer);
+}
 
 int cmd_chat(const std::string& peer_in) {
   auto peer = sotto::normalize_username(peer_in);
@@ -411,8 +534,23 @@ int cmd_chat(const std::string& peer_in) {
          "the commands, /quit leaves.");
     show_history(kChatHistory);
   }
+  // Before anything is typed: a key that is not accepted would make every line fail to send.
+  if (auto sn = (*client)->safety_number(*peer); sn && !sn->accepted) {
+    if (g.json) {
+      json j = sotto::cli::safety_number_json(*peer, *sn);
+      j["type"] = "safety_number";
+      show_json(j);
+    } else {
+      show(not_accepted_text(*peer, *sn));
+    }
+  }
   std::atomic<bool> stopped{false};  // the listener gave up (removed device, pin mismatch)
+  std::atomic<bool> leaving{false};  // the user left: the connection's end is no news
   auto started = (*client)->start([&](const sotto::Event& e) {
+    if (leaving &&
+        (e.kind == sotto::Event::Kind::connected || e.kind == sotto::Event::Kind::disconnected)) {
+      return;
+    }
     if (e.kind == sotto::Event::Kind::fatal) stopped = true;
     if (g.json) {
       show_json(sotto::cli::event_json(e));
@@ -465,7 +603,7 @@ int cmd_chat(const std::string& peer_in) {
       } else if (command == "/safety-number") {
         auto sn = (*client)->safety_number(*peer);
         if (!sn) {
-          show_error(sn.error(), default_hint(sn.error(), *peer));
+          show_error(sn.error(), chat_hint(sn.error(), *peer));
         } else if (g.json) {
           json j = sotto::cli::safety_number_json(*peer, *sn);
           j["type"] = "safety_number";
@@ -473,6 +611,26 @@ int cmd_chat(const std::string& peer_in) {
         } else {
           show("Safety number with " + *peer + ":\n" + group_digits(sn->digits) + "\n" +
                sotto::cli::safety_state_text(*peer, *sn));
+        }
+      } else if (command == "/trust") {
+        std::string digits;
+        std::getline(words, digits);
+        digits.erase(0, digits.find_first_not_of(" \t"));
+        auto r = (*client)->trust(
+            *peer, digits.empty() ? std::nullopt : std::optional<std::string>(digits));
+        if (!r) {
+          show_error(r.error(), r.error().code == ErrorCode::safety_number_mismatch
+                                    ? ""
+                                    : chat_hint(r.error(), *peer));
+        } else if (g.json) {
+          json j = sotto::cli::safety_number_json(*peer, *r);
+          j["type"] = "trusted";
+          show_json(j);
+        } else {
+          show(r->verified ? "* " + *peer + " is verified, and the key is accepted."
+                           : "* " + *peer +
+                                 "'s current key is accepted, not verified (/trust DIGITS "
+                                 "verifies it).");
         }
       } else {
         const std::string name = sotto::cli::sanitize(command, false);
@@ -490,8 +648,8 @@ int cmd_chat(const std::string& peer_in) {
     if (!r) {
       status = 1;
       Error e = r.error();
-      e.message = "not sent: " + e.message;
-      show_error(e, default_hint(r.error(), *peer));
+      if (!e.message.starts_with("not sent")) e.message = "not sent: " + e.message;
+      show_error(e, chat_hint(r.error(), *peer));
       continue;
     }
     sotto::Message m;
@@ -506,6 +664,7 @@ int cmd_chat(const std::string& peer_in) {
     else
       show(sotto::cli::message_text(m, self));
   }
+  leaving = true;
   (*client)->stop();
   signals.on_signal(nullptr);  // the editor goes away next
   return stopped ? 1 : status;
@@ -515,7 +674,7 @@ int cmd_link(const std::string& server_text, const std::string& fingerprint, int
              const std::string& name, bool transfer_history) {
   auto server = parse_server(server_text, fingerprint);
   if (!server) return fail(server.error());
-  auto o = make_options();
+  auto o = make_options(DataDir::created);
   if (!o) return fail(o.error());
   sotto::cli::ProgressBar bar("Receiving the history", "messages");
   sotto::LinkOptions link_options;
@@ -539,7 +698,11 @@ int cmd_link(const std::string& server_text, const std::string& fingerprint, int
       },
       std::chrono::seconds(timeout), link_options);
   bar.finish();
-  if (!client) return fail(client.error());
+  if (!client) {
+    if (client.error().code == ErrorCode::fingerprint_mismatch)
+      return fail(client.error(), setup_fingerprint_hint(fingerprint));
+    return fail(client.error());
+  }
   if (g.json) {
     print_json({{"username", (*client)->username()},
                 {"device", (*client)->device_id()},
@@ -642,8 +805,8 @@ int cmd_trust(const std::string& user, const std::optional<std::string>& digits)
   if (!r) {
     if (r.error().code == ErrorCode::safety_number_mismatch) return fail(r.error(), "");
     if (r.error().code == ErrorCode::untrusted_identity) {
-      return fail(r.error(), "Run `sotto safety-number " + sotto::cli::sanitize(user, false) +
-                                 "` again and compare the new number");
+      return fail(r.error(),
+                  "`sotto safety-number " + sotto::cli::sanitize(user, false) + "` shows it");
     }
     return fail(r.error(), default_hint(r.error(), user));
   }
@@ -764,68 +927,206 @@ int cmd_server_set_address(const std::string& address) {
 // --- backups ---------------------------------------------------------------------------------
 
 struct BackupSecretOptions {
-  std::string recovery_code;
+  std::string recovery_code;  // "-": typed on the terminal
   std::string passphrase_file;
+  bool force = false;  // export: replace an existing file
 };
 
-// The secret of a backup: the recovery code, a passphrase from a file, from
-// $SOTTO_BACKUP_PASSPHRASE, or typed on the terminal (twice when it is chosen for an export).
-tl::expected<sotto::BackupSecret, Error> backup_secret(BackupSecretOptions& in, bool exporting) {
+// A backup's file can be attacked offline, as fast as the attacker's hardware allows (Argon2id
+// only slows each guess down): a short passphrase would fall.
+constexpr std::size_t kMinBackupPassphrase = 8;
+
+std::size_t utf8_characters(const std::string& s) {
+  return static_cast<std::size_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
+// Prints a warning on standard error (with --json, {"warning": "..."}).
+void warn(const std::string& text) {
+  std::fflush(stdout);
+  if (g.json) {
+    std::fprintf(stderr, "%s\n", sotto::cli::dump({{"warning", text}}).c_str());
+  } else {
+    std::fprintf(stderr, "sotto: warning: %s\n", text.c_str());
+  }
+}
+
+// Reads a secret (`what`: "recovery code") typed on the terminal; `twice` asks again and requires
+// the same text (`same` compares). An error when standard input is not a terminal (`absent` says
+// what to give instead).
+tl::expected<std::string, Error> type_secret(
+    const std::string& what, bool twice, const std::string& absent,
+    const std::function<bool(const std::string&, const std::string&)>& same,
+    const std::function<tl::expected<void, Error>(const std::string&)>& check) {
+  const bool terminal = ::isatty(STDIN_FILENO) != 0;
+  std::string prompt = what + ": ";
+  prompt.front() = static_cast<char>(std::toupper(static_cast<unsigned char>(prompt.front())));
+  auto typed = sotto::cli::read_hidden_line(prompt);
+  if (!typed) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument, terminal ? "cancelled; nothing was done" : absent});
+  }
+  if (auto ok = check(*typed); !ok) {
+    wipe(*typed);
+    return tl::unexpected(ok.error());
+  }
+  if (twice) {
+    auto again = sotto::cli::read_hidden_line("The same " + what + " again: ");
+    const bool equal = again && same(*again, *typed);
+    if (again) wipe(*again);
+    if (!equal) {
+      wipe(*typed);
+      return tl::unexpected(
+          Error{ErrorCode::invalid_argument, "the two " + what + "s differ; nothing was written"});
+    }
+  }
+  return std::move(*typed);
+}
+
+bool same_recovery_code(const std::string& a, const std::string& b) {
+  auto x = sotto::client::RecoveryCode::parse(a);
+  auto y = sotto::client::RecoveryCode::parse(b);
+  return x && y && *x == *y;
+}
+
+bool same_text(const std::string& a, const std::string& b) {
+  return a == b;
+}
+
+tl::expected<void, Error> check_passphrase(const std::string& p) {
+  if (p.empty())
+    return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase is empty"});
+  if (utf8_characters(p) < kMinBackupPassphrase) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument,
+              "a backup passphrase needs at least " + std::to_string(kMinBackupPassphrase) +
+                  " characters: whoever gets the file can try passphrases offline, without limit"});
+  }
+  return {};
+}
+
+tl::expected<void, Error> accept_any(const std::string& p) {
+  if (p.empty())
+    return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase is empty"});
+  return {};
+}
+
+// The secret of a backup: the recovery code (given, or "-" to type it), a passphrase from a file,
+// from $SOTTO_BACKUP_PASSPHRASE, or typed on the terminal. An export asks for a typed secret
+// twice; an import asks for the kind of secret the backup's header names (`source`).
+tl::expected<sotto::BackupSecret, Error> backup_secret(
+    BackupSecretOptions& in, bool exporting, std::optional<sotto::client::BackupKeySource> source) {
+  using sotto::client::BackupKeySource;
   sotto::BackupSecret secret;
   if (!in.recovery_code.empty() && !in.passphrase_file.empty()) {
     return tl::unexpected(Error{ErrorCode::invalid_argument,
                                 "give --recovery-code or --backup-passphrase-file, not both"});
   }
-  if (!in.recovery_code.empty()) {
+  const bool wants_code =
+      source ? *source == BackupKeySource::recovery_code : !in.recovery_code.empty();
+  if (source == BackupKeySource::recovery_code && !in.passphrase_file.empty()) {
+    return tl::unexpected(Error{ErrorCode::invalid_argument,
+                                "this backup is encrypted with the account's recovery code, not a "
+                                "passphrase: give it with --recovery-code CODE"});
+  }
+  if (source == BackupKeySource::passphrase && !in.recovery_code.empty()) {
+    return tl::unexpected(
+        Error{ErrorCode::invalid_argument,
+              "this backup is encrypted with a passphrase, not the recovery code: give it with "
+              "--backup-passphrase-file FILE or $SOTTO_BACKUP_PASSPHRASE, or type it"});
+  }
+  if (wants_code) {
     secret.kind = sotto::BackupSecret::Kind::recovery_code;
-    secret.text = std::move(in.recovery_code);
-    wipe(in.recovery_code);
+    if (!in.recovery_code.empty() && in.recovery_code != "-") {
+      if (auto ok = check_recovery_code(in.recovery_code); !ok) return tl::unexpected(ok.error());
+      secret.text = std::move(in.recovery_code);
+      wipe(in.recovery_code);
+      if (exporting) {
+        warn(
+            "the backup is sealed with the recovery code exactly as given: only its form is "
+            "checked, not that it is this account's code. Keep that exact code with the backup; "
+            "a backup sealed with a mistyped code cannot be opened by anyone");
+      }
+      return secret;
+    }
+    auto typed =
+        type_secret("recovery code", exporting,
+                    "this backup is encrypted with the account's recovery code: give it with "
+                    "--recovery-code CODE",
+                    same_recovery_code, check_recovery_code);
+    if (!typed) return tl::unexpected(typed.error());
+    secret.text = std::move(*typed);
     return secret;
   }
   secret.kind = sotto::BackupSecret::Kind::passphrase;
+  const auto& check = exporting ? check_passphrase : accept_any;
   if (!in.passphrase_file.empty()) {
     auto p = read_secret_file(in.passphrase_file, "backup passphrase");
     if (!p) return tl::unexpected(p.error());
+    if (auto ok = check(*p); !ok) {
+      wipe(*p);
+      return tl::unexpected(ok.error());
+    }
     secret.text = std::move(*p);
     return secret;
   }
   if (const char* env = std::getenv("SOTTO_BACKUP_PASSPHRASE"); env != nullptr && *env != '\0') {
+    if (auto ok = check(env); !ok) return tl::unexpected(ok.error());
     secret.text = env;
     return secret;
   }
-  const bool terminal = ::isatty(STDIN_FILENO) != 0;
-  auto typed = sotto::cli::read_hidden_line("Backup passphrase: ");
-  if (!typed && terminal) {
-    return tl::unexpected(Error{ErrorCode::invalid_argument, "cancelled; nothing was done"});
-  }
-  if (!typed) {
-    return tl::unexpected(Error{ErrorCode::invalid_argument,
-                                "no backup secret: give --recovery-code CODE, "
-                                "--backup-passphrase-file FILE or $SOTTO_BACKUP_PASSPHRASE (or "
-                                "type it on a terminal)"});
-  }
-  if (typed->empty()) {
-    return tl::unexpected(Error{ErrorCode::invalid_argument, "the passphrase is empty"});
-  }
-  if (exporting) {
-    auto again = sotto::cli::read_hidden_line("The same passphrase again: ");
-    const bool same = again && *again == *typed;
-    if (again) wipe(*again);
-    if (!same) {
-      wipe(*typed);
-      return tl::unexpected(
-          Error{ErrorCode::invalid_argument, "the two passphrases differ; nothing was written"});
-    }
-  }
+  auto typed = type_secret(
+      "backup passphrase", exporting,
+      exporting ? "no backup secret: give --backup-passphrase-file FILE, $SOTTO_BACKUP_PASSPHRASE "
+                  "or --recovery-code CODE (or type a passphrase on a terminal)"
+                : "this backup is encrypted with a passphrase: give it with "
+                  "--backup-passphrase-file FILE or $SOTTO_BACKUP_PASSPHRASE (or type it on a "
+                  "terminal)",
+      same_text, check);
+  if (!typed) return tl::unexpected(typed.error());
   secret.text = std::move(*typed);
   return secret;
 }
 
+// What is wrong with the backup file before any secret is asked for: an export's file that
+// exists (without --force), an import's file that does not, or is not a backup. For an import,
+// the kind of secret its header names.
+tl::expected<std::optional<sotto::client::BackupKeySource>, Error> check_backup_file(
+    bool exporting, const std::string& file, bool force) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const auto status = fs::status(file, ec);
+  const std::string path = sotto::cli::sanitize(file, false);
+  const auto error = [](std::string text) {
+    return tl::unexpected(Error{ErrorCode::invalid_argument, std::move(text)});
+  };
+  if (exporting) {
+    if (fs::is_directory(status)) return error(path + " is a directory: name a file");
+    if (fs::exists(status) && !force) {
+      return error(path +
+                   " exists already: give --force to replace it (with a complete backup "
+                   "only: it stays as it is if writing fails)");
+    }
+    return std::nullopt;
+  }
+  if (!fs::exists(status)) return error("the backup file " + path + " does not exist");
+  if (fs::is_directory(status)) return error(path + " is a directory, not a backup file");
+  auto header = sotto::client::inspect_backup(fs::path(file));
+  if (!header) {
+    if (header.error() == sotto::client::BackupError::io)
+      return error("cannot read the backup file " + path);
+    return error(path + ": " + std::string(to_string(header.error())));
+  }
+  return header->key_source;
+}
+
 int cmd_backup(bool exporting, const std::string& file, BackupSecretOptions& secret_options) {
+  auto source = check_backup_file(exporting, file, secret_options.force);
+  if (!source) return fail(source.error(), "");
   auto client = open_client();
   if (!client) return fail(client.error());
-  auto secret = backup_secret(secret_options, exporting);
-  if (!secret) return fail(secret.error());
+  auto secret = backup_secret(secret_options, exporting, *source);
+  if (!secret) return fail(secret.error(), "");
   sotto::cli::ProgressBar bar(exporting ? "Writing the backup" : "Reading the backup",
                               exporting ? "messages" : "bytes");
   const auto progress = [&bar](std::uint64_t done, std::uint64_t total) {
@@ -838,19 +1139,22 @@ int cmd_backup(bool exporting, const std::string& file, BackupSecretOptions& sec
   if (!r) {
     if (r.error().code == ErrorCode::wrong_passphrase) {
       return fail(r.error(),
-                  "Nothing was imported; give the passphrase (or the recovery code) the backup "
-                  "was written with");
+                  std::string("Nothing was imported; give the ") +
+                      (*source == sotto::client::BackupKeySource::recovery_code ? "recovery code"
+                                                                                : "passphrase") +
+                      " the backup was written with");
     }
     return fail(r.error());
   }
+  const std::string path = sotto::cli::sanitize(file, false);
   if (g.json) {
     print_json({{"messages", *r}});
   } else if (exporting) {
     print_line("Wrote " + std::to_string(*r) + (*r == 1 ? " message" : " messages") +
-               ", the contacts and their trust to " + file + ".");
+               ", the contacts and their trust to " + path + ".");
   } else {
     print_line("Added " + std::to_string(*r) + (*r == 1 ? " message" : " messages") + " from " +
-               file + " (messages already here are kept once), and restored the contacts' trust.");
+               path + " (messages already here are kept once), and restored the contacts' trust.");
   }
   return 0;
 }
@@ -861,6 +1165,44 @@ int cmd_daemon(const sotto::cli::DaemonOptions& daemon) {
   auto client = Client::open(sotto::cli::daemon_client_options(*o, daemon), g.account);
   if (!client) return fail(client.error());
   return sotto::cli::run_daemon(**client, daemon);
+}
+
+// A command line CLI11 refused, reported like any other error: one line on stderr (with --json,
+// one JSON object) and status 1. --help and --version print as CLI11 does and exit with 0.
+int usage_error(CLI::App& app, const CLI::ParseError& e) {
+  if (e.get_exit_code() == 0) return app.exit(e);
+  g.json = g.json || app.count("--json") > 0;  // CLI11 may stop before it set the flag
+  std::string words;  // the command as far as it was understood: "", "backup", "devices remove"
+  CLI::App* last = &app;
+  for (;;) {
+    const auto subs = last->get_subcommands();
+    if (subs.empty()) break;
+    last = subs.front();
+    words += (words.empty() ? "" : " ") + last->get_name();
+  }
+  const std::string command = words.empty() ? "sotto" : "sotto " + words;
+  std::string message = e.what();
+  std::string hint = "`" + command + " --help` shows how to use it";
+  const auto rest = app.remaining();
+  // A word where a command (of those `last` has) was expected.
+  const bool has_commands = !last->get_subcommands([](const CLI::App*) { return true; }).empty();
+  const bool stray_word = has_commands && !rest.empty() && !rest.front().starts_with("-");
+  if (message == "A subcommand is required" || stray_word) {
+    hint = "`" + command + " --help` lists the commands";
+    message = rest.empty() ? "`" + command + "` needs a command"
+                           : "unknown command `" + words + (words.empty() ? "" : " ") +
+                                 sotto::cli::sanitize(rest.front(), false) + "`";
+  } else if (words == "send" && message.starts_with("The following argument")) {
+    hint = "Quote a message of several words: sotto send USER \"TEXT\"";
+  } else if (constexpr std::string_view kConvert = "Could not convert: ";
+             message.starts_with(kConvert)) {
+    // "Could not convert: ID = abc"
+    const std::string what = message.substr(kConvert.size());
+    const auto eq = what.find(" = ");
+    if (eq != std::string::npos)
+      message = what.substr(0, eq) + ": '" + what.substr(eq + 3) + "' is not a valid value";
+  }
+  return fail(Error{ErrorCode::invalid_argument, message}, hint);
 }
 
 }  // namespace
@@ -928,7 +1270,8 @@ int main(int argc, char** argv) {
   auto* chat = app.add_subcommand(
       "chat",
       "Interactive conversation: each line is sent; /help lists the commands (/history [N], "
-      "/safety-number, /quit); //text sends /text. Exit status 1 when a message was not sent");
+      "/safety-number, /trust [DIGITS], /quit); //text sends /text. Exit status 1 when a message "
+      "was not sent");
   chat->add_option("USER", user, "The other user")->required();
 
   auto* link = app.add_subcommand(
@@ -1011,16 +1354,21 @@ int main(int argc, char** argv) {
   for (auto* sub : {backup_export, backup_import}) {
     sub->add_option("FILE", file, "The backup file")->required();
     sub->add_option("--recovery-code", backup_options.recovery_code,
-                    "Encrypt with (or open with) the account's recovery code");
+                    "Encrypt with (or open with) the account's recovery code; - to type it");
     sub->add_option("--backup-passphrase-file", backup_options.passphrase_file,
-                    "File holding the backup passphrase");
+                    "File holding the backup passphrase (at least 8 characters)");
   }
+  backup_export->add_flag("--force", backup_options.force, "Replace FILE if it exists");
 
   auto* daemon = app.add_subcommand("daemon", "JSON-RPC 2.0 over stdin/stdout or a Unix socket");
   sotto::cli::DaemonOptions daemon_options;
   sotto::cli::add_daemon_options(*daemon, daemon_options);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return usage_error(app, e);
+  }
 
   try {
     if (reg->parsed()) return cmd_register(user, server, fingerprint, invite);

@@ -57,9 +57,38 @@ nlohmann::json event_json(const Event& e) {
   return j;
 }
 
+namespace {
+
+// What begins each line of a message body after its first one.
+constexpr std::string_view kContinuation = "\n  | ";
+
+// A message body made safe for a terminal, its lines after the first indented and marked: the
+// sender chooses every byte of a body, and a body line that began at the left margin could pass
+// for a message from someone else ("2026-12-07 09:55:00  alice (device 1): ..."). U+2028 and
+// U+2029 (line and paragraph separators) break lines too.
+std::string body_text(std::string_view body) {
+  const std::string clean = sanitize(body);
+  std::string out;
+  out.reserve(clean.size());
+  for (std::size_t i = 0; i < clean.size(); ++i) {
+    if (clean[i] == '\n') {
+      out += kContinuation;
+    } else if (clean.compare(i, 3, "\xE2\x80\xA8") == 0 ||
+               clean.compare(i, 3, "\xE2\x80\xA9") == 0) {
+      out += kContinuation;
+      i += 2;
+    } else {
+      out += clean[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string message_text(const Message& m, const std::string& self) {
   const std::string when = format_time(m.timestamp);
-  const std::string body = sanitize(m.body);
+  const std::string body = body_text(m.body);
   if (m.outgoing) {
     const std::string who = m.from == self ? "you" : sanitize(m.from, false);
     std::string line = when + "  " + who;
@@ -126,7 +155,18 @@ std::string event_text(const Event& e, const std::string& self) {
 }
 
 std::string dump(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // U+2028 and U+2029 are valid in a JSON string, but readers that split lines the Unicode way
+  // (JavaScript before ES2019, Python's str.splitlines) would cut a line in two: escape them.
+  // Their UTF-8 bytes occur only inside strings, as everything outside strings is ASCII.
+  for (std::size_t at = text.find("\xE2\x80"); at != std::string::npos;
+       at = text.find("\xE2\x80", at + 1)) {
+    if (at + 2 >= text.size()) break;
+    const char last = text[at + 2];
+    if (last == '\xA8' || last == '\xA9')
+      text.replace(at, 3, last == '\xA8' ? "\\u2028" : "\\u2029");
+  }
+  return text;
 }
 
 nlohmann::json error_json(const Error& e, const std::string& hint) {
@@ -171,6 +211,9 @@ nlohmann::json safety_number_json(const std::string& user, const SafetyNumber& n
 }
 
 namespace {
+constexpr std::string_view kOnlyVerified =
+    "the trust policy accepts only keys whose safety number you verified";
+
 std::string held_text(std::size_t held) {
   return std::to_string(held) + (held == 1 ? " message held" : " messages held");
 }
@@ -178,6 +221,12 @@ std::string held_text(std::size_t held) {
 
 std::string contact_text(const Contact& c) {
   std::string line = sanitize(c.username, false);
+  if (!c.accepted && c.identity_changed_at == 0) {
+    // The first key seen, under a policy that accepts only verified keys.
+    line += "  not accepted yet (" + std::string(kOnlyVerified);
+    if (c.held > 0) line += "; " + held_text(c.held);
+    return line + ")";
+  }
   if (!c.accepted) {
     line += "  safety number changed";
     if (c.identity_changed_at != 0) line += " " + format_time(c.identity_changed_at);
@@ -205,12 +254,16 @@ std::string safety_state_text(const std::string& user_in, const SafetyNumber& n)
   const std::string user = sanitize(user_in, false);
   const std::string verify = "`sotto trust " + user + " --safety-number \"DIGITS\"`";
   if (!n.accepted) {
-    std::string text = "State: " + user + "'s safety number changed";
-    if (n.changed_at != 0) text += " at " + format_time(n.changed_at);
-    text += " and the new key is not accepted";
+    std::string text = "State: ";
+    if (n.changed_at != 0) {
+      text += user + "'s safety number changed at " + format_time(n.changed_at) +
+              " and the new key is not accepted";
+    } else {
+      text += user + "'s key is not accepted yet (" + std::string(kOnlyVerified) + ")";
+    }
     if (n.held > 0) text += " (" + held_text(n.held) + ")";
     return text + ".\nNothing is sent to " + user +
-           " and nothing from the new key is shown until you accept it. If the number above "
+           " and nothing from that key is shown until you accept it. If the number above "
            "matches the one on " +
            user + "'s screen, run " + verify +
            " with the digits you compared (spaces allowed) to accept and verify it; `sotto "

@@ -15,8 +15,11 @@ namespace sotto::cli {
 [[nodiscard]] nlohmann::json event_json(const Event& e);
 // A human line (or two) for an event; `self` is our username.
 [[nodiscard]] std::string event_text(const Event& e, const std::string& self);
+// "2026-12-07 09:55:00  alice (device 1): text"; a body of several lines goes on with lines that
+// start with "  | ", so that none of them can pass for another message.
 [[nodiscard]] std::string message_text(const Message& m, const std::string& self);
 // Serialises without throwing on invalid UTF-8 (replaced by U+FFFD): peers choose the bytes.
+// U+2028 and U+2029 are escaped, so that every reader sees one object per line.
 [[nodiscard]] std::string dump(const nlohmann::json& j);
 // {"error": {"code", "message", "hint"?}}; the hint names what to run next.
 [[nodiscard]] nlohmann::json error_json(const Error& e, const std::string& hint = {});
@@ -26,7 +29,8 @@ namespace sotto::cli {
 [[nodiscard]] nlohmann::json device_json(const Device& d);
 [[nodiscard]] nlohmann::json safety_number_json(const std::string& user, const SafetyNumber& n);
 // "bob  verified", "bob  safety number changed 2026-12-07 10:00:00 (not accepted yet; 2 messages
-// held)".
+// held)", "bob  not accepted yet (the trust policy accepts only keys whose safety number you
+// verified)".
 [[nodiscard]] std::string contact_text(const Contact& c);
 // "device 2  \"Work laptop\"  added 2026-12-07  (this device)".
 [[nodiscard]] std::string device_text(const Device& d);

@@ -1,5 +1,8 @@
 #include "client/backup_file.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -45,6 +48,15 @@ tl::expected<std::size_t, BackupError> read_some(std::istream& in, std::span<std
   in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size()));
   if (in.bad()) return tl::unexpected(BackupError::io);
   return static_cast<std::size_t>(in.gcount());
+}
+
+// Makes a rename into `path`'s directory durable; best effort (some file systems cannot).
+void sync_directory_of(const std::filesystem::path& path) {
+  const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  static_cast<void>(::fsync(fd));
+  ::close(fd);
 }
 
 // The size of what is left in `in`, when the stream can seek; the position is left unchanged.
@@ -199,6 +211,7 @@ struct BackupWriter::Impl {
       std::error_code ec;
       std::filesystem::remove(partial_path, ec);
     }
+    if (fd >= 0) ::close(fd);
   }
 
   // Seals chunk[0, used) and writes it with its length.
@@ -221,6 +234,7 @@ struct BackupWriter::Impl {
 
   std::ostream* out;
   std::unique_ptr<std::ofstream> file;  // set by create()
+  int fd = -1;  // create(): the same file, kept open to fsync it before the rename
   std::filesystem::path path;
   std::filesystem::path partial_path;
   HeaderBytes header;
@@ -267,15 +281,29 @@ tl::expected<BackupWriter, BackupError> BackupWriter::create(
     std::optional<crypto::Argon2Params> params) {
   std::filesystem::path partial = path;
   partial += ".partial";
+  // The file is the owner's alone (0600, whatever the umask) before a byte is written to it: the
+  // backup is encrypted, but it is the user's whole history. A .partial left by a crash is
+  // replaced rather than reused, so that neither its mode nor a descriptor open on it carries
+  // over.
+  std::error_code ec;
+  std::filesystem::remove(partial, ec);
+  const int fd =
+      ::open(partial.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return tl::unexpected(BackupError::io);
   auto file = std::make_unique<std::ofstream>(partial, std::ios::binary | std::ios::trunc);
-  if (!*file) return tl::unexpected(BackupError::io);
+  if (!*file) {
+    ::close(fd);
+    std::filesystem::remove(partial, ec);
+    return tl::unexpected(BackupError::io);
+  }
   auto writer = open(*file, secret, rng, params);
   if (!writer) {
+    ::close(fd);
     file->close();
-    std::error_code ec;
     std::filesystem::remove(partial, ec);
     return writer;
   }
+  writer->impl_->fd = fd;
   writer->impl_->file = std::move(file);
   writer->impl_->path = path;
   writer->impl_->partial_path = std::move(partial);
@@ -316,11 +344,17 @@ tl::expected<std::uint64_t, BackupError> BackupWriter::finish() {
     w.file->close();
     std::error_code ec;
     if (!*w.file) ec = std::make_error_code(std::errc::io_error);
+    // On disk before it takes the place of an earlier backup: a crash must not leave a renamed
+    // but empty or partial file where a complete one was.
+    if (!ec && ::fsync(w.fd) != 0) ec = std::make_error_code(std::errc::io_error);
+    ::close(w.fd);
+    w.fd = -1;
     if (!ec) std::filesystem::rename(w.partial_path, w.path, ec);
     if (ec) {
       w.failed = true;
       return tl::unexpected(BackupError::io);
     }
+    sync_directory_of(w.path);
   }
   w.finished = true;
   return w.bytes;

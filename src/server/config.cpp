@@ -61,6 +61,29 @@ tl::expected<void, std::string> read_string(const toml::table& t, const char* ke
 
 }  // namespace
 
+std::optional<std::string> check_log_level(std::string_view level) {
+  static const std::set<std::string, std::less<>> kLevels = {"trace", "debug", "info",
+                                                             "warn",  "error", "off"};
+  if (kLevels.contains(level)) return std::nullopt;
+  return "'log_level' (--log-level) must be one of trace, debug, info, warn, error, off";
+}
+
+tl::expected<void, std::string> check_config(const ServerConfig& c) {
+  if (auto error = check_log_level(c.log_level)) return tl::unexpected(std::move(*error));
+  if (c.tls_certificate.empty() != c.tls_private_key.empty()) {
+    return tl::unexpected(
+        std::string(c.tls_certificate.empty()
+                        ? "a TLS private key is given (--tls-key or 'tls_private_key') without its "
+                          "certificate (--tls-cert or 'tls_certificate')"
+                        : "a TLS certificate is given (--tls-cert or 'tls_certificate') without "
+                          "its private "
+                          "key (--tls-key or 'tls_private_key')") +
+        ": give both, or neither to use the self-signed key under " +
+        (c.data_dir / "tls").string());
+  }
+  return {};
+}
+
 tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::string_view text) {
   if (text.size() > 1024 * 1024) return tl::unexpected(std::string("config file too large"));
   // toml++ 3.3 reaches an unreachable branch on some non-ASCII input (found by
@@ -135,10 +158,7 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
   }
   std::string level = c.log_level;
   if (auto r = read_string(t, "log_level", level); !r) return tl::unexpected(r.error());
-  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
-  if (!kLevels.contains(level))
-    return tl::unexpected(
-        std::string("'log_level' must be one of trace, debug, info, warn, error, off"));
+  if (auto error = check_log_level(level)) return tl::unexpected(std::move(*error));
   c.log_level = level;
 
   tl::expected<void, std::string> r;

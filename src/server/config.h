@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <tl/expected.hpp>
 
 namespace sotto::server {
@@ -43,6 +45,15 @@ struct ServerConfig {
   std::uint32_t bundle_fetches_per_minute = 120;
   std::string log_level = "info";
 };
+
+// The error for a log level spdlog does not know (the same for the config key and the flag);
+// nullopt when `level` is one of trace, debug, info, warn, error, off.
+[[nodiscard]] std::optional<std::string> check_log_level(std::string_view level);
+
+// Checks what only the merged configuration (file, then flags) can tell: a TLS certificate
+// without its private key (or the other way round) would otherwise be ignored in favour of the
+// self-signed key, and an unknown log level would silence the log.
+[[nodiscard]] tl::expected<void, std::string> check_config(const ServerConfig& config);
 
 // Reads a TOML file and applies it over `base`. Errors name the offending key.
 [[nodiscard]] tl::expected<ServerConfig, std::string> apply_toml_file(

@@ -57,6 +57,10 @@ std::string Metrics::render() const {
   metric(out, "sotto_bad_frames_total", "counter", "Frames that failed to decode.", bad_frames);
   metric(out, "sotto_queue_depth", "gauge",
          "Stored envelopes not yet acknowledged (counted from the store at start).", queue_depth);
+  metric(out, "sotto_next_key_devices_told", "gauge",
+         "Distinct devices told of the announced next server key since it was announced (or the "
+         "server started); 0 while none is announced.",
+         next_key_devices_told);
   commit_latency.render(out, "sotto_commit_latency_seconds",
                         "Time from receiving a send to its durable commit.");
   return out;

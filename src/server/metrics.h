@@ -34,8 +34,11 @@ struct Metrics {
   std::atomic<std::uint64_t> login_failures{0};
   std::atomic<std::uint64_t> registrations{0};
   std::atomic<std::uint64_t> bad_frames{0};
-  std::atomic<std::int64_t> queue_depth{0};      // stored, unacknowledged envelopes
-  Histogram commit_latency;                      // send received -> durable
+  std::atomic<std::int64_t> queue_depth{0};  // stored, unacknowledged envelopes
+  // Distinct devices told of the announced next key (in memory: since it was announced, or since
+  // the server started); 0 while none is announced.
+  std::atomic<std::int64_t> next_key_devices_told{0};
+  Histogram commit_latency;  // send received -> durable
 
   std::string render() const;
 };

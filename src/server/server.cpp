@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <set>
 #include <unordered_set>
@@ -58,6 +59,28 @@ constexpr std::string_view kRecoverContext = "sotto-recover-v1";
 // One answer for a wrong signature, an unknown account and an account without a recovery key,
 // so that a refusal does not tell whether the account exists.
 constexpr std::string_view kRecoveryRefused = "recovery refused";
+// Invite codes: 16 characters of this alphabet (lower case, without look-alikes) in groups of 4.
+constexpr std::string_view kInviteAlphabet = "abcdefghjkmnpqrstuvwxyz23456789";
+constexpr std::size_t kInviteChars = 16;
+constexpr std::size_t kInviteGroup = 4;
+constexpr std::size_t kMaxInviteInput = 64;
+
+// An invite code as typed (any case, spaces or dashes anywhere) in the form create_invites()
+// stores; empty when it cannot be one.
+std::string normalize_invite(std::string_view typed) {
+  std::string chars;
+  for (char c : typed) {
+    if (c == '-' || c == ' ' || c == '\t') continue;
+    chars += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  if (chars.size() != kInviteChars) return {};
+  std::string code;
+  for (std::size_t i = 0; i < chars.size(); ++i) {
+    if (i > 0 && i % kInviteGroup == 0) code += '-';
+    code += chars[i];
+  }
+  return code;
+}
 
 std::string online_key(AccountId a, DeviceId d) {
   return std::to_string(a) + "/" + std::to_string(d);
@@ -431,6 +454,11 @@ void Server::after_login(const SessionPtr& s) {
   {
     std::lock_guard lock(next_key_mutex_);
     next_key = next_key_;
+    if (next_key) {
+      told_next_key_.emplace(s->account, s->device);
+      metrics_.next_key_devices_told.store(static_cast<std::int64_t>(told_next_key_.size()),
+                                           std::memory_order_relaxed);
+    }
   }
   if (next_key) push(s, svc::Push(*next_key));
   drain(s);
@@ -457,9 +485,15 @@ void Server::on_register(const SessionPtr& s, svc::Request& r, svc::Response& ou
   }
   const std::uint64_t now_s = now_ms_() / 1000;
   if (config_.invite_only) {
-    if (req.invite_code().empty() || req.invite_code().size() > 64 ||
-        !store_.tokens().use_invite(req.invite_code(), now_s)) {
-      fail(out, svc::INVITE_REQUIRED, "a valid invite code is required");
+    if (req.invite_code().empty()) {
+      fail(out, svc::INVITE_REQUIRED, "this server is invite-only: an invite code is required");
+      return;
+    }
+    const std::string code = req.invite_code().size() <= kMaxInviteInput
+                                 ? normalize_invite(req.invite_code())
+                                 : std::string();
+    if (code.empty() || !store_.tokens().use_invite(code, now_s)) {
+      fail(out, svc::INVITE_REQUIRED, "the invite code is unknown, used or expired");
       return;
     }
   }
@@ -1298,6 +1332,14 @@ void Server::announce_next_key(std::optional<NextServerKey> next) {
     push = std::move(p);
   }
   std::lock_guard lock(next_key_mutex_);
+  // A reload that announces the same key keeps the count of devices told.
+  const bool same =
+      push && next_key_ &&
+      push->server_key().next_public_key() == next_key_->server_key().next_public_key();
+  if (!same) {
+    told_next_key_.clear();
+    metrics_.next_key_devices_told.store(0, std::memory_order_relaxed);
+  }
   next_key_ = std::move(push);
 }
 
@@ -1310,15 +1352,14 @@ void Server::maintenance() {
 }
 
 std::vector<std::string> Server::create_invites(std::size_t count, std::uint64_t days) {
-  static const char* kAlphabet = "abcdefghjkmnpqrstuvwxyz23456789";
   std::vector<std::string> out;
   for (std::size_t i = 0; i < count; ++i) {
-    std::array<std::uint8_t, 16> raw{};
+    std::array<std::uint8_t, kInviteChars> raw{};
     rng_.fill(raw);
     std::string code;
     for (std::size_t j = 0; j < raw.size(); ++j) {
-      if (j == 4 || j == 8 || j == 12) code += '-';
-      code += kAlphabet[raw[j] % 31];
+      if (j > 0 && j % kInviteGroup == 0) code += '-';
+      code += kInviteAlphabet[raw[j] % kInviteAlphabet.size()];
     }
     if (store_.tokens().create_invite(code, now_ms_() / 1000 + days * 86400)) out.push_back(code);
   }

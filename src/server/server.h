@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -54,7 +55,8 @@ class Server final : public net::ConnectionHandler {
 
   // Periodic housekeeping: expires old envelopes and dedup keys.
   void maintenance();
-  // Creates `count` invite codes valid for `days`; returns them.
+  // Creates `count` invite codes valid for `days`; returns them. A registration accepts a code in
+  // any case, with or without its dashes.
   std::vector<std::string> create_invites(std::size_t count, std::uint64_t days);
   // From now on, every login is followed by this announcement (none: no more announcements).
   // Devices already logged in are not told: they hear it at their next login.
@@ -133,8 +135,11 @@ class Server final : public net::ConnectionHandler {
   RateLimiter bundle_fetches_;
   RateLimiter recoveries_;  // per username
 
-  std::mutex next_key_mutex_;                            // guards next_key_
+  std::mutex next_key_mutex_;                            // guards next_key_ and told_next_key_
   std::shared_ptr<const wire::service::Push> next_key_;  // the announcement; null: none
+  // The devices next_key_ was pushed to (memory only, never logged): the operator sees how many
+  // on /metrics before `key activate` (devices that were never told must re-pin by hand).
+  std::set<std::pair<store::AccountId, store::DeviceId>> told_next_key_;
 
   std::mutex mutex_;                                                      // guards the maps below
   std::unordered_map<std::uint64_t, SessionPtr> sessions_;                // by connection id

@@ -5,7 +5,8 @@
 // stored changed" is checked on the server's own SQLite file, read beside the running server.
 // And what operators and devices do over the wire: rotating the server's key while it runs
 // (`sotto-server key`, SIGHUP), recovering an account, one copy of a device at a time, the
-// queue-depth gauge across a restart, the data directory named by the config file.
+// queue-depth gauge across a restart, the data directory named by the config file, and what a
+// start refuses (half a TLS pair, an unknown log level, a second server on the same data).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -961,6 +962,56 @@ TEST(ServerProcessStart, TheDataDirectoryMayComeFromTheConfigFile) {
   EXPECT_NE(neither.err.find("no data directory: give --data DIR, or `data` in the --config file"),
             std::string::npos)
       << neither.err;
+}
+
+TEST(ServerProcessStart, HalfATlsPairAndAnUnknownLogLevelAreRefused) {
+  ServerProcess server(false);
+  const std::string data = server.dir().string();
+  const auto refused = [&](std::vector<std::string> args, const std::string& expect) {
+    args.insert(args.end(), {"--data", data, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"});
+    const auto r = ServerProcess::run(args);
+    EXPECT_EQ(r.status, 1) << r.err;
+    EXPECT_NE(r.err.find(expect), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "") << "it must not start";
+  };
+  refused({"--tls-cert", "/etc/ssl/cert.pem"}, "without its private key");
+  refused({"--tls-key", "/etc/ssl/key.pem"}, "without its certificate");
+  const std::string level_error =
+      "'log_level' (--log-level) must be one of trace, debug, info, warn, error, off";
+  refused({"--log-level", "loud"}, level_error);
+
+  // The same from the config file; a flag may complete what the file gives.
+  const auto config = server.root() / "sotto.toml";
+  const auto write_config = [&](const std::string& text) {
+    std::FILE* f = std::fopen(config.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+  };
+  write_config("tls_certificate = \"/etc/ssl/cert.pem\"\n");
+  refused({"--config", config.string()}, "without its private key");
+  write_config("log_level = \"loud\"\n");
+  refused({"--config", config.string()}, level_error);
+  write_config("tls_private_key = \"" + (server.root() / "missing-key.pem").string() + "\"\n");
+  refused({"--config", config.string(), "--tls-cert", (server.root() / "missing.pem").string()},
+          "cannot load the TLS certificate and key given");
+}
+
+TEST(ServerProcessStart, ASecondServerOnTheSameDataDirectoryIsRefused) {
+  ServerProcess first;
+  ASSERT_TRUE(first.alive());
+  const auto second = ServerProcess::run(
+      {"--data", first.dir().string(), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"});
+  EXPECT_EQ(second.status, 1);
+  EXPECT_NE(second.err.find("another sotto-server"), std::string::npos) << second.err;
+  EXPECT_NE(second.err.find(first.dir().string()), std::string::npos) << second.err;
+  EXPECT_TRUE(first.alive());
+  // Operator commands still run beside the server.
+  const auto invites = ServerProcess::run({"--data", first.dir().string(), "invite", "create"});
+  EXPECT_EQ(invites.status, 0) << invites.err;
+  // Once the first has stopped, the directory is free again.
+  ASSERT_EQ(first.stop(), 0);
+  ASSERT_TRUE(first.start());
 }
 
 }  // namespace

@@ -231,6 +231,38 @@ class Client:
         return json.loads(self.ok("safety-number", user).stdout)
 
 
+def run_on_terminal(client, args, answers, timeout=60):
+    """Runs `sotto --data DIR ARGS` with a terminal (a pty) as standard input, typing each answer
+    once its prompt has appeared on standard error (typing earlier would be discarded: the CLI
+    flushes pending input before a hidden prompt). Returns (status, stdout, stderr)."""
+    import select
+    master, slave = os.openpty()
+    p = subprocess.Popen([sotto_bin(), "--data", client.data] + list(args), stdin=slave,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=client.env)
+    os.close(slave)
+    err = b""
+    seen = 0
+    try:
+        for prompt, text in answers:
+            deadline = time.monotonic() + timeout
+            while prompt.encode() not in err[seen:]:
+                left = deadline - time.monotonic()
+                ready, _, _ = select.select([p.stderr], [], [], max(left, 0))
+                chunk = os.read(p.stderr.fileno(), 4096) if ready else b""
+                if not chunk:
+                    raise AssertionError("no prompt %r; stderr so far %r" % (prompt, err))
+                err += chunk
+            seen = err.index(prompt.encode(), seen) + len(prompt)
+            os.write(master, text.encode() + b"\r")
+        out, rest = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    return p.returncode, out.decode("utf-8", "replace"), (err + rest).decode("utf-8", "replace")
+
+
 def parse_lines(text):
     out = []
     for line in text.splitlines():
@@ -349,6 +381,14 @@ class E2ETest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("fingerprint", r.stderr)
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        # Without an account `sotto server trust` cannot help: the hint says what to check.
+        self.assertIn("the operator published", r.stderr)
+        self.assertNotIn("sotto server trust", r.stderr)
+        error = mallory.fails("recover", "alice", "--code", "A" * 24, "--server",
+                              self.server.address, "--server-fingerprint", "ab" * 32,
+                              code="fingerprint_mismatch")
+        self.assertIn("`fingerprint: ...`", error["hint"])
+        self.assertNotIn("sotto server trust", error["hint"])
 
         # A taken username, an invalid one, an unknown recipient: one clear line each.
         r = self.client("alice2").run("register", "alice", "--server", self.server.address,
@@ -830,15 +870,28 @@ class E2ETest(unittest.TestCase):
         # shows the new pin.
         alice, bob = self.pair()
         old_fp = self.server.fingerprint
-        next_fp = self.server.operator("key", "rotate").split("next fingerprint:", 1)[1].strip()
+        rotate = subprocess.run([server_bin(), "--data", self.server.data, "key", "rotate"],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(rotate.returncode, 0, rotate.stderr)
+        next_fp = rotate.stdout.split("next fingerprint:", 1)[1].strip()
         self.assertNotEqual(next_fp, old_fp)
+        self.assertIn("sotto-server --data %s key activate" % self.server.data, rotate.stderr)
         self.assertIn("next=" + next_fp, self.server.reload())
+        self.assertEqual(self.server.metric("sotto_next_key_devices_told"), 0)
         for c in (alice, bob):
             c.receive(timeout_s=5)
             shown = json.loads(c.ok("server", "show").stdout)
             self.assertEqual((shown["fingerprint"], shown["nextFingerprint"]), (old_fp, next_fp))
         self.assertIn(next_fp, alice.ok("server", "show", json_output=False).stdout)
-        self.server.operator("key", "activate")
+        self.assertEqual(self.server.metric("sotto_next_key_devices_told"), 2)
+        self.server.reload()  # the same announcement: the count stays
+        self.assertEqual(self.server.metric("sotto_next_key_devices_told"), 2)
+        activate = subprocess.run([server_bin(), "--data", self.server.data, "key", "activate"],
+                                  capture_output=True, text=True, timeout=60)
+        self.assertEqual(activate.returncode, 0, activate.stderr)
+        # The operator is warned about devices that were not told.
+        self.assertIn("sotto server trust " + next_fp, activate.stderr)
+        self.assertIn("sotto_next_key_devices_told", activate.stderr)
         self.assertIn("fingerprint=" + next_fp, self.server.reload())
         r = alice.send("bob", "after rotation")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -846,6 +899,14 @@ class E2ETest(unittest.TestCase):
         for c in (alice, bob):
             shown = json.loads(c.ok("server", "show").stdout)
             self.assertEqual((shown["fingerprint"], shown["nextFingerprint"]), (next_fp, None))
+        self.assertEqual(self.server.metric("sotto_next_key_devices_told"), 0)
+        # `key show` on a data directory that does not exist names it.
+        missing = os.path.join(self.root, "no-such-dir")
+        r = subprocess.run([server_bin(), "--data", missing, "key", "show"], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(missing + " does not exist", r.stderr)
+        self.assertNotIn("DIR", r.stderr)
 
     def test_server_key_changed_without_announcement_then_moved(self):
         # Case 6: a server whose key changed without announcement (a new data directory with the
@@ -1024,6 +1085,80 @@ class E2ETest(unittest.TestCase):
         alice3, _ = self.link(alice2, "alice-laptop", "--transfer-history")
         self.assertEqual(alice3.history("bob"), conversation)
 
+    def test_backup_files_and_secrets(self):
+        # `backup export` refuses to replace a file without --force, refuses short passphrases,
+        # writes a file only its owner can read, and warns that a recovery code given as an option
+        # is not checked; typed on a terminal it is asked twice. `backup import` names a missing
+        # file and asks for the kind of secret the backup was written with.
+        env = {"SOTTO_TEST_FAST_KDF": "1"}
+        alice, bob = self.client("alice", env=env), self.client("bob", env=env)
+        alice.register("alice", self.server)
+        bob.register("bob", self.server)
+        self.assertEqual(bob.send("alice", "one").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["one"])
+        code = alice.info["recoveryCode"]
+        by_code = os.path.join(self.root, "by-code.backup")
+
+        old_umask = os.umask(0o022)
+        try:
+            r = alice.run("backup", "export", by_code, "--recovery-code", code, json_output=False)
+        finally:
+            os.umask(old_umask)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("warning", r.stderr)
+        self.assertIn("Keep that exact code", r.stderr)
+        self.assertEqual(os.stat(by_code).st_mode & 0o777, 0o600)
+        self.assertFalse(os.path.exists(by_code + ".partial"))
+        error = alice.fails("backup", "export", by_code, "--recovery-code", code)
+        self.assertIn("exists already", error["message"])
+        self.assertIn("--force", error["message"])
+        alice.ok("backup", "export", by_code, "--recovery-code", code, "--force")
+        self.assertEqual(os.stat(by_code).st_mode & 0o777, 0o600)
+        error = alice.fails("backup", "export", os.path.join(self.root, "x.backup"),
+                            "--recovery-code", "ABCD-EFGH", code="invalid_argument")
+        self.assertEqual(error["message"], "a recovery code has 24 characters (six groups of four)")
+        short = Client(self.root, "alice", env=dict(env, SOTTO_BACKUP_PASSPHRASE="short"))
+        error = short.fails("backup", "export", os.path.join(self.root, "short.backup"))
+        self.assertIn("at least 8 characters", error["message"])
+        self.assertFalse(os.path.exists(os.path.join(self.root, "short.backup")))
+
+        missing = os.path.join(self.root, "no-such.backup")
+        error = alice.fails("backup", "import", missing, code="invalid_argument")
+        self.assertIn("does not exist", error["message"])
+        self.assertIn(missing, error["message"])
+        # A recovery-code backup without the code (a passphrase at hand, no terminal): the error
+        # names what is needed.
+        with_passphrase = Client(self.root, "alice",
+                                 env=dict(env, SOTTO_BACKUP_PASSPHRASE="long enough passphrase"))
+        error = with_passphrase.fails("backup", "import", by_code, stdin="")
+        self.assertIn("encrypted with the account's recovery code", error["message"])
+        self.assertIn("--recovery-code CODE", error["message"])
+        by_passphrase = os.path.join(self.root, "by-passphrase.backup")
+        with_passphrase.ok("backup", "export", by_passphrase)
+        error = alice.fails("backup", "import", by_passphrase, "--recovery-code", code)
+        self.assertIn("encrypted with a passphrase", error["message"])
+
+        # On a terminal the recovery code is asked for (once to import, twice to export).
+        status, out, err = run_on_terminal(alice, ["backup", "import", by_code],
+                                           [("Recovery code: ", code)])
+        self.assertEqual(status, 0, err)
+        self.assertIn("Added 0 messages", out)
+        self.assertNotIn("passphrase", err)
+        typed = os.path.join(self.root, "typed.backup")
+        status, out, err = run_on_terminal(
+            alice, ["backup", "export", typed, "--recovery-code", "-"],
+            [("Recovery code: ", code), ("again: ", "ABCD" * 6)])
+        self.assertEqual(status, 1, out)
+        self.assertIn("differ", err)
+        self.assertFalse(os.path.exists(typed))
+        status, out, err = run_on_terminal(
+            alice, ["backup", "export", typed, "--recovery-code", "-"],
+            [("Recovery code: ", code), ("again: ", code.lower().replace("-", " "))])
+        self.assertEqual(status, 0, err)
+        self.assertNotIn("warning", err)
+        out = alice.ok("backup", "import", typed, "--recovery-code", code).stdout
+        self.assertEqual(json.loads(out), {"messages": 0})
+
     # --- devices (case 8) -------------------------------------------------------------------------
 
     def test_device_names_primary_and_device_events(self):
@@ -1158,6 +1293,122 @@ class E2ETest(unittest.TestCase):
         text = alice.ok("contacts", json_output=False).stdout
         self.assertIn("bob  not verified", text)
 
+    def test_invite_codes_in_any_case(self):
+        # An invite-only server accepts its codes in any case and without dashes (they are made
+        # in lower case); a missing or unknown code gets a hint that says which it was.
+        self.server.stop()
+        self.server.start(args=["--data", self.server.data, "--listen", self.server.address,
+                                "--http", "127.0.0.1:%d" % self.server.http_port,
+                                "--invite-only"])
+        codes = self.server.operator("invite", "create", "--count", "2").split()
+        self.assertEqual(len(codes), 2)
+        alice, bob, carol = self.client("alice"), self.client("bob"), self.client("carol")
+        error = alice.fails("register", "alice", "--server", self.server.address)
+        self.assertIn("--invite CODE", error["hint"])
+        error = alice.fails("register", "alice", "--server", self.server.address,
+                            "--invite", "aaaa-bbbb-cccc-dddd")
+        self.assertIn("unknown", error["hint"])
+        alice.register("alice", self.server, "--invite", codes[0].upper())
+        bob.register("bob", self.server, "--invite", " " + codes[1].replace("-", "").upper())
+        error = carol.fails("register", "carol", "--server", self.server.address,
+                            "--invite", codes[0])
+        self.assertIn("already used", error["hint"])
+
+    def test_send_to_self_is_a_note(self):
+        # A message to oneself with no other device is a note, not "0 device copies".
+        alice = self.client("alice")
+        alice.register("alice", self.server)
+        out = alice.ok("send", "Alice", "remember the milk", json_output=False).stdout
+        self.assertIn("Saved as a note to yourself (no other device", out)
+        self.assertEqual(alice.history("alice"), ["remember the milk"])
+
+    def test_error_texts_say_it_once(self):
+        # The CLI's hint adds to the library's text without saying it again, and the text ends
+        # as a sentence.
+        alice = self.client("alice")
+        alice.register("alice", self.server)
+        alice.ok("register", "carol", "--server", self.server.address)  # a second account here
+        r = alice.run("contacts", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.lower().count("choose one"), 1, r.stderr)
+        self.assertIn("--account NAME", r.stderr)
+        r = self.client("other").run("recover", "alice", "--code", "ABCD-EFGH", "--server",
+                                     self.server.address, json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.count("recovery code has"), 1, r.stderr)
+        self.assertEqual(alice.run("--account", "alice", "send", "carol", "hi").returncode, 0)
+        r = alice.run("--account", "alice", "trust", "carol", "--safety-number", "1" * 60,
+                      json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stderr.strip().endswith("."), r.stderr)
+
+    def test_data_directory_problems_are_named(self):
+        # A data directory that is missing, a file or unreadable is called so, with its path
+        # (the library alone would find "no account" in each).
+        missing = self.client("missing")
+        error = missing.fails("contacts", code="no_account")
+        self.assertIn("the data directory %s does not exist" % missing.data, error["message"])
+        a_file = self.client("a-file")
+        with open(a_file.data, "w") as f:
+            f.write("not a directory\n")
+        for args in (["contacts"], ["register", "x-user", "--server", self.server.address]):
+            error = a_file.fails(*args)
+            self.assertIn("the data directory %s is not a directory" % a_file.data,
+                          error["message"])
+        locked = self.client("locked")
+        os.makedirs(locked.data, mode=0o000)
+        os.chmod(self.root, 0o755)
+        command = [sotto_bin(), "--data", locked.data, "--json", "contacts"]
+        if os.geteuid() == 0:  # root reads anything: run as nobody
+            if shutil.which("setpriv") is None:
+                self.skipTest("running as root without setpriv")
+            command = ["setpriv", "--reuid", "65534", "--regid", "65534",
+                       "--clear-groups"] + command
+        r = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        os.chmod(locked.data, 0o700)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        error = json.loads(r.stderr)["error"]
+        self.assertIn("the data directory %s cannot be read" % locked.data, error["message"])
+
+    def test_command_line_errors(self):
+        # What CLI11 refuses is reported like any other error: with --json one JSON object on
+        # stderr, and status 1; an unknown command is called so. --help still exits with 0.
+        alice = self.client("alice")
+        error = alice.fails("devices", "remove", "abc", code="invalid_argument")
+        self.assertIn("ID", error["message"])
+        self.assertIn("sotto devices remove --help", error["hint"])
+        error = alice.fails("send", "bob", code="invalid_argument")
+        self.assertIn("TEXT is required", error["message"])
+        error = alice.fails("send", "bob", "two", "words", code="invalid_argument")
+        self.assertIn("Quote", error["hint"])
+        for args in (["bogus"], ["backup", "bogus"]):
+            r = alice.run(*args, json_output=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("unknown command `%s`" % " ".join(args), r.stderr)
+            self.assertIn("--help", r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        r = alice.run("--help", json_output=False)
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("Usage", r.stdout)
+
+    def test_first_key_under_policy_never_is_not_a_change(self):
+        # With --trust-new-identities never, a new contact's first key is "not accepted yet", not
+        # a "safety number changed".
+        alice, bob = self.client("alice"), self.client("bob")
+        alice.register("alice", self.server, "--trust-new-identities", "never")
+        bob.register("bob", self.server)
+        self.assertEqual(bob.send("alice", "hello").returncode, 0)
+        alice.receive(timeout_s=5)
+        contact = alice.contacts()["bob"]
+        self.assertEqual((contact["accepted"], contact["identityChangedAt"]), (False, 0))
+        text = alice.ok("contacts", json_output=False).stdout
+        self.assertIn("bob  not accepted yet (the trust policy accepts only keys whose safety "
+                      "number you verified", text)
+        self.assertNotIn("changed", text)
+        text = alice.ok("safety-number", "bob", json_output=False).stdout
+        self.assertIn("bob's key is not accepted yet", text)
+        self.assertNotIn("changed", text)
+
     def test_failed_registration_leaves_no_files(self):
         # Case 10: a registration refused by the server (taken username) leaves no USER.lock and
         # no USER.db behind, and its hint names `sotto recover`.
@@ -1185,6 +1436,8 @@ class E2ETest(unittest.TestCase):
                       stdin="/help\n/nonsense\n//slash\n/history 1\nhello")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("/safety-number", r.stdout)  # the help
+        self.assertIn("/trust DIGITS", r.stdout)
+        self.assertNotIn("disconnected", r.stdout)  # leaving is no news
         self.assertIn("unknown command /nonsense", r.stdout)
         self.assertEqual([m["body"] for m in bob.messages()], ["/slash", "hello"])
         r = alice.run("chat", "bob", stdin="no newline at the end")
@@ -1194,11 +1447,28 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn(alice.safety_number("bob")["digits"][:5], r.stdout)
         self.assertEqual(bob.messages(), [])
-        # A message that cannot be sent (bob's key changed): exit status 1.
-        self.recovered("bob", bob, "bob-new")
+        # A message that cannot be sent (bob's key changed): exit status 1. The chat says so
+        # when it starts, and says "not sent" once.
+        bob2 = self.recovered("bob", bob, "bob-new")
         r = alice.run("chat", "bob", json_output=False, stdin="to the new key\n")
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("bob's safety number changed", r.stdout)
+        self.assertIn("Nothing can be sent to bob until you accept it", r.stdout)
         self.assertIn("not sent", r.stdout)
+        self.assertNotIn("not sent: not sent", r.stdout)
+        self.assertNotIn("disconnected", r.stdout)
+        # /trust with wrong digits changes nothing; plain /trust accepts the new key.
+        r = alice.run("chat", "bob", json_output=False,
+                      stdin="/trust 1234\n/trust\nafter /trust\n/quit\n")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("60 digits", r.stdout)
+        self.assertIn("accepted, not verified", r.stdout)
+        self.assertEqual([m["body"] for m in bob2.messages()], ["after /trust"])
+        digits = alice.safety_number("bob")["digits"]
+        r = alice.run("chat", "bob", json_output=False, stdin="/trust %s\n" % digits)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("bob is verified", r.stdout)
+        self.assertNotIn("Nothing can be sent", r.stdout)
 
     def test_chat_with_empty_input_exits(self):
         # Case 10 (chat at end of input): a chat whose input ends at once (</dev/null, an empty
@@ -1212,6 +1482,26 @@ class E2ETest(unittest.TestCase):
                 self.assertEqual(p.wait(timeout=10), 0)
             except subprocess.TimeoutExpired:
                 self.fail("`sotto chat` with empty input did not exit")
+
+    def test_multiline_body_cannot_pass_for_another_message(self):
+        # A body's lines after the first are indented and marked in every human output (receive,
+        # history, chat), so a sender cannot forge a line that looks like another user's message;
+        # JSON keeps the body as sent.
+        alice, bob = self.pair()
+        forged = "2020-02-02 09:55:00  carol (device 1): please send me your recovery code"
+        body = "see below\n" + forged + "\u2028" + forged + "\n"
+        self.assertEqual(bob.send("alice", body).returncode, 0)
+
+        def check(text):
+            lines = [l for l in text.splitlines() if l.strip()]
+            self.assertTrue(any(l.endswith("bob (device 1): see below") for l in lines), text)
+            self.assertEqual(sum(1 for l in lines if l.startswith("  | " + forged)), 2, text)
+            self.assertFalse([l for l in lines if l.startswith("2020-02-02")], text)
+
+        check(alice.ok("receive", "--timeout", "5", json_output=False).stdout)
+        check(alice.ok("history", "bob", json_output=False).stdout)
+        check(alice.ok("chat", "bob", json_output=False, stdin="").stdout)
+        self.assertEqual(alice.history("bob"), [body])
 
     def test_history_beside_a_running_chat(self):
         # `history` reads the conversation while another process (a chat here, a daemon alike)
@@ -1231,6 +1521,15 @@ class E2ETest(unittest.TestCase):
         text = bob.ok("history", "alice", json_output=False).stdout
         self.assertIn("alice (device 1): during the chat", text)
         self.assertLess(time.monotonic() - started, 8)
+        # Commands that need the account fail soon, with one message that says it once.
+        started = time.monotonic()
+        error = bob.fails("contacts", code="account_busy")
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn("sotto history", error["hint"])
+        r = bob.run("contacts", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertNotIn("is using the account", r.stderr)
         p.stdin.close()
         self.assertEqual(p.wait(timeout=20), 0)
 
