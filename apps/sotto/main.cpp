@@ -3,6 +3,7 @@
 // line. An error prints one line on stderr (with --json, one JSON object) and exits with status 1:
 // the library's text says what happened, and the CLI adds a hint naming the command that helps
 // (the library's texts name no command).
+#include <google/protobuf/stubs/logging.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -1209,6 +1210,9 @@ int usage_error(CLI::App& app, const CLI::ParseError& e) {
 
 int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
+  // What a peer sends is parsed by protobuf, which logs to stderr when a text field is not valid
+  // UTF-8; the client reports such a message itself (as an error event), once.
+  google::protobuf::SetLogHandler(nullptr);
   CLI::App app{"sotto: an end-to-end encrypted messenger (Signal protocol)"};
   app.require_subcommand(1);
   app.fallthrough();  // global options may also follow the command: `sotto send bob hi --json`

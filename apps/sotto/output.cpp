@@ -116,6 +116,18 @@ std::string event_text(const Event& e, const std::string& self) {
              ") could not be read: " + sanitize(e.detail, false);
     case Event::Kind::identity_changed: {
       const std::string user = sanitize(e.user, false);
+      if (e.changed_at == 0 && !e.accepted) {
+        // A new contact's first key, under the trust policy "never".
+        std::string first = "! " + user +
+                            "'s key is not accepted yet: the trust policy accepts "
+                            "only keys whose safety number you verified";
+        if (e.held > 0) {
+          first += " (" + std::to_string(e.held) +
+                   (e.held == 1 ? " message held" : " messages held") + ")";
+        }
+        return first + ". Compare `sotto safety-number " + user + "` with theirs, then run " +
+               "`sotto trust " + user + " --safety-number DIGITS`.";
+      }
       std::string text = "! " + user + "'s safety number changed";
       if (e.changed_at != 0) text += " (" + format_time(e.changed_at) + ")";
       if (e.accepted) {

@@ -139,9 +139,10 @@ class BackupWriter {
   [[nodiscard]] static tl::expected<BackupWriter, BackupError> open(
       std::ostream& out, const BackupSecret& secret, crypto::Rng& rng,
       std::optional<crypto::Argon2Params> params = std::nullopt);
-  // The same into a new file: it is written as "<path>.partial" and renamed to `path` by
-  // finish(), so that an earlier backup at `path` is only replaced by a complete one. The partial
-  // file is removed if the writer is destroyed before finish() succeeded.
+  // The same into a new file: it is written as "<path>.partial" (mode 0600, a stale one
+  // replaced) and renamed to `path` by finish() after an fsync, so that an earlier backup at
+  // `path` is only replaced by a complete one. The partial file is removed if the writer is
+  // destroyed before finish() succeeded.
   [[nodiscard]] static tl::expected<BackupWriter, BackupError> create(
       const std::filesystem::path& path, const BackupSecret& secret, crypto::Rng& rng,
       std::optional<crypto::Argon2Params> params = std::nullopt);
