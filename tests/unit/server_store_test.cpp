@@ -50,6 +50,9 @@ namespace sotto::store {
     case Error::queue_full:
       *os << "queue_full";
       return;
+    case Error::queue_share_full:
+      *os << "queue_share_full";
+      return;
     case Error::invalid_token:
       *os << "invalid_token";
       return;
@@ -69,6 +72,9 @@ constexpr std::uint64_t kDaySeconds = 24ull * 60 * 60;
 // What a test may ask of any backend's factory.
 struct TestConfig {
   std::uint32_t max_queue_per_device = 10000;
+  std::uint64_t max_queue_bytes_per_device = 0;
+  std::uint32_t max_queue_per_sender = 0;
+  std::uint64_t max_queue_bytes_per_sender = 0;
   std::uint32_t max_pre_keys_per_device = 1000;
   std::function<std::uint64_t()> now_ms;
   std::function<void(std::string_view)> log;
@@ -100,6 +106,9 @@ class TempDir {
 SqliteOptions sqlite_options(const TestConfig& config) {
   SqliteOptions o;
   o.max_queue_per_device = config.max_queue_per_device;
+  o.max_queue_bytes_per_device = config.max_queue_bytes_per_device;
+  o.max_queue_per_sender = config.max_queue_per_sender;
+  o.max_queue_bytes_per_sender = config.max_queue_bytes_per_sender;
   o.max_pre_keys_per_device = config.max_pre_keys_per_device;
   o.now_ms = config.now_ms;
   o.log = config.log;
@@ -851,6 +860,67 @@ TYPED_TEST(ServerStoreTest, TheQueueLimitFollowsRemovalsExpiryAndRemovedDevices)
   ASSERT_EQ(again, second);
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(this->send({this->envelope(alice, again)}).has_value());
   EXPECT_EQ(this->send({this->envelope(alice, again)}).error(), Error::queue_full);
+}
+
+// One sender (by source username, another account's) holds at most its share of a device's
+// queue, counted in envelopes and in bytes; the device's bytes are capped too; and the stored
+// bytes follow every write, removal, expiry and removed device.
+TYPED_TEST(ServerStoreTest, SendersShareOfAQueueAndTheQueuesBytesAreCapped) {
+  TestConfig config;
+  config.max_queue_per_device = 100;
+  config.max_queue_bytes_per_device = 1000;
+  config.max_queue_per_sender = 3;
+  config.max_queue_bytes_per_sender = 400;
+  this->open(config);
+  const AccountId alice = this->make_account("alice");
+  const AccountId mallory = this->make_account("mallory");
+  const AccountId carol = this->make_account("carol");
+  const auto from = [&](AccountId sender, const std::string& name, std::size_t bytes) {
+    QueuedEnvelope e = this->envelope(alice, 1);
+    e.source = name;
+    e.source_account = sender;
+    e.content = filled(bytes, 0x5A);
+    return e;
+  };
+  const std::uint64_t before = this->messages().stored_bytes();
+  std::vector<QueuedEnvelope> sent;
+  for (int i = 0; i < 3; ++i) {
+    sent.push_back(from(mallory, "mallory", 10));
+    ASSERT_TRUE(this->send({sent.back()}).has_value());
+  }
+  EXPECT_EQ(this->send({from(mallory, "mallory", 10)}).error(), Error::queue_share_full);
+  EXPECT_TRUE(this->send({from(carol, "carol", 10)}).has_value());
+  // By bytes: 390 of carol's 400.
+  EXPECT_TRUE(this->send({from(carol, "carol", 380)}).has_value());
+  EXPECT_EQ(this->send({from(carol, "carol", 20)}).error(), Error::queue_share_full);
+  // The account's own devices are not capped by the share: alice's sync copies.
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(this->send({from(alice, "alice", 10)}).has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), before + 30 + 390 + 50);
+  // The device's bytes: 470 stored, 1000 at most.
+  EXPECT_EQ(this->send({from(alice, "alice", 600)}).error(), Error::queue_full);
+  EXPECT_TRUE(this->send({from(alice, "alice", 530)}).has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), before + 1000);
+
+  // Acknowledged: mallory has room again, and the bytes are released.
+  ASSERT_EQ(this->messages().remove(alice, 1, {sent[0].id}).value(), 1u);
+  EXPECT_EQ(this->messages().stored_bytes(), before + 990);
+  EXPECT_TRUE(this->send({from(mallory, "mallory", 10)}).has_value());
+  EXPECT_EQ(this->send({from(mallory, "mallory", 10)}).error(), Error::queue_share_full);
+  // Counted again from the table after a restart of the store.
+  this->reopen();
+  EXPECT_EQ(this->messages().stored_bytes(), before + 1000);
+  EXPECT_EQ(this->send({from(mallory, "mallory", 10)}).error(), Error::queue_share_full);
+  // Expiry and a removed device release theirs.
+  const DeviceId second = this->add_device(alice);
+  QueuedEnvelope to_second = from(mallory, "mallory", 25);
+  to_second.device = second;
+  ASSERT_TRUE(this->send({to_second}).has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), before + 1025);
+  ASSERT_TRUE(this->accounts().remove_device(alice, second).has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), before + 1000);
+  this->advance_seconds(31 * kDaySeconds);
+  ASSERT_TRUE(this->messages().expire(this->now_seconds()).has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), 0u);
 }
 
 TYPED_TEST(ServerStoreTest, OneRefusedSendDoesNotFailTheOthersInItsBatch) {

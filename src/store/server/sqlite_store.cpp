@@ -106,6 +106,15 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (!options_.now_ms) options_.now_ms = system_now_ms;
     if (!options_.log) options_.log = log_to_stderr;
     if (options_.group_commit_max_batch == 0) options_.group_commit_max_batch = 1;
+    // The storage budget's starting point: one pass over the messages (length() reads no
+    // content), before any thread writes.
+    if (auto st = write_conn_->prepare("SELECT coalesce(sum(length(content)), 0) FROM messages");
+        st && st->step() == SQLITE_ROW) {
+      Row row(*st);
+      stored_bytes_.store(row.u64(0), std::memory_order_relaxed);
+    } else {
+      options_.log("sqlite: cannot sum the stored message bytes; counting from 0");
+    }
     // Checkpoints (copying the WAL back into the database file, and that file's fsync) run on a
     // thread of their own, so that the writer spends its time on commits. SQLite would otherwise
     // run one inside whichever commit crosses wal_autocheckpoint pages.
@@ -273,6 +282,8 @@ class SqliteServerStore::Impl final : public AccountStore,
       return tl::unexpected(fail("remove_device: begin", *conn, rc));
     auto queued = count_queued(*conn, account, device);
     if (!queued) return tl::unexpected(queued.error());
+    auto queued_bytes = sum_queued_bytes(*conn, account, device);
+    if (!queued_bytes) return tl::unexpected(queued_bytes.error());
     // ON DELETE CASCADE removes the device's signed prekey, one-time prekeys and queue in the
     // same statement.
     auto st = conn->prepare("DELETE FROM devices WHERE account_id = ?1 AND device_id = ?2");
@@ -285,6 +296,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     queue_counts_.erase({account, device});  // its queue went with it (ON DELETE CASCADE)
     forget(account);
     if (rc != SQLITE_OK) return tl::unexpected(fail("remove_device: commit", *conn, rc));
+    release_stored_bytes(*queued_bytes);
     return *queued;
   }
 
@@ -331,6 +343,8 @@ class SqliteServerStore::Impl final : public AccountStore,
       queued = static_cast<std::size_t>(row.u64(0));
       if (!row.ok()) return tl::unexpected(corrupt("messages", row));
     }
+    auto queued_bytes = sum_queued_bytes(*conn, account, std::nullopt);
+    if (!queued_bytes) return tl::unexpected(queued_bytes.error());
     // Every device, and with it (ON DELETE CASCADE) its keys and its queue; and the link tokens
     // the old devices asked for, which would otherwise let them add a device again.
     static constexpr const char* kRemovals[] = {
@@ -352,6 +366,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     std::erase_if(queue_counts_, [&](const auto& entry) { return entry.first.first == account; });
     forget(account);
     if (rc != SQLITE_OK) return tl::unexpected(fail("recover_account: commit", *conn, rc));
+    release_stored_bytes(*queued_bytes);
     return queued;
   }
 
@@ -631,6 +646,8 @@ class SqliteServerStore::Impl final : public AccountStore,
     return static_cast<std::size_t>(n);
   }
 
+  std::uint64_t stored_bytes() override { return stored_bytes_.load(std::memory_order_relaxed); }
+
   tl::expected<std::size_t, Error> expire(std::uint64_t now_seconds) override {
     // Tokens are swept here too: their expiry times are seconds since the epoch as well. Rows go
     // in batches, each its own short transaction, so that a large backlog never holds the write
@@ -638,7 +655,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     static constexpr std::int64_t kBatch = 512;
     static constexpr const char* kSweeps[] = {
         "DELETE FROM messages WHERE seq IN "
-        "(SELECT seq FROM messages WHERE expires_at <= ?1 LIMIT ?2)",
+        "(SELECT seq FROM messages WHERE expires_at <= ?1 LIMIT ?2) RETURNING length(content)",
         "DELETE FROM send_dedup WHERE (id_time, key_hash) IN "
         "(SELECT id_time, key_hash FROM send_dedup WHERE expires_at <= ?1 LIMIT ?2)",
         "DELETE FROM invites WHERE code_hash IN "
@@ -653,12 +670,15 @@ class SqliteServerStore::Impl final : public AccountStore,
         auto st = conn->prepare(sql);
         if (!st) return tl::unexpected(fail("expire: prepare", *conn, st.error()));
         st->bind_u64(1, now_seconds).bind(2, kBatch);
-        if (const int rc = run(*st); rc != SQLITE_OK)
-          return tl::unexpected(fail("expire", *conn, rc));
+        std::uint64_t bytes = 0;
+        int rc = SQLITE_OK;
+        while ((rc = st->step()) == SQLITE_ROW) bytes += Row(*st).u64(0);
+        if (rc != SQLITE_DONE) return tl::unexpected(fail("expire", *conn, rc));
         const auto removed = static_cast<std::size_t>(conn->changes());
         if (sql == kSweeps[0] && removed > 0) {
           removed_messages += removed;
           queue_counts_.clear();
+          release_stored_bytes(bytes);
         }
         if (removed < static_cast<std::size_t>(kBatch)) break;
       }
@@ -804,6 +824,32 @@ class SqliteServerStore::Impl final : public AccountStore,
   };
   using Result = tl::expected<void, Error>;
   using DeviceKey = std::pair<AccountId, DeviceId>;
+  // What a device's queue holds: envelopes and ciphertext bytes, in all and per source username.
+  struct QueueUsage {
+    std::uint64_t count = 0;
+    std::uint64_t bytes = 0;
+    std::map<std::string, std::pair<std::uint64_t, std::uint64_t>, std::less<>> by_source;
+    void add(const std::string& source, std::uint64_t n, std::uint64_t b) {
+      count += n;
+      bytes += b;
+      auto& s = by_source[source];
+      s.first += n;
+      s.second += b;
+    }
+    void remove(const std::string& source, std::uint64_t n, std::uint64_t b) {
+      count -= std::min(count, n);
+      bytes -= std::min(bytes, b);
+      if (auto it = by_source.find(source); it != by_source.end()) {
+        it->second.first -= std::min(it->second.first, n);
+        it->second.second -= std::min(it->second.second, b);
+        if (it->second.first == 0) by_source.erase(it);
+      }
+    }
+    std::pair<std::uint64_t, std::uint64_t> of(const std::string& source) const {
+      auto it = by_source.find(source);
+      return it == by_source.end() ? std::pair<std::uint64_t, std::uint64_t>{0, 0} : it->second;
+    }
+  };
   using OpResult = tl::expected<std::size_t, Error>;
 
   // --- errors -------------------------------------------------------------------------------
@@ -953,6 +999,32 @@ class SqliteServerStore::Impl final : public AccountStore,
     const std::uint64_t n = row.u64(0);
     if (!row.ok()) return tl::unexpected(corrupt("messages", row));
     return static_cast<std::size_t>(n);
+  }
+
+  // The ciphertext bytes a device's queue holds (every device's of the account: nullopt), inside
+  // the caller's transaction.
+  tl::expected<std::uint64_t, Error> sum_queued_bytes(Connection& conn, AccountId account,
+                                                      std::optional<DeviceId> device) {
+    auto st = conn.prepare(
+        device ? "SELECT coalesce(sum(length(content)), 0) FROM messages "
+                 "WHERE account_id = ?1 AND device_id = ?2"
+               : "SELECT coalesce(sum(length(content)), 0) FROM messages WHERE account_id = ?1");
+    if (!st) return tl::unexpected(fail("sum_queued_bytes: prepare", conn, st.error()));
+    st->bind(1, account);
+    if (device) st->bind(2, std::int64_t{*device});
+    if (const int rc = st->step(); rc != SQLITE_ROW)
+      return tl::unexpected(fail("sum_queued_bytes", conn, rc));
+    Row row(*st);
+    const std::uint64_t n = row.u64(0);
+    if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+    return n;
+  }
+
+  void release_stored_bytes(std::uint64_t bytes) {
+    std::uint64_t now = stored_bytes_.load(std::memory_order_relaxed);
+    while (!stored_bytes_.compare_exchange_weak(now, now - std::min(now, bytes),
+                                                std::memory_order_relaxed)) {
+    }
   }
 
   Result put_signed_pre_key(Connection& conn, AccountId account, DeviceId device,
@@ -1201,10 +1273,12 @@ class SqliteServerStore::Impl final : public AccountStore,
       Transaction txn(conn);
       if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
         return all(fail("enqueue: begin", conn, rc));
+      std::int64_t batch_bytes = 0;  // stored bytes added (removed: negative) once committed
       for (std::size_t i = 0; i < batch.size(); ++i) {
         if (const int rc = run_cached(conn, "SAVEPOINT op"); rc != SQLITE_OK)
           return all(fail("enqueue: savepoint", conn, rc));
         op_touched_.clear();
+        op_bytes_ = 0;
         const PendingOp& op = *batch[i];
         if (op.removal) {
           results[i] = store_removal(conn, op);
@@ -1214,6 +1288,7 @@ class SqliteServerStore::Impl final : public AccountStore,
         if (results[i]) {
           if (const int rc = run_cached(conn, "RELEASE op"); rc != SQLITE_OK)
             return all(fail("enqueue: release", conn, rc));
+          batch_bytes += op_bytes_;
           continue;
         }
         // SQLite ends the whole transaction on some errors (disk full, I/O): then nothing in this
@@ -1228,6 +1303,11 @@ class SqliteServerStore::Impl final : public AccountStore,
       if (const int rc = txn.commit(); rc != SQLITE_OK)
         return all(fail("enqueue: commit", conn, rc));
       commits_.fetch_add(1, std::memory_order_relaxed);
+      if (batch_bytes >= 0) {
+        stored_bytes_.fetch_add(static_cast<std::uint64_t>(batch_bytes), std::memory_order_relaxed);
+      } else {
+        release_stored_bytes(static_cast<std::uint64_t>(-batch_bytes));
+      }
       return results;
     } catch (const std::exception&) {
       // Transaction's destructor has rolled back. (Out of memory, or an OpenSSL failure hashing
@@ -1239,19 +1319,26 @@ class SqliteServerStore::Impl final : public AccountStore,
 
   OpResult store_removal(Connection& conn, const PendingOp& op) {
     std::size_t removed = 0;
+    const DeviceKey key{op.account, op.device};
+    auto usage = queue_counts_.find(key);
+    if (usage != queue_counts_.end()) op_touched_.push_back(key);
     for (const EnvelopeId& id : op.ids) {
       // The account and device conditions are what keep one device from deleting another's queue.
       auto st = conn.prepare(
-          "DELETE FROM messages WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3");
+          "DELETE FROM messages WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3 "
+          "RETURNING source, length(content)");
       if (!st) return tl::unexpected(fail("remove: prepare", conn, st.error()));
       st->bind(1, ByteView(id)).bind(2, op.account).bind(3, std::int64_t{op.device});
-      if (const int rc = run(*st); rc != SQLITE_OK) return tl::unexpected(fail("remove", conn, rc));
-      removed += static_cast<std::size_t>(conn.changes());
-    }
-    const DeviceKey key{op.account, op.device};
-    if (auto it = queue_counts_.find(key); it != queue_counts_.end()) {
-      op_touched_.push_back(key);
-      it->second -= std::min<std::uint64_t>(it->second, removed);
+      int rc = SQLITE_OK;
+      while ((rc = st->step()) == SQLITE_ROW) {
+        Row row(*st);
+        const std::string source = row.text(0);
+        const std::uint64_t bytes = row.u64(1);
+        ++removed;
+        op_bytes_ -= static_cast<std::int64_t>(bytes);
+        if (usage != queue_counts_.end()) usage->second.remove(source, 1, bytes);
+      }
+      if (rc != SQLITE_DONE) return tl::unexpected(fail("remove", conn, rc));
     }
     return removed;
   }
@@ -1260,20 +1347,27 @@ class SqliteServerStore::Impl final : public AccountStore,
   // the (account_id, device_id) index once, then kept up to date by every write: a count(*) per
   // send would make filling a queue quadratic. Expired rows count until swept. REQUIRES: the
   // write connection is held.
-  tl::expected<std::uint64_t, Error> queue_length(Connection& conn, const DeviceKey& key) {
-    if (auto it = queue_counts_.find(key); it != queue_counts_.end()) return it->second;
-    auto st =
-        conn.prepare("SELECT count(*) FROM messages WHERE account_id = ?1 AND device_id = ?2");
+  tl::expected<QueueUsage*, Error> queue_usage(Connection& conn, const DeviceKey& key) {
+    if (auto it = queue_counts_.find(key); it != queue_counts_.end()) return &it->second;
+    // length() reads a blob's size from its row header, not the blob itself.
+    auto st = conn.prepare(
+        "SELECT source, count(*), coalesce(sum(length(content)), 0) FROM messages "
+        "WHERE account_id = ?1 AND device_id = ?2 GROUP BY source");
     if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
     st->bind(1, key.first).bind(2, std::int64_t{key.second});
-    if (const int rc = st->step(); rc != SQLITE_ROW)
-      return tl::unexpected(fail("enqueue: count", conn, rc));
-    Row row(*st);
-    const std::uint64_t stored = row.u64(0);
-    if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+    QueueUsage usage;
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      const std::string source = row.text(0);
+      const std::uint64_t count = row.u64(1);
+      const std::uint64_t bytes = row.u64(2);
+      if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+      usage.add(source, count, bytes);
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(fail("enqueue: count", conn, rc));
     if (queue_counts_.size() >= kQueueCountEntries) queue_counts_.clear();
-    queue_counts_[key] = stored;
-    return stored;
+    return &(queue_counts_[key] = std::move(usage));
   }
 
   Result store_send(Connection& conn, const PendingOp& send, std::uint64_t now_ms) {
@@ -1298,14 +1392,42 @@ class SqliteServerStore::Impl final : public AccountStore,
       if (conn.changes() == 0) return {};
     }
 
-    std::map<DeviceKey, std::uint64_t> per_device;
+    // What this send adds to each device's queue, and to what its sender holds of the queue
+    // (when the share applies: another account's device).
+    struct Adding {
+      std::uint64_t count = 0;
+      std::uint64_t bytes = 0;
+      bool shared = false;
+      std::string source;
+    };
+    std::map<DeviceKey, Adding> per_device;
     for (std::size_t i = 0; i < send.envelopes.size(); ++i) {
-      if (!send.cancelled[i]) ++per_device[{send.envelopes[i].account, send.envelopes[i].device}];
+      if (send.cancelled[i]) continue;
+      const QueuedEnvelope& e = send.envelopes[i];
+      Adding& a = per_device[{e.account, e.device}];
+      a.count += 1;
+      a.bytes += e.content.size();
+      a.shared = e.source_account != 0 && e.source_account != e.account;
+      a.source = e.source;
     }
+    const bool share_limited =
+        options_.max_queue_per_sender > 0 || options_.max_queue_bytes_per_sender > 0;
     for (const auto& [key, adding] : per_device) {
-      auto stored = queue_length(conn, key);
-      if (!stored) return tl::unexpected(stored.error());
-      if (*stored + adding > options_.max_queue_per_device)
+      auto usage = queue_usage(conn, key);
+      if (!usage) return tl::unexpected(usage.error());
+      const QueueUsage& u = **usage;
+      // The sender's share first: a sender past it is told so even when the queue is full too.
+      if (share_limited && adding.shared) {
+        const auto held = u.of(adding.source);
+        if ((options_.max_queue_per_sender > 0 &&
+             held.first + adding.count > options_.max_queue_per_sender) ||
+            (options_.max_queue_bytes_per_sender > 0 &&
+             held.second + adding.bytes > options_.max_queue_bytes_per_sender))
+          return tl::unexpected(Error::queue_share_full);
+      }
+      if (u.count + adding.count > options_.max_queue_per_device ||
+          (options_.max_queue_bytes_per_device > 0 &&
+           u.bytes + adding.bytes > options_.max_queue_bytes_per_device))
         return tl::unexpected(Error::queue_full);
     }
 
@@ -1337,7 +1459,8 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
     for (const auto& [key, adding] : per_device) {
       op_touched_.push_back(key);
-      queue_counts_[key] += adding;
+      queue_counts_[key].add(adding.source, adding.count, adding.bytes);
+      op_bytes_ += static_cast<std::int64_t>(adding.bytes);
     }
     return {};
   }
@@ -1358,8 +1481,11 @@ class SqliteServerStore::Impl final : public AccountStore,
   // Queue lengths known to the writer (see queue_length), and the keys the operation in progress
   // changed; both guarded by write_mu_.
   static constexpr std::size_t kQueueCountEntries = 200000;
-  std::map<DeviceKey, std::uint64_t> queue_counts_;
+  std::map<DeviceKey, QueueUsage> queue_counts_;
   std::vector<DeviceKey> op_touched_;
+  std::int64_t op_bytes_ = 0;  // stored bytes the operation in progress adds (guarded likewise)
+  // Ciphertext bytes stored (MessageStore::stored_bytes), changed after each commit.
+  std::atomic<std::uint64_t> stored_bytes_{0};
   sqlite::Pool pool_;
 
   std::mutex queue_mu_;

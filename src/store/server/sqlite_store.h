@@ -32,6 +32,13 @@ struct SqliteOptions {
   // A send is refused (queue_full) when it would take any recipient device's stored envelopes
   // (expired ones included until expire() runs) above this.
   std::uint32_t max_queue_per_device = 10000;
+  // ...or its ciphertext bytes above this (0: no limit).
+  std::uint64_t max_queue_bytes_per_device = 0;
+  // A send is refused (queue_share_full) when it would take what its sender (by source username,
+  // for envelopes whose source_account is another account) holds of a recipient device's queue
+  // above either (0: no limit). One sender then cannot fill a device's queue for everyone else.
+  std::uint32_t max_queue_per_sender = 0;
+  std::uint64_t max_queue_bytes_per_sender = 0;
   // add_pre_keys keeps the newest this many one-time prekeys per device and drops older ones.
   std::uint32_t max_pre_keys_per_device = 1000;
   // An envelope's expires_at is capped at (now + this); 0 in QueuedEnvelope means exactly that.

@@ -20,8 +20,11 @@ namespace sotto::store {
 
 enum class Error {
   not_found,
-  conflict,       // unique constraint: username taken, device id in use, duplicate envelope
-  queue_full,     // a device queue is at its limit
+  conflict,    // unique constraint: username taken, device id in use, duplicate envelope
+  queue_full,  // a device queue is at its limit (messages or bytes)
+  // The sending account holds its share of a recipient device's queue (SqliteOptions): others may
+  // still send to that device.
+  queue_share_full,
   invalid_token,  // invite or link token unknown, used or expired
   io,             // the database failed (disk full, corruption); logged by the store
 };
@@ -129,6 +132,9 @@ struct QueuedEnvelope {
   std::uint64_t client_timestamp = 0;
   std::uint64_t server_timestamp = 0;  // milliseconds
   std::uint64_t expires_at = 0;        // seconds since the epoch
+  // The sender's account, not stored: what it holds of another account's device queue is capped
+  // (SqliteOptions::max_queue_per_sender); 0, or the recipient's own account, is not capped.
+  AccountId source_account = 0;
 };
 
 class MessageStore {
@@ -141,7 +147,8 @@ class MessageStore {
   // that completes successfully. Its first six bytes place its row (a SQLite store keeps dedup
   // rows in their order): clients begin message ids with the time in milliseconds, big-endian,
   // as UUIDv7 does, so that a busy server appends instead of writing a random page per send.
-  // queue_full when any recipient device queue is at its limit.
+  // queue_full when any recipient device queue is at its limit; queue_share_full when the sender
+  // holds its share of one (a backend without shares never returns it).
   virtual void enqueue(std::vector<QueuedEnvelope> envelopes, std::optional<Bytes> dedup_key,
                        Completion done) = 0;
   // Oldest first, at most `limit`, strictly after `after` (the last id seen) when given.
@@ -169,6 +176,9 @@ class MessageStore {
   // Every stored envelope of every device, expired ones not yet deleted by expire() included
   // (what the server's queue-depth gauge starts from).
   [[nodiscard]] virtual tl::expected<std::size_t, Error> count_all() = 0;
+  // Bytes of ciphertext stored, expired envelopes not yet deleted included: counted at open, then
+  // kept up to date by every committed write (cheap; for the server's storage budget).
+  [[nodiscard]] virtual std::uint64_t stored_bytes() = 0;
   // Deletes expired envelopes and old dedup keys; returns how many envelopes were deleted.
   [[nodiscard]] virtual tl::expected<std::size_t, Error> expire(std::uint64_t now_seconds) = 0;
   // Waits for every pending enqueue to be durable (graceful shutdown).
