@@ -239,7 +239,10 @@ int main(int argc, char** argv) {
       "tls_private_key,\n"
       "invite_only, max_message_bytes, max_frame_bytes, max_queue_per_device, message_ttl_days,\n"
       "max_connections, idle_timeout_seconds, io_threads, registrations_per_minute,\n"
-      "logins_per_minute, bundle_fetches_per_minute, log_level, tls_next_key.\n"
+      "logins_per_minute, bundle_fetches_per_minute, sends_per_minute, send_bytes_per_minute,\n"
+      "acks_per_minute, device_lists_per_minute, link_tokens_per_hour, provisioning_per_minute,\n"
+      "max_queue_bytes_per_device, max_queue_per_sender, max_queue_bytes_per_sender,\n"
+      "max_stored_bytes, min_free_disk_bytes, log_level, tls_next_key.\n"
       "SIGHUP: load the TLS certificate and key (and the next key) again, without dropping\n"
       "connections; the rest of the configuration is read at start only.");
   auto* invite = app.add_subcommand("invite", "Manage invite codes (for invite-only registration)");
@@ -327,6 +330,9 @@ int main(int argc, char** argv) {
 
   store::SqliteOptions options;
   options.max_queue_per_device = static_cast<std::uint32_t>(config.max_queue_per_device);
+  options.max_queue_bytes_per_device = config.max_queue_bytes_per_device;
+  options.max_queue_per_sender = static_cast<std::uint32_t>(config.max_queue_per_sender);
+  options.max_queue_bytes_per_sender = config.max_queue_bytes_per_sender;
   options.message_ttl_seconds = config.message_ttl_days * 86400;
   options.log = [](std::string_view line) { spdlog::error("event=store {}", line); };
   auto store = store::SqliteServerStore::open(config.data_dir / "sotto.db", options);

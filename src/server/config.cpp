@@ -119,6 +119,17 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
                                                "registrations_per_minute",
                                                "logins_per_minute",
                                                "bundle_fetches_per_minute",
+                                               "sends_per_minute",
+                                               "send_bytes_per_minute",
+                                               "acks_per_minute",
+                                               "device_lists_per_minute",
+                                               "link_tokens_per_hour",
+                                               "provisioning_per_minute",
+                                               "max_queue_bytes_per_device",
+                                               "max_queue_per_sender",
+                                               "max_queue_bytes_per_sender",
+                                               "max_stored_bytes",
+                                               "min_free_disk_bytes",
                                                "log_level",
                                                "data",
                                                "tls_next_key"};
@@ -183,6 +194,37 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
     return tl::unexpected(r.error());
   if (!(r = read_int<std::uint32_t>(t, "bundle_fetches_per_minute", c.bundle_fetches_per_minute, 1,
                                     1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "sends_per_minute", c.sends_per_minute, 1, 10'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "send_bytes_per_minute", c.send_bytes_per_minute, 1u << 20,
+                                    1ull << 50)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "acks_per_minute", c.acks_per_minute, 100, 100'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "device_lists_per_minute", c.device_lists_per_minute, 1,
+                                    10'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "link_tokens_per_hour", c.link_tokens_per_hour, 1,
+                                    1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "provisioning_per_minute", c.provisioning_per_minute, 1,
+                                    1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "max_queue_bytes_per_device", c.max_queue_bytes_per_device,
+                                    1u << 20, 1ull << 50)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_queue_per_sender", c.max_queue_per_sender, 1,
+                                  10'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "max_queue_bytes_per_sender", c.max_queue_bytes_per_sender,
+                                    1u << 20, 1ull << 50)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "max_stored_bytes", c.max_stored_bytes, 1u << 20,
+                                    1ull << 50)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "min_free_disk_bytes", c.min_free_disk_bytes, 0,
+                                    1ull << 50)))
     return tl::unexpected(r.error());
   if (c.max_message_bytes + 4096 > c.max_frame_bytes) {
     return tl::unexpected(

@@ -43,6 +43,29 @@ struct ServerConfig {
   std::uint32_t logins_per_minute = 600;
   // Per requesting account, per minute (protects one-time prekeys from exhaustion).
   std::uint32_t bundle_fetches_per_minute = 120;
+  // Per sending account (docs/abuse.md): send requests (each one message to one user, to all of
+  // its devices and our own) and their ciphertext bytes; a quarter of a minute's sends and half
+  // a minute's bytes may come at once.
+  std::uint32_t sends_per_minute = 1200;
+  std::uint64_t send_bytes_per_minute = 64ull << 20;
+  // Per account: envelope ids acknowledged (a fifth of a minute's at once).
+  std::uint32_t acks_per_minute = 120000;
+  // Per account: device lists of other accounts (a quarter at once; its own are not counted).
+  std::uint32_t device_lists_per_minute = 60;
+  // Per account: link tokens (a quarter of an hour's at once).
+  std::uint32_t link_tokens_per_hour = 20;
+  // Per source address (opening a provisioning address) and per account (sending to one).
+  std::uint32_t provisioning_per_minute = 30;
+  // A recipient device's queue: its bytes, and what one other account may hold of it (messages
+  // and bytes); max_queue_per_device above bounds its messages.
+  std::uint64_t max_queue_bytes_per_device = 1ull << 30;
+  std::size_t max_queue_per_sender = 2500;
+  std::uint64_t max_queue_bytes_per_sender = 256ull << 20;
+  // The whole server: stored message bytes, and the free space the data directory's file system
+  // must keep (0: not checked). Beyond either, sends are refused with UNAVAILABLE until
+  // acknowledgements and expiry make room.
+  std::uint64_t max_stored_bytes = 32ull << 30;
+  std::uint64_t min_free_disk_bytes = 1ull << 30;
   std::string log_level = "info";
 };
 

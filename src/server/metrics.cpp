@@ -57,6 +57,20 @@ std::string Metrics::render() const {
   metric(out, "sotto_bad_frames_total", "counter", "Frames that failed to decode.", bad_frames);
   metric(out, "sotto_queue_depth", "gauge",
          "Stored envelopes not yet acknowledged (counted from the store at start).", queue_depth);
+  metric(out, "sotto_stored_bytes", "gauge",
+         "Ciphertext bytes of stored envelopes (counted from the store at start).", stored_bytes);
+  metric(out, "sotto_disk_free_bytes", "gauge",
+         "Free space of the data directory's file system at the last check (-1: not checked).",
+         disk_free_bytes);
+  metric(out, "sotto_rate_limited_total", "counter",
+         "Requests refused by a per-account (or provisioning per-address) rate limit.",
+         rate_limited);
+  metric(out, "sotto_storage_refusals_total", "counter",
+         "Sends refused because storage is over budget (stored bytes or free disk).",
+         storage_refusals);
+  metric(out, "sotto_queue_share_refusals_total", "counter",
+         "Sends refused because the sender holds its share of a recipient device's queue.",
+         queue_share_refusals);
   metric(out, "sotto_next_key_devices_told", "gauge",
          "Distinct devices told of the announced next server key since it was announced (or the "
          "server started); 0 while none is announced.",

@@ -34,7 +34,13 @@ struct Metrics {
   std::atomic<std::uint64_t> login_failures{0};
   std::atomic<std::uint64_t> registrations{0};
   std::atomic<std::uint64_t> bad_frames{0};
-  std::atomic<std::int64_t> queue_depth{0};  // stored, unacknowledged envelopes
+  std::atomic<std::int64_t> queue_depth{0};   // stored, unacknowledged envelopes
+  std::atomic<std::int64_t> stored_bytes{0};  // their ciphertext bytes (the storage budget)
+  // The data directory's free space at the last check (-1: not checked; see min_free_disk_bytes).
+  std::atomic<std::int64_t> disk_free_bytes{-1};
+  std::atomic<std::uint64_t> rate_limited{0};          // requests refused by a per-account bucket
+  std::atomic<std::uint64_t> storage_refusals{0};      // sends refused: storage over budget
+  std::atomic<std::uint64_t> queue_share_refusals{0};  // sends refused: sender's share held
   // Distinct devices told of the announced next key (in memory: since it was announced, or since
   // the server started); 0 while none is announced.
   std::atomic<std::int64_t> next_key_devices_told{0};

@@ -1,6 +1,7 @@
 #include "server/server.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <cctype>
@@ -99,6 +100,17 @@ void fail(svc::Response& out, svc::Code code, std::string_view message) {
   out.mutable_status()->set_code(code);
   out.mutable_status()->set_message(std::string(message));
 }
+
+// A refusal the client may retry after `retry_after_ms` (RATE_LIMITED, UNAVAILABLE).
+void fail_retry(svc::Response& out, svc::Code code, std::string_view message,
+                std::uint32_t retry_after_ms) {
+  fail(out, code, message);
+  out.mutable_status()->set_retry_after_ms(retry_after_ms);
+}
+
+// How long a client is told to wait when storage is over budget: acknowledgements and expiry
+// free it, at a pace the server cannot predict.
+constexpr std::uint32_t kStorageRetryMs = 30'000;
 
 bool is_public_key(const std::string& k) {
   return k.size() == 33 && static_cast<std::uint8_t>(k[0]) == 0x05;
@@ -231,6 +243,7 @@ svc::Code code_of(store::Error e) {
     case store::Error::conflict:
       return svc::CONFLICT;
     case store::Error::queue_full:
+    case store::Error::queue_share_full:
       return svc::QUEUE_FULL;
     case store::Error::invalid_token:
       return svc::FORBIDDEN;
@@ -270,11 +283,57 @@ Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& m
       bundle_fetches_(config.bundle_fetches_per_minute,
                       std::max<std::uint32_t>(10, config.bundle_fetches_per_minute / 4)),
       recoveries_(kRecoveriesPerAccountPerHour, std::chrono::hours(1),
-                  kRecoveriesPerAccountPerHour) {
+                  kRecoveriesPerAccountPerHour),
+      sends_(config.sends_per_minute, std::max<std::uint32_t>(10, config.sends_per_minute / 4)),
+      send_bytes_(RateLimiter::Rate{static_cast<double>(config.send_bytes_per_minute) / 60.0,
+                                    static_cast<double>(config.send_bytes_per_minute) / 2.0}),
+      acks_(RateLimiter::Rate{config.acks_per_minute / 60.0, config.acks_per_minute / 5.0}),
+      device_lists_(config.device_lists_per_minute,
+                    std::max<std::uint32_t>(5, config.device_lists_per_minute / 4)),
+      link_tokens_(config.link_tokens_per_hour, std::chrono::hours(1),
+                   std::max<std::uint32_t>(2, config.link_tokens_per_hour / 4)),
+      provisioning_rate_(config.provisioning_per_minute,
+                         std::max<std::uint32_t>(5, config.provisioning_per_minute / 3)) {
   // The gauge counts what the store holds, so it starts from there and not from zero.
   if (auto stored = store_.messages().count_all()) {
     metrics_.queue_depth.store(static_cast<std::int64_t>(*stored), std::memory_order_relaxed);
   }
+  update_stored_bytes_gauge();
+}
+
+void Server::update_stored_bytes_gauge() {
+  metrics_.stored_bytes.store(static_cast<std::int64_t>(store_.messages().stored_bytes()),
+                              std::memory_order_relaxed);
+}
+
+std::string Server::storage_refusal(std::uint64_t bytes) {
+  const std::uint64_t stored = store_.messages().stored_bytes();
+  const std::uint64_t reserved = reserved_bytes_.load(std::memory_order_relaxed);
+  if (stored + reserved + bytes > config_.max_stored_bytes) {
+    return "server storage is full (its message budget is used up); retry later";
+  }
+  if (config_.min_free_disk_bytes == 0 || config_.data_dir.empty()) return {};
+  // statvfs at most once a second, whoever asks: a send costs no system call.
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+  std::int64_t checked = disk_checked_ms_.load(std::memory_order_relaxed);
+  if ((checked < 0 || now - checked >= 1000) &&
+      disk_checked_ms_.compare_exchange_strong(checked, now, std::memory_order_relaxed)) {
+    struct statvfs fs {};
+    if (statvfs(config_.data_dir.c_str(), &fs) == 0) {
+      const std::uint64_t free_bytes = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+      disk_free_bytes_.store(free_bytes, std::memory_order_relaxed);
+      metrics_.disk_free_bytes.store(static_cast<std::int64_t>(free_bytes),
+                                     std::memory_order_relaxed);
+    }
+  }
+  const std::uint64_t free_bytes = disk_free_bytes_.load(std::memory_order_relaxed);
+  if (free_bytes < config_.min_free_disk_bytes ||
+      free_bytes - config_.min_free_disk_bytes < reserved + bytes) {
+    return "server storage is full (its disk is almost full); retry later";
+  }
+  return {};
 }
 
 Server::~Server() = default;
@@ -656,8 +715,9 @@ void Server::on_key_count(const SessionPtr& s, svc::Response& out) {
 }
 
 void Server::on_fetch_bundles(const SessionPtr& s, svc::Request& r, svc::Response& out) {
-  if (!bundle_fetches_.allow(std::to_string(s->account))) {
-    fail(out, svc::RATE_LIMITED, "too many bundle fetches");
+  if (const auto wait = bundle_fetches_.take(std::to_string(s->account), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many bundle fetches by this account", wait);
     return;
   }
   const auto& req = r.fetch_bundles();
@@ -722,6 +782,22 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
       static_cast<std::size_t>(req.messages_size()) > kMaxMessagesPerSend) {
     return refuse(svc::BAD_REQUEST, "a send carries 1 to 64 messages");
   }
+  // Counted before anything is looked up or stored: one account cannot fill the disk or hold
+  // the store's writer (docs/abuse.md).
+  std::uint64_t request_bytes = 0;
+  for (const auto& m : req.messages()) request_bytes += m.content().size();
+  {
+    const std::string who = std::to_string(s->account);
+    std::uint32_t wait = sends_.take(who, 1);
+    if (wait == 0) wait = send_bytes_.take(who, static_cast<double>(request_bytes));
+    if (wait != 0) {
+      metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+      fail_retry(out, svc::RATE_LIMITED, "too many messages sent by this account", wait);
+      metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
+      reply(s, std::move(out));
+      return;
+    }
+  }
   auto recipient_name = normalize_username(req.recipient());
   if (!recipient_name) return refuse(svc::BAD_REQUEST, "invalid recipient");
   auto recipient = store_.accounts().find_account(*recipient_name);
@@ -780,6 +856,7 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
     env.client_timestamp = req.timestamp();
     env.server_timestamp = now;
     env.expires_at = expires;
+    env.source_account = s->account;
     envelopes.push_back(std::move(env));
   }
   bool mismatched = false;
@@ -817,6 +894,19 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
   // The sender is answered only once the send is durable either way. Others are delivered after
   // the commit (live, or by the drain from the store), and until then no later envelope for the
   // same device overtakes them.
+  // The storage budget (docs/abuse.md): refused before anything is stored, and told apart from
+  // a failure so that the client retries later.
+  std::uint64_t stored_bytes = 0;
+  for (const auto& env : envelopes) stored_bytes += env.content.size();
+  if (auto why = storage_refusal(stored_bytes); !why.empty()) {
+    metrics_.storage_refusals.fetch_add(1, std::memory_order_relaxed);
+    metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::UNAVAILABLE, why, kStorageRetryMs);
+    reply(s, std::move(out));
+    return;
+  }
+  reserved_bytes_.fetch_add(stored_bytes, std::memory_order_relaxed);
+
   const auto started = std::chrono::steady_clock::now();
   auto delivery = std::make_shared<Delivery>();
   delivery->envelopes = envelopes;
@@ -825,15 +915,28 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
   delivery->counted.assign(envelopes.size(), false);
   store_.messages().enqueue(
       std::move(envelopes), std::move(dedup),
-      [this, s, out = std::move(out), delivery, started,
-       now](tl::expected<void, store::Error> stored) mutable {
+      [this, s, out = std::move(out), delivery, started, now,
+       stored_bytes](tl::expected<void, store::Error> stored) mutable {
         metrics_.commit_latency.observe(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+        reserved_bytes_.fetch_sub(stored_bytes, std::memory_order_relaxed);
+        update_stored_bytes_gauge();
         if (!stored) {
           metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
-          fail(out, code_of(stored.error()),
-               stored.error() == store::Error::queue_full ? "a recipient device queue is full"
-                                                          : "store failure");
+          switch (stored.error()) {
+            case store::Error::queue_full:
+              fail(out, svc::QUEUE_FULL, "a recipient device queue is full");
+              break;
+            case store::Error::queue_share_full:
+              metrics_.queue_share_refusals.fetch_add(1, std::memory_order_relaxed);
+              fail(out, svc::QUEUE_FULL,
+                   "this account holds its share of a recipient device's queue: more can be "
+                   "stored once that device has received what is waiting");
+              break;
+            default:
+              fail(out, code_of(stored.error()), "store failure");
+              break;
+          }
           reply(s, std::move(out));
           deliver_after_commit(*delivery, false);
           return;
@@ -1038,13 +1141,32 @@ void Server::on_ack(const SessionPtr& s, svc::Request& r) {
     std::memcpy(e.data(), id.data(), 16);
     list.push_back(e);
   }
-  std::vector<std::string> keys(ids.begin(), ids.end());
+  if (const auto wait = acks_.take(std::to_string(s->account), static_cast<double>(ids.size()))) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many acknowledgements by this account", wait);
+    reply(s, std::move(out));
+    return;
+  }
+  // Only envelopes pushed on this connection (and not acknowledged yet) reach the store: an id
+  // it was never given costs no write. (One pushed on an earlier connection is pushed again by
+  // the drain, and its acknowledgement then counts.)
+  std::vector<std::string> keys;
   {
     std::lock_guard lock(s->mutex);
-    for (const auto& key : keys) {
-      s->inflight.erase(key);
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      std::string key = ids[static_cast<int>(i)];
+      if (s->inflight.erase(key) == 0) continue;
       s->acked.insert(key);
+      list[kept++] = list[i];
+      keys.push_back(std::move(key));
     }
+    list.resize(kept);
+  }
+  if (list.empty()) {
+    reply(s, std::move(out));
+    drain(s);
+    return;
   }
   // Answered once the deletion is durable; the next pushes need not wait for that.
   store_.messages().remove_async(
@@ -1061,6 +1183,7 @@ void Server::on_ack(const SessionPtr& s, svc::Request& r) {
           metrics_.messages_acked.fetch_add(*removed, std::memory_order_relaxed);
           metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*removed),
                                          std::memory_order_relaxed);
+          update_stored_bytes_gauge();
         }
         reply(s, std::move(out));
       });
@@ -1070,23 +1193,40 @@ void Server::on_ack(const SessionPtr& s, svc::Request& r) {
 void Server::on_list_devices(const SessionPtr& s, svc::Request& r, svc::Response& out) {
   tl::expected<store::AccountRecord, store::Error> account =
       tl::unexpected(store::Error::not_found);
-  if (r.list_devices().username().empty()) {
+  const std::string& asked = r.list_devices().username();
+  std::string own_name;
+  {
+    std::lock_guard lock(s->mutex);
+    own_name = s->username;
+  }
+  const auto name = normalize_username(asked);
+  if (asked.empty() || (name && *name == own_name)) {
     account = store_.accounts().find_account(s->account);
-  } else if (auto name = normalize_username(r.list_devices().username())) {
-    account = store_.accounts().find_account(*name);
+  } else {
+    // Another account's list: one token whether the name is valid, unknown or taken, taken
+    // before the lookup, so that testing names for existence costs what fetching lists does.
+    if (const auto wait = device_lists_.take(std::to_string(s->account), 1)) {
+      metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+      fail_retry(out, svc::RATE_LIMITED, "too many device lists asked for by this account", wait);
+      return;
+    }
+    account = store_.accounts().find_account(name.value_or(std::string()));
   }
   if (!account) {
     fail(out, svc::NOT_FOUND, "no such user");
     return;
   }
-  // Names are for the account's own devices: only they can decrypt them.
+  // Names and creation days are for the account's own devices: only they can decrypt the names,
+  // and nobody else needs to know since when a device exists.
   const bool own = account->id == s->account;
   for (const auto& d : account->devices) {
     auto* info = out.mutable_list_devices()->add_devices();
     info->set_id(d.id);
     info->set_registration_id(d.registration_id);
-    info->set_created_day(d.created_day);
-    if (own) info->set_name(str(d.name));
+    if (own) {
+      info->set_created_day(d.created_day);
+      info->set_name(str(d.name));
+    }
   }
 }
 
@@ -1106,6 +1246,7 @@ void Server::on_remove_device(const SessionPtr& s, svc::Request& r, svc::Respons
     return;
   }
   metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*removed), std::memory_order_relaxed);
+  update_stored_bytes_gauge();
   spdlog::info("event=remove_device account={} device={}", s->account, target);
   if (SessionPtr victim = online_session(s->account, target)) {
     sign_out(victim, "device removed from the account", true);
@@ -1141,6 +1282,12 @@ void Server::notify_devices_changed(AccountId account, DeviceId changed) {
 }
 
 void Server::on_provisioning_open(const SessionPtr& s, svc::Response& out) {
+  // Before login: counted per source address.
+  if (const auto wait = provisioning_rate_.take("open/" + s->connection->remote_address(), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many provisioning addresses from this address", wait);
+    return;
+  }
   std::array<std::uint8_t, kProvisioningAddressSize> address{};
   rng_.fill(address);
   const std::string key = str(address);
@@ -1154,7 +1301,12 @@ void Server::on_provisioning_open(const SessionPtr& s, svc::Response& out) {
   out.mutable_provisioning_open()->set_address(key);
 }
 
-void Server::on_provisioning_send(const SessionPtr&, svc::Request& r, svc::Response& out) {
+void Server::on_provisioning_send(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  if (const auto wait = provisioning_rate_.take("send/" + std::to_string(s->account), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many provisioning messages from this account", wait);
+    return;
+  }
   const auto& req = r.provisioning_send();
   if (req.address().size() != kProvisioningAddressSize || req.ciphertext().empty() ||
       req.ciphertext().size() > 64 * 1024) {
@@ -1177,6 +1329,11 @@ void Server::on_provisioning_send(const SessionPtr&, svc::Request& r, svc::Respo
 }
 
 void Server::on_link_token(const SessionPtr& s, svc::Response& out) {
+  if (const auto wait = link_tokens_.take(std::to_string(s->account), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many link tokens asked for by this account", wait);
+    return;
+  }
   std::array<std::uint8_t, kLinkTokenSize> token{};
   rng_.fill(token);
   if (auto ok = store_.tokens().create_link_token(token, s->account,
@@ -1294,6 +1451,7 @@ void Server::on_recover(const SessionPtr& s, svc::Request& r, svc::Response& out
     return;
   }
   metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*removed), std::memory_order_relaxed);
+  update_stored_bytes_gauge();
   // The old devices are out: logged out at once, their connections closed. (This connection,
   // if one of them, stays open for the answer and the new device's login.)
   for (const auto& d : account->devices) {
@@ -1307,8 +1465,9 @@ void Server::on_recover(const SessionPtr& s, svc::Request& r, svc::Response& out
 }
 
 void Server::on_identity_key(const SessionPtr& s, svc::Request& r, svc::Response& out) {
-  if (!bundle_fetches_.allow(std::to_string(s->account))) {
-    fail(out, svc::RATE_LIMITED, "too many key fetches");
+  if (const auto wait = bundle_fetches_.take(std::to_string(s->account), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many key fetches by this account", wait);
     return;
   }
   auto username = normalize_username(r.identity_key().username());
@@ -1349,6 +1508,7 @@ void Server::maintenance() {
     metrics_.queue_depth.fetch_sub(static_cast<std::int64_t>(*expired), std::memory_order_relaxed);
     spdlog::info("event=expire envelopes={}", *expired);
   }
+  update_stored_bytes_gauge();
 }
 
 std::vector<std::string> Server::create_invites(std::size_t count, std::uint64_t days) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -134,6 +135,23 @@ class Server final : public net::ConnectionHandler {
   RateLimiter logins_;
   RateLimiter bundle_fetches_;
   RateLimiter recoveries_;  // per username
+  // Per account (docs/abuse.md): sends and their bytes, acknowledged ids, other accounts' device
+  // lists, link tokens; provisioning per source address (open) and per account (send).
+  RateLimiter sends_;
+  RateLimiter send_bytes_;
+  RateLimiter acks_;
+  RateLimiter device_lists_;
+  RateLimiter link_tokens_;
+  RateLimiter provisioning_rate_;
+
+  // The storage budget: bytes of sends on their way to the store (not yet in stored_bytes()),
+  // and the data directory's free space, read at most once a second.
+  std::atomic<std::uint64_t> reserved_bytes_{0};
+  std::atomic<std::int64_t> disk_checked_ms_{-1};  // steady clock; -1: never
+  std::atomic<std::uint64_t> disk_free_bytes_{UINT64_MAX};
+  // Why a send of `bytes` more cannot be stored now (empty: it can).
+  std::string storage_refusal(std::uint64_t bytes);
+  void update_stored_bytes_gauge();
 
   std::mutex next_key_mutex_;                            // guards next_key_ and told_next_key_
   std::shared_ptr<const wire::service::Push> next_key_;  // the announcement; null: none

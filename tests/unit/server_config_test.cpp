@@ -51,6 +51,63 @@ tls_next_key = "/srv/sotto/next.pem"
   EXPECT_EQ(c->tls_next_key, "/srv/sotto/next.pem");
 }
 
+// The per-account limits, queue shares and storage budget (docs/abuse.md): defaults, and each
+// key overrides its own.
+TEST(Config, AbuseLimitsHaveDefaultsAndKeys) {
+  const ServerConfig d;
+  EXPECT_EQ(d.sends_per_minute, 1200u);
+  EXPECT_EQ(d.send_bytes_per_minute, 64ull << 20);
+  EXPECT_EQ(d.acks_per_minute, 120000u);
+  EXPECT_EQ(d.device_lists_per_minute, 60u);
+  EXPECT_EQ(d.link_tokens_per_hour, 20u);
+  EXPECT_EQ(d.provisioning_per_minute, 30u);
+  EXPECT_EQ(d.max_queue_bytes_per_device, 1ull << 30);
+  EXPECT_EQ(d.max_queue_per_sender, 2500u);
+  EXPECT_EQ(d.max_queue_bytes_per_sender, 256ull << 20);
+  EXPECT_EQ(d.max_stored_bytes, 32ull << 30);
+  EXPECT_EQ(d.min_free_disk_bytes, 1ull << 30);
+  // A sotto-load backlog of 500 MB in 256 KB messages from 16 senders fits every default share.
+  EXPECT_GE(d.max_queue_bytes_per_device, 500ull << 20);
+  EXPECT_GE(d.max_queue_bytes_per_sender, (500ull << 20) / 16);
+
+  auto c = apply_toml_text(ServerConfig{}, R"(
+sends_per_minute = 10
+send_bytes_per_minute = 2097152
+acks_per_minute = 1000
+device_lists_per_minute = 6
+link_tokens_per_hour = 3
+provisioning_per_minute = 4
+max_queue_bytes_per_device = 10485760
+max_queue_per_sender = 7
+max_queue_bytes_per_sender = 1048576
+max_stored_bytes = 5368709120
+min_free_disk_bytes = 0
+)");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_EQ(c->sends_per_minute, 10u);
+  EXPECT_EQ(c->send_bytes_per_minute, 2097152u);
+  EXPECT_EQ(c->acks_per_minute, 1000u);
+  EXPECT_EQ(c->device_lists_per_minute, 6u);
+  EXPECT_EQ(c->link_tokens_per_hour, 3u);
+  EXPECT_EQ(c->provisioning_per_minute, 4u);
+  EXPECT_EQ(c->max_queue_bytes_per_device, 10485760u);
+  EXPECT_EQ(c->max_queue_per_sender, 7u);
+  EXPECT_EQ(c->max_queue_bytes_per_sender, 1048576u);
+  EXPECT_EQ(c->max_stored_bytes, 5368709120u);
+  EXPECT_EQ(c->min_free_disk_bytes, 0u);
+
+  for (const char* bad :
+       {"sends_per_minute = 0", "send_bytes_per_minute = 1000", "acks_per_minute = 5",
+        "device_lists_per_minute = 0", "link_tokens_per_hour = 0", "provisioning_per_minute = -1",
+        "max_queue_bytes_per_device = 1", "max_queue_per_sender = 0",
+        "max_queue_bytes_per_sender = 10", "max_stored_bytes = 0", "min_free_disk_bytes = -5"}) {
+    auto r = apply_toml_text(ServerConfig{}, bad);
+    ASSERT_FALSE(r) << bad;
+    const std::string key = std::string(bad).substr(0, std::string(bad).find(' '));
+    EXPECT_NE(r.error().find("'" + key + "'"), std::string::npos) << r.error();
+  }
+}
+
 TEST(Config, ErrorsNameTheKey) {
   struct Case {
     const char* text;
@@ -97,6 +154,24 @@ TEST(RateLimiter, RefillsOverTime) {
   EXPECT_FALSE(limiter.allow("a", t0 + std::chrono::milliseconds(1200)));
 }
 
+// Weighted takes (bytes, ids) and the retry hint: how long until the bucket holds the cost.
+TEST(RateLimiter, WeightedTakesTellWhenToRetry) {
+  RateLimiter bytes(RateLimiter::Rate{1000.0, 4000.0});  // 1000 a second, burst 4000
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(bytes.take("a", 3000, t0), 0u);
+  const std::uint32_t wait = bytes.take("a", 3000, t0);  // 1000 left: 2 s more
+  EXPECT_EQ(wait, 2000u);
+  EXPECT_NE(bytes.take("a", 3000, t0 + std::chrono::milliseconds(1500)), 0u);
+  EXPECT_EQ(bytes.take("a", 3000, t0 + std::chrono::milliseconds(2000)), 0u);
+  // More than the burst costs the whole burst: a full bucket lets it through.
+  EXPECT_EQ(bytes.take("b", 1e9, t0), 0u);
+  EXPECT_EQ(bytes.take("b", 1, t0), 1u);
+  RateLimiter lists(60, 2);
+  EXPECT_EQ(lists.take("x", 1, t0), 0u);
+  EXPECT_EQ(lists.take("x", 1, t0), 0u);
+  EXPECT_EQ(lists.take("x", 1, t0), 1000u);
+}
+
 TEST(Metrics, RendersPrometheusText) {
   Metrics m;
   m.connections = 3;
@@ -109,6 +184,11 @@ TEST(Metrics, RendersPrometheusText) {
   EXPECT_NE(text.find("sotto_commit_latency_seconds_bucket{le=\"0.002\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("sotto_commit_latency_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos);
   EXPECT_NE(text.find("sotto_commit_latency_seconds_count 2\n"), std::string::npos);
+  for (const char* name :
+       {"sotto_stored_bytes 0\n", "sotto_disk_free_bytes -1\n", "sotto_rate_limited_total 0\n",
+        "sotto_storage_refusals_total 0\n", "sotto_queue_share_refusals_total 0\n"}) {
+    EXPECT_NE(text.find(name), std::string::npos) << name;
+  }
 }
 
 }  // namespace
