@@ -112,7 +112,9 @@ std::string default_hint(const Error& e, const std::string& user = {}) {
     case ErrorCode::wrong_passphrase:
       return "Give the store's passphrase with --passphrase-file FILE or $SOTTO_PASSPHRASE";
     case ErrorCode::rate_limited:
-      if (e.message.find("try again") != std::string::npos) return {};
+      if (e.message.find("try again") != std::string::npos ||
+          e.message.find("retry in") != std::string::npos)
+        return {};
       return "Wait a minute before trying again";
     default:
       return {};

@@ -162,6 +162,17 @@ Result<svc::Response> Connection::call(svc::Request request, std::chrono::millis
   return tl::unexpected(make_error(ErrorCode::network, "connection to the server lost"));
 }
 
+namespace {
+
+// "retry in N s" for a server's hint (rounded up), or a plain "try again later".
+std::string retry_text(std::uint32_t retry_after_ms) {
+  if (retry_after_ms == 0) return "try again later";
+  return "retry in " + std::to_string((static_cast<std::uint64_t>(retry_after_ms) + 999) / 1000) +
+         " s";
+}
+
+}  // namespace
+
 Error status_error(const svc::Response& response) {
   const auto& status = response.status();
   std::string text = status.message().empty() ? "request refused" : status.message();
@@ -178,8 +189,18 @@ Error status_error(const svc::Response& response) {
       return make_error(ErrorCode::invalid_argument, "server: " + text);
     case svc::FORBIDDEN:
       return make_error(ErrorCode::forbidden, "server: " + text);
-    case svc::RATE_LIMITED:
-      return make_error(ErrorCode::rate_limited, "server: " + text);
+    case svc::RATE_LIMITED: {
+      // Limits before login count per address, the others per account (the server's text says
+      // which).
+      const bool address = text.find("address") != std::string::npos;
+      return make_error(ErrorCode::rate_limited, std::string("the server is rate limiting this ") +
+                                                     (address ? "address" : "account") + " (" +
+                                                     text + "); " +
+                                                     retry_text(status.retry_after_ms()));
+    }
+    case svc::UNAVAILABLE:
+      return make_error(ErrorCode::server, "the server cannot take this now (" + text + "); " +
+                                               retry_text(status.retry_after_ms()));
     case svc::DEVICE_IN_USE:
       return make_error(ErrorCode::device_in_use, "server: " + text);
     default:

@@ -357,6 +357,16 @@ Result<SendResult> Outbox::deliver(Outgoing& out) {
         return tl::unexpected(make_error(ErrorCode::not_found, "no such user"));
       case svc::RATE_LIMITED:
       case svc::UNAVAILABLE:
+        if (const std::uint32_t ms = response->status().retry_after_ms(); ms > 0) {
+          // The server said when: waited for when the send's time allows, else reported now
+          // (nothing was stored) with that time.
+          const auto delay = std::chrono::milliseconds(ms);
+          if (SteadyClock::now() + delay > deadline) return give_up(status_error(*response));
+          std::this_thread::sleep_for(delay);
+          last_error = status_error(*response);
+          continue;
+        }
+        [[fallthrough]];
       case svc::INTERNAL:
       case svc::QUEUE_FULL:
         last_error = status_error(*response);
