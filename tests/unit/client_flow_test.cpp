@@ -731,5 +731,35 @@ TEST_F(ClientFlowTest, TheServerKeyIsPinnedAndTheUserCanAcceptANewOne) {
   EXPECT_EQ(alice.server().port, 8443);
 }
 
+// A send the server refuses for the account's rate (issue 16: per-account send buckets) is a
+// rate_limited error that says so and when to retry; nothing was sent, and the text names no
+// command of an app.
+TEST_F(ClientFlowTest, ASendTheServerRateLimitsIsAClearRetryableError) {
+  server_.reset();
+  server::ServerConfig config;
+  config.sends_per_minute = 1;  // a burst of 10, then one a minute: beyond the send's 5 s
+  server_ = std::make_unique<InProcessServer>(root_ / "limited-server", clock_, config);
+  Engine& alice = register_("alice");
+  register_("bob");
+  std::optional<Error> refused;
+  int sent = 0;
+  for (int i = 0; i < 12 && !refused; ++i) {
+    clock_->advance_ms(1000);
+    auto r = alice.send("bob", "hello " + std::to_string(i));
+    if (r) {
+      ++sent;
+    } else {
+      refused = r.error();
+    }
+  }
+  EXPECT_EQ(sent, 10);
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->code, ErrorCode::rate_limited) << refused->message;
+  EXPECT_NE(refused->message.find("the server is rate limiting this account"), std::string::npos)
+      << refused->message;
+  EXPECT_NE(refused->message.find("retry in "), std::string::npos) << refused->message;
+  EXPECT_EQ(refused->message.find("sotto "), std::string::npos) << refused->message;
+}
+
 }  // namespace
 }  // namespace sotto::client
