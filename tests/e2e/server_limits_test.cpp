@@ -504,7 +504,7 @@ class ServerLimitsTest : public ::testing::Test {
 // with RATE_LIMITED and a retry hint after about 128 such messages, nothing refused is stored, and
 // the database grows by what was accepted only.
 TEST_F(ServerLimitsTest, AFloodOfLargeSendsIsRateLimitedAndTheDatabaseStaysBounded) {
-  start();
+  ASSERT_NO_FATAL_FAILURE(start());
   Account alice("alice", 1), bob("bob", 2);
   auto a = join(alice);
   { auto b = join(bob); }  // bob is offline: everything is stored for him
@@ -563,10 +563,10 @@ TEST_F(ServerLimitsTest, AFloodOfLargeSendsIsRateLimitedAndTheDatabaseStaysBound
 // sender holds at most its share of another account's device queue (max_queue_per_sender,
 // max_queue_bytes_per_sender); past it only that sender is refused.
 TEST_F(ServerLimitsTest, ASenderHoldingItsShareGetsQueueFullWhileAnotherSenderGetsIn) {
-  start(
-      "max_queue_per_device = 20\n"
-      "max_queue_per_sender = 5\n"
-      "max_queue_bytes_per_sender = 1048576\n");
+  ASSERT_NO_FATAL_FAILURE(
+      start("max_queue_per_device = 20\n"
+            "max_queue_per_sender = 5\n"
+            "max_queue_bytes_per_sender = 1048576\n"));
   Account bob("bob", 2), mallory("mallory", 3), carol("carol", 4), dave("dave", 5);
   { auto b = join(bob); }
   auto m = join(mallory);
@@ -612,7 +612,7 @@ TEST_F(ServerLimitsTest, ASenderHoldingItsShareGetsQueueFullWhileAnotherSenderGe
 // UNAVAILABLE, "storage is full" and a retry hint, nothing is stored, and acknowledgements still
 // work: once they free room, sends succeed again.
 TEST_F(ServerLimitsTest, OverTheStorageBudgetSendsAreRefusedUntilAcknowledgementsFreeRoom) {
-  start("max_stored_bytes = 1048576\n");  // four 256 KB messages
+  ASSERT_NO_FATAL_FAILURE(start("max_stored_bytes = 1048576\n"));  // four 256 KB messages
   Account alice("alice", 1), bob("bob", 2);
   auto a = join(alice);
   { auto b = join(bob); }
@@ -644,7 +644,7 @@ TEST_F(ServerLimitsTest, OverTheStorageBudgetSendsAreRefusedUntilAcknowledgement
 // rate limited per account now (and ids never pushed to the connection cost no write); another
 // account's send still goes through. Only status codes are asserted, not times.
 TEST_F(ServerLimitsTest, AckFloodsOfRandomIdsAreRateLimitedAndAnotherAccountStillSends) {
-  start();
+  ASSERT_NO_FATAL_FAILURE(start());
   Account bob("bob", 2), mallory("mallory", 3), carol("carol", 4);
   { auto b = join(bob); }
   auto m = join(mallory);
@@ -695,7 +695,7 @@ TEST_F(ServerLimitsTest, AckFloodsOfRandomIdsAreRateLimitedAndAnotherAccountStil
 // costs what a known one does, another account is unaffected, and only the account's own list
 // says when its devices were added.
 TEST_F(ServerLimitsTest, ListingOtherAccountsDevicesIsRateLimitedPerAccount) {
-  start();
+  ASSERT_NO_FATAL_FAILURE(start());
   Account bob("bob", 2), mallory("mallory", 3), carol("carol", 4);
   { auto b = join(bob); }
   auto m = join(mallory);

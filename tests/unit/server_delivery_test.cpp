@@ -182,6 +182,9 @@ TEST_F(DeliveryTest, AnEnvelopePushedOnAConnectionThatClosedBeforeItsCommitReach
 // library does): every envelope once, in order, refilled a page at a time, then queue_drained.
 TEST_F(DeliveryTest, ALongQueueDrainsInOrderToADeviceAcknowledgingEachEnvelope) {
   constexpr int kMessages = 1300;  // more than two pages beyond the in-flight limit
+  ServerConfig limits = config();
+  limits.sends_per_minute = 1'000'000;  // one sender fills the queue faster than a person can
+  server_ = make_server(metrics_, limits);
   Client alice("alice", 1, 1), bob("bob", 2, 2);
   join(alice);
   join(bob);
