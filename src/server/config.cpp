@@ -119,6 +119,7 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
                                                "registrations_per_minute",
                                                "logins_per_minute",
                                                "bundle_fetches_per_minute",
+                                               "pre_keys_per_device_per_hour",
                                                "log_level",
                                                "data",
                                                "tls_next_key"};
@@ -183,6 +184,9 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
     return tl::unexpected(r.error());
   if (!(r = read_int<std::uint32_t>(t, "bundle_fetches_per_minute", c.bundle_fetches_per_minute, 1,
                                     1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "pre_keys_per_device_per_hour",
+                                    c.pre_keys_per_device_per_hour, 1, 1'000'000)))
     return tl::unexpected(r.error());
   if (c.max_message_bytes + 4096 > c.max_frame_bytes) {
     return tl::unexpected(

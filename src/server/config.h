@@ -43,6 +43,10 @@ struct ServerConfig {
   std::uint32_t logins_per_minute = 600;
   // Per requesting account, per minute (protects one-time prekeys from exhaustion).
   std::uint32_t bundle_fetches_per_minute = 120;
+  // Per target device, per hour, and at most this many at once: one-time prekeys handed out in
+  // bundles fetched by other accounts; beyond it, bundles come without one (X3DH without a
+  // one-time prekey is valid). Bounds how fast strangers can drain a device's prekeys.
+  std::uint32_t pre_keys_per_device_per_hour = 30;
   std::string log_level = "info";
 };
 
