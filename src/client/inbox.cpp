@@ -67,6 +67,13 @@ bool Inbox::handle(const svc::Envelope& envelope) {
     acknowledge(envelope.id());
     return true;
   }
+  // From an account we block: queued before the block, or sent before the server heard of it.
+  // Acknowledged and dropped, never decrypted or shown.
+  if (envelope.source() != account_.username && blocks_.is_blocked(envelope.source())) {
+    if (!account_.store->mark_envelope(id, hash)) return false;
+    acknowledge(envelope.id());
+    return true;
+  }
   if (envelope.type() == kPlaintextContentType) return handle_plaintext(envelope, id);
 
   Message base;
