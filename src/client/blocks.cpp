@@ -1,5 +1,7 @@
 #include "client/blocks.h"
 
+#include <algorithm>
+
 #include "client/errors.h"
 
 namespace sotto::client {
@@ -95,6 +97,16 @@ bool Blocks::is_blocked(const std::string& user) {
   if (!name) return false;
   std::lock_guard lock(mu_);
   return cached().contains(*name);
+}
+
+Result<bool> Blocks::confirm(const std::string& user) {
+  const auto name = normalize_username(user);
+  if (!name) return false;
+  const ConnectionPtr c = link_.current();
+  if (!c) return tl::unexpected(make_error(ErrorCode::network, "not connected"));
+  auto names = refresh(c);
+  if (!names) return tl::unexpected(names.error());
+  return std::find(names->begin(), names->end(), *name) != names->end();
 }
 
 const std::set<std::string>& Blocks::cached() {

@@ -2,7 +2,9 @@
 // the server and shared by all its devices; the server stores nothing a blocked account sends to
 // us. Each device keeps a copy (ClientStore value kBlockedValue), refreshed at every connection,
 // so that it also drops what was queued for it before the block (it is acknowledged, never
-// decrypted or shown).
+// decrypted or shown). Before dropping, the device asks the server again (the copy may be stale
+// if another device unblocked meanwhile); such envelopes are few, as the server stores nothing
+// new from a blocked account.
 //
 // Thread-safe.
 #pragma once
@@ -33,6 +35,10 @@ class Blocks {
   [[nodiscard]] Result<std::vector<std::string>> refresh(const ConnectionPtr& c);
   // Whether `user` is on the local copy of the list.
   [[nodiscard]] bool is_blocked(const std::string& user);
+  // Whether `user` is blocked, asked of the server on the open connection (the local copy may
+  // be stale: another device may have unblocked them since this one connected). An error when
+  // there is no open connection or the server did not answer.
+  [[nodiscard]] Result<bool> confirm(const std::string& user);
 
  private:
   [[nodiscard]] Result<void> change(const std::string& user, bool block);

@@ -833,6 +833,41 @@ TEST_F(ClientFlowTest, MessagesQueuedBeforeABlockAreDroppedOnEveryDevice) {
     EXPECT_EQ(bodies(receive(*e)), std::vector<std::string>{"after the unblock"});
 }
 
+// A device that stays connected learns of an unblock made on another device only when it asks:
+// before dropping a message from an account on its (stale) copy of the list, it asks the server.
+TEST_F(ClientFlowTest, ALiveDeviceChecksWithTheServerBeforeDroppingAMessage) {
+  Engine& alice = register_("alice");
+  Engine& mallory = register_("mallory");
+  Engine& bob = register_("bob");
+  Engine& alice2 = link(alice, "alice2");
+  receive(alice);
+  receive(alice2);
+  ASSERT_TRUE(alice.block("mallory"));
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> got;
+  ASSERT_TRUE(alice2.start([&](const Event& e) {
+    if (e.kind != Event::Kind::message) return;
+    std::lock_guard lock(mu);
+    got.push_back(e.message.body);
+    cv.notify_all();
+  }));
+  // Once bob's message is here, alice2 has refreshed its list (mallory on it) after connecting.
+  send(bob, "alice", "ping");
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return got.size() == 1; }));
+  }
+  ASSERT_TRUE(alice.unblock("mallory"));
+  send(mallory, "alice", "after the unblock");
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return got.size() == 2; }));
+  }
+  alice2.stop();
+  EXPECT_EQ(got, (std::vector<std::string>{"ping", "after the unblock"}));
+}
+
 TEST_F(ClientFlowTest, TheClientFollowsAServerKeyRotationTheCurrentKeySigned) {
   auto current = net::load_or_create_identity(root_ / "tls-current");
   auto next = net::load_or_create_identity(root_ / "tls-next");
