@@ -271,6 +271,7 @@ Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& m
                       std::max<std::uint32_t>(10, config.bundle_fetches_per_minute / 4)),
       pre_key_handouts_(config.pre_keys_per_device_per_hour, std::chrono::hours(1),
                         config.pre_keys_per_device_per_hour),
+      block_changes_(kBlockChangesPerAccountPerMinute, kBlockChangesBurst),
       recoveries_(kRecoveriesPerAccountPerHour, std::chrono::hours(1),
                   kRecoveriesPerAccountPerHour) {
   // The gauge counts what the store holds, so it starts from there and not from zero.
@@ -1402,6 +1403,10 @@ void Server::on_block(const SessionPtr& s, svc::Request& r, svc::Response& out) 
   }
   if (account->id == s->account) {
     fail(out, svc::BAD_REQUEST, "an account cannot block itself");
+    return;
+  }
+  if (!block_changes_.allow(std::to_string(s->account))) {
+    fail(out, svc::RATE_LIMITED, "too many block changes; try again in a minute");
     return;
   }
   if (block) {

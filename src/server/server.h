@@ -137,7 +137,8 @@ class Server final : public net::ConnectionHandler {
   RateLimiter bundle_fetches_;
   // One-time prekeys handed out per target "account/device" to other accounts.
   RateLimiter pre_key_handouts_;
-  RateLimiter recoveries_;  // per username
+  RateLimiter block_changes_;  // per account
+  RateLimiter recoveries_;     // per username
 
   std::mutex next_key_mutex_;                            // guards next_key_ and told_next_key_
   std::shared_ptr<const wire::service::Push> next_key_;  // the announcement; null: none

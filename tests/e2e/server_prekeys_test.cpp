@@ -286,13 +286,17 @@ std::vector<std::string> blocked(RawClient& c) {
   return {response.list_blocks().usernames().begin(), response.list_blocks().usernames().end()};
 }
 
+// Tests register several accounts from one address at once; registration limits are not what
+// they test.
+constexpr const char* kManyRegistrations = "registrations_per_minute = 600\n";
+
 // --- one-time prekeys ---------------------------------------------------------------------------
 
 // Issue 16, case 6: four fresh accounts from one address took a victim's 100 one-time prekeys in
 // 0.1 s. Now one-time prekeys go out per target device at a bounded rate (default 30 an hour,
 // 30 at once), beyond which bundles come without one; and such a bundle still starts a session.
 TEST(ServerPreKeys, StrangersGetOneTimePreKeysOnlyUpToTheTargetsBucket) {
-  ServerProcess server;
+  ServerProcess server(kManyRegistrations);
   ASSERT_NE(server.port(), 0) << "sotto-server did not start";
   Account victim("victim", 1);
   auto v = join(server, victim);
@@ -455,7 +459,7 @@ class ServerBlockTest : public ::testing::Test {
         "= 'alice')");
   }
 
-  ServerProcess server_;
+  ServerProcess server_{kManyRegistrations};
   Account alice_{"alice", 1};
   crypto::Ed25519KeyPair alice2_auth_ = crypto::Ed25519KeyPair::generate(alice_.party.rng);
   Account mallory_{"mallory", 2};
@@ -548,6 +552,32 @@ TEST_F(ServerBlockTest, TheListShowsBlocksAndBadInputChangesNothing) {
   EXPECT_EQ(a1_->call(block_request("mallory", false)).status().code(), svc::OK);
   EXPECT_EQ(a1_->call(block_request("mallory", false)).status().code(), svc::OK);
   EXPECT_EQ(blocked(*a1_), (std::vector<std::string>{"bob"}));
+}
+
+// Each block or unblock is a write: an account toggling one in a loop is slowed down (20 at once,
+// then 30 a minute), and a refused change changes nothing.
+TEST_F(ServerBlockTest, TogglingABlockInALoopIsRateLimited) {
+  int ok = 0;
+  int limited = 0;
+  bool last_ok_was_block = false;
+  for (int i = 0; i < 40; ++i) {
+    const bool block = i % 2 == 0;
+    const auto code = a1_->call(block_request("bob", block)).status().code();
+    if (code == svc::OK) {
+      ++ok;
+      last_ok_was_block = block;
+    } else {
+      EXPECT_EQ(code, svc::RATE_LIMITED);
+      ++limited;
+    }
+  }
+  EXPECT_GE(ok, 20);
+  EXPECT_LE(ok, 25);  // a slow run (sanitizers) may see a few tokens refilled
+  EXPECT_EQ(ok + limited, 40);
+  EXPECT_EQ(blocked(*a1_),
+            last_ok_was_block ? std::vector<std::string>{"bob"} : std::vector<std::string>{});
+  // Another account's changes are its own.
+  EXPECT_EQ(m_->call(block_request("bob", true)).status().code(), svc::OK);
 }
 
 }  // namespace
