@@ -554,6 +554,40 @@ TEST_F(ServerBlockTest, TheListShowsBlocksAndBadInputChangesNothing) {
   EXPECT_EQ(blocked(*a1_), (std::vector<std::string>{"bob"}));
 }
 
+// The sender's own other devices get their copies of a send as always: what the sender's
+// account sees does not change when it is blocked.
+TEST_F(ServerBlockTest, ABlockedSendersOwnDevicesStillGetTheirCopies) {
+  svc::Request token;
+  token.mutable_link_token();
+  const std::string t = m_->call(token).link_token().token();
+  const auto mallory2_auth = crypto::Ed25519KeyPair::generate(mallory_.party.rng);
+  RawClient m2(server_);
+  svc::Request link;
+  link.mutable_link_device()->set_username("mallory");
+  link.mutable_link_device()->set_token(t);
+  *link.mutable_link_device()->mutable_device() =
+      sotto::testing::make_new_device(mallory_.party, mallory2_auth);
+  ASSERT_EQ(m2.call(link).link_device().device_id(), 2u);
+  login(m2, "mallory", 2, mallory2_auth);
+
+  ASSERT_EQ(a1_->call(block_request("mallory", true)).status().code(), svc::OK);
+  auto send = send_to(alice_, {1, 2}, std::string(16, 'c'), 1, "to alice");
+  auto* own = send.mutable_send()->add_messages();
+  own->set_destination("mallory");
+  own->set_device_id(2);
+  own->set_registration_id(mallory_.party.registration_id.value);
+  own->set_type(1);
+  own->set_content("sync copy");
+  const auto r = m_->call(send);
+  ASSERT_EQ(r.status().code(), svc::OK) << r.status().message();
+  const auto got = m2.envelopes(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].content(), "sync copy");
+  EXPECT_EQ(stored_for_alice(), 0);
+  EXPECT_TRUE(a1_->envelopes(1, std::chrono::seconds(1)).empty());
+  EXPECT_TRUE(a2_->envelopes(1, std::chrono::seconds(1)).empty());
+}
+
 // Each block or unblock is a write: an account toggling one in a loop is slowed down (20 at once,
 // then 30 a minute), and a refused change changes nothing.
 TEST_F(ServerBlockTest, TogglingABlockInALoopIsRateLimited) {
