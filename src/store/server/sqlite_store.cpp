@@ -489,6 +489,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (rc != SQLITE_OK) return tl::unexpected(fail("block", *conn, rc));
     if (const int c = txn.commit(); c != SQLITE_OK)
       return tl::unexpected(fail("block: commit", *conn, c));
+    block_rows_.fetch_add(1, std::memory_order_relaxed);
     return {};
   }
 
@@ -498,10 +499,14 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (!st) return tl::unexpected(fail("unblock: prepare", *conn, st.error()));
     st->bind(1, account).bind(2, blocked);
     if (const int rc = run(*st); rc != SQLITE_OK) return tl::unexpected(fail("unblock", *conn, rc));
-    return conn->changes() > 0;
+    if (conn->changes() == 0) return false;
+    block_rows_.fetch_sub(1, std::memory_order_relaxed);
+    return true;
   }
 
   tl::expected<bool, Error> is_blocked(AccountId account, AccountId sender) override {
+    // Every send asks; while nobody blocks anybody (a new server, a load test), no read at all.
+    if (block_rows_.load(std::memory_order_relaxed) == 0) return false;
     auto conn = pool_.acquire();
     auto st = conn->prepare("SELECT 1 FROM blocks WHERE account_id = ?1 AND blocked_id = ?2");
     if (!st) return tl::unexpected(fail("is_blocked: prepare", *conn, st.error()));
@@ -529,6 +534,23 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
     if (rc != SQLITE_DONE) return tl::unexpected(fail("blocked", *conn, rc));
     return out;
+  }
+
+  // Counts the rows of `blocks` once, at open: from then on this process makes every change to
+  // the table (the server holds the data directory's lock), so block() and unblock() keep the
+  // count. Rows removed by ON DELETE CASCADE are not counted down, which only costs a lookup.
+  bool count_blocks() {
+    auto conn = pool_.acquire();
+    auto st = conn->prepare("SELECT count(*) FROM blocks");
+    if (!st || st->step() != SQLITE_ROW) {
+      options_.log("sqlite: cannot count blocks");
+      return false;
+    }
+    Row row(*st);
+    const std::uint64_t n = row.u64(0);
+    if (!row.ok()) return false;
+    block_rows_.store(n, std::memory_order_relaxed);
+    return true;
   }
 
   // --- MessageStore -------------------------------------------------------------------------
@@ -1464,6 +1486,7 @@ class SqliteServerStore::Impl final : public AccountStore,
   std::size_t flush_waiters_ = 0;  // guarded by queue_mu_
   bool stopping_ = false;          // guarded by queue_mu_
   std::atomic<std::uint64_t> commits_{0};
+  std::atomic<std::uint64_t> block_rows_{0};  // rows of `blocks` (see count_blocks)
 
   static constexpr std::size_t kAccountCacheEntries = 100000;
   std::mutex cache_mu_;  // guards the two maps; the generation changes under it too
@@ -1511,6 +1534,7 @@ tl::expected<std::unique_ptr<SqliteServerStore>, Error> SqliteServerStore::open(
   }
   auto impl = std::make_unique<Impl>(std::move(options), std::move(*write_conn),
                                      std::move(*checkpoint_conn), std::move(pool));
+  if (!impl->count_blocks()) return tl::unexpected(Error::io);
   return std::unique_ptr<SqliteServerStore>(new SqliteServerStore(std::move(impl)));
 }
 
