@@ -233,6 +233,9 @@ class Daemon {
   json list_contacts(const Call& c);
   json list_devices(const Call& c);
   json remove_device(const Call& c);
+  json block(const Call& c);
+  json unblock(const Call& c);
+  json list_blocked(const Call& c);
   json add_device(const Call& c);
   json trust(const Call& c);
   json list_identities(const Call& c);
@@ -679,6 +682,56 @@ json Daemon::remove_device(const Call& c) {
   return rpc_result(c.id, json::object());
 }
 
+// `recipient`: one username or an array of them (signal-cli takes an array). Every name is
+// checked before anything changes.
+std::optional<std::vector<std::string>> recipients_param(const Call& c) {
+  const json* p = find_param(c, {"recipient", "user"}, 0);
+  if (p == nullptr) return std::nullopt;
+  std::vector<std::string> out;
+  if (p->is_string()) {
+    out.push_back(p->get<std::string>());
+  } else if (p->is_array() && !p->empty() && p->size() <= 100) {
+    for (const auto& r : *p) {
+      if (!r.is_string()) return std::nullopt;
+      out.push_back(r.get<std::string>());
+    }
+  } else {
+    return std::nullopt;
+  }
+  for (const auto& name : out) {
+    if (!sotto::normalize_username(name)) return std::nullopt;
+  }
+  return out;
+}
+
+json Daemon::block(const Call& c) {
+  const auto users = recipients_param(c);
+  if (!users) return invalid_params(c, "block needs {recipient}: a username or an array of them");
+  for (const auto& user : *users) {
+    if (auto r = client_.block(user); !r) return app_error(c.id, r.error());
+  }
+  return rpc_result(c.id, json::object());
+}
+
+json Daemon::unblock(const Call& c) {
+  const auto users = recipients_param(c);
+  if (!users) {
+    return invalid_params(c, "unblock needs {recipient}: a username or an array of them");
+  }
+  for (const auto& user : *users) {
+    if (auto r = client_.unblock(user); !r) return app_error(c.id, r.error());
+  }
+  return rpc_result(c.id, json::object());
+}
+
+json Daemon::list_blocked(const Call& c) {
+  auto r = client_.blocked();
+  if (!r) return app_error(c.id, r.error());
+  json list = json::array();
+  for (const auto& name : *r) list.push_back({{"username", name}});
+  return rpc_result(c.id, std::move(list));
+}
+
 json Daemon::add_device(const Call& c) {
   const auto code = string_param(c, {"uri", "code"}, 0);
   if (!code) return invalid_params(c, "addDevice needs {uri} (the code the new device shows)");
@@ -890,6 +943,31 @@ const std::vector<Method>& methods() {
        R"([{"name": "deviceId", "required": true, "schema": {"type": "integer"}}])",
        R"({"name": "removed", "schema": {"type": "object"}})",
        &Daemon::remove_device,
+       true},
+      {"block",
+       {},
+       "Blocks users at the server: their messages are no longer stored for any device of the "
+       "account (they are not told), and those already queued here are dropped unread",
+       R"([{"name": "recipient", "required": true, "description": "a username or an array of them; alias: user",
+            "schema": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}])",
+       R"({"name": "blocked", "schema": {"type": "object"}})",
+       &Daemon::block,
+       true},
+      {"unblock",
+       {},
+       "Lets blocked users' messages reach the account again",
+       R"([{"name": "recipient", "required": true, "description": "a username or an array of them; alias: user",
+            "schema": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}])",
+       R"({"name": "unblocked", "schema": {"type": "object"}})",
+       &Daemon::unblock,
+       true},
+      {"listBlocked",
+       {},
+       "The users the account blocks, sorted",
+       "[]",
+       R"({"name": "blocked", "schema": {"type": "array", "items": {"type": "object", "properties": {
+            "username": {"type": "string"}}}}})",
+       &Daemon::list_blocked,
        true},
       {"addDevice",
        {},

@@ -780,6 +780,40 @@ int cmd_contacts() {
   return 0;
 }
 
+int cmd_block(const std::string& user, bool block) {
+  auto client = open_client();
+  if (!client) return fail(client.error());
+  auto r = block ? (*client)->block(user) : (*client)->unblock(user);
+  if (!r) return fail(r.error(), default_hint(r.error(), user));
+  const std::string name = sotto::normalize_username(user).value_or(user);
+  if (g.json) {
+    print_json({{block ? "blocked" : "unblocked", name}});
+  } else if (block) {
+    print_line("Blocked " + name +
+               ": the server keeps none of their messages for your devices (they are not told). "
+               "`sotto unblock " +
+               name + "` undoes it.");
+  } else {
+    print_line("Unblocked " + name + ": their new messages reach you again.");
+  }
+  return 0;
+}
+
+int cmd_blocked() {
+  auto client = open_client();
+  if (!client) return fail(client.error());
+  auto r = (*client)->blocked();
+  if (!r) return fail(r.error());
+  if (!g.json && r->empty()) print_line("No one is blocked.");
+  for (const auto& name : *r) {
+    if (g.json)
+      print_json({{"username", name}});
+    else
+      print_line(name);
+  }
+  return 0;
+}
+
 int cmd_safety_number(const std::string& user) {
   auto client = open_client();
   if (!client) return fail(client.error());
@@ -1313,6 +1347,15 @@ int main(int argc, char** argv) {
       "List contacts: verified or not, safety number changes, messages held until a new key is "
       "accepted");
 
+  auto* block = app.add_subcommand(
+      "block",
+      "Block USER at the server, for every device of this account: their messages are no "
+      "longer stored for you (they are not told), and any already waiting are dropped unread");
+  block->add_option("USER", user, "The user to block")->required();
+  auto* unblock = app.add_subcommand("unblock", "Let USER's messages reach you again");
+  unblock->add_option("USER", user, "The user to unblock")->required();
+  auto* blocked = app.add_subcommand("blocked", "List the users this account blocks");
+
   auto* safety = app.add_subcommand(
       "safety-number",
       "Show the safety number with USER (digits and QR code) and its state: verified, accepted, "
@@ -1387,6 +1430,9 @@ int main(int argc, char** argv) {
     if (remove->parsed()) return cmd_devices_remove(device);
     if (devices->parsed()) return cmd_devices();
     if (contacts->parsed()) return cmd_contacts();
+    if (block->parsed()) return cmd_block(user, true);
+    if (unblock->parsed()) return cmd_block(user, false);
+    if (blocked->parsed()) return cmd_blocked();
     if (safety->parsed()) return cmd_safety_number(user);
     if (trust->parsed()) {
       return cmd_trust(user, trust->count("--safety-number") > 0

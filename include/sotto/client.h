@@ -277,6 +277,14 @@ class Client {
                                                  const Progress& progress = nullptr);
 
   [[nodiscard]] Result<std::vector<Contact>> contacts();
+  // Blocks `user` at the server, for every device of this account: the server stores nothing
+  // that account sends us (it is not told), and what it had queued for this device is dropped
+  // unread. invalid_argument for a malformed name or our own; not_found for no such user.
+  // Blocking a blocked user, or unblocking one not blocked, is not an error.
+  [[nodiscard]] Result<void> block(const std::string& user);
+  [[nodiscard]] Result<void> unblock(const std::string& user);
+  // The blocked usernames, sorted, as the server has them.
+  [[nodiscard]] Result<std::vector<std::string>> blocked();
   // The safety number with `user`'s current identity key (asking the server for it when
   // reachable, so a change is seen before any message), and the key's state.
   [[nodiscard]] Result<SafetyNumber> safety_number(const std::string& user);

@@ -155,6 +155,15 @@ Result<std::vector<Device>> Client::devices() {
 Result<void> Client::remove_device(std::uint32_t id) {
   return engine_->remove_device(id);
 }
+Result<void> Client::block(const std::string& user) {
+  return engine_->block(user);
+}
+Result<void> Client::unblock(const std::string& user) {
+  return engine_->unblock(user);
+}
+Result<std::vector<std::string>> Client::blocked() {
+  return engine_->blocked();
+}
 Result<std::uint32_t> Client::add_device(const std::string& code, const Progress& progress) {
   return engine_->add_device(code, progress);
 }

@@ -44,10 +44,11 @@ Engine::Engine(std::unique_ptr<Account> account)
       keys_(*account_, link_),
       outbox_(*account_, link_, sessions_, keys_),
       history_(*account_, outbox_),
-      inbox_(*account_, link_, sessions_, outbox_, journal_, history_),
+      blocks_(*account_, link_),
+      inbox_(*account_, link_, sessions_, outbox_, journal_, history_, blocks_),
       devices_(*account_, link_, sessions_, journal_),
       contacts_(*account_, link_, sessions_, journal_),
-      listener_(*account_, link_, inbox_, keys_, devices_, journal_) {
+      listener_(*account_, link_, inbox_, keys_, devices_, blocks_, journal_) {
   // The next key the operator announced, if any (server_link.h).
   if (auto next = account_->store->load_value(kNextPinValue); next && next->has_value()) {
     Server s = account_->server();
@@ -114,6 +115,18 @@ Result<void> Engine::remove_device(std::uint32_t id) {
 
 Result<std::vector<Contact>> Engine::contacts() {
   return contacts_.list();
+}
+
+Result<void> Engine::block(const std::string& user) {
+  return blocks_.block(user);
+}
+
+Result<void> Engine::unblock(const std::string& user) {
+  return blocks_.unblock(user);
+}
+
+Result<std::vector<std::string>> Engine::blocked() {
+  return blocks_.list();
 }
 
 Result<SafetyNumber> Engine::safety_number(const std::string& user) {

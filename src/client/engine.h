@@ -10,6 +10,7 @@
 //   Listener        receive(), the listener thread, event delivery from the Journal
 //   Devices         device list, removal, change events
 //   Contacts        contacts, safety numbers, trust
+//   Blocks          accounts blocked at the server, and dropping what they had queued
 //
 // and the account set-up flows (registration, recovery, linking, opening: setup.cpp), backups
 // (backup.cpp) and server settings. Everything it needs from outside (the connector, the random
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "client/account.h"
+#include "client/blocks.h"
 #include "client/contacts.h"
 #include "client/devices.h"
 #include "client/history.h"
@@ -90,6 +92,9 @@ class Engine {
   [[nodiscard]] Result<void> remove_device(std::uint32_t id);
   [[nodiscard]] Result<std::uint32_t> add_device(const std::string& code, const Progress& progress);
   [[nodiscard]] Result<std::vector<Contact>> contacts();
+  [[nodiscard]] Result<void> block(const std::string& user);
+  [[nodiscard]] Result<void> unblock(const std::string& user);
+  [[nodiscard]] Result<std::vector<std::string>> blocked();
   [[nodiscard]] Result<SafetyNumber> safety_number(const std::string& user);
   [[nodiscard]] Result<SafetyNumber> trust(const std::string& user,
                                            const std::optional<std::string>& digits);
@@ -120,6 +125,7 @@ class Engine {
   KeyMaintenance keys_;
   Outbox outbox_;
   History history_;
+  Blocks blocks_;
   Inbox inbox_;
   Devices devices_;
   Contacts contacts_;

@@ -67,6 +67,19 @@ bool Inbox::handle(const svc::Envelope& envelope) {
     acknowledge(envelope.id());
     return true;
   }
+  // From an account we block: queued before the block, or sent before the server heard of it.
+  // Acknowledged and dropped, never decrypted or shown, once the server confirms the block (the
+  // local copy of the list may predate an unblock on another device). Unconfirmed: left with
+  // the server, to be delivered again.
+  if (envelope.source() != account_.username && blocks_.is_blocked(envelope.source())) {
+    auto blocked = blocks_.confirm(envelope.source());
+    if (!blocked) return false;
+    if (*blocked) {
+      if (!account_.store->mark_envelope(id, hash)) return false;
+      acknowledge(envelope.id());
+      return true;
+    }
+  }
   if (envelope.type() == kPlaintextContentType) return handle_plaintext(envelope, id);
 
   Message base;

@@ -5,12 +5,14 @@
 // cannot be decrypted is never dropped silently: the sending device is asked to send it again
 // (outbox.h, session repair), and the failure is journalled and kept in the history. An envelope
 // whose processing could not finish (the store failed, or the resend request could not be sent)
-// is left unacknowledged, so the server delivers it again.
+// is left unacknowledged, so the server delivers it again. An envelope from an account we block
+// (blocks.h) is acknowledged and dropped unread.
 //
 // Thread-safe; one envelope at a time per caller (receive() or the listener).
 #pragma once
 
 #include "client/account.h"
+#include "client/blocks.h"
 #include "client/history.h"
 #include "client/journal.h"
 #include "client/outbox.h"
@@ -22,13 +24,14 @@ namespace sotto::client {
 class Inbox {
  public:
   Inbox(Account& account, ServerLink& link, Sessions& sessions, Outbox& outbox, Journal& journal,
-        History& history)
+        History& history, Blocks& blocks)
       : account_(account),
         link_(link),
         sessions_(sessions),
         outbox_(outbox),
         journal_(journal),
-        history_(history) {}
+        history_(history),
+        blocks_(blocks) {}
 
   // Processes one envelope; false when it was left unacknowledged (to be delivered again).
   bool handle(const svc::Envelope& envelope);
@@ -49,6 +52,7 @@ class Inbox {
   Outbox& outbox_;
   Journal& journal_;
   History& history_;
+  Blocks& blocks_;
 };
 
 }  // namespace sotto::client

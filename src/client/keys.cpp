@@ -1,5 +1,8 @@
 #include "client/keys.h"
 
+#include <algorithm>
+#include <map>
+
 #include "client/errors.h"
 
 namespace sotto::client {
@@ -21,6 +24,39 @@ void add_pre_keys(svc::DeviceKeys& out, const std::vector<protocol::PreKeyRecord
     p->set_id(pk.id.value);
     p->set_public_key(bytes_string(pk.key_pair.public_key.serialize()));
   }
+}
+
+Bytes encode_missing(const std::map<std::uint32_t, std::uint64_t>& missing) {
+  Bytes out;
+  for (const auto& [id, since] : missing) {
+    for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<std::uint8_t>(id >> s));
+    for (int s = 56; s >= 0; s -= 8) out.push_back(static_cast<std::uint8_t>(since >> s));
+  }
+  return out;
+}
+
+// A damaged value reads as empty: every id then counts as missing from now on, which only
+// delays pruning.
+std::map<std::uint32_t, std::uint64_t> decode_missing(ByteView bytes) {
+  std::map<std::uint32_t, std::uint64_t> out;
+  if (bytes.size() % 12 != 0) return out;
+  for (std::size_t i = 0; i < bytes.size(); i += 12) {
+    std::uint32_t id = 0;
+    std::uint64_t since = 0;
+    for (std::size_t j = 0; j < 4; ++j) id = id << 8 | bytes[i + j];
+    for (std::size_t j = 4; j < 12; ++j) since = since << 8 | bytes[i + j];
+    out[id] = since;
+  }
+  return out;
+}
+
+bool held_by_server(const svc::KeyCountResponse& held, std::uint32_t id) {
+  // Ascending ranges: the first whose end is not below id decides.
+  const auto& ranges = held.held();
+  auto it =
+      std::lower_bound(ranges.begin(), ranges.end(), id,
+                       [](const svc::PreKeyIdRange& r, std::uint32_t v) { return r.last() < v; });
+  return it != ranges.end() && it->first() <= id;
 }
 
 }  // namespace
@@ -96,10 +132,17 @@ Result<void> KeyMaintenance::maintain(const ConnectionPtr& c) {
   std::uint32_t count = 0;
   if (!replace) {
     svc::Request count_request;
-    count_request.mutable_key_count();
+    count_request.mutable_key_count()->set_list_ids(true);
     auto counted = link_.call_ok(c, std::move(count_request));
     if (!counted) return tl::unexpected(counted.error());
     count = counted->key_count().count();
+    // A server that does not list ids (an older one) says no TTL: nothing is pruned then.
+    if (counted->key_count().message_ttl_seconds() > 0) {
+      if (auto pruned = prune(counted->key_count(), account_.protocol_clock.now_seconds());
+          !pruned) {
+        return tl::unexpected(pruned.error());
+      }
+    }
   }
 
   svc::Request upload;
@@ -151,6 +194,75 @@ Result<void> KeyMaintenance::maintain(const ConnectionPtr& c) {
     if (auto saved = account_.store->save_value(kKeysInstanceValue, instance); !saved) {
       return tl::unexpected(from_store(saved.error()));
     }
+  }
+  return {};
+}
+
+Result<void> KeyMaintenance::prune(const svc::KeyCountResponse& held, std::uint64_t now) {
+  const std::uint64_t ttl = held.message_ttl_seconds();
+  store::ClientStore& store = *account_.store;
+  auto local = store.pre_key_ids();
+  if (!local) return tl::unexpected(from_store(local.error()));
+  auto stored = store.load_value(kMissingPreKeysValue);
+  if (!stored) return tl::unexpected(from_store(stored.error()));
+  const auto missing = stored->has_value() ? decode_missing((*stored)->view())
+                                           : std::map<std::uint32_t, std::uint64_t>{};
+  std::map<std::uint32_t, std::uint64_t> still_missing;
+  std::vector<std::uint32_t> expired;
+  for (const std::uint32_t id : *local) {
+    if (held_by_server(held, id)) continue;
+    const auto it = missing.find(id);
+    const std::uint64_t since = it == missing.end() ? now : std::min(it->second, now);
+    if (now - since > ttl) {
+      expired.push_back(id);
+    } else {
+      still_missing[id] = since;
+    }
+  }
+
+  // Signed prekeys: a message may name the one it replaced until the TTL has passed since.
+  struct Signed {
+    std::uint64_t timestamp;
+    std::uint32_t id;
+  };
+  const std::uint32_t current = store.settings().next_signed_pre_key_id - 1;
+  auto signed_ids = store.signed_pre_key_ids();
+  if (!signed_ids) return tl::unexpected(from_store(signed_ids.error()));
+  std::vector<Signed> signed_keys;
+  for (const std::uint32_t id : *signed_ids) {
+    auto record = store.load_signed_pre_key(protocol::SignedPreKeyId(id));
+    if (!record) return tl::unexpected(from_protocol(record.error()));
+    if (record->has_value()) signed_keys.push_back({(*record)->timestamp, id});
+  }
+  std::sort(signed_keys.begin(), signed_keys.end(), [](const Signed& a, const Signed& b) {
+    return a.timestamp != b.timestamp ? a.timestamp < b.timestamp : a.id < b.id;
+  });
+  std::vector<std::uint32_t> replaced;
+  for (std::size_t i = 0; i + 1 < signed_keys.size(); ++i) {
+    const std::uint64_t successor_since = signed_keys[i + 1].timestamp;
+    if (signed_keys[i].id != current && now > successor_since && now - successor_since > ttl) {
+      replaced.push_back(signed_keys[i].id);
+    }
+  }
+
+  const bool changed = !expired.empty() || !replaced.empty() || still_missing != missing;
+  if (!changed) return {};
+  bool failed = false;
+  auto ok = store.transaction([&] {
+    for (const std::uint32_t id : expired) {
+      if (!store.remove_pre_key(protocol::PreKeyId(id))) return !(failed = true);
+    }
+    for (const std::uint32_t id : replaced) {
+      if (!store.remove_signed_pre_key(protocol::SignedPreKeyId(id))) return !(failed = true);
+    }
+    if (!store.save_value(kMissingPreKeysValue, encode_missing(still_missing))) {
+      return !(failed = true);
+    }
+    return true;
+  });
+  if (!ok) return tl::unexpected(from_store(ok.error()));
+  if (failed || !*ok) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot delete used prekeys"));
   }
   return {};
 }

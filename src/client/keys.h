@@ -4,6 +4,12 @@
 // not the one that last used it (a data directory restored from a backup or copied): the server
 // may then hold prekeys whose private halves only the other copy has, and every session a
 // contact built on one would fail.
+//
+// And pruning: the private half of a one-time prekey the server has handed out is needed only
+// until the message that uses it arrives, and a message waits on the server for its TTL at most.
+// So each maintenance asks the server which ids it still holds (and its TTL), notes when each
+// other id was first seen missing, and deletes the private halves missing for longer than the
+// TTL. A signed prekey is deleted once the TTL has passed since the one after it replaced it.
 #pragma once
 
 #include <chrono>
@@ -21,6 +27,9 @@ inline constexpr std::uint64_t kSignedPreKeyMaxAgeSeconds = 7 * 24 * 3600;  // r
 inline constexpr std::uint32_t kMaxPreKeyId = 0xFFFFFE;
 // The copy of the data (ServerLink::instance_of) that last refreshed the device's keys.
 inline constexpr std::string_view kKeysInstanceValue = "instance.keys";
+// One-time prekeys whose private halves we hold and the server no longer does, with the time
+// (seconds) this device first saw each missing: (id, since) pairs, 4 + 8 bytes big-endian.
+inline constexpr std::string_view kMissingPreKeysValue = "pre_keys.missing";
 
 // Keys of a device being added.
 struct DeviceKeys {
@@ -54,6 +63,9 @@ class KeyMaintenance {
  private:
   // Whether this copy of the data must replace the device's keys on the server.
   [[nodiscard]] Result<bool> copy_changed(Bytes& instance);
+  // Deletes the private prekeys no message can use any more (see above), given the server's
+  // answer to a KeyCountRequest with list_ids. REQUIRES: account_.crypto_mu held.
+  [[nodiscard]] Result<void> prune(const svc::KeyCountResponse& held, std::uint64_t now);
 
   Account& account_;
   ServerLink& link_;

@@ -56,6 +56,9 @@ bool Listener::dispatch(const Inbound& in) {
 void Listener::after_connect(const ConnectionPtr& c) {
   (void)keys_.maintain(c);
   (void)devices_.refresh(c);
+  // Before the queue pushed since the login is handled (dispatch comes after this): a block made
+  // on another device drops what that account had queued here.
+  (void)blocks_.refresh(c);
 }
 
 Result<std::size_t> Listener::receive(std::chrono::milliseconds timeout,

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "client/account.h"
+#include "client/blocks.h"
 #include "client/devices.h"
 #include "client/inbox.h"
 #include "client/journal.h"
@@ -23,12 +24,13 @@ namespace sotto::client {
 class Listener {
  public:
   Listener(Account& account, ServerLink& link, Inbox& inbox, KeyMaintenance& keys, Devices& devices,
-           Journal& journal)
+           Blocks& blocks, Journal& journal)
       : account_(account),
         link_(link),
         inbox_(inbox),
         keys_(keys),
         devices_(devices),
+        blocks_(blocks),
         journal_(journal) {}
   ~Listener() { stop(); }
 
@@ -60,6 +62,7 @@ class Listener {
   Inbox& inbox_;
   KeyMaintenance& keys_;
   Devices& devices_;
+  Blocks& blocks_;
   Journal& journal_;
 
   std::mutex deliver_mu_;        // one delivery at a time, in cursor order

@@ -130,6 +130,7 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
                                                "max_queue_bytes_per_sender",
                                                "max_stored_bytes",
                                                "min_free_disk_bytes",
+                                               "pre_keys_per_device_per_hour",
                                                "log_level",
                                                "data",
                                                "tls_next_key"};
@@ -225,6 +226,8 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
     return tl::unexpected(r.error());
   if (!(r = read_int<std::uint64_t>(t, "min_free_disk_bytes", c.min_free_disk_bytes, 0,
                                     1ull << 50)))
+  if (!(r = read_int<std::uint32_t>(t, "pre_keys_per_device_per_hour",
+                                    c.pre_keys_per_device_per_hour, 1, 1'000'000)))
     return tl::unexpected(r.error());
   if (c.max_message_bytes + 4096 > c.max_frame_bytes) {
     return tl::unexpected(

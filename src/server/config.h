@@ -66,6 +66,10 @@ struct ServerConfig {
   // acknowledgements and expiry make room.
   std::uint64_t max_stored_bytes = 32ull << 30;
   std::uint64_t min_free_disk_bytes = 1ull << 30;
+  // Per target device, per hour, and at most this many at once: one-time prekeys handed out in
+  // bundles fetched by other accounts; beyond it, bundles come without one (X3DH without a
+  // one-time prekey is valid). Bounds how fast strangers can drain a device's prekeys.
+  std::uint32_t pre_keys_per_device_per_hour = 30;
   std::string log_level = "info";
 };
 

@@ -26,5 +26,9 @@ inline constexpr std::size_t kInstanceSize = 16;         // AuthenticateRequest.
 // Recovery attempts per account, whatever the source address: each is a guess at the account's
 // recovery code. Counted in memory only (a restart forgets them).
 inline constexpr std::uint32_t kRecoveriesPerAccountPerHour = 5;
+// Block and unblock requests per account (each is a write): far above what a person does by hand,
+// low enough that toggling a block in a loop does not load the store's writer.
+inline constexpr std::uint32_t kBlockChangesPerAccountPerMinute = 30;
+inline constexpr std::uint32_t kBlockChangesBurst = 20;
 
 }  // namespace sotto::server

@@ -282,6 +282,9 @@ Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& m
       logins_(config.logins_per_minute, std::max<std::uint32_t>(20, config.logins_per_minute / 6)),
       bundle_fetches_(config.bundle_fetches_per_minute,
                       std::max<std::uint32_t>(10, config.bundle_fetches_per_minute / 4)),
+      pre_key_handouts_(config.pre_keys_per_device_per_hour, std::chrono::hours(1),
+                        config.pre_keys_per_device_per_hour),
+      block_changes_(kBlockChangesPerAccountPerMinute, kBlockChangesBurst),
       recoveries_(kRecoveriesPerAccountPerHour, std::chrono::hours(1),
                   kRecoveriesPerAccountPerHour),
       sends_(config.sends_per_minute, std::max<std::uint32_t>(10, config.sends_per_minute / 4)),
@@ -462,7 +465,7 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
       on_upload_keys(s, r, out);
       break;
     case svc::Request::kKeyCount:
-      on_key_count(s, out);
+      on_key_count(s, r, out);
       break;
     case svc::Request::kFetchBundles:
       on_fetch_bundles(s, r, out);
@@ -496,6 +499,13 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
       break;
     case svc::Request::kIdentityKey:
       on_identity_key(s, r, out);
+      break;
+    case svc::Request::kBlock:
+    case svc::Request::kUnblock:
+      on_block(s, r, out);
+      break;
+    case svc::Request::kListBlocks:
+      on_list_blocks(s, out);
       break;
     case svc::Request::BODY_NOT_SET:
       fail(out, svc::BAD_REQUEST, "empty request");
@@ -705,7 +715,30 @@ void Server::on_upload_keys(const SessionPtr& s, svc::Request& r, svc::Response&
   }
 }
 
-void Server::on_key_count(const SessionPtr& s, svc::Response& out) {
+void Server::on_key_count(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  if (r.key_count().list_ids()) {
+    // The ids the device's keys still have here, as ranges (ids are handed out oldest first and
+    // uploaded in runs, so a few ranges describe them): what the client may not prune yet.
+    auto ids = store_.keys().pre_key_ids(s->account, s->device);
+    if (!ids) {
+      fail(out, code_of(ids.error()), "store failure");
+      return;
+    }
+    auto* k = out.mutable_key_count();
+    k->set_count(static_cast<std::uint32_t>(ids->size()));
+    k->set_message_ttl_seconds(config_.message_ttl_days * 86400);
+    svc::PreKeyIdRange* range = nullptr;
+    for (const std::uint32_t id : *ids) {
+      if (range != nullptr && range->last() + 1 == id) {
+        range->set_last(id);
+      } else {
+        range = k->add_held();
+        range->set_first(id);
+        range->set_last(id);
+      }
+    }
+    return;
+  }
   auto count = store_.keys().count_pre_keys(s->account, s->device);
   if (!count) {
     fail(out, code_of(count.error()), "store failure");
@@ -729,6 +762,13 @@ void Server::on_fetch_bundles(const SessionPtr& s, svc::Request& r, svc::Respons
     fail(out, svc::NOT_FOUND, "no such user");
     return;
   }
+  // A blocked requester gets bundles as anyone else, only without one-time prekeys: what it
+  // would see from a busy device, so the answer does not tell it it is blocked.
+  bool blocked = false;
+  if (account->id != s->account) {
+    auto b = store_.blocks().is_blocked(account->id, s->account);
+    blocked = b && *b;
+  }
   std::set<std::uint32_t> wanted(req.device_ids().begin(), req.device_ids().end());
   for (const auto& d : account->devices) {
     if (!wanted.empty() && !wanted.contains(d.id)) continue;
@@ -741,6 +781,13 @@ void Server::on_fetch_bundles(const SessionPtr& s, svc::Request& r, svc::Respons
     b->set_signed_pre_key(str(spk->public_key));
     b->set_signed_pre_key_signature(str(spk->signature));
     b->set_identity_key(str(account->identity_key));
+    // One-time prekeys go to other accounts at a bounded rate per target device (and never to
+    // an account the target blocks); beyond it the bundle has none, which X3DH allows. The
+    // account's own devices are not counted.
+    if (account->id != s->account &&
+        (blocked || !pre_key_handouts_.allow(online_key(account->id, d.id)))) {
+      continue;
+    }
     auto otk = store_.keys().take_pre_key(account->id, d.id);
     if (otk && otk->has_value()) {
       b->set_pre_key_id((*otk)->id);
@@ -804,6 +851,14 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
   if (!recipient) return refuse(svc::NOT_FOUND, "no such user");
   auto self = store_.accounts().find_account(s->account);
   if (!self) return refuse(svc::INTERNAL, "account not found");
+  // Blocked by the recipient (service.proto BlockRequest): the send is answered as usual, and
+  // nothing is stored for the recipient's devices (the sender's own devices still get theirs).
+  bool blocked_by_recipient = false;
+  if (recipient->id != self->id) {
+    auto blocked = store_.blocks().is_blocked(recipient->id, self->id);
+    if (!blocked) return refuse(svc::INTERNAL, "store failure");
+    blocked_by_recipient = *blocked;
+  }
 
   // Expected devices: every device of the recipient, and our own other devices.
   struct Expect {
@@ -887,6 +942,14 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
       return;
     }
     return refuse(svc::STALE_DEVICES, "device list out of date");
+  }
+  if (blocked_by_recipient) {
+    std::erase_if(envelopes, [&](const auto& env) { return env.account == recipient->id; });
+    if (envelopes.empty()) {
+      out.mutable_send()->set_server_timestamp(now);
+      reply(s, std::move(out));
+      return;
+    }
   }
 
   // Envelopes go to recipients that are online and caught up at once, before the commit; an
@@ -1480,6 +1543,53 @@ void Server::on_identity_key(const SessionPtr& s, svc::Request& r, svc::Response
     return;
   }
   out.mutable_identity_key()->set_identity_key(str(account->identity_key));
+}
+
+// Block or unblock (service.proto BlockRequest): the list is the account's, for every device.
+// Both are idempotent; only input that names no other account is refused.
+void Server::on_block(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  const bool block = r.has_block();
+  auto username = normalize_username(block ? r.block().username() : r.unblock().username());
+  if (!username) {
+    fail(out, svc::BAD_REQUEST, "invalid username");
+    return;
+  }
+  auto account = store_.accounts().find_account(*username);
+  if (!account) {
+    fail(out, account.error() == store::Error::not_found ? svc::NOT_FOUND : svc::INTERNAL,
+         account.error() == store::Error::not_found ? "no such user" : "store failure");
+    return;
+  }
+  if (account->id == s->account) {
+    fail(out, svc::BAD_REQUEST, "an account cannot block itself");
+    return;
+  }
+  if (!block_changes_.allow(std::to_string(s->account))) {
+    fail(out, svc::RATE_LIMITED, "too many block changes; try again in a minute");
+    return;
+  }
+  if (block) {
+    if (auto ok = store_.blocks().block(s->account, account->id); !ok) {
+      if (ok.error() == store::Error::conflict) {
+        fail(out, svc::BAD_REQUEST, "the block list is full");
+      } else {
+        fail(out, code_of(ok.error()), "store failure");
+      }
+    }
+    return;
+  }
+  if (auto ok = store_.blocks().unblock(s->account, account->id); !ok)
+    fail(out, code_of(ok.error()), "store failure");
+}
+
+void Server::on_list_blocks(const SessionPtr& s, svc::Response& out) {
+  auto names = store_.blocks().blocked(s->account);
+  if (!names) {
+    fail(out, code_of(names.error()), "store failure");
+    return;
+  }
+  auto* list = out.mutable_list_blocks();
+  for (auto& n : *names) list->add_usernames(std::move(n));
 }
 
 void Server::announce_next_key(std::optional<NextServerKey> next) {

@@ -80,7 +80,7 @@ class Server final : public net::ConnectionHandler {
   void on_authenticate(const SessionPtr& s, wire::service::Request& r,
                        wire::service::Response& out);
   void on_upload_keys(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
-  void on_key_count(const SessionPtr& s, wire::service::Response& out);
+  void on_key_count(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
   void on_fetch_bundles(const SessionPtr& s, wire::service::Request& r,
                         wire::service::Response& out);
   // Replies asynchronously once the envelopes are durable.
@@ -99,6 +99,8 @@ class Server final : public net::ConnectionHandler {
   void on_recover(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
   void on_identity_key(const SessionPtr& s, wire::service::Request& r,
                        wire::service::Response& out);
+  void on_block(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
+  void on_list_blocks(const SessionPtr& s, wire::service::Response& out);
 
   // The envelopes of one send on their way out: which have been pushed, and which are counted
   // in awaiting_commit_.
@@ -134,7 +136,10 @@ class Server final : public net::ConnectionHandler {
   RateLimiter registrations_;
   RateLimiter logins_;
   RateLimiter bundle_fetches_;
-  RateLimiter recoveries_;  // per username
+  // One-time prekeys handed out per target "account/device" to other accounts.
+  RateLimiter pre_key_handouts_;
+  RateLimiter block_changes_;  // per account
+  RateLimiter recoveries_;     // per username
   // Per account (docs/abuse.md): sends and their bytes, acknowledged ids, other accounts' device
   // lists, link tokens; provisioning per source address (open) and per account (send).
   RateLimiter sends_;

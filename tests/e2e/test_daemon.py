@@ -445,6 +445,30 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual([m["body"] for m in alice.messages()],
                          ["hello first", "while frozen"] + bodies)
 
+    def test_block_unblock_and_list_blocked(self):
+        # signal-cli's names: block and unblock take a recipient (a name or an array of them).
+        alice, bob = self.pair()
+        Client(self.root, "mallory").register("mallory", self.server)
+        p, path = self.start_daemon(bob)
+        bot = self.connect(path)
+        self.assertEqual(bot.result("block", {"recipient": ["Mallory", "alice"]}), {})
+        self.assertEqual(bot.result("listBlocked"), [{"username": "alice"}, {"username": "mallory"}])
+        # Bad input: refused before anything changes.
+        for params in ({}, {"recipient": "no spaces"}, {"recipient": ["carol", 7]},
+                       {"recipient": []}):
+            self.assertEqual(bot.call("unblock", params)["error"]["code"], -32602, params)
+        r = bot.call("block", {"recipient": "nobody"})
+        self.assertEqual(r["error"]["data"]["code"], "not_found")
+        self.assertEqual(len(bot.result("listBlocked")), 2)
+        # Blocked: alice's send is accepted, and nothing of it reaches bob.
+        self.assertEqual(alice.send("bob", "while blocked").returncode, 0)
+        self.assertEqual(bot.result("unblock", {"recipient": "alice"}), {})
+        self.assertEqual(bot.result("listBlocked"), [{"username": "mallory"}])
+        self.assertEqual(alice.send("bob", "after the unblock").returncode, 0)
+        got = bot.notification(lambda n: n.get("type") == "message", timeout=60)
+        self.assertEqual((got["from"], got["body"]), ("alice", "after the unblock"))
+        self.stop_daemon(p)
+
     def test_discover_and_docs_list_the_same_methods(self):
         alice, bob = self.pair()
         p, path = self.start_daemon(bob)

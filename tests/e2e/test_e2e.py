@@ -1293,6 +1293,50 @@ class E2ETest(unittest.TestCase):
         text = alice.ok("contacts", json_output=False).stdout
         self.assertIn("bob  not verified", text)
 
+    def test_block_sender_at_server(self):
+        # A recipient blocks a sender at the server: nothing of theirs reaches any of the
+        # recipient's devices (what was queued before is dropped unread), the sender is not told,
+        # and after an unblock their messages arrive again.
+        alice, bob = self.pair()
+        mallory = self.client("mallory")
+        mallory.register("mallory", self.server)
+        alice2, _ = self.link(alice, "alice2")
+        self.assertEqual(mallory.send("alice", "queued before the block").returncode, 0)
+
+        self.assertEqual(json.loads(alice.ok("block", "Mallory").stdout), {"blocked": "mallory"})
+        self.assertIn("Blocked mallory", alice.ok("block", "mallory", json_output=False).stdout)
+        for c in (alice, alice2):  # the list is the account's
+            self.assertEqual(parse_lines(c.ok("blocked").stdout), [{"username": "mallory"}])
+        self.assertEqual(alice2.ok("blocked", json_output=False).stdout.strip(), "mallory")
+
+        sent = mallory.send("alice", "sent while blocked")
+        self.assertEqual(sent.returncode, 0, sent.stderr)  # not told
+        self.assertEqual(bob.send("alice", "from bob").returncode, 0)
+        for c in (alice, alice2):
+            got = c.messages()
+            self.assertEqual([(m["from"], m["body"]) for m in got], [("bob", "from bob")])
+            self.assertNotIn("mallory", [m.get("from") for m in c.receive(5)])
+            self.assertEqual(c.history("mallory"), [])
+
+        # Bad input is refused and changes nothing.
+        self.assertEqual(alice.fails("block", "no spaces", code="invalid_argument")["code"],
+                         "invalid_argument")
+        alice.fails("block", "nobody", code="not_found")
+        alice.fails("block", "alice", code="invalid_argument")
+        alice.fails("unblock", "x", code="invalid_argument")
+        self.assertEqual(parse_lines(alice.ok("blocked").stdout), [{"username": "mallory"}])
+
+        # Unblocked on the other device: mallory's next message reaches both.
+        self.assertEqual(json.loads(alice2.ok("unblock", "mallory").stdout),
+                         {"unblocked": "mallory"})
+        self.assertEqual(alice.ok("blocked").stdout.strip(), "")
+        self.assertEqual(alice.ok("blocked", json_output=False).stdout.strip(),
+                         "No one is blocked.")
+        self.assertEqual(mallory.send("alice", "after the unblock").returncode, 0)
+        for c in (alice, alice2):
+            self.assertEqual([(m["from"], m["body"]) for m in c.messages()],
+                             [("mallory", "after the unblock")])
+
     def test_invite_codes_in_any_case(self):
         # An invite-only server accepts its codes in any case and without dashes (they are made
         # in lower case); a missing or unknown code gets a hint that says which it was.

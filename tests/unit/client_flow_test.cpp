@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "client/engine.h"
+#include "keys.pb.h"
 #include "net/server_key.h"
 #include "protocol/session.h"
 #include "util/in_process_server.h"
@@ -680,6 +681,193 @@ TEST_F(ClientFlowTest, WithManualAckAnEventStaysUntilAcknowledged) {
 
 // The operator rotates the server's key: the current key announces the next one, the client pins
 // it beside the current one, and when the server switches the client follows by itself.
+// --- prekeys (issue 16, case 6) ----------------------------------------------------------------
+
+constexpr std::uint64_t kTtlMs = 30ull * 86400 * 1000;  // the server's default message TTL
+constexpr std::uint64_t kHourMs = 3600ull * 1000;
+
+store::AccountId server_account(InProcessServer& server, const std::string& name) {
+  return server.store().accounts().find_account(name).value().id;
+}
+
+bool holds_pre_key(Engine& e, std::uint32_t id) {
+  auto k = e.account().store->load_pre_key(protocol::PreKeyId(id));
+  EXPECT_TRUE(k.has_value());
+  return k && k->has_value();
+}
+
+bool holds_signed_pre_key(Engine& e, std::uint32_t id) {
+  auto k = e.account().store->load_signed_pre_key(protocol::SignedPreKeyId(id));
+  EXPECT_TRUE(k.has_value());
+  return k && k->has_value();
+}
+
+// Bundles come without a one-time prekey once a device's are gone (or its handout bucket is
+// empty): the client library starts the session without one (X3DH allows it) and the message
+// is read.
+TEST_F(ClientFlowTest, ASessionStartsFromABundleWithoutAOneTimePreKey) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  const auto account = server_account(*server_, "alice");
+  while (server_->store().keys().take_pre_key(account, 1).value().has_value()) {
+  }
+  ASSERT_EQ(server_->store().keys().count_pre_keys(account, 1).value(), 0u);
+  send(bob, "alice", "no one-time key left");
+  EXPECT_EQ(bodies(receive(alice)), std::vector<std::string>{"no one-time key left"});
+  send(alice, "bob", "and back");
+  EXPECT_EQ(bodies(receive(bob)), std::vector<std::string>{"and back"});
+}
+
+// The client kept the private halves of every drained batch for ever. Now a private one-time
+// prekey the server handed out is deleted once it has been missing from the server for longer
+// than a message can wait there (the server's TTL), and not before.
+TEST_F(ClientFlowTest, PrivatePreKeysHandedOutAreDeletedOnceTheServersTtlHasPassed) {
+  Engine& alice = register_("alice");
+  const auto account = server_account(*server_, "alice");
+  // Strangers take three (the server hands out the oldest first: ids 1 to 3).
+  std::vector<std::uint32_t> taken;
+  for (int i = 0; i < 3; ++i)
+    taken.push_back(server_->store().keys().take_pre_key(account, 1).value()->id);
+  ASSERT_EQ(taken, (std::vector<std::uint32_t>{1, 2, 3}));
+  receive(alice);  // its key maintenance sees them gone from the server
+  for (const auto id : taken) EXPECT_TRUE(holds_pre_key(alice, id)) << id;
+  clock_->advance_ms(kTtlMs - kHourMs);
+  receive(alice);
+  for (const auto id : taken) EXPECT_TRUE(holds_pre_key(alice, id)) << id;  // within the TTL
+  clock_->advance_ms(2 * kHourMs);
+  receive(alice);
+  for (const auto id : taken) EXPECT_FALSE(holds_pre_key(alice, id)) << id;
+  // Those the server still holds stay.
+  EXPECT_TRUE(holds_pre_key(alice, 4));
+  EXPECT_TRUE(holds_pre_key(alice, 100));
+  EXPECT_EQ(alice.account().store->pre_key_count().value(),
+            server_->store().keys().count_pre_keys(account, 1).value());
+}
+
+// Within the TTL, a message built on a one-time prekey the server handed out long ago (the
+// sender fetched the bundle, and its message arrived late) still decrypts.
+TEST_F(ClientFlowTest, ALateMessageUsingAHandedOutPreKeyDecryptsWithinTheTtl) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  const auto account = server_account(*server_, "alice");
+  // Bob's fetch, as the server answers it: it takes a one-time prekey.
+  const auto found = server_->store().accounts().find_account("alice").value();
+  const auto otk = server_->store().keys().take_pre_key(account, 1).value().value();
+  const auto spk = server_->store().keys().signed_pre_key(account, 1).value();
+  wire::PreKeyBundle wire;
+  wire.set_registration_id(found.devices.at(0).registration_id);
+  wire.set_device_id(1);
+  wire.set_pre_key_id(otk.id);
+  wire.set_pre_key(std::string(otk.public_key.begin(), otk.public_key.end()));
+  wire.set_signed_pre_key_id(spk.id);
+  wire.set_signed_pre_key(std::string(spk.public_key.begin(), spk.public_key.end()));
+  wire.set_signed_pre_key_signature(std::string(spk.signature.begin(), spk.signature.end()));
+  wire.set_identity_key(std::string(found.identity_key.begin(), found.identity_key.end()));
+  const std::string bytes = wire.SerializeAsString();
+  auto bundle = protocol::PreKeyBundle::decode(as_bytes(bytes));
+  ASSERT_TRUE(bundle.has_value());
+
+  receive(alice);  // alice sees the key gone
+  clock_->advance_ms(kTtlMs - 2 * kHourMs);
+  receive(alice);
+  ASSERT_TRUE(holds_pre_key(alice, otk.id));
+  {
+    auto st = bob.account().stores();
+    ASSERT_TRUE(protocol::process_pre_key_bundle({"alice", protocol::DeviceId(1)}, *bundle, st,
+                                                 bob.account().rng, bob.account().protocol_clock)
+                    .has_value());
+  }
+  send(bob, "alice", "late, on an old one-time key");
+  EXPECT_EQ(bodies(receive(alice)), std::vector<std::string>{"late, on an old one-time key"});
+  EXPECT_FALSE(holds_pre_key(alice, otk.id));  // used, so deleted as always
+}
+
+// A signed prekey stays until the TTL has passed since the next one replaced it.
+TEST_F(ClientFlowTest, AReplacedSignedPreKeyIsDeletedOnceTheTtlHasPassedSinceItsReplacement) {
+  Engine& alice = register_("alice");
+  ASSERT_EQ(alice.account().store->settings().next_signed_pre_key_id, 2u);  // key 1 in use
+  clock_->advance_ms(8 * 24 * kHourMs);  // older than a week: rotated at the next connection
+  receive(alice);
+  ASSERT_EQ(alice.account().store->settings().next_signed_pre_key_id, 3u);
+  EXPECT_TRUE(holds_signed_pre_key(alice, 1));
+  clock_->advance_ms(kTtlMs - kHourMs);
+  receive(alice);  // (key 2 is a week old by now too: key 3 replaces it)
+  EXPECT_TRUE(holds_signed_pre_key(alice, 1));
+  clock_->advance_ms(2 * kHourMs);
+  receive(alice);
+  EXPECT_FALSE(holds_signed_pre_key(alice, 1));
+  EXPECT_TRUE(holds_signed_pre_key(alice, 2));  // replaced only an hour ago
+  EXPECT_TRUE(
+      holds_signed_pre_key(alice, alice.account().store->settings().next_signed_pre_key_id - 1));
+}
+
+// --- blocking ------------------------------------------------------------------------------------
+
+// What a blocked account had queued before the block is dropped unread on every device of the
+// blocker, the other devices included (they learn the list when they connect).
+TEST_F(ClientFlowTest, MessagesQueuedBeforeABlockAreDroppedOnEveryDevice) {
+  Engine& alice = register_("alice");
+  Engine& mallory = register_("mallory");
+  Engine& bob = register_("bob");
+  Engine& alice2 = link(alice, "alice2");
+  receive(alice);
+  receive(alice2);
+  send(mallory, "alice", "queued before the block");
+  ASSERT_TRUE(alice.block("Mallory"));
+  auto list = alice2.blocked();
+  ASSERT_TRUE(list);
+  EXPECT_EQ(*list, std::vector<std::string>{"mallory"});
+  send(bob, "alice", "from bob");
+  for (Engine* e : {&alice, &alice2}) {
+    EXPECT_EQ(bodies(receive(*e)), std::vector<std::string>{"from bob"});
+    auto h = e->history("mallory", 0);
+    ASSERT_TRUE(h);
+    EXPECT_TRUE(h->empty());
+  }
+  EXPECT_EQ(alice.block("alice").error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(alice.block("no one").error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(alice.block("nobody").error().code, ErrorCode::not_found);
+  ASSERT_TRUE(alice2.unblock("mallory"));
+  send(mallory, "alice", "after the unblock");
+  for (Engine* e : {&alice, &alice2})
+    EXPECT_EQ(bodies(receive(*e)), std::vector<std::string>{"after the unblock"});
+}
+
+// A device that stays connected learns of an unblock made on another device only when it asks:
+// before dropping a message from an account on its (stale) copy of the list, it asks the server.
+TEST_F(ClientFlowTest, ALiveDeviceChecksWithTheServerBeforeDroppingAMessage) {
+  Engine& alice = register_("alice");
+  Engine& mallory = register_("mallory");
+  Engine& bob = register_("bob");
+  Engine& alice2 = link(alice, "alice2");
+  receive(alice);
+  receive(alice2);
+  ASSERT_TRUE(alice.block("mallory"));
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> got;
+  ASSERT_TRUE(alice2.start([&](const Event& e) {
+    if (e.kind != Event::Kind::message) return;
+    std::lock_guard lock(mu);
+    got.push_back(e.message.body);
+    cv.notify_all();
+  }));
+  // Once bob's message is here, alice2 has refreshed its list (mallory on it) after connecting.
+  send(bob, "alice", "ping");
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return got.size() == 1; }));
+  }
+  ASSERT_TRUE(alice.unblock("mallory"));
+  send(mallory, "alice", "after the unblock");
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return got.size() == 2; }));
+  }
+  alice2.stop();
+  EXPECT_EQ(got, (std::vector<std::string>{"ping", "after the unblock"}));
+}
+
 TEST_F(ClientFlowTest, TheClientFollowsAServerKeyRotationTheCurrentKeySigned) {
   auto current = net::load_or_create_identity(root_ / "tls-current");
   auto next = net::load_or_create_identity(root_ / "tls-next");

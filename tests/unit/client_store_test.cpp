@@ -435,6 +435,7 @@ TEST_F(ClientStoreTest, PreKeysRoundTrip) {
   EXPECT_FALSE(s->load_pre_key(PreKeyId(12))->has_value());
   EXPECT_EQ(s->pre_key_count(), 4u);
   EXPECT_TRUE(s->remove_pre_key(PreKeyId(12)));
+  EXPECT_EQ(s->pre_key_ids().value(), (std::vector<std::uint32_t>{10, 11, 13, 14}));
 }
 
 TEST_F(ClientStoreTest, SignedPreKeysRoundTrip) {
@@ -460,6 +461,10 @@ TEST_F(ClientStoreTest, SignedPreKeysRoundTrip) {
     EXPECT_TRUE(identity.public_key.verify((*l)->key_pair.public_key.serialize(), (*l)->signature));
   }
   EXPECT_FALSE(s->load_signed_pre_key(SignedPreKeyId(3))->has_value());
+  EXPECT_EQ(s->signed_pre_key_ids().value(), (std::vector<std::uint32_t>{1, 2}));
+  ASSERT_TRUE(s->remove_signed_pre_key(SignedPreKeyId(1)));
+  EXPECT_FALSE(s->load_signed_pre_key(SignedPreKeyId(1))->has_value());
+  EXPECT_EQ(s->signed_pre_key_ids().value(), (std::vector<std::uint32_t>{2}));
 }
 
 TEST_F(ClientStoreTest, SenderKeysRoundTripAndGroupMessagesFlow) {

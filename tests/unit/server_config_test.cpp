@@ -132,6 +132,22 @@ TEST(Config, ErrorsNameTheKey) {
   ASSERT_FALSE(missing);
 }
 
+TEST(Config, PreKeyHandoutRate) {
+  // The default lets a device be contacted by 30 new accounts in one hour with a one-time prekey
+  // each, well above a person's contact starts, and keeps most of a 100-key upload in any hour.
+  EXPECT_EQ(ServerConfig{}.pre_keys_per_device_per_hour, 30u);
+  auto c = apply_toml_text(ServerConfig{}, "pre_keys_per_device_per_hour = 5");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_EQ(c->pre_keys_per_device_per_hour, 5u);
+  for (const char* bad :
+       {"pre_keys_per_device_per_hour = 0", "pre_keys_per_device_per_hour = -3",
+        "pre_keys_per_device_per_hour = 1000001", "pre_keys_per_device_per_hour = \"lots\""}) {
+    auto r = apply_toml_text(ServerConfig{}, bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().find("'pre_keys_per_device_per_hour'"), std::string::npos) << r.error();
+  }
+}
+
 TEST(Username, NormalisesAndValidates) {
   EXPECT_EQ(normalize_username("Alice"), "alice");
   EXPECT_EQ(normalize_username("bob_2.x-y"), "bob_2.x-y");

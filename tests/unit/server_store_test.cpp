@@ -190,6 +190,7 @@ class ServerStoreTest : public ::testing::Test {
   KeyStore& keys() { return store_->keys(); }
   MessageStore& messages() { return store_->messages(); }
   TokenStore& tokens() { return store_->tokens(); }
+  BlockStore& blocks() { return store_->blocks(); }
 
   std::uint64_t now_seconds() const { return now_ms_.load() / 1000; }
   void advance_seconds(std::uint64_t s) { now_ms_ += s * 1000; }
@@ -525,6 +526,42 @@ TYPED_TEST(ServerStoreTest, AddsCountsAndTakesPreKeysOnce) {
   EXPECT_FALSE(none->has_value());
   EXPECT_EQ(this->keys().count_pre_keys(alice, 1).value(), 0u);
   EXPECT_EQ(this->keys().add_pre_keys(alice, 5, pre_keys(1, 1)).error(), Error::not_found);
+}
+
+TYPED_TEST(ServerStoreTest, ListsTheIdsOfTheKeysStillHeld) {
+  const AccountId alice = this->make_account("alice");
+  EXPECT_TRUE(this->keys().pre_key_ids(alice, 1).value().empty());
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, 1, pre_keys(5, 3)).has_value());
+  ASSERT_TRUE(this->keys().add_pre_keys(alice, 1, pre_keys(1, 2)).has_value());
+  EXPECT_EQ(this->keys().pre_key_ids(alice, 1).value(),
+            (std::vector<std::uint32_t>{1, 2, 5, 6, 7}));  // ascending, whatever the upload order
+  ASSERT_TRUE(this->keys().take_pre_key(alice, 1).value().has_value());  // 5, the oldest upload
+  EXPECT_EQ(this->keys().pre_key_ids(alice, 1).value(), (std::vector<std::uint32_t>{1, 2, 6, 7}));
+  EXPECT_TRUE(this->keys().pre_key_ids(alice, 2).value().empty());  // another device: none
+}
+
+// --- blocks -------------------------------------------------------------------------------------
+
+TYPED_TEST(ServerStoreTest, BlocksArePerAccountAndIdempotent) {
+  const AccountId alice = this->make_account("alice");
+  const AccountId mallory = this->make_account("mallory");
+  const AccountId bob = this->make_account("bob");
+  EXPECT_FALSE(this->blocks().is_blocked(alice, mallory).value());
+  ASSERT_TRUE(this->blocks().block(alice, mallory).has_value());
+  ASSERT_TRUE(this->blocks().block(alice, mallory).has_value());  // twice: no error, one row
+  ASSERT_TRUE(this->blocks().block(alice, bob).has_value());
+  EXPECT_TRUE(this->blocks().is_blocked(alice, mallory).value());
+  EXPECT_FALSE(this->blocks().is_blocked(mallory, alice).value());  // one way only
+  EXPECT_EQ(this->blocks().blocked(alice).value(), (std::vector<std::string>{"bob", "mallory"}));
+  EXPECT_TRUE(this->blocks().blocked(bob).value().empty());
+  EXPECT_EQ(this->blocks().block(alice, 999).error(), Error::not_found);
+
+  EXPECT_TRUE(this->blocks().unblock(alice, mallory).value());
+  EXPECT_FALSE(this->blocks().unblock(alice, mallory).value());  // no longer there
+  EXPECT_FALSE(this->blocks().is_blocked(alice, mallory).value());
+  EXPECT_EQ(this->blocks().blocked(alice).value(), (std::vector<std::string>{"bob"}));
+  this->reopen();
+  EXPECT_TRUE(this->blocks().is_blocked(alice, bob).value());  // durable
 }
 
 TYPED_TEST(ServerStoreTest, KeepsTheNewestPreKeysUpToTheLimit) {
@@ -1164,8 +1201,8 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
     tables.insert(table);
   }
   EXPECT_EQ(tables,
-            (std::set<std::string>{"accounts", "devices", "invites", "link_tokens", "messages",
-                                   "pre_keys", "send_dedup", "signed_pre_keys"}));
+            (std::set<std::string>{"accounts", "blocks", "devices", "invites", "link_tokens",
+                                   "messages", "pre_keys", "send_dedup", "signed_pre_keys"}));
   for (const auto& expected :
        std::vector<std::pair<std::string, std::string>>{{"accounts", "username"},
                                                         {"accounts", "recovery_key"},
@@ -1386,16 +1423,17 @@ TEST_F(SqliteStoreTest, DeliveredMessagesLeaveNoCopyInTheFile) {
 TEST_F(SqliteStoreTest, UsesWalAndMigratesOnce) {
   { ASSERT_NE(open(), nullptr); }
   EXPECT_EQ(raw_text("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "3");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
   { ASSERT_NE(open(), nullptr); }  // a second open finds the schema current
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "3");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
 }
 
 TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
   { ASSERT_NE(open(), nullptr); }
   // Put the file back to version 1's send_dedup, with one entry, as a server of then left it (and
   // without the columns of version 3).
-  raw("ALTER TABLE devices DROP COLUMN name;"
+  raw("DROP TABLE blocks;"
+      "ALTER TABLE devices DROP COLUMN name;"
       "ALTER TABLE accounts DROP COLUMN recovery_key;"
       "DROP TABLE send_dedup;"
       "CREATE TABLE send_dedup (key_hash BLOB PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT, "
@@ -1405,7 +1443,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
       "PRAGMA user_version = 1;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "3");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('send_dedup')"),
             "id_time,key_hash,expires_at");
   EXPECT_EQ(raw_text("SELECT count(*) FROM send_dedup"), "0");
@@ -1432,7 +1470,8 @@ TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
     ASSERT_TRUE(send(store->messages(), envelope(alice, 1)).has_value());
   }
   // The file as a server of version 2 left it: the same tables without the two columns.
-  raw("ALTER TABLE devices DROP COLUMN name;"
+  raw("DROP TABLE blocks;"
+      "ALTER TABLE devices DROP COLUMN name;"
       "ALTER TABLE accounts DROP COLUMN recovery_key;"
       "PRAGMA user_version = 2;");
   ASSERT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('devices')"),
@@ -1440,7 +1479,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
 
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "3");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('devices')"),
             "account_id,device_id,registration_id,auth_key,created_day,name");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('accounts')"),
@@ -1460,6 +1499,31 @@ TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
   named.name = filled(30, 0x4E);
   ASSERT_EQ(store->accounts().add_device(alice, named, signed_pre_key(2), {}).value(), 2u);
   EXPECT_EQ(store->accounts().find_account(alice).value().devices[1].name, filled(30, 0x4E));
+}
+
+TEST_F(SqliteStoreTest, MigratesAVersion3DatabaseToBlocks) {
+  AccountId alice = 0;
+  {
+    auto store = open();
+    ASSERT_NE(store, nullptr);
+    alice = store->accounts()
+                .create_account("alice", filled(33, 5), device_record(7, 1), signed_pre_key(1),
+                                pre_keys(1, 2))
+                .value();
+  }
+  raw("DROP TABLE blocks; PRAGMA user_version = 3;");
+  auto store = open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
+  EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('blocks')"),
+            "account_id,blocked_id");
+  EXPECT_EQ(store->keys().count_pre_keys(alice, 1).value(), 2u);
+  const AccountId bob =
+      store->accounts()
+          .create_account("bob", filled(33, 6), device_record(8, 1), signed_pre_key(1), {})
+          .value();
+  ASSERT_TRUE(store->blocks().block(alice, bob).has_value());
+  EXPECT_TRUE(store->blocks().is_blocked(alice, bob).value());
 }
 
 TEST_F(SqliteStoreTest, RefusesADatabaseFromANewerServer) {

@@ -612,6 +612,22 @@ struct ClientStore::Impl {
     return static_cast<std::size_t>(*n);
   }
 
+  // The integers in column 0 of every row (ids of a table).
+  tl::expected<std::vector<std::uint32_t>, ClientError> ids(const std::string& sql) {
+    auto st = prepare(sql);
+    if (!st) return tl::unexpected(st.error());
+    std::vector<std::uint32_t> out;
+    for (;;) {
+      const StepResult r = st->step();
+      if (r == StepResult::done) break;
+      if (r != StepResult::row) return tl::unexpected(db_error());
+      auto id = st->column_u32(0);
+      if (!id) return tl::unexpected(ClientError::corrupt);
+      out.push_back(*id);
+    }
+    return out;
+  }
+
   // Loads and opens the sealed value in column 0 of the first row, if there is one.
   template <typename Bind>
   tl::expected<std::optional<crypto::SecretBuffer>, ClientError> load_sealed(
@@ -1158,6 +1174,22 @@ tl::expected<void, protocol::Error> ClientStore::remove_pre_key(protocol::PreKey
 tl::expected<std::size_t, ClientError> ClientStore::pre_key_count() {
   std::lock_guard lock(impl_->mu);
   return impl_->count("SELECT COUNT(*) FROM pre_keys", [](Statement&) { return true; });
+}
+
+tl::expected<std::vector<std::uint32_t>, ClientError> ClientStore::pre_key_ids() {
+  std::lock_guard lock(impl_->mu);
+  return impl_->ids("SELECT id FROM pre_keys ORDER BY id");
+}
+
+tl::expected<std::vector<std::uint32_t>, ClientError> ClientStore::signed_pre_key_ids() {
+  std::lock_guard lock(impl_->mu);
+  return impl_->ids("SELECT id FROM signed_pre_keys ORDER BY id");
+}
+
+tl::expected<void, ClientError> ClientStore::remove_signed_pre_key(protocol::SignedPreKeyId id) {
+  std::lock_guard lock(impl_->mu);
+  return impl_->run("DELETE FROM signed_pre_keys WHERE id = ?1",
+                    [&](Statement& st) { return st.bind_int(1, id.value); });
 }
 
 // --- SignedPreKeyStore -------------------------------------------------------------------------

@@ -157,6 +157,11 @@ class ClientStore : public protocol::SessionStore,
       const std::string& username);
   [[nodiscard]] tl::expected<void, ClientError> delete_session(const protocol::Address& address);
   [[nodiscard]] tl::expected<std::size_t, ClientError> pre_key_count();
+  // The ids of the one-time prekeys held (their private halves), ascending.
+  [[nodiscard]] tl::expected<std::vector<std::uint32_t>, ClientError> pre_key_ids();
+  // The ids of the signed prekeys held, ascending.
+  [[nodiscard]] tl::expected<std::vector<std::uint32_t>, ClientError> signed_pre_key_ids();
+  [[nodiscard]] tl::expected<void, ClientError> remove_signed_pre_key(protocol::SignedPreKeyId id);
 
   // Contacts and their identity keys.
   [[nodiscard]] tl::expected<std::vector<Contact>, ClientError> contacts();

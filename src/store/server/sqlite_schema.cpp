@@ -114,6 +114,19 @@ ALTER TABLE devices ADD COLUMN name BLOB NOT NULL DEFAULT x'';
 ALTER TABLE accounts ADD COLUMN recovery_key BLOB NOT NULL DEFAULT x'';
 
 )sql",
+    // 3 -> 4
+    R"sql(
+
+-- Accounts an account has blocked: messages from blocked_id to any device of account_id are not
+-- stored. Nothing else (no time, no count of dropped messages) is kept.
+CREATE TABLE blocks (
+  account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  blocked_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  PRIMARY KEY (account_id, blocked_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blocks_by_blocked ON blocks (blocked_id);
+
+)sql",
 };
 
 std::string failed(const char* what, const Connection& conn) {

@@ -94,7 +94,8 @@ std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
 class SqliteServerStore::Impl final : public AccountStore,
                                       public KeyStore,
                                       public MessageStore,
-                                      public TokenStore {
+                                      public TokenStore,
+                                      public BlockStore {
  public:
   Impl(SqliteOptions options, std::unique_ptr<Connection> write_conn,
        std::unique_ptr<Connection> checkpoint_conn,
@@ -452,6 +453,119 @@ class SqliteServerStore::Impl final : public AccountStore,
     const std::uint32_t n = row.u32(0);
     if (!row.ok()) return tl::unexpected(corrupt("pre_keys", row));
     return n;
+  }
+
+  tl::expected<std::vector<std::uint32_t>, Error> pre_key_ids(AccountId account,
+                                                              DeviceId device) override {
+    auto conn = pool_.acquire();
+    auto st = conn->prepare(
+        "SELECT key_id FROM pre_keys WHERE account_id = ?1 AND device_id = ?2 ORDER BY key_id");
+    if (!st) return tl::unexpected(fail("pre_key_ids: prepare", *conn, st.error()));
+    st->bind(1, account).bind(2, std::int64_t{device});
+    std::vector<std::uint32_t> ids;
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      const std::uint32_t id = row.u32(0);
+      if (!row.ok()) return tl::unexpected(corrupt("pre_keys", row));
+      ids.push_back(id);
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(fail("pre_key_ids", *conn, rc));
+    return ids;
+  }
+
+  // --- BlockStore ---------------------------------------------------------------------------
+
+  tl::expected<void, Error> block(AccountId account, AccountId blocked) override {
+    auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("block: begin", *conn, rc));
+    {
+      auto st = conn->prepare(
+          "SELECT (SELECT count(*) FROM blocks WHERE account_id = ?1), "
+          "EXISTS (SELECT 1 FROM blocks WHERE account_id = ?1 AND blocked_id = ?2)");
+      if (!st) return tl::unexpected(fail("block: prepare", *conn, st.error()));
+      st->bind(1, account).bind(2, blocked);
+      if (const int rc = st->step(); rc != SQLITE_ROW)
+        return tl::unexpected(fail("block: count", *conn, rc));
+      Row row(*st);
+      const std::uint64_t count = row.u64(0);
+      const std::uint64_t exists = row.u64(1);
+      if (!row.ok()) return tl::unexpected(corrupt("blocks", row));
+      if (exists != 0) return {};
+      if (count >= kMaxBlocksPerAccount) return tl::unexpected(Error::conflict);
+    }
+    auto st = conn->prepare("INSERT INTO blocks (account_id, blocked_id) VALUES (?1, ?2)");
+    if (!st) return tl::unexpected(fail("block: prepare", *conn, st.error()));
+    st->bind(1, account).bind(2, blocked);
+    const int rc = run(*st);
+    if (is_missing_parent(rc)) return tl::unexpected(Error::not_found);
+    if (rc != SQLITE_OK) return tl::unexpected(fail("block", *conn, rc));
+    if (const int c = txn.commit(); c != SQLITE_OK)
+      return tl::unexpected(fail("block: commit", *conn, c));
+    block_rows_.fetch_add(1, std::memory_order_relaxed);
+    return {};
+  }
+
+  tl::expected<bool, Error> unblock(AccountId account, AccountId blocked) override {
+    auto conn = writing();
+    auto st = conn->prepare("DELETE FROM blocks WHERE account_id = ?1 AND blocked_id = ?2");
+    if (!st) return tl::unexpected(fail("unblock: prepare", *conn, st.error()));
+    st->bind(1, account).bind(2, blocked);
+    if (const int rc = run(*st); rc != SQLITE_OK) return tl::unexpected(fail("unblock", *conn, rc));
+    if (conn->changes() == 0) return false;
+    block_rows_.fetch_sub(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  tl::expected<bool, Error> is_blocked(AccountId account, AccountId sender) override {
+    // Every send asks; while nobody blocks anybody (a new server, a load test), no read at all.
+    if (block_rows_.load(std::memory_order_relaxed) == 0) return false;
+    auto conn = pool_.acquire();
+    auto st = conn->prepare("SELECT 1 FROM blocks WHERE account_id = ?1 AND blocked_id = ?2");
+    if (!st) return tl::unexpected(fail("is_blocked: prepare", *conn, st.error()));
+    st->bind(1, account).bind(2, sender);
+    const int rc = st->step();
+    if (rc == SQLITE_ROW) return true;
+    if (rc != SQLITE_DONE) return tl::unexpected(fail("is_blocked", *conn, rc));
+    return false;
+  }
+
+  tl::expected<std::vector<std::string>, Error> blocked(AccountId account) override {
+    auto conn = pool_.acquire();
+    auto st = conn->prepare(
+        "SELECT a.username FROM blocks b JOIN accounts a ON a.id = b.blocked_id "
+        "WHERE b.account_id = ?1 ORDER BY a.username");
+    if (!st) return tl::unexpected(fail("blocked: prepare", *conn, st.error()));
+    st->bind(1, account);
+    std::vector<std::string> out;
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      std::string name = row.text(0);
+      if (!row.ok()) return tl::unexpected(corrupt("accounts", row));
+      out.push_back(std::move(name));
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(fail("blocked", *conn, rc));
+    return out;
+  }
+
+  // Counts the rows of `blocks` once, at open: from then on this process makes every change to
+  // the table (the server holds the data directory's lock), so block() and unblock() keep the
+  // count. Rows removed by ON DELETE CASCADE are not counted down, which only costs a lookup.
+  bool count_blocks() {
+    auto conn = pool_.acquire();
+    auto st = conn->prepare("SELECT count(*) FROM blocks");
+    if (!st || st->step() != SQLITE_ROW) {
+      options_.log("sqlite: cannot count blocks");
+      return false;
+    }
+    Row row(*st);
+    const std::uint64_t n = row.u64(0);
+    if (!row.ok()) return false;
+    block_rows_.store(n, std::memory_order_relaxed);
+    return true;
   }
 
   // --- MessageStore -------------------------------------------------------------------------
@@ -1498,6 +1612,7 @@ class SqliteServerStore::Impl final : public AccountStore,
   std::size_t flush_waiters_ = 0;  // guarded by queue_mu_
   bool stopping_ = false;          // guarded by queue_mu_
   std::atomic<std::uint64_t> commits_{0};
+  std::atomic<std::uint64_t> block_rows_{0};  // rows of `blocks` (see count_blocks)
 
   static constexpr std::size_t kAccountCacheEntries = 100000;
   std::mutex cache_mu_;  // guards the two maps; the generation changes under it too
@@ -1545,6 +1660,7 @@ tl::expected<std::unique_ptr<SqliteServerStore>, Error> SqliteServerStore::open(
   }
   auto impl = std::make_unique<Impl>(std::move(options), std::move(*write_conn),
                                      std::move(*checkpoint_conn), std::move(pool));
+  if (!impl->count_blocks()) return tl::unexpected(Error::io);
   return std::unique_ptr<SqliteServerStore>(new SqliteServerStore(std::move(impl)));
 }
 
@@ -1561,6 +1677,9 @@ MessageStore& SqliteServerStore::messages() {
   return *impl_;
 }
 TokenStore& SqliteServerStore::tokens() {
+  return *impl_;
+}
+BlockStore& SqliteServerStore::blocks() {
   return *impl_;
 }
 std::vector<std::pair<std::string, std::string>> SqliteServerStore::schema() {

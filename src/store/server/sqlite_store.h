@@ -85,6 +85,7 @@ class SqliteServerStore final : public ServerStore {
   KeyStore& keys() override;
   MessageStore& messages() override;
   TokenStore& tokens() override;
+  BlockStore& blocks() override;
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> schema() override;
 
   // Message transactions committed so far (for tests and metrics: sends / commits is the group

@@ -118,6 +118,28 @@ class KeyStore {
       AccountId account, DeviceId device) = 0;
   [[nodiscard]] virtual tl::expected<std::uint32_t, Error> count_pre_keys(AccountId account,
                                                                           DeviceId device) = 0;
+  // The ids of the device's one-time prekeys, ascending.
+  [[nodiscard]] virtual tl::expected<std::vector<std::uint32_t>, Error> pre_key_ids(
+      AccountId account, DeviceId device) = 0;
+};
+
+// Accounts an account has blocked (service.proto BlockRequest): one list per account, shared by
+// all its devices. Rows go with either account.
+inline constexpr std::size_t kMaxBlocksPerAccount = 10000;
+
+class BlockStore {
+ public:
+  virtual ~BlockStore() = default;
+  // Blocking twice is not an error. conflict when the account already blocks
+  // kMaxBlocksPerAccount others; not_found when either account does not exist.
+  [[nodiscard]] virtual tl::expected<void, Error> block(AccountId account, AccountId blocked) = 0;
+  // Returns whether there was such a block.
+  [[nodiscard]] virtual tl::expected<bool, Error> unblock(AccountId account, AccountId blocked) = 0;
+  [[nodiscard]] virtual tl::expected<bool, Error> is_blocked(AccountId account,
+                                                             AccountId sender) = 0;
+  // The usernames `account` blocks, sorted.
+  [[nodiscard]] virtual tl::expected<std::vector<std::string>, Error> blocked(
+      AccountId account) = 0;
 };
 
 // One stored message for one device.
@@ -208,6 +230,7 @@ class ServerStore {
   virtual KeyStore& keys() = 0;
   virtual MessageStore& messages() = 0;
   virtual TokenStore& tokens() = 0;
+  virtual BlockStore& blocks() = 0;
   // Table and column names of the live schema (for the what-the-server-knows check).
   [[nodiscard]] virtual std::vector<std::pair<std::string, std::string>> schema() = 0;
 };
