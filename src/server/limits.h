@@ -26,5 +26,8 @@ inline constexpr std::size_t kInstanceSize = 16;         // AuthenticateRequest.
 // Recovery attempts per account, whatever the source address: each is a guess at the account's
 // recovery code. Counted in memory only (a restart forgets them).
 inline constexpr std::uint32_t kRecoveriesPerAccountPerHour = 5;
+// The least burst of the per-account login bucket (config logins_per_account_per_minute): ten
+// devices of one account reconnecting at once, a few times over.
+inline constexpr std::uint32_t kMinLoginsPerAccountBurst = 30;
 
 }  // namespace sotto::server

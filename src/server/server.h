@@ -131,7 +131,8 @@ class Server final : public net::ConnectionHandler {
   crypto::Rng& rng_;
   NowMs now_ms_;
   RateLimiter registrations_;
-  RateLimiter logins_;
+  RateLimiter logins_;          // per address key (net/address_key.h), before the proof
+  RateLimiter account_logins_;  // per account, after the proof
   RateLimiter bundle_fetches_;
   RateLimiter recoveries_;  // per username
 
