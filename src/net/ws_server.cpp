@@ -659,7 +659,14 @@ struct WsServer::Impl {
     std::shared_ptr<ServerConnection> displaced;
     if (state->admit(key, displaced) != Refusal::none) {
       // Refused at once (the client sees the connection end during its TLS handshake): a
-      // refusal costs no handshake, and descriptors are what runs out first.
+      // refusal costs no handshake, and descriptors are what runs out first. What already
+      // arrived (a ClientHello) is read first, so that the close is a FIN and not a reset.
+      std::array<std::uint8_t, 2048> discard{};
+      socket.non_blocking(true, ec);
+      for (int i = 0; i < 4 && !ec; ++i) {
+        if (socket.available(ec) == 0 || ec) break;
+        (void)socket.receive(asio::buffer(discard), 0, ec);
+      }
       socket.close(ec);
       return;
     }

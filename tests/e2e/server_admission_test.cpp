@@ -529,6 +529,8 @@ TEST_F(AdmissionTest, APreLoginConnectionCannotMakeTheServerHoldALargeMessage) {
   }
   const long after = server.rss_kib();
   ASSERT_GT(after, 0);
+  std::printf("server RSS: %ld KiB before, %ld KiB with 40 announced 2 MiB messages\n", before,
+              after);
   EXPECT_LT(after - before, 40 * 1024)
       << "the server's RSS grew by " << (after - before) / 1024 << " MiB";
   for (auto& p : peers) {
