@@ -74,9 +74,10 @@ SpawnedServer::SpawnedServer(const fs::path& binary, bool keep_data) : keep_data
   const std::uint16_t port = free_port();
   const std::uint16_t http_port = free_port();
 
-  // The default per-address limits (30 registrations and 600 logins a minute) are right for a
-  // public server and would stop a load test that runs every client from 127.0.0.x; only this
-  // test server gets higher ones.
+  // The default per-address limits (30 registrations and 600 logins a minute, 1000 connections,
+  // 64 of them not logged in) and per-account logins (60 a minute) are right for a public server
+  // and would stop a load test that runs every client from 127.0.0.x and logs the same accounts
+  // in again and again; only this test server gets higher ones.
   const fs::path config = dir_ / "load.toml";
   {
     std::ofstream out(config);
@@ -89,7 +90,10 @@ SpawnedServer::SpawnedServer(const fs::path& binary, bool keep_data) : keep_data
            "logins_per_minute = 10000000\n"
            "sends_per_minute = 10000000\n"
            "send_bytes_per_minute = 1125899906842624\n"
-           "acks_per_minute = 100000000\n";
+           "acks_per_minute = 100000000\n"
+           "logins_per_account_per_minute = 10000000\n"
+           "max_connections_per_address = 1000000\n"
+           "max_prelogin_per_address = 1000000\n";
     if (!out) throw std::runtime_error("cannot write " + config.string());
   }
   const std::string data = (dir_ / "data").string();

@@ -6,6 +6,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -105,6 +106,42 @@ tl::expected<TlsSetup, std::string> load_tls(const server::ServerConfig& config,
     out.next = server::NextServerKey{std::move(*next), std::move(*signature)};
   }
   return out;
+}
+
+// Descriptors the server needs besides its connections: the database (and its WAL and shared
+// memory), the lock file, both listeners, the log, epoll and its wake-ups, the operator HTTP
+// server's connections, and some slack.
+constexpr rlim_t kReservedDescriptors = 128;
+
+// Raises the soft RLIMIT_NOFILE to the hard limit, and returns how many connections fit under it:
+// `wanted`, or fewer (with a warning naming both numbers) when the limit is too low. Accepting
+// past the limit would make accept() fail with EMFILE while clients wait in the backlog; with
+// max_connections below it, a connection over the limit is accepted and closed at once.
+std::size_t fit_descriptor_limit(std::size_t wanted) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    spdlog::warn("event=limits result=unknown reason=\"getrlimit(RLIMIT_NOFILE) failed\"");
+    return wanted;
+  }
+  if (limit.rlim_cur < limit.rlim_max) {
+    const rlim_t before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      limit.rlim_cur = before;
+      spdlog::warn("event=limits reason=\"cannot raise RLIMIT_NOFILE from {} to its hard limit\"",
+                   before);
+    }
+  }
+  const rlim_t soft = limit.rlim_cur;
+  if (soft == RLIM_INFINITY || wanted + kReservedDescriptors <= soft) return wanted;
+  const std::size_t fit =
+      soft > kReservedDescriptors + 1 ? static_cast<std::size_t>(soft - kReservedDescriptors) : 1;
+  spdlog::warn(
+      "event=limits max_connections={} clamped_to={} rlimit_nofile={} reserved={} "
+      "reason=\"the file descriptor limit is too low for max_connections; raise the hard "
+      "limit (e.g. LimitNOFILE= in the service unit) or lower max_connections\"",
+      wanted, fit, soft, kReservedDescriptors);
+  return fit;
 }
 
 // Takes an exclusive lock on DIR/sotto-server.lock for the life of the process (the descriptor is
@@ -351,11 +388,20 @@ int main(int argc, char** argv) {
   if (!tls) return fail(tls.error());
   server.announce_next_key(tls->next);
 
+  server::ServerConfig admission = config;
+  admission.max_connections = fit_descriptor_limit(config.max_connections);
+
   net::ServerOptions ws_options;
   ws_options.address = config.listen.host;
   ws_options.port = config.listen.port;
   ws_options.max_frame_bytes = config.max_frame_bytes;
-  ws_options.max_connections = config.max_connections;
+  ws_options.max_connections = admission.max_connections;
+  ws_options.max_connections_per_address = config.max_connections_per_address;
+  ws_options.max_prelogin_connections = server::prelogin_ceiling(admission);
+  ws_options.max_prelogin_per_address = config.max_prelogin_per_address;
+  ws_options.login_deadline = std::chrono::seconds(config.login_deadline_seconds);
+  ws_options.prelogin_max_frame_bytes = config.prelogin_max_frame_bytes;
+  ws_options.prelogin_idle_timeout = std::chrono::seconds(config.prelogin_idle_timeout_seconds);
   ws_options.idle_timeout = std::chrono::seconds(config.idle_timeout_seconds);
   ws_options.threads = config.io_threads;
   net::WsServer ws(tls->current, ws_options, server);

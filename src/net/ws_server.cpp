@@ -15,6 +15,7 @@
 #include <boost/beast/websocket/stream.hpp>
 #include <condition_variable>
 #include <future>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -22,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "net/address_key.h"
 #include "net/batch.h"
 #include "net/outbound_queue.h"
 #include "net/tls_internal.h"
@@ -59,11 +61,12 @@ class ServerConnection;
 // one silent for idle_timeout is closed. Anything received counts, pongs included. The check runs
 // every tick, so a ping goes out within 1.5 x ping_interval of silence and a silent peer is closed
 // within idle_timeout + tick. The ping interval is capped at idle_timeout / 2 so that a live peer
-// always gets a ping before it would be closed.
+// always gets a ping before it would be closed. A connection not logged in yet has its own (short)
+// idle timeout.
 struct Keepalive {
-  explicit Keepalive(const ServerOptions& o) {
-    idle = std::chrono::duration_cast<Clock::duration>(o.idle_timeout);
-    ping = std::chrono::duration_cast<Clock::duration>(o.ping_interval);
+  Keepalive(std::chrono::seconds idle_timeout, std::chrono::seconds ping_interval) {
+    idle = std::chrono::duration_cast<Clock::duration>(idle_timeout);
+    ping = std::chrono::duration_cast<Clock::duration>(ping_interval);
     if (idle.count() <= 0) return;  // disabled
     if (ping.count() <= 0 || ping > idle / 2) ping = idle / 2;
     tick = std::max<Clock::duration>(ping / 2, std::chrono::milliseconds(10));
@@ -74,11 +77,25 @@ struct Keepalive {
   Clock::duration tick{};
 };
 
+// Why the acceptor turns a connection away (it then closes the socket at once: no TLS handshake,
+// no memory, no descriptor kept for a connection that will not be served).
+enum class Refusal { none, server_full, address_full, address_prelogin_full };
+
 // What the acceptor and every connection share. Owned by WsServer::Impl; connections hold a
 // reference, and stop() ends every connection before the state goes away.
 struct ServerState {
   ServerState(ServerOptions o, ConnectionHandler& h, detail::SslCtxPtr c)
-      : options(std::move(o)), keepalive(options), handler(h), ctx_(std::move(c)) {}
+      : options(std::move(o)),
+        keepalive(options.idle_timeout, options.ping_interval),
+        prelogin_keepalive(options.prelogin_idle_timeout.count() > 0 ? options.prelogin_idle_timeout
+                                                                     : options.idle_timeout,
+                           options.ping_interval),
+        prelogin_frame_limit(
+            options.prelogin_max_frame_bytes > 0
+                ? std::min(options.prelogin_max_frame_bytes, options.max_frame_bytes)
+                : options.max_frame_bytes),
+        handler(h),
+        ctx_(std::move(c)) {}
 
   // The TLS context new connections take. Each connection's SSL object holds its own reference
   // to the context it was made with, so replacing this one never disturbs open connections.
@@ -91,14 +108,50 @@ struct ServerState {
     ctx_.swap(c);
   }
 
-  void add(std::uint64_t id, const std::shared_ptr<ServerConnection>& c) {
+  // Admission, by the acceptor (the only one that adds, so what it decides here still holds when
+  // it adds): whether a connection from `key` may come in, and which pre-login connection it
+  // displaces when they are at their ceiling (`evict`, no longer counted as pre-login).
+  Refusal admit(const std::string& key, std::shared_ptr<ServerConnection>& evict) {
+    std::lock_guard lock(mu);
+    if (live.size() >= options.max_connections) return Refusal::server_full;
+    if (const auto it = by_address.find(key); it != by_address.end()) {
+      const std::size_t cap = options.max_connections_per_address;
+      const std::size_t prelogin_cap = options.max_prelogin_per_address;
+      if (cap > 0 && it->second.total >= cap) return Refusal::address_full;
+      if (prelogin_cap > 0 && it->second.prelogin >= prelogin_cap) {
+        return Refusal::address_prelogin_full;
+      }
+    }
+    const std::size_t ceiling = options.max_prelogin_connections;
+    while (ceiling > 0 && prelogin.size() >= ceiling && !evict) {
+      const auto oldest = prelogin.begin();
+      evict = oldest->second.connection.lock();
+      leave_prelogin_locked(oldest);
+    }
+    return Refusal::none;
+  }
+  void add(std::uint64_t id, const std::string& key, const std::shared_ptr<ServerConnection>& c) {
     std::lock_guard lock(mu);
     live.emplace(id, c);
+    prelogin.emplace(id, Prelogin{c, key});
+    auto& load = by_address[key];
+    ++load.total;
+    ++load.prelogin;
     count.store(live.size());
   }
-  void remove(std::uint64_t id) {
+  // The connection logged in (or was displaced): no longer pre-login. Idempotent.
+  void leave_prelogin(std::uint64_t id) {
     std::lock_guard lock(mu);
-    live.erase(id);
+    if (const auto it = prelogin.find(id); it != prelogin.end()) leave_prelogin_locked(it);
+  }
+  void remove(std::uint64_t id, const std::string& key) {
+    std::lock_guard lock(mu);
+    if (const auto it = prelogin.find(id); it != prelogin.end()) leave_prelogin_locked(it);
+    if (live.erase(id) > 0) {
+      if (const auto it = by_address.find(key); it != by_address.end() && --it->second.total == 0) {
+        by_address.erase(it);
+      }
+    }
     count.store(live.size());
     if (live.empty()) drained.notify_all();
   }
@@ -118,7 +171,9 @@ struct ServerState {
   }
 
   const ServerOptions options;
-  const Keepalive keepalive;
+  const Keepalive keepalive;           // logged in
+  const Keepalive prelogin_keepalive;  // not yet
+  const std::size_t prelogin_frame_limit;
   ConnectionHandler& handler;
   std::atomic<std::size_t> count{0};
   std::uint64_t next_id = 1;  // used by the acceptor's strand only
@@ -126,6 +181,22 @@ struct ServerState {
   std::mutex mu;
   std::condition_variable drained;
   std::unordered_map<std::uint64_t, std::weak_ptr<ServerConnection>> live;  // guarded by mu
+  // Connections of one address key, and how many of them are pre-login; guarded by mu.
+  struct AddressLoad {
+    std::size_t total = 0;
+    std::size_t prelogin = 0;
+  };
+  std::unordered_map<std::string, AddressLoad> by_address;
+  // The pre-login connections by id, so oldest first (ids grow with each accept); guarded by mu.
+  struct Prelogin {
+    std::weak_ptr<ServerConnection> connection;
+    std::string key;
+  };
+  std::map<std::uint64_t, Prelogin> prelogin;
+  void leave_prelogin_locked(std::map<std::uint64_t, Prelogin>::iterator it) {
+    if (const auto a = by_address.find(it->second.key); a != by_address.end()) --a->second.prelogin;
+    prelogin.erase(it);
+  }
   std::mutex ctx_mu_;
   std::shared_ptr<SSL_CTX> ctx_;  // guarded by ctx_mu_: use context() and replace_context()
 
@@ -141,10 +212,12 @@ std::string truncate_reason(const std::string& reason) {
 class ServerConnection final : public Connection,
                                public std::enable_shared_from_this<ServerConnection> {
  public:
-  ServerConnection(ServerState& server, std::uint64_t id, tcp::socket socket, std::string remote)
+  ServerConnection(ServerState& server, std::uint64_t id, tcp::socket socket, std::string remote,
+                   std::string key)
       : server_(server),
         id_(id),
         remote_(std::move(remote)),
+        key_(std::move(key)),
         strand_(socket.get_executor()),
         ws_(std::move(socket), server.context().get()),
         timer_(strand_) {}
@@ -183,6 +256,24 @@ class ServerConnection final : public Connection,
     return ok;
   }
 
+  void promote() override {
+    asio::dispatch(strand_, [self = shared_from_this()] { self->on_promote(); });
+  }
+
+  void extend_login_deadline(std::chrono::seconds time) override {
+    asio::dispatch(strand_, [self = shared_from_this(), time] {
+      if (self->logged_in_ || !self->deadline_active_) return;
+      self->login_deadline_ = Clock::now() + time;
+    });
+  }
+
+  // A newer connection took this one's pre-login slot (ServerOptions::max_prelogin_connections).
+  void displace() {
+    begin_close_async(websocket::close_code::try_again_later,
+                      "server busy: too many connections are not logged in; try again", false,
+                      server_.options.handshake_timeout);
+  }
+
   // WsServer::stop: flush what is queued, then close; hard close when `grace` runs out.
   void shut_down(std::chrono::milliseconds grace) {
     begin_close_async(websocket::close_code::going_away, "server shutting down", true, grace);
@@ -216,7 +307,8 @@ class ServerConnection final : public Connection,
     }
     ws_.set_option(websocket::stream_base::timeout{websocket::stream_base::none(),
                                                    websocket::stream_base::none(), false});
-    ws_.read_message_max(server_.options.max_frame_bytes);
+    ws_.read_message_max(logged_in_ ? server_.options.max_frame_bytes
+                                    : server_.prelogin_frame_limit);
     ws_.binary(true);
     ws_.auto_fragment(false);
     // The upgrade request is read here rather than inside Beast's accept, for its Authorization
@@ -267,7 +359,11 @@ class ServerConnection final : public Connection,
     });
     opened_ = true;
     note_activity();
-    if (server_.keepalive.enabled()) arm_keepalive();
+    if (!logged_in_ && server_.options.login_deadline.count() > 0) {
+      deadline_active_ = true;
+      login_deadline_ = Clock::now() + server_.options.login_deadline;
+    }
+    arm_keepalive();
     auto self = shared_from_this();
     server_.handler.on_open(self, authorization);
     if (!finished_) read_next();
@@ -291,21 +387,65 @@ class ServerConnection final : public Connection,
     pinged_ = false;
   }
 
+  const Keepalive& keepalive() const {
+    return logged_in_ ? server_.keepalive : server_.prelogin_keepalive;
+  }
+
+  void on_promote() {
+    if (logged_in_ || finished_) return;
+    logged_in_ = true;
+    deadline_active_ = false;
+    server_.leave_prelogin(id_);
+    ws_.read_message_max(server_.options.max_frame_bytes);  // from the next message on
+    // The timer keeps its pre-login tick until it next fires, then takes the new keep-alive's.
+    if (opened_ && !close_started_ && !ticking_) arm_keepalive();
+  }
+
+  // The keep-alive ticks, which also watch the login deadline; not armed when there is neither.
   void arm_keepalive() {
-    timer_.expires_after(server_.keepalive.tick);
+    const Keepalive& k = keepalive();
+    if (!k.enabled() && !deadline_active_) {
+      ticking_ = false;
+      return;
+    }
+    Clock::duration next = k.enabled() ? k.tick : Clock::duration::max();
+    if (deadline_active_) {
+      const auto left =
+          std::max<Clock::duration>(login_deadline_ - Clock::now(), std::chrono::milliseconds(10));
+      // Checked at least a few times over the deadline, so a later one (extend_login_deadline)
+      // never waits for an earlier tick than it should.
+      next = std::min({next, left, Clock::duration(std::chrono::seconds(1))});
+    }
+    ticking_ = true;
+    timer_.expires_after(next);
     timer_.async_wait([self = shared_from_this()](error_code e) {
       if (!e) self->keepalive_tick();
     });
   }
 
   void keepalive_tick() {
+    ticking_ = false;
     if (close_started_ || finished_) return;  // the timer now guards the close instead
-    const auto silent = Clock::now() - last_activity_;
-    if (silent >= server_.keepalive.idle) {
+    const auto now = Clock::now();
+    if (deadline_active_ && !logged_in_ && now >= login_deadline_) {
+      // Pings and pongs never count here: only logging in, registering or opening a
+      // provisioning address (which the handler reports) does.
+      begin_close(websocket::close_code::policy_error,
+                  "login deadline: log in, register or start linking sooner after connecting",
+                  false, server_.options.handshake_timeout);
+      return;
+    }
+    const Keepalive& k = keepalive();
+    if (!k.enabled()) {
+      arm_keepalive();
+      return;
+    }
+    const auto silent = now - last_activity_;
+    if (silent >= k.idle) {
       hard_close();  // silent peers do not answer close frames either; the read now fails
       return;
     }
-    if (silent >= server_.keepalive.ping && !pinged_ && !ping_in_flight_) {
+    if (silent >= k.ping && !pinged_ && !ping_in_flight_) {
       pinged_ = true;
       ping_in_flight_ = true;
       ws_.async_ping({}, [self = shared_from_this()](error_code ec) {
@@ -440,12 +580,13 @@ class ServerConnection final : public Connection,
       auto self = shared_from_this();
       server_.handler.on_close(self);
     }
-    server_.remove(id_);
+    server_.remove(id_, key_);
   }
 
   ServerState& server_;
   const std::uint64_t id_;
   const std::string remote_;
+  const std::string key_;  // address_key(remote_): what the per-address caps count under
   const asio::any_io_executor strand_;
   WsStream ws_;
   asio::steady_timer timer_;  // handshake deadline, then keep-alive ticks, then close deadline
@@ -467,6 +608,10 @@ class ServerConnection final : public Connection,
   std::atomic<bool> closed_{false};  // no more sends accepted
 
   bool opened_ = false;
+  bool logged_in_ = false;        // promoted: the full limits, no deadline
+  bool deadline_active_ = false;  // login_deadline_ applies
+  bool ticking_ = false;          // a keep-alive tick is armed
+  Clock::time_point login_deadline_{};
   bool pinged_ = false;          // a ping went out since the peer was last heard
   bool ping_in_flight_ = false;  // Beast allows one ping operation at a time
   bool writing_ = false;
@@ -509,22 +654,35 @@ struct WsServer::Impl {
 
   void admit(tcp::socket socket, const tcp::endpoint& remote) {
     error_code ec;
-    if (state->count.load() >= state->options.max_connections) {
-      socket.close(ec);  // refused: the client sees its TLS handshake fail
+    std::string address = remote.address().to_string();
+    std::string key = address_key(address);
+    std::shared_ptr<ServerConnection> displaced;
+    if (state->admit(key, displaced) != Refusal::none) {
+      // Refused at once (the client sees the connection end during its TLS handshake): a
+      // refusal costs no handshake, and descriptors are what runs out first. What already
+      // arrived (a ClientHello) is read first, so that the close is a FIN and not a reset.
+      std::array<std::uint8_t, 2048> discard{};
+      socket.non_blocking(true, ec);
+      for (int i = 0; i < 4 && !ec; ++i) {
+        if (socket.available(ec) == 0 || ec) break;
+        (void)socket.receive(asio::buffer(discard), 0, ec);
+      }
+      socket.close(ec);
       return;
     }
+    if (displaced) displaced->displace();
 #ifndef __linux__
     socket.set_option(tcp::no_delay(true), ec);  // elsewhere it may not come from the listener
 #endif
     const std::uint64_t id = state->next_id++;
     std::shared_ptr<ServerConnection> c;
     try {
-      c = std::make_shared<ServerConnection>(*state, id, std::move(socket),
-                                             remote.address().to_string());
+      c = std::make_shared<ServerConnection>(*state, id, std::move(socket), std::move(address),
+                                             key);
     } catch (const std::exception&) {
       return;  // OpenSSL could not allocate: drop this one, keep serving the others
     }
-    state->add(id, c);
+    state->add(id, key, c);
     c->start();
   }
 

@@ -4,7 +4,9 @@
 // Connection::send is thread-safe and may be called from any thread (e.g. the store's commit
 // thread). Slow readers: when a connection's unsent bytes exceed max_outbound_bytes it is closed
 // (back-pressure protects the server's memory). Idle connections are pinged and closed when they
-// stay silent past idle_timeout.
+// stay silent past idle_timeout. Admission: per-address caps, a ceiling on connections not logged
+// in yet, and for those a login deadline, a small frame limit and a short idle timeout
+// (ServerOptions, Connection::promote).
 #pragma once
 
 #include <array>
@@ -31,6 +33,23 @@ struct ServerOptions {
   std::chrono::seconds handshake_timeout{10};
   std::size_t max_connections = 60000;
   int threads = 2;
+
+  // Admission. A connection is "pre-login" from its accept until the handler promotes it
+  // (Connection::promote, once it logged in). 0 turns each of these off.
+  // Connections from one address (IPv4 address or IPv6 /64, net/address_key.h), of any kind.
+  std::size_t max_connections_per_address = 0;
+  // Pre-login connections, server-wide: at this ceiling a new connection displaces the oldest
+  // pre-login one, so that they never hold every slot and a flood of them cannot keep a real
+  // client (who logs in within its upgrade request) out.
+  std::size_t max_prelogin_connections = 0;
+  // Pre-login connections from one address; beyond it new ones from there are refused.
+  std::size_t max_prelogin_per_address = 0;
+  // Until promoted: the message limit (0: max_frame_bytes) and the idle timeout (0: idle_timeout),
+  // and the time from the WebSocket open within which the handler must promote the connection or
+  // extend its deadline (Connection::extend_login_deadline), else it is closed (0: no deadline).
+  std::size_t prelogin_max_frame_bytes = 0;
+  std::chrono::seconds prelogin_idle_timeout{0};
+  std::chrono::seconds login_deadline{0};
 };
 
 class Connection {
@@ -48,6 +67,13 @@ class Connection {
   // server's copy is wiped by this call, whatever the caller then makes of it. False when there
   // is none (already taken). Call it from this connection's own callbacks only.
   virtual bool take_channel_binding(std::array<std::uint8_t, 32>& out) = 0;
+  // The peer logged in: from now on the connection has the full frame limit and idle timeout, no
+  // login deadline, and no longer counts as pre-login (ServerOptions). Thread-safe; idempotent.
+  virtual void promote() = 0;
+  // The peer made progress before logging in (registered, opened a provisioning address): it now
+  // has `time` from now to log in, instead of what was left. Nothing when the connection is
+  // promoted or has no deadline. Thread-safe.
+  virtual void extend_login_deadline(std::chrono::seconds time) = 0;
 };
 
 using ConnectionPtr = std::shared_ptr<Connection>;

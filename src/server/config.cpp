@@ -1,5 +1,6 @@
 #include "server/config.h"
 
+#include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <set>
@@ -84,6 +85,12 @@ tl::expected<void, std::string> check_config(const ServerConfig& c) {
   return {};
 }
 
+std::size_t prelogin_ceiling(const ServerConfig& c) {
+  const std::size_t n =
+      c.max_prelogin_connections > 0 ? c.max_prelogin_connections : c.max_connections / 4;
+  return std::clamp<std::size_t>(n, 1, std::max<std::size_t>(1, c.max_connections));
+}
+
 tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::string_view text) {
   if (text.size() > 1024 * 1024) return tl::unexpected(std::string("config file too large"));
   // toml++ 3.3 reaches an unreachable branch on some non-ASCII input (found by
@@ -114,10 +121,17 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
                                                "max_queue_per_device",
                                                "message_ttl_days",
                                                "max_connections",
+                                               "max_connections_per_address",
+                                               "max_prelogin_connections",
+                                               "max_prelogin_per_address",
+                                               "login_deadline_seconds",
+                                               "prelogin_max_frame_bytes",
+                                               "prelogin_idle_timeout_seconds",
                                                "idle_timeout_seconds",
                                                "io_threads",
                                                "registrations_per_minute",
                                                "logins_per_minute",
+                                               "logins_per_account_per_minute",
                                                "bundle_fetches_per_minute",
                                                "sends_per_minute",
                                                "send_bytes_per_minute",
@@ -185,6 +199,24 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
     return tl::unexpected(r.error());
   if (!(r = read_int<std::size_t>(t, "max_connections", c.max_connections, 1, 1'000'000)))
     return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_connections_per_address", c.max_connections_per_address,
+                                  1, 1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_prelogin_connections", c.max_prelogin_connections, 0,
+                                  1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_prelogin_per_address", c.max_prelogin_per_address, 1,
+                                  1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "login_deadline_seconds", c.login_deadline_seconds, 1, 600)))
+    return tl::unexpected(r.error());
+  // At least what a client's frame batch may take (net/batch.h: kMaxBatchBytes and its header).
+  if (!(r = read_int<std::size_t>(t, "prelogin_max_frame_bytes", c.prelogin_max_frame_bytes,
+                                  16 * 1024, 64u << 20)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "prelogin_idle_timeout_seconds",
+                                    c.prelogin_idle_timeout_seconds, 2, 86400)))
+    return tl::unexpected(r.error());
   if (!(r = read_int<std::uint32_t>(t, "idle_timeout_seconds", c.idle_timeout_seconds, 5, 86400)))
     return tl::unexpected(r.error());
   if (!(r = read_int<int>(t, "io_threads", c.io_threads, 1, 64))) return tl::unexpected(r.error());
@@ -192,6 +224,9 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
                                     1'000'000)))
     return tl::unexpected(r.error());
   if (!(r = read_int<std::uint32_t>(t, "logins_per_minute", c.logins_per_minute, 1, 10'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "logins_per_account_per_minute",
+                                    c.logins_per_account_per_minute, 1, 10'000'000)))
     return tl::unexpected(r.error());
   if (!(r = read_int<std::uint32_t>(t, "bundle_fetches_per_minute", c.bundle_fetches_per_minute, 1,
                                     1'000'000)))
@@ -229,6 +264,10 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
   if (!(r = read_int<std::uint32_t>(t, "pre_keys_per_device_per_hour",
                                     c.pre_keys_per_device_per_hour, 1, 1'000'000)))
     return tl::unexpected(r.error());
+  if (c.prelogin_max_frame_bytes > c.max_frame_bytes) {
+    return tl::unexpected(
+        std::string("'prelogin_max_frame_bytes' must not exceed 'max_frame_bytes'"));
+  }
   if (c.max_message_bytes + 4096 > c.max_frame_bytes) {
     return tl::unexpected(
         std::string("'max_frame_bytes' must exceed 'max_message_bytes' by at least 4096"));

@@ -36,11 +36,26 @@ struct ServerConfig {
   std::size_t max_queue_per_device = 10000;
   std::uint64_t message_ttl_days = 30;
   std::size_t max_connections = 60000;
+  // Admission (docs/abuse.md). Per address means per IPv4 address or IPv6 /64
+  // (net/address_key.h). Users behind one NAT share an address, so these are generous.
+  std::size_t max_connections_per_address = 1000;
+  // Connections not logged in yet, server-wide; 0: a quarter of max_connections. At the ceiling a
+  // new connection displaces the oldest of them.
+  std::size_t max_prelogin_connections = 0;
+  std::size_t max_prelogin_per_address = 64;
+  // Before login: the time from the WebSocket open to register, log in or start linking; the
+  // largest message accepted; the idle timeout (pings answered count as activity).
+  std::uint32_t login_deadline_seconds = 15;
+  std::size_t prelogin_max_frame_bytes = 32 * 1024;
+  std::uint32_t prelogin_idle_timeout_seconds = 10;
   std::uint32_t idle_timeout_seconds = 120;
   int io_threads = 2;
   // Per source address, per minute.
   std::uint32_t registrations_per_minute = 30;
   std::uint32_t logins_per_minute = 600;
+  // Per account (all its devices), per minute, counted once the login proof verified: the
+  // per-address limit above is generous because a NAT's users share an address.
+  std::uint32_t logins_per_account_per_minute = 60;
   // Per requesting account, per minute (protects one-time prekeys from exhaustion).
   std::uint32_t bundle_fetches_per_minute = 120;
   // Per sending account (docs/abuse.md): send requests (each one message to one user, to all of
@@ -81,6 +96,10 @@ struct ServerConfig {
 // without its private key (or the other way round) would otherwise be ignored in favour of the
 // self-signed key, and an unknown log level would silence the log.
 [[nodiscard]] tl::expected<void, std::string> check_config(const ServerConfig& config);
+
+// The server-wide ceiling on connections not logged in yet that `config` means (its
+// max_prelogin_connections, or a quarter of max_connections when that is 0; at least 1).
+[[nodiscard]] std::size_t prelogin_ceiling(const ServerConfig& config);
 
 // Reads a TOML file and applies it over `base`. Errors name the offending key.
 [[nodiscard]] tl::expected<ServerConfig, std::string> apply_toml_file(

@@ -30,5 +30,8 @@ inline constexpr std::uint32_t kRecoveriesPerAccountPerHour = 5;
 // low enough that toggling a block in a loop does not load the store's writer.
 inline constexpr std::uint32_t kBlockChangesPerAccountPerMinute = 30;
 inline constexpr std::uint32_t kBlockChangesBurst = 20;
+// The least burst of the per-account login bucket (config logins_per_account_per_minute): ten
+// devices of one account reconnecting at once, a few times over.
+inline constexpr std::uint32_t kMinLoginsPerAccountBurst = 30;
 
 }  // namespace sotto::server

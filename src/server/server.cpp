@@ -13,6 +13,7 @@
 #include "crypto/hash.h"
 #include "crypto/signature.h"
 #include "keys.pb.h"
+#include "net/address_key.h"
 #include "net/device_authorization.h"
 #include "server/limits.h"
 #include "service.pb.h"
@@ -280,6 +281,9 @@ Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& m
       registrations_(config.registrations_per_minute,
                      std::max<std::uint32_t>(5, config.registrations_per_minute / 6)),
       logins_(config.logins_per_minute, std::max<std::uint32_t>(20, config.logins_per_minute / 6)),
+      account_logins_(
+          config.logins_per_account_per_minute,
+          std::max(kMinLoginsPerAccountBurst, config.logins_per_account_per_minute / 2)),
       bundle_fetches_(config.bundle_fetches_per_minute,
                       std::max<std::uint32_t>(10, config.bundle_fetches_per_minute / 4)),
       pre_key_handouts_(config.pre_keys_per_device_per_hour, std::chrono::hours(1),
@@ -540,7 +544,7 @@ void Server::after_login(const SessionPtr& s) {
 }
 
 void Server::on_register(const SessionPtr& s, svc::Request& r, svc::Response& out) {
-  if (!registrations_.allow(s->connection->remote_address())) {
+  if (!registrations_.allow(net::address_key(s->connection->remote_address()))) {
     fail(out, svc::RATE_LIMITED, "too many registrations from this address");
     return;
   }
@@ -577,6 +581,8 @@ void Server::on_register(const SessionPtr& s, svc::Request& r, svc::Response& ou
   }
   metrics_.registrations.fetch_add(1, std::memory_order_relaxed);
   spdlog::info("event=register account={} device=1", *id);
+  // Progress before login: the new device now has the whole deadline again to log in.
+  s->connection->extend_login_deadline(std::chrono::seconds(config_.login_deadline_seconds));
   out.mutable_register_()->set_device_id(1);
 }
 
@@ -592,7 +598,7 @@ void Server::on_challenge(const SessionPtr& s, svc::Response& out) {
 }
 
 void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response& out) {
-  if (!logins_.allow(s->connection->remote_address())) {
+  if (!logins_.allow(net::address_key(s->connection->remote_address()))) {
     fail(out, svc::RATE_LIMITED, "too many login attempts from this address");
     return;
   }
@@ -652,6 +658,12 @@ void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response
     login_failed("signature does not verify");
     return;
   }
+  // Per account too, and only once the proof holds: the per-address limit is generous because a
+  // NAT's users share it, and counting failed proofs here would let anyone lock an account out.
+  if (!account_logins_.allow(std::to_string(account->id))) {
+    login_failed("too many logins for this account; try again later", svc::RATE_LIMITED);
+    return;
+  }
   SessionPtr replaced;
   bool in_use = false;
   {
@@ -678,6 +690,8 @@ void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response
     return;
   }
   if (replaced) replaced->connection->close("replaced by a newer connection of this device");
+  // Logged in: the transport lifts the limits it keeps on connections that are not.
+  s->connection->promote();
   metrics_.logins.fetch_add(1, std::memory_order_relaxed);
   metrics_.authenticated_connections.fetch_add(1, std::memory_order_relaxed);
 }
@@ -1361,6 +1375,10 @@ void Server::on_provisioning_open(const SessionPtr& s, svc::Response& out) {
     s->provisioning_address = key;
     provisioning_[key] = s;
   }
+  // The new device now waits for a person to enter its code on another device: it may wait as
+  // long as a link token lives (pings keep it from the idle timeout; it still counts as not
+  // logged in, and its frames stay small).
+  s->connection->extend_login_deadline(std::chrono::seconds(kLinkTokenLifetimeSeconds));
   out.mutable_provisioning_open()->set_address(key);
 }
 
@@ -1409,7 +1427,7 @@ void Server::on_link_token(const SessionPtr& s, svc::Response& out) {
 }
 
 void Server::on_link_device(const SessionPtr& s, svc::Request& r, svc::Response& out) {
-  if (!registrations_.allow(s->connection->remote_address())) {
+  if (!registrations_.allow(net::address_key(s->connection->remote_address()))) {
     fail(out, svc::RATE_LIMITED, "too many device links from this address");
     return;
   }
@@ -1441,6 +1459,7 @@ void Server::on_link_device(const SessionPtr& s, svc::Request& r, svc::Response&
     return;
   }
   spdlog::info("event=link_device account={} device={}", account->id, *id);
+  s->connection->extend_login_deadline(std::chrono::seconds(config_.login_deadline_seconds));
   out.mutable_link_device()->set_device_id(*id);
   notify_devices_changed(account->id, *id);
 }
@@ -1455,7 +1474,7 @@ void Server::on_recover(const SessionPtr& s, svc::Request& r, svc::Response& out
     issued = s->challenge_at;
     s->challenge.reset();
   }
-  if (!registrations_.allow(s->connection->remote_address())) {
+  if (!registrations_.allow(net::address_key(s->connection->remote_address()))) {
     fail(out, svc::RATE_LIMITED, "too many recovery attempts from this address");
     return;
   }
@@ -1525,6 +1544,7 @@ void Server::on_recover(const SessionPtr& s, svc::Request& r, svc::Response& out
   spdlog::info("event=recover account={} result=ok devices_removed={} envelopes_removed={}",
                account->id, account->devices.size(), *removed);
   out.mutable_recover()->set_device_id(1);
+  s->connection->extend_login_deadline(std::chrono::seconds(config_.login_deadline_seconds));
 }
 
 void Server::on_identity_key(const SessionPtr& s, svc::Request& r, svc::Response& out) {

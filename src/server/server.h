@@ -134,7 +134,8 @@ class Server final : public net::ConnectionHandler {
   crypto::Rng& rng_;
   NowMs now_ms_;
   RateLimiter registrations_;
-  RateLimiter logins_;
+  RateLimiter logins_;          // per address key (net/address_key.h), before the proof
+  RateLimiter account_logins_;  // per account, after the proof
   RateLimiter bundle_fetches_;
   // One-time prekeys handed out per target "account/device" to other accounts.
   RateLimiter pre_key_handouts_;

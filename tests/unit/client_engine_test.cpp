@@ -24,9 +24,13 @@ TEST(ClientHex, RoundTripsAndRejectsBadInput) {
 
 // RFC 4648 section 10, without padding.
 TEST(ClientBase32, Rfc4648Vectors) {
-  const std::pair<std::string, std::string> vectors[] = {
-      {"", ""}, {"f", "MY"}, {"fo", "MZXQ"}, {"foo", "MZXW6"}, {"foob", "MZXW6YQ"},
-      {"fooba", "MZXW6YTB"}, {"foobar", "MZXW6YTBOI"}};
+  const std::pair<std::string, std::string> vectors[] = {{"", ""},
+                                                         {"f", "MY"},
+                                                         {"fo", "MZXQ"},
+                                                         {"foo", "MZXW6"},
+                                                         {"foob", "MZXW6YQ"},
+                                                         {"fooba", "MZXW6YTB"},
+                                                         {"foobar", "MZXW6YTBOI"}};
   for (const auto& [plain, encoded] : vectors) {
     EXPECT_EQ(base32_encode(as_bytes(plain)), encoded);
     auto decoded = base32_decode(encoded);
@@ -36,8 +40,8 @@ TEST(ClientBase32, Rfc4648Vectors) {
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     EXPECT_TRUE(base32_decode(lower));
   }
-  EXPECT_FALSE(base32_decode("MZ"));   // non-zero leftover bits
-  EXPECT_FALSE(base32_decode("M0"));   // outside the alphabet
+  EXPECT_FALSE(base32_decode("MZ"));  // non-zero leftover bits
+  EXPECT_FALSE(base32_decode("M0"));  // outside the alphabet
   EXPECT_FALSE(base32_decode("MZXW6Y1B"));
 }
 
@@ -169,7 +173,9 @@ TEST(ClientUsername, NormalisesAsTheServerDoes) {
   EXPECT_FALSE(normalize_username(std::string(33, 'a')));
   EXPECT_FALSE(normalize_username("-bob"));
   EXPECT_FALSE(normalize_username("bob smith"));
-  EXPECT_FALSE(normalize_username("b\xc3\xb6" "b"));
+  EXPECT_FALSE(
+      normalize_username("b\xc3\xb6"
+                         "b"));
 }
 
 }  // namespace

@@ -16,7 +16,9 @@ using sotto::testing::from_hex;
 using sotto::testing::load_vectors;
 using sotto::testing::to_hex;
 
-PublicKey pub(const nlohmann::json& j) { return *PublicKey::decode(from_hex(j.get<std::string>())); }
+PublicKey pub(const nlohmann::json& j) {
+  return *PublicKey::decode(from_hex(j.get<std::string>()));
+}
 KeyPair pair(const nlohmann::json& pub_hex, const nlohmann::json& priv_hex) {
   return KeyPair{pub(pub_hex), PrivateKey(from_hex(priv_hex.get<std::string>()))};
 }
@@ -52,9 +54,11 @@ TEST(ReferenceVectors, HkdfV3) {
   const auto v = load_vectors("libsignal_c.json")["hkdf"]["vectors"];
   int checked = 0;
   for (const auto& t : v) {
-    if (t["version"].get<int>() != 3) continue;  // version 2 HKDF is a legacy variant we never speak
+    if (t["version"].get<int>() != 3)
+      continue;  // version 2 HKDF is a legacy variant we never speak
     Bytes out(t["length"].get<std::size_t>());
-    crypto::hkdf_sha256(from_hex(t["ikm"].get<std::string>()), from_hex(t["salt"].get<std::string>()),
+    crypto::hkdf_sha256(from_hex(t["ikm"].get<std::string>()),
+                        from_hex(t["salt"].get<std::string>()),
                         from_hex(t["info"].get<std::string>()), out);
     EXPECT_EQ(to_hex(out), t["okm"].get<std::string>());
     ++checked;
@@ -74,7 +78,8 @@ TEST(ReferenceVectors, SessionSetupBobSide) {
   auto state = initialize_bob_session(
       BobParameters{bob_identity, bob_spk, nullptr, bob_spk, alice_identity, alice_base});
   ASSERT_TRUE(state);
-  EXPECT_EQ(to_hex(state->sender_chain.chain_key.key.view()), v["expected_chain_key"].get<std::string>());
+  EXPECT_EQ(to_hex(state->sender_chain.chain_key.key.view()),
+            v["expected_chain_key"].get<std::string>());
   EXPECT_EQ(state->local_identity, bob_identity.public_key);
   EXPECT_EQ(state->remote_identity, alice_identity);
 }

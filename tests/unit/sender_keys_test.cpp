@@ -1,8 +1,9 @@
 // Sender Keys among Sotto parties: distribution, order, replay, limits and tampering.
+#include "protocol/sender_keys.h"
+
 #include <gtest/gtest.h>
 
 #include "protocol/in_memory_stores.h"
-#include "protocol/sender_keys.h"
 #include "util/party.h"
 
 namespace sotto::protocol {
@@ -18,7 +19,8 @@ struct GroupTest : ::testing::Test {
   void distribute(Party& from, std::initializer_list<Party*> to) {
     auto skdm = create_sender_key_distribution(name(from), from.sender_keys, from.rng);
     ASSERT_TRUE(skdm);
-    for (Party* p : to) ASSERT_TRUE(process_sender_key_distribution(name(from), *skdm, p->sender_keys));
+    for (Party* p : to)
+      ASSERT_TRUE(process_sender_key_distribution(name(from), *skdm, p->sender_keys));
   }
   Bytes send(Party& from, std::string_view text) {
     auto m = group_encrypt(name(from), as_bytes(text), from.sender_keys, from.rng);

@@ -148,6 +148,61 @@ TEST(Config, PreKeyHandoutRate) {
   }
 }
 
+// Admission keys (docs/abuse.md): defaults, overrides, ranges, and the pre-login ceiling that a
+// 0 means.
+TEST(Config, AdmissionKeys) {
+  const ServerConfig d;
+  EXPECT_EQ(d.max_connections_per_address, 1000u);
+  EXPECT_EQ(d.max_prelogin_connections, 0u);
+  EXPECT_EQ(d.max_prelogin_per_address, 64u);
+  EXPECT_EQ(d.login_deadline_seconds, 15u);
+  EXPECT_EQ(d.prelogin_max_frame_bytes, 32u * 1024);
+  EXPECT_EQ(d.prelogin_idle_timeout_seconds, 10u);
+  EXPECT_EQ(d.logins_per_account_per_minute, 60u);
+  EXPECT_EQ(prelogin_ceiling(d), 15000u);  // a quarter of max_connections
+  auto c = apply_toml_text(ServerConfig{}, R"(
+max_connections = 20
+max_connections_per_address = 8
+max_prelogin_per_address = 4
+login_deadline_seconds = 3
+prelogin_max_frame_bytes = 20000
+prelogin_idle_timeout_seconds = 2
+logins_per_account_per_minute = 5
+)");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_EQ(c->max_connections_per_address, 8u);
+  EXPECT_EQ(c->max_prelogin_per_address, 4u);
+  EXPECT_EQ(c->login_deadline_seconds, 3u);
+  EXPECT_EQ(c->prelogin_max_frame_bytes, 20000u);
+  EXPECT_EQ(c->prelogin_idle_timeout_seconds, 2u);
+  EXPECT_EQ(c->logins_per_account_per_minute, 5u);
+  EXPECT_EQ(prelogin_ceiling(*c), 5u);
+  c = apply_toml_text(*c, "max_prelogin_connections = 7");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_EQ(prelogin_ceiling(*c), 7u);
+  c = apply_toml_text(*c, "max_prelogin_connections = 70");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_EQ(prelogin_ceiling(*c), 20u);  // never above max_connections
+  c = apply_toml_text(*c, "max_connections = 3\nmax_prelogin_connections = 0");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_EQ(prelogin_ceiling(*c), 1u);  // at least one
+
+  for (const char* bad : {"max_connections_per_address = 0", "max_prelogin_per_address = 0",
+                          "login_deadline_seconds = 0", "login_deadline_seconds = 601",
+                          "prelogin_max_frame_bytes = 1000", "prelogin_idle_timeout_seconds = 1",
+                          "max_prelogin_connections = -1", "logins_per_account_per_minute = 0"}) {
+    auto r = apply_toml_text(ServerConfig{}, bad);
+    ASSERT_FALSE(r) << bad;
+    const std::string key(bad, std::string_view(bad).find(' '));
+    EXPECT_NE(r.error().find("'" + key + "'"), std::string::npos) << r.error();
+  }
+  // A pre-login limit above the logged-in one would be no limit.
+  auto over =
+      apply_toml_text(ServerConfig{}, "max_frame_bytes = 65536\nprelogin_max_frame_bytes = 65537");
+  ASSERT_FALSE(over);
+  EXPECT_NE(over.error().find("'prelogin_max_frame_bytes'"), std::string::npos) << over.error();
+}
+
 TEST(Username, NormalisesAndValidates) {
   EXPECT_EQ(normalize_username("Alice"), "alice");
   EXPECT_EQ(normalize_username("bob_2.x-y"), "bob_2.x-y");

@@ -2,7 +2,6 @@
 // column of the live schema must be documented there, and the document must list nothing the
 // schema lacks, so the two cannot drift.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "crypto/base64.h"
 #include "net/device_authorization.h"
+#include "server/limits.h"
 #include "util/server_harness.h"
 
 namespace sotto::server {
@@ -324,6 +326,108 @@ TEST_F(UpgradeLoginTest, NoHeaderMeansNoLoginResult) {
   Client alice("alice", 1, 1);
   server_->on_open(alice.conn, {});
   EXPECT_TRUE(alice.conn->take().empty());
+}
+
+// Admission (net::Connection::promote and extend_login_deadline): the transport keeps a
+// connection to the pre-login limits until the server says it logged in; registering and opening
+// a provisioning address give it more time to log in. A refused login changes nothing.
+TEST_F(LoginTest, TheTransportHearsOfLoginsAndOfProgressBeforeThem) {
+  Client alice("alice", 1, 1);
+  register_only(alice);
+  EXPECT_FALSE(alice.conn->promoted());
+  EXPECT_EQ(alice.conn->deadline_extensions(),
+            std::vector<std::chrono::seconds>{std::chrono::seconds(15)});
+
+  Client mallory("mallory", 2, 2);
+  svc::Request ch;
+  ch.mutable_challenge();
+  std::string nonce = call(alice, ch).challenge().nonce();
+  EXPECT_EQ(call(alice, authenticate("alice", 1, mallory.auth, nonce)).status().code(),
+            svc::UNAUTHENTICATED);
+  EXPECT_FALSE(alice.conn->promoted());
+  nonce = call(alice, ch).challenge().nonce();
+  EXPECT_EQ(call(alice, authenticate("alice", 1, alice.auth, nonce)).status().code(), svc::OK);
+  EXPECT_TRUE(alice.conn->promoted());
+
+  // A new device waiting at a provisioning address waits for a person: as long as a link token
+  // lives.
+  Client newcomer("alice", 1, 3);
+  server_->on_open(newcomer.conn, {});
+  svc::Request open;
+  open.mutable_provisioning_open();
+  EXPECT_EQ(call(newcomer, open).status().code(), svc::OK);
+  EXPECT_EQ(newcomer.conn->deadline_extensions(),
+            std::vector<std::chrono::seconds>{std::chrono::seconds(kLinkTokenLifetimeSeconds)});
+  EXPECT_FALSE(newcomer.conn->promoted());
+}
+
+// Users behind one NAT share the per-address login bucket, so it is generous; logins are limited
+// per account too, counting only proofs that verified (a stranger's failures never lock an
+// account out).
+TEST_F(LoginTest, LoginsAreLimitedPerAccountOnceTheProofHolds) {
+  Client alice("alice", 1, 1);
+  register_only(alice);
+  Client stranger("alice", 9, 2);
+  server_->on_open(stranger.conn, {});
+  svc::Request ch;
+  ch.mutable_challenge();
+  for (int i = 0; i < 40; ++i) {
+    const std::string nonce = call(stranger, ch).challenge().nonce();
+    EXPECT_EQ(call(stranger, authenticate("alice", 1, stranger.auth, nonce)).status().code(),
+              svc::UNAUTHENTICATED);
+  }
+  std::uint64_t id = 100;
+  const auto attempt = [&] {
+    alice.conn = std::make_shared<sotto::testing::LoopbackConnection>(++id);
+    server_->on_open(alice.conn, {});
+    const std::string nonce = call(alice, ch).challenge().nonce();
+    return call(alice, authenticate("alice", 1, alice.auth, nonce)).status();
+  };
+  ASSERT_EQ(ServerConfig{}.logins_per_account_per_minute, 60u);  // a burst of 30
+  for (std::uint32_t i = 0; i < kMinLoginsPerAccountBurst; ++i) {
+    const auto status = attempt();
+    ASSERT_EQ(status.code(), svc::OK) << i << ": " << status.message();
+  }
+  const auto refused = attempt();
+  EXPECT_EQ(refused.code(), svc::RATE_LIMITED);
+  EXPECT_NE(refused.message().find("this account"), std::string::npos) << refused.message();
+  EXPECT_FALSE(alice.conn->promoted());
+  // Another account from the same address still logs in.
+  Client bob("bob", 3, 500);
+  register_only(bob);
+  const std::string nonce = call(bob, ch).challenge().nonce();
+  EXPECT_EQ(call(bob, authenticate("bob", 1, bob.auth, nonce)).status().code(), svc::OK);
+}
+
+// Per-address buckets count an IPv6 /64 as one address (net/address_key.h): another address of
+// the same /64 shares the bucket, the next /64 has its own.
+class AddressBucketTest : public LoginTest {
+ protected:
+  ServerConfig config() const override {
+    ServerConfig c;
+    c.registrations_per_minute = 1;  // a burst of 5
+    return c;
+  }
+};
+
+TEST_F(AddressBucketTest, RegistrationsAreCountedPerIpv6Slash64) {
+  std::vector<std::unique_ptr<Client>> clients;
+  const auto register_from = [&](const std::string& address) {
+    const auto n = clients.size();
+    clients.push_back(std::make_unique<Client>("user" + std::to_string(n), 10 + n, 10 + n));
+    Client& c = *clients.back();
+    c.conn->set_remote_address(address);
+    server_->on_open(c.conn, {});
+    return call(c, sotto::testing::register_request(c.party, c.auth)).status().code();
+  };
+  for (int i = 1; i <= 5; ++i) {
+    EXPECT_EQ(register_from("2001:db8:1:2::" + std::to_string(i)), svc::OK) << i;
+  }
+  EXPECT_EQ(register_from("2001:db8:1:2:ffff:ffff:ffff:9"), svc::RATE_LIMITED);
+  EXPECT_EQ(register_from("2001:db8:1:3::1"), svc::OK);
+  // An IPv4 peer seen through a dual-stack socket is that IPv4 address.
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(register_from("192.0.2.1"), svc::OK) << i;
+  EXPECT_EQ(register_from("::ffff:192.0.2.1"), svc::RATE_LIMITED);
 }
 
 }  // namespace

@@ -104,6 +104,9 @@ class ServerSide final : public net::Connection, public std::enable_shared_from_
     out = *std::exchange(binding_, std::nullopt);
     return true;
   }
+  // Admission limits are the transport's (net_test, the process tests); none here.
+  void promote() override {}
+  void extend_login_deadline(std::chrono::seconds) override {}
   bool closed() const { return closed_; }
 
  private:

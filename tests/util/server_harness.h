@@ -58,6 +58,28 @@ class LoopbackConnection final : public net::Connection {
     out = *std::exchange(binding_, std::nullopt);
     return true;
   }
+  // Admission: what the server told the transport (net::Connection::promote and
+  // extend_login_deadline), recorded for tests.
+  void promote() override {
+    std::lock_guard lock(mutex_);
+    promoted_ = true;
+  }
+  void extend_login_deadline(std::chrono::seconds time) override {
+    std::lock_guard lock(mutex_);
+    deadline_extensions_.push_back(time);
+  }
+  bool promoted() {
+    std::lock_guard lock(mutex_);
+    return promoted_;
+  }
+  std::vector<std::chrono::seconds> deadline_extensions() {
+    std::lock_guard lock(mutex_);
+    return deadline_extensions_;
+  }
+  void set_remote_address(std::string address) {
+    std::lock_guard lock(mutex_);
+    address_ = std::move(address);
+  }
   // What a TLS connection would export (tests pick it; each connection has its own).
   void set_channel_binding(const std::array<std::uint8_t, 32>& b) {
     std::lock_guard lock(mutex_);
@@ -75,6 +97,8 @@ class LoopbackConnection final : public net::Connection {
   std::vector<svc::Frame> frames_;
   std::optional<std::array<std::uint8_t, 32>> binding_;
   std::optional<std::string> closed_;
+  bool promoted_ = false;
+  std::vector<std::chrono::seconds> deadline_extensions_;
 };
 
 inline std::string str(ByteView b) {
