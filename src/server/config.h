@@ -44,6 +44,9 @@ struct ServerConfig {
   // Per requesting account, per minute (protects one-time prekeys from exhaustion).
   std::uint32_t bundle_fetches_per_minute = 120;
   std::string log_level = "info";
+  // Hand TLS records from OpenSSL to the server's own record layer after each handshake (less
+  // memory per connection); used only if the start-up self-check passes (net::ServerOptions).
+  bool tls_record_handover = true;
 };
 
 // The error for a log level spdlog does not know (the same for the config key and the flag);
