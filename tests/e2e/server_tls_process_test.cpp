@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
@@ -75,6 +76,10 @@ int connect_loopback(std::uint16_t port) {
     if (fd >= 0) ::close(fd);
     return -1;
   }
+  // A KeyUpdate and the record behind it are two writes: without this, Nagle holds the second
+  // until the server's (delayed) ACK of the first.
+  const int one = 1;
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return fd;
 }
 

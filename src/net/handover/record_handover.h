@@ -83,7 +83,7 @@ struct Verdict {
 // per TLS 1.3 suite. Passes when every server stream handed over and the client read the first
 // handed-over record (behind the session ticket), a record after a KeyUpdate the client asked the
 // server to answer and one after a KeyUpdate of the server's own, and the server read the
-// client's records under each of its keys. Takes a few milliseconds.
+// client's records under each of its keys. Takes tens of milliseconds.
 Verdict self_check(SSL_CTX* server_ctx);
 
 // The start-up decision for a server that wants the handover: refused on an untested OpenSSL
