@@ -23,6 +23,7 @@
 
 #include "crypto/bytes.h"
 #include "crypto/hash.h"
+#include "net/handover/record_handover.h"
 #include "net/tls_internal.h"
 
 namespace sotto::net {
@@ -296,7 +297,7 @@ std::string normalize_fingerprint(std::string_view text) {
   return out;
 }
 
-SslCtxPtr make_server_context(const TlsIdentity& identity) {
+SslCtxPtr make_server_context(const TlsIdentity& identity, bool record_handover) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
   if (!ctx) throw std::runtime_error("TLS: cannot create a server context");
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
@@ -316,7 +317,7 @@ SslCtxPtr make_server_context(const TlsIdentity& identity) {
   // small records instead of two per record (syscalls dominate the per-message cost here).
   // Connections that hand their records over turn it off during the handshake.
   SSL_CTX_set_read_ahead(ctx.get(), 1);
-  enable_record_handoff(ctx.get());
+  if (record_handover) handover::enable(ctx.get());
 
   BioPtr chain = memory_bio(identity.certificate_pem);
   X509Ptr leaf(chain ? PEM_read_bio_X509(chain.get(), nullptr, no_passphrase, nullptr) : nullptr);

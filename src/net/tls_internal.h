@@ -25,12 +25,9 @@ using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
 // the context is made and that never leaves memory: the server stores nothing per session, and a
 // restart invalidates every ticket. Throws std::runtime_error when the identity is unusable (it
 // comes from load_identity or load_or_create_identity, so that is a broken invariant).
-SslCtxPtr make_server_context(const TlsIdentity& identity);
-
-// Makes a server context's connections hand their records to TlsRecordLayer once the handshake
-// is over (installs the key log callback that captures the application traffic secrets; see
-// tls_stream.h). make_server_context does it.
-void enable_record_handoff(SSL_CTX* ctx);
+// `record_handover`: connections hand their records to TlsRecordLayer once the handshake is over
+// (net/handover/record_handover.h); otherwise OpenSSL keeps them for the connection's life.
+SslCtxPtr make_server_context(const TlsIdentity& identity, bool record_handover = true);
 
 // The process-wide TLS 1.3-only client context. It does not verify the certificate chain: the
 // server's certificate is pinned by fingerprint instead (ws_client.cpp checks it after the

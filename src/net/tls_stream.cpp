@@ -12,72 +12,14 @@
 #include <string_view>
 
 #include "crypto/secret.h"
+#include "net/handover/record_handover.h"
 #include "net/tls_internal.h"
 
 namespace sotto::net::detail {
 
-struct TlsStream::Handoff {
-  crypto::Secret<48> client_secret;  // CLIENT_TRAFFIC_SECRET_0: what the server reads
-  crypto::Secret<48> server_secret;  // SERVER_TRAFFIC_SECRET_0: what it writes
-  std::size_t client_len = 0;
-  std::size_t server_len = 0;
-  // Records the server wrote under its application key before the handover (its
-  // NewSessionTickets; nothing else goes out before the handshake returns): counted per record,
-  // not per message, since a ticket may take more than one record.
-  bool server_keys_logged = false;
-  std::uint64_t app_records = 0;
-};
-
 // OpenSSL's BIO callbacks, given access to the stream they serve.
 struct BioAccess {
   static TlsStream* stream(BIO* b) { return static_cast<TlsStream*>(BIO_get_data(b)); }
-
-  // The key log line "<LABEL> <client random hex> <secret hex>" of the two application traffic
-  // secrets goes to the stream's Handoff; every other line is ignored. OpenSSL wipes the line.
-  static void keylog(const SSL* ssl, const char* line) {
-    BIO* bio = SSL_get_rbio(ssl);
-    TlsStream* s = bio != nullptr ? stream(bio) : nullptr;
-    if (s == nullptr || !s->handoff_) return;
-    const std::string_view text(line);
-    constexpr std::string_view kClient = "CLIENT_TRAFFIC_SECRET_0 ";
-    constexpr std::string_view kServer = "SERVER_TRAFFIC_SECRET_0 ";
-    const bool client = text.starts_with(kClient);
-    if (!client && !text.starts_with(kServer)) return;
-    const std::size_t space = text.find(' ', kClient.size());
-    if (space == std::string_view::npos) return;
-    const std::string_view hex = text.substr(space + 1);
-    if (hex.size() != 64 && hex.size() != 96) return;
-    crypto::Secret<48>& out = client ? s->handoff_->client_secret : s->handoff_->server_secret;
-    for (std::size_t i = 0; i < hex.size() / 2; ++i) {
-      const int hi = hex_digit(hex[2 * i]);
-      const int lo = hex_digit(hex[2 * i + 1]);
-      if (hi < 0 || lo < 0) return;
-      out.data()[i] = static_cast<std::uint8_t>(hi << 4 | lo);
-    }
-    (client ? s->handoff_->client_len : s->handoff_->server_len) = hex.size() / 2;
-    // The server's application key is installed now: every protected record written from here
-    // on uses it (its Finished went out under the handshake key before this line).
-    if (!client) s->handoff_->server_keys_logged = true;
-  }
-
-  // OpenSSL reports the inner content type of every protected record it writes, once per
-  // record, after sealing it.
-  static void message(int write_p, int, int content_type, const void*, std::size_t, SSL*,
-                      void* arg) {
-    auto* s = static_cast<TlsStream*>(arg);
-    if (s == nullptr || !s->handoff_ || write_p != 1 ||
-        content_type != SSL3_RT_INNER_CONTENT_TYPE || !s->handoff_->server_keys_logged) {
-      return;
-    }
-    ++s->handoff_->app_records;
-  }
-
-  static int hex_digit(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  }
 
   // Sends what the handshake has queued. 1 when it is all gone; otherwise 0, with the BIO's
   // retry-write flag set when the socket is full, or errno set on an error.
@@ -319,10 +261,6 @@ std::uint8_t* write_scratch() {
 
 }  // namespace
 
-void enable_record_handoff(SSL_CTX* ctx) {
-  SSL_CTX_set_keylog_callback(ctx, BioAccess::keylog);
-}
-
 void TlsStream::ByteQueue::assign(const std::uint8_t* p, std::size_t n) {
   if (n == 0) {
     clear();
@@ -424,13 +362,12 @@ void TlsStream::start(bool server, const std::string& sni, boost::system::error_
   coalesce_ = true;
   if (server) {
     SSL_set_accept_state(ssl_);
-    if (SSL_CTX_get_keylog_callback(SSL_get_SSL_CTX(ssl_)) == BioAccess::keylog) {
-      // Hand over after the handshake. OpenSSL must then hold no record it has read and not
-      // processed, so it reads record by record until then (no read-ahead).
-      handoff_ = std::make_unique<Handoff>();
-      SSL_set_read_ahead(ssl_, 0);
-      SSL_set_msg_callback(ssl_, BioAccess::message);
-      SSL_set_msg_callback_arg(ssl_, this);
+    if (handover::enabled(SSL_get_SSL_CTX(ssl_))) {
+      // Hand over after the handshake (net/handover/record_handover.h). OpenSSL must then hold
+      // no record it has read and not processed, so it reads record by record until then (no
+      // read-ahead; the BIO reads ahead instead, into hs_in_).
+      handoff_ = std::make_unique<handover::Capture>();
+      handoff_->attach(ssl_);
     }
   } else {
     SSL_set_connect_state(ssl_);
@@ -497,15 +434,8 @@ TlsStep TlsStream::try_flush() {
 }
 
 void TlsStream::hand_off() {
-  const std::unique_ptr<Handoff> h = std::move(handoff_);
-  SSL_set_msg_callback(ssl_, nullptr);
-  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
-  std::optional<TlsRecordLayer> layer;
-  if (cipher != nullptr && h->client_len != 0 && h->server_len != 0 && SSL_has_pending(ssl_) == 0) {
-    layer = TlsRecordLayer::create(SSL_CIPHER_get_protocol_id(cipher),
-                                   {h->client_secret.data(), h->client_len}, 0,
-                                   {h->server_secret.data(), h->server_len}, h->app_records);
-  }
+  const std::unique_ptr<handover::Capture> capture = std::move(handoff_);
+  std::optional<TlsRecordLayer> layer = capture->finish(ssl_);
   if (!layer) {
     // Not expected (OpenSSL gave no secrets, or a suite this layer does not know): OpenSSL
     // keeps the connection, as a client's (the BIO still serves what it read ahead first).
@@ -804,6 +734,41 @@ TlsStep TlsStream::shutdown_records(bool fin_follows) {
 void TlsStream::close_socket() noexcept {
   boost::system::error_code ignored;
   if (socket_.is_open()) socket_.close(ignored);
+}
+
+void TlsStream::close_with_notify() noexcept {
+  if (!socket_.is_open()) return;
+  const int fd = socket_.native_handle();
+  if (records_) {
+    // Nothing follows a fatal alert, sent or received (section 6.2).
+    if (!write_error_ && read_error_ != make_error_code(TlsRecordError::peer_alert)) {
+      if (!close_sent_) {
+        close_sent_ = true;
+        std::uint8_t* w = write_scratch();
+        const std::size_t len = records_->seal_alert(TlsRecordLayer::kCloseNotify, w);
+        if (len != 0) out_.append(w, len);
+      }
+      (void)out_.send_to(fd);  // one attempt: the socket is non-blocking
+    }
+    out_.clear();
+    out_plain_ = 0;
+  } else if (ssl_ != nullptr && SSL_is_init_finished(ssl_) == 1 &&
+             (SSL_get_shutdown(ssl_) & SSL_SENT_SHUTDOWN) == 0) {
+    if (finished_deferred_) (void)hs_out_.send_to(fd);  // a client's Finished goes first
+    if (hs_out_.empty()) {
+      coalesce_ = false;
+      ERR_clear_error();
+      (void)SSL_shutdown(ssl_);  // writes through the BIO, which never blocks
+      ERR_clear_error();
+    }
+  }
+  shutdown_send();
+  std::uint8_t sink[4096];
+  for (int i = 0; i < 16; ++i) {  // at most 64 KB: what has arrived, not what may come
+    const ssize_t n = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    if (n <= 0 && !(n < 0 && errno == EINTR)) break;
+  }
+  close_socket();
 }
 
 void TlsStream::shutdown_send() noexcept {

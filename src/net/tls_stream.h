@@ -37,6 +37,10 @@
 
 #include "net/tls_record.h"
 
+namespace sotto::net::handover {
+class Capture;
+}
+
 namespace sotto::net::detail {
 
 // The outcome of one non-blocking attempt at a TLS operation.
@@ -110,6 +114,13 @@ class TlsStream {
   bool has_unowned_output() const noexcept { return !out_.empty() && out_plain_ == 0; }
   // Closes the socket (idempotent); pending waits complete with operation_aborted.
   void close_socket() noexcept;
+  // Ends the connection now, without waiting for anything, but not silently (RFC 8446 section
+  // 6.1): once the handshake is over and the stream can still write, close_notify goes after any
+  // output already queued, in as much as the socket takes at once. What it does not take is
+  // dropped, so a peer that does not read cannot hold the server. Then the FIN, then what the
+  // peer sent already is discarded (a socket closed with unread input sends a reset, which may
+  // destroy the close_notify on its way), then the socket is closed. Idempotent.
+  void close_with_notify() noexcept;
   void shutdown_send() noexcept;
 
   template <class Token>
@@ -152,8 +163,6 @@ class TlsStream {
     std::size_t end_ = 0;
   };
 
-  // What the server's handshake leaves for the record layer (dropped once it is built).
-  struct Handoff;
   enum class Drain { more, full, closed, failed };
 
   void hand_off();
@@ -172,7 +181,8 @@ class TlsStream {
   SSL* ssl_ = nullptr;
   bool eof_ = false;  // the peer closed its side of the TCP connection
 
-  std::unique_ptr<Handoff> handoff_;  // a server stream during its handshake
+  // What the server's handshake leaves for the record layer (net/handover), during it.
+  std::unique_ptr<handover::Capture> handoff_;
   bool coalesce_ = false;  // during the handshake: OpenSSL's writes wait in hs_out_ for a flush
   // A client stream after its handshake: the Finished waits in hs_out_ (coalescing still on)
   // until the first write, read or shutdown sends it.

@@ -25,6 +25,7 @@
 
 #include "net/address_key.h"
 #include "net/batch.h"
+#include "net/handover/record_handover.h"
 #include "net/outbound_queue.h"
 #include "net/tls_internal.h"
 #include "net/tls_stream.h"
@@ -45,6 +46,8 @@ constexpr std::size_t kMaxCloseReasonBytes = 123;  // RFC 6455 section 5.5: 125 
 constexpr std::chrono::seconds kSlowReaderCloseDeadline{2};
 constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 constexpr std::chrono::seconds kForcedCloseWait{2};
+// How much longer Beast's close-handshake timer runs than the server's own close deadline.
+constexpr std::chrono::seconds kBeastCloseMargin{5};
 // What an idle connection's pending read may allocate ahead of data; most frames fit.
 constexpr std::size_t kIdleReadLimit = 256;
 // Frames queued behind a write in flight go out as one batch (net/batch.h) of at most
@@ -349,8 +352,13 @@ class ServerConnection final : public Connection,
     const std::string authorization = std::move(upgrade_->authorization);
     upgrade_.reset();
     // Beast's own timer only bounds the close handshake; keep-alive is ours (see Keepalive).
-    ws_.set_option(websocket::stream_base::timeout{server_.options.handshake_timeout,
-                                                   websocket::stream_base::none(), false});
+    // It runs a little longer than the close deadline begin_close() sets: when it fires, Beast
+    // closes the TCP socket under the TLS stream (no close_notify), while ours ends the
+    // connection through hard_close(), which says close_notify. Beast's still bounds the closes
+    // Beast starts itself (a protocol error).
+    ws_.set_option(
+        websocket::stream_base::timeout{server_.options.handshake_timeout + kBeastCloseMargin,
+                                        websocket::stream_base::none(), false});
     ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
       note_activity();
       // Beast answers a close frame and then tears down: its close frame and the close_notify
@@ -567,7 +575,10 @@ class ServerConnection final : public Connection,
                     });
   }
 
-  void hard_close() { ws_.next_layer().close_socket(); }
+  // Every way a connection ends short of the WebSocket close handshake (refused upgrades, the
+  // handshake, idle and close deadlines, write errors, a stop's grace running out) comes here:
+  // close_notify when the TLS handshake is done, never waiting for the peer (tls_stream.h).
+  void hard_close() { ws_.next_layer().close_with_notify(); }
 
   void finish() {
     if (finished_) return;
@@ -624,12 +635,29 @@ class ServerConnection final : public Connection,
 
 }  // namespace
 
+// The server's TLS context, handing over when the options ask for it and the handover passes
+// its checks (net/handover/record_handover.h); `state` says which.
+detail::SslCtxPtr initial_context(const TlsIdentity& identity, const ServerOptions& options,
+                                  RecordHandoverState& state) {
+  if (!options.tls_record_handover) {
+    state = {false, "turned off by the configuration (tls_record_handover = false)"};
+    return detail::make_server_context(identity, false);
+  }
+  detail::SslCtxPtr ctx = detail::make_server_context(identity, true);
+  const handover::Verdict verdict = handover::decide(ctx.get(), OpenSSL_version_num());
+  state = {verdict.enabled, verdict.reason};
+  if (verdict.enabled) return ctx;
+  return detail::make_server_context(identity, false);
+}
+
 struct WsServer::Impl {
   Impl(const TlsIdentity& identity, ServerOptions options, ConnectionHandler& handler)
       : state(std::make_unique<ServerState>(std::move(options), handler,
-                                            detail::make_server_context(identity))),
+                                            initial_context(identity, options, handover))),
         acceptor(asio::make_strand(state->ioc)),
         retry_timer(acceptor.get_executor()) {}
+
+  RecordHandoverState handover;  // before state: its initializer fills it
 
   void accept_next() {
     // The peer's address comes with the accepted socket (no getpeername afterwards).
@@ -767,12 +795,16 @@ void WsServer::stop(std::chrono::milliseconds grace) {
 
 void WsServer::set_identity(const TlsIdentity& identity) {
   // Made before anything changes: an unusable identity throws and leaves the old one in place.
-  std::shared_ptr<SSL_CTX> ctx = detail::make_server_context(identity);
+  std::shared_ptr<SSL_CTX> ctx = detail::make_server_context(identity, impl_->handover.in_use);
   impl_->state->replace_context(std::move(ctx));
 }
 
 std::uint16_t WsServer::port() const {
   return impl_->port;
+}
+
+const RecordHandoverState& WsServer::record_handover() const {
+  return impl_->handover;
 }
 
 std::size_t WsServer::connection_count() const {

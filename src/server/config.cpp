@@ -147,7 +147,8 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
                                                "pre_keys_per_device_per_hour",
                                                "log_level",
                                                "data",
-                                               "tls_next_key"};
+                                               "tls_next_key",
+                                               "tls_record_handover"};
   for (const auto& [key, value] : t) {
     (void)value;
     if (!kKnown.contains(std::string(key.str()))) {
@@ -181,6 +182,13 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
     const auto* b = node->as_boolean();
     if (b == nullptr) return tl::unexpected(std::string("'invite_only' must be true or false"));
     c.invite_only = b->get();
+  }
+  if (const auto* node = t.get("tls_record_handover")) {
+    const auto* b = node->as_boolean();
+    if (b == nullptr) {
+      return tl::unexpected(std::string("'tls_record_handover' must be true or false"));
+    }
+    c.tls_record_handover = b->get();
   }
   std::string level = c.log_level;
   if (auto r = read_string(t, "log_level", level); !r) return tl::unexpected(r.error());

@@ -86,6 +86,9 @@ struct ServerConfig {
   // one-time prekey is valid). Bounds how fast strangers can drain a device's prekeys.
   std::uint32_t pre_keys_per_device_per_hour = 30;
   std::string log_level = "info";
+  // Hand TLS records from OpenSSL to the server's own record layer after each handshake (less
+  // memory per connection); used only if the start-up self-check passes (net::ServerOptions).
+  bool tls_record_handover = true;
 };
 
 // The error for a log level spdlog does not know (the same for the config key and the flag);

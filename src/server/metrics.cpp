@@ -75,6 +75,10 @@ std::string Metrics::render() const {
          "Distinct devices told of the announced next server key since it was announced (or the "
          "server started); 0 while none is announced.",
          next_key_devices_told);
+  metric(out, "sotto_tls_record_handover", "gauge",
+         "1 when TLS records are handed from OpenSSL to the server's record layer after the "
+         "handshake, 0 when OpenSSL keeps them (turned off, or the start-up self-check failed).",
+         tls_record_handover);
   commit_latency.render(out, "sotto_commit_latency_seconds",
                         "Time from receiving a send to its durable commit.");
   return out;

@@ -44,6 +44,9 @@ struct Metrics {
   // Distinct devices told of the announced next key (in memory: since it was announced, or since
   // the server started); 0 while none is announced.
   std::atomic<std::int64_t> next_key_devices_told{0};
+  // 1 while the server hands TLS records over to its own record layer, 0 while OpenSSL keeps
+  // them (net::WsServer::record_handover); set once at start.
+  std::atomic<std::int64_t> tls_record_handover{0};
   Histogram commit_latency;  // send received -> durable
 
   std::string render() const;

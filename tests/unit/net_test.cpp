@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "net/batch.h"
+#include "net/handover/record_handover.h"
 #include "net/http_server.h"
 #include "net/tls.h"
 #include "net/ws_client.h"
@@ -317,10 +318,11 @@ class NetTest : public ::testing::Test {
     identity_ = *id;
   }
 
-  static ServerOptions server_options() {
+  ServerOptions server_options() const {
     ServerOptions o;
     o.port = 0;
     o.threads = 2;
+    o.tls_record_handover = record_handover_;
     return o;
   }
 
@@ -334,6 +336,17 @@ class NetTest : public ::testing::Test {
 
   TempDir dir_;
   TlsIdentity identity_;
+  bool record_handover_ = true;  // ServerOptions::tls_record_handover of server_options()
+};
+
+// The transport's tests run on both record paths of the server: handed over to its own record
+// layer after the handshake, and kept by OpenSSL (tls_record_handover = false).
+class NetTestBothPaths : public NetTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    record_handover_ = GetParam();
+    NetTest::SetUp();
+  }
 };
 
 // --- TLS identity -------------------------------------------------------------------------------
@@ -622,7 +635,7 @@ TEST(TlsIdentity, RejectsBadInput) {
 // --- WebSocket server and client
 // ------------------------------------------------------------------
 
-TEST_F(NetTest, EchoesFrames) {
+TEST_P(NetTestBothPaths, EchoesFrames) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -654,7 +667,7 @@ TEST_F(NetTest, EchoesFrames) {
   EXPECT_TRUE(eventually([&] { return server.connection_count() == 0; }));
 }
 
-TEST_F(NetTest, ManyFramesBothWaysArriveIntactAndInOrder) {
+TEST_P(NetTestBothPaths, ManyFramesBothWaysArriveIntactAndInOrder) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -682,7 +695,7 @@ TEST_F(NetTest, ManyFramesBothWaysArriveIntactAndInOrder) {
 
 // Frames queued behind a write in flight leave as batches (net/batch.h): fewer WebSocket messages
 // than frames, every frame intact and in order once split.
-TEST_F(NetTest, ServerBatchesFramesQueuedBehindAWrite) {
+TEST_P(NetTestBothPaths, ServerBatchesFramesQueuedBehindAWrite) {
   constexpr int kFrames = 300;
   TestHandler handler;
   handler.set_frame_fn([](const ConnectionPtr& c, ByteView) {
@@ -717,7 +730,7 @@ TEST_F(NetTest, ServerBatchesFramesQueuedBehindAWrite) {
 }
 
 // A batch from the peer reaches the handler as its frames, in order; a malformed one as it came.
-TEST_F(NetTest, ServerSplitsABatchFromThePeerAndPassesAMalformedOneWhole) {
+TEST_P(NetTestBothPaths, ServerSplitsABatchFromThePeerAndPassesAMalformedOneWhole) {
   TestHandler handler;
   std::mutex mu;
   std::vector<Bytes> seen;
@@ -749,7 +762,7 @@ TEST_F(NetTest, ServerSplitsABatchFromThePeerAndPassesAMalformedOneWhole) {
 
 // TLS session resumption (TlsSessionSlot): the second connection resumes, the pin still holds,
 // and a server that cannot resume (restarted, or another server) gets a full handshake.
-TEST_F(NetTest, ASecondConnectionResumesTheTlsSessionAndThePinStillHolds) {
+TEST_P(NetTestBothPaths, ASecondConnectionResumesTheTlsSessionAndThePinStillHolds) {
   TestHandler handler;
   auto slot = std::make_shared<TlsSessionSlot>();
   auto connect_echo = [&](std::uint16_t port, std::shared_ptr<TlsSessionSlot> s,
@@ -807,7 +820,7 @@ TEST_F(NetTest, ASecondConnectionResumesTheTlsSessionAndThePinStillHolds) {
   }
 }
 
-TEST_F(NetTest, ServerPushesToClientWithoutARequest) {
+TEST_P(NetTestBothPaths, ServerPushesToClientWithoutARequest) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -830,7 +843,7 @@ TEST_F(NetTest, ServerPushesToClientWithoutARequest) {
   conn.reset();
 }
 
-TEST_F(NetTest, FingerprintMismatchIsRefused) {
+TEST_P(NetTestBothPaths, FingerprintMismatchIsRefused) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -848,7 +861,7 @@ TEST_F(NetTest, FingerprintMismatchIsRefused) {
   EXPECT_EQ(rec.close_calls(), 0);
 }
 
-TEST_F(NetTest, ALegacyCertificatePinStillMatchesAndTheClientLearnsTheKeyPin) {
+TEST_P(NetTestBothPaths, ALegacyCertificatePinStillMatchesAndTheClientLearnsTheKeyPin) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -864,7 +877,7 @@ TEST_F(NetTest, ALegacyCertificatePinStillMatchesAndTheClientLearnsTheKeyPin) {
   ASSERT_TRUE(rec.wait_frames(1));
 }
 
-TEST_F(NetTest, ARenewedCertificateForThePinnedKeyIsTheSameServer) {
+TEST_P(NetTestBothPaths, ARenewedCertificateForThePinnedKeyIsTheSameServer) {
   write_text(dir_.path() / "renewed.pem", renewed_certificate(identity_));
   auto renewed = load_identity(dir_.path() / "renewed.pem", dir_.path() / "tls" / "key.pem");
   ASSERT_TRUE(renewed);
@@ -883,7 +896,7 @@ TEST_F(NetTest, ARenewedCertificateForThePinnedKeyIsTheSameServer) {
   EXPECT_EQ(r.error(), ClientError::fingerprint_mismatch);
 }
 
-TEST_F(NetTest, AResumedSessionIsCheckedAgainstThePinAndALegacyPinResumesToo) {
+TEST_P(NetTestBothPaths, AResumedSessionIsCheckedAgainstThePinAndALegacyPinResumesToo) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -914,7 +927,7 @@ TEST_F(NetTest, AResumedSessionIsCheckedAgainstThePinAndALegacyPinResumesToo) {
   EXPECT_FALSE(slot->holds_session());
 }
 
-TEST_F(NetTest, ANewIdentityServesNewConnectionsAndLeavesOpenOnesAlone) {
+TEST_P(NetTestBothPaths, ANewIdentityServesNewConnectionsAndLeavesOpenOnesAlone) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -959,7 +972,7 @@ TEST_F(NetTest, ANewIdentityServesNewConnectionsAndLeavesOpenOnesAlone) {
   EXPECT_TRUE(again.connect());
 }
 
-TEST_F(NetTest, PinAcceptsUpperCaseAndColons) {
+TEST_P(NetTestBothPaths, PinAcceptsUpperCaseAndColons) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -976,7 +989,7 @@ TEST_F(NetTest, PinAcceptsUpperCaseAndColons) {
   EXPECT_TRUE(client.connect());
 }
 
-TEST_F(NetTest, TrustOnFirstUseReportsTheServersFingerprint) {
+TEST_P(NetTestBothPaths, TrustOnFirstUseReportsTheServersFingerprint) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -1024,7 +1037,7 @@ TEST_F(NetTest, ClientBindsTheSourceAddress) {
   EXPECT_EQ(handler.first_live()->remote_address(), "127.0.0.2");
 }
 
-TEST_F(NetTest, OversizedFrameClosesTheConnection) {
+TEST_P(NetTestBothPaths, OversizedFrameClosesTheConnection) {
   TestHandler handler;
   auto so = server_options();
   so.max_frame_bytes = 1024;
@@ -1043,7 +1056,7 @@ TEST_F(NetTest, OversizedFrameClosesTheConnection) {
   EXPECT_EQ(handler.frames, 1);
 }
 
-TEST_F(NetTest, TextFramesAreRefusedWithUnsupportedData) {
+TEST_P(NetTestBothPaths, TextFramesAreRefusedWithUnsupportedData) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -1065,6 +1078,8 @@ TEST_F(NetTest, TextFramesAreRefusedWithUnsupportedData) {
   EXPECT_EQ(handler.frames, 0);
 }
 
+// Held output (TlsStream::hold_output) is the record handover's: with OpenSSL's records each
+// record leaves as it is made, so this one runs on the handover path only.
 TEST_F(NetTest, ALoginUpgradesAnswerLeavesInOneSegmentAndSoDoesTheCloseReply) {
   TestHandler handler;
   handler.set_open_fn([](const ConnectionPtr& c, std::string_view authorization) {
@@ -1111,7 +1126,7 @@ TEST_F(NetTest, ALoginUpgradesAnswerLeavesInOneSegmentAndSoDoesTheCloseReply) {
 
 // The server's listener delays ACKs (net::detail::delay_acks, after listen()), so the
 // ClientHello is acknowledged by the server's first flight, not by a segment of its own.
-TEST_F(NetTest, TheServersFirstFlightAcknowledgesTheClientHello) {
+TEST_P(NetTestBothPaths, TheServersFirstFlightAcknowledgesTheClientHello) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -1160,7 +1175,7 @@ TEST_F(NetTest, TheClientHelloCarriesTheAckOfTheSynAck) {
   EXPECT_FALSE(connected.get());  // nobody answered it
 }
 
-TEST_F(NetTest, ARefusedUpgradeCarryingALoginStillGetsItsAnswer) {
+TEST_P(NetTestBothPaths, ARefusedUpgradeCarryingALoginStillGetsItsAnswer) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -1176,7 +1191,7 @@ TEST_F(NetTest, ARefusedUpgradeCarryingALoginStillGetsItsAnswer) {
   EXPECT_EQ(handler.opened, 0);
 }
 
-TEST_F(NetTest, HandlerCloseSendsItsReasonAfterQueuedFrames) {
+TEST_P(NetTestBothPaths, HandlerCloseSendsItsReasonAfterQueuedFrames) {
   TestHandler handler;
   handler.set_frame_fn([](const ConnectionPtr& c, ByteView) {
     c->send(bytes_of("last words"));
@@ -1195,7 +1210,7 @@ TEST_F(NetTest, HandlerCloseSendsItsReasonAfterQueuedFrames) {
   EXPECT_EQ(rec.frames()[0], bytes_of("last words"));
 }
 
-TEST_F(NetTest, SlowReaderIsClosedInsteadOfBuffering) {
+TEST_P(NetTestBothPaths, SlowReaderIsClosedInsteadOfBuffering) {
   TestHandler handler;
   auto so = server_options();
   so.max_outbound_bytes = 1 << 20;
@@ -1230,7 +1245,7 @@ TEST_F(NetTest, SlowReaderIsClosedInsteadOfBuffering) {
   conn.reset();
 }
 
-TEST_F(NetTest, SilentPeerIsClosedAfterIdleTimeoutButAPingingClientStays) {
+TEST_P(NetTestBothPaths, SilentPeerIsClosedAfterIdleTimeoutButAPingingClientStays) {
   TestHandler handler;
   auto so = server_options();
   so.idle_timeout = 1s;
@@ -1260,7 +1275,7 @@ TEST_F(NetTest, SilentPeerIsClosedAfterIdleTimeoutButAPingingClientStays) {
   ASSERT_TRUE(rec.wait_frames(1));
 }
 
-TEST_F(NetTest, HandshakeTimeoutClosesAPeerThatNeverSpeaksTls) {
+TEST_P(NetTestBothPaths, HandshakeTimeoutClosesAPeerThatNeverSpeaksTls) {
   TestHandler handler;
   auto so = server_options();
   so.handshake_timeout = 1s;
@@ -1276,7 +1291,7 @@ TEST_F(NetTest, HandshakeTimeoutClosesAPeerThatNeverSpeaksTls) {
   EXPECT_EQ(handler.closed, 0);  // on_close only follows on_open
 }
 
-TEST_F(NetTest, ConnectionsBeyondTheLimitAreRefused) {
+TEST_P(NetTestBothPaths, ConnectionsBeyondTheLimitAreRefused) {
   TestHandler handler;
   auto so = server_options();
   so.max_connections = 2;
@@ -1293,7 +1308,7 @@ TEST_F(NetTest, ConnectionsBeyondTheLimitAreRefused) {
   EXPECT_TRUE(c.connect());
 }
 
-TEST_F(NetTest, GracefulStopFlushesQueuedFramesThenClosesWithTheReason) {
+TEST_P(NetTestBothPaths, GracefulStopFlushesQueuedFramesThenClosesWithTheReason) {
   TestHandler handler;
   std::promise<void> queued;
   constexpr int kBurst = 50;
@@ -1329,7 +1344,7 @@ TEST_F(NetTest, GracefulStopFlushesQueuedFramesThenClosesWithTheReason) {
   EXPECT_FALSE(idle.is_open());
 }
 
-TEST_F(NetTest, TwoHundredClientsOnATwoThreadPoolAllEcho) {
+TEST_P(NetTestBothPaths, TwoHundredClientsOnATwoThreadPoolAllEcho) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -1379,7 +1394,7 @@ TEST_F(NetTest, TwoHundredClientsOnATwoThreadPoolAllEcho) {
 
 // async_connect: one thread starts many attempts without blocking; each completes once, on the
 // pool, with the fingerprint observed; a wrong pin fails there too.
-TEST_F(NetTest, AsyncConnectCompletesOnThePoolAndPinsTheCertificate) {
+TEST_P(NetTestBothPaths, AsyncConnectCompletesOnThePoolAndPinsTheCertificate) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -1429,7 +1444,7 @@ TEST_F(NetTest, AsyncConnectCompletesOnThePoolAndPinsTheCertificate) {
   EXPECT_TRUE(eventually([&] { return server.connection_count() == 0; }));
 }
 
-TEST_F(NetTest, ClientCanBeDestroyedFromItsOwnCallback) {
+TEST_P(NetTestBothPaths, ClientCanBeDestroyedFromItsOwnCallback) {
   TestHandler handler;
   WsServer server(identity_, server_options(), handler);
   server.start();
@@ -1472,6 +1487,48 @@ std::string http_exchange(std::uint16_t port, const std::string& request) {
   ::close(fd);
   return out;
 }
+
+TEST_F(NetTest, TheServerSaysWhichRecordPathItUses) {
+  TestHandler handler;
+  {
+    WsServer server(identity_, server_options(), handler);
+    EXPECT_TRUE(server.record_handover().in_use) << server.record_handover().reason;
+    EXPECT_NE(server.record_handover().reason.find("self-check passed"), std::string::npos);
+  }
+  auto off = server_options();
+  off.tls_record_handover = false;
+  WsServer server(identity_, off, handler);
+  EXPECT_FALSE(server.record_handover().in_use);
+  EXPECT_NE(server.record_handover().reason.find("turned off"), std::string::npos);
+}
+
+// The handover's self-check fails (a miscounted write sequence, injected): the server falls back
+// to OpenSSL's records, says why, and serves as well.
+TEST_F(NetTest, AServerWhoseHandoverFailsItsSelfCheckFallsBackAndStillServes) {
+  struct ResetOffset {
+    ~ResetOffset() { handover::testing::set_write_sequence_offset(0); }
+  } reset;
+  handover::testing::set_write_sequence_offset(1);
+  TestHandler handler;
+  WsServer server(identity_, server_options(), handler);
+  handover::testing::set_write_sequence_offset(0);
+  EXPECT_FALSE(server.record_handover().in_use);
+  EXPECT_NE(server.record_handover().reason.find("self-check failed"), std::string::npos)
+      << server.record_handover().reason;
+  server.start();
+  Recorder rec;
+  WsClient client(client_options(server.port()), rec.frame_fn(), rec.close_fn());
+  ASSERT_TRUE(client.connect());
+  ASSERT_TRUE(client.send(bytes_of("still served")));
+  ASSERT_TRUE(rec.wait_frames(1));
+  EXPECT_EQ(rec.frames()[0], bytes_of("still served"));
+  client.close();
+}
+
+INSTANTIATE_TEST_SUITE_P(RecordPaths, NetTestBothPaths, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return std::string(p.param ? "Handover" : "OpenSslRecords");
+                         });
 
 TEST(HttpServer, ServesHealthzAndMetricsOnLoopback) {
   HttpOptions o;

@@ -203,6 +203,27 @@ logins_per_account_per_minute = 5
   EXPECT_NE(over.error().find("'prelogin_max_frame_bytes'"), std::string::npos) << over.error();
 }
 
+// The record handover is on unless the operator turns it off (the server still checks it at
+// start); anything but a boolean is refused.
+TEST(Config, TlsRecordHandoverDefaultsOnAndTakesABoolean) {
+  EXPECT_TRUE(ServerConfig{}.tls_record_handover);
+  auto off = apply_toml_text(ServerConfig{}, "tls_record_handover = false\n");
+  ASSERT_TRUE(off) << off.error();
+  EXPECT_FALSE(off->tls_record_handover);
+  auto on = apply_toml_text(ServerConfig{}, "tls_record_handover = true\n");
+  ASSERT_TRUE(on) << on.error();
+  EXPECT_TRUE(on->tls_record_handover);
+  for (const char* bad : {"tls_record_handover = 0", "tls_record_handover = \"off\""}) {
+    auto c = apply_toml_text(ServerConfig{}, bad);
+    ASSERT_FALSE(c) << bad;
+    EXPECT_NE(c.error().find("'tls_record_handover' must be true or false"), std::string::npos)
+        << c.error();
+  }
+  Metrics m;
+  m.tls_record_handover = 1;
+  EXPECT_NE(m.render().find("sotto_tls_record_handover 1\n"), std::string::npos);
+}
+
 TEST(Username, NormalisesAndValidates) {
   EXPECT_EQ(normalize_username("Alice"), "alice");
   EXPECT_EQ(normalize_username("bob_2.x-y"), "bob_2.x-y");

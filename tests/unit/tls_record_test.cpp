@@ -29,9 +29,11 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "crypto/bytes.h"
+#include "net/handover/record_handover.h"
 #include "net/tls.h"
 #include "net/tls_internal.h"
 #include "net/tls_stream.h"
@@ -1054,6 +1056,180 @@ TEST_F(TlsClientStream, AReadOrACloseSendsTheDeferredFinished) {
     EXPECT_EQ(SSL_read(pair.server(), &byte, 1), 0);
     EXPECT_EQ(SSL_get_error(pair.server(), 0), SSL_ERROR_ZERO_RETURN);
   }
+}
+
+// --- both record paths of the server stream ---------------------------------------------------
+
+// What the server stream does on either path: its records handed over to TlsRecordLayer, or kept
+// by OpenSSL (a context made with record_handover = false, as a server whose handover is off).
+class TlsServerStream : public ::testing::TestWithParam<std::tuple<const char*, bool>> {
+ protected:
+  void SetUp() override {
+    auto id = load_or_create_identity(dir_.path());
+    ASSERT_TRUE(id);
+    server_ctx_ = detail::make_server_context(*id, handover());
+    client_ctx_.reset(SSL_CTX_new(TLS_client_method()));
+    SSL_CTX_set_min_proto_version(client_ctx_.get(), TLS1_3_VERSION);
+    SSL_CTX_set_verify(client_ctx_.get(), SSL_VERIFY_NONE, nullptr);
+    ASSERT_EQ(SSL_CTX_set_ciphersuites(client_ctx_.get(), std::get<0>(GetParam())), 1);
+  }
+  bool handover() const { return std::get<1>(GetParam()); }
+
+  TempDir dir_;
+  detail::SslCtxPtr server_ctx_;
+  std::unique_ptr<SSL_CTX, SslCtxFree> client_ctx_;
+};
+
+TEST_P(TlsServerStream, CarriesDataBothWaysOnItsPath) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  EXPECT_EQ(pair.server().own_records(), handover());
+  EXPECT_EQ(pair.server().native_handle() == nullptr, handover());
+  const Bytes large = pattern(100000, 31);
+  auto writer = std::async(std::launch::async, [&] { return pair.client_write(large); });
+  EXPECT_EQ(pair.server_read(large.size()), large);
+  EXPECT_TRUE(writer.get());
+  auto reader = std::async(std::launch::async, [&] { return pair.client_read(large.size()); });
+  pair.server_write(large);
+  EXPECT_EQ(reader.get(), large);
+}
+
+TEST_P(TlsServerStream, AnswersARequestedKeyUpdate) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  for (const int type : {SSL_KEY_UPDATE_REQUESTED, SSL_KEY_UPDATE_NOT_REQUESTED}) {
+    ASSERT_EQ(SSL_key_update(pair.client(), type), 1);
+    const Bytes after = pattern(300, 32);
+    ASSERT_TRUE(pair.client_write(after));
+    EXPECT_EQ(pair.server_read(after.size()), after);
+    const Bytes reply = pattern(200, 33);
+    auto reader = std::async(std::launch::async, [&] { return pair.client_read(reply.size()); });
+    pair.server_write(reply);
+    EXPECT_EQ(reader.get(), reply);
+  }
+}
+
+// close_with_notify (every way the server ends a connection short of the WebSocket close): the
+// client reads close_notify after what was queued, and the server never blocks on it.
+TEST_P(TlsServerStream, CloseWithNotifySendsCloseNotifyAfterQueuedOutput) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  const Bytes last = pattern(500, 34);
+  pair.server().hold_output(true);  // queued, not sent (on the handover path)
+  pair.server_write(last);
+  pair.server().close_with_notify();
+  EXPECT_FALSE(pair.server().next_layer().is_open());
+  EXPECT_EQ(pair.client_read(last.size()), last);
+  char byte = 0;
+  EXPECT_EQ(SSL_read(pair.client(), &byte, 1), 0);
+  EXPECT_EQ(SSL_get_error(pair.client(), 0), SSL_ERROR_ZERO_RETURN);
+  pair.server().close_with_notify();  // idempotent
+}
+
+// Before the handshake is done there is nothing to say close_notify with: the socket just closes.
+TEST_P(TlsServerStream, CloseWithNotifyBeforeTheHandshakeOnlyCloses) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.server().close_with_notify();
+  EXPECT_FALSE(pair.server().next_layer().is_open());
+  char byte = 0;
+  EXPECT_EQ(::recv(pair.client_fd(), &byte, 1, 0), 0);  // a FIN, and nothing before it
+}
+
+// A peer that does not read: close_with_notify gives up on what the socket does not take at
+// once instead of waiting.
+TEST_P(TlsServerStream, CloseWithNotifyDoesNotWaitForAPeerThatDoesNotRead) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  const Bytes chunk = pattern(16384, 35);
+  // Fill the socket buffers: writes until one has to wait.
+  for (int i = 0; i < 10000; ++i) {
+    const TlsStep st = pair.server().try_write(chunk.data(), chunk.size());
+    if (st.ec || st.kind != TlsStep::done) break;
+  }
+  pair.server().close_with_notify();  // returns: nothing here waits
+  EXPECT_FALSE(pair.server().next_layer().is_open());
+}
+
+TEST_P(TlsServerStream, ATamperedRecordIsRefusedWithBadRecordMac) {
+  StreamPair pair(server_ctx_.get(), client_ctx_.get());
+  pair.handshake();
+  Bytes forged = {0x17, 0x03, 0x03, 0x00, 0x20};
+  const Bytes junk = pattern(32, 36);
+  forged.insert(forged.end(), junk.begin(), junk.end());
+  ASSERT_EQ(::send(pair.client_fd(), forged.data(), forged.size(), 0),
+            static_cast<ssize_t>(forged.size()));
+  EXPECT_TRUE(pair.server_read_error());
+  char byte = 0;
+  EXPECT_LE(SSL_read(pair.client(), &byte, 1), 0);
+  const unsigned long e = ERR_peek_last_error();
+  EXPECT_EQ(ERR_GET_REASON(e), SSL_R_SSLV3_ALERT_BAD_RECORD_MAC) << ERR_reason_error_string(e);
+  ERR_clear_error();
+}
+
+INSTANTIATE_TEST_SUITE_P(SuitesAndPaths, TlsServerStream,
+                         ::testing::Combine(::testing::Values("TLS_AES_128_GCM_SHA256",
+                                                              "TLS_AES_256_GCM_SHA384",
+                                                              "TLS_CHACHA20_POLY1305_SHA256"),
+                                            ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<const char*, bool>>& p) {
+                           return std::string(std::get<0>(p.param)) +
+                                  (std::get<1>(p.param) ? "_Handover" : "_OpenSslRecords");
+                         });
+
+// --- the handover's start-up self-check (net/handover/record_handover.h) ---------------------
+
+class RecordHandoverCheck : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto id = load_or_create_identity(dir_.path());
+    ASSERT_TRUE(id);
+    identity_ = *id;
+  }
+  void TearDown() override { handover::testing::set_write_sequence_offset(0); }
+
+  TempDir dir_;
+  TlsIdentity identity_;
+};
+
+TEST_F(RecordHandoverCheck, PassesOnThisOpenSsl) {
+  const detail::SslCtxPtr ctx = detail::make_server_context(identity_, true);
+  const handover::Verdict v = handover::self_check(ctx.get());
+  EXPECT_TRUE(v.enabled) << v.reason;
+  EXPECT_NE(v.reason.find("passed"), std::string::npos) << v.reason;
+  EXPECT_TRUE(handover::decide(ctx.get(), OpenSSL_version_num()).enabled);
+}
+
+// A miscounted first write sequence number (what a future OpenSSL counting its records otherwise
+// would cause): the client cannot read the first handed-over record, and the check says so.
+TEST_F(RecordHandoverCheck, AMiscountedWriteSequenceFailsTheCheck) {
+  const detail::SslCtxPtr ctx = detail::make_server_context(identity_, true);
+  for (const std::int64_t offset : {1, -1, 2}) {
+    handover::testing::set_write_sequence_offset(offset);
+    const handover::Verdict v = handover::self_check(ctx.get());
+    EXPECT_FALSE(v.enabled) << offset;
+    EXPECT_NE(v.reason.find("could not read the first handed-over record"), std::string::npos)
+        << v.reason;
+  }
+  handover::testing::set_write_sequence_offset(0);
+  EXPECT_TRUE(handover::self_check(ctx.get()).enabled);
+}
+
+TEST_F(RecordHandoverCheck, OnlyTheTestedOpenSslSeriesIsTrusted) {
+  EXPECT_TRUE(handover::version_tested(0x30000000UL));   // 3.0.0
+  EXPECT_TRUE(handover::version_tested(0x30000130UL));   // 3.0.19
+  EXPECT_FALSE(handover::version_tested(0x30100000UL));  // 3.1.0
+  EXPECT_FALSE(handover::version_tested(0x30500010UL));  // 3.5.1
+  EXPECT_FALSE(handover::version_tested(0x1010117fUL));  // 1.1.1w
+  const detail::SslCtxPtr ctx = detail::make_server_context(identity_, true);
+  const handover::Verdict v = handover::decide(ctx.get(), 0x30500010UL);
+  EXPECT_FALSE(v.enabled);
+  EXPECT_NE(v.reason.find("OpenSSL 3.5.1"), std::string::npos) << v.reason;
+}
+
+TEST_F(RecordHandoverCheck, AContextThatDoesNotHandOverIsNotChecked) {
+  const detail::SslCtxPtr ctx = detail::make_server_context(identity_, false);
+  EXPECT_FALSE(handover::enabled(ctx.get()));
+  EXPECT_FALSE(handover::self_check(ctx.get()).enabled);
 }
 
 }  // namespace
