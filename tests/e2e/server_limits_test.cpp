@@ -640,6 +640,22 @@ TEST_F(ServerLimitsTest, OverTheStorageBudgetSendsAreRefusedUntilAcknowledgement
   EXPECT_EQ(server_.row_counts().at("messages"), 1);
 }
 
+// The data directory's free space is part of the budget: below min_free_disk_bytes (here more
+// than any disk has) sends are refused the same way, and /metrics shows the free space read.
+TEST_F(ServerLimitsTest, BelowTheFreeDiskMinimumSendsAreRefused) {
+  ASSERT_NO_FATAL_FAILURE(start("min_free_disk_bytes = 1125899906842624\n"));  // 1 PiB
+  Account alice("alice", 1), bob("bob", 2);
+  auto a = join(alice);
+  { auto b = join(bob); }
+  const auto refused = a->call(send_to(bob, 1, "hello"));
+  EXPECT_EQ(refused.status().code(), svc::UNAVAILABLE);
+  EXPECT_NE(refused.status().message().find("disk is almost full"), std::string::npos)
+      << refused.status().message();
+  EXPECT_GT(refused.status().retry_after_ms(), 0u);
+  EXPECT_EQ(server_.row_counts().at("messages"), 0);
+  EXPECT_GT(server_.metric("sotto_disk_free_bytes"), 0);
+}
+
 // Issue 16 item 2: 300 acknowledgements of 4,096 random ids held the shared writer. They are
 // rate limited per account now (and ids never pushed to the connection cost no write); another
 // account's send still goes through. Only status codes are asserted, not times.

@@ -106,5 +106,39 @@ TEST_F(PolicyTest, ASendOverTheStorageBudgetIsUnavailableAndStoresNothing) {
   EXPECT_EQ(metrics_.storage_refusals.load(), 1u);
 }
 
+// Link tokens (a database row each) and provisioning addresses and messages have buckets of
+// their own: per account, and per source address before login.
+TEST_F(PolicyTest, LinkTokensAndProvisioningAreRateLimited) {
+  ServerConfig c = config();
+  c.link_tokens_per_hour = 20;     // 5 at once
+  c.provisioning_per_minute = 30;  // 10 at once
+  server_ = make_server(metrics_, c);
+  Client alice("alice", 1, 1);
+  join(alice);
+  svc::Request token;
+  token.mutable_link_token();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(call(alice, token).status().code(), svc::OK) << i;
+  const auto refused = call(alice, token);
+  EXPECT_EQ(refused.status().code(), svc::RATE_LIMITED);
+  EXPECT_GT(refused.status().retry_after_ms(), 60'000u);  // 3 minutes a token
+
+  Client newcomer("newcomer", 3, 3);
+  server_->on_open(newcomer.conn, {});
+  svc::Request open;
+  open.mutable_provisioning_open();
+  std::string address;
+  for (int i = 0; i < 10; ++i) {
+    const auto r = call(newcomer, open);
+    ASSERT_EQ(r.status().code(), svc::OK) << i;
+    address = r.provisioning_open().address();
+  }
+  EXPECT_EQ(call(newcomer, open).status().code(), svc::RATE_LIMITED);
+  svc::Request send;
+  send.mutable_provisioning_send()->set_address(address);
+  send.mutable_provisioning_send()->set_ciphertext("sealed");
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(call(alice, send).status().code(), svc::OK) << i;
+  EXPECT_EQ(call(alice, send).status().code(), svc::RATE_LIMITED);
+}
+
 }  // namespace
 }  // namespace sotto::server
