@@ -97,6 +97,8 @@ TEST_F(PolicyTest, ASendOverTheStorageBudgetIsUnavailableAndStoresNothing) {
   join(bob);
   ASSERT_EQ(call(alice, send_to(bob, 'a', std::string(60, 'x'))).status().code(), svc::OK);
   EXPECT_EQ(metrics_.stored_bytes.load(), 60);
+  // A retry of the stored send (its answer lost) is still answered as stored, not refused.
+  EXPECT_EQ(call(alice, send_to(bob, 'a', std::string(60, 'x'))).status().code(), svc::OK);
   const auto refused = call(alice, send_to(bob, 'b', std::string(60, 'y')));
   EXPECT_EQ(refused.status().code(), svc::UNAVAILABLE);
   EXPECT_NE(refused.status().message().find("storage is full"), std::string::npos);
