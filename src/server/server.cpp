@@ -976,6 +976,12 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
   std::uint64_t stored_bytes = 0;
   for (const auto& env : envelopes) stored_bytes += env.content.size();
   if (auto why = storage_refusal(stored_bytes); !why.empty()) {
+    // A retry of a send stored before (its answer lost) is answered as the original was.
+    if (auto sent = store_.messages().was_sent(dedup); sent && *sent) {
+      out.mutable_send()->set_server_timestamp(now);
+      reply(s, std::move(out));
+      return;
+    }
     metrics_.storage_refusals.fetch_add(1, std::memory_order_relaxed);
     metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
     fail_retry(out, svc::UNAVAILABLE, why, kStorageRetryMs);

@@ -551,6 +551,9 @@ TEST_F(ServerLimitsTest, AFloodOfLargeSendsIsRateLimitedAndTheDatabaseStaysBound
   // The database holds what was accepted (and some pages of overhead), not the flood: at most two
   // copies of it, one in the file and one in the write-ahead log until that is reused.
   const std::uintmax_t accepted_bytes = static_cast<std::uintmax_t>(accepted) * kLargeMessage;
+  std::printf(
+      "flood: %d of %d sends of 256 KB accepted in %.2f s, the database grew by %ju bytes\n",
+      accepted, kFlood, elapsed, database_bytes() - before);
   EXPECT_LE(database_bytes(), before + accepted_bytes * 21 / 10 + (8u << 20))
       << accepted << " accepted";
   // Another account's send is not affected.
@@ -638,6 +641,22 @@ TEST_F(ServerLimitsTest, OverTheStorageBudgetSendsAreRefusedUntilAcknowledgement
   ASSERT_TRUE(wait_metric("sotto_stored_bytes", 0));
   EXPECT_EQ(a->call(send_to(bob, 6, large)).status().code(), svc::OK);
   EXPECT_EQ(server_.row_counts().at("messages"), 1);
+}
+
+// The data directory's free space is part of the budget: below min_free_disk_bytes (here more
+// than any disk has) sends are refused the same way, and /metrics shows the free space read.
+TEST_F(ServerLimitsTest, BelowTheFreeDiskMinimumSendsAreRefused) {
+  ASSERT_NO_FATAL_FAILURE(start("min_free_disk_bytes = 1125899906842624\n"));  // 1 PiB
+  Account alice("alice", 1), bob("bob", 2);
+  auto a = join(alice);
+  { auto b = join(bob); }
+  const auto refused = a->call(send_to(bob, 1, "hello"));
+  EXPECT_EQ(refused.status().code(), svc::UNAVAILABLE);
+  EXPECT_NE(refused.status().message().find("disk is almost full"), std::string::npos)
+      << refused.status().message();
+  EXPECT_GT(refused.status().retry_after_ms(), 0u);
+  EXPECT_EQ(server_.row_counts().at("messages"), 0);
+  EXPECT_GT(server_.metric("sotto_disk_free_bytes"), 0);
 }
 
 // Issue 16 item 2: 300 acknowledgements of 4,096 random ids held the shared writer. They are

@@ -949,5 +949,24 @@ TEST_F(ClientFlowTest, ASendTheServerRateLimitsIsAClearRetryableError) {
   EXPECT_EQ(refused->message.find("sotto "), std::string::npos) << refused->message;
 }
 
+// Over the server's storage budget a send fails at once with a text that says the server cannot
+// take it now and when to retry (the hint, 30 s, is beyond this send's 5 s).
+TEST_F(ClientFlowTest, ASendTheServerHasNoRoomForSaysSoAndWhenToRetry) {
+  server_.reset();
+  server::ServerConfig config;
+  config.max_stored_bytes = 1;  // nothing fits
+  server_ = std::make_unique<InProcessServer>(root_ / "full-server", clock_, config);
+  Engine& alice = register_("alice");
+  register_("bob");
+  clock_->advance_ms(1000);
+  auto r = alice.send("bob", "hello");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::server) << r.error().message;
+  EXPECT_NE(r.error().message.find("the server cannot take this now"), std::string::npos)
+      << r.error().message;
+  EXPECT_NE(r.error().message.find("storage is full"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("retry in 30 s"), std::string::npos) << r.error().message;
+}
+
 }  // namespace
 }  // namespace sotto::client

@@ -97,6 +97,8 @@ TEST_F(PolicyTest, ASendOverTheStorageBudgetIsUnavailableAndStoresNothing) {
   join(bob);
   ASSERT_EQ(call(alice, send_to(bob, 'a', std::string(60, 'x'))).status().code(), svc::OK);
   EXPECT_EQ(metrics_.stored_bytes.load(), 60);
+  // A retry of the stored send (its answer lost) is still answered as stored, not refused.
+  EXPECT_EQ(call(alice, send_to(bob, 'a', std::string(60, 'x'))).status().code(), svc::OK);
   const auto refused = call(alice, send_to(bob, 'b', std::string(60, 'y')));
   EXPECT_EQ(refused.status().code(), svc::UNAVAILABLE);
   EXPECT_NE(refused.status().message().find("storage is full"), std::string::npos);
@@ -104,6 +106,40 @@ TEST_F(PolicyTest, ASendOverTheStorageBudgetIsUnavailableAndStoresNothing) {
   EXPECT_EQ(call(alice, send_to(bob, 'c', std::string(40, 'z'))).status().code(), svc::OK);
   EXPECT_EQ(stored_for(bob), 2u);
   EXPECT_EQ(metrics_.storage_refusals.load(), 1u);
+}
+
+// Link tokens (a database row each) and provisioning addresses and messages have buckets of
+// their own: per account, and per source address before login.
+TEST_F(PolicyTest, LinkTokensAndProvisioningAreRateLimited) {
+  ServerConfig c = config();
+  c.link_tokens_per_hour = 20;     // 5 at once
+  c.provisioning_per_minute = 30;  // 10 at once
+  server_ = make_server(metrics_, c);
+  Client alice("alice", 1, 1);
+  join(alice);
+  svc::Request token;
+  token.mutable_link_token();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(call(alice, token).status().code(), svc::OK) << i;
+  const auto refused = call(alice, token);
+  EXPECT_EQ(refused.status().code(), svc::RATE_LIMITED);
+  EXPECT_GT(refused.status().retry_after_ms(), 60'000u);  // 3 minutes a token
+
+  Client newcomer("newcomer", 3, 3);
+  server_->on_open(newcomer.conn, {});
+  svc::Request open;
+  open.mutable_provisioning_open();
+  std::string address;
+  for (int i = 0; i < 10; ++i) {
+    const auto r = call(newcomer, open);
+    ASSERT_EQ(r.status().code(), svc::OK) << i;
+    address = r.provisioning_open().address();
+  }
+  EXPECT_EQ(call(newcomer, open).status().code(), svc::RATE_LIMITED);
+  svc::Request send;
+  send.mutable_provisioning_send()->set_address(address);
+  send.mutable_provisioning_send()->set_ciphertext("sealed");
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(call(alice, send).status().code(), svc::OK) << i;
+  EXPECT_EQ(call(alice, send).status().code(), svc::RATE_LIMITED);
 }
 
 }  // namespace
