@@ -50,6 +50,17 @@ std::map<std::uint32_t, std::uint64_t> decode_missing(ByteView bytes) {
   return out;
 }
 
+// Whether the ranges are ascending and disjoint, as the server sends them (anything else: no
+// pruning, rather than deleting keys on a list misread).
+bool well_formed(const svc::KeyCountResponse& held) {
+  std::uint64_t next = 0;  // the least id the next range may start at
+  for (const auto& r : held.held()) {
+    if (r.first() < next || r.last() < r.first()) return false;
+    next = static_cast<std::uint64_t>(r.last()) + 1;
+  }
+  return true;
+}
+
 bool held_by_server(const svc::KeyCountResponse& held, std::uint32_t id) {
   // Ascending ranges: the first whose end is not below id decides.
   const auto& ranges = held.held();
@@ -199,7 +210,11 @@ Result<void> KeyMaintenance::maintain(const ConnectionPtr& c) {
 }
 
 Result<void> KeyMaintenance::prune(const svc::KeyCountResponse& held, std::uint64_t now) {
-  const std::uint64_t ttl = held.message_ttl_seconds();
+  if (!well_formed(held)) return {};
+  // The server's TTL, but never below its smallest setting (a day): a server saying less is
+  // broken, and deleting too early would lose messages.
+  const std::uint64_t ttl =
+      std::max<std::uint64_t>(held.message_ttl_seconds(), kMinPruneTtlSeconds);
   store::ClientStore& store = *account_.store;
   auto local = store.pre_key_ids();
   if (!local) return tl::unexpected(from_store(local.error()));

@@ -30,6 +30,8 @@ inline constexpr std::string_view kKeysInstanceValue = "instance.keys";
 // One-time prekeys whose private halves we hold and the server no longer does, with the time
 // (seconds) this device first saw each missing: (id, since) pairs, 4 + 8 bytes big-endian.
 inline constexpr std::string_view kMissingPreKeysValue = "pre_keys.missing";
+// The least message TTL pruning assumes, whatever the server says (its config allows >= 1 day).
+inline constexpr std::uint64_t kMinPruneTtlSeconds = 24 * 3600;
 
 // Keys of a device being added.
 struct DeviceKeys {
