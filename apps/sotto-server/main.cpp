@@ -124,13 +124,18 @@ std::size_t fit_descriptor_limit(std::size_t wanted) {
     spdlog::warn("event=limits result=unknown reason=\"getrlimit(RLIMIT_NOFILE) failed\"");
     return wanted;
   }
-  if (limit.rlim_cur < limit.rlim_max) {
+  // An unlimited hard limit cannot be the soft one (the kernel caps it at fs.nr_open): then as
+  // much as is wanted.
+  const rlim_t target = limit.rlim_max == RLIM_INFINITY
+                            ? static_cast<rlim_t>(wanted) + kReservedDescriptors
+                            : limit.rlim_max;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < target) {
     const rlim_t before = limit.rlim_cur;
-    limit.rlim_cur = limit.rlim_max;
+    limit.rlim_cur = target;
     if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
       limit.rlim_cur = before;
-      spdlog::warn("event=limits reason=\"cannot raise RLIMIT_NOFILE from {} to its hard limit\"",
-                   before);
+      spdlog::warn("event=limits reason=\"cannot raise RLIMIT_NOFILE from {} to {}\"", before,
+                   target);
     }
   }
   const rlim_t soft = limit.rlim_cur;

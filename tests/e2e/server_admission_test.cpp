@@ -542,6 +542,25 @@ TEST_F(AdmissionTest, APreLoginConnectionCannotMakeTheServerHoldALargeMessage) {
   }
 }
 
+// Before login the idle timeout is short: a connection that opened its WebSocket and then went
+// silent (it does not even answer pings) is dropped after prelogin_idle_timeout_seconds, long
+// before the login deadline or the logged-in idle timeout would.
+TEST_F(AdmissionTest, ASilentConnectionThatHasNotLoggedInIsDroppedAtTheShortIdleTimeout) {
+  ServerProcess server(
+      "login_deadline_seconds = 120\nprelogin_idle_timeout_seconds = 2\n"
+      "idle_timeout_seconds = 300\n");
+  ASSERT_NE(server.port(), 0) << server.log();
+  const auto start = Clock::now();
+  RawWebSocket silent(server.port());
+  ASSERT_TRUE(silent.open());
+  // Nothing is read until the server gives up: its pings go unanswered.
+  std::this_thread::sleep_for(1500ms);
+  const auto code = silent.wait_closed(60s);
+  ASSERT_TRUE(code.has_value()) << "a silent pre-login connection is still open";
+  EXPECT_GE(Clock::now() - start, 2s);
+  EXPECT_LT(Clock::now() - start, 100s);  // not the login deadline (120 s)
+}
+
 // The largest pre-login request a client may send is a registration with kMaxPreKeysPerUpload
 // one-time prekeys and every field at its largest; it fits the pre-login limit with room to spare
 // and is accepted. Once logged in, the connection takes messages up to max_frame_bytes again: a
