@@ -48,6 +48,17 @@ struct SslFree {
   void operator()(SSL* p) const noexcept { SSL_free(p); }
 };
 
+// A descriptor closed with its owner.
+struct Fd {
+  int fd = -1;
+  Fd() = default;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
 // A failed step of the check: what went wrong, for the log.
 struct Failure {
   std::string what;
@@ -62,7 +73,7 @@ class Loopback {
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
       throw Failure{"socketpair failed"};
     }
-    client_fd_ = fds[1];
+    client_fd_.fd = fds[1];
     boost::asio::ip::tcp::socket socket(io_);
     boost::system::error_code ec;
     socket.assign(boost::asio::ip::tcp::v4(), fds[0], ec);
@@ -83,8 +94,8 @@ class Loopback {
     }
     SSL_CTX_set_verify(client_ctx_.get(), SSL_VERIFY_NONE, nullptr);
     client_.reset(SSL_new(client_ctx_.get()));
-    if (!client_ || ::fcntl(client_fd_, F_SETFL, O_NONBLOCK) != 0 ||
-        SSL_set_fd(client_.get(), client_fd_) != 1) {
+    if (!client_ || ::fcntl(client_fd_.fd, F_SETFL, O_NONBLOCK) != 0 ||
+        SSL_set_fd(client_.get(), client_fd_.fd) != 1) {
       throw Failure{"cannot make the client: " + openssl_error()};
     }
     SSL_set_connect_state(client_.get());
@@ -92,7 +103,6 @@ class Loopback {
   ~Loopback() {
     client_.reset();
     server_.reset();  // closes its end
-    if (client_fd_ >= 0) ::close(client_fd_);
   }
   Loopback(const Loopback&) = delete;
   Loopback& operator=(const Loopback&) = delete;
@@ -116,7 +126,7 @@ class Loopback {
         server_done = st.kind == TlsStep::done;
       }
       if (client_done && server_done) break;
-      pollfd p[2] = {{client_fd_, POLLIN, 0}, {server_fd_, POLLIN, 0}};
+      pollfd p[2] = {{client_fd_.fd, POLLIN, 0}, {server_fd_, POLLIN, 0}};
       pollfd* first = client_done ? &p[1] : &p[0];
       const nfds_t n = (client_done || server_done) ? 1 : 2;
       wait(first, n, "the handshake");
@@ -158,7 +168,7 @@ class Loopback {
       if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) {
         throw Failure{"the client's write failed: " + openssl_error()};
       }
-      pollfd p{client_fd_, static_cast<short>(e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), 0};
+      pollfd p{client_fd_.fd, static_cast<short>(e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), 0};
       wait(&p, 1, "the client's write");
     }
   }
@@ -179,7 +189,7 @@ class Loopback {
         throw Failure{std::string("the OpenSSL client could not read ") + what + ": " +
                       openssl_error()};
       }
-      pollfd p{client_fd_, static_cast<short>(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
+      pollfd p{client_fd_.fd, static_cast<short>(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
       wait(&p, 1, what);
     }
     return out;
@@ -217,12 +227,12 @@ class Loopback {
   }
 
   const Clock::time_point deadline_;
-  boost::asio::io_context io_;
+  boost::asio::io_context io_;  // outlives the server stream's socket
+  Fd client_fd_;                // outlives the client's SSL, which does not close it
   std::unique_ptr<TlsStream> server_;
   std::unique_ptr<SSL_CTX, SslCtxFree> client_ctx_;
   std::unique_ptr<SSL, SslFree> client_;
-  int client_fd_ = -1;
-  int server_fd_ = -1;
+  int server_fd_ = -1;  // owned by server_
 };
 
 void expect(const std::string& got, std::string_view want, const char* what) {
