@@ -269,6 +269,7 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
     return tl::unexpected(r.error());
   if (!(r = read_int<std::uint64_t>(t, "min_free_disk_bytes", c.min_free_disk_bytes, 0,
                                     1ull << 50)))
+    return tl::unexpected(r.error());
   if (!(r = read_int<std::uint32_t>(t, "pre_keys_per_device_per_hour",
                                     c.pre_keys_per_device_per_hour, 1, 1'000'000)))
     return tl::unexpected(r.error());
