@@ -351,6 +351,10 @@ int main(int argc, char** argv) {
   ws_options.max_frame_bytes = config.max_frame_bytes;
   ws_options.max_connections = config.max_connections;
   ws_options.idle_timeout = std::chrono::seconds(config.idle_timeout_seconds);
+  ws_options.max_outbound_bytes = config.max_outbound_bytes;
+  ws_options.outbound_low_water = config.outbound_low_water_bytes;
+  ws_options.max_buffered_bytes = config.max_buffered_bytes;
+  ws_options.slow_reader_timeout = std::chrono::seconds(config.slow_reader_seconds);
   ws_options.threads = config.io_threads;
   net::WsServer ws(tls->current, ws_options, server);
   net::HttpOptions http_options;
@@ -358,8 +362,11 @@ int main(int argc, char** argv) {
   http_options.port = config.http.port;
   net::HttpServer http_server(http_options, [&](std::string_view path) {
     if (path == "/healthz") return net::HttpResponse{200, "text/plain", "ok\n"};
-    if (path == "/metrics")
+    if (path == "/metrics") {
+      metrics.buffered_bytes.store(static_cast<std::int64_t>(ws.buffered_bytes()),
+                                   std::memory_order_relaxed);
       return net::HttpResponse{200, "text/plain; version=0.0.4", metrics.render()};
+    }
     return net::HttpResponse{404, "text/plain", "not found\n"};
   });
   try {

@@ -61,6 +61,9 @@ std::string Metrics::render() const {
          "Distinct devices told of the announced next server key since it was announced (or the "
          "server started); 0 while none is announced.",
          next_key_devices_told);
+  metric(out, "sotto_buffered_bytes", "gauge",
+         "Bytes queued for every connection and not yet written (against max_buffered_bytes).",
+         buffered_bytes);
   commit_latency.render(out, "sotto_commit_latency_seconds",
                         "Time from receiving a send to its durable commit.");
   return out;

@@ -38,6 +38,9 @@ struct Metrics {
   // Distinct devices told of the announced next key (in memory: since it was announced, or since
   // the server started); 0 while none is announced.
   std::atomic<std::int64_t> next_key_devices_told{0};
+  // Every connection's unsent bytes together (net::WsServer::buffered_bytes), set when /metrics
+  // is rendered.
+  std::atomic<std::int64_t> buffered_bytes{0};
   Histogram commit_latency;  // send received -> durable
 
   std::string render() const;
