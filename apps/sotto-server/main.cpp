@@ -239,7 +239,8 @@ int main(int argc, char** argv) {
       "tls_private_key,\n"
       "invite_only, max_message_bytes, max_frame_bytes, max_queue_per_device, message_ttl_days,\n"
       "max_connections, idle_timeout_seconds, io_threads, registrations_per_minute,\n"
-      "logins_per_minute, bundle_fetches_per_minute, log_level, tls_next_key.\n"
+      "logins_per_minute, bundle_fetches_per_minute, log_level, tls_next_key,\n"
+      "max_outbound_bytes, outbound_low_water_bytes, max_buffered_bytes, slow_reader_seconds.\n"
       "SIGHUP: load the TLS certificate and key (and the next key) again, without dropping\n"
       "connections; the rest of the configuration is read at start only.");
   auto* invite = app.add_subcommand("invite", "Manage invite codes (for invite-only registration)");
