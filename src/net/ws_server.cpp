@@ -363,6 +363,9 @@ class ServerConnection final : public Connection,
       arm_keepalive();
       return;
     }
+    // While the server does not read (back-pressure), it cannot hear the peer: that is no
+    // silence of the peer's (one that stopped reading is closed by the rule above).
+    if (read_paused_) last_activity_ = now;
     const auto silent = now - last_activity_;
     if (silent >= server_.keepalive.idle) {
       hard_close();  // silent peers do not answer close frames either; the read now fails
