@@ -1299,7 +1299,7 @@ class LoadTool {
 
     // Drain, with the server's RSS sampled meanwhile.
     std::this_thread::sleep_for(500ms);  // the store's writes settle
-    std::uint64_t rss0 = 0;  // 0: unknown
+    std::uint64_t rss0 = 0;              // 0: unknown
     if (ep_.pid != 0) rss0 = resident_bytes(ep_.pid).value_or(0);
     std::atomic<bool> sampling{true};
     std::atomic<std::uint64_t> peak{rss0};
