@@ -3,8 +3,9 @@
 // challenge/authenticate over TLS 1.3 with the server's certificate pinned, sends opaque
 // ciphertext-sized messages to every device of the recipient and acknowledges what it receives,
 // batching acknowledgements as a client may. It measures delivered messages/s at saturation,
-// latency at a fixed rate, logins/s, server memory per idle connection, and storing and draining
-// an offline queue; and it checks that every message the server accepted was delivered exactly
+// latency at a fixed rate, logins/s, server memory per idle connection, storing and draining
+// an offline queue, and draining a backlog of maximum-size messages with the server's memory
+// bounded; and it checks that every message the server accepted was delivered exactly
 // once (re-deliveries of the same envelope are counted separately: the server delivers at least
 // once and clients drop repeats by envelope id).
 #include <sys/resource.h>
@@ -63,8 +64,8 @@ struct Options {
   int server_pid = 0;
   std::string spawn_server;
   bool keep_data = false;
-  std::vector<std::string> phases{"saturation",  "fixed-rate", "logins",
-                                  "idle-memory", "offline",    "tls-handshakes"};
+  std::vector<std::string> phases{"saturation", "fixed-rate", "logins",        "idle-memory",
+                                  "offline",    "backlog",    "tls-handshakes"};
   bool json_output = false;
   int threads = 2;
   std::size_t pairs = 64;
@@ -87,6 +88,12 @@ struct Options {
   std::size_t offline_messages = 10000;
   std::size_t offline_senders = 16;  // a busy group writing to one device that is away
   std::size_t offline_window = 64;
+  // A device away while several senders store this much for it in maximum-size messages; then
+  // it drains the backlog (delivery paced by bytes: the server's memory must stay bounded).
+  std::size_t backlog_mb = 500;
+  std::size_t backlog_message_bytes = 256 * 1024;
+  std::size_t backlog_senders = 8;
+  std::size_t backlog_window = 4;
   std::size_t pre_keys = 0;
   // OpenSSL's provider dispatch for the tool's own X25519 and EC work, instead of its built-in
   // methods (key_methods.h); for comparing the two.
@@ -249,10 +256,12 @@ class LoadTool {
     raise_fd_limit();
     const std::size_t pair_accounts = (o_.has("saturation") || o_.has("fixed-rate")) ? o_.pairs : 0;
     const std::size_t offline = o_.has("offline") ? o_.offline_senders : 0;
+    const std::size_t backlog_senders = o_.has("backlog") ? o_.backlog_senders : 0;
     std::size_t shared = 0;
     if (o_.has("idle-memory")) shared = o_.idle_connections;
     if (o_.has("logins")) shared = std::max(shared, o_.login_accounts);
-    const std::size_t total = 2 * pair_accounts + offline + (offline > 0 ? 1 : 0) + shared;
+    const std::size_t total = 2 * pair_accounts + offline + (offline > 0 ? 1 : 0) +
+                              backlog_senders + (backlog_senders > 0 ? 1 : 0) + shared;
 
     log("server " + ep_.host + ":" + std::to_string(ep_.port) + " pid " + std::to_string(ep_.pid));
     // What the tool's own handshakes run on (key_methods.h): it changes the tool's CPU per
@@ -280,6 +289,8 @@ class LoadTool {
     const auto pair_receivers = take(pair_accounts);
     const auto offline_senders = take(offline);
     const auto offline_receiver = take(offline > 0 ? 1 : 0);
+    const auto backlog_from = take(backlog_senders);
+    const auto backlog_receiver = take(backlog_senders > 0 ? 1 : 0);
     const auto shared_accounts = take(shared);
 
     start_flusher();
@@ -297,6 +308,7 @@ class LoadTool {
     }
     if (o_.has("idle-memory")) ok = idle_memory(shared_accounts) && ok;
     if (offline > 0) ok = offline_queue(offline_senders, offline_receiver[0]) && ok;
+    if (backlog_senders > 0) ok = backlog(backlog_from, backlog_receiver[0]) && ok;
     // Last: its thousands of short connections would move the server's memory under the
     // idle-memory phase's baseline.
     if (o_.has("tls-handshakes")) ok = tls_handshakes() && ok;
@@ -480,7 +492,8 @@ class LoadTool {
 
   // Content: sender index (4), sequence (8), send time in steady-clock ns (8), then random bytes
   // up to message_bytes. Opaque to the server, as ciphertext is.
-  void send_one(Sender& s, std::int64_t stamp_ns, bool refill) {
+  // `bytes`: the content's size (0: --message-bytes).
+  void send_one(Sender& s, std::int64_t stamp_ns, bool refill, std::size_t bytes = 0) {
     svc::Request r;
     auto* send = r.mutable_send();
     std::uint64_t seq = 0;
@@ -511,7 +524,7 @@ class LoadTool {
     m->set_device_id(s.to->account->device_id);
     m->set_registration_id(s.to->account->registration_id);
     m->set_type(kMessageTypeSignal);
-    std::string content(std::max(o_.message_bytes, kMessageHeader), '\0');
+    std::string content(std::max(bytes > 0 ? bytes : o_.message_bytes, kMessageHeader), '\0');
     auto* c = reinterpret_cast<std::uint8_t*>(content.data());
     put_u32(c, s.index);
     put_u64(c + 4, seq);
@@ -1228,6 +1241,138 @@ class LoadTool {
     return drained;
   }
 
+  // A device away while several senders store a large backlog of maximum-size messages for it
+  // (issue 16: ~33 of them used to lock an inbox for good); then it logs in and drains it,
+  // acknowledging each. Measures MB/s drained and the server's RSS, sampled while it drains:
+  // delivery is paced by bytes, so the peak must not grow with the backlog.
+  bool backlog(const std::vector<Account*>& from, Account* to) {
+    const std::size_t bytes = std::max(o_.backlog_message_bytes, kMessageHeader);
+    const std::size_t count = std::max<std::size_t>(1, o_.backlog_mb * 1'000'000 / bytes);
+    const double mb = static_cast<double>(count * bytes) / 1e6;
+    log("backlog: " + std::to_string(count) + " messages of " + std::to_string(bytes) + " bytes (" +
+        fmt(mb) + " MB) from " + std::to_string(from.size()) + " senders");
+    Receiver& rc = add_receiver(to);
+    std::vector<Sender*> ss;
+    for (auto* a : from) ss.push_back(&add_sender(a, &rc));
+    std::size_t failed = 0;
+    auto speers = open_logged_in(from, 32, nullptr, &failed);
+    for (std::size_t i = 0; i < ss.size(); ++i) ss[i]->peer = std::move(speers[i]);
+    if (failed > 0) return false;
+
+    // Store, each sender with a window of sends in flight.
+    const std::uint64_t ok_before = total_ok();
+    std::atomic<std::size_t> issued{0};
+    const auto t0 = now_ns();
+    std::vector<std::thread> drivers;
+    for (Sender* s : ss) {
+      drivers.emplace_back([&, s] {
+        while (issued.fetch_add(1) < count) {
+          if (!waiter_.wait(
+                  [&] {
+                    return s->outstanding.load() < static_cast<std::int64_t>(o_.backlog_window);
+                  },
+                  kStallTimeout))
+            return;
+          send_one(*s, now_ns(), false, bytes);
+        }
+      });
+    }
+    for (auto& d : drivers) d.join();
+    const bool stored = waiter_.wait([&] { return total_outstanding() == 0; }, kQuiesceTimeout);
+    const auto t1 = last_send_response_ns_.load();
+    const std::uint64_t accepted = total_ok() - ok_before;
+    json j;
+    j["messages"] = count;
+    j["message_bytes"] = bytes;
+    j["mb"] = round1(mb);
+    j["senders"] = ss.size();
+    j["window"] = o_.backlog_window;
+    j["accepted"] = accepted;
+    j["stored_mb_per_s"] = round1(static_cast<double>(accepted * bytes) / 1e6 /
+                                  seconds_between(t0, std::max(t1, t0 + 1)));
+    if (!stored || accepted != count) {
+      error("backlog: " + std::to_string(accepted) + " of " + std::to_string(count) +
+            " sends accepted");
+      results_["backlog"] = j;
+      return false;
+    }
+
+    // Drain, with the server's RSS sampled meanwhile.
+    std::this_thread::sleep_for(500ms);  // the store's writes settle
+    std::uint64_t rss0 = 0;              // 0: unknown
+    if (ep_.pid != 0) rss0 = resident_bytes(ep_.pid).value_or(0);
+    std::atomic<bool> sampling{true};
+    std::atomic<std::uint64_t> peak{rss0};
+    std::thread sampler([&] {
+      while (sampling.load() && ep_.pid != 0) {
+        if (auto r = resident_bytes(ep_.pid); r && *r > peak.load()) peak.store(*r);
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+    auto peer = std::make_unique<Peer>(pool_, client_options(0));
+    peer->on_push(receiver_push(rc));
+    bool drained = false;
+    std::int64_t t2 = 0;
+    if (connect_blocking(*peer)) {
+      Peer* p = peer.get();
+      {
+        std::lock_guard lock(rc.mu);
+        rc.peer = std::move(peer);
+      }
+      std::promise<std::string> login_result;
+      t2 = now_ns();
+      p->login(*to, [&](bool ok, const std::string& e) { login_result.set_value(ok ? "" : e); });
+      if (auto e = login_result.get_future().get(); !e.empty()) {
+        error("backlog: login " + e);
+      } else {
+        // As long as it makes progress (a slow machine drains 500 MB slowly, not never).
+        const auto done = [&] {
+          std::lock_guard lock(rc.mu);
+          return rc.unique >= accepted && rc.acked.load() >= rc.unique + rc.redelivered;
+        };
+        std::uint64_t seen = 0;
+        auto last_progress = Clock::now();
+        while (!(drained = done())) {
+          (void)waiter_.wait(done, 1s);
+          const std::uint64_t now_seen = rc.acked.load();
+          if (now_seen != seen) {
+            seen = now_seen;
+            last_progress = Clock::now();
+          } else if (Clock::now() - last_progress > kStallTimeout) {
+            break;
+          }
+        }
+      }
+    }
+    const auto t3 = rc.last_ack_ns.load();
+    sampling.store(false);
+    sampler.join();
+    const double drain_s = t3 > t2 && t2 != 0 ? seconds_between(t2, t3) : 0;
+    j["drained"] = rc.acked.load();
+    j["drain_s"] = round3(drain_s);
+    j["drained_mb_per_s"] = drain_s > 0 ? round1(mb / drain_s) : 0.0;
+    if (rss0 != 0) {
+      j["server_rss_before_bytes"] = rss0;
+      j["server_rss_peak_bytes"] = peak.load();
+      j["server_rss_growth_bytes"] =
+          static_cast<std::int64_t>(peak.load()) - static_cast<std::int64_t>(rss0);
+    }
+    results_["backlog"] = j;
+    results_["backlog_drained_mb_per_s"] = j["drained_mb_per_s"];
+    log("backlog: stored " + fmt(j["stored_mb_per_s"].get<double>()) + " MB/s, drained " +
+        fmt(j["drained_mb_per_s"].get<double>()) + " MB/s in " + fmt(drain_s) +
+        " s; server RSS peak " +
+        fmt(static_cast<double>(j.value("server_rss_peak_bytes", std::uint64_t{0})) / 1e6) +
+        " MB (" +
+        fmt(static_cast<double>(j.value("server_rss_growth_bytes", std::int64_t{0})) / 1e6) +
+        " MB over its start)");
+    if (!drained) {
+      error("backlog: the queue did not drain (" + std::to_string(rc.unique) + " of " +
+            std::to_string(accepted) + " received)");
+    }
+    return drained;
+  }
+
   // Every message the server accepted arrived exactly once; refused ones never arrived.
   bool verify() {
     std::uint64_t expected = 0, missing = 0, unexpected = 0, duplicates = 0, redelivered = 0,
@@ -1343,6 +1488,9 @@ class LoadTool {
         {"offline messages stored/s", num(get({"offline_stored_per_s"}), ""), ">= 20,000", "419"},
         {"offline messages drained/s", num(get({"offline_drained_per_s"}), ""), ">= 50,000",
          "6,800"},
+        {"backlog of 256 KB messages, MB/s", num(get({"backlog_drained_mb_per_s"}), ""), "", ""},
+        {"server RSS growth draining it", num(get({"backlog", "server_rss_growth_bytes"}), " B"),
+         "bounded", ""},
     };
     std::printf("%-34s %16s %12s %10s\n", "figure", "measured", "target", "ejabberd");
     for (const auto& r : rows) {
@@ -1407,7 +1555,7 @@ int main(int argc, char** argv) {
                  "Its key's fingerprint (SHA-256 of its public key, as sotto-server prints it)");
   app.add_option("--server-pid", o.server_pid, "Its process id (for the memory figures)");
   app.add_option("--phases", phases,
-                 "Comma-separated: saturation,fixed-rate,logins,idle-memory,offline,"
+                 "Comma-separated: saturation,fixed-rate,logins,idle-memory,offline,backlog,"
                  "tls-handshakes (default all)");
   app.add_flag("--json", o.json_output, "Print every figure as one JSON object");
   app.add_option("--threads", o.threads, "I/O threads of the load tool")->check(CLI::Range(1, 64));
@@ -1450,6 +1598,16 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   app.add_option("--offline-window", o.offline_window, "Sends in flight per offline sender")
       ->check(CLI::Range(1, 4096));
+  app.add_option("--backlog-mb", o.backlog_mb,
+                 "Megabytes (10^6 bytes) stored for a device that is away, then drained (backlog)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--backlog-message-bytes", o.backlog_message_bytes,
+                 "Bytes per backlog message (the server's max_message_bytes by default)")
+      ->check(CLI::Range(20, 16 * 1024 * 1024));
+  app.add_option("--backlog-senders", o.backlog_senders, "Senders filling the backlog")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--backlog-window", o.backlog_window, "Sends in flight per backlog sender")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--pre-keys", o.pre_keys, "One-time prekeys uploaded with each registration")
       ->check(CLI::Range(0, 200));
   app.add_flag("--provider-key-methods", o.provider_key_methods,
@@ -1462,8 +1620,9 @@ int main(int argc, char** argv) {
     std::stringstream ss(phases);
     std::string p;
     while (std::getline(ss, p, ',')) {
-      static const std::vector<std::string> kKnown = {
-          "saturation", "fixed-rate", "logins", "idle-memory", "offline", "tls-handshakes"};
+      static const std::vector<std::string> kKnown = {"saturation",    "fixed-rate", "logins",
+                                                      "idle-memory",   "offline",    "backlog",
+                                                      "tls-handshakes"};
       if (std::find(kKnown.begin(), kKnown.end(), p) == kKnown.end()) {
         std::fprintf(stderr, "sotto-load: unknown phase '%s'\n", p.c_str());
         return 2;

@@ -278,14 +278,8 @@ int main(int argc, char** argv) {
   app.add_flag("--invite-only", invite_only, "Require an invite code to register");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (default info)");
   app.footer(
-      "Config file keys (TOML, all optional): listen, http, data, tls_certificate, "
-      "tls_private_key,\n"
-      "invite_only, max_message_bytes, max_frame_bytes, max_queue_per_device, message_ttl_days,\n"
-      "max_connections, idle_timeout_seconds, io_threads, registrations_per_minute,\n"
-      "logins_per_minute, bundle_fetches_per_minute, sends_per_minute, send_bytes_per_minute,\n"
-      "acks_per_minute, device_lists_per_minute, link_tokens_per_hour, provisioning_per_minute,\n"
-      "max_queue_bytes_per_device, max_queue_per_sender, max_queue_bytes_per_sender,\n"
-      "max_stored_bytes, min_free_disk_bytes, log_level, tls_next_key, tls_record_handover.\n"
+      "Config file (--config, TOML): every key is optional and has a default; docs/configuration.md\n"
+      "lists them all, and docs/abuse.md explains the limits and what clients see at each.\n"
       "SIGHUP: load the TLS certificate and key (and the next key) again, without dropping\n"
       "connections; the rest of the configuration is read at start only.");
   auto* invite = app.add_subcommand("invite", "Manage invite codes (for invite-only registration)");
@@ -409,6 +403,10 @@ int main(int argc, char** argv) {
   ws_options.prelogin_max_frame_bytes = config.prelogin_max_frame_bytes;
   ws_options.prelogin_idle_timeout = std::chrono::seconds(config.prelogin_idle_timeout_seconds);
   ws_options.idle_timeout = std::chrono::seconds(config.idle_timeout_seconds);
+  ws_options.max_outbound_bytes = config.max_outbound_bytes;
+  ws_options.outbound_low_water = config.outbound_low_water_bytes;
+  ws_options.max_buffered_bytes = config.max_buffered_bytes;
+  ws_options.slow_reader_timeout = std::chrono::seconds(config.slow_reader_seconds);
   ws_options.threads = config.io_threads;
   ws_options.tls_record_handover = config.tls_record_handover;
   net::WsServer ws(tls->current, ws_options, server);
@@ -430,8 +428,11 @@ int main(int argc, char** argv) {
   http_options.port = config.http.port;
   net::HttpServer http_server(http_options, [&](std::string_view path) {
     if (path == "/healthz") return net::HttpResponse{200, "text/plain", "ok\n"};
-    if (path == "/metrics")
+    if (path == "/metrics") {
+      metrics.buffered_bytes.store(static_cast<std::int64_t>(ws.buffered_bytes()),
+                                   std::memory_order_relaxed);
       return net::HttpResponse{200, "text/plain; version=0.0.4", metrics.render()};
+    }
     return net::HttpResponse{404, "text/plain", "not found\n"};
   });
   try {

@@ -30,7 +30,7 @@ std::size_t OutboundQueue::take(bool accept) {
     if (accept) {
       queue_.push_back(std::move(frame));
     } else {
-      dropped += frame.size();
+      dropped += cost(frame);
     }
   }
   arrived_.clear();
@@ -49,7 +49,7 @@ ByteView OutboundQueue::next_write() {
 std::size_t OutboundQueue::written() {
   std::size_t released = 0;
   for (std::size_t i = 0; i < in_flight_; ++i) {
-    released += queue_[head_].size();
+    released += cost(queue_[head_]);
     queue_[head_] = Bytes();
     ++head_;
   }
@@ -59,6 +59,17 @@ std::size_t OutboundQueue::written() {
     head_ = 0;
     if (queue_.capacity() > kQueueSlotsKept) queue_.shrink_to_fit();
     batch_ = Bytes();
+  } else if (head_ >= kQueueSlotsKept && head_ * 2 >= queue_.size()) {
+    // A peer that always leaves some frames unread never empties the queue: drop the written
+    // prefix once it is at least half the queue. The frames moved are fewer than those written
+    // since the last compaction, so each frame costs O(1) moves; moving a frame keeps its bytes
+    // where they are (no write is in flight here anyway).
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(head_));
+    head_ = 0;
+    // Spare capacity left by a burst goes back too, once it is mostly spare (again amortized:
+    // the queue shrank by at least three quarters since it was last this large).
+    if (queue_.capacity() > kQueueSlotsKept && queue_.capacity() > 4 * queue_.size())
+      queue_.shrink_to_fit();
   }
   return released;
 }
@@ -66,7 +77,7 @@ std::size_t OutboundQueue::written() {
 std::size_t OutboundQueue::drop_unsent() {
   const std::size_t keep = head_ + in_flight_;
   std::size_t dropped = 0;
-  for (std::size_t i = keep; i < queue_.size(); ++i) dropped += queue_[i].size();
+  for (std::size_t i = keep; i < queue_.size(); ++i) dropped += cost(queue_[i]);
   if (queue_.size() > keep) queue_.resize(keep);
   return dropped;
 }

@@ -15,12 +15,18 @@ namespace sotto::net::detail {
 
 class OutboundQueue {
  public:
+  // What one queued frame is counted as against a connection's limits: its bytes and about what
+  // its allocation and its slot take besides, so that a flood of tiny answers counts for the
+  // memory it holds. take(), written() and drop_unsent() return these costs.
+  static constexpr std::size_t kFrameOverhead = 64;
+  static std::size_t cost(const Bytes& frame) { return frame.size() + kFrameOverhead; }
+
   // Any thread. True when the caller must post take() to the strand: frames pushed meanwhile
   // wait for that one post (one post per burst, not per frame).
   bool push(Bytes frame);
 
   // Moves what push() gathered behind the unsent frames, or drops it when `accept` is false
-  // (the connection is closing). Returns the bytes dropped.
+  // (the connection is closing). Returns the cost of what was dropped.
   std::size_t take(bool accept);
 
   // Frames queued and not yet being written.
@@ -31,12 +37,17 @@ class OutboundQueue {
   ByteView next_write();
 
   // The write of next_write()'s bytes is over (done or failed): releases its frames and
-  // returns their bytes. An emptied queue gives its memory back (an idle connection keeps none).
+  // returns their cost. An emptied queue gives its memory back (an idle connection keeps none),
+  // and the slots of written frames are reclaimed once they are half the queue, so a connection
+  // that always keeps some frames unsent holds slots for those only (amortized O(1) per frame).
   std::size_t written();
 
-  // Drops every unsent frame (those being written stay: their bytes are in use). Returns the
-  // bytes dropped.
+  // Drops every unsent frame (those being written stay: their bytes are in use). Returns their
+  // cost.
   std::size_t drop_unsent();
+
+  // The frame slots held (written, unsent and spare), for tests of the memory a queue keeps.
+  std::size_t slots() const { return queue_.capacity(); }
 
  private:
   std::mutex inbox_mu_;

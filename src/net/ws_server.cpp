@@ -65,18 +65,25 @@ class ServerConnection;
 // every tick, so a ping goes out within 1.5 x ping_interval of silence and a silent peer is closed
 // within idle_timeout + tick. The ping interval is capped at idle_timeout / 2 so that a live peer
 // always gets a ping before it would be closed. A connection not logged in yet has its own (short)
-// idle timeout.
+// idle timeout. The same tick closes a slow reader: a write that has not completed for
+// slow_reader_timeout (checked every quarter of it at most).
 struct Keepalive {
-  Keepalive(std::chrono::seconds idle_timeout, std::chrono::seconds ping_interval) {
+  Keepalive(std::chrono::seconds idle_timeout, std::chrono::seconds ping_interval,
+            std::chrono::seconds slow_reader_timeout) {
     idle = std::chrono::duration_cast<Clock::duration>(idle_timeout);
     ping = std::chrono::duration_cast<Clock::duration>(ping_interval);
+    slow = std::chrono::duration_cast<Clock::duration>(slow_reader_timeout);
+    if (slow.count() > 0) tick = std::max<Clock::duration>(slow / 4, std::chrono::milliseconds(10));
     if (idle.count() <= 0) return;  // disabled
     if (ping.count() <= 0 || ping > idle / 2) ping = idle / 2;
-    tick = std::max<Clock::duration>(ping / 2, std::chrono::milliseconds(10));
+    const auto t = std::max<Clock::duration>(ping / 2, std::chrono::milliseconds(10));
+    tick = tick.count() > 0 ? std::min(tick, t) : t;
   }
-  bool enabled() const { return idle.count() > 0; }
+  bool enabled() const { return tick.count() > 0; }
+  bool idle_enabled() const { return idle.count() > 0; }
   Clock::duration idle{};
   Clock::duration ping{};
+  Clock::duration slow{};
   Clock::duration tick{};
 };
 
@@ -89,10 +96,10 @@ enum class Refusal { none, server_full, address_full, address_prelogin_full };
 struct ServerState {
   ServerState(ServerOptions o, ConnectionHandler& h, detail::SslCtxPtr c)
       : options(std::move(o)),
-        keepalive(options.idle_timeout, options.ping_interval),
+        keepalive(options.idle_timeout, options.ping_interval, options.slow_reader_timeout),
         prelogin_keepalive(options.prelogin_idle_timeout.count() > 0 ? options.prelogin_idle_timeout
                                                                      : options.idle_timeout,
-                           options.ping_interval),
+                           options.ping_interval, options.slow_reader_timeout),
         prelogin_frame_limit(
             options.prelogin_max_frame_bytes > 0
                 ? std::min(options.prelogin_max_frame_bytes, options.max_frame_bytes)
@@ -173,12 +180,30 @@ struct ServerState {
     return drained.wait_until(lock, deadline, [this] { return live.empty(); });
   }
 
+  // Every connection's unsent bytes together, against options.max_buffered_bytes.
+  bool over_budget() const { return buffered.load() >= options.max_buffered_bytes; }
+  // `n` buffered bytes are gone (written or dropped); wakes the connections waiting for the
+  // budget once it has room. Defined after ServerConnection.
+  void release(std::size_t n);
+  // `c` waits for the budget to have room (ServerConnection::check_room puts it here once).
+  void wait_for_budget(std::weak_ptr<ServerConnection> c) {
+    std::lock_guard lock(budget_mu);
+    budget_waiters.push_back(std::move(c));
+    budget_waiting.store(true);
+  }
+
   const ServerOptions options;
   const Keepalive keepalive;           // logged in
   const Keepalive prelogin_keepalive;  // not yet
   const std::size_t prelogin_frame_limit;
   ConnectionHandler& handler;
   std::atomic<std::size_t> count{0};
+  std::atomic<std::size_t> buffered{0};
+  // Set (seq_cst) after a waiter is added and read after every release: a waiter that rechecks
+  // the budget after adding itself is either seen by the release or sees its bytes gone.
+  std::atomic<bool> budget_waiting{false};
+  std::mutex budget_mu;
+  std::vector<std::weak_ptr<ServerConnection>> budget_waiters;  // guarded by budget_mu
   std::uint64_t next_id = 1;  // used by the acceptor's strand only
 
   std::mutex mu;
@@ -229,16 +254,24 @@ class ServerConnection final : public Connection,
     asio::dispatch(strand_, [self = shared_from_this()] { self->start_tls(); });
   }
 
+  ~ServerConnection() override {
+    // Whatever never got written (a stop that did not wait) leaves the server's count too.
+    server_.buffered.fetch_sub(outbound_.load());
+  }
+
   bool send(Bytes frame) override {
     if (closed_.load(std::memory_order_acquire)) return false;
-    const std::size_t n = frame.size();
+    const std::size_t n = detail::OutboundQueue::cost(frame);
     const std::size_t total = outbound_.fetch_add(n) + n;
     if (total > server_.options.max_outbound_bytes) {
+      // A backstop: handlers pace pushes by writable() and requests are not read above twice the
+      // low-water mark, so only a peer that reads nothing while its answers pile up gets here.
       outbound_.fetch_sub(n);
       begin_close_async(websocket::close_code::policy_error, "slow reader", false,
                         kSlowReaderCloseDeadline);
       return false;
     }
+    server_.buffered.fetch_add(n);
     if (out_.push(std::move(frame))) {
       asio::post(strand_, [self = shared_from_this()] { self->take_inbox(); });
     }
@@ -253,6 +286,18 @@ class ServerConnection final : public Connection,
   std::uint64_t id() const override { return id_; }
   const std::string& remote_address() const override { return remote_; }
   std::size_t outbound_bytes() const override { return outbound_.load(); }
+  bool writable() override {
+    if (closed_.load(std::memory_order_acquire)) return false;
+    if (push_room()) return true;
+    // Set before looking again: a write completing meanwhile either is seen here or sees this.
+    handler_waiting_.store(true);
+    if (push_room()) return true;  // the flag may stay: a spurious on_writable is harmless
+    // Only the server's budget is short: no write of ours need complete, so wait for it there.
+    if (outbound_.load() < server_.options.outbound_low_water) {
+      asio::post(strand_, [self = shared_from_this()] { self->check_room(); });
+    }
+    return false;
+  }
   bool take_channel_binding(std::array<std::uint8_t, 32>& out) override {
     const bool ok = ws_.next_layer().channel_binding(out);
     ws_.next_layer().forget_channel_binding();
@@ -284,6 +329,12 @@ class ServerConnection final : public Connection,
 
   void abort() {
     asio::dispatch(strand_, [self = shared_from_this()] { self->hard_close(); });
+  }
+
+  // The server's budget has room again (ServerState::release): look on the strand.
+  void budget_room() {
+    in_budget_list_.store(false);
+    asio::post(strand_, [self = shared_from_this()] { self->check_room(); });
   }
 
  private:
@@ -443,11 +494,22 @@ class ServerConnection final : public Connection,
                   false, server_.options.handshake_timeout);
       return;
     }
+    if (writing_ && server_.keepalive.slow.count() > 0 &&
+        now - write_started_ >= server_.keepalive.slow) {
+      // No progress: not one write completed for slow_reader_timeout (a backlog the server keeps
+      // within its marks is not this; a peer that stopped reading is).
+      begin_close(websocket::close_code::policy_error, "slow reader", false,
+                  kSlowReaderCloseDeadline);
+      return;
+    }
     const Keepalive& k = keepalive();
-    if (!k.enabled()) {
+    if (!k.idle_enabled()) {
       arm_keepalive();
       return;
     }
+    // While the server does not read (back-pressure), it cannot hear the peer: that is no
+    // silence of the peer's (one that stopped reading is closed by the rule above).
+    if (read_paused_) last_activity_ = now;
     const auto silent = now - last_activity_;
     if (silent >= k.idle) {
       hard_close();  // silent peers do not answer close frames either; the read now fails
@@ -504,17 +566,60 @@ class ServerConnection final : public Connection,
     // Idle connections must not keep the last message's buffer: free it.
     rd_buf_.clear();
     rd_buf_.shrink_to_fit();
-    if (!finished_) read_next();
+    if (finished_) return;
+    if (!close_started_ && !read_room()) {
+      // Back-pressure: the answers to what was read are not leaving (or the server is over its
+      // budget). The next request waits in the kernel, and TCP holds the peer back; a write
+      // completion (or the budget) resumes reading.
+      read_paused_ = true;
+      check_room();
+      return;
+    }
+    read_next();
+  }
+
+  bool push_room() const {
+    return outbound_.load() < server_.options.outbound_low_water && !server_.over_budget();
+  }
+  bool read_room() const {
+    return outbound_.load() <= 2 * server_.options.outbound_low_water && !server_.over_budget();
+  }
+
+  // Unsent bytes went down (or the budget has room): resumes a paused read and tells a handler
+  // that waits for writable(). On the strand.
+  void check_room() {
+    if (finished_ || (!read_paused_ && !handler_waiting_.load())) return;
+    if (server_.over_budget()) {
+      if (!in_budget_list_.exchange(true)) server_.wait_for_budget(weak_from_this());
+      if (server_.over_budget()) return;  // woken by ServerState::release
+    }
+    if (read_paused_ && read_room()) resume_reading();
+    if (handler_waiting_.load() && push_room() && handler_waiting_.exchange(false)) {
+      server_.handler.on_writable(shared_from_this());
+    }
+  }
+
+  void resume_reading() {
+    if (!read_paused_ || finished_) return;
+    read_paused_ = false;
+    read_next();
+  }
+
+  void release(std::size_t n) {
+    if (n == 0) return;
+    outbound_.fetch_sub(n);
+    server_.release(n);
   }
 
   void take_inbox() {
-    outbound_.fetch_sub(out_.take(!finished_ && !close_started_));
+    release(out_.take(!finished_ && !close_started_));
     if (!writing_ && out_.has_unsent()) write_next();
   }
 
   // Writes the next frame, or as many queued frames as fit one batch.
   void write_next() {
     writing_ = true;
+    write_started_ = Clock::now();
     ws_.next_layer().hold_output(false);  // this write takes the held output along
     const ByteView bytes = out_.next_write();
     ws_.async_write(
@@ -524,7 +629,7 @@ class ServerConnection final : public Connection,
 
   void on_write(error_code ec) {
     writing_ = false;
-    outbound_.fetch_sub(out_.written());
+    release(out_.written());
     if (ec) {
       hard_close();  // the pending read fails next and finishes the connection
       return;
@@ -534,10 +639,11 @@ class ServerConnection final : public Connection,
     } else if (close_started_ && !close_sent_ && !finished_) {
       send_close_frame();
     }
+    check_room();
   }
 
   // Drops every queued frame except those being written (their buffers are in use).
-  void drop_queued() { outbound_.fetch_sub(out_.drop_unsent()); }
+  void drop_queued() { release(out_.drop_unsent()); }
 
   void begin_close_async(websocket::close_code code, const std::string& reason, bool flush,
                          Clock::duration deadline) {
@@ -559,6 +665,7 @@ class ServerConnection final : public Connection,
     close_code_ = code;
     close_reason_ = truncate_reason(reason);
     if (!flush) drop_queued();
+    resume_reading();  // the peer's close frame comes by the read; memory is no concern any more
     timer_.expires_after(deadline);
     timer_.async_wait([self = shared_from_this()](error_code e) {
       if (!e) self->hard_close();
@@ -578,7 +685,10 @@ class ServerConnection final : public Connection,
   // Every way a connection ends short of the WebSocket close handshake (refused upgrades, the
   // handshake, idle and close deadlines, write errors, a stop's grace running out) comes here:
   // close_notify when the TLS handshake is done, never waiting for the peer (tls_stream.h).
-  void hard_close() { ws_.next_layer().close_with_notify(); }
+  void hard_close() {
+    ws_.next_layer().close_with_notify();
+    resume_reading();  // a paused connection has no read pending to fail and finish it
+  }
 
   void finish() {
     if (finished_) return;
@@ -626,12 +736,30 @@ class ServerConnection final : public Connection,
   bool pinged_ = false;          // a ping went out since the peer was last heard
   bool ping_in_flight_ = false;  // Beast allows one ping operation at a time
   bool writing_ = false;
+  Clock::time_point write_started_{};         // of the write in flight (the slow-reader rule)
+  bool read_paused_ = false;                  // back-pressure: no read pending until there is room
+  std::atomic<bool> handler_waiting_{false};  // writable() said no: on_writable() is owed
+  std::atomic<bool> in_budget_list_{false};   // in ServerState::budget_waiters
   bool close_started_ = false;
   bool close_sent_ = false;
   bool finished_ = false;
   websocket::close_code close_code_ = websocket::close_code::normal;
   std::string close_reason_;
 };
+
+void ServerState::release(std::size_t n) {
+  buffered.fetch_sub(n);
+  if (!budget_waiting.load() || over_budget()) return;
+  std::vector<std::weak_ptr<ServerConnection>> waiters;
+  {
+    std::lock_guard lock(budget_mu);
+    waiters.swap(budget_waiters);
+    budget_waiting.store(false);
+  }
+  for (auto& w : waiters) {
+    if (auto c = w.lock()) c->budget_room();
+  }
+}
 
 }  // namespace
 
@@ -809,6 +937,10 @@ const RecordHandoverState& WsServer::record_handover() const {
 
 std::size_t WsServer::connection_count() const {
   return impl_->state->count.load();
+}
+
+std::size_t WsServer::buffered_bytes() const {
+  return impl_->state->buffered.load();
 }
 
 }  // namespace sotto::net

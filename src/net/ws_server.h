@@ -2,10 +2,17 @@
 // frames only, each one a serialized service Frame. The server owns an io_context run by a few
 // threads; each connection's callbacks run on that connection's strand, one at a time.
 // Connection::send is thread-safe and may be called from any thread (e.g. the store's commit
-// thread). Slow readers: when a connection's unsent bytes exceed max_outbound_bytes it is closed
-// (back-pressure protects the server's memory). Idle connections are pinged and closed when they
-// stay silent past idle_timeout. Admission: per-address caps, a ceiling on connections not logged
-// in yet, and for those a login deadline, a small frame limit and a short idle timeout
+// thread). Back-pressure by bytes (docs/abuse.md): a handler pushes while Connection::writable()
+// says so (the connection's unsent bytes under outbound_low_water and every connection's together
+// under max_buffered_bytes) and is told by on_writable() when it may go on; requests are not read
+// while a connection's unsent bytes are above twice the low-water mark or the server is over its
+// budget. Slow readers: a connection with unsent bytes and no write completed for
+// slow_reader_timeout is closed, and so is one whose unsent bytes would exceed max_outbound_bytes
+// (a backstop: paced pushes and paused reads stay well under it). "Unsent bytes" count each
+// queued frame's size plus a small fixed overhead (OutboundQueue::cost), so a flood of tiny
+// answers counts for the memory it holds. Idle connections are pinged and closed when they stay
+// silent past idle_timeout. Admission: per-address caps, a ceiling on connections not logged in
+// yet, and for those a login deadline, a small frame limit and a short idle timeout
 // (ServerOptions, Connection::promote).
 #pragma once
 
@@ -28,6 +35,13 @@ struct ServerOptions {
   std::uint16_t port = 7443;  // 0 picks a free port (tests)
   std::size_t max_frame_bytes = 1 << 20;
   std::size_t max_outbound_bytes = 8 << 20;
+  // Pushes pause at this many unsent bytes (Connection::writable), reading requests above
+  // twice as many. Keep it well under max_outbound_bytes (the server's config: a quarter).
+  std::size_t outbound_low_water = 1 << 20;
+  // The unsent bytes of every connection together above which pushes and reads pause everywhere.
+  std::size_t max_buffered_bytes = std::size_t{256} << 20;
+  // A connection whose write has not completed for this long is closed ("slow reader"); 0: never.
+  std::chrono::seconds slow_reader_timeout{60};
   std::chrono::seconds idle_timeout{120};
   std::chrono::seconds ping_interval{30};
   std::chrono::seconds handshake_timeout{10};
@@ -74,6 +88,11 @@ class Connection {
   virtual std::uint64_t id() const = 0;
   virtual const std::string& remote_address() const = 0;  // IP only, for rate limits
   virtual std::size_t outbound_bytes() const = 0;
+  // Whether the handler should push more now: the connection's unsent bytes are under the
+  // low-water mark and the server's buffered bytes under its budget. When false, the handler's
+  // on_writable(c) follows once both hold again (perhaps also when nothing waits any more: a
+  // spurious call must be harmless). Any thread.
+  virtual bool writable() = 0;
   // The connection's TLS channel binding (RFC 9266 tls-exporter, 32 bytes), handed out once: the
   // server's copy is wiped by this call, whatever the caller then makes of it. False when there
   // is none (already taken). Call it from this connection's own callbacks only.
@@ -98,6 +117,8 @@ class ConnectionHandler {
   // One complete binary message, at most max_frame_bytes (larger ones close the connection).
   virtual void on_frame(const ConnectionPtr& c, ByteView frame) = 0;
   virtual void on_close(const ConnectionPtr& c) = 0;
+  // The connection is writable() again after it said it was not. On the connection's strand.
+  virtual void on_writable(const ConnectionPtr& c) { (void)c; }
 };
 
 class WsServer {
@@ -121,6 +142,8 @@ class WsServer {
   // Decided when the server is made (the self-check runs then) and fixed for its life.
   const RecordHandoverState& record_handover() const;
   std::size_t connection_count() const;
+  // The unsent bytes of every connection together (the /metrics gauge).
+  std::size_t buffered_bytes() const;
 
  private:
   struct Impl;

@@ -82,6 +82,29 @@ tl::expected<void, std::string> check_config(const ServerConfig& c) {
         ": give both, or neither to use the self-signed key under " +
         (c.data_dir / "tls").string());
   }
+  // One message must always fit beside what a connection may already hold (a push goes out
+  // while fewer than outbound_low_water_bytes are unsent): otherwise a device with such a
+  // message queued is closed as a slow reader at every login, for good.
+  if (c.max_message_bytes > c.max_outbound_bytes / 2) {
+    return tl::unexpected("'max_message_bytes' (" + std::to_string(c.max_message_bytes) +
+                          ") is more than half of 'max_outbound_bytes' (" +
+                          std::to_string(c.max_outbound_bytes) +
+                          "): a device could not be sent such a message; raise "
+                          "'max_outbound_bytes' or lower 'max_message_bytes'");
+  }
+  // Pushes pause at the mark and reading requests at twice it; the rest of the outbound limit is
+  // room for one message and the answers to requests already read.
+  if (c.outbound_low_water_bytes > c.max_outbound_bytes / 4) {
+    return tl::unexpected("'outbound_low_water_bytes' (" +
+                          std::to_string(c.outbound_low_water_bytes) +
+                          ") must be at most a quarter of 'max_outbound_bytes' (" +
+                          std::to_string(c.max_outbound_bytes) + ")");
+  }
+  if (c.max_buffered_bytes < c.max_outbound_bytes) {
+    return tl::unexpected("'max_buffered_bytes' (" + std::to_string(c.max_buffered_bytes) +
+                          ") must be at least 'max_outbound_bytes' (" +
+                          std::to_string(c.max_outbound_bytes) + ")");
+  }
   return {};
 }
 
@@ -128,6 +151,10 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
                                                "prelogin_max_frame_bytes",
                                                "prelogin_idle_timeout_seconds",
                                                "idle_timeout_seconds",
+                                               "max_outbound_bytes",
+                                               "outbound_low_water_bytes",
+                                               "max_buffered_bytes",
+                                               "slow_reader_seconds",
                                                "io_threads",
                                                "registrations_per_minute",
                                                "logins_per_minute",
@@ -228,6 +255,17 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
   if (!(r = read_int<std::uint32_t>(t, "idle_timeout_seconds", c.idle_timeout_seconds, 5, 86400)))
     return tl::unexpected(r.error());
   if (!(r = read_int<int>(t, "io_threads", c.io_threads, 1, 64))) return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_outbound_bytes", c.max_outbound_bytes, 1u << 20,
+                                  1u << 30)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "outbound_low_water_bytes", c.outbound_low_water_bytes,
+                                  64u << 10, 256u << 20)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::size_t>(t, "max_buffered_bytes", c.max_buffered_bytes, 1u << 20,
+                                  std::size_t{1} << 40)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "slow_reader_seconds", c.slow_reader_seconds, 5, 3600)))
+    return tl::unexpected(r.error());
   if (!(r = read_int<std::uint32_t>(t, "registrations_per_minute", c.registrations_per_minute, 1,
                                     1'000'000)))
     return tl::unexpected(r.error());

@@ -49,6 +49,15 @@ struct ServerConfig {
   std::size_t prelogin_max_frame_bytes = 32 * 1024;
   std::uint32_t prelogin_idle_timeout_seconds = 10;
   std::uint32_t idle_timeout_seconds = 120;
+  // Back-pressure by bytes (docs/abuse.md). A connection is closed ("slow reader") when its
+  // unsent bytes would pass max_outbound_bytes, or when it has some and not one write has
+  // completed for slow_reader_seconds. Pushes to it pause above outbound_low_water_bytes and
+  // reading its requests above twice that; both pause on every connection while all of them
+  // together hold max_buffered_bytes or more.
+  std::size_t max_outbound_bytes = 8 * 1024 * 1024;
+  std::size_t outbound_low_water_bytes = 1024 * 1024;
+  std::size_t max_buffered_bytes = std::size_t{256} * 1024 * 1024;
+  std::uint32_t slow_reader_seconds = 60;
   int io_threads = 2;
   // Per source address, per minute.
   std::uint32_t registrations_per_minute = 30;
@@ -97,7 +106,8 @@ struct ServerConfig {
 
 // Checks what only the merged configuration (file, then flags) can tell: a TLS certificate
 // without its private key (or the other way round) would otherwise be ignored in favour of the
-// self-signed key, and an unknown log level would silence the log.
+// self-signed key, an unknown log level would silence the log, and a message limit above half
+// the outbound limit (or marks that do not fit under it) could lock a device's inbox.
 [[nodiscard]] tl::expected<void, std::string> check_config(const ServerConfig& config);
 
 // The server-wide ceiling on connections not logged in yet that `config` means (its

@@ -18,8 +18,14 @@ inline constexpr std::size_t kLinkTokenSize = 32;
 inline constexpr std::uint64_t kLinkTokenLifetimeSeconds = 600;
 inline constexpr std::size_t kClientMessageIdSize = 16;
 inline constexpr std::uint32_t kPreKeysLowThreshold = 10;
-inline constexpr std::size_t kDrainBatch = 128;          // envelopes pushed per batch
-inline constexpr std::size_t kMaxInflightPushes = 512;   // unacknowledged pushes per device
+inline constexpr std::size_t kDrainBatch = 128;         // envelopes pushed per batch
+inline constexpr std::size_t kMaxInflightPushes = 512;  // unacknowledged pushes per device
+// Delivery is also paced by bytes (net::Connection::writable): one read of a drain from the store
+// stops at the envelope that brings its content to this many bytes (so it holds at least one),
+// and a backlog of maximum-size messages is read about one at a time, each read only when the
+// connection has room for it, instead of kDrainBatch at once; small envelopes still come
+// kDrainBatch to a read.
+inline constexpr std::size_t kDrainLoadBytes = 256 * 1024;
 inline constexpr std::size_t kMaxDeviceNameBytes = 256;  // NewDevice.name, encrypted
 inline constexpr std::size_t kRecoveryKeySize = 32;      // Ed25519 public key
 inline constexpr std::size_t kInstanceSize = 16;         // AuthenticateRequest.instance

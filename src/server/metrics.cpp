@@ -79,6 +79,9 @@ std::string Metrics::render() const {
          "1 when TLS records are handed from OpenSSL to the server's record layer after the "
          "handshake, 0 when OpenSSL keeps them (turned off, or the start-up self-check failed).",
          tls_record_handover);
+  metric(out, "sotto_buffered_bytes", "gauge",
+         "Bytes queued for every connection and not yet written (against max_buffered_bytes).",
+         buffered_bytes);
   commit_latency.render(out, "sotto_commit_latency_seconds",
                         "Time from receiving a send to its durable commit.");
   return out;

@@ -47,6 +47,9 @@ struct Metrics {
   // 1 while the server hands TLS records over to its own record layer, 0 while OpenSSL keeps
   // them (net::WsServer::record_handover); set once at start.
   std::atomic<std::int64_t> tls_record_handover{0};
+  // Every connection's unsent bytes together (net::WsServer::buffered_bytes), set when /metrics
+  // is rendered.
+  std::atomic<std::int64_t> buffered_bytes{0};
   Histogram commit_latency;  // send received -> durable
 
   std::string render() const;

@@ -408,6 +408,10 @@ void Server::on_close(const net::ConnectionPtr& c) {
   metrics_.connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void Server::on_writable(const net::ConnectionPtr& c) {
+  if (SessionPtr s = session_of(c)) drain(s);
+}
+
 void Server::reply(const SessionPtr& s, svc::Response&& response) {
   svc::Frame frame;
   *frame.mutable_response() = std::move(response);
@@ -1069,8 +1073,9 @@ void Server::deliver_before_commit(Delivery& delivery) {
       if (target && !awaiting_commit_.contains(key)) {
         std::lock_guard tlock(target->mutex);
         std::lock_guard dlock(delivery.mu);
+        // Paced by bytes too: a connection with enough unsent already gets it from the drain.
         if (!delivery.committed && target->drained &&
-            target->inflight.size() < kMaxInflightPushes &&
+            target->inflight.size() < kMaxInflightPushes && target->connection->writable() &&
             target->inflight.insert(id_key(env.id)).second) {
           delivery.pushed[i] = true;
           delivery.pushed_to[i] = target->connection->id();
@@ -1108,10 +1113,12 @@ void Server::deliver_after_commit(Delivery& delivery, bool stored) {
       std::lock_guard lock(target->mutex);
       std::lock_guard dlock(delivery.mu);
       // Until the backlog has been pushed once, the drain picks this envelope up in order; a
-      // device too far behind goes back to draining (resumed by its acknowledgements).
+      // device too far behind goes back to draining, resumed by its acknowledgements (too many
+      // in flight) or by its connection's on_writable (too many bytes unsent).
       if (delivery.pushed[i] && delivery.pushed_to[i] == target->connection->id()) {
         // pushed before the commit, on this very connection
-      } else if (!target->drained || target->inflight.size() >= kMaxInflightPushes) {
+      } else if (!target->drained || target->inflight.size() >= kMaxInflightPushes ||
+                 !target->connection->writable()) {
         target->missed = true;
         target->drained = false;
       } else if (target->inflight.insert(id_key(env.id)).second) {
@@ -1157,34 +1164,53 @@ void Server::drain(const SessionPtr& s) {
     account = s->account;
     device = s->device;
   }
-  for (;;) {
+  // Paced by bytes as well as by count: the drain stops while the connection has enough unsent
+  // (net::Connection::writable) and its on_writable brings it back, so a backlog of large
+  // messages leaves as fast as the device reads it, never as a burst into the outbound limit.
+  bool full = false;
+  while (!full) {
     std::size_t room = 0;
     {
       std::lock_guard lock(s->mutex);
       room = kMaxInflightPushes - std::min(kMaxInflightPushes, s->inflight.size());
     }
     if (room < kDrainBatch) break;
+    if (!s->connection->writable()) break;
     const std::size_t want = kDrainBatch;
-    auto batch = store_.messages().load(account, device, want, cursor);
+    auto batch = store_.messages().load(account, device, want, cursor, kDrainLoadBytes);
     if (!batch && batch.error() == store::Error::not_found) {
       // The cursor's envelope was acknowledged and deleted: continue from the head of the queue,
       // skipping what is already in flight.
       cursor.reset();
-      batch = store_.messages().load(account, device, want, cursor);
+      batch = store_.messages().load(account, device, want, cursor, kDrainLoadBytes);
     }
     if (!batch) break;
+    std::size_t bytes = 0;
+    for (const auto& env : *batch) bytes += env.content.size();
     for (const auto& env : *batch) {
-      cursor = env.id;
+      bool pushing = false;
       {
         std::lock_guard lock(s->mutex);
-        s->cursor = env.id;
         const std::string key = id_key(env.id);
-        if (s->acked.contains(key) || !s->inflight.insert(key).second) continue;  // pushed already
+        if (!s->acked.contains(key) && !s->inflight.contains(key)) {  // else pushed already
+          if (!s->connection->writable()) {
+            // This one and the rest wait, in order: the cursor stays before it.
+            full = true;
+            break;
+          }
+          s->inflight.insert(key);
+          pushing = true;
+        }
+        cursor = env.id;
+        s->cursor = env.id;
       }
-      push(s, envelope_push(env));
-      metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
+      if (pushing) {
+        push(s, envelope_push(env));
+        metrics_.messages_out.fetch_add(1, std::memory_order_relaxed);
+      }
     }
-    if (batch->size() < want) {
+    if (full) break;
+    if (batch->size() < want && bytes < kDrainLoadBytes) {
       std::lock_guard lock(s->mutex);
       if (s->missed) {  // a send committed during this pass: look once more
         s->missed = false;

@@ -53,6 +53,8 @@ class Server final : public net::ConnectionHandler {
   void on_open(const net::ConnectionPtr& c, std::string_view authorization) override;
   void on_frame(const net::ConnectionPtr& c, ByteView frame) override;
   void on_close(const net::ConnectionPtr& c) override;
+  // The connection has room again for pushes: the drain goes on (delivery is paced by bytes).
+  void on_writable(const net::ConnectionPtr& c) override;
 
   // Periodic housekeeping: expires old envelopes and dedup keys.
   void maintenance();

@@ -4,9 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "net/outbound_queue.h"
 #include "service.pb.h"
 
 namespace sotto::net {
@@ -144,6 +146,78 @@ TEST(FrameBatch, ABatchInsideABatchIsNotSplitAgain) {
   ASSERT_TRUE(split_batch(outer, split));
   ASSERT_EQ(split.size(), 1u);
   EXPECT_EQ(Bytes(split[0].begin(), split[0].end()), inner);  // handed on whole: refused above
+}
+
+// A frame of `size` bytes that starts with its number, to check the order frames leave in.
+Bytes numbered(std::uint32_t n, std::size_t size) {
+  Bytes b(size, 0x5a);
+  std::memcpy(b.data(), &n, sizeof n);
+  return b;
+}
+
+std::uint32_t number_of(ByteView b) {
+  std::uint32_t n = 0;
+  std::memcpy(&n, b.data(), sizeof n);
+  return n;
+}
+
+// A peer that always leaves some answers unread: the queue never empties, yet the slots of the
+// frames written go back (issue 16, item 5: one slot per frame was kept for ever).
+TEST(OutboundQueue, KeepsSlotsForUnsentFramesOnlyWhileItNeverEmpties) {
+  constexpr std::size_t kBig = kMaxBatchBytes + 100;  // each goes out alone
+  constexpr std::uint32_t kBehind = 10;               // frames that stay unsent
+  constexpr std::uint32_t kFrames = 20000;
+  detail::OutboundQueue q;
+  std::uint32_t pushed = 0;
+  std::uint32_t next_expected = 0;
+  std::size_t max_slots = 0;
+  for (; pushed < kBehind; ++pushed) q.push(numbered(pushed, kBig));
+  q.take(true);
+  while (next_expected < kFrames) {
+    if (pushed < kFrames + kBehind) {
+      q.push(numbered(pushed++, kBig));
+      EXPECT_EQ(q.take(true), 0u);
+    }
+    ASSERT_TRUE(q.has_unsent());
+    const ByteView bytes = q.next_write();
+    ASSERT_EQ(bytes.size(), kBig);
+    ASSERT_EQ(number_of(bytes), next_expected);  // in order, none lost or repeated
+    ++next_expected;
+    EXPECT_EQ(q.written(), detail::OutboundQueue::cost(Bytes(kBig)));
+    max_slots = std::max(max_slots, q.slots());
+  }
+  EXPECT_TRUE(q.has_unsent());  // the last kBehind frames are still queued
+  EXPECT_LE(max_slots, 64u) << "slots grow with the frames that passed through";
+  // The rest drains, in order, and an empty queue keeps no slots beyond the few it always may.
+  while (q.has_unsent()) {
+    ASSERT_EQ(number_of(q.next_write()), next_expected++);
+    q.written();
+  }
+  EXPECT_EQ(next_expected, kFrames + kBehind);
+  EXPECT_LE(q.slots(), 16u);
+}
+
+// Small frames go out as batches; a burst leaves spare capacity that is given back once the
+// queue has shrunk, though it never empties.
+TEST(OutboundQueue, GivesBackABurstsSlotsWhileSomeFramesStayUnsent) {
+  constexpr std::size_t kSmall = 40;
+  constexpr std::size_t kFrames = 50000;
+  const std::size_t cost = detail::OutboundQueue::cost(Bytes(kSmall));
+  detail::OutboundQueue q;
+  for (std::uint32_t i = 0; i < kFrames; ++i) q.push(numbered(i, kSmall));
+  q.take(true);
+  EXPECT_GE(q.slots(), kFrames);
+  std::size_t written = 0;  // frames
+  // Written batch by batch until about 2,000 frames are left unsent.
+  while (kFrames - written > 2000) {
+    (void)q.next_write();
+    const std::size_t released = q.written();
+    ASSERT_EQ(released % cost, 0u);
+    written += released / cost;
+  }
+  ASSERT_TRUE(q.has_unsent());
+  const std::size_t unsent = kFrames - written;
+  EXPECT_LE(q.slots(), 8 * unsent + 64) << "a burst's slots stay after it has passed";
 }
 
 }  // namespace

@@ -224,6 +224,62 @@ TEST(Config, TlsRecordHandoverDefaultsOnAndTakesABoolean) {
   EXPECT_NE(m.render().find("sotto_tls_record_handover 1\n"), std::string::npos);
 }
 
+// Delivery pacing (issue 16): the outbound limit, the low-water mark, the server-wide budget and
+// the slow-reader rule, with defaults, ranges, and what only the merged configuration can tell.
+TEST(Config, BackPressureKeysHaveDefaultsRangesAndAreCheckedTogether) {
+  const ServerConfig d;
+  EXPECT_EQ(d.max_outbound_bytes, 8u << 20);
+  EXPECT_EQ(d.outbound_low_water_bytes, 1u << 20);
+  EXPECT_EQ(d.max_buffered_bytes, std::size_t{256} << 20);
+  EXPECT_EQ(d.slow_reader_seconds, 60u);
+  EXPECT_TRUE(check_config(d)) << "the defaults must pass";
+
+  auto c = apply_toml_text(ServerConfig{}, R"(
+max_outbound_bytes = 16777216
+outbound_low_water_bytes = 2097152
+max_buffered_bytes = 1073741824
+slow_reader_seconds = 30
+)");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_EQ(c->max_outbound_bytes, 16u << 20);
+  EXPECT_EQ(c->outbound_low_water_bytes, 2u << 20);
+  EXPECT_EQ(c->max_buffered_bytes, std::size_t{1} << 30);
+  EXPECT_EQ(c->slow_reader_seconds, 30u);
+  EXPECT_TRUE(check_config(*c));
+
+  for (const char* bad :
+       {"max_outbound_bytes = 1000", "outbound_low_water_bytes = 0", "max_buffered_bytes = -1",
+        "slow_reader_seconds = 0", "slow_reader_seconds = 100000"}) {
+    auto r = apply_toml_text(ServerConfig{}, bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().find(std::string(bad).substr(0, std::string(bad).find(' '))),
+              std::string::npos)
+        << r.error();
+  }
+
+  // A message limit above half the outbound limit could lock a device's inbox: refused, naming
+  // both keys.
+  ServerConfig big;
+  big.max_message_bytes = 5u << 20;
+  auto refused = check_config(big);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().find("'max_message_bytes' (5242880) is more than half of "
+                                 "'max_outbound_bytes' (8388608)"),
+            std::string::npos)
+      << refused.error();
+  big.max_outbound_bytes = 10u << 20;
+  EXPECT_TRUE(check_config(big)) << "exactly half fits";
+
+  ServerConfig marks;
+  marks.outbound_low_water_bytes = 3u << 20;
+  ASSERT_FALSE(check_config(marks));
+  EXPECT_NE(check_config(marks).error().find("'outbound_low_water_bytes'"), std::string::npos);
+  ServerConfig budget;
+  budget.max_buffered_bytes = 4u << 20;
+  ASSERT_FALSE(check_config(budget));
+  EXPECT_NE(check_config(budget).error().find("'max_buffered_bytes'"), std::string::npos);
+}
+
 TEST(Username, NormalisesAndValidates) {
   EXPECT_EQ(normalize_username("Alice"), "alice");
   EXPECT_EQ(normalize_username("bob_2.x-y"), "bob_2.x-y");
@@ -281,6 +337,9 @@ TEST(Metrics, RendersPrometheusText) {
         "sotto_storage_refusals_total 0\n", "sotto_queue_share_refusals_total 0\n"}) {
     EXPECT_NE(text.find(name), std::string::npos) << name;
   }
+  m.buffered_bytes = 4096;
+  EXPECT_NE(m.render().find("# TYPE sotto_buffered_bytes gauge\nsotto_buffered_bytes 4096\n"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -228,6 +228,87 @@ TEST_F(DeliveryTest, ALongQueueDrainsInOrderToADeviceAcknowledgingEachEnvelope) 
   EXPECT_EQ(stored_for(bob), 0u);
 }
 
+// Delivery paced by the connection (net::Connection::writable): the drain stops when it says no,
+// a live send meanwhile waits behind the backlog, and on_writable goes on where it stopped; every
+// envelope once and in order, and acknowledged ones never again after a second login.
+TEST_F(DeliveryTest, ADrainPacedByItsConnectionGoesOnFromOnWritableInOrderAndOnce) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  server_->on_close(bob.conn);
+  const auto send = [&](int i) {
+    char cmid[17];
+    std::snprintf(cmid, sizeof cmid, "%016d", i);
+    submit(alice, send_request(bob, cmid, "m" + std::to_string(i)));
+    store_->messages().flush();
+  };
+  for (int i = 0; i < 10; ++i) send(i);
+
+  bool drained = false;
+  const auto take = [&] {
+    std::vector<svc::Envelope> got;
+    for (auto& f : bob.conn->take()) {
+      if (f.has_push() && f.push().has_envelope()) got.push_back(f.push().envelope());
+      if (f.has_push() && f.push().has_queue_drained()) drained = true;
+    }
+    return got;
+  };
+  const auto contents = [](const std::vector<svc::Envelope>& envelopes) {
+    std::vector<std::string> out;
+    for (const auto& e : envelopes) out.push_back(e.content());
+    return out;
+  };
+  using Strings = std::vector<std::string>;
+  // Logs bob in on a new connection that has room for `room` frames from the login's answer on.
+  const auto login_with_room = [&](std::uint64_t conn_id, int room) {
+    bob.conn = std::make_shared<sotto::testing::LoopbackConnection>(conn_id);
+    server_->on_open(bob.conn, {});
+    svc::Request challenge;
+    challenge.mutable_challenge();
+    submit(bob, challenge);
+    const auto frames = bob.conn->take();
+    ASSERT_EQ(frames.size(), 1u);
+    bob.conn->set_room(room);
+    submit(bob, sotto::testing::authenticate(bob.party.name, bob.device_id, bob.auth,
+                                             frames[0].response().challenge().nonce()));
+  };
+
+  login_with_room(5, 3);  // the answer, then two envelopes
+  auto first = take();
+  EXPECT_EQ(contents(first), (Strings{"m0", "m1"}));
+  EXPECT_FALSE(drained);
+  // No room: a live send waits, and so does a drain woken anyway.
+  send(10);
+  server_->on_writable(bob.conn);
+  EXPECT_TRUE(take().empty());
+  bob.conn->set_room(2);
+  server_->on_writable(bob.conn);
+  auto second = take();
+  EXPECT_EQ(contents(second), (Strings{"m2", "m3"}));
+
+  // Bob acknowledges those four, his connection drops, and he logs in again.
+  svc::Request ack;
+  for (const auto* got : {&first, &second})
+    for (const auto& e : *got) ack.mutable_ack()->add_envelope_ids(e.id());
+  submit(bob, ack);
+  store_->messages().flush();
+  server_->on_close(bob.conn);
+  login_with_room(6, 3);
+  Strings rest = contents(take());
+  EXPECT_EQ(rest, (Strings{"m4", "m5"}));
+  for (int round = 0; round < 10 && !drained; ++round) {
+    if (round == 1) send(11);  // live, while the backlog is still going out
+    bob.conn->set_room(2);
+    server_->on_writable(bob.conn);
+    const auto got = take();
+    EXPECT_LE(got.size(), 2u);
+    for (const auto& c : contents(got)) rest.push_back(c);
+  }
+  EXPECT_TRUE(drained);
+  EXPECT_EQ(rest, (Strings{"m4", "m5", "m6", "m7", "m8", "m9", "m10", "m11"}));
+  EXPECT_EQ(stored_for(bob), 8u);
+}
+
 TEST_F(DeliveryTest, ARetryAfterTheDeviceListChangedIsAnsweredNotRefused) {
   Client alice("alice", 1, 1), bob("bob", 2, 2);
   join(alice);

@@ -700,6 +700,36 @@ TYPED_TEST(ServerStoreTest, LoadsOldestFirstAndPagesAfterAnId) {
   EXPECT_EQ(this->messages().load(alice, 1, 10, sent[1].id).error(), Error::not_found);
 }
 
+// A drain reads by bytes as well as by count (delivery paced by bytes, issue 16): a read stops
+// at the envelope that brings its content to max_bytes, and always returns at least one.
+TYPED_TEST(ServerStoreTest, LoadStopsAtTheEnvelopeThatReachesMaxBytes) {
+  const AccountId alice = this->make_account("alice");
+  std::vector<QueuedEnvelope> sent;
+  for (int i = 0; i < 6; ++i) {
+    QueuedEnvelope e = this->envelope(alice, 1);
+    e.content = filled(1000, static_cast<std::uint8_t>(i));
+    sent.push_back(e);
+    ASSERT_TRUE(this->send({e}).has_value());
+  }
+  const auto ids = [](const tl::expected<std::vector<QueuedEnvelope>, Error>& r) {
+    std::vector<EnvelopeId> out;
+    for (const auto& e : r.value()) out.push_back(e.id);
+    return out;
+  };
+  EXPECT_EQ(ids(this->messages().load(alice, 1, 10, std::nullopt, 2500)),
+            (std::vector<EnvelopeId>{sent[0].id, sent[1].id, sent[2].id}));
+  EXPECT_EQ(ids(this->messages().load(alice, 1, 10, std::nullopt, 2000)),
+            (std::vector<EnvelopeId>{sent[0].id, sent[1].id}));
+  EXPECT_EQ(ids(this->messages().load(alice, 1, 10, sent[1].id, 1)),
+            (std::vector<EnvelopeId>{sent[2].id}));  // one, however large
+  EXPECT_EQ(ids(this->messages().load(alice, 1, 2, sent[1].id, 100000)),
+            (std::vector<EnvelopeId>{sent[2].id, sent[3].id}));  // the count still applies
+  EXPECT_EQ(ids(this->messages().load(alice, 1, 10, sent[3].id, 100000)),
+            (std::vector<EnvelopeId>{sent[4].id, sent[5].id}));
+  // The read that stopped early leaves the queue as it was.
+  EXPECT_EQ(this->loaded_ids(alice, 1).size(), 6u);
+}
+
 TYPED_TEST(ServerStoreTest, RemoveOnlyDeletesTheDevicesOwnEnvelopes) {
   const AccountId alice = this->make_account("alice");
   const DeviceId second = this->add_device(alice);

@@ -98,6 +98,7 @@ class ServerSide final : public net::Connection, public std::enable_shared_from_
   std::uint64_t id() const override { return id_; }
   const std::string& remote_address() const override { return address_; }
   std::size_t outbound_bytes() const override { return 0; }
+  bool writable() override { return true; }  // never paced: nothing is buffered
   bool take_channel_binding(std::array<std::uint8_t, 32>& out) override {
     std::lock_guard lock(mu_);
     if (!binding_) return false;

@@ -35,6 +35,7 @@ class LoopbackConnection final : public net::Connection {
   explicit LoopbackConnection(std::uint64_t id) : id_(id) {}
   bool send(Bytes frame) override {
     std::lock_guard lock(mutex_);
+    if (room_ > 0) --room_;
     svc::Frame f;
     EXPECT_TRUE(f.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
     frames_.push_back(std::move(f));
@@ -52,6 +53,16 @@ class LoopbackConnection final : public net::Connection {
   std::uint64_t id() const override { return id_; }
   const std::string& remote_address() const override { return address_; }
   std::size_t outbound_bytes() const override { return 0; }
+  // Always, unless a test gave the connection room for so many frames (set_room): then it is
+  // not writable once they are sent, until the test gives more (and calls on_writable).
+  bool writable() override {
+    std::lock_guard lock(mutex_);
+    return room_ != 0;
+  }
+  void set_room(int frames) {
+    std::lock_guard lock(mutex_);
+    room_ = frames;
+  }
   bool take_channel_binding(std::array<std::uint8_t, 32>& out) override {
     std::lock_guard lock(mutex_);
     if (!binding_) return false;
@@ -99,6 +110,7 @@ class LoopbackConnection final : public net::Connection {
   std::optional<std::string> closed_;
   bool promoted_ = false;
   std::vector<std::chrono::seconds> deadline_extensions_;
+  int room_ = -1;  // frames writable() allows; -1: any number
 };
 
 inline std::string str(ByteView b) {

@@ -666,7 +666,8 @@ class SqliteServerStore::Impl final : public AccountStore,
 
   tl::expected<std::vector<QueuedEnvelope>, Error> load(AccountId account, DeviceId device,
                                                         std::size_t limit,
-                                                        std::optional<EnvelopeId> after) override {
+                                                        std::optional<EnvelopeId> after,
+                                                        std::size_t max_bytes) override {
     std::vector<QueuedEnvelope> out;
     if (limit == 0) return out;
     auto conn = pool_.acquire();
@@ -703,6 +704,7 @@ class SqliteServerStore::Impl final : public AccountStore,
         .bind_u64(4, now_seconds())
         .bind_u64(5, std::min<std::uint64_t>(limit, max_limit));
     int rc = SQLITE_OK;
+    std::size_t bytes = 0;
     while ((rc = st->step()) == SQLITE_ROW) {
       Row row(*st);
       QueuedEnvelope e;
@@ -717,9 +719,11 @@ class SqliteServerStore::Impl final : public AccountStore,
       e.server_timestamp = row.u64(6);
       e.expires_at = row.u64(7);
       if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+      bytes += e.content.size();
       out.push_back(std::move(e));
+      if (bytes >= max_bytes) break;  // rc stays SQLITE_ROW: more may follow
     }
-    if (rc != SQLITE_DONE) return tl::unexpected(fail("load", *conn, rc));
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return tl::unexpected(fail("load", *conn, rc));
     return out;
   }
 

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <tl/expected.hpp>
@@ -173,10 +174,14 @@ class MessageStore {
   // holds its share of one (a backend without shares never returns it).
   virtual void enqueue(std::vector<QueuedEnvelope> envelopes, std::optional<Bytes> dedup_key,
                        Completion done) = 0;
-  // Oldest first, at most `limit`, strictly after `after` (the last id seen) when given.
+  // Oldest first, at most `limit`, strictly after `after` (the last id seen) when given, and
+  // none after the one whose content brings the total to `max_bytes` or more (so one envelope
+  // is returned whatever its size, and fewer than `limit` with less than `max_bytes` in all means
+  // the queue has no more).
   [[nodiscard]] virtual tl::expected<std::vector<QueuedEnvelope>, Error> load(
       AccountId account, DeviceId device, std::size_t limit,
-      std::optional<EnvelopeId> after = std::nullopt) = 0;
+      std::optional<EnvelopeId> after = std::nullopt,
+      std::size_t max_bytes = std::numeric_limits<std::size_t>::max()) = 0;
   // Deletes envelopes of this device only: ids of other devices' queues are ignored. Returns
   // how many were deleted, once the deletion is durable. Blocks; REQUIRES: not called from a
   // completion (it would wait for its own writer).
