@@ -278,8 +278,8 @@ int main(int argc, char** argv) {
   app.add_flag("--invite-only", invite_only, "Require an invite code to register");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (default info)");
   app.footer(
-      "Config file (--config, TOML): every key is optional and has a default; docs/configuration.md\n"
-      "lists them all, and docs/abuse.md explains the limits and what clients see at each.\n"
+      "Config file (--config, TOML): every key has a default but data (or --data);\n"
+      "docs/configuration.md lists them, docs/abuse.md explains the limits.\n"
       "SIGHUP: load the TLS certificate and key (and the next key) again, without dropping\n"
       "connections; the rest of the configuration is read at start only.");
   auto* invite = app.add_subcommand("invite", "Manage invite codes (for invite-only registration)");

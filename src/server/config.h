@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <tl/expected.hpp>
@@ -113,6 +114,9 @@ struct ServerConfig {
 // The server-wide ceiling on connections not logged in yet that `config` means (its
 // max_prelogin_connections, or a quarter of max_connections when that is 0; at least 1).
 [[nodiscard]] std::size_t prelogin_ceiling(const ServerConfig& config);
+
+// Every key a config file may set (docs/configuration.md documents each one).
+[[nodiscard]] const std::set<std::string>& config_keys();
 
 // Reads a TOML file and applies it over `base`. Errors name the offending key.
 [[nodiscard]] tl::expected<ServerConfig, std::string> apply_toml_file(

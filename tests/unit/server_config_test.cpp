@@ -1,6 +1,9 @@
 // Server configuration parsing, usernames, rate limits and metrics rendering.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "server/config.h"
 #include "server/metrics.h"
 #include "server/rate_limiter.h"
@@ -278,6 +281,27 @@ slow_reader_seconds = 30
   budget.max_buffered_bytes = 4u << 20;
   ASSERT_FALSE(check_config(budget));
   EXPECT_NE(check_config(budget).error().find("'max_buffered_bytes'"), std::string::npos);
+}
+
+// docs/configuration.md is the operator's list of keys: every key the parser accepts is in one of
+// its tables (as `key` in the first column), and it lists no key the parser would refuse.
+TEST(Config, EveryKeyIsDocumentedAndNoOtherIs) {
+  std::ifstream in(std::string(SOTTO_SOURCE_DIR) + "/docs/configuration.md");
+  ASSERT_TRUE(in) << "docs/configuration.md";
+  std::set<std::string> documented;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("| `", 0) != 0) continue;
+    const std::string cell = line.substr(2, line.find('|', 2) - 2);
+    for (std::size_t at = cell.find('`'); at != std::string::npos;) {
+      const std::size_t end = cell.find('`', at + 1);
+      if (end == std::string::npos) break;
+      documented.insert(cell.substr(at + 1, end - at - 1));
+      at = cell.find('`', end + 1);
+    }
+  }
+  for (const auto& key : config_keys()) EXPECT_TRUE(documented.contains(key)) << key;
+  for (const auto& key : documented) EXPECT_TRUE(config_keys().contains(key)) << key;
 }
 
 TEST(Username, NormalisesAndValidates) {
