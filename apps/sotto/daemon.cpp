@@ -235,6 +235,7 @@ class Daemon {
   json remove_device(const Call& c);
   json block(const Call& c);
   json unblock(const Call& c);
+  json change_blocks(const Call& c, bool block);
   json list_blocked(const Call& c);
   json add_device(const Call& c);
   json trust(const Call& c);
@@ -683,8 +684,8 @@ json Daemon::remove_device(const Call& c) {
 }
 
 // `recipient`: one username or an array of them (signal-cli takes an array). Every name is
-// checked before anything changes.
-std::optional<std::vector<std::string>> recipients_param(const Call& c) {
+// checked before anything changes; `bad` names the first malformed one.
+std::optional<std::vector<std::string>> recipients_param(const Call& c, std::string& bad) {
   const json* p = find_param(c, {"recipient", "user"}, 0);
   if (p == nullptr) return std::nullopt;
   std::vector<std::string> out;
@@ -698,28 +699,52 @@ std::optional<std::vector<std::string>> recipients_param(const Call& c) {
   } else {
     return std::nullopt;
   }
-  for (const auto& name : out) {
-    if (!sotto::normalize_username(name)) return std::nullopt;
+  for (auto& name : out) {
+    auto normal = sotto::normalize_username(name);
+    if (!normal) {
+      bad = name;
+      return std::nullopt;
+    }
+    name = *normal;
   }
   return out;
 }
 
 json Daemon::block(const Call& c) {
-  const auto users = recipients_param(c);
-  if (!users) return invalid_params(c, "block needs {recipient}: a username or an array of them");
-  for (const auto& user : *users) {
-    if (auto r = client_.block(user); !r) return app_error(c.id, r.error());
-  }
-  return rpc_result(c.id, json::object());
+  return change_blocks(c, true);
 }
 
 json Daemon::unblock(const Call& c) {
-  const auto users = recipients_param(c);
+  return change_blocks(c, false);
+}
+
+// The names are checked (well formed, not the account's own) before anything changes; then each is
+// sent to the server in turn. A name the server refuses (no such user) stops there, and the error
+// says which names before it were changed already.
+json Daemon::change_blocks(const Call& c, bool block) {
+  const std::string verb = block ? "block" : "unblock";
+  std::string bad;
+  const auto users = recipients_param(c, bad);
   if (!users) {
-    return invalid_params(c, "unblock needs {recipient}: a username or an array of them");
+    if (!bad.empty()) return invalid_params(c, "not a username: \"" + bad + "\"");
+    return invalid_params(c, verb + " needs {recipient}: a username or an array of them");
   }
+  const std::string self = client_.username();
   for (const auto& user : *users) {
-    if (auto r = client_.unblock(user); !r) return app_error(c.id, r.error());
+    if (user == self) return invalid_params(c, "an account cannot " + verb + " itself");
+  }
+  std::vector<std::string> done;
+  for (const auto& user : *users) {
+    if (auto r = block ? client_.block(user) : client_.unblock(user); !r) {
+      Error e = r.error();
+      if (!done.empty()) {
+        std::string list;
+        for (const auto& d : done) list += (list.empty() ? "" : ", ") + d;
+        e.message += " (" + verb + "ed before it: " + list + ")";
+      }
+      return app_error(c.id, e);
+    }
+    done.push_back(user);
   }
   return rpc_result(c.id, json::object());
 }

@@ -794,7 +794,8 @@ int cmd_block(const std::string& user, bool block) {
                "`sotto unblock " +
                name + "` undoes it.");
   } else {
-    print_line("Unblocked " + name + ": their new messages reach you again.");
+    print_line("Unblocked " + name +
+               ": what they send from now on reaches you (what they sent while blocked is gone).");
   }
   return 0;
 }
@@ -1350,9 +1351,13 @@ int main(int argc, char** argv) {
   auto* block = app.add_subcommand(
       "block",
       "Block USER at the server, for every device of this account: their messages are no "
-      "longer stored for you (they are not told), and any already waiting are dropped unread");
+      "longer stored for you (they are not told, and what they send while blocked is never "
+      "delivered, even after an unblock), and any already waiting are dropped unread");
   block->add_option("USER", user, "The user to block")->required();
-  auto* unblock = app.add_subcommand("unblock", "Let USER's messages reach you again");
+  auto* unblock = app.add_subcommand(
+      "unblock",
+      "Let USER's messages reach you again (from now on: what they sent while blocked "
+      "is gone)");
   unblock->add_option("USER", user, "The user to unblock")->required();
   auto* blocked = app.add_subcommand("blocked", "List the users this account blocks");
 

@@ -48,7 +48,9 @@ Result<void> Blocks::change(const std::string& user, bool block) {
   const auto name = normalize_username(user);
   if (!name) return tl::unexpected(make_error(ErrorCode::invalid_argument, "invalid username"));
   if (*name == account_.username) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument, "you cannot block yourself"));
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument,
+                   block ? "you cannot block yourself" : "you cannot unblock yourself"));
   }
   auto connected = link_.ensure_connected(SteadyClock::now() + account_.options.request_timeout);
   if (!connected) return tl::unexpected(connected.error());
@@ -59,7 +61,12 @@ Result<void> Blocks::change(const std::string& user, bool block) {
     request.mutable_unblock()->set_username(*name);
   }
   auto r = link_.call_ok(connected->connection, std::move(request));
-  if (!r) return tl::unexpected(r.error());
+  if (!r) {
+    if (r.error().code == ErrorCode::not_found) {
+      return tl::unexpected(make_error(ErrorCode::not_found, "no user named " + *name));
+    }
+    return tl::unexpected(r.error());
+  }
   std::lock_guard lock(mu_);
   std::set<std::string> names = cached();
   if (block) {

@@ -194,12 +194,12 @@ Error status_error(const svc::Response& response) {
       // which).
       const bool address = text.find("address") != std::string::npos;
       return make_error(ErrorCode::rate_limited, std::string("the server is rate limiting this ") +
-                                                     (address ? "address" : "account") + " (" +
-                                                     text + "); " +
+                                                     (address ? "address" : "account") + ": " +
+                                                     text + "; " +
                                                      retry_text(status.retry_after_ms()));
     }
     case svc::UNAVAILABLE:
-      return make_error(ErrorCode::server, "the server cannot take this now (" + text + "); " +
+      return make_error(ErrorCode::server, "the server cannot take this now: " + text + "; " +
                                                retry_text(status.retry_after_ms()));
     case svc::DEVICE_IN_USE:
       return make_error(ErrorCode::device_in_use, "server: " + text);

@@ -92,6 +92,21 @@ tl::expected<void, std::string> check_config(const ServerConfig& c) {
                           "): a device could not be sent such a message; raise "
                           "'max_outbound_bytes' or lower 'max_message_bytes'");
   }
+  // Pushes to one device may leave at the same moment from its own strand (the drain), the store's
+  // commit thread and each I/O thread (a sender's live push), each having seen the connection
+  // under the mark: all of them together must fit, or the server would close a device for a
+  // backlog it made itself.
+  if (c.max_message_bytes <= c.max_outbound_bytes / 2 && c.io_threads > 0) {
+    const std::size_t burst = c.outbound_low_water_bytes +
+                              (2 + static_cast<std::size_t>(c.io_threads)) * c.max_message_bytes;
+    if (burst > c.max_outbound_bytes) {
+      return tl::unexpected("'max_outbound_bytes' (" + std::to_string(c.max_outbound_bytes) +
+                            ") must hold 'outbound_low_water_bytes' plus (2 + 'io_threads') x "
+                            "'max_message_bytes' (" +
+                            std::to_string(burst) +
+                            "): pushes to one device may leave from that many threads at once");
+    }
+  }
   // Pushes pause at the mark and reading requests at twice it; the rest of the outbound limit is
   // room for one message and the answers to requests already read.
   if (c.outbound_low_water_bytes > c.max_outbound_bytes / 4) {

@@ -306,6 +306,15 @@ Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& m
     metrics_.queue_depth.store(static_cast<std::int64_t>(*stored), std::memory_order_relaxed);
   }
   update_stored_bytes_gauge();
+  // Reads the free space once now (the gauge is then right from the start), and tells the
+  // operator at once when sends could not be stored.
+  if (auto why = storage_refusal(0); !why.empty()) {
+    spdlog::warn(
+        "event=storage_full reason=\"{}\" stored_bytes={} max_stored_bytes={} disk_free_bytes={} "
+        "min_free_disk_bytes={} (every send will be refused until there is room)",
+        why, store_.messages().stored_bytes(), config_.max_stored_bytes,
+        disk_free_bytes_.load(std::memory_order_relaxed), config_.min_free_disk_bytes);
+  }
 }
 
 void Server::update_stored_bytes_gauge() {
@@ -313,11 +322,35 @@ void Server::update_stored_bytes_gauge() {
                               std::memory_order_relaxed);
 }
 
-std::string Server::storage_refusal(std::uint64_t bytes) {
+std::string Server::reserve_storage(std::uint64_t bytes) {
+  // Reserved first and checked after, so that two sends on two threads cannot both take the same
+  // room; a refusal gives its reservation back.
+  const std::uint64_t reserved = reserved_bytes_.fetch_add(bytes) + bytes;
+  std::string why = storage_refusal(reserved);
+  if (!why.empty()) {
+    reserved_bytes_.fetch_sub(bytes);
+    // The operator hears of it, at most once a minute (the counter on /metrics counts them all).
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch())
+                                 .count();
+    std::int64_t last = storage_warned_ms_.load(std::memory_order_relaxed);
+    if ((last < 0 || now - last >= 60'000) &&
+        storage_warned_ms_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+      spdlog::warn(
+          "event=storage_full reason=\"{}\" stored_bytes={} max_stored_bytes={} "
+          "disk_free_bytes={} min_free_disk_bytes={} (sends are refused until acknowledgements "
+          "and expiry make room)",
+          why, store_.messages().stored_bytes(), config_.max_stored_bytes,
+          disk_free_bytes_.load(std::memory_order_relaxed), config_.min_free_disk_bytes);
+    }
+  }
+  return why;
+}
+
+std::string Server::storage_refusal(std::uint64_t reserved) {
   const std::uint64_t stored = store_.messages().stored_bytes();
-  const std::uint64_t reserved = reserved_bytes_.load(std::memory_order_relaxed);
-  if (stored + reserved + bytes > config_.max_stored_bytes) {
-    return "server storage is full (its message budget is used up); retry later";
+  if (stored + reserved > config_.max_stored_bytes) {
+    return "server storage is full (its message budget is used up)";
   }
   if (config_.min_free_disk_bytes == 0 || config_.data_dir.empty()) return {};
   // statvfs at most once a second, whoever asks: a send costs no system call.
@@ -337,8 +370,8 @@ std::string Server::storage_refusal(std::uint64_t bytes) {
   }
   const std::uint64_t free_bytes = disk_free_bytes_.load(std::memory_order_relaxed);
   if (free_bytes < config_.min_free_disk_bytes ||
-      free_bytes - config_.min_free_disk_bytes < reserved + bytes) {
-    return "server storage is full (its disk is almost full); retry later";
+      free_bytes - config_.min_free_disk_bytes < reserved) {
+    return "server storage is full (its disk is almost full)";
   }
   return {};
 }
@@ -548,8 +581,9 @@ void Server::after_login(const SessionPtr& s) {
 }
 
 void Server::on_register(const SessionPtr& s, svc::Request& r, svc::Response& out) {
-  if (!registrations_.allow(net::address_key(s->connection->remote_address()))) {
-    fail(out, svc::RATE_LIMITED, "too many registrations from this address");
+  if (const auto wait = registrations_.take(net::address_key(s->connection->remote_address()), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many registrations from this address", wait);
     return;
   }
   const auto& req = r.register_();
@@ -602,8 +636,9 @@ void Server::on_challenge(const SessionPtr& s, svc::Response& out) {
 }
 
 void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response& out) {
-  if (!logins_.allow(net::address_key(s->connection->remote_address()))) {
-    fail(out, svc::RATE_LIMITED, "too many login attempts from this address");
+  if (const auto wait = logins_.take(net::address_key(s->connection->remote_address()), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many login attempts from this address", wait);
     return;
   }
   const auto& req = r.authenticate();
@@ -664,8 +699,10 @@ void Server::on_authenticate(const SessionPtr& s, svc::Request& r, svc::Response
   }
   // Per account too, and only once the proof holds: the per-address limit is generous because a
   // NAT's users share it, and counting failed proofs here would let anyone lock an account out.
-  if (!account_logins_.allow(std::to_string(account->id))) {
-    login_failed("too many logins for this account; try again later", svc::RATE_LIMITED);
+  if (const auto wait = account_logins_.take(std::to_string(account->id), 1)) {
+    metrics_.login_failures.fetch_add(1, std::memory_order_relaxed);
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many logins for this account", wait);
     return;
   }
   SessionPtr replaced;
@@ -961,25 +998,13 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
     }
     return refuse(svc::STALE_DEVICES, "device list out of date");
   }
-  if (blocked_by_recipient) {
-    std::erase_if(envelopes, [&](const auto& env) { return env.account == recipient->id; });
-    if (envelopes.empty()) {
-      out.mutable_send()->set_server_timestamp(now);
-      reply(s, std::move(out));
-      return;
-    }
-  }
-
-  // Envelopes go to recipients that are online and caught up at once, before the commit; an
-  // envelope acknowledged before the writer reaches it is never written (the store cancels it).
-  // The sender is answered only once the send is durable either way. Others are delivered after
-  // the commit (live, or by the drain from the store), and until then no later envelope for the
-  // same device overtakes them.
   // The storage budget (docs/abuse.md): refused before anything is stored, and told apart from
-  // a failure so that the client retries later.
+  // a failure so that the client retries later. Counted before a block drops the recipient's
+  // envelopes, so that a blocked sender is refused exactly when anyone else would be (a send
+  // accepted only because it was dropped would tell it it is blocked).
   std::uint64_t stored_bytes = 0;
   for (const auto& env : envelopes) stored_bytes += env.content.size();
-  if (auto why = storage_refusal(stored_bytes); !why.empty()) {
+  if (auto why = reserve_storage(stored_bytes); !why.empty()) {
     // A retry of a send stored before (its answer lost) is answered as the original was.
     if (auto sent = store_.messages().was_sent(dedup); sent && *sent) {
       out.mutable_send()->set_server_timestamp(now);
@@ -992,8 +1017,24 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
     reply(s, std::move(out));
     return;
   }
-  reserved_bytes_.fetch_add(stored_bytes, std::memory_order_relaxed);
+  if (blocked_by_recipient) {
+    std::erase_if(envelopes, [&](const auto& env) { return env.account == recipient->id; });
+    std::uint64_t kept = 0;
+    for (const auto& env : envelopes) kept += env.content.size();
+    reserved_bytes_.fetch_sub(stored_bytes - kept);
+    stored_bytes = kept;
+    if (envelopes.empty()) {
+      out.mutable_send()->set_server_timestamp(now);
+      reply(s, std::move(out));
+      return;
+    }
+  }
 
+  // Envelopes go to recipients that are online and caught up at once, before the commit; an
+  // envelope acknowledged before the writer reaches it is never written (the store cancels it).
+  // The sender is answered only once the send is durable either way. Others are delivered after
+  // the commit (live, or by the drain from the store), and until then no later envelope for the
+  // same device overtakes them.
   const auto started = std::chrono::steady_clock::now();
   auto delivery = std::make_shared<Delivery>();
   delivery->envelopes = envelopes;
@@ -1250,11 +1291,24 @@ void Server::on_ack(const SessionPtr& s, svc::Request& r) {
     std::memcpy(e.data(), id.data(), 16);
     list.push_back(e);
   }
-  if (const auto wait = acks_.take(std::to_string(s->account), static_cast<double>(ids.size()))) {
-    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
-    fail_retry(out, svc::RATE_LIMITED, "too many acknowledgements by this account", wait);
-    reply(s, std::move(out));
-    return;
+  // The bucket counts only ids this connection was never given (or already acknowledged): those
+  // are what a flood is made of. Ids of envelopes it was pushed are bounded by the pushes, and
+  // refusing them would leave them in flight, holding delivery slots, for as long as the
+  // connection lives (the client does not repeat an acknowledgement).
+  std::size_t unknown = 0;
+  {
+    std::lock_guard lock(s->mutex);
+    for (const auto& id : ids) unknown += s->inflight.contains(id) ? 0 : 1;
+  }
+  if (unknown > 0) {
+    const auto wait = acks_.take(std::to_string(s->account), static_cast<double>(unknown));
+    if (wait != 0 && unknown == static_cast<std::size_t>(ids.size())) {
+      metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+      fail_retry(out, svc::RATE_LIMITED, "too many acknowledgements by this account", wait);
+      reply(s, std::move(out));
+      return;
+    }
+    // Refused or not, ids it was never given change nothing below.
   }
   // Only envelopes pushed on this connection (and not acknowledged yet) reach the store: an id
   // it was never given costs no write. (One pushed on an earlier connection is pushed again by
@@ -1392,7 +1446,8 @@ void Server::notify_devices_changed(AccountId account, DeviceId changed) {
 
 void Server::on_provisioning_open(const SessionPtr& s, svc::Response& out) {
   // Before login: counted per source address.
-  if (const auto wait = provisioning_rate_.take("open/" + s->connection->remote_address(), 1)) {
+  if (const auto wait =
+          provisioning_rate_.take("open/" + net::address_key(s->connection->remote_address()), 1)) {
     metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
     fail_retry(out, svc::RATE_LIMITED, "too many provisioning addresses from this address", wait);
     return;
@@ -1459,8 +1514,9 @@ void Server::on_link_token(const SessionPtr& s, svc::Response& out) {
 }
 
 void Server::on_link_device(const SessionPtr& s, svc::Request& r, svc::Response& out) {
-  if (!registrations_.allow(net::address_key(s->connection->remote_address()))) {
-    fail(out, svc::RATE_LIMITED, "too many device links from this address");
+  if (const auto wait = registrations_.take(net::address_key(s->connection->remote_address()), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many device links from this address", wait);
     return;
   }
   const auto& req = r.link_device();
@@ -1506,8 +1562,9 @@ void Server::on_recover(const SessionPtr& s, svc::Request& r, svc::Response& out
     issued = s->challenge_at;
     s->challenge.reset();
   }
-  if (!registrations_.allow(net::address_key(s->connection->remote_address()))) {
-    fail(out, svc::RATE_LIMITED, "too many recovery attempts from this address");
+  if (const auto wait = registrations_.take(net::address_key(s->connection->remote_address()), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many recovery attempts from this address", wait);
     return;
   }
   const auto& req = r.recover();
@@ -1524,8 +1581,9 @@ void Server::on_recover(const SessionPtr& s, svc::Request& r, svc::Response& out
     return;
   }
   // Counted by name before the account is looked up: names without an account are limited alike.
-  if (!recoveries_.allow(*username)) {
-    fail(out, svc::RATE_LIMITED, "too many recovery attempts for this account; try again later");
+  if (const auto wait = recoveries_.take(*username, 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many recovery attempts for this account", wait);
     return;
   }
   auto account = store_.accounts().find_account(*username);
@@ -1606,6 +1664,13 @@ void Server::on_block(const SessionPtr& s, svc::Request& r, svc::Response& out) 
     fail(out, svc::BAD_REQUEST, "invalid username");
     return;
   }
+  // The token is taken before the lookup: otherwise block and unblock would tell which usernames
+  // exist, as fast as one can ask.
+  if (const auto wait = block_changes_.take(std::to_string(s->account), 1)) {
+    metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::RATE_LIMITED, "too many block changes by this account", wait);
+    return;
+  }
   auto account = store_.accounts().find_account(*username);
   if (!account) {
     fail(out, account.error() == store::Error::not_found ? svc::NOT_FOUND : svc::INTERNAL,
@@ -1613,11 +1678,8 @@ void Server::on_block(const SessionPtr& s, svc::Request& r, svc::Response& out) 
     return;
   }
   if (account->id == s->account) {
-    fail(out, svc::BAD_REQUEST, "an account cannot block itself");
-    return;
-  }
-  if (!block_changes_.allow(std::to_string(s->account))) {
-    fail(out, svc::RATE_LIMITED, "too many block changes; try again in a minute");
+    fail(out, svc::BAD_REQUEST,
+         block ? "an account cannot block itself" : "an account cannot unblock itself");
     return;
   }
   if (block) {

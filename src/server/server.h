@@ -157,8 +157,13 @@ class Server final : public net::ConnectionHandler {
   std::atomic<std::uint64_t> reserved_bytes_{0};
   std::atomic<std::int64_t> disk_checked_ms_{-1};  // steady clock; -1: never
   std::atomic<std::uint64_t> disk_free_bytes_{UINT64_MAX};
-  // Why a send of `bytes` more cannot be stored now (empty: it can).
-  std::string storage_refusal(std::uint64_t bytes);
+  std::atomic<std::int64_t> storage_warned_ms_{-1};  // steady clock of the last warning
+  // Reserves `bytes` of the budget for a send on its way to the store; when they do not fit,
+  // returns why (and nothing stays reserved).
+  std::string reserve_storage(std::uint64_t bytes);
+  // Why sends cannot be stored with `reserved` bytes (this one's included) on their way (empty:
+  // they can).
+  std::string storage_refusal(std::uint64_t reserved);
   void update_stored_bytes_gauge();
 
   std::mutex next_key_mutex_;                            // guards next_key_ and told_next_key_

@@ -749,8 +749,8 @@ TEST_F(DeliveryProcessTest, AConnectionThatKeepsSomeAnswersUnreadDoesNotGrowTheS
 // message arrives, once and in order; the one that makes no progress is closed.
 TEST(DeliveryProcessBudget, DrainsPauseAndResumeUnderTheServerWideBudget) {
   ServerProcess server(
-      "max_outbound_bytes = 1048576\noutbound_low_water_bytes = 262144\n"
-      "max_buffered_bytes = 1048576\nslow_reader_seconds = 10\n");
+      "max_outbound_bytes = 1310720\noutbound_low_water_bytes = 262144\n"
+      "max_buffered_bytes = 1310720\nslow_reader_seconds = 10\n");
   ASSERT_TRUE(server.start()) << server.log();
   Account alice("alice", 1), carol("carol", 3);
   std::vector<Account> bobs;

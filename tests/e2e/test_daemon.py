@@ -457,9 +457,22 @@ class DaemonTest(unittest.TestCase):
         for params in ({}, {"recipient": "no spaces"}, {"recipient": ["carol", 7]},
                        {"recipient": []}):
             self.assertEqual(bot.call("unblock", params)["error"]["code"], -32602, params)
+        r = bot.call("unblock", {"recipient": ["alice", "BAD NAME"]})
+        self.assertIn('"BAD NAME"', r["error"]["message"])  # says which name
+        # The account itself anywhere in the list: nothing changes.
+        self.assertEqual(bot.call("unblock", {"recipient": ["alice", "bob"]})["error"]["code"],
+                         -32602)
+        self.assertEqual(len(bot.result("listBlocked")), 2)
         r = bot.call("block", {"recipient": "nobody"})
         self.assertEqual(r["error"]["data"]["code"], "not_found")
+        self.assertIn("nobody", r["error"]["message"])
         self.assertEqual(len(bot.result("listBlocked")), 2)
+        # An unknown name stops there, and the error says what was changed before it.
+        r = bot.call("unblock", {"recipient": ["mallory", "nobody"]})
+        self.assertEqual(r["error"]["data"]["code"], "not_found")
+        self.assertIn("unblocked before it: mallory", r["error"]["message"])
+        self.assertEqual(bot.result("listBlocked"), [{"username": "alice"}])
+        self.assertEqual(bot.result("block", {"recipient": "mallory"}), {})
         # Blocked: alice's send is accepted, and nothing of it reaches bob.
         self.assertEqual(alice.send("bob", "while blocked").returncode, 0)
         self.assertEqual(bot.result("unblock", {"recipient": "alice"}), {})

@@ -270,8 +270,18 @@ slow_reader_seconds = 30
                                  "'max_outbound_bytes' (8388608)"),
             std::string::npos)
       << refused.error();
+  // Half is not enough either when pushes from every thread at once would not fit: the mark plus
+  // (2 + io_threads) messages must (1 MiB + 4 x 5 MiB here).
   big.max_outbound_bytes = 10u << 20;
-  EXPECT_TRUE(check_config(big)) << "exactly half fits";
+  refused = check_config(big);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().find("(2 + 'io_threads') x 'max_message_bytes' (22020096)"),
+            std::string::npos)
+      << refused.error();
+  big.max_outbound_bytes = 21u << 20;
+  EXPECT_TRUE(check_config(big)) << check_config(big).error();
+  big.io_threads = 3;
+  EXPECT_FALSE(check_config(big));
 
   ServerConfig marks;
   marks.outbound_low_water_bytes = 3u << 20;

@@ -86,6 +86,34 @@ TEST_F(PolicyTest, TheAcknowledgementBucketCountsIdsAndTellsWhenToRetry) {
   EXPECT_EQ(metrics_.rate_limited.load(), 1u);
 }
 
+// The bucket counts only ids the connection was never given: once a flood has emptied it, the
+// acknowledgement of an envelope that was pushed still deletes it (refused, it would stay in
+// flight on this connection for good, holding one of the device's delivery slots).
+TEST_F(PolicyTest, AnEmptiedAcknowledgementBucketStillTakesThePushedIds) {
+  ServerConfig c = config();
+  c.acks_per_minute = 600;  // 10 ids a second, 120 at once
+  server_ = make_server(metrics_, c);
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  svc::Request junk;
+  for (int i = 0; i < 120; ++i) junk.mutable_ack()->add_envelope_ids(std::string(16, 'x'));
+  ASSERT_EQ(call(bob, junk).status().code(), svc::OK);
+  ASSERT_EQ(call(bob, junk).status().code(), svc::RATE_LIMITED);
+
+  ASSERT_EQ(call(alice, send_to(bob, 'a', "for bob")).status().code(), svc::OK);
+  std::string pushed;
+  for (const auto& f : bob.conn->take()) {
+    if (f.has_push() && f.push().has_envelope()) pushed = f.push().envelope().id();
+  }
+  ASSERT_FALSE(pushed.empty());
+  svc::Request ack;
+  ack.mutable_ack()->add_envelope_ids(pushed);
+  ack.mutable_ack()->add_envelope_ids(std::string(16, 'y'));  // with one it was never given
+  EXPECT_EQ(call(bob, ack).status().code(), svc::OK);
+  EXPECT_EQ(stored_for(bob), 0u);
+}
+
 // Over the storage budget a send is refused with UNAVAILABLE and a hint; the account's own
 // buckets are not what refused it.
 TEST_F(PolicyTest, ASendOverTheStorageBudgetIsUnavailableAndStoresNothing) {
