@@ -40,7 +40,9 @@ struct Server::Session {
   std::string provisioning_address;
   // Delivery: envelopes pushed and not yet acknowledged; the drain cursor; whether the stored
   // backlog has been pushed once (after which new envelopes are pushed as they commit).
-  std::unordered_set<std::string> inflight;
+  // Pushed and not acknowledged yet, by envelope id: each one's sender and size, which its
+  // acknowledgement hands to the store (no lookup of the row before deleting it).
+  std::unordered_map<std::string, store::MessageStore::Removing> inflight;
   // Acknowledged, and their deletion not yet durable: the drain must not push them again.
   std::unordered_set<std::string> acked;
   std::optional<EnvelopeId> cursor;
@@ -87,6 +89,11 @@ std::string normalize_invite(std::string_view typed) {
 std::string online_key(AccountId a, DeviceId d) {
   return std::to_string(a) + "/" + std::to_string(d);
 }
+// What an envelope's acknowledgement tells the store of it (see Session::inflight).
+store::MessageStore::Removing removing(const store::QueuedEnvelope& env) {
+  return {env.source, env.content.size()};
+}
+
 std::string id_key(const EnvelopeId& id) {
   return {reinterpret_cast<const char*>(id.data()), id.size()};
 }
@@ -1117,7 +1124,7 @@ void Server::deliver_before_commit(Delivery& delivery) {
         // Paced by bytes too: a connection with enough unsent already gets it from the drain.
         if (!delivery.committed && target->drained &&
             target->inflight.size() < kMaxInflightPushes && target->connection->writable() &&
-            target->inflight.insert(id_key(env.id)).second) {
+            target->inflight.try_emplace(id_key(env.id), removing(env)).second) {
           delivery.pushed[i] = true;
           delivery.pushed_to[i] = target->connection->id();
           target->cursor = env.id;
@@ -1162,7 +1169,7 @@ void Server::deliver_after_commit(Delivery& delivery, bool stored) {
                  !target->connection->writable()) {
         target->missed = true;
         target->drained = false;
-      } else if (target->inflight.insert(id_key(env.id)).second) {
+      } else if (target->inflight.try_emplace(id_key(env.id), removing(env)).second) {
         // (Also when it went out before the commit on a connection that has closed since: the
         // device's new connection has drained without it. A copy it had already acknowledged
         // is dropped by envelope id.)
@@ -1239,7 +1246,7 @@ void Server::drain(const SessionPtr& s) {
             full = true;
             break;
           }
-          s->inflight.insert(key);
+          s->inflight.try_emplace(key, removing(env));
           pushing = true;
         }
         cursor = env.id;
@@ -1314,12 +1321,16 @@ void Server::on_ack(const SessionPtr& s, svc::Request& r) {
   // it was never given costs no write. (One pushed on an earlier connection is pushed again by
   // the drain, and its acknowledgement then counts.)
   std::vector<std::string> keys;
+  std::vector<store::MessageStore::Removing> known;
   {
     std::lock_guard lock(s->mutex);
     std::size_t kept = 0;
     for (std::size_t i = 0; i < list.size(); ++i) {
       std::string key = ids[static_cast<int>(i)];
-      if (s->inflight.erase(key) == 0) continue;
+      auto it = s->inflight.find(key);
+      if (it == s->inflight.end()) continue;
+      known.push_back(std::move(it->second));
+      s->inflight.erase(it);
       s->acked.insert(key);
       list[kept++] = list[i];
       keys.push_back(std::move(key));
@@ -1349,7 +1360,8 @@ void Server::on_ack(const SessionPtr& s, svc::Request& r) {
           update_stored_bytes_gauge();
         }
         reply(s, std::move(out));
-      });
+      },
+      std::move(known));
   drain(s);
 }
 

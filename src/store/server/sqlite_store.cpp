@@ -596,7 +596,8 @@ class SqliteServerStore::Impl final : public AccountStore,
   }
 
   void remove_async(AccountId account, DeviceId device, std::vector<EnvelopeId> ids,
-                    RemoveCompletion done) override {
+                    RemoveCompletion done, std::vector<Removing> known) override {
+    if (known.size() != ids.size()) known.clear();
     std::size_t cancelled = 0;
     {
       std::unique_lock lock(queue_mu_);
@@ -607,7 +608,9 @@ class SqliteServerStore::Impl final : public AccountStore,
         return;
       }
       std::vector<EnvelopeId> rest;
-      for (const EnvelopeId& id : ids) {
+      std::vector<Removing> rest_known;
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        const EnvelopeId& id = ids[i];
         auto it = pending_.find(id);
         // The account and device conditions keep one device from cancelling another's envelope.
         if (it != pending_.end()) {
@@ -621,6 +624,7 @@ class SqliteServerStore::Impl final : public AccountStore,
           }
         }
         rest.push_back(id);
+        if (!known.empty()) rest_known.push_back(std::move(known[i]));
       }
       if (!rest.empty()) {
         auto op = std::make_unique<PendingOp>();
@@ -628,6 +632,7 @@ class SqliteServerStore::Impl final : public AccountStore,
         op->account = account;
         op->device = device;
         op->ids = std::move(rest);
+        op->known = std::move(rest_known);
         op->already_removed = cancelled;
         op->removed = std::move(done);
         queue_.push_back(std::move(op));
@@ -733,7 +738,8 @@ class SqliteServerStore::Impl final : public AccountStore,
     std::promise<tl::expected<std::size_t, Error>> result;
     auto future = result.get_future();
     remove_async(account, device, ids,
-                 [&result](tl::expected<std::size_t, Error> r) { result.set_value(std::move(r)); });
+                 [&result](tl::expected<std::size_t, Error> r) { result.set_value(std::move(r)); },
+                 {});
     return future.get();
   }
 
@@ -924,6 +930,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     AccountId account = 0;
     DeviceId device = 0;
     std::vector<EnvelopeId> ids;
+    std::vector<Removing> known;  // empty, or one per id
     std::size_t already_removed = 0;
     RemoveCompletion removed;
   };
@@ -1440,23 +1447,48 @@ class SqliteServerStore::Impl final : public AccountStore,
     const DeviceKey key{op.account, op.device};
     auto usage = queue_counts_.find(key);
     if (usage != queue_counts_.end()) op_touched_.push_back(key);
-    for (const EnvelopeId& id : op.ids) {
+    const bool known = op.known.size() == op.ids.size();
+    for (std::size_t i = 0; i < op.ids.size(); ++i) {
+      const EnvelopeId& id = op.ids[i];
       // The account and device conditions are what keep one device from deleting another's queue.
-      auto st = conn.prepare(
-          "DELETE FROM messages WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3 "
-          "RETURNING source, length(content)");
-      if (!st) return tl::unexpected(fail("remove: prepare", conn, st.error()));
-      st->bind(1, ByteView(id)).bind(2, op.account).bind(3, std::int64_t{op.device});
-      int rc = SQLITE_OK;
-      while ((rc = st->step()) == SQLITE_ROW) {
-        Row row(*st);
-        const std::string source = row.text(0);
-        const std::uint64_t bytes = row.u64(1);
+      if (known) {
+        // The caller gave the row's sender and size: one DELETE, no lookup (the path of every
+        // acknowledgement; a DELETE ... RETURNING cost a backlog's drain 40% of its rate).
+        auto st = conn.prepare(
+            "DELETE FROM messages WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3");
+        if (!st) return tl::unexpected(fail("remove: prepare", conn, st.error()));
+        st->bind(1, ByteView(id)).bind(2, op.account).bind(3, std::int64_t{op.device});
+        if (const int rc = run(*st); rc != SQLITE_OK)
+          return tl::unexpected(fail("remove", conn, rc));
+        if (conn.changes() == 0) continue;
         ++removed;
-        op_bytes_ -= static_cast<std::int64_t>(bytes);
-        if (usage != queue_counts_.end()) usage->second.remove(source, 1, bytes);
+        op_bytes_ -= static_cast<std::int64_t>(op.known[i].bytes);
+        if (usage != queue_counts_.end())
+          usage->second.remove(op.known[i].source, 1, op.known[i].bytes);
+        continue;
       }
-      if (rc != SQLITE_DONE) return tl::unexpected(fail("remove", conn, rc));
+      // Otherwise the row is found first, then deleted by its rowid.
+      auto find = conn.prepare(
+          "SELECT seq, source, length(content) FROM messages "
+          "WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3");
+      if (!find) return tl::unexpected(fail("remove: prepare", conn, find.error()));
+      find->bind(1, ByteView(id)).bind(2, op.account).bind(3, std::int64_t{op.device});
+      const int found = find->step();
+      if (found == SQLITE_DONE) continue;  // not there (acknowledged twice, or another's)
+      if (found != SQLITE_ROW) return tl::unexpected(fail("remove: find", conn, found));
+      Row row(*find);
+      const std::int64_t seq = row.i64(0);
+      const std::string source = row.text(1);
+      const std::uint64_t bytes = row.u64(2);
+      if (!row.ok()) return tl::unexpected(corrupt("messages", row));
+      auto st = conn.prepare("DELETE FROM messages WHERE seq = ?1");
+      if (!st) return tl::unexpected(fail("remove: prepare", conn, st.error()));
+      st->bind(1, seq);
+      if (const int rc = run(*st); rc != SQLITE_OK) return tl::unexpected(fail("remove", conn, rc));
+      if (conn.changes() == 0) continue;
+      ++removed;
+      op_bytes_ -= static_cast<std::int64_t>(bytes);
+      if (usage != queue_counts_.end()) usage->second.remove(source, 1, bytes);
     }
     return removed;
   }

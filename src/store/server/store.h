@@ -188,13 +188,21 @@ class MessageStore {
   [[nodiscard]] virtual tl::expected<std::size_t, Error> remove(
       AccountId account, DeviceId device, const std::vector<EnvelopeId>& ids) = 0;
   using RemoveCompletion = std::function<void(tl::expected<std::size_t, Error>)>;
+  // What the caller knows of an envelope it removes (its sender and size, as stored): spares the
+  // store a lookup of each row before deleting it, on the path of every acknowledgement.
+  struct Removing {
+    std::string source;
+    std::uint64_t bytes = 0;
+  };
   // remove() without blocking the caller: the deletion shares the group commit of enqueue(), in
   // order with it, and `done` runs once it is durable, from the store's writer thread. An id whose
   // envelope is still waiting in an enqueue() not yet written (a recipient that acknowledged a
   // live push before the commit) is taken out of that send, so that envelope is never written at
   // all; when every id was such, `done` runs at once on the caller's thread.
+  // `known`: empty, or for each of `ids` its sender and size (the server has them for every
+  // envelope it pushed); a wrong one would skew the queue accounting, never what is deleted.
   virtual void remove_async(AccountId account, DeviceId device, std::vector<EnvelopeId> ids,
-                            RemoveCompletion done) = 0;
+                            RemoveCompletion done, std::vector<Removing> known = {}) = 0;
   // Whether a send with this dedup key has been accepted (written, or waiting to be) within the
   // dedup window. Lets a retry be answered before its device list is checked again.
   [[nodiscard]] virtual tl::expected<bool, Error> was_sent(ByteView dedup_key) = 0;
