@@ -3,36 +3,13 @@
 #include <algorithm>
 
 #include "client/errors.h"
+#include "client/stored_values.h"
 
 namespace sotto::client {
 
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
-
-// Stored form: the usernames, each followed by a newline (a username has none).
-Bytes encode_names(const std::set<std::string>& names) {
-  Bytes out;
-  for (const auto& n : names) {
-    out.insert(out.end(), n.begin(), n.end());
-    out.push_back('\n');
-  }
-  return out;
-}
-
-std::set<std::string> decode_names(ByteView bytes) {
-  std::set<std::string> out;
-  std::string name;
-  for (const std::uint8_t b : bytes) {
-    if (b == '\n') {
-      if (auto n = normalize_username(name)) out.insert(*n);
-      name.clear();
-    } else {
-      name.push_back(static_cast<char>(b));
-    }
-  }
-  return out;
-}
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "client/errors.h"
+#include "client/stored_values.h"
 
 namespace sotto::client {
 
@@ -24,30 +25,6 @@ void add_pre_keys(svc::DeviceKeys& out, const std::vector<protocol::PreKeyRecord
     p->set_id(pk.id.value);
     p->set_public_key(bytes_string(pk.key_pair.public_key.serialize()));
   }
-}
-
-Bytes encode_missing(const std::map<std::uint32_t, std::uint64_t>& missing) {
-  Bytes out;
-  for (const auto& [id, since] : missing) {
-    for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<std::uint8_t>(id >> s));
-    for (int s = 56; s >= 0; s -= 8) out.push_back(static_cast<std::uint8_t>(since >> s));
-  }
-  return out;
-}
-
-// A damaged value reads as empty: every id then counts as missing from now on, which only
-// delays pruning.
-std::map<std::uint32_t, std::uint64_t> decode_missing(ByteView bytes) {
-  std::map<std::uint32_t, std::uint64_t> out;
-  if (bytes.size() % 12 != 0) return out;
-  for (std::size_t i = 0; i < bytes.size(); i += 12) {
-    std::uint32_t id = 0;
-    std::uint64_t since = 0;
-    for (std::size_t j = 0; j < 4; ++j) id = id << 8 | bytes[i + j];
-    for (std::size_t j = 4; j < 12; ++j) since = since << 8 | bytes[i + j];
-    out[id] = since;
-  }
-  return out;
 }
 
 // Whether the ranges are ascending and disjoint, as the server sends them (anything else: no

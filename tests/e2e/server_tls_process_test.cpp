@@ -514,14 +514,14 @@ TEST_P(ServerTls, TheServersShutdownEndsEveryConnectionWithCloseNotify) {
   ASSERT_TRUE(open.upgrade());
   ASSERT_TRUE(open.write(client_frame(kPing, "up")));
   ASSERT_EQ(open.read_pong(), std::optional<std::string>("up"));
-  TlsClient handshaken;  // TLS done, no upgrade yet
-  ASSERT_TRUE(handshaken.connect(server.port()));
+  // (A connection whose TLS handshake the client has finished but the server may not have yet
+  // cannot be asked for a close_notify: nothing is sent before the server's handshake is done,
+  // and the client cannot tell when that is without a write. One past its handshake and not
+  // upgraded is the upgrade deadline's case,
+  // TheIdleTimeoutAndTheUpgradeDeadlineEndWithCloseNotify.)
   server.terminate();
   const End open_end = open.read_to_end();
   EXPECT_EQ(open_end, End::close_notify) << name(open_end) << " " << open.reason();
-  const End handshaken_end = handshaken.read_to_end();
-  EXPECT_EQ(handshaken_end, End::close_notify)
-      << name(handshaken_end) << " " << handshaken.reason();
   EXPECT_EQ(server.stop(), 0);
 }
 

@@ -3,9 +3,11 @@
 // (send, receive, linking) are covered end to end by tests/e2e.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "client/provisioning.h"
+#include "client/stored_values.h"
 #include "client/util.h"
 #include "content.pb.h"
 #include "crypto/rng.h"
@@ -176,6 +178,23 @@ TEST(ClientUsername, NormalisesAsTheServerDoes) {
   EXPECT_FALSE(
       normalize_username("b\xc3\xb6"
                          "b"));
+}
+
+// The client's own stored values (client/stored_values.h) read back from a damaged file: what
+// does not decode reads as empty or is skipped, never as something else.
+TEST(ClientStoredValues, DamagedValuesReadAsEmptyOrSkipped) {
+  const std::set<std::string> names{"alice", "bob.smith"};
+  EXPECT_EQ(decode_names(encode_names(names)), names);
+  const std::string damaged = "alice\nBad Name\n\n" + std::string(500, 'x') + "\nBOB\ncarol";
+  EXPECT_EQ(decode_names(as_bytes(damaged)), (std::set<std::string>{"alice", "bob"}))
+      << "malformed names skipped, case folded, an unterminated last one dropped";
+
+  const std::map<std::uint32_t, std::uint64_t> missing{{7, 1'700'000'000'000}, {0xFFFFFFFF, 1}};
+  const Bytes encoded = encode_missing(missing);
+  EXPECT_EQ(encoded.size(), 24u);
+  EXPECT_EQ(decode_missing(encoded), missing);
+  Bytes truncated(encoded.begin(), encoded.end() - 1);
+  EXPECT_TRUE(decode_missing(truncated).empty()) << "a length that is not 12 x n reads as empty";
 }
 
 }  // namespace
