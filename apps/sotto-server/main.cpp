@@ -118,7 +118,9 @@ constexpr rlim_t kReservedDescriptors = 128;
 // `wanted`, or fewer (with a warning naming both numbers) when the limit is too low. Accepting
 // past the limit would make accept() fail with EMFILE while clients wait in the backlog; with
 // max_connections below it, a connection over the limit is accepted and closed at once.
-std::size_t fit_descriptor_limit(std::size_t wanted) {
+// A default max_connections that does not fit is said at info level (most hosts have a hard limit
+// below 60,000, and the server is right to fit it); one the operator chose, as a warning.
+std::size_t fit_descriptor_limit(std::size_t wanted, bool chosen) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
     spdlog::warn("event=limits result=unknown reason=\"getrlimit(RLIMIT_NOFILE) failed\"");
@@ -142,11 +144,11 @@ std::size_t fit_descriptor_limit(std::size_t wanted) {
   if (soft == RLIM_INFINITY || wanted + kReservedDescriptors <= soft) return wanted;
   const std::size_t fit =
       soft > kReservedDescriptors + 1 ? static_cast<std::size_t>(soft - kReservedDescriptors) : 1;
-  spdlog::warn(
-      "event=limits max_connections={} clamped_to={} rlimit_nofile={} reserved={} "
-      "reason=\"the file descriptor limit is too low for max_connections; raise the hard "
-      "limit (e.g. LimitNOFILE= in the service unit) or lower max_connections\"",
-      wanted, fit, soft, kReservedDescriptors);
+  spdlog::log(chosen ? spdlog::level::warn : spdlog::level::info,
+              "event=limits max_connections={} clamped_to={} rlimit_nofile={} reserved={} "
+              "reason=\"the file descriptor limit is too low for max_connections; raise the hard "
+              "limit (e.g. LimitNOFILE= in the service unit) or lower max_connections\"",
+              wanted, fit, soft, kReservedDescriptors);
   return fit;
 }
 
@@ -389,7 +391,8 @@ int main(int argc, char** argv) {
   server.announce_next_key(tls->next);
 
   server::ServerConfig admission = config;
-  admission.max_connections = fit_descriptor_limit(config.max_connections);
+  admission.max_connections = fit_descriptor_limit(
+      config.max_connections, config.max_connections != server::ServerConfig{}.max_connections);
 
   net::ServerOptions ws_options;
   ws_options.address = config.listen.host;
