@@ -14,7 +14,7 @@ if(SOTTO_INTEROP)
   pkg_check_modules(OLM REQUIRED IMPORTED_TARGET olm)
 endif()
 
-# jemalloc for the server and the load tool (DESIGN.md section 8): glibc's malloc was a sixth of
+# jemalloc for the server and the load tool (bench/README.md, "Where the time goes"): glibc's malloc was a sixth of
 # the server's CPU at saturation, most of it frames allocated on one thread and freed on another.
 # Not with a sanitizer, which brings its own allocator; SOTTO_JEMALLOC=OFF builds without it.
 if(CMAKE_CXX_FLAGS MATCHES "-fsanitize")
