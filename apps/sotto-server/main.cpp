@@ -438,11 +438,19 @@ int main(int argc, char** argv) {
     }
     return net::HttpResponse{404, "text/plain", "not found\n"};
   });
+  // The transport's own texts name the address; the operator also needs the option to change.
   try {
     ws.start();
+  } catch (const std::exception& e) {
+    return fail(std::string(e.what()) +
+                " (the messaging listener: --listen, or 'listen' in the config)");
+  }
+  try {
     http_server.start();
   } catch (const std::exception& e) {
-    return fail(e.what());
+    return fail(std::string(e.what()) +
+                " (the operator HTTP listener: --http, or 'http' in the config; each server on a "
+                "machine needs its own)");
   }
   // Clients pin the key's fingerprint; tests and tools read this line.
   std::printf("fingerprint: %s\n", tls->current.key_fingerprint.c_str());

@@ -335,8 +335,11 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
         std::string("'prelogin_max_frame_bytes' must not exceed 'max_frame_bytes'"));
   }
   if (c.max_message_bytes + 4096 > c.max_frame_bytes) {
-    return tl::unexpected(
-        std::string("'max_frame_bytes' must exceed 'max_message_bytes' by at least 4096"));
+    return tl::unexpected("'max_frame_bytes' (" + std::to_string(c.max_frame_bytes) +
+                          ") must exceed 'max_message_bytes' (" +
+                          std::to_string(c.max_message_bytes) +
+                          ") by at least 4096: raise 'max_frame_bytes' too (and, for a large "
+                          "message limit, 'max_outbound_bytes': docs/configuration.md)");
   }
   return c;
 }
