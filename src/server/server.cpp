@@ -555,6 +555,7 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
     case svc::Request::kListBlocks:
       on_list_blocks(s, out);
       break;
+    case svc::Request::kMultiSend:  // the multi-recipient send lands with the delivery module
     case svc::Request::BODY_NOT_SET:
       fail(out, svc::BAD_REQUEST, "empty request");
       break;
