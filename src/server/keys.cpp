@@ -1,0 +1,243 @@
+#include "server/keys.h"
+
+#include <array>
+#include <cstring>
+#include <set>
+
+#include "crypto/signature.h"
+#include "server/limits.h"
+#include "server/router.h"
+#include "server/server.h"
+
+namespace sotto::server {
+
+namespace svc = sotto::wire::service;
+using store::AccountId;
+using store::DeviceId;
+
+bool is_public_key(const std::string& k) {
+  return k.size() == 33 && static_cast<std::uint8_t>(k[0]) == 0x05;
+}
+
+// The identity key's curve25519 signature over a serialized public key (prekeys) or a context
+// string (device binding).
+bool identity_signed(const std::string& identity_key, ByteView message, const std::string& sig) {
+  if (!is_public_key(identity_key) || sig.size() != crypto::kCurve25519SignatureSize) return false;
+  std::array<std::uint8_t, 32> pub{};
+  std::memcpy(pub.data(), identity_key.data() + 1, 32);
+  return crypto::curve25519_verify(pub, message,
+                                   std::span<const std::uint8_t, 64>(
+                                       reinterpret_cast<const std::uint8_t*>(sig.data()), 64))
+      .has_value();
+}
+
+// Validates the keys of an upload or a new device. Returns an error text or empty.
+std::string check_keys(const svc::DeviceKeys& keys, const std::string& identity_key,
+                       bool require_signed) {
+  if (keys.has_signed_pre_key()) {
+    const auto& spk = keys.signed_pre_key();
+    if (!is_public_key(spk.public_key())) return "signed prekey must be 33 bytes starting 0x05";
+    if (spk.id() == 0 || spk.id() > 0xFFFFFF) return "signed prekey id out of range";
+    if (!identity_signed(identity_key, view(spk.public_key()), spk.signature())) {
+      return "signed prekey signature does not verify";
+    }
+  } else if (require_signed) {
+    return "signed prekey required";
+  }
+  if (static_cast<std::size_t>(keys.pre_keys_size()) > kMaxPreKeysPerUpload)
+    return "too many prekeys";
+  std::set<std::uint32_t> ids;
+  for (const auto& pk : keys.pre_keys()) {
+    if (!is_public_key(pk.public_key())) return "prekey must be 33 bytes starting 0x05";
+    if (pk.id() == 0 || pk.id() > 0xFFFFFF) return "prekey id out of range";
+    if (!ids.insert(pk.id()).second) return "duplicate prekey id";
+  }
+  return {};
+}
+
+store::SignedPreKeyRecord signed_record(const svc::SignedPreKey& k) {
+  return {k.id(), Bytes(k.public_key().begin(), k.public_key().end()),
+          Bytes(k.signature().begin(), k.signature().end())};
+}
+
+std::vector<store::OneTimePreKeyRecord> pre_key_records(const svc::DeviceKeys& keys) {
+  std::vector<store::OneTimePreKeyRecord> out;
+  for (const auto& pk : keys.pre_keys()) {
+    out.push_back({pk.id(), Bytes(pk.public_key().begin(), pk.public_key().end())});
+  }
+  return out;
+}
+
+KeysService::KeysService(Context& ctx) : ctx_(ctx) {}
+
+void KeysService::add_routes(Router& router) {
+  router.route(svc::Request::kUploadKeys, Router::Access::logged_in, [this](Call& c) {
+    on_upload_keys(c.session, c.request, c.out);
+    return Outcome::reply;
+  });
+  router.route(svc::Request::kKeyCount, Router::Access::logged_in, [this](Call& c) {
+    on_key_count(c.session, c.request, c.out);
+    return Outcome::reply;
+  });
+  // Bundles and identity keys share one bucket per account.
+  router.route(svc::Request::kFetchBundles, Router::Access::logged_in,
+               [this](Call& c) {
+                 on_fetch_bundles(c.session, c.request, c.out);
+                 return Outcome::reply;
+               },
+               {router.limit_per_account(ctx_.limits.bundle_fetches, "",
+                                         "too many bundle fetches by this account")});
+  router.route(svc::Request::kIdentityKey, Router::Access::logged_in,
+               [this](Call& c) {
+                 on_identity_key(c.request, c.out);
+                 return Outcome::reply;
+               },
+               {router.limit_per_account(ctx_.limits.bundle_fetches, "",
+                                         "too many key fetches by this account")});
+}
+
+void KeysService::after_login(const SessionPtr& s) {
+  auto count = ctx_.store.keys().count_pre_keys(s->account, s->device);
+  if (count && *count < kPreKeysLowThreshold) {
+    svc::Push p;
+    p.mutable_keys_low()->set_count(*count);
+    send_push(*s, std::move(p));
+  }
+}
+
+void KeysService::on_upload_keys(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  auto account = ctx_.store.accounts().find_account(s->account);
+  if (!account) {
+    fail(out, code_of(account.error()), "account not found");
+    return;
+  }
+  const auto& keys = r.upload_keys().keys();
+  if (auto e = check_keys(keys, str(account->identity_key), false); !e.empty()) {
+    fail(out, svc::BAD_REQUEST, e);
+    return;
+  }
+  if (keys.has_signed_pre_key()) {
+    if (auto ok = ctx_.store.keys().set_signed_pre_key(s->account, s->device,
+                                                       signed_record(keys.signed_pre_key()));
+        !ok) {
+      fail(out, code_of(ok.error()), "store failure");
+      return;
+    }
+  }
+  if (r.upload_keys().replace_pre_keys()) {
+    if (auto ok = ctx_.store.keys().replace_pre_keys(s->account, s->device, pre_key_records(keys));
+        !ok) {
+      fail(out, code_of(ok.error()), "store failure");
+      return;
+    }
+  } else if (keys.pre_keys_size() > 0) {
+    if (auto ok = ctx_.store.keys().add_pre_keys(s->account, s->device, pre_key_records(keys));
+        !ok) {
+      fail(out, code_of(ok.error()), "store failure");
+      return;
+    }
+  }
+}
+
+void KeysService::on_key_count(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  if (r.key_count().list_ids()) {
+    // The ids the device's keys still have here, as ranges (ids are handed out oldest first and
+    // uploaded in runs, so a few ranges describe them): what the client may not prune yet.
+    auto ids = ctx_.store.keys().pre_key_ids(s->account, s->device);
+    if (!ids) {
+      fail(out, code_of(ids.error()), "store failure");
+      return;
+    }
+    auto* k = out.mutable_key_count();
+    k->set_count(static_cast<std::uint32_t>(ids->size()));
+    k->set_message_ttl_seconds(ctx_.config.message_ttl_days * 86400);
+    svc::PreKeyIdRange* range = nullptr;
+    for (const std::uint32_t id : *ids) {
+      if (range != nullptr && range->last() + 1 == id) {
+        range->set_last(id);
+      } else {
+        range = k->add_held();
+        range->set_first(id);
+        range->set_last(id);
+      }
+    }
+    return;
+  }
+  auto count = ctx_.store.keys().count_pre_keys(s->account, s->device);
+  if (!count) {
+    fail(out, code_of(count.error()), "store failure");
+    return;
+  }
+  out.mutable_key_count()->set_count(*count);
+}
+
+void KeysService::on_fetch_bundles(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  const auto& req = r.fetch_bundles();
+  auto username = normalize_username(req.username());
+  auto account = username ? ctx_.store.accounts().find_account(*username)
+                          : tl::expected<store::AccountRecord, store::Error>(
+                                tl::unexpected(store::Error::not_found));
+  if (!account) {
+    fail(out, svc::NOT_FOUND, "no such user");
+    return;
+  }
+  // A blocked requester gets bundles as anyone else, only without one-time prekeys: what it
+  // would see from a busy device, so the answer does not tell it it is blocked.
+  bool blocked = false;
+  if (account->id != s->account) {
+    auto b = ctx_.store.blocks().is_blocked(account->id, s->account);
+    blocked = b && *b;
+  }
+  std::set<std::uint32_t> wanted(req.device_ids().begin(), req.device_ids().end());
+  for (const auto& d : account->devices) {
+    if (!wanted.empty() && !wanted.contains(d.id)) continue;
+    auto spk = ctx_.store.keys().signed_pre_key(account->id, d.id);
+    if (!spk) continue;  // a device without a signed prekey cannot be messaged yet
+    auto* b = out.mutable_fetch_bundles()->add_bundles();
+    b->set_registration_id(d.registration_id);
+    b->set_device_id(d.id);
+    b->set_signed_pre_key_id(spk->id);
+    b->set_signed_pre_key(str(spk->public_key));
+    b->set_signed_pre_key_signature(str(spk->signature));
+    b->set_identity_key(str(account->identity_key));
+    // One-time prekeys go to other accounts at a bounded rate per target device (and never to
+    // an account the target blocks); beyond it the bundle has none, which X3DH allows. The
+    // account's own devices are not counted.
+    if (account->id != s->account &&
+        (blocked || !ctx_.limits.pre_key_handouts.allow(device_key(account->id, d.id)))) {
+      continue;
+    }
+    auto otk = ctx_.store.keys().take_pre_key(account->id, d.id);
+    if (otk && otk->has_value()) {
+      b->set_pre_key_id((*otk)->id);
+      b->set_pre_key(str((*otk)->public_key));
+    }
+    notify_keys_low(account->id, d.id);
+  }
+  if (out.fetch_bundles().bundles_size() == 0) fail(out, svc::NOT_FOUND, "no such device");
+}
+
+void KeysService::notify_keys_low(AccountId account, DeviceId device) {
+  auto count = ctx_.store.keys().count_pre_keys(account, device);
+  if (!count || *count >= kPreKeysLowThreshold) return;
+  SessionPtr target = ctx_.registry.online(account, device);
+  if (!target) return;
+  svc::Push p;
+  p.mutable_keys_low()->set_count(*count);
+  send_push(*target, std::move(p));
+}
+
+void KeysService::on_identity_key(svc::Request& r, svc::Response& out) {
+  auto username = normalize_username(r.identity_key().username());
+  auto account = username ? ctx_.store.accounts().find_account(*username)
+                          : tl::expected<store::AccountRecord, store::Error>(
+                                tl::unexpected(store::Error::not_found));
+  if (!account) {
+    fail(out, account.error() == store::Error::not_found ? svc::NOT_FOUND : svc::INTERNAL,
+         account.error() == store::Error::not_found ? "no such user" : "store failure");
+    return;
+  }
+  out.mutable_identity_key()->set_identity_key(str(account->identity_key));
+}
+
+}  // namespace sotto::server
