@@ -209,6 +209,29 @@ class SqliteServerStore::Impl final : public AccountStore,
     return found;
   }
 
+  tl::expected<std::vector<std::shared_ptr<const AccountRecord>>, Error> find_accounts(
+      const std::vector<std::string>& usernames) override {
+    std::vector<std::shared_ptr<const AccountRecord>> out(usernames.size());
+    std::vector<std::size_t> missed;
+    {
+      // One lock for all of them, and no copy: the cached records are immutable.
+      std::lock_guard lock(cache_mu_);
+      for (std::size_t i = 0; i < usernames.size(); ++i) {
+        if (auto it = by_name_.find(usernames[i]); it != by_name_.end()) {
+          out[i] = it->second;
+        } else {
+          missed.push_back(i);
+        }
+      }
+    }
+    for (std::size_t i : missed) {
+      auto found = find_account(usernames[i]);
+      if (!found && found.error() != Error::not_found) return tl::unexpected(found.error());
+      if (found) out[i] = std::make_shared<const AccountRecord>(std::move(*found));
+    }
+    return out;
+  }
+
   tl::expected<AccountRecord, Error> find_account(AccountId id) override {
     const std::uint64_t generation = account_generation_.load(std::memory_order_acquire);
     {

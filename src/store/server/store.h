@@ -82,6 +82,20 @@ class AccountStore {
   [[nodiscard]] virtual tl::expected<AccountRecord, Error> find_account(
       const std::string& username) = 0;
   [[nodiscard]] virtual tl::expected<AccountRecord, Error> find_account(AccountId id) = 0;
+  // The accounts of many normalised usernames at once (a multi-recipient send), in order, null
+  // where there is no such account. The records are shared and never change (a change to an
+  // account makes a new one), so a backend with a cache hands out its own without copying.
+  [[nodiscard]] virtual tl::expected<std::vector<std::shared_ptr<const AccountRecord>>, Error>
+  find_accounts(const std::vector<std::string>& usernames) {
+    std::vector<std::shared_ptr<const AccountRecord>> out;
+    out.reserve(usernames.size());
+    for (const auto& name : usernames) {
+      auto found = find_account(name);
+      if (!found && found.error() != Error::not_found) return tl::unexpected(found.error());
+      out.push_back(found ? std::make_shared<const AccountRecord>(std::move(*found)) : nullptr);
+    }
+    return out;
+  }
   // Adds a device with the next free id; returns it.
   [[nodiscard]] virtual tl::expected<DeviceId, Error> add_device(
       AccountId account, const DeviceRecord& device, const SignedPreKeyRecord& signed_pre_key,
