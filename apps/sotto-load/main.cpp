@@ -58,7 +58,11 @@ constexpr std::size_t kRegistrationWindow = 16;
 constexpr auto kQuiesceTimeout = 60s;
 constexpr auto kStallTimeout = 30s;  // no delivery and no send response for this long
 constexpr auto kQuiesceLimit = 30min;
-constexpr std::uint32_t kMessageTypeSignal = 2;  // protocol::MessageType::signal
+constexpr std::uint32_t kMessageTypeSignal = 2;     // protocol::MessageType::signal
+constexpr std::uint32_t kMessageTypeSenderKey = 4;  // protocol::MessageType::sender_key
+// The group phase's senders number their messages from here (receivers key what they got by
+// sender index; the other phases' senders count from 0).
+constexpr std::uint32_t kGroupSenderIndex = 1u << 24;
 
 struct Options {
   std::string server;
@@ -97,6 +101,10 @@ struct Options {
   std::size_t backlog_senders = 8;
   std::size_t backlog_window = 4;
   std::size_t pre_keys = 0;
+  // Group messages (MultiSendRequest): one round per size, every member online.
+  std::vector<std::size_t> group_sizes{100, 1024};
+  std::size_t group_senders = 2;
+  std::size_t group_window = 8;  // multi-sends in flight per sender
   // OpenSSL's provider dispatch for the tool's own X25519 and EC work, instead of its built-in
   // methods (key_methods.h); for comparing the two.
   bool provider_key_methods = false;
@@ -252,8 +260,14 @@ class LoadTool {
     std::size_t shared = 0;
     if (o_.has("idle-memory")) shared = o_.idle_connections;
     if (o_.has("logins")) shared = std::max(shared, o_.login_accounts);
+    std::size_t group_members = 0;
+    if (o_.has("group")) {
+      for (std::size_t g : o_.group_sizes) group_members = std::max(group_members, g - 1);
+    }
+    const std::size_t group_senders = o_.has("group") ? o_.group_senders : 0;
     const std::size_t total = 2 * pair_accounts + offline + (offline > 0 ? 1 : 0) +
-                              backlog_senders + (backlog_senders > 0 ? 1 : 0) + shared;
+                              backlog_senders + (backlog_senders > 0 ? 1 : 0) + shared +
+                              group_senders + group_members;
 
     log("server " + ep_.host + ":" + std::to_string(ep_.port) + " pid " + std::to_string(ep_.pid));
     // What the tool's own handshakes run on (key_methods.h): it changes the tool's CPU per
@@ -284,6 +298,8 @@ class LoadTool {
     const auto backlog_from = take(backlog_senders);
     const auto backlog_receiver = take(backlog_senders > 0 ? 1 : 0);
     const auto shared_accounts = take(shared);
+    const auto group_from = take(group_senders);
+    const auto group_to = take(group_members);
 
     start_flusher();
     bool ok = true;
@@ -301,6 +317,9 @@ class LoadTool {
     if (o_.has("idle-memory")) ok = idle_memory(shared_accounts) && ok;
     if (offline > 0) ok = offline_queue(offline_senders, offline_receiver[0]) && ok;
     if (backlog_senders > 0) ok = backlog(backlog_from, backlog_receiver[0]) && ok;
+    // After every phase of 1:1 sends: its deliveries count in delivered_, which their quiesce()
+    // compares with their own sends.
+    if (group_senders > 0) ok = group(group_from, group_to) && ok;
     // Last: its thousands of short connections would move the server's memory under the
     // idle-memory phase's baseline.
     if (o_.has("tls-handshakes")) ok = tls_handshakes() && ok;
@@ -1232,6 +1251,241 @@ class LoadTool {
     return drained;
   }
 
+  // Group messages (service.proto MultiSendRequest): `from` senders each keep a window of
+  // multi-recipient sends in flight to the same members, every one of them online, acknowledging
+  // what arrives as the other phases' receivers do. One round per group size (members: the
+  // senders' recipients plus the sender; the first `size - 1` of `members` are the recipients).
+  // Measures envelopes/s the server fans out and delivers, and what a send costs its sender:
+  // request bytes, the time to its answer (durable), and the server's CPU per envelope. Checks
+  // that every accepted send reached every recipient exactly once.
+  bool group(const std::vector<Account*>& from, const std::vector<Account*>& members) {
+    log("group: " + std::to_string(from.size()) + " senders, window " +
+        std::to_string(o_.group_window) + ", members online: " + std::to_string(members.size()));
+    std::vector<Receiver*> rs;
+    for (auto* a : members) rs.push_back(&add_receiver(a));
+    std::size_t failed = 0;
+    auto rpeers = open_logged_in(
+        members, 32, [&](std::size_t i) { return receiver_push(*rs[i]); }, &failed);
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      std::lock_guard lock(rs[i]->mu);
+      rs[i]->peer = std::move(rpeers[i]);
+    }
+    if (failed > 0) return false;
+    auto speers = open_logged_in(from, 32, nullptr, &failed);
+    if (failed > 0) return false;
+    // Their own Sender records, outside senders_: they have no single recipient (verify() pairs
+    // each of senders_ with one receiver), and indices of their own.
+    std::vector<std::unique_ptr<Sender>> ss;
+    for (std::size_t i = 0; i < from.size(); ++i) {
+      auto s = std::make_unique<Sender>();
+      s->index = kGroupSenderIndex + static_cast<std::uint32_t>(i);
+      s->account = from[i];
+      s->peer = std::move(speers[i]);
+      ss.push_back(std::move(s));
+    }
+    // Wait for every member's (empty) queue to be pushed: from then on pushes are live.
+    if (!waiter_.wait(
+            [&] {
+              return std::all_of(rs.begin(), rs.end(),
+                                 [](Receiver* r) { return r->drained.load(); });
+            },
+            kQuiesceTimeout)) {
+      error("group: members did not drain");
+      return false;
+    }
+
+    bool ok = true;
+    json rounds = json::array();
+    for (std::size_t size : o_.group_sizes) {
+      const std::size_t recipients = std::min(size - 1, members.size());
+      // The recipients part of every request, built once.
+      svc::MultiSendRequest base;
+      base.set_shared_type(kMessageTypeSenderKey);
+      for (std::size_t i = 0; i < recipients; ++i) {
+        auto* r = base.add_recipients();
+        r->set_username(members[i]->username);
+        auto* d = r->add_devices();
+        d->set_device_id(members[i]->device_id);
+        d->set_registration_id(members[i]->registration_id);
+      }
+      std::vector<std::uint64_t> unique_before(recipients);
+      for (std::size_t i = 0; i < recipients; ++i) {
+        std::lock_guard lock(rs[i]->mu);
+        unique_before[i] = rs[i]->unique;
+      }
+      std::atomic<std::uint64_t> accepted{0}, refused{0}, request_bytes{0};
+      std::atomic<bool> keep{true};
+      std::mutex lat_mu;
+      std::vector<std::uint32_t> answer_us;
+      std::function<void(Sender&)> send = [&](Sender& s) {
+        svc::Request r;
+        auto* m = r.mutable_multi_send();
+        *m = base;
+        std::uint64_t seq = 0;
+        {
+          std::lock_guard lock(s.mu);
+          seq = s.next_seq++;
+        }
+        const auto wall_ms =
+            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+        std::array<std::uint8_t, 16> cmid{};
+        for (std::size_t i = 0; i < 6; ++i)
+          cmid[i] = static_cast<std::uint8_t>(wall_ms >> (8 * (5 - i)));
+        std::memcpy(cmid.data() + 6, cmid_prefix_.data(), 2);
+        put_u32(cmid.data() + 8, s.index);
+        put_u32(cmid.data() + 12, static_cast<std::uint32_t>(seq));
+        m->set_client_message_id(cmid.data(), cmid.size());
+        m->set_timestamp(wall_ms);
+        const std::int64_t stamp = now_ns();
+        std::string content(std::max(o_.message_bytes, kMessageHeader), '\0');
+        auto* c = reinterpret_cast<std::uint8_t*>(content.data());
+        put_u32(c, s.index);
+        put_u64(c + 4, seq);
+        put_u64(c + 12, static_cast<std::uint64_t>(stamp));
+        const std::size_t rest = content.size() - kMessageHeader;
+        std::memcpy(c + kMessageHeader, random_pool_.data(), std::min(rest, random_pool_.size()));
+        m->set_shared_content(std::move(content));
+        request_bytes.fetch_add(r.ByteSizeLong(), std::memory_order_relaxed);
+        s.outstanding.fetch_add(1);
+        const bool sent = s.peer->call(std::move(r), [&, stamp](const svc::Response& resp) {
+          if (resp.status().code() == svc::OK) {
+            accepted.fetch_add(1);
+            const auto us = (now_ns() - stamp) / 1000;
+            std::lock_guard lock(lat_mu);
+            answer_us.push_back(
+                static_cast<std::uint32_t>(std::clamp<std::int64_t>(us, 0, UINT32_MAX)));
+          } else {
+            refused.fetch_add(1);
+            note_refusal(resp.status().code(), "group: " + resp.status().message());
+          }
+          if (keep.load()) send(s);
+          waiter_.count_down(s.outstanding);
+        });
+        if (!sent) {
+          refused.fetch_add(1);
+          waiter_.count_down(s.outstanding);
+        }
+      };
+
+      log("group: " + std::to_string(size) + " members (" + std::to_string(recipients) +
+          " recipients per message)");
+      record_from_ns_.store(now_ns() + static_cast<std::int64_t>(o_.warmup_s * 1e9));
+      record_to_ns_.store(INT64_MAX);
+      for (auto& s : ss) {
+        for (std::size_t w = 0; w < o_.group_window; ++w) send(*s);
+      }
+      std::this_thread::sleep_for(std::chrono::duration<double>(o_.warmup_s));
+      const auto d0 = delivered_.load();
+      const auto a0 = accepted.load();
+      const auto b0 = request_bytes.load();
+      const auto server_cpu0 = ep_.pid != 0 ? cpu_seconds(ep_.pid) : std::nullopt;
+      const auto tool_cpu0 = cpu_seconds(::getpid());
+      {
+        std::lock_guard lock(lat_mu);
+        answer_us.clear();
+      }
+      const auto t0 = now_ns();
+      std::this_thread::sleep_for(std::chrono::duration<double>(o_.duration_s));
+      const auto d1 = delivered_.load();
+      const auto a1 = accepted.load();
+      const auto b1 = request_bytes.load();
+      const auto t1 = now_ns();
+      const auto server_cpu1 = ep_.pid != 0 ? cpu_seconds(ep_.pid) : std::nullopt;
+      const auto tool_cpu1 = cpu_seconds(::getpid());
+      record_to_ns_.store(t1);
+      keep.store(false);
+      const bool answered = waiter_.wait(
+          [&] {
+            return std::all_of(ss.begin(), ss.end(),
+                               [](const auto& s) { return s->outstanding.load() == 0; });
+          },
+          kQuiesceTimeout);
+      // Every accepted send to every recipient, once.
+      const std::uint64_t expected = accepted.load();
+      const bool delivered = waiter_.wait(
+          [&] {
+            for (std::size_t i = 0; i < recipients; ++i) {
+              std::lock_guard lock(rs[i]->mu);
+              if (rs[i]->unique - unique_before[i] < expected) return false;
+            }
+            return true;
+          },
+          kQuiesceTimeout);
+      std::uint64_t got = 0, duplicates = 0;
+      for (std::size_t i = 0; i < recipients; ++i) {
+        std::lock_guard lock(rs[i]->mu);
+        got += rs[i]->unique - unique_before[i];
+        duplicates += rs[i]->duplicates;
+      }
+      const double dt = seconds_between(t0, t1);
+      const auto answer = [&] {
+        std::lock_guard lock(lat_mu);
+        return summarize(answer_us);
+      }();
+      const auto delivery_latency = summarize(take_latencies());
+      const double sends = static_cast<double>(a1 - a0);
+      const double envelopes = static_cast<double>(d1 - d0);
+      json j;
+      j["members"] = size;
+      j["recipients_per_message"] = recipients;
+      j["senders"] = ss.size();
+      j["window"] = o_.group_window;
+      j["message_bytes"] = o_.message_bytes;
+      j["measured_s"] = round3(dt);
+      j["sends_per_s"] = round1(sends / dt);
+      j["delivered_envelopes_per_s"] = round1(envelopes / dt);
+      j["request_bytes"] = a1 > a0 ? static_cast<std::uint64_t>((b1 - b0) / (a1 - a0)) : 0;
+      j["answer_p50_ms"] = round3(answer.p50_ms);
+      j["answer_p99_ms"] = round3(answer.p99_ms);
+      j["delivery_p50_ms"] = round3(delivery_latency.p50_ms);
+      j["delivery_p99_ms"] = round3(delivery_latency.p99_ms);
+      // value_or: GCC 12 sees the optionals as maybe uninitialized under has_value() checks.
+      const double server_cpu_s =
+          server_cpu0 && server_cpu1 ? server_cpu1.value_or(0) - server_cpu0.value_or(0) : -1;
+      if (server_cpu_s >= 0 && envelopes > 0) {
+        j["server_cpu_us_per_envelope"] = round3(server_cpu_s * 1e6 / envelopes);
+        j["server_cpu_us_per_send"] = round1(server_cpu_s * 1e6 / sends);
+      }
+      if (tool_cpu0 && tool_cpu1)
+        j["tool_cpu_share"] = round3((tool_cpu1.value_or(0) - tool_cpu0.value_or(0)) / dt);
+      j["accepted"] = expected;
+      j["refused"] = refused.load();
+      j["envelopes_expected"] = expected * recipients;
+      j["envelopes_delivered"] = got;
+      j["duplicates"] = duplicates;
+      const bool exact = answered && delivered && got == expected * recipients && duplicates == 0 &&
+                         refused.load() == 0;
+      j["exactly_once"] = exact;
+      rounds.push_back(j);
+      log("group " + std::to_string(size) + ": " +
+          fmt(j["delivered_envelopes_per_s"].get<double>()) + " envelopes/s delivered, " +
+          fmt(j["sends_per_s"].get<double>()) + " sends/s, answer p50 " + fmt(answer.p50_ms) +
+          " ms");
+      if (!exact) {
+        error("group " + std::to_string(size) + ": " + std::to_string(got) + " of " +
+              std::to_string(expected * recipients) + " envelopes, " + std::to_string(duplicates) +
+              " duplicates, " + std::to_string(refused.load()) + " refused");
+        ok = false;
+      }
+    }
+    results_["group"] = rounds;
+    for (const auto& r : rounds) {
+      results_["group_" + std::to_string(r["members"].get<std::size_t>()) + "_envelopes_per_s"] =
+          r["delivered_envelopes_per_s"];
+    }
+    // Closed here: the members' connections would otherwise count in later phases.
+    std::vector<std::unique_ptr<Peer>> peers;
+    for (auto& s : ss) peers.push_back(std::move(s->peer));
+    for (auto* r : rs) {
+      std::lock_guard lock(r->mu);
+      peers.push_back(std::move(r->peer));
+    }
+    destroy_parallel(peers);
+    return ok;
+  }
+
   // A device away while several senders store a large backlog of maximum-size messages for it
   // (issue 16: ~33 of them used to lock an inbox for good); then it logs in and drains it,
   // acknowledging each. Measures MB/s drained and the server's RSS, sampled while it drains:
@@ -1482,6 +1736,10 @@ class LoadTool {
         {"backlog of 256 KB messages, MB/s", num(get({"backlog_drained_mb_per_s"}), ""), "", ""},
         {"server RSS growth draining it", num(get({"backlog", "server_rss_growth_bytes"}), " B"),
          "bounded", ""},
+        {"group of 100: envelopes/s", num(get({"group_100_envelopes_per_s"}), ""), ">= 200,000",
+         ""},
+        {"group of 1,024: envelopes/s", num(get({"group_1024_envelopes_per_s"}), ""), ">= 200,000",
+         ""},
     };
     std::printf("%-34s %16s %12s %10s\n", "figure", "measured", "target", "ejabberd");
     for (const auto& r : rows) {
@@ -1547,7 +1805,7 @@ int main(int argc, char** argv) {
   app.add_option("--server-pid", o.server_pid, "Its process id (for the memory figures)");
   app.add_option("--phases", phases,
                  "Comma-separated: saturation,fixed-rate,logins,idle-memory,offline,backlog,"
-                 "tls-handshakes (default all)");
+                 "tls-handshakes,group (default all but group)");
   app.add_flag("--json", o.json_output, "Print every figure as one JSON object");
   app.add_option("--threads", o.threads, "I/O threads of the load tool")->check(CLI::Range(1, 64));
   app.add_option("--pairs", o.pairs, "Sender->recipient pairs (saturation, fixed-rate)")
@@ -1599,6 +1857,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   app.add_option("--backlog-window", o.backlog_window, "Sends in flight per backlog sender")
       ->check(CLI::Range(1, 4096));
+  app.add_option("--group-sizes", o.group_sizes,
+                 "Members per group in the group phase, one round each (default 100 1024)")
+      ->check(CLI::Range(2, 8192));
+  app.add_option("--group-senders", o.group_senders, "Members sending in the group phase")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--group-window", o.group_window,
+                 "Multi-recipient sends in flight per group sender")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--pre-keys", o.pre_keys, "One-time prekeys uploaded with each registration")
       ->check(CLI::Range(0, 200));
   app.add_flag("--provider-key-methods", o.provider_key_methods,
@@ -1611,9 +1877,9 @@ int main(int argc, char** argv) {
     std::stringstream ss(phases);
     std::string p;
     while (std::getline(ss, p, ',')) {
-      static const std::vector<std::string> kKnown = {"saturation",    "fixed-rate", "logins",
-                                                      "idle-memory",   "offline",    "backlog",
-                                                      "tls-handshakes"};
+      static const std::vector<std::string> kKnown = {"saturation",     "fixed-rate", "logins",
+                                                      "idle-memory",    "offline",    "backlog",
+                                                      "tls-handshakes", "group"};
       if (std::find(kKnown.begin(), kKnown.end(), p) == kKnown.end()) {
         std::fprintf(stderr, "sotto-load: unknown phase '%s'\n", p.c_str());
         return 2;

@@ -11,6 +11,7 @@
 
 #include "contract/ids.h"
 #include "server/limits.h"
+#include "server/multi_send.h"
 #include "server/router.h"
 
 namespace sotto::server {
@@ -28,7 +29,7 @@ constexpr std::uint32_t kStorageRetryMs = 30'000;
 
 // What an envelope's acknowledgement tells the store of it (see Session::inflight).
 store::MessageStore::Removing removing(const store::QueuedEnvelope& env) {
-  return {env.source, env.content.size()};
+  return {env.source, env.payload().size(), env.body != nullptr || env.shared};
 }
 
 std::string id_key(const EnvelopeId& id) {
@@ -42,7 +43,7 @@ svc::Push envelope_push(const store::QueuedEnvelope& env) {
   e->set_source(env.source);
   e->set_source_device(env.source_device);
   e->set_type(env.type);
-  e->set_content(str(env.content));
+  e->set_content(str(env.payload()));
   e->set_client_timestamp(env.client_timestamp);
   e->set_server_timestamp(env.server_timestamp);
   return p;
@@ -71,6 +72,10 @@ void DeliveryService::add_routes(Router& router) {
   // Both answer once the store's write is durable.
   router.route(svc::Request::kSend, Router::Access::logged_in, [this](Call& c) {
     on_send(c.session, c.request, std::move(c.out));
+    return Outcome::later;
+  });
+  router.route(svc::Request::kMultiSend, Router::Access::logged_in, [this](Call& c) {
+    on_multi_send(c.session, c.request, std::move(c.out));
     return Outcome::later;
   });
   router.route(svc::Request::kAck, Router::Access::logged_in, [this](Call& c) {
@@ -308,6 +313,76 @@ void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Respons
           fail_stored(out, stored.error());
         } else {
           out.mutable_send()->set_server_timestamp(now);
+        }
+        send_response(*s, std::move(out));
+      });
+}
+
+void DeliveryService::on_multi_send(const SessionPtr& s, svc::Request& r, svc::Response&& out) {
+  const auto refuse = [&](svc::Code code, std::string_view why) {
+    ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
+    fail(out, code, why);
+    send_response(*s, std::move(out));
+  };
+  const auto& req = r.multi_send();
+  if (auto shape = check_multi_send_shape(req, ctx_.config); !shape.why.empty())
+    return refuse(shape.too_large ? svc::TOO_LARGE : svc::BAD_REQUEST, shape.why);
+  // Counted before anything is looked up or stored, per envelope (limits.h
+  // kEnvelopesPerSendToken) and per byte delivered (docs/abuse.md, "Group sends").
+  {
+    const MultiSendCost cost = multi_send_cost(req);
+    const std::string who = std::to_string(s->account);
+    std::uint32_t wait = ctx_.limits.sends.take(who, cost.send_tokens);
+    if (wait == 0) wait = ctx_.limits.send_bytes.take(who, static_cast<double>(cost.bytes));
+    if (wait != 0) {
+      ctx_.metrics.rate_limited.fetch_add(1, std::memory_order_relaxed);
+      ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
+      fail_retry(out, svc::RATE_LIMITED, "too many messages sent by this account", wait);
+      send_response(*s, std::move(out));
+      return;
+    }
+  }
+  const std::uint64_t now = ctx_.now_ms();
+  Bytes dedup = send_dedup_key(req.client_message_id(), s->account);
+  // A retry of a send already accepted (its answer lost) is answered as the original was, before
+  // anything is checked again or pushed: its envelopes would have new ids, and an online
+  // recipient would get the message twice. (One lookup per request, however many recipients.)
+  if (auto sent = ctx_.store.messages().was_sent(dedup); !sent) {
+    return refuse(svc::INTERNAL, "store failure");
+  } else if (*sent) {
+    out.mutable_multi_send()->set_server_timestamp(now);
+    send_response(*s, std::move(out));
+    return;
+  }
+  auto plan = plan_multi_send(
+      req, {s->account, s->device, s->username}, ctx_.store, ctx_.config, now,
+      [&] { return next_envelope_id(now); }, out);
+  if (!plan) return refuse(static_cast<svc::Code>(plan.error().code), plan.error().why);
+  // The storage budget, charged before blocks drop anything (as for a SendRequest): the shared
+  // body once, however many devices get it.
+  if (auto why = reserve_storage(plan->reserve_bytes); !why.empty()) {
+    ctx_.metrics.storage_refusals.fetch_add(1, std::memory_order_relaxed);
+    ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::UNAVAILABLE, why, kStorageRetryMs);
+    send_response(*s, std::move(out));
+    return;
+  }
+  reserved_bytes_.fetch_sub(plan->reserve_bytes - plan->stored_bytes);
+  if (plan->envelopes.empty()) {  // every recipient blocked the sender
+    out.mutable_multi_send()->set_server_timestamp(now);
+    send_response(*s, std::move(out));
+    return;
+  }
+  // From here exactly as a SendRequest's envelopes: pushed before the commit where the device is
+  // caught up, the sender answered once durable, the rest delivered after the commit.
+  store_and_deliver(
+      std::move(plan->envelopes), std::move(dedup), plan->stored_bytes,
+      [this, s, out = std::move(out), now](tl::expected<void, store::Error> stored) mutable {
+        if (!stored) {
+          ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
+          fail_stored(out, stored.error());
+        } else {
+          out.mutable_multi_send()->set_server_timestamp(now);
         }
         send_response(*s, std::move(out));
       });

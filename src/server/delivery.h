@@ -1,7 +1,7 @@
-// The delivery service (service.proto SendRequest, AckRequest, the Envelope and QueueDrained
-// pushes): store-and-forward of ciphertext. A send is answered once its envelopes are durable;
-// each recipient device gets them at least once, in the order they were stored, paced by its
-// acknowledgements and by its connection's room; an acknowledgement deletes them. The promise,
+// The delivery service (service.proto SendRequest, MultiSendRequest, AckRequest, the Envelope and
+// QueueDrained pushes): store-and-forward of ciphertext. A send is answered once its envelopes are
+// durable; each recipient device gets them at least once, in the order they were stored, paced by
+// its acknowledgements and by its connection's room; an acknowledgement deletes them. The promise,
 // the push-before-commit rule, the no-overtaking invariant and the lock order are in
 // docs/delivery.md. The storage budget (bytes stored plus bytes on their way to the store,
 // against the configured maximum and the disk's free space) is kept here too.
@@ -37,6 +37,9 @@ class DeliveryService final : public Service {
  private:
   // Replies asynchronously once the envelopes are durable.
   void on_send(const SessionPtr& s, wire::service::Request& r, wire::service::Response&& out);
+  // Replies asynchronously once the envelopes are durable: the multi-recipient send
+  // (server/multi_send.h), delivered as a SendRequest's envelopes are.
+  void on_multi_send(const SessionPtr& s, wire::service::Request& r, wire::service::Response&& out);
   // Replies asynchronously once the deletion is durable.
   void on_ack(const SessionPtr& s, wire::service::Request& r, wire::service::Response&& out);
 
