@@ -192,8 +192,8 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
         accepted = !(contact->has_value() && (*contact)->identity_key == decrypted->identity &&
                      !(*contact)->accepted);
       }
-      auto g = groups_->on_content(decrypted->plaintext.view(), *source,
-                                   envelope.source_device(), base, accepted);
+      auto g = groups_->on_content(decrypted->plaintext.view(), *source, envelope.source_device(),
+                                   base, accepted);
       if (!g.ok) return fail();
       if (g.handled) {
         if (!sessions_.record_identity_changes()) return fail();

@@ -108,7 +108,7 @@ Result<void> Outbox::send_to_devices(const std::string& user,
 }
 
 Result<SendResult> Outbox::send_content(const std::string& user, const std::string& plaintext,
-                                       std::uint64_t timestamp) {
+                                        std::uint64_t timestamp) {
   Outgoing out;
   out.recipient = user;
   // Another user's devices as a subset: a full send would have to carry our own devices too,

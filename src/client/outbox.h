@@ -56,8 +56,7 @@ class Outbox {
   // Sends `content` (a serialized, padded Content) to every device of `user` (our own username:
   // our other devices, nothing to do when there is none) with `timestamp`; a group change.
   // Another user's devices are the ones we hold sessions with (all of them, fetched, when none).
-  [[nodiscard]] Result<SendResult> send_content(const std::string& user,
-                                                const std::string& content,
+  [[nodiscard]] Result<SendResult> send_content(const std::string& user, const std::string& content,
                                                 std::uint64_t timestamp);
 
   // Sends `content` (a serialized, padded Content) to every other device of our account, trying
