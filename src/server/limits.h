@@ -40,4 +40,22 @@ inline constexpr std::uint32_t kBlockChangesBurst = 20;
 // devices of one account reconnecting at once, a few times over.
 inline constexpr std::uint32_t kMinLoginsPerAccountBurst = 30;
 
+// The multi-recipient send (service.proto MultiSendRequest; docs/abuse.md, "Group sends").
+// Recipients (accounts) in one request: a group of 1,024 members needs 1,023 plus our own
+// account; twice that leaves room for larger groups without letting one request look up
+// arbitrarily many accounts (each is a lookup, and the request is held in memory until durable).
+inline constexpr std::size_t kMaxMultiSendRecipients = 2048;
+// Devices (envelopes) in one request: 1,024 members with 8 devices each. One request's work (a
+// row per offline device, a push per online one) is bounded by this; the frame limit
+// (max_frame_bytes, 2 MiB) bounds its bytes, per-device contents included.
+inline constexpr std::size_t kMaxMultiSendDevices = 8192;
+// Devices listed for one recipient: as many as a SendRequest may address.
+inline constexpr std::size_t kMaxMultiSendDevicesPerRecipient = kMaxMessagesPerSend;
+// A multi-send takes one token of the per-account send bucket (sends_per_minute) per this many
+// envelopes, rounded up: the most a SendRequest can create with its one token. A bucket then
+// bounds the envelopes an account makes per minute whichever request it uses, while a group
+// message to 10 members costs what a 1:1 message does, and one to 1,024 members with two devices
+// each costs 32 (a burst of 300 holds nine of those, then one every 1.6 s).
+inline constexpr std::size_t kEnvelopesPerSendToken = kMaxMessagesPerSend;
+
 }  // namespace sotto::server

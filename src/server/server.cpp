@@ -16,6 +16,7 @@
 #include "net/address_key.h"
 #include "net/device_authorization.h"
 #include "server/limits.h"
+#include "server/multi_send.h"
 #include "service.pb.h"
 
 namespace sotto::server {
@@ -91,7 +92,7 @@ std::string online_key(AccountId a, DeviceId d) {
 }
 // What an envelope's acknowledgement tells the store of it (see Session::inflight).
 store::MessageStore::Removing removing(const store::QueuedEnvelope& env) {
-  return {env.source, env.content.size()};
+  return {env.source, env.payload().size(), env.body != nullptr || env.shared};
 }
 
 std::string id_key(const EnvelopeId& id) {
@@ -238,7 +239,7 @@ svc::Push envelope_push(const store::QueuedEnvelope& env) {
   e->set_source(env.source);
   e->set_source_device(env.source_device);
   e->set_type(env.type);
-  e->set_content(str(env.content));
+  e->set_content(str(env.payload()));
   e->set_client_timestamp(env.client_timestamp);
   e->set_server_timestamp(env.server_timestamp);
   return p;
@@ -555,7 +556,9 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
     case svc::Request::kListBlocks:
       on_list_blocks(s, out);
       break;
-    case svc::Request::kMultiSend:  // the multi-recipient send lands with the delivery module
+    case svc::Request::kMultiSend:
+      on_multi_send(s, r);
+      return;  // replies when durable
     case svc::Request::BODY_NOT_SET:
       fail(out, svc::BAD_REQUEST, "empty request");
       break;
@@ -1081,6 +1084,111 @@ void Server::on_send(const SessionPtr& s, svc::Request& r) {
         metrics_.queue_depth.fetch_add(static_cast<std::int64_t>(delivery->envelopes.size()),
                                        std::memory_order_relaxed);
         out.mutable_send()->set_server_timestamp(now);
+        reply(s, std::move(out));
+        deliver_after_commit(*delivery, true);
+      });
+  deliver_before_commit(*delivery);
+}
+
+void Server::on_multi_send(const SessionPtr& s, svc::Request& r) {
+  svc::Response out;
+  out.set_id(r.id());
+  out.mutable_status()->set_code(svc::OK);
+  const auto refuse = [&](svc::Code code, std::string_view why) {
+    metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
+    fail(out, code, why);
+    reply(s, std::move(out));
+  };
+  const auto& req = r.multi_send();
+  if (auto shape = check_multi_send_shape(req, config_); !shape.why.empty())
+    return refuse(shape.too_large ? svc::TOO_LARGE : svc::BAD_REQUEST, shape.why);
+  // Counted before anything is looked up or stored, per envelope (limits.h
+  // kEnvelopesPerSendToken) and per byte delivered (docs/abuse.md, "Group sends").
+  {
+    const MultiSendCost cost = multi_send_cost(req);
+    const std::string who = std::to_string(s->account);
+    std::uint32_t wait = sends_.take(who, cost.send_tokens);
+    if (wait == 0) wait = send_bytes_.take(who, static_cast<double>(cost.bytes));
+    if (wait != 0) {
+      metrics_.rate_limited.fetch_add(1, std::memory_order_relaxed);
+      metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
+      fail_retry(out, svc::RATE_LIMITED, "too many messages sent by this account", wait);
+      reply(s, std::move(out));
+      return;
+    }
+  }
+  const std::uint64_t now = now_ms_();
+  Bytes dedup = send_dedup_key(req.client_message_id(), s->account);
+  // A retry of a send already accepted (its answer lost) is answered as the original was, before
+  // anything is checked again or pushed: its envelopes would have new ids, and an online
+  // recipient would get the message twice. (One lookup per request, however many recipients.)
+  if (auto sent = store_.messages().was_sent(dedup); !sent) {
+    return refuse(svc::INTERNAL, "store failure");
+  } else if (*sent) {
+    out.mutable_multi_send()->set_server_timestamp(now);
+    reply(s, std::move(out));
+    return;
+  }
+  auto plan = plan_multi_send(
+      req, {s->account, s->device, s->username}, store_, config_, now,
+      [&] { return next_envelope_id(now); }, out);
+  if (!plan) return refuse(static_cast<svc::Code>(plan.error().code), plan.error().why);
+  // The storage budget, charged before blocks drop anything (as for a SendRequest).
+  if (auto why = reserve_storage(plan->reserve_bytes); !why.empty()) {
+    metrics_.storage_refusals.fetch_add(1, std::memory_order_relaxed);
+    metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
+    fail_retry(out, svc::UNAVAILABLE, why, kStorageRetryMs);
+    reply(s, std::move(out));
+    return;
+  }
+  reserved_bytes_.fetch_sub(plan->reserve_bytes - plan->stored_bytes);
+  const std::uint64_t stored_bytes = plan->stored_bytes;
+  if (plan->envelopes.empty()) {  // every recipient blocked the sender
+    out.mutable_multi_send()->set_server_timestamp(now);
+    reply(s, std::move(out));
+    return;
+  }
+
+  // As for a SendRequest (on_send): pushed before the commit where possible, answered once
+  // durable, the rest delivered after the commit.
+  const auto started = std::chrono::steady_clock::now();
+  auto delivery = std::make_shared<Delivery>();
+  delivery->envelopes = plan->envelopes;
+  delivery->pushed.assign(plan->envelopes.size(), false);
+  delivery->pushed_to.assign(plan->envelopes.size(), 0);
+  delivery->counted.assign(plan->envelopes.size(), false);
+  store_.messages().enqueue(
+      std::move(plan->envelopes), std::move(dedup),
+      [this, s, out = std::move(out), delivery, started, now,
+       stored_bytes](tl::expected<void, store::Error> stored) mutable {
+        metrics_.commit_latency.observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+        reserved_bytes_.fetch_sub(stored_bytes, std::memory_order_relaxed);
+        update_stored_bytes_gauge();
+        if (!stored) {
+          metrics_.sends_refused.fetch_add(1, std::memory_order_relaxed);
+          switch (stored.error()) {
+            case store::Error::queue_full:
+              fail(out, svc::QUEUE_FULL, "a recipient device queue is full");
+              break;
+            case store::Error::queue_share_full:
+              metrics_.queue_share_refusals.fetch_add(1, std::memory_order_relaxed);
+              fail(out, svc::QUEUE_FULL,
+                   "this account holds its share of a recipient device's queue: more can be "
+                   "stored once that device has received what is waiting");
+              break;
+            default:
+              fail(out, code_of(stored.error()), "store failure");
+              break;
+          }
+          reply(s, std::move(out));
+          deliver_after_commit(*delivery, false);
+          return;
+        }
+        metrics_.messages_in.fetch_add(delivery->envelopes.size(), std::memory_order_relaxed);
+        metrics_.queue_depth.fetch_add(static_cast<std::int64_t>(delivery->envelopes.size()),
+                                       std::memory_order_relaxed);
+        out.mutable_multi_send()->set_server_timestamp(now);
         reply(s, std::move(out));
         deliver_after_commit(*delivery, true);
       });

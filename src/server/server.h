@@ -87,6 +87,8 @@ class Server final : public net::ConnectionHandler {
                         wire::service::Response& out);
   // Replies asynchronously once the envelopes are durable.
   void on_send(const SessionPtr& s, wire::service::Request& r);
+  // Replies asynchronously once the envelopes are durable (server/multi_send.h).
+  void on_multi_send(const SessionPtr& s, wire::service::Request& r);
   // Replies asynchronously once the deletion is durable.
   void on_ack(const SessionPtr& s, wire::service::Request& r);
   void on_list_devices(const SessionPtr& s, wire::service::Request& r,

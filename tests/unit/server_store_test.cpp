@@ -1001,6 +1001,180 @@ TYPED_TEST(ServerStoreTest, SendersShareOfAQueueAndTheQueuesBytesAreCapped) {
   EXPECT_EQ(this->messages().stored_bytes(), 0u);
 }
 
+// --- shared bodies (multi-recipient sends) ------------------------------------------------------
+
+// A body shared by several envelopes of one send is stored once: the server's stored bytes count
+// it once, each device's queue and the sender's share of it count it in full, and it goes (its
+// bytes given back) when the last envelope holding it is acknowledged.
+TYPED_TEST(ServerStoreTest, ASharedBodyIsStoredOnceAndGoesWithItsLastEnvelope) {
+  const AccountId alice = this->make_account("alice");
+  const DeviceId alice2 = this->add_device(alice);
+  const AccountId bob = this->make_account("bob");
+  const AccountId carol = this->make_account("carol");
+  const auto body = std::make_shared<const Bytes>(filled(300, 0x3C));
+  const auto shared = [&](AccountId account, DeviceId device) {
+    QueuedEnvelope e = this->envelope(account, device);
+    e.content.clear();
+    e.body = body;
+    e.type = 4;
+    e.source_account = carol;
+    return e;
+  };
+  const QueuedEnvelope to_a1 = shared(alice, 1);
+  const QueuedEnvelope to_a2 = shared(alice, alice2);
+  const QueuedEnvelope to_b1 = shared(bob, 1);
+  QueuedEnvelope own = this->envelope(bob, 1);  // a device with content of its own
+  own.source_account = carol;
+  const std::uint64_t before = this->messages().stored_bytes();
+  ASSERT_TRUE(this->send({to_a1, to_a2, to_b1, own}, filled(24, 0x51)).has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), before + 300 + own.content.size());
+
+  // Every device gets the body as its content; the own one is its own.
+  for (const auto& [account, device] :
+       std::vector<std::pair<AccountId, DeviceId>>{{alice, 1}, {alice, alice2}}) {
+    auto loaded = this->messages().load(account, device, 10).value();
+    ASSERT_EQ(loaded.size(), 1u);
+    EXPECT_EQ(loaded[0].content, *body);
+    EXPECT_TRUE(loaded[0].shared);
+    EXPECT_EQ(loaded[0].type, 4u);
+  }
+  auto bobs = this->messages().load(bob, 1, 10).value();
+  ASSERT_EQ(bobs.size(), 2u);
+  EXPECT_EQ(bobs[0].id, to_b1.id);
+  EXPECT_EQ(bobs[0].content, *body);
+  EXPECT_EQ(bobs[1].content, own.content);
+  EXPECT_FALSE(bobs[1].shared);
+
+  // Acknowledged one by one, the server's way (sender and size known) and the other: the body
+  // stays while any envelope holds it.
+  std::promise<tl::expected<std::size_t, Error>> hinted;
+  this->messages().remove_async(alice, 1, {to_a1.id},
+                                [&](tl::expected<std::size_t, Error> r) { hinted.set_value(r); },
+                                {{"sender", 300, true}});
+  ASSERT_EQ(hinted.get_future().get().value(), 1u);
+  EXPECT_EQ(this->messages().stored_bytes(), before + 300 + own.content.size());
+  ASSERT_EQ(this->messages().remove(alice, alice2, {to_a2.id}).value(), 1u);
+  EXPECT_EQ(this->messages().stored_bytes(), before + 300 + own.content.size());
+  EXPECT_EQ(this->messages().load(bob, 1, 1).value().at(0).content, *body);
+  ASSERT_EQ(this->messages().remove(bob, 1, {to_b1.id}).value(), 1u);
+  EXPECT_EQ(this->messages().stored_bytes(), before + own.content.size());
+  ASSERT_EQ(this->messages().remove(bob, 1, {own.id}).value(), 1u);
+  EXPECT_EQ(this->messages().stored_bytes(), before);
+
+  // A retry of the send (same dedup key, new envelope ids) stores nothing.
+  ASSERT_TRUE(this->send({shared(alice, 1), shared(bob, 1)}, filled(24, 0x51)).has_value());
+  EXPECT_EQ(this->count(alice, 1), 0u);
+  EXPECT_EQ(this->messages().stored_bytes(), before);
+}
+
+// Each envelope of a shared body counts the body in full in its device's queue and in its
+// sender's share of that queue, however many devices share the body.
+TYPED_TEST(ServerStoreTest, ASharedBodyCountsInFullInEveryQueueAndShare) {
+  TestConfig config;
+  config.max_queue_per_device = 100;
+  config.max_queue_bytes_per_device = 1000;
+  config.max_queue_bytes_per_sender = 500;
+  this->open(config);
+  const AccountId alice = this->make_account("alice");
+  const AccountId bob = this->make_account("bob");
+  const AccountId carol = this->make_account("carol");
+  const auto shared_send = [&](std::size_t bytes) {
+    auto body = std::make_shared<const Bytes>(filled(bytes, 0x77));
+    std::vector<QueuedEnvelope> envelopes;
+    for (AccountId to : {alice, bob}) {
+      QueuedEnvelope e = this->envelope(to, 1);
+      e.content.clear();
+      e.body = body;
+      e.source = "carol";
+      e.source_account = carol;
+      envelopes.push_back(std::move(e));
+    }
+    return envelopes;
+  };
+  ASSERT_TRUE(this->send(shared_send(200)).has_value());
+  ASSERT_TRUE(this->send(shared_send(200)).has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), 400u);
+  // carol holds 400 of her 500 in each of the two queues (not 200: the body is shared).
+  EXPECT_EQ(this->send(shared_send(150)).error(), Error::queue_share_full);
+  EXPECT_TRUE(this->send(shared_send(100)).has_value());
+  EXPECT_EQ(this->count(alice, 1), 3u);
+  EXPECT_EQ(this->count(bob, 1), 3u);
+  // After a restart the queues are counted again from the table, joined with the bodies.
+  this->reopen();
+  EXPECT_EQ(this->messages().stored_bytes(), 500u);
+  EXPECT_EQ(this->send(shared_send(1)).error(), Error::queue_share_full);
+}
+
+// The body goes when its envelopes go by a device's removal or by expiry.
+TYPED_TEST(ServerStoreTest, ASharedBodyGoesWithRemovedDevicesAndExpiry) {
+  const AccountId alice = this->make_account("alice");
+  const DeviceId alice2 = this->add_device(alice);
+  const AccountId bob = this->make_account("bob");
+  const auto shared_send = [&](std::vector<std::pair<AccountId, DeviceId>> to) {
+    auto body = std::make_shared<const Bytes>(filled(64, 0x42));
+    std::vector<QueuedEnvelope> envelopes;
+    for (const auto& [account, device] : to) {
+      QueuedEnvelope e = this->envelope(account, device);
+      e.content.clear();
+      e.body = body;
+      envelopes.push_back(std::move(e));
+    }
+    return envelopes;
+  };
+  // A removed device, then the other queue by expiry.
+  ASSERT_TRUE(this->send(shared_send({{alice, alice2}, {bob, 1}})).has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), 64u);
+  ASSERT_EQ(this->accounts().remove_device(alice, alice2).value(), 1u);
+  EXPECT_EQ(this->messages().stored_bytes(), 64u);
+  EXPECT_EQ(this->messages().load(bob, 1, 1).value().at(0).content, filled(64, 0x42));
+  this->advance_seconds(31 * kDaySeconds);
+  EXPECT_EQ(this->messages().expire(this->now_seconds()).value(), 1u);
+  EXPECT_EQ(this->messages().stored_bytes(), 0u);
+
+  // Expiry of both at once.
+  ASSERT_TRUE(this->send(shared_send({{alice, 1}, {bob, 1}})).has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), 64u);
+  this->advance_seconds(31 * kDaySeconds);
+  EXPECT_EQ(this->messages().expire(this->now_seconds()).value(), 2u);
+  EXPECT_EQ(this->messages().stored_bytes(), 0u);
+  this->reopen();
+  EXPECT_EQ(this->messages().stored_bytes(), 0u) << "nothing left behind in the file";
+}
+
+TYPED_TEST(ServerStoreTest, ASharedBodyAcknowledgedEverywhereBeforeItsCommitIsNeverWritten) {
+  TestConfig slow;
+  slow.commit_delay = std::chrono::milliseconds(400);
+  this->open(slow);
+  const AccountId alice = this->make_account("alice");
+  const AccountId bob = this->make_account("bob");
+  auto body = std::make_shared<const Bytes>(filled(80, 0x24));
+  std::vector<QueuedEnvelope> envelopes;
+  for (AccountId to : {alice, bob}) {
+    QueuedEnvelope e = this->envelope(to, 1);
+    e.content.clear();
+    e.body = body;
+    envelopes.push_back(std::move(e));
+  }
+  const EnvelopeId to_alice = envelopes[0].id;
+  const EnvelopeId to_bob = envelopes[1].id;
+  auto sent = this->send_async(std::move(envelopes), filled(24, 0x66));
+  // Both acknowledged while the writer lingers: cancelled on the caller's thread.
+  for (const auto& [account, id] :
+       std::vector<std::pair<AccountId, EnvelopeId>>{{alice, to_alice}, {bob, to_bob}}) {
+    std::optional<tl::expected<std::size_t, Error>> removed;
+    this->messages().remove_async(account, 1, {id},
+                                  [&](tl::expected<std::size_t, Error> r) { removed = r; });
+    ASSERT_TRUE(removed.has_value());
+    EXPECT_EQ(removed->value(), 1u);
+  }
+  ASSERT_TRUE(sent.get().has_value());
+  EXPECT_EQ(this->messages().stored_bytes(), 0u);
+  EXPECT_EQ(this->count(alice, 1), 0u);
+  this->reopen();
+  EXPECT_EQ(this->messages().stored_bytes(), 0u) << "no body row was written";
+  EXPECT_TRUE(this->messages().was_sent(filled(24, 0x66)).value());
+}
+
 TYPED_TEST(ServerStoreTest, OneRefusedSendDoesNotFailTheOthersInItsBatch) {
   const AccountId alice = this->make_account("alice");
   const QueuedEnvelope good1 = this->envelope(alice, 1);
@@ -1241,9 +1415,9 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
     EXPECT_FALSE(column.empty());
     tables.insert(table);
   }
-  EXPECT_EQ(tables,
-            (std::set<std::string>{"accounts", "blocks", "devices", "invites", "link_tokens",
-                                   "messages", "pre_keys", "send_dedup", "signed_pre_keys"}));
+  EXPECT_EQ(tables, (std::set<std::string>{"accounts", "blocks", "devices", "invites",
+                                           "link_tokens", "messages", "pre_keys", "send_dedup",
+                                           "shared_bodies", "signed_pre_keys"}));
   for (const auto& expected :
        std::vector<std::pair<std::string, std::string>>{{"accounts", "username"},
                                                         {"accounts", "recovery_key"},
@@ -1258,6 +1432,13 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
 }
 
 // --- SQLite only --------------------------------------------------------------------------------
+
+// Takes a file of the current schema back to version 4 (before shared bodies), for the tests of
+// older versions' migrations.
+constexpr const char* kUndoVersion5 =
+    "DROP TRIGGER messages_release_body;"
+    "DROP TABLE shared_bodies;"
+    "ALTER TABLE messages DROP COLUMN body_id;";
 
 class SqliteStoreTest : public ::testing::Test {
  protected:
@@ -1464,16 +1645,17 @@ TEST_F(SqliteStoreTest, DeliveredMessagesLeaveNoCopyInTheFile) {
 TEST_F(SqliteStoreTest, UsesWalAndMigratesOnce) {
   { ASSERT_NE(open(), nullptr); }
   EXPECT_EQ(raw_text("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
   { ASSERT_NE(open(), nullptr); }  // a second open finds the schema current
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
 }
 
 TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
   { ASSERT_NE(open(), nullptr); }
   // Put the file back to version 1's send_dedup, with one entry, as a server of then left it (and
   // without the columns of version 3).
-  raw("DROP TABLE blocks;"
+  raw(std::string(kUndoVersion5) +
+      "DROP TABLE blocks;"
       "ALTER TABLE devices DROP COLUMN name;"
       "ALTER TABLE accounts DROP COLUMN recovery_key;"
       "DROP TABLE send_dedup;"
@@ -1484,7 +1666,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
       "PRAGMA user_version = 1;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('send_dedup')"),
             "id_time,key_hash,expires_at");
   EXPECT_EQ(raw_text("SELECT count(*) FROM send_dedup"), "0");
@@ -1511,7 +1693,8 @@ TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
     ASSERT_TRUE(send(store->messages(), envelope(alice, 1)).has_value());
   }
   // The file as a server of version 2 left it: the same tables without the two columns.
-  raw("DROP TABLE blocks;"
+  raw(std::string(kUndoVersion5) +
+      "DROP TABLE blocks;"
       "ALTER TABLE devices DROP COLUMN name;"
       "ALTER TABLE accounts DROP COLUMN recovery_key;"
       "PRAGMA user_version = 2;");
@@ -1520,7 +1703,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
 
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('devices')"),
             "account_id,device_id,registration_id,auth_key,created_day,name");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('accounts')"),
@@ -1552,10 +1735,10 @@ TEST_F(SqliteStoreTest, MigratesAVersion3DatabaseToBlocks) {
                                 pre_keys(1, 2))
                 .value();
   }
-  raw("DROP TABLE blocks; PRAGMA user_version = 3;");
+  raw(std::string(kUndoVersion5) + "DROP TABLE blocks; PRAGMA user_version = 3;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "4");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('blocks')"),
             "account_id,blocked_id");
   EXPECT_EQ(store->keys().count_pre_keys(alice, 1).value(), 2u);
@@ -1565,6 +1748,55 @@ TEST_F(SqliteStoreTest, MigratesAVersion3DatabaseToBlocks) {
           .value();
   ASSERT_TRUE(store->blocks().block(alice, bob).has_value());
   EXPECT_TRUE(store->blocks().is_blocked(alice, bob).value());
+}
+
+TEST_F(SqliteStoreTest, MigratesAVersion4DatabaseToSharedBodies) {
+  AccountId alice = 0;
+  {
+    auto store = open();
+    ASSERT_NE(store, nullptr);
+    alice = store->accounts()
+                .create_account("alice", filled(33, 5), device_record(7, 1), signed_pre_key(1), {})
+                .value();
+    ASSERT_TRUE(send(store->messages(), envelope(alice, 1)).has_value());
+  }
+  raw(std::string(kUndoVersion5) + "PRAGMA user_version = 4;");
+  auto store = open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
+  EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('shared_bodies')"),
+            "id,content,refs");
+  EXPECT_EQ(raw_text("SELECT body_id FROM messages"), "0");
+  // The envelope of version 4 is still there, with its own content, and counted.
+  EXPECT_EQ(store->messages().stored_bytes(), 20u);
+  auto loaded = store->messages().load(alice, 1, 10).value();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_EQ(loaded[0].content, filled(20, 0xC0));
+  EXPECT_FALSE(loaded[0].shared);
+}
+
+// A recovery takes the old devices' queues, and with them the last references to a shared body.
+TEST_F(SqliteStoreTest, ARecoveryReleasesTheSharedBodiesOfTheOldQueues) {
+  auto store = open();
+  ASSERT_NE(store, nullptr);
+  const Bytes recovery = filled(32, 0x11);
+  const AccountId alice = store->accounts()
+                              .create_account("alice", filled(33, 5), device_record(7, 1),
+                                              signed_pre_key(1), {}, recovery)
+                              .value();
+  auto body = std::make_shared<const Bytes>(filled(50, 0x99));
+  QueuedEnvelope e = envelope(alice, 1);
+  e.content.clear();
+  e.body = body;
+  ASSERT_TRUE(send(store->messages(), e).has_value());
+  EXPECT_EQ(store->messages().stored_bytes(), 50u);
+  ASSERT_EQ(store->accounts()
+                .recover_account(alice, recovery, filled(33, 6), device_record(9, 2),
+                                 signed_pre_key(2), {}, filled(32, 0x12))
+                .value(),
+            1u);
+  EXPECT_EQ(store->messages().stored_bytes(), 0u);
+  EXPECT_EQ(raw_text("SELECT count(*) FROM shared_bodies"), "0");
 }
 
 TEST_F(SqliteStoreTest, RefusesADatabaseFromANewerServer) {

@@ -228,7 +228,7 @@ class ServerProcess {
       return out;
     }
     for (const char* table : {"accounts", "devices", "signed_pre_keys", "pre_keys", "messages",
-                              "send_dedup", "invites", "link_tokens"}) {
+                              "send_dedup", "invites", "link_tokens", "shared_bodies"}) {
       sqlite3_stmt* st = nullptr;
       const std::string sql = std::string("SELECT count(*) FROM ") + table;
       if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&

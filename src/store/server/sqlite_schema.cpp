@@ -127,6 +127,30 @@ CREATE TABLE blocks (
 CREATE INDEX blocks_by_blocked ON blocks (blocked_id);
 
 )sql",
+    // 4 -> 5
+    R"sql(
+
+-- Bodies shared by several envelopes (a multi-recipient send, service.proto MultiSendRequest):
+-- stored once however many devices receive them. `refs` counts the envelopes that point at the
+-- body; the trigger below counts every deletion of one (acknowledgement, expiry, a device's
+-- removal with its queue), and the store deletes a body, charging its bytes back, once none is
+-- left (the partial index finds those at no cost).
+CREATE TABLE shared_bodies (
+  id INTEGER PRIMARY KEY,
+  content BLOB NOT NULL,
+  refs INTEGER NOT NULL
+) STRICT;
+CREATE INDEX shared_bodies_unreferenced ON shared_bodies (refs) WHERE refs <= 0;
+
+-- 0: the envelope's own `content`; otherwise its content is empty and its body is that row.
+-- Rows of version 4 get 0.
+ALTER TABLE messages ADD COLUMN body_id INTEGER NOT NULL DEFAULT 0;
+CREATE TRIGGER messages_release_body AFTER DELETE ON messages WHEN old.body_id != 0
+BEGIN
+  UPDATE shared_bodies SET refs = refs - 1 WHERE id = old.body_id;
+END;
+
+)sql",
 };
 
 std::string failed(const char* what, const Connection& conn) {

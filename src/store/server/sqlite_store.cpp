@@ -107,9 +107,11 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (!options_.now_ms) options_.now_ms = system_now_ms;
     if (!options_.log) options_.log = log_to_stderr;
     if (options_.group_commit_max_batch == 0) options_.group_commit_max_batch = 1;
-    // The storage budget's starting point: one pass over the messages (length() reads no
-    // content), before any thread writes.
-    if (auto st = write_conn_->prepare("SELECT coalesce(sum(length(content)), 0) FROM messages");
+    // The storage budget's starting point: one pass over the messages and the shared bodies
+    // (length() reads no content), before any thread writes.
+    if (auto st = write_conn_->prepare(
+            "SELECT (SELECT coalesce(sum(length(content)), 0) FROM messages) + "
+            "(SELECT coalesce(sum(length(content)), 0) FROM shared_bodies)");
         st && st->step() == SQLITE_ROW) {
       Row row(*st);
       stored_bytes_.store(row.u64(0), std::memory_order_relaxed);
@@ -293,11 +295,14 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (const int rc = run(*st); rc != SQLITE_OK)
       return tl::unexpected(fail("remove_device", *conn, rc));
     if (conn->changes() == 0) return tl::unexpected(Error::not_found);
+    // Bodies the queue was the last to share go with it.
+    auto bodies = sweep_bodies(*conn);
+    if (!bodies) return tl::unexpected(bodies.error());
     const int rc = txn.commit();
     queue_counts_.erase({account, device});  // its queue went with it (ON DELETE CASCADE)
     forget(account);
     if (rc != SQLITE_OK) return tl::unexpected(fail("remove_device: commit", *conn, rc));
-    release_stored_bytes(*queued_bytes);
+    release_stored_bytes(*queued_bytes + *bodies);
     return *queued;
   }
 
@@ -359,6 +364,8 @@ class SqliteServerStore::Impl final : public AccountStore,
       if (const int rc = run(*st); rc != SQLITE_OK)
         return tl::unexpected(fail("recover_account: delete", *conn, rc));
     }
+    auto bodies = sweep_bodies(*conn);
+    if (!bodies) return tl::unexpected(bodies.error());
     if (auto ok = insert_device(*conn, account, 1, first_device, signed_pre_key, pre_keys); !ok) {
       return tl::unexpected(ok.error());
     }
@@ -367,7 +374,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     std::erase_if(queue_counts_, [&](const auto& entry) { return entry.first.first == account; });
     forget(account);
     if (rc != SQLITE_OK) return tl::unexpected(fail("recover_account: commit", *conn, rc));
-    release_stored_bytes(*queued_bytes);
+    release_stored_bytes(*queued_bytes + *bodies);
     return queued;
   }
 
@@ -695,11 +702,14 @@ class SqliteServerStore::Impl final : public AccountStore,
       if (!row.ok()) return tl::unexpected(corrupt("messages", row));
     }
 
+    // A shared body is read once per envelope that points at it: every device gets its own copy.
     auto st = conn->prepare(
-        "SELECT envelope_id, source, source_device, type, content, client_timestamp, "
-        "server_timestamp, expires_at FROM messages "
-        "WHERE account_id = ?1 AND device_id = ?2 AND seq > ?3 AND expires_at > ?4 "
-        "ORDER BY seq LIMIT ?5");
+        "SELECT m.envelope_id, m.source, m.source_device, m.type, "
+        "CASE WHEN m.body_id = 0 THEN m.content ELSE b.content END, m.client_timestamp, "
+        "m.server_timestamp, m.expires_at, m.body_id != 0 FROM messages m "
+        "LEFT JOIN shared_bodies b ON m.body_id != 0 AND b.id = m.body_id "
+        "WHERE m.account_id = ?1 AND m.device_id = ?2 AND m.seq > ?3 AND m.expires_at > ?4 "
+        "ORDER BY m.seq LIMIT ?5");
     if (!st) return tl::unexpected(fail("load: prepare", *conn, st.error()));
     const std::uint64_t max_limit =
         static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
@@ -723,6 +733,7 @@ class SqliteServerStore::Impl final : public AccountStore,
       e.client_timestamp = row.u64(5);
       e.server_timestamp = row.u64(6);
       e.expires_at = row.u64(7);
+      e.shared = row.i64(8) != 0;
       if (!row.ok()) return tl::unexpected(corrupt("messages", row));
       bytes += e.content.size();
       out.push_back(std::move(e));
@@ -802,7 +813,10 @@ class SqliteServerStore::Impl final : public AccountStore,
         if (sql == kSweeps[0] && removed > 0) {
           removed_messages += removed;
           queue_counts_.clear();
-          release_stored_bytes(bytes);
+          // The trigger has counted the shared bodies' references: those none holds any more go.
+          auto bodies = sweep_bodies(*conn);
+          if (!bodies) return tl::unexpected(bodies.error());
+          release_stored_bytes(bytes + *bodies);
         }
         if (removed < static_cast<std::size_t>(kBatch)) break;
       }
@@ -1145,6 +1159,23 @@ class SqliteServerStore::Impl final : public AccountStore,
     return n;
   }
 
+  // Deletes the shared bodies no envelope points at any more (messages_release_body has counted
+  // every deletion), inside the caller's transaction; returns their bytes. The partial index
+  // shared_bodies_unreferenced makes this an empty index lookup when there are none.
+  tl::expected<std::uint64_t, Error> sweep_bodies(Connection& conn) {
+    auto st = conn.prepare("DELETE FROM shared_bodies WHERE refs <= 0 RETURNING length(content)");
+    if (!st) return tl::unexpected(fail("sweep_bodies: prepare", conn, st.error()));
+    std::uint64_t bytes = 0;
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      bytes += row.u64(0);
+      if (!row.ok()) return tl::unexpected(corrupt("shared_bodies", row));
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(fail("sweep_bodies", conn, rc));
+    return bytes;
+  }
+
   void release_stored_bytes(std::uint64_t bytes) {
     std::uint64_t now = stored_bytes_.load(std::memory_order_relaxed);
     while (!stored_bytes_.compare_exchange_weak(now, now - std::min(now, bytes),
@@ -1390,6 +1421,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     auto lease = writing();
     auto all = [&](Error e) {
       queue_counts_.clear();  // the transaction is gone: what was counted in it may be wrong
+      bodies_released_ = false;
       return std::vector<OpResult>(batch.size(), tl::unexpected(e));
     };
     Connection& conn = *lease;
@@ -1424,6 +1456,13 @@ class SqliteServerStore::Impl final : public AccountStore,
           return all(fail("enqueue: rollback to", conn, rc));
         if (const int rc = run_cached(conn, "RELEASE op"); rc != SQLITE_OK)
           return all(fail("enqueue: release", conn, rc));
+      }
+      if (bodies_released_) {
+        // Acknowledgements took the last references of some shared bodies.
+        bodies_released_ = false;
+        auto bodies = sweep_bodies(conn);
+        if (!bodies) return all(bodies.error());
+        batch_bytes -= static_cast<std::int64_t>(*bodies);
       }
       if (const int rc = txn.commit(); rc != SQLITE_OK)
         return all(fail("enqueue: commit", conn, rc));
@@ -1462,15 +1501,21 @@ class SqliteServerStore::Impl final : public AccountStore,
           return tl::unexpected(fail("remove", conn, rc));
         if (conn.changes() == 0) continue;
         ++removed;
-        op_bytes_ -= static_cast<std::int64_t>(op.known[i].bytes);
+        // A shared body's bytes are given back once, when its last envelope goes (sweep_bodies).
+        if (op.known[i].shared) {
+          bodies_released_ = true;
+        } else {
+          op_bytes_ -= static_cast<std::int64_t>(op.known[i].bytes);
+        }
         if (usage != queue_counts_.end())
           usage->second.remove(op.known[i].source, 1, op.known[i].bytes);
         continue;
       }
       // Otherwise the row is found first, then deleted by its rowid.
       auto find = conn.prepare(
-          "SELECT seq, source, length(content) FROM messages "
-          "WHERE envelope_id = ?1 AND account_id = ?2 AND device_id = ?3");
+          "SELECT m.seq, m.source, length(m.content), m.body_id, coalesce(length(b.content), 0) "
+          "FROM messages m LEFT JOIN shared_bodies b ON m.body_id != 0 AND b.id = m.body_id "
+          "WHERE m.envelope_id = ?1 AND m.account_id = ?2 AND m.device_id = ?3");
       if (!find) return tl::unexpected(fail("remove: prepare", conn, find.error()));
       find->bind(1, ByteView(id)).bind(2, op.account).bind(3, std::int64_t{op.device});
       const int found = find->step();
@@ -1479,7 +1524,9 @@ class SqliteServerStore::Impl final : public AccountStore,
       Row row(*find);
       const std::int64_t seq = row.i64(0);
       const std::string source = row.text(1);
-      const std::uint64_t bytes = row.u64(2);
+      const std::uint64_t own_bytes = row.u64(2);
+      const bool shared = row.i64(3) != 0;
+      const std::uint64_t bytes = own_bytes + row.u64(4);
       if (!row.ok()) return tl::unexpected(corrupt("messages", row));
       auto st = conn.prepare("DELETE FROM messages WHERE seq = ?1");
       if (!st) return tl::unexpected(fail("remove: prepare", conn, st.error()));
@@ -1487,7 +1534,8 @@ class SqliteServerStore::Impl final : public AccountStore,
       if (const int rc = run(*st); rc != SQLITE_OK) return tl::unexpected(fail("remove", conn, rc));
       if (conn.changes() == 0) continue;
       ++removed;
-      op_bytes_ -= static_cast<std::int64_t>(bytes);
+      op_bytes_ -= static_cast<std::int64_t>(own_bytes);
+      if (shared) bodies_released_ = true;
       if (usage != queue_counts_.end()) usage->second.remove(source, 1, bytes);
     }
     return removed;
@@ -1500,9 +1548,12 @@ class SqliteServerStore::Impl final : public AccountStore,
   tl::expected<QueueUsage*, Error> queue_usage(Connection& conn, const DeviceKey& key) {
     if (auto it = queue_counts_.find(key); it != queue_counts_.end()) return &it->second;
     // length() reads a blob's size from its row header, not the blob itself.
+    // A shared body counts in full in every queue that holds an envelope of it.
     auto st = conn.prepare(
-        "SELECT source, count(*), coalesce(sum(length(content)), 0) FROM messages "
-        "WHERE account_id = ?1 AND device_id = ?2 GROUP BY source");
+        "SELECT m.source, count(*), "
+        "coalesce(sum(length(m.content) + coalesce(length(b.content), 0)), 0) FROM messages m "
+        "LEFT JOIN shared_bodies b ON m.body_id != 0 AND b.id = m.body_id "
+        "WHERE m.account_id = ?1 AND m.device_id = ?2 GROUP BY m.source");
     if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
     st->bind(1, key.first).bind(2, std::int64_t{key.second});
     QueueUsage usage;
@@ -1556,7 +1607,7 @@ class SqliteServerStore::Impl final : public AccountStore,
       const QueuedEnvelope& e = send.envelopes[i];
       Adding& a = per_device[{e.account, e.device}];
       a.count += 1;
-      a.bytes += e.content.size();
+      a.bytes += e.payload().size();
       a.shared = e.source_account != 0 && e.source_account != e.account;
       a.source = e.source;
     }
@@ -1581,14 +1632,37 @@ class SqliteServerStore::Impl final : public AccountStore,
         return tl::unexpected(Error::queue_full);
     }
 
+    // Shared bodies: one row each, written only when an envelope that holds it is still to be
+    // written, with as many references as such envelopes.
+    std::int64_t own_bytes = 0;
+    std::map<const Bytes*, std::pair<std::int64_t, std::int64_t>> bodies;  // -> (refs, row id)
+    for (std::size_t i = 0; i < send.envelopes.size(); ++i) {
+      if (send.cancelled[i]) continue;
+      const QueuedEnvelope& e = send.envelopes[i];
+      if (e.body) {
+        bodies[e.body.get()].first += 1;
+      } else {
+        own_bytes += static_cast<std::int64_t>(e.content.size());
+      }
+    }
+    for (auto& [body, refs_and_id] : bodies) {
+      auto st = conn.prepare("INSERT INTO shared_bodies (content, refs) VALUES (?1, ?2)");
+      if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
+      st->bind(1, ByteView(*body)).bind(2, refs_and_id.first);
+      if (const int rc = run(*st); rc != SQLITE_OK)
+        return tl::unexpected(fail("enqueue: body", conn, rc));
+      refs_and_id.second = sqlite3_last_insert_rowid(conn.handle());
+      own_bytes += static_cast<std::int64_t>(body->size());
+    }
+
     const std::uint64_t max_expiry = saturating_add(now_s, options_.message_ttl_seconds);
     for (std::size_t i = 0; i < send.envelopes.size(); ++i) {
       if (send.cancelled[i]) continue;  // acknowledged already: never written
       const QueuedEnvelope& e = send.envelopes[i];
       auto st = conn.prepare(
           "INSERT INTO messages (envelope_id, account_id, device_id, source, source_device, type, "
-          "content, client_timestamp, server_timestamp, expires_at) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+          "content, client_timestamp, server_timestamp, expires_at, body_id) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
       if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
       const std::uint64_t expires_at =
           e.expires_at == 0 ? max_expiry : std::min(e.expires_at, max_expiry);
@@ -1601,7 +1675,8 @@ class SqliteServerStore::Impl final : public AccountStore,
           .bind(7, ByteView(e.content))
           .bind_u64(8, e.client_timestamp)
           .bind_u64(9, e.server_timestamp == 0 ? now_ms : e.server_timestamp)
-          .bind_u64(10, expires_at);
+          .bind_u64(10, expires_at)
+          .bind(11, e.body ? bodies[e.body.get()].second : std::int64_t{0});
       const int rc = run(*st);
       if (is_unique_violation(rc)) return tl::unexpected(Error::conflict);
       if (is_missing_parent(rc)) return tl::unexpected(Error::not_found);
@@ -1610,8 +1685,8 @@ class SqliteServerStore::Impl final : public AccountStore,
     for (const auto& [key, adding] : per_device) {
       op_touched_.push_back(key);
       queue_counts_[key].add(adding.source, adding.count, adding.bytes);
-      op_bytes_ += static_cast<std::int64_t>(adding.bytes);
     }
+    op_bytes_ += own_bytes;
     return {};
   }
 
@@ -1634,6 +1709,9 @@ class SqliteServerStore::Impl final : public AccountStore,
   std::map<DeviceKey, QueueUsage> queue_counts_;
   std::vector<DeviceKey> op_touched_;
   std::int64_t op_bytes_ = 0;  // stored bytes the operation in progress adds (guarded likewise)
+  // A removal in the batch in progress deleted an envelope of a shared body: sweep_bodies before
+  // the commit (guarded likewise).
+  bool bodies_released_ = false;
   // Ciphertext bytes stored (MessageStore::stored_bytes), changed after each commit.
   std::atomic<std::uint64_t> stored_bytes_{0};
   sqlite::Pool pool_;

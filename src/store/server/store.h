@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tl/expected.hpp>
@@ -151,13 +152,26 @@ struct QueuedEnvelope {
   std::string source;     // sender username (empty for sealed sender, later)
   DeviceId source_device = 0;
   std::uint32_t type = 0;
-  Bytes content;  // ciphertext
+  Bytes content;  // ciphertext; empty when `body` is set
   std::uint64_t client_timestamp = 0;
   std::uint64_t server_timestamp = 0;  // milliseconds
   std::uint64_t expires_at = 0;        // seconds since the epoch
   // The sender's account, not stored: what it holds of another account's device queue is capped
   // (SqliteOptions::max_queue_per_sender); 0, or the recipient's own account, is not capped.
   AccountId source_account = 0;
+  // enqueue(): the ciphertext, shared with other envelopes of the same send that hold the same
+  // pointer (a multi-recipient send), and then stored once for all of them; `content` stays
+  // empty. Each envelope still counts the body's full size in its device's queue and its
+  // sender's share of that queue; the server's stored bytes count it once.
+  std::shared_ptr<const Bytes> body;
+  // load(): the envelope's content came from a shared body (its acknowledgement tells remove_async
+  // so, see Removing::shared). load() always fills `content` and leaves `body` empty.
+  bool shared = false;
+
+  // The envelope's ciphertext, wherever it is kept.
+  [[nodiscard]] ByteView payload() const noexcept {
+    return body ? ByteView(*body) : ByteView(content);
+  }
 };
 
 class MessageStore {
@@ -193,6 +207,7 @@ class MessageStore {
   struct Removing {
     std::string source;
     std::uint64_t bytes = 0;
+    bool shared = false;  // its ciphertext is a shared body (QueuedEnvelope::body, ::shared)
   };
   // remove() without blocking the caller: the deletion shares the group commit of enqueue(), in
   // order with it, and `done` runs once it is durable, from the store's writer thread. An id whose

@@ -1,0 +1,69 @@
+#include "client/multi_send.h"
+
+#include "client/util.h"
+#include "service.pb.h"
+
+namespace sotto::client {
+
+svc::Request multi_send_request(const MultiSendMessage& message) {
+  svc::Request request;
+  auto* m = request.mutable_multi_send();
+  m->set_client_message_id(bytes_string(message.message_id));
+  m->set_timestamp(message.timestamp);
+  m->set_shared_type(message.shared_type);
+  m->set_shared_content(bytes_string(message.shared_content));
+  m->mutable_recipients()->Reserve(static_cast<int>(message.recipients.size()));
+  for (const auto& r : message.recipients) {
+    auto* out = m->add_recipients();
+    out->set_username(r.username);
+    out->set_device_subset(r.device_subset);
+    for (const auto& d : r.devices) {
+      auto* device = out->add_devices();
+      device->set_device_id(d.device_id);
+      device->set_registration_id(d.registration_id);
+      if (d.type) {
+        device->set_type(*d.type);
+        device->set_content(bytes_string(d.content));
+      }
+    }
+  }
+  return request;
+}
+
+Result<MultiSendOutcome> multi_send_outcome(const svc::Response& response) {
+  MultiSendOutcome outcome;
+  const auto& body = response.multi_send();
+  switch (response.status().code()) {
+    case svc::OK:
+      outcome.status = MultiSendOutcome::Status::stored;
+      outcome.server_timestamp = body.server_timestamp();
+      return outcome;
+    case svc::STALE_DEVICES:
+      outcome.status = MultiSendOutcome::Status::stale_devices;
+      for (const auto& m : body.mismatch()) {
+        outcome.mismatches.push_back({m.username(),
+                                      {m.missing().begin(), m.missing().end()},
+                                      {m.extra().begin(), m.extra().end()},
+                                      {m.stale().begin(), m.stale().end()}});
+      }
+      if (outcome.mismatches.empty()) break;  // says stale but not where: not usable
+      return outcome;
+    case svc::NOT_FOUND:
+      outcome.status = MultiSendOutcome::Status::unknown_users;
+      outcome.unknown_users.assign(body.unknown_users().begin(), body.unknown_users().end());
+      if (outcome.unknown_users.empty()) break;
+      return outcome;
+    default:
+      break;
+  }
+  return tl::unexpected(status_error(response));
+}
+
+Result<MultiSendOutcome> multi_send(const ConnectionPtr& c, const MultiSendMessage& message,
+                                    std::chrono::milliseconds timeout) {
+  auto response = c->call(multi_send_request(message), timeout);
+  if (!response) return tl::unexpected(response.error());
+  return multi_send_outcome(*response);
+}
+
+}  // namespace sotto::client
