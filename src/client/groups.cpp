@@ -382,72 +382,36 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
 
 // --- sending ----------------------------------------------------------------------------------
 
-Result<std::vector<SharedOutcome>> Groups::send_shared(
-    const ConnectionPtr& c, const std::vector<SharedRecipient>& recipients, std::uint32_t type,
-    const std::string& ciphertext, std::uint64_t timestamp) {
-  // One SendRequest per recipient, all with the same ciphertext. Other members' devices are sent
-  // as a subset (the server would otherwise expect our own devices in each request); our own
-  // account's request is a full one, so the server checks our device list.
-  std::vector<SharedOutcome> out;
-  out.reserve(recipients.size());
+Result<SharedOutcome> Groups::send_shared(const ConnectionPtr& c,
+                                          const std::vector<SharedRecipient>& recipients,
+                                          const std::string& ciphertext, std::uint64_t timestamp,
+                                          const std::array<std::uint8_t, 16>& message_id) {
+  MultiSendMessage m;
+  m.message_id = message_id;
+  m.timestamp = timestamp;
+  m.shared_type = kSenderKeyMessageType;
+  m.shared_content.assign(ciphertext.begin(), ciphertext.end());
+  m.recipients.reserve(recipients.size());
   for (const auto& r : recipients) {
-    SharedOutcome o;
-    if (r.devices.empty() && r.user != account_.username) {
-      out.push_back(o);
-      continue;
-    }
-    svc::Request request;
-    auto* s = request.mutable_send();
-    s->set_recipient(r.user);
-    const auto id = new_message_id(timestamp, account_.rng);
-    s->set_client_message_id(bytes_string(id));
-    s->set_timestamp(timestamp);
-    s->set_device_subset(r.user != account_.username);
+    if (r.devices.empty()) continue;
+    MultiSendRecipient out{r.user, {}, false};
+    out.devices.reserve(r.devices.size());
     for (const auto& [device, registration] : r.devices) {
-      auto* m = s->add_messages();
-      m->set_destination(r.user);
-      m->set_device_id(device);
-      m->set_registration_id(registration);
-      m->set_type(type);
-      m->set_content(ciphertext);
+      out.devices.push_back({device, registration, std::nullopt, {}});
     }
-    if (r.user == account_.username && r.devices.empty()) {
-      // Nothing to send unless the server says we have other devices: ask with an empty
-      // subset-free request is not allowed, so list the devices instead.
-      svc::Request list;
-      list.mutable_list_devices();
-      auto listed = link_.call_ok(c, std::move(list));
-      if (!listed) return tl::unexpected(listed.error());
-      for (const auto& d : listed->list_devices().devices()) {
-        if (d.id() != account_.device_id) o.missing.push_back(d.id());
-      }
-      if (!o.missing.empty()) o.kind = SharedOutcome::Kind::mismatch;
-      out.push_back(o);
-      continue;
-    }
-    auto response = c->call(std::move(request), account_.options.request_timeout);
-    if (!response) return tl::unexpected(response.error());
-    switch (response->status().code()) {
-      case svc::OK:
-        break;
-      case svc::NOT_FOUND:
-        o.kind = SharedOutcome::Kind::unknown_user;
-        break;
-      case svc::STALE_DEVICES:
-        o.kind = SharedOutcome::Kind::mismatch;
-        for (const auto& m : response->send().mismatch()) {
-          if (m.username() != r.user) continue;
-          o.missing.assign(m.missing().begin(), m.missing().end());
-          o.extra.assign(m.extra().begin(), m.extra().end());
-          o.stale.assign(m.stale().begin(), m.stale().end());
-        }
-        break;
-      default:
-        return tl::unexpected(status_error(*response));
-    }
-    out.push_back(std::move(o));
+    m.recipients.push_back(std::move(out));
   }
-  return out;
+  SharedOutcome outcome;
+  if (m.recipients.empty()) {
+    outcome.stored = true;  // nobody else: nothing to send
+    return outcome;
+  }
+  auto answered = multi_send(c, m, account_.options.request_timeout);
+  if (!answered) return tl::unexpected(answered.error());
+  outcome.stored = answered->status == MultiSendOutcome::Status::stored;
+  outcome.mismatches = std::move(answered->mismatches);
+  outcome.unknown_users = std::move(answered->unknown_users);
+  return outcome;
 }
 
 Result<SendResult> Groups::send(const std::string& id, const std::string& body) {
@@ -501,20 +465,26 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
   }
 
   const auto deadline = SteadyClock::now() + account_.options.send_timeout;
-  std::vector<std::string> pending;
-  for (const auto& m : state.members()) pending.push_back(m.user());
+  const auto message_id = new_message_id(timestamp, account_.rng);
+  std::vector<std::string> members;
+  for (const auto& m : state.members()) members.push_back(m.user());
   std::size_t devices_sent = 0;
-  for (int round = 0; !pending.empty(); ++round) {
+  std::optional<Error> last_error;
+  for (int round = 0;; ++round) {
     if (round > kMaxStaleRetries + 1) {
+      return tl::unexpected(last_error.value_or(
+          make_error(ErrorCode::server, "the members' device lists keep changing; try again")));
+    }
+    if (SteadyClock::now() > deadline) {
       return tl::unexpected(
-          make_error(ErrorCode::server, "the members' device lists keep changing; try again"));
+          last_error.value_or(make_error(ErrorCode::timeout, "not sent: the send timed out")));
     }
     auto connected = link_.ensure_connected(deadline);
     if (!connected) return tl::unexpected(connected.error());
     const ConnectionPtr c = connected->connection;
 
     std::vector<SharedRecipient> recipients;
-    for (const auto& user : pending) {
+    for (const auto& user : members) {
       const auto devices = [&]() -> Result<std::vector<std::uint32_t>> {
         std::lock_guard crypto_lock(account_.crypto_mu);
         auto d = account_.store->session_devices(user);
@@ -524,8 +494,21 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
       };
       auto listed = devices();
       if (!listed) return tl::unexpected(listed.error());
-      if (listed->empty() && user != self) {
-        auto bundles = sessions_.fetch_bundles(c, user, {});
+      if (listed->empty()) {
+        // No session with any device of the member yet (or, for us, with our other devices,
+        // which the server checks only when we list our account): sessions with all of them.
+        std::vector<std::uint32_t> wanted;
+        if (user == self) {
+          svc::Request list;
+          list.mutable_list_devices();
+          auto answered = link_.call_ok(c, std::move(list));
+          if (!answered) return tl::unexpected(answered.error());
+          for (const auto& d : answered->list_devices().devices()) {
+            if (d.id() != account_.device_id) wanted.push_back(d.id());
+          }
+          if (wanted.empty()) continue;  // no other device of ours
+        }
+        auto bundles = sessions_.fetch_bundles(c, user, wanted);
         if (!bundles) {
           if (bundles.error().code == ErrorCode::not_found) continue;  // the account is gone
           return tl::unexpected(bundles.error());
@@ -540,40 +523,6 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
         listed = devices();
         if (!listed) return tl::unexpected(listed.error());
       }
-      const bool first_for_user =
-          user != self && std::none_of(shared.begin(), shared.end(), [&](const std::string& k) {
-            return k.starts_with(user + " ");
-          });
-      if (first_for_user) {
-        // The member's devices as the server has them, once per chain: sends to other members
-        // are device subsets, so a device we hold no session with would not be reported.
-        svc::Request list;
-        list.mutable_list_devices()->set_username(user);
-        auto answered = link_.call_ok(c, std::move(list));
-        if (!answered) {
-          if (answered.error().code == ErrorCode::not_found) continue;
-          return tl::unexpected(answered.error());
-        }
-        std::vector<std::uint32_t> unknown;
-        for (const auto& d : answered->list_devices().devices()) {
-          if (std::find(listed->begin(), listed->end(), d.id()) == listed->end()) {
-            unknown.push_back(d.id());
-          }
-        }
-        if (!unknown.empty()) {
-          auto bundles = sessions_.fetch_bundles(c, user, unknown);
-          if (!bundles) return tl::unexpected(bundles.error());
-          {
-            std::lock_guard crypto_lock(account_.crypto_mu);
-            auto ok = sessions_.process_bundles(user, *bundles);
-            auto reported = sessions_.record_identity_changes();
-            if (!ok) return tl::unexpected(ok.error());
-            if (!reported) return tl::unexpected(reported.error());
-          }
-          listed = devices();
-          if (!listed) return tl::unexpected(listed.error());
-        }
-      }
       std::vector<std::uint32_t> need;
       for (auto d : *listed) {
         if (std::find(shared.begin(), shared.end(), device_key(user, d)) == shared.end()) {
@@ -586,8 +535,9 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
         if (!sent) return tl::unexpected(sent.error());
         for (auto d : need) shared.push_back(device_key(user, d));
         std::lock_guard crypto_lock(account_.crypto_mu);
-        if (auto saved = save_shared_with(hex, shared); !saved)
+        if (auto saved = save_shared_with(hex, shared); !saved) {
           return tl::unexpected(saved.error());
+        }
       }
       SharedRecipient r{user, {}};
       {
@@ -601,37 +551,47 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
       }
       recipients.push_back(std::move(r));
     }
-    auto outcomes = send_shared(c, recipients, kSenderKeyMessageType, ciphertext, timestamp);
-    if (!outcomes) return tl::unexpected(outcomes.error());
-    std::vector<std::string> again;
-    for (std::size_t i = 0; i < recipients.size(); ++i) {
-      const auto& o = (*outcomes)[i];
-      const std::string& user = recipients[i].user;
-      if (o.kind == SharedOutcome::Kind::stored) devices_sent += recipients[i].devices.size();
-      if (o.kind != SharedOutcome::Kind::mismatch) continue;
-      again.push_back(user);
+    auto outcome = send_shared(c, recipients, ciphertext, timestamp, message_id);
+    if (!outcome) {
+      // Lost connection or no answer: the send may have been stored; the same message id makes a
+      // retry stored at most once.
+      last_error = outcome.error();
+      if (outcome.error().code != ErrorCode::network &&
+          outcome.error().code != ErrorCode::timeout) {
+        return tl::unexpected(outcome.error());
+      }
+      continue;
+    }
+    if (outcome->stored) {
+      for (const auto& r : recipients) devices_sent += r.devices.size();
+      break;
+    }
+    for (const auto& gone : outcome->unknown_users) std::erase(members, gone);
+    for (const auto& mismatch : outcome->mismatches) {
+      const std::string& user = mismatch.username;
       {
         std::lock_guard crypto_lock(account_.crypto_mu);
-        for (auto d : o.extra) {
+        for (auto d : mismatch.extra) {
           if (auto archived = sessions_.archive({user, protocol::DeviceId(d)}); !archived) {
             return tl::unexpected(archived.error());
           }
         }
         // A re-installed (stale) or gone device needs our chain again if it comes back.
         std::erase_if(shared, [&](const std::string& k) {
-          for (auto d : o.extra) {
+          for (auto d : mismatch.extra) {
             if (k == device_key(user, d)) return true;
           }
-          for (auto d : o.stale) {
+          for (auto d : mismatch.stale) {
             if (k == device_key(user, d)) return true;
           }
           return false;
         });
-        if (auto saved = save_shared_with(hex, shared); !saved)
+        if (auto saved = save_shared_with(hex, shared); !saved) {
           return tl::unexpected(saved.error());
+        }
       }
-      std::vector<std::uint32_t> fetch = o.missing;
-      fetch.insert(fetch.end(), o.stale.begin(), o.stale.end());
+      std::vector<std::uint32_t> fetch = mismatch.missing;
+      fetch.insert(fetch.end(), mismatch.stale.begin(), mismatch.stale.end());
       if (fetch.empty()) continue;
       auto bundles = sessions_.fetch_bundles(c, user, fetch);
       if (!bundles) return tl::unexpected(bundles.error());
@@ -641,11 +601,9 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
       if (!ok) return tl::unexpected(ok.error());
       if (!reported) return tl::unexpected(reported.error());
     }
-    pending = std::move(again);
   }
-  const auto id_bytes = new_message_id(timestamp, account_.rng);
   store::StoredMessage row{
-      "local-" + to_hex(id_bytes), peer_of(hex), self, account_.device_id, timestamp, body, true};
+      "local-" + to_hex(message_id), peer_of(hex), self, account_.device_id, timestamp, body, true};
   (void)account_.store->add_message(row);  // sent; a history failure must not say otherwise
   return SendResult{timestamp, devices_sent};
 }

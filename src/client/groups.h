@@ -16,9 +16,10 @@
 // remaining members receive.
 //
 // Sending: a group message is encrypted once and handed with every member device to
-// send_shared() (the one place that talks to the server about it); devices that do not have our
-// chain get it first in a 1:1 message. Thread-safe: authoring and sending are serialised by the
-// component's mutex (taken before crypto_mu); group state is read and written under crypto_mu.
+// send_shared() (the one place that talks to the server about it: one MultiSendRequest); devices
+// that do not have our chain get it first in a 1:1 message. Thread-safe: authoring and sending are
+// serialised by the component's mutex (taken before crypto_mu); group state is read and written
+// under crypto_mu.
 #pragma once
 
 #include <functional>
@@ -29,14 +30,13 @@
 
 #include "client/account.h"
 #include "client/journal.h"
+#include "client/multi_send.h"
 #include "client/outbox.h"
 #include "client/server_link.h"
 #include "client/sessions.h"
 #include "content.pb.h"
 
 namespace sotto::client {
-
-inline constexpr std::uint32_t kSenderKeyMessageType = 4;  // service.proto, Envelope.type
 
 // One member of a group message's fan-out: the devices it goes to, with the registration id each
 // has in our session with it.
@@ -45,10 +45,12 @@ struct SharedRecipient {
   std::vector<std::pair<std::uint32_t, std::uint32_t>> devices;  // device id, registration id
 };
 
-// What the server said about one recipient of a shared send.
+// What the server said of a shared send: stored for every listed device, or nothing stored and
+// why (device lists to repair, accounts that are gone).
 struct SharedOutcome {
-  enum class Kind { stored, mismatch, unknown_user } kind = Kind::stored;
-  std::vector<std::uint32_t> missing, extra, stale;
+  bool stored = false;
+  std::vector<DeviceMismatch> mismatches;
+  std::vector<std::string> unknown_users;
 };
 
 class Groups {
@@ -90,12 +92,15 @@ class Groups {
                                                      const std::string& id, const Message& base,
                                                      ByteView content_hash);
 
-  // The seam between a group message and the server: one shared ciphertext of `type` for every
-  // listed device, stored once per recipient (SendRequest per recipient today). Returns what
-  // the server said per recipient, in order.
-  [[nodiscard]] Result<std::vector<SharedOutcome>> send_shared(
-      const ConnectionPtr& c, const std::vector<SharedRecipient>& recipients, std::uint32_t type,
-      const std::string& ciphertext, std::uint64_t timestamp);
+  // The seam between a group message and the server: one shared Sender Key ciphertext for every
+  // listed device, in one MultiSendRequest (multi_send.h) that the server stores once. Every
+  // recipient's list is checked whole (our own account's too, when listed); any mismatch stores
+  // nothing. `message_id` is the same for every retry of one message.
+  [[nodiscard]] Result<SharedOutcome> send_shared(const ConnectionPtr& c,
+                                                  const std::vector<SharedRecipient>& recipients,
+                                                  const std::string& ciphertext,
+                                                  std::uint64_t timestamp,
+                                                  const std::array<std::uint8_t, 16>& message_id);
 
  private:
   using State = wire::content::GroupState;
