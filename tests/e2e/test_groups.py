@@ -12,6 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as base  # noqa: E402
+import test_daemon  # noqa: E402
 
 
 def group_events(events, kind):
@@ -112,6 +113,68 @@ class GroupE2ETest(unittest.TestCase):
         self.assertTrue(any("dave left" in e["detail"] for e in changed))
         info = json.loads(alice.ok("group", "info", gid).stdout)
         self.assertEqual(sorted(m["user"] for m in info["members"]), ["alice", "bob"])
+
+    def test_chat_in_a_group(self):
+        alice, bob = self.register("alice", "bob")
+        gid = json.loads(alice.ok("group", "create", "pair", "--member", "bob").stdout)["groupId"]
+        bob.receive()
+        r = bob.run("chat", "--group", gid, stdin="hello from chat\n/quit\n", timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        sent = [o for o in base.parse_lines(r.stdout) if o.get("type") == "sent"]
+        self.assertEqual(len(sent), 1)
+        self.assertEqual(sent[0]["groupId"], gid)
+        msgs = alice.messages()
+        self.assertEqual([(m["body"], m["group"]) for m in msgs], [("hello from chat", gid)])
+        bob.fails("chat", code="invalid_argument")
+
+
+class GroupDaemonTest(unittest.TestCase):
+    # test_daemon.py's set-up and helpers, without its tests.
+    setUp = test_daemon.DaemonTest.setUp
+    tearDown = test_daemon.DaemonTest.tearDown
+    _outcome_ok = test_daemon.DaemonTest._outcome_ok
+    start_daemon = test_daemon.DaemonTest.start_daemon
+    connect = test_daemon.DaemonTest.connect
+    stop_daemon = test_daemon.DaemonTest.stop_daemon
+
+    def test_group_methods(self):
+        alice, bob, carol = (base.Client(self.root, n) for n in ("alice", "bob", "carol"))
+        for c, n in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+            c.register(n, self.server)
+        p, path = self.start_daemon(alice)
+        bot = self.connect(path)
+        created = bot.result("updateGroup", {"name": "team", "members": ["bob", "carol"]})
+        gid = created["groupId"]
+        self.assertEqual(created["revision"], 1)
+        groups = bot.result("listGroups")
+        self.assertEqual(len(groups), 1)
+        self.assertEqual(groups[0]["id"], gid)
+        self.assertEqual(groups[0]["admins"], ["alice"])
+        self.assertEqual(sorted(groups[0]["members"]), ["alice", "bob", "carol"])
+        sent = bot.result("send", {"groupId": gid, "message": "hi from the bot"})
+        self.assertEqual(sent["results"][0]["type"], "SUCCESS")
+        for c in (bob, carol):
+            events = c.receive()
+            self.assertEqual(len(group_events(events, "group_changed")), 1)
+            self.assertEqual([(m["body"], m["group"]) for m in group_events(events, "message")],
+                             [("hi from the bot", gid)])
+        changed = bot.result("updateGroup", {"groupId": gid, "removeMembers": ["carol"],
+                                             "name": "two", "resetLink": True})
+        self.assertEqual(changed["name"], "two")
+        self.assertTrue(changed["inviteLink"].startswith("sotto-group:" + gid))
+        bad = bot.call("updateGroup", {"groupId": gid, "members": 3})
+        self.assertEqual(bad["error"]["code"], -32602)
+        # Events reach the bot: bob leaves, the bot hears it.
+        bob.receive()
+        bob.ok("group", "leave", gid)
+        note = bot.notification(lambda params: params.get("type") == "group_changed"
+                                and "bob left" in params.get("detail", ""))
+        self.assertEqual(note["group"], gid)
+        left = bot.result("quitGroup", {"groupId": gid})
+        self.assertEqual(left["groupId"], gid)
+        joined = bot.call("joinGroup", {"uri": "not a link"})
+        self.assertIn("error", joined)
+        self.stop_daemon(p)
 
 
 def main():
