@@ -14,6 +14,7 @@
 
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,10 +98,18 @@ class GroupFixture {
   std::string id_;
 };
 
+// One fixture per group size for the whole run: Google Benchmark calls a case several times.
+GroupFixture* fixture(int members) {
+  static std::map<int, std::unique_ptr<GroupFixture>> fixtures;
+  auto& f = fixtures[members];
+  if (!f) f = std::make_unique<GroupFixture>(members);
+  return f.get();
+}
+
 void BM_group_send(benchmark::State& state) {
-  std::unique_ptr<GroupFixture> f;
+  GroupFixture* f = nullptr;
   try {
-    f = std::make_unique<GroupFixture>(static_cast<int>(state.range(0)));
+    f = fixture(static_cast<int>(state.range(0)));
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     return;

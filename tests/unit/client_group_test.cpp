@@ -405,6 +405,34 @@ TEST_F(GroupTest, ChangesTheServerForgesOrANonAdminSendsAreRefusedAndReported) {
   EXPECT_EQ(member_names(after), member_names(before));
 }
 
+// A member's device list changes between two group messages: the server refuses the send, the
+// sender makes a session with the new device, gives it its chain and sends again; a device that
+// is gone is dropped the same way.
+TEST_F(GroupTest, ANewOrRemovedMemberDeviceIsFoundAndTheSendRetried) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  auto created = alice.groups().create("g", {"bob"});
+  ASSERT_TRUE(created);
+  const std::string id = created->id;
+  receive(bob);
+  tick();
+  ASSERT_TRUE(alice.groups().send(id, "one"));
+  EXPECT_EQ(group_bodies(receive(bob), id), std::vector<std::string>{"one"});
+  Engine& bob2 = link(bob, "bob-second");
+  tick();
+  auto sent = alice.groups().send(id, "two");
+  ASSERT_TRUE(sent) << sent.error().message;
+  EXPECT_EQ(sent->devices, 2u);
+  EXPECT_EQ(group_bodies(receive(bob2), id), std::vector<std::string>{"two"});
+  EXPECT_EQ(group_bodies(receive(bob), id), std::vector<std::string>{"two"});
+  ASSERT_TRUE(bob.remove_device(bob2.device_id()));
+  tick();
+  sent = alice.groups().send(id, "three");
+  ASSERT_TRUE(sent) << sent.error().message;
+  EXPECT_EQ(sent->devices, 1u);
+  EXPECT_EQ(group_bodies(receive(bob), id), std::vector<std::string>{"three"});
+}
+
 TEST_F(GroupTest, AChangeTheServerReplaysIsAppliedOnce) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");
