@@ -543,10 +543,17 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
       {
         std::lock_guard crypto_lock(account_.crypto_mu);
         for (auto d : *listed) {
+          const std::string key = device_key(user, d);
+          if (auto known = registrations_.find(key); known != registrations_.end()) {
+            r.devices.emplace_back(d, known->second);
+            continue;
+          }
           auto record = account_.store->load_session({user, protocol::DeviceId(d)});
           if (!record) return tl::unexpected(from_protocol(record.error()));
           if (!record->has_value() || !(*record)->has_current()) continue;
-          r.devices.emplace_back(d, (*record)->current().remote_registration_id.value);
+          const std::uint32_t registration = (*record)->current().remote_registration_id.value;
+          registrations_[key] = registration;
+          r.devices.emplace_back(d, registration);
         }
       }
       recipients.push_back(std::move(r));
@@ -569,6 +576,9 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
     for (const auto& gone : outcome->unknown_users) std::erase(members, gone);
     for (const auto& mismatch : outcome->mismatches) {
       const std::string& user = mismatch.username;
+      // The registration ids we had for this member may be the stale ones: read them again.
+      std::erase_if(registrations_,
+                    [&](const auto& entry) { return entry.first.starts_with(user + " "); });
       {
         std::lock_guard crypto_lock(account_.crypto_mu);
         for (auto d : mismatch.extra) {

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -130,6 +131,10 @@ class Groups {
   Outbox& outbox_;
   Journal& journal_;
   std::mutex mu_;
+  // Registration ids of member devices as our sessions have them ("user device"), so that a
+  // group message does not unseal every session record; a wrong one is reported by the server
+  // (stale) and read again. Guarded by mu_.
+  std::map<std::string, std::uint32_t> registrations_;
 };
 
 }  // namespace sotto::client
