@@ -606,6 +606,76 @@ void backup_files(CorpusWriter& w) {
 
 }  // namespace
 
+#ifdef SOTTO_FUZZ_CLIENT
+// group_fuzz: a reader byte (0-3 a Content with a change by that member of the fixed state, 4 a
+// GroupState, 5 an invite link), then the bytes.
+void group_seeds(CorpusWriter& w) {
+  constexpr std::string_view kTarget = "group_fuzz";
+  namespace content = sotto::wire::content;
+  auto put = [&](std::string_view name, std::uint8_t reader, const std::string& bytes) {
+    w.write(kTarget, name, concat({Bytes{reader}, Bytes(bytes.begin(), bytes.end())}));
+  };
+  const auto change = [](std::uint64_t revision) {
+    content::Content c;
+    c.mutable_data()->set_timestamp(1700000000000);
+    c.mutable_data()->mutable_group()->set_id(std::string(32, '\x5a'));
+    c.mutable_data()->mutable_group()->set_revision(revision);
+    return c;
+  };
+  content::Content add = change(7);
+  add.mutable_data()->mutable_group_change()->add_add_members()->set_user("erin");
+  put("add_by_admin", 0, add.SerializeAsString());
+  put("add_by_member", 1, add.SerializeAsString());
+  content::Content stale = add;
+  stale.mutable_data()->mutable_group()->set_revision(6);
+  put("add_stale_revision", 0, stale.SerializeAsString());
+  content::Content leave = change(7);
+  leave.mutable_data()->mutable_group_change()->set_leave(true);
+  put("leave_admin", 0, leave.SerializeAsString());
+  put("leave_member", 3, leave.SerializeAsString());
+  content::Content remove = change(7);
+  remove.mutable_data()->mutable_group_change()->add_remove_members("bob");
+  put("remove", 2, remove.SerializeAsString());
+  content::Content demote = change(7);
+  demote.mutable_data()->mutable_group_change()->add_demote_admins("alice");
+  demote.mutable_data()->mutable_group_change()->add_demote_admins("carol");
+  put("demote_all", 0, demote.SerializeAsString());
+  content::Content rename = change(7);
+  rename.mutable_data()->mutable_group_change()->set_set_name(true);
+  rename.mutable_data()->mutable_group_change()->set_name("new name");
+  put("rename", 2, rename.SerializeAsString());
+  content::Content secret = change(7);
+  secret.mutable_data()->mutable_group_change()->set_set_invite_secret(true);
+  secret.mutable_data()->mutable_group_change()->set_invite_secret(std::string(32, 'k'));
+  put("reset_link", 0, secret.SerializeAsString());
+  content::Content join = change(0);
+  join.mutable_data()->mutable_group_change()->set_join_secret(std::string(32, '\x11'));
+  put("join_request", 3, join.SerializeAsString());
+  // A change with the state a new member takes.
+  content::Content with_state = add;
+  auto* s = with_state.mutable_data()->mutable_group_change()->mutable_state();
+  s->set_id(std::string(32, '\x5a'));
+  s->set_revision(8);
+  s->set_name("fuzz");
+  for (const char* name : {"alice", "bob", "carol", "dave", "erin"}) {
+    auto* m = s->add_members();
+    m->set_user(name);
+    m->set_admin(std::string(name) == "alice");
+  }
+  put("add_with_state", 0, with_state.SerializeAsString());
+  put("state", 4, s->SerializeAsString());
+  content::GroupState twice = *s;
+  twice.add_members()->set_user("bob");
+  put("state_member_twice", 4, twice.SerializeAsString());
+  const std::string link =
+      "sotto-group:" + std::string(64, 'a') + "." + std::string(64, 'b') + ".alice.1";
+  put("link", 5, link);
+  put("link_dotted_admin", 5,
+      "sotto-group:" + std::string(64, 'a') + "." + std::string(64, 'B') + ".a.b.c.12");
+  put("link_device_zero", 5, link.substr(0, link.size() - 1) + "0");
+}
+#endif
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s <corpus root, e.g. fuzz/corpus>\n", argv[0]);
@@ -628,6 +698,7 @@ int main(int argc, char** argv) {
 #endif
 #ifdef SOTTO_FUZZ_CLIENT
   client_contents(w);
+  group_seeds(w);
 #endif
   std::printf("wrote %zu files under %s\n", w.written(), argv[1]);
   return 0;

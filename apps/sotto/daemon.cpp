@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "group_daemon.h"
 #include "output.h"
 #include "rpc_peer.h"
 #include "terminal.h"
@@ -248,6 +249,12 @@ class Daemon {
   json account(const Call& c);
   json version(const Call& c);
   json discover(const Call& c);
+  // Groups (group_daemon.h).
+  json group_outcome(const Call& c, GroupRpcOutcome o);
+  json update_group(const Call& c) { return group_outcome(c, rpc_update_group(client_, c.params)); }
+  json list_groups(const Call& c) { return group_outcome(c, rpc_list_groups(client_, c.params)); }
+  json quit_group(const Call& c) { return group_outcome(c, rpc_quit_group(client_, c.params)); }
+  json join_group(const Call& c) { return group_outcome(c, rpc_join_group(client_, c.params)); }
 
  private:
   // A long poll of the `receive` method, answered by poll_loop() once there are events after
@@ -603,7 +610,16 @@ json identity_json(const std::string& user, const SafetyNumber& sn) {
 
 // Methods --------------------------------------------------------------------------------------
 
+json Daemon::group_outcome(const Call& c, GroupRpcOutcome o) {
+  if (o.invalid_params) return invalid_params(c, *o.invalid_params);
+  if (o.error) return app_error(c.id, *o.error);
+  return rpc_result(c.id, std::move(*o.result));
+}
+
 json Daemon::send(const Call& c) {
+  if (c.params.is_object() && c.params.contains("groupId")) {
+    return group_outcome(c, rpc_send_group(client_, c.params));
+  }
   const json* to = find_param(c, {"recipient", "to"}, 0);
   const auto body = string_param(c, {"message", "body"}, 1);
   std::vector<std::string> recipients;
@@ -930,10 +946,13 @@ const std::vector<Method>& methods() {
   static const std::vector<Method> table = {
       {"send",
        {},
-       "Sends a text message to a user (every device of theirs, and our other devices)",
-       R"([{"name": "recipient", "required": true, "description": "alias: to",
+       "Sends a text message to a user (every device of theirs, and our other devices), or with "
+       "groupId to a group",
+       R"([{"name": "recipient", "description": "alias: to; required without groupId",
             "schema": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
            {"name": "message", "required": true, "description": "UTF-8 text; alias: body",
+            "schema": {"type": "string"}},
+           {"name": "groupId", "description": "send to this group instead of recipients",
             "schema": {"type": "string"}}])",
        R"({"name": "sent", "schema": {"type": "object", "properties": {
             "timestamp": {"type": "integer"}, "devices": {"type": "integer"},
@@ -942,6 +961,28 @@ const std::vector<Method>& methods() {
               "timestamp": {"type": "integer"}, "devices": {"type": "integer"},
               "error": {"type": "object"}}}}}}})",
        &Daemon::send,
+       true},
+      {"updateGroup",
+       {},
+       "Creates a group (no groupId) or changes one (admins): name, description, members, "
+       "admins, disappearing messages, invite link",
+       kUpdateGroupParams,
+       kGroupResult,
+       &Daemon::update_group,
+       true},
+      {"listGroups",
+       {},
+       "The groups this device knows, with members and admins",
+       "[]",
+       kListGroupsResult,
+       &Daemon::list_groups},
+      {"quitGroup", {}, "Leaves a group", kGroupIdParams, kGroupResult, &Daemon::quit_group, true},
+      {"joinGroup",
+       {},
+       "Asks the admin an invite link names to add us (a group_changed event says when)",
+       kJoinGroupParams,
+       kGroupResult,
+       &Daemon::join_group,
        true},
       {"listContacts",
        {"contacts"},

@@ -21,6 +21,7 @@
 #include "client/backup_file.h"
 #include "client/recovery_code.h"
 #include "daemon.h"
+#include "group_commands.h"
 #include "output.h"
 #include "sotto/client.h"
 #include "terminal.h"
@@ -1296,8 +1297,10 @@ int main(int argc, char** argv) {
                       "is pinned");
 
   auto* send = app.add_subcommand("send", "Send a message (UTF-8 text)");
-  send->add_option("USER", user, "Recipient")->required();
-  send->add_option("TEXT", text, "Message text")->required();
+  std::string group_id;
+  send->add_option("USER", user, "Recipient (with --group: the text)")->required();
+  send->add_option("TEXT", text, "Message text");
+  send->add_option("--group", group_id, "Send TEXT to this group (its id) instead of a user");
   send->add_option("--timeout", timeout, "Seconds to keep retrying (default 30)")
       ->check(CLI::Range(1, 3600));
 
@@ -1313,7 +1316,10 @@ int main(int argc, char** argv) {
       "Interactive conversation: each line is sent; /help lists the commands (/history [N], "
       "/safety-number, /trust [DIGITS], /quit); //text sends /text. Exit status 1 when a message "
       "was not sent");
-  chat->add_option("USER", user, "The other user")->required();
+  chat->add_option("USER", user, "The other user");
+  chat->add_option("--group", group_id, "Chat in this group (its id) instead");
+  sotto::cli::GroupArgs group_args;
+  sotto::cli::add_group_commands(app, group_args);
 
   auto* link = app.add_subcommand(
       "link",
@@ -1427,8 +1433,32 @@ int main(int argc, char** argv) {
   try {
     if (reg->parsed()) return cmd_register(user, server, fingerprint, invite);
     if (recover->parsed()) return cmd_recover(user, code, server, fingerprint);
+    const sotto::cli::GroupContext group_context{g.json, [] { return open_client(); },
+                                                 [](const Error& e) { return fail(e); },
+                                                 [](const std::string& line) { print_line(line); }};
+    if (auto status = sotto::cli::run_group_command(group_args, group_context)) return *status;
+    if (send->parsed() && !group_id.empty()) {
+      if (!text.empty()) {
+        return fail(ErrorCode::invalid_argument,
+                    "with --group, give the text only: sotto send "
+                    "--group ID TEXT");
+      }
+      return sotto::cli::send_to_group(group_id, user, group_context);
+    }
+    if (send->parsed() && text.empty()) {
+      // As CLI11 says it when TEXT is a required option.
+      return fail(Error{ErrorCode::invalid_argument, "TEXT is required"},
+                  std::string("`sotto send --help` shows how to use it"));
+    }
     if (send->parsed()) return cmd_send(user, text, timeout);
     if (receive->parsed()) return cmd_receive(timeout);
+    if (chat->parsed() && !group_id.empty()) {
+      return sotto::cli::chat_in_group(group_id, group_context);
+    }
+    if (chat->parsed() && user.empty()) {
+      return fail(Error{ErrorCode::invalid_argument, "USER is required"},
+                  std::string("`sotto chat --help` shows how to use it (or --group ID)"));
+    }
     if (chat->parsed()) return cmd_chat(user);
     if (link->parsed()) return cmd_link(server, fingerprint, link_timeout, name, transfer_history);
     if (add->parsed()) return cmd_add_device(code);

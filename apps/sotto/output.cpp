@@ -5,14 +5,16 @@
 namespace sotto::cli {
 
 nlohmann::json message_json(const Message& m) {
-  return {{"id", m.id},
-          {"from", m.from},
-          {"device", m.device},
-          {"timestamp", m.timestamp},
-          {"serverTimestamp", m.server_timestamp},
-          {"body", m.body},
-          {"conversation", m.conversation},
-          {"outgoing", m.outgoing}};
+  nlohmann::json j = {{"id", m.id},
+                      {"from", m.from},
+                      {"device", m.device},
+                      {"timestamp", m.timestamp},
+                      {"serverTimestamp", m.server_timestamp},
+                      {"body", m.body},
+                      {"conversation", m.conversation},
+                      {"outgoing", m.outgoing}};
+  if (!m.group.empty()) j["group"] = m.group;
+  return j;
 }
 
 nlohmann::json event_json(const Event& e) {
@@ -52,6 +54,15 @@ nlohmann::json event_json(const Event& e) {
     case Event::Kind::fatal:
       j = {{"type", "fatal"}, {"error", e.detail}};
       break;
+    case Event::Kind::group_changed:
+    case Event::Kind::group_refused:
+      j = {{"type", e.kind == Event::Kind::group_changed ? "group_changed" : "group_refused"},
+           {"group", e.message.group},
+           {"from", e.message.from},
+           {"device", e.message.device},
+           {"timestamp", e.message.timestamp},
+           {"detail", e.detail}};
+      break;
   }
   if (e.cursor != 0) j["cursor"] = e.cursor;
   return j;
@@ -89,6 +100,12 @@ std::string body_text(std::string_view body) {
 std::string message_text(const Message& m, const std::string& self) {
   const std::string when = format_time(m.timestamp);
   const std::string body = body_text(m.body);
+  if (!m.group.empty()) {
+    // The group's short id: `sotto group list` shows which group it is.
+    const std::string who = m.from == self ? "you" : sanitize(m.from, false);
+    return when + "  [group " + m.group.substr(0, 8) + "] " + who + " (device " +
+           std::to_string(m.device) + "): " + body;
+  }
   if (m.outgoing) {
     const std::string who = m.from == self ? "you" : sanitize(m.from, false);
     std::string line = when + "  " + who;
@@ -162,6 +179,12 @@ std::string event_text(const Event& e, const std::string& self) {
       return "* disconnected: " + sanitize(e.detail, false);
     case Event::Kind::fatal:
       return "! " + sanitize(e.detail, false);
+    case Event::Kind::group_changed:
+      return "* [group " + e.message.group.substr(0, 8) + "] " + sanitize(e.detail, false);
+    case Event::Kind::group_refused:
+      return "! [group " +
+             (e.message.group.empty() ? std::string("?") : e.message.group.substr(0, 8)) +
+             "] security notice: refused " + sanitize(e.detail, false);
   }
   return {};
 }

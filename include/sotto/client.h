@@ -113,8 +113,9 @@ struct Message {
   std::uint64_t timestamp = 0;  // the author's clock, milliseconds since the epoch
   std::uint64_t server_timestamp = 0;
   std::string body;
-  std::string conversation;  // the other user of the conversation
+  std::string conversation;  // the other user of the conversation ("group:" + id in a group)
   bool outgoing = false;     // written by us (a sync copy from our other device, or history)
+  std::string group;         // a message in a group: the group's id (64 hex digits)
 };
 
 struct Event {
@@ -128,6 +129,12 @@ struct Event {
     connected,
     disconnected,  // `detail` says why; the listener reconnects with backoff
     fatal,         // the listener stopped: `error` says why (removed device, pin mismatch)
+    // A group changed (docs/groups.md): message.group names it, message.from is the author,
+    // `detail` says what changed ("alice added bob").
+    group_changed,
+    // A security notice: a group change (or a group message) was refused, and nothing changed.
+    // message.group and message.from say which group and whose; `detail` says why.
+    group_refused,
   };
   Kind kind = Kind::message;
   // Identifies a journalled event for good (0 for connection events, which are not journalled).
@@ -175,6 +182,39 @@ struct SafetyNumber {
   bool accepted = false;
   bool verified = false;
   std::size_t held = 0;  // messages held until the key is accepted
+};
+
+// A group as this device holds it (docs/groups.md). The server has no list of members: the
+// state lives in the members' clients.
+struct GroupMember {
+  std::string user;
+  bool admin = false;
+};
+struct Group {
+  std::string id;  // 64 hex digits
+  std::uint64_t revision = 0;
+  std::string name;
+  std::string description;
+  std::vector<GroupMember> members;
+  std::uint32_t expire_timer = 0;  // seconds; 0: off
+  bool member = false;             // this account is a member (false after leaving, removal,
+                                   // or while a join by link waits for the admin)
+  bool admin = false;              // this account is an admin
+  bool invite_link = false;        // joining by link is on
+};
+
+// Changes of a group, by an admin. Each set field is one change (one revision), applied in the
+// order of the fields.
+struct GroupUpdate {
+  std::vector<std::string> add;
+  std::vector<std::string> remove;
+  std::vector<std::string> make_admin;
+  std::vector<std::string> revoke_admin;
+  std::optional<std::string> name;
+  std::optional<std::string> description;
+  std::optional<std::uint32_t> expire_timer;
+  bool reset_link = false;    // a new invite secret: every earlier link fails
+  bool disable_link = false;  // joining by link off
 };
 
 // What a backup is encrypted with: a passphrase of the user's, or the account's recovery code.
@@ -296,6 +336,30 @@ class Client {
                                            const std::optional<std::string>& digits = {});
   // The newest `limit` messages with `user`, oldest first (all when limit is 0).
   [[nodiscard]] Result<std::vector<Message>> history(const std::string& user, std::size_t limit);
+
+  // Groups (docs/groups.md). A group is held by its members' clients; changes are sent to every
+  // member in 1:1 sessions and checked by each member's client.
+  // Creates a group with us as its admin and `members` (usernames) in it; every member hears.
+  [[nodiscard]] Result<Group> create_group(const std::string& name,
+                                           const std::vector<std::string>& members);
+  // Changes a group (we must be an admin); forbidden when we are not.
+  [[nodiscard]] Result<Group> update_group(const std::string& id, const GroupUpdate& update);
+  // Leaves a group: its members are told, and they stop sending us its messages.
+  [[nodiscard]] Result<Group> leave_group(const std::string& id);
+  // The group's invite link (an admin only): made when the group has none, or with `reset` a new
+  // one (every earlier link then fails).
+  [[nodiscard]] Result<std::string> group_invite_link(const std::string& id, bool reset = false);
+  // Asks the admin a link names to let us in; we are a member once the admin's client checked
+  // the link (a group_changed event). Returns the group as far as the link tells.
+  [[nodiscard]] Result<Group> join_group(const std::string& link);
+  [[nodiscard]] Result<std::vector<Group>> groups();
+  [[nodiscard]] Result<Group> group(const std::string& id);
+  // Sends `body` to every device of every member (and our other devices), encrypted once with
+  // our Sender Key for the group.
+  [[nodiscard]] Result<SendResult> send_group(const std::string& id, const std::string& body);
+  // The newest `limit` messages of a group (changes included as messages), oldest first.
+  [[nodiscard]] Result<std::vector<Message>> group_history(const std::string& id,
+                                                           std::size_t limit);
 
   // The server: pin a key the user checked with the operator (hex SHA-256 of its public key),
   // or move the account to another address (same server, same pin unless `fingerprint`).

@@ -48,7 +48,9 @@ Engine::Engine(std::unique_ptr<Account> account)
       inbox_(*account_, link_, sessions_, outbox_, journal_, history_, blocks_),
       devices_(*account_, link_, sessions_, journal_),
       contacts_(*account_, link_, sessions_, journal_),
-      listener_(*account_, link_, inbox_, keys_, devices_, blocks_, journal_) {
+      listener_(*account_, link_, inbox_, keys_, devices_, blocks_, journal_),
+      groups_(*account_, link_, sessions_, outbox_, journal_) {
+  inbox_.set_groups(&groups_);
   // The next key the operator announced, if any (server_link.h).
   if (auto next = account_->store->load_value(kNextPinValue); next && next->has_value()) {
     Server s = account_->server();

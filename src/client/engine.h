@@ -29,6 +29,7 @@
 #include "client/blocks.h"
 #include "client/contacts.h"
 #include "client/devices.h"
+#include "client/groups.h"
 #include "client/history.h"
 #include "client/inbox.h"
 #include "client/journal.h"
@@ -110,7 +111,11 @@ class Engine {
                                                   const sotto::BackupSecret& secret,
                                                   const Progress& progress);
 
-  // For tests: the account's shared state.
+  [[nodiscard]] Groups& groups() { return groups_; }
+
+  // For tests: the account's shared state, and the sending component (to send what no API
+  // call would, as a misbehaving client does).
+  [[nodiscard]] Outbox& outbox() { return outbox_; }
   [[nodiscard]] Account& account() { return *account_; }
 
  private:
@@ -130,6 +135,7 @@ class Engine {
   Devices devices_;
   Contacts contacts_;
   Listener listener_;
+  Groups groups_;
   std::mutex recovery_mu_;
   std::string recovery_code_;  // shown once after registration or recovery
 };

@@ -3,6 +3,7 @@
 #include "client/contacts.h"
 #include "client/content_codec.h"
 #include "client/errors.h"
+#include "client/groups.h"
 #include "crypto/hash.h"
 #include "protocol/messages.h"
 #include "protocol/session.h"
@@ -44,6 +45,7 @@ struct Inbox::Outcome {
   std::optional<protocol::Error> decrypt_error;
   bool store_error = false;
   std::optional<std::pair<std::uint32_t, bool>> history_request;  // device, wants history
+  std::function<void()> group_followup;  // sent once the envelope is processed (groups.h)
 };
 
 void Inbox::acknowledge(const std::string& envelope_id) {
@@ -90,6 +92,15 @@ bool Inbox::handle(const svc::Envelope& envelope) {
   base.server_timestamp = envelope.server_timestamp();
   base.conversation = envelope.source();
 
+  if (envelope.type() == kSenderKeyMessageType && groups_ != nullptr) {
+    // A group message: no session, so nothing to ask again; a failure is reported and kept.
+    auto r = groups_->on_sender_key_message(envelope, id, base, hash);
+    if (r.store_error) return false;
+    if (r.failure && !record_failure(envelope, id, base, *r.failure)) return false;
+    acknowledge(envelope.id());
+    return true;
+  }
+
   Outcome outcome;
   apply(envelope, id, base, outcome);
   if (outcome.store_error) return false;
@@ -116,6 +127,7 @@ bool Inbox::handle(const svc::Envelope& envelope) {
     if (!record_failure(envelope, id, base, why)) return false;
   }
   acknowledge(envelope.id());
+  if (outcome.group_followup) outcome.group_followup();
   if (outcome.history_request) {
     // Answered once the request itself is safely processed.
     history_.on_request(outcome.history_request->first, outcome.history_request->second);
@@ -169,6 +181,27 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
     }
     const auto fail = [&] { return !(outcome.store_error = true); };
     const auto journal = [&](Event& e) { return journal_.record(e).has_value(); };
+
+    if (groups_ != nullptr) {
+      // Group changes and Sender Key distributions. A change from a key the user has not
+      // accepted is refused like any other the client cannot vouch for.
+      bool accepted = true;
+      if (*source != self) {
+        auto contact = account_.store->load_contact(*source);
+        if (!contact) return fail();
+        accepted = !(contact->has_value() && (*contact)->identity_key == decrypted->identity &&
+                     !(*contact)->accepted);
+      }
+      auto g = groups_->on_content(decrypted->plaintext.view(), *source, envelope.source_device(),
+                                   base, accepted);
+      if (!g.ok) return fail();
+      if (g.handled) {
+        if (!sessions_.record_identity_changes()) return fail();
+        if (!account_.store->mark_envelope(id, content_hash(envelope))) return fail();
+        outcome.group_followup = std::move(g.followup);
+        return true;
+      }
+    }
 
     std::optional<std::string> unreadable;  // decrypted, but not something we can show
     ReceivedContent c = read_content(decrypted->plaintext.view(), *source == self);

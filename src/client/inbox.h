@@ -21,6 +21,8 @@
 
 namespace sotto::client {
 
+class Groups;
+
 class Inbox {
  public:
   Inbox(Account& account, ServerLink& link, Sessions& sessions, Outbox& outbox, Journal& journal,
@@ -35,6 +37,8 @@ class Inbox {
 
   // Processes one envelope; false when it was left unacknowledged (to be delivered again).
   bool handle(const svc::Envelope& envelope);
+  // Group content (groups.h) goes there; set once, before the first envelope.
+  void set_groups(Groups* groups) { groups_ = groups; }
 
  private:
   struct Outcome;
@@ -53,6 +57,7 @@ class Inbox {
   Journal& journal_;
   History& history_;
   Blocks& blocks_;
+  Groups* groups_ = nullptr;
 };
 
 }  // namespace sotto::client

@@ -6,7 +6,7 @@ namespace sotto::client {
 
 namespace {
 
-constexpr std::uint32_t kMaxKind = static_cast<std::uint32_t>(Event::Kind::fatal);
+constexpr std::uint32_t kMaxKind = static_cast<std::uint32_t>(Event::Kind::group_refused);
 constexpr int kMaxDevicesListed = 1024;
 
 }  // namespace
@@ -29,6 +29,7 @@ Bytes encode_event(const Event& e) {
   j.set_held(e.held);
   for (auto d : e.added) j.add_added(d);
   for (auto d : e.removed) j.add_removed(d);
+  j.set_group(e.message.group);
   Bytes out(j.ByteSizeLong());
   j.SerializeWithCachedSizesToArray(out.data());
   // The serialized form held the body: wipe the message's copy before it is freed.
@@ -60,6 +61,7 @@ std::optional<Event> decode_event(ByteView record) {
   e.held = static_cast<std::size_t>(j.held());
   e.added.assign(j.added().begin(), j.added().end());
   e.removed.assign(j.removed().begin(), j.removed().end());
+  e.message.group = j.group();
   crypto::secure_wipe(j.mutable_body()->data(), j.body().size());
   return e;
 }

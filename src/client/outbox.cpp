@@ -105,6 +105,19 @@ Result<void> Outbox::send_to_devices(const std::string& user,
   return {};
 }
 
+Result<SendResult> Outbox::send_content(const std::string& user, const std::string& plaintext,
+                                        std::uint64_t timestamp) {
+  Outgoing out;
+  out.recipient = user;
+  // Another user's devices as a subset: a full send would have to carry our own devices too,
+  // which get their copy from the send to our own account.
+  out.subset = user != account_.username;
+  out.timestamp = timestamp;
+  out.message_id = new_message_id(account_.clock.now_ms(), account_.rng);
+  out.parts.push_back(Part{user, plaintext, true, {}});
+  return deliver(out);
+}
+
 Result<void> Outbox::send_to_own_devices(const std::string& plaintext,
                                          std::chrono::milliseconds timeout) {
   Outgoing out;

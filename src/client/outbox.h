@@ -53,6 +53,12 @@ class Outbox {
                                              const std::vector<std::uint32_t>& devices,
                                              const std::string& content, std::uint64_t timestamp);
 
+  // Sends `content` (a serialized, padded Content) to every device of `user` (our own username:
+  // our other devices, nothing to do when there is none) with `timestamp`; a group change.
+  // Another user's devices are the ones we hold sessions with (all of them, fetched, when none).
+  [[nodiscard]] Result<SendResult> send_content(const std::string& user, const std::string& content,
+                                                std::uint64_t timestamp);
+
   // Sends `content` (a serialized, padded Content) to every other device of our account, trying
   // for at most `timeout` (nothing to do when there is none).
   [[nodiscard]] Result<void> send_to_own_devices(const std::string& content,

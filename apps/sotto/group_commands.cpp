@@ -1,0 +1,276 @@
+#include "group_commands.h"
+
+#include <atomic>
+
+#include "output.h"
+#include "terminal.h"
+
+namespace sotto::cli {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string member_list(const Group& g) {
+  std::string out;
+  for (const auto& m : g.members) {
+    out += (out.empty() ? "" : ", ") + sanitize(m.user, false) + (m.admin ? " (admin)" : "");
+  }
+  return out;
+}
+
+std::string group_text(const Group& g) {
+  std::string text = g.id + "  " + (g.name.empty() ? "(no name)" : sanitize(g.name, false)) +
+                     "  revision " + std::to_string(g.revision) + "  " +
+                     std::to_string(g.members.size()) +
+                     (g.members.size() == 1 ? " member" : " members");
+  if (!g.member) text += "  (not a member)";
+  if (g.admin) text += "  (admin)";
+  return text;
+}
+
+void show_group(const Group& g, const GroupContext& ctx, bool details) {
+  if (ctx.json) {
+    ctx.print(dump(group_json(g)));
+    return;
+  }
+  ctx.print(group_text(g));
+  if (!details) return;
+  if (!g.description.empty()) ctx.print("  description: " + sanitize(g.description, false));
+  ctx.print("  members: " + member_list(g));
+  ctx.print(std::string("  invite link: ") + (g.invite_link ? "on" : "off"));
+  ctx.print("  disappearing messages: " + (g.expire_timer == 0
+                                               ? std::string("off")
+                                               : std::to_string(g.expire_timer) + " seconds"));
+}
+
+}  // namespace
+
+json group_json(const Group& g) {
+  json members = json::array();
+  for (const auto& m : g.members) members.push_back({{"user", m.user}, {"admin", m.admin}});
+  return {{"groupId", g.id},
+          {"name", g.name},
+          {"description", g.description},
+          {"revision", g.revision},
+          {"members", members},
+          {"isMember", g.member},
+          {"isAdmin", g.admin},
+          {"inviteLink", g.invite_link},
+          {"expireTimer", g.expire_timer}};
+}
+
+void add_group_commands(CLI::App& app, GroupArgs& a) {
+  a.group = app.add_subcommand(
+      "group",
+      "Groups: the members' clients hold the group, the server has no member list "
+      "(docs/groups.md)");
+  a.group->require_subcommand(1);
+  a.create = a.group->add_subcommand("create", "Create a group (you are its admin); prints its id");
+  a.create->add_option("NAME", a.name, "The group's name")->required();
+  a.create->add_option("--member", a.users, "A member to add (repeat it)");
+  a.add = a.group->add_subcommand("add", "Add members (admins only)");
+  a.remove = a.group->add_subcommand(
+      "remove", "Remove members (admins only): they cannot read what is sent afterwards");
+  a.admin = a.group->add_subcommand("admin", "Make members admins (--revoke: no longer admins)");
+  for (auto* sub : {a.add, a.remove, a.admin}) {
+    sub->add_option("ID", a.id, "The group's id (64 hex digits)")->required();
+    sub->add_option("USER", a.users, "Members")->required();
+  }
+  a.admin->add_flag("--revoke", a.revoke, "Take admin rights away instead");
+  a.rename = a.group->add_subcommand("rename", "Rename a group (admins only)");
+  a.rename->add_option("ID", a.id, "The group's id")->required();
+  a.rename->add_option("NAME", a.name, "The new name")->required();
+  a.describe = a.group->add_subcommand("describe", "Set the group's description (admins only)");
+  a.describe->add_option("ID", a.id, "The group's id")->required();
+  a.describe->add_option("TEXT", a.text, "The description")->required();
+  a.timer = a.group->add_subcommand("timer", "Set disappearing messages (admins only)");
+  a.timer->add_option("ID", a.id, "The group's id")->required();
+  a.timer->add_option("SECONDS", a.seconds, "Seconds; 0: off")->required();
+  a.leave = a.group->add_subcommand("leave", "Leave a group");
+  a.leave->add_option("ID", a.id, "The group's id")->required();
+  a.link = a.group->add_subcommand(
+      "link",
+      "Print the group's invite link (admins only; turns joining by link on). Anyone with the "
+      "link can join: share it like a key");
+  a.link->add_option("ID", a.id, "The group's id")->required();
+  a.link->add_flag("--reset", a.reset, "A new link: every earlier one stops working");
+  a.link->add_flag("--off", a.off, "Turn joining by link off");
+  a.join = a.group->add_subcommand(
+      "join",
+      "Ask to join a group with its invite link; the admin's client checks it and adds you "
+      "(`sotto receive` shows when)");
+  a.join->add_option("LINK", a.text, "The invite link (sotto-group:...)")->required();
+  a.info = a.group->add_subcommand("info", "Show a group: members, admins, link, timer");
+  a.info->add_option("ID", a.id, "The group's id")->required();
+  a.list = a.group->add_subcommand("list", "List the groups this device knows");
+}
+
+std::optional<int> run_group_command(const GroupArgs& a, const GroupContext& ctx) {
+  if (a.group == nullptr || !a.group->parsed()) return std::nullopt;
+  auto client = ctx.open();
+  if (!client) return ctx.fail(client.error());
+  Client& c = **client;
+  const auto done = [&](const Result<Group>& g, bool details) {
+    if (!g) return ctx.fail(g.error());
+    show_group(*g, ctx, details);
+    return 0;
+  };
+  if (a.create->parsed()) {
+    auto g = c.create_group(a.name, a.users);
+    if (!g) return ctx.fail(g.error());
+    if (ctx.json) {
+      ctx.print(dump(group_json(*g)));
+    } else {
+      ctx.print(g->id);
+    }
+    return 0;
+  }
+  GroupUpdate u;
+  if (a.add->parsed()) {
+    u.add = a.users;
+  } else if (a.remove->parsed()) {
+    u.remove = a.users;
+  } else if (a.admin->parsed()) {
+    (a.revoke ? u.revoke_admin : u.make_admin) = a.users;
+  } else if (a.rename->parsed()) {
+    u.name = a.name;
+  } else if (a.describe->parsed()) {
+    u.description = a.text;
+  } else if (a.timer->parsed()) {
+    u.expire_timer = a.seconds;
+  } else if (a.link->parsed() && a.off) {
+    u.disable_link = true;
+  }
+  if (a.add->parsed() || a.remove->parsed() || a.admin->parsed() || a.rename->parsed() ||
+      a.describe->parsed() || a.timer->parsed() || (a.link->parsed() && a.off)) {
+    return done(c.update_group(a.id, u), false);
+  }
+  if (a.leave->parsed()) return done(c.leave_group(a.id), false);
+  if (a.link->parsed()) {
+    auto link = c.group_invite_link(a.id, a.reset);
+    if (!link) return ctx.fail(link.error());
+    if (ctx.json) {
+      ctx.print(dump(json{{"groupId", a.id}, {"link", *link}}));
+    } else {
+      ctx.print(*link);
+    }
+    return 0;
+  }
+  if (a.join->parsed()) {
+    auto g = c.join_group(a.text);
+    if (!g) return ctx.fail(g.error());
+    if (ctx.json) {
+      ctx.print(dump(json{{"groupId", g->id}, {"isMember", g->member}}));
+    } else if (g->member) {
+      ctx.print("Already a member of " + g->id + ".");
+    } else {
+      ctx.print("Asked to join " + g->id +
+                "; you are a member once the admin's device has checked the link (`sotto "
+                "receive` shows it).");
+    }
+    return 0;
+  }
+  if (a.info->parsed()) return done(c.group(a.id), true);
+  if (a.list->parsed()) {
+    auto list = c.groups();
+    if (!list) return ctx.fail(list.error());
+    for (const auto& g : *list) show_group(g, ctx, false);
+    return 0;
+  }
+  return 1;
+}
+
+int send_to_group(const std::string& id, const std::string& text, const GroupContext& ctx) {
+  auto client = ctx.open();
+  if (!client) return ctx.fail(client.error());
+  auto r = (*client)->send_group(id, text);
+  if (!r) return ctx.fail(r.error());
+  if (ctx.json) {
+    ctx.print(dump(json{{"timestamp", r->timestamp}, {"devices", r->devices}, {"groupId", id}}));
+  } else {
+    ctx.print("Sent to the group (" + std::to_string(r->devices) +
+              (r->devices == 1 ? " device copy" : " device copies") + ").");
+  }
+  return 0;
+}
+
+int chat_in_group(const std::string& id, const GroupContext& ctx) {
+  ShutdownSignals signals;
+  auto client = ctx.open();
+  if (!client) return ctx.fail(client.error());
+  auto g = (*client)->group(id);
+  if (!g) return ctx.fail(g.error());
+  const std::string self = (*client)->username();
+  LineEditor editor((g->name.empty() ? g->id.substr(0, 8) : sanitize(g->name, false)) + "> ");
+  signals.on_signal([&editor] { editor.interrupt(); });
+  const auto show = [&](const std::string& line) { editor.print(line); };
+  if (!ctx.json) {
+    show("Group " + group_text(*g) + ". Type a message and press Enter; /quit leaves.");
+    if (auto h = (*client)->group_history(g->id, 20)) {
+      for (const auto& m : *h) show(message_text(m, self));
+    }
+  }
+  std::atomic<bool> stopped{false};
+  std::atomic<bool> leaving{false};
+  auto started = (*client)->start([&](const Event& e) {
+    if (leaving && (e.kind == Event::Kind::connected || e.kind == Event::Kind::disconnected)) {
+      return;
+    }
+    if (e.kind == Event::Kind::fatal) stopped = true;
+    if (ctx.json) {
+      show(dump(event_json(e)));
+    } else if (e.kind != Event::Kind::connected) {
+      show(event_text(e, self));
+    }
+    if (stopped) editor.interrupt();
+  });
+  if (!started) {
+    signals.on_signal(nullptr);
+    return ctx.fail(started.error());
+  }
+  int status = 0;
+  while (auto line = editor.read_line()) {
+    std::string text = std::move(*line);
+    if (text == "/quit" || text == "/exit") break;
+    if (text.starts_with("//")) {
+      text.erase(0, 1);
+    } else if (text.starts_with("/")) {
+      show("! unknown command; /quit leaves, //text sends /text");
+      continue;
+    }
+    if (text.find_first_not_of(" \t") == std::string::npos) continue;
+    auto r = (*client)->send_group(g->id, text);
+    if (!r) {
+      status = 1;
+      if (ctx.json) {
+        show(dump(error_json(r.error())));
+      } else {
+        show("! not sent: " + sanitize(r.error().message, false));
+      }
+      continue;
+    }
+    if (ctx.json) {
+      show(dump(json{{"type", "sent"},
+                     {"timestamp", r->timestamp},
+                     {"devices", r->devices},
+                     {"groupId", g->id}}));
+    } else {
+      Message m;
+      m.id = "local-";
+      m.from = self;
+      m.device = (*client)->device_id();
+      m.timestamp = r->timestamp;
+      m.body = text;
+      m.group = g->id;
+      m.outgoing = true;
+      show(message_text(m, self));
+    }
+  }
+  leaving = true;
+  (*client)->stop();
+  signals.on_signal(nullptr);
+  return stopped ? 1 : status;
+}
+
+}  // namespace sotto::cli
