@@ -28,6 +28,7 @@
 #include "client/account.h"
 #include "client/blocks.h"
 #include "client/contacts.h"
+#include "client/conversations.h"
 #include "client/devices.h"
 #include "client/history.h"
 #include "client/inbox.h"
@@ -110,6 +111,9 @@ class Engine {
                                                   const sotto::BackupSecret& secret,
                                                   const Progress& progress);
 
+  // The everyday message types (conversations.h); the Client's methods for them call it.
+  [[nodiscard]] Conversations& conversations() { return conversations_; }
+
   // For tests: the account's shared state.
   [[nodiscard]] Account& account() { return *account_; }
 
@@ -126,6 +130,7 @@ class Engine {
   Outbox outbox_;
   History history_;
   Blocks blocks_;
+  Conversations conversations_;
   Inbox inbox_;
   Devices devices_;
   Contacts contacts_;
