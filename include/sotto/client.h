@@ -153,7 +153,7 @@ struct Message {
   std::vector<Reaction> reactions;  // one per user
   bool edited = false;              // `body` is the newest of its author's edits
   std::uint64_t edited_at = 0;
-  bool deleted = false;           // deleted for everyone by its author: `body` is empty
+  bool deleted = false;            // deleted for everyone by its author: `body` is empty
   std::uint32_t expire_timer = 0;  // seconds; 0: it does not disappear
   std::uint64_t expires_at = 0;    // ms; 0: not (yet) counting down (incoming and unread)
   std::uint64_t read_at = 0;       // incoming: when this account read it; 0: unread
@@ -205,11 +205,11 @@ struct Event {
   std::vector<std::uint32_t> added;    // devices_changed
   std::vector<std::uint32_t> removed;  // devices_changed
   std::optional<Error> error;
-  std::vector<MessageRef> targets;     // receipt, reaction, edit, remote_delete
-  std::string emoji;                   // reaction
-  bool read = false;                   // receipt
-  bool typing = false;                 // typing
-  std::uint32_t expire_timer = 0;      // disappearing_timer, seconds
+  std::vector<MessageRef> targets;  // receipt, reaction, edit, remote_delete
+  std::string emoji;                // reaction
+  bool read = false;                // receipt
+  bool typing = false;              // typing
+  std::uint32_t expire_timer = 0;   // disappearing_timer, seconds
 };
 using EventHandler = std::function<void(const Event&)>;
 

@@ -190,7 +190,8 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
     return r;
   }
   if (sync->read_size() > 0) {
-    if (sync->read_size() > kMaxReadSyncs) return unreadable("a read sync naming too many messages");
+    if (sync->read_size() > kMaxReadSyncs)
+      return unreadable("a read sync naming too many messages");
     for (const auto& read : sync->read()) {
       auto author = normalize_username(read.author());
       if (!author || read.timestamp() == 0) return unreadable("a read sync that is malformed");

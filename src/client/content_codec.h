@@ -44,7 +44,7 @@ struct MessageExtras {
   std::string quote_text;  // wiped by the destructor
   std::vector<Mention> mentions;
   std::optional<MessageRef> reaction_target;
-  std::string emoji;  // empty: the reaction is removed
+  std::string emoji;                           // empty: the reaction is removed
   std::optional<std::uint64_t> delete_target;  // a message of the same author
   std::optional<std::uint64_t> edit_target;    // a message of the same author
   std::uint32_t expire_timer = 0;

@@ -180,9 +180,11 @@ Result<std::vector<Message>> Engine::read_history(const Options& options,
   auto list = (*store)->messages(*peer, limit);
   if (!list) return tl::unexpected(from_store(list.error()));
   // Disappeared messages are left out (this reader cannot remove them; the account's owner does).
-  return Conversations::decorate(**store, *peer, *list, static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count()));
+  return Conversations::decorate(
+      **store, *peer, *list,
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count()));
 }
 
 // --- adding a device ---------------------------------------------------------------------------

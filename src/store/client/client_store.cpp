@@ -1514,7 +1514,8 @@ tl::expected<std::size_t, ClientError> ClientStore::message_count() {
 
 namespace {
 
-constexpr std::uint64_t kMaxSqlInt = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+constexpr std::uint64_t kMaxSqlInt =
+    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
 
 }  // namespace
 
@@ -1624,8 +1625,8 @@ tl::expected<void, ClientError> ClientStore::delete_message(const std::string& p
       return st.bind_text(1, peer) && st.bind_text(2, author) &&
              st.bind_int(3, static_cast<std::int64_t>(timestamp));
     };
-    auto r = impl_->run(
-        "DELETE FROM messages WHERE peer = ?1 AND sender = ?2 AND timestamp = ?3", bind);
+    auto r =
+        impl_->run("DELETE FROM messages WHERE peer = ?1 AND sender = ?2 AND timestamp = ?3", bind);
     if (!r) return r;
     return impl_->run(
         "DELETE FROM message_state WHERE peer = ?1 AND author = ?2 AND timestamp = ?3", bind);
