@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon_messages.h"
 #include "output.h"
 #include "rpc_peer.h"
 #include "terminal.h"
@@ -230,6 +231,19 @@ class Daemon {
 
   // The methods (dispatched through methods()).
   json send(const Call& c);
+  // The everyday message types: daemon_messages.h runs them.
+  json message_call(const Call& c, std::string_view method) {
+    auto r = run_message_method(client_, method, c.params);
+    if (!r.invalid_params.empty()) return rpc_error(c.id, kInvalidParams, r.invalid_params);
+    if (r.error) return app_error(c.id, *r.error);
+    return rpc_result(c.id, std::move(*r.result));
+  }
+  json send_reaction(const Call& c) { return message_call(c, "sendReaction"); }
+  json remote_delete(const Call& c) { return message_call(c, "remoteDelete"); }
+  json send_receipt(const Call& c) { return message_call(c, "sendReceipt"); }
+  json send_typing(const Call& c) { return message_call(c, "sendTyping"); }
+  json update_contact(const Call& c) { return message_call(c, "updateContact"); }
+  json update_configuration(const Call& c) { return message_call(c, "updateConfiguration"); }
   json list_contacts(const Call& c);
   json list_devices(const Call& c);
   json remove_device(const Call& c);
@@ -604,6 +618,7 @@ json identity_json(const std::string& user, const SafetyNumber& sn) {
 // Methods --------------------------------------------------------------------------------------
 
 json Daemon::send(const Call& c) {
+  if (send_has_message_options(c.params)) return message_call(c, "send");
   const json* to = find_param(c, {"recipient", "to"}, 0);
   const auto body = string_param(c, {"message", "body"}, 1);
   std::vector<std::string> recipients;
@@ -927,160 +942,173 @@ json Daemon::discover(const Call& c) {
 }
 
 const std::vector<Method>& methods() {
-  static const std::vector<Method> table = {
-      {"send",
-       {},
-       "Sends a text message to a user (every device of theirs, and our other devices)",
-       R"([{"name": "recipient", "required": true, "description": "alias: to",
+  static const std::vector<Method> table = [] {
+    std::vector<Method> t = {
+        {"send",
+         {},
+         "Sends a text message to a user (every device of theirs, and our other devices)",
+         R"([{"name": "recipient", "required": true, "description": "alias: to",
             "schema": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
            {"name": "message", "required": true, "description": "UTF-8 text; alias: body",
             "schema": {"type": "string"}}])",
-       R"({"name": "sent", "schema": {"type": "object", "properties": {
+         R"({"name": "sent", "schema": {"type": "object", "properties": {
             "timestamp": {"type": "integer"}, "devices": {"type": "integer"},
             "results": {"type": "array", "items": {"type": "object", "properties": {
               "recipient": {"type": "string"}, "type": {"enum": ["SUCCESS", "FAILURE"]},
               "timestamp": {"type": "integer"}, "devices": {"type": "integer"},
               "error": {"type": "object"}}}}}}})",
-       &Daemon::send,
-       true},
-      {"listContacts",
-       {"contacts"},
-       "The contacts and the state of their identity keys",
-       "[]",
-       R"({"name": "contacts", "schema": {"type": "array", "items": {"type": "object", "properties": {
+         &Daemon::send,
+         true},
+        {"listContacts",
+         {"contacts"},
+         "The contacts and the state of their identity keys",
+         "[]",
+         R"({"name": "contacts", "schema": {"type": "array", "items": {"type": "object", "properties": {
             "username": {"type": "string"}, "accepted": {"type": "boolean"},
             "verified": {"type": "boolean"}, "identityChangedAt": {"type": "integer"},
             "identityKey": {"type": "string"}, "held": {"type": "integer"}}}}})",
-       &Daemon::list_contacts},
-      {"listDevices",
-       {"devices"},
-       "The devices of the account",
-       "[]",
-       R"({"name": "devices", "schema": {"type": "array", "items": {"type": "object", "properties": {
+         &Daemon::list_contacts},
+        {"listDevices",
+         {"devices"},
+         "The devices of the account",
+         "[]",
+         R"({"name": "devices", "schema": {"type": "array", "items": {"type": "object", "properties": {
             "id": {"type": "integer"}, "name": {"type": "string"},
             "registrationId": {"type": "integer"}, "createdDay": {"type": "integer"},
             "current": {"type": "boolean"}, "primary": {"type": "boolean"}}}}})",
-       &Daemon::list_devices,
-       true},
-      {"removeDevice",
-       {},
-       "Removes a device from the account",
-       R"([{"name": "deviceId", "required": true, "schema": {"type": "integer"}}])",
-       R"({"name": "removed", "schema": {"type": "object"}})",
-       &Daemon::remove_device,
-       true},
-      {"block",
-       {},
-       "Blocks users at the server: their messages are no longer stored for any device of the "
-       "account (they are not told), and those already queued here are dropped unread",
-       R"([{"name": "recipient", "required": true, "description": "a username or an array of them; alias: user",
+         &Daemon::list_devices,
+         true},
+        {"removeDevice",
+         {},
+         "Removes a device from the account",
+         R"([{"name": "deviceId", "required": true, "schema": {"type": "integer"}}])",
+         R"({"name": "removed", "schema": {"type": "object"}})",
+         &Daemon::remove_device,
+         true},
+        {"block",
+         {},
+         "Blocks users at the server: their messages are no longer stored for any device of the "
+         "account (they are not told), and those already queued here are dropped unread",
+         R"([{"name": "recipient", "required": true, "description": "a username or an array of them; alias: user",
             "schema": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}])",
-       R"({"name": "blocked", "schema": {"type": "object"}})",
-       &Daemon::block,
-       true},
-      {"unblock",
-       {},
-       "Lets blocked users' messages reach the account again",
-       R"([{"name": "recipient", "required": true, "description": "a username or an array of them; alias: user",
+         R"({"name": "blocked", "schema": {"type": "object"}})",
+         &Daemon::block,
+         true},
+        {"unblock",
+         {},
+         "Lets blocked users' messages reach the account again",
+         R"([{"name": "recipient", "required": true, "description": "a username or an array of them; alias: user",
             "schema": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}])",
-       R"({"name": "unblocked", "schema": {"type": "object"}})",
-       &Daemon::unblock,
-       true},
-      {"listBlocked",
-       {},
-       "The users the account blocks, sorted",
-       "[]",
-       R"({"name": "blocked", "schema": {"type": "array", "items": {"type": "object", "properties": {
+         R"({"name": "unblocked", "schema": {"type": "object"}})",
+         &Daemon::unblock,
+         true},
+        {"listBlocked",
+         {},
+         "The users the account blocks, sorted",
+         "[]",
+         R"({"name": "blocked", "schema": {"type": "array", "items": {"type": "object", "properties": {
             "username": {"type": "string"}}}}})",
-       &Daemon::list_blocked,
-       true},
-      {"addDevice",
-       {},
-       "Links the new device that shows a link code to the account",
-       R"([{"name": "uri", "required": true, "description": "the link code; alias: code",
+         &Daemon::list_blocked,
+         true},
+        {"addDevice",
+         {},
+         "Links the new device that shows a link code to the account",
+         R"([{"name": "uri", "required": true, "description": "the link code; alias: code",
             "schema": {"type": "string"}}])",
-       R"({"name": "added", "schema": {"type": "object", "properties": {
+         R"({"name": "added", "schema": {"type": "object", "properties": {
             "deviceId": {"type": "integer", "description": "0 when the device did not register in time"}}}})",
-       &Daemon::add_device,
-       true},
-      {"trust",
-       {},
-       "Accepts a user's current identity key; marks it verified when the safety number given is "
-       "its number",
-       R"([{"name": "recipient", "required": true, "description": "alias: user",
+         &Daemon::add_device,
+         true},
+        {"trust",
+         {},
+         "Accepts a user's current identity key; marks it verified when the safety number given is "
+         "its number",
+         R"([{"name": "recipient", "required": true, "description": "alias: user",
             "schema": {"type": "string"}},
            {"name": "verifiedSafetyNumber", "required": false, "schema": {"type": "string"}}])",
-       R"({"name": "identity", "schema": {"$ref": "#/components/schemas/Identity"}})",
-       &Daemon::trust,
-       true},
-      {"listIdentities",
-       {},
-       "The identity keys of contacts (or of one) with their safety numbers and state",
-       R"([{"name": "recipient", "required": false, "description": "alias: user",
+         R"({"name": "identity", "schema": {"$ref": "#/components/schemas/Identity"}})",
+         &Daemon::trust,
+         true},
+        {"listIdentities",
+         {},
+         "The identity keys of contacts (or of one) with their safety numbers and state",
+         R"([{"name": "recipient", "required": false, "description": "alias: user",
             "schema": {"type": "string"}}])",
-       R"({"name": "identities", "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Identity"}}})",
-       &Daemon::list_identities,
-       true},
-      {"safetyNumber",
-       {},
-       "The safety number with a user and the state of their identity key",
-       R"([{"name": "recipient", "required": true, "description": "alias: user",
+         R"({"name": "identities", "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Identity"}}})",
+         &Daemon::list_identities,
+         true},
+        {"safetyNumber",
+         {},
+         "The safety number with a user and the state of their identity key",
+         R"([{"name": "recipient", "required": true, "description": "alias: user",
             "schema": {"type": "string"}}])",
-       R"({"name": "identity", "schema": {"$ref": "#/components/schemas/Identity"}})",
-       &Daemon::safety_number,
-       true},
-      {"history",
-       {},
-       "The newest messages of a conversation, oldest first",
-       R"([{"name": "user", "required": true, "description": "alias: recipient",
+         R"({"name": "identity", "schema": {"$ref": "#/components/schemas/Identity"}})",
+         &Daemon::safety_number,
+         true},
+        {"history",
+         {},
+         "The newest messages of a conversation, oldest first",
+         R"([{"name": "user", "required": true, "description": "alias: recipient",
             "schema": {"type": "string"}},
            {"name": "limit", "required": false, "description": "0 (the default): all",
             "schema": {"type": "integer", "minimum": 0}}])",
-       R"({"name": "messages", "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}})",
-       &Daemon::history},
-      {"receive",
-       {},
-       "Acknowledges the events up to `after` and returns those after it (waiting up to `timeout` "
-       "seconds when there are none)",
-       R"([{"name": "after", "required": false, "schema": {"type": "integer", "minimum": 0}},
+         R"({"name": "messages", "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}})",
+         &Daemon::history},
+        {"receive",
+         {},
+         "Acknowledges the events up to `after` and returns those after it (waiting up to "
+         "`timeout` "
+         "seconds when there are none)",
+         R"([{"name": "after", "required": false, "schema": {"type": "integer", "minimum": 0}},
            {"name": "limit", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
            {"name": "timeout", "required": false, "schema": {"type": "number", "minimum": 0, "maximum": 600, "default": 0}}])",
-       R"({"name": "events", "schema": {"type": "object", "properties": {
+         R"({"name": "events", "schema": {"type": "object", "properties": {
             "events": {"type": "array", "items": {"description": "as the params of a receive notification"}}}}})",
-       &Daemon::receive},
-      {"subscribeReceive",
-       {},
-       "Pushes events to this connection as receive notifications (the default unless "
-       "--receive-mode manual)",
-       "[]",
-       R"({"name": "subscription", "schema": {"type": "integer"}})",
-       &Daemon::subscribe_receive},
-      {"unsubscribeReceive",
-       {},
-       "Stops pushing events to this connection",
-       R"([{"name": "subscription", "required": false, "schema": {"type": "integer"}}])",
-       R"({"name": "ok", "schema": {"type": "boolean"}})",
-       &Daemon::unsubscribe_receive},
-      {"account",
-       {},
-       "The account the daemon serves",
-       "[]",
-       R"({"name": "account", "schema": {"type": "object", "properties": {
+         &Daemon::receive},
+        {"subscribeReceive",
+         {},
+         "Pushes events to this connection as receive notifications (the default unless "
+         "--receive-mode manual)",
+         "[]",
+         R"({"name": "subscription", "schema": {"type": "integer"}})",
+         &Daemon::subscribe_receive},
+        {"unsubscribeReceive",
+         {},
+         "Stops pushing events to this connection",
+         R"([{"name": "subscription", "required": false, "schema": {"type": "integer"}}])",
+         R"({"name": "ok", "schema": {"type": "boolean"}})",
+         &Daemon::unsubscribe_receive},
+        {"account",
+         {},
+         "The account the daemon serves",
+         "[]",
+         R"({"name": "account", "schema": {"type": "object", "properties": {
             "username": {"type": "string"}, "device": {"type": "integer"}}}})",
-       &Daemon::account},
-      {"version",
-       {},
-       "The version of sotto",
-       "[]",
-       R"({"name": "version", "schema": {"type": "object", "properties": {"version": {"type": "string"}}}})",
-       &Daemon::version},
-      {"rpc.discover",
-       {},
-       "This document (OpenRPC)",
-       "[]",
-       R"({"name": "document", "schema": {"type": "object"}})",
-       &Daemon::discover},
-  };
+         &Daemon::account},
+        {"version",
+         {},
+         "The version of sotto",
+         "[]",
+         R"({"name": "version", "schema": {"type": "object", "properties": {"version": {"type": "string"}}}})",
+         &Daemon::version},
+        {"rpc.discover",
+         {},
+         "This document (OpenRPC)",
+         "[]",
+         R"({"name": "document", "schema": {"type": "object"}})",
+         &Daemon::discover},
+    };
+    // The everyday message types (daemon_messages.h), in the order of message_method_docs().
+    const Handler handlers[] = {&Daemon::send_reaction,  &Daemon::remote_delete,
+                                &Daemon::send_receipt,   &Daemon::send_typing,
+                                &Daemon::update_contact, &Daemon::update_configuration};
+    const auto& docs = message_method_docs();
+    for (std::size_t i = 0; i < docs.size() && i < std::size(handlers); ++i) {
+      t.push_back(
+          {docs[i].name, {}, docs[i].summary, docs[i].params, docs[i].result, handlers[i], true});
+    }
+    return t;
+  }();
   return table;
 }
 

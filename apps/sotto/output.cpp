@@ -1,22 +1,29 @@
 #include "output.h"
 
+#include "message_output.h"
 #include "terminal.h"
 
 namespace sotto::cli {
 
 nlohmann::json message_json(const Message& m) {
-  return {{"id", m.id},
-          {"from", m.from},
-          {"device", m.device},
-          {"timestamp", m.timestamp},
-          {"serverTimestamp", m.server_timestamp},
-          {"body", m.body},
-          {"conversation", m.conversation},
-          {"outgoing", m.outgoing}};
+  nlohmann::json j = {{"id", m.id},
+                      {"from", m.from},
+                      {"device", m.device},
+                      {"timestamp", m.timestamp},
+                      {"serverTimestamp", m.server_timestamp},
+                      {"body", m.body},
+                      {"conversation", m.conversation},
+                      {"outgoing", m.outgoing}};
+  add_message_fields(j, m);
+  return j;
 }
 
 nlohmann::json event_json(const Event& e) {
   nlohmann::json j;
+  if (message_event_json(e, j)) {
+    if (e.cursor != 0) j["cursor"] = e.cursor;
+    return j;
+  }
   switch (e.kind) {
     case Event::Kind::message:
       j = message_json(e.message);
@@ -51,6 +58,8 @@ nlohmann::json event_json(const Event& e) {
       break;
     case Event::Kind::fatal:
       j = {{"type", "fatal"}, {"error", e.detail}};
+      break;
+    default:  // the everyday message types: message_event_json
       break;
   }
   if (e.cursor != 0) j["cursor"] = e.cursor;
@@ -87,8 +96,10 @@ std::string body_text(std::string_view body) {
 }  // namespace
 
 std::string message_text(const Message& m, const std::string& self) {
-  const std::string when = format_time(m.timestamp);
-  const std::string body = body_text(m.body);
+  // The id the commands accept (react, edit, delete, --quote) follows the time.
+  const std::string when = format_time(m.timestamp) + " " + message_id_text(m);
+  const std::string body =
+      (m.deleted ? std::string("[deleted]") : body_text(m.body)) + message_extras_text(m, self);
   if (m.outgoing) {
     const std::string who = m.from == self ? "you" : sanitize(m.from, false);
     std::string line = when + "  " + who;
@@ -101,6 +112,7 @@ std::string message_text(const Message& m, const std::string& self) {
 }
 
 std::string event_text(const Event& e, const std::string& self) {
+  if (std::string text; message_event_text(e, self, text)) return text;
   const std::string from = sanitize(e.message.from, false);
   const auto ids = [](const std::vector<std::uint32_t>& list) {
     std::string out;
@@ -162,6 +174,8 @@ std::string event_text(const Event& e, const std::string& self) {
       return "* disconnected: " + sanitize(e.detail, false);
     case Event::Kind::fatal:
       return "! " + sanitize(e.detail, false);
+    default:  // the everyday message types: message_event_text
+      break;
   }
   return {};
 }

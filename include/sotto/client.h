@@ -353,8 +353,9 @@ class Client {
   // Read receipts (on by default): off sends none and shows none, like Signal.
   [[nodiscard]] Result<void> set_read_receipts(bool on);
   [[nodiscard]] Result<bool> read_receipts();
-  // The message shown with `id` on this device (Message::id), or named by "author:timestamp"
-  // (Message::ref()). not_found when there is none.
+  // The message shown with `id` on this device (Message::id), named by "author:timestamp"
+  // (Message::ref()), or by its timestamp alone when no other message has it. not_found when
+  // there is none.
   [[nodiscard]] Result<Message> find_message(const std::string& id);
 
   // Fetches what the server holds for this device: each message is decrypted, stored, recorded

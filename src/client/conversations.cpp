@@ -168,6 +168,17 @@ Result<Message> Conversations::find(const std::string& id) {
                   "AUTHOR:TIMESTAMP"));
     }
     found = account_.store->find_message_by_ref(*author, ts);
+  } else if (id.find_first_not_of("0123456789") == std::string::npos && id.size() <= 19) {
+    // The timestamp alone, as the CLI shows it: enough unless two messages share it.
+    auto at = account_.store->find_messages_at(std::stoull(id));
+    if (!at) return tl::unexpected(from_store(at.error()));
+    if (at->size() > 1) {
+      for (auto& m : *at) wipe(m.body);
+      return tl::unexpected(
+          invalid("several messages have this timestamp; name one as "
+                  "AUTHOR:TIMESTAMP"));
+    }
+    if (!at->empty()) found = std::optional<store::StoredMessage>{std::move(at->front())};
   } else {
     found = account_.store->find_message_by_id(id);
   }

@@ -1567,6 +1567,27 @@ tl::expected<std::optional<StoredMessage>, ClientError> ClientStore::find_messag
   return std::optional<StoredMessage>{read_message_row(*st, impl_->key.bytes)};
 }
 
+tl::expected<std::vector<StoredMessage>, ClientError> ClientStore::find_messages_at(
+    std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  std::vector<StoredMessage> out;
+  if (timestamp > kMaxSqlInt) return out;
+  auto st = impl_->prepare(std::string("SELECT ") + kMessageColumns +
+                           " FROM messages WHERE timestamp = ?1 AND "
+                           "substr(envelope_id, 1, 7) != 'notice-' ORDER BY seq LIMIT 2");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_int(1, static_cast<std::int64_t>(timestamp))) {
+    return tl::unexpected(ClientError::io);
+  }
+  for (;;) {
+    const StepResult r = st->step();
+    if (r == StepResult::done) break;
+    if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+    out.push_back(read_message_row(*st, impl_->key.bytes));
+  }
+  return out;
+}
+
 tl::expected<void, ClientError> ClientStore::replace_message_body(const std::string& peer,
                                                                   const std::string& author,
                                                                   std::uint64_t timestamp,

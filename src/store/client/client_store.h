@@ -216,6 +216,10 @@ class ClientStore : public protocol::SessionStore,
       const std::string& envelope_id);
   [[nodiscard]] tl::expected<std::optional<StoredMessage>, ClientError> find_message_by_ref(
       const std::string& author, std::uint64_t timestamp);
+  // Messages (not notices) with this timestamp in any conversation, at most two (so a caller
+  // can tell an ambiguous one).
+  [[nodiscard]] tl::expected<std::vector<StoredMessage>, ClientError> find_messages_at(
+      std::uint64_t timestamp);
   // Replaces the body of that message (an edit, a delete for everyone): the earlier body is
   // overwritten on disk (the store runs with secure_delete).
   [[nodiscard]] tl::expected<void, ClientError> replace_message_body(const std::string& peer,
