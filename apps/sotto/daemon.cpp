@@ -904,7 +904,7 @@ constexpr const char* kNotifications = R"([
      {"name": "account", "required": true, "schema": {"type": "string"}},
      {"name": "cursor", "required": true, "schema": {"type": "integer"},
       "description": "The event's id in the journal, for good; 0 for connection events, which are not journalled"},
-     {"name": "type", "required": true, "schema": {"enum": ["message", "error", "identity_changed", "devices_changed", "server_key_changed", "connection", "fatal"]}}
+     {"name": "type", "required": true, "schema": {"enum": ["message", "error", "identity_changed", "devices_changed", "server_key_changed", "connection", "fatal", "receipt", "typing", "reaction", "edit", "remote_delete", "disappearing_timer"]}}
    ]}
 ])";
 

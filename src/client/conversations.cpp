@@ -1,5 +1,8 @@
 #include "client/conversations.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 #include <charconv>
 #include <map>
@@ -813,6 +816,11 @@ void Conversations::start() {
   std::lock_guard lock(expiry_mu_);
   if (expiry_thread_.joinable()) return;
   stopping_ = false;
+  // The thread takes no process signal: an app handles those on threads of its own (a daemon
+  // or chat that blocks SIGTERM before starting its threads may open the account first).
+  sigset_t all, previous;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &previous);
   expiry_thread_ = std::thread([this] {
     for (;;) {
       (void)expire_due();
@@ -834,6 +842,7 @@ void Conversations::start() {
       if (stopping_) return;
     }
   });
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 }
 
 void Conversations::stop() {
