@@ -41,7 +41,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                       "a history record with an impossible id");
       }
       fuzz::require(c.kind != Kind::unreadable || !c.why.empty(), "unreadable without a reason");
-      fuzz::require(own || c.kind != Kind::read_sync, "a read sync accepted from another account");
+      fuzz::require(own || (c.kind != Kind::read_sync && c.kind != Kind::settings_sync),
+                    "a read or settings sync accepted from another account");
       // The everyday message types: names normalised, mentions inside the body, one action.
       const auto& x = c.extras;
       if (x.quote) {

@@ -567,6 +567,10 @@ void client_contents(CorpusWriter& w) {
   put("sync_read_foreign", 0, read.SerializeAsString());
   entry->set_author("Not A User");
   put("sync_read_bad_author", 1, read.SerializeAsString());
+  content::Content settings;
+  settings.mutable_sync()->mutable_settings()->set_read_receipts_off(true);
+  put("sync_settings_own", 1, settings.SerializeAsString());
+  put("sync_settings_foreign", 0, settings.SerializeAsString());
 }
 #endif
 

@@ -189,6 +189,11 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
     }
     return r;
   }
+  if (sync->has_settings()) {
+    r.kind = ReceivedContent::Kind::settings_sync;
+    r.read_receipts = !sync->settings().read_receipts_off();
+    return r;
+  }
   if (sync->read_size() > 0) {
     if (sync->read_size() > kMaxReadSyncs)
       return unreadable("a read sync naming too many messages");

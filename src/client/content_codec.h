@@ -69,6 +69,7 @@ struct ReceivedContent {
     receipt,          // `read`, `timestamps`: the sender received (read) our messages
     typing,           // `typing`: the sender started (true) or stopped typing (1:1 only)
     read_sync,        // `reads`: our other device read these messages
+    settings_sync,    // `read_receipts`: our other device changed the account's settings
     nothing,          // a receipt, or content of a later version: nothing to show
     unreadable,       // `why`
   };
@@ -90,6 +91,7 @@ struct ReceivedContent {
   std::vector<std::uint64_t> timestamps;
   bool typing = false;
   std::vector<MessageRef> reads;
+  bool read_receipts = true;
 
   ReceivedContent() = default;
   ReceivedContent(ReceivedContent&&) = default;

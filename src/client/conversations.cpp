@@ -105,7 +105,20 @@ Result<std::uint32_t> Conversations::timer(const std::string& user) {
 
 Result<void> Conversations::set_read_receipts(bool on) {
   const std::uint8_t v = on ? 1 : 0;
-  return store_result(account_.store->save_value(kReadReceiptsValue, ByteView(&v, 1)));
+  if (auto saved = account_.store->save_value(kReadReceiptsValue, ByteView(&v, 1)); !saved) {
+    return tl::unexpected(from_store(saved.error()));
+  }
+  // The account's other devices follow. Best effort, and short: the setting is changed here
+  // whether or not they can be told now (it can be set there too).
+  content::Content c;
+  c.mutable_sync()->mutable_settings()->set_read_receipts_off(!on);
+  (void)outbox_.send_to_own_devices(encode_padded(c), kSettingsSyncTimeout);
+  return {};
+}
+
+bool Conversations::receive_settings(const ReceivedContent& c) {
+  const std::uint8_t v = c.read_receipts ? 1 : 0;
+  return account_.store->save_value(kReadReceiptsValue, ByteView(&v, 1)).has_value();
 }
 
 Result<bool> Conversations::read_receipts() {

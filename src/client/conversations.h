@@ -35,6 +35,8 @@
 
 namespace sotto::client {
 
+// How long set_read_receipts() tries to tell the account's other devices.
+inline constexpr std::chrono::seconds kSettingsSyncTimeout{5};
 // The excerpt of a quoted message a reply carries.
 inline constexpr std::size_t kQuoteExcerptBytes = 200;
 // How much later than the message an edit or delete may arrive at the server (its author's clock
@@ -87,6 +89,7 @@ class Conversations {
   [[nodiscard]] bool receive_receipt(const std::string& from, const ReceivedContent& c);
   [[nodiscard]] bool receive_typing(const std::string& from, const ReceivedContent& c);
   [[nodiscard]] bool receive_read_sync(const ReceivedContent& c);
+  [[nodiscard]] bool receive_settings(const ReceivedContent& c);
   // After the envelope was processed: best effort, briefly.
   void send_delivery_receipts(const Receipts& receipts);
 

@@ -242,6 +242,9 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
       case ReceivedContent::Kind::read_sync:
         if (!conversations_.receive_read_sync(c)) return fail();
         break;
+      case ReceivedContent::Kind::settings_sync:
+        if (!conversations_.receive_settings(c)) return fail();
+        break;
       case ReceivedContent::Kind::history_request:
         outcome.history_request = {envelope.source_device(), c.wants_history};
         break;

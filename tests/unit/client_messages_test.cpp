@@ -296,8 +296,14 @@ TEST_F(ClientMessagesTest, ReceiptsSayDeliveredAndReadUnlessReadReceiptsAreOff) 
   EXPECT_NE(find(alice, "bob", "alice", second).receipts.at(0).delivered_at, 0u);
   EXPECT_EQ(find(alice, "bob", "alice", second).receipts.at(0).read_at, 0u);
 
+  // The setting is the account's: Bob's other device follows.
+  receive(bob2);
+  EXPECT_FALSE(*bob2.conversations().read_receipts());
+
   // Alice turns them off: Bob's read receipts are not shown to her.
   ASSERT_TRUE(bob.conversations().set_read_receipts(true));
+  receive(bob2);
+  EXPECT_TRUE(*bob2.conversations().read_receipts());
   ASSERT_TRUE(alice.conversations().set_read_receipts(false));
   const auto third = send(alice, "bob", "three");
   receive(bob);
