@@ -394,6 +394,35 @@ TEST_F(ClientMessagesTest, AMessageThatRanOutWhileClosedIsGoneOnOpen) {
   ASSERT_TRUE(read);  // Bob has not read it: still there
 }
 
+// A new device that brings the history along gets no disappearing message: a history record
+// carries no timer, so it would keep them for good.
+TEST_F(ClientMessagesTest, AHistoryTransferLeavesDisappearingMessagesBehind) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  send(alice, "bob", "kept");
+  clock_->advance_ms(1000);
+  ASSERT_TRUE(alice.conversations().set_timer("bob", 3600));
+  send(alice, "bob", "disappearing");
+  std::promise<std::string> code;
+  auto shown = code.get_future();
+  LinkOptions with_history;
+  with_history.transfer_history = true;
+  auto linking = std::async(std::launch::async, [&] {
+    return Engine::link(
+        options("alice2"), server_address(), [&](const LinkPrompt& p) { code.set_value(p.code); },
+        std::chrono::seconds(20), with_history, env());
+  });
+  ASSERT_TRUE(alice.add_device(shown.get(), nullptr));
+  auto linked = linking.get();
+  ASSERT_TRUE(linked) << linked.error().message;
+  auto history = (*linked)->history("bob", 0);
+  ASSERT_TRUE(history);
+  std::vector<std::string> bodies;
+  for (const auto& m : *history) bodies.push_back(m.body);
+  EXPECT_EQ(bodies, std::vector<std::string>{"kept"});
+  (void)bob;
+}
+
 // Edits and deletes are checked where they are received: the author's own messages only, and
 // within the window (a late edit is refused however it got there).
 TEST_F(ClientMessagesTest, LateOrForeignEditsAndDeletesAreRefusedOnReceipt) {
