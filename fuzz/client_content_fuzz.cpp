@@ -5,7 +5,9 @@
 //
 // Whatever comes out must be what the inbox may trust without looking again: history records
 // with normalised usernames and a bounded id, sync content only from our own account, a resend
-// request's ratchet key empty or a serialized public key.
+// request's ratchet key empty or a serialized public key; for the everyday message types (quote,
+// mentions, reactions, edits, deletes, timers, receipts, read syncs), normalised usernames,
+// mentions inside the body, bounded sizes and at most one action per message.
 #include <cstddef>
 #include <cstdint>
 
@@ -39,6 +41,45 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                       "a history record with an impossible id");
       }
       fuzz::require(c.kind != Kind::unreadable || !c.why.empty(), "unreadable without a reason");
+      fuzz::require(own || (c.kind != Kind::read_sync && c.kind != Kind::settings_sync),
+                    "a read or settings sync accepted from another account");
+      // The everyday message types: names normalised, mentions inside the body, one action.
+      const auto& x = c.extras;
+      if (x.quote) {
+        fuzz::require(normalize_username(x.quote->author) == x.quote->author,
+                      "a quote whose author is not a normalised username");
+        fuzz::require(x.quote_text.size() <= client::kMaxQuoteTextBytes, "an oversized quote");
+      }
+      fuzz::require(x.mentions.size() <= static_cast<std::size_t>(client::kMaxMentions),
+                    "too many mentions");
+      for (const auto& m : x.mentions) {
+        fuzz::require(normalize_username(m.user) == m.user && m.length > 0 &&
+                          std::uint64_t{m.start} + m.length <= c.body.size(),
+                      "a mention outside the body");
+      }
+      const int actions = (x.reaction_target ? 1 : 0) + (x.delete_target ? 1 : 0) +
+                          (x.edit_target ? 1 : 0) + (x.expire_timer_update ? 1 : 0);
+      fuzz::require(actions <= 1, "a message that is several actions at once");
+      if (x.reaction_target) {
+        fuzz::require(normalize_username(x.reaction_target->author) == x.reaction_target->author &&
+                          x.emoji.size() <= client::kMaxEmojiBytes && c.body.empty(),
+                      "a malformed reaction was read");
+      }
+      if (x.edit_target) {
+        fuzz::require(*x.edit_target < c.timestamp && !c.body.empty(),
+                      "an edit of a later message, or without text, was read");
+      }
+      fuzz::require(x.expire_timer <= client::kMaxExpireTimer, "a timer out of range");
+      fuzz::require(c.timestamps.size() <= static_cast<std::size_t>(client::kMaxReceiptTimestamps),
+                    "a receipt naming too many messages");
+      for (const auto& r : c.reads) {
+        fuzz::require(normalize_username(r.author) == r.author && r.timestamp != 0,
+                      "a read sync with a malformed message");
+      }
+      if (c.kind == Kind::message || c.kind == Kind::sent_copy) {
+        fuzz::require(c.timestamp != 0 && c.timestamp <= static_cast<std::uint64_t>(INT64_MAX),
+                      "a message without a valid timestamp");
+      }
       break;
     }
     default: {

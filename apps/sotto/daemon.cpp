@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "group_daemon.h"
+#include "daemon_messages.h"
 #include "output.h"
 #include "rpc_peer.h"
 #include "terminal.h"
@@ -231,6 +232,19 @@ class Daemon {
 
   // The methods (dispatched through methods()).
   json send(const Call& c);
+  // The everyday message types: daemon_messages.h runs them.
+  json message_call(const Call& c, std::string_view method) {
+    auto r = run_message_method(client_, method, c.params);
+    if (!r.invalid_params.empty()) return rpc_error(c.id, kInvalidParams, r.invalid_params);
+    if (r.error) return app_error(c.id, *r.error);
+    return rpc_result(c.id, std::move(*r.result));
+  }
+  json send_reaction(const Call& c) { return message_call(c, "sendReaction"); }
+  json remote_delete(const Call& c) { return message_call(c, "remoteDelete"); }
+  json send_receipt(const Call& c) { return message_call(c, "sendReceipt"); }
+  json send_typing(const Call& c) { return message_call(c, "sendTyping"); }
+  json update_contact(const Call& c) { return message_call(c, "updateContact"); }
+  json update_configuration(const Call& c) { return message_call(c, "updateConfiguration"); }
   json list_contacts(const Call& c);
   json list_devices(const Call& c);
   json remove_device(const Call& c);
@@ -620,6 +634,7 @@ json Daemon::send(const Call& c) {
   if (c.params.is_object() && c.params.contains("groupId")) {
     return group_outcome(c, rpc_send_group(client_, c.params));
   }
+  if (send_has_message_options(c.params)) return message_call(c, "send");
   const json* to = find_param(c, {"recipient", "to"}, 0);
   const auto body = string_param(c, {"message", "body"}, 1);
   std::vector<std::string> recipients;
@@ -905,7 +920,7 @@ constexpr const char* kNotifications = R"([
      {"name": "account", "required": true, "schema": {"type": "string"}},
      {"name": "cursor", "required": true, "schema": {"type": "integer"},
       "description": "The event's id in the journal, for good; 0 for connection events, which are not journalled"},
-     {"name": "type", "required": true, "schema": {"enum": ["message", "error", "identity_changed", "devices_changed", "server_key_changed", "connection", "fatal"]}}
+     {"name": "type", "required": true, "schema": {"enum": ["message", "error", "identity_changed", "devices_changed", "server_key_changed", "connection", "fatal", "receipt", "typing", "reaction", "edit", "remote_delete", "disappearing_timer"]}}
    ]}
 ])";
 
@@ -942,8 +957,22 @@ json Daemon::discover(const Call& c) {
                            {"x-notifications", json::parse(kNotifications)}});
 }
 
+// The table with the everyday message types' methods (daemon_messages.h) after it, in the order
+// of message_method_docs().
+std::vector<Method> with_message_methods(std::vector<Method> t) {
+  const Handler handlers[] = {&Daemon::send_reaction,  &Daemon::remote_delete,
+                              &Daemon::send_receipt,   &Daemon::send_typing,
+                              &Daemon::update_contact, &Daemon::update_configuration};
+  const auto& docs = message_method_docs();
+  for (std::size_t i = 0; i < docs.size() && i < std::size(handlers); ++i) {
+    t.push_back(
+        {docs[i].name, {}, docs[i].summary, docs[i].params, docs[i].result, handlers[i], true});
+  }
+  return t;
+}
+
 const std::vector<Method>& methods() {
-  static const std::vector<Method> table = {
+  static const std::vector<Method> base = {
       {"send",
        {},
        "Sends a text message to a user (every device of theirs, and our other devices), or with "
@@ -1122,6 +1151,7 @@ const std::vector<Method>& methods() {
        R"({"name": "document", "schema": {"type": "object"}})",
        &Daemon::discover},
   };
+  static const std::vector<Method> table = with_message_methods(base);
   return table;
 }
 

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -22,6 +23,8 @@
 #include "client/recovery_code.h"
 #include "daemon.h"
 #include "group_commands.h"
+#include "message_commands.h"
+#include "message_output.h"
 #include "output.h"
 #include "sotto/client.h"
 #include "terminal.h"
@@ -417,13 +420,18 @@ int cmd_recover(const std::string& user, std::string& code, const std::string& s
   return 0;
 }
 
-int cmd_send(const std::string& to, const std::string& text, int timeout) {
+int cmd_send(const std::string& to, const std::string& text_arg, int timeout,
+             const sotto::cli::MessageCommands& message_commands) {
+  auto text = sotto::cli::text_argument(text_arg);  // "-": standard input
+  if (!text) return fail(text.error());
   auto o = make_options();
   if (!o) return fail(o.error());
   o->send_timeout = std::chrono::seconds(timeout);
   auto client = Client::open(*o, g.account);
   if (!client) return fail(client.error());
-  auto r = (*client)->send(to, text);
+  auto send_options = message_commands.send_options(**client, *text);
+  if (!send_options) return fail(send_options.error());
+  auto r = (*client)->send(to, *text, *send_options);
   if (!r) {
     Error e = r.error();
     if (e.code == ErrorCode::not_found) e.message = to + ": " + e.message;
@@ -538,6 +546,18 @@ int cmd_chat(const std::string& peer_in) {
          "the commands, /quit leaves.");
     show_history(kChatHistory);
   }
+  // What is shown is read (read receipts, disappearing timers); typing is told as it happens.
+  (void)(*client)->mark_read(*peer);
+  std::future<void> typing_sent;
+  editor.on_typing([&](bool typing) {
+    if (typing_sent.valid() &&
+        typing_sent.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      return;  // the last one is still on its way
+    }
+    typing_sent = std::async(std::launch::async, [&client, &peer, typing] {
+      (void)(*client)->send_typing(*peer, typing);
+    });
+  });
   // Before anything is typed: a key that is not accepted would make every line fail to send.
   if (auto sn = (*client)->safety_number(*peer); sn && !sn->accepted) {
     if (g.json) {
@@ -559,6 +579,10 @@ int cmd_chat(const std::string& peer_in) {
     if (g.json) {
       show_json(sotto::cli::event_json(e));
       if (stopped) editor.interrupt();
+      if (e.kind == sotto::Event::Kind::message && !e.message.outgoing &&
+          e.message.conversation == *peer) {
+        (void)(*client)->mark_read(*peer, {e.message.timestamp});
+      }
       return;
     }
     if (e.kind == sotto::Event::Kind::connected) return;  // quiet on the happy path
@@ -568,6 +592,9 @@ int cmd_chat(const std::string& peer_in) {
       return;
     }
     show(sotto::cli::event_text(e, self));
+    if (e.kind == sotto::Event::Kind::message && !e.message.outgoing) {
+      (void)(*client)->mark_read(*peer, {e.message.timestamp});
+    }
     if (e.kind == sotto::Event::Kind::fatal) editor.interrupt();
   });
   if (!started) {
@@ -669,6 +696,7 @@ int cmd_chat(const std::string& peer_in) {
       show(sotto::cli::message_text(m, self));
   }
   leaving = true;
+  if (typing_sent.valid()) typing_sent.wait();
   (*client)->stop();
   signals.on_signal(nullptr);  // the editor goes away next
   return stopped ? 1 : status;
@@ -1299,8 +1327,10 @@ int main(int argc, char** argv) {
   auto* send = app.add_subcommand("send", "Send a message (UTF-8 text)");
   std::string group_id;
   send->add_option("USER", user, "Recipient (with --group: the text)")->required();
-  send->add_option("TEXT", text, "Message text");
+  send->add_option("TEXT", text, "Message text (\"-\": read it from standard input)");
   send->add_option("--group", group_id, "Send TEXT to this group (its id) instead of a user");
+  sotto::cli::MessageCommands message_commands(app);
+  message_commands.add_send_options(send);
   send->add_option("--timeout", timeout, "Seconds to keep retrying (default 30)")
       ->check(CLI::Range(1, 3600));
 
@@ -1450,7 +1480,15 @@ int main(int argc, char** argv) {
       return fail(Error{ErrorCode::invalid_argument, "TEXT is required"},
                   std::string("`sotto send --help` shows how to use it"));
     }
-    if (send->parsed()) return cmd_send(user, text, timeout);
+    if (send->parsed()) return cmd_send(user, text, timeout, message_commands);
+    {
+      sotto::cli::CommandEnv env;
+      env.json = g.json;
+      env.open = [] { return open_client(); };
+      env.fail = [](const Error& e) { return fail(e); };
+      env.print = [](const std::string& line) { print_line(line); };
+      if (auto status = message_commands.run(env)) return *status;
+    }
     if (receive->parsed()) return cmd_receive(timeout);
     if (chat->parsed() && !group_id.empty()) {
       return sotto::cli::chat_in_group(group_id, group_context);

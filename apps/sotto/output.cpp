@@ -1,5 +1,6 @@
 #include "output.h"
 
+#include "message_output.h"
 #include "terminal.h"
 
 namespace sotto::cli {
@@ -14,11 +15,16 @@ nlohmann::json message_json(const Message& m) {
                       {"conversation", m.conversation},
                       {"outgoing", m.outgoing}};
   if (!m.group.empty()) j["group"] = m.group;
+  add_message_fields(j, m);
   return j;
 }
 
 nlohmann::json event_json(const Event& e) {
   nlohmann::json j;
+  if (message_event_json(e, j)) {
+    if (e.cursor != 0) j["cursor"] = e.cursor;
+    return j;
+  }
   switch (e.kind) {
     case Event::Kind::message:
       j = message_json(e.message);
@@ -63,6 +69,8 @@ nlohmann::json event_json(const Event& e) {
            {"timestamp", e.message.timestamp},
            {"detail", e.detail}};
       break;
+    default:  // the everyday message types: message_event_json
+      break;
   }
   if (e.cursor != 0) j["cursor"] = e.cursor;
   return j;
@@ -98,8 +106,10 @@ std::string body_text(std::string_view body) {
 }  // namespace
 
 std::string message_text(const Message& m, const std::string& self) {
-  const std::string when = format_time(m.timestamp);
-  const std::string body = body_text(m.body);
+  // The id the commands accept (react, edit, delete, --quote) follows the time.
+  const std::string when = format_time(m.timestamp) + " " + message_id_text(m);
+  const std::string body =
+      (m.deleted ? std::string("[deleted]") : body_text(m.body)) + message_extras_text(m, self);
   if (!m.group.empty()) {
     // The group's short id: `sotto group list` shows which group it is.
     const std::string who = m.from == self ? "you" : sanitize(m.from, false);
@@ -118,6 +128,7 @@ std::string message_text(const Message& m, const std::string& self) {
 }
 
 std::string event_text(const Event& e, const std::string& self) {
+  if (std::string text; message_event_text(e, self, text)) return text;
   const std::string from = sanitize(e.message.from, false);
   const auto ids = [](const std::vector<std::uint32_t>& list) {
     std::string out;
@@ -185,6 +196,8 @@ std::string event_text(const Event& e, const std::string& self) {
       return "! [group " +
              (e.message.group.empty() ? std::string("?") : e.message.group.substr(0, 8)) +
              "] security notice: refused " + sanitize(e.detail, false);
+    default:  // the everyday message types: message_event_text
+      break;
   }
   return {};
 }

@@ -331,12 +331,13 @@ std::optional<std::string> LineEditor::read_line() {
       pending_.append(chunk, static_cast<std::size_t>(got));
       continue;
     }
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     for (ssize_t i = 0; i < got; ++i) {
       const auto c = static_cast<unsigned char>(chunk[i]);
       if (c == '\r' || c == '\n') {
         std::string line = std::move(buffer_);
         buffer_.clear();
+        typing_ = false;  // the line sent says the typing ended
         write_all(STDOUT_FILENO, "\r\033[K");
         // Bytes typed after Enter in the same read are dropped (pasting several lines at
         // once sends only the first); typing is never that fast.
@@ -366,6 +367,12 @@ std::optional<std::string> LineEditor::read_line() {
         buffer_ += static_cast<char>(c);
       }
       redraw_locked();
+    }
+    if (on_typing_ && typing_ != !buffer_.empty()) {
+      typing_ = !buffer_.empty();
+      const bool now = typing_;
+      lock.unlock();
+      on_typing_(now);
     }
   }
 }

@@ -78,9 +78,15 @@ class LineEditor {
   // Prints one line (or several) above the line being edited.
   void print(const std::string& text);
   void interrupt();
+  // Called on the reading thread, without the editor's lock, when the line being edited becomes
+  // non-empty (true) or empty again (false) while the user types (typing indicators). Set it
+  // before read_line().
+  void on_typing(std::function<void(bool)> callback) { on_typing_ = std::move(callback); }
 
  private:
   void redraw_locked();
+  std::function<void(bool)> on_typing_;
+  bool typing_ = false;
   std::string prompt_;
   bool raw_ = false;
   int wake_[2] = {-1, -1};

@@ -105,9 +105,39 @@ struct Server {
   std::string next_fingerprint;
 };
 
+// A message as every device of every participant names it: its author and the author's
+// timestamp. Message::ref() writes it as "author:timestamp", which find_message() reads back.
+struct MessageRef {
+  std::string author;
+  std::uint64_t timestamp = 0;
+};
+
+// `user` is named at bytes [start, start + length) of the body (UTF-8).
+struct Mention {
+  std::string user;
+  std::uint32_t start = 0;
+  std::uint32_t length = 0;
+};
+
+struct Reaction {
+  std::string user;
+  std::string emoji;
+  std::uint64_t timestamp = 0;  // the reaction's, its author's clock
+};
+
+// What one recipient's devices said about a message we sent (ms since the epoch; 0: not yet).
+// A recipient who turned read receipts off never reports read_at.
+struct Receipt {
+  std::string user;
+  std::uint64_t delivered_at = 0;
+  std::uint64_t read_at = 0;
+};
+
 // One message of a conversation, as shown to the user.
 struct Message {
-  std::string id;               // envelope id (hex), or a local id for what we sent
+  // The id this device shows: the envelope id (hex), or a local id for what this device sent.
+  // Other devices show other ids for the same message; ref() is the same everywhere.
+  std::string id;
   std::string from;             // the author (our own username for sync copies)
   std::uint32_t device = 0;     // the author's device
   std::uint64_t timestamp = 0;  // the author's clock, milliseconds since the epoch
@@ -116,6 +146,32 @@ struct Message {
   std::string conversation;  // the other user of the conversation ("group:" + id in a group)
   bool outgoing = false;     // written by us (a sync copy from our other device, or history)
   std::string group;         // a message in a group: the group's id (64 hex digits)
+
+  // The everyday message types (docs/messages.md).
+  std::optional<MessageRef> quote;  // a reply to this message
+  std::string quote_text;           // the quoted excerpt, as the author sent it
+  std::vector<Mention> mentions;
+  std::vector<Reaction> reactions;  // one per user
+  bool edited = false;              // `body` is the newest of its author's edits
+  std::uint64_t edited_at = 0;
+  bool deleted = false;            // deleted for everyone by its author: `body` is empty
+  std::uint32_t expire_timer = 0;  // seconds; 0: it does not disappear
+  std::uint64_t expires_at = 0;    // ms; 0: not (yet) counting down (incoming and unread)
+  std::uint64_t read_at = 0;       // incoming: when this account read it; 0: unread
+  std::vector<Receipt> receipts;   // outgoing: per recipient
+
+  [[nodiscard]] std::string ref() const { return from + ":" + std::to_string(timestamp); }
+};
+
+// How long after sending a message its author may still edit it or delete it for everyone;
+// recipients refuse a later edit or delete (as Signal does).
+inline constexpr std::chrono::hours kEditWindow{24};
+inline constexpr std::chrono::hours kDeleteWindow{24};
+
+// What a sent message carries beyond its text.
+struct SendOptions {
+  std::optional<MessageRef> quote;  // reply to this message of the conversation
+  std::vector<Mention> mentions;
 };
 
 struct Event {
@@ -135,6 +191,14 @@ struct Event {
     // A security notice: a group change (or a group message) was refused, and nothing changed.
     // message.group and message.from say which group and whose; `detail` says why.
     group_refused,
+    // The everyday message types: each names the message(s) concerned in `targets`, and the
+    // conversation in message.conversation; `user` is who did it.
+    receipt,             // `user`'s devices received (or, with `read`, read) our `targets`
+    typing,              // `user` started (`typing`) or stopped typing
+    reaction,            // `user` reacted with `emoji` to targets[0] (empty emoji: removed it)
+    edit,                // targets[0] now reads message.body (message: the edited message)
+    remote_delete,       // targets[0] was deleted for everyone by its author
+    disappearing_timer,  // `user` set the conversation's timer to `expire_timer` s (0: off)
   };
   Kind kind = Kind::message;
   // Identifies a journalled event for good (0 for connection events, which are not journalled).
@@ -148,6 +212,11 @@ struct Event {
   std::vector<std::uint32_t> added;    // devices_changed
   std::vector<std::uint32_t> removed;  // devices_changed
   std::optional<Error> error;
+  std::vector<MessageRef> targets;  // receipt, reaction, edit, remote_delete
+  std::string emoji;                // reaction
+  bool read = false;                // receipt
+  bool typing = false;              // typing
+  std::uint32_t expire_timer = 0;   // disappearing_timer, seconds
 };
 using EventHandler = std::function<void(const Event&)>;
 
@@ -292,6 +361,42 @@ class Client {
   // returns once the server has stored it durably. Retries with the same message id, so a
   // message is stored once however often it is retried.
   [[nodiscard]] Result<SendResult> send(const std::string& to, const std::string& body);
+  // The same with a quote and mentions. The message carries the conversation's disappearing
+  // timer.
+  [[nodiscard]] Result<SendResult> send(const std::string& to, const std::string& body,
+                                        const SendOptions& options);
+
+  // The everyday message types (docs/messages.md). Each is sent to `conversation`'s devices and
+  // to our other devices, and applied to this device's history.
+  //
+  // Reacts to `target` with one emoji (replacing our earlier reaction), or removes ours.
+  [[nodiscard]] Result<SendResult> react(const std::string& conversation, const MessageRef& target,
+                                         const std::string& emoji, bool remove = false);
+  // Replaces the text of our message sent at `target_timestamp` (within kEditWindow of sending).
+  [[nodiscard]] Result<SendResult> edit(const std::string& conversation,
+                                        std::uint64_t target_timestamp, const std::string& body);
+  // Deletes our message sent at `target_timestamp` for everyone (within kDeleteWindow): its
+  // text is removed from every device's store.
+  [[nodiscard]] Result<SendResult> remote_delete(const std::string& conversation,
+                                                 std::uint64_t target_timestamp);
+  // Marks `user`'s messages at `timestamps` (all unread ones when empty) read: tells `user` (a
+  // read receipt, unless read receipts are off) and our other devices, and starts their
+  // disappearing timers. Returns how many messages were newly marked.
+  [[nodiscard]] Result<std::size_t> mark_read(const std::string& user,
+                                              const std::vector<std::uint64_t>& timestamps = {});
+  // Tells `user` we started or stopped typing (not kept anywhere).
+  [[nodiscard]] Result<void> send_typing(const std::string& user, bool started);
+  // Sets the conversation's disappearing-message timer (0: off) for both sides.
+  [[nodiscard]] Result<SendResult> set_disappearing_timer(const std::string& user,
+                                                          std::uint32_t seconds);
+  [[nodiscard]] Result<std::uint32_t> disappearing_timer(const std::string& user);
+  // Read receipts (on by default): off sends none and shows none, like Signal.
+  [[nodiscard]] Result<void> set_read_receipts(bool on);
+  [[nodiscard]] Result<bool> read_receipts();
+  // The message shown with `id` on this device (Message::id), named by "author:timestamp"
+  // (Message::ref()), or by its timestamp alone when no other message has it. not_found when
+  // there is none.
+  [[nodiscard]] Result<Message> find_message(const std::string& id);
 
   // Fetches what the server holds for this device: each message is decrypted, stored, recorded
   // in the journal and acknowledged to the server; journalled events are handed to `handler`.

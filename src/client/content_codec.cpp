@@ -1,6 +1,7 @@
 #include "client/content_codec.h"
 
 #include "backup.pb.h"
+#include "client/text.h"
 #include "client/util.h"
 #include "content.pb.h"
 #include "crypto/secret.h"
@@ -21,7 +22,110 @@ ReceivedContent unreadable(std::string why) {
   return r;
 }
 
+// Reads what a DataMessage carries beyond its body into `x`; false (with `why`) when it is not
+// well formed. The body is `body` (already moved out).
+bool read_extras(const content::DataMessage& d, const std::string& body, MessageExtras& x,
+                 std::string& why) {
+  x.group = d.has_group();
+  int kinds = 0;
+  if (d.has_quote()) {
+    auto author = normalize_username(d.quote().author());
+    if (!author || d.quote().timestamp() == 0 || d.quote().text().size() > kMaxQuoteTextBytes) {
+      why = "a reply whose quote is malformed";
+      return false;
+    }
+    x.quote = MessageRef{*author, d.quote().timestamp()};
+    x.quote_text = d.quote().text();
+  }
+  if (d.mentions_size() > kMaxMentions) {
+    why = "a message with too many mentions";
+    return false;
+  }
+  for (const auto& m : d.mentions()) {
+    auto user = normalize_username(m.user());
+    const std::uint64_t end = std::uint64_t{m.start()} + m.length();
+    if (!user || m.length() == 0 || end > body.size()) {
+      why = "a message whose mention is malformed";
+      return false;
+    }
+    x.mentions.push_back(Mention{*user, m.start(), m.length()});
+  }
+  if (d.has_reaction()) {
+    ++kinds;
+    const auto& r = d.reaction();
+    auto author = normalize_username(r.target_author());
+    const bool emoji_ok = r.remove() ? true
+                                     : !r.emoji().empty() && r.emoji().size() <= kMaxEmojiBytes &&
+                                           valid_utf8(r.emoji());
+    if (!author || r.target_timestamp() == 0 || !emoji_ok) {
+      why = "a reaction that is malformed";
+      return false;
+    }
+    x.reaction_target = MessageRef{*author, r.target_timestamp()};
+    if (!r.remove()) x.emoji = r.emoji();
+  }
+  if (d.has_delete_()) {
+    ++kinds;
+    if (d.delete_().target_timestamp() == 0) {
+      why = "a delete that names no message";
+      return false;
+    }
+    x.delete_target = d.delete_().target_timestamp();
+  }
+  if (d.expire_timer() > kMaxExpireTimer) {
+    why = "a disappearing-message timer out of range";
+    return false;
+  }
+  x.expire_timer = d.expire_timer();
+  x.expire_timer_update = d.expire_timer_update();
+  if (x.expire_timer_update) ++kinds;
+  if (kinds > 1 || (kinds == 1 && !body.empty())) {
+    why = "a message that is several things at once";
+    return false;
+  }
+  if (d.timestamp() == 0 || d.timestamp() > static_cast<std::uint64_t>(INT64_MAX)) {
+    why = "a message without a valid timestamp";
+    return false;
+  }
+  return true;
+}
+
+// Reads `d` (moving its body out) into `r`: a message, or the reason it is unreadable.
+bool take_data(content::DataMessage& d, ReceivedContent& r) {
+  r.body = std::move(*d.mutable_body());
+  r.timestamp = d.timestamp();
+  if (!read_extras(d, r.body, r.extras, r.why)) {
+    wipe(r.body);
+    r.kind = ReceivedContent::Kind::unreadable;
+    return false;
+  }
+  return true;
+}
+
+// An EditMessage: its data is the new text; its own timestamp is the edit's.
+bool take_edit(content::EditMessage& e, ReceivedContent& r) {
+  if (!e.has_data() || e.target_timestamp() == 0) {
+    r.kind = ReceivedContent::Kind::unreadable;
+    r.why = "an edit that names no message";
+    return false;
+  }
+  if (!take_data(*e.mutable_data(), r)) return false;
+  if (r.body.empty() || r.extras.reaction_target || r.extras.delete_target ||
+      r.extras.expire_timer_update || e.target_timestamp() >= r.timestamp) {
+    wipe(r.body);
+    r.kind = ReceivedContent::Kind::unreadable;
+    r.why = "an edit that is malformed";
+    return false;
+  }
+  r.extras.edit_target = e.target_timestamp();
+  return true;
+}
+
 }  // namespace
+
+MessageExtras::~MessageExtras() {
+  wipe(quote_text);
+}
 
 ReceivedContent::~ReceivedContent() {
   wipe(body);
@@ -37,11 +141,32 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
   ReceivedContent r;
   if (c.has_data()) {
     r.kind = ReceivedContent::Kind::message;
-    r.body = std::move(*c.mutable_data()->mutable_body());
-    r.timestamp = c.data().timestamp();
+    (void)take_data(*c.mutable_data(), r);
     return r;
   }
-  if (!c.has_sync()) return r;  // a receipt, or something of a later version
+  if (c.has_edit()) {
+    r.kind = ReceivedContent::Kind::message;
+    (void)take_edit(*c.mutable_edit(), r);
+    return r;
+  }
+  if (c.has_receipt()) {
+    if (c.receipt().timestamps_size() > kMaxReceiptTimestamps) {
+      return unreadable("a receipt naming too many messages");
+    }
+    r.kind = ReceivedContent::Kind::receipt;
+    r.read = c.receipt().type() == content::ReceiptMessage::READ;
+    for (auto t : c.receipt().timestamps()) {
+      if (t != 0 && t <= static_cast<std::uint64_t>(INT64_MAX)) r.timestamps.push_back(t);
+    }
+    return r;
+  }
+  if (c.has_typing()) {
+    if (!c.typing().group_id().empty()) return r;  // typing in a group: the groups' to show
+    r.kind = ReceivedContent::Kind::typing;
+    r.typing = c.typing().action() == content::TypingMessage::STARTED;
+    return r;
+  }
+  if (!c.has_sync()) return r;  // something of a later version
   if (!from_own_account) return unreadable("a sync message from another account (ignored)");
   auto* sync = c.mutable_sync();
   if (sync->has_sent()) {
@@ -51,9 +176,33 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
       return unreadable("a sync message without a valid destination");
     }
     r.kind = ReceivedContent::Kind::sent_copy;
-    r.body = std::move(*sync->mutable_sent()->mutable_message()->mutable_body());
-    r.timestamp = sync->sent().timestamp();
     r.destination = std::move(*destination);
+    auto* sent = sync->mutable_sent();
+    if (sent->has_edit()) {
+      (void)take_edit(*sent->mutable_edit(), r);
+    } else if (take_data(*sent->mutable_message(), r)) {
+      if (sent->timestamp() != r.timestamp) {
+        wipe(r.body);
+        r.kind = ReceivedContent::Kind::unreadable;
+        r.why = "a sync message whose timestamps disagree";
+      }
+    }
+    return r;
+  }
+  if (sync->has_settings()) {
+    r.kind = ReceivedContent::Kind::settings_sync;
+    r.read_receipts = !sync->settings().read_receipts_off();
+    return r;
+  }
+  if (sync->read_size() > 0) {
+    if (sync->read_size() > kMaxReadSyncs)
+      return unreadable("a read sync naming too many messages");
+    for (const auto& read : sync->read()) {
+      auto author = normalize_username(read.author());
+      if (!author || read.timestamp() == 0) return unreadable("a read sync that is malformed");
+      r.reads.push_back(MessageRef{*author, read.timestamp()});
+    }
+    r.kind = ReceivedContent::Kind::read_sync;
     return r;
   }
   if (sync->has_history_request()) {

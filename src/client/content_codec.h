@@ -14,6 +14,7 @@
 
 #include "crypto/bytes.h"
 #include "protocol/keys.h"
+#include "sotto/client.h"
 #include "store/client/client_store.h"
 
 namespace sotto::wire::backup {
@@ -28,13 +29,47 @@ inline constexpr std::size_t kMaxContentBytes = 512 * 1024;
 inline constexpr std::size_t kMaxPlaintextContentBytes = 1024;
 inline constexpr std::size_t kMaxHistoryIdBytes = 64;
 
+inline constexpr std::size_t kMaxEmojiBytes = 64;
+inline constexpr std::size_t kMaxQuoteTextBytes = 2048;
+inline constexpr int kMaxMentions = 64;
+inline constexpr int kMaxReceiptTimestamps = 1024;
+inline constexpr int kMaxReadSyncs = 1024;
+// The longest disappearing-message timer accepted: one year, in seconds.
+inline constexpr std::uint32_t kMaxExpireTimer = 365u * 24 * 3600;
+
+// What a DataMessage (or an EditMessage) carries beyond its body; checked: usernames normalised,
+// mentions inside the body, sizes bounded, at most one of reaction / delete / edit.
+struct MessageExtras {
+  std::optional<MessageRef> quote;
+  std::string quote_text;  // wiped by the destructor
+  std::vector<Mention> mentions;
+  std::optional<MessageRef> reaction_target;
+  std::string emoji;                           // empty: the reaction is removed
+  std::optional<std::uint64_t> delete_target;  // a message of the same author
+  std::optional<std::uint64_t> edit_target;    // a message of the same author
+  std::uint32_t expire_timer = 0;
+  bool expire_timer_update = false;
+  bool group = false;  // a group message (data.group set): not a 1:1 one
+
+  MessageExtras() = default;
+  MessageExtras(MessageExtras&&) = default;
+  MessageExtras& operator=(MessageExtras&&) = default;
+  ~MessageExtras();
+};
+
 struct ReceivedContent {
   enum class Kind {
-    message,          // `body`, `timestamp`: a message to us (or to our account)
-    sent_copy,        // `body`, `timestamp`, `destination`: a copy of what our other device sent
+    message,          // `body`, `timestamp`, `extras`: a message to us (or to our account); an
+                      // edit, a reaction, a delete or a timer change when `extras` says so
+    sent_copy,        // `body`, `timestamp`, `destination`, `extras`: a copy of what our other
+                      // device sent
     history_request,  // `wants_history`: our new device's first word
     history_chunk,    // `history` and `contacts` (valid records only), `last`, `total`
     trust_update,     // `user`, `identity_key`, `verified`: our other device accepted a key
+    receipt,          // `read`, `timestamps`: the sender received (read) our messages
+    typing,           // `typing`: the sender started (true) or stopped typing (1:1 only)
+    read_sync,        // `reads`: our other device read these messages
+    settings_sync,    // `read_receipts`: our other device changed the account's settings
     nothing,          // a receipt, or content of a later version: nothing to show
     unreadable,       // `why`
   };
@@ -51,6 +86,12 @@ struct ReceivedContent {
   std::optional<protocol::PublicKey> identity_key;
   bool verified = false;
   std::string why;
+  MessageExtras extras;
+  bool read = false;
+  std::vector<std::uint64_t> timestamps;
+  bool typing = false;
+  std::vector<MessageRef> reads;
+  bool read_receipts = true;
 
   ReceivedContent() = default;
   ReceivedContent(ReceivedContent&&) = default;

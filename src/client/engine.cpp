@@ -45,7 +45,8 @@ Engine::Engine(std::unique_ptr<Account> account)
       outbox_(*account_, link_, sessions_, keys_),
       history_(*account_, outbox_),
       blocks_(*account_, link_),
-      inbox_(*account_, link_, sessions_, outbox_, journal_, history_, blocks_),
+      conversations_(*account_, outbox_, journal_),
+      inbox_(*account_, link_, sessions_, outbox_, journal_, history_, blocks_, conversations_),
       devices_(*account_, link_, sessions_, journal_),
       contacts_(*account_, link_, sessions_, journal_),
       listener_(*account_, link_, inbox_, keys_, devices_, blocks_, journal_),
@@ -57,9 +58,14 @@ Engine::Engine(std::unique_ptr<Account> account)
     s.next_fingerprint = bytes_string((*next)->view());
     account_->set_server(std::move(s));
   }
+  // Disappearing messages whose time ran out while the account was closed go now; the rest when
+  // their time comes.
+  (void)conversations_.expire_due();
+  conversations_.start();
 }
 
 Engine::~Engine() {
+  conversations_.stop();
   listener_.stop();
   link_.close();
 }
@@ -83,7 +89,7 @@ Result<void> Engine::connect() {
 }
 
 Result<SendResult> Engine::send(const std::string& to, const std::string& body) {
-  return outbox_.send_text(to, body);
+  return conversations_.send(to, body, {});
 }
 
 Result<std::size_t> Engine::receive(std::chrono::milliseconds timeout,
@@ -153,7 +159,7 @@ Result<SafetyNumber> Engine::trust(const std::string& user,
 }
 
 Result<std::vector<Message>> Engine::history(const std::string& user, std::size_t limit) {
-  return contacts_.history(user, limit);
+  return conversations_.history(user, limit);
 }
 
 Result<std::vector<Message>> Engine::read_history(const Options& options,
@@ -175,9 +181,12 @@ Result<std::vector<Message>> Engine::read_history(const Options& options,
   if (!store) return tl::unexpected(from_store(store.error()));
   auto list = (*store)->messages(*peer, limit);
   if (!list) return tl::unexpected(from_store(list.error()));
-  std::vector<Message> out;
-  for (const auto& m : *list) out.push_back(to_message(m));
-  return out;
+  // Disappeared messages are left out (this reader cannot remove them; the account's owner does).
+  return Conversations::decorate(
+      **store, *peer, *list,
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count()));
 }
 
 // --- adding a device ---------------------------------------------------------------------------

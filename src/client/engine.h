@@ -28,6 +28,7 @@
 #include "client/account.h"
 #include "client/blocks.h"
 #include "client/contacts.h"
+#include "client/conversations.h"
 #include "client/devices.h"
 #include "client/groups.h"
 #include "client/history.h"
@@ -113,6 +114,9 @@ class Engine {
 
   [[nodiscard]] Groups& groups() { return groups_; }
 
+  // The everyday message types (conversations.h); the Client's methods for them call it.
+  [[nodiscard]] Conversations& conversations() { return conversations_; }
+
   // For tests: the account's shared state, and the sending component (to send what no API
   // call would, as a misbehaving client does).
   [[nodiscard]] Outbox& outbox() { return outbox_; }
@@ -131,6 +135,7 @@ class Engine {
   Outbox outbox_;
   History history_;
   Blocks blocks_;
+  Conversations conversations_;
   Inbox inbox_;
   Devices devices_;
   Contacts contacts_;

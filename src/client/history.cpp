@@ -5,11 +5,24 @@
 #include "client/contacts.h"
 #include "client/content_codec.h"
 #include "client/errors.h"
+#include "client/message_state.h"
 #include "client/outbox.h"
 
 namespace sotto::client {
 
 namespace content = sotto::wire::content;
+
+namespace {
+
+// Whether `m` has a disappearing-message timer (conversations.h).
+bool disappears(store::ClientStore& store, const store::StoredMessage& m) {
+  auto record = store.load_message_state(m.peer, m.sender, m.timestamp);
+  if (!record || !record->has_value()) return false;
+  auto state = decode_state((*record)->view());
+  return state && state->expire_timer() != 0;
+}
+
+}  // namespace
 
 void History::set_serve_progress(Progress progress) {
   std::lock_guard lock(mu_);
@@ -83,6 +96,9 @@ Result<std::size_t> History::serve(std::uint32_t device, bool with_messages) {
     return std::size_t{0};
   }
   auto walked = account_.store->for_each_message([&](const store::StoredMessage& m) {
+    // Disappearing messages stay where they are counting down: a history record carries no
+    // timer, so the new device would keep them for good.
+    if (disappears(*account_.store, m)) return true;
     fill_record(m, *chunk.mutable_sync()->mutable_history()->add_messages());
     bytes += m.body.size() + m.peer.size() + m.envelope_id.size() + 32;
     if (bytes >= kHistoryChunkBytes ||

@@ -46,6 +46,7 @@ struct Inbox::Outcome {
   bool store_error = false;
   std::optional<std::pair<std::uint32_t, bool>> history_request;  // device, wants history
   std::function<void()> group_followup;  // sent once the envelope is processed (groups.h)
+  Conversations::Receipts receipts;  // delivery receipts to send once processed
 };
 
 void Inbox::acknowledge(const std::string& envelope_id) {
@@ -128,6 +129,7 @@ bool Inbox::handle(const svc::Envelope& envelope) {
   }
   acknowledge(envelope.id());
   if (outcome.group_followup) outcome.group_followup();
+  if (!outcome.receipts.empty()) conversations_.send_delivery_receipts(outcome.receipts);
   if (outcome.history_request) {
     // Answered once the request itself is safely processed.
     history_.on_request(outcome.history_request->first, outcome.history_request->second);
@@ -224,11 +226,21 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
     // A message is held until the user accepts the key it came from; a message from an earlier
     // key of the contact (sent before it changed) is shown.
     bool held = false;
-    if (c.kind == ReceivedContent::Kind::message && *source != self) {
+    const bool action = c.extras.reaction_target || c.extras.delete_target ||
+                        c.extras.edit_target || c.extras.expire_timer_update;
+    if ((c.kind == ReceivedContent::Kind::message || c.kind == ReceivedContent::Kind::receipt ||
+         c.kind == ReceivedContent::Kind::typing) &&
+        *source != self) {
       auto contact = account_.store->load_contact(*source);
       if (!contact) return fail();
       held = contact->has_value() && (*contact)->identity_key == decrypted->identity &&
              !(*contact)->accepted;
+      // Only a text is kept for later; what changes other messages (or says it was received,
+      // or typing) from a key not accepted is dropped.
+      if (held && (action || c.kind != ReceivedContent::Kind::message)) {
+        c.kind = ReceivedContent::Kind::nothing;
+        held = false;
+      }
       if (held) {
         store::StoredMessage stored{
             id, base.conversation, base.from, base.device, c.timestamp, c.body, false};
@@ -243,21 +255,29 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
       case ReceivedContent::Kind::message: {
         if (held) break;
         Message m = base;
-        m.body = c.body;
-        m.timestamp = c.timestamp;
         m.outgoing = *source == self;
-        if (!show(std::move(m))) return fail();
+        if (!conversations_.receive(c, std::move(m), show, outcome.receipts)) return fail();
         break;
       }
       case ReceivedContent::Kind::sent_copy: {
         Message m = base;
-        m.body = c.body;
-        m.timestamp = c.timestamp;
         m.conversation = c.destination;
         m.outgoing = true;
-        if (!show(std::move(m))) return fail();
+        if (!conversations_.receive(c, std::move(m), show, outcome.receipts)) return fail();
         break;
       }
+      case ReceivedContent::Kind::receipt:
+        if (!conversations_.receive_receipt(*source, c)) return fail();
+        break;
+      case ReceivedContent::Kind::typing:
+        if (!conversations_.receive_typing(*source, c)) return fail();
+        break;
+      case ReceivedContent::Kind::read_sync:
+        if (!conversations_.receive_read_sync(c)) return fail();
+        break;
+      case ReceivedContent::Kind::settings_sync:
+        if (!conversations_.receive_settings(c)) return fail();
+        break;
       case ReceivedContent::Kind::history_request:
         outcome.history_request = {envelope.source_device(), c.wants_history};
         break;

@@ -13,6 +13,7 @@
 
 #include "client/account.h"
 #include "client/blocks.h"
+#include "client/conversations.h"
 #include "client/history.h"
 #include "client/journal.h"
 #include "client/outbox.h"
@@ -26,14 +27,15 @@ class Groups;
 class Inbox {
  public:
   Inbox(Account& account, ServerLink& link, Sessions& sessions, Outbox& outbox, Journal& journal,
-        History& history, Blocks& blocks)
+        History& history, Blocks& blocks, Conversations& conversations)
       : account_(account),
         link_(link),
         sessions_(sessions),
         outbox_(outbox),
         journal_(journal),
         history_(history),
-        blocks_(blocks) {}
+        blocks_(blocks),
+        conversations_(conversations) {}
 
   // Processes one envelope; false when it was left unacknowledged (to be delivered again).
   bool handle(const svc::Envelope& envelope);
@@ -58,6 +60,7 @@ class Inbox {
   History& history_;
   Blocks& blocks_;
   Groups* groups_ = nullptr;
+  Conversations& conversations_;
 };
 
 }  // namespace sotto::client

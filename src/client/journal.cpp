@@ -1,12 +1,14 @@
 #include "client/journal.h"
 
+#include "client/message_state.h"
 #include "journal.pb.h"
 
 namespace sotto::client {
 
 namespace {
 
-constexpr std::uint32_t kMaxKind = static_cast<std::uint32_t>(Event::Kind::group_refused);
+constexpr std::uint32_t kMaxKind = static_cast<std::uint32_t>(Event::Kind::disappearing_timer);
+constexpr int kMaxTargets = 4096;
 constexpr int kMaxDevicesListed = 1024;
 
 }  // namespace
@@ -30,6 +32,16 @@ Bytes encode_event(const Event& e) {
   for (auto d : e.added) j.add_added(d);
   for (auto d : e.removed) j.add_removed(d);
   j.set_group(e.message.group);
+  for (const auto& t : e.targets) {
+    auto* r = j.add_targets();
+    r->set_author(t.author);
+    r->set_timestamp(t.timestamp);
+  }
+  j.set_emoji(e.emoji);
+  j.set_read(e.read);
+  j.set_typing(e.typing);
+  j.set_expire_timer(e.expire_timer);
+  if (has_state(e.message)) fill_state(e.message, *j.mutable_state());
   Bytes out(j.ByteSizeLong());
   j.SerializeWithCachedSizesToArray(out.data());
   // The serialized form held the body: wipe the message's copy before it is freed.
@@ -41,7 +53,7 @@ std::optional<Event> decode_event(ByteView record) {
   wire::journal::JournalEvent j;
   if (!j.ParseFromArray(record.data(), static_cast<int>(record.size()))) return std::nullopt;
   if (j.kind() > kMaxKind || j.added_size() > kMaxDevicesListed ||
-      j.removed_size() > kMaxDevicesListed) {
+      j.removed_size() > kMaxDevicesListed || j.targets_size() > kMaxTargets) {
     return std::nullopt;
   }
   Event e;
@@ -62,6 +74,12 @@ std::optional<Event> decode_event(ByteView record) {
   e.added.assign(j.added().begin(), j.added().end());
   e.removed.assign(j.removed().begin(), j.removed().end());
   e.message.group = j.group();
+  for (const auto& t : j.targets()) e.targets.push_back(MessageRef{t.author(), t.timestamp()});
+  e.emoji = j.emoji();
+  e.read = j.read();
+  e.typing = j.typing();
+  e.expire_timer = j.expire_timer();
+  if (j.has_state()) apply_state(j.state(), e.message);
   crypto::secure_wipe(j.mutable_body()->data(), j.body().size());
   return e;
 }

@@ -81,6 +81,28 @@ Result<SendResult> Outbox::send_text(const std::string& to, const std::string& b
   return result;
 }
 
+Result<SendResult> Outbox::send_contents(const std::string& to, std::uint64_t timestamp,
+                                         content::Content* to_user, content::Content* to_own,
+                                         std::optional<std::chrono::milliseconds> timeout) {
+  const std::string& self = account_.username;
+  const bool note_to_self = to == self;
+  Outgoing out;
+  out.recipient = to;
+  out.timestamp = timestamp;
+  out.message_id = new_message_id(timestamp, account_.rng);
+  out.timeout = timeout;
+  if (to_user && !note_to_self) out.parts.push_back(Part{to, encode_padded(*to_user), true, {}});
+  if (to_own) {
+    out.parts.push_back(Part{self, encode_padded(*to_own), note_to_self || !to_user, {}});
+  }
+  if (!to_user) out.recipient = self;
+  if (out.parts.empty()) return SendResult{timestamp, 0};
+  // Without a copy for our other devices, the server is told it gets only part of the devices
+  // it would expect (ours are left out on purpose).
+  out.subset = to_own == nullptr;
+  return deliver(out);
+}
+
 std::uint64_t Outbox::next_timestamp() {
   const std::uint64_t now = account_.clock.now_ms();
   std::uint64_t last = last_timestamp_.load();

@@ -47,6 +47,13 @@ class Outbox {
 
   [[nodiscard]] Result<SendResult> send_text(const std::string& to, const std::string& body);
 
+  // Sends `to_user` (when set) to every device of `to`, and `to_own` (when set) to our other
+  // devices, as one message at `timestamp` (next_timestamp()); kept for resends like a text.
+  // `timeout`: instead of Options::send_timeout.
+  [[nodiscard]] Result<SendResult> send_contents(
+      const std::string& to, std::uint64_t timestamp, wire::content::Content* to_user,
+      wire::content::Content* to_own, std::optional<std::chrono::milliseconds> timeout = {});
+
   // Sends `content` (a serialized, padded Content) to `devices` of `user` only; a device without
   // a session gets one from a fresh bundle.
   [[nodiscard]] Result<void> send_to_devices(const std::string& user,

@@ -495,6 +495,10 @@ std::string event_aad(std::int64_t seq) {
 std::string sent_aad(const std::string& peer, std::uint64_t timestamp) {
   return row_aad("sent_log", "content", {peer, num(timestamp)});
 }
+std::string message_state_aad(const std::string& peer, const std::string& author,
+                              std::uint64_t timestamp) {
+  return row_aad("message_state", "record", {peer, author, num(timestamp)});
+}
 std::string value_aad(std::string_view name) {
   return row_aad("state", "value", {name});
 }
@@ -519,6 +523,24 @@ CREATE TABLE IF NOT EXISTS sent_log (
 CREATE INDEX IF NOT EXISTS sent_log_by_age ON sent_log (created_at);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS envelopes_by_content ON envelopes (content_hash);
+)sql";
+
+// The everyday message types (quote, reactions, edits, deletes, receipts, disappearing
+// messages): each message's state, by conversation and (author, timestamp); created on every
+// read-write open. expires_at is in the clear (0: not counting down) so due messages are found
+// without opening every record; it names no content.
+constexpr const char* kSchemaMessageState = R"sql(
+CREATE TABLE IF NOT EXISTS message_state (
+  peer TEXT NOT NULL,
+  author TEXT NOT NULL,
+  timestamp INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL DEFAULT 0,
+  record BLOB NOT NULL,
+  PRIMARY KEY (peer, author, timestamp));
+CREATE INDEX IF NOT EXISTS message_state_by_expiry ON message_state (expires_at)
+  WHERE expires_at > 0;
+CREATE INDEX IF NOT EXISTS messages_by_sender ON messages (sender, timestamp);
+CREATE INDEX IF NOT EXISTS messages_by_id ON messages (envelope_id);
 )sql";
 
 constexpr const char* kSchema = R"sql(
@@ -770,7 +792,9 @@ struct ClientStore::Impl {
                                              const std::array<std::uint8_t, 16>& salt,
                                              const crypto::Argon2Params& params) {
     return atomically<void>([&]() -> tl::expected<void, ClientError> {
-      if (!db->exec(kSchema) || !db->exec(kSchema2)) return tl::unexpected(db_error());
+      if (!db->exec(kSchema) || !db->exec(kSchema2) || !db->exec(kSchemaMessageState)) {
+        return tl::unexpected(db_error());
+      }
       if (auto r = put_meta("format", [](Statement& st) { return st.bind_int(2, kFormat); }); !r) {
         return r;
       }
@@ -991,6 +1015,7 @@ tl::expected<std::unique_ptr<ClientStore::Impl>, ClientError> ClientStore::open_
     });
     if (!migrated) return tl::unexpected(migrated.error());
   }
+  if (!read_only && !impl->db->exec(kSchemaMessageState)) return tl::unexpected(impl->db_error());
   return impl;
 }
 
@@ -1485,6 +1510,242 @@ tl::expected<std::size_t, ClientError> ClientStore::message_count() {
   return impl_->count("SELECT COUNT(*) FROM messages", [](Statement&) { return true; });
 }
 
+// --- the everyday message types ----------------------------------------------------------------
+
+namespace {
+
+constexpr std::uint64_t kMaxSqlInt =
+    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+
+}  // namespace
+
+tl::expected<std::optional<StoredMessage>, ClientError> ClientStore::find_message(
+    const std::string& peer, const std::string& author, std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > kMaxSqlInt) return std::optional<StoredMessage>{};
+  auto st = impl_->prepare(std::string("SELECT ") + kMessageColumns +
+                           " FROM messages WHERE peer = ?1 AND sender = ?2 AND timestamp = ?3 AND "
+                           "substr(envelope_id, 1, 7) != 'notice-' ORDER BY seq LIMIT 1");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_text(1, peer) || !st->bind_text(2, author) ||
+      !st->bind_int(3, static_cast<std::int64_t>(timestamp))) {
+    return tl::unexpected(ClientError::io);
+  }
+  const StepResult r = st->step();
+  if (r == StepResult::done) return std::optional<StoredMessage>{};
+  if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+  return std::optional<StoredMessage>{read_message_row(*st, impl_->key.bytes)};
+}
+
+tl::expected<std::optional<StoredMessage>, ClientError> ClientStore::find_message_by_id(
+    const std::string& envelope_id) {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare(std::string("SELECT ") + kMessageColumns +
+                           " FROM messages WHERE envelope_id = ?1 ORDER BY seq LIMIT 1");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_text(1, envelope_id)) return tl::unexpected(ClientError::io);
+  const StepResult r = st->step();
+  if (r == StepResult::done) return std::optional<StoredMessage>{};
+  if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+  return std::optional<StoredMessage>{read_message_row(*st, impl_->key.bytes)};
+}
+
+tl::expected<std::optional<StoredMessage>, ClientError> ClientStore::find_message_by_ref(
+    const std::string& author, std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > kMaxSqlInt) return std::optional<StoredMessage>{};
+  auto st = impl_->prepare(std::string("SELECT ") + kMessageColumns +
+                           " FROM messages WHERE sender = ?1 AND timestamp = ?2 AND "
+                           "substr(envelope_id, 1, 7) != 'notice-' ORDER BY seq LIMIT 1");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_text(1, author) || !st->bind_int(2, static_cast<std::int64_t>(timestamp))) {
+    return tl::unexpected(ClientError::io);
+  }
+  const StepResult r = st->step();
+  if (r == StepResult::done) return std::optional<StoredMessage>{};
+  if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+  return std::optional<StoredMessage>{read_message_row(*st, impl_->key.bytes)};
+}
+
+tl::expected<std::vector<StoredMessage>, ClientError> ClientStore::find_messages_at(
+    std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  std::vector<StoredMessage> out;
+  if (timestamp > kMaxSqlInt) return out;
+  auto st = impl_->prepare(std::string("SELECT ") + kMessageColumns +
+                           " FROM messages WHERE timestamp = ?1 AND "
+                           "substr(envelope_id, 1, 7) != 'notice-' ORDER BY seq LIMIT 2");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_int(1, static_cast<std::int64_t>(timestamp))) {
+    return tl::unexpected(ClientError::io);
+  }
+  for (;;) {
+    const StepResult r = st->step();
+    if (r == StepResult::done) break;
+    if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+    out.push_back(read_message_row(*st, impl_->key.bytes));
+  }
+  return out;
+}
+
+tl::expected<void, ClientError> ClientStore::replace_message_body(const std::string& peer,
+                                                                  const std::string& author,
+                                                                  std::uint64_t timestamp,
+                                                                  const std::string& body) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > kMaxSqlInt) return tl::unexpected(ClientError::invalid_argument);
+  return impl_->atomically<void>([&]() -> tl::expected<void, ClientError> {
+    struct Row {
+      std::int64_t seq;
+      std::string envelope_id;
+      std::uint32_t device;
+      bool outgoing;
+    };
+    std::vector<Row> rows;
+    {
+      auto st = impl_->prepare(
+          "SELECT seq, envelope_id, sender_device, outgoing FROM messages WHERE peer = ?1 AND "
+          "sender = ?2 AND timestamp = ?3 AND substr(envelope_id, 1, 7) != 'notice-'");
+      if (!st) return tl::unexpected(st.error());
+      if (!st->bind_text(1, peer) || !st->bind_text(2, author) ||
+          !st->bind_int(3, static_cast<std::int64_t>(timestamp))) {
+        return tl::unexpected(ClientError::io);
+      }
+      for (;;) {
+        const StepResult r = st->step();
+        if (r == StepResult::done) break;
+        if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+        auto seq = st->column_int(0);
+        auto id = st->column_text(1);
+        auto device = st->column_u32(2);
+        auto outgoing = st->column_int(3);
+        if (!seq || !id || !device || !outgoing) return tl::unexpected(ClientError::corrupt);
+        rows.push_back(Row{*seq, *id, *device, *outgoing == 1});
+      }
+    }
+    for (const auto& row : rows) {
+      const Bytes sealed = impl_->seal_value(
+          message_aad(row.envelope_id, peer, author, row.device, timestamp, row.outgoing),
+          as_bytes(body));
+      auto r = impl_->run("UPDATE messages SET body = ?1 WHERE seq = ?2", [&](Statement& st) {
+        return st.bind_blob(1, sealed) && st.bind_int(2, row.seq);
+      });
+      if (!r) return r;
+    }
+    return {};
+  });
+}
+
+tl::expected<void, ClientError> ClientStore::delete_message(const std::string& peer,
+                                                            const std::string& author,
+                                                            std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > kMaxSqlInt) return {};
+  return impl_->atomically<void>([&]() -> tl::expected<void, ClientError> {
+    const auto bind = [&](Statement& st) {
+      return st.bind_text(1, peer) && st.bind_text(2, author) &&
+             st.bind_int(3, static_cast<std::int64_t>(timestamp));
+    };
+    auto r =
+        impl_->run("DELETE FROM messages WHERE peer = ?1 AND sender = ?2 AND timestamp = ?3", bind);
+    if (!r) return r;
+    return impl_->run(
+        "DELETE FROM message_state WHERE peer = ?1 AND author = ?2 AND timestamp = ?3", bind);
+  });
+}
+
+tl::expected<void, ClientError> ClientStore::save_message_state(const std::string& peer,
+                                                                const std::string& author,
+                                                                std::uint64_t timestamp,
+                                                                std::uint64_t expires_at,
+                                                                ByteView record) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > kMaxSqlInt || expires_at > kMaxSqlInt) {
+    return tl::unexpected(ClientError::invalid_argument);
+  }
+  const Bytes sealed = impl_->seal_value(message_state_aad(peer, author, timestamp), record);
+  return impl_->run(
+      "INSERT INTO message_state (peer, author, timestamp, expires_at, record) "
+      "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (peer, author, timestamp) DO UPDATE SET "
+      "expires_at = excluded.expires_at, record = excluded.record",
+      [&](Statement& st) {
+        return st.bind_text(1, peer) && st.bind_text(2, author) &&
+               st.bind_int(3, static_cast<std::int64_t>(timestamp)) &&
+               st.bind_int(4, static_cast<std::int64_t>(expires_at)) && st.bind_blob(5, sealed);
+      });
+}
+
+tl::expected<std::optional<crypto::SecretBuffer>, ClientError> ClientStore::load_message_state(
+    const std::string& peer, const std::string& author, std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > kMaxSqlInt) return std::optional<crypto::SecretBuffer>{};
+  return impl_->load_sealed(
+      "SELECT record FROM message_state WHERE peer = ?1 AND author = ?2 AND timestamp = ?3",
+      [&](Statement& st) {
+        return st.bind_text(1, peer) && st.bind_text(2, author) &&
+               st.bind_int(3, static_cast<std::int64_t>(timestamp));
+      },
+      message_state_aad(peer, author, timestamp));
+}
+
+tl::expected<std::vector<MessageStateRow>, ClientError> ClientStore::message_states(
+    const std::string& peer) {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare(
+      "SELECT author, timestamp, expires_at, record FROM message_state WHERE peer = ?1");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_text(1, peer)) return tl::unexpected(ClientError::io);
+  std::vector<MessageStateRow> out;
+  for (;;) {
+    const StepResult r = st->step();
+    if (r == StepResult::done) break;
+    if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+    auto author = st->column_text(0);
+    auto timestamp = st->column_u64(1);
+    auto expires_at = st->column_u64(2);
+    auto blob = st->column_blob(3);
+    if (!author || !timestamp || !expires_at || !blob) continue;
+    auto plain = open_sealed(impl_->key.bytes, message_state_aad(peer, *author, *timestamp), *blob);
+    if (!plain) continue;  // a damaged state: the message is shown without it
+    out.push_back(MessageStateRow{peer, *author, *timestamp, *expires_at, std::move(*plain)});
+  }
+  return out;
+}
+
+tl::expected<std::vector<MessageStateRow>, ClientError> ClientStore::expired_messages(
+    std::uint64_t now_ms) {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare(
+      "SELECT peer, author, timestamp, expires_at FROM message_state WHERE expires_at > 0 AND "
+      "expires_at <= ?1 ORDER BY expires_at");
+  if (!st) return tl::unexpected(st.error());
+  if (!st->bind_int(1, static_cast<std::int64_t>(std::min(now_ms, kMaxSqlInt)))) {
+    return tl::unexpected(ClientError::io);
+  }
+  std::vector<MessageStateRow> out;
+  for (;;) {
+    const StepResult r = st->step();
+    if (r == StepResult::done) break;
+    if (r != StepResult::row) return tl::unexpected(impl_->db_error());
+    auto peer = st->column_text(0);
+    auto author = st->column_text(1);
+    auto timestamp = st->column_u64(2);
+    auto expires_at = st->column_u64(3);
+    if (!peer || !author || !timestamp || !expires_at) return tl::unexpected(ClientError::corrupt);
+    out.push_back(
+        MessageStateRow{*peer, *author, *timestamp, *expires_at, crypto::SecretBuffer(0)});
+  }
+  return out;
+}
+
+tl::expected<std::uint64_t, ClientError> ClientStore::next_expiry() {
+  std::lock_guard lock(impl_->mu);
+  auto st = impl_->prepare("SELECT MIN(expires_at) FROM message_state WHERE expires_at > 0");
+  if (!st) return tl::unexpected(st.error());
+  if (st->step() != StepResult::row) return tl::unexpected(impl_->db_error());
+  return st->column_u64(0).value_or(0);
+}
+
 // --- held messages -----------------------------------------------------------------------------
 
 tl::expected<void, ClientError> ClientStore::hold_message(const StoredMessage& m) {
@@ -1614,7 +1875,23 @@ tl::expected<void, ClientError> ClientStore::remove_events(std::uint64_t through
                     [&](Statement& st) { return st.bind_int(1, upto); });
 }
 
+tl::expected<void, ClientError> ClientStore::remove_event(std::uint64_t seq) {
+  std::lock_guard lock(impl_->mu);
+  if (seq > kMaxSqlInt) return {};
+  return impl_->run("DELETE FROM events WHERE seq = ?1",
+                    [&](Statement& st) { return st.bind_int(1, static_cast<std::int64_t>(seq)); });
+}
+
 // --- sent contents -----------------------------------------------------------------------------
+
+tl::expected<void, ClientError> ClientStore::remove_sent(const std::string& peer,
+                                                         std::uint64_t timestamp) {
+  std::lock_guard lock(impl_->mu);
+  if (timestamp > kMaxSqlInt) return {};
+  return impl_->run("DELETE FROM sent_log WHERE peer = ?1 AND timestamp = ?2", [&](Statement& st) {
+    return st.bind_text(1, peer) && st.bind_int(2, static_cast<std::int64_t>(timestamp));
+  });
+}
 
 tl::expected<void, ClientError> ClientStore::log_sent(const std::string& peer,
                                                       std::uint64_t timestamp, std::uint64_t now_ms,

@@ -93,6 +93,17 @@ struct JournalEntry {
   crypto::SecretBuffer record;
 };
 
+// What the client keeps about a message beyond its body (an opaque record it encodes: quote,
+// reactions, edited and deleted marks, receipts, its disappearing timer), by conversation and the
+// message's (author, timestamp); and when the message disappears (0: not counting down).
+struct MessageStateRow {
+  std::string peer;
+  std::string author;
+  std::uint64_t timestamp = 0;
+  std::uint64_t expires_at = 0;
+  crypto::SecretBuffer record;
+};
+
 // A content we sent, kept for a while in case a recipient device asks for it again.
 struct SentContent {
   crypto::SecretBuffer content;  // the serialized Content as encrypted for that recipient
@@ -197,6 +208,46 @@ class ClientStore : public protocol::SessionStore,
       const std::function<bool(const StoredMessage&)>& fn);
   [[nodiscard]] tl::expected<std::size_t, ClientError> message_count();
 
+  // A message (not a notice) of the conversation with `peer` by (author, timestamp); by the id
+  // this device shows for it (any conversation); by (author, timestamp) in any conversation.
+  [[nodiscard]] tl::expected<std::optional<StoredMessage>, ClientError> find_message(
+      const std::string& peer, const std::string& author, std::uint64_t timestamp);
+  [[nodiscard]] tl::expected<std::optional<StoredMessage>, ClientError> find_message_by_id(
+      const std::string& envelope_id);
+  [[nodiscard]] tl::expected<std::optional<StoredMessage>, ClientError> find_message_by_ref(
+      const std::string& author, std::uint64_t timestamp);
+  // Messages (not notices) with this timestamp in any conversation, at most two (so a caller
+  // can tell an ambiguous one).
+  [[nodiscard]] tl::expected<std::vector<StoredMessage>, ClientError> find_messages_at(
+      std::uint64_t timestamp);
+  // Replaces the body of that message (an edit, a delete for everyone): the earlier body is
+  // overwritten on disk (the store runs with secure_delete).
+  [[nodiscard]] tl::expected<void, ClientError> replace_message_body(const std::string& peer,
+                                                                     const std::string& author,
+                                                                     std::uint64_t timestamp,
+                                                                     const std::string& body);
+  // Removes that message (its rows and its state) from the history.
+  [[nodiscard]] tl::expected<void, ClientError> delete_message(const std::string& peer,
+                                                               const std::string& author,
+                                                               std::uint64_t timestamp);
+
+  // Message states (MessageStateRow). Saving replaces the row.
+  [[nodiscard]] tl::expected<void, ClientError> save_message_state(const std::string& peer,
+                                                                   const std::string& author,
+                                                                   std::uint64_t timestamp,
+                                                                   std::uint64_t expires_at,
+                                                                   ByteView record);
+  [[nodiscard]] tl::expected<std::optional<crypto::SecretBuffer>, ClientError> load_message_state(
+      const std::string& peer, const std::string& author, std::uint64_t timestamp);
+  // Every state of the conversation with `peer` (damaged rows skipped).
+  [[nodiscard]] tl::expected<std::vector<MessageStateRow>, ClientError> message_states(
+      const std::string& peer);
+  // The messages whose time ran out by `now_ms` (records not read), and the earliest expiry
+  // still to come (0: none).
+  [[nodiscard]] tl::expected<std::vector<MessageStateRow>, ClientError> expired_messages(
+      std::uint64_t now_ms);
+  [[nodiscard]] tl::expected<std::uint64_t, ClientError> next_expiry();
+
   // Messages held back until the user accepts their sender's new identity key.
   [[nodiscard]] tl::expected<void, ClientError> hold_message(const StoredMessage& message);
   // Removes and returns the messages held for the conversation with `peer`, oldest first.
@@ -212,6 +263,8 @@ class ClientStore : public protocol::SessionStore,
                                                                             std::size_t limit);
   // Removes every entry with seq <= through.
   [[nodiscard]] tl::expected<void, ClientError> remove_events(std::uint64_t through);
+  // Removes the entry `seq` alone (an event that held a message which is gone).
+  [[nodiscard]] tl::expected<void, ClientError> remove_event(std::uint64_t seq);
 
   // Recently sent contents, by recipient user and timestamp.
   [[nodiscard]] tl::expected<void, ClientError> log_sent(const std::string& peer,
@@ -221,6 +274,9 @@ class ClientStore : public protocol::SessionStore,
       const std::string& peer, std::uint64_t timestamp);
   [[nodiscard]] tl::expected<void, ClientError> count_resend(const std::string& peer,
                                                              std::uint64_t timestamp);
+  // Forgets the content sent to `peer` at `timestamp` (a message that disappeared or was deleted).
+  [[nodiscard]] tl::expected<void, ClientError> remove_sent(const std::string& peer,
+                                                            std::uint64_t timestamp);
   // Forgets contents logged before `before_ms`.
   [[nodiscard]] tl::expected<void, ClientError> expire_sent(std::uint64_t before_ms);
 
