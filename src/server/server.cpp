@@ -307,7 +307,8 @@ Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& m
       link_tokens_(config.link_tokens_per_hour, std::chrono::hours(1),
                    std::max<std::uint32_t>(2, config.link_tokens_per_hour / 4)),
       provisioning_rate_(config.provisioning_per_minute,
-                         std::max<std::uint32_t>(5, config.provisioning_per_minute / 3)) {
+                         std::max<std::uint32_t>(5, config.provisioning_per_minute / 3)),
+      attachments_(config, rng, now_ms_) {
   // The gauge counts what the store holds, so it starts from there and not from zero.
   if (auto stored = store_.messages().count_all()) {
     metrics_.queue_depth.store(static_cast<std::int64_t>(*stored), std::memory_order_relaxed);
@@ -554,6 +555,12 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
       break;
     case svc::Request::kListBlocks:
       on_list_blocks(s, out);
+      break;
+    case svc::Request::kAttachmentCreate:
+    case svc::Request::kAttachmentWrite:
+    case svc::Request::kAttachmentStatus:
+    case svc::Request::kAttachmentRead:
+      attachments_.handle([&] { std::lock_guard lock(s->mutex); return s->account; }(), r, out);
       break;
     case svc::Request::kMultiSend:  // the multi-recipient send lands with the delivery module
     case svc::Request::BODY_NOT_SET:
@@ -1746,6 +1753,7 @@ void Server::maintenance() {
     spdlog::info("event=expire envelopes={}", *expired);
   }
   update_stored_bytes_gauge();
+  (void)attachments_.sweep();
 }
 
 std::vector<std::string> Server::create_invites(std::size_t count, std::uint64_t days) {

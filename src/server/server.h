@@ -19,6 +19,7 @@
 
 #include "crypto/rng.h"
 #include "net/ws_server.h"
+#include "server/attachments.h"
 #include "server/config.h"
 #include "server/metrics.h"
 #include "server/rate_limiter.h"
@@ -166,6 +167,7 @@ class Server final : public net::ConnectionHandler {
   std::string storage_refusal(std::uint64_t reserved);
   void update_stored_bytes_gauge();
 
+  AttachmentService attachments_;  // docs/attachments.md
   std::mutex next_key_mutex_;                            // guards next_key_ and told_next_key_
   std::shared_ptr<const wire::service::Push> next_key_;  // the announcement; null: none
   // The devices next_key_ was pushed to (memory only, never logged): the operator sees how many
