@@ -21,6 +21,7 @@
 #include "client/backup_file.h"
 #include "client/recovery_code.h"
 #include "daemon.h"
+#include "attach_commands.h"
 #include "output.h"
 #include "sotto/client.h"
 #include "terminal.h"
@@ -416,13 +417,23 @@ int cmd_recover(const std::string& user, std::string& code, const std::string& s
   return 0;
 }
 
-int cmd_send(const std::string& to, const std::string& text, int timeout) {
+int cmd_send(const std::string& to, const std::string& text, int timeout,
+             const std::vector<std::string>& attach) {
+  if (text.empty() && attach.empty()) {
+    return fail(ErrorCode::invalid_argument, "nothing to send: give TEXT, --attach FILE, or both");
+  }
   auto o = make_options();
   if (!o) return fail(o.error());
   o->send_timeout = std::chrono::seconds(timeout);
   auto client = Client::open(*o, g.account);
   if (!client) return fail(client.error());
-  auto r = (*client)->send(to, text);
+  std::vector<sotto::Attachment> attachments;
+  if (!attach.empty()) {
+    auto uploaded = sotto::cli::upload_files(**client, attach, true);
+    if (!uploaded) return fail(uploaded.error());
+    attachments = std::move(*uploaded);
+  }
+  auto r = attachments.empty() ? (*client)->send(to, text) : (*client)->send(to, text, attachments);
   if (!r) {
     Error e = r.error();
     if (e.code == ErrorCode::not_found) e.message = to + ": " + e.message;
@@ -442,15 +453,24 @@ int cmd_send(const std::string& to, const std::string& text, int timeout) {
   return 0;
 }
 
-int cmd_receive(int timeout) {
+int cmd_receive(int timeout, const std::string& attachments_dir) {
   auto client = open_client();
   if (!client) return fail(client.error());
   const std::string self = (*client)->username();
   auto r = (*client)->receive(std::chrono::seconds(timeout), [&](const sotto::Event& e) {
-    if (g.json)
-      print_json(sotto::cli::event_json(e));
-    else
-      print_line(sotto::cli::event_text(e, self));
+    // Attachments are saved before the message is shown, so that it can say where.
+    json saved;
+    if (e.kind == sotto::Event::Kind::message && !e.message.attachments.empty()) {
+      saved = sotto::cli::save_attachments(**client, e.message, attachments_dir, true);
+    }
+    if (g.json) {
+      json j = sotto::cli::event_json(e);
+      if (!saved.is_null()) j["attachments"] = saved;
+      print_json(j);
+    } else {
+      print_line(sotto::cli::event_text(e, self) +
+                 (saved.is_null() ? std::string() : sotto::cli::attachments_text(saved)));
+    }
   });
   if (!r) return fail(r.error());
   return 0;
@@ -1267,6 +1287,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"on-first-use", "always", "never"}));
 
   std::string user, server, fingerprint, invite, text, code, name, file, digits_text;
+  std::vector<std::string> attach_files;
+  std::string attachments_dir;
   int timeout = 30;
   std::uint32_t device = 0;
   std::size_t limit = 50;
@@ -1295,9 +1317,12 @@ int main(int argc, char** argv) {
                       "SHA-256 of the server's public key (hex); without it the first key seen "
                       "is pinned");
 
-  auto* send = app.add_subcommand("send", "Send a message (UTF-8 text)");
+  auto* send = app.add_subcommand("send", "Send a message (UTF-8 text, files, or both)");
   send->add_option("USER", user, "Recipient")->required();
-  send->add_option("TEXT", text, "Message text")->required();
+  send->add_option("TEXT", text, "Message text (optional with --attach)");
+  send->add_option("--attach", attach_files,
+                   "A file to send with the message, encrypted (repeatable; docs/attachments.md)")
+      ->check(CLI::ExistingFile);
   send->add_option("--timeout", timeout, "Seconds to keep retrying (default 30)")
       ->check(CLI::Range(1, 3600));
 
@@ -1307,6 +1332,8 @@ int main(int argc, char** argv) {
       "messages that could not be read)");
   receive->add_option("--timeout", timeout, "Seconds at most (default 30)")
       ->check(CLI::Range(1, 3600));
+  receive->add_option("--attachments-dir", attachments_dir,
+                      "Where received files are saved (default: DATA_DIR/attachments/ACCOUNT)");
 
   auto* chat = app.add_subcommand(
       "chat",
@@ -1427,8 +1454,8 @@ int main(int argc, char** argv) {
   try {
     if (reg->parsed()) return cmd_register(user, server, fingerprint, invite);
     if (recover->parsed()) return cmd_recover(user, code, server, fingerprint);
-    if (send->parsed()) return cmd_send(user, text, timeout);
-    if (receive->parsed()) return cmd_receive(timeout);
+    if (send->parsed()) return cmd_send(user, text, timeout, attach_files);
+    if (receive->parsed()) return cmd_receive(timeout, attachments_dir);
     if (chat->parsed()) return cmd_chat(user);
     if (link->parsed()) return cmd_link(server, fingerprint, link_timeout, name, transfer_history);
     if (add->parsed()) return cmd_add_device(code);

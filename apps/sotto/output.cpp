@@ -1,11 +1,12 @@
 #include "output.h"
 
+#include "attach_commands.h"
 #include "terminal.h"
 
 namespace sotto::cli {
 
 nlohmann::json message_json(const Message& m) {
-  return {{"id", m.id},
+  nlohmann::json j = {{"id", m.id},
           {"from", m.from},
           {"device", m.device},
           {"timestamp", m.timestamp},
@@ -13,6 +14,8 @@ nlohmann::json message_json(const Message& m) {
           {"body", m.body},
           {"conversation", m.conversation},
           {"outgoing", m.outgoing}};
+  if (!m.attachments.empty()) j["attachments"] = attachments_json(m.attachments);
+  return j;
 }
 
 nlohmann::json event_json(const Event& e) {
@@ -89,15 +92,17 @@ std::string body_text(std::string_view body) {
 std::string message_text(const Message& m, const std::string& self) {
   const std::string when = format_time(m.timestamp);
   const std::string body = body_text(m.body);
+  const std::string files =
+      m.attachments.empty() ? std::string() : attachments_text(attachments_json(m.attachments));
   if (m.outgoing) {
     const std::string who = m.from == self ? "you" : sanitize(m.from, false);
     std::string line = when + "  " + who;
     if (m.device != 0 && !m.id.starts_with("local-"))
       line += " (device " + std::to_string(m.device) + ")";
-    return line + " -> " + sanitize(m.conversation, false) + ": " + body;
+    return line + " -> " + sanitize(m.conversation, false) + ": " + body + files;
   }
   return when + "  " + sanitize(m.from, false) + " (device " + std::to_string(m.device) +
-         "): " + body;
+         "): " + body + files;
 }
 
 std::string event_text(const Event& e, const std::string& self) {

@@ -1,6 +1,7 @@
 #include "client/content_codec.h"
 
 #include "backup.pb.h"
+#include "client/attachment_format.h"
 #include "client/util.h"
 #include "content.pb.h"
 #include "crypto/secret.h"
@@ -26,7 +27,24 @@ ReceivedContent unreadable(std::string why) {
 ReceivedContent::~ReceivedContent() {
   wipe(body);
   for (auto& m : history) wipe(m.body);
+  for (auto& a : attachments) wipe(a);
 }
+
+namespace {
+
+// The attachments of a data message that can be fetched, serialized; the others are dropped.
+std::vector<std::string> read_attachments(content::DataMessage& data) {
+  std::vector<std::string> out;
+  for (auto& p : *data.mutable_attachments()) {
+    if (out.size() < kMaxAttachmentsPerMessage && check_pointer(p).empty()) {
+      out.push_back(p.SerializeAsString());
+    }
+    wipe(*p.mutable_key());
+  }
+  return out;
+}
+
+}  // namespace
 
 ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
   if (plaintext.size() > kMaxContentBytes) return unreadable("a message too large to read");
@@ -39,6 +57,7 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
     r.kind = ReceivedContent::Kind::message;
     r.body = std::move(*c.mutable_data()->mutable_body());
     r.timestamp = c.data().timestamp();
+    r.attachments = read_attachments(*c.mutable_data());
     return r;
   }
   if (!c.has_sync()) return r;  // a receipt, or something of a later version
@@ -53,6 +72,7 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
     r.kind = ReceivedContent::Kind::sent_copy;
     r.body = std::move(*sync->mutable_sent()->mutable_message()->mutable_body());
     r.timestamp = sync->sent().timestamp();
+    r.attachments = read_attachments(*sync->mutable_sent()->mutable_message());
     r.destination = std::move(*destination);
     return r;
   }

@@ -1,9 +1,12 @@
 #include "client/engine.h"
 
+#include "client/attachment_history.h"
+
 #include <algorithm>
 #include <set>
 #include <thread>
 
+#include "client/attachment_history.h"
 #include "client/errors.h"
 #include "client/provisioning.h"
 #include "content.pb.h"
@@ -151,7 +154,11 @@ Result<SafetyNumber> Engine::trust(const std::string& user,
 }
 
 Result<std::vector<Message>> Engine::history(const std::string& user, std::size_t limit) {
-  return contacts_.history(user, limit);
+  auto messages = contacts_.history(user, limit);
+  if (messages) {
+    for (auto& m : *messages) m.attachments = load_message_attachments(*account_->store, m.id);
+  }
+  return messages;
 }
 
 Result<std::vector<Message>> Engine::read_history(const Options& options,

@@ -110,6 +110,16 @@ class Engine {
                                                   const sotto::BackupSecret& secret,
                                                   const Progress& progress);
 
+  // Attachments (engine_attachments.cpp; docs/attachments.md).
+  [[nodiscard]] Result<Attachment> upload_attachment(const std::filesystem::path& file,
+                                                     const std::string& caption,
+                                                     const Progress& progress);
+  [[nodiscard]] Result<SendResult> send(const std::string& to, const std::string& body,
+                                        const std::vector<Attachment>& attachments);
+  [[nodiscard]] Result<SavedAttachment> save_attachment(const Attachment& attachment,
+                                                        const std::filesystem::path& dir,
+                                                        const Progress& progress);
+  [[nodiscard]] std::filesystem::path attachments_dir() const;
   // For tests: the account's shared state.
   [[nodiscard]] Account& account() { return *account_; }
 

@@ -45,7 +45,9 @@ class Outbox {
   Outbox(Account& account, ServerLink& link, Sessions& sessions, KeyMaintenance& keys)
       : account_(account), link_(link), sessions_(sessions), keys_(keys) {}
 
-  [[nodiscard]] Result<SendResult> send_text(const std::string& to, const std::string& body);
+  // `attachments`: serialized content.proto AttachmentPointers (the body may then be empty).
+  [[nodiscard]] Result<SendResult> send_text(const std::string& to, const std::string& body,
+                                             const std::vector<std::string>& attachments = {});
 
   // Sends `content` (a serialized, padded Content) to `devices` of `user` only; a device without
   // a session gets one from a fresh bundle.
