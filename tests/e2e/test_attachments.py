@@ -250,6 +250,41 @@ class Limits(AttachmentTest):
         self.assertEqual(len(self.receive()), 2)
 
 
+import test_daemon  # noqa: E402
+
+
+class DaemonAttachments(test_daemon.DaemonTest):
+    """The daemon's `send` with "attachments" (signal-cli's shape: file paths) and the
+    attachments array of a received message's notification. Only this class's own test runs
+    here (load_tests below), not the DaemonTest tests it inherits its helpers from."""
+
+    def test_daemon_sends_and_saves_attachments(self):
+        alice, bob = self.pair()
+        inbox = os.path.join(self.root, "bob-inbox")
+        _, bob_rpc = self.stdio_daemon(bob, "--attachments-dir", inbox)
+        _, alice_rpc = self.stdio_daemon(alice)
+        path = os.path.join(self.root, "report.pdf")
+        sha = write_random(path, 1_500_000, 7)
+        sent = alice_rpc.result("send", {"recipient": "bob", "attachments": [path]}, timeout=60)
+        self.assertEqual(sent["results"][0]["type"], "SUCCESS")
+        m = bob_rpc.notification(test_daemon.is_message, timeout=60)
+        a, = m["attachments"]
+        self.assertEqual((a["fileName"], a["contentType"], a["size"], a["sha256"]),
+                         ("report.pdf", "application/pdf", 1_500_000, sha))
+        self.assertEqual(sha256_file(a["path"]), sha)
+        self.assertEqual(os.path.dirname(a["path"]), inbox)
+        error = alice_rpc.call("send", {"recipient": "bob", "attachments": [7]})
+        self.assertIn("error", error)
+
+
+def load_tests(loader, tests, pattern):
+    suite = unittest.TestSuite()
+    for case in (RoundTrip, Limits):
+        suite.addTests(loader.loadTestsFromTestCase(case))
+    suite.addTest(DaemonAttachments("test_daemon_sends_and_saves_attachments"))
+    return suite
+
+
 def main():
     import argparse
     parser = argparse.ArgumentParser(add_help=False)
