@@ -129,7 +129,8 @@ std::string attachments_text(const json& attachments) {
            human_size(a.value("size", std::uint64_t{0})) + ", " +
            sanitize(a.value("contentType", std::string()), false) + ")";
     if (a.contains("path")) out += " -> " + sanitize(a["path"].get<std::string>(), false);
-    if (a.contains("error")) out += ": not saved: " + sanitize(a["error"].get<std::string>(), false);
+    if (a.contains("error"))
+      out += ": not saved: " + sanitize(a["error"].get<std::string>(), false);
   }
   return out;
 }

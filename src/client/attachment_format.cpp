@@ -92,8 +92,8 @@ std::optional<ImageInfo> read_image_header(ByteView h) {
       std::memcmp(h.data() + 12, "IHDR", 4) == 0) {
     return ImageInfo{"image/png", be32(h, 16), be32(h, 20)};
   }
-  if (h.size() >= 10 && (std::memcmp(h.data(), "GIF87a", 6) == 0 ||
-                         std::memcmp(h.data(), "GIF89a", 6) == 0)) {
+  if (h.size() >= 10 &&
+      (std::memcmp(h.data(), "GIF87a", 6) == 0 || std::memcmp(h.data(), "GIF89a", 6) == 0)) {
     return ImageInfo{"image/gif", static_cast<std::uint32_t>(h[6] | (h[7] << 8)),
                      static_cast<std::uint32_t>(h[8] | (h[9] << 8))};
   }
@@ -113,8 +113,8 @@ std::optional<ImageInfo> read_image_header(ByteView h) {
       }
       const std::uint32_t length = be16(h, at + 2);
       if (length < 2) return std::nullopt;
-      const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 &&
-                       marker != 0xCC;
+      const bool sof =
+          marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
       if (sof) {
         if (at + 9 > h.size()) return std::nullopt;
         return ImageInfo{"image/jpeg", be16(h, at + 7), be16(h, at + 5)};
@@ -135,11 +135,11 @@ std::string content_type_of(std::string_view name) {
     ext += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
   static constexpr std::pair<std::string_view, std::string_view> kTypes[] = {
-      {"png", "image/png"},        {"jpg", "image/jpeg"},       {"jpeg", "image/jpeg"},
-      {"gif", "image/gif"},        {"webp", "image/webp"},      {"txt", "text/plain"},
-      {"pdf", "application/pdf"},  {"zip", "application/zip"},  {"mp4", "video/mp4"},
-      {"mp3", "audio/mpeg"},       {"ogg", "audio/ogg"},        {"json", "application/json"},
-      {"html", "text/html"},       {"md", "text/markdown"},     {"csv", "text/csv"},
+      {"png", "image/png"},       {"jpg", "image/jpeg"},      {"jpeg", "image/jpeg"},
+      {"gif", "image/gif"},       {"webp", "image/webp"},     {"txt", "text/plain"},
+      {"pdf", "application/pdf"}, {"zip", "application/zip"}, {"mp4", "video/mp4"},
+      {"mp3", "audio/mpeg"},      {"ogg", "audio/ogg"},       {"json", "application/json"},
+      {"html", "text/html"},      {"md", "text/markdown"},    {"csv", "text/csv"},
   };
   for (const auto& [e, type] : kTypes) {
     if (ext == e) return std::string(type);

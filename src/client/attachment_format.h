@@ -53,8 +53,8 @@ struct UploadState {
   std::array<std::uint8_t, crypto::kSecretStreamKeySize> key{};
   crypto::SecretStreamHeader header{};
 };
-inline constexpr std::size_t kUploadStateSize = 16 + crypto::kSecretStreamKeySize +
-                                                crypto::kSecretStreamHeaderSize;
+inline constexpr std::size_t kUploadStateSize =
+    16 + crypto::kSecretStreamKeySize + crypto::kSecretStreamHeaderSize;
 [[nodiscard]] Bytes encode_upload_state(const UploadState& s);
 // nullopt unless exactly kUploadStateSize bytes.
 [[nodiscard]] std::optional<UploadState> decode_upload_state(ByteView bytes);

@@ -108,7 +108,8 @@ class Encryptor {
       return true;
     }
     const std::uint64_t left = size_ - read_;
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, kAttachmentChunkSize));
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(left, kAttachmentChunkSize));
     std::size_t got = 0;
     if (!read_full(fd_, plain_.data(), n, got) || got != n) return false;
     read_ += n;
@@ -156,8 +157,9 @@ Result<content::AttachmentPointer> Attachments::upload(const std::filesystem::pa
   }
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (size > kMaxAttachmentSize) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument,
-                                     file.string() + " is larger than an attachment may be (4 GiB)"));
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument,
+                   file.string() + " is larger than an attachment may be (4 GiB)"));
   }
   if (caption.size() > kMaxAttachmentCaptionBytes) {
     return tl::unexpected(make_error(ErrorCode::invalid_argument, "caption too long"));
@@ -196,7 +198,9 @@ Result<content::AttachmentPointer> Attachments::upload(const std::filesystem::pa
     auto connected = link_.ensure_connected(SteadyClock::now() + timeout);
     if (!connected) return tl::unexpected(connected.error());
     const ConnectionPtr c = connected->connection;
-    const auto lost = [&](const Error& e) -> bool { return retryable(e) && ++attempts < kMaxAttempts; };
+    const auto lost = [&](const Error& e) -> bool {
+      return retryable(e) && ++attempts < kMaxAttempts;
+    };
 
     std::uint32_t max_chunk = 0;
     std::uint64_t received = 0;
@@ -252,7 +256,8 @@ Result<content::AttachmentPointer> Attachments::upload(const std::filesystem::pa
 
     // Encrypt from the start (the same key and header give the same bytes), hash everything,
     // and send what the server does not have yet.
-    if (::lseek(fd.fd, 0, SEEK_SET) != 0) return tl::unexpected(io_error("cannot read " + file.string()));
+    if (::lseek(fd.fd, 0, SEEK_SET) != 0)
+      return tl::unexpected(io_error("cannot read " + file.string()));
     Encryptor enc(fd.fd, size, *state);
     crypto::Sha256 digest;
     Bytes pending;
@@ -273,12 +278,13 @@ Result<content::AttachmentPointer> Attachments::upload(const std::filesystem::pa
       }
       if (answer->status().code() != svc::OK) {
         failure = status_error(*answer);
-        if (answer->status().code() == svc::CONFLICT || answer->status().code() == svc::RATE_LIMITED) {
+        if (answer->status().code() == svc::CONFLICT ||
+            answer->status().code() == svc::RATE_LIMITED) {
           // Start over from what the server has (after the wait it asks for).
           failure->code = ErrorCode::network;
           if (answer->status().retry_after_ms() > 0) {
-            std::this_thread::sleep_for(
-                std::chrono::milliseconds(std::min<std::uint32_t>(answer->status().retry_after_ms(), 30'000)));
+            std::this_thread::sleep_for(std::chrono::milliseconds(
+                std::min<std::uint32_t>(answer->status().retry_after_ms(), 30'000)));
             --attempts;  // a rate limit is not a lost connection
           }
         }
@@ -392,9 +398,9 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
   std::uint64_t written = 0;
   const crypto::Secret<crypto::kSecretStreamKeySize> key(as_bytes(pointer.key()));
   const auto refused = [&](const std::string& why) {
-    return tl::unexpected(make_error(
-        ErrorCode::protocol,
-        "the attachment " + name + " was refused (" + why + "); nothing was saved"));
+    return tl::unexpected(
+        make_error(ErrorCode::protocol,
+                   "the attachment " + name + " was refused (" + why + "); nothing was saved"));
   };
 
   // Decrypts whole secretstream messages from the buffer.
@@ -409,9 +415,8 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
     }
     for (;;) {
       const std::uint64_t left = pointer.size() - written;
-      const std::size_t message =
-          static_cast<std::size_t>(std::min<std::uint64_t>(left, chunk)) +
-          crypto::kSecretStreamOverhead;
+      const std::size_t message = static_cast<std::size_t>(std::min<std::uint64_t>(left, chunk)) +
+                                  crypto::kSecretStreamOverhead;
       if (stream->final_seen()) break;
       if (buffer.size() - at < message) break;
       const std::size_t n = message - crypto::kSecretStreamOverhead;
@@ -422,7 +427,8 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
         return std::string("its stream ends in the wrong place");
       }
       plain_digest.update(ByteView(plain.data(), n));
-      if (!write_full(out.fd, plain.data(), n)) return std::string("cannot write: ") + std::strerror(errno);
+      if (!write_full(out.fd, plain.data(), n))
+        return std::string("cannot write: ") + std::strerror(errno);
       written += n;
       at += message;
     }
@@ -466,15 +472,16 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
         break;
       }
       if (answer->status().code() == svc::RATE_LIMITED) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(
-            std::min<std::uint32_t>(std::max<std::uint32_t>(answer->status().retry_after_ms(), 100), 30'000)));
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min<std::uint32_t>(
+            std::max<std::uint32_t>(answer->status().retry_after_ms(), 100), 30'000)));
         failure = make_error(ErrorCode::network, "rate limited");
         --attempts;
         break;
       }
       if (answer->status().code() != svc::OK) return tl::unexpected(status_error(*answer));
       const auto& data = answer->attachment_read().data();
-      if (answer->attachment_read().size() != total) return refused("its size on the server differs");
+      if (answer->attachment_read().size() != total)
+        return refused("its size on the server differs");
       if (offset != next_offset || data.empty() || data.size() > total - next_offset) {
         return refused("the server's answer does not fit");
       }
@@ -495,7 +502,8 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
   }
   const auto digest = cipher_digest.finish();
   if (pointer.digest().size() != digest.size() ||
-      !crypto::constant_time_equal(as_bytes(pointer.digest()), ByteView(digest.data(), digest.size()))) {
+      !crypto::constant_time_equal(as_bytes(pointer.digest()),
+                                   ByteView(digest.data(), digest.size()))) {
     return refused("its digest does not match");
   }
   if (!stream || !stream->finish() || written != pointer.size()) {
@@ -513,7 +521,9 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
     if (errno != EEXIST) return tl::unexpected(io_error("cannot save " + dest.string()));
     dest.clear();
   }
-  if (dest.empty()) return tl::unexpected(make_error(ErrorCode::invalid_argument, "no free name in " + dir.string()));
+  if (dest.empty())
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument, "no free name in " + dir.string()));
   {
     Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (d.fd >= 0) (void)::fsync(d.fd);

@@ -9,8 +9,7 @@
 namespace sotto::client {
 
 Result<Attachment> Engine::upload_attachment(const std::filesystem::path& file,
-                                             const std::string& caption,
-                                             const Progress& progress) {
+                                             const std::string& caption, const Progress& progress) {
   Attachments attachments(*account_, link_);
   auto pointer = attachments.upload(file, caption, progress);
   if (!pointer) return tl::unexpected(pointer.error());

@@ -45,16 +45,15 @@ AttachmentService::AttachmentService(const ServerConfig& config, crypto::Rng& rn
     : config_(config),
       rng_(rng),
       now_ms_(std::move(now_ms)),
-      chunk_bytes_(static_cast<std::uint32_t>(std::min<std::size_t>(
-          kAttachmentChunkBytes,
-          config.max_frame_bytes > 2 * kFrameOverhead ? config.max_frame_bytes - kFrameOverhead
-                                                      : kFrameOverhead))),
+      chunk_bytes_(static_cast<std::uint32_t>(
+          std::min<std::size_t>(kAttachmentChunkBytes, config.max_frame_bytes > 2 * kFrameOverhead
+                                                           ? config.max_frame_bytes - kFrameOverhead
+                                                           : kFrameOverhead))),
       uploads_(config.attachment_uploads_per_hour, std::chrono::hours(1),
                config.attachment_uploads_per_hour),
-      upload_bytes_(
-          RateLimiter::Rate{static_cast<double>(config.attachment_upload_bytes_per_minute) / 60.0,
-                            static_cast<double>(bucket_burst(
-                                config.attachment_upload_bytes_per_minute))}),
+      upload_bytes_(RateLimiter::Rate{
+          static_cast<double>(config.attachment_upload_bytes_per_minute) / 60.0,
+          static_cast<double>(bucket_burst(config.attachment_upload_bytes_per_minute))}),
       download_bytes_(RateLimiter::Rate{
           static_cast<double>(config.attachment_download_bytes_per_minute) / 60.0,
           static_cast<double>(bucket_burst(config.attachment_download_bytes_per_minute))}) {
@@ -118,8 +117,8 @@ void AttachmentService::on_create(store::AccountId account, const svc::Request& 
   }
   if (!uploads_.allow(account_key(account))) {
     fail(out, svc::RATE_LIMITED, "too many attachment uploads begun by this account",
-         static_cast<std::uint32_t>(3'600'000 / std::max<std::uint32_t>(
-                                                    1, config_.attachment_uploads_per_hour)));
+         static_cast<std::uint32_t>(
+             3'600'000 / std::max<std::uint32_t>(1, config_.attachment_uploads_per_hour)));
     return;
   }
   if (!disk_allows(size)) {
@@ -137,8 +136,7 @@ void AttachmentService::on_create(store::AccountId account, const svc::Request& 
   if (*used + size > config_.attachment_quota_bytes) {
     fail(out, svc::FORBIDDEN,
          "attachment quota exceeded: this account's attachments hold " + std::to_string(*used) +
-             " of " + std::to_string(config_.attachment_quota_bytes) +
-             " bytes until they expire");
+             " of " + std::to_string(config_.attachment_quota_bytes) + " bytes until they expire");
     return;
   }
   store::BlobId id{};
@@ -196,8 +194,7 @@ void AttachmentService::on_write(store::AccountId account, const svc::Request& r
     fail(out, svc::BAD_REQUEST, "the chunk goes past the attachment's announced size");
     return;
   }
-  const std::uint64_t complete_expires =
-      now_ms_() / 1000 + config_.attachment_ttl_days * 86400;
+  const std::uint64_t complete_expires = now_ms_() / 1000 + config_.attachment_ttl_days * 86400;
   auto written = blobs_->append(
       *id, w.offset(),
       ByteView(reinterpret_cast<const std::uint8_t*>(w.data().data()), w.data().size()),

@@ -97,8 +97,8 @@ std::mutex& BlobStore::lock_of(const BlobId& id) {
   return stripes_[id[0] % stripes_.size()];
 }
 
-tl::expected<void, Error> BlobStore::create(const BlobId& id, AccountId account,
-                                            std::uint64_t size, std::uint64_t expires_at) {
+tl::expected<void, Error> BlobStore::create(const BlobId& id, AccountId account, std::uint64_t size,
+                                            std::uint64_t expires_at) {
   std::lock_guard blob_lock(lock_of(id));
   const auto file = file_of(id);
   {
@@ -203,7 +203,8 @@ tl::expected<Bytes, Error> BlobStore::read(const BlobId& id, std::uint64_t offse
 
 tl::expected<std::uint64_t, Error> BlobStore::account_bytes(AccountId account) {
   std::lock_guard lock(db_->mu);
-  auto st = db_->conn().prepare("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE account_id = ?1");
+  auto st =
+      db_->conn().prepare("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE account_id = ?1");
   if (!st) return tl::unexpected(Error::io);
   st->bind(1, account);
   if (st->step() != SQLITE_ROW) return tl::unexpected(Error::io);
