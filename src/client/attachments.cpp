@@ -429,6 +429,9 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
       plain_digest.update(ByteView(plain.data(), n));
       if (!write_full(out.fd, plain.data(), n))
         return std::string("cannot write: ") + std::strerror(errno);
+      // Writeback starts now (not waited for), so the fsync at the end has little left to do.
+      (void)::sync_file_range(out.fd, static_cast<off_t>(written), static_cast<off_t>(n),
+                              SYNC_FILE_RANGE_WRITE);
       written += n;
       at += message;
     }
