@@ -158,8 +158,7 @@ void BM_PlainTlsCopy(benchmark::State& state) {
     std::vector<char> block(1 << 20, 'x');
     for (auto _ : state) {
       for (std::size_t done = 0; done < size; done += block.size()) {
-        SSL_write(ssl.get(), block.data(),
-                  static_cast<int>(std::min(block.size(), size - done)));
+        SSL_write(ssl.get(), block.data(), static_cast<int>(std::min(block.size(), size - done)));
       }
       char ack = 0;
       SSL_read(ssl.get(), &ack, 1);
