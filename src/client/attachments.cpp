@@ -304,7 +304,7 @@ Result<content::AttachmentPointer> Attachments::upload(const std::filesystem::pa
         body->set_offset(sent);
         body->set_data(std::string(reinterpret_cast<const char*>(pending.data()), n));
         pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(n));
-        if (inflight.size() >= kAttachmentPipeline && !await_one()) return false;
+        if (inflight.size() >= kUploadPipeline && !await_one()) return false;
         auto rid = c->start(std::move(w));
         if (!rid) {
           failure = rid.error();
@@ -450,7 +450,7 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
     std::uint64_t asked = next_offset;
     std::optional<Error> failure;
     while (next_offset < total && !failure) {
-      while (inflight.size() < kAttachmentPipeline && asked < total) {
+      while (inflight.size() < kDownloadPipeline && asked < total) {
         svc::Request r;
         auto* body = r.mutable_attachment_read();
         body->set_id(pointer.id());

@@ -23,8 +23,11 @@
 
 namespace sotto::client {
 
-// Chunks in flight on the connection (uploads and downloads).
-inline constexpr std::size_t kAttachmentPipeline = 4;
+// Chunks in flight on the connection. An upload's answers are small, so more of its chunks may
+// be in flight; a download's answers are chunks, and the server closes a connection whose unsent
+// bytes pass max_outbound_bytes (8 MiB by default; docs/abuse.md), so four at most.
+inline constexpr std::size_t kUploadPipeline = 8;
+inline constexpr std::size_t kDownloadPipeline = 4;
 
 struct SavedFile {
   std::filesystem::path path;
