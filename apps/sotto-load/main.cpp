@@ -35,11 +35,11 @@
 #include <thread>
 #include <vector>
 
+#include "attachment_phase.h"
 #include "crypto/rng.h"
 #include "key_methods.h"
 #include "net/ws_client.h"
 #include "peer.h"
-#include "attachment_phase.h"
 #include "server_process.h"
 #include "tls_ceiling.h"
 
@@ -1122,12 +1122,11 @@ class LoadTool {
     j["tls_copy_mb_s"] = round1(f.tls_copy_mb_s);
     j["tls_copy_fsync_mb_s"] = round1(f.tls_copy_disk_mb_s);
     j["upload_of_tls_copy"] = round3(f.tls_copy_mb_s > 0 ? f.upload_mb_s / f.tls_copy_mb_s : 0);
-    j["download_of_tls_copy"] =
-        round3(f.tls_copy_mb_s > 0 ? f.download_mb_s / f.tls_copy_mb_s : 0);
+    j["download_of_tls_copy"] = round3(f.tls_copy_mb_s > 0 ? f.download_mb_s / f.tls_copy_mb_s : 0);
     results_["attachment"] = j;
     log("attachment: upload " + fmt(f.upload_mb_s) + " MB/s, download " + fmt(f.download_mb_s) +
-        " MB/s; plain TLS copy " + fmt(f.tls_copy_mb_s) + " MB/s (" +
-        fmt(f.tls_copy_disk_mb_s) + " MB/s written and fsynced)");
+        " MB/s; plain TLS copy " + fmt(f.tls_copy_mb_s) + " MB/s (" + fmt(f.tls_copy_disk_mb_s) +
+        " MB/s written and fsynced)");
     return true;
   }
 
@@ -1653,9 +1652,9 @@ int main(int argc, char** argv) {
     std::stringstream ss(phases);
     std::string p;
     while (std::getline(ss, p, ',')) {
-      static const std::vector<std::string> kKnown = {
-          "saturation", "fixed-rate", "logins",         "idle-memory",
-          "offline",    "backlog",    "tls-handshakes", "attachment"};
+      static const std::vector<std::string> kKnown = {"saturation",     "fixed-rate", "logins",
+                                                      "idle-memory",    "offline",    "backlog",
+                                                      "tls-handshakes", "attachment"};
       if (std::find(kKnown.begin(), kKnown.end(), p) == kKnown.end()) {
         std::fprintf(stderr, "sotto-load: unknown phase '%s'\n", p.c_str());
         return 2;

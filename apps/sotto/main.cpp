@@ -18,10 +18,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "attach_commands.h"
 #include "client/backup_file.h"
 #include "client/recovery_code.h"
 #include "daemon.h"
-#include "attach_commands.h"
 #include "output.h"
 #include "sotto/client.h"
 #include "terminal.h"

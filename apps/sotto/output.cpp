@@ -7,13 +7,13 @@ namespace sotto::cli {
 
 nlohmann::json message_json(const Message& m) {
   nlohmann::json j = {{"id", m.id},
-          {"from", m.from},
-          {"device", m.device},
-          {"timestamp", m.timestamp},
-          {"serverTimestamp", m.server_timestamp},
-          {"body", m.body},
-          {"conversation", m.conversation},
-          {"outgoing", m.outgoing}};
+                      {"from", m.from},
+                      {"device", m.device},
+                      {"timestamp", m.timestamp},
+                      {"serverTimestamp", m.server_timestamp},
+                      {"body", m.body},
+                      {"conversation", m.conversation},
+                      {"outgoing", m.outgoing}};
   if (!m.attachments.empty()) j["attachments"] = attachments_json(m.attachments);
   return j;
 }

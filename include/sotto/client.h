@@ -112,8 +112,8 @@ struct Attachment {
   std::string file_name;
   std::string content_type;
   std::string caption;
-  std::uint64_t size = 0;     // plaintext bytes
-  std::uint32_t width = 0;    // images: pixels (0: unknown)
+  std::uint64_t size = 0;   // plaintext bytes
+  std::uint32_t width = 0;  // images: pixels (0: unknown)
   std::uint32_t height = 0;
   std::string pointer;
 };

@@ -134,8 +134,7 @@ Result<SendResult> Client::send(const std::string& to, const std::string& body) 
   return engine_->send(to, body);
 }
 Result<Attachment> Client::upload_attachment(const std::filesystem::path& file,
-                                             const std::string& caption,
-                                             const Progress& progress) {
+                                             const std::string& caption, const Progress& progress) {
   return engine_->upload_attachment(file, caption, progress);
 }
 Result<SendResult> Client::send(const std::string& to, const std::string& body,

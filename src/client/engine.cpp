@@ -1,7 +1,5 @@
 #include "client/engine.h"
 
-#include "client/attachment_history.h"
-
 #include <algorithm>
 #include <set>
 #include <thread>

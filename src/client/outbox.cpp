@@ -89,7 +89,8 @@ Result<SendResult> Outbox::send_text(const std::string& to, const std::string& b
       "local-" + to_hex(out.message_id), *user, self, account_.device_id, timestamp, body, true};
   (void)account_.store->add_message(m);  // the message is sent; a history failure must not say
                                          // otherwise
-  if (!attachments.empty()) (void)save_message_attachments(*account_.store, m.envelope_id, attachments);
+  if (!attachments.empty())
+    (void)save_message_attachments(*account_.store, m.envelope_id, attachments);
   return result;
 }
 

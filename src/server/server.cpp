@@ -560,7 +560,12 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
     case svc::Request::kAttachmentWrite:
     case svc::Request::kAttachmentStatus:
     case svc::Request::kAttachmentRead:
-      attachments_.handle([&] { std::lock_guard lock(s->mutex); return s->account; }(), r, out);
+      attachments_.handle(
+          [&] {
+            std::lock_guard lock(s->mutex);
+            return s->account;
+          }(),
+          r, out);
       break;
     case svc::Request::kMultiSend:  // the multi-recipient send lands with the delivery module
     case svc::Request::BODY_NOT_SET:

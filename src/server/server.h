@@ -167,7 +167,7 @@ class Server final : public net::ConnectionHandler {
   std::string storage_refusal(std::uint64_t reserved);
   void update_stored_bytes_gauge();
 
-  AttachmentService attachments_;  // docs/attachments.md
+  AttachmentService attachments_;                        // docs/attachments.md
   std::mutex next_key_mutex_;                            // guards next_key_ and told_next_key_
   std::shared_ptr<const wire::service::Push> next_key_;  // the announcement; null: none
   // The devices next_key_ was pushed to (memory only, never logged): the operator sees how many
