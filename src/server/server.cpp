@@ -244,6 +244,13 @@ svc::Push envelope_push(const store::QueuedEnvelope& env) {
   return p;
 }
 
+// The session's account (a template: Server::Session is private to Server).
+template <typename Session>
+AccountId account_of(Session& s) {
+  std::lock_guard lock(s.mutex);
+  return s.account;
+}
+
 svc::Code code_of(store::Error e) {
   switch (e) {
     case store::Error::not_found:
@@ -560,12 +567,7 @@ void Server::handle(const SessionPtr& s, svc::Request& r) {
     case svc::Request::kAttachmentWrite:
     case svc::Request::kAttachmentStatus:
     case svc::Request::kAttachmentRead:
-      attachments_.handle(
-          [&] {
-            std::lock_guard lock(s->mutex);
-            return s->account;
-          }(),
-          r, out);
+      attachments_.handle(account_of(*s), r, out);
       break;
     case svc::Request::kMultiSend:  // the multi-recipient send lands with the delivery module
     case svc::Request::BODY_NOT_SET:
