@@ -420,7 +420,7 @@ int cmd_recover(const std::string& user, std::string& code, const std::string& s
 int cmd_send(const std::string& to, const std::string& text, int timeout,
              const std::vector<std::string>& attach) {
   if (text.empty() && attach.empty()) {
-    return fail(ErrorCode::invalid_argument, "nothing to send: give TEXT, --attach FILE, or both");
+    return fail(ErrorCode::invalid_argument, "TEXT is required unless --attach FILE is given");
   }
   auto o = make_options();
   if (!o) return fail(o.error());
