@@ -37,6 +37,7 @@
 
 #include "contract/ids.h"
 #include "crypto/encoding.h"
+#include "attachment_phase.h"
 #include "crypto/rng.h"
 #include "key_methods.h"
 #include "net/ws_client.h"
@@ -105,6 +106,7 @@ struct Options {
   std::vector<std::size_t> group_sizes{100, 1024};
   std::size_t group_senders = 2;
   std::size_t group_window = 8;  // multi-sends in flight per sender
+  std::size_t attachment_mb = 64;  // the attachment phase's file (MiB)
   // OpenSSL's provider dispatch for the tool's own X25519 and EC work, instead of its built-in
   // methods (key_methods.h); for comparing the two.
   bool provider_key_methods = false;
@@ -323,6 +325,7 @@ class LoadTool {
     // Last: its thousands of short connections would move the server's memory under the
     // idle-memory phase's baseline.
     if (o_.has("tls-handshakes")) ok = tls_handshakes() && ok;
+    if (o_.has("attachment")) ok = attachment() && ok;
     ok = verify() && ok;
     return finish(ok);
   }
@@ -1112,6 +1115,31 @@ class LoadTool {
     return true;
   }
 
+  // Upload and download throughput of one attachment against a plain TLS copy of the same bytes
+  // on loopback (attachment_phase.h). The goal is at least half the copy's rate.
+  bool attachment() {
+    const std::size_t bytes = o_.attachment_mb << 20;
+    log("attachment: " + std::to_string(o_.attachment_mb) + " MiB up and down");
+    const AttachmentFigures f = measure_attachments(ep_.host, ep_.port, ep_.fingerprint, bytes);
+    if (!f.error.empty()) {
+      error("attachment: " + f.error);
+      return false;
+    }
+    json j;
+    j["bytes"] = bytes;
+    j["upload_mb_s"] = round1(f.upload_mb_s);
+    j["download_mb_s"] = round1(f.download_mb_s);
+    j["tls_copy_mb_s"] = round1(f.tls_copy_mb_s);
+    j["tls_copy_fsync_mb_s"] = round1(f.tls_copy_disk_mb_s);
+    j["upload_of_tls_copy"] = round3(f.tls_copy_mb_s > 0 ? f.upload_mb_s / f.tls_copy_mb_s : 0);
+    j["download_of_tls_copy"] = round3(f.tls_copy_mb_s > 0 ? f.download_mb_s / f.tls_copy_mb_s : 0);
+    results_["attachment"] = j;
+    log("attachment: upload " + fmt(f.upload_mb_s) + " MB/s, download " + fmt(f.download_mb_s) +
+        " MB/s; plain TLS copy " + fmt(f.tls_copy_mb_s) + " MB/s (" + fmt(f.tls_copy_disk_mb_s) +
+        " MB/s written and fsynced)");
+    return true;
+  }
+
   bool idle_memory(const std::vector<Account*>& accounts) {
     if (ep_.pid == 0) {
       error("idle-memory: the server's pid is unknown (--server-pid or --spawn-server)");
@@ -1867,6 +1895,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   app.add_option("--pre-keys", o.pre_keys, "One-time prekeys uploaded with each registration")
       ->check(CLI::Range(0, 200));
+  app.add_option("--attachment-mb", o.attachment_mb,
+                 "MiB of the file the attachment phase uploads and downloads (phase not run by "
+                 "default: --phases attachment)")
+      ->check(CLI::Range(1, 4096));
   app.add_flag("--provider-key-methods", o.provider_key_methods,
                "Run the tool's own X25519 and EC work through OpenSSL 3's providers instead of its "
                "built-in methods (which cost the tool less per handshake)");
@@ -1879,7 +1911,7 @@ int main(int argc, char** argv) {
     while (std::getline(ss, p, ',')) {
       static const std::vector<std::string> kKnown = {"saturation",     "fixed-rate", "logins",
                                                       "idle-memory",    "offline",    "backlog",
-                                                      "tls-handshakes", "group"};
+                                                      "tls-handshakes", "group", "attachment"};
       if (std::find(kKnown.begin(), kKnown.end(), p) == kKnown.end()) {
         std::fprintf(stderr, "sotto-load: unknown phase '%s'\n", p.c_str());
         return 2;
@@ -1900,7 +1932,10 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
   // Before the first handshake; every handshake of the tool then uses the same methods.
-  o.builtin_key_methods = !o.provider_key_methods && use_builtin_key_methods();
+  // The attachment phase's plain TLS copy plays a TLS server with a P-256 key, which the built-in
+  // methods cannot sign with: that phase runs on the providers.
+  o.builtin_key_methods =
+      !o.provider_key_methods && !o.has("attachment") && use_builtin_key_methods();
 
   try {
     std::unique_ptr<SpawnedServer> spawned;
@@ -1908,6 +1943,7 @@ int main(int argc, char** argv) {
     if (!o.spawn_server.empty()) {
       spawned = std::make_unique<SpawnedServer>(o.spawn_server, o.keep_data);
       ep = spawned->endpoint();
+      set_tls_identity_dir(spawned->directory() / "data");
     } else {
       const auto colon = o.server.rfind(':');
       if (colon == std::string::npos) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -22,8 +23,9 @@
 #include <thread>
 #include <vector>
 
-#include "group_daemon.h"
+#include "attach_commands.h"
 #include "daemon_messages.h"
+#include "group_daemon.h"
 #include "output.h"
 #include "rpc_peer.h"
 #include "terminal.h"
@@ -132,6 +134,7 @@ class Daemon {
       : client_(client),
         username_(client.username()),
         subscribe_on_connect_(options.receive_mode != "manual"),
+        attachments_dir_(options.attachments_dir),
         workers_(kWorkers, kReservedWorkers) {
     if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) wake_[0] = wake_[1] = -1;
     poller_ = std::thread([this] { poll_loop(); });
@@ -170,6 +173,13 @@ class Daemon {
   // The client's event handler (listener thread): a `receive` notification to every subscribed
   // peer; a journal event at most once per peer and connection, in cursor order.
   void on_event(const Event& e) {
+    // A message's files are saved before it is announced, so that the notification says where.
+    if (e.kind == Event::Kind::message && !e.message.attachments.empty() && e.cursor != 0) {
+      json saved = save_attachments(client_, e.message, attachments_dir_, false);
+      std::lock_guard lock(saved_mu_);
+      saved_[e.cursor] = std::move(saved);
+      while (saved_.size() > 10'000) saved_.erase(saved_.begin());
+    }
     {
       std::lock_guard lock(peers_mu_);
       std::optional<std::string> line;  // made for the first peer that takes it
@@ -284,6 +294,10 @@ class Daemon {
 
   json event_params(const Event& e) const {
     json params = event_json(e);
+    if (e.kind == Event::Kind::message && !e.message.attachments.empty()) {
+      std::lock_guard lock(saved_mu_);
+      if (auto it = saved_.find(e.cursor); it != saved_.end()) params["attachments"] = it->second;
+    }
     params["account"] = username_;
     params["cursor"] = e.cursor;
     return params;
@@ -554,6 +568,11 @@ class Daemon {
   Client& client_;
   const std::string username_;
   const bool subscribe_on_connect_;
+  const std::string attachments_dir_;
+  // Received attachments saved by on_event, by the event's cursor (docs/attachments.md): a
+  // message's notification and its later `receive` answers report where they are.
+  mutable std::mutex saved_mu_;
+  std::map<std::uint64_t, json> saved_;
   int wake_[2] = {-1, -1};
   std::atomic<bool> quit_{false};
   std::atomic<int> exit_code_{0};
@@ -647,12 +666,36 @@ json Daemon::send(const Call& c) {
       recipients.push_back(r.get<std::string>());
     }
   }
-  if (recipients.empty() || !body) return invalid_params(c, "send needs {recipient, message}");
+  // signal-cli's shape: "attachments" is a list of file paths (or one path).
+  std::vector<std::string> files;
+  if (const json* a = find_param(c, {"attachments", "attachment"}, 2); a != nullptr) {
+    if (a->is_string()) {
+      files.push_back(a->get<std::string>());
+    } else if (a->is_array()) {
+      for (const auto& f : *a) {
+        if (!f.is_string()) return invalid_params(c, "attachments must be a list of file paths");
+        files.push_back(f.get<std::string>());
+      }
+    } else {
+      return invalid_params(c, "attachments must be a list of file paths");
+    }
+  }
+  if (recipients.empty() || (!body && files.empty())) {
+    return invalid_params(c, "send needs {recipient, message} (or attachments)");
+  }
+  std::vector<Attachment> attachments;
+  if (!files.empty()) {
+    auto uploaded = upload_files(client_, files, false);
+    if (!uploaded) return app_error(c.id, uploaded.error());
+    attachments = std::move(*uploaded);
+  }
+  const std::string text = body.value_or(std::string());
   json results = json::array();
   std::uint64_t timestamp = 0;
   std::size_t devices = 0;
   for (const auto& recipient : recipients) {
-    auto r = client_.send(recipient, *body);
+    auto r = attachments.empty() ? client_.send(recipient, text)
+                                 : client_.send(recipient, text, attachments);
     if (!r) {
       if (recipients.size() == 1) return app_error(c.id, r.error());
       results.push_back(
@@ -979,8 +1022,12 @@ const std::vector<Method>& methods() {
        "groupId to a group",
        R"([{"name": "recipient", "description": "alias: to; required without groupId",
             "schema": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
-           {"name": "message", "required": true, "description": "UTF-8 text; alias: body",
+           {"name": "message", "required": false,
+            "description": "UTF-8 text; alias: body; required without attachments",
             "schema": {"type": "string"}},
+           {"name": "attachments", "required": false,
+            "description": "files to send, encrypted: paths readable by the daemon, docs/attachments.md",
+            "schema": {"type": "array", "items": {"type": "string"}}},
            {"name": "groupId", "description": "send to this group instead of recipients",
             "schema": {"type": "string"}}])",
        R"({"name": "sent", "schema": {"type": "object", "properties": {
@@ -1209,6 +1256,8 @@ void add_daemon_options(CLI::App& command, DaemonOptions& options) {
                   "on-connection (default): events are pushed to every connection; manual: only "
                   "after subscribeReceive (for bots that poll with `receive`)")
       ->check(CLI::IsMember({"on-connection", "manual"}));
+  command.add_option("--attachments-dir", options.attachments_dir,
+                     "Where received files are saved (default: DATA_DIR/attachments/ACCOUNT)");
 }
 
 Options daemon_client_options(Options options, const DaemonOptions& daemon) {

@@ -24,6 +24,7 @@ struct DaemonOptions {
   std::string socket_path;                     // empty: stdin/stdout
   int send_timeout_seconds = 30;               // Options::send_timeout
   std::string receive_mode = "on-connection";  // or "manual": peers start unsubscribed
+  std::string attachments_dir;                 // empty: Client::attachments_dir()
 };
 
 // Adds the daemon's options (--socket, --send-timeout, --receive-mode) to its subcommand.

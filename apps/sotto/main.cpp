@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "attach_commands.h"
 #include "client/backup_file.h"
 #include "client/recovery_code.h"
 #include "daemon.h"
@@ -421,8 +422,13 @@ int cmd_recover(const std::string& user, std::string& code, const std::string& s
 }
 
 int cmd_send(const std::string& to, const std::string& text_arg, int timeout,
-             const sotto::cli::MessageCommands& message_commands) {
-  auto text = sotto::cli::text_argument(text_arg);  // "-": standard input
+             const sotto::cli::MessageCommands& message_commands,
+             const std::vector<std::string>& attach) {
+  if (text_arg.empty() && attach.empty()) {
+    return fail(ErrorCode::invalid_argument, "TEXT is required unless --attach FILE is given");
+  }
+  auto text = text_arg.empty() ? sotto::Result<std::string>(std::string())
+                               : sotto::cli::text_argument(text_arg);  // "-": standard input
   if (!text) return fail(text.error());
   auto o = make_options();
   if (!o) return fail(o.error());
@@ -431,6 +437,11 @@ int cmd_send(const std::string& to, const std::string& text_arg, int timeout,
   if (!client) return fail(client.error());
   auto send_options = message_commands.send_options(**client, *text);
   if (!send_options) return fail(send_options.error());
+  if (!attach.empty()) {
+    auto uploaded = sotto::cli::upload_files(**client, attach, true);
+    if (!uploaded) return fail(uploaded.error());
+    send_options->attachments = std::move(*uploaded);
+  }
   auto r = (*client)->send(to, *text, *send_options);
   if (!r) {
     Error e = r.error();
@@ -451,15 +462,24 @@ int cmd_send(const std::string& to, const std::string& text_arg, int timeout,
   return 0;
 }
 
-int cmd_receive(int timeout) {
+int cmd_receive(int timeout, const std::string& attachments_dir) {
   auto client = open_client();
   if (!client) return fail(client.error());
   const std::string self = (*client)->username();
   auto r = (*client)->receive(std::chrono::seconds(timeout), [&](const sotto::Event& e) {
-    if (g.json)
-      print_json(sotto::cli::event_json(e));
-    else
-      print_line(sotto::cli::event_text(e, self));
+    // Attachments are saved before the message is shown, so that it can say where.
+    json saved;
+    if (e.kind == sotto::Event::Kind::message && !e.message.attachments.empty()) {
+      saved = sotto::cli::save_attachments(**client, e.message, attachments_dir, true);
+    }
+    if (g.json) {
+      json j = sotto::cli::event_json(e);
+      if (!saved.is_null()) j["attachments"] = saved;
+      print_json(j);
+    } else {
+      print_line(sotto::cli::event_text(e, self) +
+                 (saved.is_null() ? std::string() : sotto::cli::attachments_text(saved)));
+    }
   });
   if (!r) return fail(r.error());
   return 0;
@@ -1296,6 +1316,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"on-first-use", "always", "never"}));
 
   std::string user, server, fingerprint, invite, text, code, name, file, digits_text;
+  std::vector<std::string> attach_files;
+  std::string attachments_dir;
   int timeout = 30;
   std::uint32_t device = 0;
   std::size_t limit = 50;
@@ -1324,11 +1346,15 @@ int main(int argc, char** argv) {
                       "SHA-256 of the server's public key (hex); without it the first key seen "
                       "is pinned");
 
-  auto* send = app.add_subcommand("send", "Send a message (UTF-8 text)");
+  auto* send = app.add_subcommand("send", "Send a message (UTF-8 text, files, or both)");
   std::string group_id;
   send->add_option("USER", user, "Recipient (with --group: the text)")->required();
-  send->add_option("TEXT", text, "Message text (\"-\": read it from standard input)");
+  send->add_option("TEXT", text,
+                   "Message text (\"-\": read it from standard input; optional with --attach)");
   send->add_option("--group", group_id, "Send TEXT to this group (its id) instead of a user");
+  send->add_option("--attach", attach_files,
+                   "A file to send with the message, encrypted (repeatable; docs/attachments.md)")
+      ->check(CLI::ExistingFile);
   sotto::cli::MessageCommands message_commands(app);
   message_commands.add_send_options(send);
   send->add_option("--timeout", timeout, "Seconds to keep retrying (default 30)")
@@ -1340,6 +1366,8 @@ int main(int argc, char** argv) {
       "messages that could not be read)");
   receive->add_option("--timeout", timeout, "Seconds at most (default 30)")
       ->check(CLI::Range(1, 3600));
+  receive->add_option("--attachments-dir", attachments_dir,
+                      "Where received files are saved (default: DATA_DIR/attachments/ACCOUNT)");
 
   auto* chat = app.add_subcommand(
       "chat",
@@ -1475,12 +1503,12 @@ int main(int argc, char** argv) {
       }
       return sotto::cli::send_to_group(group_id, user, group_context);
     }
-    if (send->parsed() && text.empty()) {
+    if (send->parsed() && text.empty() && attach_files.empty()) {
       // As CLI11 says it when TEXT is a required option.
       return fail(Error{ErrorCode::invalid_argument, "TEXT is required"},
-                  std::string("`sotto send --help` shows how to use it"));
+                  std::string("`sotto send --help` shows how to use it (or --attach FILE)"));
     }
-    if (send->parsed()) return cmd_send(user, text, timeout, message_commands);
+    if (send->parsed()) return cmd_send(user, text, timeout, message_commands, attach_files);
     {
       sotto::cli::CommandEnv env;
       env.json = g.json;
@@ -1489,7 +1517,7 @@ int main(int argc, char** argv) {
       env.print = [](const std::string& line) { print_line(line); };
       if (auto status = message_commands.run(env)) return *status;
     }
-    if (receive->parsed()) return cmd_receive(timeout);
+    if (receive->parsed()) return cmd_receive(timeout, attachments_dir);
     if (chat->parsed() && !group_id.empty()) {
       return sotto::cli::chat_in_group(group_id, group_context);
     }

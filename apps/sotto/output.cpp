@@ -1,5 +1,6 @@
 #include "output.h"
 
+#include "attach_commands.h"
 #include "message_output.h"
 #include "terminal.h"
 
@@ -16,6 +17,7 @@ nlohmann::json message_json(const Message& m) {
                       {"outgoing", m.outgoing}};
   if (!m.group.empty()) j["group"] = m.group;
   add_message_fields(j, m);
+  if (!m.attachments.empty()) j["attachments"] = attachments_json(m.attachments);
   return j;
 }
 
@@ -110,21 +112,23 @@ std::string message_text(const Message& m, const std::string& self) {
   const std::string when = format_time(m.timestamp) + " " + message_id_text(m);
   const std::string body =
       (m.deleted ? std::string("[deleted]") : body_text(m.body)) + message_extras_text(m, self);
+  const std::string files =
+      m.attachments.empty() ? std::string() : attachments_text(attachments_json(m.attachments));
   if (!m.group.empty()) {
     // The group's short id: `sotto group list` shows which group it is.
     const std::string who = m.from == self ? "you" : sanitize(m.from, false);
     return when + "  [group " + m.group.substr(0, 8) + "] " + who + " (device " +
-           std::to_string(m.device) + "): " + body;
+           std::to_string(m.device) + "): " + body + files;
   }
   if (m.outgoing) {
     const std::string who = m.from == self ? "you" : sanitize(m.from, false);
     std::string line = when + "  " + who;
     if (m.device != 0 && !m.id.starts_with("local-"))
       line += " (device " + std::to_string(m.device) + ")";
-    return line + " -> " + sanitize(m.conversation, false) + ": " + body;
+    return line + " -> " + sanitize(m.conversation, false) + ": " + body + files;
   }
   return when + "  " + sanitize(m.from, false) + " (device " + std::to_string(m.device) +
-         "): " + body;
+         "): " + body + files;
 }
 
 std::string event_text(const Event& e, const std::string& self) {

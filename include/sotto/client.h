@@ -133,6 +133,28 @@ struct Receipt {
   std::uint64_t read_at = 0;
 };
 
+// A file sent with a message (docs/attachments.md): what the message says of it, and the pointer
+// that fetches it from the server (the serialized content.proto AttachmentPointer, which holds
+// its key: keep it as private as the message).
+struct Attachment {
+  std::string file_name;
+  std::string content_type;
+  std::string caption;
+  std::uint64_t size = 0;   // plaintext bytes
+  std::uint32_t width = 0;  // images: pixels (0: unknown)
+  std::uint32_t height = 0;
+  std::string pointer;
+};
+
+// An attachment saved to a file by save_attachment().
+struct SavedAttachment {
+  std::string path;
+  std::string sha256;  // of the file's bytes, hex
+  std::uint64_t size = 0;
+  std::string content_type;
+  std::string file_name;  // as the sender named it
+};
+
 // One message of a conversation, as shown to the user.
 struct Message {
   // The id this device shows: the envelope id (hex), or a local id for what this device sent.
@@ -159,6 +181,7 @@ struct Message {
   std::uint64_t expires_at = 0;    // ms; 0: not (yet) counting down (incoming and unread)
   std::uint64_t read_at = 0;       // incoming: when this account read it; 0: unread
   std::vector<Receipt> receipts;   // outgoing: per recipient
+  std::vector<Attachment> attachments;
 
   [[nodiscard]] std::string ref() const { return from + ":" + std::to_string(timestamp); }
 };
@@ -172,6 +195,7 @@ inline constexpr std::chrono::hours kDeleteWindow{24};
 struct SendOptions {
   std::optional<MessageRef> quote;  // reply to this message of the conversation
   std::vector<Mention> mentions;
+  std::vector<Attachment> attachments;  // from upload_attachment(); the text may then be empty
 };
 
 struct Event {
@@ -397,6 +421,25 @@ class Client {
   // (Message::ref()), or by its timestamp alone when no other message has it. not_found when
   // there is none.
   [[nodiscard]] Result<Message> find_message(const std::string& id);
+
+  // Attachments (docs/attachments.md). upload_attachment() encrypts `file` with a fresh key and
+  // uploads the ciphertext (`progress`: bytes of ciphertext the server has, of the total); an
+  // interrupted upload of the same unchanged file resumes where the server's copy ends. The
+  // result goes into a message with send() (or any later message kind that carries
+  // attachments). A message may carry text, attachments or both.
+  [[nodiscard]] Result<Attachment> upload_attachment(const std::filesystem::path& file,
+                                                     const std::string& caption = {},
+                                                     const Progress& progress = nullptr);
+  [[nodiscard]] Result<SendResult> send(const std::string& to, const std::string& body,
+                                        const std::vector<Attachment>& attachments);
+  // Downloads a received attachment, checks it and decrypts it into `dir` (created when missing;
+  // empty: attachments_dir()) under its file name, made unique when taken. Nothing appears in
+  // `dir` unless every check passed.
+  [[nodiscard]] Result<SavedAttachment> save_attachment(const Attachment& attachment,
+                                                        const std::filesystem::path& dir = {},
+                                                        const Progress& progress = nullptr);
+  // Where received attachments go by default: DATA_DIR/attachments/USERNAME.
+  [[nodiscard]] std::filesystem::path attachments_dir() const;
 
   // Fetches what the server holds for this device: each message is decrypted, stored, recorded
   // in the journal and acknowledged to the server; journalled events are handed to `handler`.

@@ -123,6 +123,22 @@ Result<void> Client::connect() {
 Result<SendResult> Client::send(const std::string& to, const std::string& body) {
   return engine_->send(to, body);
 }
+Result<Attachment> Client::upload_attachment(const std::filesystem::path& file,
+                                             const std::string& caption, const Progress& progress) {
+  return engine_->upload_attachment(file, caption, progress);
+}
+Result<SendResult> Client::send(const std::string& to, const std::string& body,
+                                const std::vector<Attachment>& attachments) {
+  return engine_->send(to, body, attachments);
+}
+Result<SavedAttachment> Client::save_attachment(const Attachment& attachment,
+                                                const std::filesystem::path& dir,
+                                                const Progress& progress) {
+  return engine_->save_attachment(attachment, dir, progress);
+}
+std::filesystem::path Client::attachments_dir() const {
+  return engine_->attachments_dir();
+}
 Result<std::size_t> Client::receive(std::chrono::milliseconds timeout,
                                     const EventHandler& handler) {
   return engine_->receive(timeout, handler);

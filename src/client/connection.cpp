@@ -126,6 +126,12 @@ bool Connection::is_open() const {
 }
 
 Result<svc::Response> Connection::call(svc::Request request, std::chrono::milliseconds timeout) {
+  auto id = start(std::move(request));
+  if (!id) return tl::unexpected(id.error());
+  return wait(*id, timeout);
+}
+
+Result<std::uint64_t> Connection::start(svc::Request request) {
   std::uint64_t id = 0;
   {
     std::lock_guard lock(state_->mu);
@@ -140,12 +146,18 @@ Result<svc::Response> Connection::call(svc::Request request, std::chrono::millis
   *frame.mutable_request() = std::move(request);
   Bytes bytes(frame.ByteSizeLong());
   frame.SerializeWithCachedSizesToArray(bytes.data());
-  const bool sent = transport_->send(std::move(bytes));
+  if (!transport_->send(std::move(bytes))) {
+    std::lock_guard lock(state_->mu);
+    state_->pending.erase(id);
+    return tl::unexpected(make_error(ErrorCode::network, "connection to the server lost"));
+  }
+  return id;
+}
 
+Result<svc::Response> Connection::wait(std::uint64_t id, std::chrono::milliseconds timeout) {
   std::unique_lock lock(state_->mu);
   auto it = state_->pending.find(id);
-  if (!sent) {
-    state_->pending.erase(it);
+  if (it == state_->pending.end()) {
     return tl::unexpected(make_error(ErrorCode::network, "connection to the server lost"));
   }
   const bool done =

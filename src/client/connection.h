@@ -47,6 +47,11 @@ class Connection {
 
   // The Response for `request` (whatever its status), or network/timeout.
   [[nodiscard]] Result<svc::Response> call(svc::Request request, std::chrono::milliseconds timeout);
+  // call() in two halves, so that several requests can be in flight on one connection
+  // (attachments pipeline their chunks): start() sends and returns the request's id, wait() takes
+  // its Response. Every started id must be waited for (or the connection closed).
+  [[nodiscard]] Result<std::uint64_t> start(svc::Request request);
+  [[nodiscard]] Result<svc::Response> wait(std::uint64_t id, std::chrono::milliseconds timeout);
   // The server's key pin seen on this connection (Transport::server_pin) and its public key.
   [[nodiscard]] const std::string& server_pin() const { return server_pin_; }
   [[nodiscard]] Bytes server_public_key() const;

@@ -1,6 +1,7 @@
 #include "client/content_codec.h"
 
 #include "backup.pb.h"
+#include "client/attachment_format.h"
 #include "client/text.h"
 #include "client/util.h"
 #include "content.pb.h"
@@ -91,9 +92,22 @@ bool read_extras(const content::DataMessage& d, const std::string& body, Message
 }
 
 // Reads `d` (moving its body out) into `r`: a message, or the reason it is unreadable.
+// The attachments of a data message that can be fetched, serialized; the others are dropped.
+std::vector<std::string> read_attachments(content::DataMessage& data) {
+  std::vector<std::string> out;
+  for (auto& p : *data.mutable_attachments()) {
+    if (out.size() < kMaxAttachmentsPerMessage && check_pointer(p).empty()) {
+      out.push_back(p.SerializeAsString());
+    }
+    wipe(*p.mutable_key());
+  }
+  return out;
+}
+
 bool take_data(content::DataMessage& d, ReceivedContent& r) {
   r.body = std::move(*d.mutable_body());
   r.timestamp = d.timestamp();
+  r.attachments = read_attachments(d);
   if (!read_extras(d, r.body, r.extras, r.why)) {
     wipe(r.body);
     r.kind = ReceivedContent::Kind::unreadable;
@@ -130,7 +144,9 @@ MessageExtras::~MessageExtras() {
 ReceivedContent::~ReceivedContent() {
   wipe(body);
   for (auto& m : history) wipe(m.body);
+  for (auto& a : attachments) wipe(a);
 }
+
 
 ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
   if (plaintext.size() > kMaxContentBytes) return unreadable("a message too large to read");

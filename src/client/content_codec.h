@@ -75,6 +75,9 @@ struct ReceivedContent {
   };
   Kind kind = Kind::nothing;
   std::string body;  // wiped by the destructor
+  // message, sent_copy: serialized AttachmentPointers that pass check_pointer() (wiped: each
+  // holds a key).
+  std::vector<std::string> attachments;
   std::uint64_t timestamp = 0;
   std::string destination;
   bool wants_history = false;

@@ -7,6 +7,8 @@
 #include <charconv>
 #include <map>
 
+#include "client/attachment_format.h"
+#include "client/attachment_history.h"
 #include "client/contacts.h"
 #include "client/errors.h"
 #include "client/text.h"
@@ -224,7 +226,13 @@ Result<SendResult> Conversations::send(const std::string& to, const std::string&
                                        const SendOptions& options) {
   auto peer = conversation_of(to);
   if (!peer) return tl::unexpected(peer.error());
-  if (auto ok = check_body(body); !ok) return tl::unexpected(ok.error());
+  if (options.attachments.size() > kMaxAttachmentsPerMessage) {
+    return tl::unexpected(invalid("too many attachments in one message (at most 32)"));
+  }
+  // A message may be files alone; text, when there is any, follows the usual rules.
+  if (!(body.empty() && !options.attachments.empty())) {
+    if (auto ok = check_body(body); !ok) return tl::unexpected(ok.error());
+  }
   const std::string& self = account_.username;
   Message m;
   m.from = self;
@@ -265,6 +273,13 @@ Result<SendResult> Conversations::send(const std::string& to, const std::string&
   d->set_timestamp(timestamp);
   d->set_expire_timer(timer);
   if (m.quote) set_ref(*d->mutable_quote(), *m.quote, m.quote_text);
+  std::vector<std::string> pointers;
+  for (const auto& a : options.attachments) {
+    if (!d->add_attachments()->ParseFromString(a.pointer)) {
+      return tl::unexpected(invalid("malformed attachment"));
+    }
+    pointers.push_back(a.pointer);
+  }
   for (const auto& x : m.mentions) {
     auto* o = d->add_mentions();
     o->set_user(x.user);
@@ -291,6 +306,10 @@ Result<SendResult> Conversations::send(const std::string& to, const std::string&
     std::lock_guard crypto_lock(account_.crypto_mu);
     (void)account_.store->transaction([&] {
       if (!account_.store->add_message(row)) return false;
+      if (!pointers.empty() &&
+          !save_message_attachments(*account_.store, row.envelope_id, pointers)) {
+        return false;
+      }
       if (!has_state(m)) return true;
       MessageState s;
       fill_state(m, s);
@@ -298,6 +317,7 @@ Result<SendResult> Conversations::send(const std::string& to, const std::string&
     });
   }
   wipe(row.body);
+  for (auto& p : pointers) wipe(p);
   return result;
 }
 

@@ -4,6 +4,7 @@
 #include <set>
 #include <thread>
 
+#include "client/attachment_history.h"
 #include "client/errors.h"
 #include "client/provisioning.h"
 #include "content.pb.h"
@@ -159,7 +160,11 @@ Result<SafetyNumber> Engine::trust(const std::string& user,
 }
 
 Result<std::vector<Message>> Engine::history(const std::string& user, std::size_t limit) {
-  return conversations_.history(user, limit);
+  auto messages = conversations_.history(user, limit);
+  if (messages) {
+    for (auto& m : *messages) m.attachments = load_message_attachments(*account_->store, m.id);
+  }
+  return messages;
 }
 
 Result<std::vector<Message>> Engine::read_history(const Options& options,

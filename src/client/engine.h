@@ -117,6 +117,17 @@ class Engine {
   // The everyday message types (conversations.h); the Client's methods for them call it.
   [[nodiscard]] Conversations& conversations() { return conversations_; }
 
+  // Attachments (engine_attachments.cpp; docs/attachments.md).
+  [[nodiscard]] Result<Attachment> upload_attachment(const std::filesystem::path& file,
+                                                     const std::string& caption,
+                                                     const Progress& progress);
+  [[nodiscard]] Result<SendResult> send(const std::string& to, const std::string& body,
+                                        const std::vector<Attachment>& attachments);
+  [[nodiscard]] Result<SavedAttachment> save_attachment(const Attachment& attachment,
+                                                        const std::filesystem::path& dir,
+                                                        const Progress& progress);
+  [[nodiscard]] std::filesystem::path attachments_dir() const;
+
   // For tests: the account's shared state, and the sending component (to send what no API
   // call would, as a misbehaving client does).
   [[nodiscard]] Outbox& outbox() { return outbox_; }

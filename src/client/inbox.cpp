@@ -1,5 +1,6 @@
 #include "client/inbox.h"
 
+#include "client/attachment_history.h"
 #include "client/contacts.h"
 #include "client/content_codec.h"
 #include "client/errors.h"
@@ -218,6 +219,13 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
       const bool added = account_.store->add_message(stored).has_value();
       wipe(stored.body);
       if (!added) return false;
+      if (!m.attachments.empty()) {
+        std::vector<std::string> pointers;
+        for (const auto& a : m.attachments) pointers.push_back(a.pointer);
+        const bool kept = save_message_attachments(*account_.store, id, pointers);
+        for (auto& p : pointers) wipe(p);
+        if (!kept) return false;
+      }
       Event e;
       e.kind = Event::Kind::message;
       e.message = std::move(m);
@@ -256,12 +264,14 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
         if (held) break;
         Message m = base;
         m.outgoing = *source == self;
+        for (const auto& a : c.attachments) m.attachments.push_back(public_attachment(a));
         if (!conversations_.receive(c, std::move(m), show, outcome.receipts)) return fail();
         break;
       }
       case ReceivedContent::Kind::sent_copy: {
         Message m = base;
         m.conversation = c.destination;
+        for (const auto& a : c.attachments) m.attachments.push_back(public_attachment(a));
         m.outgoing = true;
         if (!conversations_.receive(c, std::move(m), show, outcome.receipts)) return fail();
         break;

@@ -1,6 +1,7 @@
 #include "client/journal.h"
 
 #include "client/message_state.h"
+#include "client/attachment_history.h"
 #include "journal.pb.h"
 
 namespace sotto::client {
@@ -24,6 +25,7 @@ Bytes encode_event(const Event& e) {
   j.set_body(e.message.body);
   j.set_conversation(e.message.conversation);
   j.set_outgoing(e.message.outgoing);
+  for (const auto& a : e.message.attachments) j.add_attachments(a.pointer);
   j.set_detail(e.detail);
   j.set_user(e.user);
   j.set_accepted(e.accepted);
@@ -46,6 +48,7 @@ Bytes encode_event(const Event& e) {
   j.SerializeWithCachedSizesToArray(out.data());
   // The serialized form held the body: wipe the message's copy before it is freed.
   crypto::secure_wipe(j.mutable_body()->data(), j.body().size());
+  for (auto& a : *j.mutable_attachments()) crypto::secure_wipe(a.data(), a.size());
   return out;
 }
 
@@ -66,6 +69,7 @@ std::optional<Event> decode_event(ByteView record) {
   e.message.body = j.body();
   e.message.conversation = j.conversation();
   e.message.outgoing = j.outgoing();
+  for (const auto& a : j.attachments()) e.message.attachments.push_back(public_attachment(a));
   e.detail = j.detail();
   e.user = j.user();
   e.accepted = j.accepted();
@@ -81,6 +85,7 @@ std::optional<Event> decode_event(ByteView record) {
   e.expire_timer = j.expire_timer();
   if (j.has_state()) apply_state(j.state(), e.message);
   crypto::secure_wipe(j.mutable_body()->data(), j.body().size());
+  for (auto& a : *j.mutable_attachments()) crypto::secure_wipe(a.data(), a.size());
   return e;
 }
 

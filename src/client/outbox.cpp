@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "client/attachment_history.h"
 #include "client/errors.h"
 #include "client/text.h"
 #include "contract/ids.h"
@@ -38,10 +39,13 @@ Outbox::Outgoing::~Outgoing() {
   for (auto& part : parts) wipe(part.plaintext);
 }
 
-Result<SendResult> Outbox::send_text(const std::string& to, const std::string& body) {
+Result<SendResult> Outbox::send_text(const std::string& to, const std::string& body,
+                                     const std::vector<std::string>& attachments) {
   auto user = normalize_username(to);
   if (!user) return tl::unexpected(make_error(ErrorCode::invalid_argument, "invalid username"));
-  if (body.empty()) return tl::unexpected(make_error(ErrorCode::invalid_argument, "empty message"));
+  if (body.empty() && attachments.empty()) {
+    return tl::unexpected(make_error(ErrorCode::invalid_argument, "empty message"));
+  }
   if (body.size() > kMaxBodyBytes) {
     return tl::unexpected(
         make_error(ErrorCode::invalid_argument, "message too long (at most 64 KiB)"));
@@ -62,6 +66,11 @@ Result<SendResult> Outbox::send_text(const std::string& to, const std::string& b
     content::Content data_content;
     data_content.mutable_data()->set_body(body);
     data_content.mutable_data()->set_timestamp(timestamp);
+    for (const auto& a : attachments) {
+      if (!data_content.mutable_data()->add_attachments()->ParseFromString(a)) {
+        return tl::unexpected(make_error(ErrorCode::invalid_argument, "malformed attachment"));
+      }
+    }
     content::Content sync_content;
     auto* sent = sync_content.mutable_sync()->mutable_sent();
     sent->set_destination(*user);
@@ -78,6 +87,8 @@ Result<SendResult> Outbox::send_text(const std::string& to, const std::string& b
       "local-" + to_hex(out.message_id), *user, self, account_.device_id, timestamp, body, true};
   (void)account_.store->add_message(m);  // the message is sent; a history failure must not say
                                          // otherwise
+  if (!attachments.empty())
+    (void)save_message_attachments(*account_.store, m.envelope_id, attachments);
   return result;
 }
 

@@ -45,7 +45,9 @@ class Outbox {
   Outbox(Account& account, ServerLink& link, Sessions& sessions, KeyMaintenance& keys)
       : account_(account), link_(link), sessions_(sessions), keys_(keys) {}
 
-  [[nodiscard]] Result<SendResult> send_text(const std::string& to, const std::string& body);
+  // `attachments`: serialized content.proto AttachmentPointers (the body may then be empty).
+  [[nodiscard]] Result<SendResult> send_text(const std::string& to, const std::string& body,
+                                             const std::vector<std::string>& attachments = {});
 
   // Sends `to_user` (when set) to every device of `to`, and `to_own` (when set) to our other
   // devices, as one message at `timestamp` (next_timestamp()); kept for resends like a text.

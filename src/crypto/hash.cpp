@@ -229,4 +229,31 @@ Sha512Digest Sha512::finish() {
   return out;
 }
 
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  if (ctx_ == nullptr) fail("EVP_MD_CTX_new");
+  if (EVP_DigestInit_ex2(static_cast<EVP_MD_CTX*>(ctx_), detail::md_sha256(), nullptr) != 1) {
+    fail("EVP_DigestInit_ex2");
+  }
+}
+
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
+
+void Sha256::update(ByteView data) {
+  if (!data.empty() &&
+      EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size()) != 1) {
+    fail("EVP_DigestUpdate");
+  }
+}
+
+Sha256Digest Sha256::finish() {
+  Sha256Digest out{};
+  unsigned int len = 0;
+  auto* ctx = static_cast<EVP_MD_CTX*>(ctx_);
+  if (EVP_DigestFinal_ex(ctx, out.data(), &len) != 1) fail("EVP_DigestFinal_ex");
+  if (EVP_DigestInit_ex2(ctx, detail::md_sha256(), nullptr) != 1) fail("EVP_DigestInit_ex2");
+  return out;
+}
+
 }  // namespace sotto::crypto

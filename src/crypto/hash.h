@@ -55,4 +55,19 @@ class Sha512 {
   void* ctx_;
 };
 
+// Incremental SHA-256, for data that never sits in memory at once (attachments, hashed as they
+// stream).
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(ByteView data);
+  Sha256Digest finish();  // also resets, ready for the next hash
+
+ private:
+  void* ctx_;
+};
+
 }  // namespace sotto::crypto

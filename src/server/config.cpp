@@ -171,7 +171,14 @@ const std::set<std::string>& config_keys() {
                                                "log_level",
                                                "data",
                                                "tls_next_key",
-                                               "tls_record_handover"};
+                                               "tls_record_handover",
+                                               "max_attachment_bytes",
+                                               "attachment_quota_bytes",
+                                               "attachment_ttl_days",
+                                               "attachment_upload_ttl_hours",
+                                               "attachment_uploads_per_hour",
+                                               "attachment_upload_bytes_per_minute",
+                                               "attachment_download_bytes_per_minute"};
   return kKnown;
 }
 
@@ -329,6 +336,26 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
     return tl::unexpected(r.error());
   if (!(r = read_int<std::uint32_t>(t, "pre_keys_per_device_per_hour",
                                     c.pre_keys_per_device_per_hour, 1, 1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "max_attachment_bytes", c.max_attachment_bytes, 0,
+                                    1ull << 40)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "attachment_quota_bytes", c.attachment_quota_bytes, 0,
+                                    1ull << 50)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "attachment_ttl_days", c.attachment_ttl_days, 1, 365)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "attachment_upload_ttl_hours", c.attachment_upload_ttl_hours,
+                                    1, 24 * 365)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint32_t>(t, "attachment_uploads_per_hour", c.attachment_uploads_per_hour,
+                                    1, 1'000'000)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "attachment_upload_bytes_per_minute",
+                                    c.attachment_upload_bytes_per_minute, 1u << 20, 1ull << 50)))
+    return tl::unexpected(r.error());
+  if (!(r = read_int<std::uint64_t>(t, "attachment_download_bytes_per_minute",
+                                    c.attachment_download_bytes_per_minute, 1u << 20, 1ull << 50)))
     return tl::unexpected(r.error());
   if (c.prelogin_max_frame_bytes > c.max_frame_bytes) {
     return tl::unexpected(

@@ -95,6 +95,17 @@ struct ServerConfig {
   // bundles fetched by other accounts; beyond it, bundles come without one (X3DH without a
   // one-time prekey is valid). Bounds how fast strangers can drain a device's prekeys.
   std::uint32_t pre_keys_per_device_per_hour = 30;
+  // Attachments (docs/attachments.md): the largest blob (ciphertext bytes; 0: attachments off),
+  // what one account's blobs may hold together, how long a complete blob and an unfinished
+  // upload are kept, and per-account rates: uploads begun (an hour's at once) and bytes written
+  // and read (half a minute's at once).
+  std::uint64_t max_attachment_bytes = 100ull << 20;
+  std::uint64_t attachment_quota_bytes = 1ull << 30;
+  std::uint64_t attachment_ttl_days = 30;
+  std::uint64_t attachment_upload_ttl_hours = 24;
+  std::uint32_t attachment_uploads_per_hour = 200;
+  std::uint64_t attachment_upload_bytes_per_minute = 2ull << 30;
+  std::uint64_t attachment_download_bytes_per_minute = 4ull << 30;
   std::string log_level = "info";
   // Hand TLS records from OpenSSL to the server's own record layer after each handshake (less
   // memory per connection); used only if the start-up self-check passes (net::ServerOptions).

@@ -1,6 +1,7 @@
 #include "server/server.h"
 
 #include "server/accounts.h"
+#include "server/attachments.h"
 #include "server/blocks.h"
 #include "server/context.h"
 #include "server/delivery.h"
@@ -22,7 +23,8 @@ struct Server::Parts {
         delivery(ctx),
         keys(ctx),
         provisioning(ctx),
-        blocks(ctx) {
+        blocks(ctx),
+        attachments(config, rng, ctx.now_ms) {
     // The order of after_login: the next key's announcement, then the stored envelopes, then
     // a word if the prekeys run low.
     router.add(accounts);
@@ -30,6 +32,7 @@ struct Server::Parts {
     router.add(keys);
     router.add(provisioning);
     router.add(blocks);
+    router.add(attachments);
   }
 
   Context ctx;
@@ -39,6 +42,7 @@ struct Server::Parts {
   KeysService keys;
   ProvisioningService provisioning;
   BlocksService blocks;
+  AttachmentService attachments;  // docs/attachments.md
 };
 
 Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& metrics,

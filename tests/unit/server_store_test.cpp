@@ -1645,9 +1645,9 @@ TEST_F(SqliteStoreTest, DeliveredMessagesLeaveNoCopyInTheFile) {
 TEST_F(SqliteStoreTest, UsesWalAndMigratesOnce) {
   { ASSERT_NE(open(), nullptr); }
   EXPECT_EQ(raw_text("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
   { ASSERT_NE(open(), nullptr); }  // a second open finds the schema current
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
 }
 
 TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
@@ -1666,7 +1666,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
       "PRAGMA user_version = 1;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('send_dedup')"),
             "id_time,key_hash,expires_at");
   EXPECT_EQ(raw_text("SELECT count(*) FROM send_dedup"), "0");
@@ -1703,7 +1703,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
 
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('devices')"),
             "account_id,device_id,registration_id,auth_key,created_day,name");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('accounts')"),
@@ -1738,7 +1738,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion3DatabaseToBlocks) {
   raw(std::string(kUndoVersion5) + "DROP TABLE blocks; PRAGMA user_version = 3;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('blocks')"),
             "account_id,blocked_id");
   EXPECT_EQ(store->keys().count_pre_keys(alice, 1).value(), 2u);
@@ -1763,7 +1763,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion4DatabaseToSharedBodies) {
   raw(std::string(kUndoVersion5) + "PRAGMA user_version = 4;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "5");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('shared_bodies')"),
             "id,content,refs");
   EXPECT_EQ(raw_text("SELECT body_id FROM messages"), "0");

@@ -151,6 +151,24 @@ BEGIN
 END;
 
 )sql",
+    // 5 -> 6: attachments
+    R"sql(
+
+-- Attachment blobs (docs/attachments.md): ciphertext the server cannot read, in one file per blob
+-- under the data directory (blobs/<hex id>). A row is the upload's reservation: its uploader (for
+-- the quota), the size announced, whether every byte arrived, and when it is deleted. The bytes
+-- received so far are the file's length; nothing records who downloads a blob.
+CREATE TABLE IF NOT EXISTS attachments (
+  id BLOB PRIMARY KEY,
+  account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  size INTEGER NOT NULL,
+  complete INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attachments_by_account ON attachments (account_id);
+CREATE INDEX IF NOT EXISTS attachments_by_expiry ON attachments (expires_at);
+
+)sql",
 };
 
 std::string failed(const char* what, const Connection& conn) {

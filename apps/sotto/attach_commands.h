@@ -1,0 +1,34 @@
+// Attachments in the sotto CLI and daemon (docs/attachments.md): uploading the files given with
+// --attach (or the daemon's "attachments"), saving what a received message carries, and the
+// JSON and text that report them. Shared by `send`, `receive`, the daemon and any later command
+// that sends a message with files (a group send). Progress bars go to standard error, and only
+// when it is a terminal.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "sotto/client.h"
+
+namespace sotto::cli {
+
+// Uploads each file in turn (a progress bar per file when `progress` and stderr is a terminal).
+[[nodiscard]] Result<std::vector<Attachment>> upload_files(Client& client,
+                                                           const std::vector<std::string>& files,
+                                                           bool progress);
+
+// Saves every attachment of `m` into `dir` (empty: the client's default) and returns the
+// "attachments" array: {"path","sha256","size","contentType","fileName"} for each saved one, and
+// {"fileName","contentType","size","error"} for one that could not be saved.
+[[nodiscard]] nlohmann::json save_attachments(Client& client, const Message& m,
+                                              const std::filesystem::path& dir, bool progress);
+
+// What a message's attachments are, for history and events not saved: fileName, contentType,
+// size, caption, width, height.
+[[nodiscard]] nlohmann::json attachments_json(const std::vector<Attachment>& attachments);
+// One indented line per attachment entry of such an array ("  [file] name (size, type) -> path").
+[[nodiscard]] std::string attachments_text(const nlohmann::json& attachments);
+
+}  // namespace sotto::cli

@@ -1,0 +1,83 @@
+// The server's attachment blob store (docs/attachments.md): ciphertext in one file per blob under
+// DATA_DIR/blobs, written as it arrives (never a whole blob in memory) and fsynced when the last
+// byte is in, with one row per blob in the server database's `attachments` table (uploader,
+// announced size, complete or not, expiry; docs/what-the-server-knows.md). The bytes received so
+// far are the file's length, so an append costs no database write.
+//
+// Ownership: a BlobStore owns its own SQLite connection to the server database (the schema is
+// migrated by SqliteServerStore::open, which must have run first) and the files under blobs/.
+// Thread-safe: rows go through one mutex-guarded connection; appends to one blob are serialised
+// by a per-blob lock stripe, so two connections writing the same blob cannot interleave.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tl/expected.hpp>
+
+#include "crypto/bytes.h"
+#include "store/server/store.h"
+
+namespace sotto::store {
+
+inline constexpr std::size_t kBlobIdSize = 16;
+using BlobId = std::array<std::uint8_t, kBlobIdSize>;
+
+struct BlobRecord {
+  BlobId id{};
+  AccountId account = 0;
+  std::uint64_t size = 0;      // announced at creation: the blob is complete at this length
+  std::uint64_t received = 0;  // the file's length now
+  bool complete = false;
+  std::uint64_t expires_at = 0;  // seconds since the epoch
+};
+
+class BlobStore {
+ public:
+  // Opens DATA_DIR/sotto.db (already migrated) and creates DATA_DIR/blobs when missing.
+  [[nodiscard]] static tl::expected<std::unique_ptr<BlobStore>, Error> open(
+      const std::filesystem::path& data_dir);
+  ~BlobStore();
+  BlobStore(const BlobStore&) = delete;
+  BlobStore& operator=(const BlobStore&) = delete;
+
+  // Reserves a blob: its row and an empty file. conflict when the id exists.
+  [[nodiscard]] tl::expected<void, Error> create(const BlobId& id, AccountId account,
+                                                 std::uint64_t size, std::uint64_t expires_at);
+  // The blob's row and the bytes received (not_found when there is none).
+  [[nodiscard]] tl::expected<BlobRecord, Error> find(const BlobId& id);
+  // Appends `data` at `offset`. conflict (and nothing written) when `offset` is not the length
+  // received so far or the blob is complete; the record after the write otherwise. The write
+  // that reaches the announced size fsyncs the file, then marks the row complete with
+  // `complete_expires_at`.
+  [[nodiscard]] tl::expected<BlobRecord, Error> append(const BlobId& id, std::uint64_t offset,
+                                                       ByteView data,
+                                                       std::uint64_t complete_expires_at);
+  // Up to `max` bytes of a complete blob from `offset` (fewer at its end).
+  [[nodiscard]] tl::expected<Bytes, Error> read(const BlobId& id, std::uint64_t offset,
+                                                std::size_t max);
+  // Bytes reserved by the account's blobs (complete or not).
+  [[nodiscard]] tl::expected<std::uint64_t, Error> account_bytes(AccountId account);
+  // Deletes blobs whose expiry is at or before `now_seconds`, and files without a row (an
+  // account deleted, a crash between a file and its row). Returns how many blobs went.
+  [[nodiscard]] tl::expected<std::size_t, Error> expire(std::uint64_t now_seconds);
+  // Every blob's bytes on disk together (for the operator and tests).
+  [[nodiscard]] std::uint64_t bytes_on_disk() const;
+
+  [[nodiscard]] const std::filesystem::path& directory() const { return dir_; }
+
+ private:
+  class Db;
+  BlobStore(std::filesystem::path dir, std::unique_ptr<Db> db);
+  std::filesystem::path file_of(const BlobId& id) const;
+  std::mutex& lock_of(const BlobId& id);
+
+  std::filesystem::path dir_;
+  std::unique_ptr<Db> db_;
+  std::array<std::mutex, 64> stripes_;
+};
+
+}  // namespace sotto::store
