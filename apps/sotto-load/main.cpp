@@ -35,6 +35,8 @@
 #include <thread>
 #include <vector>
 
+#include "contract/ids.h"
+#include "crypto/encoding.h"
 #include "crypto/rng.h"
 #include "key_methods.h"
 #include "net/ws_client.h"
@@ -139,16 +141,6 @@ std::uint64_t get_u64(const std::uint8_t* p) {
   return v;
 }
 
-std::string hex(ByteView b) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (auto c : b) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
-}
-
 // Waits for a condition that callbacks on the I/O threads make true; they call notify(), or
 // count() when the waiting thread may return (and destroy what they would touch) as soon as it
 // sees the condition.
@@ -246,7 +238,7 @@ class LoadTool {
     crypto::system_rng().fill(random_pool_);
     std::array<std::uint8_t, 4> tag{};
     crypto::system_rng().fill(tag);
-    run_tag_ = hex(tag);
+    run_tag_ = crypto::to_hex(tag);
     crypto::system_rng().fill(cmid_prefix_);
   }
 
@@ -526,12 +518,11 @@ class LoadTool {
         static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                        std::chrono::system_clock::now().time_since_epoch())
                                        .count());
-    std::array<std::uint8_t, 16> cmid{};
-    for (std::size_t i = 0; i < 6; ++i)
-      cmid[i] = static_cast<std::uint8_t>(wall_ms >> (8 * (5 - i)));
-    std::memcpy(cmid.data() + 6, cmid_prefix_.data(), 2);
-    put_u32(cmid.data() + 8, s.index);
-    put_u32(cmid.data() + 12, static_cast<std::uint32_t>(seq));
+    std::array<std::uint8_t, contract::kIdUniqueBytes> unique{};
+    std::memcpy(unique.data(), cmid_prefix_.data(), 2);
+    put_u32(unique.data() + 2, s.index);
+    put_u32(unique.data() + 6, static_cast<std::uint32_t>(seq));
+    const contract::TimeOrderedId cmid = contract::time_ordered_id(wall_ms, unique);
     send->set_recipient(s.to->account->username);
     send->set_client_message_id(cmid.data(), cmid.size());
     send->set_timestamp(

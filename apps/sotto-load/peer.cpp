@@ -4,15 +4,15 @@
 #include <string_view>
 #include <utility>
 
+#include "contract/signatures.h"
 #include "net/device_authorization.h"
 
 namespace sotto::load {
 namespace {
 
-// The contexts the server checks (src/server/server.cpp; same constants as src/client).
-constexpr std::string_view kAuthContext = "sotto-auth-v1";
-constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
-constexpr std::string_view kDeviceContext = "sotto-device-v1";
+// The login contexts, as the server checks them (src/contract/signatures.h).
+using contract::kAuthContext;
+using contract::kBoundAuthContext;
 
 std::string str(ByteView b) {
   return {reinterpret_cast<const char*>(b.data()), b.size()};
@@ -52,10 +52,8 @@ svc::Request register_request(const Account& account, crypto::Rng& rng) {
     p->set_id(pk.id.value);
     p->set_public_key(str(pk.key_pair.public_key.serialize()));
   }
-  Bytes binding(kDeviceContext.begin(), kDeviceContext.end());
-  binding.insert(binding.end(), account.username.begin(), account.username.end());
-  binding.insert(binding.end(), account.auth_key.public_key().begin(),
-                 account.auth_key.public_key().end());
+  const Bytes binding =
+      contract::device_binding(account.username, ByteView(account.auth_key.public_key()));
   d->set_identity_signature(str(account.identity.sign(binding, rng)));
   return r;
 }
@@ -101,8 +99,7 @@ void Peer::connect(DoneFn done) {
 
 net::ClientOptions Peer::logging_in(net::ClientOptions options, const Account& account) {
   options.authorization = [a = &account](const std::array<std::uint8_t, 32>& binding) {
-    Bytes message(kBoundAuthContext.begin(), kBoundAuthContext.end());
-    message.insert(message.end(), binding.begin(), binding.end());
+    const Bytes message = contract::login_message(true, ByteView(binding));
     svc::AuthenticateRequest proof;
     proof.set_username(a->username);
     proof.set_device_id(a->device_id);

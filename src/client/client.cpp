@@ -3,6 +3,7 @@
 
 #include "client/engine.h"
 #include "client/environment.h"
+#include "contract/username.h"
 #include "store/client/client_store.h"
 
 namespace sotto {
@@ -52,18 +53,7 @@ std::string_view to_string(ErrorCode code) {
 }
 
 std::optional<std::string> normalize_username(std::string_view name) {
-  if (name.size() < 3 || name.size() > 32) return std::nullopt;
-  std::string out;
-  out.reserve(name.size());
-  for (char ch : name) {
-    const char c = (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch - 'A' + 'a') : ch;
-    const bool ok =
-        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-    if (!ok) return std::nullopt;
-    out += c;
-  }
-  if (out[0] == '.' || out[0] == '_' || out[0] == '-') return std::nullopt;
-  return out;
+  return contract::normalize_username(name);
 }
 
 Client::Client(std::unique_ptr<client::Engine> engine) : engine_(std::move(engine)) {}

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <tl/expected.hpp>
 
+#include "contract/limits.h"
 #include "crypto/bytes.h"
 #include "crypto/rng.h"
 #include "protocol/keys.h"
@@ -30,7 +31,8 @@
 namespace sotto::client {
 
 inline constexpr std::size_t kMaxDeviceNameSize = 64;
-inline constexpr std::size_t kMaxDeviceNameBlobSize = 256;
+// The largest name the server stores (NewDevice.name).
+inline constexpr std::size_t kMaxDeviceNameBlobSize = contract::kMaxDeviceNameBytes;
 inline constexpr std::size_t kDeviceNameOverhead = 32 + 24 + 16;
 inline constexpr std::string_view kDeviceNameInfo = "sotto-device-name-v1";
 

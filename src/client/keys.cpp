@@ -5,12 +5,11 @@
 
 #include "client/errors.h"
 #include "client/stored_values.h"
+#include "contract/signatures.h"
 
 namespace sotto::client {
 
 namespace {
-
-constexpr std::string_view kDeviceContext = "sotto-device-v1";
 
 void add_signed_pre_key(svc::DeviceKeys& out, const protocol::SignedPreKeyRecord& spk) {
   auto* s = out.mutable_signed_pre_key();
@@ -70,10 +69,7 @@ void fill_new_device(svc::NewDevice& d, const std::string& username,
   d.set_auth_key(bytes_string(keys.auth_key.public_key()));
   add_signed_pre_key(*d.mutable_keys(), keys.signed_pre_key);
   add_pre_keys(*d.mutable_keys(), keys.pre_keys);
-  Bytes binding(kDeviceContext.begin(), kDeviceContext.end());
-  binding.insert(binding.end(), username.begin(), username.end());
-  binding.insert(binding.end(), keys.auth_key.public_key().begin(),
-                 keys.auth_key.public_key().end());
+  const Bytes binding = contract::device_binding(username, ByteView(keys.auth_key.public_key()));
   d.set_identity_signature(bytes_string(identity.sign(binding, rng)));
   if (!name.empty()) d.set_name(bytes_string(name));
 }

@@ -17,12 +17,14 @@
 
 #include "client/account.h"
 #include "client/server_link.h"
+#include "contract/limits.h"
 #include "protocol/keys.h"
 
 namespace sotto::client {
 
-inline constexpr std::size_t kPreKeyBatch = 100;      // one-time prekeys per upload
-inline constexpr std::uint32_t kPreKeyLowWater = 10;  // replenish below this (as the server)
+inline constexpr std::size_t kPreKeyBatch = 100;  // one-time prekeys per upload
+// Replenish below this: the low-water mark at which the server pushes KeysLow (src/contract).
+inline constexpr std::uint32_t kPreKeyLowWater = contract::kPreKeysLowThreshold;
 inline constexpr std::uint64_t kSignedPreKeyMaxAgeSeconds = 7 * 24 * 3600;  // rotate weekly
 inline constexpr std::uint32_t kMaxPreKeyId = 0xFFFFFE;
 // The copy of the data (ServerLink::instance_of) that last refreshed the device's keys.

@@ -5,6 +5,7 @@
 
 #include "client/errors.h"
 #include "client/text.h"
+#include "contract/ids.h"
 #include "protocol/session.h"
 
 namespace sotto::client {
@@ -30,10 +31,7 @@ std::string encode_padded(content::Content& c) {
 }
 
 std::array<std::uint8_t, 16> new_message_id(std::uint64_t now_ms, crypto::Rng& rng) {
-  std::array<std::uint8_t, 16> id{};
-  rng.fill(id);
-  for (std::size_t i = 0; i < 6; ++i) id[i] = static_cast<std::uint8_t>(now_ms >> (8 * (5 - i)));
-  return id;
+  return contract::time_ordered_id(now_ms, rng);
 }
 
 Outbox::Outgoing::~Outgoing() {

@@ -14,6 +14,7 @@
 #include <array>
 #include <string>
 
+#include "contract/limits.h"
 #include "crypto/rng.h"
 #include "crypto/secret.h"
 #include "crypto/x25519.h"
@@ -21,7 +22,7 @@
 
 namespace sotto::client {
 
-inline constexpr std::size_t kProvisioningAddressSize = 16;
+inline constexpr std::size_t kProvisioningAddressSize = contract::kProvisioningAddressSize;
 inline constexpr std::size_t kLinkCodeChecksumSize = 2;
 
 struct LinkCode {

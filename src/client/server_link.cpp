@@ -1,6 +1,8 @@
 #include "client/server_link.h"
 
 #include "client/errors.h"
+#include "contract/limits.h"
+#include "contract/signatures.h"
 #include "crypto/hash.h"
 #include "net/device_authorization.h"
 #include "net/server_key.h"
@@ -11,10 +13,8 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr std::string_view kAuthContext = "sotto-auth-v1";
-constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
 constexpr std::string_view kInstanceContext = "sotto-instance-v1";
-constexpr std::size_t kInstanceSize = 16;
+using contract::kInstanceSize;
 constexpr std::size_t kInstanceSaltSize = 16;
 
 std::string pin_of(ByteView spki) {
@@ -100,8 +100,7 @@ Result<ServerLink::Connected> ServerLink::connect_once() {
         inbound_cv_.notify_all();
       },
       [this](const ChannelBinding& binding) {
-        Bytes signed_message(kBoundAuthContext.begin(), kBoundAuthContext.end());
-        append(signed_message, ByteView(binding));
+        const Bytes signed_message = contract::login_message(true, ByteView(binding));
         svc::AuthenticateRequest proof;
         proof.set_username(account_.username);
         proof.set_device_id(account_.device_id);
@@ -121,8 +120,8 @@ Result<ServerLink::Connected> ServerLink::connect_once() {
     challenge.mutable_challenge();
     auto nonce = call_ok(c, std::move(challenge));
     if (!nonce) return tl::unexpected(nonce.error());
-    Bytes signed_message(kAuthContext.begin(), kAuthContext.end());
-    append(signed_message, as_bytes(nonce->challenge().nonce()));
+    const Bytes signed_message =
+        contract::login_message(false, as_bytes(nonce->challenge().nonce()));
     svc::Request authenticate;
     auto* auth = authenticate.mutable_authenticate();
     auth->set_username(account_.username);

@@ -9,14 +9,13 @@
 #include "client/provisioning.h"
 #include "client/recovery_code.h"
 #include "content.pb.h"
+#include "contract/signatures.h"
 
 namespace sotto::client {
 
 namespace {
 
 namespace content = sotto::wire::content;
-
-constexpr std::string_view kRecoverContext = "sotto-recover-v1";
 
 Result<void> check_server(const sotto::Server& server) {
   if (server.host.empty() || server.port == 0) {
@@ -233,12 +232,9 @@ Result<std::unique_ptr<Engine>> Engine::recover(const Options& options,
   if (auto ok = fresh.create(settings, keys); !ok) return tl::unexpected(ok.error());
 
   const auto identity_bytes = identity.public_key.serialize();
-  Bytes proof(kRecoverContext.begin(), kRecoverContext.end());
-  append(proof, as_bytes(nonce->challenge().nonce()));
-  append(proof, as_bytes(*username));
-  append(proof, ByteView(identity_bytes));
-  append(proof, ByteView(keys.auth_key.public_key()));
-  append(proof, ByteView(next_key.public_key()));
+  const Bytes proof = contract::recovery_message(
+      as_bytes(nonce->challenge().nonce()), *username, ByteView(identity_bytes),
+      ByteView(keys.auth_key.public_key()), ByteView(next_key.public_key()));
   svc::Request request;
   auto* r = request.mutable_recover();
   r->set_username(*username);

@@ -12,13 +12,18 @@
 #include <tl/expected.hpp>
 
 #include "crypto/bytes.h"
+#include "crypto/encoding.h"
 #include "crypto/rng.h"
 #include "protocol/clock.h"
 #include "sotto/client.h"
 
 namespace sotto::client {
 
-[[nodiscard]] std::string to_hex(ByteView bytes);
+// Hex and base32 text forms live in crypto/encoding.h, for every layer.
+using crypto::base32_decode;
+using crypto::base32_encode;
+using crypto::from_hex;
+using crypto::to_hex;
 
 // The bytes as a std::string (protobuf's bytes fields).
 [[nodiscard]] inline std::string bytes_string(ByteView b) {
@@ -26,12 +31,6 @@ namespace sotto::client {
 }
 // Wipes a std::string that held plaintext or a key, then empties it.
 void wipe(std::string& s);
-[[nodiscard]] std::optional<Bytes> from_hex(std::string_view text);
-
-// RFC 4648 base32 (upper case, no padding).
-[[nodiscard]] std::string base32_encode(ByteView bytes);
-// Case-insensitive; nullopt on a character outside the alphabet or leftover bits that are not 0.
-[[nodiscard]] std::optional<Bytes> base32_decode(std::string_view text);
 
 // Content padding (content.proto): the serialized Content grows to a multiple of kPaddingBlock.
 inline constexpr std::size_t kPaddingBlock = 160;

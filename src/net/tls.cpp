@@ -22,6 +22,7 @@
 #include <system_error>
 
 #include "crypto/bytes.h"
+#include "crypto/encoding.h"
 #include "crypto/hash.h"
 #include "net/handover/record_handover.h"
 #include "net/tls_internal.h"
@@ -235,17 +236,6 @@ tl::expected<TlsIdentity, TlsError> generate_identity(const std::string& common_
   return id;
 }
 
-std::string to_hex(ByteView bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (std::uint8_t b : bytes) {
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 0x0f]);
-  }
-  return out;
-}
-
 }  // namespace
 
 namespace detail {
@@ -267,7 +257,7 @@ std::string fingerprint_of(X509* certificate) {
   unsigned char* p = der.data();
   if (i2d_X509(certificate, &p) != len) return {};
   const crypto::Sha256Digest digest = crypto::sha256({ByteView(der)});
-  return to_hex(digest);
+  return crypto::to_hex(digest);
 }
 
 Bytes public_key_of(X509* certificate) {
@@ -390,7 +380,7 @@ tl::expected<std::string, TlsError> fingerprint_of_pem(const std::string& pem) {
 }
 
 std::string key_fingerprint(ByteView public_key_der) {
-  return to_hex(crypto::sha256({public_key_der}));
+  return crypto::to_hex(crypto::sha256({public_key_der}));
 }
 
 tl::expected<Bytes, TlsError> load_public_key(const fs::path& pem_file) {

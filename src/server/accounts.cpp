@@ -6,13 +6,13 @@
 #include <array>
 #include <cctype>
 
+#include "contract/signatures.h"
 #include "crypto/ed25519.h"
 #include "net/address_key.h"
 #include "net/device_authorization.h"
 #include "server/keys.h"
 #include "server/limits.h"
 #include "server/router.h"
-#include "server/server.h"
 
 namespace sotto::server {
 
@@ -22,13 +22,9 @@ using store::DeviceId;
 
 namespace {
 
-constexpr std::string_view kAuthContext = "sotto-auth-v1";
-constexpr std::string_view kBoundAuthContext = "sotto-auth-tls-v1";
 // An AuthenticateRequest: a 32-character username, a device id and a 64-byte signature take
 // about 110 bytes; anything much larger is not one.
 constexpr std::size_t kMaxAuthorizationProofBytes = 256;
-constexpr std::string_view kDeviceContext = "sotto-device-v1";
-constexpr std::string_view kRecoverContext = "sotto-recover-v1";
 // One answer for a wrong signature, an unknown account and an account without a recovery key,
 // so that a refusal does not tell whether the account exists.
 constexpr std::string_view kRecoveryRefused = "recovery refused";
@@ -55,20 +51,13 @@ std::string normalize_invite(std::string_view typed) {
   return code;
 }
 
-Bytes device_binding(const std::string& username, const std::string& auth_key) {
-  Bytes m(kDeviceContext.begin(), kDeviceContext.end());
-  m.insert(m.end(), username.begin(), username.end());
-  m.insert(m.end(), auth_key.begin(), auth_key.end());
-  return m;
-}
-
 std::string check_new_device(const svc::NewDevice& d, const std::string& username,
                              const std::string& identity_key) {
   if (d.registration_id() == 0 || d.registration_id() > 0x7FFFFFFF)
     return "registration id out of range";
   if (d.auth_key().size() != crypto::kEd25519PublicKeySize) return "auth key must be 32 bytes";
   if (d.name().size() > kMaxDeviceNameBytes) return "device name above 256 bytes";
-  if (!identity_signed(identity_key, device_binding(username, d.auth_key()),
+  if (!identity_signed(identity_key, contract::device_binding(username, view(d.auth_key())),
                        d.identity_signature())) {
     return "device is not signed by the identity key";
   }
@@ -316,9 +305,7 @@ void AccountsService::on_authenticate(const SessionPtr& s, svc::Request& r, svc:
     login_failed("unknown account or device");
     return;
   }
-  const std::string_view context = req.channel_binding() ? kBoundAuthContext : kAuthContext;
-  Bytes signed_message(context.begin(), context.end());
-  signed_message.insert(signed_message.end(), nonce->begin(), nonce->end());
+  const Bytes signed_message = contract::login_message(req.channel_binding(), *nonce);
   if (!crypto::ed25519_verify(device->auth_key, signed_message, view(req.signature()))) {
     login_failed("signature does not verify");
     return;
@@ -520,12 +507,9 @@ void AccountsService::on_recover(const SessionPtr& s, svc::Request& r, svc::Resp
   if (!account || account->recovery_key.empty()) {
     return refuse(account ? std::optional<AccountId>(account->id) : std::nullopt);
   }
-  Bytes message(kRecoverContext.begin(), kRecoverContext.end());
-  message.insert(message.end(), nonce->begin(), nonce->end());
-  message.insert(message.end(), username->begin(), username->end());
-  message.insert(message.end(), req.identity_key().begin(), req.identity_key().end());
-  message.insert(message.end(), req.device().auth_key().begin(), req.device().auth_key().end());
-  message.insert(message.end(), req.recovery_key().begin(), req.recovery_key().end());
+  const Bytes message =
+      contract::recovery_message(*nonce, *username, view(req.identity_key()),
+                                 view(req.device().auth_key()), view(req.recovery_key()));
   if (!crypto::ed25519_verify(account->recovery_key, message, view(req.signature()))) {
     return refuse(account->id);
   }

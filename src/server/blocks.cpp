@@ -1,7 +1,6 @@
 #include "server/blocks.h"
 
 #include "server/router.h"
-#include "server/server.h"
 
 namespace sotto::server {
 

@@ -9,10 +9,10 @@
 #include <map>
 #include <set>
 
+#include "contract/ids.h"
 #include "server/limits.h"
 #include "server/multi_send.h"
 #include "server/router.h"
-#include "server/server.h"
 
 namespace sotto::server {
 
@@ -439,17 +439,16 @@ void DeliveryService::store_and_deliver(
 }
 
 store::EnvelopeId DeliveryService::next_envelope_id(std::uint64_t now_ms) {
-  static constexpr std::size_t kTimeBytes = 6;
-  static constexpr std::size_t kRandomBytes = std::tuple_size_v<store::EnvelopeId> - kTimeBytes;
-  store::EnvelopeId id{};
-  for (std::size_t i = 0; i < kTimeBytes; ++i)
-    id[i] = static_cast<std::uint8_t>(now_ms >> (8 * (kTimeBytes - 1 - i)));
+  static constexpr std::size_t kRandomBytes = contract::kIdUniqueBytes;
+  static_assert(std::tuple_size_v<store::EnvelopeId> == contract::kIdSize);
   std::lock_guard lock(id_mutex_);
   if (id_pool_used_ + kRandomBytes > id_pool_.size()) {
     ctx_.rng.fill(id_pool_);
     id_pool_used_ = 0;
   }
-  std::memcpy(id.data() + kTimeBytes, id_pool_.data() + id_pool_used_, kRandomBytes);
+  const store::EnvelopeId id = contract::time_ordered_id(
+      now_ms,
+      std::span<const std::uint8_t, kRandomBytes>(id_pool_.data() + id_pool_used_, kRandomBytes));
   std::memset(id_pool_.data() + id_pool_used_, 0, kRandomBytes);  // each byte is handed out once
   id_pool_used_ += kRandomBytes;
   return id;
@@ -619,7 +618,7 @@ void DeliveryService::drain(const SessionPtr& s) {
 
 void DeliveryService::on_ack(const SessionPtr& s, svc::Request& r, svc::Response&& out) {
   const auto& ids = r.ack().envelope_ids();
-  if (ids.size() > 4096) {
+  if (static_cast<std::size_t>(ids.size()) > kMaxAckIds) {
     fail(out, svc::BAD_REQUEST, "too many ids in one acknowledgement");
     send_response(*s, std::move(out));
     return;
@@ -627,13 +626,13 @@ void DeliveryService::on_ack(const SessionPtr& s, svc::Request& r, svc::Response
   std::vector<EnvelopeId> list;
   list.reserve(static_cast<std::size_t>(ids.size()));
   for (const auto& id : ids) {
-    if (id.size() != 16) {
+    if (id.size() != kEnvelopeIdSize) {
       fail(out, svc::BAD_REQUEST, "envelope ids are 16 bytes");
       send_response(*s, std::move(out));
       return;
     }
     EnvelopeId e{};
-    std::memcpy(e.data(), id.data(), 16);
+    std::memcpy(e.data(), id.data(), kEnvelopeIdSize);
     list.push_back(e);
   }
   // The bucket counts only ids this connection was never given (or already acknowledged): those

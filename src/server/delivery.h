@@ -66,8 +66,8 @@ class DeliveryService final : public Service {
   void drain(const SessionPtr& s);
   void deliver_before_commit(Delivery& delivery);
   void deliver_after_commit(Delivery& delivery, bool stored);
-  // The time (6 bytes, milliseconds, big-endian) then 10 random bytes: unguessable, and in order
-  // of arrival, so that the store's index on envelope ids grows at its end (like the dedup rows).
+  // A time-ordered id (contract/ids.h) with 10 random bytes: unguessable, and in order of
+  // arrival, so that the store's index on envelope ids grows at its end (like the dedup rows).
   store::EnvelopeId next_envelope_id(std::uint64_t now_ms);
 
   // Reserves `bytes` of the budget for a send on its way to the store; when they do not fit,

@@ -7,7 +7,6 @@
 #include "crypto/signature.h"
 #include "server/limits.h"
 #include "server/router.h"
-#include "server/server.h"
 
 namespace sotto::server {
 

@@ -5,19 +5,30 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "contract/limits.h"
+#include "contract/username.h"
+
 namespace sotto::server {
 
-inline constexpr std::size_t kMinUsernameLength = 3;
-inline constexpr std::size_t kMaxUsernameLength = 32;
-inline constexpr std::size_t kMaxPreKeysPerUpload = 200;
-inline constexpr std::size_t kMaxMessagesPerSend = 64;  // devices of recipient + own
-inline constexpr std::size_t kChallengeSize = 32;
+// What the clients must agree with (src/contract).
+using contract::kChallengeSize;
+using contract::kClientMessageIdSize;
+using contract::kEnvelopeIdSize;
+using contract::kInstanceSize;
+using contract::kLinkTokenSize;
+using contract::kMaxAckIds;
+using contract::kMaxDeviceNameBytes;
+using contract::kMaxMessagesPerSend;
+using contract::kMaxPreKeysPerUpload;
+using contract::kMaxProvisioningMessageBytes;
+using contract::kMaxUsernameLength;
+using contract::kMinUsernameLength;
+using contract::kPreKeysLowThreshold;
+using contract::kProvisioningAddressSize;
+using contract::kRecoveryKeySize;
+
 inline constexpr std::uint64_t kChallengeLifetimeSeconds = 60;
-inline constexpr std::size_t kProvisioningAddressSize = 16;
-inline constexpr std::size_t kLinkTokenSize = 32;
 inline constexpr std::uint64_t kLinkTokenLifetimeSeconds = 600;
-inline constexpr std::size_t kClientMessageIdSize = 16;
-inline constexpr std::uint32_t kPreKeysLowThreshold = 10;
 inline constexpr std::size_t kDrainBatch = 128;         // envelopes pushed per batch
 inline constexpr std::size_t kMaxInflightPushes = 512;  // unacknowledged pushes per device
 // Delivery is also paced by bytes (net::Connection::writable): one read of a drain from the store
@@ -26,9 +37,6 @@ inline constexpr std::size_t kMaxInflightPushes = 512;  // unacknowledged pushes
 // connection has room for it, instead of kDrainBatch at once; small envelopes still come
 // kDrainBatch to a read.
 inline constexpr std::size_t kDrainLoadBytes = 256 * 1024;
-inline constexpr std::size_t kMaxDeviceNameBytes = 256;  // NewDevice.name, encrypted
-inline constexpr std::size_t kRecoveryKeySize = 32;      // Ed25519 public key
-inline constexpr std::size_t kInstanceSize = 16;         // AuthenticateRequest.instance
 // Recovery attempts per account, whatever the source address: each is a guess at the account's
 // recovery code. Counted in memory only (a restart forgets them).
 inline constexpr std::uint32_t kRecoveriesPerAccountPerHour = 5;

@@ -42,7 +42,7 @@ void ProvisioningService::on_provisioning_open(const SessionPtr& s, svc::Respons
 void ProvisioningService::on_provisioning_send(svc::Request& r, svc::Response& out) {
   const auto& req = r.provisioning_send();
   if (req.address().size() != kProvisioningAddressSize || req.ciphertext().empty() ||
-      req.ciphertext().size() > 64 * 1024) {
+      req.ciphertext().size() > kMaxProvisioningMessageBytes) {
     fail(out, svc::BAD_REQUEST, "bad provisioning address or message size");
     return;
   }

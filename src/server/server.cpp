@@ -11,21 +11,6 @@
 
 namespace sotto::server {
 
-std::optional<std::string> normalize_username(std::string_view name) {
-  if (name.size() < kMinUsernameLength || name.size() > kMaxUsernameLength) return std::nullopt;
-  std::string out;
-  out.reserve(name.size());
-  for (char ch : name) {
-    const char c = (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch - 'A' + 'a') : ch;
-    const bool ok =
-        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-    if (!ok) return std::nullopt;
-    out += c;
-  }
-  if (out[0] == '.' || out[0] == '_' || out[0] == '-') return std::nullopt;
-  return out;
-}
-
 // Members are built in this order and destroyed in reverse: the services and the router refer
 // to the context.
 struct Server::Parts {

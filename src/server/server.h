@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "contract/username.h"
 #include "crypto/rng.h"
 #include "net/ws_server.h"
 #include "server/config.h"
@@ -27,9 +28,8 @@
 
 namespace sotto::server {
 
-// Lower-cases and checks a username: 3-32 characters from [a-z0-9._-], starting with a letter or
-// digit. Returns nullopt when invalid.
-std::optional<std::string> normalize_username(std::string_view name);
+// The username rule (src/contract/username.h).
+using contract::normalize_username;
 
 class Server final : public net::ConnectionHandler {
  public:

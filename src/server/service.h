@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "contract/username.h"
 #include "server/session.h"
 #include "service.pb.h"
 #include "store/server/store.h"
@@ -18,6 +19,9 @@
 namespace sotto::server {
 
 class Router;
+
+// The username rule (src/contract/username.h), for every handler that reads a name.
+using contract::normalize_username;
 
 enum class Outcome {
   reply,      // the router sends `out` now
