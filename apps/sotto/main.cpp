@@ -493,7 +493,10 @@ constexpr const char* kChatHelp =
     "  /trust           accept the other user's current key, unverified\n"
     "  /trust DIGITS    accept and verify it: the 60 digits you compared (spaces allowed)\n"
     "  /quit            leave (also Ctrl-D on an empty line)\n"
-    "A line starting with // sends the text after the first /; any other /command is not sent.";
+    "A line starting with // sends the text after the first /; any other /command is not sent.\n"
+    "What is shown is marked read. Receipts (✓ sent, ✓✓ delivered, ✓✓ read), typing, reactions,\n"
+    "edits and deletes show as they come; `sotto react`, `edit` and `delete` take the #number\n"
+    "shown after a message's time.";
 
 // What chat says at its start when the other user's key is not accepted: nothing can be sent.
 std::string not_accepted_text(const std::string& peer, const sotto::SafetyNumber& sn) {
@@ -713,7 +716,7 @@ int cmd_chat(const std::string& peer_in) {
     if (g.json)
       show_json({{"type", "sent"}, {"timestamp", r->timestamp}, {"devices", r->devices}});
     else
-      show(sotto::cli::message_text(m, self));
+      show(sotto::cli::message_text(m, self) + "\n  ~ ✓ sent");  // ✓✓ lines follow as receipts
   }
   leaving = true;
   if (typing_sent.valid()) typing_sent.wait();

@@ -165,16 +165,25 @@ bool message_event_text(const Event& e, const std::string& self, std::string& ou
                 ? "* " + who + " removed their reaction to " + target()
                 : "* " + who + " reacted " + sanitize(e.emoji, false) + " to " + target();
       return true;
-    case Event::Kind::edit:
-      out = "* " + sanitize(e.message.from, false) + " edited " + target() + ":\n" +
-            message_text(e.message, self);
+    case Event::Kind::edit: {
+      const std::string author = e.message.from == self ? "you" : sanitize(e.message.from, false);
+      const std::string ts =
+          e.targets.empty() ? std::string() : " #" + std::to_string(e.targets.front().timestamp);
+      out = "* " + author + " edited a message" + ts + ":\n" + message_text(e.message, self);
       return true;
-    case Event::Kind::remote_delete:
-      out = "* " + who + " deleted " + target() + " for everyone";
+    }
+    case Event::Kind::remote_delete: {
+      const std::string ts =
+          e.targets.empty() ? std::string() : " #" + std::to_string(e.targets.front().timestamp);
+      out = "* " + who + " deleted a message" + ts + " for everyone";
       return true;
+    }
     case Event::Kind::disappearing_timer:
-      out = "* " + who + " set disappearing messages with " +
-            sanitize(e.message.conversation, false) + " to " + duration_text(e.expire_timer);
+      out =
+          "* " + who + " set disappearing messages" +
+          (e.user == e.message.conversation ? std::string()
+                                            : " with " + sanitize(e.message.conversation, false)) +
+          " to " + duration_text(e.expire_timer);
       return true;
     default:
       return false;
