@@ -1242,8 +1242,9 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
     tables.insert(table);
   }
   EXPECT_EQ(tables,
-            (std::set<std::string>{"accounts", "blocks", "devices", "invites", "link_tokens",
-                                   "messages", "pre_keys", "send_dedup", "signed_pre_keys"}));
+            (std::set<std::string>{"accounts", "attachments", "blocks", "devices", "invites",
+                                   "link_tokens", "messages", "pre_keys", "send_dedup",
+                                   "signed_pre_keys"}));
   for (const auto& expected :
        std::vector<std::pair<std::string, std::string>>{{"accounts", "username"},
                                                         {"accounts", "recovery_key"},
