@@ -1,5 +1,6 @@
 #include "client/contacts.h"
 
+#include "client/attachment_history.h"
 #include "client/errors.h"
 #include "protocol/fingerprint.h"
 
@@ -41,6 +42,7 @@ Result<std::size_t> accept_key(Account& account, Journal& journal, const std::st
     Event e;
     e.kind = Event::Kind::message;
     e.message = to_message(m);
+    e.message.attachments = load_message_attachments(*account.store, m.envelope_id);
     if (auto recorded = journal.record(e); !recorded) {
       return tl::unexpected(from_store(recorded.error()));
     }

@@ -255,6 +255,11 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
         const bool kept = account_.store->hold_message(stored).has_value();
         wipe(stored.body);
         if (!kept) return fail();
+        // Its attachments wait beside it (attachment_history.h) until it is released.
+        if (!c.attachments.empty() &&
+            !save_message_attachments(*account_.store, id, c.attachments)) {
+          return fail();
+        }
       }
     }
     // A key change is told before what came with it (and after a held message, which it counts).

@@ -205,6 +205,23 @@ class RoundTrip(AttachmentTest):
         self.assertIn("nothing was saved", a["error"])
         self.assertEqual(os.listdir(self.inbox) if os.path.isdir(self.inbox) else [], [])
 
+    def test_held_message_keeps_its_attachments(self):
+        # Under --trust-new-identities never, a message from a key not accepted yet is held; its
+        # attachments wait with it and come out when the key is accepted.
+        carol = Client(self.root, "carol")
+        carol.register("carol", self.server, "--trust-new-identities", "never")
+        path = os.path.join(self.root, "held.bin")
+        sha = write_random(path, 200_000, 8)
+        self.alice.ok("send", "carol", "held", "--attach", path)
+        inbox = os.path.join(self.root, "carol-inbox")
+        r = carol.ok("receive", "--timeout", "10", "--attachments-dir", inbox)
+        self.assertEqual([e for e in parse_lines(r.stdout) if e.get("type") == "message"], [])
+        carol.ok("trust", "alice", "--safety-number", carol.safety_number("alice")["digits"])
+        r = carol.ok("receive", "--timeout", "10", "--attachments-dir", inbox)
+        m, = [e for e in parse_lines(r.stdout) if e.get("type") == "message"]
+        self.assertEqual(m["body"], "held")
+        self.assertEqual(m["attachments"][0]["sha256"], sha)
+
     def test_upload_killed_at_half_resumes(self):
         size = 48 << 20
         path = os.path.join(self.root, "resume.bin")
