@@ -41,7 +41,7 @@ GroupUpdate renaming(const std::string& name) {
   return u;
 }
 
-class GroupTest : public ::testing::Test {
+class ClientGroupTest : public ::testing::Test {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/sotto-group-XXXXXX";
@@ -182,7 +182,7 @@ class GroupTest : public ::testing::Test {
   int forged_ = 0;
 };
 
-TEST_F(GroupTest, TenMembersEveryDeviceGetsEveryMessageExactlyOnce) {
+TEST_F(ClientGroupTest, TenMembersEveryDeviceGetsEveryMessageExactlyOnce) {
   std::vector<Engine*> primaries;
   std::vector<std::string> names;
   for (int i = 0; i < 10; ++i) {
@@ -244,7 +244,7 @@ TEST_F(GroupTest, TenMembersEveryDeviceGetsEveryMessageExactlyOnce) {
   EXPECT_TRUE(seen_own);
 }
 
-TEST_F(GroupTest, ARemovedMemberCannotDecryptWhatIsSentAfterwards) {
+TEST_F(ClientGroupTest, ARemovedMemberCannotDecryptWhatIsSentAfterwards) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");
   Engine& carol = register_("carol");
@@ -296,7 +296,7 @@ TEST_F(GroupTest, ARemovedMemberCannotDecryptWhatIsSentAfterwards) {
   EXPECT_EQ(group_bodies(receive(bob), id), std::vector<std::string>{"after, from alice"});
 }
 
-TEST_F(GroupTest, ANewMemberCannotReadEarlierMessages) {
+TEST_F(ClientGroupTest, ANewMemberCannotReadEarlierMessages) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");
   Engine& dave = register_("dave");
@@ -323,7 +323,7 @@ TEST_F(GroupTest, ANewMemberCannotReadEarlierMessages) {
   EXPECT_EQ(of_kind(events, Event::Kind::decrypt_failed).size(), 1u);
 }
 
-TEST_F(GroupTest, ChangesTheServerForgesOrANonAdminSendsAreRefusedAndReported) {
+TEST_F(ClientGroupTest, ChangesTheServerForgesOrANonAdminSendsAreRefusedAndReported) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");
   Engine& carol = register_("carol");
@@ -409,7 +409,7 @@ TEST_F(GroupTest, ChangesTheServerForgesOrANonAdminSendsAreRefusedAndReported) {
 // sender makes a session with the new device, gives it its chain and sends again; a device that
 // is gone is dropped the same way. A device linked after the group was made does not know the
 // group: it reports the message it cannot place, and knows the group from the next change.
-TEST_F(GroupTest, ANewOrRemovedMemberDeviceIsFoundAndTheSendRetried) {
+TEST_F(ClientGroupTest, ANewOrRemovedMemberDeviceIsFoundAndTheSendRetried) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");
   auto created = alice.groups().create("g", {"bob"});
@@ -445,7 +445,7 @@ TEST_F(GroupTest, ANewOrRemovedMemberDeviceIsFoundAndTheSendRetried) {
   EXPECT_EQ(group_bodies(receive(bob), id), std::vector<std::string>{"four"});
 }
 
-TEST_F(GroupTest, AChangeTheServerReplaysIsAppliedOnce) {
+TEST_F(ClientGroupTest, AChangeTheServerReplaysIsAppliedOnce) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");
   auto created = alice.groups().create("g", {"bob"});
@@ -465,7 +465,7 @@ TEST_F(GroupTest, AChangeTheServerReplaysIsAppliedOnce) {
   EXPECT_EQ(info(bob, id).revision, 2u);
 }
 
-TEST_F(GroupTest, JoinByLinkAndAResetLinkFails) {
+TEST_F(ClientGroupTest, JoinByLinkAndAResetLinkFails) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");
   Engine& dave = register_("dave");
@@ -515,7 +515,7 @@ TEST_F(GroupTest, JoinByLinkAndAResetLinkFails) {
   EXPECT_EQ(group_bodies(receive(dave), id), std::vector<std::string>{"hello from erin"});
 }
 
-TEST_F(GroupTest, AMemberWhoLeavesGetsNothingMore) {
+TEST_F(ClientGroupTest, AMemberWhoLeavesGetsNothingMore) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");
   Engine& carol = register_("carol");
@@ -665,7 +665,7 @@ TEST(GroupCodecTest, StatesAndLinksThatAreNotValidAreRefused) {
 
 // A malformed change (a state that is not valid, garbage in the change) changes nothing and is
 // reported.
-TEST_F(GroupTest, AMalformedChangeChangesNothing) {
+TEST_F(ClientGroupTest, AMalformedChangeChangesNothing) {
   Engine& alice = register_("alice");
   Engine& bob = register_("bob");
   Engine& carol = register_("carol");
