@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include "attach_commands.h"
 #include "output.h"
 #include "terminal.h"
 
@@ -181,10 +182,17 @@ std::optional<int> run_group_command(const GroupArgs& a, const GroupContext& ctx
   return 1;
 }
 
-int send_to_group(const std::string& id, const std::string& text, const GroupContext& ctx) {
+int send_to_group(const std::string& id, const std::string& text, const GroupContext& ctx,
+                  const std::vector<std::string>& attach_files) {
   auto client = ctx.open();
   if (!client) return ctx.fail(client.error());
-  auto r = (*client)->send_group(id, text);
+  std::vector<Attachment> attachments;
+  if (!attach_files.empty()) {
+    auto uploaded = upload_files(**client, attach_files, true);
+    if (!uploaded) return ctx.fail(uploaded.error());
+    attachments = std::move(*uploaded);
+  }
+  auto r = (*client)->send_group(id, text, attachments);
   if (!r) return ctx.fail(r.error());
   if (ctx.json) {
     ctx.print(dump(json{{"timestamp", r->timestamp}, {"devices", r->devices}, {"groupId", id}}));

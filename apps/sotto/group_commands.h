@@ -51,9 +51,10 @@ struct GroupContext {
 void add_group_commands(CLI::App& app, GroupArgs& args);
 // The exit status of the group command that was parsed; nullopt when none was.
 [[nodiscard]] std::optional<int> run_group_command(const GroupArgs& args, const GroupContext& ctx);
-// `sotto send --group ID TEXT`.
+// `sotto send --group ID TEXT [--attach FILE ...]`.
 [[nodiscard]] int send_to_group(const std::string& id, const std::string& text,
-                                const GroupContext& ctx);
+                                const GroupContext& ctx,
+                                const std::vector<std::string>& attach_files = {});
 // `sotto chat --group ID`: each line typed is sent to the group; its messages are shown.
 [[nodiscard]] int chat_in_group(const std::string& id, const GroupContext& ctx);
 

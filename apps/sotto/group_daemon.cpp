@@ -1,5 +1,7 @@
 #include "group_daemon.h"
 
+#include "attach_commands.h"
+
 namespace sotto::cli {
 
 namespace {
@@ -66,10 +68,33 @@ json list_entry(const Group& g) {
 GroupRpcOutcome rpc_send_group(Client& client, const json& params) {
   const json* id = param(params, {"groupId"});
   const json* body = param(params, {"message", "body"});
-  if (id == nullptr || !id->is_string() || body == nullptr || !body->is_string()) {
-    return invalid("send to a group needs {groupId, message}");
+  // signal-cli's shape: "attachments" is a list of file paths (or one path).
+  std::vector<std::string> files;
+  if (const json* a = param(params, {"attachments", "attachment"}); a != nullptr) {
+    if (a->is_string()) {
+      files.push_back(a->get<std::string>());
+    } else if (a->is_array()) {
+      for (const auto& f : *a) {
+        if (!f.is_string()) return invalid("attachments must be a list of file paths");
+        files.push_back(f.get<std::string>());
+      }
+    } else {
+      return invalid("attachments must be a list of file paths");
+    }
   }
-  auto r = client.send_group(id->get<std::string>(), body->get<std::string>());
+  if (id == nullptr || !id->is_string() || (body != nullptr && !body->is_string()) ||
+      (body == nullptr && files.empty())) {
+    return invalid("send to a group needs {groupId, message} (or attachments)");
+  }
+  std::vector<Attachment> attachments;
+  if (!files.empty()) {
+    auto uploaded = upload_files(client, files, false);
+    if (!uploaded) return failed(uploaded.error());
+    attachments = std::move(*uploaded);
+  }
+  auto r =
+      client.send_group(id->get<std::string>(),
+                        body != nullptr ? body->get<std::string>() : std::string(), attachments);
   if (!r) return failed(r.error());
   return ok({{"timestamp", r->timestamp},
              {"devices", r->devices},

@@ -1499,12 +1499,17 @@ int main(int argc, char** argv) {
                                                  [](const std::string& line) { print_line(line); }};
     if (auto status = sotto::cli::run_group_command(group_args, group_context)) return *status;
     if (send->parsed() && !group_id.empty()) {
+      if (user == "-") {
+        auto piped = sotto::cli::text_argument(user);  // "-": standard input
+        if (!piped) return fail(piped.error());
+        user = *piped;
+      }
       if (!text.empty()) {
         return fail(ErrorCode::invalid_argument,
                     "with --group, give the text only: sotto send "
                     "--group ID TEXT");
       }
-      return sotto::cli::send_to_group(group_id, user, group_context);
+      return sotto::cli::send_to_group(group_id, user, group_context, attach_files);
     }
     if (send->parsed() && text.empty() && attach_files.empty()) {
       // As CLI11 says it when TEXT is a required option.

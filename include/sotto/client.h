@@ -504,7 +504,8 @@ class Client {
   [[nodiscard]] Result<Group> group(const std::string& id);
   // Sends `body` to every device of every member (and our other devices), encrypted once with
   // our Sender Key for the group.
-  [[nodiscard]] Result<SendResult> send_group(const std::string& id, const std::string& body);
+  [[nodiscard]] Result<SendResult> send_group(const std::string& id, const std::string& body,
+                                              const std::vector<Attachment>& attachments = {});
   // The newest `limit` messages of a group (changes included as messages), oldest first.
   [[nodiscard]] Result<std::vector<Message>> group_history(const std::string& id,
                                                            std::size_t limit);

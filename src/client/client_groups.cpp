@@ -1,6 +1,7 @@
 // The group calls of the public API (include/sotto/client.h), handed to the engine's Groups
 // component (src/client/groups.h).
 #include "client/engine.h"
+#include "client/util.h"
 #include "sotto/client.h"
 
 namespace sotto {
@@ -34,8 +35,13 @@ Result<Group> Client::group(const std::string& id) {
   return engine_->groups().info(id);
 }
 
-Result<SendResult> Client::send_group(const std::string& id, const std::string& body) {
-  return engine_->groups().send(id, body);
+Result<SendResult> Client::send_group(const std::string& id, const std::string& body,
+                                      const std::vector<Attachment>& attachments) {
+  std::vector<std::string> pointers;
+  for (const auto& a : attachments) pointers.push_back(a.pointer);
+  auto sent = engine_->groups().send(id, body, pointers);
+  for (auto& p : pointers) client::wipe(p);
+  return sent;
 }
 
 Result<std::vector<Message>> Client::group_history(const std::string& id, std::size_t limit) {

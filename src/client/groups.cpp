@@ -4,6 +4,8 @@
 #include <set>
 #include <thread>
 
+#include "client/attachment_format.h"
+#include "client/attachment_history.h"
 #include "client/content_codec.h"
 #include "client/errors.h"
 #include "client/group_codec.h"
@@ -344,7 +346,20 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
       r.failure = "a group change sent under a Sender Key (changes come in 1:1 sessions only)";
       return false;
     }
-    if (d->body().empty() || d->body().size() > kMaxBodyBytes || !valid_utf8(d->body())) {
+    // The files it carries that can be fetched (others are dropped, as in 1:1 messages).
+    std::vector<std::string> pointers;
+    for (auto& p : *d->mutable_attachments()) {
+      if (pointers.size() < kMaxAttachmentsPerMessage && check_pointer(p).empty()) {
+        pointers.push_back(p.SerializeAsString());
+      }
+      wipe(*p.mutable_key());
+    }
+    const auto wipe_pointers = [&] {
+      for (auto& p : pointers) wipe(p);
+    };
+    if ((d->body().empty() && pointers.empty()) || d->body().size() > kMaxBodyBytes ||
+        !valid_utf8(d->body())) {
+      wipe_pointers();
       if (!account_.store->mark_envelope(id, content_hash)) return fail_store();
       return done();  // nothing this version shows (a reaction, a later kind of message)
     }
@@ -358,9 +373,14 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
                                d->timestamp(),
                                d->body(),
                                *source == account_.username};
-      const bool added = account_.store->add_message(row).has_value();
+      const bool added = account_.store->add_message(row).has_value() &&
+                         (pointers.empty() ||
+                          save_message_attachments(*account_.store, row.envelope_id, pointers));
       wipe(row.body);
-      if (!added) return fail_store();
+      if (!added) {
+        wipe_pointers();
+        return fail_store();
+      }
       Event e;
       e.kind = Event::Kind::message;
       e.message = base;
@@ -369,10 +389,15 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
       e.message.conversation = peer_of(*group);
       e.message.group = *group;
       e.message.outgoing = *source == account_.username;
+      for (const auto& p : pointers) e.message.attachments.push_back(public_attachment(p));
       const bool recorded = journal_.record(e).has_value();
       wipe(e.message.body);
-      if (!recorded) return fail_store();
+      if (!recorded) {
+        wipe_pointers();
+        return fail_store();
+      }
     }
+    wipe_pointers();
     if (!account_.store->mark_envelope(id, content_hash)) return fail_store();
     return done();
   });
@@ -414,8 +439,12 @@ Result<SharedOutcome> Groups::send_shared(const ConnectionPtr& c,
   return outcome;
 }
 
-Result<SendResult> Groups::send(const std::string& id, const std::string& body) {
-  if (body.empty()) return tl::unexpected(invalid("empty message"));
+Result<SendResult> Groups::send(const std::string& id, const std::string& body,
+                                const std::vector<std::string>& attachments) {
+  if (attachments.size() > kMaxAttachmentsPerMessage) {
+    return tl::unexpected(invalid("too many attachments in one message (at most 32)"));
+  }
+  if (body.empty() && attachments.empty()) return tl::unexpected(invalid("empty message"));
   if (body.size() > kMaxBodyBytes)
     return tl::unexpected(invalid("message too long (at most 64 KiB)"));
   if (!valid_utf8(body)) {
@@ -453,7 +482,13 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
     c.mutable_data()->set_timestamp(timestamp);
     c.mutable_data()->mutable_group()->set_id(state.id());
     c.mutable_data()->mutable_group()->set_revision(state.revision());
+    for (const auto& a : attachments) {
+      if (!c.mutable_data()->add_attachments()->ParseFromString(a)) {
+        return tl::unexpected(invalid("malformed attachment"));
+      }
+    }
     std::string plaintext = encode_padded(c);
+    for (auto& a : *c.mutable_data()->mutable_attachments()) wipe(*a.mutable_key());
     wipe(*c.mutable_data()->mutable_body());
     auto ct = protocol::group_encrypt(own, as_bytes(plaintext), *account_.store, account_.rng);
     wipe(plaintext);
@@ -615,6 +650,9 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body) 
   store::StoredMessage row{
       "local-" + to_hex(message_id), peer_of(hex), self, account_.device_id, timestamp, body, true};
   (void)account_.store->add_message(row);  // sent; a history failure must not say otherwise
+  if (!attachments.empty()) {
+    (void)save_message_attachments(*account_.store, row.envelope_id, attachments);
+  }
   return SendResult{timestamp, devices_sent};
 }
 
@@ -935,6 +973,7 @@ Result<std::vector<Message>> Groups::history(const std::string& id, std::size_t 
     m.conversation = r.peer;
     m.outgoing = r.outgoing;
     m.group = *hex;
+    m.attachments = load_message_attachments(*account_.store, m.id);
     out.push_back(std::move(m));
   }
   return out;

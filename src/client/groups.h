@@ -67,7 +67,10 @@ class Groups {
   [[nodiscard]] Result<Group> join(const std::string& link);
   [[nodiscard]] Result<std::vector<Group>> list();
   [[nodiscard]] Result<Group> info(const std::string& id);
-  [[nodiscard]] Result<SendResult> send(const std::string& id, const std::string& body);
+  // `attachments`: serialized content.proto AttachmentPointers (upload_attachment); with any,
+  // the text may be empty.
+  [[nodiscard]] Result<SendResult> send(const std::string& id, const std::string& body,
+                                        const std::vector<std::string>& attachments = {});
   [[nodiscard]] Result<std::vector<Message>> history(const std::string& id, std::size_t limit);
 
   // The inbox's hooks. What a decrypted 1:1 content means for groups: `handled` false when it is

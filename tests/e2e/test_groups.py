@@ -114,6 +114,36 @@ class GroupE2ETest(unittest.TestCase):
         info = json.loads(alice.ok("group", "info", gid).stdout)
         self.assertEqual(sorted(m["user"] for m in info["members"]), ["alice", "bob"])
 
+    def test_group_message_with_attachments(self):
+        # One upload, one pointer in the Sender Key message: every member saves the same file.
+        import hashlib
+        alice, bob, carol = self.register("alice", "bob", "carol")
+        gid = json.loads(alice.ok("group", "create", "photos", "--member", "bob",
+                                  "--member", "carol").stdout)["groupId"]
+        for c in (bob, carol):
+            self.assertEqual(len(group_events(c.receive(), "group_changed")), 1)
+        path = os.path.join(self.root, "picture.bin")
+        data = os.urandom(300_000)
+        with open(path, "wb") as f:
+            f.write(data)
+        sent = json.loads(alice.ok("send", "--group", gid, "a file for you",
+                                   "--attach", path).stdout)
+        self.assertEqual(sent["groupId"], gid)
+        for name, c in (("bob", bob), ("carol", carol)):
+            out_dir = os.path.join(self.root, name + "-files")
+            events = [json.loads(line) for line in c.ok(
+                "receive", "--timeout", "20", "--attachments-dir", out_dir).stdout.splitlines()
+                if line.strip()]
+            msgs = [e for e in events if e.get("type") == "message"]
+            self.assertEqual(len(msgs), 1)
+            self.assertEqual((msgs[0]["body"], msgs[0]["group"]), ("a file for you", gid))
+            files = msgs[0]["attachments"]
+            self.assertEqual(len(files), 1)
+            self.assertEqual(files[0]["sha256"], hashlib.sha256(data).hexdigest())
+            self.assertEqual(files[0]["fileName"], "picture.bin")
+            with open(files[0]["path"], "rb") as f:
+                self.assertEqual(f.read(), data)
+
     def test_chat_in_a_group(self):
         alice, bob = self.register("alice", "bob")
         gid = json.loads(alice.ok("group", "create", "pair", "--member", "bob").stdout)["groupId"]
