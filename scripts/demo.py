@@ -167,6 +167,25 @@ def run(demo):
     demo.step("Bob comes back online and gets what he missed")
     demo.sotto_cmd("bob", "receive", "--timeout", "20")
 
+    demo.step("Carol joins them in a group: its members' clients hold it; the server never learns "
+              "who is in it")
+    demo.sotto_cmd("carol", "register", "carol", "--server", demo.address,
+                   "--server-fingerprint", demo.fingerprint)
+    group = demo.sotto_cmd("alice", "group", "create", "Friday", "--member", "bob",
+                           "--member", "carol").strip()
+    demo.sotto_cmd("bob", "receive", "--timeout", "20")
+    demo.sotto_cmd("carol", "receive", "--timeout", "20")
+
+    demo.step("Bob sends the group the map: the file is encrypted before upload, one message "
+              "reaches every member's devices")
+    map_file = os.path.join(demo.root, "map.txt")
+    with open(map_file, "w") as f:
+        f.write("The usual place: second street on the left, blue door.\n")
+    demo.sotto_cmd("bob", "send", "--group", group, "Here is the map", "--attach", map_file)
+    for who in ("alice", "carol"):
+        demo.sotto_cmd(who, "receive", "--timeout", "20", "--attachments-dir",
+                       os.path.join(demo.root, who + "-files"))
+
     demo.step("Both compare the safety number (in person, or by scanning each other's QR code)")
     a = demo.sotto_cmd("alice", "safety-number", "bob")
     b = demo.sotto_cmd("bob", "safety-number", "alice")

@@ -476,9 +476,13 @@ int cmd_receive(int timeout, const std::string& attachments_dir) {
       json j = sotto::cli::event_json(e);
       if (!saved.is_null()) j["attachments"] = saved;
       print_json(j);
+    } else if (saved.is_null()) {
+      print_line(sotto::cli::event_text(e, self));
     } else {
-      print_line(sotto::cli::event_text(e, self) +
-                 (saved.is_null() ? std::string() : sotto::cli::attachments_text(saved)));
+      // The files once, with where each was saved.
+      sotto::Event shown = e;
+      shown.message.attachments.clear();
+      print_line(sotto::cli::event_text(shown, self) + sotto::cli::attachments_text(saved));
     }
   });
   if (!r) return fail(r.error());
