@@ -651,6 +651,9 @@ json Daemon::group_outcome(const Call& c, GroupRpcOutcome o) {
 
 json Daemon::send(const Call& c) {
   if (c.params.is_object() && c.params.contains("groupId")) {
+    if (c.params.contains("recipient") || c.params.contains("to")) {
+      return invalid_params(c, "send takes either groupId or recipient, not both");
+    }
     return group_outcome(c, rpc_send_group(client_, c.params));
   }
   if (send_has_message_options(c.params)) return message_call(c, "send");

@@ -463,6 +463,16 @@ int cmd_send(const std::string& to, const std::string& text_arg, int timeout,
 }
 
 int cmd_receive(int timeout, const std::string& attachments_dir) {
+  if (!attachments_dir.empty()) {
+    // Checked before any message is taken: a file that cannot be saved is not fetched again.
+    std::error_code ec;
+    std::filesystem::create_directories(attachments_dir, ec);
+    if (!std::filesystem::is_directory(attachments_dir, ec) ||
+        ::access(attachments_dir.c_str(), W_OK) != 0) {
+      return fail(ErrorCode::invalid_argument, "--attachments-dir " + attachments_dir +
+                                                   " is not a directory this user can write");
+    }
+  }
   auto client = open_client();
   if (!client) return fail(client.error());
   const std::string self = (*client)->username();
@@ -1355,7 +1365,7 @@ int main(int argc, char** argv) {
 
   auto* send = app.add_subcommand("send", "Send a message (UTF-8 text, files, or both)");
   std::string group_id;
-  send->add_option("USER", user, "Recipient (with --group: the text)")->required();
+  send->add_option("USER", user, "Recipient (with --group: the text)");
   send->add_option("TEXT", text,
                    "Message text (\"-\": read it from standard input; optional with --attach)");
   send->add_option("--group", group_id, "Send TEXT to this group (its id) instead of a user");
@@ -1502,7 +1512,17 @@ int main(int argc, char** argv) {
                                                  [](const Error& e) { return fail(e); },
                                                  [](const std::string& line) { print_line(line); }};
     if (auto status = sotto::cli::run_group_command(group_args, group_context)) return *status;
+    if (send->parsed() && group_id.empty() && user.empty()) {
+      // As CLI11 says it when USER is a required option.
+      return fail(Error{ErrorCode::invalid_argument, "USER is required"},
+                  std::string("`sotto send --help` shows how to use it (or --group ID)"));
+    }
     if (send->parsed() && !group_id.empty()) {
+      if (user.empty() && attach_files.empty()) {
+        return fail(
+            Error{ErrorCode::invalid_argument, "TEXT is required unless --attach FILE is given"},
+            std::string("`sotto send --help` shows how to use it"));
+      }
       if (user == "-") {
         auto piped = sotto::cli::text_argument(user);  // "-": standard input
         if (!piped) return fail(piped.error());

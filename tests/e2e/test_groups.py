@@ -143,6 +143,14 @@ class GroupE2ETest(unittest.TestCase):
             self.assertEqual(files[0]["fileName"], "picture.bin")
             with open(files[0]["path"], "rb") as f:
                 self.assertEqual(f.read(), data)
+        # A file alone, without text.
+        alice.ok("send", "--group", gid, "--attach", path)
+        got = [m for m in bob.messages() if m.get("group") == gid]
+        self.assertEqual(len(got), 1)
+        self.assertEqual(got[0]["body"], "")
+        self.assertEqual(len(got[0]["attachments"]), 1)
+        # Neither text nor file: one clear error.
+        alice.fails("send", "--group", gid, code="invalid_argument")
 
     def test_chat_in_a_group(self):
         alice, bob = self.register("alice", "bob")
