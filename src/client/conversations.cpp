@@ -164,7 +164,9 @@ Result<std::vector<Message>> Conversations::decorate(store::ClientStore& store,
 Result<std::vector<Message>> Conversations::history(const std::string& user, std::size_t limit) {
   auto peer = conversation_of(user);
   if (!peer) return tl::unexpected(peer.error());
-  (void)expire_due();
+  // Not behind a request to the server that holds crypto_mu (a daemon answers history while a
+  // send waits): what is due is hidden below anyway, and the expiry thread removes it.
+  expire_due_if_free();
   auto rows = account_.store->messages(*peer, limit);
   if (!rows) return tl::unexpected(from_store(rows.error()));
   return decorate(*account_.store, *peer, *rows, account_.clock.now_ms());
@@ -824,6 +826,15 @@ bool Conversations::purge(const std::string& peer, const std::string& author, st
 
 Result<std::size_t> Conversations::expire_due() {
   std::lock_guard crypto_lock(account_.crypto_mu);
+  return expire_due_locked();
+}
+
+void Conversations::expire_due_if_free() {
+  std::unique_lock crypto_lock(account_.crypto_mu, std::try_to_lock);
+  if (crypto_lock.owns_lock()) (void)expire_due_locked();
+}
+
+Result<std::size_t> Conversations::expire_due_locked() {
   auto due = account_.store->expired_messages(account_.clock.now_ms());
   if (!due) return tl::unexpected(from_store(due.error()));
   if (due->empty()) return std::size_t{0};

@@ -96,6 +96,8 @@ class Conversations {
   // --- disappearing messages ---
   // Removes every message whose time ran out; returns how many.
   [[nodiscard]] Result<std::size_t> expire_due();
+  // expire_due() when crypto_mu is free now; otherwise nothing (for readers that must not wait).
+  void expire_due_if_free();
   // Runs expire_due() on a thread until stop(): when a message's time comes (and at least once a
   // second while one is counting down).
   void start();
@@ -103,6 +105,8 @@ class Conversations {
   void wake();
 
  private:
+  // expire_due() with crypto_mu held.
+  [[nodiscard]] Result<std::size_t> expire_due_locked();
   struct Applied;
   // Applies a reaction, edit, delete or timer change by `author` in `conversation`.
   // REQUIRES: crypto_mu held, inside a store transaction.
