@@ -35,9 +35,9 @@
 #include <thread>
 #include <vector>
 
+#include "attachment_phase.h"
 #include "contract/ids.h"
 #include "crypto/encoding.h"
-#include "attachment_phase.h"
 #include "crypto/rng.h"
 #include "key_methods.h"
 #include "net/ws_client.h"
@@ -105,7 +105,7 @@ struct Options {
   // Group messages (MultiSendRequest): one round per size, every member online.
   std::vector<std::size_t> group_sizes{100, 1024};
   std::size_t group_senders = 2;
-  std::size_t group_window = 8;  // multi-sends in flight per sender
+  std::size_t group_window = 8;    // multi-sends in flight per sender
   std::size_t attachment_mb = 64;  // the attachment phase's file (MiB)
   // OpenSSL's provider dispatch for the tool's own X25519 and EC work, instead of its built-in
   // methods (key_methods.h); for comparing the two.
@@ -1911,7 +1911,7 @@ int main(int argc, char** argv) {
     while (std::getline(ss, p, ',')) {
       static const std::vector<std::string> kKnown = {"saturation",     "fixed-rate", "logins",
                                                       "idle-memory",    "offline",    "backlog",
-                                                      "tls-handshakes", "group", "attachment"};
+                                                      "tls-handshakes", "group",      "attachment"};
       if (std::find(kKnown.begin(), kKnown.end(), p) == kKnown.end()) {
         std::fprintf(stderr, "sotto-load: unknown phase '%s'\n", p.c_str());
         return 2;

@@ -147,7 +147,6 @@ ReceivedContent::~ReceivedContent() {
   for (auto& a : attachments) wipe(a);
 }
 
-
 ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
   if (plaintext.size() > kMaxContentBytes) return unreadable("a message too large to read");
   content::Content c;

@@ -47,7 +47,7 @@ struct Inbox::Outcome {
   bool store_error = false;
   std::optional<std::pair<std::uint32_t, bool>> history_request;  // device, wants history
   std::function<void()> group_followup;  // sent once the envelope is processed (groups.h)
-  Conversations::Receipts receipts;  // delivery receipts to send once processed
+  Conversations::Receipts receipts;      // delivery receipts to send once processed
 };
 
 void Inbox::acknowledge(const std::string& envelope_id) {

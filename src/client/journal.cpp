@@ -1,7 +1,7 @@
 #include "client/journal.h"
 
-#include "client/message_state.h"
 #include "client/attachment_history.h"
+#include "client/message_state.h"
 #include "journal.pb.h"
 
 namespace sotto::client {

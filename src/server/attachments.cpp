@@ -112,14 +112,14 @@ void AttachmentService::on_create(store::AccountId account, const svc::Request& 
   }
   if (size > config_.max_attachment_bytes) {
     refuse(out, svc::TOO_LARGE,
-         "attachment too large: at most " + std::to_string(config_.max_attachment_bytes) +
-             " bytes of ciphertext on this server");
+           "attachment too large: at most " + std::to_string(config_.max_attachment_bytes) +
+               " bytes of ciphertext on this server");
     return;
   }
   if (!uploads_.allow(account_key(account))) {
     refuse(out, svc::RATE_LIMITED, "too many attachment uploads begun by this account",
-         static_cast<std::uint32_t>(
-             3'600'000 / std::max<std::uint32_t>(1, config_.attachment_uploads_per_hour)));
+           static_cast<std::uint32_t>(
+               3'600'000 / std::max<std::uint32_t>(1, config_.attachment_uploads_per_hour)));
     return;
   }
   if (!disk_allows(size)) {
@@ -136,8 +136,9 @@ void AttachmentService::on_create(store::AccountId account, const svc::Request& 
   }
   if (*used + size > config_.attachment_quota_bytes) {
     refuse(out, svc::FORBIDDEN,
-         "attachment quota exceeded: this account's attachments hold " + std::to_string(*used) +
-             " of " + std::to_string(config_.attachment_quota_bytes) + " bytes until they expire");
+           "attachment quota exceeded: this account's attachments hold " + std::to_string(*used) +
+               " of " + std::to_string(config_.attachment_quota_bytes) +
+               " bytes until they expire");
     return;
   }
   store::BlobId id{};
@@ -166,7 +167,7 @@ void AttachmentService::on_write(store::AccountId account, const svc::Request& r
   }
   if (w.data().empty() || w.data().size() > chunk_bytes_) {
     refuse(out, svc::BAD_REQUEST,
-         "a chunk must carry 1 to " + std::to_string(chunk_bytes_) + " bytes");
+           "a chunk must carry 1 to " + std::to_string(chunk_bytes_) + " bytes");
     return;
   }
   if (auto wait = upload_bytes_.take(account_key(account), static_cast<double>(w.data().size()));
@@ -264,7 +265,7 @@ void AttachmentService::on_read(store::AccountId account, const svc::Request& r,
   auto data = blobs_->read(*id, rd.offset(), length);
   if (!data) {
     refuse(out, data.error() == store::Error::not_found ? svc::NOT_FOUND : svc::INTERNAL,
-         data.error() == store::Error::not_found ? "no such attachment" : "storage error");
+           data.error() == store::Error::not_found ? "no such attachment" : "storage error");
     return;
   }
   auto* body = out.mutable_attachment_read();

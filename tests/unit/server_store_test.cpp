@@ -1415,10 +1415,9 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
     EXPECT_FALSE(column.empty());
     tables.insert(table);
   }
-  EXPECT_EQ(tables,
-            (std::set<std::string>{"accounts", "attachments", "blocks", "devices", "invites",
-                                   "link_tokens", "messages", "pre_keys", "send_dedup",
-                                   "shared_bodies", "signed_pre_keys"}));
+  EXPECT_EQ(tables, (std::set<std::string>{"accounts", "attachments", "blocks", "devices",
+                                           "invites", "link_tokens", "messages", "pre_keys",
+                                           "send_dedup", "shared_bodies", "signed_pre_keys"}));
   for (const auto& expected :
        std::vector<std::pair<std::string, std::string>>{{"accounts", "username"},
                                                         {"accounts", "recovery_key"},
