@@ -128,6 +128,13 @@ Result<bool> Conversations::read_receipts() {
 }
 
 Result<std::string> Conversations::conversation_of(const std::string& user) {
+  if (user.rfind("group:", 0) == 0) {
+    // A group's messages are kept under "group:" + its id (groups.h); these actions are not
+    // carried in groups yet (docs/groups.md).
+    return tl::unexpected(
+        invalid("not in a group yet: replies, reactions, edits, deletes, read receipts and "
+                "disappearing timers work in 1:1 conversations only"));
+  }
   auto peer = normalize_username(user);
   if (!peer) return tl::unexpected(invalid("invalid username"));
   return *peer;

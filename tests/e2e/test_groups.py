@@ -63,6 +63,9 @@ class GroupE2ETest(unittest.TestCase):
             msgs = c.messages()
             self.assertEqual([(m["body"], m["group"], m["from"]) for m in msgs],
                              [("hello team", gid, "bob")])
+        # Reactions, edits and deletes are 1:1 only for now, and the error says so.
+        err = carol.fails("react", "bob:%d" % msgs[0]["timestamp"], "+1", code="invalid_argument")
+        self.assertIn("1:1 conversations only", err["message"])
         # Human receive shows the group.
         alice.ok("send", "--group", gid, "from alice")
         r = carol.run("receive", "--timeout", "20", json_output=False)
