@@ -231,6 +231,30 @@ Result<SendResult> Conversations::send_action(const std::string& conversation,
   return outbox_.send_contents(conversation, timestamp, &to_peer, &to_own);
 }
 
+Result<SendResult> Conversations::send_data(const std::string& peer, content::Content& data,
+                                            std::uint64_t timestamp) {
+  content::Content sync;
+  auto* sent = sync.mutable_sync()->mutable_sent();
+  sent->set_destination(peer);
+  sent->set_timestamp(timestamp);
+  *sent->mutable_message() = data.data();
+  auto result = send_action(peer, data, sync, timestamp);
+  wipe(*sent->mutable_message()->mutable_body());
+  return result;
+}
+
+void Conversations::apply_own(const std::string& peer, std::uint64_t timestamp,
+                              ReceivedContent& c) {
+  c.kind = ReceivedContent::Kind::sent_copy;
+  c.timestamp = timestamp;
+  Message base;
+  base.from = account_.username;
+  base.conversation = peer;
+  base.outgoing = true;
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  (void)account_.store->transaction([&] { return apply_action(c, base, false); });
+}
+
 Result<SendResult> Conversations::send(const std::string& to, const std::string& body,
                                        const SendOptions& options) {
   auto peer = conversation_of(to);
@@ -295,14 +319,8 @@ Result<SendResult> Conversations::send(const std::string& to, const std::string&
     o->set_start(x.start);
     o->set_length(x.length);
   }
-  content::Content sync;
-  auto* sent = sync.mutable_sync()->mutable_sent();
-  sent->set_destination(*peer);
-  sent->set_timestamp(timestamp);
-  *sent->mutable_message() = *d;
-  auto result = send_action(*peer, data, sync, timestamp);
+  auto result = send_data(*peer, data, timestamp);
   wipe(*d->mutable_body());
-  wipe(*sent->mutable_message()->mutable_body());
   if (!result) return result;
   m.timestamp = timestamp;
   m.expire_timer = timer;
@@ -354,24 +372,12 @@ Result<SendResult> Conversations::react(const std::string& conversation, const M
   r->set_remove(remove);
   r->set_target_author(*author);
   r->set_target_timestamp(target.timestamp);
-  content::Content sync;
-  auto* sent = sync.mutable_sync()->mutable_sent();
-  sent->set_destination(*peer);
-  sent->set_timestamp(timestamp);
-  *sent->mutable_message() = *d;
-  auto result = send_action(*peer, data, sync, timestamp);
+  auto result = send_data(*peer, data, timestamp);
   if (!result) return result;
   ReceivedContent c;
-  c.kind = ReceivedContent::Kind::sent_copy;
-  c.timestamp = timestamp;
   c.extras.reaction_target = MessageRef{*author, target.timestamp};
   if (!remove) c.extras.emoji = emoji;
-  Message base;
-  base.from = account_.username;
-  base.conversation = *peer;
-  base.outgoing = true;
-  std::lock_guard crypto_lock(account_.crypto_mu);
-  (void)account_.store->transaction([&] { return apply_action(c, base, false); });
+  apply_own(*peer, timestamp, c);
   return result;
 }
 
@@ -415,16 +421,9 @@ Result<SendResult> Conversations::edit(const std::string& conversation, std::uin
   wipe(*sent->mutable_edit()->mutable_data()->mutable_body());
   if (!result) return result;
   ReceivedContent c;
-  c.kind = ReceivedContent::Kind::sent_copy;
-  c.timestamp = timestamp;
   c.body = body;
   c.extras.edit_target = target;
-  Message base;
-  base.from = self;
-  base.conversation = *peer;
-  base.outgoing = true;
-  std::lock_guard crypto_lock(account_.crypto_mu);
-  (void)account_.store->transaction([&] { return apply_action(c, base, false); });
+  apply_own(*peer, timestamp, c);
   return result;
 }
 
@@ -449,23 +448,11 @@ Result<SendResult> Conversations::remote_delete(const std::string& conversation,
   auto* d = data.mutable_data();
   d->set_timestamp(timestamp);
   d->mutable_delete_()->set_target_timestamp(target);
-  content::Content sync;
-  auto* sent = sync.mutable_sync()->mutable_sent();
-  sent->set_destination(*peer);
-  sent->set_timestamp(timestamp);
-  *sent->mutable_message() = *d;
-  auto result = send_action(*peer, data, sync, timestamp);
+  auto result = send_data(*peer, data, timestamp);
   if (!result) return result;
   ReceivedContent c;
-  c.kind = ReceivedContent::Kind::sent_copy;
-  c.timestamp = timestamp;
   c.extras.delete_target = target;
-  Message base;
-  base.from = self;
-  base.conversation = *peer;
-  base.outgoing = true;
-  std::lock_guard crypto_lock(account_.crypto_mu);
-  (void)account_.store->transaction([&] { return apply_action(c, base, false); });
+  apply_own(*peer, timestamp, c);
   return result;
 }
 
@@ -481,24 +468,12 @@ Result<SendResult> Conversations::set_timer(const std::string& user, std::uint32
   d->set_timestamp(timestamp);
   d->set_expire_timer(seconds);
   d->set_expire_timer_update(true);
-  content::Content sync;
-  auto* sent = sync.mutable_sync()->mutable_sent();
-  sent->set_destination(*peer);
-  sent->set_timestamp(timestamp);
-  *sent->mutable_message() = *d;
-  auto result = send_action(*peer, data, sync, timestamp);
+  auto result = send_data(*peer, data, timestamp);
   if (!result) return result;
   ReceivedContent c;
-  c.kind = ReceivedContent::Kind::sent_copy;
-  c.timestamp = timestamp;
   c.extras.expire_timer = seconds;
   c.extras.expire_timer_update = true;
-  Message base;
-  base.from = account_.username;
-  base.conversation = *peer;
-  base.outgoing = true;
-  std::lock_guard crypto_lock(account_.crypto_mu);
-  (void)account_.store->transaction([&] { return apply_action(c, base, false); });
+  apply_own(*peer, timestamp, c);
   return result;
 }
 

@@ -124,6 +124,12 @@ class Conversations {
                                                wire::content::Content& to_peer,
                                                wire::content::Content& to_own,
                                                std::uint64_t timestamp);
+  // Sends `data` (a DataMessage) to `peer` and its SyncMessage.Sent copy to our other devices.
+  [[nodiscard]] Result<SendResult> send_data(const std::string& peer, wire::content::Content& data,
+                                             std::uint64_t timestamp);
+  // Applies our own action `c` (a reaction, edit, delete or timer we sent at `timestamp`) to this
+  // device's store, as our other devices apply its copy.
+  void apply_own(const std::string& peer, std::uint64_t timestamp, ReceivedContent& c);
   [[nodiscard]] Result<std::string> conversation_of(const std::string& user);
   [[nodiscard]] std::uint32_t timer_locked(const std::string& peer);
   [[nodiscard]] bool read_receipts_locked();
