@@ -62,6 +62,37 @@ class Bar {
   std::chrono::steady_clock::time_point last_;
 };
 
+// RFC 4648 base64 with padding: a thumbnail in JSON, ready for a data: URL.
+std::string base64(const std::string& in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  for (std::size_t i = 0; i < in.size(); i += 3) {
+    const auto byte = [&](std::size_t k) -> std::uint32_t {
+      return k < in.size() ? static_cast<unsigned char>(in[k]) : 0u;
+    };
+    const std::uint32_t v = (byte(i) << 16) | (byte(i + 1) << 8) | byte(i + 2);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += i + 2 < in.size() ? kAlphabet[v & 63] : '=';
+  }
+  return out;
+}
+
+// What the message says of an image: its size in pixels and its thumbnail (docs/attachments.md).
+void add_image_fields(json& j, const Attachment& a) {
+  if (a.width != 0) {
+    j["width"] = a.width;
+    j["height"] = a.height;
+  }
+  if (!a.thumbnail.empty()) {
+    j["thumbnail"] = base64(a.thumbnail);
+    j["thumbnailContentType"] = a.thumbnail_content_type;
+  }
+}
+
 }  // namespace
 
 Result<std::vector<Attachment>> upload_files(Client& client, const std::vector<std::string>& files,
@@ -87,10 +118,12 @@ json save_attachments(Client& client, const Message& m, const std::filesystem::p
     Bar bar("download " + sanitize(a.file_name, false), progress);
     auto saved = client.save_attachment(a, dir, bar.callback());
     if (!saved) {
-      out.push_back({{"fileName", a.file_name},
+      json failed = {{"fileName", a.file_name},
                      {"contentType", a.content_type},
                      {"size", a.size},
-                     {"error", saved.error().message}});
+                     {"error", saved.error().message}};
+      add_image_fields(failed, a);
+      out.push_back(std::move(failed));
       continue;
     }
     json j = {{"path", saved->path},
@@ -99,10 +132,7 @@ json save_attachments(Client& client, const Message& m, const std::filesystem::p
               {"contentType", saved->content_type},
               {"fileName", saved->file_name}};
     if (!a.caption.empty()) j["caption"] = a.caption;
-    if (a.width != 0) {
-      j["width"] = a.width;
-      j["height"] = a.height;
-    }
+    add_image_fields(j, a);
     out.push_back(std::move(j));
   }
   return out;
@@ -113,10 +143,7 @@ json attachments_json(const std::vector<Attachment>& attachments) {
   for (const auto& a : attachments) {
     json j = {{"fileName", a.file_name}, {"contentType", a.content_type}, {"size", a.size}};
     if (!a.caption.empty()) j["caption"] = a.caption;
-    if (a.width != 0) {
-      j["width"] = a.width;
-      j["height"] = a.height;
-    }
+    add_image_fields(j, a);
     out.push_back(std::move(j));
   }
   return out;

@@ -143,6 +143,10 @@ struct Attachment {
   std::uint64_t size = 0;   // plaintext bytes
   std::uint32_t width = 0;  // images: pixels (0: unknown)
   std::uint32_t height = 0;
+  // Images: a small picture of it (a JPEG or PNG of at most 8 KiB, checked to decode; empty:
+  // none) and its type, image/jpeg or image/png.
+  std::string thumbnail;
+  std::string thumbnail_content_type;
   std::string pointer;
 };
 

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstring>
 
+#include "client/image_thumbnail.h"
 #include "content.pb.h"
 
 namespace sotto::client {
@@ -16,6 +17,13 @@ std::uint64_t attachment_chunks(std::uint64_t size, std::uint32_t chunk_size) {
 std::uint64_t attachment_ciphertext_size(std::uint64_t size, std::uint32_t chunk_size) {
   return crypto::kSecretStreamHeaderSize + size +
          attachment_chunks(size, chunk_size) * crypto::kSecretStreamOverhead;
+}
+
+static_assert(kMaxAttachmentThumbnailBytes == kMaxThumbnailBytes);
+
+void drop_bad_thumbnail(wire::content::AttachmentPointer& p) {
+  if (p.thumbnail().empty()) return;
+  if (!check_thumbnail(as_bytes(p.thumbnail()))) p.clear_thumbnail();
 }
 
 std::string check_pointer(const wire::content::AttachmentPointer& p) {

@@ -41,6 +41,10 @@ inline constexpr std::size_t kMaxAttachmentsPerMessage = 32;
 [[nodiscard]] std::uint64_t attachment_ciphertext_size(std::uint64_t size,
                                                        std::uint32_t chunk_size);
 
+// Clears a received pointer's thumbnail unless check_thumbnail() (image_thumbnail.h) accepts it:
+// at most 8 KiB, a PNG or JPEG that decodes. The rest of the pointer is kept.
+void drop_bad_thumbnail(wire::content::AttachmentPointer& p);
+
 // Why a received pointer cannot be downloaded (empty: it can): sizes of the id, key and digest,
 // the chunk size's range, the ciphertext size the plaintext size implies, the lengths of the
 // text fields, the thumbnail's.

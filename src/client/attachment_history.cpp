@@ -1,5 +1,6 @@
 #include "client/attachment_history.h"
 
+#include "client/attachment_format.h"
 #include "client/util.h"
 #include "content.pb.h"
 
@@ -50,6 +51,18 @@ Attachment public_attachment(const std::string& pointer) {
   a.size = p.size();
   a.width = p.width();
   a.height = p.height();
+  // Received pointers had their thumbnail checked on arrival (drop_bad_thumbnail); this only
+  // names its type.
+  const std::string& thumb = p.thumbnail();
+  if (thumb.size() <= kMaxAttachmentThumbnailBytes && thumb.size() >= 3) {
+    if (thumb.compare(0, 4, "\x89PNG") == 0) {
+      a.thumbnail = thumb;
+      a.thumbnail_content_type = "image/png";
+    } else if (thumb.compare(0, 3, "\xFF\xD8\xFF") == 0) {
+      a.thumbnail = thumb;
+      a.thumbnail_content_type = "image/jpeg";
+    }
+  }
   a.pointer = pointer;
   wipe(*p.mutable_key());
   return a;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "client/attachment_format.h"
+#include "client/image_thumbnail.h"
 #include "client/util.h"
 #include "crypto/hash.h"
 #include "crypto/secretstream.h"
@@ -184,6 +185,14 @@ Result<content::AttachmentPointer> Attachments::upload(const std::filesystem::pa
       pointer.set_content_type(image->content_type);
       pointer.set_width(image->width);
       pointer.set_height(image->height);
+      // A PNG or JPEG also gets a thumbnail; one that does not decode is sent without.
+      if (image->content_type != "image/gif") {
+        if (auto thumb = make_thumbnail(fd.fd)) {
+          pointer.set_width(thumb->width);
+          pointer.set_height(thumb->height);
+          pointer.set_thumbnail(bytes_string(thumb->jpeg));
+        }
+      }
     }
   }
 

@@ -96,6 +96,7 @@ bool read_extras(const content::DataMessage& d, const std::string& body, Message
 std::vector<std::string> read_attachments(content::DataMessage& data) {
   std::vector<std::string> out;
   for (auto& p : *data.mutable_attachments()) {
+    drop_bad_thumbnail(p);
     if (out.size() < kMaxAttachmentsPerMessage && check_pointer(p).empty()) {
       out.push_back(p.SerializeAsString());
     }

@@ -349,6 +349,7 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
     // The files it carries that can be fetched (others are dropped, as in 1:1 messages).
     std::vector<std::string> pointers;
     for (auto& p : *d->mutable_attachments()) {
+      drop_bad_thumbnail(p);
       if (pointers.size() < kMaxAttachmentsPerMessage && check_pointer(p).empty()) {
         pointers.push_back(p.SerializeAsString());
       }

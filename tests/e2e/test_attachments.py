@@ -9,6 +9,7 @@ CMake test passes a smaller size: the sanitizers slow the encryption and hashing
 several times over, and the memory bound is what the test is about, not the size.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -74,6 +75,37 @@ def vm_hwm_kib(pid):
     raise AssertionError("no VmHWM for %d" % pid)
 
 
+def make_png(path, width, height):
+    """A real PNG (8-bit RGB, written with zlib): the left half red, the right half blue."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    row = b"\x00" + b"\xff\x00\x00" * (width // 2) + b"\x00\x00\xff" * (width - width // 2)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
+        f.write(chunk(b"IDAT", zlib.compress(row * height)))
+        f.write(chunk(b"IEND", b""))
+
+
+def jpeg_size(data):
+    """(width, height) from a JPEG's start-of-frame, asserting the JPEG's markers on the way."""
+    assert data[:3] == b"\xff\xd8\xff", data[:4]
+    at = 2
+    while at + 4 <= len(data):
+        assert data[at] == 0xFF, at
+        marker = data[at + 1]
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return (int.from_bytes(data[at + 7:at + 9], "big"),
+                    int.from_bytes(data[at + 5:at + 7], "big"))
+        at += 2 + length
+    raise AssertionError("no frame header")
+
+
 class AttachmentTest(unittest.TestCase):
     config = ""
 
@@ -133,6 +165,9 @@ class RoundTrip(AttachmentTest):
         self.assertEqual(files[0]["contentType"], "image/png")
         self.assertEqual((files[0]["width"], files[0]["height"]), (640, 480))
         self.assertEqual(files[0]["sha256"], png_sha)
+        # Its header says 640x480 but its body is not a PNG's: sent, without a thumbnail.
+        self.assertNotIn("thumbnail", files[0])
+        self.assertNotIn("thumbnail", files[1])
         self.assertEqual(files[1]["sha256"], notes_sha)
         self.assertEqual(files[1]["size"], 300_000)
         for a in files:
@@ -164,6 +199,39 @@ class RoundTrip(AttachmentTest):
                     data = f.read()
                 for needle in needles:
                     self.assertNotIn(needle, data, os.path.join(dirpath, name))
+
+    def test_images_carry_dimensions_and_a_thumbnail(self):
+        # A PNG made here; then the JPEG thumbnail bob receives goes back to alice as a JPEG
+        # file of its own (libjpeg-turbo's output, so a real JPEG), which she must decode to
+        # draw her own thumbnail of it.
+        png = os.path.join(self.root, "photo")  # no extension: the type comes from the bytes
+        make_png(png, 1000, 600)
+        self.alice.ok("send", "bob", "a picture", "--attach", png)
+        m, = self.receive()
+        a, = m["attachments"]
+        self.assertEqual(a["contentType"], "image/png")
+        self.assertEqual((a["width"], a["height"]), (1000, 600))
+        self.assertEqual(a["thumbnailContentType"], "image/jpeg")
+        thumb = base64.b64decode(a["thumbnail"], validate=True)
+        self.assertLessEqual(len(thumb), 8192)
+        self.assertEqual(jpeg_size(thumb), (128, 77))
+        self.assertEqual(sha256_file(a["path"]), a["sha256"])
+        # History shows the same.
+        h = parse_lines(self.bob.ok("history", "alice").stdout)
+        self.assertEqual(h[-1]["attachments"][0]["thumbnail"], a["thumbnail"])
+
+        jpeg = os.path.join(self.root, "thumb.jpg")
+        with open(jpeg, "wb") as f:
+            f.write(thumb)
+        self.bob.ok("send", "alice", "--attach", jpeg)
+        r = self.alice.ok("receive", "--timeout", "20", "--attachments-dir",
+                          os.path.join(self.root, "alice-inbox"), timeout=120)
+        m, = [e for e in parse_lines(r.stdout) if e.get("type") == "message"]
+        b, = m["attachments"]
+        self.assertEqual(b["contentType"], "image/jpeg")
+        self.assertEqual((b["width"], b["height"]), (128, 77))
+        again = base64.b64decode(b["thumbnail"], validate=True)
+        self.assertEqual(jpeg_size(again), (128, 77))  # not enlarged
 
     def test_large_file_round_trip_in_bounded_memory(self):
         size = BIG_MIB << 20
@@ -302,10 +370,16 @@ class DaemonAttachments(test_daemon.DaemonTest):
         _, alice_rpc = self.stdio_daemon(alice)
         path = os.path.join(self.root, "report.pdf")
         sha = write_random(path, 1_500_000, 7)
-        sent = alice_rpc.result("send", {"recipient": "bob", "attachments": [path]}, timeout=60)
+        png = os.path.join(self.root, "chart.png")
+        make_png(png, 300, 200)
+        sent = alice_rpc.result("send", {"recipient": "bob", "attachments": [path, png]},
+                                timeout=60)
         self.assertEqual(sent["results"][0]["type"], "SUCCESS")
         m = bob_rpc.notification(test_daemon.is_message, timeout=60)
-        a, = m["attachments"]
+        a, image = m["attachments"]
+        self.assertEqual((image["width"], image["height"]), (300, 200))
+        self.assertEqual(jpeg_size(base64.b64decode(image["thumbnail"])), (128, 85))
+        self.assertNotIn("thumbnail", a)
         self.assertEqual((a["fileName"], a["contentType"], a["size"], a["sha256"]),
                          ("report.pdf", "application/pdf", 1_500_000, sha))
         self.assertEqual(sha256_file(a["path"]), sha)
