@@ -12,7 +12,8 @@
 // Bytes per second is the figure (SetBytesProcessed counts the plaintext). The goal is an upload
 // and a download of at least half the plain copy's. Run it from the release preset:
 //   build/release/bench/sotto_attachment_bench --benchmark_min_time=1
-// SOTTO_BENCH_ATTACHMENT_MIB sets the file size (default 64).
+// SOTTO_BENCH_ATTACHMENT_MIB sets the file size (default 64); SOTTO_BENCH_SERVER another server
+// binary than the one built with the bench.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -67,7 +68,10 @@ struct World {
   std::size_t size = file_bytes();
 
   World() {
-    server = std::make_unique<sotto::load::SpawnedServer>(SOTTO_SERVER_BINARY, false);
+    // SOTTO_BENCH_SERVER runs another sotto-server build (an older one, to compare in one run).
+    const char* other = std::getenv("SOTTO_BENCH_SERVER");
+    server = std::make_unique<sotto::load::SpawnedServer>(
+        other != nullptr ? other : SOTTO_SERVER_BINARY, false);
     sotto::Options o;
     o.data_dir = dir.path / "client";
     const auto& e = server->endpoint();

@@ -9,6 +9,7 @@
 #include <deque>
 #include <fstream>
 #include <thread>
+#include <utility>
 
 #include "client/attachment_format.h"
 #include "client/image_thumbnail.h"
@@ -102,7 +103,7 @@ class Encryptor {
   }
   // Appends the next bytes of ciphertext to `out` (at least one secretstream message, or the
   // header); false on a read error. done() after the final message.
-  bool next(Bytes& out) {
+  bool next(std::string& out) {
     if (!out_.empty()) {
       out.insert(out.end(), out_.begin(), out_.end());
       out_.clear();
@@ -119,7 +120,8 @@ class Encryptor {
     out.resize(at + n + crypto::kSecretStreamOverhead);
     stream_.push(ByteView(plain_.data(), n), {},
                  last ? crypto::SecretStreamTag::final : crypto::SecretStreamTag::message,
-                 std::span<std::uint8_t>(out.data() + at, n + crypto::kSecretStreamOverhead));
+                 std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(out.data()) + at,
+                                         n + crypto::kSecretStreamOverhead));
     sodium_wipe();
     return true;
   }
@@ -269,7 +271,12 @@ Result<content::AttachmentPointer> Attachments::upload(const std::filesystem::pa
       return tl::unexpected(io_error("cannot read " + file.string()));
     Encryptor enc(fd.fd, size, *state);
     crypto::Sha256 digest;
-    Bytes pending;
+    // The ciphertext of the next write, encrypted straight into the string the request then
+    // takes over (no copy on the way to the connection).
+    const std::size_t pending_capacity =
+        max_chunk + kAttachmentChunkSize + crypto::kSecretStreamOverhead;
+    std::string pending;
+    pending.reserve(pending_capacity);
     std::uint64_t produced = 0;  // ciphertext bytes made so far
     std::uint64_t sent = received;
     acknowledged = received;
@@ -311,8 +318,12 @@ Result<content::AttachmentPointer> Attachments::upload(const std::filesystem::pa
         auto* body = w.mutable_attachment_write();
         body->set_id(bytes_string(state->id));
         body->set_offset(sent);
-        body->set_data(std::string(reinterpret_cast<const char*>(pending.data()), n));
-        pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(n));
+        // The first n bytes go; the rest (less than a secretstream message) starts the next.
+        std::string rest;
+        rest.reserve(pending_capacity);
+        rest.append(pending, n, std::string::npos);
+        pending.resize(n);
+        body->set_data(std::exchange(pending, std::move(rest)));
         if (inflight.size() >= kUploadPipeline && !await_one()) return false;
         auto rid = c->start(std::move(w));
         if (!rid) {
@@ -324,17 +335,19 @@ Result<content::AttachmentPointer> Attachments::upload(const std::filesystem::pa
       }
       return true;
     };
-    Bytes piece;
     bool ok = true;
     while (!enc.done()) {
-      piece.clear();
-      if (!enc.next(piece)) return tl::unexpected(io_error("cannot read " + file.string()));
-      digest.update(piece);
+      const std::size_t at = pending.size();
+      if (!enc.next(pending)) return tl::unexpected(io_error("cannot read " + file.string()));
+      const std::size_t piece = pending.size() - at;
+      digest.update(ByteView(reinterpret_cast<const std::uint8_t*>(pending.data()) + at, piece));
       const std::uint64_t start = produced;
-      produced += piece.size();
-      if (produced <= received) continue;  // the server has these bytes
-      const std::size_t skip = start < received ? static_cast<std::size_t>(received - start) : 0;
-      pending.insert(pending.end(), piece.begin() + static_cast<std::ptrdiff_t>(skip), piece.end());
+      produced += piece;
+      if (produced <= received) {  // the server has these bytes
+        pending.resize(at);
+        continue;
+      }
+      if (start < received) pending.erase(at, static_cast<std::size_t>(received - start));
       if (!flush(false)) {
         ok = false;
         break;
@@ -402,9 +415,21 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
   crypto::Sha256 plain_digest;
   std::optional<crypto::SecretStreamPull> stream;
   Bytes buffer;  // ciphertext received and not decrypted yet
-  Bytes plain(chunk);
+  // Plaintext decrypted and not written yet: written out (and its writeback started) a megabyte
+  // or more at a time, not a message at a time, so the disk sees few large writes.
+  constexpr std::size_t kWriteBatch = 1024 * 1024;
+  Bytes plain;
+  plain.reserve(kWriteBatch + chunk);
+  struct WipeOnExit {
+    Bytes& b;
+    ~WipeOnExit() {
+      b.resize(b.capacity());
+      crypto::secure_wipe(b.data(), b.size());
+    }
+  } wipe_plain{plain};
   std::uint64_t next_offset = 0;  // the next byte to ask for
-  std::uint64_t written = 0;
+  std::uint64_t written = 0;      // plaintext bytes decrypted (in `plain` or in the file)
+  std::uint64_t on_disk = 0;      // plaintext bytes written to the file
   const crypto::Secret<crypto::kSecretStreamKeySize> key(as_bytes(pointer.key()));
   const auto refused = [&](const std::string& why) {
     return tl::unexpected(
@@ -412,6 +437,19 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
                    "the attachment " + name + " was refused (" + why + "); nothing was saved"));
   };
 
+  // Writes the decrypted plaintext to the file and starts its writeback (not waited for), so
+  // that the fsync at the end has little left to do.
+  const auto write_out = [&]() -> std::optional<std::string> {
+    if (plain.empty()) return std::nullopt;
+    if (!write_full(out.fd, plain.data(), plain.size()))
+      return std::string("cannot write: ") + std::strerror(errno);
+    (void)::sync_file_range(out.fd, static_cast<off_t>(on_disk), static_cast<off_t>(plain.size()),
+                            SYNC_FILE_RANGE_WRITE);
+    on_disk += plain.size();
+    crypto::secure_wipe(plain.data(), plain.size());
+    plain.clear();
+    return std::nullopt;
+  };
   // Decrypts whole secretstream messages from the buffer.
   const auto consume = [&](bool at_end) -> std::optional<std::string> {
     std::size_t at = 0;
@@ -429,24 +467,24 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
       if (stream->final_seen()) break;
       if (buffer.size() - at < message) break;
       const std::size_t n = message - crypto::kSecretStreamOverhead;
+      const std::size_t start = plain.size();
+      plain.resize(start + n);
       auto tag = stream->pull(ByteView(buffer.data() + at, message), {},
-                              std::span<std::uint8_t>(plain.data(), n));
+                              std::span<std::uint8_t>(plain.data() + start, n));
       if (!tag) return std::string("it does not decrypt: altered or not this key");
       if ((*tag == crypto::SecretStreamTag::final) != (written + n == pointer.size())) {
         return std::string("its stream ends in the wrong place");
       }
-      plain_digest.update(ByteView(plain.data(), n));
-      if (!write_full(out.fd, plain.data(), n))
-        return std::string("cannot write: ") + std::strerror(errno);
-      // Writeback starts now (not waited for), so the fsync at the end has little left to do.
-      (void)::sync_file_range(out.fd, static_cast<off_t>(written), static_cast<off_t>(n),
-                              SYNC_FILE_RANGE_WRITE);
+      plain_digest.update(ByteView(plain.data() + start, n));
       written += n;
       at += message;
+      if (plain.size() >= kWriteBatch) {
+        if (auto why = write_out()) return why;
+      }
     }
-    crypto::secure_wipe(plain.data(), plain.size());
     buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(at));
     if (at_end && !buffer.empty()) return std::string("it has bytes after its end");
+    if (at_end) return write_out();
     return std::nullopt;
   };
 
@@ -518,7 +556,7 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
                                    ByteView(digest.data(), digest.size()))) {
     return refused("its digest does not match");
   }
-  if (!stream || !stream->finish() || written != pointer.size()) {
+  if (!stream || !stream->finish() || written != pointer.size() || on_disk != written) {
     return refused("it is cut short");
   }
   if (::fsync(out.fd) != 0) return tl::unexpected(io_error("cannot write in " + dir.string()));

@@ -11,11 +11,12 @@
 #include <errno.h>
 #include <png.h>
 #include <setjmp.h>
-#include <stdio.h> /* jpeglib.h needs FILE */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+/* After stdio.h: jpeglib.h uses FILE without including it. */
 #include <jerror.h>
 #include <jpeglib.h>
 
@@ -108,8 +109,8 @@ static void scaler_add(struct scaler* s, const uint8_t* px, enum pixel_kind kind
     s->row = ty;
   }
   uint32_t tx = 0;
-  uint64_t at = 0;          /* x * tw */
-  uint64_t bound = s->sw;   /* (tx + 1) * sw */
+  uint64_t at = 0;        /* x * tw */
+  uint64_t bound = s->sw; /* (tx + 1) * sw */
   for (uint32_t x = 0; x < s->sw; ++x, at += s->tw) {
     while (at >= bound) {
       ++tx;
@@ -448,8 +449,9 @@ static void run_jpeg(struct jpeg_context* c) {
   cinfo->dct_method = JDCT_ISLOW;
   jpeg_start_decompress(cinfo);
   const uint32_t sw = cinfo->output_width, sh = cinfo->output_height;
-  if (sw == 0 || sh == 0 || (cinfo->output_components != 1 && cinfo->output_components != 3 &&
-                             cinfo->output_components != 4)) {
+  if (sw == 0 || sh == 0 ||
+      (cinfo->output_components != 1 && cinfo->output_components != 3 &&
+       cinfo->output_components != 4)) {
     c->status = SOTTO_IMAGE_UNSUPPORTED;
     return;
   }
@@ -601,8 +603,8 @@ static void run_encode(struct encode_context* c) {
 int sotto_image_encode_jpeg(const uint8_t* rgb, uint32_t width, uint32_t height, int quality,
                             int progressive, uint8_t* out, size_t capacity, size_t* size) {
   if (rgb == NULL || out == NULL || size == NULL || capacity == 0 || width == 0 || height == 0 ||
-      width > SOTTO_IMAGE_MAX_ENCODE_SIDE || height > SOTTO_IMAGE_MAX_ENCODE_SIDE ||
-      quality < 1 || quality > 100) {
+      width > SOTTO_IMAGE_MAX_ENCODE_SIDE || height > SOTTO_IMAGE_MAX_ENCODE_SIDE || quality < 1 ||
+      quality > 100) {
     return SOTTO_IMAGE_UNSUPPORTED;
   }
   *size = 0;

@@ -48,16 +48,16 @@ struct sotto_image_source {
 };
 
 struct sotto_image_limits {
-  uint32_t max_side;      /* width and height each at most this */
-  uint64_t max_pixels;    /* width * height at most this */
-  size_t max_memory;      /* a progressive JPEG's coefficient buffers */
-  unsigned max_scans;     /* a JPEG's scans (each is a pass over the whole picture) */
-  unsigned max_warnings;  /* recoverable errors the library reports before this unit gives up */
+  uint32_t max_side;     /* width and height each at most this */
+  uint64_t max_pixels;   /* width * height at most this */
+  size_t max_memory;     /* a progressive JPEG's coefficient buffers */
+  unsigned max_scans;    /* a JPEG's scans (each is a pass over the whole picture) */
+  unsigned max_warnings; /* recoverable errors the library reports before this unit gives up */
 };
 
 struct sotto_image_decoded {
-  int format;              /* enum sotto_image_format */
-  uint32_t width, height;  /* of the image as encoded */
+  int format;             /* enum sotto_image_format */
+  uint32_t width, height; /* of the image as encoded */
   uint32_t out_width, out_height;
 };
 

@@ -44,7 +44,8 @@ std::vector<std::uint8_t> shrink(const std::vector<std::uint8_t>& rgb, std::uint
       std::array<std::uint32_t, 3> sum{};
       for (std::uint32_t y = y0; y < y1; ++y) {
         for (std::uint32_t x = x0; x < x1; ++x) {
-          for (std::size_t k = 0; k < 3; ++k) sum[k] += rgb[(static_cast<std::size_t>(y) * w + x) * 3 + k];
+          for (std::size_t k = 0; k < 3; ++k)
+            sum[k] += rgb[(static_cast<std::size_t>(y) * w + x) * 3 + k];
         }
       }
       const std::uint32_t n = (y1 - y0) * (x1 - x0);
@@ -80,7 +81,8 @@ tl::expected<Thumbnail, ImageError> thumbnail_of(const sotto_image_source& sourc
     }
     for (const int quality : kQualities) {
       std::size_t size = 0;
-      const int s = sotto_image_encode_jpeg(rgb.data(), w, h, quality, 0, out.data(), out.size(), &size);
+      const int s =
+          sotto_image_encode_jpeg(rgb.data(), w, h, quality, 0, out.data(), out.size(), &size);
       if (s == SOTTO_IMAGE_OK) {
         out.resize(size);
         t.jpeg = std::move(out);
@@ -126,7 +128,8 @@ std::optional<std::string> check_thumbnail(ByteView bytes) {
   if (bytes.empty() || bytes.size() > kMaxThumbnailBytes) return std::nullopt;
   ImageLimits limits;
   limits.max_side = kMaxReceivedThumbnailSide;
-  limits.max_pixels = static_cast<std::uint64_t>(kMaxReceivedThumbnailSide) * kMaxReceivedThumbnailSide;
+  limits.max_pixels =
+      static_cast<std::uint64_t>(kMaxReceivedThumbnailSide) * kMaxReceivedThumbnailSide;
   limits.max_memory = 4u << 20;
   limits.max_scans = 64;
   limits.max_warnings = 0;  // a thumbnail is small and whole, or it is not shown

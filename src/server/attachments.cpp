@@ -66,9 +66,50 @@ AttachmentService::AttachmentService(const ServerConfig& config, crypto::Rng& rn
     return;
   }
   blobs_ = std::move(*opened);
+  commit_thread_ = std::thread([this] { commit_loop(); });
 }
 
-AttachmentService::~AttachmentService() = default;
+AttachmentService::~AttachmentService() {
+  {
+    std::lock_guard lock(commit_mutex_);
+    commit_stop_ = true;
+  }
+  commit_cv_.notify_all();
+  if (commit_thread_.joinable()) commit_thread_.join();
+}
+
+void AttachmentService::commit_loop() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock lock(commit_mutex_);
+      commit_cv_.wait(lock, [this] { return commit_stop_ || !commit_jobs_.empty(); });
+      if (commit_jobs_.empty()) return;  // stopping, and nothing left to finish
+      job = std::move(commit_jobs_.front());
+      commit_jobs_.pop_front();
+    }
+    job();
+  }
+}
+
+void AttachmentService::commit_later(SessionPtr session, PendingCommit commit, svc::Response out) {
+  auto job = [this, session = std::move(session), commit, out = std::move(out)]() mutable {
+    auto done = blobs_->commit(commit.id, commit.expires_at);
+    if (done) {
+      out.mutable_attachment_write()->set_received(done->received);
+      out.mutable_attachment_write()->set_complete(true);
+    } else {
+      out.clear_attachment_write();
+      refuse(out, svc::INTERNAL, "storage error");
+    }
+    send_response(*session, std::move(out));
+  };
+  {
+    std::lock_guard lock(commit_mutex_);
+    commit_jobs_.push_back(std::move(job));
+  }
+  commit_cv_.notify_one();
+}
 
 bool AttachmentService::handles(const svc::Request& r) {
   return r.has_attachment_create() || r.has_attachment_write() || r.has_attachment_status() ||
@@ -158,7 +199,7 @@ void AttachmentService::on_create(store::AccountId account, const svc::Request& 
 }
 
 void AttachmentService::on_write(store::AccountId account, const svc::Request& r,
-                                 svc::Response& out) {
+                                 svc::Response& out, std::optional<PendingCommit>* commit) {
   const auto& w = r.attachment_write();
   auto id = blob_id(w.id());
   if (!id) {
@@ -200,7 +241,7 @@ void AttachmentService::on_write(store::AccountId account, const svc::Request& r
   auto written = blobs_->append(
       *id, w.offset(),
       ByteView(reinterpret_cast<const std::uint8_t*>(w.data().data()), w.data().size()),
-      complete_expires);
+      complete_expires, commit == nullptr);
   if (!written) {
     if (written.error() == store::Error::conflict) {
       // Another write to the same upload got there first.
@@ -213,6 +254,9 @@ void AttachmentService::on_write(store::AccountId account, const svc::Request& r
   }
   out.mutable_attachment_write()->set_received(written->received);
   out.mutable_attachment_write()->set_complete(written->complete);
+  if (commit != nullptr && !written->complete && written->received == written->size) {
+    *commit = PendingCommit{*id, complete_expires};
+  }
 }
 
 void AttachmentService::on_status(store::AccountId account, const svc::Request& r,
@@ -226,6 +270,17 @@ void AttachmentService::on_status(store::AccountId account, const svc::Request& 
   if (!record || record->account != account || record->expires_at <= now_ms_() / 1000) {
     refuse(out, svc::NOT_FOUND, "no such upload");
     return;
+  }
+  if (!record->complete && record->received == record->size) {
+    // Every byte is in but the upload was never made complete (the server stopped during the
+    // commit, or it is under way on the commit thread): do it now, so that the uploader does not
+    // take the blob for complete while readers are refused.
+    auto done = blobs_->commit(*id, now_ms_() / 1000 + config_.attachment_ttl_days * 86400);
+    if (!done) {
+      refuse(out, svc::INTERNAL, "storage error");
+      return;
+    }
+    record = done;
   }
   auto* body = out.mutable_attachment_status();
   body->set_size(record->size);
@@ -262,31 +317,47 @@ void AttachmentService::on_read(store::AccountId account, const svc::Request& r,
     refuse(out, svc::BAD_REQUEST, "the read starts past the attachment's end");
     return;
   }
-  auto data = blobs_->read(*id, rd.offset(), length);
+  // Read straight into the answer's field (the record above was checked: no second lookup).
+  const std::size_t n =
+      static_cast<std::size_t>(std::min<std::uint64_t>(length, record->size - rd.offset()));
+  auto* body = out.mutable_attachment_read();
+  auto data = blobs_->read_file(*id, rd.offset(), n, *body->mutable_data());
   if (!data) {
+    out.clear_attachment_read();
     refuse(out, data.error() == store::Error::not_found ? svc::NOT_FOUND : svc::INTERNAL,
            data.error() == store::Error::not_found ? "no such attachment" : "storage error");
     return;
   }
-  auto* body = out.mutable_attachment_read();
-  body->set_data(std::string(reinterpret_cast<const char*>(data->data()), data->size()));
   body->set_size(record->size);
 }
 
 void AttachmentService::add_routes(Router& router) {
-  const auto call = [this](Call& c) {
-    store::AccountId account = 0;
-    {
-      std::lock_guard lock(c.session->mutex);
-      account = c.session->account;
-    }
-    handle(account, c.request, c.out);
+  const auto account_of = [](Call& c) {
+    std::lock_guard lock(c.session->mutex);
+    return c.session->account;
+  };
+  const auto call = [this, account_of](Call& c) {
+    handle(account_of(c), c.request, c.out);
     return Outcome::reply;
   };
-  for (const auto kind : {svc::Request::kAttachmentCreate, svc::Request::kAttachmentWrite,
-                          svc::Request::kAttachmentStatus, svc::Request::kAttachmentRead}) {
+  for (const auto kind : {svc::Request::kAttachmentCreate, svc::Request::kAttachmentStatus,
+                          svc::Request::kAttachmentRead}) {
     router.route(kind, Router::Access::logged_in, call);
   }
+  // A write is answered at once, except the one that completes a blob: that one after its fsync,
+  // which the commit thread does.
+  router.route(svc::Request::kAttachmentWrite, Router::Access::logged_in,
+               [this, account_of](Call& c) {
+                 if (!blobs_) {
+                   handle(account_of(c), c.request, c.out);
+                   return Outcome::reply;
+                 }
+                 std::optional<PendingCommit> commit;
+                 on_write(account_of(c), c.request, c.out, &commit);
+                 if (!commit) return Outcome::reply;
+                 commit_later(c.session, *commit, std::move(c.out));
+                 return Outcome::later;
+               });
 }
 
 std::size_t AttachmentService::sweep() {

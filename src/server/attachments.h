@@ -4,13 +4,19 @@
 // per-account rates). It sees only ciphertext and the sizes of blobs.
 //
 // Ownership: owns its BlobStore (opened from the configuration's data directory: without one,
-// every request is answered UNAVAILABLE) and its rate buckets. Thread-safe: requests arrive on
-// several I/O threads; the blob store serialises what must be.
+// every request is answered UNAVAILABLE), its rate buckets and a commit thread (the fsync that
+// completes an upload). Thread-safe: requests arrive on several I/O threads; the blob store
+// serialises what must be.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "crypto/rng.h"
 #include "server/config.h"
@@ -39,6 +45,7 @@ class AttachmentService final : public Service {
   // Whether `request` is one of this service's.
   [[nodiscard]] static bool handles(const wire::service::Request& request);
   // Answers one request of an authenticated `account` in `out` (whose status is OK on entry).
+  // The write that completes a blob is answered after its fsync, here on the caller's thread.
   void handle(store::AccountId account, const wire::service::Request& request,
               wire::service::Response& out);
   // Deletes expired blobs and orphaned files; returns how many blobs went.
@@ -57,8 +64,18 @@ class AttachmentService final : public Service {
  private:
   void on_create(store::AccountId account, const wire::service::Request& r,
                  wire::service::Response& out);
+  // With `commit` set, the write that completes a blob is not made durable here: *commit is
+  // set to the blob's id and its completed expiry, and the caller must have commit_later() do it
+  // before `out` is sent.
+  struct PendingCommit {
+    store::BlobId id{};
+    std::uint64_t expires_at = 0;
+  };
   void on_write(store::AccountId account, const wire::service::Request& r,
-                wire::service::Response& out);
+                wire::service::Response& out, std::optional<PendingCommit>* commit = nullptr);
+  // On the commit thread: fsync the blob and mark it complete, then send `out` on `session`.
+  void commit_later(SessionPtr session, PendingCommit commit, wire::service::Response out);
+  void commit_loop();
   void on_status(store::AccountId account, const wire::service::Request& r,
                  wire::service::Response& out);
   void on_read(store::AccountId account, const wire::service::Request& r,
@@ -75,6 +92,14 @@ class AttachmentService final : public Service {
   RateLimiter uploads_;
   RateLimiter upload_bytes_;
   RateLimiter download_bytes_;
+  // The commit thread: the fsync that completes an upload (up to the whole blob's writeback)
+  // runs there rather than on an I/O thread, where it would stall every connection of that
+  // thread. Jobs run in order; the destructor finishes them, then joins.
+  std::mutex commit_mutex_;
+  std::condition_variable commit_cv_;
+  std::deque<std::function<void()>> commit_jobs_;
+  bool commit_stop_ = false;
+  std::thread commit_thread_;
 };
 
 }  // namespace sotto::server

@@ -20,7 +20,8 @@ inline void put32(std::string& s, std::uint32_t v) {
   for (int i = 3; i >= 0; --i) s += static_cast<char>((v >> (8 * i)) & 0xFF);
 }
 
-inline std::string png_chunk(const std::string& type, const std::string& data, bool good_crc = true) {
+inline std::string png_chunk(const std::string& type, const std::string& data,
+                             bool good_crc = true) {
   std::string out;
   put32(out, static_cast<std::uint32_t>(data.size()));
   const std::string body = type + data;

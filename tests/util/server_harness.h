@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -237,10 +238,16 @@ class ServerHarness : public ::testing::Test {
     const std::uint64_t id = submit(c, std::move(r));
     store_->messages().flush();
     std::optional<svc::Response> response;
-    for (auto& frame : c.conn->take()) {
-      if (frame.has_response() && frame.response().id() == id) response = frame.response();
-      if (frame.has_push()) pushes_.push_back(frame.push());
-    }
+    // A few answers come from a thread of their own (the write that completes an attachment,
+    // after its fsync): wait for those, without a bound that a slow machine could reach.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    do {
+      for (auto& frame : c.conn->take()) {
+        if (frame.has_response() && frame.response().id() == id) response = frame.response();
+        if (frame.has_push()) pushes_.push_back(frame.push());
+      }
+      if (!response) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } while (!response && std::chrono::steady_clock::now() < give_up);
     if (!response) ADD_FAILURE() << "no response";
     return response.value_or(svc::Response{});
   }

@@ -148,8 +148,8 @@ tl::expected<BlobRecord, Error> BlobStore::find(const BlobId& id) {
 }
 
 tl::expected<BlobRecord, Error> BlobStore::append(const BlobId& id, std::uint64_t offset,
-                                                  ByteView data,
-                                                  std::uint64_t complete_expires_at) {
+                                                  ByteView data, std::uint64_t complete_expires_at,
+                                                  bool commit_now) {
   std::lock_guard blob_lock(lock_of(id));
   auto r = find(id);
   if (!r) return r;
@@ -170,19 +170,56 @@ tl::expected<BlobRecord, Error> BlobStore::append(const BlobId& id, std::uint64_
   // other.
   (void)::sync_file_range(f.fd, static_cast<off_t>(offset), static_cast<off_t>(data.size()),
                           SYNC_FILE_RANGE_WRITE);
-  if (r->received == r->size) {
-    if (::fsync(f.fd) != 0) return tl::unexpected(Error::io);
-    fsync_dir(dir_);
-    std::lock_guard lock(db_->mu);
-    auto st =
-        db_->conn().prepare("UPDATE attachments SET complete = 1, expires_at = ?2 WHERE id = ?1");
-    if (!st) return tl::unexpected(Error::io);
-    st->bind(1, ByteView(id)).bind_u64(2, complete_expires_at);
-    if (st->step() != SQLITE_DONE) return tl::unexpected(Error::io);
+  if (r->received == r->size && commit_now) {
+    if (auto done = mark_complete(id, f.fd, complete_expires_at); !done) {
+      return tl::unexpected(done.error());
+    }
     r->complete = true;
     r->expires_at = complete_expires_at;
   }
   return r;
+}
+
+tl::expected<void, Error> BlobStore::mark_complete(const BlobId& id, int fd,
+                                                   std::uint64_t expires_at) {
+  if (::fsync(fd) != 0) return tl::unexpected(Error::io);
+  fsync_dir(dir_);
+  std::lock_guard lock(db_->mu);
+  auto st =
+      db_->conn().prepare("UPDATE attachments SET complete = 1, expires_at = ?2 WHERE id = ?1");
+  if (!st) return tl::unexpected(Error::io);
+  st->bind(1, ByteView(id)).bind_u64(2, expires_at);
+  if (st->step() != SQLITE_DONE) return tl::unexpected(Error::io);
+  return {};
+}
+
+tl::expected<BlobRecord, Error> BlobStore::commit(const BlobId& id, std::uint64_t expires_at) {
+  std::lock_guard blob_lock(lock_of(id));
+  auto r = find(id);
+  if (!r || r->complete) return r;
+  if (r->received != r->size) return tl::unexpected(Error::conflict);
+  Fd f(::open(file_of(id).c_str(), O_WRONLY | O_CLOEXEC));
+  if (f.fd < 0) return tl::unexpected(Error::io);
+  if (auto done = mark_complete(id, f.fd, expires_at); !done) return tl::unexpected(done.error());
+  r->complete = true;
+  r->expires_at = expires_at;
+  return r;
+}
+
+tl::expected<void, Error> BlobStore::read_file(const BlobId& id, std::uint64_t offset,
+                                               std::size_t n, std::string& out) {
+  Fd f(::open(file_of(id).c_str(), O_RDONLY | O_CLOEXEC));
+  if (f.fd < 0) return tl::unexpected(Error::not_found);
+  out.resize(n);
+  std::size_t done = 0;
+  while (done < n) {
+    const ssize_t got =
+        ::pread(f.fd, out.data() + done, n - done, static_cast<off_t>(offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return tl::unexpected(Error::io);
+    done += static_cast<std::size_t>(got);
+  }
+  return {};
 }
 
 tl::expected<Bytes, Error> BlobStore::read(const BlobId& id, std::uint64_t offset,

@@ -52,13 +52,25 @@ class BlobStore {
   // Appends `data` at `offset`. conflict (and nothing written) when `offset` is not the length
   // received so far or the blob is complete; the record after the write otherwise. The write
   // that reaches the announced size fsyncs the file, then marks the row complete with
-  // `complete_expires_at`.
+  // `complete_expires_at`, unless `commit_now` is false: then the record says received == size
+  // and not complete, and the caller must call commit() (off the thread that took the write:
+  // the fsync of a large blob can take a second).
   [[nodiscard]] tl::expected<BlobRecord, Error> append(const BlobId& id, std::uint64_t offset,
                                                        ByteView data,
-                                                       std::uint64_t complete_expires_at);
+                                                       std::uint64_t complete_expires_at,
+                                                       bool commit_now = true);
+  // Makes a blob whose bytes are all in durable and marks it complete with `expires_at`: fsyncs
+  // the file and the directory, then updates the row. Nothing to do when it is complete already;
+  // conflict when bytes are missing.
+  [[nodiscard]] tl::expected<BlobRecord, Error> commit(const BlobId& id, std::uint64_t expires_at);
   // Up to `max` bytes of a complete blob from `offset` (fewer at its end).
   [[nodiscard]] tl::expected<Bytes, Error> read(const BlobId& id, std::uint64_t offset,
                                                 std::size_t max);
+  // Exactly `n` bytes of the blob's file from `offset` into `out` (resized to n), for a caller
+  // that has checked the blob's record (find()) itself: no database read. io when the file has
+  // fewer bytes, not_found when it is gone.
+  [[nodiscard]] tl::expected<void, Error> read_file(const BlobId& id, std::uint64_t offset,
+                                                    std::size_t n, std::string& out);
   // Bytes reserved by the account's blobs (complete or not).
   [[nodiscard]] tl::expected<std::uint64_t, Error> account_bytes(AccountId account);
   // Deletes blobs whose expiry is at or before `now_seconds`, and files without a row (an
@@ -74,6 +86,8 @@ class BlobStore {
   BlobStore(std::filesystem::path dir, std::unique_ptr<Db> db);
   std::filesystem::path file_of(const BlobId& id) const;
   std::mutex& lock_of(const BlobId& id);
+  // fsync of the file (open as `fd`) and the directory, then the row marked complete.
+  tl::expected<void, Error> mark_complete(const BlobId& id, int fd, std::uint64_t expires_at);
 
   std::filesystem::path dir_;
   std::unique_ptr<Db> db_;
