@@ -418,6 +418,7 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
   // Plaintext decrypted and not written yet: written out (and its writeback started) a megabyte
   // or more at a time, not a message at a time, so the disk sees few large writes.
   constexpr std::size_t kWriteBatch = 1024 * 1024;
+  constexpr std::uint64_t kCacheBehind = 8u << 20;
   Bytes plain;
   plain.reserve(kWriteBatch + chunk);
   struct WipeOnExit {
@@ -446,6 +447,13 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
     (void)::sync_file_range(out.fd, static_cast<off_t>(on_disk), static_cast<off_t>(plain.size()),
                             SYNC_FILE_RANGE_WRITE);
     on_disk += plain.size();
+    // Drop what was written a few megabytes ago from the page cache (pages not yet written back
+    // are skipped, not waited for): a large download then reuses the same few pages instead of
+    // taking new ones for every megabyte.
+    if (on_disk > kCacheBehind) {
+      (void)::posix_fadvise(out.fd, 0, static_cast<off_t>(on_disk - kCacheBehind),
+                            POSIX_FADV_DONTNEED);
+    }
     crypto::secure_wipe(plain.data(), plain.size());
     plain.clear();
     return std::nullopt;

@@ -16,6 +16,8 @@ namespace sotto::store {
 namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
+// How much of the end of a blob being written stays in the page cache (see append()).
+constexpr std::uint64_t kCacheBehind = 8u << 20;
 
 std::string hex(const BlobId& id) {
   std::string out;
@@ -170,6 +172,14 @@ tl::expected<BlobRecord, Error> BlobStore::append(const BlobId& id, std::uint64_
   // other.
   (void)::sync_file_range(f.fd, static_cast<off_t>(offset), static_cast<off_t>(data.size()),
                           SYNC_FILE_RANGE_WRITE);
+  // And drop from the page cache what was written a few chunks ago (its writeback has had time
+  // to finish; pages still dirty or under writeback are skipped by the kernel, not waited for).
+  // A blob is written once and read later, maybe: caching all of it only grows the cache, and
+  // each new page an upload takes costs more than one it gives back and takes again.
+  if (r->received > kCacheBehind) {
+    (void)::posix_fadvise(f.fd, 0, static_cast<off_t>(r->received - kCacheBehind),
+                          POSIX_FADV_DONTNEED);
+  }
   if (r->received == r->size && commit_now) {
     if (auto done = mark_complete(id, f.fd, complete_expires_at); !done) {
       return tl::unexpected(done.error());
