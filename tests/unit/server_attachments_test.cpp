@@ -4,8 +4,10 @@
 // and expiry of incomplete and complete blobs (by the server's clock). The process-level tests
 // (memory, resume after a kill, an altered blob) are tests/e2e/test_attachments.py.
 
+#include <algorithm>
 #include <filesystem>
 
+#include "store/server/blob_store.h"
 #include "util/server_harness.h"
 
 namespace sotto::server {
@@ -103,6 +105,44 @@ TEST_F(AttachmentsTest, UploadAppendsInOrderAndOnlyACompleteBlobCanBeRead) {
   EXPECT_EQ(r.attachment_read().data(), std::string(100, 'b'));
   EXPECT_EQ(read(bob, id, 1001, 10).status().code(), svc::BAD_REQUEST);
   EXPECT_EQ(read(bob, std::string(16, 'z'), 0, 10).status().code(), svc::NOT_FOUND);
+}
+
+// A blob whose bytes are all in but that was never marked complete (the server stopped while
+// the commit thread was making it durable) is completed by the uploader's status request, so
+// that the uploader does not take it for done while readers are refused.
+TEST_F(AttachmentsTest, StatusCompletesABlobWhoseBytesAreAllIn) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  const std::string id = create(alice, 1000).attachment_create().id();
+  ASSERT_EQ(id.size(), 16u);
+  auto blobs = store::BlobStore::open(dir_);
+  ASSERT_TRUE(blobs.has_value());
+  store::BlobId bid{};
+  std::copy(id.begin(), id.end(), bid.begin());
+  const std::string data(1000, 'q');
+  auto appended = (*blobs)->append(
+      bid, 0, ByteView(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()),
+      kNowMs / 1000 + 86400, /*commit_now=*/false);
+  ASSERT_TRUE(appended.has_value());
+  EXPECT_EQ(appended->received, 1000u);
+  EXPECT_FALSE(appended->complete);
+  EXPECT_EQ(read(bob, id, 0, 10).status().code(), svc::NOT_FOUND);
+
+  auto st = status(alice, id);
+  ASSERT_EQ(st.status().code(), svc::OK);
+  EXPECT_TRUE(st.attachment_status().complete());
+  EXPECT_EQ(st.attachment_status().received(), 1000u);
+  auto r = read(bob, id, 990, 100);
+  ASSERT_EQ(r.status().code(), svc::OK);
+  EXPECT_EQ(r.attachment_read().data(), std::string(10, 'q'));
+  // A commit of a complete blob changes nothing; one with bytes missing is refused.
+  EXPECT_TRUE((*blobs)->commit(bid, 1).has_value());
+  EXPECT_EQ((*blobs)->find(bid)->expires_at, st.attachment_status().expires_at());
+  const std::string other = create(alice, 500).attachment_create().id();
+  store::BlobId oid{};
+  std::copy(other.begin(), other.end(), oid.begin());
+  EXPECT_EQ((*blobs)->commit(oid, 1).error(), store::Error::conflict);
 }
 
 TEST_F(AttachmentsTest, MalformedRequestsAreRefusedAndChangeNothing) {
