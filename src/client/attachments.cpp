@@ -414,7 +414,7 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
   crypto::Sha256 cipher_digest;
   crypto::Sha256 plain_digest;
   std::optional<crypto::SecretStreamPull> stream;
-  Bytes buffer;  // ciphertext received and not decrypted yet
+  Bytes buffer;  // the start of a stream unit cut by the end of an answer
   // Plaintext decrypted and not written yet: written out (and its writeback started) a megabyte
   // or more at a time, not a message at a time, so the disk sees few large writes.
   constexpr std::size_t kWriteBatch = 1024 * 1024;
@@ -458,39 +458,57 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
     plain.clear();
     return std::nullopt;
   };
-  // Decrypts whole secretstream messages from the buffer.
-  const auto consume = [&](bool at_end) -> std::optional<std::string> {
-    std::size_t at = 0;
+  // The size of the next unit of the stream: its header, then each message.
+  const auto next_unit = [&]() -> std::size_t {
+    if (!stream) return crypto::kSecretStreamHeaderSize;
+    const std::uint64_t left = pointer.size() - written;
+    return static_cast<std::size_t>(std::min<std::uint64_t>(left, chunk)) +
+           crypto::kSecretStreamOverhead;
+  };
+  // Takes one whole unit: the header starts the stream, a message is decrypted and its
+  // plaintext batched for the file.
+  const auto take_unit = [&](ByteView unit) -> std::optional<std::string> {
     if (!stream) {
-      if (buffer.size() < crypto::kSecretStreamHeaderSize) return std::nullopt;
       crypto::SecretStreamHeader header{};
-      std::memcpy(header.data(), buffer.data(), header.size());
+      std::memcpy(header.data(), unit.data(), header.size());
       stream.emplace(key, header);
-      at = header.size();
+      return std::nullopt;
     }
-    for (;;) {
-      const std::uint64_t left = pointer.size() - written;
-      const std::size_t message = static_cast<std::size_t>(std::min<std::uint64_t>(left, chunk)) +
-                                  crypto::kSecretStreamOverhead;
-      if (stream->final_seen()) break;
-      if (buffer.size() - at < message) break;
-      const std::size_t n = message - crypto::kSecretStreamOverhead;
-      const std::size_t start = plain.size();
-      plain.resize(start + n);
-      auto tag = stream->pull(ByteView(buffer.data() + at, message), {},
-                              std::span<std::uint8_t>(plain.data() + start, n));
-      if (!tag) return std::string("it does not decrypt: altered or not this key");
-      if ((*tag == crypto::SecretStreamTag::final) != (written + n == pointer.size())) {
-        return std::string("its stream ends in the wrong place");
-      }
-      plain_digest.update(ByteView(plain.data() + start, n));
-      written += n;
-      at += message;
-      if (plain.size() >= kWriteBatch) {
-        if (auto why = write_out()) return why;
-      }
+    const std::size_t n = unit.size() - crypto::kSecretStreamOverhead;
+    const std::size_t start = plain.size();
+    plain.resize(start + n);
+    auto tag = stream->pull(unit, {}, std::span<std::uint8_t>(plain.data() + start, n));
+    if (!tag) return std::string("it does not decrypt: altered or not this key");
+    if ((*tag == crypto::SecretStreamTag::final) != (written + n == pointer.size())) {
+      return std::string("its stream ends in the wrong place");
     }
-    buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(at));
+    plain_digest.update(ByteView(plain.data() + start, n));
+    written += n;
+    if (plain.size() >= kWriteBatch) return write_out();
+    return std::nullopt;
+  };
+  // Decrypts the whole units of an answer's bytes where they lie; only a unit cut by the end of
+  // an answer is copied (into `buffer`) to be completed by the next one.
+  const auto consume = [&](ByteView in, bool at_end) -> std::optional<std::string> {
+    if (!buffer.empty()) {
+      const std::size_t unit = next_unit();
+      const std::size_t take = std::min(unit - buffer.size(), in.size());
+      buffer.insert(buffer.end(), in.begin(), in.begin() + static_cast<std::ptrdiff_t>(take));
+      in = in.subspan(take);
+      if (buffer.size() < unit) {
+        if (at_end) return std::string("it is cut short");
+        return std::nullopt;
+      }
+      if (auto why = take_unit(buffer)) return why;
+      buffer.clear();
+    }
+    while (!(stream && stream->final_seen())) {
+      const std::size_t unit = next_unit();
+      if (in.size() < unit) break;
+      if (auto why = take_unit(in.first(unit))) return why;
+      in = in.subspan(unit);
+    }
+    buffer.assign(in.begin(), in.end());
     if (at_end && !buffer.empty()) return std::string("it has bytes after its end");
     if (at_end) return write_out();
     return std::nullopt;
@@ -544,10 +562,9 @@ Result<SavedFile> Attachments::download(const content::AttachmentPointer& pointe
         return refused("the server's answer does not fit");
       }
       cipher_digest.update(as_bytes(data));
-      buffer.insert(buffer.end(), data.begin(), data.end());
       next_offset += data.size();
       if (next_offset < asked && inflight.empty()) asked = next_offset;  // a short read
-      if (auto why = consume(next_offset == total)) return refused(*why);
+      if (auto why = consume(as_bytes(data), next_offset == total)) return refused(*why);
       if (progress) progress(next_offset, total);
     }
     while (!inflight.empty()) {
