@@ -1433,9 +1433,10 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
 
 // --- SQLite only --------------------------------------------------------------------------------
 
-// Takes a file of the current schema back to version 4 (before shared bodies), for the tests of
-// older versions' migrations.
+// Takes a file of the current schema back to version 4 (before shared bodies, and before the
+// dedup rows' list of devices left out, version 7), for the tests of older versions' migrations.
 constexpr const char* kUndoVersion5 =
+    "ALTER TABLE send_dedup DROP COLUMN refused;"
     "DROP TRIGGER messages_release_body;"
     "DROP TABLE shared_bodies;"
     "ALTER TABLE messages DROP COLUMN body_id;";
@@ -1645,9 +1646,9 @@ TEST_F(SqliteStoreTest, DeliveredMessagesLeaveNoCopyInTheFile) {
 TEST_F(SqliteStoreTest, UsesWalAndMigratesOnce) {
   { ASSERT_NE(open(), nullptr); }
   EXPECT_EQ(raw_text("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   { ASSERT_NE(open(), nullptr); }  // a second open finds the schema current
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
 }
 
 TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
@@ -1666,9 +1667,9 @@ TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
       "PRAGMA user_version = 1;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('send_dedup')"),
-            "id_time,key_hash,expires_at");
+            "id_time,key_hash,expires_at,refused");
   EXPECT_EQ(raw_text("SELECT count(*) FROM send_dedup"), "0");
   // The new table keeps a key under the time at its head (6 bytes, big-endian milliseconds).
   Bytes key = filled(24, 0x5A);
@@ -1703,7 +1704,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
 
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('devices')"),
             "account_id,device_id,registration_id,auth_key,created_day,name");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('accounts')"),
@@ -1738,7 +1739,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion3DatabaseToBlocks) {
   raw(std::string(kUndoVersion5) + "DROP TABLE blocks; PRAGMA user_version = 3;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('blocks')"),
             "account_id,blocked_id");
   EXPECT_EQ(store->keys().count_pre_keys(alice, 1).value(), 2u);
@@ -1763,7 +1764,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion4DatabaseToSharedBodies) {
   raw(std::string(kUndoVersion5) + "PRAGMA user_version = 4;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('shared_bodies')"),
             "id,content,refs");
   EXPECT_EQ(raw_text("SELECT body_id FROM messages"), "0");
