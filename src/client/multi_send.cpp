@@ -14,6 +14,7 @@ svc::Request multi_send_request(const MultiSendMessage& message) {
   m->set_timestamp(message.timestamp);
   m->set_shared_type(message.shared_type);
   m->set_shared_content(bytes_string(message.shared_content));
+  m->set_leave_out_full(message.leave_out_full);
   m->mutable_recipients()->Reserve(static_cast<int>(message.recipients.size()));
   for (const auto& r : message.recipients) {
     auto* out = m->add_recipients();
@@ -73,6 +74,7 @@ MultiSendMessage resend_to_full(const MultiSendMessage& message, const MultiSend
   again.message_id = new_id;
   again.timestamp = message.timestamp;  // the same message: shown once (docs/delivery.md 1.4)
   again.shared_type = message.shared_type;
+  again.leave_out_full = message.leave_out_full;
   bool uses_shared = false;
   for (const auto& full : outcome.queue_full) {
     for (const auto& r : message.recipients) {

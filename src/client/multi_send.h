@@ -4,8 +4,9 @@
 // content (a Sender Key message) and the per-device contents is the caller's job (the groups
 // code), and so is the retry policy. A retry must reuse the same message id: the server then
 // stores the send once, and answers the retry as it did the original. A device whose queue is
-// full does not hold the send up: the others get it, and the answer lists that device
-// (MultiSendOutcome::queue_full) to be sent to again later, under a new id (resend_to_full).
+// full need not hold the send up (MultiSendMessage::leave_out_full): the others get it, and the
+// answer lists that device (MultiSendOutcome::queue_full) to be sent to again later, under a new
+// id (resend_to_full).
 //
 // Thread-safe: multi_send() holds no state and may be called from any thread with a connection
 // (ServerLink::ensure_connected).
@@ -49,6 +50,10 @@ struct MultiSendMessage {
   std::uint32_t shared_type = kSenderKeyMessageType;
   Bytes shared_content;  // for every device without content of its own
   std::vector<MultiSendRecipient> recipients;
+  // Let the server leave out devices whose queue is full (MultiSendOutcome::queue_full) instead
+  // of refusing the whole send with QUEUE_FULL. Set it only when the caller sends to those
+  // devices again later (resend_to_full): otherwise they never get the message.
+  bool leave_out_full = false;
 };
 
 // How one recipient's device list differs from what the send listed (service.proto

@@ -195,7 +195,8 @@ void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Respons
     if (!begin_send(key, s, out)) return;
     claimed = std::move(key);
   }
-  if (auto sent = ctx_.store.messages().was_sent(dedup); !sent) {
+  // (Sends under way hold their key in begin_send: the store need only say what it committed.)
+  if (auto sent = ctx_.store.messages().sent(dedup); !sent) {
     return refuse(svc::INTERNAL, "store failure");
   } else if (*sent) {
     out.mutable_send()->set_server_timestamp(now);
@@ -307,17 +308,17 @@ void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Respons
     }
   }
 
-  store_and_deliver(std::move(envelopes), std::move(dedup), stored_bytes, false,
-                    [this, s, out = std::move(out), now,
-                     key = std::move(claimed)](Stored stored) mutable {
-                      if (!stored) {
-                        ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
-                        fail_stored(out, stored.error());
-                      } else {
-                        out.mutable_send()->set_server_timestamp(now);
-                      }
-                      answer_send(key, s, std::move(out));
-                    });
+  store_and_deliver(
+      std::move(envelopes), std::move(dedup), stored_bytes, false,
+      [this, s, out = std::move(out), now, key = std::move(claimed)](Stored stored) mutable {
+        if (!stored) {
+          ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
+          fail_stored(out, stored.error());
+        } else {
+          out.mutable_send()->set_server_timestamp(now);
+        }
+        answer_send(key, s, std::move(out));
+      });
 }
 
 bool DeliveryService::begin_send(const std::string& key, const SessionPtr& s,
@@ -418,12 +419,13 @@ void DeliveryService::on_multi_send(const SessionPtr& s, svc::Request& r, svc::R
   }
   // From here exactly as a SendRequest's envelopes: pushed before the commit where the device is
   // caught up, the sender answered once durable, the rest delivered after the commit.
-  // A device whose queue is full does not hold up the others: they get the message, and the
-  // answer lists the devices left out (docs/delivery.md, "A full queue in a group send").
+  // With leave_out_full, a device whose queue is full does not hold up the others: they get the
+  // message, and the answer lists the devices left out (docs/delivery.md, "A full queue in a
+  // group send"). Without it (an older client, which would not send to them again), all or
+  // nothing as before.
   store_and_deliver(
-      std::move(plan->envelopes), std::move(dedup), plan->stored_bytes, true,
-      [this, s, out = std::move(out), now,
-       key = std::move(claimed)](Stored stored) mutable {
+      std::move(plan->envelopes), std::move(dedup), plan->stored_bytes, req.leave_out_full(),
+      [this, s, out = std::move(out), now, key = std::move(claimed)](Stored stored) mutable {
         if (!stored) {
           ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
           fail_stored(out, stored.error());

@@ -821,6 +821,56 @@ TYPED_TEST(ServerStoreTest, WasSentRemembersAcceptedSendsForTheDedupWindow) {
   EXPECT_FALSE(this->messages().was_sent(key).value());
 }
 
+TYPED_TEST(ServerStoreTest, APartialSendLeavesOutFullDevicesAndRemembersThemForARetry) {
+  TestConfig config;
+  config.max_queue_per_device = 1;
+  this->open(config);
+  const AccountId alice = this->make_account("alice");
+  const AccountId bob = this->make_account("bob");
+  const DeviceId bob2 = this->add_device(bob);
+  ASSERT_TRUE(this->send({this->envelope(bob, 1)}).has_value());  // bob's device 1 is now full
+
+  const auto partial = [&](std::vector<QueuedEnvelope> envelopes, const Bytes& key) {
+    auto promise =
+        std::make_shared<std::promise<tl::expected<std::vector<MessageStore::Refusal>, Error>>>();
+    auto future = promise->get_future();
+    this->messages().enqueue_partial(std::move(envelopes), key,
+                                     [promise](auto r) { promise->set_value(std::move(r)); });
+    return future.get();
+  };
+  const Bytes key = filled(24, 0xE1);
+  auto left_out =
+      partial({this->envelope(alice, 1), this->envelope(bob, 1), this->envelope(bob, bob2)}, key);
+  ASSERT_TRUE(left_out.has_value());
+  ASSERT_EQ(left_out->size(), 1u);
+  EXPECT_EQ((*left_out)[0], (MessageStore::Refusal{bob, 1, Error::queue_full}));
+  EXPECT_EQ(this->count(alice, 1), 1u);
+  EXPECT_EQ(this->count(bob, 1), 1u) << "nothing more for the full device";
+  EXPECT_EQ(this->count(bob, bob2), 1u);
+
+  // The dedup key remembers the devices left out; a retry stores nothing.
+  auto sent = this->messages().sent(key);
+  ASSERT_TRUE(sent.has_value());
+  ASSERT_TRUE(sent->has_value());
+  EXPECT_EQ(**sent, *left_out);
+  left_out = partial({this->envelope(alice, 1), this->envelope(bob, bob2)}, key);
+  ASSERT_TRUE(left_out.has_value());
+  EXPECT_TRUE(left_out->empty());
+  EXPECT_EQ(this->count(alice, 1), 1u);
+  EXPECT_EQ(this->count(bob, bob2), 1u);
+  // A send that left nothing out, and one never made.
+  const AccountId carol = this->make_account("carol");
+  const Bytes other = filled(24, 0xE2);
+  ASSERT_TRUE(partial({this->envelope(carol, 1)}, other).has_value());
+  EXPECT_TRUE(this->messages().sent(other).value().value().empty());
+  EXPECT_FALSE(this->messages().sent(filled(24, 0xE3)).value().has_value());
+  // enqueue() keeps its all-or-nothing rule.
+  const AccountId dave = this->make_account("dave");
+  EXPECT_EQ(this->send({this->envelope(dave, 1), this->envelope(bob, 1)}).error(),
+            Error::queue_full);
+  EXPECT_EQ(this->count(dave, 1), 0u);
+}
+
 TYPED_TEST(ServerStoreTest, FoundAccountsFollowDeviceChanges) {
   const AccountId alice = this->make_account("alice");
   // Read twice (a backend may cache), then change the devices: every read sees the change.

@@ -698,16 +698,9 @@ class SqliteServerStore::Impl final : public AccountStore,
   }
 
   tl::expected<std::optional<std::vector<Refusal>>, Error> sent(ByteView dedup_key) override {
+    // Committed sends only (store.h): no look at the writer's queue, whose lock every
+    // acknowledgement and the writer take too.
     const auto hash = digest(dedup_key);
-    {
-      std::lock_guard lock(queue_mu_);
-      for (const auto& op : queue_) {
-        if (op->dedup_key && op->dedup_key->size() == dedup_key.size() &&
-            std::equal(op->dedup_key->begin(), op->dedup_key->end(), dedup_key.begin())) {
-          return std::vector<Refusal>{};  // not written yet: nothing known to be left out
-        }
-      }
-    }
     auto conn = pool_.acquire();
     auto st = conn->prepare(
         "SELECT expires_at, refused FROM send_dedup WHERE id_time = ?1 AND key_hash = ?2");

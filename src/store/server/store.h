@@ -258,9 +258,11 @@ class MessageStore {
               done(std::vector<Refusal>{});
             });
   }
-  // was_sent(), with what a partial send left out: nullopt when no send with this key was
-  // accepted, else the devices enqueue_partial() refused (empty for any other send, and for one
-  // still waiting to be written).
+  // Whether a send with this dedup key was stored (committed) within the dedup window, with what
+  // it left out: nullopt when none was, else the devices enqueue_partial() refused (empty for any
+  // other send). Unlike was_sent(), a send still waiting to be written need not count (the caller
+  // knows its own sends under way): the lookup stays off the writer's queue. The default asks
+  // was_sent(), which counts those too, and knows no list.
   [[nodiscard]] virtual tl::expected<std::optional<std::vector<Refusal>>, Error> sent(
       ByteView dedup_key) {
     auto was = was_sent(dedup_key);
