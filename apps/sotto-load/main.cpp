@@ -122,6 +122,18 @@ std::int64_t now_ns() {
       .count();
 }
 
+// The machine's one-minute load average (/proc/loadavg), recorded with a round's figures: on a
+// shared host it says how much else competed for the cores.
+std::optional<double> load_average() {
+  std::FILE* f = std::fopen("/proc/loadavg", "r");
+  if (f == nullptr) return std::nullopt;
+  double one = 0;
+  const int got = std::fscanf(f, "%lf", &one);
+  std::fclose(f);
+  if (got != 1) return std::nullopt;
+  return one;
+}
+
 double seconds_between(std::int64_t a_ns, std::int64_t b_ns) {
   return static_cast<double>(b_ns - a_ns) / 1e9;
 }
@@ -1475,7 +1487,12 @@ class LoadTool {
       if (server_cpu_s >= 0 && envelopes > 0) {
         j["server_cpu_us_per_envelope"] = round3(server_cpu_s * 1e6 / envelopes);
         j["server_cpu_us_per_send"] = round1(server_cpu_s * 1e6 / sends);
+        // What the server does per second of its own CPU: the figure that does not move with what
+        // else the cores run (the tool's receivers, other processes), unlike envelopes/s.
+        if (server_cpu_s > 0) j["server_envelopes_per_cpu_s"] = round1(envelopes / server_cpu_s);
+        j["server_cpu_share"] = round3(server_cpu_s / dt);
       }
+      if (const auto load = load_average()) j["load_average"] = round3(*load);
       if (tool_cpu0 && tool_cpu1)
         j["tool_cpu_share"] = round3((tool_cpu1.value_or(0) - tool_cpu0.value_or(0)) / dt);
       j["accepted"] = expected;

@@ -1,5 +1,7 @@
 #include "client/multi_send.h"
 
+#include <algorithm>
+
 #include "client/util.h"
 #include "service.pb.h"
 
@@ -12,6 +14,7 @@ svc::Request multi_send_request(const MultiSendMessage& message) {
   m->set_timestamp(message.timestamp);
   m->set_shared_type(message.shared_type);
   m->set_shared_content(bytes_string(message.shared_content));
+  m->set_leave_out_full(message.leave_out_full);
   m->mutable_recipients()->Reserve(static_cast<int>(message.recipients.size()));
   for (const auto& r : message.recipients) {
     auto* out = m->add_recipients();
@@ -37,6 +40,12 @@ Result<MultiSendOutcome> multi_send_outcome(const svc::Response& response) {
     case svc::OK:
       outcome.status = MultiSendOutcome::Status::stored;
       outcome.server_timestamp = body.server_timestamp();
+      for (const auto& full : body.queue_full()) {
+        if (full.device_ids().empty()) continue;
+        outcome.queue_full.push_back({full.username(),
+                                      {full.device_ids().begin(), full.device_ids().end()},
+                                      full.sender_share()});
+      }
       return outcome;
     case svc::STALE_DEVICES:
       outcome.status = MultiSendOutcome::Status::stale_devices;
@@ -57,6 +66,32 @@ Result<MultiSendOutcome> multi_send_outcome(const svc::Response& response) {
       break;
   }
   return tl::unexpected(status_error(response));
+}
+
+MultiSendMessage resend_to_full(const MultiSendMessage& message, const MultiSendOutcome& outcome,
+                                const std::array<std::uint8_t, 16>& new_id) {
+  MultiSendMessage again;
+  again.message_id = new_id;
+  again.timestamp = message.timestamp;  // the same message: shown once (docs/delivery.md 1.4)
+  again.shared_type = message.shared_type;
+  again.leave_out_full = message.leave_out_full;
+  bool uses_shared = false;
+  for (const auto& full : outcome.queue_full) {
+    for (const auto& r : message.recipients) {
+      if (r.username != full.username) continue;
+      MultiSendRecipient out{r.username, {}, true};
+      for (const auto& d : r.devices) {
+        if (std::find(full.device_ids.begin(), full.device_ids.end(), d.device_id) ==
+            full.device_ids.end())
+          continue;
+        out.devices.push_back(d);
+        uses_shared = uses_shared || !d.type;
+      }
+      if (!out.devices.empty()) again.recipients.push_back(std::move(out));
+    }
+  }
+  if (uses_shared) again.shared_content = message.shared_content;
+  return again;
 }
 
 Result<MultiSendOutcome> multi_send(const ConnectionPtr& c, const MultiSendMessage& message,

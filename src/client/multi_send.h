@@ -3,7 +3,10 @@
 // This file only builds the request, makes the call and reads the answer: encrypting the shared
 // content (a Sender Key message) and the per-device contents is the caller's job (the groups
 // code), and so is the retry policy. A retry must reuse the same message id: the server then
-// stores the send once, and answers the retry as it did the original.
+// stores the send once, and answers the retry as it did the original. A device whose queue is
+// full need not hold the send up (MultiSendMessage::leave_out_full): the others get it, and the
+// answer lists that device (MultiSendOutcome::queue_full) to be sent to again later, under a new
+// id (resend_to_full).
 //
 // Thread-safe: multi_send() holds no state and may be called from any thread with a connection
 // (ServerLink::ensure_connected).
@@ -47,6 +50,10 @@ struct MultiSendMessage {
   std::uint32_t shared_type = kSenderKeyMessageType;
   Bytes shared_content;  // for every device without content of its own
   std::vector<MultiSendRecipient> recipients;
+  // Let the server leave out devices whose queue is full (MultiSendOutcome::queue_full) instead
+  // of refusing the whole send with QUEUE_FULL. Set it only when the caller sends to those
+  // devices again later (resend_to_full): otherwise they never get the message.
+  bool leave_out_full = false;
 };
 
 // How one recipient's device list differs from what the send listed (service.proto
@@ -58,10 +65,19 @@ struct DeviceMismatch {
   std::vector<std::uint32_t> stale;    // devices re-installed: their registration id changed
 };
 
+// Devices of one recipient that did not get a stored send: their queue on the server is full
+// (service.proto QueueFullDevices). Send to them again later: resend_to_full().
+struct QueueFullDevices {
+  std::string username;
+  std::vector<std::uint32_t> device_ids;
+  bool sender_share = false;  // the queue holds our share of it (others may still send to it)
+};
+
 // What the server answered. Nothing was stored unless `status` is stored.
 struct MultiSendOutcome {
   enum class Status {
-    stored,         // every listed device will get it (or, blocked, silently not)
+    // every listed device will get it (or, blocked, silently not), except those in `queue_full`
+    stored,
     stale_devices,  // see `mismatches` (one per recipient concerned)
     unknown_users,  // see `unknown_users`: recipients without an account
   };
@@ -69,7 +85,18 @@ struct MultiSendOutcome {
   std::uint64_t server_timestamp = 0;  // with stored
   std::vector<DeviceMismatch> mismatches;
   std::vector<std::string> unknown_users;
+  // With stored: devices left out because their queue is full. Everyone else got the message.
+  std::vector<QueueFullDevices> queue_full;
 };
+
+// The send of `message` to the devices `outcome` left out (queue_full) only, as a new send:
+// `new_id` as its message id (a retry of the original's id would be answered as the original
+// was, without storing anything), each recipient a device subset, the same contents (the shared
+// content, and each device's own). Recipients and devices not in `message` are ignored. Empty
+// recipients: nothing to send again.
+[[nodiscard]] MultiSendMessage resend_to_full(const MultiSendMessage& message,
+                                              const MultiSendOutcome& outcome,
+                                              const std::array<std::uint8_t, 16>& new_id);
 
 // Sends `message` on `c` and waits at most `timeout` for the answer. The three outcomes above
 // are values; any other refusal (rate limited, queue full, storage full, malformed) is the

@@ -147,10 +147,20 @@ std::string DeliveryService::storage_refusal(std::uint64_t reserved) {
 }
 
 void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Response&& out) {
+  // Once the send has claimed its dedup key (begin_send), every answer goes through answer_send,
+  // which answers the retries queued behind it too.
+  std::string claimed;
+  const auto respond = [&](svc::Response&& o) {
+    if (claimed.empty()) {
+      send_response(*s, std::move(o));
+    } else {
+      answer_send(claimed, s, std::move(o));
+    }
+  };
   const auto refuse = [&](svc::Code code, std::string_view why) {
     ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
     fail(out, code, why);
-    send_response(*s, std::move(out));
+    respond(std::move(out));
   };
   const auto& req = r.send();
   if (req.client_message_id().size() != kClientMessageIdSize)
@@ -174,6 +184,23 @@ void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Respons
       send_response(*s, std::move(out));
       return;
     }
+  }
+  const std::uint64_t now = ctx_.now_ms();
+  // A retry of a send (same client message id) is never pushed: one still under way is answered
+  // with it (begin_send), one already stored as it was, before anything is checked or pushed
+  // (its envelopes would have new ids, and an online recipient would get the message twice).
+  Bytes dedup = send_dedup_key(req.client_message_id(), s->account);
+  {
+    std::string key(reinterpret_cast<const char*>(dedup.data()), dedup.size());
+    if (!begin_send(key, s, out)) return;
+    claimed = std::move(key);
+  }
+  // (Sends under way hold their key in begin_send: the store need only say what it committed.)
+  if (auto sent = ctx_.store.messages().sent(dedup); !sent) {
+    return refuse(svc::INTERNAL, "store failure");
+  } else if (*sent) {
+    out.mutable_send()->set_server_timestamp(now);
+    return respond(std::move(out));
   }
   auto recipient_name = normalize_username(req.recipient());
   if (!recipient_name) return refuse(svc::BAD_REQUEST, "invalid recipient");
@@ -208,7 +235,6 @@ void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Respons
     e.mismatch.set_username(e.account->username);
   }
   std::vector<store::QueuedEnvelope> envelopes;
-  const std::uint64_t now = ctx_.now_ms();
   const std::uint64_t expires = now / 1000 + ctx_.config.message_ttl_days * 86400;
   for (const auto& m : req.messages()) {
     if (m.content().empty() || m.content().size() > ctx_.config.max_message_bytes) {
@@ -256,23 +282,8 @@ void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Respons
       *out.mutable_send()->add_mismatch() = e.mismatch;
     }
   }
-  // The client's message id first: its leading time places the row (store.h).
-  Bytes dedup(kClientMessageIdSize + 8);
-  std::memcpy(dedup.data(), req.client_message_id().data(), kClientMessageIdSize);
-  for (int i = 0; i < 8; ++i)
-    dedup[kClientMessageIdSize + static_cast<std::size_t>(i)] =
-        static_cast<std::uint8_t>(static_cast<std::uint64_t>(s->account) >> (8 * i));
-  if (mismatched) {
-    // A retry of a send that was accepted before the device list changed is answered as the
-    // original was: it is not stored (or delivered) twice.
-    if (auto sent = ctx_.store.messages().was_sent(dedup); sent && *sent) {
-      out.clear_send();
-      out.mutable_send()->set_server_timestamp(now);
-      send_response(*s, std::move(out));
-      return;
-    }
-    return refuse(svc::STALE_DEVICES, "device list out of date");
-  }
+  // (A retry of a send accepted before the device list changed was answered above.)
+  if (mismatched) return refuse(svc::STALE_DEVICES, "device list out of date");
   // The storage budget (docs/abuse.md): refused before anything is stored, and told apart from
   // a failure so that the client retries later. Counted before a block drops the recipient's
   // envelopes, so that a blocked sender is refused exactly when anyone else would be (a send
@@ -280,17 +291,10 @@ void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Respons
   std::uint64_t stored_bytes = 0;
   for (const auto& env : envelopes) stored_bytes += env.content.size();
   if (auto why = reserve_storage(stored_bytes); !why.empty()) {
-    // A retry of a send stored before (its answer lost) is answered as the original was.
-    if (auto sent = ctx_.store.messages().was_sent(dedup); sent && *sent) {
-      out.mutable_send()->set_server_timestamp(now);
-      send_response(*s, std::move(out));
-      return;
-    }
     ctx_.metrics.storage_refusals.fetch_add(1, std::memory_order_relaxed);
     ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
     fail_retry(out, svc::UNAVAILABLE, why, kStorageRetryMs);
-    send_response(*s, std::move(out));
-    return;
+    return respond(std::move(out));
   }
   if (blocked_by_recipient) {
     std::erase_if(envelopes, [&](const auto& env) { return env.account == recipient->id; });
@@ -300,29 +304,65 @@ void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Respons
     stored_bytes = kept;
     if (envelopes.empty()) {
       out.mutable_send()->set_server_timestamp(now);
-      send_response(*s, std::move(out));
-      return;
+      return respond(std::move(out));
     }
   }
 
   store_and_deliver(
-      std::move(envelopes), std::move(dedup), stored_bytes,
-      [this, s, out = std::move(out), now](tl::expected<void, store::Error> stored) mutable {
+      std::move(envelopes), std::move(dedup), stored_bytes, false,
+      [this, s, out = std::move(out), now, key = std::move(claimed)](Stored stored) mutable {
         if (!stored) {
           ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
           fail_stored(out, stored.error());
         } else {
           out.mutable_send()->set_server_timestamp(now);
         }
-        send_response(*s, std::move(out));
+        answer_send(key, s, std::move(out));
       });
 }
 
+bool DeliveryService::begin_send(const std::string& key, const SessionPtr& s,
+                                 const svc::Response& out) {
+  std::lock_guard lock(sends_mu_);
+  auto [it, first] = sending_.try_emplace(key);
+  if (!first) it->second.push_back({s, out.id()});
+  return first;
+}
+
+void DeliveryService::answer_send(const std::string& key, const SessionPtr& s,
+                                  svc::Response&& out) {
+  std::vector<WaitingRetry> retries;
+  {
+    std::lock_guard lock(sends_mu_);
+    if (auto it = sending_.find(key); it != sending_.end()) {
+      retries = std::move(it->second);
+      sending_.erase(it);
+    }
+  }
+  // Each retry gets the original's answer under its own request id: stored or refused alike (a
+  // refused send stored nothing, so the client may send it again).
+  for (auto& retry : retries) {
+    svc::Response copy = out;
+    copy.set_id(retry.request_id);
+    send_response(*retry.session, std::move(copy));
+  }
+  send_response(*s, std::move(out));
+}
+
 void DeliveryService::on_multi_send(const SessionPtr& s, svc::Request& r, svc::Response&& out) {
+  // As on_send: once the dedup key is claimed, every answer goes through answer_send.
+  std::string claimed;
+  const auto respond = [&](svc::Response&& o) {
+    if (claimed.empty()) {
+      send_response(*s, std::move(o));
+    } else {
+      answer_send(claimed, s, std::move(o));
+    }
+  };
   const auto refuse = [&](svc::Code code, std::string_view why) {
     ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
     fail(out, code, why);
-    send_response(*s, std::move(out));
+    respond(std::move(out));
   };
   const auto& req = r.multi_send();
   if (auto shape = check_multi_send_shape(req, ctx_.config); !shape.why.empty())
@@ -347,12 +387,18 @@ void DeliveryService::on_multi_send(const SessionPtr& s, svc::Request& r, svc::R
   // A retry of a send already accepted (its answer lost) is answered as the original was, before
   // anything is checked again or pushed: its envelopes would have new ids, and an online
   // recipient would get the message twice. (One lookup per request, however many recipients.)
-  if (auto sent = ctx_.store.messages().was_sent(dedup); !sent) {
+  // One still under way is answered with it.
+  {
+    std::string key(reinterpret_cast<const char*>(dedup.data()), dedup.size());
+    if (!begin_send(key, s, out)) return;
+    claimed = std::move(key);
+  }
+  if (auto sent = ctx_.store.messages().sent(dedup); !sent) {
     return refuse(svc::INTERNAL, "store failure");
   } else if (*sent) {
     out.mutable_multi_send()->set_server_timestamp(now);
-    send_response(*s, std::move(out));
-    return;
+    report_left_out(**sent, out);  // the devices the original left out, again
+    return respond(std::move(out));
   }
   auto plan = plan_multi_send(
       req, {s->account, s->device, s->username}, ctx_.store, ctx_.config, now,
@@ -364,28 +410,56 @@ void DeliveryService::on_multi_send(const SessionPtr& s, svc::Request& r, svc::R
     ctx_.metrics.storage_refusals.fetch_add(1, std::memory_order_relaxed);
     ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
     fail_retry(out, svc::UNAVAILABLE, why, kStorageRetryMs);
-    send_response(*s, std::move(out));
-    return;
+    return respond(std::move(out));
   }
   reserved_bytes_.fetch_sub(plan->reserve_bytes - plan->stored_bytes);
   if (plan->envelopes.empty()) {  // every recipient blocked the sender
     out.mutable_multi_send()->set_server_timestamp(now);
-    send_response(*s, std::move(out));
-    return;
+    return respond(std::move(out));
   }
   // From here exactly as a SendRequest's envelopes: pushed before the commit where the device is
   // caught up, the sender answered once durable, the rest delivered after the commit.
+  // With leave_out_full, a device whose queue is full does not hold up the others: they get the
+  // message, and the answer lists the devices left out (docs/delivery.md, "A full queue in a
+  // group send"). Without it (an older client, which would not send to them again), all or
+  // nothing as before.
   store_and_deliver(
-      std::move(plan->envelopes), std::move(dedup), plan->stored_bytes,
-      [this, s, out = std::move(out), now](tl::expected<void, store::Error> stored) mutable {
+      std::move(plan->envelopes), std::move(dedup), plan->stored_bytes, req.leave_out_full(),
+      [this, s, out = std::move(out), now, key = std::move(claimed)](Stored stored) mutable {
         if (!stored) {
           ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
           fail_stored(out, stored.error());
         } else {
           out.mutable_multi_send()->set_server_timestamp(now);
+          report_left_out(*stored, out);
         }
-        send_response(*s, std::move(out));
+        answer_send(key, s, std::move(out));
       });
+}
+
+void DeliveryService::report_left_out(const std::vector<store::MessageStore::Refusal>& refused,
+                                      svc::Response& out) {
+  if (refused.empty()) return;
+  // Grouped by recipient, in the order the store gave them; named as the account is now.
+  std::vector<std::pair<AccountId, svc::QueueFullDevices*>> by_account;
+  for (const auto& r : refused) {
+    svc::QueueFullDevices* entry = nullptr;
+    for (auto& [account, e] : by_account) {
+      if (account == r.account) entry = e;
+    }
+    if (entry == nullptr) {
+      auto record = ctx_.store.accounts().find_account(r.account);
+      if (!record) continue;  // the account is gone: nothing to send it again
+      entry = out.mutable_multi_send()->add_queue_full();
+      entry->set_username(record->username);
+      by_account.emplace_back(r.account, entry);
+    }
+    entry->add_device_ids(r.device);
+    if (r.why == store::Error::queue_share_full) {
+      entry->set_sender_share(true);
+      ctx_.metrics.queue_share_refusals.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
 }
 
 void DeliveryService::fail_stored(svc::Response& out, store::Error e) {
@@ -405,9 +479,9 @@ void DeliveryService::fail_stored(svc::Response& out, store::Error e) {
   }
 }
 
-void DeliveryService::store_and_deliver(
-    std::vector<store::QueuedEnvelope> envelopes, Bytes dedup, std::uint64_t reserved,
-    std::function<void(tl::expected<void, store::Error>)> answer) {
+void DeliveryService::store_and_deliver(std::vector<store::QueuedEnvelope> envelopes, Bytes dedup,
+                                        std::uint64_t reserved, bool partial,
+                                        std::function<void(Stored)> answer) {
   // Envelopes go to recipients that are online and caught up at once, before the commit; an
   // envelope acknowledged before the writer reaches it is never written (the store cancels it).
   // The sender is answered only once the send is durable either way. Others are delivered after
@@ -419,22 +493,47 @@ void DeliveryService::store_and_deliver(
   delivery->pushed.assign(envelopes.size(), false);
   delivery->pushed_to.assign(envelopes.size(), 0);
   delivery->counted.assign(envelopes.size(), false);
-  ctx_.store.messages().enqueue(
-      std::move(envelopes), std::move(dedup),
-      [this, delivery, started, reserved,
-       answer = std::move(answer)](tl::expected<void, store::Error> stored) {
-        ctx_.metrics.commit_latency.observe(
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-        reserved_bytes_.fetch_sub(reserved, std::memory_order_relaxed);
-        ctx_.update_stored_bytes_gauge();
-        if (stored) {
-          ctx_.metrics.messages_in.fetch_add(delivery->envelopes.size(), std::memory_order_relaxed);
-          ctx_.metrics.queue_depth.fetch_add(static_cast<std::int64_t>(delivery->envelopes.size()),
-                                             std::memory_order_relaxed);
+  delivery->refused.assign(envelopes.size(), false);
+  prepare_shared_frame(*delivery);
+  auto done = [this, delivery, started, reserved, answer = std::move(answer)](Stored stored) {
+    ctx_.metrics.commit_latency.observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    reserved_bytes_.fetch_sub(reserved, std::memory_order_relaxed);
+    ctx_.update_stored_bytes_gauge();
+    if (stored) {
+      std::size_t kept = delivery->envelopes.size();
+      if (!stored->empty()) {
+        // The devices whose queue was full get nothing: not pushed after the commit, and the
+        // sender is told which (docs/delivery.md, "A full queue in a group send").
+        std::lock_guard dlock(delivery->mu);
+        for (std::size_t i = 0; i < delivery->envelopes.size(); ++i) {
+          const auto& env = delivery->envelopes[i];
+          for (const auto& r : *stored) {
+            if (r.account == env.account && r.device == env.device) {
+              delivery->refused[i] = true;
+              --kept;
+              break;
+            }
+          }
         }
-        answer(stored);
-        deliver_after_commit(*delivery, stored.has_value());
-      });
+      }
+      ctx_.metrics.messages_in.fetch_add(kept, std::memory_order_relaxed);
+      ctx_.metrics.queue_depth.fetch_add(static_cast<std::int64_t>(kept),
+                                         std::memory_order_relaxed);
+    }
+    const bool ok = stored.has_value();
+    answer(std::move(stored));
+    deliver_after_commit(*delivery, ok);
+  };
+  if (partial) {
+    ctx_.store.messages().enqueue_partial(std::move(envelopes), std::move(dedup), std::move(done));
+  } else {
+    ctx_.store.messages().enqueue(std::move(envelopes), std::move(dedup),
+                                  [done = std::move(done)](tl::expected<void, store::Error> r) {
+                                    if (!r) return done(tl::unexpected(r.error()));
+                                    done(std::vector<store::MessageStore::Refusal>{});
+                                  });
+  }
   deliver_before_commit(*delivery);
 }
 
@@ -454,40 +553,97 @@ store::EnvelopeId DeliveryService::next_envelope_id(std::uint64_t now_ms) {
   return id;
 }
 
-void DeliveryService::deliver_before_commit(Delivery& delivery) {
-  for (std::size_t i = 0; i < delivery.envelopes.size(); ++i) {
-    const auto& env = delivery.envelopes[i];
-    SessionPtr target;
-    bool pushed = false;
-    ctx_.registry.with_device(env.account, env.device, [&](SessionPtr online, bool waiting) {
-      target = std::move(online);
-      if (target && !waiting) {
-        std::lock_guard tlock(target->mutex);
-        std::lock_guard dlock(delivery.mu);
-        // Paced by bytes too: a connection with enough unsent already gets it from the drain.
-        if (!delivery.committed && target->drained &&
-            target->inflight.size() < kMaxInflightPushes && target->connection->writable() &&
-            target->inflight.try_emplace(id_key(env.id), removing(env)).second) {
-          delivery.pushed[i] = true;
-          delivery.pushed_to[i] = target->connection->id();
-          target->cursor = env.id;
-          pushed = true;
-        }
-      }
-      if (!pushed) {
-        // Delivered after the commit; until then, later envelopes for this device wait too.
-        std::lock_guard dlock(delivery.mu);
-        if (!delivery.committed) {
-          delivery.counted[i] = true;
-          return true;
-        }
-      }
-      return false;
-    });
-    if (pushed) {
-      send_push(*target, envelope_push(env));
-      ctx_.metrics.messages_out.fetch_add(1, std::memory_order_relaxed);
+Bytes DeliveryService::push_frame(const Delivery& delivery, std::size_t i) {
+  const auto& env = delivery.envelopes[i];
+  const SharedFrame& t = delivery.shared_frame;
+  if (env.body && env.body.get() == t.body && env.source_device == t.source_device &&
+      env.type == t.type && env.client_timestamp == t.client_timestamp &&
+      env.server_timestamp == t.server_timestamp && env.source == t.source) {
+    // The shared body's frame, serialized once for the whole send: only the id differs.
+    Bytes frame = t.frame;
+    std::memcpy(frame.data() + t.id_at, env.id.data(), env.id.size());
+    return frame;
+  }
+  svc::Frame frame;
+  *frame.mutable_push() = envelope_push(env);
+  Bytes bytes(frame.ByteSizeLong());
+  frame.SerializeWithCachedSizesToArray(bytes.data());
+  return bytes;
+}
+
+void DeliveryService::prepare_shared_frame(Delivery& delivery) {
+  const store::QueuedEnvelope* first = nullptr;
+  for (const auto& env : delivery.envelopes) {
+    if (env.body) {
+      first = &env;
+      break;
     }
+  }
+  if (first == nullptr) return;
+  // Serialized with a marker id, which is then found and overwritten per envelope. An id is
+  // always 16 bytes, so no length before it changes with it.
+  store::QueuedEnvelope marked = *first;
+  marked.id.fill(0xA5);
+  svc::Frame frame;
+  *frame.mutable_push() = envelope_push(marked);
+  Bytes bytes(frame.ByteSizeLong());
+  frame.SerializeWithCachedSizesToArray(bytes.data());
+  const auto at = std::search(bytes.begin(), bytes.end(), marked.id.begin(), marked.id.end());
+  if (at == bytes.end()) return;
+  // The marker must occur once: a body that holds it too would be patched in the wrong place.
+  if (std::search(at + 1, bytes.end(), marked.id.begin(), marked.id.end()) != bytes.end()) return;
+  SharedFrame& t = delivery.shared_frame;
+  t.id_at = static_cast<std::size_t>(at - bytes.begin());
+  t.frame = std::move(bytes);
+  t.body = first->body.get();
+  t.source = first->source;
+  t.source_device = first->source_device;
+  t.type = first->type;
+  t.client_timestamp = first->client_timestamp;
+  t.server_timestamp = first->server_timestamp;
+}
+
+void DeliveryService::deliver_before_commit(Delivery& delivery) {
+  const auto& envelopes = delivery.envelopes;
+  std::vector<std::pair<SessionPtr, std::size_t>> pushes;
+  // A chunk of envelopes per taking of the registry's lock: a group send does not hold it for
+  // all its recipients at once, and the first pushes leave before the last are decided.
+  for (std::size_t from = 0; from < envelopes.size(); from += kRegistryChunk) {
+    const std::size_t n = std::min(kRegistryChunk, envelopes.size() - from);
+    ctx_.registry.with_devices(
+        n,
+        [&](std::size_t k) {
+          const auto& env = envelopes[from + k];
+          return std::pair<AccountId, DeviceId>{env.account, env.device};
+        },
+        [&](std::size_t k, const SessionPtr& target, bool waiting) {
+          const std::size_t i = from + k;
+          const auto& env = envelopes[i];
+          if (target && !waiting) {
+            std::lock_guard tlock(target->mutex);
+            std::lock_guard dlock(delivery.mu);
+            // Paced by bytes too: a connection with enough unsent already gets it from the drain.
+            if (!delivery.committed && target->drained &&
+                target->inflight.size() < kMaxInflightPushes && target->connection->writable() &&
+                target->inflight.try_emplace(id_key(env.id), removing(env)).second) {
+              delivery.pushed[i] = true;
+              delivery.pushed_to[i] = target->connection->id();
+              target->cursor = env.id;
+              pushes.emplace_back(target, i);
+              return false;
+            }
+          }
+          // Delivered after the commit; until then, later envelopes for this device wait too.
+          std::lock_guard dlock(delivery.mu);
+          if (!delivery.committed) {
+            delivery.counted[i] = true;
+            return true;
+          }
+          return false;
+        });
+    for (auto& [target, i] : pushes) target->connection->send(push_frame(delivery, i));
+    ctx_.metrics.messages_out.fetch_add(pushes.size(), std::memory_order_relaxed);
+    pushes.clear();
   }
 }
 
@@ -497,43 +653,60 @@ void DeliveryService::deliver_after_commit(Delivery& delivery, bool stored) {
     std::lock_guard dlock(delivery.mu);
     delivery.committed = true;
   }
-  for (std::size_t i = 0; i < delivery.envelopes.size(); ++i) {
-    const auto& env = delivery.envelopes[i];
-    SessionPtr target = stored ? ctx_.registry.online(env.account, env.device) : nullptr;
-    bool pushed = false;
-    if (target) {
-      std::lock_guard lock(target->mutex);
-      std::lock_guard dlock(delivery.mu);
-      // Until the backlog has been pushed once, the drain picks this envelope up in order; a
-      // device too far behind goes back to draining, resumed by its acknowledgements (too many
-      // in flight) or by its connection's on_writable (too many bytes unsent).
-      if (delivery.pushed[i] && delivery.pushed_to[i] == target->connection->id()) {
-        // pushed before the commit, on this very connection
-      } else if (!target->drained || target->inflight.size() >= kMaxInflightPushes ||
-                 !target->connection->writable()) {
-        target->missed = true;
-        target->drained = false;
-      } else if (target->inflight.try_emplace(id_key(env.id), removing(env)).second) {
-        // (Also when it went out before the commit on a connection that has closed since: the
-        // device's new connection has drained without it. A copy it had already acknowledged
-        // is dropped by envelope id.)
-        delivery.pushed[i] = true;
-        delivery.pushed_to[i] = target->connection->id();
-        target->cursor = env.id;
-        pushed = true;
+  const auto& envelopes = delivery.envelopes;
+  std::vector<std::pair<AccountId, DeviceId>> devices;
+  std::vector<std::pair<AccountId, DeviceId>> release;
+  std::vector<std::pair<SessionPtr, std::size_t>> pushes;
+  for (std::size_t from = 0; from < envelopes.size(); from += kRegistryChunk) {
+    const std::size_t n = std::min(kRegistryChunk, envelopes.size() - from);
+    devices.clear();
+    for (std::size_t k = 0; k < n; ++k)
+      devices.emplace_back(envelopes[from + k].account, envelopes[from + k].device);
+    std::vector<SessionPtr> targets =
+        stored ? ctx_.registry.online(devices) : std::vector<SessionPtr>(n);
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t i = from + k;
+      const auto& env = envelopes[i];
+      SessionPtr& target = targets[k];
+      bool counted = false;
+      if (target) {
+        std::lock_guard lock(target->mutex);
+        std::lock_guard dlock(delivery.mu);
+        counted = delivery.counted[i];
+        delivery.counted[i] = false;
+        // Until the backlog has been pushed once, the drain picks this envelope up in order; a
+        // device too far behind goes back to draining, resumed by its acknowledgements (too many
+        // in flight) or by its connection's on_writable (too many bytes unsent).
+        if (delivery.refused[i]) {
+          // not stored (its device's queue is full): the sender is told, nothing is pushed
+        } else if (delivery.pushed[i] && delivery.pushed_to[i] == target->connection->id()) {
+          // pushed before the commit, on this very connection
+        } else if (!target->drained || target->inflight.size() >= kMaxInflightPushes ||
+                   !target->connection->writable()) {
+          target->missed = true;
+          target->drained = false;
+        } else if (target->inflight.try_emplace(id_key(env.id), removing(env)).second) {
+          // (Also when it went out before the commit on a connection that has closed since: the
+          // device's new connection has drained without it. A copy it had already acknowledged
+          // is dropped by envelope id.)
+          delivery.pushed[i] = true;
+          delivery.pushed_to[i] = target->connection->id();
+          target->cursor = env.id;
+          pushes.emplace_back(std::move(target), i);
+        }
+      } else {
+        std::lock_guard dlock(delivery.mu);
+        counted = delivery.counted[i];
+        delivery.counted[i] = false;
       }
+      if (counted) release.emplace_back(env.account, env.device);
     }
-    if (pushed) {
-      send_push(*target, envelope_push(env));
-      ctx_.metrics.messages_out.fetch_add(1, std::memory_order_relaxed);
-    }
-    bool counted = false;
-    {
-      std::lock_guard dlock(delivery.mu);
-      counted = delivery.counted[i];
-      delivery.counted[i] = false;
-    }
-    if (counted) ctx_.registry.release_waiting(env.account, env.device);
+    // Pushed before the wait counts are released: no later envelope overtakes these.
+    for (auto& [target, i] : pushes) target->connection->send(push_frame(delivery, i));
+    ctx_.metrics.messages_out.fetch_add(pushes.size(), std::memory_order_relaxed);
+    pushes.clear();
+    ctx_.registry.release_waiting(release);
+    release.clear();
   }
 }
 

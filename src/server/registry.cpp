@@ -7,10 +7,6 @@ namespace sotto::server {
 
 SessionRegistry::SessionRegistry(Metrics& metrics) : metrics_(metrics) {}
 
-std::string SessionRegistry::key_of(store::AccountId account, store::DeviceId device) {
-  return device_key(account, device);
-}
-
 SessionPtr SessionRegistry::open(const net::ConnectionPtr& c) {
   auto s = std::make_shared<Session>();
   s->connection = c;
@@ -112,6 +108,27 @@ void SessionRegistry::release_waiting(store::AccountId account, store::DeviceId 
   std::lock_guard lock(mutex_);
   auto it = awaiting_commit_.find(key_of(account, device));
   if (it != awaiting_commit_.end() && --it->second == 0) awaiting_commit_.erase(it);
+}
+
+std::vector<SessionPtr> SessionRegistry::online(
+    const std::vector<std::pair<store::AccountId, store::DeviceId>>& devices) {
+  std::vector<SessionPtr> out(devices.size());
+  std::lock_guard lock(mutex_);
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    auto it = online_.find(key_of(devices[i].first, devices[i].second));
+    if (it != online_.end()) out[i] = it->second.lock();
+  }
+  return out;
+}
+
+void SessionRegistry::release_waiting(
+    const std::vector<std::pair<store::AccountId, store::DeviceId>>& devices) {
+  if (devices.empty()) return;
+  std::lock_guard lock(mutex_);
+  for (const auto& [account, device] : devices) {
+    auto it = awaiting_commit_.find(key_of(account, device));
+    if (it != awaiting_commit_.end() && --it->second == 0) awaiting_commit_.erase(it);
+  }
 }
 
 }  // namespace sotto::server

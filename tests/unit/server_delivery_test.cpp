@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -338,6 +339,50 @@ TEST_F(DeliveryTest, ARetryAfterTheDeviceListChangedIsAnsweredNotRefused) {
   ASSERT_EQ(fresh.send().mismatch_size(), 1);
   ASSERT_EQ(fresh.send().mismatch(0).missing_size(), 1);
   EXPECT_EQ(fresh.send().mismatch(0).missing(0), 2u);
+}
+
+TEST_F(DeliveryTest, ARetryOfASendNotYetCommittedIsAnsweredWithItAndNeverPushedTwice) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  (void)received(bob);
+
+  const std::string id(16, 'd');
+  const std::uint64_t first = submit(alice, send_request(bob, id, "once"));
+  ASSERT_EQ(received(bob).envelopes.size(), 1u);  // pushed before its commit
+  // The client lost the connection (say) and sends again with the same id while the original
+  // still waits for its commit.
+  const std::uint64_t second = submit(alice, send_request(bob, id, "once"));
+  EXPECT_TRUE(received(bob).envelopes.empty()) << "a retry is never pushed";
+  EXPECT_TRUE(received(alice).responses.empty()) << "answered once the original is durable";
+
+  store_->messages().flush();
+  const auto answers = received(alice).responses;
+  ASSERT_EQ(answers.size(), 2u);
+  std::set<std::uint64_t> ids;
+  for (const auto& a : answers) {
+    EXPECT_EQ(a.status().code(), svc::OK);
+    ids.insert(a.id());
+  }
+  EXPECT_EQ(ids, (std::set<std::uint64_t>{first, second}));
+  EXPECT_EQ(stored_for(bob), 1u) << "stored once";
+  EXPECT_TRUE(received(bob).envelopes.empty());
+}
+
+TEST_F(DeliveryTest, ARetryOfACommittedSendIsAnsweredWithoutPushingAgain) {
+  Client alice("alice", 1, 1), bob("bob", 2, 2);
+  join(alice);
+  join(bob);
+  (void)received(bob);
+
+  const std::string id(16, 'e');
+  ASSERT_EQ(call(alice, send_request(bob, id, "once")).status().code(), svc::OK);
+  ASSERT_EQ(received(bob).envelopes.size(), 1u);
+  // Bob is online and has not acknowledged it yet; the answer to alice was lost.
+  const auto retry = call(alice, send_request(bob, id, "once"));
+  EXPECT_EQ(retry.status().code(), svc::OK);
+  EXPECT_TRUE(received(bob).envelopes.empty()) << "a retry is never pushed";
+  EXPECT_EQ(stored_for(bob), 1u);
 }
 
 TEST_F(DeliveryTest, AnotherDevicesAcknowledgementCancelsNothing) {

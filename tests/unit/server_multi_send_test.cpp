@@ -5,6 +5,7 @@
 // applied silently; per-device contents; and the request's shape checked before any lookup.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <set>
@@ -402,6 +403,131 @@ TEST_F(MultiSendRateTest, AGroupSendPaysPerEnvelopeBeforeAnythingIsLookedUp) {
   EXPECT_EQ(multi(*alice.first, message(std::string(16, 's'), {&bob}, "x")).status().code(),
             svc::RATE_LIMITED);
   EXPECT_EQ(stored_for(bob), 0u);
+}
+
+TEST_F(MultiSendTest, ARetrySentBeforeTheAnswerIsAnsweredWithTheOriginalAndPushedOnce) {
+  Member alice = member("alice", 1), bob = member("bob", 2);
+  const auto m = message(std::string(16, 'p'), {&bob}, "pipelined");
+  // The retry follows the original without waiting for its answer (a client that reconnected):
+  // whether it finds the send under way or already stored, it is not pushed again.
+  const std::uint64_t first = submit(*alice.first, client::multi_send_request(m));
+  const std::uint64_t second = submit(*alice.first, client::multi_send_request(m));
+  store_->messages().flush();
+  std::set<std::uint64_t> answered;
+  for (auto& f : alice.first->conn->take()) {
+    if (!f.has_response()) continue;
+    EXPECT_EQ(f.response().status().code(), svc::OK);
+    answered.insert(f.response().id());
+  }
+  EXPECT_EQ(answered, (std::set<std::uint64_t>{first, second}));
+  EXPECT_EQ(envelopes(*bob.first).size(), 1u);
+  EXPECT_EQ(envelopes(*bob.second).size(), 1u);
+}
+
+// Queues of two envelopes per device: a full one is easy to make.
+class MultiSendFullQueueTest : public MultiSendTest {
+ protected:
+  void store_options(store::SqliteOptions& options) const override {
+    options.max_queue_per_device = 2;
+  }
+};
+
+TEST_F(MultiSendFullQueueTest, AFullDeviceIsLeftOutAndNamedWhileEveryoneElseGetsTheMessage) {
+  Member alice = member("alice", 1), bob = member("bob", 2), carol = member("carol", 3);
+  server_->on_close(carol.first->conn);
+  server_->on_close(carol.second->conn);
+  // Carol's first device is away and its queue full; her second drained its queue.
+  for (char c : {'1', '2'}) {
+    ASSERT_EQ(multi(*alice.first, message(std::string(16, c), {&carol}, "old")).status().code(),
+              svc::OK);
+  }
+  ASSERT_EQ(reconnect(*carol.second).size(), 2u);
+  ASSERT_EQ(stored_for(*carol.first), 2u);
+
+  auto m = message(std::string(16, 'f'), {&bob, &carol}, "group message");
+  // A client that does not ask for it (an older one, which would never send to the full device
+  // again) gets the send refused as a whole, as before: nothing stored, nobody pushed.
+  const auto whole = multi(*alice.first, m);
+  EXPECT_EQ(whole.status().code(), svc::QUEUE_FULL);
+  EXPECT_EQ(stored_for(*carol.second), 0u);
+  EXPECT_EQ(stored_for(bob), 0u);
+  (void)envelopes(*bob.first);  // (pushed before the commit that then failed: section 2's case)
+  (void)envelopes(*bob.second);
+  (void)envelopes(*carol.second);
+
+  m.message_id.fill('F');
+  m.leave_out_full = true;
+  const auto response = multi(*alice.first, m);
+  ASSERT_EQ(response.status().code(), svc::OK) << response.status().message();
+  ASSERT_EQ(response.multi_send().queue_full_size(), 1);
+  EXPECT_EQ(response.multi_send().queue_full(0).username(), "carol");
+  ASSERT_EQ(response.multi_send().queue_full(0).device_ids_size(), 1);
+  EXPECT_EQ(response.multi_send().queue_full(0).device_ids(0), 1u);
+  // Everyone else has it, once: bob's two devices, carol's second.
+  EXPECT_EQ(envelopes(*bob.first).size(), 1u);
+  EXPECT_EQ(envelopes(*bob.second).size(), 1u);
+  const auto carols = envelopes(*carol.second);
+  ASSERT_EQ(carols.size(), 1u);
+  EXPECT_EQ(carols[0].content(), "group message");
+  EXPECT_EQ(stored_for(*carol.first), 2u) << "nothing stored for the full device";
+
+  // A retry of the same send (its answer lost) is answered with the same list and pushes nothing.
+  const auto retry = multi(*alice.first, m);
+  ASSERT_EQ(retry.status().code(), svc::OK);
+  ASSERT_EQ(retry.multi_send().queue_full_size(), 1);
+  EXPECT_EQ(retry.multi_send().queue_full(0).username(), "carol");
+  EXPECT_EQ(retry.multi_send().queue_full(0).device_ids_size(), 1);
+  EXPECT_TRUE(envelopes(*bob.first).empty());
+  EXPECT_TRUE(envelopes(*bob.second).empty());
+  EXPECT_TRUE(envelopes(*carol.second).empty());
+  EXPECT_EQ(stored_for(*carol.first), 2u);
+
+  // The client reads the list and sends to that device alone, later, under a new id.
+  auto outcome = client::multi_send_outcome(response);
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_EQ(outcome->status, client::MultiSendOutcome::Status::stored);
+  ASSERT_EQ(outcome->queue_full.size(), 1u);
+  std::array<std::uint8_t, 16> again_id{};
+  again_id.fill('g');
+  const auto again = client::resend_to_full(m, *outcome, again_id);
+  ASSERT_EQ(again.recipients.size(), 1u);
+  EXPECT_EQ(again.recipients[0].username, "carol");
+  EXPECT_TRUE(again.recipients[0].device_subset);
+  ASSERT_EQ(again.recipients[0].devices.size(), 1u);
+  EXPECT_EQ(again.recipients[0].devices[0].device_id, 1u);
+  // Still full: left out again, nothing stored, nobody else pushed.
+  const auto still = multi(*alice.first, again);
+  ASSERT_EQ(still.status().code(), svc::OK);
+  EXPECT_EQ(still.multi_send().queue_full_size(), 1);
+  // Once the device has drained its queue, the resend (under yet another id) reaches it, once.
+  ASSERT_EQ(reconnect(*carol.first).size(), 2u);
+  again_id.fill('h');
+  const auto delivered = multi(*alice.first, client::resend_to_full(m, *outcome, again_id));
+  ASSERT_EQ(delivered.status().code(), svc::OK);
+  EXPECT_EQ(delivered.multi_send().queue_full_size(), 0);
+  const auto got = envelopes(*carol.first);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].content(), "group message");
+  EXPECT_EQ(got[0].client_timestamp(), 4242u) << "the same message: shown once";
+  EXPECT_TRUE(envelopes(*carol.second).empty());
+  EXPECT_TRUE(envelopes(*bob.first).empty());
+}
+
+TEST(MultiSendOutcomeTest, AnAnswerWithFullDevicesIsStoredAndListsThem) {
+  svc::Response r;
+  r.mutable_status()->set_code(svc::OK);
+  auto* full = r.mutable_multi_send()->add_queue_full();
+  full->set_username("dave");
+  full->add_device_ids(3);
+  full->set_sender_share(true);
+  r.mutable_multi_send()->add_queue_full()->set_username("nobody");  // no devices: ignored
+  const auto outcome = client::multi_send_outcome(r);
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_EQ(outcome->status, client::MultiSendOutcome::Status::stored);
+  ASSERT_EQ(outcome->queue_full.size(), 1u);
+  EXPECT_EQ(outcome->queue_full[0].username, "dave");
+  EXPECT_EQ(outcome->queue_full[0].device_ids, std::vector<std::uint32_t>{3});
+  EXPECT_TRUE(outcome->queue_full[0].sender_share);
 }
 
 }  // namespace

@@ -821,6 +821,56 @@ TYPED_TEST(ServerStoreTest, WasSentRemembersAcceptedSendsForTheDedupWindow) {
   EXPECT_FALSE(this->messages().was_sent(key).value());
 }
 
+TYPED_TEST(ServerStoreTest, APartialSendLeavesOutFullDevicesAndRemembersThemForARetry) {
+  TestConfig config;
+  config.max_queue_per_device = 1;
+  this->open(config);
+  const AccountId alice = this->make_account("alice");
+  const AccountId bob = this->make_account("bob");
+  const DeviceId bob2 = this->add_device(bob);
+  ASSERT_TRUE(this->send({this->envelope(bob, 1)}).has_value());  // bob's device 1 is now full
+
+  const auto partial = [&](std::vector<QueuedEnvelope> envelopes, const Bytes& key) {
+    auto promise =
+        std::make_shared<std::promise<tl::expected<std::vector<MessageStore::Refusal>, Error>>>();
+    auto future = promise->get_future();
+    this->messages().enqueue_partial(std::move(envelopes), key,
+                                     [promise](auto r) { promise->set_value(std::move(r)); });
+    return future.get();
+  };
+  const Bytes key = filled(24, 0xE1);
+  auto left_out =
+      partial({this->envelope(alice, 1), this->envelope(bob, 1), this->envelope(bob, bob2)}, key);
+  ASSERT_TRUE(left_out.has_value());
+  ASSERT_EQ(left_out->size(), 1u);
+  EXPECT_EQ((*left_out)[0], (MessageStore::Refusal{bob, 1, Error::queue_full}));
+  EXPECT_EQ(this->count(alice, 1), 1u);
+  EXPECT_EQ(this->count(bob, 1), 1u) << "nothing more for the full device";
+  EXPECT_EQ(this->count(bob, bob2), 1u);
+
+  // The dedup key remembers the devices left out; a retry stores nothing.
+  auto sent = this->messages().sent(key);
+  ASSERT_TRUE(sent.has_value());
+  ASSERT_TRUE(sent->has_value());
+  EXPECT_EQ(**sent, *left_out);
+  left_out = partial({this->envelope(alice, 1), this->envelope(bob, bob2)}, key);
+  ASSERT_TRUE(left_out.has_value());
+  EXPECT_TRUE(left_out->empty());
+  EXPECT_EQ(this->count(alice, 1), 1u);
+  EXPECT_EQ(this->count(bob, bob2), 1u);
+  // A send that left nothing out, and one never made.
+  const AccountId carol = this->make_account("carol");
+  const Bytes other = filled(24, 0xE2);
+  ASSERT_TRUE(partial({this->envelope(carol, 1)}, other).has_value());
+  EXPECT_TRUE(this->messages().sent(other).value().value().empty());
+  EXPECT_FALSE(this->messages().sent(filled(24, 0xE3)).value().has_value());
+  // enqueue() keeps its all-or-nothing rule.
+  const AccountId dave = this->make_account("dave");
+  EXPECT_EQ(this->send({this->envelope(dave, 1), this->envelope(bob, 1)}).error(),
+            Error::queue_full);
+  EXPECT_EQ(this->count(dave, 1), 0u);
+}
+
 TYPED_TEST(ServerStoreTest, FoundAccountsFollowDeviceChanges) {
   const AccountId alice = this->make_account("alice");
   // Read twice (a backend may cache), then change the devices: every read sees the change.
@@ -1433,9 +1483,10 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
 
 // --- SQLite only --------------------------------------------------------------------------------
 
-// Takes a file of the current schema back to version 4 (before shared bodies), for the tests of
-// older versions' migrations.
+// Takes a file of the current schema back to version 4 (before shared bodies, and before the
+// dedup rows' list of devices left out, version 7), for the tests of older versions' migrations.
 constexpr const char* kUndoVersion5 =
+    "ALTER TABLE send_dedup DROP COLUMN refused;"
     "DROP TRIGGER messages_release_body;"
     "DROP TABLE shared_bodies;"
     "ALTER TABLE messages DROP COLUMN body_id;";
@@ -1645,9 +1696,9 @@ TEST_F(SqliteStoreTest, DeliveredMessagesLeaveNoCopyInTheFile) {
 TEST_F(SqliteStoreTest, UsesWalAndMigratesOnce) {
   { ASSERT_NE(open(), nullptr); }
   EXPECT_EQ(raw_text("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   { ASSERT_NE(open(), nullptr); }  // a second open finds the schema current
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
 }
 
 TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
@@ -1666,9 +1717,9 @@ TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
       "PRAGMA user_version = 1;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('send_dedup')"),
-            "id_time,key_hash,expires_at");
+            "id_time,key_hash,expires_at,refused");
   EXPECT_EQ(raw_text("SELECT count(*) FROM send_dedup"), "0");
   // The new table keeps a key under the time at its head (6 bytes, big-endian milliseconds).
   Bytes key = filled(24, 0x5A);
@@ -1703,7 +1754,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
 
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('devices')"),
             "account_id,device_id,registration_id,auth_key,created_day,name");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('accounts')"),
@@ -1738,7 +1789,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion3DatabaseToBlocks) {
   raw(std::string(kUndoVersion5) + "DROP TABLE blocks; PRAGMA user_version = 3;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('blocks')"),
             "account_id,blocked_id");
   EXPECT_EQ(store->keys().count_pre_keys(alice, 1).value(), 2u);
@@ -1763,7 +1814,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion4DatabaseToSharedBodies) {
   raw(std::string(kUndoVersion5) + "PRAGMA user_version = 4;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "6");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "7");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('shared_bodies')"),
             "id,content,refs");
   EXPECT_EQ(raw_text("SELECT body_id FROM messages"), "0");

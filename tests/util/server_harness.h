@@ -198,6 +198,9 @@ class ServerHarness : public ::testing::Test {
   virtual std::chrono::microseconds commit_delay() const { return std::chrono::milliseconds(2); }
   // The server's configuration; a fixture that registers many accounts raises the limits.
   virtual server::ServerConfig config() const { return {}; }
+  // The store's options beyond the clock, the log and the commit delay (a fixture of full queues
+  // lowers the queue limits).
+  virtual void store_options(store::SqliteOptions& options) const { (void)options; }
 
   void SetUp() override {
     char tmpl[] = "/tmp/sotto-server-test-XXXXXX";
@@ -206,6 +209,7 @@ class ServerHarness : public ::testing::Test {
     options.log = [](std::string_view) {};
     options.now_ms = [] { return kNowMs; };
     options.group_commit_max_delay = commit_delay();
+    store_options(options);
     store_ = std::move(*store::SqliteServerStore::open(dir_ / "sotto.db", options));
     server_ = make_server(metrics_);
   }

@@ -169,6 +169,13 @@ CREATE INDEX IF NOT EXISTS attachments_by_account ON attachments (account_id);
 CREATE INDEX IF NOT EXISTS attachments_by_expiry ON attachments (expires_at);
 
 )sql",
+    // 6 -> 7
+    R"sql(
+-- The devices a multi-recipient send left out because their queue was full (docs/delivery.md,
+-- "A full queue in a group send"), so that a retry of the send is answered with them as the
+-- original was. Empty for every other send; rows of version 6 get empty.
+ALTER TABLE send_dedup ADD COLUMN refused BLOB NOT NULL DEFAULT x'';
+)sql",
 };
 
 std::string failed(const char* what, const Connection& conn) {

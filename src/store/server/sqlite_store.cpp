@@ -674,6 +674,51 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (done) done(cancelled);
   }
 
+  void enqueue_partial(std::vector<QueuedEnvelope> envelopes, Bytes dedup_key,
+                       PartialCompletion done) override {
+    auto op = std::make_unique<PendingOp>();
+    op->cancelled.assign(envelopes.size(), false);
+    op->envelopes = std::move(envelopes);
+    op->dedup_key = std::move(dedup_key);
+    op->sent_partial = std::move(done);
+    {
+      std::unique_lock lock(queue_mu_);
+      if (!stopping_) {
+        for (std::size_t i = 0; i < op->envelopes.size(); ++i) {
+          pending_.emplace(op->envelopes[i].id, PendingRef{op.get(), i});
+        }
+        queue_.push_back(std::move(op));
+        lock.unlock();
+        queue_cv_.notify_one();
+        return;
+      }
+    }
+    options_.log("enqueue after shutdown began: refused");
+    if (op->sent_partial) op->sent_partial(tl::unexpected(Error::io));
+  }
+
+  tl::expected<std::optional<std::vector<Refusal>>, Error> sent(ByteView dedup_key) override {
+    // Committed sends only (store.h): no look at the writer's queue, whose lock every
+    // acknowledgement and the writer take too.
+    const auto hash = digest(dedup_key);
+    auto conn = pool_.acquire();
+    auto st = conn->prepare(
+        "SELECT expires_at, refused FROM send_dedup WHERE id_time = ?1 AND key_hash = ?2");
+    if (!st) return tl::unexpected(fail("sent: prepare", *conn, st.error()));
+    st->bind(1, dedup_time(dedup_key)).bind(2, ByteView(hash));
+    const int rc = st->step();
+    if (rc == SQLITE_DONE) return std::nullopt;
+    if (rc != SQLITE_ROW) return tl::unexpected(fail("sent", *conn, rc));
+    Row row(*st);
+    const std::uint64_t expires_at = row.u64(0);
+    const Bytes refused = row.blob(1);
+    if (!row.ok()) return tl::unexpected(corrupt("send_dedup", row));
+    if (expires_at <= now_seconds()) return std::nullopt;
+    auto list = decode_refusals(refused);
+    if (!list) return tl::unexpected(corrupt("send_dedup", "refused: malformed"));
+    return std::move(*list);
+  }
+
   tl::expected<bool, Error> was_sent(ByteView dedup_key) override {
     const auto hash = digest(dedup_key);
     {
@@ -963,6 +1008,10 @@ class SqliteServerStore::Impl final : public AccountStore,
     std::vector<bool> cancelled;
     std::optional<Bytes> dedup_key;
     Completion sent;
+    // A partial send (enqueue_partial): answered here instead of `sent`, with the devices left
+    // out (set by the writer once the send is stored).
+    PartialCompletion sent_partial;
+    std::vector<Refusal> refused;
     // A removal; already_removed counts the ids cancelled before they were written.
     AccountId account = 0;
     DeviceId device = 0;
@@ -1418,6 +1467,12 @@ class SqliteServerStore::Impl final : public AccountStore,
             if (op.removed) {
               op.removed(results[i] ? OpResult(op.already_removed + *results[i]) : results[i]);
             }
+          } else if (op.sent_partial) {
+            if (results[i]) {
+              op.sent_partial(std::move(op.refused));
+            } else {
+              op.sent_partial(tl::unexpected(results[i].error()));
+            }
           } else if (op.sent) {
             op.sent(results[i] ? Result{} : Result(tl::unexpected(results[i].error())));
           }
@@ -1459,7 +1514,7 @@ class SqliteServerStore::Impl final : public AccountStore,
           return all(fail("enqueue: savepoint", conn, rc));
         op_touched_.clear();
         op_bytes_ = 0;
-        const PendingOp& op = *batch[i];
+        PendingOp& op = *batch[i];
         if (op.removal) {
           results[i] = store_removal(conn, op);
         } else if (auto stored = store_send(conn, op, now_ms); !stored) {
@@ -1594,27 +1649,10 @@ class SqliteServerStore::Impl final : public AccountStore,
     return &(queue_counts_[key] = std::move(usage));
   }
 
-  Result store_send(Connection& conn, const PendingOp& send, std::uint64_t now_ms) {
+  Result store_send(Connection& conn, PendingOp& send, std::uint64_t now_ms) {
     const std::uint64_t now_s = now_ms / 1000;
-    if (send.dedup_key) {
-      // Only a hash of (client message id, sender) is kept, for dedup_ttl_seconds, placed by the
-      // time at the head of the id (dedup_time).
-      const auto hash = digest(*send.dedup_key);
-      // One statement: a new key is inserted, an expired one renewed, and a live one left alone
-      // (no change: this send is a retry of one already stored, so it is done).
-      auto st = conn.prepare(
-          "INSERT INTO send_dedup (id_time, key_hash, expires_at) VALUES (?1, ?2, ?3) "
-          "ON CONFLICT (id_time, key_hash) DO UPDATE SET expires_at = excluded.expires_at "
-          "WHERE send_dedup.expires_at <= ?4");
-      if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
-      st->bind(1, dedup_time(*send.dedup_key))
-          .bind(2, ByteView(hash))
-          .bind_u64(3, saturating_add(now_s, options_.dedup_ttl_seconds))
-          .bind_u64(4, now_s);
-      if (const int rc = run(*st); rc != SQLITE_OK)
-        return tl::unexpected(fail("enqueue: dedup", conn, rc));
-      if (conn.changes() == 0) return {};
-    }
+    const bool partial = static_cast<bool>(send.sent_partial);
+    send.refused.clear();
 
     // What this send adds to each device's queue, and to what its sender holds of the queue
     // (when the share applies: another account's device).
@@ -1623,6 +1661,7 @@ class SqliteServerStore::Impl final : public AccountStore,
       std::uint64_t bytes = 0;
       bool shared = false;
       std::string source;
+      bool refused = false;  // a partial send leaves this device out: its queue is full
     };
     std::map<DeviceKey, Adding> per_device;
     for (std::size_t i = 0; i < send.envelopes.size(); ++i) {
@@ -1636,10 +1675,11 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
     const bool share_limited =
         options_.max_queue_per_sender > 0 || options_.max_queue_bytes_per_sender > 0;
-    for (const auto& [key, adding] : per_device) {
+    for (auto& [key, adding] : per_device) {
       auto usage = queue_usage(conn, key);
       if (!usage) return tl::unexpected(usage.error());
       const QueueUsage& u = **usage;
+      std::optional<Error> full;
       // The sender's share first: a sender past it is told so even when the queue is full too.
       if (share_limited && adding.shared) {
         const auto held = u.of(adding.source);
@@ -1647,12 +1687,48 @@ class SqliteServerStore::Impl final : public AccountStore,
              held.first + adding.count > options_.max_queue_per_sender) ||
             (options_.max_queue_bytes_per_sender > 0 &&
              held.second + adding.bytes > options_.max_queue_bytes_per_sender))
-          return tl::unexpected(Error::queue_share_full);
+          full = Error::queue_share_full;
       }
-      if (u.count + adding.count > options_.max_queue_per_device ||
-          (options_.max_queue_bytes_per_device > 0 &&
-           u.bytes + adding.bytes > options_.max_queue_bytes_per_device))
-        return tl::unexpected(Error::queue_full);
+      if (!full && (u.count + adding.count > options_.max_queue_per_device ||
+                    (options_.max_queue_bytes_per_device > 0 &&
+                     u.bytes + adding.bytes > options_.max_queue_bytes_per_device)))
+        full = Error::queue_full;
+      if (!full) continue;
+      if (!partial) return tl::unexpected(*full);
+      adding.refused = true;
+      send.refused.push_back({key.first, key.second, *full});
+    }
+    const auto left_out = [&](const QueuedEnvelope& e) {
+      if (send.refused.empty()) return false;
+      auto it = per_device.find({e.account, e.device});
+      return it != per_device.end() && it->second.refused;
+    };
+
+    if (send.dedup_key) {
+      // Only a hash of (client message id, sender) is kept, for dedup_ttl_seconds, placed by the
+      // time at the head of the id (dedup_time), with the devices a partial send left out (a
+      // retry is answered with them).
+      const auto hash = digest(*send.dedup_key);
+      const Bytes refused = encode_refusals(send.refused);
+      // One statement: a new key is inserted, an expired one renewed, and a live one left alone
+      // (no change: this send is a retry of one already stored, so it is done).
+      auto st = conn.prepare(
+          "INSERT INTO send_dedup (id_time, key_hash, expires_at, refused) "
+          "VALUES (?1, ?2, ?3, ?5) "
+          "ON CONFLICT (id_time, key_hash) DO UPDATE SET expires_at = excluded.expires_at, "
+          "refused = excluded.refused WHERE send_dedup.expires_at <= ?4");
+      if (!st) return tl::unexpected(fail("enqueue: prepare", conn, st.error()));
+      st->bind(1, dedup_time(*send.dedup_key))
+          .bind(2, ByteView(hash))
+          .bind_u64(3, saturating_add(now_s, options_.dedup_ttl_seconds))
+          .bind_u64(4, now_s)
+          .bind(5, ByteView(refused));
+      if (const int rc = run(*st); rc != SQLITE_OK)
+        return tl::unexpected(fail("enqueue: dedup", conn, rc));
+      if (conn.changes() == 0) {
+        send.refused.clear();
+        return {};
+      }
     }
 
     // Shared bodies: one row each, written only when an envelope that holds it is still to be
@@ -1662,6 +1738,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     for (std::size_t i = 0; i < send.envelopes.size(); ++i) {
       if (send.cancelled[i]) continue;
       const QueuedEnvelope& e = send.envelopes[i];
+      if (left_out(e)) continue;
       if (e.body) {
         bodies[e.body.get()].first += 1;
       } else {
@@ -1682,6 +1759,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     for (std::size_t i = 0; i < send.envelopes.size(); ++i) {
       if (send.cancelled[i]) continue;  // acknowledged already: never written
       const QueuedEnvelope& e = send.envelopes[i];
+      if (left_out(e)) continue;
       auto st = conn.prepare(
           "INSERT INTO messages (envelope_id, account_id, device_id, source, source_device, type, "
           "content, client_timestamp, server_timestamp, expires_at, body_id) "
@@ -1706,11 +1784,41 @@ class SqliteServerStore::Impl final : public AccountStore,
       if (rc != SQLITE_OK) return tl::unexpected(fail("enqueue: insert", conn, rc));
     }
     for (const auto& [key, adding] : per_device) {
+      if (adding.refused) continue;
       op_touched_.push_back(key);
       queue_counts_[key].add(adding.source, adding.count, adding.bytes);
     }
     op_bytes_ += own_bytes;
     return {};
+  }
+
+  // send_dedup.refused: per device left out, the account id (8 bytes, little-endian), the device
+  // id (4) and why (1: queue_full, 2: queue_share_full); empty when none.
+  static Bytes encode_refusals(const std::vector<Refusal>& refused) {
+    Bytes out;
+    out.reserve(refused.size() * 13);
+    for (const auto& r : refused) {
+      for (int b = 0; b < 8; ++b)
+        out.push_back(static_cast<std::uint8_t>(static_cast<std::uint64_t>(r.account) >> (8 * b)));
+      for (int b = 0; b < 4; ++b) out.push_back(static_cast<std::uint8_t>(r.device >> (8 * b)));
+      out.push_back(r.why == Error::queue_share_full ? 2 : 1);
+    }
+    return out;
+  }
+  static std::optional<std::vector<Refusal>> decode_refusals(ByteView bytes) {
+    if (bytes.size() % 13 != 0) return std::nullopt;
+    std::vector<Refusal> out;
+    for (std::size_t at = 0; at < bytes.size(); at += 13) {
+      std::uint64_t account = 0;
+      std::uint32_t device = 0;
+      for (int b = 0; b < 8; ++b) account |= std::uint64_t{bytes[at + b]} << (8 * b);
+      for (int b = 0; b < 4; ++b) device |= std::uint32_t{bytes[at + 8 + b]} << (8 * b);
+      const std::uint8_t why = bytes[at + 12];
+      if (why != 1 && why != 2) return std::nullopt;
+      out.push_back({static_cast<AccountId>(account), device,
+                     why == 2 ? Error::queue_share_full : Error::queue_full});
+    }
+    return out;
   }
 
   SqliteOptions options_;

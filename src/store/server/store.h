@@ -235,6 +235,41 @@ class MessageStore {
   // Whether a send with this dedup key has been accepted (written, or waiting to be) within the
   // dedup window. Lets a retry be answered before its device list is checked again.
   [[nodiscard]] virtual tl::expected<bool, Error> was_sent(ByteView dedup_key) = 0;
+
+  // A device whose queue could not take a send's envelope (enqueue_partial): queue_full, or
+  // queue_share_full when the sender holds its share of it.
+  struct Refusal {
+    AccountId account = 0;
+    DeviceId device = 0;
+    Error why = Error::queue_full;
+    bool operator==(const Refusal&) const = default;
+  };
+  using PartialCompletion = std::function<void(tl::expected<std::vector<Refusal>, Error>)>;
+  // enqueue(), except that a device whose queue is full does not refuse the whole send: that
+  // device's envelopes are not stored, every other one is, and the completion lists the devices
+  // left out (none: all stored). The list is kept with the dedup key, for sent(). Any other
+  // failure refuses the whole send, as for enqueue(). The default stores all or nothing (a
+  // full queue anywhere: queue_full for the whole send), for a backend that keeps no list.
+  virtual void enqueue_partial(std::vector<QueuedEnvelope> envelopes, Bytes dedup_key,
+                               PartialCompletion done) {
+    enqueue(std::move(envelopes), std::move(dedup_key),
+            [done = std::move(done)](tl::expected<void, Error> stored) {
+              if (!stored) return done(tl::unexpected(stored.error()));
+              done(std::vector<Refusal>{});
+            });
+  }
+  // Whether a send with this dedup key was stored (committed) within the dedup window, with what
+  // it left out: nullopt when none was, else the devices enqueue_partial() refused (empty for any
+  // other send). Unlike was_sent(), a send still waiting to be written need not count (the caller
+  // knows its own sends under way): the lookup stays off the writer's queue. The default asks
+  // was_sent(), which counts those too, and knows no list.
+  [[nodiscard]] virtual tl::expected<std::optional<std::vector<Refusal>>, Error> sent(
+      ByteView dedup_key) {
+    auto was = was_sent(dedup_key);
+    if (!was) return tl::unexpected(was.error());
+    if (!*was) return std::nullopt;
+    return std::vector<Refusal>{};
+  }
   [[nodiscard]] virtual tl::expected<std::size_t, Error> count(AccountId account,
                                                                DeviceId device) = 0;
   // Every stored envelope of every device, expired ones not yet deleted by expire() included
