@@ -316,6 +316,7 @@ class GroupE2ETest(unittest.TestCase):
         bob.receive()
         hello = json.loads(alice.ok("send", "--group", gid, "hello @bob", "--mention",
                                     "bob").stdout)["timestamp"]
+        self.assertEqual(len(bob.messages()), 1)
         path = os.path.join(self.root, "note.txt")
         with open(path, "w") as f:
             f.write("a file from the chat\n")
