@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "attach_commands.h"
+
 namespace sotto::cli {
 
 namespace {
@@ -138,6 +140,18 @@ MessageCallOutcome send(Client& client, const json& params) {
       if (!mention) return bad("a mention is \"START:LENGTH:USER\" (UTF-8 bytes of the message)");
       options.mentions.push_back(std::move(*mention));
     }
+  }
+  // Files with a reply or mentions (signal-cli's "attachments": paths the daemon can read).
+  if (const json* a = param(params, {"attachments", "attachment"})) {
+    std::vector<std::string> files;
+    const json list = a->is_array() ? *a : json::array({*a});
+    for (const auto& f : list) {
+      if (!f.is_string()) return bad("attachments must be a list of file paths");
+      files.push_back(f.get<std::string>());
+    }
+    auto uploaded = upload_files(client, files, false);
+    if (!uploaded) return failed(uploaded.error());
+    options.attachments = std::move(*uploaded);
   }
   auto r = client.send(*recipient, *body, options);
   if (!r) return failed(r.error());
