@@ -654,6 +654,8 @@ json Daemon::send(const Call& c) {
     if (c.params.contains("recipient") || c.params.contains("to")) {
       return invalid_params(c, "send takes either groupId or recipient, not both");
     }
+    // A reply, mentions or an edit in a group: the everyday message types' send.
+    if (send_has_message_options(c.params)) return message_call(c, "send");
     return group_outcome(c, rpc_send_group(client_, c.params));
   }
   if (send_has_message_options(c.params)) return message_call(c, "send");
@@ -886,8 +888,9 @@ json Daemon::list_identities(const Call& c) {
 }
 
 json Daemon::history(const Call& c) {
-  const auto user = string_param(c, {"recipient", "user"}, 0);
-  if (!user) return invalid_params(c, "history needs {user}");
+  auto user = string_param(c, {"recipient", "user"}, 0);
+  if (const auto group = string_param(c, {"groupId"}, 2); group && !user) user = "group:" + *group;
+  if (!user) return invalid_params(c, "history needs {user} or {groupId}");
   const auto limit = count_param(c, {"limit"}, 1, 0);
   if (!limit) return invalid_params(c, "limit must be a non-negative integer");
   auto r = client_.history(*user, static_cast<std::size_t>(*limit));
@@ -1152,7 +1155,9 @@ const std::vector<Method>& methods() {
       {"history",
        {},
        "The newest messages of a conversation, oldest first",
-       R"([{"name": "user", "required": true, "description": "alias: recipient",
+       R"([{"name": "user", "description": "alias: recipient; required without groupId",
+            "schema": {"type": "string"}},
+           {"name": "groupId", "description": "a group's conversation instead",
             "schema": {"type": "string"}},
            {"name": "limit", "required": false, "description": "0 (the default): all",
             "schema": {"type": "integer", "minimum": 0}}])",

@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "attach_commands.h"
+
 namespace sotto::cli {
 
 namespace {
@@ -54,8 +56,15 @@ std::optional<bool> bool_param(const json& params, std::initializer_list<const c
   return p->get<bool>();
 }
 
-// One recipient: a username, or an array holding one (signal-cli takes arrays).
+// One recipient: a username, or an array holding one (signal-cli takes arrays); or a group,
+// with signal-cli's groupId ("group:" + the id, as the client names a group's conversation).
 std::optional<std::string> recipient_param(const json& params) {
+  if (const json* group = param(params, {"groupId"})) {
+    if (param(params, {"recipient", "to", "user"}) != nullptr || !group->is_string()) {
+      return std::nullopt;  // one of them, and a group id is a string
+    }
+    return "group:" + group->get<std::string>();
+  }
   const json* p = param(params, {"recipient", "to", "user"});
   if (p == nullptr) return std::nullopt;
   if (p->is_string()) return p->get<std::string>();
@@ -64,12 +73,15 @@ std::optional<std::string> recipient_param(const json& params) {
 }
 
 json sent_json(const std::string& recipient, const SendResult& r) {
+  json result = {{"type", "SUCCESS"}, {"timestamp", r.timestamp}, {"devices", r.devices}};
+  if (recipient.rfind("group:", 0) == 0) {
+    result["groupId"] = recipient.substr(6);
+  } else {
+    result["recipient"] = recipient;
+  }
   return {{"timestamp", r.timestamp},
           {"devices", r.devices},
-          {"results", json::array({{{"recipient", recipient},
-                                    {"type", "SUCCESS"},
-                                    {"timestamp", r.timestamp},
-                                    {"devices", r.devices}}})}};
+          {"results", json::array({std::move(result)})}};
 }
 
 // signal-cli's mention form "START:LENGTH:USER" (or an object {start, length, user}).
@@ -104,7 +116,8 @@ MessageCallOutcome send(Client& client, const json& params) {
   const auto body = string_param(params, {"message", "body"});
   if (!recipient || !body) {
     return bad(
-        "send with quoteTimestamp, mention or editTimestamp needs {recipient (one), message}");
+        "send with quoteTimestamp, mention or editTimestamp needs {recipient (one) or groupId, "
+        "message}");
   }
   if (const json* edit = param(params, {"editTimestamp"})) {
     if (!edit->is_number_unsigned()) return bad("editTimestamp is a message's timestamp (ms)");
@@ -128,6 +141,18 @@ MessageCallOutcome send(Client& client, const json& params) {
       options.mentions.push_back(std::move(*mention));
     }
   }
+  // Files with a reply or mentions (signal-cli's "attachments": paths the daemon can read).
+  if (const json* a = param(params, {"attachments", "attachment"})) {
+    std::vector<std::string> files;
+    const json list = a->is_array() ? *a : json::array({*a});
+    for (const auto& f : list) {
+      if (!f.is_string()) return bad("attachments must be a list of file paths");
+      files.push_back(f.get<std::string>());
+    }
+    auto uploaded = upload_files(client, files, false);
+    if (!uploaded) return failed(uploaded.error());
+    options.attachments = std::move(*uploaded);
+  }
   auto r = client.send(*recipient, *body, options);
   if (!r) return failed(r.error());
   return ok(sent_json(*recipient, *r));
@@ -141,8 +166,8 @@ MessageCallOutcome send_reaction(Client& client, const json& params) {
   const bool remove = bool_param(params, {"remove"}).value_or(false);
   if (!recipient || !author || !target || (!emoji && !remove)) {
     return bad(
-        "sendReaction needs {recipient, emoji, targetAuthor, targetTimestamp} (remove: "
-        "true to take the reaction back)");
+        "sendReaction needs {recipient or groupId, emoji, targetAuthor, targetTimestamp} "
+        "(remove: true to take the reaction back)");
   }
   auto r = client.react(*recipient, MessageRef{*author, *target}, emoji.value_or(""), remove);
   if (!r) return failed(r.error());
@@ -152,7 +177,9 @@ MessageCallOutcome send_reaction(Client& client, const json& params) {
 MessageCallOutcome remote_delete(Client& client, const json& params) {
   const auto recipient = recipient_param(params);
   const auto target = number_param(params, {"targetTimestamp"});
-  if (!recipient || !target) return bad("remoteDelete needs {recipient, targetTimestamp}");
+  if (!recipient || !target) {
+    return bad("remoteDelete needs {recipient or groupId, targetTimestamp}");
+  }
   auto r = client.remote_delete(*recipient, *target);
   if (!r) return failed(r.error());
   return ok(sent_json(*recipient, *r));
@@ -172,8 +199,8 @@ MessageCallOutcome send_receipt(Client& client, const json& params) {
   }
   if (!recipient || timestamps.empty() || (type != "read" && type != "viewed")) {
     return bad(
-        "sendReceipt needs {recipient, targetTimestamps, type: \"read\"} (delivery "
-        "receipts are sent by themselves)");
+        "sendReceipt needs {recipient (or groupId for a group's messages), targetTimestamps, "
+        "type: \"read\"} (delivery receipts are sent by themselves)");
   }
   auto r = client.mark_read(*recipient, timestamps);
   if (!r) return failed(r.error());
@@ -183,7 +210,9 @@ MessageCallOutcome send_receipt(Client& client, const json& params) {
 MessageCallOutcome send_typing(Client& client, const json& params) {
   const auto recipient = recipient_param(params);
   const bool stop = bool_param(params, {"stop"}).value_or(false);
-  if (!recipient) return bad("sendTyping needs {recipient} (stop: true when typing stopped)");
+  if (!recipient) {
+    return bad("sendTyping needs {recipient or groupId} (stop: true when typing stopped)");
+  }
   auto r = client.send_typing(*recipient, !stop);
   if (!r) return failed(r.error());
   return ok(json::object());
@@ -219,9 +248,9 @@ MessageCallOutcome update_configuration(Client& client, const json& params) {
 }  // namespace
 
 bool send_has_message_options(const json& params) {
-  return params.is_object() &&
-         (params.contains("quoteTimestamp") || params.contains("editTimestamp") ||
-          params.contains("mention") || params.contains("mentions"));
+  return params.is_object() && (params.contains("quoteTimestamp") ||
+                                params.contains("editTimestamp") || params.contains("mention") ||
+                                params.contains("mentions") || params.contains("quoteAuthor"));
 }
 
 MessageCallOutcome run_message_method(Client& client, std::string_view method, const json& params) {
@@ -240,26 +269,35 @@ MessageCallOutcome run_message_method(Client& client, std::string_view method, c
 
 const std::vector<MessageMethodDoc>& message_method_docs() {
   static const std::vector<MessageMethodDoc> docs = {
-      {"sendReaction", "Reacts to a message with an emoji (one per user; remove takes it back)",
-       R"([{"name": "recipient", "required": true, "schema": {"type": "string"}},
-           {"name": "emoji", "required": true, "schema": {"type": "string"}},
+      {"sendReaction",
+       "Reacts to a message with one emoji (one per user; remove takes it back), in a 1:1 "
+       "conversation (recipient) or a group (groupId)",
+       R"([{"name": "recipient", "description": "required without groupId", "schema": {"type": "string"}},
+           {"name": "groupId", "description": "the group's id, 64 hex digits", "schema": {"type": "string"}},
+           {"name": "emoji", "required": true, "description": "one emoji", "schema": {"type": "string"}},
            {"name": "targetAuthor", "required": true, "schema": {"type": "string"}},
            {"name": "targetTimestamp", "required": true, "schema": {"type": "integer"}},
            {"name": "remove", "schema": {"type": "boolean"}}])",
        R"({"name": "sent", "schema": {"type": "object"}})"},
-      {"remoteDelete", "Deletes one of our messages for everyone (within 24 hours of sending)",
-       R"([{"name": "recipient", "required": true, "schema": {"type": "string"}},
+      {"remoteDelete",
+       "Deletes one of our messages for everyone (within 24 hours of sending), in a 1:1 "
+       "conversation or a group",
+       R"([{"name": "recipient", "description": "required without groupId", "schema": {"type": "string"}},
+           {"name": "groupId", "schema": {"type": "string"}},
            {"name": "targetTimestamp", "required": true, "schema": {"type": "integer"}}])",
        R"({"name": "sent", "schema": {"type": "object"}})"},
       {"sendReceipt",
        "Marks messages read: a read receipt to their author (unless read receipts are off) and a "
-       "note to our other devices; starts their disappearing timers",
-       R"([{"name": "recipient", "required": true, "schema": {"type": "string"}},
+       "note to our other devices; starts their disappearing timers. A group's messages: groupId",
+       R"([{"name": "recipient", "description": "the author (1:1); required without groupId", "schema": {"type": "string"}},
+           {"name": "groupId", "schema": {"type": "string"}},
            {"name": "targetTimestamps", "required": true, "schema": {"type": "array", "items": {"type": "integer"}}},
            {"name": "type", "schema": {"enum": ["read", "viewed"]}}])",
        R"({"name": "receipt", "schema": {"type": "object", "properties": {"read": {"type": "integer"}}}})"},
-      {"sendTyping", "Tells a user we started (or, with stop, stopped) typing",
-       R"([{"name": "recipient", "required": true, "schema": {"type": "string"}},
+      {"sendTyping",
+       "Tells a user, or a group's other members, that we started (or, with stop, stopped) typing",
+       R"([{"name": "recipient", "description": "required without groupId", "schema": {"type": "string"}},
+           {"name": "groupId", "schema": {"type": "string"}},
            {"name": "stop", "schema": {"type": "boolean"}}])",
        R"({"name": "sent", "schema": {"type": "object"}})"},
       {"updateContact",

@@ -1,7 +1,5 @@
 #include "group_commands.h"
 
-#include <atomic>
-
 #include "attach_commands.h"
 #include "output.h"
 #include "terminal.h"
@@ -183,16 +181,21 @@ std::optional<int> run_group_command(const GroupArgs& a, const GroupContext& ctx
 }
 
 int send_to_group(const std::string& id, const std::string& text, const GroupContext& ctx,
-                  const std::vector<std::string>& attach_files) {
+                  const std::vector<std::string>& attach_files, const SendOptionsOf& options_of) {
   auto client = ctx.open();
   if (!client) return ctx.fail(client.error());
-  std::vector<Attachment> attachments;
+  SendOptions options;
+  if (options_of) {
+    auto given = options_of(**client);
+    if (!given) return ctx.fail(given.error());
+    options = std::move(*given);
+  }
   if (!attach_files.empty()) {
     auto uploaded = upload_files(**client, attach_files, true);
     if (!uploaded) return ctx.fail(uploaded.error());
-    attachments = std::move(*uploaded);
+    options.attachments = std::move(*uploaded);
   }
-  auto r = (*client)->send_group(id, text, attachments);
+  auto r = (*client)->send_group(id, text, options);
   if (!r) return ctx.fail(r.error());
   if (ctx.json) {
     ctx.print(dump(json{{"timestamp", r->timestamp}, {"devices", r->devices}, {"groupId", id}}));
@@ -201,84 +204,6 @@ int send_to_group(const std::string& id, const std::string& text, const GroupCon
               (r->devices == 1 ? " device copy" : " device copies") + ").");
   }
   return 0;
-}
-
-int chat_in_group(const std::string& id, const GroupContext& ctx) {
-  ShutdownSignals signals;
-  auto client = ctx.open();
-  if (!client) return ctx.fail(client.error());
-  auto g = (*client)->group(id);
-  if (!g) return ctx.fail(g.error());
-  const std::string self = (*client)->username();
-  LineEditor editor((g->name.empty() ? g->id.substr(0, 8) : sanitize(g->name, false)) + "> ");
-  signals.on_signal([&editor] { editor.interrupt(); });
-  const auto show = [&](const std::string& line) { editor.print(line); };
-  if (!ctx.json) {
-    show("Group " + group_text(*g) + ". Type a message and press Enter; /quit leaves.");
-    if (auto h = (*client)->group_history(g->id, 20)) {
-      for (const auto& m : *h) show(message_text(m, self));
-    }
-  }
-  std::atomic<bool> stopped{false};
-  std::atomic<bool> leaving{false};
-  auto started = (*client)->start([&](const Event& e) {
-    if (leaving && (e.kind == Event::Kind::connected || e.kind == Event::Kind::disconnected)) {
-      return;
-    }
-    if (e.kind == Event::Kind::fatal) stopped = true;
-    if (ctx.json) {
-      show(dump(event_json(e)));
-    } else if (e.kind != Event::Kind::connected) {
-      show(event_text(e, self));
-    }
-    if (stopped) editor.interrupt();
-  });
-  if (!started) {
-    signals.on_signal(nullptr);
-    return ctx.fail(started.error());
-  }
-  int status = 0;
-  while (auto line = editor.read_line()) {
-    std::string text = std::move(*line);
-    if (text == "/quit" || text == "/exit") break;
-    if (text.starts_with("//")) {
-      text.erase(0, 1);
-    } else if (text.starts_with("/")) {
-      show("! unknown command; /quit leaves, //text sends /text");
-      continue;
-    }
-    if (text.find_first_not_of(" \t") == std::string::npos) continue;
-    auto r = (*client)->send_group(g->id, text);
-    if (!r) {
-      status = 1;
-      if (ctx.json) {
-        show(dump(error_json(r.error())));
-      } else {
-        show("! not sent: " + sanitize(r.error().message, false));
-      }
-      continue;
-    }
-    if (ctx.json) {
-      show(dump(json{{"type", "sent"},
-                     {"timestamp", r->timestamp},
-                     {"devices", r->devices},
-                     {"groupId", g->id}}));
-    } else {
-      Message m;
-      m.id = "local-";
-      m.from = self;
-      m.device = (*client)->device_id();
-      m.timestamp = r->timestamp;
-      m.body = text;
-      m.group = g->id;
-      m.outgoing = true;
-      show(message_text(m, self));
-    }
-  }
-  leaving = true;
-  (*client)->stop();
-  signals.on_signal(nullptr);
-  return stopped ? 1 : status;
 }
 
 }  // namespace sotto::cli

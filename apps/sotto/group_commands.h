@@ -51,11 +51,15 @@ struct GroupContext {
 void add_group_commands(CLI::App& app, GroupArgs& args);
 // The exit status of the group command that was parsed; nullopt when none was.
 [[nodiscard]] std::optional<int> run_group_command(const GroupArgs& args, const GroupContext& ctx);
-// `sotto send --group ID TEXT [--attach FILE ...]`.
+// The quote and mentions of a send (--quote, --mention), found with the open client.
+using SendOptionsOf = std::function<Result<SendOptions>(Client&)>;
+// `sotto send --group ID TEXT [--attach FILE ...] [--quote ID] [--mention USER ...]`.
 [[nodiscard]] int send_to_group(const std::string& id, const std::string& text,
                                 const GroupContext& ctx,
-                                const std::vector<std::string>& attach_files = {});
-// `sotto chat --group ID`: each line typed is sent to the group; its messages are shown.
+                                const std::vector<std::string>& attach_files = {},
+                                const SendOptionsOf& options_of = nullptr);
+// `sotto chat --group ID` (chat_commands.cpp): each line typed is sent to the group; its
+// messages, receipts, typing, reactions, edits and deletes are shown; /attach sends a file.
 [[nodiscard]] int chat_in_group(const std::string& id, const GroupContext& ctx);
 
 [[nodiscard]] nlohmann::json group_json(const Group& g);

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "attach_commands.h"
+#include "chat_commands.h"
 #include "client/backup_file.h"
 #include "client/recovery_code.h"
 #include "daemon.h"
@@ -506,6 +507,7 @@ constexpr const char* kChatHelp =
     "  /safety-number   the safety number with the other user and its state\n"
     "  /trust           accept the other user's current key, unverified\n"
     "  /trust DIGITS    accept and verify it: the 60 digits you compared (spaces allowed)\n"
+    "  /attach PATH [CAPTION]  send a file (a PATH with spaces in double quotes)\n"
     "  /quit            leave (also Ctrl-D on an empty line)\n"
     "A line starting with // sends the text after the first /; any other /command is not sent.\n"
     "What is shown is marked read. Receipts (✓ sent, ✓✓ delivered, ✓✓ read), typing, reactions,\n"
@@ -668,6 +670,20 @@ int cmd_chat(const std::string& peer_in) {
           limit = static_cast<std::size_t>(std::stoul(count));
         }
         show_history(limit);
+      } else if (command == "/attach") {
+        std::string rest;
+        std::getline(words, rest);
+        auto r = sotto::cli::send_file(**client, *peer, rest);
+        if (!r) {
+          status = 1;
+          Error e = r.error();
+          if (!e.message.starts_with("not sent")) e.message = "not sent: " + e.message;
+          show_error(e, chat_hint(r.error(), *peer));
+        } else if (g.json) {
+          show_json({{"type", "sent"}, {"timestamp", r->timestamp}, {"devices", r->devices}});
+        } else {
+          show("* file sent #" + std::to_string(r->timestamp) + "\n  ~ ✓ sent");
+        }
       } else if (command == "/safety-number") {
         auto sn = (*client)->safety_number(*peer);
         if (!sn) {
@@ -1459,7 +1475,8 @@ int main(int argc, char** argv) {
 
   auto* history = app.add_subcommand(
       "history", "Show the conversation with USER (also while a daemon uses the account)");
-  history->add_option("USER", user, "The other user")->required();
+  history->add_option("USER", user, "The other user");
+  history->add_option("--group", group_id, "Show this group's conversation (its id) instead");
   history->add_option("--limit", limit, "Newest messages to show (0: all; default 50)");
 
   auto* server_cmd = app.add_subcommand("server", "The server this account uses, and its key");
@@ -1533,7 +1550,10 @@ int main(int argc, char** argv) {
                     "with --group, give the text only: sotto send "
                     "--group ID TEXT");
       }
-      return sotto::cli::send_to_group(group_id, user, group_context, attach_files);
+      return sotto::cli::send_to_group(group_id, user, group_context, attach_files,
+                                       [&message_commands, &user](sotto::Client& c) {
+                                         return message_commands.send_options(c, user);
+                                       });
     }
     if (send->parsed() && text.empty() && attach_files.empty()) {
       // As CLI11 says it when TEXT is a required option.
@@ -1572,7 +1592,13 @@ int main(int argc, char** argv) {
                                  ? std::optional<std::string>(digits_text)
                                  : std::nullopt);
     }
-    if (history->parsed()) return cmd_history(user, limit);
+    if (history->parsed()) {
+      if (user.empty() == group_id.empty()) {
+        return fail(Error{ErrorCode::invalid_argument, "give USER or --group ID (one of them)"},
+                    std::string("`sotto history --help` shows how to use it"));
+      }
+      return cmd_history(group_id.empty() ? user : "group:" + group_id, limit);
+    }
     if (server_show->parsed()) return cmd_server_show();
     if (server_trust->parsed()) return cmd_server_trust(fingerprint);
     if (server_move->parsed()) return cmd_server_set_address(server);

@@ -111,7 +111,8 @@ MessageCommands::MessageCommands(CLI::App& app) {
       "read",
       "Mark USER's messages read: tells USER (unless read receipts are off) and your other "
       "devices, and starts their disappearing timers");
-  read_->add_option("USER", user_, "The other user")->required();
+  read_->add_option("USER", user_, "The other user");
+  read_->add_option("--group", group_, "Mark this group's messages read (its id) instead");
   read_->add_option("MESSAGE_ID", ids_, "Only these messages (default: every unread one)");
 
   disappearing_ = app.add_subcommand(
@@ -208,6 +209,13 @@ std::optional<int> MessageCommands::run(const CommandEnv& env) {
     return 0;
   }
   if (read_->parsed()) {
+    if (!group_.empty()) {
+      // With --group, every word after it is a message id.
+      if (!user_.empty()) ids_.insert(ids_.begin(), user_);
+      user_ = "group:" + group_;
+    } else if (user_.empty()) {
+      return env.fail(invalid("read needs USER or --group ID"));
+    }
     std::vector<std::uint64_t> timestamps;
     for (const auto& id : ids_) {
       auto m = c.find_message(id);

@@ -47,7 +47,7 @@ class MessageCommands {
   CLI::App* read_ = nullptr;
   CLI::App* disappearing_ = nullptr;
   CLI::App* receipts_ = nullptr;
-  std::string id_, emoji_, text_, user_, duration_, setting_;
+  std::string id_, emoji_, text_, user_, duration_, setting_, group_;
   std::vector<std::string> ids_;
   bool remove_ = false;
   std::string quote_;

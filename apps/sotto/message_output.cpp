@@ -22,6 +22,7 @@ void add_message_fields(nlohmann::json& j, const Message& m) {
   if (m.quote) {
     j["quote"] = ref_json(*m.quote);
     j["quote"]["text"] = m.quote_text;
+    if (m.quote_deleted) j["quote"]["deleted"] = true;
   }
   if (!m.mentions.empty()) {
     auto list = nlohmann::json::array();
@@ -30,6 +31,7 @@ void add_message_fields(nlohmann::json& j, const Message& m) {
     }
     j["mentions"] = std::move(list);
   }
+  if (m.mentions_me) j["mentionsMe"] = true;
   if (!m.reactions.empty()) {
     auto list = nlohmann::json::array();
     for (const auto& r : m.reactions) {
@@ -75,13 +77,18 @@ std::string receipt_mark(const Message& m) {
 std::string message_extras_text(const Message& m, const std::string& self) {
   std::string out;
   if (m.quote) {
-    out += "\n  ~ reply to " + ref_text(*m.quote) + ": \"" + sanitize(m.quote_text, false) + "\"";
+    out += "\n  ~ reply to " + ref_text(*m.quote) + ": " +
+           (m.quote_deleted ? std::string("[the original was deleted]")
+                            : "\"" + sanitize(m.quote_text, false) + "\"");
   }
   std::string marks;
   const auto add = [&](const std::string& s) { marks += (marks.empty() ? "" : " · ") + s; };
   if (m.deleted) add("deleted for everyone");
   if (m.edited) add("edited " + format_time(m.edited_at));
-  for (const auto& x : m.mentions) add("mentions " + sanitize(x.user, false));
+  for (const auto& x : m.mentions) {
+    add(x.user == self && !m.outgoing ? std::string("mentions YOU")
+                                      : "mentions " + sanitize(x.user, false));
+  }
   for (const auto& r : m.reactions) {
     add(sanitize(r.emoji, false) + " " + (r.user == self ? "you" : sanitize(r.user, false)));
   }

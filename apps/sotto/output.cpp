@@ -1,5 +1,7 @@
 #include "output.h"
 
+#include <unistd.h>
+
 #include "attach_commands.h"
 #include "message_output.h"
 #include "terminal.h"
@@ -80,6 +82,12 @@ nlohmann::json event_json(const Event& e) {
 
 namespace {
 
+// Bold on a terminal (a message that mentions us); as it is in a pipe or a file.
+std::string highlight(const std::string& text) {
+  static const bool tty = isatty(STDOUT_FILENO) != 0;
+  return tty ? "\x1b[1m" + text + "\x1b[0m" : text;
+}
+
 // What begins each line of a message body after its first one.
 constexpr std::string_view kContinuation = "\n  | ";
 
@@ -114,11 +122,15 @@ std::string message_text(const Message& m, const std::string& self) {
       (m.deleted ? std::string("[deleted]") : body_text(m.body)) + message_extras_text(m, self);
   const std::string files =
       m.attachments.empty() ? std::string() : attachments_text(attachments_json(m.attachments));
+  // A message that mentions us stands out: "@" before the time, and bold on a terminal.
+  bool mentions_me = m.mentions_me;
+  for (const auto& x : m.mentions) mentions_me = mentions_me || (x.user == self && !m.outgoing);
   if (!m.group.empty()) {
     // The group's short id: `sotto group list` shows which group it is.
     const std::string who = m.from == self ? "you" : sanitize(m.from, false);
-    return when + "  [group " + m.group.substr(0, 8) + "] " + who + " (device " +
-           std::to_string(m.device) + "): " + body + files;
+    const std::string line = when + "  [group " + m.group.substr(0, 8) + "] " + who + " (device " +
+                             std::to_string(m.device) + "): " + body + files;
+    return mentions_me ? highlight("@ " + line) : line;
   }
   if (m.outgoing) {
     const std::string who = m.from == self ? "you" : sanitize(m.from, false);
@@ -127,8 +139,9 @@ std::string message_text(const Message& m, const std::string& self) {
       line += " (device " + std::to_string(m.device) + ")";
     return line + " -> " + sanitize(m.conversation, false) + ": " + body + files;
   }
-  return when + "  " + sanitize(m.from, false) + " (device " + std::to_string(m.device) +
-         "): " + body + files;
+  const std::string line = when + "  " + sanitize(m.from, false) + " (device " +
+                           std::to_string(m.device) + "): " + body + files;
+  return mentions_me ? highlight("@ " + line) : line;
 }
 
 std::string event_text(const Event& e, const std::string& self) {

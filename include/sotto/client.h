@@ -175,8 +175,11 @@ struct Message {
 
   // The everyday message types (docs/messages.md).
   std::optional<MessageRef> quote;  // a reply to this message
-  std::string quote_text;           // the quoted excerpt, as the author sent it
+  std::string quote_text;           // the quoted excerpt: the original's current text (after
+                                    // an edit), empty once it was deleted for everyone
+  bool quote_deleted = false;       // the quoted message was deleted for everyone
   std::vector<Mention> mentions;
+  bool mentions_me = false;         // incoming: one of `mentions` names this account
   std::vector<Reaction> reactions;  // one per user
   bool edited = false;              // `body` is the newest of its author's edits
   std::uint64_t edited_at = 0;
@@ -510,6 +513,11 @@ class Client {
   // our Sender Key for the group.
   [[nodiscard]] Result<SendResult> send_group(const std::string& id, const std::string& body,
                                               const std::vector<Attachment>& attachments = {});
+  // The same with a quote, mentions (of members) and files; the message carries the group's
+  // disappearing timer. The everyday calls above (react, edit, remote_delete, mark_read,
+  // send_typing, history) take a group as the conversation "group:" + id.
+  [[nodiscard]] Result<SendResult> send_group(const std::string& id, const std::string& body,
+                                              const SendOptions& options);
   // The newest `limit` messages of a group (changes included as messages), oldest first.
   [[nodiscard]] Result<std::vector<Message>> group_history(const std::string& id,
                                                            std::size_t limit);

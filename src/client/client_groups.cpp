@@ -37,15 +37,20 @@ Result<Group> Client::group(const std::string& id) {
 
 Result<SendResult> Client::send_group(const std::string& id, const std::string& body,
                                       const std::vector<Attachment>& attachments) {
-  std::vector<std::string> pointers;
-  for (const auto& a : attachments) pointers.push_back(a.pointer);
-  auto sent = engine_->groups().send(id, body, pointers);
-  for (auto& p : pointers) client::wipe(p);
-  return sent;
+  SendOptions options;
+  options.attachments = attachments;
+  return send_group(id, body, options);
+}
+
+Result<SendResult> Client::send_group(const std::string& id, const std::string& body,
+                                      const SendOptions& options) {
+  // Through the conversations, so quotes, mentions and the group's timer go with it.
+  return engine_->conversations().send("group:" + id, body, options);
 }
 
 Result<std::vector<Message>> Client::group_history(const std::string& id, std::size_t limit) {
-  return engine_->groups().history(id, limit);
+  // With each message's state (quote, reactions, edits, receipts, expiry) and files.
+  return engine_->history("group:" + id, limit);
 }
 
 }  // namespace sotto

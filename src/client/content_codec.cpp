@@ -2,6 +2,7 @@
 
 #include "backup.pb.h"
 #include "client/attachment_format.h"
+#include "client/emoji.h"
 #include "client/text.h"
 #include "client/util.h"
 #include "content.pb.h"
@@ -55,9 +56,7 @@ bool read_extras(const content::DataMessage& d, const std::string& body, Message
     ++kinds;
     const auto& r = d.reaction();
     auto author = normalize_username(r.target_author());
-    const bool emoji_ok = r.remove() ? true
-                                     : !r.emoji().empty() && r.emoji().size() <= kMaxEmojiBytes &&
-                                           valid_utf8(r.emoji());
+    const bool emoji_ok = r.remove() ? true : why_not_one_emoji(r.emoji()).empty();
     if (!author || r.target_timestamp() == 0 || !emoji_ok) {
       why = "a reaction that is malformed";
       return false;

@@ -10,7 +10,9 @@
 #include "client/attachment_format.h"
 #include "client/attachment_history.h"
 #include "client/contacts.h"
+#include "client/emoji.h"
 #include "client/errors.h"
+#include "client/groups.h"
 #include "client/text.h"
 
 namespace sotto::client {
@@ -101,8 +103,7 @@ bool Conversations::read_receipts_locked() {
 Result<std::uint32_t> Conversations::timer(const std::string& user) {
   auto peer = conversation_of(user);
   if (!peer) return tl::unexpected(peer.error());
-  std::lock_guard crypto_lock(account_.crypto_mu);
-  return timer_locked(*peer);
+  return timer_for(*peer);
 }
 
 Result<void> Conversations::set_read_receipts(bool on) {
@@ -129,11 +130,11 @@ Result<bool> Conversations::read_receipts() {
 
 Result<std::string> Conversations::conversation_of(const std::string& user) {
   if (user.rfind("group:", 0) == 0) {
-    // A group's messages are kept under "group:" + its id (groups.h); these actions are not
-    // carried in groups yet (docs/groups.md).
-    return tl::unexpected(
-        invalid("not in a group yet: replies, reactions, edits, deletes, read receipts and "
-                "disappearing timers work in 1:1 conversations only"));
+    // A group's messages are kept under "group:" + its id (groups.h).
+    if (groups_ == nullptr) return tl::unexpected(invalid("groups are not available here"));
+    auto state = groups_->state(user.substr(6));
+    if (!state) return tl::unexpected(state.error());
+    return "group:" + to_hex(as_bytes(state->id()));
   }
   auto peer = normalize_username(user);
   if (!peer) return tl::unexpected(invalid("invalid username"));
@@ -158,6 +159,7 @@ Result<std::vector<Message>> Conversations::decorate(store::ClientStore& store,
   out.reserve(rows.size());
   for (const auto& row : rows) {
     Message m = to_message(row);
+    if (peer.rfind("group:", 0) == 0) m.group = peer.substr(6);
     if (auto it = states.find({row.sender, row.timestamp});
         it != states.end() && row.envelope_id.rfind(store::kNoticePrefix, 0) != 0) {
       apply_state(it->second, m);
@@ -176,7 +178,10 @@ Result<std::vector<Message>> Conversations::history(const std::string& user, std
   expire_due_if_free();
   auto rows = account_.store->messages(*peer, limit);
   if (!rows) return tl::unexpected(from_store(rows.error()));
-  return decorate(*account_.store, *peer, *rows, account_.clock.now_ms());
+  auto out = decorate(*account_.store, *peer, *rows, account_.clock.now_ms());
+  for (auto& row : *rows) wipe(row.body);
+  if (out) mark_mentions(*out, account_.username);
+  return out;
 }
 
 Result<Message> Conversations::find(const std::string& id) {
@@ -220,6 +225,7 @@ Result<Message> Conversations::find(const std::string& id) {
   if (decorated->empty()) {
     return tl::unexpected(make_error(ErrorCode::not_found, "that message has disappeared"));
   }
+  mark_mentions(*decorated, account_.username);
   return std::move(decorated->front());
 }
 
@@ -228,6 +234,11 @@ Result<Message> Conversations::find(const std::string& id) {
 Result<SendResult> Conversations::send_action(const std::string& conversation,
                                               content::Content& to_peer, content::Content& to_own,
                                               std::uint64_t timestamp) {
+  if (conversation.rfind("group:", 0) == 0) {
+    // One Sender Key message for every member device and our other devices alike.
+    return groups_->send_content(conversation.substr(6), to_peer, timestamp,
+                                 Groups::Fanout::everyone);
+  }
   return outbox_.send_contents(conversation, timestamp, &to_peer, &to_own);
 }
 
@@ -283,6 +294,17 @@ Result<SendResult> Conversations::send(const std::string& to, const std::string&
     }
     m.quote = MessageRef{*author, options.quote->timestamp};
     m.quote_text = excerpt((*quoted)->body, kQuoteExcerptBytes);
+    wipe((*quoted)->body);
+    MessageState quoted_state;
+    {
+      std::lock_guard crypto_lock(account_.crypto_mu);
+      if (!load(*peer, *author, options.quote->timestamp, quoted_state)) {
+        return tl::unexpected(from_store(store::ClientError::io));
+      }
+    }
+    if (quoted_state.deleted()) {
+      return tl::unexpected(invalid("the quoted message was deleted for everyone"));
+    }
   }
   if (options.mentions.size() > static_cast<std::size_t>(kMaxMentions)) {
     return tl::unexpected(invalid("too many mentions"));
@@ -294,11 +316,17 @@ Result<SendResult> Conversations::send(const std::string& to, const std::string&
     }
     m.mentions.push_back(Mention{*user, x.start, x.length});
   }
-  std::uint32_t timer = 0;
-  {
+  if (peer->rfind("group:", 0) == 0 && !m.mentions.empty()) {
     std::lock_guard crypto_lock(account_.crypto_mu);
-    timer = timer_locked(*peer);
+    for (const auto& x : m.mentions) {
+      if (!groups_->has_member_locked(peer->substr(6), x.user)) {
+        return tl::unexpected(invalid("a mention names " + x.user + ", who is not in the group"));
+      }
+    }
   }
+  auto timer_in_force = timer_for(*peer);
+  if (!timer_in_force) return tl::unexpected(timer_in_force.error());
+  const std::uint32_t timer = *timer_in_force;
   const std::uint64_t timestamp = outbox_.next_timestamp();
   content::Content data;
   auto* d = data.mutable_data();
@@ -354,8 +382,11 @@ Result<SendResult> Conversations::react(const std::string& conversation, const M
   if (!peer) return tl::unexpected(peer.error());
   auto author = normalize_username(target.author);
   if (!author) return tl::unexpected(invalid("the message's author is not a username"));
-  if (!remove && (emoji.empty() || emoji.size() > kMaxEmojiBytes || !valid_utf8(emoji))) {
-    return tl::unexpected(invalid("a reaction is one emoji (UTF-8, at most 64 bytes)"));
+  if (!remove) {
+    if (const std::string why = why_not_one_emoji(emoji); !why.empty()) {
+      return tl::unexpected(
+          invalid("a reaction is one emoji (such as 👍 or ❤️), and this is not: " + why));
+    }
   }
   auto found = account_.store->find_message(*peer, *author, target.timestamp);
   if (!found) return tl::unexpected(from_store(found.error()));
@@ -462,6 +493,14 @@ Result<SendResult> Conversations::set_timer(const std::string& user, std::uint32
   if (seconds > kMaxExpireTimer) {
     return tl::unexpected(invalid("a disappearing-message timer is at most one year"));
   }
+  if (peer->rfind("group:", 0) == 0) {
+    // A group's timer is part of its state: an admin's change (docs/groups.md).
+    GroupUpdate u;
+    u.expire_timer = seconds;
+    auto changed = groups_->update(peer->substr(6), u);
+    if (!changed) return tl::unexpected(changed.error());
+    return SendResult{outbox_.next_timestamp(), 0};
+  }
   const std::uint64_t timestamp = outbox_.next_timestamp();
   content::Content data;
   auto* d = data.mutable_data();
@@ -486,6 +525,13 @@ Result<void> Conversations::send_typing(const std::string& user, bool started) {
   typing.mutable_typing()->set_timestamp(timestamp);
   typing.mutable_typing()->set_action(started ? content::TypingMessage::STARTED
                                               : content::TypingMessage::STOPPED);
+  if (peer->rfind("group:", 0) == 0) {
+    // To the other members only, under the group's Sender Key; nothing is kept.
+    auto sent =
+        groups_->send_content(peer->substr(6), typing, timestamp, Groups::Fanout::others_only);
+    if (!sent) return tl::unexpected(sent.error());
+    return {};
+  }
   auto sent =
       outbox_.send_contents(*peer, timestamp, &typing, nullptr, account_.options.request_timeout);
   if (!sent) return tl::unexpected(sent.error());
@@ -496,6 +542,7 @@ Result<std::size_t> Conversations::mark_read(const std::string& user,
                                              const std::vector<std::uint64_t>& timestamps) {
   auto peer = conversation_of(user);
   if (!peer) return tl::unexpected(peer.error());
+  if (peer->rfind("group:", 0) == 0) return mark_read_in_group(*peer, timestamps);
   std::vector<std::uint64_t> marked;
   bool receipts_on = true;
   {
@@ -572,6 +619,10 @@ bool Conversations::receive(const ReceivedContent& c, Message base,
   m.quote = x.quote;
   m.quote_text = x.quote_text;
   m.mentions = x.mentions;
+  for (const auto& mention : m.mentions) {
+    m.mentions_me = m.mentions_me || (!m.outgoing && mention.user == account_.username);
+  }
+  if (m.quote && !current_quote(m.conversation, m)) return false;
   m.expire_timer = x.expire_timer;
   // Counted from sending for the author's devices, from reading for the recipient's.
   if (m.outgoing && x.expire_timer != 0) {
@@ -588,7 +639,9 @@ bool Conversations::receive(const ReceivedContent& c, Message base,
   if (stateful) fill_state(m, s);
   if (!m.outgoing) receipts.emplace_back(author, ts);
   if (!show(std::move(m))) return false;
-  return !stateful || save(peer, author, ts, s);
+  // A group message always has a state row: it tells it from the group's change notes, which
+  // share its history (group_messages.cpp, reading).
+  return (!stateful && peer.rfind("group:", 0) != 0) || save(peer, author, ts, s);
 }
 
 bool Conversations::apply_action(const ReceivedContent& c, const Message& base, bool journal_it) {
@@ -598,10 +651,13 @@ bool Conversations::apply_action(const ReceivedContent& c, const Message& base, 
   const auto journal = [&](Event& e) {
     if (!journal_it) return true;
     e.message.conversation = peer;
+    if (peer.rfind("group:", 0) == 0) e.message.group = peer.substr(6);
     e.user = author;
     return journal_.record(e).has_value();
   };
   if (x.expire_timer_update) {
+    // A group's timer changes with its state only (docs/groups.md), never by a message.
+    if (peer.rfind("group:", 0) == 0) return true;
     const std::uint32_t v = x.expire_timer;
     const std::array<std::uint8_t, 4> bytes{
         static_cast<std::uint8_t>(v >> 24), static_cast<std::uint8_t>(v >> 16),
@@ -687,6 +743,9 @@ bool Conversations::apply_action(const ReceivedContent& c, const Message& base, 
     s.clear_mentions();
   }
   if (!save(peer, author, target, s)) return false;
+  if (!update_quotes(peer, author, target, is_edit ? c.body : std::string(), !is_edit)) {
+    return false;
+  }
   Event e;
   e.kind = is_edit ? Event::Kind::edit : Event::Kind::remote_delete;
   e.targets = {MessageRef{author, target}};
@@ -701,16 +760,28 @@ bool Conversations::receive_receipt(const std::string& from, const ReceivedConte
   if (c.read && !read_receipts_locked()) return true;  // off: none shown (like Signal)
   const std::string& self = account_.username;
   const std::uint64_t now = account_.clock.now_ms();
-  Event e;
-  e.kind = Event::Kind::receipt;
-  e.read = c.read;
+  // One event per conversation: the 1:1 one with `from`, or a group's (a receipt for a group
+  // message comes 1:1 from the member, who must be in the group).
+  std::map<std::string, Event> events;
   for (auto ts : c.timestamps) {
+    std::string peer = from;
     auto found = account_.store->find_message(from, self, ts);
     if (!found) return false;
+    if (!found->has_value() && groups_ != nullptr) {
+      found = account_.store->find_message_by_ref(self, ts);
+      if (!found) return false;
+      if (found->has_value()) {
+        peer = (*found)->peer;
+        if (peer.rfind("group:", 0) != 0 || !groups_->has_member_locked(peer.substr(6), from)) {
+          wipe((*found)->body);
+          continue;
+        }
+      }
+    }
     if (!found->has_value()) continue;
     wipe((*found)->body);
     MessageState s;
-    if (!load(from, self, ts, s)) return false;
+    if (!load(peer, self, ts, s)) return false;
     MessageState::Receipt* r = nullptr;
     for (auto& existing : *s.mutable_receipts()) {
       if (existing.user() == from) r = &existing;
@@ -721,13 +792,19 @@ bool Conversations::receive_receipt(const std::string& from, const ReceivedConte
     }
     if (r->delivered_at() == 0) r->set_delivered_at(now);
     if (c.read && r->read_at() == 0) r->set_read_at(now);
-    if (!save(from, self, ts, s)) return false;
+    if (!save(peer, self, ts, s)) return false;
+    Event& e = events[peer];
     e.targets.push_back(MessageRef{self, ts});
   }
-  if (e.targets.empty()) return true;
-  e.user = from;
-  e.message.conversation = from;
-  return journal_.record(e).has_value();
+  for (auto& [peer, e] : events) {
+    e.kind = Event::Kind::receipt;
+    e.read = c.read;
+    e.user = from;
+    e.message.conversation = peer;
+    if (peer.rfind("group:", 0) == 0) e.message.group = peer.substr(6);
+    if (!journal_.record(e)) return false;
+  }
+  return true;
 }
 
 bool Conversations::receive_typing(const std::string& from, const ReceivedContent& c) {
@@ -745,10 +822,16 @@ bool Conversations::receive_read_sync(const ReceivedContent& c) {
   const std::uint64_t now = account_.clock.now_ms();
   for (const auto& ref : c.reads) {
     // In a 1:1 conversation, a message read is the other user's: the conversation is theirs.
-    const std::string& peer = ref.author;
+    std::string peer = ref.author;
     auto found = account_.store->find_message(peer, ref.author, ref.timestamp);
     if (!found) return false;
-    if (!found->has_value()) continue;
+    if (!found->has_value()) {
+      // A group message: its conversation is the group's.
+      found = account_.store->find_message_by_ref(ref.author, ref.timestamp);
+      if (!found) return false;
+      if (!found->has_value() || (*found)->peer.rfind("group:", 0) != 0) continue;
+      peer = (*found)->peer;
+    }
     wipe((*found)->body);
     MessageState s;
     if (!load(peer, ref.author, ref.timestamp, s)) return false;

@@ -35,6 +35,8 @@
 
 namespace sotto::client {
 
+class Groups;
+
 // How long set_read_receipts() tries to tell the account's other devices.
 inline constexpr std::chrono::seconds kSettingsSyncTimeout{5};
 // The excerpt of a quoted message a reply carries.
@@ -51,6 +53,11 @@ class Conversations {
   Conversations(Account& account, Outbox& outbox, Journal& journal)
       : account_(account), outbox_(outbox), journal_(journal) {}
   ~Conversations() { stop(); }
+  // A conversation "group:" + id is a group's (groups.h): what is sent in it goes through the
+  // group's Sender Key. Set once, before anything is sent or received.
+  void set_groups(Groups* groups) { groups_ = groups; }
+  // Sets Message::mentions_me on the incoming messages that mention `self`.
+  static void mark_mentions(std::vector<Message>& messages, const std::string& self);
 
   // --- sending (each applied to this device's store once the server has it) ---
   [[nodiscard]] Result<SendResult> send(const std::string& to, const std::string& body,
@@ -131,12 +138,24 @@ class Conversations {
   // device's store, as our other devices apply its copy.
   void apply_own(const std::string& peer, std::uint64_t timestamp, ReceivedContent& c);
   [[nodiscard]] Result<std::string> conversation_of(const std::string& user);
+  // The disappearing timer a new message in `peer` carries (a group's is its state's).
+  // REQUIRES: crypto_mu not held.
+  [[nodiscard]] Result<std::uint32_t> timer_for(const std::string& peer);
+  // Keeps the quotes of the message (author, ts) in `peer` in step with it: after an edit they
+  // show its new text (`body`), after a delete (`deleted`) no text. REQUIRES: crypto_mu held.
+  [[nodiscard]] bool update_quotes(const std::string& peer, const std::string& author,
+                                   std::uint64_t ts, const std::string& body, bool deleted);
+  // A received quote of (author, ts) in `peer` as the original is now. REQUIRES: crypto_mu held.
+  [[nodiscard]] bool current_quote(const std::string& peer, Message& m);
+  [[nodiscard]] Result<std::size_t> mark_read_in_group(
+      const std::string& peer, const std::vector<std::uint64_t>& timestamps);
   [[nodiscard]] std::uint32_t timer_locked(const std::string& peer);
   [[nodiscard]] bool read_receipts_locked();
 
   Account& account_;
   Outbox& outbox_;
   Journal& journal_;
+  Groups* groups_ = nullptr;
 
   std::mutex expiry_mu_;
   std::condition_variable expiry_cv_;

@@ -6,6 +6,7 @@
 
 #include "client/attachment_history.h"
 #include "client/errors.h"
+#include "client/group_codec.h"
 #include "client/provisioning.h"
 #include "content.pb.h"
 
@@ -53,6 +54,8 @@ Engine::Engine(std::unique_ptr<Account> account)
       listener_(*account_, link_, inbox_, keys_, devices_, blocks_, journal_),
       groups_(*account_, link_, sessions_, outbox_, journal_) {
   inbox_.set_groups(&groups_);
+  groups_.set_conversations(&conversations_);
+  conversations_.set_groups(&groups_);
   // The next key the operator announced, if any (server_link.h).
   if (auto next = account_->store->load_value(kNextPinValue); next && next->has_value()) {
     Server s = account_->server();
@@ -180,18 +183,29 @@ Result<std::vector<Message>> Engine::read_history(const Options& options,
     }
     name = names.front();
   }
-  auto peer = normalize_username(user);
-  if (!peer) return tl::unexpected(make_error(ErrorCode::invalid_argument, "invalid username"));
+  std::optional<std::string> peer;
+  if (user.rfind("group:", 0) == 0) {
+    // A group's conversation (docs/groups.md).
+    if (auto id = parse_group_id(user.substr(6))) peer = "group:" + to_hex(*id);
+  } else {
+    peer = normalize_username(user);
+  }
+  if (!peer) {
+    return tl::unexpected(make_error(ErrorCode::invalid_argument,
+                                     "invalid username (or group:ID, with 64 hex digits)"));
+  }
   auto store = store::ClientStore::open_read_only(options.data_dir, name, options.passphrase);
   if (!store) return tl::unexpected(from_store(store.error()));
   auto list = (*store)->messages(*peer, limit);
   if (!list) return tl::unexpected(from_store(list.error()));
   // Disappeared messages are left out (this reader cannot remove them; the account's owner does).
-  return Conversations::decorate(
+  auto out = Conversations::decorate(
       **store, *peer, *list,
       static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count()));
+  if (out) Conversations::mark_mentions(*out, name);
+  return out;
 }
 
 // --- adding a device ---------------------------------------------------------------------------

@@ -329,78 +329,32 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
     content::Content c;
     const ByteView bytes = plain->view();
     if (bytes.size() > kMaxContentBytes ||
-        !c.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) || !c.has_data()) {
+        !c.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) ||
+        (!c.has_data() && !c.has_edit() && !c.has_typing())) {
       r.failure = "a group message whose content cannot be read";
       return false;
     }
-    content::DataMessage* d = c.mutable_data();
-    const auto done = [&] {
-      wipe(*d->mutable_body());
-      return true;
-    };
-    if (!d->has_group() || to_hex(as_bytes(d->group().id())) != *group) {
+    // The group the content names (where its kind keeps it) must be the key's.
+    const std::string named = c.has_typing() ? c.typing().group_id()
+                              : c.has_edit() ? c.edit().data().group().id()
+                                             : c.data().group().id();
+    const bool change = c.has_data() && c.data().has_group_change();
+    // What is shown is read again from the plaintext (group_messages.cpp).
+    if (c.has_data()) wipe(*c.mutable_data()->mutable_body());
+    if (c.has_edit()) wipe(*c.mutable_edit()->mutable_data()->mutable_body());
+    if (named.size() != kGroupIdBytes || to_hex(as_bytes(named)) != *group) {
       r.failure = "a group message that names another group than its key's";
       return false;
     }
-    if (d->has_group_change()) {
+    if (change) {
       r.failure = "a group change sent under a Sender Key (changes come in 1:1 sessions only)";
       return false;
     }
-    // The files it carries that can be fetched (others are dropped, as in 1:1 messages).
-    std::vector<std::string> pointers;
-    for (auto& p : *d->mutable_attachments()) {
-      drop_bad_thumbnail(p);
-      if (pointers.size() < kMaxAttachmentsPerMessage && check_pointer(p).empty()) {
-        pointers.push_back(p.SerializeAsString());
-      }
-      wipe(*p.mutable_key());
+    if (!receive_content(bytes, *group, *source, device, id, base, r.receipts)) {
+      return fail_store();
     }
-    const auto wipe_pointers = [&] {
-      for (auto& p : pointers) wipe(p);
-    };
-    if ((d->body().empty() && pointers.empty()) || d->body().size() > kMaxBodyBytes ||
-        !valid_utf8(d->body())) {
-      wipe_pointers();
-      if (!account_.store->mark_envelope(id, content_hash)) return fail_store();
-      return done();  // nothing this version shows (a reaction, a later kind of message)
-    }
-    auto seen = account_.store->has_message(peer_of(*group), *source, device, d->timestamp());
-    if (!seen) return fail_store();
-    if (!*seen) {
-      store::StoredMessage row{id,
-                               peer_of(*group),
-                               *source,
-                               device,
-                               d->timestamp(),
-                               d->body(),
-                               *source == account_.username};
-      const bool added = account_.store->add_message(row).has_value() &&
-                         (pointers.empty() ||
-                          save_message_attachments(*account_.store, row.envelope_id, pointers));
-      wipe(row.body);
-      if (!added) {
-        wipe_pointers();
-        return fail_store();
-      }
-      Event e;
-      e.kind = Event::Kind::message;
-      e.message = base;
-      e.message.body = d->body();
-      e.message.timestamp = d->timestamp();
-      e.message.conversation = peer_of(*group);
-      e.message.group = *group;
-      e.message.outgoing = *source == account_.username;
-      for (const auto& p : pointers) e.message.attachments.push_back(public_attachment(p));
-      const bool recorded = journal_.record(e).has_value();
-      wipe(e.message.body);
-      if (!recorded) {
-        wipe_pointers();
-        return fail_store();
-      }
-    }
-    wipe_pointers();
     if (!account_.store->mark_envelope(id, content_hash)) return fail_store();
-    return done();
+    return true;
   });
   if (!committed) r.store_error = true;
   return r;
@@ -451,13 +405,43 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body,
   if (!valid_utf8(body)) {
     return tl::unexpected(invalid("the message is not valid UTF-8 text; nothing was sent"));
   }
-  std::lock_guard lock(mu_);
   auto resolved = resolve(id);
   if (!resolved) return tl::unexpected(resolved.error());
   const std::string hex = *resolved;
   const std::string& self = account_.username;
   const std::uint64_t timestamp = outbox_.next_timestamp();
+  content::Content c;
+  c.mutable_data()->set_body(body);
+  c.mutable_data()->set_timestamp(timestamp);
+  for (const auto& a : attachments) {
+    if (!c.mutable_data()->add_attachments()->ParseFromString(a)) {
+      return tl::unexpected(invalid("malformed attachment"));
+    }
+  }
+  auto sent = send_content(hex, c, timestamp, Fanout::everyone);
+  for (auto& a : *c.mutable_data()->mutable_attachments()) wipe(*a.mutable_key());
+  wipe(*c.mutable_data()->mutable_body());
+  if (!sent) return sent;
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  store::StoredMessage row{"local-" + to_hex(new_message_id(timestamp, account_.rng)),
+                           peer_of(hex),
+                           self,
+                           account_.device_id,
+                           timestamp,
+                           body,
+                           true};
+  (void)account_.store->add_message(row);  // sent; a history failure must not say otherwise
+  if (!attachments.empty()) {
+    (void)save_message_attachments(*account_.store, row.envelope_id, attachments);
+  }
+  wipe(row.body);
+  return sent;
+}
 
+Result<SendResult> Groups::send_content(const std::string& hex, content::Content& message,
+                                        std::uint64_t timestamp, Fanout fanout) {
+  std::lock_guard lock(mu_);
+  const std::string& self = account_.username;
   content::GroupState state;
   std::string ciphertext;
   std::string distribution;  // our chain as it is before this message (Content, padded)
@@ -478,19 +462,16 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body,
     dist.set_sender_key_group_id(state.id());
     distribution = encode_padded(dist);
 
-    content::Content c;
-    c.mutable_data()->set_body(body);
-    c.mutable_data()->set_timestamp(timestamp);
-    c.mutable_data()->mutable_group()->set_id(state.id());
-    c.mutable_data()->mutable_group()->set_revision(state.revision());
-    for (const auto& a : attachments) {
-      if (!c.mutable_data()->add_attachments()->ParseFromString(a)) {
-        return tl::unexpected(invalid("malformed attachment"));
-      }
+    // The group this is for, where the kind of content keeps it.
+    if (message.has_typing()) {
+      message.mutable_typing()->set_group_id(state.id());
+    } else {
+      auto* g = message.has_edit() ? message.mutable_edit()->mutable_data()->mutable_group()
+                                   : message.mutable_data()->mutable_group();
+      g->set_id(state.id());
+      g->set_revision(state.revision());
     }
-    std::string plaintext = encode_padded(c);
-    for (auto& a : *c.mutable_data()->mutable_attachments()) wipe(*a.mutable_key());
-    wipe(*c.mutable_data()->mutable_body());
+    std::string plaintext = encode_padded(message);
     auto ct = protocol::group_encrypt(own, as_bytes(plaintext), *account_.store, account_.rng);
     wipe(plaintext);
     if (!ct) return tl::unexpected(from_protocol(ct.error()));
@@ -503,7 +484,9 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body,
   const auto deadline = SteadyClock::now() + account_.options.send_timeout;
   const auto message_id = new_message_id(timestamp, account_.rng);
   std::vector<std::string> members;
-  for (const auto& m : state.members()) members.push_back(m.user());
+  for (const auto& m : state.members()) {
+    if (fanout == Fanout::everyone || m.user() != self) members.push_back(m.user());
+  }
   std::size_t devices_sent = 0;
   std::optional<Error> last_error;
   for (int round = 0;; ++round) {
@@ -647,12 +630,6 @@ Result<SendResult> Groups::send(const std::string& id, const std::string& body,
       if (!ok) return tl::unexpected(ok.error());
       if (!reported) return tl::unexpected(reported.error());
     }
-  }
-  store::StoredMessage row{
-      "local-" + to_hex(message_id), peer_of(hex), self, account_.device_id, timestamp, body, true};
-  (void)account_.store->add_message(row);  // sent; a history failure must not say otherwise
-  if (!attachments.empty()) {
-    (void)save_message_attachments(*account_.store, row.envelope_id, attachments);
   }
   return SendResult{timestamp, devices_sent};
 }

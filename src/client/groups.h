@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "client/account.h"
+#include "client/conversations.h"
 #include "client/journal.h"
 #include "client/multi_send.h"
 #include "client/outbox.h"
@@ -91,6 +92,8 @@ class Groups {
   struct EnvelopeResult {
     bool store_error = false;
     std::optional<std::string> failure;
+    // Delivery receipts to send (1:1, to the authors) once the envelope is processed.
+    std::vector<std::pair<std::string, std::uint64_t>> receipts;
   };
   [[nodiscard]] EnvelopeResult on_sender_key_message(const svc::Envelope& envelope,
                                                      const std::string& id, const Message& base,
@@ -100,6 +103,25 @@ class Groups {
   // listed device, in one MultiSendRequest (multi_send.h) that the server stores once. Every
   // recipient's list is checked whole (our own account's too, when listed); any mismatch stores
   // nothing. `message_id` is the same for every retry of one message.
+  // --- the everyday message types in groups (group_messages.cpp; docs/groups.md) ---
+  // Who a group content goes to: every member device and our other devices, or (typing) the
+  // other members' devices only.
+  enum class Fanout { everyone, others_only };
+  // Encrypts `content` once with our Sender Key for the group `hex` (its DataMessage's or
+  // EditMessage's GroupContext, or its TypingMessage's group_id, are set here) and sends it in
+  // one MultiSendRequest, as a group text is sent.
+  [[nodiscard]] Result<SendResult> send_content(const std::string& hex,
+                                                wire::content::Content& content,
+                                                std::uint64_t timestamp, Fanout fanout);
+  // The group `id` names (64 hex digits), as this device holds it; not_found when unknown.
+  [[nodiscard]] Result<wire::content::GroupState> state(const std::string& id);
+  // Whether `user` is a member of the group `hex` as this device holds it.
+  // REQUIRES: crypto_mu held.
+  [[nodiscard]] bool has_member_locked(const std::string& hex, const std::string& user);
+  // The texts, reactions, edits, deletes and typing of group messages go through
+  // `conversations` (set once, before the first envelope).
+  void set_conversations(Conversations* conversations) { conversations_ = conversations; }
+
   [[nodiscard]] Result<SharedOutcome> send_shared(const ConnectionPtr& c,
                                                   const std::vector<SharedRecipient>& recipients,
                                                   const std::string& ciphertext,
@@ -127,12 +149,20 @@ class Groups {
   // after it. REQUIRES: mu_ held.
   [[nodiscard]] Result<State> author(const std::string& hex, Change change);
   [[nodiscard]] Result<std::string> resolve(const std::string& id);
+  // A decrypted group content from `source`'s `device` in the group `hex` (group_messages.cpp):
+  // shown or applied through the Conversations, in the caller's store transaction. False: the
+  // store failed. REQUIRES: crypto_mu held.
+  [[nodiscard]] bool receive_content(ByteView plaintext, const std::string& hex,
+                                     const std::string& source, std::uint32_t device,
+                                     const std::string& id, const Message& base,
+                                     std::vector<std::pair<std::string, std::uint64_t>>& receipts);
 
   Account& account_;
   ServerLink& link_;
   Sessions& sessions_;
   Outbox& outbox_;
   Journal& journal_;
+  Conversations* conversations_ = nullptr;
   std::mutex mu_;
   // Registration ids of member devices as our sessions have them ("user device"), so that a
   // group message does not unseal every session record; a wrong one is reported by the server

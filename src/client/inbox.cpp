@@ -100,6 +100,7 @@ bool Inbox::handle(const svc::Envelope& envelope) {
     if (r.store_error) return false;
     if (r.failure && !record_failure(envelope, id, base, *r.failure)) return false;
     acknowledge(envelope.id());
+    if (!r.receipts.empty()) conversations_.send_delivery_receipts(r.receipts);
     return true;
   }
 

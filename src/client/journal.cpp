@@ -43,6 +43,7 @@ Bytes encode_event(const Event& e) {
   j.set_read(e.read);
   j.set_typing(e.typing);
   j.set_expire_timer(e.expire_timer);
+  j.set_mentions_me(e.message.mentions_me);
   if (has_state(e.message)) fill_state(e.message, *j.mutable_state());
   Bytes out(j.ByteSizeLong());
   j.SerializeWithCachedSizesToArray(out.data());
@@ -84,6 +85,7 @@ std::optional<Event> decode_event(ByteView record) {
   e.typing = j.typing();
   e.expire_timer = j.expire_timer();
   if (j.has_state()) apply_state(j.state(), e.message);
+  e.message.mentions_me = j.mentions_me();
   crypto::secure_wipe(j.mutable_body()->data(), j.body().size());
   for (auto& a : *j.mutable_attachments()) crypto::secure_wipe(a.data(), a.size());
   return e;

@@ -12,10 +12,12 @@ bool has_state(const Message& m) {
 void fill_state(const Message& m, MessageState& s) {
   s.clear_quote();
   s.clear_quote_text();
+  s.clear_quote_deleted();
   if (m.quote) {
     s.mutable_quote()->set_author(m.quote->author);
     s.mutable_quote()->set_timestamp(m.quote->timestamp);
     s.set_quote_text(m.quote_text);
+    s.set_quote_deleted(m.quote_deleted);
   }
   s.clear_mentions();
   for (const auto& x : m.mentions) {
@@ -49,9 +51,11 @@ void fill_state(const Message& m, MessageState& s) {
 void apply_state(const MessageState& s, Message& m) {
   m.quote.reset();
   m.quote_text.clear();
+  m.quote_deleted = false;
   if (s.has_quote()) {
     m.quote = MessageRef{s.quote().author(), s.quote().timestamp()};
     m.quote_text = s.quote_text();
+    m.quote_deleted = s.quote_deleted();
   }
   m.mentions.clear();
   for (const auto& x : s.mentions()) m.mentions.push_back(Mention{x.user(), x.start(), x.length()});

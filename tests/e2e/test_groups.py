@@ -7,7 +7,9 @@ processes, in the style of test_e2e.py (whose Server and Client this file uses).
 
 import json
 import os
+import sqlite3
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -19,6 +21,16 @@ def group_events(events, kind):
     return [e for e in events if e.get("type") == kind]
 
 
+def eventually(predicate, timeout=60):
+    """Waits for a condition (not for a time): the timers run on the clients' clocks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
 class GroupE2ETest(unittest.TestCase):
     # The set-up of test_e2e.py's tests (a server of its own, clients in a temporary directory),
     # without its tests.
@@ -26,6 +38,7 @@ class GroupE2ETest(unittest.TestCase):
     tearDown = base.E2ETest.tearDown
     _outcome_ok = base.E2ETest._outcome_ok
     client = base.E2ETest.client
+    link = base.E2ETest.link
 
     def register(self, *names):
         out = []
@@ -63,9 +76,9 @@ class GroupE2ETest(unittest.TestCase):
             msgs = c.messages()
             self.assertEqual([(m["body"], m["group"], m["from"]) for m in msgs],
                              [("hello team", gid, "bob")])
-        # Reactions, edits and deletes are 1:1 only for now, and the error says so.
+        # A reaction is one emoji: "+1" is refused, and the error says so.
         err = carol.fails("react", "bob:%d" % msgs[0]["timestamp"], "+1", code="invalid_argument")
-        self.assertIn("1:1 conversations only", err["message"])
+        self.assertIn("one emoji", err["message"])
         # Human receive shows the group.
         alice.ok("send", "--group", gid, "from alice")
         r = carol.run("receive", "--timeout", "20", json_output=False)
@@ -155,6 +168,175 @@ class GroupE2ETest(unittest.TestCase):
         # Neither text nor file: one clear error.
         alice.fails("send", "--group", gid, code="invalid_argument")
 
+    def history(self, c, gid):
+        return base.parse_lines(c.ok("history", "--group", gid, "--limit", "0").stdout)
+
+    def message(self, c, gid, author, ts):
+        found = [m for m in self.history(c, gid) if m["from"] == author and m["timestamp"] == ts]
+        self.assertEqual(len(found), 1, found)
+        return found[0]
+
+    def test_everyday_message_types_in_a_group(self):
+        # Three members, bob with two devices: what one does reaches every member's every device
+        # and the author's other device.
+        alice, bob, carol = self.register("alice", "bob", "carol")
+        bob2, _ = self.link(bob, "bob2")
+        gid = json.loads(alice.ok("group", "create", "team", "--member", "bob",
+                                  "--member", "carol").stdout)["groupId"]
+        for c in (bob, bob2, carol):
+            self.assertEqual(len(group_events(c.receive(), "group_changed")), 1)
+        devices = {"alice": alice, "bob": bob, "bob2": bob2, "carol": carol}
+
+        # A message; each recipient's device says it arrived (1:1, to bob's devices).
+        hello = json.loads(bob.ok("send", "--group", gid, "hello team").stdout)["timestamp"]
+        for c in (alice, bob2, carol):
+            self.assertEqual([m["body"] for m in c.messages()], ["hello team"])
+        receipts = group_events(bob.receive(), "receipt")
+        self.assertEqual(sorted(r["user"] for r in receipts), ["alice", "carol"])
+        for r in receipts:
+            self.assertEqual(r["receiptType"], "delivery")
+            self.assertEqual(r["conversation"], "group:" + gid)
+        m = self.message(bob, gid, "bob", hello)
+        self.assertEqual(sorted(r["user"] for r in m["receipts"]), ["alice", "carol"])
+        self.assertTrue(all(r["deliveredAt"] > 0 for r in m["receipts"]))
+        self.assertIn("✓✓ delivered", bob.ok("history", "--group", gid,
+                                            json_output=False).stdout)
+
+        # A reply with a quote and a mention of bob (flagged on his devices only).
+        carol.ok("send", "--group", gid, "@bob welcome", "--quote", "bob:%d" % hello,
+                 "--mention", "bob")
+        carol.fails("send", "--group", gid, "@dave hi", "--mention", "dave",
+                    code="invalid_argument")
+        for name, c in devices.items():
+            if name == "carol":
+                continue
+            [m] = c.messages()
+            self.assertEqual(m["quote"], {"author": "bob", "timestamp": hello,
+                                          "text": "hello team"})
+            self.assertEqual(m["mentions"], [{"user": "bob", "start": 0, "length": 4}])
+            self.assertEqual(m.get("mentionsMe", False), name.startswith("bob"), name)
+        reply = [m for m in self.history(bob, gid) if m["from"] == "carol"][0]["timestamp"]
+        self.assertIn("mentions YOU", bob.ok("history", "--group", gid,
+                                             json_output=False).stdout)
+
+        # A reaction by its id alone; one emoji only.
+        alice.ok("react", str(hello), "\U0001F44D")
+        alice.fails("react", str(hello), "ok", code="invalid_argument")
+        for name, c in devices.items():
+            if name != "alice":
+                self.assertEqual([e["emoji"] for e in group_events(c.receive(), "reaction")],
+                                 ["\U0001F44D"], name)
+            m = self.message(c, gid, "bob", hello)
+            self.assertEqual([(r["user"], r["emoji"]) for r in m["reactions"]],
+                             [("alice", "\U0001F44D")], name)
+
+        # An edit from bob's second device: everywhere, and the reply's quote follows it.
+        bob2.ok("edit", "bob:%d" % hello, "hello, team")
+        for name, c in devices.items():
+            if name != "bob2":
+                self.assertEqual(len(group_events(c.receive(), "edit")), 1, name)
+            m = self.message(c, gid, "bob", hello)
+            self.assertEqual((m["body"], m["edited"]), ("hello, team", True), name)
+            self.assertEqual(self.message(c, gid, "carol", reply)["quote"]["text"],
+                             "hello, team", name)
+
+        # Read receipts: alice reads the group; bob's devices see who read what.
+        self.assertEqual(json.loads(alice.ok("read", "--group", gid).stdout)["read"], 2)
+        got = group_events(bob.receive(), "receipt")
+        self.assertEqual([(r["receiptType"], r["user"]) for r in got], [("read", "alice")])
+        read = {r["user"]: r["readAt"] for r in self.message(bob, gid, "bob", hello)["receipts"]}
+        self.assertGreater(read["alice"], 0)
+        self.assertEqual(read["carol"], 0)
+        bob2.receive()
+
+        # A delete for everyone: the text is gone from every device, the reply says so.
+        bob.ok("delete", str(hello))
+        carol.fails("delete", "bob:%d" % hello, code="invalid_argument")
+        for name, c in devices.items():
+            if name != "bob":
+                self.assertEqual(len(group_events(c.receive(), "remote_delete")), 1, name)
+            m = self.message(c, gid, "bob", hello)
+            self.assertEqual((m["body"], m.get("deleted")), ("", True), name)
+            q = self.message(c, gid, "carol", reply)["quote"]
+            self.assertEqual((q["text"], q.get("deleted")), ("", True), name)
+        self.assertIn("[the original was deleted]",
+                      alice.ok("history", "--group", gid, json_output=False).stdout)
+        for c in devices.values():
+            for e in c.receive():
+                self.assertNotEqual(e.get("type"), "error", e)
+
+    def test_group_disappearing_messages_go_from_every_store(self):
+        alice, bob, carol = self.register("alice", "bob", "carol")
+        bob2, _ = self.link(bob, "bob2")
+        gid = json.loads(alice.ok("group", "create", "brief", "--member", "bob",
+                                  "--member", "carol").stdout)["groupId"]
+        alice.ok("group", "timer", gid, "1")
+        for c in (bob, bob2, carol):
+            self.assertEqual(len(group_events(c.receive(), "group_changed")), 2)
+            self.assertEqual(json.loads(c.ok("group", "info", gid).stdout)["expireTimer"], 1)
+
+        secret = "group-vanishing-plaintext-5521"
+        ts = json.loads(alice.ok("send", "--group", gid, secret).stdout)["timestamp"]
+        for c in (bob, bob2, carol):
+            [m] = c.messages()
+            self.assertEqual(m["expireTimer"], 1)
+
+        def gone(c):
+            return all(secret not in m["body"] for m in self.history(c, gid))
+
+        # The sender's copy goes a second after sending; a recipient's a second after reading
+        # (bob reads on one device, his other one hears).
+        self.assertTrue(eventually(lambda: gone(alice)))
+        self.assertFalse(gone(bob))
+        self.assertFalse(gone(carol))
+        bob.ok("read", "--group", gid)
+        bob2.receive()
+        carol.ok("read", "--group", gid)
+        for c in (bob, bob2, carol):
+            self.assertTrue(eventually(lambda: gone(c)))
+        # Nothing in the store files holds it, in the clear or in a table's rows.
+        for name, c in (("alice", alice), ("bob", bob), ("bob", bob2), ("carol", carol)):
+            for f in os.listdir(c.data):
+                path = os.path.join(c.data, f)
+                if os.path.isfile(path):
+                    with open(path, "rb") as fh:
+                        self.assertNotIn(secret.encode(), fh.read(), path)
+            db = sqlite3.connect(os.path.join(c.data, name + ".db"))
+            try:
+                for table in ("messages", "message_state", "sent_log"):
+                    count = db.execute("SELECT COUNT(*) FROM %s WHERE timestamp = ?" % table,
+                                       (ts,)).fetchone()[0]
+                    self.assertEqual(count, 0, (c.data, table))
+            finally:
+                db.close()
+
+    def test_chat_in_a_group_shows_and_sends(self):
+        alice, bob = self.register("alice", "bob")
+        gid = json.loads(alice.ok("group", "create", "pair", "--member", "bob").stdout)["groupId"]
+        bob.receive()
+        hello = json.loads(alice.ok("send", "--group", gid, "hello @bob", "--mention",
+                                    "bob").stdout)["timestamp"]
+        self.assertEqual(len(bob.messages()), 1)
+        path = os.path.join(self.root, "note.txt")
+        with open(path, "w") as f:
+            f.write("a file from the chat\n")
+        r = bob.run("chat", "--group", gid, stdin="/history\n/attach %s the caption\nhi\n/quit\n"
+                    % path, timeout=90)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = base.parse_lines(r.stdout)
+        shown = [o for o in out if o.get("type") == "history"]
+        self.assertEqual([(m["body"], m.get("mentionsMe")) for m in shown
+                          if m["timestamp"] == hello], [("hello @bob", True)])
+        self.assertEqual(len([o for o in out if o.get("type") == "sent"]), 2)
+        # Opening the chat read alice's message: she hears; the file and the text arrive.
+        events = alice.receive()
+        self.assertIn(("read", "bob"), [(e["receiptType"], e["user"])
+                                        for e in group_events(events, "receipt")])
+        msgs = group_events(events, "message")
+        self.assertEqual(sorted(m["body"] for m in msgs), ["", "hi"])
+        [f] = [m for m in msgs if m["body"] == ""][0]["attachments"]
+        self.assertEqual(f["fileName"], "note.txt")
+
     def test_chat_in_a_group(self):
         alice, bob = self.register("alice", "bob")
         gid = json.loads(alice.ok("group", "create", "pair", "--member", "bob").stdout)["groupId"]
@@ -215,6 +397,45 @@ class GroupDaemonTest(unittest.TestCase):
         self.assertEqual(left["groupId"], gid)
         joined = bot.call("joinGroup", {"uri": "not a link"})
         self.assertIn("error", joined)
+        self.stop_daemon(p)
+
+    def test_everyday_methods_with_group_id(self):
+        alice, bob = (base.Client(self.root, n) for n in ("alice", "bob"))
+        for c, n in ((alice, "alice"), (bob, "bob")):
+            c.register(n, self.server)
+        gid = json.loads(bob.ok("group", "create", "g", "--member", "alice").stdout)["groupId"]
+        hello = json.loads(bob.ok("send", "--group", gid, "hello bot").stdout)["timestamp"]
+        p, path = self.start_daemon(alice)
+        bot = self.connect(path)
+        bot.notification(lambda params: params.get("type") == "message"
+                         and params.get("body") == "hello bot")
+        r = bot.result("send", {"groupId": gid, "message": "@bob yes", "quoteTimestamp": hello,
+                                "quoteAuthor": "bob", "mention": "0:4:bob"})
+        self.assertEqual(r["results"][0]["groupId"], gid)
+        reply = r["timestamp"]
+        bot.result("sendReaction", {"groupId": gid, "emoji": "\U0001F44D",
+                                    "targetAuthor": "bob", "targetTimestamp": hello})
+        bad = bot.call("sendReaction", {"groupId": gid, "emoji": "yes",
+                                        "targetAuthor": "bob", "targetTimestamp": hello})
+        self.assertIn("one emoji", bad["error"]["message"])
+        bot.result("send", {"groupId": gid, "message": "@bob yes!", "editTimestamp": reply})
+        self.assertEqual(bot.result("sendReceipt", {"groupId": gid, "targetTimestamps": [hello],
+                                                    "type": "read"})["read"], 1)
+        bot.result("sendTyping", {"groupId": gid})
+        events = bob.receive()
+        [m] = group_events(events, "message")
+        self.assertEqual((m["quote"]["timestamp"], m["mentionsMe"]), (hello, True))
+        self.assertEqual([e["emoji"] for e in group_events(events, "reaction")], ["\U0001F44D"])
+        self.assertEqual([e["body"] for e in group_events(events, "edit")], ["@bob yes!"])
+        self.assertIn("read", [e["receiptType"] for e in group_events(events, "receipt")])
+        typing = group_events(events, "typing")
+        self.assertEqual([(t["user"], t["conversation"]) for t in typing],
+                         [("alice", "group:" + gid)])
+        bot.result("remoteDelete", {"groupId": gid, "targetTimestamp": reply})
+        history = bot.result("history", {"groupId": gid})
+        mine = [m for m in history if m["timestamp"] == reply]
+        self.assertEqual((mine[0]["body"], mine[0]["deleted"]), ("", True))
+        self.assertEqual(len(group_events(bob.receive(), "remote_delete")), 1)
         self.stop_daemon(p)
 
 

@@ -209,6 +209,21 @@ class MessagesTest(unittest.TestCase):
         alice.receive()
         self.assertEqual(json.loads(alice.ok("disappearing", "bob").stdout)["expireTimer"], 0)
 
+    def test_chat_sends_a_file_with_attach(self):
+        alice, bob = self.pair()
+        path = os.path.join(self.root, "report.txt")
+        with open(path, "w") as f:
+            f.write("the report\n")
+        r = alice.run("chat", "bob", stdin="/attach %s this week\n/attach /no/such/file\n/quit\n"
+                      % path, timeout=90)
+        self.assertEqual(r.returncode, 1, r.stderr)  # the second file was not sent
+        out = parse_lines(r.stdout)
+        self.assertEqual(len(events_of(out, "sent")), 1)
+        self.assertIn("no such file", [o for o in out if "error" in o][0]["error"]["message"])
+        [m] = events_of(bob.receive(), "message")
+        [f] = m["attachments"]
+        self.assertEqual((f["fileName"], f["caption"]), ("report.txt", "this week"))
+
     # --- the daemon ----------------------------------------------------------------------------
 
     def start_daemon(self, client):

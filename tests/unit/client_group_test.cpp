@@ -10,6 +10,7 @@
 #include <future>
 #include <map>
 
+#include "client/emoji.h"
 #include "client/engine.h"
 #include "client/group_codec.h"
 #include "content.pb.h"
@@ -691,6 +692,300 @@ TEST_F(ClientGroupTest, AMalformedChangeChangesNothing) {
   auto groups = bob.groups().list();
   ASSERT_TRUE(groups);
   EXPECT_TRUE(groups->empty());
+}
+
+// --- the everyday message types in groups (docs/groups.md) ----------------------------------
+
+const Event* find_event(const std::vector<Event>& events, Event::Kind kind) {
+  for (const auto& e : events) {
+    if (e.kind == kind) return &e;
+  }
+  return nullptr;
+}
+
+Message group_message(Engine& e, const std::string& id, const std::string& author,
+                      std::uint64_t ts) {
+  auto h = e.history("group:" + id, 0);
+  EXPECT_TRUE(h) << (h ? "" : h.error().message);
+  if (h) {
+    for (const auto& m : *h) {
+      if (m.from == author && m.timestamp == ts) return m;
+    }
+  }
+  ADD_FAILURE() << "no message " << author << ":" << ts << " on " << e.username() << " device "
+                << e.device_id();
+  return Message{};
+}
+
+// Quote, mention, reaction, edit, delete, delivery and read receipts and typing in a group of
+// three with two devices for one member: sent once under the Sender Key, applied on every
+// member's every device and on the author's other device.
+TEST_F(ClientGroupTest, RepliesReactionsEditsDeletesReceiptsAndTypingInAGroup) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  Engine& carol = register_("carol");
+  Engine& bob2 = link(bob, "bob-second");
+  auto created = alice.groups().create("g", {"bob", "carol"});
+  ASSERT_TRUE(created) << created.error().message;
+  const std::string id = created->id;
+  const std::string conv = "group:" + id;
+  for (Engine* e : {&bob, &bob2, &carol}) receive(*e);
+  std::vector<Engine*> everyone{&alice, &bob, &bob2, &carol};
+
+  // Bob's message; every other device has it, and each recipient's device says it arrived.
+  tick();
+  auto hello = bob.conversations().send(conv, "hello group", {});
+  ASSERT_TRUE(hello) << hello.error().message;
+  for (Engine* e : {&alice, &bob2, &carol}) {
+    EXPECT_EQ(group_bodies(receive(*e), id), std::vector<std::string>{"hello group"});
+  }
+  auto events = receive(bob);
+  auto receipts = of_kind(events, Event::Kind::receipt);
+  ASSERT_EQ(receipts.size(), 2u);
+  for (const auto& r : receipts) {
+    EXPECT_EQ(r.message.conversation, conv);
+    EXPECT_EQ(r.message.group, id);
+    EXPECT_FALSE(r.read);
+  }
+  Message sent = group_message(bob, id, "bob", hello->timestamp);
+  ASSERT_EQ(sent.receipts.size(), 2u);
+  for (const auto& r : sent.receipts) {
+    EXPECT_NE(r.delivered_at, 0u) << r.user;
+    EXPECT_EQ(r.read_at, 0u) << r.user;
+  }
+  receive(bob2);  // alice's and carol's receipts to bob's account
+
+  // Carol replies, quoting it and mentioning bob (a mention of someone outside is refused).
+  tick();
+  SendOptions reply;
+  reply.quote = MessageRef{"bob", hello->timestamp};
+  reply.mentions = {Mention{"bob", 0, 4}};
+  auto answer = carol.conversations().send(conv, "@bob welcome", reply);
+  ASSERT_TRUE(answer) << answer.error().message;
+  SendOptions outsider;
+  outsider.mentions = {Mention{"dave", 0, 5}};
+  EXPECT_FALSE(carol.conversations().send(conv, "@dave hi", outsider));
+  for (Engine* e : {&alice, &bob, &bob2}) {
+    auto got = receive(*e);
+    const Event* m = find_event(got, Event::Kind::message);
+    ASSERT_NE(m, nullptr) << e->username();
+    ASSERT_TRUE(m->message.quote);
+    EXPECT_EQ(m->message.quote->author, "bob");
+    EXPECT_EQ(m->message.quote_text, "hello group");
+    ASSERT_EQ(m->message.mentions.size(), 1u);
+    EXPECT_EQ(m->message.mentions_me, e->username() == "bob") << e->username();
+  }
+  EXPECT_TRUE(group_message(bob2, id, "carol", answer->timestamp).mentions_me);
+
+  // Alice reacts; a second reaction replaces hers; every device shows one, hers.
+  tick();
+  ASSERT_TRUE(alice.conversations().react(conv, {"bob", hello->timestamp}, "👍", false));
+  tick();
+  ASSERT_TRUE(alice.conversations().react(conv, {"bob", hello->timestamp}, "🎉", false));
+  EXPECT_FALSE(alice.conversations().react(conv, {"bob", hello->timestamp}, "+1", false));
+  for (Engine* e : everyone) {
+    if (e != &alice) {
+      auto got = of_kind(receive(*e), Event::Kind::reaction);
+      EXPECT_EQ(got.size(), 2u) << e->username();
+      if (!got.empty()) {
+        EXPECT_EQ(got.back().message.group, id);
+      }
+    }
+    Message m = group_message(*e, id, "bob", hello->timestamp);
+    ASSERT_EQ(m.reactions.size(), 1u) << e->username();
+    EXPECT_EQ(m.reactions[0].user, "alice");
+    EXPECT_EQ(m.reactions[0].emoji, "🎉");
+  }
+
+  // Bob edits on his second device: every device (his first one too) shows the new text, and
+  // the reply's quote shows it as well.
+  tick();
+  auto edited = bob2.conversations().edit(conv, hello->timestamp, "hello, group");
+  ASSERT_TRUE(edited) << edited.error().message;
+  EXPECT_FALSE(carol.conversations().edit(conv, hello->timestamp, "not mine"));
+  for (Engine* e : {&alice, &bob, &carol}) {
+    EXPECT_EQ(of_kind(receive(*e), Event::Kind::edit).size(), 1u) << e->username();
+  }
+  for (Engine* e : everyone) {
+    Message m = group_message(*e, id, "bob", hello->timestamp);
+    EXPECT_EQ(m.body, "hello, group") << e->username();
+    EXPECT_TRUE(m.edited);
+    Message r = group_message(*e, id, "carol", answer->timestamp);
+    EXPECT_EQ(r.quote_text, "hello, group") << e->username();
+  }
+
+  // Alice reads the group: bob's devices hear (1:1, from her), and see who read it.
+  receive(bob);
+  receive(bob2);
+  auto read = alice.conversations().mark_read(conv, {});
+  ASSERT_TRUE(read) << read.error().message;
+  EXPECT_EQ(*read, 2u);
+  auto got = of_kind(receive(bob), Event::Kind::receipt);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].read);
+  EXPECT_EQ(got[0].user, "alice");
+  EXPECT_EQ(got[0].message.conversation, conv);
+  sent = group_message(bob, id, "bob", hello->timestamp);
+  for (const auto& r : sent.receipts) {
+    if (r.user == "alice") {
+      EXPECT_NE(r.read_at, 0u);
+    } else {
+      EXPECT_EQ(r.read_at, 0u) << r.user;
+    }
+  }
+  // Carol turns read receipts off: reading tells nobody.
+  ASSERT_TRUE(carol.conversations().set_read_receipts(false));
+  ASSERT_EQ(*carol.conversations().mark_read(conv, {}), 1u);  // bob's message (hers is hers)
+  EXPECT_TRUE(of_kind(receive(bob), Event::Kind::receipt).empty());
+
+  // Typing: to the other members only, shown with the group.
+  ASSERT_TRUE(carol.conversations().send_typing(conv, true));
+  for (Engine* e : {&alice, &bob, &bob2}) {
+    auto typing = of_kind(receive(*e), Event::Kind::typing);
+    ASSERT_EQ(typing.size(), 1u) << e->username();
+    EXPECT_EQ(typing[0].user, "carol");
+    EXPECT_EQ(typing[0].message.group, id);
+    EXPECT_TRUE(typing[0].typing);
+  }
+  EXPECT_TRUE(of_kind(receive(carol), Event::Kind::typing).empty());
+
+  // Bob deletes it for everyone: the text is gone everywhere, and the reply says so.
+  tick();
+  ASSERT_TRUE(bob.conversations().remote_delete(conv, hello->timestamp));
+  EXPECT_FALSE(carol.conversations().remote_delete(conv, hello->timestamp));
+  for (Engine* e : {&alice, &bob2, &carol}) {
+    EXPECT_EQ(of_kind(receive(*e), Event::Kind::remote_delete).size(), 1u) << e->username();
+  }
+  for (Engine* e : everyone) {
+    Message m = group_message(*e, id, "bob", hello->timestamp);
+    EXPECT_TRUE(m.deleted) << e->username();
+    EXPECT_EQ(m.body, "");
+    Message r = group_message(*e, id, "carol", answer->timestamp);
+    EXPECT_TRUE(r.quote_deleted) << e->username();
+    EXPECT_EQ(r.quote_text, "");
+  }
+  // Nothing failed anywhere, and the message is named by author:timestamp on every device.
+  for (Engine* e : everyone) {
+    EXPECT_TRUE(of_kind(receive(*e), Event::Kind::decrypt_failed).empty()) << e->username();
+    auto found = e->conversations().find("bob:" + std::to_string(hello->timestamp));
+    ASSERT_TRUE(found) << e->username();
+    EXPECT_EQ(found->conversation, conv);
+    EXPECT_EQ(found->group, id);
+  }
+}
+
+// The group's timer (an admin's change) goes with every message: the sender's copies disappear
+// that long after sending, a recipient's after reading (on each of its devices, told by the
+// read sync), and nothing of the message is left in any store.
+TEST_F(ClientGroupTest, TheGroupTimerMakesMessagesDisappearFromEveryStore) {
+  Engine& alice = register_("alice");
+  Engine& alice2 = link(alice, "alice-second");
+  Engine& bob = register_("bob");
+  Engine& bob2 = link(bob, "bob-second");
+  auto created = alice.groups().create("g", {"bob"});
+  ASSERT_TRUE(created) << created.error().message;
+  const std::string id = created->id;
+  const std::string conv = "group:" + id;
+  for (Engine* e : {&alice2, &bob, &bob2}) receive(*e);
+  GroupUpdate timer;
+  timer.expire_timer = 60;
+  ASSERT_TRUE(alice.groups().update(id, timer));
+  for (Engine* e : {&alice2, &bob, &bob2}) {
+    receive(*e);
+    EXPECT_EQ(info(*e, id).expire_timer, 60u);
+  }
+  auto t = bob.conversations().timer(conv);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(*t, 60u);
+
+  tick();
+  const std::string secret = "group-vanishing-4711";
+  auto sent = alice.conversations().send(conv, secret, {});
+  ASSERT_TRUE(sent) << sent.error().message;
+  for (Engine* e : {&alice2, &bob, &bob2}) {
+    auto got = of_kind(receive(*e), Event::Kind::message);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].message.expire_timer, 60u);
+  }
+  EXPECT_NE(group_message(alice2, id, "alice", sent->timestamp).expires_at, 0u);
+  EXPECT_EQ(group_message(bob, id, "alice", sent->timestamp).expires_at, 0u);  // unread
+
+  // Bob reads it half a minute later on his first device; the second hears.
+  clock_->advance_ms(30'000);
+  ASSERT_EQ(*bob.conversations().mark_read(conv, {}), 1u);
+  receive(bob2);
+  receive(alice);
+  // A minute after sending: gone for the sender's devices, not yet for bob's.
+  clock_->advance_ms(31'000);
+  const auto held = [&](Engine& e) {
+    auto row = e.account().store->find_message_by_ref("alice", sent->timestamp);
+    EXPECT_TRUE(row);
+    return row && row->has_value();
+  };
+  for (Engine* e : {&alice, &alice2, &bob, &bob2}) ASSERT_TRUE(e->conversations().expire_due());
+  EXPECT_FALSE(held(alice));
+  EXPECT_FALSE(held(alice2));
+  EXPECT_TRUE(held(bob));
+  EXPECT_TRUE(held(bob2));
+  // A minute after reading: gone on bob's devices too.
+  clock_->advance_ms(30'000);
+  for (Engine* e : {&bob, &bob2}) ASSERT_TRUE(e->conversations().expire_due());
+  for (Engine* e : {&alice, &alice2, &bob, &bob2}) {
+    EXPECT_FALSE(held(*e)) << e->username() << " " << e->device_id();
+    auto states = e->account().store->message_states(conv);
+    ASSERT_TRUE(states);
+    for (const auto& s : *states) EXPECT_NE(s.timestamp, sent->timestamp);
+    auto events = e->account().store->events(0, 0);
+    ASSERT_TRUE(events);
+    for (const auto& entry : *events) {
+      const std::string record(entry.record.view().begin(), entry.record.view().end());
+      EXPECT_EQ(record.find(secret), std::string::npos);
+    }
+  }
+}
+
+// A reaction is one emoji: text, nothing, too much, or bytes that are not UTF-8 are refused with
+// a clear error, where it is sent and where it arrives.
+TEST_F(ClientGroupTest, AReactionIsOneEmoji) {
+  for (const std::string ok : {"👍", "❤️", "🎉", "👍🏽", "👨‍👩‍👧", "🇫🇷",
+                               "1️⃣", "#⃣", "☺", "🏴󠁧󠁢󠁳󠁣󠁴󠁿"}) {
+    EXPECT_EQ(why_not_one_emoji(ok), "") << ok;
+  }
+  EXPECT_EQ(why_not_one_emoji(""), "it is empty");
+  EXPECT_EQ(why_not_one_emoji("+1"), "it is text, not an emoji");
+  EXPECT_EQ(why_not_one_emoji("ok"), "it is text, not an emoji");
+  EXPECT_EQ(why_not_one_emoji("\xff\xfe"), "it is not valid UTF-8");
+  EXPECT_EQ(why_not_one_emoji(std::string(65, 'a')),
+            "it is longer than one emoji (at most 64 bytes)");
+  for (const std::string bad : {"👍👍", "👍a", "é", "🇫", "1", "👍\u200d", "\u200d👍"}) {
+    EXPECT_NE(why_not_one_emoji(bad), "") << bad;
+  }
+
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  tick();
+  auto hello = alice.conversations().send("bob", "hello", {});
+  ASSERT_TRUE(hello);
+  receive(bob);
+  auto refused = bob.conversations().react("alice", {"alice", hello->timestamp}, "+1", false);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::invalid_argument);
+  EXPECT_NE(refused.error().message.find("one emoji"), std::string::npos);
+  // Sent anyway by a client that does not check: refused where it arrives, nothing applied.
+  tick();
+  content::Content c;
+  c.mutable_data()->set_timestamp(clock_->now_ms());
+  auto* r = c.mutable_data()->mutable_reaction();
+  r->set_emoji("lol");
+  r->set_target_author("alice");
+  r->set_target_timestamp(hello->timestamp);
+  ASSERT_TRUE(bob.outbox().send_content("alice", encode_padded(c), clock_->now_ms()));
+  auto events = receive(alice);
+  EXPECT_TRUE(of_kind(events, Event::Kind::reaction).empty());
+  EXPECT_EQ(of_kind(events, Event::Kind::decrypt_failed).size(), 1u);
+  auto h = alice.history("bob", 0);
+  ASSERT_TRUE(h);
+  for (const auto& m : *h) EXPECT_TRUE(m.reactions.empty());
 }
 
 }  // namespace
