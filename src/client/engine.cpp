@@ -53,6 +53,7 @@ Engine::Engine(std::unique_ptr<Account> account)
       listener_(*account_, link_, inbox_, keys_, devices_, blocks_, journal_),
       groups_(*account_, link_, sessions_, outbox_, journal_) {
   inbox_.set_groups(&groups_);
+  history_.set_group_source([this] { return groups_.export_logs(); });
   // The next key the operator announced, if any (server_link.h).
   if (auto next = account_->store->load_value(kNextPinValue); next && next->has_value()) {
     Server s = account_->server();
