@@ -283,6 +283,7 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
     // The group whose chain from this sender has the message's key id; the sender must be a
     // member of it as this device knows the group.
     std::optional<std::string> group;
+    bool shares_a_group = false;  // only a fellow member is asked for its key
     if (ids->has_value()) {
       const ByteView list = (*ids)->view();
       for (std::size_t i = 0; i + kGroupIdBytes <= list.size() && !group; i += kGroupIdBytes) {
@@ -292,6 +293,7 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
             find_member(**s, account_.username) == nullptr) {
           continue;
         }
+        shares_a_group = true;
         auto record = account_.store->load_sender_key(key_name(hex, *source, device));
         if (!record) return fail_store();
         if (record->has_value() && (*record)->find(message->key_id) != nullptr) group = hex;
@@ -300,8 +302,10 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
     if (!group) {
       r.failure = "a group message from " + *source +
                   " under a key this device was not given for a group it shares with them";
-      r.followup =
-          ask_for_sender_key(*source, device, message->key_id.value, envelope.client_timestamp());
+      if (shares_a_group) {
+        r.followup =
+            ask_for_sender_key(*source, device, message->key_id.value, envelope.client_timestamp());
+      }
       if (r.followup) *r.failure += "; asked the sender for its key and the message again";
       return false;
     }
