@@ -5,7 +5,11 @@
 //        members (alice and carol admins) as authored by member (byte % 4), or taken as the
 //        state of a new member (the fifth name) when the change carries one;
 //   4    a GroupState, checked;
-//   5    an invite link (text).
+//   5    an invite link (text);
+//   6    a GroupLog (a device's recent revisions, as a backup carries it), checked, then a rename
+//        by alice taken into it;
+//   7    a Content whose DataMessage carries a group change, taken into the fixed state's log as
+//        authored by alice or bob (client/group_log.h), twice (the second time it is a repeat).
 //
 // Whatever comes out must be what the client may store without looking again: an applied change
 // is from a member, by an admin unless it is a leave, turns revision R into R + 1 on exactly R,
@@ -18,6 +22,7 @@
 #include <string>
 
 #include "client/group_codec.h"
+#include "client/group_log.h"
 #include "content.pb.h"
 #include "fuzz_check.h"
 #include "sotto/client.h"
@@ -61,7 +66,7 @@ void check_valid(const content::GroupState& s) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0 || size > 256 * 1024) return 0;
-  const std::uint8_t selector = data[0] % 6;
+  const std::uint8_t selector = data[0] % 8;
   const std::uint8_t* body = data + 1;
   const int length = static_cast<int>(size - 1);
   if (selector < 4) {
@@ -100,6 +105,45 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     content::GroupState s;
     if (!s.ParseFromArray(body, length)) return 0;
     if (!client::check_group_state(s)) check_valid(s);
+  } else if (selector == 6 || selector == 7) {
+    wire::backup::GroupLog log;
+    content::DataMessage d;
+    std::string author = "alice";
+    if (selector == 6) {
+      if (!log.ParseFromArray(body, length) || client::check_group_log(log)) return 0;
+      const auto head = client::log_head(log);
+      check_valid(head);
+      d.set_timestamp(1);
+      d.mutable_group()->set_id(head.id());
+      d.mutable_group()->set_revision(head.revision());
+      d.mutable_group_change()->set_set_name(true);
+      d.mutable_group_change()->set_name("renamed");
+    } else {
+      content::Content c;
+      if (!c.ParseFromArray(body, length) || !c.has_data() || !c.data().has_group_change()) {
+        return 0;
+      }
+      d = c.data();
+      log = client::log_from_state(fixed_state());
+      author = kNames[(length % 2)];
+    }
+    for (int round = 0; round < 2; ++round) {
+      const auto before = log.SerializeAsString();
+      auto outcome = client::take_group_change(log, d, author, 1, "carol");
+      using Kind = client::GroupLogOutcome::Kind;
+      fuzz::require(!client::check_group_log(log).has_value(), "a log that is no longer valid");
+      check_valid(client::log_head(log));
+      if (outcome.kind == Kind::applied || outcome.kind == Kind::replaced) {
+        const auto& e = log.entries(log.entries_size() - 1);
+        fuzz::require(e.hash() == std::string(outcome.hash.begin(), outcome.hash.end()),
+                      "an applied change that is not the head");
+      } else if (outcome.kind != Kind::pending) {
+        fuzz::require(log.SerializeAsString() == before, "a change not applied changed the log");
+      }
+      if (outcome.kind == Kind::refused) {
+        fuzz::require(!outcome.why.empty(), "a refusal without a reason");
+      }
+    }
   } else {
     const std::string text(reinterpret_cast<const char*>(body), static_cast<std::size_t>(length));
     if (auto link = client::parse_invite_link(text)) {

@@ -1,6 +1,7 @@
 #include "group_commands.h"
 
 #include "attach_commands.h"
+#include "message_commands.h"
 #include "output.h"
 #include "terminal.h"
 
@@ -38,9 +39,7 @@ void show_group(const Group& g, const GroupContext& ctx, bool details) {
   if (!g.description.empty()) ctx.print("  description: " + sanitize(g.description, false));
   ctx.print("  members: " + member_list(g));
   ctx.print(std::string("  invite link: ") + (g.invite_link ? "on" : "off"));
-  ctx.print("  disappearing messages: " + (g.expire_timer == 0
-                                               ? std::string("off")
-                                               : std::to_string(g.expire_timer) + " seconds"));
+  ctx.print("  disappearing messages: " + duration_text(g.expire_timer));
 }
 
 }  // namespace
@@ -85,7 +84,7 @@ void add_group_commands(CLI::App& app, GroupArgs& a) {
   a.describe->add_option("TEXT", a.text, "The description")->required();
   a.timer = a.group->add_subcommand("timer", "Set disappearing messages (admins only)");
   a.timer->add_option("ID", a.id, "The group's id")->required();
-  a.timer->add_option("SECONDS", a.seconds, "Seconds; 0: off")->required();
+  a.timer->add_option("DURATION", a.duration, "30s, 5m, 1h, 1d, 1w ... or off")->required();
   a.leave = a.group->add_subcommand("leave", "Leave a group");
   a.leave->add_option("ID", a.id, "The group's id")->required();
   a.link = a.group->add_subcommand(
@@ -137,7 +136,9 @@ std::optional<int> run_group_command(const GroupArgs& a, const GroupContext& ctx
   } else if (a.describe->parsed()) {
     u.description = a.text;
   } else if (a.timer->parsed()) {
-    u.expire_timer = a.seconds;
+    auto seconds = parse_duration(a.duration);
+    if (!seconds) return ctx.fail(seconds.error());
+    u.expire_timer = *seconds;
   } else if (a.link->parsed() && a.off) {
     u.disable_link = true;
   }

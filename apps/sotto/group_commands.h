@@ -38,6 +38,7 @@ struct GroupArgs {
   bool reset = false;
   bool off = false;
   std::uint32_t seconds = 0;
+  std::string duration;  // group timer: 30s, 5m, 1h, 1d, 1w ... or off
 };
 
 // What the CLI lends the group commands.

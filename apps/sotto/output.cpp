@@ -73,6 +73,15 @@ nlohmann::json event_json(const Event& e) {
            {"timestamp", e.message.timestamp},
            {"detail", e.detail}};
       break;
+    case Event::Kind::group_join_refused:
+    case Event::Kind::group_change_dropped:
+      j = {{"type", e.kind == Event::Kind::group_join_refused ? "group_join_refused"
+                                                              : "group_change_dropped"},
+           {"group", e.message.group},
+           {"from", e.message.from},
+           {"timestamp", e.message.timestamp},
+           {"detail", e.detail}};
+      break;
     default:  // the everyday message types: message_event_json
       break;
   }
@@ -213,6 +222,11 @@ std::string event_text(const Event& e, const std::string& self) {
       return "! [group " +
              (e.message.group.empty() ? std::string("?") : e.message.group.substr(0, 8)) +
              "] security notice: refused " + sanitize(e.detail, false);
+    case Event::Kind::group_join_refused:
+      return "! [group " + e.message.group.substr(0, 8) + "] " + sanitize(e.message.from, false) +
+             " refused our request to join: " + sanitize(e.detail, false);
+    case Event::Kind::group_change_dropped:
+      return "! [group " + e.message.group.substr(0, 8) + "] " + sanitize(e.detail, false);
     default:  // the everyday message types: message_event_text
       break;
   }

@@ -230,6 +230,12 @@ struct Event {
     edit,                // targets[0] now reads message.body (message: the edited message)
     remote_delete,       // targets[0] was deleted for everyone by its author
     disappearing_timer,  // `user` set the conversation's timer to `expire_timer` s (0: off)
+    // Groups (docs/groups.md): the admin's device an invite link names refused our request to
+    // join (message.group, message.from: which group, which admin; `detail` says why).
+    group_join_refused,
+    // A change of ours that a concurrent change undid could not be made again (`detail` says
+    // what it was and why); message.group names the group.
+    group_change_dropped,
   };
   Kind kind = Kind::message;
   // Identifies a journalled event for good (0 for connection events, which are not journalled).

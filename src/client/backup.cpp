@@ -8,6 +8,8 @@
 #include "client/content_codec.h"
 #include "client/engine.h"
 #include "client/errors.h"
+#include "client/groups.h"
+#include "client/message_state.h"
 #include "client/recovery_code.h"
 
 namespace sotto::client {
@@ -91,6 +93,21 @@ Result<std::size_t> Engine::backup_export(const std::filesystem::path& path,
     if (auto added = writer->add(record); !added) return tl::unexpected(from_backup(added.error()));
   }
 
+  {
+    // The groups this device knows (state and recent revisions; no Sender Key: a restored
+    // device is given the members' chains again, docs/backup.md).
+    std::lock_guard crypto_lock(account_->crypto_mu);
+    auto logs = groups().export_logs();
+    if (!logs) return tl::unexpected(logs.error());
+    for (auto& log : *logs) {
+      record.Clear();
+      *record.mutable_group() = std::move(log);
+      auto added = writer->add(record);
+      record.Clear();
+      if (!added) return tl::unexpected(from_backup(added.error()));
+    }
+  }
+
   auto total = account_->store->message_count();
   if (!total) return tl::unexpected(from_store(total.error()));
   std::size_t written = 0;
@@ -99,7 +116,11 @@ Result<std::size_t> Engine::backup_export(const std::filesystem::path& path,
     record.Clear();
     auto* r = record.mutable_message();
     fill_record(m, *r);
+    // Its reactions, edited and deleted marks, receipts and timer, when it has any.
+    auto state = account_->store->load_message_state(m.peer, m.sender, m.timestamp);
+    if (state && state->has_value()) r->set_state(bytes_string((*state)->view()));
     auto added = writer->add(record);
+    if (!r->state().empty()) crypto::secure_wipe(r->mutable_state()->data(), r->state().size());
     crypto::secure_wipe(r->mutable_body()->data(), r->body().size());
     if (!added) {
       failed = added.error();
@@ -165,6 +186,26 @@ Result<std::size_t> Engine::backup_import(const std::filesystem::path& path,
       const bool added = account_->store->add_message(*stored).has_value();
       crypto::secure_wipe(stored->body.data(), stored->body.size());
       if (!added) return refuse(from_store(store::ClientError::io));
+      if (!m.state().empty()) {
+        // The message's state, when it reads as one and this device has none for it yet.
+        auto kept =
+            account_->store->load_message_state(stored->peer, stored->sender, stored->timestamp);
+        if (!kept) return refuse(from_store(kept.error()));
+        auto state = decode_state(as_bytes(m.state()));
+        if (!kept->has_value() && state &&
+            !account_->store->save_message_state(stored->peer, stored->sender, stored->timestamp,
+                                                 state->expires_at(), as_bytes(m.state()))) {
+          return refuse(from_store(store::ClientError::io));
+        }
+      }
+      crypto::secure_wipe(m.mutable_state()->data(), m.state().size());
+      return true;
+    }
+    if (r.has_group()) {
+      // A group: kept when it is newer than what this device has; one that is not valid is
+      // skipped like any record this version cannot use.
+      auto taken = groups().import_log(r.group());
+      if (!taken) return refuse(taken.error());
       return true;
     }
     return true;  // a record kind of a later version

@@ -145,6 +145,7 @@ ReceivedContent::~ReceivedContent() {
   wipe(body);
   for (auto& m : history) wipe(m.body);
   for (auto& a : attachments) wipe(a);
+  for (auto& s : history_states) wipe(s);
 }
 
 ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
@@ -231,9 +232,14 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
     r.last = chunk->last();
     r.total = chunk->total();
     for (auto& m : *chunk->mutable_messages()) {
-      if (auto row = take_history_row(m)) r.history.push_back(std::move(*row));
+      if (auto row = take_history_row(m)) {
+        r.history.push_back(std::move(*row));
+        r.history_states.push_back(std::move(*m.mutable_state()));
+      }
       wipe(*m.mutable_body());
+      wipe(*m.mutable_state());
     }
+    for (auto& g : *chunk->mutable_groups()) r.groups.push_back(std::move(g));
     for (const auto& record : chunk->contacts()) {
       if (auto contact = contact_of(record)) r.contacts.push_back(std::move(*contact));
     }
@@ -264,6 +270,13 @@ void fill_record(const store::StoredMessage& m, wire::backup::MessageRecord& r) 
 
 std::optional<store::StoredMessage> take_history_row(wire::backup::MessageRecord& r) {
   auto peer = normalize_username(r.peer());
+  if (!peer && r.peer().starts_with("group:")) {
+    // A group's conversation: "group:" and the group id, 64 lower-case hex digits.
+    const std::string id = r.peer().substr(6);
+    if (id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string::npos) {
+      peer = r.peer();
+    }
+  }
   auto sender = normalize_username(r.sender());
   if (!peer || !sender || r.id().empty() || r.id().size() > kMaxHistoryIdBytes ||
       r.timestamp() > static_cast<std::uint64_t>(INT64_MAX)) {

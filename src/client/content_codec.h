@@ -12,15 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "backup.pb.h"
 #include "crypto/bytes.h"
 #include "protocol/keys.h"
 #include "sotto/client.h"
 #include "store/client/client_store.h"
-
-namespace sotto::wire::backup {
-class ContactRecord;
-class MessageRecord;
-}  // namespace sotto::wire::backup
 
 namespace sotto::client {
 
@@ -82,6 +78,10 @@ struct ReceivedContent {
   std::string destination;
   bool wants_history = false;
   std::vector<store::StoredMessage> history;  // bodies wiped by the destructor
+  // history_chunk: each history row's state (journal.proto MessageState, serialized; empty:
+  // none), by the row's index in `history`; and the groups of the chunk (not checked yet).
+  std::vector<std::string> history_states;
+  std::vector<wire::backup::GroupLog> groups;
   bool last = false;
   std::uint64_t total = 0;
   std::vector<store::Contact> contacts;  // with a key, always

@@ -56,6 +56,7 @@ Engine::Engine(std::unique_ptr<Account> account)
   inbox_.set_groups(&groups_);
   groups_.set_conversations(&conversations_);
   conversations_.set_groups(&groups_);
+  history_.set_group_source([this] { return groups_.export_logs(); });
   // The next key the operator announced, if any (server_link.h).
   if (auto next = account_->store->load_value(kNextPinValue); next && next->has_value()) {
     Server s = account_->server();

@@ -234,6 +234,20 @@ std::optional<InviteLink> parse_invite_link(std::string_view text) {
   return InviteLink{std::move(*id), std::move(*secret), std::move(*admin), device};
 }
 
+std::optional<std::string> group_text_problem(const std::string& text, std::size_t max,
+                                              std::string_view what, bool may_be_empty) {
+  if (text.size() > max) {
+    return "a group " + std::string(what) + " is at most " + std::to_string(max) + " bytes";
+  }
+  if (!valid_utf8(text)) return "a group " + std::string(what) + " must be UTF-8 text";
+  if (text.empty() && may_be_empty) return std::nullopt;
+  const bool blank = std::all_of(text.begin(), text.end(), [](char ch) {
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
+  });
+  if (blank) return "a group " + std::string(what) + " cannot be empty or only spaces";
+  return std::nullopt;
+}
+
 std::optional<Bytes> parse_group_id(std::string_view text) {
   if (text.size() != 2 * kGroupIdBytes) return std::nullopt;
   std::string lower(text);

@@ -66,6 +66,12 @@ struct InviteLink {
 [[nodiscard]] std::string format_invite_link(const InviteLink& link);
 [[nodiscard]] std::optional<InviteLink> parse_invite_link(std::string_view text);
 
+// Why a name (description) an admin types is not one (nullopt: it is): too long, not UTF-8, or
+// blank (only spaces; an empty text only when `may_be_empty`, which clears a description).
+[[nodiscard]] std::optional<std::string> group_text_problem(const std::string& text,
+                                                            std::size_t max, std::string_view what,
+                                                            bool may_be_empty);
+
 // A group id as users type it: 64 hex digits (either case).
 [[nodiscard]] std::optional<Bytes> parse_group_id(std::string_view text);
 

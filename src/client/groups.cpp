@@ -9,6 +9,7 @@
 #include "client/content_codec.h"
 #include "client/errors.h"
 #include "client/group_codec.h"
+#include "client/group_log.h"
 #include "client/text.h"
 #include "crypto/secret.h"
 #include "protocol/messages.h"
@@ -188,6 +189,9 @@ Groups::ContentResult Groups::on_content(ByteView plaintext, const std::string& 
     }
     if (c.body_case() == content::Content::BODY_NOT_SET) r.handled = true;
   }
+  if (c.has_data() && c.data().has_sender_key_request()) {
+    return on_sender_key_request(c.data().sender_key_request(), source, device);
+  }
   if (!c.has_data() || (!c.data().has_group() && !c.data().has_group_change())) return r;
   r.handled = true;
   const content::DataMessage& d = c.data();
@@ -221,6 +225,7 @@ Groups::ContentResult Groups::on_content(ByteView plaintext, const std::string& 
     return r;
   }
 
+  if (change.join_refused()) return on_join_refused(hex, source, base, timestamp);
   if (!change.join_secret().empty()) {
     // A request to join by link, addressed to this device of an admin.
     const auto& s = *state;
@@ -228,10 +233,17 @@ Groups::ContentResult Groups::on_content(ByteView plaintext, const std::string& 
         s.has_value() && is_admin(*s, self) && !s->invite_secret().empty() &&
         crypto::constant_time_equal(as_bytes(change.join_secret()), as_bytes(s->invite_secret()));
     if (!valid) {
-      return refuse(s ? hex : std::string(),
-                    source +
-                        " asked to join with an invite link that is not valid (reset, "
-                        "turned off, or not this group's)");
+      (void)refuse(s ? hex : std::string(),
+                   source +
+                       " asked to join with an invite link that is not valid (reset, "
+                       "turned off, or not this group's)");
+      // The joiner hears that the link did not work (and nothing else of the group).
+      if (r.ok && s.has_value() && is_admin(*s, self)) {
+        r.followup = [this, group_id = d.group().id(), source, device] {
+          answer_join_refused(group_id, source, device);
+        };
+      }
+      return r;
     }
     if (find_member(*s, source) != nullptr) return r;
     r.followup = [this, hex, source] {
@@ -245,35 +257,7 @@ Groups::ContentResult Groups::on_content(ByteView plaintext, const std::string& 
     return r;
   }
 
-  const bool known_member = state->has_value() && find_member(**state, self) != nullptr;
-  content::GroupState next;
-  if (!known_member) {
-    auto taken =
-        state_for_new_member(change, as_bytes(d.group().id()), d.group().revision(), source, self);
-    if (!taken) return refuse(state->has_value() ? hex : std::string(), taken.error());
-    if (state->has_value() && taken->revision() <= (*state)->revision()) {
-      return refuse(hex, "a change from " + source + " to a revision this device is past");
-    }
-    next = std::move(*taken);
-  } else {
-    auto applied = apply_group_change(**state, change, source, d.group().revision());
-    if (!applied) return refuse(hex, "a change from " + source + ": " + applied.error());
-    next = std::move(*applied);
-  }
-  if (!save(next)) {
-    r.ok = false;
-    return r;
-  }
-  if (!known_member || removes_someone(change)) {
-    if (!rotate(hex)) {
-      r.ok = false;
-      return r;
-    }
-  }
-  if (!known_member) (void)account_.store->remove_value(join_value(hex));
-  r.ok =
-      note(hex, base, Event::Kind::group_changed, describe_group_change(change, source), timestamp);
-  return r;
+  return take_change(hex, d, source, device, base);
 }
 
 Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelope,
@@ -299,6 +283,7 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
     // The group whose chain from this sender has the message's key id; the sender must be a
     // member of it as this device knows the group.
     std::optional<std::string> group;
+    bool shares_a_group = false;  // only a fellow member is asked for its key
     if (ids->has_value()) {
       const ByteView list = (*ids)->view();
       for (std::size_t i = 0; i + kGroupIdBytes <= list.size() && !group; i += kGroupIdBytes) {
@@ -308,6 +293,7 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
             find_member(**s, account_.username) == nullptr) {
           continue;
         }
+        shares_a_group = true;
         auto record = account_.store->load_sender_key(key_name(hex, *source, device));
         if (!record) return fail_store();
         if (record->has_value() && (*record)->find(message->key_id) != nullptr) group = hex;
@@ -316,6 +302,11 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
     if (!group) {
       r.failure = "a group message from " + *source +
                   " under a key this device was not given for a group it shares with them";
+      if (shares_a_group) {
+        r.followup =
+            ask_for_sender_key(*source, device, message->key_id.value, envelope.client_timestamp());
+      }
+      if (r.followup) *r.failure += "; asked the sender for its key and the message again";
       return false;
     }
     auto plain =
@@ -667,16 +658,25 @@ Result<content::GroupState> Groups::author(const std::string& hex, content::Grou
       return tl::unexpected(
           make_error(ErrorCode::forbidden, "only an admin of the group can change it"));
     }
+    // Made on the change that made our current revision (docs/groups.md, section 8).
+    auto log = load_log(hex, before);
+    if (!log) return tl::unexpected(log.error());
+    change.clear_state();
+    change.set_parent(log->entries(log->entries_size() - 1).hash());
     auto applied = apply_group_change(before, change, self, before.revision());
     if (!applied) return tl::unexpected(invalid(applied.error()));
     after = std::move(*applied);
+    const Bytes hash = change_hash(as_bytes(before.id()), before.revision(), self,
+                                   account_.device_id, timestamp, change);
+    push_entry(*log, own_entry(after, change, hash, self, account_.device_id, timestamp));
     Message base;
     base.id = "local-" + to_hex(new_message_id(timestamp, account_.rng));
     base.from = self;
     base.device = account_.device_id;
     bool ok = false;
     auto committed = account_.store->transaction([&] {
-      ok = save(after).has_value() && (!removes_someone(change) || rotate(hex).has_value()) &&
+      ok = save_log(hex, *log).has_value() &&
+           (!removes_someone(change) || rotate(hex).has_value()) &&
            note(hex, base, Event::Kind::group_changed, describe_group_change(change, self),
                 timestamp);
       return ok;
@@ -717,8 +717,8 @@ Result<content::GroupState> Groups::author(const std::string& hex, content::Grou
 }
 
 Result<Group> Groups::create(const std::string& name, const std::vector<std::string>& members) {
-  if (name.size() > kMaxGroupNameBytes || !valid_utf8(name)) {
-    return tl::unexpected(invalid("a group name is at most 256 bytes of UTF-8 text"));
+  if (auto bad = group_text_problem(name, kMaxGroupNameBytes, "name", false)) {
+    return tl::unexpected(invalid(*bad));
   }
   const std::string& self = account_.username;
   content::GroupChange add;
@@ -732,6 +732,11 @@ Result<Group> Groups::create(const std::string& name, const std::vector<std::str
   if (seen.size() > kMaxGroupMembers) {
     return tl::unexpected(invalid("a group has at most 1024 members"));
   }
+  {
+    std::vector<std::string> added;
+    for (const auto& m : add.add_members()) added.push_back(m.user());
+    if (auto exist = check_accounts(added); !exist) return tl::unexpected(exist.error());
+  }
   std::lock_guard lock(mu_);
   content::GroupState s;
   Bytes id(kGroupIdBytes);
@@ -744,7 +749,8 @@ Result<Group> Groups::create(const std::string& name, const std::vector<std::str
   const std::string hex = to_hex(id);
   {
     std::lock_guard crypto_lock(account_.crypto_mu);
-    auto committed = account_.store->transaction([&] { return save(s) && rotate(hex); });
+    auto committed = account_.store->transaction(
+        [&] { return save_log(hex, log_from_state(s)) && rotate(hex); });
     if (!committed || !*committed) {
       return tl::unexpected(make_error(ErrorCode::store, "the group could not be saved"));
     }
@@ -798,6 +804,22 @@ Result<Group> Groups::update(const std::string& id, const GroupUpdate& u) {
     if (auto ok = names(u.revoke_admin, c.mutable_demote_admins()); !ok)
       return tl::unexpected(ok.error());
     changes.push_back(std::move(c));
+  }
+  if (u.name) {
+    if (auto bad = group_text_problem(*u.name, kMaxGroupNameBytes, "name", false)) {
+      return tl::unexpected(invalid(*bad));
+    }
+  }
+  if (u.description) {
+    if (auto bad =
+            group_text_problem(*u.description, kMaxGroupDescriptionBytes, "description", true)) {
+      return tl::unexpected(invalid(*bad));
+    }
+  }
+  if (!u.add.empty()) {
+    std::vector<std::string> added;
+    for (const auto& m : changes.front().add_members()) added.push_back(m.user());
+    if (auto exist = check_accounts(added); !exist) return tl::unexpected(exist.error());
   }
   if (u.name) {
     content::GroupChange c;

@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "backup.pb.h"
 #include "client/account.h"
 #include "client/conversations.h"
 #include "client/journal.h"
@@ -94,10 +95,27 @@ class Groups {
     std::optional<std::string> failure;
     // Delivery receipts to send (1:1, to the authors) once the envelope is processed.
     std::vector<std::pair<std::string, std::uint64_t>> receipts;
+    // Set when the sender must be asked for its Sender Key (group_recovery.cpp): run once the
+    // envelope is processed, with no lock held.
+    std::function<void()> followup;
   };
   [[nodiscard]] EnvelopeResult on_sender_key_message(const svc::Envelope& envelope,
                                                      const std::string& id, const Message& base,
                                                      ByteView content_hash);
+
+  // Backups and history transfer (group_converge.cpp). REQUIRES: crypto_mu held.
+  // Every group this device knows, as its log (its state and recent revisions, no Sender Key).
+  [[nodiscard]] Result<std::vector<wire::backup::GroupLog>> export_logs();
+  // Takes a group from a backup or from the device that linked us: kept when this device does
+  // not know the group, or holds an older revision of it. False: the log is not valid (nothing
+  // changed). Run inside the caller's store transaction.
+  [[nodiscard]] Result<bool> import_log(const wire::backup::GroupLog& log);
+  // A history chunk from the device that linked us, once its rows are stored: each row's state
+  // (`states[i]` for `rows[i]`, empty: none; one that does not parse is ignored) and the
+  // groups. False: the store failed. REQUIRES: crypto_mu held, inside the inbox's transaction.
+  [[nodiscard]] bool import_history_extras(const std::vector<store::StoredMessage>& rows,
+                                           const std::vector<std::string>& states,
+                                           const std::vector<wire::backup::GroupLog>& groups);
 
   // The seam between a group message and the server: one shared Sender Key ciphertext for every
   // listed device, in one MultiSendRequest (multi_send.h) that the server stores once. Every
@@ -157,6 +175,45 @@ class Groups {
                                      const std::string& id, const Message& base,
                                      std::vector<std::pair<std::string, std::uint64_t>>& receipts);
 
+  // Concurrent changes (group_converge.cpp, group_log.h). REQUIRES: crypto_mu held.
+  // The group's log ("group-log/<id>"); one made from the state when there is none, empty when
+  // the group is not known.
+  [[nodiscard]] Result<wire::backup::GroupLog> load_log(const std::string& hex,
+                                                        const std::optional<State>& state);
+  // Saves the log and its head as the group's state.
+  [[nodiscard]] Result<void> save_log(const std::string& hex, const wire::backup::GroupLog& log);
+  // A change received from `source`'s `device` (not a join request): applied, held back, lost
+  // to a concurrent one, or refused; changes held back that it unblocks are applied with it.
+  [[nodiscard]] ContentResult take_change(const std::string& hex,
+                                          const wire::content::DataMessage& d,
+                                          const std::string& source, std::uint32_t device,
+                                          const Message& base);
+  // Our own change that a concurrent change undid and that cannot be made again: reported.
+  // REQUIRES: mu_ held, crypto_mu not held.
+  void report_dropped(const std::string& hex, const Change& change, const std::string& why);
+  // Sender Key recovery (group_recovery.cpp). A group message under a key this device was not
+  // given: the followup that asks the sending device for it (empty: asked already, or too often).
+  [[nodiscard]] std::function<void()> ask_for_sender_key(const std::string& user,
+                                                         std::uint32_t device, std::uint32_t key_id,
+                                                         std::uint64_t timestamp);
+  // A member's device asked us for our Sender Key: the followup that answers (once per request,
+  // rate-limited), or nothing.
+  [[nodiscard]] ContentResult on_sender_key_request(const wire::content::SenderKeyRequest& request,
+                                                    const std::string& user, std::uint32_t device);
+  // REQUIRES: no lock held.
+  void answer_sender_key_request(const std::string& user, std::uint32_t device,
+                                 std::uint32_t key_id, std::uint64_t timestamp);
+
+  // Every one of `users` has an account (asks the server for their identity keys), so that
+  // nothing is authored for a name that is not one. REQUIRES: crypto_mu not held.
+  [[nodiscard]] Result<void> check_accounts(const std::vector<std::string>& users);
+  // Joining by link (group_converge.cpp): an admin's device tells a joiner whose secret is not
+  // the group's (1:1, nothing but the group id); the joiner reports it when it asked that admin.
+  void answer_join_refused(const std::string& group_id, const std::string& user,
+                           std::uint32_t device);
+  [[nodiscard]] ContentResult on_join_refused(const std::string& hex, const std::string& source,
+                                              const Message& base, std::uint64_t timestamp);
+
   Account& account_;
   ServerLink& link_;
   Sessions& sessions_;
@@ -168,6 +225,11 @@ class Groups {
   // group message does not unseal every session record; a wrong one is reported by the server
   // (stale) and read again. Guarded by mu_.
   std::map<std::string, std::uint32_t> registrations_;
+  // Sender Key requests we made and answered ("user device key timestamp"), and when we did
+  // (ms), to ask and answer each once and each device at most a few times a minute.
+  std::mutex recovery_mu_;
+  std::map<std::string, std::uint64_t> asked_;
+  std::map<std::string, std::uint64_t> answered_;
 };
 
 }  // namespace sotto::client

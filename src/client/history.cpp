@@ -70,6 +70,13 @@ Result<std::size_t> History::serve(std::uint32_t device, bool with_messages) {
   for (const auto& c : *contacts) {
     if (c.identity_key) fill_record(c, *chunk.mutable_sync()->mutable_history()->add_contacts());
   }
+  if (group_source_) {
+    // The groups this device knows, with the first chunk (docs/groups.md).
+    std::lock_guard crypto_lock(account_.crypto_mu);
+    auto logs = group_source_();
+    if (!logs) return tl::unexpected(logs.error());
+    for (auto& log : *logs) *chunk.mutable_sync()->mutable_history()->add_groups() = std::move(log);
+  }
   std::size_t bytes = 0;
   Result<void> failed;
   const auto flush = [&](bool last) -> bool {
@@ -81,6 +88,7 @@ Result<std::size_t> History::serve(std::uint32_t device, bool with_messages) {
     const std::size_t count = static_cast<std::size_t>(h->messages_size());
     for (auto& m : *h->mutable_messages()) {
       crypto::secure_wipe(m.mutable_body()->data(), m.body().size());
+      crypto::secure_wipe(m.mutable_state()->data(), m.state().size());
     }
     chunk.Clear();
     bytes = 0;
@@ -99,8 +107,12 @@ Result<std::size_t> History::serve(std::uint32_t device, bool with_messages) {
     // Disappearing messages stay where they are counting down: a history record carries no
     // timer, so the new device would keep them for good.
     if (disappears(*account_.store, m)) return true;
-    fill_record(m, *chunk.mutable_sync()->mutable_history()->add_messages());
-    bytes += m.body.size() + m.peer.size() + m.envelope_id.size() + 32;
+    auto* record = chunk.mutable_sync()->mutable_history()->add_messages();
+    fill_record(m, *record);
+    // Its reactions, edited and deleted marks and receipts (message_state.h).
+    auto state = account_.store->load_message_state(m.peer, m.sender, m.timestamp);
+    if (state && state->has_value()) record->set_state(bytes_string((*state)->view()));
+    bytes += m.body.size() + m.peer.size() + m.envelope_id.size() + record->state().size() + 32;
     if (bytes >= kHistoryChunkBytes ||
         chunk.sync().history().messages_size() >= static_cast<int>(kHistoryChunkMessages)) {
       return flush(false);

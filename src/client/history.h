@@ -9,6 +9,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -33,6 +34,10 @@ class History {
   void on_request(std::uint32_t device, bool wanted);
   [[nodiscard]] Result<std::size_t> serve(std::uint32_t device, bool with_messages);
   void set_serve_progress(Progress progress);
+  // Where the groups sent with the history come from (Groups::export_logs; called with
+  // crypto_mu held). Unset: no groups.
+  using GroupSource = std::function<Result<std::vector<wire::backup::GroupLog>>()>;
+  void set_group_source(GroupSource source) { group_source_ = std::move(source); }
   // Whether `device` has said what it wants (and got it), so add_device can stop waiting.
   [[nodiscard]] bool answered(std::uint32_t device) const;
 
@@ -51,6 +56,7 @@ class History {
   mutable std::mutex mu_;
   Progress serve_progress_;
   Progress import_progress_;
+  GroupSource group_source_;  // set once, before any request
   std::vector<std::uint32_t> answered_;
   bool complete_ = false;
   std::uint64_t imported_ = 0;

@@ -101,6 +101,7 @@ bool Inbox::handle(const svc::Envelope& envelope) {
     if (r.failure && !record_failure(envelope, id, base, *r.failure)) return false;
     acknowledge(envelope.id());
     if (!r.receipts.empty()) conversations_.send_delivery_receipts(r.receipts);
+    if (r.followup) r.followup();  // asks the sender for its Sender Key (groups.h)
     return true;
   }
 
@@ -299,6 +300,11 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
         break;
       case ReceivedContent::Kind::history_chunk:
         if (!history_.import(c.history, c.contacts, c.last, c.total)) return fail();
+        // The messages' state and the groups (group_converge.cpp).
+        if (groups_ != nullptr &&
+            !groups_->import_history_extras(c.history, c.history_states, c.groups)) {
+          return fail();
+        }
         break;
       case ReceivedContent::Kind::trust_update:
         // Another device of ours accepted the key: so do we, if it is the key we have.

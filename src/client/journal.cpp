@@ -8,7 +8,7 @@ namespace sotto::client {
 
 namespace {
 
-constexpr std::uint32_t kMaxKind = static_cast<std::uint32_t>(Event::Kind::disappearing_timer);
+constexpr std::uint32_t kMaxKind = static_cast<std::uint32_t>(Event::Kind::group_change_dropped);
 constexpr int kMaxTargets = 4096;
 constexpr int kMaxDevicesListed = 1024;
 

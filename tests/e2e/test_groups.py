@@ -118,8 +118,26 @@ class GroupE2ETest(unittest.TestCase):
         refused = group_events(alice.receive(), "group_refused")
         self.assertEqual(len(refused), 1)
         self.assertEqual(refused[0]["from"], "erin")
-        self.assertEqual(group_events(erin.receive(), "group_changed"), [])
+        erin_events = erin.receive()
+        self.assertEqual(group_events(erin_events, "group_changed"), [])
+        # The admin's device tells erin that the link did not work, and nothing else.
+        told = group_events(erin_events, "group_join_refused")
+        self.assertEqual(len(told), 1)
+        self.assertEqual((told[0]["group"], told[0]["from"]), (gid, "alice"))
         self.assertEqual(base.parse_lines(erin.ok("group", "list").stdout), [])
+
+        # Checked before anything is sent: a user without an account, blank names, durations.
+        err = alice.fails("group", "add", gid, "nobody", code="not_found")
+        self.assertIn("no such user: nobody", err["message"])
+        alice.fails("group", "rename", gid, "   ", code="invalid_argument")
+        alice.fails("group", "create", "", code="invalid_argument")
+        alice.fails("group", "timer", gid, "soon", code="invalid_argument")
+        alice.ok("group", "timer", gid, "5m")
+        self.assertEqual(json.loads(alice.ok("group", "info", gid).stdout)["expireTimer"], 300)
+        r = alice.ok("group", "info", gid, json_output=False)
+        self.assertIn("disappearing messages: 5 minutes", r.stdout)
+        alice.ok("group", "timer", gid, "off")
+        bob.receive()
 
         # Leave.
         dave.receive()
@@ -129,6 +147,26 @@ class GroupE2ETest(unittest.TestCase):
         self.assertTrue(any("dave left" in e["detail"] for e in changed))
         info = json.loads(alice.ok("group", "info", gid).stdout)
         self.assertEqual(sorted(m["user"] for m in info["members"]), ["alice", "bob"])
+
+    def test_concurrent_admin_changes_converge(self):
+        # Two admins rename the group before either has seen the other's change; members get the
+        # two changes in different orders (each admin its own first) and all end in one state.
+        alice, bob, carol = self.register("alice", "bob", "carol")
+        gid = json.loads(alice.ok("group", "create", "race", "--member", "bob",
+                                  "--member", "carol").stdout)["groupId"]
+        alice.ok("group", "admin", gid, "bob")
+        bob.receive()
+        carol.receive()
+        base_revision = json.loads(alice.ok("group", "info", gid).stdout)["revision"]
+        alice.ok("group", "rename", gid, "alice's name")
+        bob.ok("group", "rename", gid, "bob's name")
+        for _ in range(3):
+            for c in (carol, alice, bob):
+                c.receive()
+        infos = [json.loads(c.ok("group", "info", gid).stdout) for c in (alice, bob, carol)]
+        for i in infos:
+            self.assertEqual(i["revision"], base_revision + 2)
+            self.assertEqual((i["name"], i["members"]), (infos[0]["name"], infos[0]["members"]))
 
     def test_group_message_with_attachments(self):
         # One upload, one pointer in the Sender Key message: every member saves the same file.
