@@ -34,8 +34,8 @@ const Scalar& inverse_of_eight() {
   return inv;
 }
 
-// libsodium's multiplication of a subgroup point; it fails only for a zero result, which callers
-// rule out beforehand, and that result is the identity anyway.
+// libsodium's multiplication of a subgroup point other than the identity; it fails only for a
+// zero result, which callers rule out beforehand, and that result is the identity anyway.
 Point subgroup_mul(const Scalar& n, const Point& p) {
   Point r{};
   if (crypto_scalarmult_ed25519_noclamp(r.data(), n.data(), p.data()) != 0) r = identity();
@@ -90,10 +90,13 @@ Point mul_cofactor(const Point& p) {
 Point mul(const Scalar& n, const Point& p) {
   ensure_sodium_initialized();
   const Scalar n_mod_l = reduce(n);
-  // libsodium multiplies only points of the prime-order subgroup (and refuses a zero result).
-  if (crypto_core_ed25519_is_valid_point(p.data()) == 1) {
-    if (is_zero(n_mod_l)) return identity();
-    return subgroup_mul(n_mod_l, p);
+  // libsodium multiplies only points of the prime-order subgroup (and refuses a zero result):
+  // try it first, since honest points are in the subgroup; it checks membership itself.
+  if (is_zero(n_mod_l)) {
+    if ((n[0] & 7) == 0 || crypto_core_ed25519_is_valid_point(p.data()) == 1) return identity();
+  } else {
+    Point r{};
+    if (crypto_scalarmult_ed25519_noclamp(r.data(), n_mod_l.data(), p.data()) == 0) return r;
   }
   // p = P + T with P in the subgroup and T of order dividing 8: P = 8^-1 * (8p), T = p - P,
   // n * p = (n * 8^-1 mod L) * (8p) + (n mod 8) * T.
