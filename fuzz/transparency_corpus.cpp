@@ -79,6 +79,16 @@ int main(int argc, char** argv) {
                    static_cast<std::uint8_t>(2 * s + 1),
                    encode_consistency_proof(f.consistency[s]));
   }
+  for (std::size_t k = 0; k < f.records.size(); ++k) {
+    write_variants(root, "transparency_audit_fuzz", "record_" + std::to_string(k),
+                   static_cast<std::uint8_t>(k), encode_audit_record(f.records[k]));
+    if (k + 1 <
+        f.records.size()) {  // the next record offered in this one's place (a dropped entry)
+      write(root, "transparency_audit_fuzz",
+            "record_" + std::to_string(k + 1) + "_as_" + std::to_string(k),
+            static_cast<std::uint8_t>(k), encode_audit_record(f.records[k + 1]));
+    }
+  }
   std::printf("wrote %zu files\n", written);
   return 0;
 }

@@ -49,6 +49,7 @@ TransparencyFixture build() {
   for (std::uint64_t s = 1; s <= size; ++s) {
     f.heads.push_back(*log.head_at(s));
     f.consistency.push_back(*log.consistency(s, size));
+    f.records.push_back(*log.audit_record(s - 1));
   }
   for (const std::string& l : f.labels) {
     f.search.push_back(*log.search(l));

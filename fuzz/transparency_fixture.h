@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "transparency/audit.h"
 #include "transparency/log.h"
 
 namespace sotto::fuzz {
@@ -25,6 +26,7 @@ struct TransparencyFixture {
   std::vector<transparency::Index> indices;         // each label's VRF index
   transparency::Hash prefix_root{};                 // at the last head
   transparency::VrfProof vrf_proof{};               // for labels[0]
+  std::vector<transparency::AuditRecord> records;   // records[k]: entry k
 };
 
 const TransparencyFixture& transparency_fixture();

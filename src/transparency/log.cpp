@@ -27,6 +27,8 @@ void TransparencyLog::apply_locked(const StoredEntry& e) {
     held.push_back({v, before});
     prefix_.set(v.index, chain_next(before, v.link));
   }
+  changes_.emplace_back();
+  for (const StoredVersion& v : e.versions) changes_.back().push_back({v.index, v.link});
   entries_.push_back(e.entry);
   log_.append_leaf_hash(log_entry_hash(e.entry));
 }
@@ -131,6 +133,8 @@ tl::expected<SignedTreeHead, Error> TransparencyLog::append(std::span<const Upda
         held.empty() ? Hash{} : chain_next(held.back().chain_before, held.back().stored.link);
     held.push_back({v, before});
   }
+  changes_.emplace_back();
+  for (const StoredVersion& v : e.versions) changes_.back().push_back({v.index, v.link});
   entries_.push_back(e.entry);
   log_.append_leaf_hash(log_entry_hash(e.entry));
   head_ = head_locked(entries_.size());
@@ -146,6 +150,12 @@ tl::expected<SignedTreeHead, Error> TransparencyLog::head_at(std::uint64_t size)
   std::lock_guard lock(mu_);
   if (!open_ || size == 0 || size > entries_.size()) return tl::unexpected(Error::invalid_argument);
   return head_locked(size);
+}
+
+tl::expected<AuditRecord, Error> TransparencyLog::audit_record(std::uint64_t index) const {
+  std::lock_guard lock(mu_);
+  if (!open_ || index >= entries_.size()) return tl::unexpected(Error::invalid_argument);
+  return AuditRecord{entries_[index], changes_[index]};
 }
 
 LeafProof TransparencyLog::leaf_locked(const Labelled& l) const {

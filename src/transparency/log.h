@@ -20,6 +20,7 @@
 
 #include "crypto/ed25519.h"
 #include "crypto/rng.h"
+#include "transparency/audit.h"
 #include "transparency/proofs.h"
 #include "transparency/store.h"
 #include "transparency/vrf.h"
@@ -57,6 +58,8 @@ class TransparencyLog {
                                                                   std::uint64_t new_size) const;
   // The signed head of an earlier size (a client catching up from it).
   [[nodiscard]] tl::expected<SignedTreeHead, Error> head_at(std::uint64_t size) const;
+  // What an auditor needs of entry `index` (audit.h).
+  [[nodiscard]] tl::expected<AuditRecord, Error> audit_record(std::uint64_t index) const;
 
  private:
   struct IndexHash {
@@ -85,6 +88,7 @@ class TransparencyLog {
   bool open_ = false;
   LogTree log_;
   std::vector<LogEntry> entries_;
+  std::vector<std::vector<LeafChange>> changes_;  // per entry, for audit_record()
   PrefixTree prefix_;
   std::unordered_map<Index, std::vector<HeldVersion>, IndexHash> versions_;
   SignedTreeHead head_;

@@ -9,7 +9,6 @@ namespace sotto::transparency {
 namespace {
 
 constexpr std::string_view kTreeHeadContext = "sotto key transparency tree head v1";
-constexpr std::size_t kMaxValueSize = 0xffff;
 
 Bytes encode_tree_head(const TreeHead& h) {
   Bytes out;

@@ -12,6 +12,7 @@
 
 #include "crypto/ed25519_group.h"
 #include "crypto/rng.h"
+#include "transparency/audit.h"
 #include "transparency/codec.h"
 #include "transparency/log.h"
 
@@ -721,6 +722,113 @@ TEST(TransparencyLog, AFailedStoreAppendChangesNothingAndReopeningRebuildsTheSam
   TransparencyLog tampered(f.store, VrfKeyPair::generate(key_rng2),
                            crypto::Ed25519KeyPair::generate(key_rng2), f.rng);
   EXPECT_EQ(tampered.open(1).error(), Error::bad_history);
+}
+
+// ---------------------------------------------------------------------------------------------
+std::vector<AuditRecord> all_records(const TransparencyLog& log) {
+  std::vector<AuditRecord> out;
+  for (std::uint64_t i = 0; i < log.head().head.size; ++i) out.push_back(*log.audit_record(i));
+  return out;
+}
+
+TEST(Auditor, FollowsAnHonestLogAndCosignsItsHeads) {
+  LogFixture f(81);
+  crypto::DeterministicRng rng(82);
+  crypto::DeterministicRng auditor_rng(83);
+  const auto auditor_key = crypto::Ed25519KeyPair::generate(auditor_rng);
+  Auditor auditor(f.log.public_keys());
+  std::uint64_t applied = 0;
+  for (int i = 0; i < 60; ++i) {
+    std::vector<TransparencyLog::Update> u{{"user" + std::to_string(i % 9), random_value(rng, 1)}};
+    if (i % 4 == 0) u.push_back(u.front());  // one label twice in one entry
+    ASSERT_TRUE(f.log.append(u, 5000 + static_cast<std::uint64_t>(i)));
+    for (; applied < f.log.head().head.size; ++applied) {
+      const Bytes enc = encode_audit_record(*f.log.audit_record(applied));
+      const auto rec = decode_audit_record(enc);
+      ASSERT_TRUE(rec.has_value());
+      ASSERT_TRUE(auditor.apply(*rec).has_value()) << applied;
+    }
+    const SignedTreeHead head = f.log.head();
+    EXPECT_EQ(auditor.head(), head.head);
+    const auto sig = auditor.check_and_cosign(head, auditor_key);
+    ASSERT_TRUE(sig.has_value());
+    EXPECT_TRUE(verify_cosignature(head.head, auditor_key.public_key(), *sig).has_value());
+    // An earlier head is co-signed too.
+    EXPECT_TRUE(auditor.check_and_cosign(*f.log.head_at(1 + applied / 2), auditor_key));
+  }
+  EXPECT_FALSE(
+      verify_cosignature(f.log.head().head, f.log.public_keys().signing_key, Bytes(64, 0)));
+}
+
+TEST(Auditor, CatchesARewrittenDroppedOrTakenBackEntry) {
+  LogFixture f(91);
+  crypto::DeterministicRng rng(92);
+  crypto::DeterministicRng auditor_rng(93);
+  const auto auditor_key = crypto::Ed25519KeyPair::generate(auditor_rng);
+  ASSERT_TRUE(
+      f.log.append(std::vector<TransparencyLog::Update>{{"bob", random_value(rng, 1)}}, 2000));
+  ASSERT_TRUE(f.log.append(std::vector<TransparencyLog::Update>{{"bob", random_value(rng, 2)}},
+                           3000));  // the ghost device
+  const std::vector<AuditRecord> honest = all_records(f.log);
+  ASSERT_EQ(honest.size(), 3u);
+
+  // Taking the ghost back: entry 3 sets bob's leaf to the chain after version 1 again, with the
+  // prefix root that change really gives.
+  {
+    Auditor a(f.log.public_keys());
+    for (const AuditRecord& r : honest) ASSERT_TRUE(a.apply(r));
+    const LeafChange v1 = honest[1].changes[0];
+    PrefixTree mirror;
+    mirror.set(v1.index, chain_next(Hash{}, v1.link));
+    const AuditRecord take_back{{4000, mirror.root()}, {{v1.index, {1, 3, v1.link.commitment}}}};
+    EXPECT_EQ(a.apply(take_back).error(), Error::bad_history);
+    // Nor with the version counted on but the old commitment and no new entry index.
+    const AuditRecord replay{{4000, mirror.root()}, {{v1.index, {3, 2, v1.link.commitment}}}};
+    EXPECT_EQ(a.apply(replay).error(), Error::bad_history);
+    // A record whose root is not what its changes give.
+    AuditRecord wrong_root = honest[2];
+    wrong_root.changes[0].link = {3, 3, v1.link.commitment};
+    EXPECT_EQ(a.apply(wrong_root).error(), Error::bad_history);
+    EXPECT_EQ(a.head(), f.log.head().head);  // refused records changed nothing
+    EXPECT_TRUE(a.check_and_cosign(f.log.head(), auditor_key));
+  }
+  // Dropping an entry: record 2 offered as record 1.
+  {
+    Auditor a(f.log.public_keys());
+    ASSERT_TRUE(a.apply(honest[0]));
+    EXPECT_EQ(a.apply(honest[2]).error(), Error::bad_history);
+  }
+  // Rewriting an old entry: a log with the same keys whose entry 1 differs signs heads the
+  // auditor's replay of the first log does not give.
+  {
+    LogFixture forked(91);
+    ASSERT_TRUE(forked.log.append(
+        std::vector<TransparencyLog::Update>{{"bob", random_value(rng, 3)}}, 2000));
+    ASSERT_TRUE(forked.log.append(
+        std::vector<TransparencyLog::Update>{{"bob", random_value(rng, 2)}}, 3000));
+    Auditor a(f.log.public_keys());
+    for (const AuditRecord& r : honest) ASSERT_TRUE(a.apply(r));
+    EXPECT_EQ(a.check_and_cosign(forked.log.head(), auditor_key).error(),
+              Error::bad_consistency_proof);
+    EXPECT_EQ(a.check_and_cosign(*forked.log.head_at(2), auditor_key).error(),
+              Error::bad_consistency_proof);
+    EXPECT_TRUE(a.check_and_cosign(*forked.log.head_at(1), auditor_key));  // the common entry
+  }
+  // A time that goes back.
+  {
+    Auditor a(f.log.public_keys());
+    ASSERT_TRUE(a.apply(honest[0]));
+    AuditRecord earlier = honest[1];
+    earlier.entry.timestamp_ms = 0;
+    EXPECT_EQ(a.apply(earlier).error(), Error::bad_history);
+  }
+  // Malformed records.
+  const Bytes enc = encode_audit_record(honest[1]);
+  for (std::size_t n = 0; n < enc.size(); ++n)
+    EXPECT_FALSE(decode_audit_record(ByteView(enc).first(n)));
+  Bytes trailing = enc;
+  trailing.push_back(0);
+  EXPECT_FALSE(decode_audit_record(trailing));
 }
 
 TEST(TransparencyFormats, ParsersRefuseTruncationTrailingBytesAndLongPaths) {
