@@ -5,7 +5,10 @@
 // latest value, every single-byte change to a proof is caught, forks and rollbacks are refused,
 // and a failed store append changes nothing.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <map>
 #include <set>
 #include <string>
@@ -15,6 +18,7 @@
 #include "transparency/audit.h"
 #include "transparency/codec.h"
 #include "transparency/log.h"
+#include "transparency/sqlite_store.h"
 
 namespace sotto::transparency {
 namespace {
@@ -829,6 +833,80 @@ TEST(Auditor, CatchesARewrittenDroppedOrTakenBackEntry) {
   Bytes trailing = enc;
   trailing.push_back(0);
   EXPECT_FALSE(decode_audit_record(trailing));
+}
+
+// ---------------------------------------------------------------------------------------------
+std::string temp_db(const std::string& name) {
+  const std::string path =
+      ::testing::TempDir() + "/sotto_kt_" + name + "_" + std::to_string(::getpid()) + ".db";
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+  return path;
+}
+
+TransparencyLog log_over(TransparencyStore& store, crypto::Rng& rng) {
+  crypto::DeterministicRng key_rng(99);
+  return TransparencyLog(store, VrfKeyPair::generate(key_rng),
+                         crypto::Ed25519KeyPair::generate(key_rng), rng);
+}
+
+TEST(SqliteTransparencyStore, AReopenedLogIsTheSameLog) {
+  const std::string path = temp_db("reopen");
+  crypto::DeterministicRng rng(101);
+  SignedTreeHead head;
+  Bytes proof;
+  {
+    auto store = SqliteTransparencyStore::open(path);
+    ASSERT_TRUE(store.has_value());
+    TransparencyLog log = log_over(**store, rng);
+    ASSERT_TRUE(log.open(1000));
+    for (int i = 0; i < 30; ++i) {
+      std::vector<TransparencyLog::Update> u{
+          {"user" + std::to_string(i % 7), random_value(rng, 2)}};
+      if (i % 5 == 0) u.push_back({"empty-names", random_value(rng, 0)});
+      ASSERT_TRUE(log.append(u, 2000 + static_cast<std::uint64_t>(i)));
+    }
+    head = log.head();
+    proof = encode_search_proof(*log.search("user3"));
+    // An entry out of order is refused and writes nothing.
+    EXPECT_EQ((*store)->append(StoredEntry{5, {}, {}}).error(), Error::invalid_argument);
+  }
+  {
+    auto store = SqliteTransparencyStore::open(path);
+    ASSERT_TRUE(store.has_value());
+    TransparencyLog log = log_over(**store, rng);
+    ASSERT_TRUE(log.open(1));
+    EXPECT_EQ(log.head(), head);
+    EXPECT_EQ(encode_search_proof(*log.search("user3")), proof);
+    ASSERT_TRUE(
+        log.append(std::vector<TransparencyLog::Update>{{"user3", random_value(rng, 1)}}, 9000));
+    const auto got =
+        verify_search(log.public_keys(), log.head().head, "user3", *log.search("user3"));
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ((*got)->version, 5u);  // i = 3, 10, 17, 24, then this one
+    ASSERT_TRUE(verify_consistency_proof(head.head, log.head().head,
+                                         *log.consistency(head.head.size, log.head().head.size)));
+  }
+  // A row of the wrong shape, or a changed commitment, and the log does not open.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE kt_versions SET commitment = zeroblob(32) WHERE entry = 3",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  {
+    auto store = SqliteTransparencyStore::open(path);
+    TransparencyLog log = log_over(**store, rng);
+    EXPECT_EQ(log.open(1).error(), Error::bad_history);
+  }
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE kt_entries SET prefix_root = zeroblob(31) WHERE idx = 2",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  {
+    auto store = SqliteTransparencyStore::open(path);
+    TransparencyLog log = log_over(**store, rng);
+    EXPECT_EQ(log.open(1).error(), Error::storage_failure);
+  }
+  EXPECT_FALSE(SqliteTransparencyStore::open("/nonexistent-dir/x/kt.db").has_value());
 }
 
 TEST(TransparencyFormats, ParsersRefuseTruncationTrailingBytesAndLongPaths) {
