@@ -43,7 +43,9 @@ struct BigLog {
   BigLog()
       : key_rng(1),
         rng(2),
-        log(store, VrfKeyPair::generate(key_rng), crypto::Ed25519KeyPair::generate(key_rng), rng) {
+        vrf(VrfKeyPair::generate(key_rng)),
+        signer(crypto::Ed25519KeyPair::generate(key_rng)),
+        log(store, std::move(vrf), std::move(signer), rng) {
     if (!log.open(1)) std::abort();
     std::vector<TransparencyLog::Update> batch;
     for (std::size_t i = 0; i < kLabels; ++i) {
@@ -57,6 +59,8 @@ struct BigLog {
   crypto::DeterministicRng key_rng;
   crypto::DeterministicRng rng;
   MemoryTransparencyStore store;
+  VrfKeyPair vrf;  // moved into the log
+  crypto::Ed25519KeyPair signer;
   TransparencyLog log;
 };
 

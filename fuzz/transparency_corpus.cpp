@@ -51,6 +51,15 @@ int main(int argc, char** argv) {
   }
   const fs::path root = argv[1];
   const auto& f = fuzz::transparency_fixture();
+  // The genuine seeds must verify, or the targets would never reach their checks.
+  for (std::size_t i = 0; i < f.labels.size(); ++i) {
+    const TreeHead& head = f.heads.back().head;
+    if (!verify_search(f.keys, head, f.labels[i], f.search[i]) ||
+        !verify_monitor(f.keys, head, f.labels[i], f.monitor[i])) {
+      std::fprintf(stderr, "fixture proof for %s does not verify\n", f.labels[i].c_str());
+      return 1;
+    }
+  }
   for (std::size_t i = 0; i < f.labels.size(); ++i) {
     const auto sel = static_cast<std::uint8_t>(i);
     const std::string& l = f.labels[i];

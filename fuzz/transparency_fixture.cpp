@@ -30,8 +30,10 @@ TransparencyFixture build() {
   crypto::DeterministicRng key_rng(0x6b74);
   crypto::DeterministicRng rng(0x6b75);
   MemoryTransparencyStore store;
-  TransparencyLog log(store, VrfKeyPair::generate(key_rng),
-                      crypto::Ed25519KeyPair::generate(key_rng), rng);
+  // One key after the other: arguments' evaluation order differs between compilers.
+  VrfKeyPair vrf = VrfKeyPair::generate(key_rng);
+  crypto::Ed25519KeyPair signer = crypto::Ed25519KeyPair::generate(key_rng);
+  TransparencyLog log(store, std::move(vrf), std::move(signer), rng);
   if (!log.open(1'700'000'000'000)) std::abort();
   f.labels = {"alice", "bob", "carol", "dave"};
   std::uint64_t now = 1'700'000'000'000;

@@ -264,6 +264,9 @@ tl::expected<void, Error> TreeHeadTracker::advance(const SignedTreeHead& next,
     const TreeHead& cur = current_->head;
     if (next.head.size < cur.size || next.head.timestamp_ms < cur.timestamp_ms)
       return tl::unexpected(Error::rollback);
+    // Two signed heads of one size must be one head: anything else is the log equivocating.
+    if (next.head.size == cur.size && next.head != cur)
+      return tl::unexpected(Error::bad_consistency_proof);
     if (auto ok = verify_consistency_proof(cur, next.head, proof); !ok) return ok;
   }
   current_ = next;

@@ -477,15 +477,27 @@ TEST(AccountValue, CanonicalEncoding) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The log's keys come from key_seed, the VRF key first: a log over the same store with the same
+// seed is the same log.
+TransparencyLog make_log(TransparencyStore& store, std::uint64_t key_seed, crypto::Rng& rng) {
+  crypto::DeterministicRng key_rng(key_seed);
+  VrfKeyPair vrf = VrfKeyPair::generate(key_rng);
+  crypto::Ed25519KeyPair signer = crypto::Ed25519KeyPair::generate(key_rng);
+  return TransparencyLog(store, std::move(vrf), std::move(signer), rng);
+}
+
+crypto::Ed25519KeyPair signing_key_of(std::uint64_t key_seed) {
+  crypto::DeterministicRng key_rng(key_seed);
+  (void)VrfKeyPair::generate(key_rng);
+  return crypto::Ed25519KeyPair::generate(key_rng);
+}
+
 struct LogFixture {
   explicit LogFixture(std::uint64_t seed, std::uint64_t key_seed = 99)
-      : rng(seed),
-        key_rng(key_seed),
-        log(store, VrfKeyPair::generate(key_rng), crypto::Ed25519KeyPair::generate(key_rng), rng) {
+      : rng(seed), log(make_log(store, key_seed, rng)) {
     EXPECT_TRUE(log.open(1000).has_value());
   }
   crypto::DeterministicRng rng;
-  crypto::DeterministicRng key_rng;
   MemoryTransparencyStore store;
   TransparencyLog log;
 };
@@ -677,6 +689,16 @@ TEST(TransparencyLog, ForkedAndRolledBackHeadsAreRefused) {
   bad_sig.signature[10] ^= 1;
   EXPECT_EQ(verify_tree_head(bad_sig, a.log.public_keys().signing_key).error(),
             Error::bad_signature);
+  // The same size and root signed with another time: the log equivocating.
+  TreeHeadTracker carol(a.log.public_keys());
+  ASSERT_TRUE(carol.advance(a.log.head(), {}));
+  TreeHead later = a.log.head().head;
+  later.timestamp_ms += 1;
+  const auto log_key = signing_key_of(7);
+  ASSERT_EQ(log_key.public_key(), a.log.public_keys().signing_key);
+  EXPECT_EQ(carol.advance(sign_tree_head(later, log_key), {}).error(),
+            Error::bad_consistency_proof);
+  EXPECT_TRUE(carol.advance(a.log.head(), {}).has_value());  // the same head again is fine
   EXPECT_EQ(alice.current()->head, head_a.head);
 }
 
@@ -712,9 +734,7 @@ TEST(TransparencyLog, AFailedStoreAppendChangesNothingAndReopeningRebuildsTheSam
   EXPECT_EQ(f.log.head(), before);
 
   // The same store and keys rebuild the same log.
-  crypto::DeterministicRng key_rng(99);
-  TransparencyLog reopened(f.store, VrfKeyPair::generate(key_rng),
-                           crypto::Ed25519KeyPair::generate(key_rng), f.rng);
+  TransparencyLog reopened = make_log(f.store, 99, f.rng);
   ASSERT_TRUE(reopened.open(1).has_value());
   EXPECT_EQ(reopened.head(), before);
   EXPECT_EQ(encode_search_proof(*reopened.search("bob")), search_before);
@@ -722,9 +742,7 @@ TEST(TransparencyLog, AFailedStoreAppendChangesNothingAndReopeningRebuildsTheSam
   // A store whose history was rewritten does not open.
   f.store.entries_for_test()[1].versions[0].value[5] ^= 1;
   f.store.entries_for_test()[1].versions[0].link.commitment[0] ^= 1;
-  crypto::DeterministicRng key_rng2(99);
-  TransparencyLog tampered(f.store, VrfKeyPair::generate(key_rng2),
-                           crypto::Ed25519KeyPair::generate(key_rng2), f.rng);
+  TransparencyLog tampered = make_log(f.store, 99, f.rng);
   EXPECT_EQ(tampered.open(1).error(), Error::bad_history);
 }
 
@@ -844,9 +862,7 @@ std::string temp_db(const std::string& name) {
 }
 
 TransparencyLog log_over(TransparencyStore& store, crypto::Rng& rng) {
-  crypto::DeterministicRng key_rng(99);
-  return TransparencyLog(store, VrfKeyPair::generate(key_rng),
-                         crypto::Ed25519KeyPair::generate(key_rng), rng);
+  return make_log(store, 99, rng);
 }
 
 TEST(SqliteTransparencyStore, AReopenedLogIsTheSameLog) {
