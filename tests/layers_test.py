@@ -13,6 +13,7 @@ ALLOWED = {
     "src/crypto": set(),
     "src/wire": set(),
     "src/contract": {"crypto"},
+    "src/transparency": {"crypto", "contract"},
     "src/protocol": {"crypto", "wire"},
     "src/store/server": {"crypto", "wire", "protocol"},
     "src/store/client": {"crypto", "wire", "protocol"},
@@ -25,6 +26,7 @@ ALLOWED = {
 LAYER_OF_TOP = {
     "crypto": "crypto", "wire": "wire", "contract": "contract", "protocol": "protocol",
     "net": "net", "server": "server", "client": "client", "sotto": "sotto",
+    "transparency": "transparency",
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
