@@ -39,6 +39,7 @@
 #ifdef SOTTO_TEST_POSTGRES
 #include <pqxx/pqxx>
 
+#include "store/server/blob_store.h"
 #include "store/server/postgres/pg_store.h"
 #include "util/postgres_server.h"
 #endif
@@ -2015,6 +2016,44 @@ TEST_F(PostgresMigrationTest, HasTheSqliteTablesAndColumnsPlusItsOwnTwo) {
   expected.emplace("schema_version", "version");
   expected.emplace("pre_keys", "seq");
   EXPECT_EQ(postgres, expected);
+}
+
+TEST_F(PostgresMigrationTest, AttachmentRowsLiveInPostgresAndTheirFilesOnDisk) {
+  auto store = open(true);
+  ASSERT_TRUE(store) << log();
+  auto alice = (*store)->accounts().create_account("alice", filled(33, 5), device_record(7, 0xA1),
+                                                   signed_pre_key(1), {});
+  ASSERT_TRUE(alice);
+  TempDir dir;
+  auto rows = open_postgres_blob_rows(conninfo_, options(false).log);
+  ASSERT_TRUE(rows) << log();
+  auto blobs = BlobStore::open(dir.path(), std::move(*rows));
+  ASSERT_TRUE(blobs);
+  BlobStore& b = **blobs;
+  BlobId id{};
+  id[0] = 0xB1;
+  ASSERT_TRUE(b.create(id, *alice, 6, 1000));
+  EXPECT_EQ(b.create(id, *alice, 6, 1000).error(), Error::conflict);
+  BlobId orphan{};
+  orphan[0] = 0xB2;
+  EXPECT_EQ(b.create(orphan, *alice + 100, 6, 1000).error(), Error::not_found);  // no account
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "blobs" / "b2000000000000000000000000000000"));
+  EXPECT_EQ(*b.account_bytes(*alice), 6u);
+  ASSERT_TRUE(b.append(id, 0, filled(3, 1), 5000));
+  EXPECT_EQ(b.read(id, 0, 10).error(), Error::not_found);  // not complete yet
+  auto done = b.append(id, 3, filled(3, 2), 5000);
+  ASSERT_TRUE(done);
+  EXPECT_TRUE(done->complete);
+  auto found = b.find(id);
+  ASSERT_TRUE(found);
+  EXPECT_TRUE(found->complete);
+  EXPECT_EQ(found->expires_at, 5000u);
+  EXPECT_EQ(found->received, 6u);
+  EXPECT_EQ(*b.read(id, 0, 10), (Bytes{1, 1, 1, 2, 2, 2}));
+  EXPECT_EQ(*b.expire(4999), 0u);
+  EXPECT_EQ(*b.expire(5000), 1u);
+  EXPECT_EQ(b.find(id).error(), Error::not_found);
+  EXPECT_EQ(*b.account_bytes(*alice), 0u);
 }
 
 TEST_F(PostgresMigrationTest, SendsFailWhilePostgresIsDownAndWorkAfter) {

@@ -89,6 +89,20 @@ tl::expected<std::unique_ptr<BlobStore>, Error> BlobStore::open(
   return std::unique_ptr<BlobStore>(new BlobStore(dir, std::make_unique<Db>(std::move(*conn))));
 }
 
+tl::expected<std::unique_ptr<BlobStore>, Error> BlobStore::open(
+    const std::filesystem::path& data_dir, std::unique_ptr<BlobRows> rows) {
+  if (!rows) return tl::unexpected(Error::io);
+  std::error_code ec;
+  const auto dir = data_dir / "blobs";
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return tl::unexpected(Error::io);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+  auto store = std::unique_ptr<BlobStore>(new BlobStore(dir, nullptr));
+  store->rows_ = std::move(rows);
+  return store;
+}
+
 std::filesystem::path BlobStore::file_of(const BlobId& id) const {
   return dir_ / hex(id);
 }
@@ -104,6 +118,14 @@ tl::expected<void, Error> BlobStore::create(const BlobId& id, AccountId account,
   {
     Fd f(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (f.fd < 0) return tl::unexpected(errno == EEXIST ? Error::conflict : Error::io);
+  }
+  if (rows_) {
+    auto inserted = rows_->insert(id, account, size, expires_at);
+    if (!inserted) {
+      std::error_code ec;
+      std::filesystem::remove(file, ec);
+    }
+    return inserted;
   }
   std::lock_guard lock(db_->mu);
   auto st = db_->conn().prepare(
@@ -124,7 +146,11 @@ tl::expected<void, Error> BlobStore::create(const BlobId& id, AccountId account,
 
 tl::expected<BlobRecord, Error> BlobStore::find(const BlobId& id) {
   BlobRecord r;
-  {
+  if (rows_) {
+    auto found = rows_->find(id);
+    if (!found) return found;
+    r = *found;
+  } else {
     std::lock_guard lock(db_->mu);
     auto st = db_->conn().prepare(
         "SELECT account_id, size, complete, expires_at FROM attachments WHERE id = ?1");
@@ -173,12 +199,17 @@ tl::expected<BlobRecord, Error> BlobStore::append(const BlobId& id, std::uint64_
   if (r->received == r->size) {
     if (::fsync(f.fd) != 0) return tl::unexpected(Error::io);
     fsync_dir(dir_);
-    std::lock_guard lock(db_->mu);
-    auto st =
-        db_->conn().prepare("UPDATE attachments SET complete = 1, expires_at = ?2 WHERE id = ?1");
-    if (!st) return tl::unexpected(Error::io);
-    st->bind(1, ByteView(id)).bind_u64(2, complete_expires_at);
-    if (st->step() != SQLITE_DONE) return tl::unexpected(Error::io);
+    if (rows_) {
+      if (auto done = rows_->complete(id, complete_expires_at); !done)
+        return tl::unexpected(done.error());
+    } else {
+      std::lock_guard lock(db_->mu);
+      auto st =
+          db_->conn().prepare("UPDATE attachments SET complete = 1, expires_at = ?2 WHERE id = ?1");
+      if (!st) return tl::unexpected(Error::io);
+      st->bind(1, ByteView(id)).bind_u64(2, complete_expires_at);
+      if (st->step() != SQLITE_DONE) return tl::unexpected(Error::io);
+    }
     r->complete = true;
     r->expires_at = complete_expires_at;
   }
@@ -207,6 +238,7 @@ tl::expected<Bytes, Error> BlobStore::read(const BlobId& id, std::uint64_t offse
 }
 
 tl::expected<std::uint64_t, Error> BlobStore::account_bytes(AccountId account) {
+  if (rows_) return rows_->account_bytes(account);
   std::lock_guard lock(db_->mu);
   auto st =
       db_->conn().prepare("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE account_id = ?1");
@@ -222,7 +254,12 @@ tl::expected<std::uint64_t, Error> BlobStore::account_bytes(AccountId account) {
 tl::expected<std::size_t, Error> BlobStore::expire(std::uint64_t now_seconds) {
   std::vector<BlobId> gone;
   std::set<std::string> kept;
-  {
+  if (rows_) {
+    auto swept = rows_->expire(now_seconds);
+    if (!swept) return tl::unexpected(swept.error());
+    gone = std::move(swept->first);
+    for (const auto& id : swept->second) kept.insert(hex(id));
+  } else {
     std::lock_guard lock(db_->mu);
     auto st = db_->conn().prepare("SELECT id FROM attachments WHERE expires_at <= ?1");
     if (!st) return tl::unexpected(Error::io);

@@ -1325,6 +1325,124 @@ std::uint64_t PostgresServerStore::commit_count() const {
   return impl_->commit_count();
 }
 
+namespace {
+
+class PostgresBlobRows final : public BlobRows {
+ public:
+  PostgresBlobRows(std::unique_ptr<pqxx::connection> conn,
+                   std::function<void(std::string_view)> log)
+      : conn_(std::move(conn)), log_(std::move(log)) {}
+
+  tl::expected<void, Error> insert(const BlobId& id, AccountId account, std::uint64_t size,
+                                   std::uint64_t expires_at) override {
+    return run<void>("attachments: insert", [&](pqxx::work& tx) {
+      tx.exec_params(
+          "INSERT INTO attachments (id, account_id, size, complete, expires_at) "
+          "VALUES ($1, $2, $3, 0, $4)",
+          bin(ByteView(id)), account, i64(size), i64(expires_at));
+      return tl::expected<void, Error>();
+    });
+  }
+
+  tl::expected<BlobRecord, Error> find(const BlobId& id) override {
+    return run<BlobRecord>(
+        "attachments: find", [&](pqxx::work& tx) -> tl::expected<BlobRecord, Error> {
+          const pqxx::result r = tx.exec_params(
+              "SELECT account_id, size, complete, expires_at FROM attachments WHERE id = $1",
+              bin(ByteView(id)));
+          if (r.empty()) return tl::unexpected(Error::not_found);
+          BlobRecord rec;
+          rec.id = id;
+          rec.account = get_i64(r[0][0]);
+          rec.size = get_u64(r[0][1]);
+          rec.complete = get_i64(r[0][2]) != 0;
+          rec.expires_at = get_u64(r[0][3]);
+          return rec;
+        });
+  }
+
+  tl::expected<void, Error> complete(const BlobId& id, std::uint64_t expires_at) override {
+    return run<void>("attachments: complete", [&](pqxx::work& tx) {
+      tx.exec_params("UPDATE attachments SET complete = 1, expires_at = $2 WHERE id = $1",
+                     bin(ByteView(id)), i64(expires_at));
+      return tl::expected<void, Error>();
+    });
+  }
+
+  tl::expected<std::uint64_t, Error> account_bytes(AccountId account) override {
+    return run<std::uint64_t>("attachments: account_bytes", [&](pqxx::work& tx) {
+      return tl::expected<std::uint64_t, Error>(get_u64(tx.exec_params(
+          "SELECT coalesce(sum(size), 0)::bigint FROM attachments WHERE account_id = $1",
+          account)[0][0]));
+    });
+  }
+
+  tl::expected<std::pair<std::vector<BlobId>, std::vector<BlobId>>, Error> expire(
+      std::uint64_t now_seconds) override {
+    using Ids = std::pair<std::vector<BlobId>, std::vector<BlobId>>;
+    auto to_id = [](const pqxx::field& f, std::vector<BlobId>& out) {
+      const Bytes b = get_blob(f);
+      if (b.size() != kBlobIdSize) return;  // a damaged row: its file is swept as an orphan
+      BlobId id{};
+      std::copy(b.begin(), b.end(), id.begin());
+      out.push_back(id);
+    };
+    return run<Ids>("attachments: expire", [&](pqxx::work& tx) {
+      Ids ids;
+      for (const auto& row : tx.exec_params(
+               "DELETE FROM attachments WHERE expires_at <= $1 RETURNING id", i64(now_seconds)))
+        to_id(row[0], ids.first);
+      for (const auto& row : tx.exec("SELECT id FROM attachments")) to_id(row[0], ids.second);
+      return tl::expected<Ids, Error>(std::move(ids));
+    });
+  }
+
+ private:
+  template <class T, class F>
+  tl::expected<T, Error> run(std::string_view op, F&& body) {
+    std::lock_guard lock(mu_);
+    try {
+      pqxx::work tx(*conn_);
+      auto out = body(tx);
+      tx.commit();
+      return out;
+    } catch (const pqxx::unique_violation&) {
+      return tl::unexpected(Error::conflict);
+    } catch (const pqxx::foreign_key_violation&) {
+      return tl::unexpected(Error::not_found);
+    } catch (const std::exception& e) {
+      log_("postgresql: " + std::string(op) + ": " + first_line(e));
+      return tl::unexpected(Error::io);
+    }
+  }
+
+  std::mutex mu_;
+  std::unique_ptr<pqxx::connection> conn_;  // guarded by mu_
+  std::function<void(std::string_view)> log_;
+};
+
+}  // namespace
+
+tl::expected<std::unique_ptr<BlobRows>, Error> open_postgres_blob_rows(
+    const std::string& conninfo, std::function<void(std::string_view)> log) {
+  if (!log) log = log_to_stderr;
+  try {
+    auto conn = std::make_unique<pqxx::connection>(conninfo);
+    auto version = postgres::schema_version(*conn);
+    if (!version || *version != postgres::kSchemaVersion) {
+      log("postgresql: attachments: " +
+          (version ? "schema version " + std::to_string(*version) + ", not " +
+                         std::to_string(postgres::kSchemaVersion)
+                   : version.error()));
+      return tl::unexpected(Error::io);
+    }
+    return std::unique_ptr<BlobRows>(new PostgresBlobRows(std::move(conn), std::move(log)));
+  } catch (const std::exception& e) {
+    log("postgresql: attachments: cannot connect: " + first_line(e));
+    return tl::unexpected(Error::io);
+  }
+}
+
 bool is_postgres_store(const std::string& store) {
   return store.rfind("postgresql://", 0) == 0 || store.rfind("postgres://", 0) == 0;
 }

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "store/server/blob_store.h"
 #include "store/server/sqlite_store.h"
 #include "store/server/store.h"
 
@@ -66,6 +67,12 @@ class PostgresServerStore final : public ServerStore {
   explicit PostgresServerStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// The `attachments` rows of a BlobStore (blob_store.h) in a PostgreSQL database whose schema is
+// current (io otherwise, the reason logged); the blob files stay under the data directory. One
+// connection under a mutex, as the SQLite rows have.
+[[nodiscard]] tl::expected<std::unique_ptr<BlobRows>, Error> open_postgres_blob_rows(
+    const std::string& conninfo, std::function<void(std::string_view)> log = {});
 
 // Whether a configured store names PostgreSQL (a postgresql:// or postgres:// URI) rather than
 // the default SQLite file under the data directory.
