@@ -27,6 +27,13 @@
 #include "server/metrics.h"
 #include "server/server.h"
 #include "store/server/sqlite_store.h"
+#ifdef SOTTO_HAVE_POSTGRES
+#include "store/server/postgres/pg_store.h"
+#endif
+
+#ifndef SOTTO_VERSION
+#define SOTTO_VERSION "unknown"
+#endif
 
 namespace {
 
@@ -242,6 +249,71 @@ int run_key_command(const server::ServerConfig& config, const std::string& comma
   return 0;
 }
 
+// The store the config names: the SQLite file under the data directory, or PostgreSQL (whose
+// schema must be current: `sotto-server migrate` applies migrations, a start never does). The
+// error text is for the operator.
+tl::expected<std::unique_ptr<store::ServerStore>, std::string> open_store(
+    const server::ServerConfig& config) {
+  store::SqliteOptions options;
+  options.max_queue_per_device = static_cast<std::uint32_t>(config.max_queue_per_device);
+  options.max_queue_bytes_per_device = config.max_queue_bytes_per_device;
+  options.max_queue_per_sender = static_cast<std::uint32_t>(config.max_queue_per_sender);
+  options.max_queue_bytes_per_sender = config.max_queue_bytes_per_sender;
+  options.message_ttl_seconds = config.message_ttl_days * 86400;
+  // Lines logged while opening also name the reason in the error.
+  auto why = std::make_shared<std::string>();
+  options.log = [why](std::string_view line) {
+    spdlog::error("event=store {}", line);
+    if (why->empty()) *why = std::string(line);
+  };
+  if (config.store.empty() || config.store == "sqlite") {
+    auto opened = store::SqliteServerStore::open(config.data_dir / "sotto.db", options);
+    if (!opened) {
+      return tl::unexpected("cannot open the database under " + config.data_dir.string() +
+                            (why->empty() ? std::string() : ": " + *why));
+    }
+    return std::unique_ptr<store::ServerStore>(std::move(*opened));
+  }
+#ifdef SOTTO_HAVE_POSTGRES
+  store::PostgresOptions pg;
+  static_cast<store::SqliteOptions&>(pg) = options;
+  auto opened = store::PostgresServerStore::open(config.store, pg);
+  if (!opened) {
+    return tl::unexpected("cannot use the PostgreSQL store" +
+                          (why->empty() ? std::string() : ": " + *why));
+  }
+  return std::unique_ptr<store::ServerStore>(std::move(*opened));
+#else
+  return tl::unexpected(std::string(
+      "this sotto-server was built without PostgreSQL support (libpqxx): use store = \"sqlite\""));
+#endif
+}
+
+// sotto-server migrate: brings the configured store's schema to this server's version.
+int run_migrate(const server::ServerConfig& config) {
+  if (config.store.empty() || config.store == "sqlite") {
+    auto opened = open_store(config);  // SQLite migrates at every open
+    if (!opened) return fail(opened.error());
+    std::printf("sqlite store %s: schema current\n", (config.data_dir / "sotto.db").c_str());
+    return 0;
+  }
+#ifdef SOTTO_HAVE_POSTGRES
+  auto before = store::postgres_schema_status(config.store);
+  if (!before) return fail(before.error());
+  auto after = store::postgres_migrate(config.store);
+  if (!after) return fail("migrate: " + after.error());
+  if (before->database == after->database) {
+    std::printf("postgresql store: schema version %d, current\n", after->database);
+  } else {
+    std::printf("postgresql store: schema migrated from version %d to %d\n", before->database,
+                after->database);
+  }
+  return 0;
+#else
+  return fail("this sotto-server was built without PostgreSQL support (libpqxx)");
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -277,6 +349,11 @@ int main(int argc, char** argv) {
   app.add_option("--tls-next-key", tls_next_key,
                  "PEM certificate or key of the next TLS key, announced to every device after "
                  "its login (signed by the current key) until it is the current one");
+  std::string store_setting;
+  app.add_option("--store", store_setting,
+                 "Where the tables live: \"sqlite\" (default: DIR/sotto.db) or a PostgreSQL URI "
+                 "(postgresql://user@host/db; run `sotto-server migrate` first)");
+  app.set_version_flag("--version", std::string("sotto-server ") + SOTTO_VERSION);
   app.add_flag("--invite-only", invite_only, "Require an invite code to register");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (default info)");
   app.footer(
@@ -304,6 +381,10 @@ int main(int argc, char** argv) {
                       "and print its fingerprint; new connections present it after SIGHUP");
   key->add_subcommand("show", "Print the current and the next key's fingerprints");
   key->require_subcommand(1);
+  auto* migrate = app.add_subcommand(
+      "migrate",
+      "Bring the store's schema to this server's version and exit (a server on PostgreSQL "
+      "refuses to start until then; SQLite migrates at every start)");
   CLI11_PARSE(app, argc, argv);
 
   // Signals are for this thread alone: blocked before any other thread starts (the store's
@@ -341,6 +422,7 @@ int main(int argc, char** argv) {
   if (!tls_next_key.empty()) config.tls_next_key = tls_next_key;
   if (invite_only) config.invite_only = true;
   if (!log_level.empty()) config.log_level = log_level;
+  if (!store_setting.empty()) config.store = store_setting;
   if (auto checked = server::check_config(config); !checked) return fail(checked.error());
 
   auto logger = spdlog::stderr_color_mt("sotto");
@@ -363,19 +445,13 @@ int main(int argc, char** argv) {
                                std::filesystem::perm_options::replace, ec);
   // One server per data directory (operator commands such as `invite create` and `key` still run
   // beside it): held until the process exits.
-  if (!invite->parsed()) {
+  if (!invite->parsed() && !migrate->parsed()) {
     if (auto locked = lock_data_dir(config.data_dir); !locked) return fail(locked.error());
   }
 
-  store::SqliteOptions options;
-  options.max_queue_per_device = static_cast<std::uint32_t>(config.max_queue_per_device);
-  options.max_queue_bytes_per_device = config.max_queue_bytes_per_device;
-  options.max_queue_per_sender = static_cast<std::uint32_t>(config.max_queue_per_sender);
-  options.max_queue_bytes_per_sender = config.max_queue_bytes_per_sender;
-  options.message_ttl_seconds = config.message_ttl_days * 86400;
-  options.log = [](std::string_view line) { spdlog::error("event=store {}", line); };
-  auto store = store::SqliteServerStore::open(config.data_dir / "sotto.db", options);
-  if (!store) return fail("cannot open the database under " + config.data_dir.string());
+  if (migrate->parsed()) return run_migrate(config);
+  auto store = open_store(config);
+  if (!store) return fail(store.error());
 
   server::Metrics metrics;
   server::Server server(config, **store, metrics, crypto::system_rng(), wall_ms);

@@ -8,6 +8,9 @@
 
 #include "server/router.h"
 #include "service.pb.h"
+#ifdef SOTTO_HAVE_POSTGRES
+#include "store/server/postgres/pg_store.h"
+#endif
 
 namespace sotto::server {
 
@@ -60,6 +63,15 @@ AttachmentService::AttachmentService(const ServerConfig& config, crypto::Rng& rn
           static_cast<double>(bucket_burst(config.attachment_download_bytes_per_minute))}) {
   if (config_.data_dir.empty() || config_.max_attachment_bytes == 0) return;
   auto opened = store::BlobStore::open(config_.data_dir);
+#ifdef SOTTO_HAVE_POSTGRES
+  // On PostgreSQL the rows live there too; the blob files stay under the data directory.
+  if (store::is_postgres_store(config_.store)) {
+    auto rows = store::open_postgres_blob_rows(
+        config_.store, [](std::string_view line) { spdlog::error("event=store {}", line); });
+    opened = rows ? store::BlobStore::open(config_.data_dir, std::move(*rows))
+                  : tl::unexpected(rows.error());
+  }
+#endif
   if (!opened) {
     spdlog::error("event=attachments_unavailable dir=\"{}\" (the blob store cannot be opened)",
                   (config_.data_dir / "blobs").string());

@@ -69,7 +69,17 @@ std::optional<std::string> check_log_level(std::string_view level) {
   return "'log_level' (--log-level) must be one of trace, debug, info, warn, error, off";
 }
 
+std::optional<std::string> check_store(std::string_view store) {
+  if (store.empty() || store == "sqlite" || store.starts_with("postgresql://") ||
+      store.starts_with("postgres://"))
+    return std::nullopt;
+  return std::string(
+      "'store' (--store) must be \"sqlite\" or a PostgreSQL URI such as "
+      "\"postgresql://sotto@db.example/sotto\"");
+}
+
 tl::expected<void, std::string> check_config(const ServerConfig& c) {
+  if (auto error = check_store(c.store)) return tl::unexpected(std::move(*error));
   if (auto error = check_log_level(c.log_level)) return tl::unexpected(std::move(*error));
   if (c.tls_certificate.empty() != c.tls_private_key.empty()) {
     return tl::unexpected(
@@ -170,6 +180,7 @@ const std::set<std::string>& config_keys() {
                                                "pre_keys_per_device_per_hour",
                                                "log_level",
                                                "data",
+                                               "store",
                                                "tls_next_key",
                                                "tls_record_handover",
                                                "max_attachment_bytes",
@@ -222,6 +233,12 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
   s.clear();
   if (auto r = read_string(t, "data", s); !r) return tl::unexpected(r.error());
   if (!s.empty()) c.data_dir = s;
+  s.clear();
+  if (auto r = read_string(t, "store", s); !r) return tl::unexpected(r.error());
+  if (!s.empty()) {
+    if (auto bad = check_store(s)) return tl::unexpected(std::move(*bad));
+    c.store = s;
+  }
   s.clear();
   if (auto r = read_string(t, "tls_certificate", s); !r) return tl::unexpected(r.error());
   if (!s.empty()) c.tls_certificate = s;

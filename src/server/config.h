@@ -24,6 +24,9 @@ struct Endpoint {
 
 struct ServerConfig {
   std::filesystem::path data_dir;
+  // Where the server keeps its tables: empty or "sqlite" for the SQLite file under data_dir, or a
+  // PostgreSQL URI ("postgresql://user@host/db", docs/operations.md).
+  std::string store;
   Endpoint listen{"127.0.0.1", 7443};
   Endpoint http{"127.0.0.1", 7480};       // /healthz and /metrics, loopback by default
   std::filesystem::path tls_certificate;  // both empty: self-signed under data_dir/tls
@@ -115,6 +118,8 @@ struct ServerConfig {
 // The error for a log level spdlog does not know (the same for the config key and the flag);
 // nullopt when `level` is one of trace, debug, info, warn, error, off.
 [[nodiscard]] std::optional<std::string> check_log_level(std::string_view level);
+// Why a `store` value is refused (nullopt: it is "", "sqlite" or a PostgreSQL URI).
+[[nodiscard]] std::optional<std::string> check_store(std::string_view store);
 
 // Checks what only the merged configuration (file, then flags) can tell: a TLS certificate
 // without its private key (or the other way round) would otherwise be ignored in favour of the

@@ -33,6 +33,9 @@ KILL_ITERATIONS = int(os.environ.get("SOTTO_E2E_KILL_ITERATIONS", "20"))
 SENDS_PER_BURST = 8
 
 BIN_DIR = None
+# --postgres: a private PostgreSQL (tests/util/private_postgres.py) that every Server uses, each in
+# a schema of its own, instead of the SQLite file under its data directory.
+POSTGRES = None
 
 
 def sotto_bin():
@@ -59,6 +62,19 @@ class Server:
         self.log_path = os.path.join(root, "server.log")
         self.proc = None
         self.fingerprint = None
+        self.store = POSTGRES.fresh_uri() if POSTGRES else None
+        if self.store:
+            r = subprocess.run([server_bin(), "--data", self.data, "--store", self.store,
+                                "migrate"], capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise RuntimeError("sotto-server migrate failed: " + r.stderr)
+
+    def store_args(self, args):
+        """`args` with this server's --store added (when it has one and they name none)."""
+        args = list(args)
+        if self.store and "--store" not in args:
+            args += ["--store", self.store]
+        return args
 
     @property
     def address(self):
@@ -72,7 +88,7 @@ class Server:
             args = ["--data", self.data, "--listen", self.address,
                     "--http", "127.0.0.1:%d" % self.http_port]
         self.proc = subprocess.Popen(
-            [server_bin()] + list(args),
+            [server_bin()] + self.store_args(args),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
@@ -117,7 +133,8 @@ class Server:
 
     def operator(self, *args):
         """Runs an operator command (`sotto-server key rotate`...) on this data directory."""
-        r = subprocess.run([server_bin(), "--data", self.data] + list(args), capture_output=True,
+        r = subprocess.run([server_bin()] + self.store_args(["--data", self.data] + list(args)),
+                           capture_output=True,
                            text=True, timeout=60)
         if r.returncode != 0:
             raise AssertionError("sotto-server %s failed: %s" % (" ".join(args), r.stderr))
@@ -1598,13 +1615,25 @@ def main():
     global BIN_DIR
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--bin", required=True, help="CMake binary directory")
+    parser.add_argument("--postgres", action="store_true",
+                        help="run every server on a private PostgreSQL started for the run")
     args, rest = parser.parse_known_args()
     BIN_DIR = os.path.abspath(args.bin)
     for b in (sotto_bin(), server_bin()):
         if not os.access(b, os.X_OK):
             sys.stderr.write("missing binary: %s (build the sotto and sotto-server targets)\n" % b)
             return 1
-    program = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
+    if args.postgres:
+        global POSTGRES
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "util"))
+        from private_postgres import PrivatePostgres
+        POSTGRES = PrivatePostgres()
+        POSTGRES.start()
+    try:
+        program = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
+    finally:
+        if POSTGRES:
+            POSTGRES.stop()
     return 0 if program.result.wasSuccessful() else 1
 
 

@@ -36,6 +36,14 @@
 #include "store/server/sqlite_store.h"
 #include "store/server/store.h"
 
+#ifdef SOTTO_TEST_POSTGRES
+#include <pqxx/pqxx>
+
+#include "store/server/blob_store.h"
+#include "store/server/postgres/pg_store.h"
+#include "util/postgres_server.h"
+#endif
+
 namespace sotto::store {
 
 // gtest finds this through the argument's namespace (ADL), so failures print "queue_full".
@@ -136,7 +144,63 @@ class SqliteBackend {
   TempDir dir_;
 };
 
+#ifdef SOTTO_TEST_POSTGRES
+// The PostgreSQL backend (the `cluster` label): one private server for the whole test program,
+// started by the first test that needs it and stopped when the program ends, and a fresh schema
+// (search_path) per test, so that every test starts from an empty database without an initdb.
+class PostgresEnvironment : public ::testing::Environment {
+ public:
+  static testing::PostgresServer& server() {
+    if (!server_) server_ = std::make_unique<testing::PostgresServer>(SOTTO_PG_BIN_DIR);
+    return *server_;
+  }
+  // A new, empty schema; the connection string that works in it.
+  static std::string fresh_schema() {
+    static int next = 0;
+    const std::string name = "t" + std::to_string(++next);
+    pqxx::connection conn(server().conninfo());
+    pqxx::nontransaction tx(conn);
+    tx.exec("DROP SCHEMA IF EXISTS " + name + " CASCADE");
+    tx.exec("CREATE SCHEMA " + name);
+    return server().conninfo() + " options='-c search_path=" + name + "'";
+  }
+  void TearDown() override { server_.reset(); }
+
+ private:
+  static inline std::unique_ptr<testing::PostgresServer> server_;
+};
+[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
+    ::testing::AddGlobalTestEnvironment(new PostgresEnvironment);
+
+PostgresOptions postgres_options(const TestConfig& config) {
+  PostgresOptions o;
+  static_cast<SqliteOptions&>(o) = sqlite_options(config);
+  o.migrate = true;
+  return o;
+}
+
+class PostgresBackend {
+ public:
+  static constexpr const char* kName = "Postgres";
+
+  std::unique_ptr<ServerStore> open(const TestConfig& config) {
+    if (conninfo_.empty()) conninfo_ = PostgresEnvironment::fresh_schema();
+    auto store = PostgresServerStore::open(conninfo_, postgres_options(config));
+    if (!store) return nullptr;
+    return std::move(*store);
+  }
+  static std::optional<std::uint64_t> commit_count(ServerStore& store) {
+    return static_cast<PostgresServerStore&>(store).commit_count();
+  }
+
+ private:
+  std::string conninfo_;
+};
+
+using Backends = ::testing::Types<PostgresBackend>;
+#else
 using Backends = ::testing::Types<SqliteBackend>;
+#endif
 
 struct BackendNames {
   template <class T>
@@ -1465,6 +1529,7 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
     EXPECT_FALSE(column.empty());
     tables.insert(table);
   }
+  tables.erase("schema_version");  // PostgreSQL's record of it (SQLite: the file header)
   EXPECT_EQ(tables, (std::set<std::string>{"accounts", "attachments", "blocks", "devices",
                                            "invites", "link_tokens", "messages", "pre_keys",
                                            "send_dedup", "shared_bodies", "signed_pre_keys"}));
@@ -1873,6 +1938,216 @@ TEST_F(SqliteStoreTest, RefusesAFileThatIsNotADatabase) {
   EXPECT_EQ(store.error(), Error::io);
   EXPECT_FALSE(log_.empty());
 }
+
+#ifdef SOTTO_TEST_POSTGRES
+// --- PostgreSQL only: migrations, and the schema beside SQLite's -------------------------------
+
+class PostgresMigrationTest : public ::testing::Test {
+ protected:
+  PostgresOptions options(bool migrate) {
+    PostgresOptions o;
+    o.now_ms = [] { return kStartMs; };
+    o.migrate = migrate;
+    o.log = [this](std::string_view line) {
+      std::lock_guard lock(mu_);
+      log_ += std::string(line) + "\n";
+    };
+    return o;
+  }
+  tl::expected<std::unique_ptr<PostgresServerStore>, Error> open(bool migrate) {
+    return PostgresServerStore::open(conninfo_, options(migrate));
+  }
+  void exec(const std::string& sql) {
+    pqxx::connection conn(conninfo_);
+    pqxx::nontransaction tx(conn);
+    tx.exec(sql);
+  }
+  std::string log() {
+    std::lock_guard lock(mu_);
+    return log_;
+  }
+
+  std::string conninfo_ = PostgresEnvironment::fresh_schema();
+  std::mutex mu_;
+  std::string log_;
+};
+
+TEST_F(PostgresMigrationTest, AnEmptyDatabaseIsRefusedUntilMigrated) {
+  auto refused = open(false);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error(), Error::io);
+  EXPECT_NE(log().find("schema version 0"), std::string::npos) << log();
+  EXPECT_NE(log().find("sotto-server migrate"), std::string::npos) << log();
+
+  auto before = postgres_schema_status(conninfo_);
+  ASSERT_TRUE(before) << before.error();
+  EXPECT_EQ(before->database, 0);
+  EXPECT_EQ(before->code, 6);
+
+  auto migrated = postgres_migrate(conninfo_);
+  ASSERT_TRUE(migrated) << migrated.error();
+  EXPECT_EQ(migrated->database, migrated->code);
+  auto store = open(false);
+  ASSERT_TRUE(store) << log();
+  EXPECT_FALSE((*store)->schema().empty());
+}
+
+TEST_F(PostgresMigrationTest, MigratingAgainChangesNothing) {
+  ASSERT_TRUE(postgres_migrate(conninfo_));
+  AccountId alice = 0;
+  {
+    auto store = open(false);
+    ASSERT_TRUE(store) << log();
+    auto id = (*store)->accounts().create_account("alice", filled(33, 5), device_record(7, 0xA1),
+                                                  signed_pre_key(1), pre_keys(1, 2));
+    ASSERT_TRUE(id);
+    alice = *id;
+  }
+  auto again = postgres_migrate(conninfo_);
+  ASSERT_TRUE(again) << again.error();
+  EXPECT_EQ(again->database, again->code);
+  {
+    auto store = open(true);  // a node started with migrate finds nothing to do either
+    ASSERT_TRUE(store) << log();
+  }
+  auto store = open(false);
+  ASSERT_TRUE(store) << log();
+  auto found = (*store)->accounts().find_account("alice");
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->id, alice);
+  EXPECT_EQ(*(*store)->keys().count_pre_keys(alice, 1), 2u);
+  pqxx::connection conn(conninfo_);
+  pqxx::nontransaction tx(conn);
+  EXPECT_EQ(tx.exec("SELECT count(*) FROM schema_version")[0][0].as<int>(), 1);
+}
+
+TEST_F(PostgresMigrationTest, ConcurrentMigrationsTakeTurns) {
+  std::vector<std::thread> nodes;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 3; ++i) {
+    nodes.emplace_back([&] {
+      if (postgres_migrate(conninfo_)) ++ok;
+    });
+  }
+  for (auto& t : nodes) t.join();
+  EXPECT_EQ(ok.load(), 3);
+  auto status = postgres_schema_status(conninfo_);
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->database, status->code);
+}
+
+TEST_F(PostgresMigrationTest, RefusesASchemaFromANewerServer) {
+  ASSERT_TRUE(postgres_migrate(conninfo_));
+  exec("UPDATE schema_version SET version = 7");
+  auto refused = open(false);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(log().find("schema version 7, newer than this server's 6"), std::string::npos) << log();
+  EXPECT_FALSE(open(true));  // migrate does not touch it either
+  auto migrated = postgres_migrate(conninfo_);
+  ASSERT_FALSE(migrated);
+  EXPECT_NE(migrated.error().find("newer"), std::string::npos) << migrated.error();
+  pqxx::connection conn(conninfo_);
+  pqxx::nontransaction tx(conn);
+  EXPECT_EQ(tx.exec("SELECT version FROM schema_version")[0][0].as<int>(), 7);
+}
+
+TEST_F(PostgresMigrationTest, HasTheSqliteTablesAndColumnsPlusItsOwnTwo) {
+  TempDir dir;
+  std::set<std::pair<std::string, std::string>> sqlite;
+  {
+    auto store = SqliteServerStore::open(dir.path() / "server.db");
+    ASSERT_TRUE(store);
+    for (const auto& tc : (*store)->schema()) sqlite.insert(tc);
+  }
+  auto store = open(true);
+  ASSERT_TRUE(store) << log();
+  std::set<std::pair<std::string, std::string>> postgres;
+  for (const auto& tc : (*store)->schema()) postgres.insert(tc);
+  auto expected = sqlite;
+  expected.emplace("schema_version", "version");
+  expected.emplace("pre_keys", "seq");
+  EXPECT_EQ(postgres, expected);
+}
+
+TEST_F(PostgresMigrationTest, AttachmentRowsLiveInPostgresAndTheirFilesOnDisk) {
+  auto store = open(true);
+  ASSERT_TRUE(store) << log();
+  auto alice = (*store)->accounts().create_account("alice", filled(33, 5), device_record(7, 0xA1),
+                                                   signed_pre_key(1), {});
+  ASSERT_TRUE(alice);
+  TempDir dir;
+  auto rows = open_postgres_blob_rows(conninfo_, options(false).log);
+  ASSERT_TRUE(rows) << log();
+  auto blobs = BlobStore::open(dir.path(), std::move(*rows));
+  ASSERT_TRUE(blobs);
+  BlobStore& b = **blobs;
+  BlobId id{};
+  id[0] = 0xB1;
+  ASSERT_TRUE(b.create(id, *alice, 6, 1000));
+  EXPECT_EQ(b.create(id, *alice, 6, 1000).error(), Error::conflict);
+  BlobId orphan{};
+  orphan[0] = 0xB2;
+  EXPECT_EQ(b.create(orphan, *alice + 100, 6, 1000).error(), Error::not_found);  // no account
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "blobs" / "b2000000000000000000000000000000"));
+  EXPECT_EQ(*b.account_bytes(*alice), 6u);
+  ASSERT_TRUE(b.append(id, 0, filled(3, 1), 5000));
+  EXPECT_EQ(b.read(id, 0, 10).error(), Error::not_found);  // not complete yet
+  auto done = b.append(id, 3, filled(3, 2), 5000);
+  ASSERT_TRUE(done);
+  EXPECT_TRUE(done->complete);
+  auto found = b.find(id);
+  ASSERT_TRUE(found);
+  EXPECT_TRUE(found->complete);
+  EXPECT_EQ(found->expires_at, 5000u);
+  EXPECT_EQ(found->received, 6u);
+  EXPECT_EQ(*b.read(id, 0, 10), (Bytes{1, 1, 1, 2, 2, 2}));
+  EXPECT_EQ(*b.expire(4999), 0u);
+  EXPECT_EQ(*b.expire(5000), 1u);
+  EXPECT_EQ(b.find(id).error(), Error::not_found);
+  EXPECT_EQ(*b.account_bytes(*alice), 0u);
+}
+
+TEST_F(PostgresMigrationTest, SendsFailWhilePostgresIsDownAndWorkAfter) {
+  auto store = open(true);
+  ASSERT_TRUE(store) << log();
+  auto& s = **store;
+  auto alice = s.accounts().create_account("alice", filled(33, 5), device_record(7, 0xA1),
+                                           signed_pre_key(1), {});
+  ASSERT_TRUE(alice);
+  auto send = [&](std::uint8_t n) {
+    QueuedEnvelope e;
+    e.id[0] = n;
+    e.account = *alice;
+    e.device = 1;
+    e.source = "bob";
+    e.content = filled(10, n);
+    std::promise<tl::expected<void, Error>> done;
+    auto result = done.get_future();
+    s.messages().enqueue({e}, std::nullopt, [&done](auto r) { done.set_value(r); });
+    return result.get();
+  };
+  ASSERT_TRUE(send(1));
+  PostgresEnvironment::server().stop();
+  auto failed = send(2);
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error(), Error::io);
+  EXPECT_FALSE(s.accounts().find_account("alice"));
+  PostgresEnvironment::server().restart();
+  // The first use of each broken connection fails; the next reconnects.
+  bool sent = false;
+  for (int attempt = 0; attempt < 3 && !sent; ++attempt) sent = send(3).has_value();
+  EXPECT_TRUE(sent) << log();
+  bool found = false;
+  for (int attempt = 0; attempt < 8 && !found; ++attempt)
+    found = s.accounts().find_account("alice").has_value();
+  EXPECT_TRUE(found) << log();
+  auto loaded = s.messages().load(*alice, 1, 10);
+  ASSERT_TRUE(loaded);
+  ASSERT_EQ(loaded->size(), 2u);  // the send that failed was not stored
+  EXPECT_EQ((*loaded)[0].id[0], 1);
+  EXPECT_EQ((*loaded)[1].id[0], 3);
+}
+#endif
 
 }  // namespace
 }  // namespace sotto::store

@@ -91,6 +91,20 @@ tl::expected<std::unique_ptr<BlobStore>, Error> BlobStore::open(
   return std::unique_ptr<BlobStore>(new BlobStore(dir, std::make_unique<Db>(std::move(*conn))));
 }
 
+tl::expected<std::unique_ptr<BlobStore>, Error> BlobStore::open(
+    const std::filesystem::path& data_dir, std::unique_ptr<BlobRows> rows) {
+  if (!rows) return tl::unexpected(Error::io);
+  std::error_code ec;
+  const auto dir = data_dir / "blobs";
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return tl::unexpected(Error::io);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+  auto store = std::unique_ptr<BlobStore>(new BlobStore(dir, nullptr));
+  store->rows_ = std::move(rows);
+  return store;
+}
+
 std::filesystem::path BlobStore::file_of(const BlobId& id) const {
   return dir_ / hex(id);
 }
@@ -106,6 +120,14 @@ tl::expected<void, Error> BlobStore::create(const BlobId& id, AccountId account,
   {
     Fd f(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (f.fd < 0) return tl::unexpected(errno == EEXIST ? Error::conflict : Error::io);
+  }
+  if (rows_) {
+    auto inserted = rows_->insert(id, account, size, expires_at);
+    if (!inserted) {
+      std::error_code ec;
+      std::filesystem::remove(file, ec);
+    }
+    return inserted;
   }
   std::lock_guard lock(db_->mu);
   auto st = db_->conn().prepare(
@@ -126,7 +148,11 @@ tl::expected<void, Error> BlobStore::create(const BlobId& id, AccountId account,
 
 tl::expected<BlobRecord, Error> BlobStore::find(const BlobId& id) {
   BlobRecord r;
-  {
+  if (rows_) {
+    auto found = rows_->find(id);
+    if (!found) return found;
+    r = *found;
+  } else {
     std::lock_guard lock(db_->mu);
     auto st = db_->conn().prepare(
         "SELECT account_id, size, complete, expires_at FROM attachments WHERE id = ?1");
@@ -194,6 +220,7 @@ tl::expected<void, Error> BlobStore::mark_complete(const BlobId& id, int fd,
                                                    std::uint64_t expires_at) {
   if (::fsync(fd) != 0) return tl::unexpected(Error::io);
   fsync_dir(dir_);
+  if (rows_) return rows_->complete(id, expires_at);
   std::lock_guard lock(db_->mu);
   auto st =
       db_->conn().prepare("UPDATE attachments SET complete = 1, expires_at = ?2 WHERE id = ?1");
@@ -254,6 +281,7 @@ tl::expected<Bytes, Error> BlobStore::read(const BlobId& id, std::uint64_t offse
 }
 
 tl::expected<std::uint64_t, Error> BlobStore::account_bytes(AccountId account) {
+  if (rows_) return rows_->account_bytes(account);
   std::lock_guard lock(db_->mu);
   auto st =
       db_->conn().prepare("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE account_id = ?1");
@@ -269,7 +297,12 @@ tl::expected<std::uint64_t, Error> BlobStore::account_bytes(AccountId account) {
 tl::expected<std::size_t, Error> BlobStore::expire(std::uint64_t now_seconds) {
   std::vector<BlobId> gone;
   std::set<std::string> kept;
-  {
+  if (rows_) {
+    auto swept = rows_->expire(now_seconds);
+    if (!swept) return tl::unexpected(swept.error());
+    gone = std::move(swept->first);
+    for (const auto& id : swept->second) kept.insert(hex(id));
+  } else {
     std::lock_guard lock(db_->mu);
     auto st = db_->conn().prepare("SELECT id FROM attachments WHERE expires_at <= ?1");
     if (!st) return tl::unexpected(Error::io);

@@ -17,6 +17,8 @@
 #include <mutex>
 #include <string>
 #include <tl/expected.hpp>
+#include <utility>
+#include <vector>
 
 #include "crypto/bytes.h"
 #include "store/server/store.h"
@@ -35,11 +37,34 @@ struct BlobRecord {
   std::uint64_t expires_at = 0;  // seconds since the epoch
 };
 
+// Where a BlobStore keeps its rows (the `attachments` table) when they are not in
+// DATA_DIR/sotto.db: the PostgreSQL store's database (postgres/pg_store.h). The blob files stay
+// under DATA_DIR/blobs either way. Thread-safe.
+class BlobRows {
+ public:
+  virtual ~BlobRows() = default;
+  // conflict when the id exists; not_found when the account does not.
+  [[nodiscard]] virtual tl::expected<void, Error> insert(const BlobId& id, AccountId account,
+                                                         std::uint64_t size,
+                                                         std::uint64_t expires_at) = 0;
+  // The row (`received` left 0); not_found when there is none.
+  [[nodiscard]] virtual tl::expected<BlobRecord, Error> find(const BlobId& id) = 0;
+  [[nodiscard]] virtual tl::expected<void, Error> complete(const BlobId& id,
+                                                           std::uint64_t expires_at) = 0;
+  [[nodiscard]] virtual tl::expected<std::uint64_t, Error> account_bytes(AccountId account) = 0;
+  // Deletes the rows whose expiry is at or before `now_seconds`: their ids, then every id left.
+  [[nodiscard]] virtual tl::expected<std::pair<std::vector<BlobId>, std::vector<BlobId>>, Error>
+  expire(std::uint64_t now_seconds) = 0;
+};
+
 class BlobStore {
  public:
   // Opens DATA_DIR/sotto.db (already migrated) and creates DATA_DIR/blobs when missing.
   [[nodiscard]] static tl::expected<std::unique_ptr<BlobStore>, Error> open(
       const std::filesystem::path& data_dir);
+  // The same with the rows in `rows` instead of DATA_DIR/sotto.db.
+  [[nodiscard]] static tl::expected<std::unique_ptr<BlobStore>, Error> open(
+      const std::filesystem::path& data_dir, std::unique_ptr<BlobRows> rows);
   ~BlobStore();
   BlobStore(const BlobStore&) = delete;
   BlobStore& operator=(const BlobStore&) = delete;
@@ -90,7 +115,8 @@ class BlobStore {
   tl::expected<void, Error> mark_complete(const BlobId& id, int fd, std::uint64_t expires_at);
 
   std::filesystem::path dir_;
-  std::unique_ptr<Db> db_;
+  std::unique_ptr<Db> db_;          // the SQLite rows, or
+  std::unique_ptr<BlobRows> rows_;  // the rows elsewhere
   std::array<std::mutex, 64> stripes_;
 };
 
