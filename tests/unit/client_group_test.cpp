@@ -1026,6 +1026,8 @@ TEST_F(ClientGroupTest, AReactionIsOneEmoji) {
   auto h = alice.history("bob", 0);
   ASSERT_TRUE(h);
   for (const auto& m : *h) EXPECT_TRUE(m.reactions.empty());
+}
+
 // Two admins change the group on the same revision before either sees the other's change; the
 // members get the two changes in different orders (each admin its own first, dave reversed), and
 // all end with one state: the lower change hash wins, and the other admin's client makes its
