@@ -54,6 +54,29 @@ tls_next_key = "/srv/sotto/next.pem"
   EXPECT_EQ(c->tls_next_key, "/srv/sotto/next.pem");
 }
 
+// `store` (docs/operations.md): SQLite by default, or a PostgreSQL URI; anything else stops the
+// server at start with a message naming the key.
+TEST(Config, StoreIsSqliteOrAPostgresUri) {
+  EXPECT_EQ(ServerConfig{}.store, "");
+  for (const char* good : {"sqlite", "postgresql://sotto@db.example:5432/sotto",
+                           "postgres://sotto@%2Fvar%2Frun%2Fpostgresql/sotto"}) {
+    auto c = apply_toml_text(ServerConfig{}, std::string("store = \"") + good + "\"\n");
+    ASSERT_TRUE(c) << good << ": " << c.error();
+    EXPECT_EQ(c->store, good);
+    EXPECT_TRUE(check_config(*c)) << good;
+  }
+  for (const char* bad : {"mysql://x/y", "/var/lib/sotto/sotto.db", "postgresql:/x", "SQLITE"}) {
+    auto c = apply_toml_text(ServerConfig{}, std::string("store = \"") + bad + "\"\n");
+    ASSERT_FALSE(c) << bad;
+    EXPECT_NE(c.error().find("'store'"), std::string::npos) << c.error();
+  }
+  ServerConfig flag;
+  flag.store = "redis://x";  // as --store would set it
+  ASSERT_FALSE(check_config(flag));
+  EXPECT_NE(check_config(flag).error().find("PostgreSQL URI"), std::string::npos);
+  EXPECT_FALSE(apply_toml_text(ServerConfig{}, "store = 5\n"));
+}
+
 // The per-account limits, queue shares and storage budget (docs/abuse.md): defaults, and each
 // key overrides its own.
 TEST(Config, AbuseLimitsHaveDefaultsAndKeys) {
