@@ -148,6 +148,10 @@ CREATE TABLE attachments (
 CREATE INDEX attachments_by_account ON attachments (account_id);
 CREATE INDEX attachments_by_expiry ON attachments (expires_at);
 )sql",
+    // 6 -> 7: the devices a partial send left out (their queues were full), for its retries
+    R"sql(
+ALTER TABLE send_dedup ADD COLUMN refused BYTEA NOT NULL DEFAULT '\x'::bytea;
+)sql",
 };
 
 // Any constant will do: nodes of one cluster share it, so their migrations run one at a time.
