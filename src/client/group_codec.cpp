@@ -218,7 +218,8 @@ std::optional<InviteLink> parse_invite_link(std::string_view text) {
   if (parts.size() < 4) return std::nullopt;
   std::string admin_text;
   for (std::size_t i = 2; i + 1 < parts.size(); ++i) {
-    admin_text += (i == 2 ? "" : ".") + std::string(parts[i]);
+    if (i != 2) admin_text += '.';
+    admin_text.append(parts[i]);
   }
   const std::string_view device_text = parts.back();
   if (device_text.empty() || device_text.size() > 9) return std::nullopt;

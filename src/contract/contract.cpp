@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <cstring>
+#include <initializer_list>
 
 #include "contract/ids.h"
 #include "contract/signatures.h"
@@ -23,40 +25,38 @@ std::optional<std::string> normalize_username(std::string_view name) {
 
 namespace {
 
-void append(Bytes& out, std::string_view s) {
-  out.insert(out.end(), s.begin(), s.end());
+ByteView bytes_of(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
-void append(Bytes& out, ByteView b) {
-  out.insert(out.end(), b.begin(), b.end());
+
+// The parts one after the other. Sized once and copied with memcpy: GCC 12 at -O3 reports a
+// false stringop-overflow for vector::insert of a range into an empty vector.
+Bytes concat(std::initializer_list<ByteView> parts) {
+  std::size_t total = 0;
+  for (const auto& p : parts) total += p.size();
+  Bytes out(total);
+  std::size_t at = 0;
+  for (const auto& p : parts) {
+    if (!p.empty()) std::memcpy(out.data() + at, p.data(), p.size());
+    at += p.size();
+  }
+  return out;
 }
 
 }  // namespace
 
 Bytes login_message(bool channel_binding, ByteView nonce) {
-  Bytes m;
-  append(m, channel_binding ? kBoundAuthContext : kAuthContext);
-  append(m, nonce);
-  return m;
+  return concat({bytes_of(channel_binding ? kBoundAuthContext : kAuthContext), nonce});
 }
 
 Bytes device_binding(std::string_view username, ByteView auth_key) {
-  Bytes m;
-  append(m, kDeviceContext);
-  append(m, username);
-  append(m, auth_key);
-  return m;
+  return concat({bytes_of(kDeviceContext), bytes_of(username), auth_key});
 }
 
 Bytes recovery_message(ByteView nonce, std::string_view username, ByteView identity_key,
                        ByteView auth_key, ByteView next_recovery_key) {
-  Bytes m;
-  append(m, kRecoverContext);
-  append(m, nonce);
-  append(m, username);
-  append(m, identity_key);
-  append(m, auth_key);
-  append(m, next_recovery_key);
-  return m;
+  return concat({bytes_of(kRecoverContext), nonce, bytes_of(username), identity_key, auth_key,
+                 next_recovery_key});
 }
 
 TimeOrderedId time_ordered_id(std::uint64_t now_ms,
