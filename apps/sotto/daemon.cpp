@@ -552,6 +552,10 @@ class Daemon {
       lock.unlock();
       std::vector<Poll> waiting;
       for (auto& p : ready) {
+        if (p.peer) {  // not again what was pushed to the poll's connection meanwhile
+          std::lock_guard peers_lock(peers_mu_);
+          if (p.peer->subscribed) p.after = std::max(p.after, p.peer->last_cursor);
+        }
         auto events = client_.events(p.after, p.limit);
         if (events && events->empty() && !stopping && p.deadline > SteadyClock::now()) {
           p.seen = generation;
@@ -916,18 +920,26 @@ json Daemon::receive(const Call& c) {
     timeout = t->get<double>();
   }
   if (*after > 0) acknowledge(*after);
+  // What was pushed to this connection is not given to it again: a notification's event is
+  // acknowledged only once its line is written, and a poll sent right after reading that line
+  // could otherwise arrive first and return the event a second time.
+  std::uint64_t from = *after;
+  if (c.peer) {
+    std::lock_guard lock(peers_mu_);
+    if (c.peer->subscribed) from = std::max(from, c.peer->last_cursor);
+  }
   std::uint64_t generation = 0;
   {
     std::lock_guard lock(polls_mu_);
     generation = journal_generation_;
   }
-  auto events = client_.events(*after, static_cast<std::size_t>(*limit));
+  auto events = client_.events(from, static_cast<std::size_t>(*limit));
   if (!events) return app_error(c.id, events.error());
   if (events->empty() && timeout > 0 && c.may_wait && !c.notification) {
     Poll p;
     p.peer = c.peer;
     p.id = c.id;
-    p.after = *after;
+    p.after = from;
     p.limit = static_cast<std::size_t>(*limit);
     p.deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
                                           std::chrono::duration<double>(timeout));
