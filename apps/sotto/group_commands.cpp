@@ -1,5 +1,7 @@
 #include "group_commands.h"
 
+#include <cstdio>
+
 #include "attach_commands.h"
 #include "message_commands.h"
 #include "output.h"
@@ -199,10 +201,18 @@ int send_to_group(const std::string& id, const std::string& text, const GroupCon
   auto r = (*client)->send_group(id, text, options);
   if (!r) return ctx.fail(r.error());
   if (ctx.json) {
-    ctx.print(dump(json{{"timestamp", r->timestamp}, {"devices", r->devices}, {"groupId", id}}));
+    json out{{"timestamp", r->timestamp}, {"devices", r->devices}, {"groupId", id}};
+    if (!r->left_out.empty()) out["leftOut"] = r->left_out;
+    ctx.print(dump(out));
   } else {
     ctx.print("Sent to the group (" + std::to_string(r->devices) +
               (r->devices == 1 ? " device copy" : " device copies") + ").");
+    for (const auto& device : r->left_out) {
+      std::fprintf(stderr,
+                   "sotto: warning: not delivered to %s: its queue on the server is full (it has "
+                   "been offline for long); the others got it\n",
+                   sanitize(device, false).c_str());
+    }
   }
   return 0;
 }

@@ -96,12 +96,14 @@ GroupRpcOutcome rpc_send_group(Client& client, const json& params) {
       client.send_group(id->get<std::string>(),
                         body != nullptr ? body->get<std::string>() : std::string(), attachments);
   if (!r) return failed(r.error());
+  json result = {{"groupId", id->get<std::string>()},
+                 {"type", "SUCCESS"},
+                 {"timestamp", r->timestamp},
+                 {"devices", r->devices}};
+  if (!r->left_out.empty()) result["leftOut"] = r->left_out;
   return ok({{"timestamp", r->timestamp},
              {"devices", r->devices},
-             {"results", json::array({{{"groupId", id->get<std::string>()},
-                                       {"type", "SUCCESS"},
-                                       {"timestamp", r->timestamp},
-                                       {"devices", r->devices}}})}});
+             {"results", json::array({std::move(result)})}});
 }
 
 GroupRpcOutcome rpc_update_group(Client& client, const json& params) {

@@ -260,6 +260,9 @@ using EventHandler = std::function<void(const Event&)>;
 struct SendResult {
   std::uint64_t timestamp = 0;  // the message's timestamp (our clock, ms)
   std::size_t devices = 0;      // device copies the server accepted
+  // A group message: member devices the server left out because their queue on the server is
+  // full (the device has been offline for long); everyone else got it. "user (device N)".
+  std::vector<std::string> left_out;
 };
 
 struct Device {

@@ -499,7 +499,7 @@ Result<SendResult> Conversations::set_timer(const std::string& user, std::uint32
     u.expire_timer = seconds;
     auto changed = groups_->update(peer->substr(6), u);
     if (!changed) return tl::unexpected(changed.error());
-    return SendResult{outbox_.next_timestamp(), 0};
+    return SendResult{outbox_.next_timestamp(), 0, {}};
   }
   const std::uint64_t timestamp = outbox_.next_timestamp();
   content::Content data;

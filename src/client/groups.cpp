@@ -362,6 +362,9 @@ Result<SharedOutcome> Groups::send_shared(const ConnectionPtr& c,
   m.timestamp = timestamp;
   m.shared_type = kSenderKeyMessageType;
   m.shared_content.assign(ciphertext.begin(), ciphertext.end());
+  // A member device whose queue is full (offline for long) must not keep the message from the
+  // others: the server leaves it out and names it (docs/delivery.md), and the sender is told.
+  m.leave_out_full = true;
   m.recipients.reserve(recipients.size());
   for (const auto& r : recipients) {
     if (r.devices.empty()) continue;
@@ -380,6 +383,7 @@ Result<SharedOutcome> Groups::send_shared(const ConnectionPtr& c,
   auto answered = multi_send(c, m, account_.options.request_timeout);
   if (!answered) return tl::unexpected(answered.error());
   outcome.stored = answered->status == MultiSendOutcome::Status::stored;
+  if (outcome.stored) outcome.left_out = std::move(answered->queue_full);
   outcome.mismatches = std::move(answered->mismatches);
   outcome.unknown_users = std::move(answered->unknown_users);
   return outcome;
@@ -479,6 +483,7 @@ Result<SendResult> Groups::send_content(const std::string& hex, content::Content
     if (fanout == Fanout::everyone || m.user() != self) members.push_back(m.user());
   }
   std::size_t devices_sent = 0;
+  std::vector<std::string> left_out;
   std::optional<Error> last_error;
   for (int round = 0;; ++round) {
     if (round > kMaxStaleRetries + 1) {
@@ -581,6 +586,12 @@ Result<SendResult> Groups::send_content(const std::string& hex, content::Content
     }
     if (outcome->stored) {
       for (const auto& r : recipients) devices_sent += r.devices.size();
+      for (const auto& full : outcome->left_out) {
+        for (auto d : full.device_ids) {
+          left_out.push_back(full.username + " (device " + std::to_string(d) + ")");
+          if (devices_sent > 0) --devices_sent;
+        }
+      }
       break;
     }
     for (const auto& gone : outcome->unknown_users) std::erase(members, gone);
@@ -622,7 +633,7 @@ Result<SendResult> Groups::send_content(const std::string& hex, content::Content
       if (!reported) return tl::unexpected(reported.error());
     }
   }
-  return SendResult{timestamp, devices_sent};
+  return SendResult{timestamp, devices_sent, std::move(left_out)};
 }
 
 // --- authoring --------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ struct SharedRecipient {
 // why (device lists to repair, accounts that are gone).
 struct SharedOutcome {
   bool stored = false;
+  std::vector<QueueFullDevices> left_out;  // with stored: devices whose queue is full
   std::vector<DeviceMismatch> mismatches;
   std::vector<std::string> unknown_users;
 };

@@ -107,7 +107,7 @@ Result<SendResult> Outbox::send_contents(const std::string& to, std::uint64_t ti
     out.parts.push_back(Part{self, encode_padded(*to_own), note_to_self || !to_user, {}});
   }
   if (!to_user) out.recipient = self;
-  if (out.parts.empty()) return SendResult{timestamp, 0};
+  if (out.parts.empty()) return SendResult{timestamp, 0, {}};
   // Without a copy for our other devices, the server is told it gets only part of the devices
   // it would expect (ours are left out on purpose).
   out.subset = to_own == nullptr;
@@ -359,7 +359,7 @@ Result<SendResult> Outbox::deliver(Outgoing& out) {
           return tl::unexpected(
               make_error(ErrorCode::not_found, "the user has no device to send to"));
         }
-        return SendResult{out.timestamp, 0};  // a note to self and no other device
+        return SendResult{out.timestamp, 0, {}};  // a note to self and no other device
       }
       built = std::move(request);
     }
@@ -382,7 +382,7 @@ Result<SendResult> Outbox::deliver(Outgoing& out) {
         }
         if (now > kResendLogMs) (void)account_.store->expire_sent(now - kResendLogMs);
         keys_.maintain_if_due(c);
-        return SendResult{out.timestamp, static_cast<std::size_t>(built->messages_size())};
+        return SendResult{out.timestamp, static_cast<std::size_t>(built->messages_size()), {}};
       }
       case svc::STALE_DEVICES: {
         if (++stale_rounds > kMaxStaleRetries) {

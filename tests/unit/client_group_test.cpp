@@ -63,8 +63,11 @@ class ClientGroupTest : public ::testing::Test {
     config.bundle_fetches_per_minute = 100000;
     config.device_lists_per_minute = 100000;
     config.log_level = "warn";
+    adjust(config);
     server_ = std::make_unique<InProcessServer>(root_ / "server", clock_, config);
   }
+  // A fixture's own server settings.
+  virtual void adjust(server::ServerConfig&) {}
   void TearDown() override {
     engines_.clear();
     server_.reset();
@@ -1432,6 +1435,49 @@ TEST_F(ClientGroupTest, AHistoryTransferCarriesGroupsAndMessageState) {
   EXPECT_EQ(group_bodies(receive(tablet), id),
             std::vector<std::string>{"to every device of alice"});
   EXPECT_EQ(group_bodies(receive(alice), id), std::vector<std::string>{"to every device of alice"});
+}
+
+// A member device whose queue on the server is full (away for long) does not keep the group
+// from talking: the others get every message, and the sender is told which device was left out.
+class ClientGroupFullQueueTest : public ClientGroupTest {
+  void adjust(server::ServerConfig& config) override { config.max_queue_per_device = 4; }
+};
+
+TEST_F(ClientGroupFullQueueTest, AFullMemberQueueLeavesThatDeviceOutAndTheOthersGetIt) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  Engine& carol = register_("carol");
+  auto created = alice.groups().create("g", {"bob", "carol"});
+  ASSERT_TRUE(created) << created.error().message;
+  const std::string id = created->id;
+  receive(bob);
+  receive(carol);  // carol goes away from here on
+
+  std::vector<std::string> sent_bodies, bob_bodies;
+  std::size_t left_out = 0;
+  for (int i = 0; i < 8; ++i) {
+    tick();
+    const std::string body = "message " + std::to_string(i);
+    auto sent = alice.groups().send(id, body);
+    ASSERT_TRUE(sent) << body << ": " << sent.error().message;
+    sent_bodies.push_back(body);
+    if (!sent->left_out.empty()) {
+      EXPECT_EQ(sent->left_out, std::vector<std::string>{"carol (device 1)"});
+      EXPECT_EQ(sent->devices, 1u);  // bob's
+      ++left_out;
+    }
+    for (auto& b : group_bodies(receive(bob), id)) bob_bodies.push_back(b);
+    receive(alice);  // bob's delivery receipts
+  }
+  EXPECT_EQ(bob_bodies, sent_bodies);
+  EXPECT_GT(left_out, 0u);
+  // Carol, back, reads what her queue held and the messages after it once she has room.
+  auto first = group_bodies(receive(carol), id);
+  EXPECT_FALSE(first.empty());
+  EXPECT_LE(first.size(), sent_bodies.size() - left_out);
+  tick();
+  ASSERT_TRUE(alice.groups().send(id, "after"));
+  EXPECT_EQ(group_bodies(receive(carol), id), std::vector<std::string>{"after"});
 }
 
 }  // namespace

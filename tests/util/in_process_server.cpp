@@ -217,6 +217,11 @@ InProcessServer::InProcessServer(const std::filesystem::path& dir,
   options.log = [](std::string_view) {};
   options.now_ms = [c = clock_] { return c->now_ms(); };
   options.group_commit_max_delay = std::chrono::milliseconds(1);
+  // The queue limits as the server binary passes them (apps/sotto-server).
+  options.max_queue_per_device = static_cast<std::uint32_t>(config.max_queue_per_device);
+  options.max_queue_bytes_per_device = config.max_queue_bytes_per_device;
+  options.max_queue_per_sender = static_cast<std::uint32_t>(config.max_queue_per_sender);
+  options.max_queue_bytes_per_sender = config.max_queue_bytes_per_sender;
   store_ = std::move(*store::SqliteServerStore::open(dir / "sotto.db", options));
   config.data_dir = dir;
   server_ = std::make_unique<server::Server>(config, *store_, metrics_, rng_,
