@@ -74,7 +74,8 @@ void add_group_commands(CLI::App& app, GroupArgs& a) {
       "remove", "Remove members (admins only): they cannot read what is sent afterwards");
   a.admin = a.group->add_subcommand("admin", "Make members admins (--revoke: no longer admins)");
   for (auto* sub : {a.add, a.remove, a.admin}) {
-    sub->add_option("ID", a.id, "The group's id (64 hex digits)")->required();
+    sub->add_option("ID", a.id, "The group's id (64 hex digits, or its first 8 or more)")
+        ->required();
     sub->add_option("USER", a.users, "Members")->required();
   }
   a.admin->add_flag("--revoke", a.revoke, "Take admin rights away instead");

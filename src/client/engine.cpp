@@ -184,19 +184,19 @@ Result<std::vector<Message>> Engine::read_history(const Options& options,
     }
     name = names.front();
   }
+  const bool group = user.rfind("group:", 0) == 0;  // a group's conversation (docs/groups.md)
   std::optional<std::string> peer;
-  if (user.rfind("group:", 0) == 0) {
-    // A group's conversation (docs/groups.md).
-    if (auto id = parse_group_id(user.substr(6))) peer = "group:" + to_hex(*id);
-  } else {
+  if (!group) {
     peer = normalize_username(user);
-  }
-  if (!peer) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument,
-                                     "invalid username (or group:ID, with 64 hex digits)"));
+    if (!peer) return tl::unexpected(make_error(ErrorCode::invalid_argument, "invalid username"));
   }
   auto store = store::ClientStore::open_read_only(options.data_dir, name, options.passphrase);
   if (!store) return tl::unexpected(from_store(store.error()));
+  if (group) {
+    auto id = resolve_group_id(**store, user.substr(6));
+    if (!id) return tl::unexpected(id.error());
+    peer = "group:" + *id;
+  }
   auto list = (*store)->messages(*peer, limit);
   if (!list) return tl::unexpected(from_store(list.error()));
   // Disappeared messages are left out (this reader cannot remove them; the account's owner does).

@@ -46,12 +46,10 @@ std::string excerpt(const std::string& text, std::size_t max) {
 // --- Groups -----------------------------------------------------------------------------------
 
 Result<content::GroupState> Groups::state(const std::string& id) {
-  auto bytes = parse_group_id(id);
-  if (!bytes) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument, "a group id is 64 hex digits"));
-  }
+  auto hex = resolve(id);  // the whole id, or its first digits
+  if (!hex) return tl::unexpected(hex.error());
   std::lock_guard crypto_lock(account_.crypto_mu);
-  auto s = load(to_hex(*bytes));
+  auto s = load(*hex);
   if (!s) return tl::unexpected(s.error());
   if (!s->has_value()) return tl::unexpected(make_error(ErrorCode::not_found, "no such group"));
   return std::move(**s);

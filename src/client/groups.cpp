@@ -1,6 +1,7 @@
 #include "client/groups.h"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 #include <thread>
 
@@ -638,11 +639,42 @@ Result<SendResult> Groups::send_content(const std::string& hex, content::Content
 
 // --- authoring --------------------------------------------------------------------------------
 
+Result<std::string> resolve_group_id(store::ClientStore& store, const std::string& id) {
+  if (auto bytes = parse_group_id(id)) return to_hex(*bytes);
+  // The first digits, as the terminal output shows them (at least 8): the one group known here
+  // whose id starts with them.
+  const bool hex_digits = !id.empty() && std::all_of(id.begin(), id.end(), [](char ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+  });
+  if (!hex_digits || id.size() < 8 || id.size() >= 2 * kGroupIdBytes) {
+    return tl::unexpected(invalid("a group id is 64 hex digits (or its first 8 or more)"));
+  }
+  std::string prefix = id;
+  for (auto& ch : prefix) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  auto ids = store.load_value(kGroupsValue);
+  if (!ids) return tl::unexpected(from_store(ids.error()));
+  std::optional<std::string> found;
+  if (ids->has_value()) {
+    const ByteView list = (*ids)->view();
+    for (std::size_t i = 0; i + kGroupIdBytes <= list.size(); i += kGroupIdBytes) {
+      std::string candidate = to_hex(list.subspan(i, kGroupIdBytes));
+      if (!candidate.starts_with(prefix) || candidate == found) continue;
+      if (found) {
+        return tl::unexpected(
+            invalid("several groups have ids starting with " + prefix + "; give more digits"));
+      }
+      found = std::move(candidate);
+    }
+  }
+  if (!found) return tl::unexpected(make_error(ErrorCode::not_found, "no such group"));
+  return *found;
+}
+
 Result<std::string> Groups::resolve(const std::string& id) {
-  auto bytes = parse_group_id(id);
-  if (!bytes) return tl::unexpected(invalid("a group id is 64 hex digits"));
-  const std::string hex = to_hex(*bytes);
   std::lock_guard crypto_lock(account_.crypto_mu);
+  auto resolved = resolve_group_id(*account_.store, id);
+  if (!resolved) return tl::unexpected(resolved.error());
+  const std::string hex = *resolved;
   auto s = load(hex);
   if (!s) return tl::unexpected(s.error());
   if (!s->has_value()) return tl::unexpected(make_error(ErrorCode::not_found, "no such group"));

@@ -50,6 +50,12 @@ struct SharedRecipient {
 
 // What the server said of a shared send: stored for every listed device, or nothing stored and
 // why (device lists to repair, accounts that are gone).
+// A group id as a user gives it (64 hex digits, or the first 8 or more of one of the groups
+// `store` knows) as 64 lowercase hex digits. Not a membership check. REQUIRES: the store's lock
+// (crypto_mu) for an engine's store.
+[[nodiscard]] Result<std::string> resolve_group_id(store::ClientStore& store,
+                                                   const std::string& id);
+
 struct SharedOutcome {
   bool stored = false;
   std::vector<QueueFullDevices> left_out;  // with stored: devices whose queue is full

@@ -10,8 +10,8 @@
 #include <future>
 #include <map>
 
-#include "client/emoji.h"
 #include "client/backup_file.h"
+#include "client/emoji.h"
 #include "client/engine.h"
 #include "client/group_codec.h"
 #include "client/group_log.h"
@@ -1435,6 +1435,35 @@ TEST_F(ClientGroupTest, AHistoryTransferCarriesGroupsAndMessageState) {
   EXPECT_EQ(group_bodies(receive(tablet), id),
             std::vector<std::string>{"to every device of alice"});
   EXPECT_EQ(group_bodies(receive(alice), id), std::vector<std::string>{"to every device of alice"});
+}
+
+// A group is named by its id or, as the terminal shows it, the id's first digits.
+TEST_F(ClientGroupTest, AGroupIsFoundByTheFirstDigitsOfItsId) {
+  Engine& alice = register_("alice");
+  register_("bob");
+  auto created = alice.groups().create("g", {"bob"});
+  ASSERT_TRUE(created) << created.error().message;
+  const std::string id = created->id;
+  for (const std::string& given : {id, id.substr(0, 8), id.substr(0, 20)}) {
+    auto found = alice.groups().info(given);
+    ASSERT_TRUE(found) << given << ": " << found.error().message;
+    EXPECT_EQ(found->id, id);
+  }
+  auto upper = id.substr(0, 10);
+  for (auto& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  EXPECT_TRUE(alice.groups().info(upper));
+  auto short_prefix = alice.groups().info(id.substr(0, 7));
+  ASSERT_FALSE(short_prefix);
+  EXPECT_EQ(short_prefix.error().code, ErrorCode::invalid_argument);
+  const std::string other = (id[0] == '0' ? "1" : "0") + id.substr(1, 9);
+  auto unknown = alice.groups().info(other);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, ErrorCode::not_found);
+  EXPECT_FALSE(alice.groups().info("not-hex-at-all"));
+  // The conversation actions take it too.
+  tick();
+  auto sent = alice.conversations().send("group:" + id.substr(0, 8), "by prefix", {});
+  ASSERT_TRUE(sent) << sent.error().message;
 }
 
 // A member device whose queue on the server is full (away for long) does not keep the group
