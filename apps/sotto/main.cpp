@@ -630,6 +630,14 @@ int cmd_chat(const std::string& peer_in) {
            sotto::cli::event_text(e, self));
       return;
     }
+    if (!e.message.conversation.empty() && e.message.conversation != *peer) {
+      // Another conversation's (a group's) receipts and typing are not this chat's news; its
+      // reactions, edits and deletes are shown with where they happened.
+      if (e.kind == sotto::Event::Kind::receipt || e.kind == sotto::Event::Kind::typing) return;
+      show("[" + sotto::cli::sanitize(e.message.conversation, false) + "] " +
+           sotto::cli::event_text(e, self));
+      return;
+    }
     show(sotto::cli::event_text(e, self));
     if (e.kind == sotto::Event::Kind::message && !e.message.outgoing) {
       (void)(*client)->mark_read(*peer, {e.message.timestamp});
@@ -1333,6 +1341,7 @@ int main(int argc, char** argv) {
   // UTF-8; the client reports such a message itself (as an error event), once.
   google::protobuf::SetLogHandler(nullptr);
   CLI::App app{"sotto: an end-to-end encrypted messenger (Signal protocol)"};
+  app.set_version_flag("--version", std::string("sotto ") + SOTTO_VERSION);
   app.require_subcommand(1);
   app.fallthrough();  // global options may also follow the command: `sotto send bob hi --json`
   app.add_option("--data", g.data, "Data directory (default ~/.local/share/sotto)");

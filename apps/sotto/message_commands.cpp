@@ -204,8 +204,13 @@ std::optional<int> MessageCommands::run(const CommandEnv& env) {
           dump({{"timestamp", r->timestamp}, {"devices", r->devices}, {"expireTimer", *seconds}}));
       return 0;
     }
-    env.print("Disappearing messages with " + sanitize(user_, false) + ": " +
-              duration_text(*seconds) + " (told " + copies_text(r->devices) + ").");
+    if (user_.rfind("group:", 0) == 0) {  // a group change, sent to every member (groups.md)
+      env.print("Disappearing messages in the group: " + duration_text(*seconds) +
+                " (the members are told).");
+    } else {
+      env.print("Disappearing messages with " + sanitize(user_, false) + ": " +
+                duration_text(*seconds) + " (told " + copies_text(r->devices) + ").");
+    }
     return 0;
   }
   if (read_->parsed()) {
