@@ -40,6 +40,7 @@
 #include <pqxx/pqxx>
 
 #include "store/server/blob_store.h"
+#include "store/server/postgres/pg_schema.h"
 #include "store/server/postgres/pg_store.h"
 #include "util/postgres_server.h"
 #endif
@@ -2058,7 +2059,7 @@ TEST_F(PostgresMigrationTest, RefusesASchemaFromANewerServer) {
   EXPECT_NE(migrated.error().find("newer"), std::string::npos) << migrated.error();
   pqxx::connection conn(conninfo_);
   pqxx::nontransaction tx(conn);
-  EXPECT_EQ(tx.exec("SELECT version FROM schema_version")[0][0].as<int>(), 7);
+  EXPECT_EQ(tx.exec("SELECT version FROM schema_version")[0][0].as<int>(), newer);
 }
 
 TEST_F(PostgresMigrationTest, HasTheSqliteTablesAndColumnsPlusItsOwnTwo) {
