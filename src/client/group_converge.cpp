@@ -166,7 +166,12 @@ Groups::ContentResult Groups::take_change(const std::string& hex, const content:
             if (e.joined() || e.author().empty()) continue;
             content::GroupChange c;
             if (!c.ParseFromString(e.change())) continue;
-            undone += (undone.empty() ? "" : "; ") + describe_group_change(c, e.author());
+            // Only a change for a revision the winner also made is a concurrent one: an older
+            // entry dropped with it is history this device had seen differently or not at all
+            // (a member added back takes the group's state whole), not something undone now.
+            if (e.revision() > t.data.group().revision()) {
+              undone += (undone.empty() ? "" : "; ") + describe_group_change(c, e.author());
+            }
             if (e.author() == self && e.author_device() == account_.device_id) {
               c.clear_parent();
               ours.push_back(std::move(c));

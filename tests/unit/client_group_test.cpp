@@ -1437,6 +1437,37 @@ TEST_F(ClientGroupTest, AHistoryTransferCarriesGroupsAndMessageState) {
   EXPECT_EQ(group_bodies(receive(alice), id), std::vector<std::string>{"to every device of alice"});
 }
 
+// A member removed and added back by link takes the group's state whole: what it had missed is
+// not shown to it as a concurrent change being undone.
+TEST_F(ClientGroupTest, AMemberAddedBackIsNotToldOfAConcurrentChange) {
+  Engine& alice = register_("alice");
+  Engine& dave = register_("dave");
+  auto created = alice.groups().create("g", {"dave"});
+  ASSERT_TRUE(created) << created.error().message;
+  const std::string id = created->id;
+  receive(dave);
+  tick();
+  ASSERT_TRUE(alice.groups().update(id, removing("dave")));
+  receive(dave);
+  EXPECT_FALSE(info(dave, id).member);
+  for (const char* name : {"one", "two", "three"}) {
+    tick();
+    ASSERT_TRUE(alice.groups().update(id, renaming(name)));
+  }
+  auto link = alice.groups().invite_link(id, false);
+  ASSERT_TRUE(link) << link.error().message;
+  tick();
+  ASSERT_TRUE(dave.groups().join(*link));
+  receive(alice);
+  auto changed = of_kind(receive(dave), Event::Kind::group_changed);
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_NE(changed[0].detail.find("dave joined by invite link"), std::string::npos)
+      << changed[0].detail;
+  EXPECT_EQ(changed[0].detail.find("concurrent"), std::string::npos) << changed[0].detail;
+  EXPECT_TRUE(info(dave, id).member);
+  EXPECT_EQ(info(dave, id).name, "three");
+}
+
 // A group is named by its id or, as the terminal shows it, the id's first digits.
 TEST_F(ClientGroupTest, AGroupIsFoundByTheFirstDigitsOfItsId) {
   Engine& alice = register_("alice");
