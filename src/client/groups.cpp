@@ -234,12 +234,16 @@ Groups::ContentResult Groups::on_content(ByteView plaintext, const std::string& 
         s.has_value() && is_admin(*s, self) && !s->invite_secret().empty() &&
         crypto::constant_time_equal(as_bytes(change.join_secret()), as_bytes(s->invite_secret()));
     if (!valid) {
-      (void)refuse(s ? hex : std::string(),
-                   source +
-                       " asked to join with an invite link that is not valid (reset, "
-                       "turned off, or not this group's)");
-      // The joiner hears that the link did not work (and nothing else of the group).
-      if (r.ok && s.has_value() && is_admin(*s, self)) {
+      const bool admin = s.has_value() && is_admin(*s, self);
+      (void)refuse(s.has_value() ? hex : std::string(),
+                   source + (s.has_value() && !admin
+                                 ? " asked to join through an invite link of ours, but we are no "
+                                   "longer an admin of this group"
+                                 : " asked to join with an invite link that is not valid (reset, "
+                                   "turned off, or not this group's)"));
+      // The joiner hears that the link did not work (and nothing else of the group), also from
+      // an admin who has left or was demoted since making the link.
+      if (r.ok && s.has_value()) {
         r.followup = [this, group_id = d.group().id(), source, device] {
           answer_join_refused(group_id, source, device);
         };

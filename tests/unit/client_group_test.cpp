@@ -1468,6 +1468,50 @@ TEST_F(ClientGroupTest, AMemberAddedBackIsNotToldOfAConcurrentChange) {
   EXPECT_EQ(info(dave, id).name, "three");
 }
 
+// A former member whose join is refused (the link was reset) is told, like anyone else; and an
+// admin who has left answers a join through its old link the same way.
+TEST_F(ClientGroupTest, AFormerMemberAndALeftAdminStillAnswerJoinRefusals) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  Engine& dave = register_("dave");
+  auto created = alice.groups().create("g", {"bob", "dave"});
+  ASSERT_TRUE(created) << created.error().message;
+  const std::string id = created->id;
+  receive(bob);
+  receive(dave);
+  auto old_link = alice.groups().invite_link(id, false);
+  ASSERT_TRUE(old_link) << old_link.error().message;
+  tick();
+  ASSERT_TRUE(alice.groups().update(id, removing("dave")));
+  receive(dave);
+  receive(bob);
+  tick();
+  ASSERT_TRUE(alice.groups().invite_link(id, true));  // reset
+  tick();
+  ASSERT_TRUE(dave.groups().join(*old_link));
+  EXPECT_EQ(of_kind(receive(alice), Event::Kind::group_refused).size(), 1u);
+  EXPECT_EQ(of_kind(receive(dave), Event::Kind::group_join_refused).size(), 1u);
+
+  // Alice leaves (bob is made admin first); dave tries her link again.
+  tick();
+  GroupUpdate promote;
+  promote.make_admin = {"bob"};
+  ASSERT_TRUE(alice.groups().update(id, promote));
+  receive(bob);
+  auto link = alice.groups().invite_link(id, false);
+  ASSERT_TRUE(link) << link.error().message;
+  tick();
+  ASSERT_TRUE(alice.groups().leave(id));
+  receive(bob);
+  tick();
+  ASSERT_TRUE(dave.groups().join(*link));
+  auto refused = of_kind(receive(alice), Event::Kind::group_refused);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_NE(refused[0].detail.find("no longer an admin"), std::string::npos) << refused[0].detail;
+  EXPECT_EQ(of_kind(receive(dave), Event::Kind::group_join_refused).size(), 1u);
+  EXPECT_FALSE(info(dave, id).member);
+}
+
 // A group is named by its id or, as the terminal shows it, the id's first digits.
 TEST_F(ClientGroupTest, AGroupIsFoundByTheFirstDigitsOfItsId) {
   Engine& alice = register_("alice");
