@@ -169,6 +169,23 @@ tl::expected<content::GroupState, std::string> state_for_new_member(
   return s;
 }
 
+namespace {
+
+// "off", "1 week", "5 minutes", "90 seconds": the largest unit that divides the timer.
+std::string timer_text(std::uint32_t seconds) {
+  if (seconds == 0) return "off";
+  static constexpr std::pair<std::uint32_t, const char*> kUnits[] = {
+      {604800, "week"}, {86400, "day"}, {3600, "hour"}, {60, "minute"}, {1, "second"}};
+  for (const auto& [size, name] : kUnits) {
+    if (seconds % size != 0) continue;
+    const std::uint32_t n = seconds / size;
+    return std::to_string(n) + " " + name + (n == 1 ? "" : "s");
+  }
+  return std::to_string(seconds) + " seconds";
+}
+
+}  // namespace
+
 std::string describe_group_change(const content::GroupChange& c, const std::string& author) {
   if (c.add_members_size() > 0) {
     std::string names;
@@ -183,18 +200,17 @@ std::string describe_group_change(const content::GroupChange& c, const std::stri
   if (c.demote_admins_size() > 0) {
     return author + " made " + join_names(c.demote_admins()) + " no longer admin";
   }
-  if (c.set_name()) return author + " renamed the group";
+  if (c.set_name()) return author + " renamed the group to \"" + c.name() + "\"";
   if (c.set_description()) return author + " changed the description";
   if (c.set_avatar()) return author + " changed the avatar";
   if (c.set_expire_timer()) {
-    return author + " set disappearing messages to " +
-           (c.expire_timer() == 0 ? std::string("off")
-                                  : std::to_string(c.expire_timer()) + " seconds");
+    return author + " set disappearing messages to " + timer_text(c.expire_timer());
   }
   if (c.leave()) return author + " left the group";
   if (c.set_invite_secret()) {
-    return author +
-           (c.invite_secret().empty() ? " turned the invite link off" : " reset the invite link");
+    return author + (c.invite_secret().empty()
+                         ? " turned the invite link off"
+                         : " made a new invite link (earlier links no longer work)");
   }
   return author + " changed the group";
 }

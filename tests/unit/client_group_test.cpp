@@ -1512,6 +1512,27 @@ TEST_F(ClientGroupTest, AFormerMemberAndALeftAdminStillAnswerJoinRefusals) {
   EXPECT_FALSE(info(dave, id).member);
 }
 
+// What a member is told of a change says what changed: the new name, the timer in words.
+TEST_F(ClientGroupTest, ChangeNoticesSayWhatChanged) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  auto created = alice.groups().create("g", {"bob"});
+  ASSERT_TRUE(created) << created.error().message;
+  const std::string id = created->id;
+  receive(bob);
+  tick();
+  ASSERT_TRUE(alice.groups().update(id, renaming("party")));
+  tick();
+  GroupUpdate timer;
+  timer.expire_timer = 300;
+  ASSERT_TRUE(alice.groups().update(id, timer));
+  std::vector<std::string> details;
+  for (const auto& e : of_kind(receive(bob), Event::Kind::group_changed))
+    details.push_back(e.detail);
+  EXPECT_EQ(details, (std::vector<std::string>{"alice renamed the group to \"party\"",
+                                               "alice set disappearing messages to 5 minutes"}));
+}
+
 // A group is named by its id or, as the terminal shows it, the id's first digits.
 TEST_F(ClientGroupTest, AGroupIsFoundByTheFirstDigitsOfItsId) {
   Engine& alice = register_("alice");
