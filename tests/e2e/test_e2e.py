@@ -46,7 +46,38 @@ def server_bin():
     return os.path.join(BIN_DIR, "apps", "sotto-server", "sotto-server")
 
 
+_HANDED_OUT = set()
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
+    """A loopback port that is free now and outside the kernel's ephemeral range.
+
+    A port the kernel hands out for bind(0) is also what it hands out as the source port of an
+    outgoing connection, so one of the many client connections a test makes could take it before
+    the server binds it. Ports below the ephemeral range are only ever taken on purpose."""
+    low, _ = _ephemeral_range()
+    top = low - 1 if low > 20000 else 32767
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000 if top > 20000 else 10000, top)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -61,6 +92,7 @@ class Server:
         self.http_port = free_port()
         self.log_path = os.path.join(root, "server.log")
         self.proc = None
+        self.started_once = False
         self.fingerprint = None
         self.store = POSTGRES.fresh_uri() if POSTGRES else None
         if self.store:
@@ -81,7 +113,22 @@ class Server:
         return "127.0.0.1:%d" % self.port
 
     def start(self, timeout=15, args=None):
-        """Starts the server; `args` replaces the default --data/--listen/--http flags."""
+        """Starts the server; `args` replaces the default --data/--listen/--http flags.
+
+        On the first start with the default flags, a port another process took between
+        free_port() and the server's bind is replaced and the start tried again; later starts keep
+        the ports, since clients hold the address."""
+        attempts = 5 if args is None and not self.started_once else 1
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout, args)
+            except RuntimeError as e:
+                if attempt + 1 == attempts or "Address already in use" not in str(e):
+                    raise
+                self.port = free_port()
+                self.http_port = free_port()
+
+    def _start_once(self, timeout, args):
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         log = open(self.log_path, "ab")
         if args is None:
@@ -101,6 +148,7 @@ class Server:
                     self.fingerprint = line.split(": ", 1)[1].strip()
             if "listening on" in text and self.fingerprint:
                 if self._accepting():
+                    self.started_once = True
                     return
             if self.proc.poll() is not None:
                 raise RuntimeError("sotto-server exited early:\n" + text)
