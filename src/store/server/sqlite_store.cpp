@@ -18,6 +18,7 @@
 #include "crypto/hash.h"
 #include "store/server/sqlite_db.h"
 #include "store/server/sqlite_schema.h"
+#include "store/server/write_queue.h"
 
 namespace sotto::store {
 namespace {
@@ -124,16 +125,11 @@ class SqliteServerStore::Impl final : public AccountStore,
     (void)write_conn_->exec("PRAGMA wal_autocheckpoint=0");
     sqlite3_wal_hook(write_conn_->handle(), &Impl::on_wal_commit, this);
     checkpointer_ = std::thread([this] { checkpoint_loop(); });
-    writer_ = std::thread([this] { writer_loop(); });
+    writes_.start();
   }
 
   ~Impl() override {
-    {
-      std::lock_guard lock(queue_mu_);
-      stopping_ = true;
-    }
-    queue_cv_.notify_all();
-    writer_.join();  // the writer drains the queue before it returns
+    writes_.stop();  // the writer drains the queue before it returns
     {
       std::lock_guard lock(checkpoint_mu_);
       checkpoint_stop_ = true;
@@ -602,99 +598,17 @@ class SqliteServerStore::Impl final : public AccountStore,
 
   void enqueue(std::vector<QueuedEnvelope> envelopes, std::optional<Bytes> dedup_key,
                Completion done) override {
-    auto op = std::make_unique<PendingOp>();
-    op->cancelled.assign(envelopes.size(), false);
-    op->envelopes = std::move(envelopes);
-    op->dedup_key = std::move(dedup_key);
-    op->sent = std::move(done);
-    {
-      std::unique_lock lock(queue_mu_);
-      if (!stopping_) {
-        for (std::size_t i = 0; i < op->envelopes.size(); ++i) {
-          // A duplicate id keeps the first entry; the second fails its send with conflict.
-          pending_.emplace(op->envelopes[i].id, PendingRef{op.get(), i});
-        }
-        queue_.push_back(std::move(op));
-        lock.unlock();
-        queue_cv_.notify_one();
-        return;
-      }
-    }
-    // Only a caller racing the destructor gets here.
-    options_.log("enqueue after shutdown began: refused");
-    if (op->sent) op->sent(tl::unexpected(Error::io));
+    writes_.enqueue(std::move(envelopes), std::move(dedup_key), std::move(done));
   }
 
   void remove_async(AccountId account, DeviceId device, std::vector<EnvelopeId> ids,
                     RemoveCompletion done, std::vector<Removing> known) override {
-    if (known.size() != ids.size()) known.clear();
-    std::size_t cancelled = 0;
-    {
-      std::unique_lock lock(queue_mu_);
-      if (stopping_) {
-        lock.unlock();
-        options_.log("remove after shutdown began: refused");
-        if (done) done(tl::unexpected(Error::io));
-        return;
-      }
-      std::vector<EnvelopeId> rest;
-      std::vector<Removing> rest_known;
-      for (std::size_t i = 0; i < ids.size(); ++i) {
-        const EnvelopeId& id = ids[i];
-        auto it = pending_.find(id);
-        // The account and device conditions keep one device from cancelling another's envelope.
-        if (it != pending_.end()) {
-          PendingOp& send = *it->second.op;
-          const QueuedEnvelope& e = send.envelopes[it->second.index];
-          if (e.account == account && e.device == device) {
-            send.cancelled[it->second.index] = true;
-            pending_.erase(it);
-            ++cancelled;
-            continue;
-          }
-        }
-        rest.push_back(id);
-        if (!known.empty()) rest_known.push_back(std::move(known[i]));
-      }
-      if (!rest.empty()) {
-        auto op = std::make_unique<PendingOp>();
-        op->removal = true;
-        op->account = account;
-        op->device = device;
-        op->ids = std::move(rest);
-        op->known = std::move(rest_known);
-        op->already_removed = cancelled;
-        op->removed = std::move(done);
-        queue_.push_back(std::move(op));
-        lock.unlock();
-        queue_cv_.notify_one();
-        return;
-      }
-    }
-    if (done) done(cancelled);
+    writes_.remove_async(account, device, std::move(ids), std::move(done), std::move(known));
   }
 
   void enqueue_partial(std::vector<QueuedEnvelope> envelopes, Bytes dedup_key,
                        PartialCompletion done) override {
-    auto op = std::make_unique<PendingOp>();
-    op->cancelled.assign(envelopes.size(), false);
-    op->envelopes = std::move(envelopes);
-    op->dedup_key = std::move(dedup_key);
-    op->sent_partial = std::move(done);
-    {
-      std::unique_lock lock(queue_mu_);
-      if (!stopping_) {
-        for (std::size_t i = 0; i < op->envelopes.size(); ++i) {
-          pending_.emplace(op->envelopes[i].id, PendingRef{op.get(), i});
-        }
-        queue_.push_back(std::move(op));
-        lock.unlock();
-        queue_cv_.notify_one();
-        return;
-      }
-    }
-    options_.log("enqueue after shutdown began: refused");
-    if (op->sent_partial) op->sent_partial(tl::unexpected(Error::io));
+    writes_.enqueue_partial(std::move(envelopes), std::move(dedup_key), std::move(done));
   }
 
   tl::expected<std::optional<std::vector<Refusal>>, Error> sent(ByteView dedup_key) override {
@@ -721,15 +635,7 @@ class SqliteServerStore::Impl final : public AccountStore,
 
   tl::expected<bool, Error> was_sent(ByteView dedup_key) override {
     const auto hash = digest(dedup_key);
-    {
-      std::lock_guard lock(queue_mu_);
-      for (const auto& op : queue_) {
-        if (op->dedup_key && op->dedup_key->size() == dedup_key.size() &&
-            std::equal(op->dedup_key->begin(), op->dedup_key->end(), dedup_key.begin())) {
-          return true;
-        }
-      }
-    }
+    if (writes_.holds(dedup_key)) return true;
     auto conn = pool_.acquire();
     auto st =
         conn->prepare("SELECT expires_at FROM send_dedup WHERE id_time = ?1 AND key_hash = ?2");
@@ -892,13 +798,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     return removed_messages;
   }
 
-  void flush() override {
-    std::unique_lock lock(queue_mu_);
-    flush_waiters_ += 1;
-    queue_cv_.notify_all();  // no point in the writer lingering for more sends now
-    idle_cv_.wait(lock, [&] { return queue_.empty() && in_flight_ == 0; });
-    flush_waiters_ -= 1;
-  }
+  void flush() override { writes_.flush(); }
 
   // --- TokenStore ---------------------------------------------------------------------------
 
@@ -999,69 +899,10 @@ class SqliteServerStore::Impl final : public AccountStore,
   };
   WriteLease writing() { return WriteLease(write_mu_, *write_conn_); }
 
-  // One entry of the writer's queue: a send (enqueue) or a removal (remove_async).
-  struct PendingOp {
-    bool removal = false;
-    // A send. cancelled[i]: envelope i was acknowledged before it was written, so it never will
-    // be (guarded by queue_mu_ until the writer takes the op, then the writer's alone).
-    std::vector<QueuedEnvelope> envelopes;
-    std::vector<bool> cancelled;
-    std::optional<Bytes> dedup_key;
-    Completion sent;
-    // A partial send (enqueue_partial): answered here instead of `sent`, with the devices left
-    // out (set by the writer once the send is stored).
-    PartialCompletion sent_partial;
-    std::vector<Refusal> refused;
-    // A removal; already_removed counts the ids cancelled before they were written.
-    AccountId account = 0;
-    DeviceId device = 0;
-    std::vector<EnvelopeId> ids;
-    std::vector<Removing> known;  // empty, or one per id
-    std::size_t already_removed = 0;
-    RemoveCompletion removed;
-  };
-  // Where an envelope not yet taken by the writer waits: its send and its index there.
-  struct PendingRef {
-    PendingOp* op;
-    std::size_t index;
-  };
-  struct EnvelopeIdHash {
-    std::size_t operator()(const EnvelopeId& id) const noexcept {
-      // Envelope ids are random: their first bytes are as good as any hash of them.
-      std::size_t h = 0;
-      std::memcpy(&h, id.data(), sizeof h);
-      return h;
-    }
-  };
+  using PendingOp = PendingWrite;
   using Result = tl::expected<void, Error>;
   using DeviceKey = std::pair<AccountId, DeviceId>;
-  // What a device's queue holds: envelopes and ciphertext bytes, in all and per source username.
-  struct QueueUsage {
-    std::uint64_t count = 0;
-    std::uint64_t bytes = 0;
-    std::map<std::string, std::pair<std::uint64_t, std::uint64_t>, std::less<>> by_source;
-    void add(const std::string& source, std::uint64_t n, std::uint64_t b) {
-      count += n;
-      bytes += b;
-      auto& s = by_source[source];
-      s.first += n;
-      s.second += b;
-    }
-    void remove(const std::string& source, std::uint64_t n, std::uint64_t b) {
-      count -= std::min(count, n);
-      bytes -= std::min(bytes, b);
-      if (auto it = by_source.find(source); it != by_source.end()) {
-        it->second.first -= std::min(it->second.first, n);
-        it->second.second -= std::min(it->second.second, b);
-        if (it->second.first == 0) by_source.erase(it);
-      }
-    }
-    std::pair<std::uint64_t, std::uint64_t> of(const std::string& source) const {
-      auto it = by_source.find(source);
-      return it == by_source.end() ? std::pair<std::uint64_t, std::uint64_t>{0, 0} : it->second;
-    }
-  };
-  using OpResult = tl::expected<std::size_t, Error>;
+  using OpResult = WriteResult;
 
   // --- errors -------------------------------------------------------------------------------
 
@@ -1427,69 +1268,7 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
   }
 
-  // --- the message writer (group commit) ----------------------------------------------------
-
-  void writer_loop() {
-    std::vector<std::unique_ptr<PendingOp>> batch;
-    for (;;) {
-      {
-        std::unique_lock lock(queue_mu_);
-        queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;  // stopping, and everything is committed
-        const auto max_batch = options_.group_commit_max_batch;
-        if (queue_.size() < max_batch && options_.group_commit_max_delay.count() > 0 &&
-            !stopping_ && flush_waiters_ == 0) {
-          // Linger briefly so that sends arriving together share the fsync (and recipients
-          // online have time to acknowledge, which spares the write altogether).
-          queue_cv_.wait_for(lock, options_.group_commit_max_delay, [&] {
-            return stopping_ || flush_waiters_ > 0 || queue_.size() >= max_batch;
-          });
-        }
-        const std::size_t n = std::min(queue_.size(), max_batch);
-        for (std::size_t i = 0; i < n; ++i) {
-          auto op = std::move(queue_.front());
-          queue_.pop_front();
-          for (std::size_t j = 0; j < op->envelopes.size(); ++j) {
-            if (op->cancelled[j]) continue;
-            auto it = pending_.find(op->envelopes[j].id);
-            if (it != pending_.end() && it->second.op == op.get()) pending_.erase(it);
-          }
-          batch.push_back(std::move(op));
-        }
-        in_flight_ = n;
-      }
-
-      const std::vector<OpResult> results = commit_batch(batch);
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        PendingOp& op = *batch[i];
-        try {
-          if (op.removal) {
-            if (op.removed) {
-              op.removed(results[i] ? OpResult(op.already_removed + *results[i]) : results[i]);
-            }
-          } else if (op.sent_partial) {
-            if (results[i]) {
-              op.sent_partial(std::move(op.refused));
-            } else {
-              op.sent_partial(tl::unexpected(results[i].error()));
-            }
-          } else if (op.sent) {
-            op.sent(results[i] ? Result{} : Result(tl::unexpected(results[i].error())));
-          }
-        } catch (...) {
-          // A throwing completion is the caller's bug; it must not stop every later send.
-          options_.log("a completion threw; ignored");
-        }
-      }
-      batch.clear();
-
-      {
-        std::lock_guard lock(queue_mu_);
-        in_flight_ = 0;
-      }
-      idle_cv_.notify_all();
-    }
-  }
+  // --- the message writer (group commit, write_queue.h) ---------------------------------------
 
   // One transaction (one fsync) for the whole batch; each operation in its own savepoint, so that
   // a send refused for its own reasons (queue full, duplicate envelope, unknown device) leaves the
@@ -1847,15 +1626,6 @@ class SqliteServerStore::Impl final : public AccountStore,
   std::atomic<std::uint64_t> stored_bytes_{0};
   sqlite::Pool pool_;
 
-  std::mutex queue_mu_;
-  std::condition_variable queue_cv_;              // wakes the writer
-  std::condition_variable idle_cv_;               // wakes flush()
-  std::deque<std::unique_ptr<PendingOp>> queue_;  // guarded by queue_mu_
-  // Envelopes of queued sends not yet taken by the writer, by id; guarded by queue_mu_.
-  std::unordered_map<EnvelopeId, PendingRef, EnvelopeIdHash> pending_;
-  std::size_t in_flight_ = 0;      // guarded by queue_mu_: operations taken but not yet completed
-  std::size_t flush_waiters_ = 0;  // guarded by queue_mu_
-  bool stopping_ = false;          // guarded by queue_mu_
   std::atomic<std::uint64_t> commits_{0};
   std::atomic<std::uint64_t> block_rows_{0};  // rows of `blocks` (see count_blocks)
 
@@ -1865,7 +1635,11 @@ class SqliteServerStore::Impl final : public AccountStore,
   std::unordered_map<AccountId, std::shared_ptr<const AccountRecord>> by_id_;
   std::unordered_map<std::string, std::shared_ptr<const AccountRecord>> by_name_;
   std::thread checkpointer_;
-  std::thread writer_;  // last: started once everything above exists
+  // Last: its writer starts once everything above exists, and stops before any of it goes.
+  WriteQueue writes_{
+      WriteQueue::Options{options_.group_commit_max_batch, options_.group_commit_max_delay,
+                          [this](std::string_view m) { options_.log(m); }},
+      [this](const PendingBatch& batch) { return commit_batch(batch); }};
 };
 
 // --- SqliteServerStore ------------------------------------------------------------------------

@@ -18,6 +18,7 @@
 
 #include "crypto/hash.h"
 #include "store/server/postgres/pg_schema.h"
+#include "store/server/write_queue.h"
 
 namespace sotto::store {
 namespace {
@@ -267,16 +268,11 @@ class PostgresServerStore::Impl final : public AccountStore,
       options_.log("postgresql: cannot sum the stored message bytes (" + first_line(e) +
                    "); counting from 0");
     }
-    writer_ = std::thread([this] { writer_loop(); });
+    writes_.start();
   }
 
   ~Impl() override {
-    {
-      std::lock_guard lock(queue_mu_);
-      stopping_ = true;
-    }
-    queue_cv_.notify_all();
-    writer_.join();  // the writer drains the queue before it returns
+    writes_.stop();  // the writer drains the queue before it returns
   }
 
   Impl(const Impl&) = delete;
@@ -526,81 +522,17 @@ class PostgresServerStore::Impl final : public AccountStore,
 
   void enqueue(std::vector<QueuedEnvelope> envelopes, std::optional<Bytes> dedup_key,
                Completion done) override {
-    auto op = std::make_unique<PendingOp>();
-    op->cancelled.assign(envelopes.size(), false);
-    op->envelopes = std::move(envelopes);
-    op->dedup_key = std::move(dedup_key);
-    op->sent = std::move(done);
-    {
-      std::unique_lock lock(queue_mu_);
-      if (!stopping_) {
-        for (std::size_t i = 0; i < op->envelopes.size(); ++i) {
-          pending_.emplace(op->envelopes[i].id, PendingRef{op.get(), i});
-        }
-        queue_.push_back(std::move(op));
-        lock.unlock();
-        queue_cv_.notify_one();
-        return;
-      }
-    }
-    options_.log("enqueue after shutdown began: refused");
-    if (op->sent) op->sent(tl::unexpected(Error::io));
+    writes_.enqueue(std::move(envelopes), std::move(dedup_key), std::move(done));
   }
 
   void remove_async(AccountId account, DeviceId device, std::vector<EnvelopeId> ids,
                     RemoveCompletion done, std::vector<Removing> /*known*/) override {
     // `known` spares the SQLite backend a lookup; here the DELETE returns what it removed.
-    std::size_t cancelled = 0;
-    {
-      std::unique_lock lock(queue_mu_);
-      if (stopping_) {
-        lock.unlock();
-        options_.log("remove after shutdown began: refused");
-        if (done) done(tl::unexpected(Error::io));
-        return;
-      }
-      std::vector<EnvelopeId> rest;
-      for (const EnvelopeId& id : ids) {
-        auto it = pending_.find(id);
-        if (it != pending_.end()) {
-          PendingOp& send = *it->second.op;
-          const QueuedEnvelope& e = send.envelopes[it->second.index];
-          if (e.account == account && e.device == device) {
-            send.cancelled[it->second.index] = true;
-            pending_.erase(it);
-            ++cancelled;
-            continue;
-          }
-        }
-        rest.push_back(id);
-      }
-      if (!rest.empty()) {
-        auto op = std::make_unique<PendingOp>();
-        op->removal = true;
-        op->account = account;
-        op->device = device;
-        op->ids = std::move(rest);
-        op->already_removed = cancelled;
-        op->removed = std::move(done);
-        queue_.push_back(std::move(op));
-        lock.unlock();
-        queue_cv_.notify_one();
-        return;
-      }
-    }
-    if (done) done(cancelled);
+    writes_.remove_async(account, device, std::move(ids), std::move(done), {});
   }
 
   tl::expected<bool, Error> was_sent(ByteView dedup_key) override {
-    {
-      std::lock_guard lock(queue_mu_);
-      for (const auto& op : queue_) {
-        if (op->dedup_key && op->dedup_key->size() == dedup_key.size() &&
-            std::equal(op->dedup_key->begin(), op->dedup_key->end(), dedup_key.begin())) {
-          return true;
-        }
-      }
-    }
+    if (writes_.holds(dedup_key)) return true;
     const auto hash = digest(dedup_key);
     return with_conn<bool>("was_sent", [&](pqxx::connection& c) {
       pqxx::nontransaction tx(c);
@@ -716,13 +648,7 @@ class PostgresServerStore::Impl final : public AccountStore,
     return removed_messages;
   }
 
-  void flush() override {
-    std::unique_lock lock(queue_mu_);
-    flush_waiters_ += 1;
-    queue_cv_.notify_all();
-    idle_cv_.wait(lock, [&] { return queue_.empty() && in_flight_ == 0; });
-    flush_waiters_ -= 1;
-  }
+  void flush() override { writes_.flush(); }
 
   // --- TokenStore ---------------------------------------------------------------------------
 
@@ -978,101 +904,11 @@ class PostgresServerStore::Impl final : public AccountStore,
     return account;
   }
 
-  // --- the message writer (group commit) ----------------------------------------------------
+  // --- the message writer (group commit, write_queue.h) ---------------------------------------
 
-  struct PendingOp {
-    bool removal = false;
-    std::vector<QueuedEnvelope> envelopes;
-    std::vector<bool> cancelled;
-    std::optional<Bytes> dedup_key;
-    Completion sent;
-    AccountId account = 0;
-    DeviceId device = 0;
-    std::vector<EnvelopeId> ids;
-    std::size_t already_removed = 0;
-    RemoveCompletion removed;
-  };
-  struct PendingRef {
-    PendingOp* op;
-    std::size_t index;
-  };
-  struct EnvelopeIdHash {
-    std::size_t operator()(const EnvelopeId& id) const noexcept {
-      std::size_t h = 0;
-      std::memcpy(&h, id.data(), sizeof h);
-      return h;
-    }
-  };
+  using PendingOp = PendingWrite;
   using DeviceKey = std::pair<AccountId, DeviceId>;
-  struct QueueUsage {
-    std::uint64_t count = 0;
-    std::uint64_t bytes = 0;
-    std::map<std::string, std::pair<std::uint64_t, std::uint64_t>, std::less<>> by_source;
-    void add(const std::string& source, std::uint64_t n, std::uint64_t b) {
-      count += n;
-      bytes += b;
-      auto& s = by_source[source];
-      s.first += n;
-      s.second += b;
-    }
-    std::pair<std::uint64_t, std::uint64_t> of(const std::string& source) const {
-      auto it = by_source.find(source);
-      return it == by_source.end() ? std::pair<std::uint64_t, std::uint64_t>{0, 0} : it->second;
-    }
-  };
-  using OpResult = tl::expected<std::size_t, Error>;
-
-  void writer_loop() {
-    std::vector<std::unique_ptr<PendingOp>> batch;
-    for (;;) {
-      {
-        std::unique_lock lock(queue_mu_);
-        queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;  // stopping, and everything is committed
-        const auto max_batch = options_.group_commit_max_batch;
-        if (queue_.size() < max_batch && options_.group_commit_max_delay.count() > 0 &&
-            !stopping_ && flush_waiters_ == 0) {
-          queue_cv_.wait_for(lock, options_.group_commit_max_delay, [&] {
-            return stopping_ || flush_waiters_ > 0 || queue_.size() >= max_batch;
-          });
-        }
-        const std::size_t n = std::min(queue_.size(), max_batch);
-        for (std::size_t i = 0; i < n; ++i) {
-          auto op = std::move(queue_.front());
-          queue_.pop_front();
-          for (std::size_t j = 0; j < op->envelopes.size(); ++j) {
-            if (op->cancelled[j]) continue;
-            auto it = pending_.find(op->envelopes[j].id);
-            if (it != pending_.end() && it->second.op == op.get()) pending_.erase(it);
-          }
-          batch.push_back(std::move(op));
-        }
-        in_flight_ = n;
-      }
-
-      const std::vector<OpResult> results = commit_batch(batch);
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        PendingOp& op = *batch[i];
-        try {
-          if (op.removal) {
-            if (op.removed) {
-              op.removed(results[i] ? OpResult(op.already_removed + *results[i]) : results[i]);
-            }
-          } else if (op.sent) {
-            op.sent(results[i] ? Expect<void>{} : Expect<void>(tl::unexpected(results[i].error())));
-          }
-        } catch (...) {
-          options_.log("a completion threw; ignored");
-        }
-      }
-      batch.clear();
-      {
-        std::lock_guard lock(queue_mu_);
-        in_flight_ = 0;
-      }
-      idle_cv_.notify_all();
-    }
-  }
+  using OpResult = WriteResult;
 
   // One transaction for the whole batch, each operation in its own savepoint, so that a send
   // refused for its own reasons leaves the others alone. Nothing is reported before COMMIT has
@@ -1249,16 +1085,12 @@ class PostgresServerStore::Impl final : public AccountStore,
   bool bodies_released_ = false;
   std::atomic<std::uint64_t> stored_bytes_{0};
 
-  std::mutex queue_mu_;
-  std::condition_variable queue_cv_;
-  std::condition_variable idle_cv_;
-  std::deque<std::unique_ptr<PendingOp>> queue_;                        // guarded by queue_mu_
-  std::unordered_map<EnvelopeId, PendingRef, EnvelopeIdHash> pending_;  // guarded by queue_mu_
-  std::size_t in_flight_ = 0;                                           // guarded by queue_mu_
-  std::size_t flush_waiters_ = 0;                                       // guarded by queue_mu_
-  bool stopping_ = false;                                               // guarded by queue_mu_
   std::atomic<std::uint64_t> commits_{0};
-  std::thread writer_;  // last: started once everything above exists
+  // Last: its writer starts once everything above exists, and stops before any of it goes.
+  WriteQueue writes_{
+      WriteQueue::Options{options_.group_commit_max_batch, options_.group_commit_max_delay,
+                          [this](std::string_view m) { options_.log(m); }},
+      [this](const PendingBatch& batch) { return commit_batch(batch); }};
 };
 
 // --- PostgresServerStore ----------------------------------------------------------------------
