@@ -146,6 +146,19 @@ std::string DeliveryService::storage_refusal(std::uint64_t reserved) {
   return {};
 }
 
+bool DeliveryService::within_send_rate(const SessionPtr& s, double tokens, double bytes,
+                                       svc::Response& out) {
+  const std::string who = std::to_string(s->account);
+  std::uint32_t wait = ctx_.limits.sends.take(who, tokens);
+  if (wait == 0) wait = ctx_.limits.send_bytes.take(who, bytes);
+  if (wait == 0) return true;
+  ctx_.metrics.rate_limited.fetch_add(1, std::memory_order_relaxed);
+  ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
+  fail_retry(out, svc::RATE_LIMITED, "too many messages sent by this account", wait);
+  send_response(*s, std::move(out));
+  return false;
+}
+
 void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Response&& out) {
   // Once the send has claimed its dedup key (begin_send), every answer goes through answer_send,
   // which answers the retries queued behind it too.
@@ -173,18 +186,7 @@ void DeliveryService::on_send(const SessionPtr& s, svc::Request& r, svc::Respons
   // the store's writer (docs/abuse.md).
   std::uint64_t request_bytes = 0;
   for (const auto& m : req.messages()) request_bytes += m.content().size();
-  {
-    const std::string who = std::to_string(s->account);
-    std::uint32_t wait = ctx_.limits.sends.take(who, 1);
-    if (wait == 0) wait = ctx_.limits.send_bytes.take(who, static_cast<double>(request_bytes));
-    if (wait != 0) {
-      ctx_.metrics.rate_limited.fetch_add(1, std::memory_order_relaxed);
-      fail_retry(out, svc::RATE_LIMITED, "too many messages sent by this account", wait);
-      ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
-      send_response(*s, std::move(out));
-      return;
-    }
-  }
+  if (!within_send_rate(s, 1, static_cast<double>(request_bytes), out)) return;
   const std::uint64_t now = ctx_.now_ms();
   // A retry of a send (same client message id) is never pushed: one still under way is answered
   // with it (begin_send), one already stored as it was, before anything is checked or pushed
@@ -369,19 +371,8 @@ void DeliveryService::on_multi_send(const SessionPtr& s, svc::Request& r, svc::R
     return refuse(shape.too_large ? svc::TOO_LARGE : svc::BAD_REQUEST, shape.why);
   // Counted before anything is looked up or stored, per envelope (limits.h
   // kEnvelopesPerSendToken) and per byte delivered (docs/abuse.md, "Group sends").
-  {
-    const MultiSendCost cost = multi_send_cost(req);
-    const std::string who = std::to_string(s->account);
-    std::uint32_t wait = ctx_.limits.sends.take(who, cost.send_tokens);
-    if (wait == 0) wait = ctx_.limits.send_bytes.take(who, static_cast<double>(cost.bytes));
-    if (wait != 0) {
-      ctx_.metrics.rate_limited.fetch_add(1, std::memory_order_relaxed);
-      ctx_.metrics.sends_refused.fetch_add(1, std::memory_order_relaxed);
-      fail_retry(out, svc::RATE_LIMITED, "too many messages sent by this account", wait);
-      send_response(*s, std::move(out));
-      return;
-    }
-  }
+  const MultiSendCost cost = multi_send_cost(req);
+  if (!within_send_rate(s, cost.send_tokens, static_cast<double>(cost.bytes), out)) return;
   const std::uint64_t now = ctx_.now_ms();
   Bytes dedup = send_dedup_key(req.client_message_id(), s->account);
   // A retry of a send already accepted (its answer lost) is answered as the original was, before

@@ -98,6 +98,12 @@ class DeliveryService final : public Service {
   // arrival, so that the store's index on envelope ids grows at its end (like the dedup rows).
   store::EnvelopeId next_envelope_id(std::uint64_t now_ms);
 
+  // Takes `tokens` sends and `bytes` bytes from the sending account's rate limits (docs/abuse.md);
+  // when it is over either, answers RATE_LIMITED with the wait and returns false. Runs before
+  // anything is looked up or stored, so one account cannot fill the disk or hold the writer.
+  [[nodiscard]] bool within_send_rate(const SessionPtr& s, double tokens, double bytes,
+                                      wire::service::Response& out);
+
   // Sends accepted and not answered yet, by dedup key (the retry rule, docs/delivery.md 1.4):
   // begin_send() claims the key for `s`'s send, or, when a send with the same key is under way
   // (a retry of it arrived before its answer), queues this request to be answered as that send is
