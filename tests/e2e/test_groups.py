@@ -206,6 +206,57 @@ class GroupE2ETest(unittest.TestCase):
         # Neither text nor file: one clear error.
         alice.fails("send", "--group", gid, code="invalid_argument")
 
+    def test_group_avatar(self):
+        # An admin's picture reaches every member as the same bytes; a non-admin cannot set one,
+        # a file that is not an image is refused, removing it clears it everywhere.
+        import hashlib
+        from test_attachments import make_png
+        alice, bob, carol = self.register("alice", "bob", "carol")
+        picture = os.path.join(self.root, "team.png")
+        make_png(picture, 48, 32)
+        with open(picture, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        notes = os.path.join(self.root, "notes.txt")
+        with open(notes, "w") as f:
+            f.write("not a picture")
+        gid = json.loads(alice.ok("group", "create", "team", "--member", "bob", "--member",
+                                  "carol", "--avatar", picture).stdout)["groupId"]
+        mine = json.loads(alice.ok("group", "info", gid).stdout)["avatar"]
+        self.assertEqual((mine["sha256"], mine["contentType"]), (sha, "image/png"))
+        changes = group_events(bob.receive(), "group_changed")
+        self.assertIn("alice changed the group picture", [e["detail"] for e in changes])
+        got = json.loads(bob.ok("group", "info", gid).stdout)["avatar"]
+        self.assertEqual((got["sha256"], got["size"], got["contentType"]),
+                         (sha, os.path.getsize(picture), "image/png"))
+        with open(got["path"], "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha)
+        self.assertTrue(got["path"].startswith(bob.data))
+        r = bob.ok("group", "info", gid, json_output=False)
+        self.assertIn("picture: " + got["path"], r.stdout)
+        # The notice is in the history too, in words.
+        h = bob.ok("history", "--group", gid, json_output=False).stdout
+        self.assertIn("alice changed the group picture", h)
+
+        err = bob.fails("group", "avatar", gid, picture, code="forbidden")
+        self.assertIn("admin", err["message"])
+        err = alice.fails("group", "avatar", gid, notes, code="invalid_argument")
+        self.assertIn("PNG or JPEG", err["message"])
+        big = os.path.join(self.root, "big.png")
+        with open(big, "wb") as f:
+            f.write(b"\x89PNG" + b"\0" * (5 * 1024 * 1024))
+        err = alice.fails("group", "avatar", gid, big, code="invalid_argument")
+        self.assertIn("5 MiB", err["message"])
+        alice.fails("group", "avatar", gid)  # neither a file nor --remove
+
+        alice.ok("group", "avatar", gid, "--remove")
+        self.assertIsNone(json.loads(alice.ok("group", "info", gid).stdout)["avatar"])
+        changes = group_events(carol.receive(), "group_changed")
+        self.assertEqual(changes[-1]["detail"], "alice removed the group picture")
+        self.assertIsNone(json.loads(carol.ok("group", "info", gid).stdout)["avatar"])
+        bob.receive()
+        self.assertIsNone(json.loads(bob.ok("group", "info", gid).stdout)["avatar"])
+        self.assertFalse(os.path.exists(got["path"]))
+
     def history(self, c, gid):
         return base.parse_lines(c.ok("history", "--group", gid, "--limit", "0").stdout)
 
@@ -435,6 +486,32 @@ class GroupDaemonTest(unittest.TestCase):
         self.assertEqual(left["groupId"], gid)
         joined = bot.call("joinGroup", {"uri": "not a link"})
         self.assertIn("error", joined)
+        self.stop_daemon(p)
+
+    def test_update_group_avatar(self):
+        import hashlib
+        from test_attachments import make_png
+        alice, bob = (base.Client(self.root, n) for n in ("alice", "bob"))
+        for c, n in ((alice, "alice"), (bob, "bob")):
+            c.register(n, self.server)
+        picture = os.path.join(self.root, "bot.png")
+        make_png(picture, 20, 20)
+        with open(picture, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        p, path = self.start_daemon(alice)
+        bot = self.connect(path)
+        gid = bot.result("updateGroup", {"name": "pics", "members": ["bob"]})["groupId"]
+        changed = bot.result("updateGroup", {"groupId": gid, "avatar": picture})
+        self.assertEqual(changed["avatar"]["sha256"], sha)
+        [listed] = bot.result("listGroups")
+        self.assertEqual(listed["avatar"]["sha256"], sha)
+        bad = bot.call("updateGroup", {"groupId": gid, "avatar": 5})
+        self.assertEqual(bad["error"]["code"], -32602)
+        bob.receive()
+        self.assertEqual(json.loads(bob.ok("group", "info", gid).stdout)["avatar"]["sha256"], sha)
+        removed = bot.result("updateGroup", {"groupId": gid, "removeAvatar": True})
+        self.assertIsNone(removed["avatar"])
+        self.assertIsNone(bot.result("listGroups")[0]["avatar"])
         self.stop_daemon(p)
 
     def test_everyday_methods_with_group_id(self):
