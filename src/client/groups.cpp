@@ -838,6 +838,13 @@ Result<Group> Groups::update(const std::string& id, const GroupUpdate& u) {
     content::GroupChange c;
     if (auto ok = names(u.remove, c.mutable_remove_members()); !ok)
       return tl::unexpected(ok.error());
+    for (const auto& user : c.remove_members()) {
+      if (user == account_.username) {
+        return tl::unexpected(invalid(
+            "an admin does not remove themself: leave the group instead (`sotto group leave ID`, "
+            "the daemon's quitGroup); nothing was changed"));
+      }
+    }
     changes.push_back(std::move(c));
   }
   if (!u.make_admin.empty()) {

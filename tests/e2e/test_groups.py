@@ -92,6 +92,8 @@ class GroupE2ETest(unittest.TestCase):
         bob.fails("group", "info", "1234", code="invalid_argument")
         bob.fails("send", "--group", gid, "a", "b", code="invalid_argument")
         bob.fails("group", "join", "not-a-link", code="invalid_argument")
+        err = alice.fails("group", "remove", gid, "alice", code="invalid_argument")
+        self.assertIn("group leave", err["message"])
 
         # Removal: carol hears, then gets nothing more.
         alice.ok("group", "remove", gid, "carol")
@@ -288,8 +290,9 @@ class GroupE2ETest(unittest.TestCase):
         m = self.message(bob, gid, "bob", hello)
         self.assertEqual(sorted(r["user"] for r in m["receipts"]), ["alice", "carol"])
         self.assertTrue(all(r["deliveredAt"] > 0 for r in m["receipts"]))
-        self.assertIn("✓✓ delivered", bob.ok("history", "--group", gid,
-                                            json_output=False).stdout)
+        # In text, as counts of the members it went to (the JSON has each one).
+        self.assertIn("✓✓ delivered to 2/2", bob.ok("history", "--group", gid,
+                                                   json_output=False).stdout)
 
         # A reply with a quote and a mention of bob (flagged on his devices only).
         carol.ok("send", "--group", gid, "@bob welcome", "--quote", "bob:%d" % hello,
@@ -528,6 +531,12 @@ class GroupDaemonTest(unittest.TestCase):
                                 "quoteAuthor": "bob", "mention": "0:4:bob"})
         self.assertEqual(r["results"][0]["groupId"], gid)
         reply = r["timestamp"]
+        # A mention's range must cover "@" and the name, as `sotto send --mention` makes it.
+        for text, mention in (("hello bob", "0:4:bob"), ("@bo", "0:4:bob"), ("@carl", "0:4:carl"),
+                              ("@bob", "1:3:bob")):
+            bad = bot.call("send", {"groupId": gid, "message": text, "mention": mention})
+            self.assertEqual(bad["error"]["code"], -32602, bad)
+            self.assertIn("must cover", bad["error"]["message"])
         bot.result("sendReaction", {"groupId": gid, "emoji": "\U0001F44D",
                                     "targetAuthor": "bob", "targetTimestamp": hello})
         bad = bot.call("sendReaction", {"groupId": gid, "emoji": "yes",
