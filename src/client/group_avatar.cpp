@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <charconv>
+
 #include "client/attachments.h"
 #include "client/errors.h"
 #include "client/group_codec.h"
@@ -78,11 +80,9 @@ std::optional<SavedAvatar> decode_saved(const std::string& text) {
   s.avatar.downloaded = true;
   s.avatar.path = lines[1];
   s.avatar.sha256 = lines[2];
-  try {
-    s.avatar.size = std::stoull(lines[3]);
-  } catch (...) {
-    return std::nullopt;
-  }
+  const auto& size = lines[3];
+  const auto parsed = std::from_chars(size.data(), size.data() + size.size(), s.avatar.size);
+  if (parsed.ec != std::errc() || parsed.ptr != size.data() + size.size()) return std::nullopt;
   s.avatar.content_type = lines[4];
   return s;
 }
