@@ -339,6 +339,8 @@ class GroupE2ETest(unittest.TestCase):
         read = {r["user"]: r["readAt"] for r in self.message(bob, gid, "bob", hello)["receipts"]}
         self.assertGreater(read["alice"], 0)
         self.assertEqual(read["carol"], 0)
+        self.assertIn("✓✓ delivered to 2/2, read by 1/2",
+                      bob.ok("history", "--group", gid, json_output=False).stdout)
         bob2.receive()
 
         # A delete for everyone: the text is gone from every device, the reply says so.
