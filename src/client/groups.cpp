@@ -841,7 +841,7 @@ Result<Group> Groups::update(const std::string& id, const GroupUpdate& u) {
     for (const auto& user : c.remove_members()) {
       if (user == account_.username) {
         return tl::unexpected(invalid(
-            "an admin does not remove themself: leave the group instead (`sotto group leave ID`, "
+            "you cannot remove yourself from a group: leave it instead (`sotto group leave ID`, "
             "the daemon's quitGroup); nothing was changed"));
       }
     }
