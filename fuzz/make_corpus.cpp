@@ -720,6 +720,25 @@ void group_seeds(CorpusWriter& w) {
   secret.mutable_data()->mutable_group_change()->set_set_invite_secret(true);
   secret.mutable_data()->mutable_group_change()->set_invite_secret(std::string(32, 'k'));
   put("reset_link", 0, secret.SerializeAsString());
+  // The group picture: a pointer to a PNG, one to a file that is not an image, none.
+  content::Content avatar = change(7);
+  avatar.mutable_data()->mutable_group_change()->set_set_avatar(true);
+  auto* picture = avatar.mutable_data()->mutable_group_change()->mutable_avatar();
+  picture->set_id(std::string(16, '\x01'));
+  picture->set_key(std::string(32, '\x02'));
+  picture->set_digest(std::string(32, '\x03'));
+  picture->set_size(1000);
+  picture->set_chunk_size(65536);
+  picture->set_ciphertext_size(1000 + 24 + 17);
+  picture->set_content_type("image/png");
+  put("set_avatar", 0, avatar.SerializeAsString());
+  content::Content not_image = avatar;
+  not_image.mutable_data()->mutable_group_change()->mutable_avatar()->set_content_type(
+      "application/pdf");
+  put("set_avatar_not_image", 2, not_image.SerializeAsString());
+  content::Content no_avatar = change(7);
+  no_avatar.mutable_data()->mutable_group_change()->set_set_avatar(true);
+  put("remove_avatar", 0, no_avatar.SerializeAsString());
   content::Content join = change(0);
   join.mutable_data()->mutable_group_change()->set_join_secret(std::string(32, '\x11'));
   put("join_request", 3, join.SerializeAsString());

@@ -158,6 +158,9 @@ std::string attachments_text(const json& attachments) {
     if (a.contains("path")) out += " -> " + sanitize(a["path"].get<std::string>(), false);
     if (a.contains("error"))
       out += ": not saved: " + sanitize(a["error"].get<std::string>(), false);
+    if (a.contains("caption")) {
+      out += "\n    caption: " + sanitize(a["caption"].get<std::string>(), false);
+    }
   }
   return out;
 }

@@ -996,7 +996,8 @@ constexpr const char* kSchemas = R"({
     "trustLevel": {"enum": ["UNTRUSTED", "TRUSTED_UNVERIFIED", "TRUSTED_VERIFIED"]}}},
   "Message": {"type": "object", "properties": {
     "id": {"type": "string"}, "from": {"type": "string"}, "device": {"type": "integer"},
-    "timestamp": {"type": "integer"}, "serverTimestamp": {"type": "integer"},
+    "timestamp": {"type": "integer"},
+    "serverTimestamp": {"type": "integer", "description": "when the server stored it; absent when not known, as in the history"},
     "body": {"type": "string"}, "conversation": {"type": "string"}, "outgoing": {"type": "boolean"}}}
 })";
 

@@ -1,5 +1,6 @@
 #include "daemon_messages.h"
 
+#include <cctype>
 #include <charconv>
 
 #include "attach_commands.h"
@@ -138,6 +139,19 @@ MessageCallOutcome send(Client& client, const json& params) {
     for (const auto& m : list) {
       auto mention = mention_of(m);
       if (!mention) return bad("a mention is \"START:LENGTH:USER\" (UTF-8 bytes of the message)");
+      // As `sotto send --mention` makes them: the range covers "@" and the user's name.
+      auto user = normalize_username(mention->user);
+      if (!user) return bad("a mention names a username");
+      const std::string at = "@" + *user;
+      const std::uint64_t end = std::uint64_t{mention->start} + mention->length;
+      std::string covered =
+          end <= body->size() ? body->substr(mention->start, mention->length) : std::string();
+      for (auto& ch : covered) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (covered != at) {
+        return bad("the mention of " + *user + " must cover \"" + at +
+                   "\" in the message (START and LENGTH in UTF-8 bytes)");
+      }
+      mention->user = *user;
       options.mentions.push_back(std::move(*mention));
     }
   }

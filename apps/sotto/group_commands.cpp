@@ -42,14 +42,34 @@ void show_group(const Group& g, const GroupContext& ctx, bool details) {
   ctx.print("  members: " + member_list(g));
   ctx.print(std::string("  invite link: ") + (g.invite_link ? "on" : "off"));
   ctx.print("  disappearing messages: " + duration_text(g.expire_timer));
+  if (!g.avatar) {
+    ctx.print("  picture: none");
+  } else if (!g.avatar->downloaded) {
+    ctx.print("  picture: not downloaded yet (tried again on the next `group info`)");
+  } else {
+    ctx.print("  picture: " + sanitize(g.avatar->path, false) + " (" + g.avatar->content_type +
+              ", " + std::to_string(g.avatar->size) + " bytes)");
+  }
 }
 
 }  // namespace
+
+json avatar_json(const Group& g) {
+  // null: no picture; {"downloaded": false}: one this device could not fetch yet.
+  if (!g.avatar) return nullptr;
+  if (!g.avatar->downloaded) return {{"downloaded", false}};
+  return {{"path", g.avatar->path},
+          {"sha256", g.avatar->sha256},
+          {"size", g.avatar->size},
+          {"contentType", g.avatar->content_type},
+          {"downloaded", true}};
+}
 
 json group_json(const Group& g) {
   json members = json::array();
   for (const auto& m : g.members) members.push_back({{"user", m.user}, {"admin", m.admin}});
   return {{"groupId", g.id},
+          {"avatar", avatar_json(g)},
           {"name", g.name},
           {"description", g.description},
           {"revision", g.revision},
@@ -69,6 +89,8 @@ void add_group_commands(CLI::App& app, GroupArgs& a) {
   a.create = a.group->add_subcommand("create", "Create a group (you are its admin); prints its id");
   a.create->add_option("NAME", a.name, "The group's name")->required();
   a.create->add_option("--member", a.users, "A member to add (repeat it)");
+  a.create->add_option("--avatar", a.avatar_file,
+                       "The group's picture (PNG or JPEG, 5 MiB at most)");
   a.add = a.group->add_subcommand("add", "Add members (admins only)");
   a.remove = a.group->add_subcommand(
       "remove", "Remove members (admins only): they cannot read what is sent afterwards");
@@ -88,6 +110,18 @@ void add_group_commands(CLI::App& app, GroupArgs& a) {
   a.timer = a.group->add_subcommand("timer", "Set disappearing messages (admins only)");
   a.timer->add_option("ID", a.id, "The group's id")->required();
   a.timer->add_option("DURATION", a.duration, "30s, 5m, 1h, 1d, 1w ... or off")->required();
+  a.avatar = a.group->add_subcommand(
+      "avatar", "Set the group's picture, a PNG or JPEG of 5 MiB at most (admins only)");
+  a.avatar->add_option("ID", a.id, "The group's id")->required();
+  auto* file = a.avatar->add_option("FILE", a.avatar_file, "The image");
+  auto* remove =
+      a.avatar->add_flag("--remove", a.remove_avatar, "The group has no picture any more");
+  file->excludes(remove);
+  a.avatar->callback([&a, file] {
+    if (!a.remove_avatar && file->count() == 0) {
+      throw CLI::ValidationError("group avatar", "give an image FILE, or --remove");
+    }
+  });
   a.leave = a.group->add_subcommand("leave", "Leave a group");
   a.leave->add_option("ID", a.id, "The group's id")->required();
   a.link = a.group->add_subcommand(
@@ -120,6 +154,17 @@ std::optional<int> run_group_command(const GroupArgs& a, const GroupContext& ctx
   if (a.create->parsed()) {
     auto g = c.create_group(a.name, a.users);
     if (!g) return ctx.fail(g.error());
+    if (!a.avatar_file.empty()) {
+      GroupUpdate picture;
+      picture.avatar = a.avatar_file;
+      auto with = c.update_group(g->id, picture);
+      if (!with) {
+        Error e = with.error();
+        e.message = "the group " + g->id + " is made, without its picture: " + e.message;
+        return ctx.fail(e);
+      }
+      g = std::move(with);
+    }
     if (ctx.json) {
       ctx.print(dump(group_json(*g)));
     } else {
@@ -144,9 +189,16 @@ std::optional<int> run_group_command(const GroupArgs& a, const GroupContext& ctx
     u.expire_timer = *seconds;
   } else if (a.link->parsed() && a.off) {
     u.disable_link = true;
+  } else if (a.avatar->parsed()) {
+    if (a.remove_avatar) {
+      u.remove_avatar = true;
+    } else {
+      u.avatar = a.avatar_file;
+    }
   }
   if (a.add->parsed() || a.remove->parsed() || a.admin->parsed() || a.rename->parsed() ||
-      a.describe->parsed() || a.timer->parsed() || (a.link->parsed() && a.off)) {
+      a.describe->parsed() || a.timer->parsed() || (a.link->parsed() && a.off) ||
+      a.avatar->parsed()) {
     return done(c.update_group(a.id, u), false);
   }
   if (a.leave->parsed()) return done(c.leave_group(a.id), false);

@@ -30,7 +30,9 @@ struct GroupArgs {
   CLI::App* info = nullptr;
   CLI::App* list = nullptr;
   CLI::App* timer = nullptr;
+  CLI::App* avatar = nullptr;
   std::string id;
+  std::string avatar_file;  // group avatar FILE, group create --avatar FILE
   std::string name;
   std::string text;
   std::vector<std::string> users;
@@ -39,6 +41,7 @@ struct GroupArgs {
   bool off = false;
   std::uint32_t seconds = 0;
   std::string duration;  // group timer: 30s, 5m, 1h, 1d, 1w ... or off
+  bool remove_avatar = false;
 };
 
 // What the CLI lends the group commands.
@@ -64,5 +67,8 @@ using SendOptionsOf = std::function<Result<SendOptions>(Client&)>;
 [[nodiscard]] int chat_in_group(const std::string& id, const GroupContext& ctx);
 
 [[nodiscard]] nlohmann::json group_json(const Group& g);
+// The group's picture: null (none), {"downloaded": false}, or {path, sha256, size, contentType,
+// downloaded: true}.
+[[nodiscard]] nlohmann::json avatar_json(const Group& g);
 
 }  // namespace sotto::cli

@@ -1,6 +1,7 @@
 #include "group_daemon.h"
 
 #include "attach_commands.h"
+#include "group_commands.h"
 
 namespace sotto::cli {
 
@@ -60,7 +61,8 @@ json list_entry(const Group& g) {
           {"members", members},
           {"admins", admins},
           {"groupInviteLink", g.invite_link},
-          {"messageExpirationTime", g.expire_timer}};
+          {"messageExpirationTime", g.expire_timer},
+          {"avatar", avatar_json(g)}};
 }
 
 }  // namespace
@@ -114,6 +116,8 @@ GroupRpcOutcome rpc_update_group(Client& client, const json& params) {
   const json* expiration = param(params, {"expiration"});
   const json* reset = param(params, {"resetLink"});
   const json* link = param(params, {"link"});
+  const json* avatar = param(params, {"avatar"});
+  const json* remove_avatar = param(params, {"removeAvatar"});
   auto add = names(params, {"members", "member", "addMembers"});
   auto remove = names(params, {"removeMembers", "removeMember"});
   auto admins = names(params, {"admins", "admin"});
@@ -122,10 +126,15 @@ GroupRpcOutcome rpc_update_group(Client& client, const json& params) {
       (description && !description->is_string()) ||
       (expiration && !expiration->is_number_unsigned()) || (reset && !reset->is_boolean()) ||
       (link && (!link->is_string() || (*link != "enabled" && *link != "disabled"))) || !add ||
-      !remove || !admins || !revoke) {
+      !remove || !admins || !revoke || (avatar && !avatar->is_string()) ||
+      (remove_avatar && !remove_avatar->is_boolean())) {
     return invalid(
         "updateGroup takes {groupId?, name?, description?, members?, removeMembers?, admins?, "
-        "removeAdmins?, expiration?, resetLink?, link?: \"enabled\" | \"disabled\"}");
+        "removeAdmins?, expiration?, resetLink?, link?: \"enabled\" | \"disabled\", avatar?: "
+        "PATH, removeAvatar?: true}");
+  }
+  if (avatar && remove_avatar && remove_avatar->get<bool>()) {
+    return invalid("updateGroup takes avatar or removeAvatar, not both");
   }
   std::string group_id;
   std::optional<Group> last;
@@ -149,9 +158,11 @@ GroupRpcOutcome rpc_update_group(Client& client, const json& params) {
   if (description) u.description = description->get<std::string>();
   if (expiration) u.expire_timer = static_cast<std::uint32_t>(expiration->get<std::uint64_t>());
   u.disable_link = link && *link == "disabled";
+  if (avatar) u.avatar = avatar->get<std::string>();
+  u.remove_avatar = remove_avatar && remove_avatar->get<bool>();
   const bool has_update = !u.add.empty() || !u.remove.empty() || !u.make_admin.empty() ||
                           !u.revoke_admin.empty() || u.name || u.description || u.expire_timer ||
-                          u.disable_link;
+                          u.disable_link || u.avatar || u.remove_avatar;
   if (has_update) {
     auto r = client.update_group(group_id, u);
     if (!r) return failed(r.error());
@@ -170,6 +181,7 @@ GroupRpcOutcome rpc_update_group(Client& client, const json& params) {
   }
   out["name"] = last->name;
   out["revision"] = last->revision;
+  out["avatar"] = avatar_json(*last);
   return ok(std::move(out));
 }
 

@@ -550,6 +550,14 @@ int cmd_chat(const std::string& peer_in) {
   auto client = open_client();
   if (!client) return fail(client.error());
   const std::string self = (*client)->username();
+  // Asks the server for the user's key (as `send` would): a name without an account is said
+  // before the chat opens, not by every line failing to send.
+  auto safety = (*client)->safety_number(*peer);
+  if (!safety && safety.error().code == ErrorCode::not_found &&
+      safety.error().message == "no such user") {
+    return fail(Error{ErrorCode::not_found, "no such user: " + *peer + " has no account"},
+                "Check the name (usernames are as `sotto register` made them)");
+  }
 
   sotto::cli::LineEditor editor(*peer + "> ");
   signals.on_signal([&editor] { editor.interrupt(); });
@@ -598,7 +606,7 @@ int cmd_chat(const std::string& peer_in) {
     });
   });
   // Before anything is typed: a key that is not accepted would make every line fail to send.
-  if (auto sn = (*client)->safety_number(*peer); sn && !sn->accepted) {
+  if (auto& sn = safety; sn && !sn->accepted) {
     if (g.json) {
       json j = sotto::cli::safety_number_json(*peer, *sn);
       j["type"] = "safety_number";
@@ -987,11 +995,18 @@ int cmd_history(const std::string& user, std::size_t limit) {
     return fail(client.error());
   }
   if (!r) return fail(r.error());
+  // In a group, receipts are summed up over the members our messages go to (as the group is now).
+  std::size_t recipients = 0;
+  if (client && !g.json && user.starts_with("group:")) {
+    if (auto group = (*client)->group(user.substr(6))) {
+      for (const auto& member : group->members) recipients += member.user != self;
+    }
+  }
   for (const auto& m : *r) {
     if (g.json)
       print_json(sotto::cli::message_json(m));
     else
-      print_line(sotto::cli::message_text(m, self));
+      print_line(sotto::cli::message_text(m, self, recipients));
   }
   return 0;
 }

@@ -62,8 +62,21 @@ std::string message_id_text(const Message& m) {
   return "#" + std::to_string(m.timestamp);
 }
 
-std::string receipt_mark(const Message& m) {
+std::string receipt_mark(const Message& m, std::size_t recipients) {
   if (!m.outgoing) return {};
+  if (recipients > 0) {
+    std::size_t delivered = 0, read = 0;
+    for (const auto& r : m.receipts) {
+      delivered += r.delivered_at != 0 || r.read_at != 0;
+      read += r.read_at != 0;
+    }
+    const std::string of = "/" + std::to_string(recipients);
+    if (delivered == 0) return "✓ sent";
+    if (read >= recipients) return "✓✓ read by " + std::to_string(read) + of;
+    std::string out = "✓✓ delivered to " + std::to_string(delivered) + of;
+    if (read > 0) out += ", read by " + std::to_string(read) + of;
+    return out;
+  }
   bool delivered = !m.receipts.empty(), read = !m.receipts.empty();
   for (const auto& r : m.receipts) {
     delivered = delivered && r.delivered_at != 0;
@@ -74,7 +87,7 @@ std::string receipt_mark(const Message& m) {
   return "✓ sent";
 }
 
-std::string message_extras_text(const Message& m, const std::string& self) {
+std::string message_extras_text(const Message& m, const std::string& self, std::size_t recipients) {
   std::string out;
   if (m.quote) {
     out += "\n  ~ reply to " + ref_text(*m.quote) + ": " +
@@ -92,7 +105,7 @@ std::string message_extras_text(const Message& m, const std::string& self) {
   for (const auto& r : m.reactions) {
     add(sanitize(r.emoji, false) + " " + (r.user == self ? "you" : sanitize(r.user, false)));
   }
-  if (m.outgoing && m.from == self && !m.receipts.empty()) add(receipt_mark(m));
+  if (m.outgoing && m.from == self && !m.receipts.empty()) add(receipt_mark(m, recipients));
   if (m.expire_timer != 0) {
     add(m.expires_at != 0 ? "disappears " + format_time(m.expires_at)
                           : "disappears " + duration_text(m.expire_timer) + " after reading");

@@ -16,13 +16,16 @@ namespace sotto::cli {
 void add_message_fields(nlohmann::json& j, const Message& m);
 // Lines (each starting "\n  ~ ") that follow a message's line: what it replies to, its marks,
 // reactions, receipts and expiry; empty when there is nothing to add.
-[[nodiscard]] std::string message_extras_text(const Message& m, const std::string& self);
+// `recipients` (a group's members but us, when known): receipts as counts of them.
+[[nodiscard]] std::string message_extras_text(const Message& m, const std::string& self,
+                                              std::size_t recipients = 0);
 // The id the CLI shows for a message ("#" and its timestamp), which the commands accept.
 [[nodiscard]] std::string message_id_text(const Message& m);
 // The events of the everyday message types; false for another kind.
 [[nodiscard]] bool message_event_json(const Event& e, nlohmann::json& out);
 [[nodiscard]] bool message_event_text(const Event& e, const std::string& self, std::string& out);
 // The receipt marks of an outgoing message: "✓" sent, "✓✓" delivered, "✓✓ read".
-[[nodiscard]] std::string receipt_mark(const Message& m);
+// With `recipients` (a group): "✓✓ delivered to 3/5, read by 1/5", or "✓✓ read by 5/5".
+[[nodiscard]] std::string receipt_mark(const Message& m, std::size_t recipients = 0);
 
 }  // namespace sotto::cli

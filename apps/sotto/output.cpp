@@ -13,10 +13,12 @@ nlohmann::json message_json(const Message& m) {
                       {"from", m.from},
                       {"device", m.device},
                       {"timestamp", m.timestamp},
-                      {"serverTimestamp", m.server_timestamp},
                       {"body", m.body},
                       {"conversation", m.conversation},
                       {"outgoing", m.outgoing}};
+  // When the server stored it (a message received now); the history does not keep it, and a
+  // 0 would read as a time.
+  if (m.server_timestamp != 0) j["serverTimestamp"] = m.server_timestamp;
   if (!m.group.empty()) j["group"] = m.group;
   add_message_fields(j, m);
   if (!m.attachments.empty()) j["attachments"] = attachments_json(m.attachments);
@@ -124,11 +126,11 @@ std::string body_text(std::string_view body) {
 
 }  // namespace
 
-std::string message_text(const Message& m, const std::string& self) {
+std::string message_text(const Message& m, const std::string& self, std::size_t recipients) {
   // The id the commands accept (react, edit, delete, --quote) follows the time.
   const std::string when = format_time(m.timestamp) + " " + message_id_text(m);
-  const std::string body =
-      (m.deleted ? std::string("[deleted]") : body_text(m.body)) + message_extras_text(m, self);
+  const std::string body = (m.deleted ? std::string("[deleted]") : body_text(m.body)) +
+                           message_extras_text(m, self, recipients);
   const std::string files =
       m.attachments.empty() ? std::string() : attachments_text(attachments_json(m.attachments));
   // A message that mentions us stands out: "@" before the time, and bold on a terminal.

@@ -17,7 +17,10 @@ namespace sotto::cli {
 [[nodiscard]] std::string event_text(const Event& e, const std::string& self);
 // "2026-12-07 09:55:00  alice (device 1): text"; a body of several lines goes on with lines that
 // start with "  | ", so that none of them can pass for another message.
-[[nodiscard]] std::string message_text(const Message& m, const std::string& self);
+// `recipients`: in a group, the members our message went to (its receipts are summed up as
+// "✓✓ read by 2/4"); 0 outside a group or when not known.
+[[nodiscard]] std::string message_text(const Message& m, const std::string& self,
+                                       std::size_t recipients = 0);
 // Serialises without throwing on invalid UTF-8 (replaced by U+FFFD): peers choose the bytes.
 // U+2028 and U+2029 are escaped, so that every reader sees one object per line.
 [[nodiscard]] std::string dump(const nlohmann::json& j);

@@ -299,17 +299,28 @@ struct GroupMember {
   std::string user;
   bool admin = false;
 };
+// A group's picture (GroupState.avatar). Members' clients download it when a change sets it; a
+// download that failed is tried again on the next `group()` call or group change.
+struct GroupAvatar {
+  bool downloaded = false;  // false: not fetched yet (or it failed); the fields below are empty
+  std::string path;         // under attachments_dir()/group-avatars
+  std::string sha256;       // of the image, hex
+  std::uint64_t size = 0;
+  std::string content_type;  // image/png or image/jpeg
+};
+
 struct Group {
   std::string id;  // 64 hex digits
   std::uint64_t revision = 0;
   std::string name;
   std::string description;
   std::vector<GroupMember> members;
-  std::uint32_t expire_timer = 0;  // seconds; 0: off
-  bool member = false;             // this account is a member (false after leaving, removal,
-                                   // or while a join by link waits for the admin)
-  bool admin = false;              // this account is an admin
-  bool invite_link = false;        // joining by link is on
+  std::uint32_t expire_timer = 0;     // seconds; 0: off
+  bool member = false;                // this account is a member (false after leaving, removal,
+                                      // or while a join by link waits for the admin)
+  bool admin = false;                 // this account is an admin
+  bool invite_link = false;           // joining by link is on
+  std::optional<GroupAvatar> avatar;  // set: the group has a picture
 };
 
 // Changes of a group, by an admin. Each set field is one change (one revision), applied in the
@@ -324,6 +335,9 @@ struct GroupUpdate {
   std::optional<std::uint32_t> expire_timer;
   bool reset_link = false;    // a new invite secret: every earlier link fails
   bool disable_link = false;  // joining by link off
+  // A new group picture: a PNG or JPEG of at most 5 MiB, uploaded encrypted as an attachment.
+  std::optional<std::filesystem::path> avatar;
+  bool remove_avatar = false;  // the group has no picture any more
 };
 
 // What a backup is encrypted with: a passphrase of the user's, or the account's recovery code.

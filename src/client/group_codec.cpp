@@ -4,6 +4,7 @@
 #include <set>
 #include <vector>
 
+#include "client/attachment_format.h"
 #include "client/text.h"
 #include "client/util.h"
 #include "sotto/client.h"
@@ -54,6 +55,15 @@ std::optional<std::string> check_group_state(const content::GroupState& s) {
   }
   if (!s.invite_secret().empty() && s.invite_secret().size() != kInviteSecretBytes) {
     return "an invite secret that is not 32 bytes";
+  }
+  if (s.has_avatar()) {
+    const auto& a = s.avatar();
+    if (auto bad = check_pointer(a); !bad.empty())
+      return "a group picture that cannot be fetched: " + bad;
+    if (a.size() > kMaxGroupAvatarBytes) return "a group picture larger than 5 MiB";
+    if (a.content_type() != "image/png" && a.content_type() != "image/jpeg") {
+      return "a group picture that is not a PNG or JPEG image";
+    }
   }
   std::set<std::string> seen;
   bool admin = false;
@@ -202,7 +212,9 @@ std::string describe_group_change(const content::GroupChange& c, const std::stri
   }
   if (c.set_name()) return author + " renamed the group to \"" + c.name() + "\"";
   if (c.set_description()) return author + " changed the description";
-  if (c.set_avatar()) return author + " changed the avatar";
+  if (c.set_avatar()) {
+    return author + (c.has_avatar() ? " changed the group picture" : " removed the group picture");
+  }
   if (c.set_expire_timer()) {
     return author + " set disappearing messages to " + timer_text(c.expire_timer());
   }

@@ -29,6 +29,8 @@ inline constexpr std::size_t kGroupIdBytes = 32;
 inline constexpr std::size_t kInviteSecretBytes = 32;
 inline constexpr std::size_t kMaxGroupNameBytes = 256;
 inline constexpr std::size_t kMaxGroupDescriptionBytes = 4096;
+// A group picture (GroupState.avatar): a PNG or JPEG of at most this many bytes.
+inline constexpr std::uint64_t kMaxGroupAvatarBytes = 5u << 20;
 
 // Why a state is not valid (nullopt: valid).
 [[nodiscard]] std::optional<std::string> check_group_state(const wire::content::GroupState& s);

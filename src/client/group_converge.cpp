@@ -217,6 +217,14 @@ Groups::ContentResult Groups::take_change(const std::string& hex, const content:
       }
     };
   }
+  if (head_moved) {
+    // The group's picture, when the change set one (or the state we took has one): fetched once
+    // the envelope is processed; a failure leaves the state as it is (group_avatar.cpp).
+    r.followup = [this, hex, before = std::move(r.followup)] {
+      if (before) before();
+      (void)fetch_avatar(hex);
+    };
+  }
   return r;
 }
 

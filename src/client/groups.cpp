@@ -838,6 +838,13 @@ Result<Group> Groups::update(const std::string& id, const GroupUpdate& u) {
     content::GroupChange c;
     if (auto ok = names(u.remove, c.mutable_remove_members()); !ok)
       return tl::unexpected(ok.error());
+    for (const auto& user : c.remove_members()) {
+      if (user == account_.username) {
+        return tl::unexpected(invalid(
+            "you cannot remove yourself from a group: leave it instead (`sotto group leave ID`, "
+            "the daemon's quitGroup); nothing was changed"));
+      }
+    }
     changes.push_back(std::move(c));
   }
   if (!u.make_admin.empty()) {
@@ -886,6 +893,22 @@ Result<Group> Groups::update(const std::string& id, const GroupUpdate& u) {
     c.set_expire_timer(*u.expire_timer);
     changes.push_back(std::move(c));
   }
+  if (u.avatar && u.remove_avatar) {
+    return tl::unexpected(invalid("a new group picture or none, not both"));
+  }
+  if (u.avatar) {
+    auto pointer = upload_avatar(*hex, *u.avatar);
+    if (!pointer) return tl::unexpected(pointer.error());
+    content::GroupChange c;
+    c.set_set_avatar(true);
+    *c.mutable_avatar() = std::move(*pointer);
+    changes.push_back(std::move(c));
+  }
+  if (u.remove_avatar) {
+    content::GroupChange c;
+    c.set_set_avatar(true);
+    changes.push_back(std::move(c));
+  }
   if (u.reset_link || u.disable_link) {
     content::GroupChange c;
     c.set_set_invite_secret(true);
@@ -898,12 +921,20 @@ Result<Group> Groups::update(const std::string& id, const GroupUpdate& u) {
   }
   if (changes.empty()) return tl::unexpected(invalid("nothing to change"));
   std::optional<content::GroupState> last;
+  bool avatar_changed = false;
   for (auto& c : changes) {
+    avatar_changed = avatar_changed || c.set_avatar();
     auto after = author(*hex, std::move(c));
     if (!after) return tl::unexpected(after.error());
     last = std::move(*after);
   }
-  return to_group(*last);
+  // Our own picture is saved as the members save it (fetched back, so it is the same bytes); a
+  // failure here is tried again later.
+  if (avatar_changed) (void)fetch_avatar(*hex);
+  Group g = to_group(*last);
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  fill_avatar(g, *last);
+  return g;
 }
 
 Result<Group> Groups::leave(const std::string& id) {
@@ -990,7 +1021,10 @@ Result<std::vector<Group>> Groups::list() {
   for (std::size_t i = 0; i + kGroupIdBytes <= list.size(); i += kGroupIdBytes) {
     auto s = load(to_hex(list.subspan(i, kGroupIdBytes)));
     if (!s) return tl::unexpected(s.error());
-    if (s->has_value()) out.push_back(to_group(**s));
+    if (s->has_value()) {
+      out.push_back(to_group(**s));
+      fill_avatar(out.back(), **s);
+    }
   }
   return out;
 }
@@ -998,10 +1032,15 @@ Result<std::vector<Group>> Groups::list() {
 Result<Group> Groups::info(const std::string& id) {
   auto hex = resolve(id);
   if (!hex) return tl::unexpected(hex.error());
+  // A picture whose download failed (or that came with a backup) is fetched now; still failing,
+  // the group is shown with its picture "not downloaded".
+  (void)fetch_avatar(*hex);
   std::lock_guard crypto_lock(account_.crypto_mu);
   auto s = load(*hex);
   if (!s) return tl::unexpected(s.error());
-  return to_group(**s);
+  Group g = to_group(**s);
+  fill_avatar(g, **s);
+  return g;
 }
 
 Result<std::vector<Message>> Groups::history(const std::string& id, std::size_t limit) {

@@ -5,7 +5,8 @@
 //   "groups"             the ids of the groups it knows (32 bytes each);
 //   "group/<id>"         the group's state (content.proto GroupState) at its newest revision;
 //   "group-sk/<id>"      the member devices that have our current Sender Key chain for it;
-//   "group-join/<id>"    the admin a join by link was asked of.
+//   "group-join/<id>"    the admin a join by link was asked of;
+//   "group-avatar/<id>"  the group picture this device saved (group_avatar.cpp).
 // The Sender Keys themselves are in the store's sender_keys table under the group id (hex).
 //
 // Receiving (called by the Inbox inside its store transaction, crypto_mu held): Sender Key
@@ -22,6 +23,7 @@
 // under crypto_mu.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -211,6 +213,18 @@ class Groups {
   void answer_sender_key_request(const std::string& user, std::uint32_t device,
                                  std::uint32_t key_id, std::uint64_t timestamp);
 
+  // Group pictures (group_avatar.cpp). A checked PNG or JPEG of at most kMaxGroupAvatarBytes,
+  // uploaded, for the group `hex` of which we are an admin. REQUIRES: crypto_mu not held.
+  [[nodiscard]] Result<wire::content::AttachmentPointer> upload_avatar(
+      const std::string& hex, const std::filesystem::path& file);
+  // Downloads and checks the group's picture when this device has not saved the current one
+  // (forgets a removed one). A failure changes nothing (tried again on the next call).
+  // REQUIRES: no lock held.
+  [[nodiscard]] Result<void> fetch_avatar(const std::string& hex);
+  // `g.avatar` from `s` and what this device saved. REQUIRES: crypto_mu held.
+  void fill_avatar(Group& g, const State& s);
+  [[nodiscard]] std::filesystem::path avatars_dir() const;
+
   // Every one of `users` has an account (asks the server for their identity keys), so that
   // nothing is authored for a name that is not one. REQUIRES: crypto_mu not held.
   [[nodiscard]] Result<void> check_accounts(const std::vector<std::string>& users);
@@ -228,6 +242,7 @@ class Groups {
   Journal& journal_;
   Conversations* conversations_ = nullptr;
   std::mutex mu_;
+  std::mutex avatar_mu_;  // one picture download at a time (taken before crypto_mu)
   // Registration ids of member devices as our sessions have them ("user device"), so that a
   // group message does not unseal every session record; a wrong one is reported by the server
   // (stale) and read again. Guarded by mu_.

@@ -1608,6 +1608,26 @@ class E2ETest(unittest.TestCase):
             except subprocess.TimeoutExpired:
                 self.fail("`sotto chat` with empty input did not exit")
 
+    def test_chat_with_a_user_without_an_account_says_so(self):
+        # A name without an account: one clear error before the chat opens, as `send` gives.
+        alice, bob = self.pair()
+        err = alice.fails("chat", "nosuchuser", code="not_found", stdin="")
+        self.assertIn("nosuchuser has no account", err["message"])
+        r = alice.run("chat", "nosuchuser", json_output=False, stdin="")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no account", r.stderr)
+        self.assertEqual(r.stdout, "")
+
+    def test_server_timestamp_only_when_known(self):
+        # A received message has the server's time; the history does not keep it, so it has no
+        # serverTimestamp rather than a 0.
+        alice, bob = self.pair()
+        self.assertEqual(alice.send("bob", "when").returncode, 0)
+        [m] = bob.messages()
+        self.assertGreater(m["serverTimestamp"], 0)
+        for h in parse_lines(bob.ok("history", "alice").stdout):
+            self.assertNotIn("serverTimestamp", h)
+
     def test_multiline_body_cannot_pass_for_another_message(self):
         # A body's lines after the first are indented and marked in every human output (receive,
         # history, chat), so a sender cannot forge a line that looks like another user's message;

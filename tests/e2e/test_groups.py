@@ -92,6 +92,8 @@ class GroupE2ETest(unittest.TestCase):
         bob.fails("group", "info", "1234", code="invalid_argument")
         bob.fails("send", "--group", gid, "a", "b", code="invalid_argument")
         bob.fails("group", "join", "not-a-link", code="invalid_argument")
+        err = alice.fails("group", "remove", gid, "alice", code="invalid_argument")
+        self.assertIn("group leave", err["message"])
 
         # Removal: carol hears, then gets nothing more.
         alice.ok("group", "remove", gid, "carol")
@@ -206,6 +208,57 @@ class GroupE2ETest(unittest.TestCase):
         # Neither text nor file: one clear error.
         alice.fails("send", "--group", gid, code="invalid_argument")
 
+    def test_group_avatar(self):
+        # An admin's picture reaches every member as the same bytes; a non-admin cannot set one,
+        # a file that is not an image is refused, removing it clears it everywhere.
+        import hashlib
+        from test_attachments import make_png
+        alice, bob, carol = self.register("alice", "bob", "carol")
+        picture = os.path.join(self.root, "team.png")
+        make_png(picture, 48, 32)
+        with open(picture, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        notes = os.path.join(self.root, "notes.txt")
+        with open(notes, "w") as f:
+            f.write("not a picture")
+        gid = json.loads(alice.ok("group", "create", "team", "--member", "bob", "--member",
+                                  "carol", "--avatar", picture).stdout)["groupId"]
+        mine = json.loads(alice.ok("group", "info", gid).stdout)["avatar"]
+        self.assertEqual((mine["sha256"], mine["contentType"]), (sha, "image/png"))
+        changes = group_events(bob.receive(), "group_changed")
+        self.assertIn("alice changed the group picture", [e["detail"] for e in changes])
+        got = json.loads(bob.ok("group", "info", gid).stdout)["avatar"]
+        self.assertEqual((got["sha256"], got["size"], got["contentType"]),
+                         (sha, os.path.getsize(picture), "image/png"))
+        with open(got["path"], "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha)
+        self.assertTrue(got["path"].startswith(bob.data))
+        r = bob.ok("group", "info", gid, json_output=False)
+        self.assertIn("picture: " + got["path"], r.stdout)
+        # The notice is in the history too, in words.
+        h = bob.ok("history", "--group", gid, json_output=False).stdout
+        self.assertIn("alice changed the group picture", h)
+
+        err = bob.fails("group", "avatar", gid, picture, code="forbidden")
+        self.assertIn("admin", err["message"])
+        err = alice.fails("group", "avatar", gid, notes, code="invalid_argument")
+        self.assertIn("PNG or JPEG", err["message"])
+        big = os.path.join(self.root, "big.png")
+        with open(big, "wb") as f:
+            f.write(b"\x89PNG" + b"\0" * (5 * 1024 * 1024))
+        err = alice.fails("group", "avatar", gid, big, code="invalid_argument")
+        self.assertIn("5 MiB", err["message"])
+        alice.fails("group", "avatar", gid)  # neither a file nor --remove
+
+        alice.ok("group", "avatar", gid, "--remove")
+        self.assertIsNone(json.loads(alice.ok("group", "info", gid).stdout)["avatar"])
+        changes = group_events(carol.receive(), "group_changed")
+        self.assertEqual(changes[-1]["detail"], "alice removed the group picture")
+        self.assertIsNone(json.loads(carol.ok("group", "info", gid).stdout)["avatar"])
+        bob.receive()
+        self.assertIsNone(json.loads(bob.ok("group", "info", gid).stdout)["avatar"])
+        self.assertFalse(os.path.exists(got["path"]))
+
     def history(self, c, gid):
         return base.parse_lines(c.ok("history", "--group", gid, "--limit", "0").stdout)
 
@@ -237,8 +290,9 @@ class GroupE2ETest(unittest.TestCase):
         m = self.message(bob, gid, "bob", hello)
         self.assertEqual(sorted(r["user"] for r in m["receipts"]), ["alice", "carol"])
         self.assertTrue(all(r["deliveredAt"] > 0 for r in m["receipts"]))
-        self.assertIn("✓✓ delivered", bob.ok("history", "--group", gid,
-                                            json_output=False).stdout)
+        # In text, as counts of the members it went to (the JSON has each one).
+        self.assertIn("✓✓ delivered to 2/2", bob.ok("history", "--group", gid,
+                                                   json_output=False).stdout)
 
         # A reply with a quote and a mention of bob (flagged on his devices only).
         carol.ok("send", "--group", gid, "@bob welcome", "--quote", "bob:%d" % hello,
@@ -285,6 +339,8 @@ class GroupE2ETest(unittest.TestCase):
         read = {r["user"]: r["readAt"] for r in self.message(bob, gid, "bob", hello)["receipts"]}
         self.assertGreater(read["alice"], 0)
         self.assertEqual(read["carol"], 0)
+        self.assertIn("✓✓ delivered to 2/2, read by 1/2",
+                      bob.ok("history", "--group", gid, json_output=False).stdout)
         bob2.receive()
 
         # A delete for everyone: the text is gone from every device, the reply says so.
@@ -437,6 +493,32 @@ class GroupDaemonTest(unittest.TestCase):
         self.assertIn("error", joined)
         self.stop_daemon(p)
 
+    def test_update_group_avatar(self):
+        import hashlib
+        from test_attachments import make_png
+        alice, bob = (base.Client(self.root, n) for n in ("alice", "bob"))
+        for c, n in ((alice, "alice"), (bob, "bob")):
+            c.register(n, self.server)
+        picture = os.path.join(self.root, "bot.png")
+        make_png(picture, 20, 20)
+        with open(picture, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        p, path = self.start_daemon(alice)
+        bot = self.connect(path)
+        gid = bot.result("updateGroup", {"name": "pics", "members": ["bob"]})["groupId"]
+        changed = bot.result("updateGroup", {"groupId": gid, "avatar": picture})
+        self.assertEqual(changed["avatar"]["sha256"], sha)
+        [listed] = bot.result("listGroups")
+        self.assertEqual(listed["avatar"]["sha256"], sha)
+        bad = bot.call("updateGroup", {"groupId": gid, "avatar": 5})
+        self.assertEqual(bad["error"]["code"], -32602)
+        bob.receive()
+        self.assertEqual(json.loads(bob.ok("group", "info", gid).stdout)["avatar"]["sha256"], sha)
+        removed = bot.result("updateGroup", {"groupId": gid, "removeAvatar": True})
+        self.assertIsNone(removed["avatar"])
+        self.assertIsNone(bot.result("listGroups")[0]["avatar"])
+        self.stop_daemon(p)
+
     def test_everyday_methods_with_group_id(self):
         alice, bob = (base.Client(self.root, n) for n in ("alice", "bob"))
         for c, n in ((alice, "alice"), (bob, "bob")):
@@ -451,6 +533,12 @@ class GroupDaemonTest(unittest.TestCase):
                                 "quoteAuthor": "bob", "mention": "0:4:bob"})
         self.assertEqual(r["results"][0]["groupId"], gid)
         reply = r["timestamp"]
+        # A mention's range must cover "@" and the name, as `sotto send --mention` makes it.
+        for text, mention in (("hello bob", "0:4:bob"), ("@bo", "0:4:bob"), ("@carl", "0:4:carl"),
+                              ("@bob", "1:3:bob")):
+            bad = bot.call("send", {"groupId": gid, "message": text, "mention": mention})
+            self.assertEqual(bad["error"]["code"], -32602, bad)
+            self.assertIn("must cover", bad["error"]["message"])
         bot.result("sendReaction", {"groupId": gid, "emoji": "\U0001F44D",
                                     "targetAuthor": "bob", "targetTimestamp": hello})
         bad = bot.call("sendReaction", {"groupId": gid, "emoji": "yes",

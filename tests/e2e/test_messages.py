@@ -223,6 +223,8 @@ class MessagesTest(unittest.TestCase):
         [m] = events_of(bob.receive(), "message")
         [f] = m["attachments"]
         self.assertEqual((f["fileName"], f["caption"]), ("report.txt", "this week"))
+        # The caption is in the text output too.
+        self.assertIn("caption: this week", bob.ok("history", "alice", json_output=False).stdout)
 
     # --- the daemon ----------------------------------------------------------------------------
 

@@ -7,9 +7,11 @@
 
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 
+#include "client/attachment_format.h"
 #include "client/backup_file.h"
 #include "client/emoji.h"
 #include "client/engine.h"
@@ -18,6 +20,8 @@
 #include "client/multi_send.h"
 #include "client/util.h"
 #include "content.pb.h"
+#include "crypto/hash.h"
+#include "image_test_images.h"
 #include "protocol/sender_keys.h"
 #include "util/in_process_server.h"
 
@@ -705,6 +709,140 @@ TEST(GroupCodecTest, StatesAndLinksThatAreNotValidAreRefused) {
   }
   EXPECT_FALSE(parse_group_id("12"));
   EXPECT_TRUE(parse_group_id(std::string(64, 'A')));
+}
+
+// A group picture is an attachment pointer to a PNG or JPEG of at most 5 MiB; unset, none.
+TEST(GroupCodecTest, AGroupPictureIsAnImagePointer) {
+  const auto s = sample_state();
+  content::GroupChange set;
+  set.set_set_avatar(true);
+  auto* p = set.mutable_avatar();
+  p->set_id(std::string(16, 'b'));
+  p->set_key(std::string(32, 'k'));
+  p->set_digest(std::string(32, 'd'));
+  p->set_size(1000);
+  p->set_chunk_size(64 * 1024);
+  p->set_ciphertext_size(attachment_ciphertext_size(1000, 64 * 1024));
+  p->set_content_type("image/png");
+  auto with = apply_group_change(s, set, "alice", 3);
+  ASSERT_TRUE(with) << with.error();
+  EXPECT_TRUE(with->has_avatar());
+  EXPECT_EQ(with->avatar().digest(), std::string(32, 'd'));
+  EXPECT_EQ(describe_group_change(set, "alice"), "alice changed the group picture");
+  EXPECT_FALSE(apply_group_change(s, set, "bob", 3));  // not an admin
+
+  auto not_image = set;
+  not_image.mutable_avatar()->set_content_type("application/pdf");
+  EXPECT_FALSE(apply_group_change(s, not_image, "alice", 3));
+  auto too_large = set;
+  too_large.mutable_avatar()->set_size(kMaxGroupAvatarBytes + 1);
+  too_large.mutable_avatar()->set_ciphertext_size(
+      attachment_ciphertext_size(kMaxGroupAvatarBytes + 1, 64 * 1024));
+  EXPECT_FALSE(apply_group_change(s, too_large, "alice", 3));
+  auto bad_key = set;
+  bad_key.mutable_avatar()->set_key("short");
+  EXPECT_FALSE(apply_group_change(s, bad_key, "alice", 3));
+
+  content::GroupChange remove;
+  remove.set_set_avatar(true);
+  auto without = apply_group_change(*with, remove, "alice", 4);
+  ASSERT_TRUE(without) << without.error();
+  EXPECT_FALSE(without->has_avatar());
+  EXPECT_EQ(describe_group_change(remove, "alice"), "alice removed the group picture");
+}
+
+// An admin sets the picture; every member's client downloads the same bytes, a non-admin's
+// attempt and a file that is not an image are refused, and removing it clears it everywhere.
+TEST_F(ClientGroupTest, AGroupPictureReachesEveryMember) {
+  Engine& alice = register_("alice");
+  Engine& bob = register_("bob");
+  Engine& carol = register_("carol");
+  auto created = alice.groups().create("g", {"bob", "carol"});
+  ASSERT_TRUE(created) << created.error().message;
+  const std::string id = created->id;
+  receive(bob);
+  receive(carol);
+  EXPECT_FALSE(info(bob, id).avatar);
+
+  const std::string png = test::make_png(
+      40, 30, [](std::uint32_t x, std::uint32_t) { return x < 20 ? 0xff0000ffu : 0x0000ffffu; });
+  const fs::path picture = root_ / "picture.png";
+  { std::ofstream(picture, std::ios::binary) << png; }
+  const auto digest = crypto::sha256({as_bytes(png)});
+  const std::string sha = to_hex(ByteView(digest.data(), digest.size()));
+  const fs::path notes = root_ / "notes.txt";
+  { std::ofstream(notes) << "not an image"; }
+  tick();
+  GroupUpdate text_file;
+  text_file.avatar = notes;
+  auto refused = alice.groups().update(id, text_file);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("PNG or JPEG"), std::string::npos)
+      << refused.error().message;
+  GroupUpdate by_bob;
+  by_bob.avatar = picture;
+  auto not_admin = bob.groups().update(id, by_bob);
+  ASSERT_FALSE(not_admin);
+  EXPECT_EQ(not_admin.error().code, ErrorCode::forbidden);
+
+  GroupUpdate set;
+  set.avatar = picture;
+  auto updated = alice.groups().update(id, set);
+  ASSERT_TRUE(updated) << updated.error().message;
+  ASSERT_TRUE(updated->avatar);
+  EXPECT_TRUE(updated->avatar->downloaded);
+  EXPECT_EQ(updated->avatar->sha256, sha);
+
+  auto events = of_kind(receive(bob), Event::Kind::group_changed);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].detail, "alice changed the group picture");
+  const Group seen = info(bob, id);
+  ASSERT_TRUE(seen.avatar);
+  ASSERT_TRUE(seen.avatar->downloaded);
+  EXPECT_EQ(seen.avatar->sha256, sha);
+  EXPECT_EQ(seen.avatar->content_type, "image/png");
+  EXPECT_EQ(seen.avatar->size, png.size());
+  std::ifstream in(seen.avatar->path, std::ios::binary);
+  const std::string saved((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(saved, png);
+
+  // A backup carries the pointer with the group's state; the restored device fetches the
+  // picture when it looks.
+  ::setenv("SOTTO_TEST_FAST_KDF", "1", 1);
+  const sotto::BackupSecret secret{sotto::BackupSecret::Kind::passphrase, "correct horse"};
+  ASSERT_TRUE(alice.backup_export(root_ / "alice.backup", secret, nullptr));
+  Engine& laptop = link(alice, "alice-laptop");
+  ASSERT_TRUE(laptop.backup_import(root_ / "alice.backup", secret, nullptr));
+  const Group restored = info(laptop, id);
+  ASSERT_TRUE(restored.avatar);
+  EXPECT_TRUE(restored.avatar->downloaded);
+  EXPECT_EQ(restored.avatar->sha256, sha);
+
+  // Carol's download fails (a file stands where her pictures would go): the change is applied
+  // all the same, and the picture is fetched when she looks again.
+  const fs::path blocker = root_ / "carol" / "attachments" / "carol";
+  fs::create_directories(blocker.parent_path());
+  { std::ofstream(blocker) << "in the way"; }
+  EXPECT_EQ(of_kind(receive(carol), Event::Kind::group_changed).size(), 1u);
+  Group failed = info(carol, id);
+  ASSERT_TRUE(failed.avatar);
+  EXPECT_FALSE(failed.avatar->downloaded);
+  EXPECT_EQ(failed.revision, seen.revision);
+  fs::remove(blocker);
+  Group later = info(carol, id);
+  ASSERT_TRUE(later.avatar);
+  EXPECT_TRUE(later.avatar->downloaded);
+  EXPECT_EQ(later.avatar->sha256, sha);
+
+  tick();
+  GroupUpdate remove;
+  remove.remove_avatar = true;
+  ASSERT_TRUE(alice.groups().update(id, remove));
+  events = of_kind(receive(bob), Event::Kind::group_changed);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].detail, "alice removed the group picture");
+  EXPECT_FALSE(info(bob, id).avatar);
+  EXPECT_FALSE(fs::exists(seen.avatar->path));
 }
 
 // A malformed change (a state that is not valid, garbage in the change) changes nothing and is
