@@ -201,7 +201,7 @@ class PostgresBackend {
   std::string conninfo_;
 };
 
-using Backends = ::testing::Types<PostgresBackend>;
+using Backends = ::testing::Types<SqliteBackend, PostgresBackend>;
 #else
 using Backends = ::testing::Types<SqliteBackend>;
 #endif
