@@ -24,6 +24,7 @@
 #include "net/tls.h"
 #include "net/ws_server.h"
 #include "server/config.h"
+#include "server/kt.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "store/server/sqlite_store.h"
@@ -381,6 +382,10 @@ int main(int argc, char** argv) {
                       "and print its fingerprint; new connections present it after SIGHUP");
   key->add_subcommand("show", "Print the current and the next key's fingerprints");
   key->require_subcommand(1);
+  auto* kt_keys = app.add_subcommand(
+      "kt-keys",
+      "Print the key transparency log's public keys (signing:vrf, hex) for clients to pin "
+      "; the server makes them under DIR/kt at its first start");
   auto* migrate = app.add_subcommand(
       "migrate",
       "Bring the store's schema to this server's version and exit (a server on PostgreSQL "
@@ -431,6 +436,15 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 
   umask(077);  // the database and keys are for this user only
+  if (kt_keys->parsed()) {
+    auto keys = server::read_kt_public_keys(config.data_dir);
+    if (!keys) {
+      return fail("no transparency log keys under " + (config.data_dir / "kt").string() +
+                  " (the server makes them at its first start)");
+    }
+    std::printf("kt keys: %s\n", server::kt_keys_text(*keys).c_str());
+    return 0;
+  }
   if (key->parsed()) {
     const std::string where = data_dir.empty() && !config_file.empty()
                                   ? "--config " + config_file
@@ -455,6 +469,16 @@ int main(int argc, char** argv) {
 
   server::Metrics metrics;
   server::Server server(config, **store, metrics, crypto::system_rng(), wall_ms);
+  // The key transparency log lives in the SQLite database, beside the accounts it logs; the
+  // PostgreSQL store keeps none yet (docs/operations.md).
+  std::unique_ptr<server::KeyTransparency> kt;
+  if (!invite->parsed() && (*store)->kt() != nullptr) {
+    auto opened = server::KeyTransparency::open(config.data_dir, *(*store)->kt(),
+                                                crypto::system_rng(), wall_ms);
+    if (!opened) return fail(opened.error());
+    kt = std::move(*opened);
+    server.set_key_transparency(kt.get());
+  }
 
   if (invite->parsed()) {
     for (const auto& code : server.create_invites(invite_count, invite_days))
@@ -530,6 +554,7 @@ int main(int argc, char** argv) {
   }
   // Clients pin the key's fingerprint; tests and tools read this line.
   std::printf("fingerprint: %s\n", tls->current.key_fingerprint.c_str());
+  if (kt) std::printf("kt keys: %s\n", server::kt_keys_text(kt->public_keys()).c_str());
   if (tls->next) std::printf("next fingerprint: %s\n", tls->next_fingerprint.c_str());
   std::printf("listening on %s:%u\nhttp on %s:%u\n", config.listen.host.c_str(), ws.port(),
               config.http.host.c_str(), http_server.port());

@@ -11,6 +11,7 @@
 #include "net/address_key.h"
 #include "net/device_authorization.h"
 #include "server/keys.h"
+#include "server/kt.h"
 #include "server/limits.h"
 #include "server/router.h"
 
@@ -370,6 +371,10 @@ void AccountsService::on_list_devices(const SessionPtr& s, svc::Request& r, svc:
       info->set_created_day(d.created_day);
       info->set_name(str(d.name));
     }
+  }
+  if (ctx_.kt != nullptr) {
+    (void)fill_kt_proof(*ctx_.kt, account->username, r.list_devices().kt_known_size(),
+                        *out.mutable_list_devices()->mutable_kt(), out);
   }
 }
 
