@@ -254,6 +254,26 @@ nlohmann::json error_json(const Error& e, const std::string& hint) {
   return {{"error", std::move(error)}};
 }
 
+nlohmann::json security_alert_json(const Error& e) {
+  const auto alert = security_alert_of(e);
+  if (!alert) return nullptr;
+  return {{"type", "security_alert"},
+          {"kind", alert->kind},
+          {"user", alert->user},
+          {"detail", alert->detail}};
+}
+
+std::string security_alert_banner(const Error& e) {
+  const auto alert = security_alert_of(e);
+  if (!alert) return {};
+  const std::string rule(72, '!');
+  return rule + "\n!! SECURITY ALERT (" + sanitize(alert->kind, false) + ") for " +
+         sanitize(alert->user, false) + "\n!! " + sanitize(alert->detail, false) +
+         "\n!! The server handed out keys its key transparency log does not prove. Nothing was "
+         "encrypted to them.\n" +
+         rule;
+}
+
 nlohmann::json contact_json(const Contact& c) {
   return {{"username", c.username},
           {"accepted", c.accepted},

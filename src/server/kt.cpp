@@ -247,10 +247,10 @@ tl::expected<void, store::Error> KeyTransparency::account_changed(const store::A
 
 tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::head_and_consistency(
     std::uint64_t known_size, const kt::SignedTreeHead& head) const {
-  // A client that names a size beyond the log was shown another log (or is confused).
-  if (known_size > head.head.size) return tl::unexpected(kt::Error::invalid_argument);
   Proof out;
   out.tree_head = kt::encode_signed_tree_head(head);
+  // A size beyond the log (the client was shown a longer log, or this one lost entries) gets the
+  // head alone: the client's tracker refuses a head smaller than its own and says so.
   if (known_size != 0 && known_size < head.head.size) {
     auto c = log_.consistency(known_size, head.head.size);
     if (!c) return tl::unexpected(c.error());
