@@ -229,6 +229,8 @@ void AccountsService::on_register(const SessionPtr& s, svc::Request& r, svc::Res
       return;
     }
   }
+  // The name's VRF proof for the transparency log, before the store's write lock is taken.
+  if (ctx_.kt != nullptr) ctx_.kt->log().warm(*username);
   auto id = ctx_.store.accounts().create_account(
       *username, view(req.identity_key()), device_record(req.device(), 1, now_s),
       signed_record(req.device().keys().signed_pre_key()), pre_key_records(req.device().keys()),
