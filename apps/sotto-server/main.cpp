@@ -386,6 +386,13 @@ int main(int argc, char** argv) {
       "kt-keys",
       "Print the key transparency log's public keys (signing:vrf, hex) for clients to pin "
       "; the server makes them under DIR/kt at its first start");
+  // Tests only (tests/e2e/test_transparency.py): what a coerced operator does in the open, a
+  // device added to USER's account without the account, logged honestly. Hidden from --help; the
+  // server must be stopped (it caches accounts).
+  auto* kt_ghost = app.add_subcommand("kt-test-ghost-device", "");
+  kt_ghost->group("");
+  std::string ghost_user;
+  kt_ghost->add_option("user", ghost_user)->required();
   auto* migrate = app.add_subcommand(
       "migrate",
       "Bring the store's schema to this server's version and exit (a server on PostgreSQL "
@@ -466,6 +473,22 @@ int main(int argc, char** argv) {
   if (migrate->parsed()) return run_migrate(config);
   auto store = open_store(config);
   if (!store) return fail(store.error());
+  if (kt_ghost->parsed()) {
+    if ((*store)->kt() == nullptr) return fail("this store keeps no transparency log");
+    auto opened = server::KeyTransparency::open(config.data_dir, *(*store)->kt(),
+                                                crypto::system_rng(), wall_ms);
+    if (!opened) return fail(opened.error());
+    auto account = (*store)->accounts().find_account(ghost_user);
+    if (!account) return fail("no such user");
+    store::DeviceRecord ghost;
+    ghost.registration_id = 4343;
+    ghost.auth_key = Bytes(32, 0x67);
+    const store::SignedPreKeyRecord spk{1, Bytes(33, 0x05), Bytes(64, 0)};
+    auto id = (*store)->accounts().add_device(account->id, ghost, spk, {});
+    if (!id) return fail("cannot add the device");
+    std::printf("ghost device %u\n", *id);
+    return 0;
+  }
 
   server::Metrics metrics;
   server::Server server(config, **store, metrics, crypto::system_rng(), wall_ms);

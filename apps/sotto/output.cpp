@@ -52,6 +52,9 @@ nlohmann::json event_json(const Event& e) {
     case Event::Kind::devices_changed:
       j = {{"type", "devices_changed"}, {"added", e.added}, {"removed", e.removed}};
       break;
+    case Event::Kind::security_alert:
+      j = {{"type", "security_alert"}, {"kind", e.alert}, {"user", e.user}, {"detail", e.detail}};
+      break;
     case Event::Kind::server_key_changed:
       j = {{"type", "server_key_changed"}, {"detail", e.detail}};
       break;
@@ -208,6 +211,9 @@ std::string event_text(const Event& e, const std::string& self) {
       }
       return text.empty() ? "* your account's devices changed" : text;
     }
+    case Event::Kind::security_alert:
+      return "!!! SECURITY ALERT (" + sanitize(e.alert, false) + ") for " +
+             sanitize(e.user, false) + ": " + sanitize(e.detail, false);
     case Event::Kind::server_key_changed:
       return "* " + sanitize(e.detail, false);
     case Event::Kind::connected:

@@ -250,6 +250,10 @@ struct Event {
     // A change of ours that a concurrent change undid could not be made again (`detail` says
     // what it was and why); message.group names the group.
     group_change_dropped,
+    // Key transparency (docs/transparency.md): `alert` is the kind ("unknown_device": a device
+    // or identity key in our account's log that this device did not add or know of;
+    // "log_inconsistent"), `user` whom it concerns, `detail` what and since when.
+    security_alert,
   };
   Kind kind = Kind::message;
   // Identifies a journalled event for good (0 for connection events, which are not journalled).
@@ -268,6 +272,7 @@ struct Event {
   bool read = false;                // receipt
   bool typing = false;              // typing
   std::uint32_t expire_timer = 0;   // disappearing_timer, seconds
+  std::string alert;                // security_alert: its kind
 };
 using EventHandler = std::function<void(const Event&)>;
 

@@ -1,6 +1,7 @@
 #include "client/kt.h"
 
 #include <algorithm>
+#include <ctime>
 #include <set>
 
 #include "client/stored_values.h"
@@ -17,6 +18,15 @@ constexpr std::string_view kInconsistent = "log_inconsistent";
 
 Bytes bytes_of(const std::string& s) {
   return Bytes(s.begin(), s.end());
+}
+
+std::string format_time_ms(std::uint64_t ms) {
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char out[32];
+  std::strftime(out, sizeof out, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return out;
 }
 
 }  // namespace
@@ -163,6 +173,131 @@ Result<std::optional<kt::AccountValue>> KtClient::verify(const ConnectionPtr& c,
     }
   }
   return std::move((*found)->value);
+}
+
+Result<std::vector<Event>> KtClient::monitor_own(const ConnectionPtr& c,
+                                                 std::chrono::milliseconds timeout,
+                                                 const std::string& username,
+                                                 std::uint32_t self_device,
+                                                 ByteView self_auth_key) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> alerts;
+  const auto alert = [&](std::string_view kind, std::string detail) {
+    Event e;
+    e.kind = Event::Kind::security_alert;
+    e.alert = std::string(kind);
+    e.user = username;
+    e.detail = std::move(detail);
+    alerts.push_back(std::move(e));
+  };
+  auto pinned = ensure_keys_locked(c, timeout);
+  if (!pinned) return tl::unexpected(pinned.error());
+  if (!*pinned) return alerts;
+  svc::Request request;
+  request.mutable_kt_monitor()->set_kt_known_size(
+      tracker_->current() ? tracker_->current()->head.size : 0);
+  auto response = c->call(std::move(request), timeout);
+  if (!response) return tl::unexpected(response.error());
+  if (response->status().code() != svc::OK) return tl::unexpected(status_error(*response));
+  const auto& m = response->kt_monitor();
+  auto head = kt::decode_signed_tree_head(as_bytes(m.tree_head()));
+  auto consistency = m.consistency().empty()
+                         ? tl::expected<kt::ConsistencyProof, kt::Error>(kt::ConsistencyProof{})
+                         : kt::decode_consistency_proof(as_bytes(m.consistency()));
+  if (!head || !consistency) {
+    alert(kInconsistent, "the server's monitoring answer is malformed");
+    return alerts;
+  }
+  const std::optional<kt::SignedTreeHead> before = tracker_->current();
+  if (auto advanced = tracker_->advance(*head, *consistency); !advanced) {
+    alert(kInconsistent,
+          "the server's log is not consistent with the one this device saw before (" +
+              std::string(kt::to_string(advanced.error())) + ")");
+    return alerts;
+  }
+  if (tracker_->current() != before &&
+      !store_.save_value(kKtHeadValue, kt::encode_signed_tree_head(*tracker_->current()))) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot save the tree head"));
+  }
+  auto proof = kt::decode_monitor_proof(as_bytes(m.monitor()));
+  auto versions =
+      proof ? kt::verify_monitor(tracker_->keys(), tracker_->current()->head, username, *proof)
+            : tl::unexpected(proof.error());
+  if (!versions) {
+    alert(kInconsistent, "the log's history of this account does not verify (" +
+                             std::string(kt::to_string(versions.error())) + ")");
+    return alerts;
+  }
+  if (versions->empty()) {
+    alert(kInconsistent, "this account is not in the server's key transparency log");
+    return alerts;
+  }
+  auto own = store_.load_value(kKtOwnValue);
+  auto checked_value = store_.load_value(kKtOwnCheckedValue);
+  auto linking = store_.load_value(kKtLinkingValue);
+  if (!own || !checked_value || !linking) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot read the monitoring state"));
+  }
+  std::optional<kt::AccountValue> accepted;
+  std::uint32_t checked = 0;
+  if (*own && *checked_value && (**checked_value).view().size() == 4) {
+    auto decoded = kt::decode_account_value((**own).view());
+    if (decoded) accepted = std::move(*decoded);
+    for (auto b : (**checked_value).view()) checked = checked << 8 | b;
+  }
+  bool pending_link = linking->has_value();
+  const auto when = [&](std::uint64_t entry) {
+    return "log entry " + std::to_string(entry) + ", in the log since " +
+           format_time_ms(tracker_->current()->head.timestamp_ms) + " at the latest";
+  };
+  if (!accepted) {
+    // The first check: what the account is now is this device's baseline (trust on first use).
+    accepted = versions->back().value;
+    checked = static_cast<std::uint32_t>(versions->size());
+  } else if (versions->size() < checked) {
+    alert(kInconsistent, "the log shows " + std::to_string(versions->size()) +
+                             " versions of this account after " + std::to_string(checked) +
+                             " (a rollback)");
+    return alerts;
+  }
+  for (std::size_t i = checked; i < versions->size(); ++i) {
+    const kt::LabelVersion& v = (*versions)[i];
+    if (v.value.identity_key != accepted->identity_key) {
+      alert("unknown_device",
+            "the account's identity key changed in " + when(v.entry) + ", and not by this device");
+    }
+    for (const kt::DeviceEntry& d : v.value.devices) {
+      const bool known = std::any_of(
+          accepted->devices.begin(), accepted->devices.end(), [&](const kt::DeviceEntry& a) {
+            return a.device_id == d.device_id && a.registration_id == d.registration_id &&
+                   a.auth_key == d.auth_key;
+          });
+      if (known) continue;
+      const bool self = d.device_id == self_device && self_auth_key.size() == d.auth_key.size() &&
+                        std::equal(d.auth_key.begin(), d.auth_key.end(), self_auth_key.begin());
+      if (self) continue;
+      if (pending_link) {  // the device this device's link added
+        pending_link = false;
+        continue;
+      }
+      alert("unknown_device",
+            "device " + std::to_string(d.device_id) + " (registration id " +
+                std::to_string(d.registration_id) +
+                ") was added to the account without this device: " + when(v.entry));
+    }
+    accepted = v.value;  // removals included: a removed device that comes back is new again
+  }
+  checked = static_cast<std::uint32_t>(versions->size());
+  const Bytes checked_bytes{
+      static_cast<std::uint8_t>(checked >> 24), static_cast<std::uint8_t>(checked >> 16),
+      static_cast<std::uint8_t>(checked >> 8), static_cast<std::uint8_t>(checked)};
+  const bool saved =
+      store_.save_value(kKtOwnValue, kt::encode_account_value(*accepted)).has_value() &&
+      store_.save_value(kKtOwnCheckedValue, checked_bytes).has_value() &&
+      (pending_link || !linking->has_value() || store_.remove_value(kKtLinkingValue).has_value());
+  if (!saved)
+    return tl::unexpected(make_error(ErrorCode::store, "cannot save the monitoring state"));
+  return alerts;
 }
 
 Result<void> KtClient::check_bundles(

@@ -30,6 +30,13 @@ using ConnectionPtr = std::shared_ptr<Connection>;  // as in server_link.h
 inline constexpr std::string_view kKtKeysValue = "kt.keys";
 inline constexpr std::string_view kKtHeadValue = "kt.head";
 inline constexpr std::string_view kKtVersionsValue = "kt.versions";
+// Monitoring our own account: the identity key and devices this device accepts (an encoded
+// AccountValue: its baseline at the first check, then every change it made or expected), how
+// many of the account's versions it has checked (u32, big-endian), and a link this device
+// started whose new device has not appeared yet (present or absent).
+inline constexpr std::string_view kKtOwnValue = "kt.own";
+inline constexpr std::string_view kKtOwnCheckedValue = "kt.own_checked";
+inline constexpr std::string_view kKtLinkingValue = "kt.linking";
 
 // An Error of code security_alert whose message security_alert_of() reads back.
 [[nodiscard]] Error security_alert_error(std::string_view kind, const std::string& user,
@@ -50,6 +57,17 @@ class KtClient {
   [[nodiscard]] Result<std::optional<transparency::AccountValue>> verify(
       const ConnectionPtr& c, std::chrono::milliseconds timeout, const std::string& user,
       const svc::KtProof* proof);
+
+  // Monitoring (on connect): checks every version of our own account the log holds since the
+  // last check, and returns the alerts: unknown_device for a device or identity key this device
+  // neither is, nor had at its first check, nor added (a link it started), naming the device and
+  // the log entry it appeared in; log_inconsistent for a log or history that does not verify.
+  // Nothing when the server keeps no log.
+  [[nodiscard]] Result<std::vector<Event>> monitor_own(const ConnectionPtr& c,
+                                                       std::chrono::milliseconds timeout,
+                                                       const std::string& username,
+                                                       std::uint32_t self_device,
+                                                       ByteView self_auth_key);
 
   // Every bundle's identity key and device (id, registration id) must be in `value`.
   [[nodiscard]] static Result<void> check_bundles(

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Key transparency over real processes (docs/transparency.md): a real sotto-server that logs
 every account change, real sotto clients that check every bundle against the log's proofs, and a
-malicious-server harness that writes a ghost device for bob straight into the server's SQLite
-database without logging it. The helpers come from test_e2e.py.
+malicious-server harness: a ghost device for bob written straight into the server's SQLite
+database without logging it (alice refuses it), and one added in the open, logged through the
+server's own append path by a hidden test-only operator command (bob's devices report it). The
+helpers come from test_e2e.py.
 
     python3 tests/e2e/test_transparency.py --bin BUILD_DIR [unittest options]
 """
@@ -11,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sqlite3
 import sys
 import tempfile
@@ -18,7 +21,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e  # noqa: E402
-from test_e2e import Client, Server, parse_lines  # noqa: E402
+from test_e2e import Client, LineReader, Server, parse_lines  # noqa: E402
 
 
 def kt_rows(server):
@@ -120,6 +123,61 @@ class TransparencyTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("SECURITY ALERT (unlogged_key) for bob", r.stderr)
         self.assertEqual(bob.messages(timeout_s=3), [])
+
+    def link(self, existing, new_name):
+        """Links a new device to `existing`'s account, through `existing` (add-device)."""
+        new = Client(self.root, new_name, env=existing.env)
+        p = new.popen("link", "--server", self.server.address, "--timeout", "60",
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            reader = LineReader(p.stdout)
+            code = reader.wait_json(lambda o: "code" in o)["code"]
+            existing.ok("add-device", code)
+            reader.wait_json(lambda o: "device" in o, timeout=30)
+            self.assertEqual(p.wait(timeout=30), 0, p.stderr.read())
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
+        return new
+
+    def test_a_ghost_device_logged_honestly_is_reported_by_the_account_itself(self):
+        alice = Client(self.root, "alice")
+        bob = Client(self.root, "bob")
+        alice.register("alice", self.server)
+        bob.register("bob", self.server)
+        # bob's first check is his baseline; a device he links himself is his, not unknown.
+        self.assertEqual([e for e in bob.receive(timeout_s=2) if e.get("type") == "security_alert"],
+                         [])
+        laptop = self.link(bob, "bob-laptop")
+        for device in (bob, laptop):
+            alerts = [e for e in device.receive(timeout_s=2) if e.get("type") == "security_alert"]
+            self.assertEqual(alerts, [])
+
+        # The operator adds a device to bob's account in the open: in the accounts tables and in
+        # the log, through the server's own append path.
+        self.server.stop()
+        out = self.server.operator("kt-test-ghost-device", "bob")
+        ghost = int(out.split()[-1])
+        self.server.start()
+        for device in (bob, laptop):
+            alerts = [e for e in device.receive(timeout_s=5) if e.get("type") == "security_alert"]
+            self.assertEqual(len(alerts), 1, alerts)
+            self.assertEqual(alerts[0]["kind"], "unknown_device")
+            self.assertEqual(alerts[0]["user"], "bob")
+            self.assertIn("device %d " % ghost, alerts[0]["detail"])
+            self.assertIn("log entry", alerts[0]["detail"])
+            # Reported once, not at every connect.
+            again = [e for e in device.receive(timeout_s=2) if e.get("type") == "security_alert"]
+            self.assertEqual(again, [])
+        # Without --json: a banner line.
+        self.server.stop()
+        self.server.operator("kt-test-ghost-device", "bob")
+        self.server.start()
+        r = bob.run("receive", "--timeout", "5", json_output=False)
+        self.assertIn("SECURITY ALERT (unknown_device) for bob", r.stdout + r.stderr)
 
 
 def main():
