@@ -11,7 +11,7 @@ namespace sotto::cli {
 
 [[nodiscard]] nlohmann::json message_json(const Message& m);
 // {"type": "message" | "error" | "identity_changed" | "devices_changed" | "server_key_changed" |
-//  "connection" | "fatal", ...}
+//  "security_alert" | "connection" | "fatal", ...}
 [[nodiscard]] nlohmann::json event_json(const Event& e);
 // A human line (or two) for an event; `self` is our username.
 [[nodiscard]] std::string event_text(const Event& e, const std::string& self);
