@@ -82,7 +82,10 @@ Result<bool> KtClient::ensure_keys_locked(const ConnectionPtr& c,
   request.mutable_kt_keys();
   auto response = c->call(std::move(request), timeout);
   if (!response) return tl::unexpected(response.error());
-  if (response->status().code() == svc::NOT_FOUND) {
+  // NOT_FOUND: a server without a log; BAD_REQUEST: one older than the log, which does not know
+  // the request. Either way there is nothing to pin yet.
+  if (response->status().code() == svc::NOT_FOUND ||
+      response->status().code() == svc::BAD_REQUEST) {
     server_has_no_log_ = true;
     return false;
   }

@@ -8,6 +8,7 @@
 
 #include "client/kt.h"
 #include "client/stored_values.h"
+#include "client/util.h"
 #include "crypto/rng.h"
 #include "transparency/log.h"
 
@@ -232,6 +233,18 @@ TEST_F(ClientKtTest, AForkedLogAndARolledBackVersionAreInconsistent) {
                          &*std::make_unique<svc::KtProof>(server_.proof("bob", 0)));
   ASSERT_FALSE(r);
   EXPECT_EQ(alert_kind(r.error()), "log_inconsistent");
+}
+
+TEST(ClientKtValues, AnAlertErrorSaysItsKindUserAndDetail) {
+  const Error e = security_alert_error("unlogged_key", "bob", "device 7: not logged: really");
+  EXPECT_EQ(e.code, ErrorCode::security_alert);
+  auto a = security_alert_of(e);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->kind, "unlogged_key");
+  EXPECT_EQ(a->user, "bob");
+  EXPECT_EQ(a->detail, "device 7: not logged: really");
+  EXPECT_FALSE(security_alert_of(make_error(ErrorCode::server, "security alert (x) for y: z")));
+  EXPECT_FALSE(security_alert_of(make_error(ErrorCode::security_alert, "garbled")));
 }
 
 TEST(ClientKtValues, VersionsSurviveTheirEncodingAndBadLinesAreDropped) {
