@@ -24,6 +24,7 @@
 #include "net/tls.h"
 #include "net/ws_server.h"
 #include "server/config.h"
+#include "server/kt.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "store/server/sqlite_store.h"
@@ -381,6 +382,17 @@ int main(int argc, char** argv) {
                       "and print its fingerprint; new connections present it after SIGHUP");
   key->add_subcommand("show", "Print the current and the next key's fingerprints");
   key->require_subcommand(1);
+  auto* kt_keys = app.add_subcommand(
+      "kt-keys",
+      "Print the key transparency log's public keys (signing:vrf, hex) for clients to pin "
+      "; the server makes them under DIR/kt at its first start");
+  // Tests only (tests/e2e/test_transparency.py): what a coerced operator does in the open, a
+  // device added to USER's account without the account, logged honestly. Hidden from --help; the
+  // server must be stopped (it caches accounts).
+  auto* kt_ghost = app.add_subcommand("kt-test-ghost-device", "");
+  kt_ghost->group("");
+  std::string ghost_user;
+  kt_ghost->add_option("user", ghost_user)->required();
   auto* migrate = app.add_subcommand(
       "migrate",
       "Bring the store's schema to this server's version and exit (a server on PostgreSQL "
@@ -431,6 +443,15 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 
   umask(077);  // the database and keys are for this user only
+  if (kt_keys->parsed()) {
+    auto keys = server::read_kt_public_keys(config.data_dir);
+    if (!keys) {
+      return fail("no transparency log keys under " + (config.data_dir / "kt").string() +
+                  " (the server makes them at its first start)");
+    }
+    std::printf("kt keys: %s\n", server::kt_keys_text(*keys).c_str());
+    return 0;
+  }
   if (key->parsed()) {
     const std::string where = data_dir.empty() && !config_file.empty()
                                   ? "--config " + config_file
@@ -452,9 +473,35 @@ int main(int argc, char** argv) {
   if (migrate->parsed()) return run_migrate(config);
   auto store = open_store(config);
   if (!store) return fail(store.error());
+  if (kt_ghost->parsed()) {
+    if ((*store)->kt() == nullptr) return fail("this store keeps no transparency log");
+    auto opened = server::KeyTransparency::open(config.data_dir, *(*store)->kt(),
+                                                crypto::system_rng(), wall_ms);
+    if (!opened) return fail(opened.error());
+    auto account = (*store)->accounts().find_account(ghost_user);
+    if (!account) return fail("no such user");
+    store::DeviceRecord ghost;
+    ghost.registration_id = 4343;
+    ghost.auth_key = Bytes(32, 0x67);
+    const store::SignedPreKeyRecord spk{1, Bytes(33, 0x05), Bytes(64, 0)};
+    auto id = (*store)->accounts().add_device(account->id, ghost, spk, {});
+    if (!id) return fail("cannot add the device");
+    std::printf("ghost device %u\n", *id);
+    return 0;
+  }
 
   server::Metrics metrics;
   server::Server server(config, **store, metrics, crypto::system_rng(), wall_ms);
+  // The key transparency log lives in the SQLite database, beside the accounts it logs; the
+  // PostgreSQL store keeps none yet (docs/operations.md).
+  std::unique_ptr<server::KeyTransparency> kt;
+  if (!invite->parsed() && (*store)->kt() != nullptr) {
+    auto opened = server::KeyTransparency::open(config.data_dir, *(*store)->kt(),
+                                                crypto::system_rng(), wall_ms);
+    if (!opened) return fail(opened.error());
+    kt = std::move(*opened);
+    server.set_key_transparency(kt.get());
+  }
 
   if (invite->parsed()) {
     for (const auto& code : server.create_invites(invite_count, invite_days))
@@ -530,6 +577,7 @@ int main(int argc, char** argv) {
   }
   // Clients pin the key's fingerprint; tests and tools read this line.
   std::printf("fingerprint: %s\n", tls->current.key_fingerprint.c_str());
+  if (kt) std::printf("kt keys: %s\n", server::kt_keys_text(kt->public_keys()).c_str());
   if (tls->next) std::printf("next fingerprint: %s\n", tls->next_fingerprint.c_str());
   std::printf("listening on %s:%u\nhttp on %s:%u\n", config.listen.host.c_str(), ws.port(),
               config.http.host.c_str(), http_server.port());

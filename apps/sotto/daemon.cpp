@@ -73,7 +73,9 @@ json rpc_result(const json& id, json result) {
 }
 
 json app_error(const json& id, const Error& e) {
-  return rpc_error(id, kApplicationError, e.message, {{"code", std::string(to_string(e.code))}});
+  json data = {{"code", std::string(to_string(e.code))}};
+  if (auto alert = sotto::cli::security_alert_json(e); !alert.is_null()) data["alert"] = alert;
+  return rpc_error(id, kApplicationError, e.message, std::move(data));
 }
 
 std::string hex(const std::vector<std::uint8_t>& bytes) {

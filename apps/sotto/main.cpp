@@ -145,6 +145,14 @@ std::string setup_fingerprint_hint(const std::string& fingerprint_given) {
 int fail(const Error& e, const std::optional<std::string>& hint = std::nullopt) {
   std::fflush(stdout);
   const std::string h = hint.value_or(default_hint(e));
+  if (e.code == ErrorCode::security_alert) {
+    if (g.json) {
+      std::printf("%s\n", sotto::cli::dump(sotto::cli::security_alert_json(e)).c_str());
+      std::fflush(stdout);
+    } else {
+      std::fprintf(stderr, "%s\n", sotto::cli::security_alert_banner(e).c_str());
+    }
+  }
   if (g.json) {
     const std::string line = sotto::cli::dump(sotto::cli::error_json(e, h));
     std::fprintf(stderr, "%s\n", line.c_str());

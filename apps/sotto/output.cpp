@@ -54,6 +54,9 @@ nlohmann::json event_json(const Event& e) {
     case Event::Kind::devices_changed:
       j = {{"type", "devices_changed"}, {"added", e.added}, {"removed", e.removed}};
       break;
+    case Event::Kind::security_alert:
+      j = {{"type", "security_alert"}, {"kind", e.alert}, {"user", e.user}, {"detail", e.detail}};
+      break;
     case Event::Kind::server_key_changed:
       j = {{"type", "server_key_changed"}, {"detail", e.detail}};
       break;
@@ -210,6 +213,9 @@ std::string event_text(const Event& e, const std::string& self) {
       }
       return text.empty() ? "* your account's devices changed" : text;
     }
+    case Event::Kind::security_alert:
+      return "!!! SECURITY ALERT (" + sanitize(e.alert, false) + ") for " +
+             sanitize(e.user, false) + ": " + sanitize(e.detail, false);
     case Event::Kind::server_key_changed:
       return "* " + sanitize(e.detail, false);
     case Event::Kind::connected:
@@ -254,6 +260,26 @@ nlohmann::json error_json(const Error& e, const std::string& hint) {
   nlohmann::json error = {{"code", std::string(to_string(e.code))}, {"message", e.message}};
   if (!hint.empty()) error["hint"] = hint;
   return {{"error", std::move(error)}};
+}
+
+nlohmann::json security_alert_json(const Error& e) {
+  const auto alert = security_alert_of(e);
+  if (!alert) return nullptr;
+  return {{"type", "security_alert"},
+          {"kind", alert->kind},
+          {"user", alert->user},
+          {"detail", alert->detail}};
+}
+
+std::string security_alert_banner(const Error& e) {
+  const auto alert = security_alert_of(e);
+  if (!alert) return {};
+  const std::string rule(72, '!');
+  return rule + "\n!! SECURITY ALERT (" + sanitize(alert->kind, false) + ") for " +
+         sanitize(alert->user, false) + "\n!! " + sanitize(alert->detail, false) +
+         "\n!! The server handed out keys its key transparency log does not prove. Nothing was "
+         "encrypted to them.\n" +
+         rule;
 }
 
 nlohmann::json contact_json(const Contact& c) {

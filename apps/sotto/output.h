@@ -11,7 +11,7 @@ namespace sotto::cli {
 
 [[nodiscard]] nlohmann::json message_json(const Message& m);
 // {"type": "message" | "error" | "identity_changed" | "devices_changed" | "server_key_changed" |
-//  "connection" | "fatal", ...}
+//  "security_alert" | "connection" | "fatal", ...}
 [[nodiscard]] nlohmann::json event_json(const Event& e);
 // A human line (or two) for an event; `self` is our username.
 [[nodiscard]] std::string event_text(const Event& e, const std::string& self);
@@ -26,6 +26,11 @@ namespace sotto::cli {
 [[nodiscard]] std::string dump(const nlohmann::json& j);
 // {"error": {"code", "message", "hint"?}}; the hint names what to run next.
 [[nodiscard]] nlohmann::json error_json(const Error& e, const std::string& hint = {});
+// {"type": "security_alert", "kind", "user", "detail"} for an error of code security_alert
+// (key transparency refused a contact's keys); null for any other error.
+[[nodiscard]] nlohmann::json security_alert_json(const Error& e);
+// The banner the CLI prints for such an error (several lines), empty for any other.
+[[nodiscard]] std::string security_alert_banner(const Error& e);
 
 // One object per contact, device or safety number (the CLI prints each on its own line).
 [[nodiscard]] nlohmann::json contact_json(const Contact& c);

@@ -61,6 +61,9 @@ enum class ErrorCode {
   forbidden,               // the server refused: not allowed (e.g. a linked device removing the
                            // primary one, a recovery code that does not match)
   rate_limited,            // the server refused: too many attempts; try again later
+  // Key transparency (docs/transparency.md) refused a contact's keys: nothing was encrypted to
+  // them. security_alert_of() says which kind, for whom and why.
+  security_alert,
 };
 
 std::string_view to_string(ErrorCode code);
@@ -72,6 +75,17 @@ struct Error {
 
 template <typename T>
 using Result = tl::expected<T, Error>;
+
+// What an Error of code security_alert reports: kind "unlogged_key" (a key or device the
+// server's transparency log does not prove), "log_inconsistent" (a log that is not the one this
+// device saw before, or a contact's version rolled back) or "unknown_device"; the user it
+// concerns and a sentence for the user. nullopt for any other error.
+struct SecurityAlert {
+  std::string kind;
+  std::string user;
+  std::string detail;
+};
+[[nodiscard]] std::optional<SecurityAlert> security_alert_of(const Error& e);
 
 // The trust policy for contacts' identity keys (--trust-new-identities).
 inline constexpr const char* kTrustOnFirstUse = "on-first-use";  // first key trusted, changes not
@@ -236,6 +250,10 @@ struct Event {
     // A change of ours that a concurrent change undid could not be made again (`detail` says
     // what it was and why); message.group names the group.
     group_change_dropped,
+    // Key transparency (docs/transparency.md): `alert` is the kind ("unknown_device": a device
+    // or identity key in our account's log that this device did not add or know of;
+    // "log_inconsistent"), `user` whom it concerns, `detail` what and since when.
+    security_alert,
   };
   Kind kind = Kind::message;
   // Identifies a journalled event for good (0 for connection events, which are not journalled).
@@ -254,6 +272,7 @@ struct Event {
   bool read = false;                // receipt
   bool typing = false;              // typing
   std::uint32_t expire_timer = 0;   // disappearing_timer, seconds
+  std::string alert;                // security_alert: its kind
 };
 using EventHandler = std::function<void(const Event&)>;
 

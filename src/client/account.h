@@ -15,6 +15,7 @@
 
 #include "client/environment.h"
 #include "client/identities.h"
+#include "client/kt.h"
 #include "client/util.h"
 #include "crypto/ed25519.h"
 #include "protocol/session.h"
@@ -61,6 +62,7 @@ struct Account {
   const crypto::Ed25519KeyPair auth_key;
 
   std::mutex crypto_mu;
+  KtClient kt{*store};  // key transparency: pinned log keys, verified head, contacts' versions
 
   // REQUIRES: crypto_mu held.
   protocol::SessionStores stores() { return {identities, *store, *store, *store}; }

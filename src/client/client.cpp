@@ -48,8 +48,24 @@ std::string_view to_string(ErrorCode code) {
       return "forbidden";
     case ErrorCode::rate_limited:
       return "rate_limited";
+    case ErrorCode::security_alert:
+      return "security_alert";
   }
   return "unknown";
+}
+
+// The message is client::security_alert_error's: "security alert (KIND) for USER: DETAIL".
+std::optional<SecurityAlert> security_alert_of(const Error& e) {
+  if (e.code != ErrorCode::security_alert) return std::nullopt;
+  constexpr std::string_view kStart = "security alert (";
+  const std::string& m = e.message;
+  if (m.rfind(kStart, 0) != 0) return std::nullopt;
+  const auto close = m.find(") for ", kStart.size());
+  if (close == std::string::npos) return std::nullopt;
+  const auto colon = m.find(": ", close + 6);
+  if (colon == std::string::npos) return std::nullopt;
+  return SecurityAlert{m.substr(kStart.size(), close - kStart.size()),
+                       m.substr(close + 6, colon - close - 6), m.substr(colon + 2)};
 }
 
 std::optional<std::string> normalize_username(std::string_view name) {

@@ -90,6 +90,20 @@ Result<void> Devices::remove(std::uint32_t id) {
   return {};
 }
 
+Result<void> Devices::monitor(const ConnectionPtr& c) {
+  auto alerts = account_.kt.monitor_own(c, account_.options.request_timeout, account_.username,
+                                        account_.device_id, account_.auth_key.public_key());
+  if (!alerts) return tl::unexpected(alerts.error());
+  if (alerts->empty()) return {};
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  for (Event& e : *alerts) {
+    if (!journal_.record(e)) {
+      return tl::unexpected(make_error(ErrorCode::store, "cannot record a security alert"));
+    }
+  }
+  return {};
+}
+
 Result<void> Devices::refresh(const ConnectionPtr& c) {
   auto devices = list(c);
   if (!devices) return tl::unexpected(devices.error());

@@ -28,6 +28,9 @@ class Devices {
   // Journals a devices_changed event when the list differs from the one seen last (the first
   // time, only remembers it).
   [[nodiscard]] Result<void> refresh(const ConnectionPtr& c);
+  // Key transparency: checks our own account's versions in the log (KtClient::monitor_own) and
+  // journals each security alert it raises.
+  [[nodiscard]] Result<void> monitor(const ConnectionPtr& c);
 
  private:
   Account& account_;

@@ -224,6 +224,10 @@ Result<std::uint32_t> Engine::add_device(const std::string& code_text, const Pro
   token_request.mutable_link_token();
   auto token = link_.call_ok(c, std::move(token_request));
   if (!token) return tl::unexpected(token.error());
+  // Key transparency: the device this link adds is ours, not an unknown one (KtClient).
+  if (!account_->store->save_value(kKtLinkingValue, Bytes{1})) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot record the link"));
+  }
 
   content::ProvisionMessage message;
   {

@@ -8,7 +8,7 @@ namespace sotto::client {
 
 namespace {
 
-constexpr std::uint32_t kMaxKind = static_cast<std::uint32_t>(Event::Kind::group_change_dropped);
+constexpr std::uint32_t kMaxKind = static_cast<std::uint32_t>(Event::Kind::security_alert);
 constexpr int kMaxTargets = 4096;
 constexpr int kMaxDevicesListed = 1024;
 
@@ -40,6 +40,7 @@ Bytes encode_event(const Event& e) {
     r->set_timestamp(t.timestamp);
   }
   j.set_emoji(e.emoji);
+  j.set_alert(e.alert);
   j.set_read(e.read);
   j.set_typing(e.typing);
   j.set_expire_timer(e.expire_timer);
@@ -81,6 +82,7 @@ std::optional<Event> decode_event(ByteView record) {
   e.message.group = j.group();
   for (const auto& t : j.targets()) e.targets.push_back(MessageRef{t.author(), t.timestamp()});
   e.emoji = j.emoji();
+  e.alert = j.alert();
   e.read = j.read();
   e.typing = j.typing();
   e.expire_timer = j.expire_timer();

@@ -43,7 +43,10 @@ bool Listener::dispatch(const Inbound& in) {
     return false;
   }
   if (push.has_devices_changed()) {
-    if (auto c = link_.current()) (void)devices_.refresh(c);
+    if (auto c = link_.current()) {
+      (void)devices_.refresh(c);
+      (void)devices_.monitor(c);
+    }
     return false;
   }
   if (push.has_queue_drained() && in.generation == link_.generation()) {
@@ -56,6 +59,7 @@ bool Listener::dispatch(const Inbound& in) {
 void Listener::after_connect(const ConnectionPtr& c) {
   (void)keys_.maintain(c);
   (void)devices_.refresh(c);
+  (void)devices_.monitor(c);  // key transparency: devices the account did not add
   // Before the queue pushed since the login is handled (dispatch comes after this): a block made
   // on another device drops what that account had queued here.
   (void)blocks_.refresh(c);

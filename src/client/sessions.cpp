@@ -11,6 +11,7 @@ Result<std::vector<protocol::PreKeyBundle>> Sessions::fetch_bundles(
   auto* fetch = request.mutable_fetch_bundles();
   fetch->set_username(user);
   for (auto d : devices) fetch->add_device_ids(d);
+  fetch->set_kt_known_size(account_.kt.known_size());
   auto response = c->call(std::move(request), account_.options.request_timeout);
   if (!response) return tl::unexpected(response.error());
   std::vector<protocol::PreKeyBundle> out;
@@ -19,6 +20,15 @@ Result<std::vector<protocol::PreKeyBundle>> Sessions::fetch_bundles(
     return out;  // those devices are gone; the next send says so
   }
   if (response->status().code() != svc::OK) return tl::unexpected(status_error(*response));
+  // Key transparency: every bundle's identity key and device must be in the log, or none is used.
+  const auto& fetched = response->fetch_bundles();
+  auto logged = account_.kt.verify(c, account_.options.request_timeout, user,
+                                   fetched.has_kt() ? &fetched.kt() : nullptr);
+  if (!logged) return tl::unexpected(logged.error());
+  if (*logged) {
+    if (auto ok = KtClient::check_bundles(user, **logged, fetched.bundles()); !ok)
+      return tl::unexpected(ok.error());
+  }
   for (const auto& b : response->fetch_bundles().bundles()) {
     const std::string bytes = b.SerializeAsString();
     auto bundle = protocol::PreKeyBundle::decode(as_bytes(bytes));

@@ -50,4 +50,42 @@ std::map<std::uint32_t, std::uint64_t> decode_missing(ByteView bytes) {
   return out;
 }
 
+Bytes encode_versions(const std::map<std::string, std::uint32_t>& versions) {
+  Bytes out;
+  for (const auto& [name, version] : versions) {
+    const std::string line = name + " " + std::to_string(version) + "\n";
+    out.insert(out.end(), line.begin(), line.end());
+  }
+  return out;
+}
+
+std::map<std::string, std::uint32_t> decode_versions(ByteView bytes) {
+  std::map<std::string, std::uint32_t> out;
+  std::string line;
+  const auto take = [&] {
+    const auto space = line.find(' ');
+    if (space == std::string::npos) return;
+    const std::string digits = line.substr(space + 1);
+    if (digits.empty() || digits.size() > 10) return;
+    std::uint64_t v = 0;
+    for (const char ch : digits) {
+      if (ch < '0' || ch > '9') return;
+      v = v * 10 + static_cast<std::uint64_t>(ch - '0');
+    }
+    if (v > 0xFFFFFFFFu) return;
+    auto name = normalize_username(line.substr(0, space));
+    if (!name || *name != line.substr(0, space)) return;
+    out[*name] = static_cast<std::uint32_t>(v);
+  };
+  for (const std::uint8_t b : bytes) {
+    if (b == '\n') {
+      take();
+      line.clear();
+    } else if (line.size() <= 80) {  // longer than any good line: never one, however it ends
+      line.push_back(static_cast<char>(b));
+    }
+  }
+  return out;
+}
+
 }  // namespace sotto::client

@@ -25,4 +25,10 @@ namespace sotto::client {
 [[nodiscard]] Bytes encode_missing(const std::map<std::uint32_t, std::uint64_t>& missing);
 [[nodiscard]] std::map<std::uint32_t, std::uint64_t> decode_missing(ByteView bytes);
 
+// Key transparency: the newest log version seen of each contact (username -> version), one line
+// per contact, "username version\n". Decoding keeps only well-formed lines (a normalised
+// username, a decimal version below 2^32).
+[[nodiscard]] Bytes encode_versions(const std::map<std::string, std::uint32_t>& versions);
+[[nodiscard]] std::map<std::string, std::uint32_t> decode_versions(ByteView bytes);
+
 }  // namespace sotto::client

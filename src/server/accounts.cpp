@@ -11,6 +11,7 @@
 #include "net/address_key.h"
 #include "net/device_authorization.h"
 #include "server/keys.h"
+#include "server/kt.h"
 #include "server/limits.h"
 #include "server/router.h"
 
@@ -228,6 +229,8 @@ void AccountsService::on_register(const SessionPtr& s, svc::Request& r, svc::Res
       return;
     }
   }
+  // The name's VRF proof for the transparency log, before the store's write lock is taken.
+  if (ctx_.kt != nullptr) ctx_.kt->log().warm(*username);
   auto id = ctx_.store.accounts().create_account(
       *username, view(req.identity_key()), device_record(req.device(), 1, now_s),
       signed_record(req.device().keys().signed_pre_key()), pre_key_records(req.device().keys()),
@@ -370,6 +373,10 @@ void AccountsService::on_list_devices(const SessionPtr& s, svc::Request& r, svc:
       info->set_created_day(d.created_day);
       info->set_name(str(d.name));
     }
+  }
+  if (ctx_.kt != nullptr) {
+    (void)fill_kt_proof(*ctx_.kt, account->username, r.list_devices().kt_known_size(),
+                        *out.mutable_list_devices()->mutable_kt(), out);
   }
 }
 

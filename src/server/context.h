@@ -16,6 +16,8 @@
 
 namespace sotto::server {
 
+class KeyTransparency;  // server/kt.h
+
 using NowMs = std::function<std::uint64_t()>;
 
 // Every token bucket of the relay (docs/abuse.md), built from the config. Most are applied by
@@ -56,6 +58,9 @@ struct Context {
   const NowMs now_ms;
   SessionRegistry registry;
   RateLimits limits;
+  // The key transparency log (server/kt.h); null when the server keeps none. Set before the first
+  // connection (Server::set_key_transparency), never after.
+  KeyTransparency* kt = nullptr;
 };
 
 }  // namespace sotto::server

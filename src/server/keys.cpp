@@ -5,6 +5,7 @@
 #include <set>
 
 #include "crypto/signature.h"
+#include "server/kt.h"
 #include "server/limits.h"
 #include "server/router.h"
 
@@ -93,6 +94,53 @@ void KeysService::add_routes(Router& router) {
                },
                {router.limit_per_account(ctx_.limits.bundle_fetches, "",
                                          "too many key fetches by this account")});
+  router.route(svc::Request::kKtKeys, Router::Access::open, [this](Call& c) {
+    on_kt_keys(c.out);
+    return Outcome::reply;
+  });
+  // Monitoring shares the bundle bucket: one per connect and a few a day.
+  router.route(svc::Request::kKtMonitor, Router::Access::logged_in,
+               [this](Call& c) {
+                 on_kt_monitor(c.session, c.request, c.out);
+                 return Outcome::reply;
+               },
+               {router.limit_per_account(ctx_.limits.bundle_fetches, "",
+                                         "too many monitoring requests by this account")});
+}
+
+void KeysService::on_kt_keys(svc::Response& out) {
+  if (ctx_.kt == nullptr) {
+    fail(out, svc::NOT_FOUND, "this server keeps no transparency log");
+    return;
+  }
+  const auto keys = ctx_.kt->public_keys();
+  auto* r = out.mutable_kt_keys();
+  r->set_signing_key(std::string(keys.signing_key.begin(), keys.signing_key.end()));
+  r->set_vrf_key(std::string(keys.vrf_key.begin(), keys.vrf_key.end()));
+}
+
+void KeysService::on_kt_monitor(const SessionPtr& s, svc::Request& r, svc::Response& out) {
+  if (ctx_.kt == nullptr) {
+    fail(out, svc::NOT_FOUND, "this server keeps no transparency log");
+    return;
+  }
+  std::string username;
+  {
+    std::lock_guard lock(s->mutex);
+    username = s->username;
+  }
+  auto p = ctx_.kt->monitor(username, r.kt_monitor().kt_known_size());
+  if (!p) {
+    fail(out, p.error() == transparency::Error::invalid_argument ? svc::BAD_REQUEST : svc::INTERNAL,
+         p.error() == transparency::Error::invalid_argument
+             ? "kt_known_size is beyond the transparency log"
+             : "transparency log failure");
+    return;
+  }
+  auto* m = out.mutable_kt_monitor();
+  m->set_tree_head(std::string(p->tree_head.begin(), p->tree_head.end()));
+  m->set_consistency(std::string(p->consistency.begin(), p->consistency.end()));
+  m->set_monitor(std::string(p->proof.begin(), p->proof.end()));
 }
 
 void KeysService::after_login(const SessionPtr& s) {
@@ -213,7 +261,14 @@ void KeysService::on_fetch_bundles(const SessionPtr& s, svc::Request& r, svc::Re
     }
     notify_keys_low(account->id, d.id);
   }
-  if (out.fetch_bundles().bundles_size() == 0) fail(out, svc::NOT_FOUND, "no such device");
+  if (out.fetch_bundles().bundles_size() == 0) {
+    fail(out, svc::NOT_FOUND, "no such device");
+    return;
+  }
+  if (ctx_.kt != nullptr) {
+    (void)fill_kt_proof(*ctx_.kt, account->username, req.kt_known_size(),
+                        *out.mutable_fetch_bundles()->mutable_kt(), out);
+  }
 }
 
 void KeysService::notify_keys_low(AccountId account, DeviceId device) {

@@ -51,6 +51,10 @@ Server::Server(const ServerConfig& config, store::ServerStore& store, Metrics& m
 
 Server::~Server() = default;
 
+void Server::set_key_transparency(KeyTransparency* kt) {
+  parts_->ctx.kt = kt;
+}
+
 void Server::on_open(const net::ConnectionPtr& c, std::string_view authorization) {
   parts_->router.on_open(c, authorization);
 }

@@ -28,6 +28,8 @@
 
 namespace sotto::server {
 
+class KeyTransparency;  // server/kt.h
+
 // The username rule (src/contract/username.h).
 using contract::normalize_username;
 
@@ -52,6 +54,9 @@ class Server final : public net::ConnectionHandler {
   // From now on, every login is followed by this announcement (none: no more announcements).
   // Devices already logged in are not told: they hear it at their next login.
   void announce_next_key(std::optional<NextServerKey> next);
+  // Lookups carry proofs from this log, and KtKeysRequest names its keys (server/kt.h). REQUIRES:
+  // called before the first connection; `kt` outlives the server.
+  void set_key_transparency(KeyTransparency* kt);
 
  private:
   struct Parts;  // the shared context, the router and the services (server.cpp)

@@ -176,6 +176,27 @@ CREATE INDEX IF NOT EXISTS attachments_by_expiry ON attachments (expires_at);
 -- original was. Empty for every other send; rows of version 6 get empty.
 ALTER TABLE send_dedup ADD COLUMN refused BLOB NOT NULL DEFAULT x'';
 )sql",
+    // 7 -> 8
+    R"sql(
+-- The key transparency log (docs/transparency.md, "Store"): each entry, and the label versions it
+-- added. Written in the transaction of the account change it logs, so that neither goes without
+-- the other.
+CREATE TABLE kt_entries (
+  idx INTEGER PRIMARY KEY,
+  timestamp_ms INTEGER NOT NULL,
+  prefix_root BLOB NOT NULL
+) STRICT;
+CREATE TABLE kt_versions (
+  entry INTEGER NOT NULL REFERENCES kt_entries (idx),
+  seq INTEGER NOT NULL,
+  label_index BLOB NOT NULL,
+  version INTEGER NOT NULL,
+  commitment BLOB NOT NULL,
+  opening BLOB NOT NULL,
+  value BLOB NOT NULL,
+  PRIMARY KEY (entry, seq)
+) STRICT, WITHOUT ROWID;
+)sql",
 };
 
 std::string failed(const char* what, const Connection& conn) {

@@ -96,7 +96,8 @@ class SqliteServerStore::Impl final : public AccountStore,
                                       public KeyStore,
                                       public MessageStore,
                                       public TokenStore,
-                                      public BlockStore {
+                                      public BlockStore,
+                                      public KtStore {
  public:
   Impl(SqliteOptions options, std::unique_ptr<Connection> write_conn,
        std::unique_ptr<Connection> checkpoint_conn,
@@ -176,8 +177,8 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (auto ok = insert_device(*conn, id, 1, first_device, signed_pre_key, pre_keys); !ok) {
       return tl::unexpected(ok.error());
     }
-    if (const int rc = txn.commit(); rc != SQLITE_OK)
-      return tl::unexpected(fail("create_account: commit", *conn, rc));
+    if (auto ok = commit_change(*conn, txn, id, "create_account: commit"); !ok)
+      return tl::unexpected(ok.error());
     return id;
   }
 
@@ -291,9 +292,9 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (auto ok = insert_device(*conn, account, next, device, signed_pre_key, pre_keys); !ok) {
       return tl::unexpected(ok.error());
     }
-    const int rc = txn.commit();
+    auto committed = commit_change(*conn, txn, account, "add_device: commit");
     forget(account);  // committed or not, the cached devices may be stale
-    if (rc != SQLITE_OK) return tl::unexpected(fail("add_device: commit", *conn, rc));
+    if (!committed) return tl::unexpected(committed.error());
     return next;
   }
 
@@ -317,10 +318,10 @@ class SqliteServerStore::Impl final : public AccountStore,
     // Bodies the queue was the last to share go with it.
     auto bodies = sweep_bodies(*conn);
     if (!bodies) return tl::unexpected(bodies.error());
-    const int rc = txn.commit();
+    auto committed = commit_change(*conn, txn, account, "remove_device: commit");
     queue_counts_.erase({account, device});  // its queue went with it (ON DELETE CASCADE)
     forget(account);
-    if (rc != SQLITE_OK) return tl::unexpected(fail("remove_device: commit", *conn, rc));
+    if (!committed) return tl::unexpected(committed.error());
     release_stored_bytes(*queued_bytes + *bodies);
     return *queued;
   }
@@ -388,13 +389,106 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (auto ok = insert_device(*conn, account, 1, first_device, signed_pre_key, pre_keys); !ok) {
       return tl::unexpected(ok.error());
     }
-    const int rc = txn.commit();
+    auto committed = commit_change(*conn, txn, account, "recover_account: commit");
     // The old devices' queue lengths are stale whatever the outcome.
     std::erase_if(queue_counts_, [&](const auto& entry) { return entry.first.first == account; });
     forget(account);
-    if (rc != SQLITE_OK) return tl::unexpected(fail("recover_account: commit", *conn, rc));
+    if (!committed) return tl::unexpected(committed.error());
     release_stored_bytes(*queued_bytes + *bodies);
     return queued;
+  }
+
+  // --- KtStore ------------------------------------------------------------------------------
+
+  tl::expected<void, Error> append(const KtEntryRow& entry) override {
+    auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("kt append: begin", *conn, rc));
+    if (auto ok = insert_kt_entry(*conn, entry); !ok) return ok;
+    if (const int rc = txn.commit(); rc != SQLITE_OK)
+      return tl::unexpected(fail("kt append: commit", *conn, rc));
+    return {};
+  }
+
+  // Entries and versions are both read in log order and merged, so the log is never held twice.
+  tl::expected<void, Error> load(const std::function<void(const KtEntryRow&)>& visit) override {
+    auto conn = pool_.acquire();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_read(); rc != SQLITE_OK)
+      return tl::unexpected(fail("kt load: begin", *conn, rc));
+    auto entries =
+        conn->prepare("SELECT idx, timestamp_ms, prefix_root FROM kt_entries ORDER BY idx");
+    if (!entries) return tl::unexpected(fail("kt load: prepare", *conn, entries.error()));
+    auto versions = conn->prepare(
+        "SELECT entry, label_index, version, commitment, opening, value FROM kt_versions "
+        "ORDER BY entry, seq");
+    if (!versions) return tl::unexpected(fail("kt load: prepare", *conn, versions.error()));
+    int vrc = versions->step();
+    int erc = SQLITE_OK;
+    std::uint64_t expected = 0;
+    while ((erc = entries->step()) == SQLITE_ROW) {
+      KtEntryRow e;
+      {
+        Row row(*entries);
+        e.index = row.u64(0);
+        e.timestamp_ms = row.u64(1);
+        e.prefix_root = row.blob(2, 32);
+        if (!row.ok()) return tl::unexpected(corrupt("kt_entries", row));
+      }
+      if (e.index != expected++) return tl::unexpected(corrupt("kt_entries", "a gap in idx"));
+      while (vrc == SQLITE_ROW) {
+        Row row(*versions);
+        const std::uint64_t of = row.u64(0);
+        if (!row.ok()) return tl::unexpected(corrupt("kt_versions", row));
+        if (of < e.index) return tl::unexpected(corrupt("kt_versions", "an entry that is not"));
+        if (of > e.index) break;
+        KtVersionRow v;
+        v.label_index = row.blob(1, 32);
+        v.version = row.u32(2);
+        v.commitment = row.blob(3, 32);
+        v.opening = row.blob(4, 32);
+        v.value = row.blob(5);
+        if (!row.ok()) return tl::unexpected(corrupt("kt_versions", row));
+        e.versions.push_back(std::move(v));
+        vrc = versions->step();
+      }
+      visit(e);
+    }
+    if (erc != SQLITE_DONE) return tl::unexpected(fail("kt load: entries", *conn, erc));
+    if (vrc == SQLITE_ROW) return tl::unexpected(corrupt("kt_versions", "an entry that is not"));
+    if (vrc != SQLITE_DONE) return tl::unexpected(fail("kt load: versions", *conn, vrc));
+    return {};
+  }
+
+  void set_account_log(AccountLog* log) override {
+    auto conn = writing();  // not while a change is being logged
+    account_log_.store(log, std::memory_order_release);
+  }
+
+  tl::expected<std::vector<AccountRecord>, Error> all_accounts() override {
+    std::vector<AccountId> ids;
+    {
+      auto conn = pool_.acquire();
+      auto st = conn->prepare("SELECT id FROM accounts ORDER BY id");
+      if (!st) return tl::unexpected(fail("all_accounts: prepare", *conn, st.error()));
+      int rc = SQLITE_OK;
+      while ((rc = st->step()) == SQLITE_ROW) {
+        Row row(*st);
+        ids.push_back(row.i64(0));
+        if (!row.ok()) return tl::unexpected(corrupt("accounts", row));
+      }
+      if (rc != SQLITE_DONE) return tl::unexpected(fail("all_accounts", *conn, rc));
+    }
+    std::vector<AccountRecord> out;
+    out.reserve(ids.size());
+    for (AccountId id : ids) {
+      auto found = find_account(id);
+      if (!found && found.error() == Error::not_found) continue;  // removed since
+      if (!found) return tl::unexpected(found.error());
+      out.push_back(std::move(*found));
+    }
+    return out;
   }
 
   // --- KeyStore -----------------------------------------------------------------------------
@@ -1167,6 +1261,67 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
   }
 
+  tl::expected<void, Error> insert_kt_entry(Connection& conn, const KtEntryRow& e) {
+    {
+      auto st = conn.prepare(
+          "INSERT INTO kt_entries (idx, timestamp_ms, prefix_root) VALUES (?1, ?2, ?3)");
+      if (!st) return tl::unexpected(fail("kt entry: prepare", conn, st.error()));
+      st->bind_u64(1, e.index).bind_u64(2, e.timestamp_ms).bind(3, ByteView(e.prefix_root));
+      if (const int rc = run(*st); rc != SQLITE_OK)
+        return tl::unexpected(fail("kt entry: insert", conn, rc));
+    }
+    std::int64_t seq = 0;
+    for (const KtVersionRow& v : e.versions) {
+      auto st = conn.prepare(
+          "INSERT INTO kt_versions (entry, seq, label_index, version, commitment, opening, value) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+      if (!st) return tl::unexpected(fail("kt version: prepare", conn, st.error()));
+      st->bind_u64(1, e.index)
+          .bind(2, seq++)
+          .bind(3, ByteView(v.label_index))
+          .bind(4, std::int64_t{v.version})
+          .bind(5, ByteView(v.commitment))
+          .bind(6, ByteView(v.opening))
+          .bind(7, ByteView(v.value));
+      if (const int rc = run(*st); rc != SQLITE_OK)
+        return tl::unexpected(fail("kt version: insert", conn, rc));
+    }
+    return {};
+  }
+
+  // Commits an account change, and with it (when a log is set, KtStore::set_account_log) the
+  // transparency log's entry for it: both in this one transaction, or neither.
+  tl::expected<void, Error> commit_change(Connection& conn, Transaction& txn, AccountId account,
+                                          std::string_view what) {
+    AccountLog* log = account_log_.load(std::memory_order_acquire);
+    if (log == nullptr) {
+      if (const int rc = txn.commit(); rc != SQLITE_OK) return tl::unexpected(fail(what, conn, rc));
+      return {};
+    }
+    tl::expected<AccountRecord, Error> after = tl::unexpected(Error::not_found);
+    {
+      auto st = conn.prepare(
+          "SELECT id, username, identity_key, recovery_key FROM accounts WHERE id = ?1");
+      if (!st) return tl::unexpected(fail("account log: prepare", conn, st.error()));
+      st->bind(1, account);
+      after = read_account(conn, *st);
+    }
+    if (!after) return tl::unexpected(after.error());
+    bool committed = false;
+    auto logged =
+        log->account_changed(*after, [&](const KtEntryRow& row) -> tl::expected<void, Error> {
+          if (committed) return tl::unexpected(Error::io);
+          if (auto ok = insert_kt_entry(conn, row); !ok) return ok;
+          if (const int rc = txn.commit(); rc != SQLITE_OK)
+            return tl::unexpected(fail(what, conn, rc));
+          committed = true;
+          return {};
+        });
+    if (committed) return {};  // durable with its entry, whatever the log said after
+    if (logged) options_.log("sqlite: the transparency log did not write its entry");
+    return tl::unexpected(Error::io);
+  }
+
   // Reads the account row the statement selects and its devices.
   tl::expected<AccountRecord, Error> read_account(Connection& conn, Statement& st) {
     const int rc = st.step();
@@ -1630,6 +1785,7 @@ class SqliteServerStore::Impl final : public AccountStore,
   std::atomic<std::uint64_t> block_rows_{0};  // rows of `blocks` (see count_blocks)
 
   static constexpr std::size_t kAccountCacheEntries = 100000;
+  std::atomic<AccountLog*> account_log_{nullptr};
   std::mutex cache_mu_;  // guards the two maps; the generation changes under it too
   std::atomic<std::uint64_t> account_generation_{0};
   std::unordered_map<AccountId, std::shared_ptr<const AccountRecord>> by_id_;
@@ -1703,6 +1859,9 @@ BlockStore& SqliteServerStore::blocks() {
 }
 std::vector<std::pair<std::string, std::string>> SqliteServerStore::schema() {
   return impl_->schema();
+}
+KtStore* SqliteServerStore::kt() {
+  return impl_.get();
 }
 std::uint64_t SqliteServerStore::commit_count() const {
   return impl_->commit_count();

@@ -87,6 +87,9 @@ class SqliteServerStore final : public ServerStore {
   TokenStore& tokens() override;
   BlockStore& blocks() override;
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> schema() override;
+  // The transparency log's tables (kt_entries, kt_versions) in this same database, so that an
+  // account change and its log entry share one transaction.
+  KtStore* kt() override;
 
   // Message transactions committed so far (for tests and metrics: sends / commits is the group
   // commit factor).

@@ -299,6 +299,57 @@ class TokenStore {
                                                                       std::uint64_t now) = 0;
 };
 
+// Key transparency (docs/transparency.md, "Store"): one entry of the server's log with the label
+// versions it added, as bytes the store keeps without interpreting them.
+struct KtVersionRow {
+  Bytes label_index;  // 32 bytes, the label's VRF index
+  std::uint32_t version = 0;
+  Bytes commitment;  // 32 bytes
+  Bytes opening;     // 32 bytes
+  Bytes value;       // the encoded account value
+  friend bool operator==(const KtVersionRow&, const KtVersionRow&) = default;
+};
+struct KtEntryRow {
+  std::uint64_t index = 0;
+  std::uint64_t timestamp_ms = 0;
+  Bytes prefix_root;                   // 32 bytes
+  std::vector<KtVersionRow> versions;  // in the order the log applied them
+  friend bool operator==(const KtEntryRow&, const KtEntryRow&) = default;
+};
+
+// What the server's transparency log learns of every account change. The store calls it inside
+// the change's own transaction, once the account's rows are written, with the account as the
+// change leaves it. The log works out its entry and calls `commit` (at most once), which writes
+// the entry's rows into that transaction and commits it: the change and its entry are durable
+// together or not at all. An error returned without calling `commit` (or from it) rolls the change
+// back, and the store's call fails with io.
+class AccountLog {
+ public:
+  virtual ~AccountLog() = default;
+  using Commit = std::function<tl::expected<void, Error>(const KtEntryRow&)>;
+  [[nodiscard]] virtual tl::expected<void, Error> account_changed(const AccountRecord& after,
+                                                                  const Commit& commit) = 0;
+};
+
+// Where a backend keeps the log's rows (the SQLite store: tables kt_entries and kt_versions of
+// its own database).
+class KtStore {
+ public:
+  virtual ~KtStore() = default;
+  // Adds an entry in a transaction of its own (entry 0, and the accounts of a server that had
+  // none logged yet). Entry indices must follow on from the stored ones.
+  [[nodiscard]] virtual tl::expected<void, Error> append(const KtEntryRow& entry) = 0;
+  // Visits every stored entry in log order.
+  [[nodiscard]] virtual tl::expected<void, Error> load(
+      const std::function<void(const KtEntryRow&)>& visit) = 0;
+  // From now on every account change (create_account, add_device, remove_device,
+  // recover_account) goes through `log` (none: changes are not logged). `log` must outlive the
+  // store or be unset first.
+  virtual void set_account_log(AccountLog* log) = 0;
+  // Every account, devices included (the first start with a log logs those there were).
+  [[nodiscard]] virtual tl::expected<std::vector<AccountRecord>, Error> all_accounts() = 0;
+};
+
 // Everything the server needs, from one backend.
 class ServerStore {
  public:
@@ -310,6 +361,8 @@ class ServerStore {
   virtual BlockStore& blocks() = 0;
   // Table and column names of the live schema (for the what-the-server-knows check).
   [[nodiscard]] virtual std::vector<std::pair<std::string, std::string>> schema() = 0;
+  // The key transparency log's rows; nullptr when the backend keeps none (PostgreSQL, for now).
+  virtual KtStore* kt() { return nullptr; }
 };
 
 }  // namespace sotto::store

@@ -1,0 +1,355 @@
+#include "client/kt.h"
+
+#include <algorithm>
+#include <ctime>
+#include <set>
+
+#include "client/stored_values.h"
+#include "client/util.h"
+
+namespace sotto::client {
+
+namespace kt = transparency;
+
+namespace {
+
+constexpr std::string_view kUnlogged = "unlogged_key";
+constexpr std::string_view kInconsistent = "log_inconsistent";
+
+Bytes bytes_of(const std::string& s) {
+  return Bytes(s.begin(), s.end());
+}
+
+std::string format_time_ms(std::uint64_t ms) {
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char out[32];
+  std::strftime(out, sizeof out, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return out;
+}
+
+}  // namespace
+
+Error security_alert_error(std::string_view kind, const std::string& user,
+                           const std::string& detail) {
+  return make_error(ErrorCode::security_alert,
+                    "security alert (" + std::string(kind) + ") for " + user + ": " + detail);
+}
+
+std::uint64_t KtClient::known_size() {
+  std::lock_guard lock(mu_);
+  if (!load_locked()) return 0;
+  if (!tracker_ || !tracker_->current()) return 0;
+  return tracker_->current()->head.size;
+}
+
+Result<void> KtClient::load_locked() {
+  if (loaded_) return {};
+  auto keys = store_.load_value(kKtKeysValue);
+  if (!keys) return tl::unexpected(make_error(ErrorCode::store, "cannot read the log's keys"));
+  if (*keys) {
+    const ByteView k = (*keys)->view();
+    if (k.size() != 64) {
+      return tl::unexpected(make_error(ErrorCode::store, "the pinned log keys are damaged"));
+    }
+    kt::LogPublicKeys pinned;
+    std::copy_n(k.begin(), 32, pinned.signing_key.begin());
+    std::copy_n(k.begin() + 32, 32, pinned.vrf_key.begin());
+    tracker_.emplace(pinned);
+    auto head = store_.load_value(kKtHeadValue);
+    if (!head) return tl::unexpected(make_error(ErrorCode::store, "cannot read the tree head"));
+    if (*head) {
+      // Our own copy: a head that does not decode or verify is as good as none (the next
+      // lookup takes the server's on trust again), never a reason to stop.
+      auto sth = kt::decode_signed_tree_head((*head)->view());
+      if (sth) (void)tracker_->advance(*sth, {});
+    }
+    auto versions = store_.load_value(kKtVersionsValue);
+    if (!versions) return tl::unexpected(make_error(ErrorCode::store, "cannot read versions"));
+    if (*versions) versions_ = decode_versions((*versions)->view());
+  }
+  loaded_ = true;
+  return {};
+}
+
+Result<bool> KtClient::ensure_keys_locked(const ConnectionPtr& c,
+                                          std::chrono::milliseconds timeout) {
+  if (auto ok = load_locked(); !ok) return tl::unexpected(ok.error());
+  if (tracker_) return true;
+  if (server_has_no_log_) return false;
+  svc::Request request;
+  request.mutable_kt_keys();
+  auto response = c->call(std::move(request), timeout);
+  if (!response) return tl::unexpected(response.error());
+  // NOT_FOUND: a server without a log; BAD_REQUEST: one older than the log, which does not know
+  // the request. Either way there is nothing to pin yet.
+  if (response->status().code() == svc::NOT_FOUND ||
+      response->status().code() == svc::BAD_REQUEST) {
+    server_has_no_log_ = true;
+    return false;
+  }
+  if (response->status().code() != svc::OK) return tl::unexpected(status_error(*response));
+  const auto& r = response->kt_keys();
+  if (r.signing_key().size() != 32 || r.vrf_key().size() != 32) {
+    return tl::unexpected(make_error(ErrorCode::protocol, "the server's log keys are malformed"));
+  }
+  Bytes both = bytes_of(r.signing_key());
+  both.insert(both.end(), r.vrf_key().begin(), r.vrf_key().end());
+  if (!store_.save_value(kKtKeysValue, both)) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot pin the log's keys"));
+  }
+  kt::LogPublicKeys pinned;
+  std::copy_n(both.begin(), 32, pinned.signing_key.begin());
+  std::copy_n(both.begin() + 32, 32, pinned.vrf_key.begin());
+  tracker_.emplace(pinned);
+  return true;
+}
+
+Result<std::optional<kt::AccountValue>> KtClient::verify(const ConnectionPtr& c,
+                                                         std::chrono::milliseconds timeout,
+                                                         const std::string& user,
+                                                         const svc::KtProof* proof) {
+  std::lock_guard lock(mu_);
+  auto pinned = ensure_keys_locked(c, timeout);
+  if (!pinned) return tl::unexpected(pinned.error());
+  if (!*pinned) return std::nullopt;
+  if (proof == nullptr || proof->tree_head().empty()) {
+    return tl::unexpected(
+        security_alert_error(kUnlogged, user, "the server gave no key transparency proof"));
+  }
+  auto head = kt::decode_signed_tree_head(as_bytes(proof->tree_head()));
+  if (!head) {
+    return tl::unexpected(security_alert_error(kUnlogged, user, "the tree head is malformed"));
+  }
+  kt::ConsistencyProof consistency;
+  if (!proof->consistency().empty()) {
+    auto decoded = kt::decode_consistency_proof(as_bytes(proof->consistency()));
+    if (!decoded) {
+      return tl::unexpected(
+          security_alert_error(kInconsistent, user, "the consistency proof is malformed"));
+    }
+    consistency = std::move(*decoded);
+  }
+  const std::optional<kt::SignedTreeHead> before = tracker_->current();
+  if (auto advanced = tracker_->advance(*head, consistency); !advanced) {
+    const bool signature = advanced.error() == kt::Error::bad_signature;
+    return tl::unexpected(security_alert_error(
+        signature ? kUnlogged : kInconsistent, user,
+        std::string(signature ? "the tree head is not signed by the pinned log key"
+                              : "the server's log is not consistent with the one this device "
+                                "saw before (") +
+            (signature ? "" : std::string(kt::to_string(advanced.error())) + ")")));
+  }
+  if (tracker_->current() != before) {
+    const Bytes encoded = kt::encode_signed_tree_head(*tracker_->current());
+    if (!store_.save_value(kKtHeadValue, encoded)) {
+      return tl::unexpected(make_error(ErrorCode::store, "cannot save the tree head"));
+    }
+  }
+  auto search = kt::decode_search_proof(as_bytes(proof->search()));
+  if (!search) {
+    return tl::unexpected(security_alert_error(kUnlogged, user, "the search proof is malformed"));
+  }
+  auto found = kt::verify_search(tracker_->keys(), tracker_->current()->head, user, *search);
+  if (!found) {
+    return tl::unexpected(security_alert_error(
+        kUnlogged, user,
+        "the search proof does not verify (" + std::string(kt::to_string(found.error())) + ")"));
+  }
+  if (!*found) {
+    return tl::unexpected(
+        security_alert_error(kUnlogged, user, "the account is not in the key transparency log"));
+  }
+  const std::uint32_t version = (*found)->version;
+  auto seen = versions_.find(user);
+  if (seen != versions_.end() && version < seen->second) {
+    return tl::unexpected(security_alert_error(kInconsistent, user,
+                                               "the log shows version " + std::to_string(version) +
+                                                   " of the account after version " +
+                                                   std::to_string(seen->second) + " (a rollback)"));
+  }
+  if (seen == versions_.end() || version > seen->second) {
+    versions_[user] = version;
+    if (!store_.save_value(kKtVersionsValue, encode_versions(versions_))) {
+      return tl::unexpected(make_error(ErrorCode::store, "cannot save the contact's version"));
+    }
+  }
+  return std::move((*found)->value);
+}
+
+Result<std::vector<Event>> KtClient::monitor_own(const ConnectionPtr& c,
+                                                 std::chrono::milliseconds timeout,
+                                                 const std::string& username,
+                                                 std::uint32_t self_device,
+                                                 ByteView self_auth_key) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> alerts;
+  const auto alert = [&](std::string_view kind, std::string detail) {
+    Event e;
+    e.kind = Event::Kind::security_alert;
+    e.alert = std::string(kind);
+    e.user = username;
+    e.detail = std::move(detail);
+    alerts.push_back(std::move(e));
+  };
+  auto pinned = ensure_keys_locked(c, timeout);
+  if (!pinned) return tl::unexpected(pinned.error());
+  if (!*pinned) return alerts;
+  svc::Request request;
+  request.mutable_kt_monitor()->set_kt_known_size(
+      tracker_->current() ? tracker_->current()->head.size : 0);
+  auto response = c->call(std::move(request), timeout);
+  if (!response) return tl::unexpected(response.error());
+  if (response->status().code() != svc::OK) return tl::unexpected(status_error(*response));
+  const auto& m = response->kt_monitor();
+  auto head = kt::decode_signed_tree_head(as_bytes(m.tree_head()));
+  auto consistency = m.consistency().empty()
+                         ? tl::expected<kt::ConsistencyProof, kt::Error>(kt::ConsistencyProof{})
+                         : kt::decode_consistency_proof(as_bytes(m.consistency()));
+  if (!head || !consistency) {
+    alert(kInconsistent, "the server's monitoring answer is malformed");
+    return alerts;
+  }
+  const std::optional<kt::SignedTreeHead> before = tracker_->current();
+  if (auto advanced = tracker_->advance(*head, *consistency); !advanced) {
+    alert(kInconsistent,
+          "the server's log is not consistent with the one this device saw before (" +
+              std::string(kt::to_string(advanced.error())) + ")");
+    return alerts;
+  }
+  if (tracker_->current() != before &&
+      !store_.save_value(kKtHeadValue, kt::encode_signed_tree_head(*tracker_->current()))) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot save the tree head"));
+  }
+  auto proof = kt::decode_monitor_proof(as_bytes(m.monitor()));
+  auto versions =
+      proof ? kt::verify_monitor(tracker_->keys(), tracker_->current()->head, username, *proof)
+            : tl::unexpected(proof.error());
+  if (!versions) {
+    alert(kInconsistent, "the log's history of this account does not verify (" +
+                             std::string(kt::to_string(versions.error())) + ")");
+    return alerts;
+  }
+  if (versions->empty()) {
+    alert(kInconsistent, "this account is not in the server's key transparency log");
+    return alerts;
+  }
+  auto own = store_.load_value(kKtOwnValue);
+  auto checked_value = store_.load_value(kKtOwnCheckedValue);
+  auto linking = store_.load_value(kKtLinkingValue);
+  if (!own || !checked_value || !linking) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot read the monitoring state"));
+  }
+  std::optional<kt::AccountValue> accepted;
+  std::uint32_t checked = 0;
+  if (*own && *checked_value && (**checked_value).view().size() == 4) {
+    auto decoded = kt::decode_account_value((**own).view());
+    if (decoded) accepted = std::move(*decoded);
+    for (auto b : (**checked_value).view()) checked = checked << 8 | b;
+  }
+  bool pending_link = linking->has_value();
+  const auto when = [&](std::uint64_t entry) {
+    return "log entry " + std::to_string(entry) + ", in the log since " +
+           format_time_ms(tracker_->current()->head.timestamp_ms) + " at the latest";
+  };
+  if (!accepted) {
+    // The first check: what the account is now is this device's baseline (trust on first use).
+    accepted = versions->back().value;
+    checked = static_cast<std::uint32_t>(versions->size());
+  } else if (versions->size() < checked) {
+    alert(kInconsistent, "the log shows " + std::to_string(versions->size()) +
+                             " versions of this account after " + std::to_string(checked) +
+                             " (a rollback)");
+    return alerts;
+  }
+  for (std::size_t i = checked; i < versions->size(); ++i) {
+    const kt::LabelVersion& v = (*versions)[i];
+    if (v.value.identity_key != accepted->identity_key) {
+      alert("unknown_device",
+            "the account's identity key changed in " + when(v.entry) + ", and not by this device");
+    }
+    for (const kt::DeviceEntry& d : v.value.devices) {
+      const bool known = std::any_of(
+          accepted->devices.begin(), accepted->devices.end(), [&](const kt::DeviceEntry& a) {
+            return a.device_id == d.device_id && a.registration_id == d.registration_id &&
+                   a.auth_key == d.auth_key;
+          });
+      if (known) continue;
+      const bool self = d.device_id == self_device && self_auth_key.size() == d.auth_key.size() &&
+                        std::equal(d.auth_key.begin(), d.auth_key.end(), self_auth_key.begin());
+      if (self) continue;
+      if (pending_link) {  // the device this device's link added
+        pending_link = false;
+        continue;
+      }
+      alert("unknown_device",
+            "device " + std::to_string(d.device_id) + " (registration id " +
+                std::to_string(d.registration_id) +
+                ") was added to the account without this device: " + when(v.entry));
+    }
+    accepted = v.value;  // removals included: a removed device that comes back is new again
+  }
+  checked = static_cast<std::uint32_t>(versions->size());
+  const Bytes checked_bytes{
+      static_cast<std::uint8_t>(checked >> 24), static_cast<std::uint8_t>(checked >> 16),
+      static_cast<std::uint8_t>(checked >> 8), static_cast<std::uint8_t>(checked)};
+  const bool saved =
+      store_.save_value(kKtOwnValue, kt::encode_account_value(*accepted)).has_value() &&
+      store_.save_value(kKtOwnCheckedValue, checked_bytes).has_value() &&
+      (pending_link || !linking->has_value() || store_.remove_value(kKtLinkingValue).has_value());
+  if (!saved)
+    return tl::unexpected(make_error(ErrorCode::store, "cannot save the monitoring state"));
+  return alerts;
+}
+
+Result<void> KtClient::check_bundles(
+    const std::string& user, const kt::AccountValue& value,
+    const google::protobuf::RepeatedPtrField<sotto::wire::PreKeyBundle>& bundles) {
+  for (const auto& b : bundles) {
+    const ByteView key = as_bytes(b.identity_key());
+    if (key.size() != value.identity_key.size() ||
+        !std::equal(key.begin(), key.end(), value.identity_key.begin())) {
+      return tl::unexpected(security_alert_error(
+          kUnlogged, user,
+          "device " + std::to_string(b.device_id()) +
+              " comes with an identity key that is not the one in the key transparency log"));
+    }
+    const bool logged =
+        std::any_of(value.devices.begin(), value.devices.end(), [&](const kt::DeviceEntry& d) {
+          return d.device_id == b.device_id() && d.registration_id == b.registration_id();
+        });
+    if (!logged) {
+      return tl::unexpected(security_alert_error(
+          kUnlogged, user,
+          "device " + std::to_string(b.device_id()) + " (registration id " +
+              std::to_string(b.registration_id()) +
+              ") is not in the key transparency log; nothing was encrypted to it"));
+    }
+  }
+  return {};
+}
+
+Result<void> KtClient::check_devices(
+    const std::string& user, const kt::AccountValue& value,
+    const google::protobuf::RepeatedPtrField<svc::DeviceInfo>& devices) {
+  std::set<std::pair<std::uint32_t, std::uint32_t>> listed;
+  for (const auto& d : devices) listed.emplace(d.id(), d.registration_id());
+  std::set<std::pair<std::uint32_t, std::uint32_t>> logged;
+  for (const auto& d : value.devices) logged.emplace(d.device_id, d.registration_id);
+  for (const auto& d : listed) {
+    if (!logged.contains(d)) {
+      return tl::unexpected(security_alert_error(
+          kUnlogged, user,
+          "device " + std::to_string(d.first) + " (registration id " + std::to_string(d.second) +
+              ") is not in the key transparency log; nothing was encrypted to it"));
+    }
+  }
+  if (listed != logged) {
+    return tl::unexpected(security_alert_error(
+        kInconsistent, user, "the server's device list leaves out devices the log holds"));
+  }
+  return {};
+}
+
+}  // namespace sotto::client

@@ -1,0 +1,93 @@
+// Key transparency on the client (docs/transparency.md): every prekey bundle and device list of
+// another account must come with a proof that its identity key and devices are in the server's
+// log, at a tree head consistent with the last one this device verified. Keeps in the store the
+// log's pinned public keys (kKtKeysValue: pinned at the first lookup after the server is pinned,
+// trust on first use as for the server's key), the newest verified head (kKtHeadValue) and the
+// newest version seen of each contact (kKtVersionsValue: a lower one later is a rollback).
+//
+// A failure is an Error with code security_alert (see security_alert_error) and nothing is
+// encrypted to the keys it concerns. Thread-safe: one mutex, taken around each check (inside
+// any crypto_mu; the store's own mutex is innermost).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/connection.h"
+#include "sotto/client.h"
+#include "store/client/client_store.h"
+#include "transparency/proofs.h"
+
+namespace sotto::client {
+
+using ConnectionPtr = std::shared_ptr<Connection>;  // as in server_link.h
+
+inline constexpr std::string_view kKtKeysValue = "kt.keys";
+inline constexpr std::string_view kKtHeadValue = "kt.head";
+inline constexpr std::string_view kKtVersionsValue = "kt.versions";
+// Monitoring our own account: the identity key and devices this device accepts (an encoded
+// AccountValue: its baseline at the first check, then every change it made or expected), how
+// many of the account's versions it has checked (u32, big-endian), and a link this device
+// started whose new device has not appeared yet (present or absent).
+inline constexpr std::string_view kKtOwnValue = "kt.own";
+inline constexpr std::string_view kKtOwnCheckedValue = "kt.own_checked";
+inline constexpr std::string_view kKtLinkingValue = "kt.linking";
+
+// An Error of code security_alert whose message security_alert_of() reads back.
+[[nodiscard]] Error security_alert_error(std::string_view kind, const std::string& user,
+                                         const std::string& detail);
+
+class KtClient {
+ public:
+  explicit KtClient(store::ClientStore& store) : store_(store) {}
+
+  // The size of the newest verified tree head (0: none), for a lookup's kt_known_size.
+  [[nodiscard]] std::uint64_t known_size();
+
+  // Checks a lookup answer for `user` (`proof` null when it carried none) and returns what the
+  // log proves of the account; nullopt when this server keeps no log and none was ever pinned.
+  // security_alert errors: unlogged_key (no proof, a proof that does not verify, an account the
+  // log says is absent), log_inconsistent (a head not consistent with ours, a version lower
+  // than one seen). Asks `c` for the log's keys the first time.
+  [[nodiscard]] Result<std::optional<transparency::AccountValue>> verify(
+      const ConnectionPtr& c, std::chrono::milliseconds timeout, const std::string& user,
+      const svc::KtProof* proof);
+
+  // Monitoring (on connect): checks every version of our own account the log holds since the
+  // last check, and returns the alerts: unknown_device for a device or identity key this device
+  // neither is, nor had at its first check, nor added (a link it started), naming the device and
+  // the log entry it appeared in; log_inconsistent for a log or history that does not verify.
+  // Nothing when the server keeps no log.
+  [[nodiscard]] Result<std::vector<Event>> monitor_own(const ConnectionPtr& c,
+                                                       std::chrono::milliseconds timeout,
+                                                       const std::string& username,
+                                                       std::uint32_t self_device,
+                                                       ByteView self_auth_key);
+
+  // Every bundle's identity key and device (id, registration id) must be in `value`.
+  [[nodiscard]] static Result<void> check_bundles(
+      const std::string& user, const transparency::AccountValue& value,
+      const google::protobuf::RepeatedPtrField<sotto::wire::PreKeyBundle>& bundles);
+  // The listed devices must be exactly the proven ones.
+  [[nodiscard]] static Result<void> check_devices(
+      const std::string& user, const transparency::AccountValue& value,
+      const google::protobuf::RepeatedPtrField<svc::DeviceInfo>& devices);
+
+ private:
+  Result<bool> ensure_keys_locked(const ConnectionPtr& c, std::chrono::milliseconds timeout);
+  Result<void> load_locked();
+
+  std::mutex mu_;
+  store::ClientStore& store_;
+  bool loaded_ = false;
+  bool server_has_no_log_ = false;  // this process asked and the server keeps none
+  std::optional<transparency::TreeHeadTracker> tracker_;
+  std::map<std::string, std::uint32_t> versions_;
+};
+
+}  // namespace sotto::client

@@ -1,0 +1,307 @@
+#include "server/kt.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <fstream>
+
+#include "crypto/encoding.h"
+#include "server/service.h"
+
+namespace sotto::server {
+
+namespace {
+
+namespace kt = transparency;
+
+// The commit function of the account change being logged on this thread (AccountLog): the
+// adapter's append writes the entry through it, inside the change's transaction.
+thread_local const store::AccountLog::Commit* t_commit = nullptr;
+
+store::KtEntryRow to_row(const kt::StoredEntry& e) {
+  store::KtEntryRow row;
+  row.index = e.index;
+  row.timestamp_ms = e.entry.timestamp_ms;
+  row.prefix_root.assign(e.entry.prefix_root.begin(), e.entry.prefix_root.end());
+  for (const kt::StoredVersion& v : e.versions) {
+    store::KtVersionRow r;
+    r.label_index.assign(v.index.begin(), v.index.end());
+    r.version = v.link.version;
+    r.commitment.assign(v.link.commitment.begin(), v.link.commitment.end());
+    r.opening.assign(v.opening.begin(), v.opening.end());
+    r.value = v.value;
+    row.versions.push_back(std::move(r));
+  }
+  return row;
+}
+
+template <std::size_t N>
+bool copy_fixed(const Bytes& from, std::array<std::uint8_t, N>& to) {
+  if (from.size() != N) return false;
+  std::copy(from.begin(), from.end(), to.begin());
+  return true;
+}
+
+std::optional<kt::StoredEntry> from_row(const store::KtEntryRow& row) {
+  kt::StoredEntry e;
+  e.index = row.index;
+  e.entry.timestamp_ms = row.timestamp_ms;
+  if (!copy_fixed(row.prefix_root, e.entry.prefix_root)) return std::nullopt;
+  for (const store::KtVersionRow& r : row.versions) {
+    kt::StoredVersion v;
+    if (!copy_fixed(r.label_index, v.index) || !copy_fixed(r.commitment, v.link.commitment) ||
+        !copy_fixed(r.opening, v.opening)) {
+      return std::nullopt;
+    }
+    v.link.version = r.version;
+    v.link.entry = row.index;
+    v.value = r.value;
+    e.versions.push_back(std::move(v));
+  }
+  return e;
+}
+
+// Reads a 32-byte key file, or makes one (mode 0600, written whole before it is renamed into
+// place, so a crash never leaves half a key).
+tl::expected<crypto::Secret<32>, std::string> load_or_create_key(const std::filesystem::path& file,
+                                                                 crypto::Rng& rng, bool create) {
+  std::error_code ec;
+  if (std::filesystem::exists(file, ec)) {
+    std::ifstream in(file, std::ios::binary);
+    std::array<std::uint8_t, 32> raw{};
+    in.read(reinterpret_cast<char*>(raw.data()), raw.size());
+    const bool whole = in.gcount() == static_cast<std::streamsize>(raw.size());
+    in.get();
+    const bool ended = in.eof();
+    crypto::Secret<32> key{ByteView(raw)};
+    crypto::secure_wipe(raw.data(), raw.size());
+    if (!whole || !ended) return tl::unexpected(file.string() + " is not a 32-byte key");
+    return key;
+  }
+  if (!create) return tl::unexpected("no key " + file.string());
+  std::filesystem::create_directories(file.parent_path(), ec);
+  if (ec) return tl::unexpected("cannot create " + file.parent_path().string());
+  crypto::Secret<32> key;
+  rng.fill(key.span());
+  const std::filesystem::path tmp = file.string() + ".new";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return tl::unexpected("cannot write " + tmp.string());
+  const bool written = ::write(fd, key.view().data(), 32) == 32 && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written || std::rename(tmp.c_str(), file.c_str()) != 0)
+    return tl::unexpected("cannot write " + file.string());
+  return key;
+}
+
+}  // namespace
+
+std::string kt_keys_text(const kt::LogPublicKeys& keys) {
+  return crypto::to_hex(keys.signing_key) + ":" + crypto::to_hex(keys.vrf_key);
+}
+
+std::optional<kt::LogPublicKeys> parse_kt_keys(std::string_view text) {
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  auto signing = crypto::from_hex(text.substr(0, colon));
+  auto vrf = crypto::from_hex(text.substr(colon + 1));
+  kt::LogPublicKeys keys;
+  if (!signing || !vrf || !copy_fixed(*signing, keys.signing_key) ||
+      !copy_fixed(*vrf, keys.vrf_key)) {
+    return std::nullopt;
+  }
+  return keys;
+}
+
+std::optional<kt::LogPublicKeys> read_kt_public_keys(const std::filesystem::path& dir) {
+  auto signing = load_or_create_key(dir / "kt" / "signing.key", crypto::system_rng(), false);
+  auto vrf = load_or_create_key(dir / "kt" / "vrf.key", crypto::system_rng(), false);
+  if (!signing || !vrf) return std::nullopt;
+  return kt::LogPublicKeys{crypto::Ed25519KeyPair::from_seed(*signing).public_key(),
+                           kt::VrfKeyPair::from_secret(*vrf).public_key()};
+}
+
+// The log's store: the server store's KtStore; an append made while an account change is being
+// logged goes into that change's transaction.
+class KeyTransparency::Adapter final : public kt::TransparencyStore {
+ public:
+  explicit Adapter(store::KtStore& kt) : kt_(kt) {}
+  tl::expected<void, kt::Error> append(const kt::StoredEntry& e) override {
+    const store::KtEntryRow row = to_row(e);
+    auto ok = t_commit != nullptr ? (*t_commit)(row) : kt_.append(row);
+    if (!ok) return tl::unexpected(kt::Error::storage_failure);
+    return {};
+  }
+  tl::expected<void, kt::Error> load(
+      const std::function<void(const kt::StoredEntry&)>& visit) const override {
+    bool bad = false;
+    auto ok = kt_.load([&](const store::KtEntryRow& row) {
+      if (bad) return;
+      auto e = from_row(row);
+      if (!e) {
+        bad = true;
+        return;
+      }
+      visit(*e);
+    });
+    if (!ok || bad) return tl::unexpected(kt::Error::storage_failure);
+    return {};
+  }
+
+ private:
+  store::KtStore& kt_;
+};
+
+KeyTransparency::KeyTransparency(std::unique_ptr<Adapter> adapter, kt::VrfKeyPair vrf,
+                                 crypto::Ed25519KeyPair signing, store::KtStore& kt_store,
+                                 crypto::Rng& rng, NowMs now_ms)
+    : adapter_(std::move(adapter)),
+      kt_(kt_store),
+      now_ms_(std::move(now_ms)),
+      log_(*adapter_, std::move(vrf), std::move(signing), rng) {}
+
+KeyTransparency::~KeyTransparency() {
+  kt_.set_account_log(nullptr);
+}
+
+tl::expected<std::unique_ptr<KeyTransparency>, std::string> KeyTransparency::open(
+    const std::filesystem::path& data_dir, store::KtStore& kt_store, crypto::Rng& rng,
+    NowMs now_ms) {
+  auto signing = load_or_create_key(data_dir / "kt" / "signing.key", rng, true);
+  if (!signing) return tl::unexpected(signing.error());
+  auto vrf = load_or_create_key(data_dir / "kt" / "vrf.key", rng, true);
+  if (!vrf) return tl::unexpected(vrf.error());
+  return open_with_keys(kt::VrfKeyPair::from_secret(*vrf),
+                        crypto::Ed25519KeyPair::from_seed(*signing), kt_store, rng,
+                        std::move(now_ms));
+}
+
+tl::expected<std::unique_ptr<KeyTransparency>, std::string> KeyTransparency::open_with_keys(
+    kt::VrfKeyPair vrf, crypto::Ed25519KeyPair signing, store::KtStore& kt_store, crypto::Rng& rng,
+    NowMs now_ms) {
+  std::unique_ptr<KeyTransparency> out(new KeyTransparency(std::make_unique<Adapter>(kt_store),
+                                                           std::move(vrf), std::move(signing),
+                                                           kt_store, rng, std::move(now_ms)));
+  if (auto started = out->start(); !started) return tl::unexpected(started.error());
+  return out;
+}
+
+tl::expected<void, std::string> KeyTransparency::start() {
+  if (auto opened = log_.open(now_ms_()); !opened) {
+    return tl::unexpected(std::string("cannot open the transparency log: ") +
+                          std::string(kt::to_string(opened.error())));
+  }
+  // A log of entry 0 alone has never logged an account: log the ones there are (a server that
+  // ran before it had a log), in one entry. Nothing changes accounts before set_account_log.
+  if (log_.head().head.size == 1) {
+    auto accounts = kt_.all_accounts();
+    if (!accounts) return tl::unexpected(std::string("cannot read the accounts to log them"));
+    std::vector<kt::TransparencyLog::Update> updates;
+    for (const auto& a : *accounts) {
+      auto value = value_of(a);
+      if (!value) return tl::unexpected("account " + std::to_string(a.id) + " cannot be logged");
+      updates.push_back({a.username, std::move(*value)});
+    }
+    if (!updates.empty()) {
+      if (auto ok = log_.append(updates, now_ms_()); !ok) {
+        return tl::unexpected(std::string("cannot log the existing accounts: ") +
+                              std::string(kt::to_string(ok.error())));
+      }
+    }
+  }
+  kt_.set_account_log(this);
+  return {};
+}
+
+std::optional<kt::AccountValue> KeyTransparency::value_of(const store::AccountRecord& record) {
+  kt::AccountValue v;
+  if (!copy_fixed(record.identity_key, v.identity_key)) return std::nullopt;
+  for (const auto& d : record.devices) {
+    kt::DeviceEntry e;
+    e.device_id = d.id;
+    e.registration_id = d.registration_id;
+    if (!copy_fixed(d.auth_key, e.auth_key)) return std::nullopt;
+    e.name = d.name;
+    v.devices.push_back(std::move(e));
+  }
+  std::sort(v.devices.begin(), v.devices.end(),
+            [](const auto& a, const auto& b) { return a.device_id < b.device_id; });
+  if (!kt::valid(v)) return std::nullopt;
+  return v;
+}
+
+tl::expected<void, store::Error> KeyTransparency::account_changed(const store::AccountRecord& after,
+                                                                  const Commit& commit) {
+  auto value = value_of(after);
+  if (!value) return tl::unexpected(store::Error::io);
+  const kt::TransparencyLog::Update update{after.username, std::move(*value)};
+  t_commit = &commit;
+  auto appended = log_.append(std::span(&update, 1), now_ms_());
+  t_commit = nullptr;
+  if (!appended) return tl::unexpected(store::Error::io);
+  return {};
+}
+
+tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::head_and_consistency(
+    std::uint64_t known_size, const kt::SignedTreeHead& head) const {
+  Proof out;
+  out.tree_head = kt::encode_signed_tree_head(head);
+  // A size beyond the log (the client was shown a longer log, or this one lost entries) gets the
+  // head alone: the client's tracker refuses a head smaller than its own and says so.
+  if (known_size != 0 && known_size < head.head.size) {
+    auto c = log_.consistency(known_size, head.head.size);
+    if (!c) return tl::unexpected(c.error());
+    out.consistency = kt::encode_consistency_proof(*c);
+  }
+  return out;
+}
+
+// The head is read before and after the proof: when both are the same, no entry came between,
+// and the proof is at that head (heads only grow).
+tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::search(
+    std::string_view username, std::uint64_t known_size) const {
+  for (;;) {
+    const kt::SignedTreeHead before = log_.head();
+    auto proof = log_.search(username);
+    if (!proof) return tl::unexpected(proof.error());
+    if (log_.head() != before) continue;
+    auto out = head_and_consistency(known_size, before);
+    if (out) out->proof = kt::encode_search_proof(*proof);
+    return out;
+  }
+}
+
+tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::monitor(
+    std::string_view username, std::uint64_t known_size) const {
+  for (;;) {
+    const kt::SignedTreeHead before = log_.head();
+    auto proof = log_.monitor(username);
+    if (!proof) return tl::unexpected(proof.error());
+    if (log_.head() != before) continue;
+    auto out = head_and_consistency(known_size, before);
+    if (out) out->proof = kt::encode_monitor_proof(*proof);
+    return out;
+  }
+}
+
+bool fill_kt_proof(const KeyTransparency& kt, std::string_view username, std::uint64_t known_size,
+                   wire::service::KtProof& proof, wire::service::Response& out) {
+  auto p = kt.search(username, known_size);
+  if (!p) {
+    if (p.error() == kt::Error::invalid_argument) {
+      fail(out, wire::service::BAD_REQUEST, "kt_known_size is beyond the transparency log");
+    } else {
+      fail(out, wire::service::INTERNAL, "transparency log failure");
+    }
+    return false;
+  }
+  proof.set_tree_head(std::string(p->tree_head.begin(), p->tree_head.end()));
+  proof.set_consistency(std::string(p->consistency.begin(), p->consistency.end()));
+  proof.set_search(std::string(p->proof.begin(), p->proof.end()));
+  return true;
+}
+
+}  // namespace sotto::server

@@ -1,0 +1,95 @@
+// The server's key transparency log (docs/transparency.md): a transparency::TransparencyLog whose
+// entries live in the server store's own database (store::KtStore), told of every account change
+// inside that change's transaction (store::AccountLog), and the proofs lookups carry.
+//
+// Keys: DIR/kt/signing.key (the Ed25519 seed tree heads are signed with) and DIR/kt/vrf.key (the
+// VRF secret that hides usernames), 32 bytes each, mode 0600, made on first start. Never logged;
+// only their public halves leave this class.
+//
+// Owns the log; borrows the KtStore and the random generator, which must outlive it. Thread-safe
+// (the log's own mutex).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tl/expected.hpp>
+
+#include "crypto/rng.h"
+#include "service.pb.h"
+#include "store/server/store.h"
+#include "transparency/log.h"
+
+namespace sotto::server {
+
+// The log's two public keys, as printed and as clients are told to pin them: 64 hex digits of the
+// signing key, ':' and 64 of the VRF key.
+std::string kt_keys_text(const transparency::LogPublicKeys& keys);
+std::optional<transparency::LogPublicKeys> parse_kt_keys(std::string_view text);
+
+// Reads the public keys of DIR/kt without starting a log (`sotto-server kt-keys`); nullopt when
+// there are none yet or they cannot be read.
+std::optional<transparency::LogPublicKeys> read_kt_public_keys(const std::filesystem::path& dir);
+
+class KeyTransparency final : public store::AccountLog {
+ public:
+  using NowMs = std::function<std::uint64_t()>;
+  // Loads (or makes) the keys under data_dir/kt, opens the log from `kt`, logs every account not
+  // logged yet (the first start with a log: all accounts, in one entry), then has `kt` log every
+  // account change from now on. The error text is for the operator and names no secret.
+  [[nodiscard]] static tl::expected<std::unique_ptr<KeyTransparency>, std::string> open(
+      const std::filesystem::path& data_dir, store::KtStore& kt, crypto::Rng& rng, NowMs now_ms);
+  // For tests: keys given, no files.
+  [[nodiscard]] static tl::expected<std::unique_ptr<KeyTransparency>, std::string> open_with_keys(
+      transparency::VrfKeyPair vrf, crypto::Ed25519KeyPair signing, store::KtStore& kt,
+      crypto::Rng& rng, NowMs now_ms);
+  ~KeyTransparency() override;  // unsets the store's account log
+  KeyTransparency(const KeyTransparency&) = delete;
+  KeyTransparency& operator=(const KeyTransparency&) = delete;
+
+  transparency::LogPublicKeys public_keys() const { return log_.public_keys(); }
+  transparency::TransparencyLog& log() { return log_; }
+
+  [[nodiscard]] tl::expected<void, store::Error> account_changed(const store::AccountRecord& after,
+                                                                 const Commit& commit) override;
+
+  // What a lookup of `username` carries: the current signed head, a consistency proof from
+  // `known_size` (empty when 0 or the current size) and a search proof; each encoded.
+  struct Proof {
+    Bytes tree_head;
+    Bytes consistency;
+    Bytes proof;  // search or monitor proof
+  };
+  [[nodiscard]] tl::expected<Proof, transparency::Error> search(std::string_view username,
+                                                                std::uint64_t known_size) const;
+  [[nodiscard]] tl::expected<Proof, transparency::Error> monitor(std::string_view username,
+                                                                 std::uint64_t known_size) const;
+
+  // The log value of an account record (nullopt when it cannot be logged: sizes out of range).
+  static std::optional<transparency::AccountValue> value_of(const store::AccountRecord& record);
+
+ private:
+  class Adapter;
+  KeyTransparency(std::unique_ptr<Adapter> adapter, transparency::VrfKeyPair vrf,
+                  crypto::Ed25519KeyPair signing, store::KtStore& kt, crypto::Rng& rng,
+                  NowMs now_ms);
+  [[nodiscard]] tl::expected<void, std::string> start();
+  [[nodiscard]] tl::expected<Proof, transparency::Error> head_and_consistency(
+      std::uint64_t known_size, const transparency::SignedTreeHead& head) const;
+
+  std::unique_ptr<Adapter> adapter_;
+  store::KtStore& kt_;
+  NowMs now_ms_;
+  transparency::TransparencyLog log_;
+};
+
+// Fills a lookup's KtProof for `username` (docs/transparency.md). On failure sets `out`'s status
+// (BAD_REQUEST for a known size beyond the log, INTERNAL otherwise) and returns false.
+bool fill_kt_proof(const KeyTransparency& kt, std::string_view username, std::uint64_t known_size,
+                   wire::service::KtProof& proof, wire::service::Response& out);
+
+}  // namespace sotto::server

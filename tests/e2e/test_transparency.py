@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Key transparency over real processes (docs/transparency.md): a real sotto-server that logs
+every account change, real sotto clients that check every bundle against the log's proofs, and a
+malicious-server harness: a ghost device for bob written straight into the server's SQLite
+database without logging it (alice refuses it), and one added in the open, logged through the
+server's own append path by a hidden test-only operator command (bob's devices report it). The
+helpers come from test_e2e.py.
+
+    python3 tests/e2e/test_transparency.py --bin BUILD_DIR [unittest options]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sqlite3
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_e2e  # noqa: E402
+from test_e2e import Client, LineReader, Server, parse_lines  # noqa: E402
+
+
+def kt_rows(server):
+    db = sqlite3.connect(os.path.join(server.data, "sotto.db"))
+    try:
+        entries = db.execute("SELECT count(*) FROM kt_entries").fetchone()[0]
+        versions = db.execute("SELECT count(*) FROM kt_versions").fetchone()[0]
+    finally:
+        db.close()
+    return entries, versions
+
+
+def add_ghost_device(server, user, device_id=7):
+    """What a coerced operator does behind the log's back: a device for `user` in the accounts
+    tables only, with a signed prekey so that the server hands out a bundle for it."""
+    db = sqlite3.connect(os.path.join(server.data, "sotto.db"))
+    try:
+        (account,) = db.execute("SELECT id FROM accounts WHERE username = ?", (user,)).fetchone()
+        db.execute("INSERT INTO devices (account_id, device_id, registration_id, auth_key, "
+                   "created_day, name) VALUES (?, ?, ?, ?, ?, x'')",
+                   (account, device_id, 4242, b"\x66" * 32, 20000))
+        db.execute("INSERT INTO signed_pre_keys (account_id, device_id, key_id, public_key, "
+                   "signature) VALUES (?, ?, 1, ?, ?)",
+                   (account, device_id, b"\x05" + b"\x09" * 32, b"\x00" * 64))
+        db.commit()
+    finally:
+        db.close()
+
+
+class TransparencyTest(unittest.TestCase):
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="sotto-kt-e2e-")
+        self.server = Server(self.root)
+        self.server.start()
+
+    def tearDown(self):
+        self.server.stop()
+        if os.environ.get("SOTTO_E2E_KEEP"):
+            print("kept", self.root)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def test_server_prints_and_keeps_its_log_keys(self):
+        printed = [line.split(": ", 1)[1] for line in self.server.log().splitlines()
+                   if line.startswith("kt keys: ")]
+        self.assertEqual(len(printed), 1, self.server.log())
+        self.assertRegex(printed[0], r"^[0-9a-f]{64}:[0-9a-f]{64}$")
+        self.assertEqual(self.server.operator("kt-keys").strip(), "kt keys: " + printed[0])
+        self.server.stop()
+        self.server.start()
+        again = [line for line in self.server.log().splitlines() if line.startswith("kt keys: ")]
+        self.assertEqual(again[-1], "kt keys: " + printed[0])
+        # The secret halves are files of their own, never in the log.
+        for name in ("signing.key", "vrf.key"):
+            path = os.path.join(self.server.data, "kt", name)
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+            with open(path, "rb") as f:
+                self.assertNotIn(f.read().hex(), self.server.log())
+
+    def test_honest_path_across_a_restart_and_a_ghost_device_is_refused(self):
+        alice = Client(self.root, "alice")
+        bob = Client(self.root, "bob")
+        alice.register("alice", self.server)
+        bob.register("bob", self.server)
+        # Entry 0, then one per registration, each with its version.
+        self.assertEqual(kt_rows(self.server), (3, 2))
+        self.assertEqual(alice.send("bob", "hello").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["hello"])
+
+        # A restart (and a kill -9) keeps the log: the clients' heads stay consistent with it.
+        self.server.stop()
+        self.server.start()
+        self.assertEqual(bob.send("alice", "after a restart").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["after a restart"])
+        self.server.kill()
+        self.server.start()
+        self.assertEqual(alice.send("bob", "after kill -9").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["after kill -9"])
+
+        # The operator slips a ghost device into bob's account, without logging it.
+        self.server.stop()
+        before = kt_rows(self.server)
+        add_ghost_device(self.server, "bob")
+        self.server.start()
+        r = alice.send("bob", "for bob's eyes only")
+        self.assertEqual(r.returncode, 1, (r.stdout, r.stderr))
+        alerts = [e for e in parse_lines(r.stdout) if e.get("type") == "security_alert"]
+        self.assertEqual(len(alerts), 1, r.stdout)
+        self.assertEqual(alerts[0]["kind"], "unlogged_key")
+        self.assertEqual(alerts[0]["user"], "bob")
+        self.assertIn("device 7", alerts[0]["detail"])
+        error = json.loads(r.stderr.strip().splitlines()[-1])["error"]
+        self.assertEqual(error["code"], "security_alert")
+        # Nothing was sent: not to the ghost, and not to bob's real device either.
+        self.assertEqual(bob.messages(timeout_s=3), [])
+        self.assertEqual(kt_rows(self.server), before)
+        # Without --json: a banner.
+        r = alice.run("send", "bob", "again", "--timeout", "30", json_output=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("SECURITY ALERT (unlogged_key) for bob", r.stderr)
+        self.assertEqual(bob.messages(timeout_s=3), [])
+
+    def link(self, existing, new_name):
+        """Links a new device to `existing`'s account, through `existing` (add-device)."""
+        new = Client(self.root, new_name, env=existing.env)
+        p = new.popen("link", "--server", self.server.address, "--timeout", "60",
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            reader = LineReader(p.stdout)
+            code = reader.wait_json(lambda o: "code" in o)["code"]
+            existing.ok("add-device", code)
+            reader.wait_json(lambda o: "device" in o, timeout=30)
+            self.assertEqual(p.wait(timeout=30), 0, p.stderr.read())
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
+        return new
+
+    def test_a_ghost_device_logged_honestly_is_reported_by_the_account_itself(self):
+        alice = Client(self.root, "alice")
+        bob = Client(self.root, "bob")
+        alice.register("alice", self.server)
+        bob.register("bob", self.server)
+        # bob's first check is his baseline; a device he links himself is his, not unknown.
+        self.assertEqual([e for e in bob.receive(timeout_s=2) if e.get("type") == "security_alert"],
+                         [])
+        laptop = self.link(bob, "bob-laptop")
+        for device in (bob, laptop):
+            alerts = [e for e in device.receive(timeout_s=2) if e.get("type") == "security_alert"]
+            self.assertEqual(alerts, [])
+
+        # The operator adds a device to bob's account in the open: in the accounts tables and in
+        # the log, through the server's own append path.
+        self.server.stop()
+        out = self.server.operator("kt-test-ghost-device", "bob")
+        ghost = int(out.split()[-1])
+        self.server.start()
+        for device in (bob, laptop):
+            alerts = [e for e in device.receive(timeout_s=5) if e.get("type") == "security_alert"]
+            self.assertEqual(len(alerts), 1, alerts)
+            self.assertEqual(alerts[0]["kind"], "unknown_device")
+            self.assertEqual(alerts[0]["user"], "bob")
+            self.assertIn("device %d " % ghost, alerts[0]["detail"])
+            self.assertIn("log entry", alerts[0]["detail"])
+            # Reported once, not at every connect.
+            again = [e for e in device.receive(timeout_s=2) if e.get("type") == "security_alert"]
+            self.assertEqual(again, [])
+        # Without --json: a banner line.
+        self.server.stop()
+        self.server.operator("kt-test-ghost-device", "bob")
+        self.server.start()
+        r = bob.run("receive", "--timeout", "5", json_output=False)
+        self.assertIn("SECURITY ALERT (unknown_device) for bob", r.stdout + r.stderr)
+
+
+def main():
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--bin", required=True, help="CMake binary directory")
+    args, rest = parser.parse_known_args()
+    test_e2e.BIN_DIR = os.path.abspath(args.bin)
+    for b in (test_e2e.sotto_bin(), test_e2e.server_bin()):
+        if not os.access(b, os.X_OK):
+            sys.stderr.write("missing binary: %s (build the sotto and sotto-server targets)\n" % b)
+            return 1
+    program = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
+    return 0 if program.result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
