@@ -385,6 +385,11 @@ int main(int argc, char** argv) {
       "migrate",
       "Bring the store's schema to this server's version and exit (a server on PostgreSQL "
       "refuses to start until then; SQLite migrates at every start)");
+  auto* check = app.add_subcommand(
+      "check-config",
+      "Load and check the configuration (--config FILE and the flags given) as a start would, "
+      "print a summary and exit: 0 when a server would start with it, 1 with the reason when "
+      "not. Touches neither the data directory nor the store");
   CLI11_PARSE(app, argc, argv);
 
   // Signals are for this thread alone: blocked before any other thread starts (the store's
@@ -424,6 +429,15 @@ int main(int argc, char** argv) {
   if (!log_level.empty()) config.log_level = log_level;
   if (!store_setting.empty()) config.store = store_setting;
   if (auto checked = server::check_config(config); !checked) return fail(checked.error());
+  if (check->parsed()) {
+    const bool sqlite = config.store.empty() || config.store == "sqlite";
+    std::printf("config ok: %s (data %s, store %s, listen %s:%u, http %s:%u)\n",
+                config_file.empty() ? "no config file" : config_file.c_str(),
+                config.data_dir.c_str(), sqlite ? "sqlite" : "postgresql",
+                config.listen.host.c_str(), config.listen.port, config.http.host.c_str(),
+                config.http.port);
+    return 0;
+  }
 
   auto logger = spdlog::stderr_color_mt("sotto");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
