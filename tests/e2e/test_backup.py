@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Back up and restore an SQLite server with the commands docs/operations.md documents, over real
+"""Back up and restore a server with the commands docs/operations.md documents, over real
 `sotto-server` and `sotto` processes:
 
-- `sqlite3 DIR/sotto.db ".backup FILE"` while the server runs, and `cp -a DIR/tls DIR/blobs`;
+- SQLite: `sqlite3 DIR/sotto.db ".backup FILE"` while the server runs, and `cp -a DIR/tls
+  DIR/blobs`; with --postgres also PostgreSQL (a private one, tests/util/private_postgres.py):
+  `pg_dump -Fc` while the server runs, then `dropdb`, `createdb`, `pg_restore --no-owner` and
+  `sotto-server migrate`;
 - the copies restored into a new, empty data directory, and a server started on it;
 - the restored server presents the same key fingerprint (clients keep their pin), a message
   queued before the backup reaches its recipient, and one acknowledged after the backup was taken
   is gone with the restore (as the documentation warns).
 
-    python3 tests/e2e/test_backup.py --bin BUILD_DIR [unittest options]
+    python3 tests/e2e/test_backup.py --bin BUILD_DIR [--postgres] [unittest options]
 """
 import os
 import shutil
@@ -16,10 +19,22 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "util"))
 import test_e2e  # noqa: E402
 from test_e2e import Client, Server  # noqa: E402
+
+WITH_POSTGRES = False
+
+
+def copy_identity(src, dst):
+    """`cp -a SRC/tls SRC/blobs DST/`, as the documentation does it."""
+    for sub in ("tls", "blobs"):
+        if os.path.isdir(os.path.join(src, sub)):
+            subprocess.run(["cp", "-a", os.path.join(src, sub), dst + "/"], check=True,
+                           timeout=120)
 
 
 class SqliteBackup(unittest.TestCase):
@@ -83,11 +98,75 @@ class SqliteBackup(unittest.TestCase):
         self.assertIn("after the restore", [m["body"] for m in alice.messages()])
 
 
+class PostgresBackup(unittest.TestCase):
+    def setUp(self):
+        if not WITH_POSTGRES:
+            self.skipTest("PostgreSQL only with --postgres (CTest e2e_backup_postgres)")
+        from private_postgres import PrivatePostgres
+        self.pg = PrivatePostgres()
+        self.pg.start()
+        self.root = tempfile.mkdtemp(prefix="sotto-pg-backup-e2e-")
+        self.server = Server(self.root)
+        self.env = dict(os.environ, PGHOST=self.pg.dir, PGPORT="5432", PGUSER="postgres")
+        self.pg_tool("createdb", "sotto")
+        self.server.store = "postgresql://postgres@%s:5432/sotto" % urllib.parse.quote(
+            self.pg.dir, safe="")
+
+    def tearDown(self):
+        if hasattr(self, "server"):
+            self.server.stop()
+            shutil.rmtree(self.root, ignore_errors=True)
+        if hasattr(self, "pg"):
+            self.pg.stop()
+
+    def pg_tool(self, *args):
+        r = subprocess.run([os.path.join(self.pg.bin_dir, args[0])] + list(args[1:]),
+                           env=self.env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, "%s: %s" % (" ".join(args), r.stderr))
+        return r.stdout
+
+    def test_dump_restores_queue_and_identity(self):
+        server = self.server
+        self.assertIn("schema migrated", server.operator("migrate"))
+        server.start()
+        fingerprint = server.fingerprint
+        alice = Client(self.root, "alice")
+        bob = Client(self.root, "bob")
+        alice.register("alice", server)
+        bob.register("bob", server)
+        r = alice.send("bob", "queued before the dump")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+        backup = os.path.join(self.root, "backup")
+        os.makedirs(backup)
+        dump = os.path.join(backup, "sotto.dump")
+        self.pg_tool("pg_dump", "-Fc", "-f", dump, "sotto")
+        copy_identity(server.data, backup)
+        r = alice.send("bob", "sent after the dump")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        server.stop()
+
+        self.pg_tool("dropdb", "sotto")
+        self.pg_tool("createdb", "sotto")
+        self.pg_tool("pg_restore", "-d", "sotto", "--no-owner", "--role=postgres", dump)
+        restored = os.path.join(self.root, "restored")
+        os.makedirs(restored, mode=0o700)
+        copy_identity(backup, restored)
+        server.data = restored
+        self.assertIn("current", server.operator("migrate"))
+        server.start()
+        self.assertEqual(server.fingerprint, fingerprint)
+        self.assertEqual([m["body"] for m in bob.messages()], ["queued before the dump"])
+
+
 def main():
     import argparse
+    global WITH_POSTGRES
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--bin", required=True)
+    parser.add_argument("--postgres", action="store_true")
     args, rest = parser.parse_known_args()
+    WITH_POSTGRES = args.postgres
     test_e2e.BIN_DIR = os.path.abspath(args.bin)
     program = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
     return 0 if program.result.wasSuccessful() else 1
