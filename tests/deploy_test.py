@@ -2,8 +2,8 @@
 """The shipped deployment files (deploy/) stay usable:
 
 - every config under deploy/config is accepted by `sotto-server check-config` (so no key in them
-  is unknown, mistyped or out of range), and a config with an unknown key is refused with exit 1
-  and the key named;
+  is unknown, mistyped or out of range), and a config with an unknown key, a value out of range or
+  a certificate file that does not load is refused with exit 1 and the reason;
 - the systemd unit's LimitNOFILE leaves room for each config's max_connections plus the
   descriptors the server keeps for itself (else the server clamps max_connections at start);
 - the unit passes `systemd-analyze verify` with no finding (skipped without systemd);
@@ -50,7 +50,7 @@ class DeployFiles(unittest.TestCase):
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertIn("config ok: " + path, r.stdout)
 
-    def test_check_config_refuses_an_unknown_key_and_a_bad_value(self):
+    def test_check_config_refuses_an_unknown_key_a_bad_value_and_a_missing_certificate(self):
         with tempfile.TemporaryDirectory() as d:
             base = read(os.path.join(SOURCE, "deploy", "config", "single-node.toml"))
             cases = {"max_conections = 10\n": "max_conections",
@@ -64,6 +64,14 @@ class DeployFiles(unittest.TestCase):
                     self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
                     self.assertIn(key, r.stderr)
                     self.assertNotIn("config ok", r.stdout)
+            # A certificate the config names must load.
+            path = os.path.join(d, "server.toml")
+            with open(path, "w") as f:
+                f.write(base + 'tls_certificate = "%s/missing.pem"\n'
+                        'tls_private_key = "%s/missing-key.pem"\n' % (d, d))
+            r = check_config(path)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("TLS certificate", r.stderr)
             # check-config touches nothing: the data directory it names is not created.
             data = os.path.join(d, "data")
             path = os.path.join(d, "server.toml")

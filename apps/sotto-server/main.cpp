@@ -387,9 +387,10 @@ int main(int argc, char** argv) {
       "refuses to start until then; SQLite migrates at every start)");
   auto* check = app.add_subcommand(
       "check-config",
-      "Load and check the configuration (--config FILE and the flags given) as a start would, "
-      "print a summary and exit: 0 when a server would start with it, 1 with the reason when "
-      "not. Touches neither the data directory nor the store");
+      "Check the configuration (--config FILE and the flags given) as a start does: every key "
+      "and value, the checks between them, and the TLS certificate and key files it names. "
+      "Prints a summary and exits 0, or the reason and 1. Neither the data directory nor the "
+      "store is touched (a PostgreSQL store is not contacted)");
   CLI11_PARSE(app, argc, argv);
 
   // Signals are for this thread alone: blocked before any other thread starts (the store's
@@ -430,6 +431,11 @@ int main(int argc, char** argv) {
   if (!store_setting.empty()) config.store = store_setting;
   if (auto checked = server::check_config(config); !checked) return fail(checked.error());
   if (check->parsed()) {
+    // The files an operator names must load; the data directory's own identity is made at the
+    // first start, so it is not required here.
+    if (operator_certificate(config)) {
+      if (auto tls = load_tls(config, false); !tls) return fail(tls.error());
+    }
     const bool sqlite = config.store.empty() || config.store == "sqlite";
     std::printf("config ok: %s (data %s, store %s, listen %s:%u, http %s:%u)\n",
                 config_file.empty() ? "no config file" : config_file.c_str(),
