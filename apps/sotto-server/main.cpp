@@ -397,6 +397,12 @@ int main(int argc, char** argv) {
       "migrate",
       "Bring the store's schema to this server's version and exit (a server on PostgreSQL "
       "refuses to start until then; SQLite migrates at every start)");
+  auto* check = app.add_subcommand(
+      "check-config",
+      "Check the configuration (--config FILE and the flags given) as a start does: every key "
+      "and value, the checks between them, and the TLS certificate and key files it names. "
+      "Prints a summary and exits 0, or the reason and 1. Neither the data directory nor the "
+      "store is touched (a PostgreSQL store is not contacted)");
   CLI11_PARSE(app, argc, argv);
 
   // Signals are for this thread alone: blocked before any other thread starts (the store's
@@ -436,6 +442,20 @@ int main(int argc, char** argv) {
   if (!log_level.empty()) config.log_level = log_level;
   if (!store_setting.empty()) config.store = store_setting;
   if (auto checked = server::check_config(config); !checked) return fail(checked.error());
+  if (check->parsed()) {
+    // The files an operator names must load; the data directory's own identity is made at the
+    // first start, so it is not required here.
+    if (operator_certificate(config)) {
+      if (auto tls = load_tls(config, false); !tls) return fail(tls.error());
+    }
+    const bool sqlite = config.store.empty() || config.store == "sqlite";
+    std::printf("config ok: %s (data %s, store %s, listen %s:%u, http %s:%u)\n",
+                config_file.empty() ? "no config file" : config_file.c_str(),
+                config.data_dir.c_str(), sqlite ? "sqlite" : "postgresql",
+                config.listen.host.c_str(), config.listen.port, config.http.host.c_str(),
+                config.http.port);
+    return 0;
+  }
 
   auto logger = spdlog::stderr_color_mt("sotto");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
