@@ -706,6 +706,10 @@ json Daemon::send(const Call& c) {
     auto r = attachments.empty() ? client_.send(recipient, text)
                                  : client_.send(recipient, text, attachments);
     if (!r) {
+      // In the words `sotto chat` and `sotto send` use, with the name.
+      if (r.error().code == ErrorCode::not_found && r.error().message == "no such user") {
+        r.error().message = "no such user: " + recipient + " has no account";
+      }
       if (recipients.size() == 1) return app_error(c.id, r.error());
       results.push_back(
           {{"recipient", recipient},
