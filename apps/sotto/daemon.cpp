@@ -1002,7 +1002,12 @@ constexpr const char* kSchemas = R"({
     "id": {"type": "string"}, "from": {"type": "string"}, "device": {"type": "integer"},
     "timestamp": {"type": "integer"},
     "serverTimestamp": {"type": "integer", "description": "when the server stored it; absent when not known, as in the history"},
-    "body": {"type": "string"}, "conversation": {"type": "string"}, "outgoing": {"type": "boolean"}}}
+    "body": {"type": "string"}, "conversation": {"type": "string"}, "outgoing": {"type": "boolean"},
+    "kind": {"enum": ["group_notice", "notice"], "description": "a row this device wrote (a group change, a refusal, a message that could not be read); absent for a message"},
+    "receipts": {"type": "array", "items": {"type": "object", "properties": {
+      "user": {"type": "string"},
+      "deliveredAt": {"type": "integer", "description": "absent until delivered"},
+      "readAt": {"type": "integer", "description": "absent until read"}}}}}}
 })";
 
 json Daemon::discover(const Call& c) {
