@@ -95,12 +95,31 @@ void add_image_fields(json& j, const Attachment& a) {
 
 }  // namespace
 
+Result<void> check_attach_files(const std::vector<std::string>& files) {
+  bool earlier_exists = false;
+  for (const auto& f : files) {
+    std::error_code ec;
+    if (std::filesystem::exists(f, ec)) {
+      earlier_exists = true;
+      continue;
+    }
+    std::string why = "--attach: file does not exist: " + sanitize(f, false);
+    if (earlier_exists) {
+      why +=
+          " (--attach takes every word after it: put the message text before --attach, or use "
+          "--caption)";
+    }
+    return tl::unexpected(Error{ErrorCode::invalid_argument, why});
+  }
+  return {};
+}
+
 Result<std::vector<Attachment>> upload_files(Client& client, const std::vector<std::string>& files,
-                                             bool progress) {
+                                             bool progress, const std::string& caption) {
   std::vector<Attachment> out;
   for (const auto& f : files) {
     Bar bar("upload " + sanitize(std::filesystem::path(f).filename().string(), false), progress);
-    auto a = client.upload_attachment(f, {}, bar.callback());
+    auto a = client.upload_attachment(f, caption, bar.callback());
     if (!a) {
       Error e = a.error();
       e.message = f + ": " + e.message;

@@ -14,10 +14,16 @@
 
 namespace sotto::cli {
 
-// Uploads each file in turn (a progress bar per file when `progress` and stderr is a terminal).
+// Uploads each file in turn (a progress bar per file when `progress` and stderr is a terminal),
+// each with `caption` (empty: none).
 [[nodiscard]] Result<std::vector<Attachment>> upload_files(Client& client,
                                                            const std::vector<std::string>& files,
-                                                           bool progress);
+                                                           bool progress,
+                                                           const std::string& caption = {});
+// `send --attach`: every file exists, or an error that says which does not; when an earlier
+// --attach was a file, the missing one is most likely the message's text (--attach takes every
+// word after it), and the error says where the text goes.
+[[nodiscard]] Result<void> check_attach_files(const std::vector<std::string>& files);
 
 // Saves every attachment of `m` into `dir` (empty: the client's default) and returns the
 // "attachments" array: {"path","sha256","size","contentType","fileName"} for each saved one, and

@@ -708,6 +708,10 @@ json Daemon::send(const Call& c) {
     auto r = attachments.empty() ? client_.send(recipient, text)
                                  : client_.send(recipient, text, attachments);
     if (!r) {
+      // In the words `sotto chat` and `sotto send` use, with the name.
+      if (r.error().code == ErrorCode::not_found && r.error().message == "no such user") {
+        r.error().message = "no such user: " + recipient + " has no account";
+      }
       if (recipients.size() == 1) return app_error(c.id, r.error());
       results.push_back(
           {{"recipient", recipient},
@@ -1000,7 +1004,12 @@ constexpr const char* kSchemas = R"({
     "id": {"type": "string"}, "from": {"type": "string"}, "device": {"type": "integer"},
     "timestamp": {"type": "integer"},
     "serverTimestamp": {"type": "integer", "description": "when the server stored it; absent when not known, as in the history"},
-    "body": {"type": "string"}, "conversation": {"type": "string"}, "outgoing": {"type": "boolean"}}}
+    "body": {"type": "string"}, "conversation": {"type": "string"}, "outgoing": {"type": "boolean"},
+    "kind": {"enum": ["group_notice", "notice"], "description": "a row this device wrote (a group change, a refusal, a message that could not be read); absent for a message"},
+    "receipts": {"type": "array", "items": {"type": "object", "properties": {
+      "user": {"type": "string"},
+      "deliveredAt": {"type": "integer", "description": "absent until delivered"},
+      "readAt": {"type": "integer", "description": "absent until read"}}}}}}
 })";
 
 json Daemon::discover(const Call& c) {

@@ -1,5 +1,6 @@
 #include "daemon_messages.h"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 
@@ -142,6 +143,15 @@ MessageCallOutcome send(Client& client, const json& params) {
       // As `sotto send --mention` makes them: the range covers "@" and the user's name.
       auto user = normalize_username(mention->user);
       if (!user) return bad("a mention names a username");
+      if (recipient->starts_with("group:")) {
+        // Membership first, in the words `sotto send --mention` uses.
+        auto g = client.group(recipient->substr(6));
+        if (!g) return failed(g.error());
+        if (std::none_of(g->members.begin(), g->members.end(),
+                         [&](const GroupMember& member) { return member.user == *user; })) {
+          return bad("a mention names " + *user + ", who is not in the group");
+        }
+      }
       const std::string at = "@" + *user;
       const std::uint64_t end = std::uint64_t{mention->start} + mention->length;
       std::string covered =

@@ -152,6 +152,10 @@ std::optional<int> run_group_command(const GroupArgs& a, const GroupContext& ctx
     return 0;
   };
   if (a.create->parsed()) {
+    // The picture is checked first: a file that cannot be one makes no group.
+    if (!a.avatar_file.empty()) {
+      if (auto pic = Client::check_group_picture(a.avatar_file); !pic) return ctx.fail(pic.error());
+    }
     auto g = c.create_group(a.name, a.users);
     if (!g) return ctx.fail(g.error());
     if (!a.avatar_file.empty()) {
@@ -237,7 +241,8 @@ std::optional<int> run_group_command(const GroupArgs& a, const GroupContext& ctx
 }
 
 int send_to_group(const std::string& id, const std::string& text, const GroupContext& ctx,
-                  const std::vector<std::string>& attach_files, const SendOptionsOf& options_of) {
+                  const std::vector<std::string>& attach_files, const SendOptionsOf& options_of,
+                  const std::string& caption) {
   auto client = ctx.open();
   if (!client) return ctx.fail(client.error());
   SendOptions options;
@@ -247,7 +252,7 @@ int send_to_group(const std::string& id, const std::string& text, const GroupCon
     options = std::move(*given);
   }
   if (!attach_files.empty()) {
-    auto uploaded = upload_files(**client, attach_files, true);
+    auto uploaded = upload_files(**client, attach_files, true, caption);
     if (!uploaded) return ctx.fail(uploaded.error());
     options.attachments = std::move(*uploaded);
   }

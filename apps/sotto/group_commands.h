@@ -61,7 +61,8 @@ using SendOptionsOf = std::function<Result<SendOptions>(Client&)>;
 [[nodiscard]] int send_to_group(const std::string& id, const std::string& text,
                                 const GroupContext& ctx,
                                 const std::vector<std::string>& attach_files = {},
-                                const SendOptionsOf& options_of = nullptr);
+                                const SendOptionsOf& options_of = nullptr,
+                                const std::string& caption = {});
 // `sotto chat --group ID` (chat_commands.cpp): each line typed is sent to the group; its
 // messages, receipts, typing, reactions, edits and deletes are shown; /attach sends a file.
 [[nodiscard]] int chat_in_group(const std::string& id, const GroupContext& ctx);

@@ -140,6 +140,12 @@ GroupRpcOutcome rpc_update_group(Client& client, const json& params) {
   std::optional<Group> last;
   if (id == nullptr) {
     if (name == nullptr) return invalid("a new group needs a name");
+    // The picture is checked first: a file that cannot be one makes no group.
+    if (avatar) {
+      if (auto pic = Client::check_group_picture(avatar->get<std::string>()); !pic) {
+        return failed(pic.error());
+      }
+    }
     auto created = client.create_group(name->get<std::string>(), *add);
     if (!created) return failed(created.error());
     group_id = created->id;
@@ -163,12 +169,19 @@ GroupRpcOutcome rpc_update_group(Client& client, const json& params) {
   const bool has_update = !u.add.empty() || !u.remove.empty() || !u.make_admin.empty() ||
                           !u.revoke_admin.empty() || u.name || u.description || u.expire_timer ||
                           u.disable_link || u.avatar || u.remove_avatar;
+  json out = {{"groupId", group_id}};
   if (has_update) {
     auto r = client.update_group(group_id, u);
-    if (!r) return failed(r.error());
-    last = *r;
+    if (r) {
+      last = *r;
+    } else if (id == nullptr) {
+      // The group is made (its members were told); only its picture failed (an upload): the
+      // caller gets the group's id with the reason.
+      out["warning"] = "the group is made, without its picture: " + r.error().message;
+    } else {
+      return failed(r.error());
+    }
   }
-  json out = {{"groupId", group_id}};
   if ((reset && reset->get<bool>()) || (link && *link == "enabled")) {
     auto l = client.group_invite_link(group_id, reset && reset->get<bool>());
     if (!l) return failed(l.error());

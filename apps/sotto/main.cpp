@@ -249,6 +249,12 @@ tl::expected<sotto::Options, Error> make_options(DataDir use = DataDir::existing
   sotto::Options o;
   o.data_dir = g.data.empty() ? default_data_dir() : std::filesystem::path(g.data);
   if (auto ok = check_data_dir(o.data_dir, use); !ok) return tl::unexpected(ok.error());
+  // Absolute from here on: every path reported (a saved file, a group picture, the daemon's
+  // answers) is one a program can open wherever it runs.
+  std::error_code absolute_ec;
+  if (auto absolute = std::filesystem::absolute(o.data_dir, absolute_ec); !absolute_ec) {
+    o.data_dir = absolute.lexically_normal();
+  }
   if (!g.passphrase_file.empty()) {
     auto p = read_secret_file(g.passphrase_file, "passphrase");
     if (!p) return tl::unexpected(p.error());
@@ -432,7 +438,7 @@ int cmd_recover(const std::string& user, std::string& code, const std::string& s
 
 int cmd_send(const std::string& to, const std::string& text_arg, int timeout,
              const sotto::cli::MessageCommands& message_commands,
-             const std::vector<std::string>& attach) {
+             const std::vector<std::string>& attach, const std::string& caption) {
   if (text_arg.empty() && attach.empty()) {
     return fail(ErrorCode::invalid_argument, "TEXT is required unless --attach FILE is given");
   }
@@ -447,14 +453,18 @@ int cmd_send(const std::string& to, const std::string& text_arg, int timeout,
   auto send_options = message_commands.send_options(**client, *text);
   if (!send_options) return fail(send_options.error());
   if (!attach.empty()) {
-    auto uploaded = sotto::cli::upload_files(**client, attach, true);
+    auto uploaded = sotto::cli::upload_files(**client, attach, true, caption);
     if (!uploaded) return fail(uploaded.error());
     send_options->attachments = std::move(*uploaded);
   }
   auto r = (*client)->send(to, *text, *send_options);
   if (!r) {
     Error e = r.error();
-    if (e.code == ErrorCode::not_found) e.message = to + ": " + e.message;
+    if (e.code == ErrorCode::not_found && e.message == "no such user") {
+      e.message = "no such user: " + to + " has no account";  // as `sotto chat` says it
+    } else if (e.code == ErrorCode::not_found) {
+      e.message = to + ": " + e.message;
+    }
     return fail(e, default_hint(e, to));
   }
   const std::string copies =
@@ -1005,8 +1015,11 @@ int cmd_history(const std::string& user, std::size_t limit) {
   if (!r) return fail(r.error());
   // In a group, receipts are summed up over the members our messages go to (as the group is now).
   std::size_t recipients = 0;
-  if (client && !g.json && user.starts_with("group:")) {
-    if (auto group = (*client)->group(user.substr(6))) {
+  if (!g.json && user.starts_with("group:")) {
+    // The same count with or without a daemon beside us (then the group is read from the store).
+    auto group = client ? (*client)->group(user.substr(6))
+                        : Client::read_group(*o, g.account, user.substr(6));
+    if (group) {
       for (const auto& member : group->members) recipients += member.user != self;
     }
   }
@@ -1382,6 +1395,7 @@ int main(int argc, char** argv) {
 
   std::string user, server, fingerprint, invite, text, code, name, file, digits_text;
   std::vector<std::string> attach_files;
+  std::string caption;
   std::string attachments_dir;
   int timeout = 30;
   std::uint32_t device = 0;
@@ -1418,8 +1432,9 @@ int main(int argc, char** argv) {
                    "Message text (\"-\": read it from standard input; optional with --attach)");
   send->add_option("--group", group_id, "Send TEXT to this group (its id) instead of a user");
   send->add_option("--attach", attach_files,
-                   "A file to send with the message, encrypted (repeatable; docs/attachments.md)")
-      ->check(CLI::ExistingFile);
+                   "A file to send with the message, encrypted (repeatable; docs/attachments.md). "
+                   "It takes every word after it: the message text goes before it");
+  send->add_option("--caption", caption, "A caption for the files of --attach (each file's own)");
   sotto::cli::MessageCommands message_commands(app);
   message_commands.add_send_options(send);
   send->add_option("--timeout", timeout, "Seconds to keep retrying (default 30)")
@@ -1566,6 +1581,15 @@ int main(int argc, char** argv) {
       return fail(Error{ErrorCode::invalid_argument, "USER is required"},
                   std::string("`sotto send --help` shows how to use it (or --group ID)"));
     }
+    if (send->parsed()) {
+      if (auto files = sotto::cli::check_attach_files(attach_files); !files) {
+        return fail(files.error());
+      }
+      if (!caption.empty() && attach_files.empty()) {
+        return fail(ErrorCode::invalid_argument,
+                    "--caption is a caption for files: give them with --attach");
+      }
+    }
     if (send->parsed() && !group_id.empty()) {
       if (user.empty() && attach_files.empty()) {
         return fail(
@@ -1582,17 +1606,20 @@ int main(int argc, char** argv) {
                     "with --group, give the text only: sotto send "
                     "--group ID TEXT");
       }
-      return sotto::cli::send_to_group(group_id, user, group_context, attach_files,
-                                       [&message_commands, &user](sotto::Client& c) {
-                                         return message_commands.send_options(c, user);
-                                       });
+      return sotto::cli::send_to_group(
+          group_id, user, group_context, attach_files,
+          [&message_commands, &user](sotto::Client& c) {
+            return message_commands.send_options(c, user);
+          },
+          caption);
     }
     if (send->parsed() && text.empty() && attach_files.empty()) {
       // As CLI11 says it when TEXT is a required option.
       return fail(Error{ErrorCode::invalid_argument, "TEXT is required"},
                   std::string("`sotto send --help` shows how to use it (or --attach FILE)"));
     }
-    if (send->parsed()) return cmd_send(user, text, timeout, message_commands, attach_files);
+    if (send->parsed())
+      return cmd_send(user, text, timeout, message_commands, attach_files, caption);
     {
       sotto::cli::CommandEnv env;
       env.json = g.json;

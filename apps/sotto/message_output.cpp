@@ -52,7 +52,11 @@ void add_message_fields(nlohmann::json& j, const Message& m) {
   if (!m.receipts.empty()) {
     auto list = nlohmann::json::array();
     for (const auto& r : m.receipts) {
-      list.push_back({{"user", r.user}, {"deliveredAt", r.delivered_at}, {"readAt", r.read_at}});
+      // A time not known yet (not delivered, not read) is left out, as serverTimestamp is.
+      nlohmann::json receipt = {{"user", r.user}};
+      if (r.delivered_at != 0) receipt["deliveredAt"] = r.delivered_at;
+      if (r.read_at != 0) receipt["readAt"] = r.read_at;
+      list.push_back(std::move(receipt));
     }
     j["receipts"] = std::move(list);
   }
@@ -63,7 +67,7 @@ std::string message_id_text(const Message& m) {
 }
 
 std::string receipt_mark(const Message& m, std::size_t recipients) {
-  if (!m.outgoing) return {};
+  if (!m.outgoing || m.notice) return {};  // a notice is not sent, so it has no receipts
   if (recipients > 0) {
     std::size_t delivered = 0, read = 0;
     for (const auto& r : m.receipts) {
@@ -170,6 +174,12 @@ bool message_event_text(const Event& e, const std::string& self, std::string& ou
   const auto target = [&] {
     return e.targets.empty() ? std::string("a message") : ref_text(e.targets.front());
   };
+  // A change of a group message carries the group's tag, as the message's own line does.
+  const std::string& conversation = e.message.conversation;
+  const std::string group = !e.message.group.empty()             ? e.message.group
+                            : conversation.starts_with("group:") ? conversation.substr(6)
+                                                                 : std::string();
+  const std::string tag = group.empty() ? std::string() : "[group " + group.substr(0, 8) + "] ";
   switch (e.kind) {
     case Event::Kind::receipt: {
       std::string list;
@@ -182,20 +192,20 @@ bool message_event_text(const Event& e, const std::string& self, std::string& ou
       return true;
     case Event::Kind::reaction:
       out = e.emoji.empty()
-                ? "* " + who + " removed their reaction to " + target()
-                : "* " + who + " reacted " + sanitize(e.emoji, false) + " to " + target();
+                ? "* " + tag + who + " removed their reaction to " + target()
+                : "* " + tag + who + " reacted " + sanitize(e.emoji, false) + " to " + target();
       return true;
     case Event::Kind::edit: {
       const std::string author = e.message.from == self ? "you" : sanitize(e.message.from, false);
       const std::string ts =
           e.targets.empty() ? std::string() : " #" + std::to_string(e.targets.front().timestamp);
-      out = "* " + author + " edited a message" + ts + ":\n" + message_text(e.message, self);
+      out = "* " + tag + author + " edited a message" + ts + ":\n" + message_text(e.message, self);
       return true;
     }
     case Event::Kind::remote_delete: {
       const std::string ts =
           e.targets.empty() ? std::string() : " #" + std::to_string(e.targets.front().timestamp);
-      out = "* " + who + " deleted a message" + ts + " for everyone";
+      out = "* " + tag + who + " deleted a message" + ts + " for everyone";
       return true;
     }
     case Event::Kind::disappearing_timer:

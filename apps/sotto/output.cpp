@@ -20,6 +20,9 @@ nlohmann::json message_json(const Message& m) {
   // 0 would read as a time.
   if (m.server_timestamp != 0) j["serverTimestamp"] = m.server_timestamp;
   if (!m.group.empty()) j["group"] = m.group;
+  // What this device wrote into the history (a group change, a refusal, an unreadable message),
+  // so that a program does not take it for something a user wrote.
+  if (m.notice) j["kind"] = m.group.empty() ? "notice" : "group_notice";
   add_message_fields(j, m);
   if (!m.attachments.empty()) j["attachments"] = attachments_json(m.attachments);
   return j;

@@ -186,6 +186,10 @@ struct Message {
   std::string conversation;  // the other user of the conversation ("group:" + id in a group)
   bool outgoing = false;     // written by us (a sync copy from our other device, or history)
   std::string group;         // a message in a group: the group's id (64 hex digits)
+  // A row this device wrote into the history, not a message someone sent: a group change ("[alice
+  // added bob]"), a refused change, a message that could not be read. It cannot be replied to,
+  // reacted to, edited or read.
+  bool notice = false;
 
   // The everyday message types (docs/messages.md).
   std::optional<MessageRef> quote;  // a reply to this message
@@ -414,6 +418,9 @@ class Client {
                                                                  const std::string& account,
                                                                  const std::string& user,
                                                                  std::size_t limit);
+  // A group (its members and admins, not its picture), read the same way beside another process.
+  [[nodiscard]] static Result<Group> read_group(const Options& options, const std::string& account,
+                                                const std::string& id);
 
   ~Client();
   Client(const Client&) = delete;
@@ -539,6 +546,9 @@ class Client {
   // Creates a group with us as its admin and `members` (usernames) in it; every member hears.
   [[nodiscard]] Result<Group> create_group(const std::string& name,
                                            const std::vector<std::string>& members);
+  // Whether `file` can be a group picture (a PNG or JPEG of at most 5 MiB that decodes), checked
+  // before anything is made or sent, so a group is not created without the picture it was given.
+  [[nodiscard]] static Result<void> check_group_picture(const std::filesystem::path& file);
   // Changes a group (we must be an admin); forbidden when we are not.
   [[nodiscard]] Result<Group> update_group(const std::string& id, const GroupUpdate& update);
   // Leaves a group: its members are told, and they stop sending us its messages.

@@ -112,6 +112,11 @@ std::vector<std::string> Client::accounts(const std::filesystem::path& data_dir)
   return store::ClientStore::accounts(data_dir);
 }
 
+Result<Group> Client::read_group(const Options& options, const std::string& account,
+                                 const std::string& id) {
+  return client::Engine::read_group(options, account, id);
+}
+
 Result<std::vector<Message>> Client::read_history(const Options& options,
                                                   const std::string& account,
                                                   const std::string& user, std::size_t limit) {

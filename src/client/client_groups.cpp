@@ -1,6 +1,7 @@
 // The group calls of the public API (include/sotto/client.h), handed to the engine's Groups
 // component (src/client/groups.h).
 #include "client/engine.h"
+#include "client/groups.h"
 #include "client/util.h"
 #include "sotto/client.h"
 
@@ -9,6 +10,12 @@ namespace sotto {
 Result<Group> Client::create_group(const std::string& name,
                                    const std::vector<std::string>& members) {
   return engine_->groups().create(name, members);
+}
+
+Result<void> Client::check_group_picture(const std::filesystem::path& file) {
+  auto type = client::check_group_picture(file);
+  if (!type) return tl::unexpected(type.error());
+  return {};
 }
 
 Result<Group> Client::update_group(const std::string& id, const GroupUpdate& update) {

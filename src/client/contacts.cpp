@@ -19,6 +19,7 @@ Message to_message(const store::StoredMessage& m) {
   out.body = m.body;
   out.conversation = m.peer;
   out.outgoing = m.outgoing;
+  out.notice = m.envelope_id.starts_with(store::kNoticePrefix);
   return out;
 }
 

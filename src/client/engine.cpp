@@ -209,6 +209,28 @@ Result<std::vector<Message>> Engine::read_history(const Options& options,
   return out;
 }
 
+Result<Group> Engine::read_group(const Options& options, const std::string& account,
+                                 const std::string& id) {
+  std::string name = account;
+  if (name.empty()) {
+    const auto names = store::ClientStore::accounts(options.data_dir);
+    if (names.size() != 1) {
+      return tl::unexpected(make_error(
+          names.empty() ? ErrorCode::no_account : ErrorCode::ambiguous_account,
+          names.empty() ? "no account in the data directory" : "several accounts; choose one"));
+    }
+    name = names.front();
+  }
+  auto store = store::ClientStore::open_read_only(options.data_dir, name, options.passphrase);
+  if (!store) return tl::unexpected(from_store(store.error()));
+  auto hex = resolve_group_id(**store, id);
+  if (!hex) return tl::unexpected(hex.error());
+  auto s = load_group_state(**store, *hex);
+  if (!s) return tl::unexpected(s.error());
+  if (!s->has_value()) return tl::unexpected(make_error(ErrorCode::not_found, "no such group"));
+  return group_of(**s, name);
+}
+
 // --- adding a device ---------------------------------------------------------------------------
 
 Result<std::uint32_t> Engine::add_device(const std::string& code_text, const Progress& progress) {

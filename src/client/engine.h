@@ -71,6 +71,10 @@ class Engine {
                                                                  const std::string& user,
                                                                  std::size_t limit);
 
+  // A group as the store holds it, read the same way (members and admins; not its picture).
+  [[nodiscard]] static Result<Group> read_group(const Options& options, const std::string& account,
+                                                const std::string& id);
+
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

@@ -89,6 +89,23 @@ std::optional<SavedAvatar> decode_saved(const std::string& text) {
 
 }  // namespace
 
+Result<std::string> check_group_picture(const std::filesystem::path& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    return tl::unexpected(make_error(ErrorCode::invalid_argument, "cannot read " + file.string()));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return tl::unexpected(
+        make_error(ErrorCode::invalid_argument, file.string() + " is not a regular file"));
+  }
+  if (static_cast<std::uint64_t>(st.st_size) > kMaxGroupAvatarBytes) {
+    return tl::unexpected(make_error(ErrorCode::invalid_argument,
+                                     "a group picture is at most 5 MiB; " + file.string() +
+                                         " has " + std::to_string(st.st_size) + " bytes"));
+  }
+  return image_type(file);
+}
+
 std::filesystem::path Groups::avatars_dir() const {
   return account_.options.data_dir / "attachments" / account_.username / "group-avatars";
 }
@@ -104,20 +121,7 @@ Result<content::AttachmentPointer> Groups::upload_avatar(const std::string& hex,
           make_error(ErrorCode::forbidden, "only an admin of the group can change it"));
     }
   }
-  struct stat st {};
-  if (::stat(file.c_str(), &st) != 0) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument, "cannot read " + file.string()));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return tl::unexpected(
-        make_error(ErrorCode::invalid_argument, file.string() + " is not a regular file"));
-  }
-  if (static_cast<std::uint64_t>(st.st_size) > kMaxGroupAvatarBytes) {
-    return tl::unexpected(make_error(ErrorCode::invalid_argument,
-                                     "a group picture is at most 5 MiB; " + file.string() +
-                                         " has " + std::to_string(st.st_size) + " bytes"));
-  }
-  auto type = image_type(file);
+  auto type = check_group_picture(file);
   if (!type) return tl::unexpected(type.error());
   Attachments attachments(account_, link_);
   auto pointer = attachments.upload(file, "", {});

@@ -60,8 +60,9 @@ bool removes_someone(const content::GroupChange& c) {
 
 // --- store ------------------------------------------------------------------------------------
 
-Result<std::optional<content::GroupState>> Groups::load(const std::string& hex) {
-  auto v = account_.store->load_value(state_value(hex));
+Result<std::optional<content::GroupState>> load_group_state(store::ClientStore& store,
+                                                            const std::string& hex) {
+  auto v = store.load_value(state_value(hex));
   if (!v) return tl::unexpected(from_store(v.error()));
   if (!v->has_value()) return std::optional<content::GroupState>{};
   content::GroupState s;
@@ -71,6 +72,24 @@ Result<std::optional<content::GroupState>> Groups::load(const std::string& hex) 
         make_error(ErrorCode::store, "a group's state in the local store is damaged"));
   }
   return std::optional<content::GroupState>{std::move(s)};
+}
+
+Group group_of(const content::GroupState& s, const std::string& self) {
+  Group g;
+  g.id = to_hex(as_bytes(s.id()));
+  g.revision = s.revision();
+  g.name = s.name();
+  g.description = s.description();
+  for (const auto& m : s.members()) g.members.push_back({m.user(), m.admin()});
+  g.expire_timer = s.expire_timer();
+  g.member = find_member(s, self) != nullptr;
+  g.admin = is_admin(s, self);
+  g.invite_link = !s.invite_secret().empty();
+  return g;
+}
+
+Result<std::optional<content::GroupState>> Groups::load(const std::string& hex) {
+  return load_group_state(*account_.store, hex);
 }
 
 Result<void> Groups::save(const content::GroupState& s) {
@@ -128,26 +147,18 @@ Result<void> Groups::rotate(const std::string& hex) {
 }
 
 Group Groups::to_group(const content::GroupState& s) {
-  Group g;
-  g.id = to_hex(as_bytes(s.id()));
-  g.revision = s.revision();
-  g.name = s.name();
-  g.description = s.description();
-  for (const auto& m : s.members()) g.members.push_back({m.user(), m.admin()});
-  g.expire_timer = s.expire_timer();
-  g.member = find_member(s, account_.username) != nullptr;
-  g.admin = is_admin(s, account_.username);
-  g.invite_link = !s.invite_secret().empty();
-  return g;
+  return group_of(s, account_.username);
 }
 
 bool Groups::note(const std::string& hex, const Message& base, Event::Kind kind,
                   const std::string& detail, std::uint64_t timestamp) {
   const bool refused = kind == Event::Kind::group_refused;
   if (!hex.empty()) {
-    // A change is a row of the group's history (so it is applied once); a refusal a notice.
+    // A change is a row of the group's history (so it is applied once), a notice like a
+    // refusal: no one replies to it, reacts to it or reads it, and `history` says what it is.
+    // (Rows written before this have the bare id and read as messages.)
     store::StoredMessage row{
-        (refused ? std::string(store::kNoticePrefix) : std::string()) + base.id,
+        std::string(store::kNoticePrefix) + (refused ? "" : "change-") + base.id,
         peer_of(hex),
         base.from,
         base.device,
@@ -451,7 +462,7 @@ Result<SendResult> Groups::send_content(const std::string& hex, content::Content
     auto loaded = load(hex);
     if (!loaded) return tl::unexpected(loaded.error());
     if (!loaded->has_value() || find_member(**loaded, self) == nullptr) {
-      return tl::unexpected(make_error(ErrorCode::forbidden, "not a member of this group"));
+      return tl::unexpected(make_error(ErrorCode::forbidden, "you are not a member of this group"));
     }
     state = std::move(**loaded);
     const auto own = key_name(hex, self, account_.device_id);
@@ -699,7 +710,7 @@ Result<content::GroupState> Groups::author(const std::string& hex, content::Grou
     }
     before = std::move(**loaded);
     if (find_member(before, self) == nullptr) {
-      return tl::unexpected(make_error(ErrorCode::forbidden, "not a member of this group"));
+      return tl::unexpected(make_error(ErrorCode::forbidden, "you are not a member of this group"));
     }
     if (!change.leave() && !is_admin(before, self)) {
       return tl::unexpected(
@@ -773,6 +784,10 @@ Result<Group> Groups::create(const std::string& name, const std::vector<std::str
   for (const auto& m : members) {
     auto user = normalize_username(m);
     if (!user) return tl::unexpected(invalid("invalid username: " + m));
+    if (*user == self) {
+      return tl::unexpected(
+          invalid("you are in the group already (its admin): give the other members only"));
+    }
     if (!seen.insert(*user).second) continue;
     add.add_add_members()->set_user(*user);
   }
@@ -815,6 +830,19 @@ Result<Group> Groups::update(const std::string& id, const GroupUpdate& u) {
   std::lock_guard lock(mu_);
   auto hex = resolve(id);
   if (!hex) return tl::unexpected(hex.error());
+  {
+    // Who may change it, and whether there is a picture to remove, before anything is uploaded
+    // or authored: a member who left hears that, not that admins only may change it.
+    std::lock_guard crypto_lock(account_.crypto_mu);
+    auto loaded = load(*hex);
+    if (!loaded) return tl::unexpected(loaded.error());
+    if (!loaded->has_value() || find_member(**loaded, account_.username) == nullptr) {
+      return tl::unexpected(make_error(ErrorCode::forbidden, "you are not a member of this group"));
+    }
+    if (u.remove_avatar && !u.avatar && !(*loaded)->has_avatar()) {
+      return tl::unexpected(invalid("the group has no picture; nothing was changed"));
+    }
+  }
   std::vector<content::GroupChange> changes;
   const auto names = [&](const std::vector<std::string>& in,
                          google::protobuf::RepeatedPtrField<std::string>* out) -> Result<void> {
@@ -957,6 +985,9 @@ Result<std::string> Groups::invite_link(const std::string& id, bool reset) {
     std::lock_guard crypto_lock(account_.crypto_mu);
     auto loaded = load(*hex);
     if (!loaded) return tl::unexpected(loaded.error());
+    if (!loaded->has_value() || find_member(**loaded, account_.username) == nullptr) {
+      return tl::unexpected(make_error(ErrorCode::forbidden, "you are not a member of this group"));
+    }
     s = std::move(**loaded);
   }
   if (!is_admin(s, account_.username)) {

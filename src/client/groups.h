@@ -58,12 +58,23 @@ struct SharedRecipient {
 [[nodiscard]] Result<std::string> resolve_group_id(store::ClientStore& store,
                                                    const std::string& id);
 
+// A group's state as `store` holds it (nullopt: no such group), checked. REQUIRES: the store's
+// lock (crypto_mu) for an engine's store.
+[[nodiscard]] Result<std::optional<wire::content::GroupState>> load_group_state(
+    store::ClientStore& store, const std::string& hex);
+// The group as the user `self` sees it (members, admins; not its picture).
+[[nodiscard]] Group group_of(const wire::content::GroupState& s, const std::string& self);
+
 struct SharedOutcome {
   bool stored = false;
   std::vector<QueueFullDevices> left_out;  // with stored: devices whose queue is full
   std::vector<DeviceMismatch> mismatches;
   std::vector<std::string> unknown_users;
 };
+
+// Whether `file` can be a group picture: a regular file of at most kMaxGroupAvatarBytes that
+// decodes as a PNG or JPEG (its content type), or why not. Nothing is uploaded.
+[[nodiscard]] Result<std::string> check_group_picture(const std::filesystem::path& file);
 
 class Groups {
  public:

@@ -181,11 +181,18 @@ class RoundTrip(AttachmentTest):
         self.assertEqual(h[-1]["attachments"][1]["size"], 300_000)
         text = self.bob.ok("history", "alice", json_output=False).stdout
         self.assertIn("[file] picture.png", text)
-        # A file without text, and a second copy of a name that is taken.
-        self.alice.ok("send", "bob", "--attach", notes)
+        # A file without text, with a caption, and a second copy of a name that is taken.
+        self.alice.ok("send", "bob", "--attach", notes, "--caption", "the notes")
         m = self.receive()[0]
         self.assertEqual(m["body"], "")
         self.assertEqual(os.path.basename(m["attachments"][0]["path"]), "notes (1).txt")
+        self.assertEqual(m["attachments"][0]["caption"], "the notes")
+        # Text after --attach is taken for a file: the error says where the text goes.
+        e = self.alice.fails("send", "bob", "--attach", notes, "the notes",
+                             code="invalid_argument")
+        self.assertIn("put the message text before --attach, or use --caption", e["message"])
+        e = self.alice.fails("send", "bob", "hi", "--caption", "x", code="invalid_argument")
+        self.assertIn("--attach", e["message"])
         # Nothing of the plaintext is in any file of the server's data directory.
         with open(png, "rb") as f:
             png_bytes = f.read()

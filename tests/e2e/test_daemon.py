@@ -466,6 +466,10 @@ class DaemonTest(unittest.TestCase):
         r = bot.call("block", {"recipient": "nobody"})
         self.assertEqual(r["error"]["data"]["code"], "not_found")
         self.assertIn("nobody", r["error"]["message"])
+        # A send to a name without an account says so as `sotto chat` and `sotto send` do.
+        r = bot.call("send", {"recipient": "nobody", "message": "hi"})
+        self.assertEqual(r["error"]["data"]["code"], "not_found")
+        self.assertEqual(r["error"]["message"], "no such user: nobody has no account")
         self.assertEqual(len(bot.result("listBlocked")), 2)
         # An unknown name stops there, and the error says what was changed before it.
         r = bot.call("unblock", {"recipient": ["mallory", "nobody"]})

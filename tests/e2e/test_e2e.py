@@ -466,6 +466,7 @@ class E2ETest(unittest.TestCase):
         r = alice.run("send", "nobody-here", "hello", json_output=False)
         self.assertNotEqual(r.returncode, 0)
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("no such user: nobody-here has no account", r.stderr)
 
         # A store protected by a passphrase.
         env = {"SOTTO_PASSPHRASE": "correct horse", "SOTTO_TEST_FAST_KDF": "1"}

@@ -133,6 +133,9 @@ class GroupE2ETest(unittest.TestCase):
         self.assertIn("no such user: nobody", err["message"])
         alice.fails("group", "rename", gid, "   ", code="invalid_argument")
         alice.fails("group", "create", "", code="invalid_argument")
+        err = alice.fails("group", "create", "g4", "--member", "bob", "--member", "ALICE",
+                          code="invalid_argument")
+        self.assertIn("you are in the group already", err["message"])
         alice.fails("group", "timer", gid, "soon", code="invalid_argument")
         alice.ok("group", "timer", gid, "5m")
         self.assertEqual(json.loads(alice.ok("group", "info", gid).stdout)["expireTimer"], 300)
@@ -221,6 +224,11 @@ class GroupE2ETest(unittest.TestCase):
         notes = os.path.join(self.root, "notes.txt")
         with open(notes, "w") as f:
             f.write("not a picture")
+        # A file that cannot be a picture makes no group (nothing is created, nobody is told).
+        err = alice.fails("group", "create", "bad", "--member", "bob", "--avatar", notes,
+                          code="invalid_argument")
+        self.assertIn("PNG or JPEG", err["message"])
+        self.assertEqual(base.parse_lines(alice.ok("group", "list").stdout), [])
         gid = json.loads(alice.ok("group", "create", "team", "--member", "bob", "--member",
                                   "carol", "--avatar", picture).stdout)["groupId"]
         mine = json.loads(alice.ok("group", "info", gid).stdout)["avatar"]
@@ -238,6 +246,11 @@ class GroupE2ETest(unittest.TestCase):
         # The notice is in the history too, in words.
         h = bob.ok("history", "--group", gid, json_output=False).stdout
         self.assertIn("alice changed the group picture", h)
+        # In JSON a program can tell the notice from what someone wrote.
+        listed = self.history(bob, gid)
+        self.assertIn("[alice changed the group picture]",
+                      [m["body"] for m in listed if m.get("kind") == "group_notice"])
+        self.assertTrue(all(m.get("kind") == "group_notice" for m in listed))
 
         err = bob.fails("group", "avatar", gid, picture, code="forbidden")
         self.assertIn("admin", err["message"])
@@ -258,6 +271,18 @@ class GroupE2ETest(unittest.TestCase):
         bob.receive()
         self.assertIsNone(json.loads(bob.ok("group", "info", gid).stdout)["avatar"])
         self.assertFalse(os.path.exists(got["path"]))
+        # Removing a picture the group does not have changes nothing and tells nobody.
+        revision = json.loads(alice.ok("group", "info", gid).stdout)["revision"]
+        err = alice.fails("group", "avatar", gid, "--remove", code="invalid_argument")
+        self.assertIn("the group has no picture", err["message"])
+        self.assertEqual(json.loads(alice.ok("group", "info", gid).stdout)["revision"], revision)
+        self.assertEqual(group_events(bob.receive(), "group_changed"), [])
+        # A member who left hears that, not that only admins may change it.
+        carol.ok("group", "leave", gid)
+        err = carol.fails("group", "avatar", gid, picture, code="forbidden")
+        self.assertEqual(err["message"], "you are not a member of this group")
+        err = carol.fails("group", "rename", gid, "mine", code="forbidden")
+        self.assertEqual(err["message"], "you are not a member of this group")
 
     def history(self, c, gid):
         return base.parse_lines(c.ok("history", "--group", gid, "--limit", "0").stdout)
@@ -288,6 +313,7 @@ class GroupE2ETest(unittest.TestCase):
             self.assertEqual(r["receiptType"], "delivery")
             self.assertEqual(r["conversation"], "group:" + gid)
         m = self.message(bob, gid, "bob", hello)
+        self.assertNotIn("kind", m)  # a message, not a notice
         self.assertEqual(sorted(r["user"] for r in m["receipts"]), ["alice", "carol"])
         self.assertTrue(all(r["deliveredAt"] > 0 for r in m["receipts"]))
         # In text, as counts of the members it went to (the JSON has each one).
@@ -315,7 +341,11 @@ class GroupE2ETest(unittest.TestCase):
         alice.ok("react", str(hello), "\U0001F44D")
         alice.fails("react", str(hello), "ok", code="invalid_argument")
         for name, c in devices.items():
-            if name != "alice":
+            if name == "carol":
+                # In text, with the group's tag as the message has it.
+                text = c.ok("receive", "--timeout", "20", json_output=False).stdout
+                self.assertIn("* [group %s] alice reacted \U0001F44D" % gid[:8], text)
+            elif name != "alice":
                 self.assertEqual([e["emoji"] for e in group_events(c.receive(), "reaction")],
                                  ["\U0001F44D"], name)
             m = self.message(c, gid, "bob", hello)
@@ -336,9 +366,9 @@ class GroupE2ETest(unittest.TestCase):
         self.assertEqual(json.loads(alice.ok("read", "--group", gid).stdout)["read"], 2)
         got = group_events(bob.receive(), "receipt")
         self.assertEqual([(r["receiptType"], r["user"]) for r in got], [("read", "alice")])
-        read = {r["user"]: r["readAt"] for r in self.message(bob, gid, "bob", hello)["receipts"]}
+        read = {r["user"]: r.get("readAt") for r in self.message(bob, gid, "bob", hello)["receipts"]}
         self.assertGreater(read["alice"], 0)
-        self.assertEqual(read["carol"], 0)
+        self.assertIsNone(read["carol"])  # not read yet: no readAt (not a 0)
         self.assertIn("✓✓ delivered to 2/2, read by 1/2",
                       bob.ok("history", "--group", gid, json_output=False).stdout)
         bob2.receive()
@@ -503,13 +533,31 @@ class GroupDaemonTest(unittest.TestCase):
         make_png(picture, 20, 20)
         with open(picture, "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
-        p, path = self.start_daemon(alice)
+        # Started with a relative --data: the paths it reports are absolute all the same.
+        cwd = os.getcwd()
+        os.chdir(self.root)
+        try:
+            alice.data = "alice"
+            p, path = self.start_daemon(alice)
+        finally:
+            os.chdir(cwd)
+            alice.data = os.path.join(self.root, "alice")
         bot = self.connect(path)
+        notes = os.path.join(self.root, "notes.txt")
+        with open(notes, "w") as f:
+            f.write("not a picture")
+        # A file that cannot be a picture makes no group.
+        bad = bot.call("updateGroup", {"name": "bad", "members": ["bob"], "avatar": notes})
+        self.assertIn("PNG or JPEG", bad["error"]["message"])
+        self.assertEqual(bot.result("listGroups"), [])
         gid = bot.result("updateGroup", {"name": "pics", "members": ["bob"]})["groupId"]
         changed = bot.result("updateGroup", {"groupId": gid, "avatar": picture})
         self.assertEqual(changed["avatar"]["sha256"], sha)
+        self.assertTrue(os.path.isabs(changed["avatar"]["path"]), changed["avatar"]["path"])
+        self.assertTrue(os.path.isfile(changed["avatar"]["path"]))
         [listed] = bot.result("listGroups")
         self.assertEqual(listed["avatar"]["sha256"], sha)
+        self.assertEqual(listed["avatar"]["path"], changed["avatar"]["path"])
         bad = bot.call("updateGroup", {"groupId": gid, "avatar": 5})
         self.assertEqual(bad["error"]["code"], -32602)
         bob.receive()
@@ -534,11 +582,16 @@ class GroupDaemonTest(unittest.TestCase):
         self.assertEqual(r["results"][0]["groupId"], gid)
         reply = r["timestamp"]
         # A mention's range must cover "@" and the name, as `sotto send --mention` makes it.
-        for text, mention in (("hello bob", "0:4:bob"), ("@bo", "0:4:bob"), ("@carl", "0:4:carl"),
-                              ("@bob", "1:3:bob")):
+        for text, mention in (("hello bob", "0:4:bob"), ("@bo", "0:4:bob"), ("@bob", "1:3:bob")):
             bad = bot.call("send", {"groupId": gid, "message": text, "mention": mention})
             self.assertEqual(bad["error"]["code"], -32602, bad)
             self.assertIn("must cover", bad["error"]["message"])
+        # Someone not in the group: said so (as the CLI says it), whatever the range covers.
+        for text, mention in (("@carl", "0:4:carl"), ("hi @dave there", "3:6:dave")):
+            bad = bot.call("send", {"groupId": gid, "message": text, "mention": mention})
+            self.assertEqual(bad["error"]["code"], -32602, bad)
+            self.assertIn("dave" if "dave" in text else "carl", bad["error"]["message"])
+            self.assertIn("who is not in the group", bad["error"]["message"])
         bot.result("sendReaction", {"groupId": gid, "emoji": "\U0001F44D",
                                     "targetAuthor": "bob", "targetTimestamp": hello})
         bad = bot.call("sendReaction", {"groupId": gid, "emoji": "yes",
@@ -551,6 +604,11 @@ class GroupDaemonTest(unittest.TestCase):
         events = bob.receive()
         [m] = group_events(events, "message")
         self.assertEqual((m["quote"]["timestamp"], m["mentionsMe"]), (hello, True))
+        # History read beside the daemon counts the members as the daemon's own would.
+        bot.notification(lambda params: params.get("type") == "receipt"
+                         and params.get("user") == "bob")
+        self.assertIn("✓✓ delivered to 1/1",
+                      alice.ok("history", "--group", gid, json_output=False).stdout)
         self.assertEqual([e["emoji"] for e in group_events(events, "reaction")], ["\U0001F44D"])
         self.assertEqual([e["body"] for e in group_events(events, "edit")], ["@bob yes!"])
         self.assertIn("read", [e["receiptType"] for e in group_events(events, "receipt")])

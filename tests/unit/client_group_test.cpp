@@ -843,6 +843,28 @@ TEST_F(ClientGroupTest, AGroupPictureReachesEveryMember) {
   EXPECT_EQ(events[0].detail, "alice removed the group picture");
   EXPECT_FALSE(info(bob, id).avatar);
   EXPECT_FALSE(fs::exists(seen.avatar->path));
+
+  // Removing a picture the group does not have is refused: no revision, nothing sent.
+  const auto revision = info(alice, id).revision;
+  tick();
+  auto again = alice.groups().update(id, remove);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::invalid_argument);
+  EXPECT_NE(again.error().message.find("the group has no picture"), std::string::npos);
+  EXPECT_EQ(info(alice, id).revision, revision);
+  EXPECT_TRUE(of_kind(receive(bob), Event::Kind::group_changed).empty());
+  // A file that cannot be a picture is found before anything is made.
+  EXPECT_FALSE(check_group_picture(notes));
+  EXPECT_FALSE(check_group_picture(root_ / "missing.png"));
+  auto type = check_group_picture(picture);
+  ASSERT_TRUE(type) << type.error().message;
+  EXPECT_EQ(*type, "image/png");
+  // Once carol has left, any change of hers says she is not a member.
+  ASSERT_TRUE(carol.groups().leave(id));
+  auto by_carol = carol.groups().update(id, set);
+  ASSERT_FALSE(by_carol);
+  EXPECT_EQ(by_carol.error().code, ErrorCode::forbidden);
+  EXPECT_EQ(by_carol.error().message, "you are not a member of this group");
 }
 
 // A malformed change (a state that is not valid, garbage in the change) changes nothing and is
