@@ -6,7 +6,6 @@ Python 3 standard library only; the server and client helpers come from test_e2e
     python3 tests/e2e/test_daemon.py --bin BUILD_DIR [unittest options, e.g. -v or Test.test_name]
 """
 
-import argparse
 import json
 import os
 import queue
@@ -668,18 +667,5 @@ class DaemonTest(unittest.TestCase):
         self.stop_daemon(p)
 
 
-def main():
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--bin", required=True, help="CMake binary directory")
-    args, rest = parser.parse_known_args()
-    test_e2e.BIN_DIR = os.path.abspath(args.bin)
-    for b in (test_e2e.sotto_bin(), test_e2e.server_bin()):
-        if not os.access(b, os.X_OK):
-            sys.stderr.write("missing binary: %s (build the sotto and sotto-server targets)\n" % b)
-            return 1
-    program = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
-    return 0 if program.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(test_e2e.main())  # --bin BUILD_DIR [unittest options]

@@ -623,19 +623,5 @@ class GroupDaemonTest(unittest.TestCase):
         self.stop_daemon(p)
 
 
-def main():
-    import argparse
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--bin", required=True, help="CMake binary directory")
-    args, rest = parser.parse_known_args()
-    base.BIN_DIR = os.path.abspath(args.bin)
-    for b in (base.sotto_bin(), base.server_bin()):
-        if not os.access(b, os.X_OK):
-            sys.stderr.write("missing binary: %s (build the sotto and sotto-server targets)\n" % b)
-            return 1
-    program = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
-    return 0 if program.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(base.main())  # --bin BUILD_DIR [unittest options]

@@ -7,7 +7,6 @@ come from test_e2e.py, the JSON-RPC peer from test_daemon.py.
     python3 tests/e2e/test_messages.py --bin BUILD_DIR [unittest options]
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -299,18 +298,5 @@ class MessagesTest(unittest.TestCase):
         self.assertEqual(error["data"]["code"], "not_found")
 
 
-def main():
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--bin", required=True, help="CMake binary directory")
-    args, rest = parser.parse_known_args()
-    test_e2e.BIN_DIR = os.path.abspath(args.bin)
-    for b in (test_e2e.sotto_bin(), test_e2e.server_bin()):
-        if not os.access(b, os.X_OK):
-            sys.stderr.write("missing binary: %s (build the sotto and sotto-server targets)\n" % b)
-            return 1
-    program = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
-    return 0 if program.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(test_e2e.main())  # --bin BUILD_DIR [unittest options]
