@@ -286,7 +286,11 @@ Result<std::vector<Event>> KtClient::monitor_own(const ConnectionPtr& c,
       alert("unknown_device",
             "device " + std::to_string(d.device_id) + " (registration id " +
                 std::to_string(d.registration_id) +
-                ") was added to the account without this device: " + when(v.entry));
+                ") was added to the account without this device: " + when(v.entry) +
+                ". If you linked it from another of your devices, that is expected (devices do "
+                "not yet tell each other of the links they make); if you did not, remove it "
+                "from the primary device (sotto devices remove " +
+                std::to_string(d.device_id) + ")");
     }
     accepted = v.value;  // removals included: a removed device that comes back is new again
   }
