@@ -235,6 +235,10 @@ std::optional<int> run_group_command(const GroupArgs& a, const GroupContext& ctx
     auto list = c.groups();
     if (!list) return ctx.fail(list.error());
     for (const auto& g : *list) show_group(g, ctx, false);
+    // JSON lines: none for no group. Text: say so, rather than print nothing.
+    if (list->empty() && !ctx.json) {
+      ctx.print("No groups yet (`sotto group create NAME --member USER` makes one).");
+    }
     return 0;
   }
   return 1;

@@ -50,6 +50,9 @@ class GroupE2ETest(unittest.TestCase):
 
     def test_group_commands(self):
         alice, bob, carol, dave, erin = self.register("alice", "bob", "carol", "dave", "erin")
+        # No group yet: text says so, JSON prints no line.
+        self.assertIn("No groups yet", alice.ok("group", "list", json_output=False).stdout)
+        self.assertEqual(alice.ok("group", "list").stdout.strip(), "")
         created = json.loads(alice.ok("group", "create", "team", "--member", "bob",
                                       "--member", "carol").stdout)
         gid = created["groupId"]
