@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <fstream>
 
 #include "crypto/encoding.h"
 #include "server/service.h"
@@ -71,15 +70,21 @@ tl::expected<crypto::Secret<32>, std::string> load_or_create_key(const std::file
                                                                  crypto::Rng& rng, bool create) {
   std::error_code ec;
   if (std::filesystem::exists(file, ec)) {
-    std::ifstream in(file, std::ios::binary);
-    std::array<std::uint8_t, 32> raw{};
-    in.read(reinterpret_cast<char*>(raw.data()), raw.size());
-    const bool whole = in.gcount() == static_cast<std::streamsize>(raw.size());
-    in.get();
-    const bool ended = in.eof();
-    crypto::Secret<32> key{ByteView(raw)};
+    // Read with plain read(2) into the stack, not through a stream: a stream's heap buffer
+    // would keep a copy of the key, freed unwiped.
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return tl::unexpected("cannot read " + file.string());
+    std::array<std::uint8_t, 33> raw{};  // one byte more: a longer file is not a key
+    std::size_t got = 0;
+    while (got < raw.size()) {
+      const ssize_t n = ::read(fd, raw.data() + got, raw.size() - got);
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    crypto::Secret<32> key{ByteView(raw.data(), 32)};
     crypto::secure_wipe(raw.data(), raw.size());
-    if (!whole || !ended) return tl::unexpected(file.string() + " is not a 32-byte key");
+    if (got != 32) return tl::unexpected(file.string() + " is not a 32-byte key");
     return key;
   }
   if (!create) return tl::unexpected("no key " + file.string());
