@@ -30,6 +30,18 @@ Result<std::string> normalize_fingerprint(const std::string& text) {
   return out;
 }
 
+// The account a read-only reader opens: the one named, else the data directory's only one.
+Result<std::string> account_to_read(const Options& options, const std::string& account) {
+  if (!account.empty()) return account;
+  const auto names = store::ClientStore::accounts(options.data_dir);
+  if (names.size() != 1) {
+    return tl::unexpected(make_error(
+        names.empty() ? ErrorCode::no_account : ErrorCode::ambiguous_account,
+        names.empty() ? "no account in the data directory" : "several accounts; choose one"));
+  }
+  return names.front();
+}
+
 }  // namespace
 
 Engine::Engine(std::unique_ptr<Account> account)
@@ -174,16 +186,9 @@ Result<std::vector<Message>> Engine::history(const std::string& user, std::size_
 Result<std::vector<Message>> Engine::read_history(const Options& options,
                                                   const std::string& account,
                                                   const std::string& user, std::size_t limit) {
-  std::string name = account;
-  if (name.empty()) {
-    const auto names = store::ClientStore::accounts(options.data_dir);
-    if (names.size() != 1) {
-      return tl::unexpected(make_error(
-          names.empty() ? ErrorCode::no_account : ErrorCode::ambiguous_account,
-          names.empty() ? "no account in the data directory" : "several accounts; choose one"));
-    }
-    name = names.front();
-  }
+  auto named = account_to_read(options, account);
+  if (!named) return tl::unexpected(named.error());
+  const std::string& name = *named;
   const bool group = user.rfind("group:", 0) == 0;  // a group's conversation (docs/groups.md)
   std::optional<std::string> peer;
   if (!group) {
@@ -211,16 +216,9 @@ Result<std::vector<Message>> Engine::read_history(const Options& options,
 
 Result<Group> Engine::read_group(const Options& options, const std::string& account,
                                  const std::string& id) {
-  std::string name = account;
-  if (name.empty()) {
-    const auto names = store::ClientStore::accounts(options.data_dir);
-    if (names.size() != 1) {
-      return tl::unexpected(make_error(
-          names.empty() ? ErrorCode::no_account : ErrorCode::ambiguous_account,
-          names.empty() ? "no account in the data directory" : "several accounts; choose one"));
-    }
-    name = names.front();
-  }
+  auto named = account_to_read(options, account);
+  if (!named) return tl::unexpected(named.error());
+  const std::string& name = *named;
   auto store = store::ClientStore::open_read_only(options.data_dir, name, options.passphrase);
   if (!store) return tl::unexpected(from_store(store.error()));
   auto hex = resolve_group_id(**store, id);
