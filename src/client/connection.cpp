@@ -9,9 +9,17 @@
 
 namespace sotto::client {
 
+namespace {
+// The connection state whose handler this thread is running (see State::enter).
+thread_local const void* t_in_handler = nullptr;
+}  // namespace
+
 struct Connection::State {
   std::mutex mu;
   std::condition_variable cv;
+  // Handlers (on_push, on_close) running now, on any thread; once `detached`, none starts.
+  int running = 0;
+  bool detached = false;
   std::uint64_t next_id = 1;
   std::map<std::uint64_t, std::optional<svc::Response>> pending;
   bool closed = false;
@@ -38,7 +46,39 @@ struct Connection::State {
       cv.notify_all();
       return;
     }
-    if (frame.has_push() && on_push) on_push(std::move(*frame.mutable_push()));
+    if (frame.has_push() && on_push)
+      run_handler([&] { on_push(std::move(*frame.mutable_push())); });
+  }
+
+  // Runs a handler (on_push, on_close) unless the owner detached; it counts as running, on this
+  // thread, until it returns or throws.
+  template <class F>
+  void run_handler(F&& handler) {
+    {
+      std::lock_guard lock(mu);
+      if (detached) return;
+      ++running;
+    }
+    struct Running {
+      State& state;
+      const void* outer = t_in_handler;
+      ~Running() {
+        t_in_handler = outer;
+        std::lock_guard lock(state.mu);
+        --state.running;
+        state.cv.notify_all();
+      }
+    } guard{*this};
+    t_in_handler = this;
+    handler();
+  }
+  // No handler starts from now on, and none runs once this returns: the owner of what the
+  // handlers touch may go. A handler that closes its own connection does not wait for itself.
+  void detach() {
+    std::unique_lock lock(mu);
+    detached = true;
+    const int self = t_in_handler == this ? 1 : 0;
+    cv.wait(lock, [&] { return running <= self; });
   }
 
   void closed_by(const std::string& reason) {
@@ -50,7 +90,7 @@ struct Connection::State {
       if (close_reported) return;
       close_reported = true;
     }
-    if (on_close) on_close(reason);
+    if (on_close) run_handler([&] { on_close(reason); });
   }
 };
 
@@ -90,7 +130,12 @@ Connection::~Connection() {
 
 void Connection::close() {
   if (transport_) transport_->close();
-  if (state_) state_->closed_by("closed by the client");
+  if (state_) {
+    state_->closed_by("closed by the client");
+    // A close the transport reported on its own thread may still be in its handler: wait for it,
+    // so that the caller may destroy what the handlers use as soon as close() returns.
+    state_->detach();
+  }
 }
 
 std::optional<ChannelBinding> Connection::channel_binding() const {
