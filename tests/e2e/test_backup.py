@@ -73,10 +73,7 @@ class SqliteBackup(unittest.TestCase):
         db = os.path.join(server.data, "sotto.db")
         subprocess.run(["sqlite3", db, ".backup " + os.path.join(backup, "sotto.db")],
                        check=True, timeout=120)
-        for sub in ("tls", "kt", "blobs"):
-            if os.path.isdir(os.path.join(server.data, sub)):
-                subprocess.run(["cp", "-a", os.path.join(server.data, sub), backup + "/"],
-                               check=True, timeout=120)
+        copy_identity(server.data, backup)
         self.assertTrue(server.proc.poll() is None, "the server kept running during the backup")
 
         # Acknowledged after the backup: lost with the restore.
@@ -89,10 +86,7 @@ class SqliteBackup(unittest.TestCase):
         restored = os.path.join(self.root, "restored")
         os.makedirs(restored, mode=0o700)
         shutil.copy2(os.path.join(backup, "sotto.db"), os.path.join(restored, "sotto.db"))
-        for sub in ("tls", "kt", "blobs"):
-            if os.path.isdir(os.path.join(backup, sub)):
-                subprocess.run(["cp", "-a", os.path.join(backup, sub), restored + "/"],
-                               check=True, timeout=120)
+        copy_identity(backup, restored)
         server.data = restored
         server.start()
         self.assertEqual(server.fingerprint, fingerprint)
