@@ -7,11 +7,13 @@
 // with normalised usernames and a bounded id, sync content only from our own account, a resend
 // request's ratchet key empty or a serialized public key; for the everyday message types (quote,
 // mentions, reactions, edits, deletes, timers, receipts, read syncs), normalised usernames,
-// mentions inside the body, bounded sizes and at most one action per message.
+// mentions inside the body, bounded sizes and at most one action per message; and the tree head
+// gossiped beside any of them (client::gossip_head_of) of the right size, the Content's own.
 #include <cstddef>
 #include <cstdint>
 
 #include "client/content_codec.h"
+#include "content.pb.h"
 #include "fuzz_check.h"
 #include "sotto/client.h"
 
@@ -24,6 +26,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 0:
     case 1: {
       const bool own = data[0] % 3 == 1;
+      // Gossip: the tree head read without parsing the rest is one of the right size, and the
+      // one a full parse finds when that succeeds.
+      const Bytes head = client::gossip_head_of(input);
+      fuzz::require(head.empty() || head.size() == 112, "a gossiped tree head of the wrong size");
+      if (!head.empty()) {
+        sotto::wire::content::Content parsed;
+        if (parsed.ParseFromArray(input.data(), static_cast<int>(input.size()))) {
+          fuzz::require(parsed.kt_tree_head() == std::string(head.begin(), head.end()),
+                        "the gossiped tree head is not the one the Content carries");
+        }
+      }
       const client::ReceivedContent c = client::read_content(input, own);
       using Kind = client::ReceivedContent::Kind;
       const bool sync = c.kind == Kind::sent_copy || c.kind == Kind::history_request ||

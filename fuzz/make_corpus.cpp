@@ -468,6 +468,12 @@ void client_contents(CorpusWriter& w) {
   data.mutable_data()->set_body("hello");
   data.mutable_data()->set_timestamp(1700000000000);
   put("data", 0, data.SerializeAsString());
+  // Gossip: a tree head beside the message (its bytes need not be a real head to be read).
+  content::Content gossip = data;
+  gossip.set_kt_tree_head(std::string(112, '\x07'));
+  put("data_with_tree_head", 0, gossip.SerializeAsString());
+  gossip.set_kt_tree_head(std::string(111, '\x07'));
+  put("data_with_short_tree_head", 1, gossip.SerializeAsString());
   content::Content sent;
   sent.mutable_sync()->mutable_sent()->set_destination("bob");
   sent.mutable_sync()->mutable_sent()->set_timestamp(1700000000000);

@@ -1,5 +1,8 @@
 #include "client/content_codec.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include "backup.pb.h"
 #include "client/attachment_format.h"
 #include "client/emoji.h"
@@ -8,6 +11,7 @@
 #include "content.pb.h"
 #include "crypto/secret.h"
 #include "sotto/client.h"
+#include "transparency/proofs.h"
 
 namespace sotto::client {
 
@@ -146,6 +150,29 @@ ReceivedContent::~ReceivedContent() {
   for (auto& m : history) wipe(m.body);
   for (auto& a : attachments) wipe(a);
   for (auto& s : history_states) wipe(s);
+}
+
+Bytes gossip_head_of(ByteView plaintext) {
+  if (plaintext.size() > kMaxContentBytes) return {};
+  namespace pb = google::protobuf;
+  pb::io::CodedInputStream in(plaintext.data(), static_cast<int>(plaintext.size()));
+  constexpr std::uint32_t kTag = content::Content::kKtTreeHeadFieldNumber << 3 |
+                                 pb::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+  Bytes found;
+  for (;;) {
+    const std::uint32_t tag = in.ReadTag();
+    if (tag == 0) break;  // the end, or bytes that are not a message
+    if (tag != kTag) {
+      if (!pb::internal::WireFormatLite::SkipField(&in, tag)) return {};
+      continue;
+    }
+    std::uint32_t length = 0;
+    if (!in.ReadVarint32(&length) || length != transparency::kSignedTreeHeadSize) return {};
+    found.resize(length);
+    if (!in.ReadRaw(found.data(), static_cast<int>(length))) return {};
+  }
+  if (in.CurrentPosition() != static_cast<int>(plaintext.size())) return {};
+  return found;
 }
 
 ReceivedContent read_content(ByteView plaintext, bool from_own_account) {

@@ -106,6 +106,11 @@ struct ReceivedContent {
 // those may send sync content).
 [[nodiscard]] ReceivedContent read_content(ByteView plaintext, bool from_own_account);
 
+// The key transparency tree head a decrypted Content carries (kt_tree_head, gossip), read
+// without parsing the rest; empty when there is none, it is not 112 bytes, or the Content is
+// malformed. The caller checks the head itself (KtClient::check_gossip).
+[[nodiscard]] Bytes gossip_head_of(ByteView plaintext);
+
 // A history row as a record of a backup or a history transfer (backup.proto MessageRecord), and
 // back: nullopt for a record that cannot be a history row (a username that is not one, an id
 // that is empty or longer than kMaxHistoryIdBytes). Taking a row moves the record's body out.

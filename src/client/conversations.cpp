@@ -115,7 +115,7 @@ Result<void> Conversations::set_read_receipts(bool on) {
   // whether or not they can be told now (it can be set there too).
   content::Content c;
   c.mutable_sync()->mutable_settings()->set_read_receipts_off(!on);
-  (void)outbox_.send_to_own_devices(encode_padded(c), kSettingsSyncTimeout);
+  (void)outbox_.send_to_own_devices(encode_padded(c, account_.kt), kSettingsSyncTimeout);
   return {};
 }
 

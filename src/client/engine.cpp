@@ -171,7 +171,7 @@ Result<SafetyNumber> Engine::trust(const std::string& user,
   update->set_user(*normalize_username(user));
   if (auto key = from_hex(r->identity_key_hex)) update->set_identity_key(bytes_string(*key));
   update->set_verified(r->verified);
-  (void)outbox_.send_to_own_devices(encode_padded(c), kTrustSyncTimeout);
+  (void)outbox_.send_to_own_devices(encode_padded(c, account_->kt), kTrustSyncTimeout);
   return r;
 }
 
@@ -311,7 +311,7 @@ Result<std::uint32_t> Engine::add_device(const std::string& code_text, const Pro
 Result<void> Engine::fetch_history(std::uint32_t from_device, const LinkOptions& options) {
   content::Content hello;
   hello.mutable_sync()->mutable_history_request()->set_history(options.transfer_history);
-  const std::string plain = encode_padded(hello);
+  const std::string plain = encode_padded(hello, account_->kt);
   if (auto sent = outbox_.send_to_devices(account_->username, {from_device}, plain,
                                           outbox_.next_timestamp());
       !sent) {

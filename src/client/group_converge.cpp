@@ -256,7 +256,7 @@ void Groups::answer_join_refused(const std::string& group_id, const std::string&
   d->mutable_group()->set_id(group_id);
   d->mutable_group_change()->set_join_refused(true);
   // Best effort: the joiner's request is refused here whether or not the answer reaches it.
-  (void)outbox_.send_to_devices(user, {device}, encode_padded(c), timestamp);
+  (void)outbox_.send_to_devices(user, {device}, encode_padded(c, account_.kt), timestamp);
 }
 
 Groups::ContentResult Groups::on_join_refused(const std::string& hex, const std::string& source,

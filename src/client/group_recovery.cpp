@@ -73,7 +73,7 @@ std::function<void()> Groups::ask_for_sender_key(const std::string& user, std::u
     d->mutable_sender_key_request()->set_key_id(key_id);
     d->mutable_sender_key_request()->set_timestamp(timestamp);
     // Best effort: a request that is lost leaves the message unread, as before.
-    (void)outbox_.send_to_devices(user, {device}, encode_padded(c), now);
+    (void)outbox_.send_to_devices(user, {device}, encode_padded(c, account_.kt), now);
   };
 }
 
@@ -135,7 +135,7 @@ void Groups::answer_sender_key_request(const std::string& user, std::uint32_t de
     content::Content dist;
     dist.set_sender_key_distribution(bytes_string(*skdm));
     dist.set_sender_key_group_id(state.id());
-    distribution = encode_padded(dist);
+    distribution = encode_padded(dist, account_.kt);
 
     // The message, as we sent it, under the chain the device now gets.
     if (timestamp != 0) {
@@ -157,7 +157,7 @@ void Groups::answer_sender_key_request(const std::string& user, std::uint32_t de
             if (!d->add_attachments()->ParseFromString(a.pointer))
               d->mutable_attachments()->RemoveLast();
           }
-          std::string plaintext = encode_padded(c);
+          std::string plaintext = encode_padded(c, account_.kt);
           for (auto& a : *d->mutable_attachments()) wipe(*a.mutable_key());
           wipe(*d->mutable_body());
           auto ct =

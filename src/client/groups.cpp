@@ -341,6 +341,7 @@ Groups::EnvelopeResult Groups::on_sender_key_message(const svc::Envelope& envelo
       r.failure = "a group message whose content cannot be read";
       return false;
     }
+    r.kt_tree_head.assign(c.kt_tree_head().begin(), c.kt_tree_head().end());
     // The group the content names (where its kind keeps it) must be the key's.
     const std::string named = c.has_typing() ? c.typing().group_id()
                               : c.has_edit() ? c.edit().data().group().id()
@@ -471,7 +472,7 @@ Result<SendResult> Groups::send_content(const std::string& hex, content::Content
     content::Content dist;
     dist.set_sender_key_distribution(bytes_string(*skdm));
     dist.set_sender_key_group_id(state.id());
-    distribution = encode_padded(dist);
+    distribution = encode_padded(dist, account_.kt);
 
     // The group this is for, where the kind of content keeps it.
     if (message.has_typing()) {
@@ -482,7 +483,7 @@ Result<SendResult> Groups::send_content(const std::string& hex, content::Content
       g->set_id(state.id());
       g->set_revision(state.revision());
     }
-    std::string plaintext = encode_padded(message);
+    std::string plaintext = encode_padded(message, account_.kt);
     auto ct = protocol::group_encrypt(own, as_bytes(plaintext), *account_.store, account_.rng);
     wipe(plaintext);
     if (!ct) return tl::unexpected(from_protocol(ct.error()));
@@ -753,8 +754,8 @@ Result<content::GroupState> Groups::author(const std::string& hex, content::Grou
   *d->mutable_group_change() = change;
   content::Content without_state = with_state;
   *d->mutable_group_change()->mutable_state() = after;
-  const std::string full = encode_padded(with_state);
-  const std::string bare = encode_padded(without_state);
+  const std::string full = encode_padded(with_state, account_.kt);
+  const std::string bare = encode_padded(without_state, account_.kt);
   std::set<std::string> users;
   for (const auto& m : before.members()) users.insert(m.user());
   for (const auto& m : after.members()) users.insert(m.user());
@@ -1033,7 +1034,7 @@ Result<Group> Groups::join(const std::string& text) {
   d->set_timestamp(timestamp);
   d->mutable_group()->set_id(bytes_string(link->group_id));
   d->mutable_group_change()->set_join_secret(bytes_string(link->secret));
-  std::string bytes = encode_padded(c);
+  std::string bytes = encode_padded(c, account_.kt);
   auto sent = outbox_.send_to_devices(link->admin, {link->device}, bytes, timestamp);
   wipe(bytes);
   if (!sent) return tl::unexpected(sent.error());

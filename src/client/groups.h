@@ -118,6 +118,7 @@ class Groups {
     // Set when the sender must be asked for its Sender Key (group_recovery.cpp): run once the
     // envelope is processed, with no lock held.
     std::function<void()> followup;
+    Bytes kt_tree_head;  // the sender's gossiped tree head (Inbox checks it)
   };
   [[nodiscard]] EnvelopeResult on_sender_key_message(const svc::Envelope& envelope,
                                                      const std::string& id, const Message& base,

@@ -84,7 +84,7 @@ Result<std::size_t> History::serve(std::uint32_t device, bool with_messages) {
     h->set_sequence(sequence++);
     h->set_last(last);
     h->set_total(*total);
-    std::string plain = encode_padded(chunk);
+    std::string plain = encode_padded(chunk, account_.kt);
     const std::size_t count = static_cast<std::size_t>(h->messages_size());
     for (auto& m : *h->mutable_messages()) {
       crypto::secure_wipe(m.mutable_body()->data(), m.body().size());

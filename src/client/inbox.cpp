@@ -48,7 +48,21 @@ struct Inbox::Outcome {
   std::optional<std::pair<std::uint32_t, bool>> history_request;  // device, wants history
   std::function<void()> group_followup;  // sent once the envelope is processed (groups.h)
   Conversations::Receipts receipts;      // delivery receipts to send once processed
+  Bytes kt_tree_head;                    // the sender's gossiped tree head, to check
 };
+
+void Inbox::check_gossip(const std::string& sender, ByteView head) {
+  if (head.empty()) return;
+  auto c = link_.current();
+  if (!c) return;  // checked with the sender's next message
+  const auto ask = [&](svc::Request r) {
+    return c->call(std::move(r), account_.options.request_timeout);
+  };
+  auto alerts = account_.kt.check_gossip(ask, sender, head);
+  if (!alerts || alerts->empty()) return;
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  for (Event& e : *alerts) (void)journal_.record(e);
+}
 
 void Inbox::acknowledge(const std::string& envelope_id) {
   auto c = link_.current();
@@ -102,6 +116,7 @@ bool Inbox::handle(const svc::Envelope& envelope) {
     acknowledge(envelope.id());
     if (!r.receipts.empty()) conversations_.send_delivery_receipts(r.receipts);
     if (r.followup) r.followup();  // asks the sender for its Sender Key (groups.h)
+    if (auto source = normalize_username(envelope.source())) check_gossip(*source, r.kt_tree_head);
     return true;
   }
 
@@ -136,6 +151,9 @@ bool Inbox::handle(const svc::Envelope& envelope) {
   if (outcome.history_request) {
     // Answered once the request itself is safely processed.
     history_.on_request(outcome.history_request->first, outcome.history_request->second);
+  }
+  if (auto source = normalize_username(envelope.source())) {
+    check_gossip(*source, outcome.kt_tree_head);
   }
   return true;
 }
@@ -186,6 +204,7 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
     }
     const auto fail = [&] { return !(outcome.store_error = true); };
     const auto journal = [&](Event& e) { return journal_.record(e).has_value(); };
+    outcome.kt_tree_head = gossip_head_of(decrypted->plaintext.view());
 
     if (groups_ != nullptr) {
       // Group changes and Sender Key distributions. A change from a key the user has not

@@ -51,6 +51,9 @@ class Inbox {
   bool record_failure(const svc::Envelope& envelope, const std::string& id, const Message& base,
                       const std::string& why);
   void acknowledge(const std::string& envelope_id);
+  // Key transparency gossip: checks a tree head `sender` sent against ours and records the
+  // alerts (KtClient::check_gossip). Runs once the envelope is processed, with no lock held.
+  void check_gossip(const std::string& sender, ByteView head);
 
   Account& account_;
   ServerLink& link_;

@@ -15,6 +15,8 @@ namespace {
 
 constexpr std::string_view kUnlogged = "unlogged_key";
 constexpr std::string_view kInconsistent = "log_inconsistent";
+constexpr std::string_view kSplitView = "split_view";
+constexpr std::size_t kMaxGossipRemembered = 1024;
 
 Bytes bytes_of(const std::string& s) {
   return Bytes(s.begin(), s.end());
@@ -71,6 +73,113 @@ Result<void> KtClient::load_locked() {
   }
   loaded_ = true;
   return {};
+}
+
+Result<void> KtClient::save_head_locked() {
+  const Bytes encoded = kt::encode_signed_tree_head(*tracker_->current());
+  if (!store_.save_value(kKtHeadValue, encoded)) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot save the tree head"));
+  }
+  std::lock_guard lock(gossip_mu_);
+  gossip_ = encoded;
+  return {};
+}
+
+Bytes KtClient::gossip_head() {
+  std::lock_guard lock(gossip_mu_);
+  if (!gossip_) {
+    // The head saved by an earlier run; one that does not decode is not sent.
+    auto stored = store_.load_value(kKtHeadValue);
+    if (!stored) return {};  // the store failed: try again with the next message
+    gossip_.emplace();
+    if (*stored && kt::decode_signed_tree_head((*stored)->view())) {
+      const ByteView v = (*stored)->view();
+      gossip_->assign(v.begin(), v.end());
+    }
+  }
+  return *gossip_;
+}
+
+Result<std::vector<Event>> KtClient::check_gossip(const Ask& ask, const std::string& sender,
+                                                  ByteView head) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> alerts;
+  if (auto ok = load_locked(); !ok) return tl::unexpected(ok.error());
+  if (!tracker_ || !tracker_->current()) return alerts;
+  auto theirs = kt::decode_signed_tree_head(head);
+  if (!theirs) return alerts;
+  const Bytes key(head.begin(), head.begin() + kt::kTreeHeadSize);  // the head, not its signature
+  if (consistent_.contains(key)) return alerts;
+  if (!kt::verify_tree_head(*theirs, tracker_->keys().signing_key)) return alerts;
+  const kt::SignedTreeHead ours = *tracker_->current();
+  const auto describe = [](const kt::TreeHead& h) {
+    return "size " + std::to_string(h.size) + ", " + format_time_ms(h.timestamp_ms);
+  };
+  const auto split = [&](const std::string& why) {
+    if (reported_.size() >= kMaxGossipRemembered) reported_.clear();
+    if (reported_.emplace(sender, key).second) {
+      Event e;
+      e.kind = Event::Kind::security_alert;
+      e.alert = std::string(kSplitView);
+      e.user = sender;
+      e.detail = sender + "'s device was shown a key transparency log (tree head of " +
+                 describe(theirs->head) + ") that is not the one this device was shown (" +
+                 describe(ours.head) + "): " + why +
+                 ". The server is showing different users different logs, so the keys it hands "
+                 "out cannot be trusted; compare safety numbers in person";
+      alerts.push_back(std::move(e));
+    }
+    return alerts;
+  };
+  const auto remember = [&] {
+    if (consistent_.size() >= kMaxGossipRemembered) consistent_.clear();
+    consistent_.insert(key);
+  };
+  if (theirs->head.size == ours.head.size) {
+    if (theirs->head != ours.head) return split("two different heads of one size");
+    remember();
+    return alerts;
+  }
+  const bool older = theirs->head.size < ours.head.size;
+  // An honest log's heads never go back in time as it grows.
+  if (older ? theirs->head.timestamp_ms > ours.head.timestamp_ms
+            : theirs->head.timestamp_ms < ours.head.timestamp_ms) {
+    return split("the smaller head is the later one");
+  }
+  const kt::TreeHead& from = older ? theirs->head : ours.head;
+  const kt::TreeHead& to = older ? ours.head : theirs->head;
+  svc::Request request;
+  request.mutable_kt_consistency()->set_old_size(from.size);
+  request.mutable_kt_consistency()->set_new_size(to.size);
+  auto response = ask(std::move(request));
+  if (!response) return tl::unexpected(response.error());
+  const auto code = response->status().code();
+  if (code == svc::BAD_REQUEST || code == svc::NOT_FOUND) {
+    return split("the server denies having signed a log of " + std::to_string(to.size) +
+                 " entries");
+  }
+  if (code != svc::OK) return tl::unexpected(status_error(*response));
+  const auto& r = response->kt_consistency();
+  auto old_head = kt::decode_signed_tree_head(as_bytes(r.old_head()));
+  auto new_head = kt::decode_signed_tree_head(as_bytes(r.new_head()));
+  auto proof = kt::decode_consistency_proof(as_bytes(r.consistency()));
+  if (!old_head || !new_head || !proof) return split("the server's answer is malformed");
+  if (old_head->head != from || new_head->head != to) {
+    return split("the server now signs another head of the same size");
+  }
+  if (!kt::verify_consistency_proof(from, to, *proof)) {
+    return split("the server cannot prove that one extends the other");
+  }
+  if (!older) {
+    // A newer head, proven to extend ours: it becomes ours, so the lookups after this one ask
+    // from it.
+    if (auto advanced = tracker_->advance(*theirs, *proof); !advanced) {
+      return split("the newer head does not extend this device's");
+    }
+    if (auto saved = save_head_locked(); !saved) return tl::unexpected(saved.error());
+  }
+  remember();
+  return alerts;
 }
 
 Result<bool> KtClient::ensure_keys_locked(const ConnectionPtr& c,
@@ -142,10 +251,7 @@ Result<std::optional<kt::AccountValue>> KtClient::verify(const ConnectionPtr& c,
             (signature ? "" : std::string(kt::to_string(advanced.error())) + ")")));
   }
   if (tracker_->current() != before) {
-    const Bytes encoded = kt::encode_signed_tree_head(*tracker_->current());
-    if (!store_.save_value(kKtHeadValue, encoded)) {
-      return tl::unexpected(make_error(ErrorCode::store, "cannot save the tree head"));
-    }
+    if (auto saved = save_head_locked(); !saved) return tl::unexpected(saved.error());
   }
   auto search = kt::decode_search_proof(as_bytes(proof->search()));
   if (!search) {
@@ -218,9 +324,8 @@ Result<std::vector<Event>> KtClient::monitor_own(const ConnectionPtr& c,
               std::string(kt::to_string(advanced.error())) + ")");
     return alerts;
   }
-  if (tracker_->current() != before &&
-      !store_.save_value(kKtHeadValue, kt::encode_signed_tree_head(*tracker_->current()))) {
-    return tl::unexpected(make_error(ErrorCode::store, "cannot save the tree head"));
+  if (tracker_->current() != before) {
+    if (auto saved = save_head_locked(); !saved) return tl::unexpected(saved.error());
   }
   auto proof = kt::decode_monitor_proof(as_bytes(m.monitor()));
   auto versions =

@@ -11,10 +11,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -69,6 +71,21 @@ class KtClient {
                                                        std::uint32_t self_device,
                                                        ByteView self_auth_key);
 
+  // Gossip (docs/transparency.md): the newest tree head this device verified, encoded (empty
+  // when it has none), for the kt_tree_head of every message it sends. Never waits for a check
+  // in progress.
+  [[nodiscard]] Bytes gossip_head();
+
+  // Checks a tree head that `sender` put in a message against ours: one of the same size must be
+  // the same head; otherwise the server must show that the older extends to the newer (a newer
+  // one, so proven, becomes ours). Returns a split_view alert (once per sender and head) when it
+  // cannot; nothing for a head that is malformed or not signed by the pinned log key (a sender's
+  // doing, not the log's), for a head already checked, and when no log is pinned. An error
+  // when the server could not be asked (the next message with that head checks it again).
+  using Ask = std::function<Result<svc::Response>(svc::Request)>;  // one request to the server
+  [[nodiscard]] Result<std::vector<Event>> check_gossip(const Ask& ask, const std::string& sender,
+                                                        ByteView head);
+
   // Every bundle's identity key and device (id, registration id) must be in `value`.
   [[nodiscard]] static Result<void> check_bundles(
       const std::string& user, const transparency::AccountValue& value,
@@ -81,6 +98,8 @@ class KtClient {
  private:
   Result<bool> ensure_keys_locked(const ConnectionPtr& c, std::chrono::milliseconds timeout);
   Result<void> load_locked();
+  // Saves the tracker's current head (after it advanced) and makes it the one gossiped.
+  Result<void> save_head_locked();
 
   std::mutex mu_;
   store::ClientStore& store_;
@@ -88,6 +107,13 @@ class KtClient {
   bool server_has_no_log_ = false;  // this process asked and the server keeps none
   std::optional<transparency::TreeHeadTracker> tracker_;
   std::map<std::string, std::uint32_t> versions_;
+  // Gossiped heads (encoded TreeHead) shown consistent with ours, and (sender, head) pairs
+  // reported; both bounded.
+  std::set<Bytes> consistent_;
+  std::set<std::pair<std::string, Bytes>> reported_;
+
+  std::mutex gossip_mu_;         // after mu_ when both are taken
+  std::optional<Bytes> gossip_;  // the encoded head to send; nullopt: not read from the store yet
 };
 
 }  // namespace sotto::client

@@ -24,6 +24,16 @@ bool transient(const Error& e) {
 
 }  // namespace
 
+std::string encode_padded(content::Content& c, KtClient& kt) {
+  const Bytes head = kt.gossip_head();
+  if (head.empty()) {
+    c.clear_kt_tree_head();
+  } else {
+    c.set_kt_tree_head(std::string(head.begin(), head.end()));
+  }
+  return encode_padded(c);
+}
+
 std::string encode_padded(content::Content& c) {
   c.clear_padding();
   const std::size_t pad = padding_length(c.ByteSizeLong());
@@ -76,8 +86,9 @@ Result<SendResult> Outbox::send_text(const std::string& to, const std::string& b
     sent->set_destination(*user);
     sent->set_timestamp(timestamp);
     *sent->mutable_message() = data_content.data();
-    if (!note_to_self) out.parts.push_back(Part{*user, encode_padded(data_content), true, {}});
-    out.parts.push_back(Part{self, encode_padded(sync_content), note_to_self, {}});
+    if (!note_to_self)
+      out.parts.push_back(Part{*user, encode_padded(data_content, account_.kt), true, {}});
+    out.parts.push_back(Part{self, encode_padded(sync_content, account_.kt), note_to_self, {}});
     wipe(*data_content.mutable_data()->mutable_body());
     wipe(*sent->mutable_message()->mutable_body());
   }
@@ -102,9 +113,11 @@ Result<SendResult> Outbox::send_contents(const std::string& to, std::uint64_t ti
   out.timestamp = timestamp;
   out.message_id = new_message_id(timestamp, account_.rng);
   out.timeout = timeout;
-  if (to_user && !note_to_self) out.parts.push_back(Part{to, encode_padded(*to_user), true, {}});
+  if (to_user && !note_to_self)
+    out.parts.push_back(Part{to, encode_padded(*to_user, account_.kt), true, {}});
   if (to_own) {
-    out.parts.push_back(Part{self, encode_padded(*to_own), note_to_self || !to_user, {}});
+    out.parts.push_back(
+        Part{self, encode_padded(*to_own, account_.kt), note_to_self || !to_user, {}});
   }
   if (!to_user) out.recipient = self;
   if (out.parts.empty()) return SendResult{timestamp, 0, {}};

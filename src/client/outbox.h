@@ -34,7 +34,10 @@ inline constexpr std::uint64_t kResendLogMs = 24ull * 3600 * 1000;
 inline constexpr std::uint32_t kMaxResends = 3;            // per message and recipient
 inline constexpr std::uint32_t kPlaintextContentType = 8;  // service.proto, Envelope.type
 
-// Serializes a Content padded to a multiple of kPaddingBlock bytes.
+// Serializes a Content padded to a multiple of kPaddingBlock bytes, with the newest key
+// transparency tree head this device verified (gossip, docs/transparency.md) when it has one.
+[[nodiscard]] std::string encode_padded(wire::content::Content& c, KtClient& kt);
+// The same without a tree head (tests and benchmarks that forge or time contents).
 [[nodiscard]] std::string encode_padded(wire::content::Content& c);
 // A UUIDv7-like message id: the time in milliseconds (6 bytes, big-endian), then random bytes
 // (the server keeps its dedup entries in that order).

@@ -106,6 +106,14 @@ void KeysService::add_routes(Router& router) {
                },
                {router.limit_per_account(ctx_.limits.bundle_fetches, "",
                                          "too many monitoring requests by this account")});
+  // Gossip checks: one per tree head a client sees in a message that differs from its own.
+  router.route(svc::Request::kKtConsistency, Router::Access::logged_in,
+               [this](Call& c) {
+                 on_kt_consistency(c.request, c.out);
+                 return Outcome::reply;
+               },
+               {router.limit_per_account(ctx_.limits.bundle_fetches, "",
+                                         "too many tree head checks by this account")});
 }
 
 void KeysService::on_kt_keys(svc::Response& out) {
@@ -141,6 +149,39 @@ void KeysService::on_kt_monitor(const SessionPtr& s, svc::Request& r, svc::Respo
   m->set_tree_head(std::string(p->tree_head.begin(), p->tree_head.end()));
   m->set_consistency(std::string(p->consistency.begin(), p->consistency.end()));
   m->set_monitor(std::string(p->proof.begin(), p->proof.end()));
+}
+
+void KeysService::on_kt_consistency(svc::Request& r, svc::Response& out) {
+  if (ctx_.kt == nullptr) {
+    fail(out, svc::NOT_FOUND, "this server keeps no transparency log");
+    return;
+  }
+  const std::uint64_t old_size = r.kt_consistency().old_size();
+  const std::uint64_t new_size = r.kt_consistency().new_size();
+  auto& log = ctx_.kt->log();
+  if (!ctx_.kt->refresh()) {
+    fail(out, svc::INTERNAL, "transparency log failure");
+    return;
+  }
+  // Every head ever signed has at least one entry, and the log never shrinks: a size beyond it
+  // was never signed by this log.
+  if (old_size == 0 || old_size > new_size || new_size > log.head().head.size) {
+    fail(out, svc::BAD_REQUEST, "the sizes are not 0 < old_size <= new_size <= the log's size");
+    return;
+  }
+  auto old_head = log.head_at(old_size);
+  auto new_head = log.head_at(new_size);
+  auto proof = log.consistency(old_size, new_size);
+  if (!old_head || !new_head || !proof) {
+    fail(out, svc::INTERNAL, "transparency log failure");
+    return;
+  }
+  const auto str_of = [](const Bytes& b) { return std::string(b.begin(), b.end()); };
+  auto* m = out.mutable_kt_consistency();
+  m->set_old_head(str_of(transparency::encode_signed_tree_head(*old_head)));
+  m->set_new_head(str_of(transparency::encode_signed_tree_head(*new_head)));
+  if (old_size != new_size)
+    m->set_consistency(str_of(transparency::encode_consistency_proof(*proof)));
 }
 
 void KeysService::after_login(const SessionPtr& s) {

@@ -3,8 +3,10 @@
 every account change, real sotto clients that check every bundle against the log's proofs, and a
 malicious-server harness: a ghost device for bob written straight into the server's SQLite
 database without logging it (alice refuses it), and one added in the open, logged through the
-server's own append path by a hidden test-only operator command (bob's devices report it). The
-helpers come from test_e2e.py.
+server's own append path by a hidden test-only operator command (bob's devices report it), and a
+forked log: two copies of the server's data shown to alice and to bob, their messages relayed
+between them (each side reports split_view from the other's first message). The helpers come from
+test_e2e.py.
 
     python3 tests/e2e/test_transparency.py --bin BUILD_DIR [unittest options]
 """
@@ -48,6 +50,39 @@ def add_ghost_device(server, user, device_id=7):
         db.commit()
     finally:
         db.close()
+
+
+def relay_envelopes(from_data, to_data, user):
+    """What a server showing two users two logs still does: relays their messages. Copies the
+    envelopes queued for `user` in one copy of the server's database into the other."""
+    src = sqlite3.connect(os.path.join(from_data, "sotto.db"))
+    dst = sqlite3.connect(os.path.join(to_data, "sotto.db"))
+    try:
+        columns = [r[1] for r in src.execute("PRAGMA table_info(messages)") if r[1] != "seq"]
+        rows = src.execute(
+            "SELECT %s FROM messages WHERE account_id = "
+            "(SELECT id FROM accounts WHERE username = ?) ORDER BY seq"
+            % ", ".join(columns), (user,)).fetchall()
+        moved = 0
+        for row in rows:
+            values = dict(zip(columns, row))
+            if dst.execute("SELECT 1 FROM messages WHERE envelope_id = ?",
+                           (values["envelope_id"],)).fetchone():
+                continue
+            if values.get("body_id"):
+                (values["content"],) = src.execute(
+                    "SELECT content FROM shared_bodies WHERE id = ?",
+                    (values["body_id"],)).fetchone()
+                values["body_id"] = 0
+            dst.execute("INSERT INTO messages (%s) VALUES (%s)"
+                        % (", ".join(columns), ", ".join("?" for _ in columns)),
+                        [values[c] for c in columns])
+            moved += 1
+        dst.commit()
+        return moved
+    finally:
+        src.close()
+        dst.close()
 
 
 class TransparencyTest(unittest.TestCase):
@@ -178,6 +213,72 @@ class TransparencyTest(unittest.TestCase):
         r = bob.run("receive", "--timeout", "5", json_output=False)
         self.assertIn("SECURITY ALERT (unknown_device) for bob", r.stdout + r.stderr)
 
+    def show(self, data):
+        """Restarts the server (same port, TLS key and log keys) on one copy of its data."""
+        self.server.stop()
+        self.server.data = data
+        self.server.start()
+
+    def test_a_forked_log_is_caught_as_soon_as_the_two_sides_talk(self):
+        """Attack 3: the operator shows alice one log and bob another, and relays their
+        messages; each message carries its sender's tree head, so the first one across the fork
+        raises split_view on its recipient."""
+        alice = Client(self.root, "alice")
+        bob = Client(self.root, "bob")
+        alice.register("alice", self.server)
+        bob.register("bob", self.server)
+        self.assertEqual(alice.send("bob", "hello").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["hello"])
+        self.assertEqual(bob.send("alice", "hi").returncode, 0)
+        self.assertEqual([m["body"] for m in alice.messages()], ["hi"])
+        # The honest path: alice's log grows (she looks up frank), bob gets her newer head with
+        # her next message, and the server proves it extends his.
+        Client(self.root, "frank").register("frank", self.server)
+        self.assertEqual(alice.send("frank", "hi frank").returncode, 0)
+        self.assertEqual(alice.send("bob", "news").returncode, 0)
+        self.assertEqual(bob.send("alice", "thanks").returncode, 0)
+        for device, body in ((bob, "news"), (alice, "thanks")):
+            events = device.receive(timeout_s=5)
+            self.assertIn(body, [e.get("body") for e in events], events)
+            self.assertEqual([e for e in events if e.get("type") == "security_alert"], [])
+
+        # The fork: two copies of the server's data, each growing its own way.
+        self.server.stop()
+        view_a = self.server.data
+        view_b = view_a + "-for-bob"
+        shutil.copytree(view_a, view_b, symlinks=True)
+        # bob's view: dave joins, bob looks him up and writes to alice.
+        self.show(view_b)
+        Client(self.root, "dave").register("dave", self.server)
+        self.assertEqual(bob.send("dave", "hi dave").returncode, 0)
+        self.assertEqual(bob.send("alice", "across the fork").returncode, 0)
+        # alice's view: carol and erin join instead, and alice looks them up.
+        self.show(view_a)
+        for name in ("carol", "erin"):
+            Client(self.root, name).register(name, self.server)
+            self.assertEqual(alice.send(name, "hi " + name).returncode, 0)
+
+        # bob's message reaches alice, who is shown her own view: the server's head at the size
+        # of bob's is another one.
+        self.server.stop()
+        self.assertGreaterEqual(relay_envelopes(view_b, view_a, "alice"), 1)
+        self.server.start()
+        events = alice.receive(timeout_s=5)
+        self.assertIn("across the fork", [e.get("body") for e in events], events)
+        alerts = [e for e in events if e.get("type") == "security_alert"]
+        self.assertEqual(len(alerts), 1, events)
+        self.assertEqual(alerts[0]["kind"], "split_view")
+        self.assertEqual(alerts[0]["user"], "bob")
+        self.assertIn("different users different logs", alerts[0]["detail"])
+
+        # alice answers; bob, shown his view, gets her head, of a size his view never signed.
+        self.assertEqual(alice.send("bob", "back across").returncode, 0)
+        self.server.stop()
+        self.assertGreaterEqual(relay_envelopes(view_a, view_b, "bob"), 1)  # and receipts
+        self.show(view_b)
+        r = bob.run("receive", "--timeout", "5", json_output=False)
+        self.assertIn("back across", r.stdout)
+        self.assertIn("SECURITY ALERT (split_view) for alice", r.stdout + r.stderr)
 
 if __name__ == "__main__":
     sys.exit(test_e2e.main())  # --bin BUILD_DIR [unittest options]

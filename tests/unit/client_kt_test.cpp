@@ -1,7 +1,9 @@
 // The client's key transparency check (client/kt.h) against a real log from the library: an
 // honest proof gives the logged account, and every tampering is refused with the right kind of
 // security alert: a changed proof, a head not signed by the pinned key, no proof at all, a bundle
-// for a device or identity key the log does not hold, a forked log, a version rolled back.
+// for a device or identity key the log does not hold, a forked log, a version rolled back; and
+// tree heads gossiped in messages: one of the same log passes, one of another view is a
+// split_view.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -233,6 +235,148 @@ TEST_F(ClientKtTest, AForkedLogAndARolledBackVersionAreInconsistent) {
                          &*std::make_unique<svc::KtProof>(server_.proof("bob", 0)));
   ASSERT_FALSE(r);
   EXPECT_EQ(alert_kind(r.error()), "log_inconsistent");
+}
+
+// What the server answers to a gossip check (server/keys.cpp, on_kt_consistency), from a log.
+Result<svc::Response> consistency_answer(const kt::TransparencyLog& log, const svc::Request& r,
+                                         int* asked) {
+  ++*asked;
+  svc::Response out;
+  const auto& q = r.kt_consistency();
+  if (q.old_size() == 0 || q.old_size() > q.new_size() || q.new_size() > log.head().head.size) {
+    out.mutable_status()->set_code(svc::BAD_REQUEST);
+    return out;
+  }
+  const auto str = [](const Bytes& b) { return std::string(b.begin(), b.end()); };
+  out.mutable_status()->set_code(svc::OK);
+  auto* m = out.mutable_kt_consistency();
+  m->set_old_head(str(kt::encode_signed_tree_head(*log.head_at(q.old_size()))));
+  m->set_new_head(str(kt::encode_signed_tree_head(*log.head_at(q.new_size()))));
+  m->set_consistency(
+      str(kt::encode_consistency_proof(*log.consistency(q.old_size(), q.new_size()))));
+  return out;
+}
+
+Bytes encoded(const kt::SignedTreeHead& h) {
+  return kt::encode_signed_tree_head(h);
+}
+
+TEST_F(ClientKtTest, GossipedHeadsOfTheSameLogPassAndANewerOneIsTaken) {
+  EXPECT_TRUE(client_->gossip_head().empty());  // nothing verified yet: nothing to send
+  server_.put("bob", value(0x42, {1}));
+  server_.put("carol", value(0x43, {1}));
+  ASSERT_TRUE(check("bob", server_.proof("bob", 0)));
+  const std::uint64_t size = client_->known_size();
+  EXPECT_EQ(client_->gossip_head(), encoded(server_.log->head()));
+  int asked = 0;
+  const KtClient::Ask ask = [&](svc::Request r) {
+    return consistency_answer(*server_.log, r, &asked);
+  };
+  // The same head, and an older one of the same log.
+  auto alerts = client_->check_gossip(ask, "bob", encoded(server_.log->head()));
+  ASSERT_TRUE(alerts) << alerts.error().message;
+  EXPECT_TRUE(alerts->empty());
+  EXPECT_EQ(asked, 0);
+  alerts = client_->check_gossip(ask, "bob", encoded(*server_.log->head_at(size - 1)));
+  ASSERT_TRUE(alerts) << alerts.error().message;
+  EXPECT_TRUE(alerts->empty());
+  EXPECT_EQ(asked, 1);
+  // Checked once: the next message with that head costs nothing.
+  ASSERT_TRUE(client_->check_gossip(ask, "bob", encoded(*server_.log->head_at(size - 1))));
+  EXPECT_EQ(asked, 1);
+  // A newer head, proven to extend ours, becomes ours (and is the one this device sends).
+  server_.put("dave", value(0x44, {1}));
+  alerts = client_->check_gossip(ask, "carol", encoded(server_.log->head()));
+  ASSERT_TRUE(alerts) << alerts.error().message;
+  EXPECT_TRUE(alerts->empty());
+  EXPECT_EQ(client_->known_size(), size + 1);
+  EXPECT_EQ(client_->gossip_head(), encoded(server_.log->head()));
+  KtClient again(*store_);
+  EXPECT_EQ(again.gossip_head(), encoded(server_.log->head()));
+}
+
+TEST_F(ClientKtTest, AHeadFromAnotherViewOfTheLogIsASplitView) {
+  server_.put("bob", value(0x42, {1}));
+  ASSERT_TRUE(check("bob", server_.proof("bob", 0)));
+  int asked = 0;
+  const KtClient::Ask ask = [&](svc::Request r) {
+    return consistency_answer(*server_.log, r, &asked);
+  };
+  // Another log under the same keys: bob was shown it.
+  Log fork(2);
+  fork.put("bob", value(0x42, {1, 9}));
+  ASSERT_EQ(fork.log->head().head.size, server_.log->head().head.size);
+  // Same size, another head: caught without asking.
+  auto alerts = client_->check_gossip(ask, "bob", encoded(fork.log->head()));
+  ASSERT_TRUE(alerts) << alerts.error().message;
+  ASSERT_EQ(alerts->size(), 1u);
+  EXPECT_EQ((*alerts)[0].kind, Event::Kind::security_alert);
+  EXPECT_EQ((*alerts)[0].alert, "split_view");
+  EXPECT_EQ((*alerts)[0].user, "bob");
+  EXPECT_NE((*alerts)[0].detail.find("different users different logs"), std::string::npos);
+  EXPECT_EQ(asked, 0);
+  // Reported once per sender and head.
+  alerts = client_->check_gossip(ask, "bob", encoded(fork.log->head()));
+  ASSERT_TRUE(alerts);
+  EXPECT_TRUE(alerts->empty());
+  // A larger head of the fork: the server this device talks to never signed that size.
+  fork.put("erin", value(0x45, {1}));
+  alerts = client_->check_gossip(ask, "carol", encoded(fork.log->head()));
+  ASSERT_TRUE(alerts) << alerts.error().message;
+  ASSERT_EQ(alerts->size(), 1u);
+  EXPECT_EQ((*alerts)[0].alert, "split_view");
+  EXPECT_EQ(asked, 1);
+  // Our view did not move to the fork's.
+  EXPECT_EQ(client_->known_size(), server_.log->head().head.size);
+  // Our log grows past the fork; the fork's head then is an older one that ours does not extend.
+  server_.put("frank", value(0x46, {1}));
+  server_.put("gina", value(0x47, {1}));
+  ASSERT_TRUE(check("bob", server_.proof("bob", client_->known_size())));
+  alerts = client_->check_gossip(ask, "dave", encoded(fork.log->head()));
+  ASSERT_TRUE(alerts) << alerts.error().message;
+  ASSERT_EQ(alerts->size(), 1u);
+  EXPECT_EQ((*alerts)[0].alert, "split_view");
+  // A server that answers with a proof that does not hold is caught as well.
+  const KtClient::Ask lying = [&](svc::Request r) {
+    auto out = consistency_answer(*server_.log, r, &asked);
+    std::string p = out->kt_consistency().consistency();
+    if (!p.empty()) p[p.size() - 1] = static_cast<char>(p[p.size() - 1] ^ 0x01);
+    out->mutable_kt_consistency()->set_consistency(p);
+    return out;
+  };
+  alerts = client_->check_gossip(lying, "erin", encoded(*server_.log->head_at(2)));
+  ASSERT_TRUE(alerts) << alerts.error().message;
+  ASSERT_EQ(alerts->size(), 1u);
+  EXPECT_EQ((*alerts)[0].alert, "split_view");
+}
+
+TEST_F(ClientKtTest, GossipThatIsNotTheLogsIsIgnored) {
+  server_.put("bob", value(0x42, {1}));
+  ASSERT_TRUE(check("bob", server_.proof("bob", 0)));
+  int asked = 0;
+  const KtClient::Ask ask = [&](svc::Request r) {
+    return consistency_answer(*server_.log, r, &asked);
+  };
+  // A sender can put anything in its message: bytes that are no head, or a head not signed by
+  // the log, say nothing about the log.
+  Bytes forged = encoded(server_.log->head());
+  forged[60] ^= 0x01;
+  for (const Bytes& junk : {Bytes{}, Bytes(111, 0), Bytes(112, 0xff), forged}) {
+    auto alerts = client_->check_gossip(ask, "mallory", junk);
+    ASSERT_TRUE(alerts) << alerts.error().message;
+    EXPECT_TRUE(alerts->empty());
+  }
+  EXPECT_EQ(asked, 0);
+  // A request that fails is an error, not an alert; the next message checks again.
+  const KtClient::Ask down = [](svc::Request) -> Result<svc::Response> {
+    return tl::unexpected(make_error(ErrorCode::network, "down"));
+  };
+  server_.put("carol", value(0x43, {1}));
+  EXPECT_FALSE(client_->check_gossip(down, "carol", encoded(server_.log->head())));
+  auto alerts = client_->check_gossip(ask, "carol", encoded(server_.log->head()));
+  ASSERT_TRUE(alerts);
+  EXPECT_TRUE(alerts->empty());
+  EXPECT_EQ(asked, 1);
 }
 
 TEST(ClientKtValues, AnAlertErrorSaysItsKindUserAndDetail) {
