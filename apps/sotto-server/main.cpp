@@ -512,8 +512,8 @@ int main(int argc, char** argv) {
 
   server::Metrics metrics;
   server::Server server(config, **store, metrics, crypto::system_rng(), wall_ms);
-  // The key transparency log lives in the SQLite database, beside the accounts it logs; the
-  // PostgreSQL store keeps none yet (docs/operations.md).
+  // The key transparency log lives in the store's database, beside the accounts it logs
+  // (docs/transparency.md).
   std::unique_ptr<server::KeyTransparency> kt;
   if (!invite->parsed() && (*store)->kt() != nullptr) {
     auto opened = server::KeyTransparency::open(config.data_dir, *(*store)->kt(),

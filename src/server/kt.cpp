@@ -20,6 +20,8 @@ namespace kt = transparency;
 // The commit function of the account change being logged on this thread (AccountLog): the
 // adapter's append writes the entry through it, inside the change's transaction.
 thread_local const store::AccountLog::Commit* t_commit = nullptr;
+// Set while an account change is logged: reads the entries inside that change's transaction.
+thread_local const store::AccountLog::ReadFrom* t_read_from = nullptr;
 
 store::KtEntryRow to_row(const kt::StoredEntry& e) {
   store::KtEntryRow row;
@@ -155,6 +157,23 @@ class KeyTransparency::Adapter final : public kt::TransparencyStore {
     if (!ok || bad) return tl::unexpected(kt::Error::storage_failure);
     return {};
   }
+  tl::expected<void, kt::Error> load_from(
+      std::uint64_t first,
+      const std::function<void(const kt::StoredEntry&)>& visit) const override {
+    bool bad = false;
+    const auto each = [&](const store::KtEntryRow& row) {
+      if (bad) return;
+      auto e = from_row(row);
+      if (!e) {
+        bad = true;
+        return;
+      }
+      visit(*e);
+    };
+    auto ok = t_read_from != nullptr ? (*t_read_from)(first, each) : kt_.load_from(first, each);
+    if (!ok || bad) return tl::unexpected(kt::Error::storage_failure);
+    return {};
+  }
 
  private:
   store::KtStore& kt_;
@@ -195,12 +214,19 @@ tl::expected<std::unique_ptr<KeyTransparency>, std::string> KeyTransparency::ope
 }
 
 tl::expected<void, std::string> KeyTransparency::start() {
-  if (auto opened = log_.open(now_ms_()); !opened) {
-    return tl::unexpected(std::string("cannot open the transparency log: ") +
-                          std::string(kt::to_string(opened.error())));
+  // On a shared store another server may write entry 0 between this one's read and its write:
+  // this one's write then fails, and reading again finds the entry.
+  for (int attempt = 0;; ++attempt) {
+    auto opened = log_.open(now_ms_());
+    if (opened) break;
+    if (!kt_.shared() || attempt == 2 || opened.error() == kt::Error::bad_history) {
+      return tl::unexpected(std::string("cannot open the transparency log: ") +
+                            std::string(kt::to_string(opened.error())));
+    }
   }
   // A log of entry 0 alone has never logged an account: log the ones there are (a server that
-  // ran before it had a log), in one entry. Nothing changes accounts before set_account_log.
+  // ran before it had a log), in one entry. Nothing changes accounts before set_account_log (on
+  // a cluster: before any server has taken the log, so the first to write entry 1 writes it).
   if (log_.head().head.size == 1) {
     auto accounts = kt_.all_accounts();
     if (!accounts) return tl::unexpected(std::string("cannot read the accounts to log them"));
@@ -212,8 +238,12 @@ tl::expected<void, std::string> KeyTransparency::start() {
     }
     if (!updates.empty()) {
       if (auto ok = log_.append(updates, now_ms_()); !ok) {
-        return tl::unexpected(std::string("cannot log the existing accounts: ") +
-                              std::string(kt::to_string(ok.error())));
+        // Another server of the cluster logged them first.
+        const bool done = kt_.shared() && log_.refresh() && log_.head().head.size > 1;
+        if (!done) {
+          return tl::unexpected(std::string("cannot log the existing accounts: ") +
+                                std::string(kt::to_string(ok.error())));
+        }
       }
     }
   }
@@ -239,15 +269,29 @@ std::optional<kt::AccountValue> KeyTransparency::value_of(const store::AccountRe
 }
 
 tl::expected<void, store::Error> KeyTransparency::account_changed(const store::AccountRecord& after,
-                                                                  const Commit& commit) {
+                                                                  const Commit& commit,
+                                                                  const ReadFrom& read_from) {
   auto value = value_of(after);
   if (!value) return tl::unexpected(store::Error::io);
   const kt::TransparencyLog::Update update{after.username, std::move(*value)};
+  // On a shared store the entries other servers appended come first: this one's index follows
+  // theirs. The store holds the log's write lock, so none can come in between.
+  if (kt_.shared()) {
+    t_read_from = &read_from;
+    auto refreshed = log_.refresh();
+    t_read_from = nullptr;
+    if (!refreshed) return tl::unexpected(store::Error::io);
+  }
   t_commit = &commit;
   auto appended = log_.append(std::span(&update, 1), now_ms_());
   t_commit = nullptr;
   if (!appended) return tl::unexpected(store::Error::io);
   return {};
+}
+
+tl::expected<void, kt::Error> KeyTransparency::refresh() const {
+  if (!kt_.shared()) return {};
+  return log_.refresh();
 }
 
 tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::head_and_consistency(
@@ -268,6 +312,7 @@ tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::head_and_consis
 // and the proof is at that head (heads only grow).
 tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::search(
     std::string_view username, std::uint64_t known_size) const {
+  if (auto ok = refresh(); !ok) return tl::unexpected(ok.error());
   for (;;) {
     const kt::SignedTreeHead before = log_.head();
     auto proof = log_.search(username);
@@ -281,6 +326,7 @@ tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::search(
 
 tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::monitor(
     std::string_view username, std::uint64_t known_size) const {
+  if (auto ok = refresh(); !ok) return tl::unexpected(ok.error());
   for (;;) {
     const kt::SignedTreeHead before = log_.head();
     auto proof = log_.monitor(username);

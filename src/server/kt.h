@@ -54,8 +54,12 @@ class KeyTransparency final : public store::AccountLog {
   transparency::LogPublicKeys public_keys() const { return log_.public_keys(); }
   transparency::TransparencyLog& log() { return log_; }
 
-  [[nodiscard]] tl::expected<void, store::Error> account_changed(const store::AccountRecord& after,
-                                                                 const Commit& commit) override;
+  [[nodiscard]] tl::expected<void, store::Error> account_changed(
+      const store::AccountRecord& after, const Commit& commit, const ReadFrom& read_from) override;
+
+  // Takes in what other servers sharing the store appended (nothing to do on SQLite). Lookups
+  // (search, monitor) do it first; other readers of log() call it themselves.
+  [[nodiscard]] tl::expected<void, transparency::Error> refresh() const;
 
   // What a lookup of `username` carries: the current signed head, a consistency proof from
   // `known_size` (empty when 0 or the current size) and a search proof; each encoded.
@@ -84,7 +88,8 @@ class KeyTransparency final : public store::AccountLog {
   std::unique_ptr<Adapter> adapter_;
   store::KtStore& kt_;
   NowMs now_ms_;
-  transparency::TransparencyLog log_;
+  // mutable: a lookup takes in the entries other servers appended before it answers.
+  mutable transparency::TransparencyLog log_;
 };
 
 // Fills a lookup's KtProof for `username` (docs/transparency.md). On failure sets `out`'s status

@@ -35,6 +35,7 @@ void TransparencyLog::apply_locked(const StoredEntry& e) {
 
 tl::expected<void, Error> TransparencyLog::open(std::uint64_t now_ms) {
   std::lock_guard lock(mu_);
+  if (broken_) return tl::unexpected(Error::bad_history);
   if (open_) return {};
   bool consistent = true;
   auto loaded = store_.load([&](const StoredEntry& e) {
@@ -157,6 +158,31 @@ tl::expected<SignedTreeHead, Error> TransparencyLog::append(std::span<const Upda
   log_.append_leaf_hash(log_entry_hash(e.entry));
   head_ = head_locked(entries_.size());
   return head_;
+}
+
+tl::expected<void, Error> TransparencyLog::refresh() {
+  std::lock_guard lock(mu_);
+  if (!open_) return tl::unexpected(Error::invalid_argument);
+  std::vector<StoredEntry> fresh;
+  auto loaded =
+      store_.load_from(entries_.size(), [&](const StoredEntry& e) { fresh.push_back(e); });
+  if (!loaded) return loaded;
+  if (fresh.empty()) return {};
+  for (const StoredEntry& e : fresh) {
+    if (e.index != entries_.size()) {
+      open_ = false;
+      broken_ = true;
+      return tl::unexpected(Error::bad_history);
+    }
+    apply_locked(e);
+    if (prefix_.root() != e.entry.prefix_root) {
+      open_ = false;  // the trees no longer match the store: nothing more is served from them
+      broken_ = true;
+      return tl::unexpected(Error::bad_history);
+    }
+  }
+  head_ = head_locked(entries_.size());
+  return {};
 }
 
 SignedTreeHead TransparencyLog::head() const {

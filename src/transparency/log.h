@@ -53,6 +53,12 @@ class TransparencyLog {
   // transaction does not wait for it. append(), search() and monitor() call it too.
   void warm(std::string_view label) const;
 
+  // Takes in the entries other servers sharing the store appended since this log last looked
+  // (a cluster on one database: its writers take turns under the store's lock), checking each
+  // as open() does. Error::bad_history when one does not give the prefix root it names (the log
+  // then refuses every call, as a server that must not go on); storage errors change nothing.
+  [[nodiscard]] tl::expected<void, Error> refresh();
+
   SignedTreeHead head() const;
   // The label's latest version (or absence) at head().
   [[nodiscard]] tl::expected<SearchProof, Error> search(std::string_view label) const;
@@ -91,6 +97,7 @@ class TransparencyLog {
 
   mutable std::mutex mu_;
   bool open_ = false;
+  bool broken_ = false;  // refresh() found entries that do not match: never serves again
   LogTree log_;
   std::vector<LogEntry> entries_;
   std::vector<std::vector<LeafChange>> changes_;  // per entry, for audit_record()

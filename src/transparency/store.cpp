@@ -2,6 +2,13 @@
 
 namespace sotto::transparency {
 
+tl::expected<void, Error> TransparencyStore::load_from(
+    std::uint64_t first, const std::function<void(const StoredEntry&)>& visit) const {
+  return load([&](const StoredEntry& e) {
+    if (e.index >= first) visit(e);
+  });
+}
+
 tl::expected<void, Error> MemoryTransparencyStore::append(const StoredEntry& e) {
   std::lock_guard lock(mu_);
   if (fail_next_) {

@@ -41,6 +41,10 @@ class TransparencyStore {
   // Visits every stored entry in log order.
   [[nodiscard]] virtual tl::expected<void, Error> load(
       const std::function<void(const StoredEntry&)>& visit) const = 0;
+  // Visits the stored entries from index `first` on, in log order (what other writers of a
+  // shared store appended since; TransparencyLog::refresh). The default reads them all and skips.
+  [[nodiscard]] virtual tl::expected<void, Error> load_from(
+      std::uint64_t first, const std::function<void(const StoredEntry&)>& visit) const;
 };
 
 class MemoryTransparencyStore final : public TransparencyStore {
@@ -52,6 +56,11 @@ class MemoryTransparencyStore final : public TransparencyStore {
   // Tests: make the next append fail (a full disk), and rewrite history (a malicious operator).
   void fail_next_append() { fail_next_ = true; }
   std::vector<StoredEntry>& entries_for_test() { return entries_; }
+  // Tests: an entry another server sharing the store appended (no check of its index).
+  void append_for_test(const StoredEntry& e) {
+    std::lock_guard lock(mu_);
+    entries_.push_back(e);
+  }
 
  private:
   mutable std::mutex mu_;

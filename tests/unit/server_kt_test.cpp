@@ -157,7 +157,8 @@ TEST(ServerKt, EveryAccountChangeIsLoggedWithIt) {
 
 class FailingLog final : public store::AccountLog {
  public:
-  tl::expected<void, Error> account_changed(const AccountRecord&, const Commit&) override {
+  tl::expected<void, Error> account_changed(const AccountRecord&, const Commit&,
+                                            const ReadFrom&) override {
     ++calls;
     return tl::unexpected(Error::io);
   }

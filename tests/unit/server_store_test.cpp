@@ -1537,7 +1537,7 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
     tables.insert(table);
   }
   tables.erase("schema_version");  // PostgreSQL's record of it (SQLite: the file header)
-  // The key transparency log: SQLite's alone for now (docs/operations.md).
+  // The key transparency log (every backend has one).
   EXPECT_EQ(tables.erase("kt_entries") + tables.erase("kt_versions"),
             this->store_->kt() != nullptr ? 2u : 0u);
   EXPECT_EQ(tables, (std::set<std::string>{"accounts", "attachments", "blocks", "devices",
@@ -2081,8 +2081,6 @@ TEST_F(PostgresMigrationTest, HasTheSqliteTablesAndColumnsPlusItsOwnTwo) {
   std::set<std::pair<std::string, std::string>> postgres;
   for (const auto& tc : (*store)->schema()) postgres.insert(tc);
   auto expected = sqlite;
-  // The key transparency log is SQLite's alone for now (docs/operations.md).
-  std::erase_if(expected, [](const auto& tc) { return tc.first.starts_with("kt_"); });
   expected.emplace("schema_version", "version");
   expected.emplace("pre_keys", "seq");
   EXPECT_EQ(postgres, expected);

@@ -411,22 +411,30 @@ class SqliteServerStore::Impl final : public AccountStore,
     return {};
   }
 
-  // Entries and versions are both read in log order and merged, so the log is never held twice.
   tl::expected<void, Error> load(const std::function<void(const KtEntryRow&)>& visit) override {
+    return load_from(0, visit);
+  }
+
+  // Entries and versions are both read in log order and merged, so the log is never held twice.
+  tl::expected<void, Error> load_from(
+      std::uint64_t first, const std::function<void(const KtEntryRow&)>& visit) override {
+    if (first > static_cast<std::uint64_t>(INT64_MAX)) return {};
     auto conn = pool_.acquire();
     Transaction txn(*conn);
     if (const int rc = txn.begin_read(); rc != SQLITE_OK)
       return tl::unexpected(fail("kt load: begin", *conn, rc));
-    auto entries =
-        conn->prepare("SELECT idx, timestamp_ms, prefix_root FROM kt_entries ORDER BY idx");
+    auto entries = conn->prepare(
+        "SELECT idx, timestamp_ms, prefix_root FROM kt_entries WHERE idx >= ?1 ORDER BY idx");
     if (!entries) return tl::unexpected(fail("kt load: prepare", *conn, entries.error()));
+    entries->bind(1, static_cast<std::int64_t>(first));
     auto versions = conn->prepare(
         "SELECT entry, label_index, version, commitment, opening, value FROM kt_versions "
-        "ORDER BY entry, seq");
+        "WHERE entry >= ?1 ORDER BY entry, seq");
     if (!versions) return tl::unexpected(fail("kt load: prepare", *conn, versions.error()));
+    versions->bind(1, static_cast<std::int64_t>(first));
     int vrc = versions->step();
     int erc = SQLITE_OK;
-    std::uint64_t expected = 0;
+    std::uint64_t expected = first;
     while ((erc = entries->step()) == SQLITE_ROW) {
       KtEntryRow e;
       {
@@ -1308,15 +1316,21 @@ class SqliteServerStore::Impl final : public AccountStore,
     }
     if (!after) return tl::unexpected(after.error());
     bool committed = false;
-    auto logged =
-        log->account_changed(*after, [&](const KtEntryRow& row) -> tl::expected<void, Error> {
+    // One server per SQLite database: nothing is ever appended behind this log's back.
+    const AccountLog::ReadFrom nothing_new = [](std::uint64_t, const AccountLog::Visit&) {
+      return tl::expected<void, Error>{};
+    };
+    auto logged = log->account_changed(
+        *after,
+        [&](const KtEntryRow& row) -> tl::expected<void, Error> {
           if (committed) return tl::unexpected(Error::io);
           if (auto ok = insert_kt_entry(conn, row); !ok) return ok;
           if (const int rc = txn.commit(); rc != SQLITE_OK)
             return tl::unexpected(fail(what, conn, rc));
           committed = true;
           return {};
-        });
+        },
+        nothing_new);
     if (committed) return {};  // durable with its entry, whatever the log said after
     if (logged) options_.log("sqlite: the transparency log did not write its entry");
     return tl::unexpected(Error::io);

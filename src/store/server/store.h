@@ -323,16 +323,24 @@ struct KtEntryRow {
 // the entry's rows into that transaction and commits it: the change and its entry are durable
 // together or not at all. An error returned without calling `commit` (or from it) rolls the change
 // back, and the store's call fails with io.
+//
+// `read_from(first, visit)` reads, inside that same transaction, the entries stored from index
+// `first` on: on a store several servers share (PostgreSQL), the ones the others appended since
+// this log last looked. The store takes the log's write lock before it changes the account, so
+// none can be added until this change commits.
 class AccountLog {
  public:
   virtual ~AccountLog() = default;
   using Commit = std::function<tl::expected<void, Error>(const KtEntryRow&)>;
+  using Visit = std::function<void(const KtEntryRow&)>;
+  using ReadFrom = std::function<tl::expected<void, Error>(std::uint64_t first, const Visit&)>;
   [[nodiscard]] virtual tl::expected<void, Error> account_changed(const AccountRecord& after,
-                                                                  const Commit& commit) = 0;
+                                                                  const Commit& commit,
+                                                                  const ReadFrom& read_from) = 0;
 };
 
-// Where a backend keeps the log's rows (the SQLite store: tables kt_entries and kt_versions of
-// its own database).
+// Where a backend keeps the log's rows (tables kt_entries and kt_versions of the store's own
+// database, SQLite or PostgreSQL).
 class KtStore {
  public:
   virtual ~KtStore() = default;
@@ -342,6 +350,12 @@ class KtStore {
   // Visits every stored entry in log order.
   [[nodiscard]] virtual tl::expected<void, Error> load(
       const std::function<void(const KtEntryRow&)>& visit) = 0;
+  // Visits the stored entries from index `first` on, in log order.
+  [[nodiscard]] virtual tl::expected<void, Error> load_from(
+      std::uint64_t first, const std::function<void(const KtEntryRow&)>& visit) = 0;
+  // Whether other servers may append to the same log (a cluster on one PostgreSQL database): a
+  // server then reads what they added before it answers from its copy of the trees.
+  [[nodiscard]] virtual bool shared() const { return false; }
   // From now on every account change (create_account, add_device, remove_device,
   // recover_account) goes through `log` (none: changes are not logged). `log` must outlive the
   // store or be unset first.
@@ -361,7 +375,7 @@ class ServerStore {
   virtual BlockStore& blocks() = 0;
   // Table and column names of the live schema (for the what-the-server-knows check).
   [[nodiscard]] virtual std::vector<std::pair<std::string, std::string>> schema() = 0;
-  // The key transparency log's rows; nullptr when the backend keeps none (PostgreSQL, for now).
+  // The key transparency log's rows; nullptr when the backend keeps none.
   virtual KtStore* kt() { return nullptr; }
 };
 

@@ -152,6 +152,25 @@ CREATE INDEX attachments_by_expiry ON attachments (expires_at);
     R"sql(
 ALTER TABLE send_dedup ADD COLUMN refused BYTEA NOT NULL DEFAULT '\x'::bytea;
 )sql",
+    // 7 -> 8: the key transparency log (docs/transparency.md), as SQLite's 7 -> 8. The servers of
+    // a cluster append to it one at a time, under an advisory lock (pg_store.cpp).
+    R"sql(
+CREATE TABLE kt_entries (
+  idx BIGINT PRIMARY KEY,
+  timestamp_ms BIGINT NOT NULL,
+  prefix_root BYTEA NOT NULL
+);
+CREATE TABLE kt_versions (
+  entry BIGINT NOT NULL REFERENCES kt_entries (idx),
+  seq BIGINT NOT NULL,
+  label_index BYTEA NOT NULL,
+  version BIGINT NOT NULL,
+  commitment BYTEA NOT NULL,
+  opening BYTEA NOT NULL,
+  value BYTEA NOT NULL,
+  PRIMARY KEY (entry, seq)
+);
+)sql",
 };
 
 // Any constant will do: nodes of one cluster share it, so their migrations run one at a time.

@@ -18,7 +18,7 @@ namespace sotto::store::postgres {
 
 // Versions match the SQLite backend's (sqlite_schema.h): a migration that adds a table there adds
 // it here under the same number.
-inline constexpr int kSchemaVersion = 7;
+inline constexpr int kSchemaVersion = 8;
 
 // The version the database's current schema has: 0 when no Sotto table is there yet.
 [[nodiscard]] tl::expected<int, std::string> schema_version(pqxx::connection& conn);

@@ -122,6 +122,12 @@ struct Prepared {
   const char* name;
   const char* sql;
 };
+// The transparency log's write lock (a transaction-level advisory lock): the servers of a cluster
+// append to the one log in turn. Taken before any row lock of the change it logs, always, so that
+// two changes never wait on each other.
+constexpr std::string_view kLockLog =
+    "SELECT pg_advisory_xact_lock(7310302564420611444)";  // "sotto_kt"
+
 constexpr Prepared kStatements[] = {
     {"insert_account",
      "INSERT INTO accounts (username, identity_key, created_day, recovery_key) "
@@ -176,6 +182,17 @@ constexpr Prepared kStatements[] = {
      "UPDATE accounts SET identity_key = $2, recovery_key = $3 WHERE id = $1 AND recovery_key = "
      "$4"},
     {"account_exists", "SELECT 1 FROM accounts WHERE id = $1"},
+    {"insert_kt_entry",
+     "INSERT INTO kt_entries (idx, timestamp_ms, prefix_root) VALUES ($1, $2, $3)"},
+    {"insert_kt_version",
+     "INSERT INTO kt_versions (entry, seq, label_index, version, commitment, opening, value) "
+     "VALUES ($1, $2, $3, $4, $5, $6, $7)"},
+    {"kt_entries_from",
+     "SELECT idx, timestamp_ms, prefix_root FROM kt_entries WHERE idx >= $1 ORDER BY idx"},
+    {"kt_versions_from",
+     "SELECT entry, label_index, version, commitment, opening, value FROM kt_versions "
+     "WHERE entry >= $1 ORDER BY entry, seq"},
+    {"all_account_ids", "SELECT id FROM accounts ORDER BY id"},
     {"sweep_bodies", "DELETE FROM shared_bodies WHERE refs <= 0 RETURNING octet_length(content)"},
     {"block_state",
      "SELECT (SELECT count(*) FROM blocks WHERE account_id = $1), "
@@ -252,7 +269,8 @@ class PostgresServerStore::Impl final : public AccountStore,
                                         public KeyStore,
                                         public MessageStore,
                                         public TokenStore,
-                                        public BlockStore {
+                                        public BlockStore,
+                                        public KtStore {
  public:
   Impl(PostgresOptions options, std::unique_ptr<pqxx::connection> writer_conn,
        std::vector<std::unique_ptr<pqxx::connection>> pool)
@@ -292,11 +310,12 @@ class PostgresServerStore::Impl final : public AccountStore,
       return tl::unexpected(ok.error());
     return with_conn<AccountId>("create_account", [&](pqxx::connection& c) -> Expect<AccountId> {
       pqxx::work tx(c);
+      AccountLog* log = lock_log(tx);
       const pqxx::result r = tx.exec_prepared("insert_account", username, bin(identity_key),
                                               i64(today()), bin(recovery_key));
       const AccountId id = get_i64(r[0][0]);
       insert_device(tx, id, 1, first_device, signed_pre_key, pre_keys);
-      tx.commit();
+      if (auto ok = commit_change(tx, log, id); !ok) return tl::unexpected(ok.error());
       return id;
     });
   }
@@ -326,6 +345,7 @@ class PostgresServerStore::Impl final : public AccountStore,
       return tl::unexpected(ok.error());
     return with_conn<DeviceId>("add_device", [&](pqxx::connection& c) -> Expect<DeviceId> {
       pqxx::work tx(c);
+      AccountLog* log = lock_log(tx);
       // The account's row lock: two devices added at once get different ids.
       if (tx.exec_prepared("lock_account", account).empty())
         return tl::unexpected(Error::not_found);
@@ -341,7 +361,7 @@ class PostgresServerStore::Impl final : public AccountStore,
         }
       }
       insert_device(tx, account, next, device, signed_pre_key, pre_keys);
-      tx.commit();
+      if (auto ok = commit_change(tx, log, account); !ok) return tl::unexpected(ok.error());
       return next;
     });
   }
@@ -351,6 +371,7 @@ class PostgresServerStore::Impl final : public AccountStore,
     auto removed =
         with_conn<std::size_t>("remove_device", [&](pqxx::connection& c) -> Expect<std::size_t> {
           pqxx::work tx(c);
+          AccountLog* log = lock_log(tx);
           const pqxx::result q =
               tx.exec_prepared("count_queued_device", account, std::int64_t{device});
           const std::size_t queued = get_u64(q[0][0]);
@@ -359,7 +380,7 @@ class PostgresServerStore::Impl final : public AccountStore,
           if (tx.exec_prepared("delete_device", account, std::int64_t{device}).affected_rows() == 0)
             return tl::unexpected(Error::not_found);
           const std::uint64_t bodies = sweep_bodies(tx);
-          tx.commit();
+          if (auto ok = commit_change(tx, log, account); !ok) return tl::unexpected(ok.error());
           released = bytes + bodies;
           return queued;
         });
@@ -380,6 +401,7 @@ class PostgresServerStore::Impl final : public AccountStore,
     auto recovered =
         with_conn<std::size_t>("recover_account", [&](pqxx::connection& c) -> Expect<std::size_t> {
           pqxx::work tx(c);
+          AccountLog* log = lock_log(tx);
           // Compare and swap: only the recovery key that was verified may be replaced.
           if (tx.exec_prepared("recover_account", account, bin(identity_key), bin(recovery_key),
                                bin(expected_recovery_key))
@@ -394,7 +416,7 @@ class PostgresServerStore::Impl final : public AccountStore,
           tx.exec_prepared("delete_link_tokens_of", account);
           const std::uint64_t bodies = sweep_bodies(tx);
           insert_device(tx, account, 1, first_device, signed_pre_key, pre_keys);
-          tx.commit();
+          if (auto ok = commit_change(tx, log, account); !ok) return tl::unexpected(ok.error());
           released = bytes + bodies;
           return queued;
         });
@@ -699,6 +721,57 @@ class PostgresServerStore::Impl final : public AccountStore,
     });
   }
 
+  // --- KtStore ------------------------------------------------------------------------------
+
+  // Entry 0, and the accounts of a database that had none logged: under the log's lock, so that
+  // two servers starting at once cannot both write entry 1 (the second gets conflict, reads the
+  // log again and finds it done).
+  tl::expected<void, Error> append(const KtEntryRow& entry) override {
+    return with_conn<void>("kt append", [&](pqxx::connection& c) -> Expect<void> {
+      pqxx::work tx(c);
+      tx.exec(std::string(kLockLog));
+      insert_kt_entry(tx, entry);
+      tx.commit();
+      return {};
+    });
+  }
+
+  tl::expected<void, Error> load(const std::function<void(const KtEntryRow&)>& visit) override {
+    return load_from(0, visit);
+  }
+
+  tl::expected<void, Error> load_from(
+      std::uint64_t first, const std::function<void(const KtEntryRow&)>& visit) override {
+    return with_conn<void>("kt load", [&](pqxx::connection& c) -> Expect<void> {
+      pqxx::read_transaction tx(c);  // REPEATABLE READ: entries and versions of one moment
+      auto ok = read_kt_entries(tx, first, visit);
+      tx.commit();
+      return ok;
+    });
+  }
+
+  bool shared() const override { return true; }
+
+  void set_account_log(AccountLog* log) override {
+    // A change in progress read the old value once, at its start (lock_log), and uses that.
+    account_log_.store(log, std::memory_order_release);
+  }
+
+  tl::expected<std::vector<AccountRecord>, Error> all_accounts() override {
+    return with_conn<std::vector<AccountRecord>>(
+        "all_accounts", [&](pqxx::connection& c) -> Expect<std::vector<AccountRecord>> {
+          pqxx::read_transaction tx(c);
+          std::vector<AccountRecord> out;
+          for (const auto& row : tx.exec_prepared("all_account_ids")) {
+            auto a = read_account(tx, tx.exec_prepared("account_by_id", get_i64(row[0])));
+            if (!a) return tl::unexpected(a.error());
+            out.push_back(std::move(*a));
+          }
+          tx.commit();
+          return out;
+        });
+  }
+
   // --- ServerStore helpers ------------------------------------------------------------------
 
   std::vector<std::pair<std::string, std::string>> schema() {
@@ -861,6 +934,85 @@ class PostgresServerStore::Impl final : public AccountStore,
       tx.commit();
       return {};
     });
+  }
+
+  // --- the transparency log's part of an account change -------------------------------------
+
+  // The log this change goes through (none: not logged). With one, its write lock comes first.
+  AccountLog* lock_log(pqxx::transaction_base& tx) {
+    AccountLog* log = account_log_.load(std::memory_order_acquire);
+    if (log != nullptr) tx.exec(std::string(kLockLog));
+    return log;
+  }
+
+  // Commits an account change, and with it the log's entry for it: both, or neither.
+  Expect<void> commit_change(pqxx::work& tx, AccountLog* log, AccountId account) {
+    if (log == nullptr) {
+      tx.commit();
+      return {};
+    }
+    auto after = read_account(tx, tx.exec_prepared("account_by_id", account));
+    if (!after) return tl::unexpected(after.error());
+    bool committed = false;
+    const AccountLog::ReadFrom read_from = [&](std::uint64_t first,
+                                               const AccountLog::Visit& visit) {
+      return guarded<void>("kt catch up", [&] { return read_kt_entries(tx, first, visit); });
+    };
+    auto logged = log->account_changed(
+        *after,
+        [&](const KtEntryRow& row) -> Expect<void> {
+          if (committed) return tl::unexpected(Error::io);
+          return guarded<void>("kt entry", [&]() -> Expect<void> {
+            insert_kt_entry(tx, row);
+            tx.commit();
+            committed = true;
+            return {};
+          });
+        },
+        read_from);
+    if (committed) return {};  // durable with its entry, whatever the log said after
+    if (logged) options_.log("postgresql: the transparency log did not write its entry");
+    return tl::unexpected(Error::io);
+  }
+
+  void insert_kt_entry(pqxx::transaction_base& tx, const KtEntryRow& e) {
+    tx.exec_prepared("insert_kt_entry", i64(e.index), i64(e.timestamp_ms), bin(e.prefix_root));
+    std::int64_t seq = 0;
+    for (const auto& v : e.versions) {
+      tx.exec_prepared("insert_kt_version", i64(e.index), seq++, bin(v.label_index),
+                       std::int64_t{v.version}, bin(v.commitment), bin(v.opening), bin(v.value));
+    }
+  }
+
+  // Entries from `first` on, each with its versions, both read in log order and merged.
+  Expect<void> read_kt_entries(pqxx::transaction_base& tx, std::uint64_t first,
+                               const std::function<void(const KtEntryRow&)>& visit) {
+    const pqxx::result entries = tx.exec_prepared("kt_entries_from", i64(first));
+    const pqxx::result versions = tx.exec_prepared("kt_versions_from", i64(first));
+    std::size_t v = 0;
+    std::uint64_t expected = first;
+    for (const auto& row : entries) {
+      KtEntryRow e;
+      e.index = get_u64(row[0]);
+      e.timestamp_ms = get_u64(row[1]);
+      e.prefix_root = get_blob(row[2], 32);
+      if (e.index != expected++) throw CorruptRow("kt_entries: a gap in idx");
+      for (; v < versions.size(); ++v) {
+        const std::uint64_t of = get_u64(versions[v][0]);
+        if (of < e.index) throw CorruptRow("kt_versions: an entry that is not");
+        if (of > e.index) break;
+        KtVersionRow r;
+        r.label_index = get_blob(versions[v][1], 32);
+        r.version = get_u32(versions[v][2]);
+        r.commitment = get_blob(versions[v][3], 32);
+        r.opening = get_blob(versions[v][4], 32);
+        r.value = get_blob(versions[v][5]);
+        e.versions.push_back(std::move(r));
+      }
+      visit(e);
+    }
+    if (v < versions.size()) throw CorruptRow("kt_versions: an entry that is not");
+    return {};
   }
 
   // Deletes the shared bodies no envelope points at any more; returns their bytes.
@@ -1086,6 +1238,7 @@ class PostgresServerStore::Impl final : public AccountStore,
   std::atomic<std::uint64_t> stored_bytes_{0};
 
   std::atomic<std::uint64_t> commits_{0};
+  std::atomic<AccountLog*> account_log_{nullptr};
   // Last: its writer starts once everything above exists, and stops before any of it goes.
   WriteQueue writes_{
       WriteQueue::Options{options_.group_commit_max_batch, options_.group_commit_max_delay,
@@ -1155,6 +1308,9 @@ std::vector<std::pair<std::string, std::string>> PostgresServerStore::schema() {
 }
 std::uint64_t PostgresServerStore::commit_count() const {
   return impl_->commit_count();
+}
+KtStore* PostgresServerStore::kt() {
+  return impl_.get();
 }
 
 namespace {

@@ -58,6 +58,10 @@ class PostgresServerStore final : public ServerStore {
   TokenStore& tokens() override;
   BlockStore& blocks() override;
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> schema() override;
+  // The key transparency log's rows (tables kt_entries, kt_versions), shared by every server of
+  // a cluster: each account change takes the log's advisory lock first, takes in what the others
+  // appended, and commits its entry with the change.
+  KtStore* kt() override;
 
   // Message transactions committed so far (sends / commits is the group commit factor).
   [[nodiscard]] std::uint64_t commit_count() const;
