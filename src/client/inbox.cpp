@@ -1,5 +1,7 @@
 #include "client/inbox.h"
 
+#include <algorithm>
+
 #include "client/attachment_history.h"
 #include "client/contacts.h"
 #include "client/content_codec.h"
@@ -120,6 +122,15 @@ bool Inbox::handle(const svc::Envelope& envelope) {
     return true;
   }
 
+  switch (check_sender(envelope, id, base)) {
+    case SenderCheck::later:
+      return false;  // left with the server: checked again when it comes again
+    case SenderCheck::refused:
+      acknowledge(envelope.id());
+      return true;
+    case SenderCheck::go_on:
+      break;
+  }
   Outcome outcome;
   apply(envelope, id, base, outcome);
   if (outcome.store_error) return false;
@@ -156,6 +167,60 @@ bool Inbox::handle(const svc::Envelope& envelope) {
     check_gossip(*source, outcome.kt_tree_head);
   }
   return true;
+}
+
+Inbox::SenderCheck Inbox::check_sender(const svc::Envelope& envelope, const std::string& id,
+                                       const Message& base) {
+  if (envelope.type() != static_cast<std::uint32_t>(protocol::MessageType::pre_key)) {
+    return SenderCheck::go_on;
+  }
+  const auto source = normalize_username(envelope.source());
+  auto message = protocol::PreKeySignalMessage::decode(as_bytes(envelope.content()));
+  if (!source || !message) return SenderCheck::go_on;  // decryption refuses it and says why
+  if (*source == account_.username && envelope.source_device() == account_.device_id) {
+    return SenderCheck::go_on;
+  }
+  {
+    // A device this one already has a session with under that identity key (a message re-sent
+    // before our first answer, or a new session from a device we talk to) was checked before.
+    std::lock_guard crypto_lock(account_.crypto_mu);
+    auto record =
+        account_.store->load_session({*source, protocol::DeviceId(envelope.source_device())});
+    if (!record) return SenderCheck::later;
+    if (record->has_value()) {
+      const protocol::SessionRecord& r = **record;
+      const auto same = [&](const protocol::SessionState& state) {
+        return state.remote_identity == message->identity_key;
+      };
+      if ((r.has_current() && same(r.current())) ||
+          std::any_of(r.previous().begin(), r.previous().end(), same)) {
+        return SenderCheck::go_on;
+      }
+    }
+  }
+  auto c = link_.current();
+  if (!c) return SenderCheck::later;
+  auto checked = sessions_.check_logged_sender(
+      c, *source, envelope.source_device(), message->registration_id.value, message->identity_key);
+  if (checked) return SenderCheck::go_on;
+  auto alert = security_alert_of(checked.error());
+  if (!alert) {
+    // The account is gone: decryption goes on (and fails or not) as it would have.
+    return checked.error().code == ErrorCode::not_found ? SenderCheck::go_on : SenderCheck::later;
+  }
+  if (!record_failure(envelope, id, base,
+                      "it came from a device that is not in the key transparency log, so it "
+                      "was not read")) {
+    return SenderCheck::later;
+  }
+  Event e;
+  e.kind = Event::Kind::security_alert;
+  e.alert = alert->kind;
+  e.user = alert->user;
+  e.detail = alert->detail;
+  std::lock_guard crypto_lock(account_.crypto_mu);
+  (void)journal_.record(e);
+  return SenderCheck::refused;
 }
 
 bool Inbox::handle_plaintext(const svc::Envelope& envelope, const std::string& id) {

@@ -51,6 +51,12 @@ class Inbox {
   bool record_failure(const svc::Envelope& envelope, const std::string& id, const Message& base,
                       const std::string& why);
   void acknowledge(const std::string& envelope_id);
+  // Key transparency: a message that starts a session (a PreKeySignalMessage) is read only from a
+  // device and identity key the log holds for its sender; otherwise it is recorded as not read,
+  // with a security alert, and no session is made (a reply would encrypt to that device).
+  enum class SenderCheck { go_on, refused, later };
+  SenderCheck check_sender(const svc::Envelope& envelope, const std::string& id,
+                           const Message& base);
   // Key transparency gossip: checks a tree head `sender` sent against ours and records the
   // alerts (KtClient::check_gossip). Runs once the envelope is processed, with no lock held.
   void check_gossip(const std::string& sender, ByteView head);

@@ -281,7 +281,22 @@ Result<std::optional<kt::AccountValue>> KtClient::verify(const ConnectionPtr& c,
       return tl::unexpected(make_error(ErrorCode::store, "cannot save the contact's version"));
     }
   }
+  if (values_.size() >= kMaxGossipRemembered) values_.clear();
+  values_[user] = (*found)->value;
   return std::move((*found)->value);
+}
+
+bool KtClient::logged_device(const std::string& user, std::uint32_t device,
+                             std::uint32_t registration_id, ByteView identity_key) {
+  std::lock_guard lock(mu_);
+  auto it = values_.find(user);
+  if (it == values_.end()) return false;
+  const kt::AccountValue& v = it->second;
+  return identity_key.size() == v.identity_key.size() &&
+         std::equal(identity_key.begin(), identity_key.end(), v.identity_key.begin()) &&
+         std::any_of(v.devices.begin(), v.devices.end(), [&](const kt::DeviceEntry& d) {
+           return d.device_id == device && d.registration_id == registration_id;
+         });
 }
 
 Result<std::vector<Event>> KtClient::monitor_own(const ConnectionPtr& c,

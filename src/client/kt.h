@@ -86,6 +86,11 @@ class KtClient {
   [[nodiscard]] Result<std::vector<Event>> check_gossip(const Ask& ask, const std::string& sender,
                                                         ByteView head);
 
+  // Whether a lookup this process verified showed `user`'s device (id, registration id) in the
+  // log with this identity key (33 bytes). verify() remembers each account value it returns.
+  [[nodiscard]] bool logged_device(const std::string& user, std::uint32_t device,
+                                   std::uint32_t registration_id, ByteView identity_key);
+
   // Every bundle's identity key and device (id, registration id) must be in `value`.
   [[nodiscard]] static Result<void> check_bundles(
       const std::string& user, const transparency::AccountValue& value,
@@ -107,6 +112,7 @@ class KtClient {
   bool server_has_no_log_ = false;  // this process asked and the server keeps none
   std::optional<transparency::TreeHeadTracker> tracker_;
   std::map<std::string, std::uint32_t> versions_;
+  std::map<std::string, transparency::AccountValue> values_;  // verified lookups, latest each
   // Gossiped heads (encoded TreeHead) shown consistent with ours, and (sender, head) pairs
   // reported; both bounded.
   std::set<Bytes> consistent_;

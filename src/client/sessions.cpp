@@ -1,5 +1,7 @@
 #include "client/sessions.h"
 
+#include <algorithm>
+
 #include "client/errors.h"
 #include "protocol/session.h"
 
@@ -66,18 +68,66 @@ Result<void> Sessions::process_bundles(const std::string& user,
   return {};
 }
 
-Result<protocol::PublicKey> Sessions::lookup_identity(const ConnectionPtr& c,
-                                                      const std::string& user) {
+namespace {
+
+// The identity key the server holds for `user`, with the log's proof of the account
+// (kt_known_size: the newest head this device verified), checked: the key, and the account value
+// the log proves (nullopt when there is no log).
+struct LookedUp {
+  protocol::PublicKey key;
+  std::optional<transparency::AccountValue> logged;
+};
+Result<LookedUp> look_up(Account& account, ServerLink& link, const ConnectionPtr& c,
+                         const std::string& user) {
   svc::Request request;
   request.mutable_identity_key()->set_username(user);
-  auto response = link_.call_ok(c, std::move(request));
+  request.mutable_identity_key()->set_kt_known_size(account.kt.known_size());
+  auto response = link.call_ok(c, std::move(request));
   if (!response) return tl::unexpected(response.error());
-  auto key = protocol::PublicKey::decode(as_bytes(response->identity_key().identity_key()));
+  const auto& r = response->identity_key();
+  auto key = protocol::PublicKey::decode(as_bytes(r.identity_key()));
   if (!key) {
     return tl::unexpected(
         make_error(ErrorCode::server, "the server sent a malformed identity key"));
   }
-  return *key;
+  auto logged =
+      account.kt.verify(c, account.options.request_timeout, user, r.has_kt() ? &r.kt() : nullptr);
+  if (!logged) return tl::unexpected(logged.error());
+  if (*logged) {
+    const auto bytes = key->serialize();
+    if (!std::equal(bytes.begin(), bytes.end(), (*logged)->identity_key.begin())) {
+      return tl::unexpected(security_alert_error(
+          "unlogged_key", user,
+          "the server gave an identity key that is not the one in the key transparency log"));
+    }
+  }
+  return LookedUp{*key, std::move(*logged)};
+}
+
+}  // namespace
+
+Result<void> Sessions::check_logged_sender(const ConnectionPtr& c, const std::string& user,
+                                           std::uint32_t device, std::uint32_t registration_id,
+                                           const protocol::PublicKey& identity) {
+  const auto key = identity.serialize();
+  if (account_.kt.logged_device(user, device, registration_id, ByteView(key))) return {};
+  auto looked = look_up(account_, link_, c, user);
+  if (!looked) return tl::unexpected(looked.error());
+  if (!looked->logged) return {};  // no log to check against
+  if (account_.kt.logged_device(user, device, registration_id, ByteView(key))) return {};
+  return tl::unexpected(security_alert_error(
+      "unlogged_key", user,
+      "a message from device " + std::to_string(device) + " (registration id " +
+          std::to_string(registration_id) +
+          ") comes with a device or identity key that is not in the key transparency log; it "
+          "was not read, and nothing is encrypted to that device"));
+}
+
+Result<protocol::PublicKey> Sessions::lookup_identity(const ConnectionPtr& c,
+                                                      const std::string& user) {
+  auto looked = look_up(account_, link_, c, user);
+  if (!looked) return tl::unexpected(looked.error());
+  return looked->key;
 }
 
 Result<void> Sessions::archive(const protocol::Address& address) {

@@ -32,9 +32,18 @@ class Sessions {
   // REQUIRES: crypto_mu held.
   [[nodiscard]] Result<void> process_bundles(const std::string& user,
                                              const std::vector<protocol::PreKeyBundle>& bundles);
-  // The identity key the server holds for `user` (takes no prekey).
+  // The identity key the server holds for `user` (takes no prekey); when the server keeps a key
+  // transparency log, the one the log proves (a security_alert error otherwise).
   [[nodiscard]] Result<protocol::PublicKey> lookup_identity(const ConnectionPtr& c,
                                                             const std::string& user);
+  // Key transparency for a message that starts a session: `user`'s device must be in the log
+  // with this registration id and identity key (a lookup, once per device and process), or the
+  // error is a security_alert (unlogged_key) and nothing may be read from or encrypted to it.
+  // Nothing to check when the server keeps no log.
+  [[nodiscard]] Result<void> check_logged_sender(const ConnectionPtr& c, const std::string& user,
+                                                 std::uint32_t device,
+                                                 std::uint32_t registration_id,
+                                                 const protocol::PublicKey& identity);
   // Archives the current state of the session with `address` (see above). REQUIRES: crypto_mu.
   [[nodiscard]] Result<void> archive(const protocol::Address& address);
   // Journals the identity changes the last operations made (not a contact's first key), with

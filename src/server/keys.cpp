@@ -333,6 +333,10 @@ void KeysService::on_identity_key(svc::Request& r, svc::Response& out) {
     return;
   }
   out.mutable_identity_key()->set_identity_key(str(account->identity_key));
+  if (ctx_.kt != nullptr) {
+    (void)fill_kt_proof(*ctx_.kt, account->username, r.identity_key().kt_known_size(),
+                        *out.mutable_identity_key()->mutable_kt(), out);
+  }
 }
 
 }  // namespace sotto::server

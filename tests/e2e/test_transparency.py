@@ -158,6 +158,44 @@ class TransparencyTest(unittest.TestCase):
         self.assertIn("SECURITY ALERT (unlogged_key) for bob", r.stderr)
         self.assertEqual(bob.messages(timeout_s=3), [])
 
+    def test_a_message_from_a_device_outside_the_log_is_not_read(self):
+        """A ghost that writes first: the operator slips a device into bob's account (not logged)
+        and hands alice a message that starts a session from it. alice reads nothing from it and
+        makes no session with it, so nothing she sends reaches it."""
+        alice = Client(self.root, "alice")
+        bob = Client(self.root, "bob")
+        mallory = Client(self.root, "mallory")
+        for c, name in ((alice, "alice"), (bob, "bob"), (mallory, "mallory")):
+            c.register(name, self.server)
+        self.assertEqual(alice.send("bob", "hello").returncode, 0)
+        self.assertEqual([m["body"] for m in bob.messages()], ["hello"])
+        # mallory's message to alice, relabelled by the operator as coming from bob's device 7.
+        self.assertEqual(mallory.send("alice", "it is me, bob, on my new phone").returncode, 0)
+        self.server.stop()
+        add_ghost_device(self.server, "bob")
+        db = sqlite3.connect(os.path.join(self.server.data, "sotto.db"))
+        try:
+            changed = db.execute(
+                "UPDATE messages SET source = 'bob', source_device = 7 WHERE source = 'mallory'"
+            ).rowcount
+            db.commit()
+        finally:
+            db.close()
+        self.assertGreaterEqual(changed, 1)
+        self.server.start()
+        events = alice.receive(timeout_s=5)
+        self.assertEqual([e for e in events if e.get("type") == "message"], [], events)
+        alerts = [e for e in events if e.get("type") == "security_alert"]
+        self.assertEqual(len(alerts), 1, events)
+        self.assertEqual(alerts[0]["kind"], "unlogged_key")
+        self.assertEqual(alerts[0]["user"], "bob")
+        self.assertIn("device 7", alerts[0]["detail"])
+        self.assertIn("was not read", alerts[0]["detail"])
+        # Sending to bob now needs a session with device 7, whose bundle is not in the log.
+        r = alice.send("bob", "for bob only")
+        self.assertEqual(r.returncode, 1, (r.stdout, r.stderr))
+        self.assertIn("unlogged_key", r.stdout)
+
     def link(self, existing, new_name):
         """Links a new device to `existing`'s account, through `existing` (add-device)."""
         new = Client(self.root, new_name, env=existing.env)

@@ -124,6 +124,13 @@ TEST_F(ClientKtTest, AnHonestProofGivesTheLoggedAccount) {
   ASSERT_TRUE(versions && *versions);
   EXPECT_EQ(decode_versions((**versions).view()),
             (std::map<std::string, std::uint32_t>{{"bob", 1}}));
+  // The verified devices are remembered (a message starting a session is checked against them).
+  const auto key = value(0x42, {}).identity_key;
+  EXPECT_TRUE(client_->logged_device("bob", 2, 102, key));
+  EXPECT_FALSE(client_->logged_device("bob", 2, 999, key));  // another registration id
+  EXPECT_FALSE(client_->logged_device("bob", 3, 103, key));  // a device not logged
+  EXPECT_FALSE(client_->logged_device("bob", 2, 102, value(0x43, {}).identity_key));
+  EXPECT_FALSE(client_->logged_device("carol", 1, 101, key));
   // A later version, with a consistency proof from the head seen.
   server_.put("bob", value(0x42, {1, 2, 3}));
   v = check("bob", server_.proof("bob", client_->known_size()));
