@@ -105,6 +105,10 @@ struct Options {
   std::chrono::milliseconds send_timeout{30000};
   // Events stay in the journal until acknowledge() (see "Events" above).
   bool manual_ack = false;
+  // Key transparency: how often a device whose listener stays connected checks its own account
+  // in the log again (it also checks on every connection and DevicesChanged push). Tests make
+  // it short.
+  std::chrono::milliseconds kt_check_interval{std::chrono::hours(24)};
 };
 
 struct Server {

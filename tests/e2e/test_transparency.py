@@ -178,6 +178,36 @@ class TransparencyTest(unittest.TestCase):
         r = bob.run("receive", "--timeout", "5", json_output=False)
         self.assertIn("SECURITY ALERT (unknown_device) for bob", r.stdout + r.stderr)
 
+    def test_three_devices_link_from_any_of_them_and_all_report_a_ghost(self):
+        """Devices of one account tell each other of the links they make (docs/transparency.md,
+        "Monitoring"): a device linked from a device that is not the primary raises nothing on
+        any device, while a device the operator adds on its own raises unknown_device on each."""
+        alice = Client(self.root, "alice")
+        alice.register("alice", self.server)
+        self.assertEqual(alerts(alice.receive(timeout_s=2)), [])  # the baseline
+        laptop = self.link(alice, "alice-laptop")
+        for device in (alice, laptop):
+            self.assertEqual(alerts(device.receive(timeout_s=2)), [])
+        # The laptop links the third device: the primary hears of it from the laptop alone.
+        tablet = self.link(laptop, "alice-tablet")
+        for device in (alice, laptop, tablet):
+            self.assertEqual(alerts(device.receive(timeout_s=2)), [], device.data)
+
+        self.server.stop()
+        ghost = int(self.server.operator("kt-test-ghost-device", "alice").split()[-1])
+        self.server.start()
+        for device in (alice, laptop, tablet):
+            found = alerts(device.receive(timeout_s=5))
+            self.assertEqual(len(found), 1, (device.data, found))
+            self.assertEqual(found[0]["kind"], "unknown_device")
+            self.assertIn("device %d " % ghost, found[0]["detail"])
+            self.assertNotIn("expected", found[0]["detail"])
+            self.assertEqual(alerts(device.receive(timeout_s=2)), [], device.data)
+
+
+def alerts(events):
+    return [e for e in events if e.get("type") == "security_alert"]
+
 
 if __name__ == "__main__":
     sys.exit(test_e2e.main())  # --bin BUILD_DIR [unittest options]
