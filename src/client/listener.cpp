@@ -90,6 +90,12 @@ Result<std::size_t> Listener::receive(std::chrono::milliseconds timeout,
   // Once the server has pushed the stored queue (QueueDrained), what is already here is taken
   // and nothing more is waited for: a connection kept open from an earlier call has drained.
   bool drained = link_.drained();
+  if (drained && SteadyClock::now() >= next_check_) {
+    // A connection kept open from an earlier call gets no QueueDrained again: the periodic key
+    // transparency check runs here when it is due.
+    (void)devices_.monitor(connected->connection, true);
+    next_check_ = SteadyClock::now() + account_.options.kt_check_interval;
+  }
   for (;;) {
     auto in = link_.next_inbound(drained ? std::optional(SteadyClock::now()) : Deadline(deadline));
     if (!in) {

@@ -1138,6 +1138,21 @@ TEST_F(ClientKtFlowTest, AConnectedDeviceChecksAgainOnItsOwn) {
   EXPECT_TRUE(of_kind(seen, Event::Kind::disconnected).empty());
 }
 
+// An app that polls with receive() on a connection it keeps open gets no new QueueDrained: the
+// check runs when it is due at the start of a receive().
+TEST_F(ClientKtFlowTest, ADevicePollingOnAnOpenConnectionChecksAgainWhenDue) {
+  Options o = options("alice");
+  o.kt_check_interval = std::chrono::milliseconds(0);  // always due
+  auto registered = Engine::register_account(o, "alice", server_address(), {}, env());
+  ASSERT_TRUE(registered) << registered.error().message;
+  Engine& alice = keep(std::move(*registered));
+  EXPECT_EQ(describe(alerts(receive(alice))), "");  // the baseline, on a fresh connection
+  const std::uint32_t id = ghost("alice");
+  std::vector<Event> seen;
+  ASSERT_TRUE(alice.receive(std::chrono::seconds(10), [&](const Event& e) { seen.push_back(e); }));
+  expect_reported(alerts(seen), id);
+}
+
 // The new device pins the log its account pinned, carried in the link, before any lookup.
 TEST_F(ClientKtFlowTest, TheNewDevicePinsTheLogItsAccountCarriedInTheLink) {
   Engine& alice = register_("alice");
