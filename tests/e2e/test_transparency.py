@@ -204,6 +204,46 @@ class TransparencyTest(unittest.TestCase):
             self.assertNotIn("expected", found[0]["detail"])
             self.assertEqual(alerts(device.receive(timeout_s=2)), [], device.data)
 
+    def test_a_new_device_pins_the_log_its_account_carries_in_the_link(self):
+        """The link's provisioning message carries the log's keys the account pinned: a new
+        device whose server then signs with another key reports log_inconsistent at its first
+        check, instead of pinning the server's key on first use."""
+        alice = Client(self.root, "alice")
+        alice.register("alice", self.server)
+        self.assertEqual(alerts(alice.receive(timeout_s=2)), [])  # pins the log's keys
+        # The operator's server now signs its tree heads with another key.
+        self.server.stop()
+        key = os.path.join(self.server.data, "kt", "signing.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(32))
+        self.server.start()
+
+        laptop = Client(self.root, "alice-laptop", env=alice.env)
+        p = laptop.popen("link", "--server", self.server.address, "--timeout", "60",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        adding = None
+        try:
+            reader = LineReader(p.stdout)
+            code = reader.wait_json(lambda o: "code" in o)["code"]
+            # add-device waits for the new device's history request, which the new device
+            # cannot send (it refuses the server's log): it is stopped once the link is done.
+            adding = alice.popen("add-device", code, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            reader.wait_json(lambda o: "device" in o, timeout=30)
+            self.assertEqual(p.wait(timeout=30), 0, p.stderr.read())
+        finally:
+            for proc in (p, adding):
+                if proc is None:
+                    continue
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                proc.stdout.close()
+                proc.stderr.close()
+        found = alerts(laptop.receive(timeout_s=5))
+        self.assertIn("log_inconsistent", [a["kind"] for a in found], found)
+
+
 
 def alerts(events):
     return [e for e in events if e.get("type") == "security_alert"]
