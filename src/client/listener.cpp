@@ -1,11 +1,15 @@
 #include "client/listener.h"
 
+#include <algorithm>
+
 #include "client/errors.h"
 
 namespace sotto::client {
 
 namespace {
 using SteadyClock = std::chrono::steady_clock;
+// The listener's periodic key transparency checks are at least this far apart.
+constexpr std::chrono::milliseconds kMinCheckPause{100};
 }  // namespace
 
 std::size_t Listener::deliver(const EventHandler& handler) {
@@ -183,7 +187,8 @@ void Listener::loop(const EventHandler& handler) {
           (void)deliver(handler);
           continue;
         }
-        in = link_.next_inbound(next_check_);
+        // (At most one check per kMinCheckPause, however short the interval.)
+        in = link_.next_inbound(std::max(next_check_, SteadyClock::now() + kMinCheckPause));
         if (!in && !link_.stopping()) {
           (void)devices_.monitor(connected->connection, true);
           next_check_ = SteadyClock::now() + account_.options.kt_check_interval;
