@@ -1,9 +1,10 @@
 // Key transparency on the client (docs/transparency.md): every prekey bundle and device list of
 // another account must come with a proof that its identity key and devices are in the server's
 // log, at a tree head consistent with the last one this device verified. Keeps in the store the
-// log's pinned public keys (kKtKeysValue: pinned at the first lookup after the server is pinned,
-// trust on first use as for the server's key), the newest verified head (kKtHeadValue) and the
-// newest version seen of each contact (kKtVersionsValue: a lower one later is a rollback).
+// log's pinned public keys (kKtKeysValue: carried in the link for a linked device, else pinned at
+// the first lookup after the server is pinned, trust on first use as for the server's key), the
+// newest verified head (kKtHeadValue) and the newest version seen of each contact
+// (kKtVersionsValue: a lower one later is a rollback).
 //
 // A failure is an Error with code security_alert (see security_alert_error) and nothing is
 // encrypted to the keys it concerns. Thread-safe: one mutex, taken around each check (inside
