@@ -5,10 +5,11 @@
 //
 // Whatever comes out must be what the inbox may trust without looking again: history records
 // with normalised usernames and a bounded id, sync content only from our own account, a resend
-// request's ratchet key empty or a serialized public key; for the everyday message types (quote,
-// mentions, reactions, edits, deletes, timers, receipts, read syncs), normalised usernames,
-// mentions inside the body, bounded sizes and at most one action per message; and the tree head
-// gossiped beside any of them (client::gossip_head_of) of the right size, the Content's own.
+// request's ratchet key empty or a serialized public key, a device change (key transparency)
+// well formed; for the everyday message types (quote, mentions, reactions, edits, deletes,
+// timers, receipts, read syncs), normalised usernames, mentions inside the body, bounded sizes
+// and at most one action per message; and the tree head gossiped beside any of them
+// (client::gossip_head_of) of the right size, the Content's own.
 #include <cstddef>
 #include <cstdint>
 
@@ -40,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       const client::ReceivedContent c = client::read_content(input, own);
       using Kind = client::ReceivedContent::Kind;
       const bool sync = c.kind == Kind::sent_copy || c.kind == Kind::history_request ||
-                        c.kind == Kind::history_chunk;
+                        c.kind == Kind::history_chunk || c.kind == Kind::device_change;
       fuzz::require(own || !sync, "sync content accepted from another account");
       if (c.kind == Kind::sent_copy) {
         fuzz::require(normalize_username(c.destination) == c.destination,
@@ -54,6 +55,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                       "a history record with an impossible id");
       }
       fuzz::require(c.kind != Kind::unreadable || !c.why.empty(), "unreadable without a reason");
+      if (c.kind == Kind::device_change) {
+        // A link announced names no device; a named or removed device has an id.
+        const auto& d = c.device_change;
+        fuzz::require(d.device_id != 0 ||
+                          (d.link_started && !d.removed && !d.auth_key && d.registration_id == 0),
+                      "a device change naming no device accepted");
+        fuzz::require(!(d.removed && d.link_started), "a link and a removal at once accepted");
+      }
       fuzz::require(own || (c.kind != Kind::read_sync && c.kind != Kind::settings_sync),
                     "a read or settings sync accepted from another account");
       // The everyday message types: names normalised, mentions inside the body, one action.

@@ -498,6 +498,22 @@ void client_contents(CorpusWriter& w) {
     r->set_outgoing(true);
   }
   put("history_chunk", 1, chunk.SerializeAsString());
+  // Key transparency: another device of the account linked or removed one (OwnDeviceChange).
+  content::Content change;
+  change.mutable_sync()->mutable_device_change()->set_link_started(true);
+  put("device_change_link_started", 1, change.SerializeAsString());
+  auto* named = change.mutable_sync()->mutable_device_change();
+  named->set_link_started(false);
+  named->set_device_id(3);
+  named->set_registration_id(4242);
+  named->set_auth_key(std::string(32, '\x67'));
+  put("device_change_linked", 1, change.SerializeAsString());
+  put("device_change_foreign", 0, change.SerializeAsString());
+  named->set_auth_key(std::string(31, '\x67'));
+  put("device_change_short_key", 1, change.SerializeAsString());
+  named->clear_auth_key();
+  named->set_removed(true);
+  put("device_change_removed", 1, change.SerializeAsString());
   content::PlaintextContent plain;
   plain.mutable_decryption_error()->set_timestamp(1700000000000);
   plain.mutable_decryption_error()->set_ratchet_key(std::string(33, '\x05'));

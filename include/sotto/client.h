@@ -105,6 +105,11 @@ struct Options {
   std::chrono::milliseconds send_timeout{30000};
   // Events stay in the journal until acknowledge() (see "Events" above).
   bool manual_ack = false;
+  // Key transparency: how often a device that stays connected checks its own account in the log
+  // again (it also checks on every connection and DevicesChanged push): the listener thread when
+  // this much time passed without a check (at most every 100 ms), and receive() on a connection
+  // kept open when a check is due. Tests make it short.
+  std::chrono::milliseconds kt_check_interval{std::chrono::hours(24)};
 };
 
 struct Server {

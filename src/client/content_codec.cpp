@@ -3,6 +3,8 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
 
+#include <algorithm>
+
 #include "backup.pb.h"
 #include "client/attachment_format.h"
 #include "client/emoji.h"
@@ -269,6 +271,25 @@ ReceivedContent read_content(ByteView plaintext, bool from_own_account) {
     for (auto& g : *chunk->mutable_groups()) r.groups.push_back(std::move(g));
     for (const auto& record : chunk->contacts()) {
       if (auto contact = contact_of(record)) r.contacts.push_back(std::move(*contact));
+    }
+    return r;
+  }
+  if (sync->has_device_change()) {
+    const auto& d = sync->device_change();
+    if ((d.device_id() == 0 &&
+         (d.removed() || !d.auth_key().empty() || d.registration_id() != 0 || !d.link_started())) ||
+        (d.removed() && d.link_started()) || (!d.auth_key().empty() && d.auth_key().size() != 32)) {
+      return unreadable("a device change that is malformed");
+    }
+    r.kind = ReceivedContent::Kind::device_change;
+    r.device_change.link_started = d.link_started();
+    r.device_change.device_id = d.device_id();
+    r.device_change.registration_id = d.registration_id();
+    r.device_change.removed = d.removed();
+    if (!d.auth_key().empty()) {
+      std::array<std::uint8_t, 32> key{};
+      std::copy(d.auth_key().begin(), d.auth_key().end(), key.begin());
+      r.device_change.auth_key = key;
     }
     return r;
   }

@@ -7,6 +7,7 @@
 // history records with an impossible id or user are dropped, sizes are bounded before parsing.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -66,6 +67,7 @@ struct ReceivedContent {
     typing,           // `typing`: the sender started (true) or stopped typing (1:1 only)
     read_sync,        // `reads`: our other device read these messages
     settings_sync,    // `read_receipts`: our other device changed the account's settings
+    device_change,    // `device_change`: our other device linked or removed a device
     nothing,          // a receipt, or content of a later version: nothing to show
     unreadable,       // `why`
   };
@@ -95,6 +97,15 @@ struct ReceivedContent {
   bool typing = false;
   std::vector<MessageRef> reads;
   bool read_receipts = true;
+  // device_change: what it says, checked (a named device has an id; an auth key is 32 bytes).
+  struct DeviceChange {
+    bool link_started = false;
+    std::uint32_t device_id = 0;
+    std::uint32_t registration_id = 0;
+    std::optional<std::array<std::uint8_t, 32>> auth_key;
+    bool removed = false;
+  };
+  DeviceChange device_change;
 
   ReceivedContent() = default;
   ReceivedContent(ReceivedContent&&) = default;

@@ -5,12 +5,17 @@
 
 #include "client/device_name.h"
 #include "client/errors.h"
+#include "content.pb.h"
 
 namespace sotto::client {
 
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
+namespace content = sotto::wire::content;
+
+// How long telling the account's other devices of a device change may take.
+constexpr std::chrono::seconds kOwnDeviceChangeTimeout{5};
 
 // The known device list's stored form: the ids, 4 bytes each, big-endian.
 Bytes encode_ids(const std::set<std::uint32_t>& ids) {
@@ -90,18 +95,47 @@ Result<void> Devices::remove(std::uint32_t id) {
   return {};
 }
 
-Result<void> Devices::monitor(const ConnectionPtr& c) {
-  auto alerts = account_.kt.monitor_own(c, account_.options.request_timeout, account_.username,
-                                        account_.device_id, account_.auth_key.public_key());
-  if (!alerts) return tl::unexpected(alerts.error());
-  if (alerts->empty()) return {};
+Result<void> Devices::monitor(const ConnectionPtr& c, bool hold) {
+  auto checked = account_.kt.monitor_own(c, account_.options.request_timeout, account_.username,
+                                         account_.device_id, account_.auth_key.public_key(), hold);
+  if (!checked) return tl::unexpected(checked.error());
+  if (checked->held) recheck_ = true;
+  if (checked->alerts.empty()) return {};
   std::lock_guard crypto_lock(account_.crypto_mu);
-  for (Event& e : *alerts) {
+  for (Event& e : checked->alerts) {
     if (!journal_.record(e)) {
       return tl::unexpected(make_error(ErrorCode::store, "cannot record a security alert"));
     }
   }
   return {};
+}
+
+Result<void> Devices::recheck(const ConnectionPtr& c) {
+  if (!recheck_.exchange(false)) return {};
+  return monitor(c, false);
+}
+
+void Devices::tell_own_devices(const OwnDeviceChange& change, Outbox& outbox) {
+  content::Content message;
+  auto* d = message.mutable_sync()->mutable_device_change();
+  d->set_link_started(change.link_started);
+  d->set_device_id(change.device_id);
+  d->set_registration_id(change.registration_id);
+  if (change.auth_key) d->set_auth_key(bytes_string(*change.auth_key));
+  d->set_removed(change.removed);
+  // Best effort and short, as a trust update: a device that misses it reports the device.
+  (void)outbox.send_to_own_devices(encode_padded(message), kOwnDeviceChangeTimeout);
+}
+
+std::optional<std::array<std::uint8_t, 32>> Devices::accepted_auth_key(std::uint32_t id) {
+  auto own = account_.store->load_value(kKtOwnValue);
+  if (!own || !own->has_value()) return std::nullopt;
+  auto value = transparency::decode_account_value((**own).view());
+  if (!value) return std::nullopt;
+  for (const auto& d : value->devices) {
+    if (d.device_id == id) return d.auth_key;
+  }
+  return std::nullopt;
 }
 
 Result<void> Devices::refresh(const ConnectionPtr& c) {

@@ -135,7 +135,14 @@ Result<std::vector<Device>> Engine::devices() {
 }
 
 Result<void> Engine::remove_device(std::uint32_t id) {
-  return devices_.remove(id);
+  auto removed = devices_.remove(id);
+  if (!removed) return removed;
+  // Key transparency: the account's other devices forget any link of theirs naming it.
+  OwnDeviceChange change;
+  change.device_id = id;
+  change.removed = true;
+  devices_.tell_own_devices(change, outbox_);
+  return {};
 }
 
 Result<std::vector<Contact>> Engine::contacts() {
@@ -244,10 +251,15 @@ Result<std::uint32_t> Engine::add_device(const std::string& code_text, const Pro
   token_request.mutable_link_token();
   auto token = link_.call_ok(c, std::move(token_request));
   if (!token) return tl::unexpected(token.error());
-  // Key transparency: the device this link adds is ours, not an unknown one (KtClient).
+  // Key transparency: the device this link adds is ours, not an unknown one (KtClient), and the
+  // account's other devices hear so before it can appear in the log (docs/transparency.md,
+  // "Monitoring"): their server queue holds this before the link.
   if (!account_->store->save_value(kKtLinkingValue, Bytes{1})) {
     return tl::unexpected(make_error(ErrorCode::store, "cannot record the link"));
   }
+  OwnDeviceChange starting;
+  starting.link_started = true;
+  devices_.tell_own_devices(starting, outbox_);
 
   content::ProvisionMessage message;
   {
@@ -265,6 +277,11 @@ Result<std::uint32_t> Engine::add_device(const std::string& code_text, const Pro
   if (auto verifier = account_->store->load_value(kRecoveryVerifierValue);
       verifier && verifier->has_value()) {
     message.set_recovery_verifier(bytes_string((*verifier)->view()));
+  }
+  // The log this device pinned, so that the new one trusts its account rather than the server.
+  if (auto [kt_keys, kt_head] = account_->kt.pinned_for_link(); !kt_keys.empty()) {
+    message.set_kt_keys(bytes_string(kt_keys));
+    message.set_kt_tree_head(bytes_string(kt_head));
   }
   crypto::SecretBuffer plain(message.ByteSizeLong());
   plain.resize(plain.capacity());
@@ -289,16 +306,28 @@ Result<std::uint32_t> Engine::add_device(const std::string& code_text, const Pro
   std::set<std::uint32_t> known;
   for (const auto& d : *before) known.insert(d.id);
   std::uint32_t added = 0;
+  std::uint32_t added_registration = 0;
   const auto until = SteadyClock::now() + kAddDeviceWait;
   while (added == 0 && SteadyClock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     auto now = devices_.list();
     if (!now) continue;
     for (const auto& d : *now) {
-      if (!known.contains(d.id)) added = d.id;
+      if (!known.contains(d.id)) {
+        added = d.id;
+        added_registration = d.registration_id;
+      }
     }
   }
   if (added == 0) return 0u;
+  // Key transparency: this device's check takes the new device as its link's, and the account's
+  // other devices are told which device it is (with the auth key the log holds for it).
+  if (auto now = link_.current()) (void)devices_.monitor(now);
+  OwnDeviceChange linked;
+  linked.device_id = added;
+  linked.registration_id = added_registration;
+  linked.auth_key = devices_.accepted_auth_key(added);
+  devices_.tell_own_devices(linked, outbox_);
   // The new device says first whether it wants the history; it is sent before returning.
   history_.set_serve_progress(progress);
   auto answered = listener_.pump(SteadyClock::now() + kHistoryRequestWait,

@@ -390,6 +390,18 @@ void Inbox::apply(const svc::Envelope& envelope, const std::string& id, const Me
           return fail();
         }
         break;
+      case ReceivedContent::Kind::device_change: {
+        // Key transparency: another device of ours linked (or removed) a device; our monitoring
+        // accepts it (a check held for it runs again once the listener is idle).
+        OwnDeviceChange change;
+        change.link_started = c.device_change.link_started;
+        change.device_id = c.device_change.device_id;
+        change.registration_id = c.device_change.registration_id;
+        change.auth_key = c.device_change.auth_key;
+        change.removed = c.device_change.removed;
+        if (!record_own_device_change(*account_.store, change)) return fail();
+        break;
+      }
       case ReceivedContent::Kind::trust_update:
         // Another device of ours accepted the key: so do we, if it is the key we have.
         if (!accept_key(account_, journal_, c.user, *c.identity_key, c.verified)) return fail();

@@ -299,13 +299,14 @@ bool KtClient::logged_device(const std::string& user, std::uint32_t device,
          });
 }
 
-Result<std::vector<Event>> KtClient::monitor_own(const ConnectionPtr& c,
+Result<KtClient::OwnCheck> KtClient::monitor_own(const ConnectionPtr& c,
                                                  std::chrono::milliseconds timeout,
                                                  const std::string& username,
-                                                 std::uint32_t self_device,
-                                                 ByteView self_auth_key) {
+                                                 std::uint32_t self_device, ByteView self_auth_key,
+                                                 bool hold_unknown) {
   std::lock_guard lock(mu_);
-  std::vector<Event> alerts;
+  OwnCheck out;
+  std::vector<Event>& alerts = out.alerts;
   const auto alert = [&](std::string_view kind, std::string detail) {
     Event e;
     e.kind = Event::Kind::security_alert;
@@ -316,7 +317,7 @@ Result<std::vector<Event>> KtClient::monitor_own(const ConnectionPtr& c,
   };
   auto pinned = ensure_keys_locked(c, timeout);
   if (!pinned) return tl::unexpected(pinned.error());
-  if (!*pinned) return alerts;
+  if (!*pinned) return out;
   svc::Request request;
   request.mutable_kt_monitor()->set_kt_known_size(
       tracker_->current() ? tracker_->current()->head.size : 0);
@@ -330,14 +331,14 @@ Result<std::vector<Event>> KtClient::monitor_own(const ConnectionPtr& c,
                          : kt::decode_consistency_proof(as_bytes(m.consistency()));
   if (!head || !consistency) {
     alert(kInconsistent, "the server's monitoring answer is malformed");
-    return alerts;
+    return out;
   }
   const std::optional<kt::SignedTreeHead> before = tracker_->current();
   if (auto advanced = tracker_->advance(*head, *consistency); !advanced) {
     alert(kInconsistent,
           "the server's log is not consistent with the one this device saw before (" +
               std::string(kt::to_string(advanced.error())) + ")");
-    return alerts;
+    return out;
   }
   if (tracker_->current() != before) {
     if (auto saved = save_head_locked(); !saved) return tl::unexpected(saved.error());
@@ -349,82 +350,201 @@ Result<std::vector<Event>> KtClient::monitor_own(const ConnectionPtr& c,
   if (!versions) {
     alert(kInconsistent, "the log's history of this account does not verify (" +
                              std::string(kt::to_string(versions.error())) + ")");
-    return alerts;
+    return out;
   }
   if (versions->empty()) {
     alert(kInconsistent, "this account is not in the server's key transparency log");
-    return alerts;
+    return out;
   }
-  auto own = store_.load_value(kKtOwnValue);
-  auto checked_value = store_.load_value(kKtOwnCheckedValue);
-  auto linking = store_.load_value(kKtLinkingValue);
-  if (!own || !checked_value || !linking) {
-    return tl::unexpected(make_error(ErrorCode::store, "cannot read the monitoring state"));
-  }
-  std::optional<kt::AccountValue> accepted;
-  std::uint32_t checked = 0;
-  if (*own && *checked_value && (**checked_value).view().size() == 4) {
-    auto decoded = kt::decode_account_value((**own).view());
-    if (decoded) accepted = std::move(*decoded);
-    for (auto b : (**checked_value).view()) checked = checked << 8 | b;
-  }
-  bool pending_link = linking->has_value();
-  const auto when = [&](std::uint64_t entry) {
-    return "log entry " + std::to_string(entry) + ", in the log since " +
-           format_time_ms(tracker_->current()->head.timestamp_ms) + " at the latest";
-  };
-  if (!accepted) {
-    // The first check: what the account is now is this device's baseline (trust on first use).
-    accepted = versions->back().value;
-    checked = static_cast<std::uint32_t>(versions->size());
-  } else if (versions->size() < checked) {
-    alert(kInconsistent, "the log shows " + std::to_string(versions->size()) +
-                             " versions of this account after " + std::to_string(checked) +
-                             " (a rollback)");
-    return alerts;
-  }
-  for (std::size_t i = checked; i < versions->size(); ++i) {
-    const kt::LabelVersion& v = (*versions)[i];
-    if (v.value.identity_key != accepted->identity_key) {
-      alert("unknown_device",
-            "the account's identity key changed in " + when(v.entry) + ", and not by this device");
+  // What this device accepts and what its siblings told it (record_own_device_change, which an
+  // inbox transaction may run meanwhile) are read, used and written in one store transaction.
+  bool store_failed = false;
+  const auto evaluate = [&]() -> bool {
+    auto own = store_.load_value(kKtOwnValue);
+    auto checked_value = store_.load_value(kKtOwnCheckedValue);
+    auto linking = store_.load_value(kKtLinkingValue);
+    auto expected_value = store_.load_value(kKtExpectedValue);
+    if (!own || !checked_value || !linking || !expected_value) {
+      store_failed = true;
+      return false;
     }
-    for (const kt::DeviceEntry& d : v.value.devices) {
-      const bool known = std::any_of(
-          accepted->devices.begin(), accepted->devices.end(), [&](const kt::DeviceEntry& a) {
-            return a.device_id == d.device_id && a.registration_id == d.registration_id &&
-                   a.auth_key == d.auth_key;
-          });
-      if (known) continue;
-      const bool self = d.device_id == self_device && self_auth_key.size() == d.auth_key.size() &&
-                        std::equal(d.auth_key.begin(), d.auth_key.end(), self_auth_key.begin());
-      if (self) continue;
-      if (pending_link) {  // the device this device's link added
-        pending_link = false;
-        continue;
+    std::optional<kt::AccountValue> accepted;
+    std::uint32_t checked = 0;
+    if (*own && *checked_value && (**checked_value).view().size() == 4) {
+      auto decoded = kt::decode_account_value((**own).view());
+      if (decoded) accepted = std::move(*decoded);
+      for (auto b : (**checked_value).view()) checked = checked << 8 | b;
+    }
+    kt::AccountValue expected;
+    if (*expected_value) {
+      auto decoded = kt::decode_account_value((**expected_value).view());
+      if (decoded) expected = std::move(*decoded);  // a damaged list is as good as none
+    }
+    const std::size_t expected_before = expected.devices.size();
+    bool pending_link = linking->has_value();
+    const auto when = [&](std::uint64_t entry) {
+      return "log entry " + std::to_string(entry) + ", in the log since " +
+             format_time_ms(tracker_->current()->head.timestamp_ms) + " at the latest";
+    };
+    if (!accepted) {
+      // The first check: what the account is now is this device's baseline (trust on first
+      // use).
+      accepted = versions->back().value;
+      checked = static_cast<std::uint32_t>(versions->size());
+    } else if (versions->size() < checked) {
+      alert(kInconsistent, "the log shows " + std::to_string(versions->size()) +
+                               " versions of this account after " + std::to_string(checked) +
+                               " (a rollback)");
+      return false;
+    }
+    const std::array<std::uint8_t, 32> no_key{};
+    for (std::size_t i = checked; i < versions->size() && !out.held; ++i) {
+      const kt::LabelVersion& v = (*versions)[i];
+      std::vector<Event> found;  // this version's alerts
+      bool link_used = false;
+      std::vector<std::uint32_t> expected_used;
+      if (v.value.identity_key != accepted->identity_key) {
+        Event e;
+        e.detail =
+            "the account's identity key changed in " + when(v.entry) + ", and not by this device";
+        found.push_back(std::move(e));
       }
-      alert("unknown_device",
-            "device " + std::to_string(d.device_id) + " (registration id " +
-                std::to_string(d.registration_id) +
-                ") was added to the account without this device: " + when(v.entry) +
-                ". If you linked it from another of your devices, that is expected (devices do "
-                "not yet tell each other of the links they make); if you did not, remove it "
-                "from the primary device (sotto devices remove " +
-                std::to_string(d.device_id) + ")");
+      for (const kt::DeviceEntry& d : v.value.devices) {
+        const bool known = std::any_of(
+            accepted->devices.begin(), accepted->devices.end(), [&](const kt::DeviceEntry& a) {
+              return a.device_id == d.device_id && a.registration_id == d.registration_id &&
+                     a.auth_key == d.auth_key;
+            });
+        if (known) continue;
+        const bool self = d.device_id == self_device && self_auth_key.size() == d.auth_key.size() &&
+                          std::equal(d.auth_key.begin(), d.auth_key.end(), self_auth_key.begin());
+        if (self) continue;
+        // A device another device of the account named (exactly), then the first new device
+        // after a link this device started or was told of.
+        const bool named = std::any_of(
+            expected.devices.begin(), expected.devices.end(), [&](const kt::DeviceEntry& x) {
+              return x.device_id == d.device_id && x.registration_id == d.registration_id &&
+                     (x.auth_key == no_key || x.auth_key == d.auth_key);
+            });
+        if (named) {
+          expected_used.push_back(d.device_id);
+          continue;
+        }
+        if (pending_link && !link_used) {
+          link_used = true;
+          continue;
+        }
+        Event e;
+        e.detail = "device " + std::to_string(d.device_id) + " (registration id " +
+                   std::to_string(d.registration_id) +
+                   ") was added to the account, and no device of the account said it linked it: " +
+                   when(v.entry) +
+                   ". If you did not link it, remove it from the primary device (sotto devices "
+                   "remove " +
+                   std::to_string(d.device_id) + ")";
+        found.push_back(std::move(e));
+      }
+      if (!found.empty() && hold_unknown) {
+        out.held = true;  // this version stays unchecked until the caller checks again
+        break;
+      }
+      for (Event& e : found) alert("unknown_device", std::move(e.detail));
+      // A named device accounts for the link that made it; a link is used once.
+      if (link_used || !expected_used.empty()) pending_link = false;
+      std::erase_if(expected.devices, [&](const kt::DeviceEntry& x) {
+        return std::find(expected_used.begin(), expected_used.end(), x.device_id) !=
+               expected_used.end();
+      });
+      accepted = v.value;  // removals included: a removed device that comes back is new again
+      checked = static_cast<std::uint32_t>(i + 1);
     }
-    accepted = v.value;  // removals included: a removed device that comes back is new again
-  }
-  checked = static_cast<std::uint32_t>(versions->size());
-  const Bytes checked_bytes{
-      static_cast<std::uint8_t>(checked >> 24), static_cast<std::uint8_t>(checked >> 16),
-      static_cast<std::uint8_t>(checked >> 8), static_cast<std::uint8_t>(checked)};
-  const bool saved =
-      store_.save_value(kKtOwnValue, kt::encode_account_value(*accepted)).has_value() &&
-      store_.save_value(kKtOwnCheckedValue, checked_bytes).has_value() &&
-      (pending_link || !linking->has_value() || store_.remove_value(kKtLinkingValue).has_value());
-  if (!saved)
+    // A device already accepted (by the link alone, before it was named) needs no naming.
+    std::erase_if(expected.devices, [&](const kt::DeviceEntry& x) {
+      return std::any_of(
+          accepted->devices.begin(), accepted->devices.end(), [&](const kt::DeviceEntry& a) {
+            return a.device_id == x.device_id && a.registration_id == x.registration_id;
+          });
+    });
+    const Bytes checked_bytes{
+        static_cast<std::uint8_t>(checked >> 24), static_cast<std::uint8_t>(checked >> 16),
+        static_cast<std::uint8_t>(checked >> 8), static_cast<std::uint8_t>(checked)};
+    const bool saved =
+        store_.save_value(kKtOwnValue, kt::encode_account_value(*accepted)).has_value() &&
+        store_.save_value(kKtOwnCheckedValue, checked_bytes).has_value() &&
+        (pending_link || !linking->has_value() ||
+         store_.remove_value(kKtLinkingValue).has_value()) &&
+        (expected.devices.size() == expected_before ||
+         store_.save_value(kKtExpectedValue, kt::encode_account_value(expected)).has_value());
+    if (!saved) store_failed = true;
+    return saved;
+  };
+  auto committed = store_.transaction(evaluate);
+  if (!committed || store_failed) {
     return tl::unexpected(make_error(ErrorCode::store, "cannot save the monitoring state"));
-  return alerts;
+  }
+  return out;
+}
+
+std::pair<Bytes, Bytes> KtClient::pinned_for_link() {
+  std::lock_guard lock(mu_);
+  if (!load_locked() || !tracker_) return {};
+  const auto& keys = tracker_->keys();
+  Bytes both(keys.signing_key.begin(), keys.signing_key.end());
+  both.insert(both.end(), keys.vrf_key.begin(), keys.vrf_key.end());
+  Bytes head;
+  if (tracker_->current()) head = kt::encode_signed_tree_head(*tracker_->current());
+  return {std::move(both), std::move(head)};
+}
+
+bool record_own_device_change(store::ClientStore& store, const OwnDeviceChange& change) {
+  if (change.link_started && !store.save_value(kKtLinkingValue, Bytes{1})) return false;
+  if (change.device_id == 0) return true;
+  auto stored = store.load_value(kKtExpectedValue);
+  if (!stored) return false;
+  kt::AccountValue expected;
+  if (*stored) {
+    auto decoded = kt::decode_account_value((**stored).view());
+    if (decoded) expected = std::move(*decoded);
+  }
+  std::erase_if(expected.devices,
+                [&](const kt::DeviceEntry& d) { return d.device_id == change.device_id; });
+  if (!change.removed) {
+    kt::DeviceEntry d;
+    d.device_id = change.device_id;
+    d.registration_id = change.registration_id;
+    if (change.auth_key) d.auth_key = *change.auth_key;
+    auto at = std::lower_bound(
+        expected.devices.begin(), expected.devices.end(), d.device_id,
+        [](const kt::DeviceEntry& e, std::uint32_t id) { return e.device_id < id; });
+    expected.devices.insert(at, std::move(d));
+    // Bounded as a logged value is: the lowest ids are the oldest links.
+    if (expected.devices.size() > kt::kMaxDevices) expected.devices.erase(expected.devices.begin());
+  }
+  return store.save_value(kKtExpectedValue, kt::encode_account_value(expected)).has_value();
+}
+
+Result<void> pin_log_from_link(store::ClientStore& store, ByteView keys, ByteView head) {
+  if (keys.empty()) return {};  // a linking device that had pinned no log
+  if (keys.size() != 64) {
+    return tl::unexpected(
+        make_error(ErrorCode::protocol, "the provisioning message's log keys are malformed"));
+  }
+  if (!store.save_value(kKtKeysValue, keys)) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot pin the log's keys"));
+  }
+  if (head.empty()) return {};
+  kt::LogPublicKeys pinned;
+  std::copy_n(keys.begin(), 32, pinned.signing_key.begin());
+  std::copy_n(keys.begin() + 32, 32, pinned.vrf_key.begin());
+  kt::TreeHeadTracker tracker(pinned);
+  auto sth = kt::decode_signed_tree_head(head);
+  // A head that does not verify is left out: the first lookup takes the server's, under the
+  // pinned key.
+  if (!sth || !tracker.advance(*sth, {})) return {};
+  if (!store.save_value(kKtHeadValue, head)) {
+    return tl::unexpected(make_error(ErrorCode::store, "cannot save the tree head"));
+  }
+  return {};
 }
 
 Result<void> KtClient::check_bundles(

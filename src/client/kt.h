@@ -1,15 +1,17 @@
 // Key transparency on the client (docs/transparency.md): every prekey bundle and device list of
 // another account must come with a proof that its identity key and devices are in the server's
 // log, at a tree head consistent with the last one this device verified. Keeps in the store the
-// log's pinned public keys (kKtKeysValue: pinned at the first lookup after the server is pinned,
-// trust on first use as for the server's key), the newest verified head (kKtHeadValue) and the
-// newest version seen of each contact (kKtVersionsValue: a lower one later is a rollback).
+// log's pinned public keys (kKtKeysValue: carried in the link for a linked device, else pinned at
+// the first lookup after the server is pinned, trust on first use as for the server's key), the
+// newest verified head (kKtHeadValue) and the newest version seen of each contact
+// (kKtVersionsValue: a lower one later is a rollback).
 //
 // A failure is an Error with code security_alert (see security_alert_error) and nothing is
 // encrypted to the keys it concerns. Thread-safe: one mutex, taken around each check (inside
 // any crypto_mu; the store's own mutex is innermost).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -39,6 +41,29 @@ inline constexpr std::string_view kKtVersionsValue = "kt.versions";
 inline constexpr std::string_view kKtOwnValue = "kt.own";
 inline constexpr std::string_view kKtOwnCheckedValue = "kt.own_checked";
 inline constexpr std::string_view kKtLinkingValue = "kt.linking";
+// Devices another device of the account told this one it added (an encoded AccountValue: only
+// its devices count), accepted when they appear, each once.
+inline constexpr std::string_view kKtExpectedValue = "kt.expected";
+
+// What another device of the account says it changed (content.proto OwnDeviceChange, checked).
+struct OwnDeviceChange {
+  bool link_started = false;    // the first new device after it is the account's own
+  std::uint32_t device_id = 0;  // 0: none named
+  std::uint32_t registration_id = 0;
+  std::optional<std::array<std::uint8_t, 32>> auth_key;
+  bool removed = false;
+};
+
+// Records `change` for this device's monitoring (kKtLinkingValue, kKtExpectedValue). Writes the
+// store only (takes no KtClient lock), so it may run inside a store transaction.
+[[nodiscard]] bool record_own_device_change(store::ClientStore& store,
+                                            const OwnDeviceChange& change);
+
+// Pins the log's keys (signing key || VRF key, 64 bytes) and, when it is signed by them, the
+// tree head `head` (may be empty) that the device which linked this one sent in its provisioning
+// message. Before the new device's first lookup: it then trusts its own account, not the server.
+[[nodiscard]] Result<void> pin_log_from_link(store::ClientStore& store, ByteView keys,
+                                             ByteView head);
 
 // An Error of code security_alert whose message security_alert_of() reads back.
 [[nodiscard]] Error security_alert_error(std::string_view kind, const std::string& user,
@@ -60,16 +85,28 @@ class KtClient {
       const ConnectionPtr& c, std::chrono::milliseconds timeout, const std::string& user,
       const svc::KtProof* proof);
 
-  // Monitoring (on connect): checks every version of our own account the log holds since the
-  // last check, and returns the alerts: unknown_device for a device or identity key this device
-  // neither is, nor had at its first check, nor added (a link it started), naming the device and
-  // the log entry it appeared in; log_inconsistent for a log or history that does not verify.
-  // Nothing when the server keeps no log.
-  [[nodiscard]] Result<std::vector<Event>> monitor_own(const ConnectionPtr& c,
-                                                       std::chrono::milliseconds timeout,
-                                                       const std::string& username,
-                                                       std::uint32_t self_device,
-                                                       ByteView self_auth_key);
+  // Monitoring (on connect, at least daily, on DevicesChanged): checks every version of our own
+  // account the log holds since the last check, and returns the alerts: unknown_device for a
+  // device or identity key this device neither is, nor had at its first check, nor added (a link
+  // it started), nor was told of by another device of the account (record_own_device_change),
+  // naming the device and the log entry it appeared in; log_inconsistent for a log or history
+  // that does not verify. Nothing when the server keeps no log.
+  //
+  // With `hold_unknown`, the check stops before the first version with a device it would report
+  // and says so (`held`), leaving that version unchecked: the caller handles what the server
+  // has already sent (a sibling's OwnDeviceChange may be among it) and checks again without.
+  struct OwnCheck {
+    std::vector<Event> alerts;
+    bool held = false;
+  };
+  [[nodiscard]] Result<OwnCheck> monitor_own(const ConnectionPtr& c,
+                                             std::chrono::milliseconds timeout,
+                                             const std::string& username, std::uint32_t self_device,
+                                             ByteView self_auth_key, bool hold_unknown = false);
+
+  // The pinned log keys (signing || VRF, 64 bytes) and the newest verified head (encoded), for a
+  // link's provisioning message; empty when none is pinned.
+  [[nodiscard]] std::pair<Bytes, Bytes> pinned_for_link();
 
   // Gossip (docs/transparency.md): the newest tree head this device verified, encoded (empty
   // when it has none), for the kt_tree_head of every message it sends. Never waits for a check

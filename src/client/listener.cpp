@@ -1,11 +1,15 @@
 #include "client/listener.h"
 
+#include <algorithm>
+
 #include "client/errors.h"
 
 namespace sotto::client {
 
 namespace {
 using SteadyClock = std::chrono::steady_clock;
+// The listener's periodic key transparency checks are at least this far apart.
+constexpr std::chrono::milliseconds kMinCheckPause{100};
 }  // namespace
 
 std::size_t Listener::deliver(const EventHandler& handler) {
@@ -45,21 +49,32 @@ bool Listener::dispatch(const Inbound& in) {
   if (push.has_devices_changed()) {
     if (auto c = link_.current()) {
       (void)devices_.refresh(c);
-      (void)devices_.monitor(c);
+      // Key transparency: once the stored queue is handled (before, the check at its end
+      // comes), so that what the account's other devices said of their links is known.
+      if (link_.drained()) (void)devices_.monitor(c, true);
     }
     return false;
   }
   if (push.has_queue_drained() && in.generation == link_.generation()) {
     link_.mark_drained(in.generation);
+    // Key transparency: devices the account did not add, checked after the queue the server
+    // kept for this device (another device's word of a link it made comes before the link).
+    if (auto c = link_.current()) (void)devices_.monitor(c, true);
+    next_check_ = SteadyClock::now() + account_.options.kt_check_interval;
     return true;
   }
   return false;
 }
 
+bool Listener::idle(const ConnectionPtr& c) {
+  if (!devices_.recheck_pending() || !c) return false;
+  (void)devices_.recheck(c);
+  return true;
+}
+
 void Listener::after_connect(const ConnectionPtr& c) {
   (void)keys_.maintain(c);
   (void)devices_.refresh(c);
-  (void)devices_.monitor(c);  // key transparency: devices the account did not add
   // Before the queue pushed since the login is handled (dispatch comes after this): a block made
   // on another device drops what that account had queued here.
   (void)blocks_.refresh(c);
@@ -79,9 +94,19 @@ Result<std::size_t> Listener::receive(std::chrono::milliseconds timeout,
   // Once the server has pushed the stored queue (QueueDrained), what is already here is taken
   // and nothing more is waited for: a connection kept open from an earlier call has drained.
   bool drained = link_.drained();
+  if (drained && SteadyClock::now() >= next_check_) {
+    // A connection kept open from an earlier call gets no QueueDrained again: the periodic key
+    // transparency check runs here when it is due.
+    (void)devices_.monitor(connected->connection, true);
+    next_check_ = SteadyClock::now() + account_.options.kt_check_interval;
+  }
   for (;;) {
     auto in = link_.next_inbound(drained ? std::optional(SteadyClock::now()) : Deadline(deadline));
     if (!in) {
+      if (drained && idle(link_.current())) {
+        count += deliver(handler);
+        continue;
+      }
       if (drained) return count;
       return tl::unexpected(
           make_error(ErrorCode::timeout, "timed out before the server's queue was drained"));
@@ -121,6 +146,7 @@ Result<bool> Listener::pump(SteadyClock::time_point deadline, const std::functio
     }
     (void)dispatch(*in);
   }
+  (void)idle(link_.current());
   return true;
 }
 
@@ -151,8 +177,25 @@ void Listener::loop(const EventHandler& handler) {
     connection_event(Event::Kind::connected, {});
     after_connect(connected->connection);
     (void)deliver(handler);
+    next_check_ = SteadyClock::now() + account_.options.kt_check_interval;
     for (;;) {
-      auto in = link_.next_inbound(std::nullopt);
+      auto in = link_.next_inbound(SteadyClock::now());
+      if (!in && !link_.stopping()) {
+        // Nothing waiting: a held key transparency check first, then wait for the next item
+        // or the periodic check (docs/transparency.md, "Monitoring").
+        if (idle(connected->connection)) {
+          (void)deliver(handler);
+          continue;
+        }
+        // (At most one check per kMinCheckPause, however short the interval.)
+        in = link_.next_inbound(std::max(next_check_, SteadyClock::now() + kMinCheckPause));
+        if (!in && !link_.stopping()) {
+          (void)devices_.monitor(connected->connection, true);
+          next_check_ = SteadyClock::now() + account_.options.kt_check_interval;
+          (void)deliver(handler);
+          continue;
+        }
+      }
       if (!in) break;  // stopping
       if (in->closed) {
         if (in->generation != connected->generation) continue;

@@ -55,6 +55,8 @@ class Listener {
   // Handles one inbound item; true when it was the QueueDrained of the current connection.
   bool dispatch(const Inbound& in);
   void after_connect(const ConnectionPtr& c);
+  // Runs a held key transparency check (Devices::recheck) when there is one; true if it ran.
+  bool idle(const ConnectionPtr& c);
   void loop(const EventHandler& handler);
 
   Account& account_;
@@ -67,6 +69,10 @@ class Listener {
 
   std::mutex deliver_mu_;        // one delivery at a time, in cursor order
   std::uint64_t delivered_ = 0;  // the last cursor handed over in this process
+
+  // The next periodic key transparency check of the listener's connection (its thread only,
+  // and receive()'s, which never run together).
+  std::chrono::steady_clock::time_point next_check_{};
 
   std::mutex mu_;  // guards thread_
   std::thread thread_;

@@ -451,8 +451,20 @@ Result<void> Outbox::request_resend(const std::string& user, std::uint32_t devic
   // The device's registration id, which the server checks (there is no session to take it from).
   svc::Request list;
   list.mutable_list_devices()->set_username(user);
+  list.mutable_list_devices()->set_kt_known_size(account_.kt.known_size());
   auto listed = link_.call_ok(c, std::move(list));
   if (!listed) return tl::unexpected(listed.error());
+  // Key transparency: another account's device list must be the one its log proves, as bundles
+  // must (docs/transparency.md).
+  const auto& answer = listed->list_devices();
+  auto logged = account_.kt.verify(c, account_.options.request_timeout, user,
+                                   answer.has_kt() ? &answer.kt() : nullptr);
+  if (!logged) return tl::unexpected(logged.error());
+  if (*logged) {
+    if (auto ok = KtClient::check_devices(user, **logged, answer.devices()); !ok) {
+      return tl::unexpected(ok.error());
+    }
+  }
   std::optional<std::uint32_t> registration_id;
   for (const auto& d : listed->list_devices().devices()) {
     if (d.id() == device) registration_id = d.registration_id();

@@ -400,7 +400,8 @@ Result<std::unique_ptr<Engine>> Engine::link(const Options& options, const sotto
   wipe(*message.mutable_identity_private());
   auto claimed = protocol::PublicKey::decode(as_bytes(message.identity_public()));
   auto username = normalize_username(message.username());
-  if (!claimed || *claimed != identity.public_key || !username || message.link_token().empty()) {
+  if (!claimed || *claimed != identity.public_key || !username || message.link_token().empty() ||
+      (!message.kt_keys().empty() && message.kt_keys().size() != 64)) {
     return malformed();
   }
   if (!message.server_fingerprint().empty() && message.server_fingerprint() != c.server_pin()) {
@@ -444,6 +445,12 @@ Result<std::unique_ptr<Engine>> Engine::link(const Options& options, const sotto
   }
   if (message.recovery_verifier().size() == crypto::kEd25519PublicKeySize) {
     (void)fresh.store().save_value(kRecoveryVerifierValue, as_bytes(message.recovery_verifier()));
+  }
+  // Key transparency: the log the linking device pinned, not the server's word on first use.
+  if (auto pinned = pin_log_from_link(fresh.store(), as_bytes(message.kt_keys()),
+                                      as_bytes(message.kt_tree_head()));
+      !pinned) {
+    return tl::unexpected(pinned.error());
   }
   c.close();
   auto engine = fresh.keep(std::move(env),

@@ -318,5 +318,76 @@ class TransparencyTest(unittest.TestCase):
         self.assertIn("back across", r.stdout)
         self.assertIn("SECURITY ALERT (split_view) for alice", r.stdout + r.stderr)
 
+    def test_three_devices_link_from_any_of_them_and_all_report_a_ghost(self):
+        """Devices of one account tell each other of the links they make (docs/transparency.md,
+        "Monitoring"): a device linked from a device that is not the primary raises nothing on
+        any device, while a device the operator adds on its own raises unknown_device on each."""
+        alice = Client(self.root, "alice")
+        alice.register("alice", self.server)
+        self.assertEqual(alerts(alice.receive(timeout_s=2)), [])  # the baseline
+        laptop = self.link(alice, "alice-laptop")
+        for device in (alice, laptop):
+            self.assertEqual(alerts(device.receive(timeout_s=2)), [])
+        # The laptop links the third device: the primary hears of it from the laptop alone.
+        tablet = self.link(laptop, "alice-tablet")
+        for device in (alice, laptop, tablet):
+            self.assertEqual(alerts(device.receive(timeout_s=2)), [], device.data)
+
+        self.server.stop()
+        ghost = int(self.server.operator("kt-test-ghost-device", "alice").split()[-1])
+        self.server.start()
+        for device in (alice, laptop, tablet):
+            found = alerts(device.receive(timeout_s=5))
+            self.assertEqual(len(found), 1, (device.data, found))
+            self.assertEqual(found[0]["kind"], "unknown_device")
+            self.assertIn("device %d " % ghost, found[0]["detail"])
+            self.assertNotIn("expected", found[0]["detail"])
+            self.assertEqual(alerts(device.receive(timeout_s=2)), [], device.data)
+
+    def test_a_new_device_pins_the_log_its_account_carries_in_the_link(self):
+        """The link's provisioning message carries the log's keys the account pinned: a new
+        device whose server then signs with another key reports log_inconsistent at its first
+        check, instead of pinning the server's key on first use."""
+        alice = Client(self.root, "alice")
+        alice.register("alice", self.server)
+        self.assertEqual(alerts(alice.receive(timeout_s=2)), [])  # pins the log's keys
+        # The operator's server now signs its tree heads with another key.
+        self.server.stop()
+        key = os.path.join(self.server.data, "kt", "signing.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(32))
+        self.server.start()
+
+        laptop = Client(self.root, "alice-laptop", env=alice.env)
+        p = laptop.popen("link", "--server", self.server.address, "--timeout", "60",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        adding = None
+        try:
+            reader = LineReader(p.stdout)
+            code = reader.wait_json(lambda o: "code" in o)["code"]
+            # add-device waits for the new device's history request, which the new device
+            # cannot send (it refuses the server's log): it is stopped once the link is done.
+            adding = alice.popen("add-device", code, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            reader.wait_json(lambda o: "device" in o, timeout=30)
+            self.assertEqual(p.wait(timeout=30), 0, p.stderr.read())
+        finally:
+            for proc in (p, adding):
+                if proc is None:
+                    continue
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                proc.stdout.close()
+                proc.stderr.close()
+        found = alerts(laptop.receive(timeout_s=5))
+        self.assertIn("log_inconsistent", [a["kind"] for a in found], found)
+
+
+
+def alerts(events):
+    return [e for e in events if e.get("type") == "security_alert"]
+
+
 if __name__ == "__main__":
     sys.exit(test_e2e.main())  # --bin BUILD_DIR [unittest options]

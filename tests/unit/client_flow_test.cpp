@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "client/engine.h"
+#include "content.pb.h"
 #include "keys.pb.h"
 #include "net/server_key.h"
 #include "protocol/session.h"
@@ -25,6 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::InProcessServer;
+namespace content = sotto::wire::content;
 
 constexpr std::uint64_t kStartMs = 1'800'000'000'000;
 
@@ -967,6 +969,201 @@ TEST_F(ClientFlowTest, ASendTheServerHasNoRoomForSaysSoAndWhenToRetry) {
       << r.error().message;
   EXPECT_NE(r.error().message.find("storage is full"), std::string::npos) << r.error().message;
   EXPECT_NE(r.error().message.find("retry in 30 s"), std::string::npos) << r.error().message;
+}
+
+// --- key transparency: the account's own devices (docs/transparency.md, "Monitoring") ----------
+
+class ClientKtFlowTest : public ClientFlowTest {
+ protected:
+  void SetUp() override {
+    ClientFlowTest::SetUp();
+    server_->enable_key_transparency();
+  }
+  static std::vector<Event> alerts(const std::vector<Event>& events) {
+    return of_kind(events, Event::Kind::security_alert);
+  }
+  static std::string describe(const std::vector<Event>& events) {
+    std::string out;
+    for (const auto& e : events) out += e.alert + ": " + e.detail + "\n";
+    return out;
+  }
+  // What a coerced operator does in the open: a device added to `user`'s account without any of
+  // its devices, logged through the store's own path (the server is not told: no push).
+  std::uint32_t ghost(const std::string& user, std::uint32_t registration_id = 4343) {
+    auto account = server_->store().accounts().find_account(user);
+    EXPECT_TRUE(account);
+    if (!account) return 0;
+    store::DeviceRecord d;
+    d.registration_id = registration_id;
+    d.auth_key = Bytes(32, 0x67);
+    const store::SignedPreKeyRecord spk{1, Bytes(33, 0x05), Bytes(64, 0)};
+    auto id = server_->store().accounts().add_device(account->id, d, spk, {});
+    EXPECT_TRUE(id);
+    return id ? *id : 0;
+  }
+  static void expect_reported(const std::vector<Event>& events, std::uint32_t device) {
+    ASSERT_EQ(events.size(), 1u) << describe(events);
+    EXPECT_EQ(events[0].alert, "unknown_device");
+    EXPECT_EQ(events[0].user, "alice");
+    EXPECT_NE(events[0].detail.find("device " + std::to_string(device) + " "), std::string::npos)
+        << events[0].detail;
+    EXPECT_NE(events[0].detail.find("log entry"), std::string::npos) << events[0].detail;
+  }
+};
+
+// Three devices, the third linked from the second: the first hears of it from the second alone
+// (before the link, in its queue ahead of the new device), and no device reports it. A device the
+// server adds on its own is reported by every one, once.
+TEST_F(ClientKtFlowTest, ALinkFromAnyDeviceIsReportedByNoneAndAGhostByAll) {
+  Engine& alice = register_("alice");
+  EXPECT_EQ(describe(alerts(receive(alice))), "");  // the baseline
+  Engine& laptop = link(alice, "alice-laptop");
+  EXPECT_EQ(describe(alerts(receive(alice))), "");
+  EXPECT_EQ(describe(alerts(receive(laptop))), "");
+  Engine& tablet = link(laptop, "alice-tablet");
+  for (Engine* e : {&alice, &laptop, &tablet}) {
+    EXPECT_EQ(describe(alerts(receive(*e))), "") << "device " << e->device_id();
+  }
+  // A removal made on the laptop is told too (and nothing is reported for it).
+  ASSERT_TRUE(laptop.remove_device(tablet.device_id()));
+  for (Engine* e : {&alice, &laptop}) {
+    EXPECT_EQ(describe(alerts(receive(*e))), "") << "device " << e->device_id();
+  }
+  close(tablet);
+
+  const std::uint32_t id = ghost("alice");
+  for (Engine* e : {&alice, &laptop}) {
+    expect_reported(alerts(receive(*e)), id);
+    EXPECT_EQ(describe(alerts(receive(*e))), "") << "reported once";
+  }
+}
+
+// The other order: the device is in the log before the word naming it arrives (its link's first
+// word lost). A device that has not checked since hears the name first (its queue is handled
+// before it checks) and reports nothing; a name with another auth key than the log's is no name.
+TEST_F(ClientKtFlowTest, ADeviceNamedAfterItAppearedIsAcceptedOnlyWithItsLoggedKeys) {
+  Engine& alice = register_("alice");
+  receive(alice);
+  Engine& laptop = link(alice, "alice-laptop");
+  receive(alice);
+  EXPECT_EQ(describe(alerts(receive(laptop))), "");
+
+  const auto name = [&](std::uint32_t id, std::uint32_t registration_id, std::uint8_t key) {
+    content::Content c;
+    auto* d = c.mutable_sync()->mutable_device_change();
+    d->set_device_id(id);
+    d->set_registration_id(registration_id);
+    d->set_auth_key(std::string(32, static_cast<char>(key)));
+    // To the laptop alone: the ghost's bundle, which the operator could not sign, cannot be
+    // used.
+    auto sent = alice.outbox().send_to_devices("alice", {laptop.device_id()}, encode_padded(c),
+                                               alice.outbox().next_timestamp());
+    ASSERT_TRUE(sent) << sent.error().message;
+  };
+  const std::uint32_t named = ghost("alice", 4444);
+  name(named, 4444, 0x67);
+  EXPECT_EQ(describe(alerts(receive(laptop))), "");
+  expect_reported(alerts(receive(alice)), named);  // alice itself named it without linking it
+
+  const std::uint32_t misnamed = ghost("alice", 4545);
+  name(misnamed, 4545, 0x68);  // the log holds 0x67
+  expect_reported(alerts(receive(laptop)), misnamed);
+}
+
+// A sibling that listens while the link is made sees the word of it live, then the server's
+// DevicesChanged push, and reports nothing, then or at its next connection.
+TEST_F(ClientKtFlowTest, ADeviceListeningDuringALinkMadeElsewhereReportsNothing) {
+  Engine& alice = register_("alice");
+  receive(alice);
+  Engine& laptop = link(alice, "alice-laptop");
+  receive(alice);
+  receive(laptop);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Event> seen;
+  ASSERT_TRUE(alice.start([&](const Event& e) {
+    std::lock_guard lock(mu);
+    seen.push_back(e);
+    cv.notify_all();
+  }));
+  Engine& tablet = link(laptop, "alice-tablet");
+  {
+    std::unique_lock lock(mu);
+    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] {
+      return std::any_of(seen.begin(), seen.end(), [&](const Event& e) {
+        return e.kind == Event::Kind::devices_changed &&
+               std::find(e.added.begin(), e.added.end(), tablet.device_id()) != e.added.end();
+      });
+    }));
+  }
+  alice.stop();
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(describe(alerts(seen)), "");
+  }
+  EXPECT_EQ(describe(alerts(receive(alice))), "");  // nothing held back either
+}
+
+// A device that stays connected checks again on its own (Options::kt_check_interval): a device
+// the server adds without a push is reported without a reconnection.
+TEST_F(ClientKtFlowTest, AConnectedDeviceChecksAgainOnItsOwn) {
+  Options o = options("alice");
+  o.kt_check_interval = std::chrono::milliseconds(200);
+  auto registered = Engine::register_account(o, "alice", server_address(), {}, env());
+  ASSERT_TRUE(registered) << registered.error().message;
+  Engine& alice = keep(std::move(*registered));
+  EXPECT_EQ(describe(alerts(receive(alice))), "");  // the baseline
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Event> seen;
+  ASSERT_TRUE(alice.start([&](const Event& e) {
+    std::lock_guard lock(mu);
+    seen.push_back(e);
+    cv.notify_all();
+  }));
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10),
+                            [&] { return !of_kind(seen, Event::Kind::connected).empty(); }));
+  }
+  const std::uint32_t id = ghost("alice");
+  {
+    std::unique_lock lock(mu);
+    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return !alerts(seen).empty(); }));
+  }
+  alice.stop();
+  std::lock_guard lock(mu);
+  expect_reported(alerts(seen), id);
+  EXPECT_EQ(of_kind(seen, Event::Kind::connected).size(), 1u);
+  EXPECT_TRUE(of_kind(seen, Event::Kind::disconnected).empty());
+}
+
+// An app that polls with receive() on a connection it keeps open gets no new QueueDrained: the
+// check runs when it is due at the start of a receive().
+TEST_F(ClientKtFlowTest, ADevicePollingOnAnOpenConnectionChecksAgainWhenDue) {
+  Options o = options("alice");
+  o.kt_check_interval = std::chrono::milliseconds(0);  // always due
+  auto registered = Engine::register_account(o, "alice", server_address(), {}, env());
+  ASSERT_TRUE(registered) << registered.error().message;
+  Engine& alice = keep(std::move(*registered));
+  EXPECT_EQ(describe(alerts(receive(alice))), "");  // the baseline, on a fresh connection
+  const std::uint32_t id = ghost("alice");
+  std::vector<Event> seen;
+  ASSERT_TRUE(alice.receive(std::chrono::seconds(10), [&](const Event& e) { seen.push_back(e); }));
+  expect_reported(alerts(seen), id);
+}
+
+// The new device pins the log its account pinned, carried in the link, before any lookup.
+TEST_F(ClientKtFlowTest, TheNewDevicePinsTheLogItsAccountCarriedInTheLink) {
+  Engine& alice = register_("alice");
+  receive(alice);
+  Engine& laptop = link(alice, "alice-laptop");
+  auto keys_a = alice.account().store->load_value(kKtKeysValue);
+  auto keys_l = laptop.account().store->load_value(kKtKeysValue);
+  ASSERT_TRUE(keys_a && *keys_a && keys_l && *keys_l);
+  EXPECT_EQ(Bytes((**keys_a).view().begin(), (**keys_a).view().end()),
+            Bytes((**keys_l).view().begin(), (**keys_l).view().end()));
+  EXPECT_GT(laptop.account().kt.known_size(), 0u);
 }
 
 }  // namespace

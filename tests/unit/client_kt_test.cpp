@@ -38,9 +38,10 @@ kt::AccountValue value(std::uint8_t identity, std::vector<std::uint32_t> devices
 
 // A server's log, with its keys.
 struct Log {
-  explicit Log(std::uint8_t seed) : rng(seed) {
-    crypto::Secret<32> vrf_secret{ByteView(Bytes(32, 0x11))};
-    crypto::Secret<32> signing{ByteView(Bytes(32, 0x22))};
+  // `key`: the byte the log's secret keys are made of (another byte: another log's keys).
+  explicit Log(std::uint8_t seed, std::uint8_t key = 0x22) : rng(seed) {
+    crypto::Secret<32> vrf_secret{ByteView(Bytes(32, static_cast<std::uint8_t>(key - 0x11)))};
+    crypto::Secret<32> signing{ByteView(Bytes(32, key))};
     log = std::make_unique<kt::TransparencyLog>(store, kt::VrfKeyPair::from_secret(vrf_secret),
                                                 crypto::Ed25519KeyPair::from_seed(signing), rng);
     EXPECT_TRUE(log->open(kNow));
@@ -384,6 +385,109 @@ TEST_F(ClientKtTest, GossipThatIsNotTheLogsIsIgnored) {
   ASSERT_TRUE(alerts);
   EXPECT_TRUE(alerts->empty());
   EXPECT_EQ(asked, 1);
+}
+
+// A new device pins the log its account sent in the link (pin_log_from_link), before any lookup:
+// a server that then shows a log under other keys, or a fork of the head the link carried, is
+// refused.
+TEST_F(ClientKtTest, TheLogALinkCarriesIsPinnedBeforeAnyLookup) {
+  server_.put("bob", value(0x42, {1}));
+  const auto keys = server_.log->public_keys();
+  Bytes both(keys.signing_key.begin(), keys.signing_key.end());
+  both.insert(both.end(), keys.vrf_key.begin(), keys.vrf_key.end());
+  const Bytes head = kt::encode_signed_tree_head(server_.log->head());
+  ASSERT_TRUE(store_->remove_value(kKtKeysValue));
+  ASSERT_TRUE(pin_log_from_link(*store_, both, head));
+  KtClient fresh(*store_);
+  EXPECT_EQ(fresh.known_size(), server_.log->head().head.size);
+  const auto [carried_keys, carried_head] = fresh.pinned_for_link();
+  EXPECT_EQ(carried_keys, both);
+  EXPECT_EQ(carried_head, head);
+
+  Log other(4, 0x33);  // another log's keys
+  other.put("bob", value(0x42, {1}));
+  auto r = fresh.verify(nullptr, std::chrono::seconds(1), "bob",
+                        &*std::make_unique<svc::KtProof>(other.proof("bob", 0)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(alert_kind(r.error()), "unlogged_key");  // not signed by the pinned key
+  Log fork(2);                                       // the same keys, another history
+  fork.put("carol", value(0x43, {1}));
+  fork.put("bob", value(0x42, {1, 9}));
+  r = fresh.verify(nullptr, std::chrono::seconds(1), "bob",
+                   &*std::make_unique<svc::KtProof>(fork.proof("bob", fresh.known_size())));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(alert_kind(r.error()), "log_inconsistent");
+  // The honest log passes.
+  server_.put("bob", value(0x42, {1, 2}));
+  EXPECT_TRUE(
+      fresh.verify(nullptr, std::chrono::seconds(1), "bob",
+                   &*std::make_unique<svc::KtProof>(server_.proof("bob", fresh.known_size()))));
+}
+
+TEST_F(ClientKtTest, ALinkWithMalformedOrMismatchedLogValuesPinsNoneOfThem) {
+  ASSERT_TRUE(store_->remove_value(kKtKeysValue));
+  auto r = pin_log_from_link(*store_, Bytes(63, 1), {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::protocol);
+  auto pinned = store_->load_value(kKtKeysValue);
+  ASSERT_TRUE(pinned);
+  EXPECT_FALSE(*pinned);
+  // Nothing carried (a linking device that pinned no log): nothing pinned, no error.
+  EXPECT_TRUE(pin_log_from_link(*store_, {}, {}));
+  // A head not signed by the carried keys: the keys are pinned, the head is not.
+  Log other(4, 0x33);
+  const auto keys = server_.log->public_keys();
+  Bytes both(keys.signing_key.begin(), keys.signing_key.end());
+  both.insert(both.end(), keys.vrf_key.begin(), keys.vrf_key.end());
+  EXPECT_TRUE(pin_log_from_link(*store_, both, kt::encode_signed_tree_head(other.log->head())));
+  auto head = store_->load_value(kKtHeadValue);
+  ASSERT_TRUE(head);
+  EXPECT_FALSE(*head);
+  KtClient fresh(*store_);
+  EXPECT_EQ(fresh.known_size(), 0u);
+  EXPECT_EQ(fresh.pinned_for_link().first, both);
+}
+
+// What the account's other devices say of their links and removals (record_own_device_change):
+// a link expected, devices named (a later name of the same id replaces the earlier), a removal
+// forgetting the name.
+TEST_F(ClientKtTest, OwnDeviceChangesAreRecordedForMonitoring) {
+  OwnDeviceChange started;
+  started.link_started = true;
+  ASSERT_TRUE(record_own_device_change(*store_, started));
+  auto linking = store_->load_value(kKtLinkingValue);
+  ASSERT_TRUE(linking);
+  EXPECT_TRUE(*linking);
+  const auto expected = [&] {
+    auto v = store_->load_value(kKtExpectedValue);
+    EXPECT_TRUE(v && *v);
+    auto decoded = kt::decode_account_value((**v).view());
+    EXPECT_TRUE(decoded);
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> out;
+    for (const auto& d : decoded->devices) out.emplace_back(d.device_id, d.registration_id);
+    return out;
+  };
+  OwnDeviceChange named;
+  named.device_id = 5;
+  named.registration_id = 55;
+  named.auth_key = std::array<std::uint8_t, 32>{};
+  (*named.auth_key)[0] = 9;
+  ASSERT_TRUE(record_own_device_change(*store_, named));
+  named.device_id = 3;
+  named.registration_id = 33;
+  ASSERT_TRUE(record_own_device_change(*store_, named));
+  named.registration_id = 34;
+  ASSERT_TRUE(record_own_device_change(*store_, named));
+  EXPECT_EQ(expected(), (std::vector<std::pair<std::uint32_t, std::uint32_t>>{{3, 34}, {5, 55}}));
+  OwnDeviceChange removed;
+  removed.device_id = 5;
+  removed.removed = true;
+  ASSERT_TRUE(record_own_device_change(*store_, removed));
+  EXPECT_EQ(expected(), (std::vector<std::pair<std::uint32_t, std::uint32_t>>{{3, 34}}));
+  // A damaged list is replaced, not a reason to stop.
+  ASSERT_TRUE(store_->save_value(kKtExpectedValue, Bytes{1, 2, 3}));
+  ASSERT_TRUE(record_own_device_change(*store_, named));
+  EXPECT_EQ(expected(), (std::vector<std::pair<std::uint32_t, std::uint32_t>>{{3, 34}}));
 }
 
 TEST(ClientKtValues, AnAlertErrorSaysItsKindUserAndDetail) {

@@ -533,6 +533,53 @@ ReceivedContent read(const content::Content& c, bool own = false) {
   return read_content(as_bytes(bytes), own);
 }
 
+// Key transparency: what another device of the account says of a device it linked or removed
+// (content.proto OwnDeviceChange), from our own account only, and only well formed.
+TEST(MessageContentTest, ADeviceChangeIsReadOnlyWellFormedAndFromOurOwnAccount) {
+  content::Content c;
+  auto* d = c.mutable_sync()->mutable_device_change();
+  d->set_device_id(3);
+  d->set_registration_id(77);
+  d->set_auth_key(std::string(32, '\x42'));
+  auto r = read(c, true);
+  ASSERT_EQ(r.kind, ReceivedContent::Kind::device_change);
+  EXPECT_EQ(r.device_change.device_id, 3u);
+  EXPECT_EQ(r.device_change.registration_id, 77u);
+  ASSERT_TRUE(r.device_change.auth_key);
+  EXPECT_EQ((*r.device_change.auth_key)[0], 0x42);
+  EXPECT_FALSE(r.device_change.link_started);
+  EXPECT_EQ(read(c, false).kind, ReceivedContent::Kind::unreadable);  // another account's
+
+  content::Content started;
+  started.mutable_sync()->mutable_device_change()->set_link_started(true);
+  r = read(started, true);
+  ASSERT_EQ(r.kind, ReceivedContent::Kind::device_change);
+  EXPECT_TRUE(r.device_change.link_started);
+  EXPECT_EQ(r.device_change.device_id, 0u);
+
+  const auto malformed = [&](auto change) {
+    content::Content m;
+    change(*m.mutable_sync()->mutable_device_change());
+    return read(m, true).kind == ReceivedContent::Kind::unreadable;
+  };
+  using Change = content::OwnDeviceChange;
+  EXPECT_TRUE(malformed([](Change& x) {
+    x.set_device_id(3);
+    x.set_auth_key("short");
+  }));
+  EXPECT_TRUE(malformed([](Change&) {}));                          // says nothing
+  EXPECT_TRUE(malformed([](Change& x) { x.set_removed(true); }));  // removes no device
+  EXPECT_TRUE(malformed([](Change& x) {
+    x.set_link_started(true);
+    x.set_registration_id(5);
+  }));
+  EXPECT_TRUE(malformed([](Change& x) {
+    x.set_device_id(3);
+    x.set_link_started(true);
+    x.set_removed(true);
+  }));
+}
+
 TEST(MessageContentTest, WellFormedExtrasAreRead) {
   content::Content c;
   auto* d = c.mutable_data();

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <optional>
 
+#include "server/kt.h"
+
 namespace sotto::testing {
 
 SerialExecutor::SerialExecutor() {
@@ -211,7 +213,7 @@ class InProcessConnector final : public client::Connector {
 InProcessServer::InProcessServer(const std::filesystem::path& dir,
                                  std::shared_ptr<const client::WallClock> clock,
                                  server::ServerConfig config)
-    : clock_(std::move(clock)), pin_(std::string(64, 'a')) {
+    : clock_(std::move(clock)), dir_(dir), pin_(std::string(64, 'a')) {
   std::filesystem::create_directories(dir);
   store::SqliteOptions options;
   options.log = [](std::string_view) {};
@@ -233,6 +235,14 @@ InProcessServer::~InProcessServer() {
   drop_connections();
   settle();
   io_.drain();
+}
+
+void InProcessServer::enable_key_transparency() {
+  auto opened = server::KeyTransparency::open(dir_, *store_->kt(), rng_,
+                                              [c = clock_] { return c->now_ms(); });
+  if (!opened) throw std::runtime_error("cannot open the transparency log: " + opened.error());
+  kt_ = std::move(*opened);
+  server_->set_key_transparency(kt_.get());
 }
 
 std::shared_ptr<client::Connector> InProcessServer::connector() {

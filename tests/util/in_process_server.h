@@ -75,6 +75,9 @@ class InProcessServer {
   void drop_connections();
   // Waits until the server has handled everything sent to it so far, and its store has written.
   void settle();
+  // Keeps a key transparency log of every account change and answers lookups with its proofs
+  // (server/kt.h), as the server binary does on SQLite. Before the first connection.
+  void enable_key_transparency();
 
   [[nodiscard]] server::Server& server() { return *server_; }
   [[nodiscard]] store::SqliteServerStore& store() { return *store_; }
@@ -84,10 +87,12 @@ class InProcessServer {
   friend class InProcessConnector;
 
   std::shared_ptr<const client::WallClock> clock_;
+  std::filesystem::path dir_;
   crypto::DeterministicRng seed_rng_{4242};
   client::LockedRng rng_{seed_rng_};
   server::Metrics metrics_;
   std::unique_ptr<store::SqliteServerStore> store_;
+  std::unique_ptr<server::KeyTransparency> kt_;  // outlives server_, outlived by store_
   std::unique_ptr<server::Server> server_;
   SerialExecutor io_;  // every server callback
 
