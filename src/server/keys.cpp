@@ -173,11 +173,7 @@ void KeysService::on_kt_audit(svc::Request& r, svc::Response& out) {
   }
   auto audit = ctx_.kt->audit(req.start(), count);
   if (!audit) {
-    fail(out,
-         audit.error() == transparency::Error::invalid_argument ? svc::NOT_FOUND : svc::INTERNAL,
-         audit.error() == transparency::Error::invalid_argument
-             ? "start is beyond the transparency log"
-             : "transparency log failure");
+    fail(out, svc::INTERNAL, "transparency log failure");
     return;
   }
   auto* a = out.mutable_kt_audit();

@@ -393,7 +393,6 @@ tl::expected<KeyTransparency::Audit, kt::Error> KeyTransparency::audit(
     std::uint64_t start, std::uint32_t count, std::size_t max_bytes) const {
   Audit out;
   const kt::SignedTreeHead head = log_.head();
-  if (start >= head.head.size) return tl::unexpected(kt::Error::invalid_argument);
   out.tree_head = kt::encode_signed_tree_head(head);
   std::size_t bytes = 0;
   for (std::uint64_t i = start; i < head.head.size && out.records.size() < count; ++i) {

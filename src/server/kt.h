@@ -84,8 +84,9 @@ class KeyTransparency final : public store::AccountLog {
   [[nodiscard]] tl::expected<void, CosignRefusal> add_cosignature(
       const transparency::Cosignature& c);
 
-  // Audit records from entry `start` (at most `count` and about max_bytes, at least one) and the
-  // newest signed head, read before them; encoded. invalid_argument when start is beyond the log.
+  // Audit records from entry `start` (at most `count` and about max_bytes, at least one when
+  // there is one) and the newest signed head, read before them; encoded. None from a start at or
+  // beyond the head's size: the head alone tells an auditor the log holds no more (or shrank).
   struct Audit {
     std::vector<Bytes> records;
     Bytes tree_head;
