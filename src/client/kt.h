@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,7 @@
 #include "client/connection.h"
 #include "sotto/client.h"
 #include "store/client/client_store.h"
+#include "transparency/audit.h"
 #include "transparency/proofs.h"
 
 namespace sotto::client {
@@ -37,6 +39,15 @@ inline constexpr std::string_view kKtVersionsValue = "kt.versions";
 inline constexpr std::string_view kKtOwnValue = "kt.own";
 inline constexpr std::string_view kKtOwnCheckedValue = "kt.own_checked";
 inline constexpr std::string_view kKtLinkingValue = "kt.linking";
+// A required auditor (docs/transparency.md, "Auditing"): its Ed25519 key (32 bytes) and the
+// oldest co-signature accepted (u64 milliseconds, big-endian). Absent: none required.
+inline constexpr std::string_view kKtRequireAuditorValue = "kt.require_auditor";
+
+struct AuditorRequirement {
+  crypto::Ed25519PublicKey key{};
+  std::uint64_t max_age_ms = 0;
+  friend bool operator==(const AuditorRequirement&, const AuditorRequirement&) = default;
+};
 
 // An Error of code security_alert whose message security_alert_of() reads back.
 [[nodiscard]] Error security_alert_error(std::string_view kind, const std::string& user,
@@ -45,6 +56,24 @@ inline constexpr std::string_view kKtLinkingValue = "kt.linking";
 class KtClient {
  public:
   explicit KtClient(store::ClientStore& store) : store_(store) {}
+
+  // With a requirement, every lookup and monitoring answer must carry a co-signature by that
+  // auditor of a head the answer's head extends, made no longer than max_age_ms ago; otherwise
+  // it is refused as unlogged_key. nullopt removes the requirement.
+  [[nodiscard]] Result<void> set_required_auditor(const std::optional<AuditorRequirement>& r);
+  [[nodiscard]] Result<std::optional<AuditorRequirement>> required_auditor();
+  // The wall clock co-signatures' age is measured with (milliseconds since the epoch); tests
+  // set their own.
+  void set_clock(std::function<std::uint64_t()> now_ms);
+
+  // Why the co-signatures an answer at `head` carries do not meet `required` (nullopt: they do):
+  // a valid one is by the required key, of a head the log signed, consistent with `head`, and
+  // no older than required.max_age_ms at now_ms.
+  [[nodiscard]] static std::optional<std::string> cosignature_problem(
+      const AuditorRequirement& required, const transparency::LogPublicKeys& log_keys,
+      const transparency::SignedTreeHead& head,
+      const google::protobuf::RepeatedPtrField<svc::KtCosignature>& cosignatures,
+      std::uint64_t now_ms);
 
   // The size of the newest verified tree head (0: none), for a lookup's kt_known_size.
   [[nodiscard]] std::uint64_t known_size();
@@ -81,6 +110,10 @@ class KtClient {
  private:
   Result<bool> ensure_keys_locked(const ConnectionPtr& c, std::chrono::milliseconds timeout);
   Result<void> load_locked();
+  // The requirement's refusal detail for an answer at `head`, or nullopt.
+  std::optional<std::string> unmet_requirement_locked(
+      const transparency::SignedTreeHead& head,
+      const google::protobuf::RepeatedPtrField<svc::KtCosignature>& cosignatures);
 
   std::mutex mu_;
   store::ClientStore& store_;
@@ -88,6 +121,8 @@ class KtClient {
   bool server_has_no_log_ = false;  // this process asked and the server keeps none
   std::optional<transparency::TreeHeadTracker> tracker_;
   std::map<std::string, std::uint32_t> versions_;
+  std::optional<AuditorRequirement> required_;
+  std::function<std::uint64_t()> now_ms_;
 };
 
 }  // namespace sotto::client
