@@ -215,6 +215,12 @@ Result<std::optional<kt::AccountValue>> KtClient::verify(const ConnectionPtr& c,
   std::lock_guard lock(mu_);
   auto pinned = ensure_keys_locked(c, timeout);
   if (!pinned) return tl::unexpected(pinned.error());
+  if (!*pinned && required_) {
+    return tl::unexpected(security_alert_error(
+        kUnlogged, user,
+        "the server keeps no key transparency log, so there is no auditor co-signature, which "
+        "this device requires; nothing was encrypted to this account's keys"));
+  }
   if (!*pinned) return std::nullopt;
   if (proof == nullptr || proof->tree_head().empty()) {
     return tl::unexpected(
