@@ -19,7 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e  # noqa: E402
-from test_e2e import parse_lines  # noqa: E402
+from test_e2e import LineReader, parse_lines  # noqa: E402
 
 
 def audit_bin():
@@ -186,6 +186,40 @@ class AuditTest(unittest.TestCase):
         # Without the requirement the newcomer accepts the (rewritten, but consistent for it) log.
         newcomer.ok("kt", "require-auditor", "--off")
         self.assertEqual(newcomer.send("erin", "hello").returncode, 0)
+
+    def test_follow_mode_cosigns_each_round_and_stops_on_misbehaviour(self):
+        alice = self.client("alice")
+        alice.register("alice", self.server)
+        p = subprocess.Popen([audit_bin(), "--state", self.state, "run", "--server",
+                              self.server.address, "--interval", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        out = LineReader(p.stdout)
+
+        def next_cosigned():
+            while True:
+                line = out.next(timeout=60)
+                if line.startswith("co-signed tree head: size "):
+                    return int(line.split("size ", 1)[1].split(",", 1)[0])
+
+        # Trust on first use of the server's key and the log's keys, then a round a second.
+        self.assertEqual(next_cosigned(), 2)
+        with open(os.path.join(self.state, "server.pin")) as f:
+            self.assertEqual(f.read().strip(), self.server.fingerprint)
+        self.client("bob").register("bob", self.server)
+        while next_cosigned() != 3:
+            pass
+        # The log is cut back behind its back: the next round that reaches the server stops the
+        # auditor (rounds while the server is down are retried).
+        self.server.stop()
+        db = sqlite3.connect(os.path.join(self.server.data, "sotto.db"))
+        db.execute("DELETE FROM kt_versions WHERE entry >= 2")
+        db.execute("DELETE FROM kt_entries WHERE idx >= 2")
+        db.commit()
+        db.close()
+        self.start_server()
+        self.assertEqual(p.wait(timeout=60), 3)
+        self.assertIn("the log shrank", p.stderr.read())
 
     def assert_refused(self, client, to, detail):
         r = client.send(to, "must not be sent")
