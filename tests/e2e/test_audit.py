@@ -103,6 +103,23 @@ class AuditTest(unittest.TestCase):
         r = self.audit("run", "--server", self.server.address, "--pin", "00" * 32, "--once")
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.state, "log.keys")))
+        # Log keys that are not SIGNING:VRF, and keys of another log: nothing is co-signed.
+        base = ["run", "--server", self.server.address, "--pin", self.server.fingerprint, "--once"]
+        r = self.audit(*base, "--log-keys", "abc")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("SIGNING:VRF", r.stderr)
+        other = self.root + "/other-state"
+        r = subprocess.run([audit_bin(), "--state", other] + base + ["--log-keys",
+                                                                    "11" * 32 + ":" + "22" * 32],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("not signed by the pinned log key", r.stderr)
+        self.assertEqual(cosignatures(self.server), [])
+        # The log's real keys, as the operator prints them.
+        keys = self.server.operator("kt-keys").split(": ", 1)[1].strip()
+        r = self.audit(*base, "--log-keys", keys)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(cosignatures(self.server)), 1)
 
     def test_cosigns_an_honest_log_and_catches_a_rewritten_one(self):
         alice, bob = self.pair()
