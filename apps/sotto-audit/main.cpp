@@ -392,7 +392,10 @@ int main(int argc, char** argv) {
   fs::create_directories(o.state, ec);
   if (ec) return fail("cannot create " + o.state.string());
   fs::permissions(o.state, fs::perms::owner_all, fs::perm_options::replace, ec);
-  if (!lock_state(o.state)) return fail("another sotto-audit uses " + o.state.string());
+  // `key` beside a running auditor only reads the key; anything else holds the directory.
+  const bool reads_only = key_cmd->parsed() && fs::exists(o.state / "auditor.key", ec);
+  if (!reads_only && !lock_state(o.state))
+    return fail("another sotto-audit uses " + o.state.string());
   auto key = load_or_create_key(o.state);
   if (!key) return fail(key.error());
   if (key_cmd->parsed()) {

@@ -223,6 +223,11 @@ class AuditTest(unittest.TestCase):
         self.assertEqual(next_cosigned(), 2)
         with open(os.path.join(self.state, "server.pin")) as f:
             self.assertEqual(f.read().strip(), self.server.fingerprint)
+        # Its key can be read beside it; a second auditor on the same state is refused.
+        self.assertEqual(self.audit("key").stdout.strip(), self.auditor_key)
+        r = self.audit_once()
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("another sotto-audit uses", r.stderr)
         self.client("bob").register("bob", self.server)
         while next_cosigned() != 3:
             pass
