@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 
+#include "service.pb.h"
 #include "transparency_fixture.h"
 
 namespace {
@@ -96,6 +97,54 @@ int main(int argc, char** argv) {
       write(root, "transparency_audit_fuzz",
             "record_" + std::to_string(k + 1) + "_as_" + std::to_string(k),
             static_cast<std::uint8_t>(k), encode_audit_record(f.records[k + 1]));
+    }
+  }
+  // sotto-audit's answers: the records from k on with the last head (honest), the same with entry
+  // k left out (a dropped entry), and the head alone.
+  const auto as_string = [](const Bytes& b) { return std::string(b.begin(), b.end()); };
+  const auto serialized = [](const google::protobuf::MessageLite& m) {
+    const std::string s = m.SerializeAsString();
+    return Bytes(s.begin(), s.end());
+  };
+  for (std::size_t k = 0; k <= f.records.size(); ++k) {
+    wire::service::KtAuditResponse answer;
+    answer.set_tree_head(as_string(encode_signed_tree_head(f.heads.back())));
+    for (std::size_t i = k; i < f.records.size(); ++i)
+      *answer.add_records() = as_string(encode_audit_record(f.records[i]));
+    write(root, "audit_answer_fuzz", "from_" + std::to_string(k), static_cast<std::uint8_t>(k),
+          serialized(answer));
+    if (k + 1 < f.records.size()) {
+      wire::service::KtAuditResponse dropped;
+      dropped.set_tree_head(answer.tree_head());
+      for (std::size_t i = k + 1; i < f.records.size(); ++i)
+        *dropped.add_records() = as_string(encode_audit_record(f.records[i]));
+      write(root, "audit_answer_fuzz", "dropped_" + std::to_string(k), static_cast<std::uint8_t>(k),
+            serialized(dropped));
+    }
+  }
+  // The client's co-signature check: a fresh co-signature of each head by the fuzz target's
+  // auditor, with its consistency proof to the last head; and a stale one.
+  const auto auditor =
+      crypto::Ed25519KeyPair::from_seed(crypto::Secret<32>{ByteView(Bytes(32, 0x5a))});
+  constexpr std::uint64_t kNow = 1'800'000'000'000ull;
+  for (std::size_t k = 0; k < f.heads.size(); ++k) {
+    for (const std::uint64_t time : {kNow - 1000, kNow - 2 * 3600 * 1000}) {
+      wire::service::KtProof proof;
+      auto* c = proof.add_cosignatures();
+      c->set_auditor_key(std::string(auditor.public_key().begin(), auditor.public_key().end()));
+      c->set_tree_head(as_string(encode_signed_tree_head(f.heads[k])));
+      c->set_time_ms(time);
+      const auto sig = cosign_tree_head_at(f.heads[k].head, time, auditor);
+      c->set_signature(std::string(sig.begin(), sig.end()));
+      if (k + 1 < f.heads.size())
+        c->set_consistency(as_string(encode_consistency_proof(f.consistency[k])));
+      std::string body = proof.SerializeAsString();
+      const fs::path dir = root / "kt_cosignature_fuzz";
+      fs::create_directories(dir);
+      std::ofstream out(dir / ("head_" + std::to_string(k) + (time == kNow - 1000 ? "" : "_stale")),
+                        std::ios::binary | std::ios::trunc);
+      out.write(body.data(), static_cast<std::streamsize>(body.size()));
+      ++written;
     }
   }
   std::printf("wrote %zu files\n", written);

@@ -520,6 +520,7 @@ int main(int argc, char** argv) {
                                                 crypto::system_rng(), wall_ms);
     if (!opened) return fail(opened.error());
     kt = std::move(*opened);
+    if (auto ok = kt->set_auditors(config.kt_auditors); !ok) return fail(ok.error());
     server.set_key_transparency(kt.get());
   }
 

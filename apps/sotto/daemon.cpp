@@ -264,6 +264,7 @@ class Daemon {
   json unblock(const Call& c);
   json change_blocks(const Call& c, bool block);
   json list_blocked(const Call& c);
+  json require_auditor(const Call& c);
   json add_device(const Call& c);
   json trust(const Call& c);
   json list_identities(const Call& c);
@@ -799,6 +800,34 @@ std::optional<std::vector<std::string>> recipients_param(const Call& c, std::str
   return out;
 }
 
+// Key transparency: with {auditor, maxAgeSeconds} requires that auditor's co-signature, with
+// {auditor: null} (or "") requires none; without params only says what is required.
+json Daemon::require_auditor(const Call& c) {
+  const json* key = find_param(c, {"auditor"}, 0);
+  if (key != nullptr) {
+    Result<void> r;
+    if (key->is_null() || (key->is_string() && key->get<std::string>().empty())) {
+      r = client_.require_auditor("", std::chrono::milliseconds(0));
+    } else {
+      const auto age = count_param(c, {"maxAgeSeconds"}, 1, UINT64_MAX);
+      if (!key->is_string() || !age || *age > 366ull * 86400) {
+        return invalid_params(c,
+                              "requireAuditor needs {auditor, maxAgeSeconds} (the auditor's key, "
+                              "64 hex digits, and seconds) or {auditor: null}");
+      }
+      r = client_.require_auditor(key->get<std::string>(), std::chrono::seconds(*age));
+    }
+    if (!r) return app_error(c.id, r.error());
+  }
+  auto now = client_.required_auditor();
+  if (!now) return app_error(c.id, now.error());
+  if (!*now) return rpc_result(c.id, {{"auditor", nullptr}});
+  return rpc_result(c.id,
+                    {{"auditor", (*now)->key_hex},
+                     {"maxAgeSeconds",
+                      std::chrono::duration_cast<std::chrono::seconds>((*now)->max_age).count()}});
+}
+
 json Daemon::block(const Call& c) {
   return change_blocks(c, true);
 }
@@ -1141,6 +1170,16 @@ const std::vector<Method>& methods() {
             "username": {"type": "string"}}}}})",
        &Daemon::list_blocked,
        true},
+      {"requireAuditor",
+       {},
+       "Key transparency: requires a co-signature by this auditor no older than maxAgeSeconds on "
+       "every key lookup (null: none); without params, says what is required",
+       R"([{"name": "auditor", "description": "the auditor's key (64 hex digits), or null",
+            "schema": {"type": ["string", "null"]}},
+           {"name": "maxAgeSeconds", "schema": {"type": "integer"}}])",
+       R"({"name": "required", "schema": {"type": "object", "properties": {
+            "auditor": {"type": ["string", "null"]}, "maxAgeSeconds": {"type": "integer"}}}})",
+       &Daemon::require_auditor},
       {"addDevice",
        {},
        "Links the new device that shows a link code to the account",

@@ -1070,6 +1070,54 @@ int cmd_server_trust(const std::string& fingerprint) {
   return 0;
 }
 
+// sotto kt require-auditor KEY --max-age AGE | --off; without either, shows the requirement.
+int cmd_kt_require_auditor(const std::string& key, const std::string& max_age, bool off) {
+  if (off && (!key.empty() || !max_age.empty())) {
+    return fail(Error{ErrorCode::invalid_argument, "--off takes no KEY and no --max-age"});
+  }
+  if (!off && !key.empty() && max_age.empty()) {
+    return fail(Error{ErrorCode::invalid_argument, "--max-age is required with KEY"},
+                std::string("e.g. `sotto kt require-auditor KEY --max-age 24h`"));
+  }
+  if (!off && key.empty() && !max_age.empty()) {
+    return fail(Error{ErrorCode::invalid_argument, "KEY is required with --max-age"});
+  }
+  std::uint32_t seconds = 0;
+  if (!max_age.empty()) {
+    auto parsed = sotto::cli::parse_duration(max_age);
+    if (!parsed) return fail(parsed.error());
+    seconds = *parsed;
+  }
+  auto client = open_client();
+  if (!client) return fail(client.error());
+  if (off || !key.empty()) {
+    if (auto r =
+            (*client)->require_auditor(off ? std::string() : key, std::chrono::seconds(seconds));
+        !r) {
+      return fail(r.error());
+    }
+  }
+  auto now = (*client)->required_auditor();
+  if (!now) return fail(now.error());
+  if (g.json) {
+    if (*now) {
+      print_json({{"auditor", (*now)->key_hex},
+                  {"max_age_seconds",
+                   std::chrono::duration_cast<std::chrono::seconds>((*now)->max_age).count()}});
+    } else {
+      print_json({{"auditor", nullptr}});
+    }
+  } else if (*now) {
+    print_line(
+        "Lookups need a co-signature by auditor " + (*now)->key_hex + " at most " +
+        std::to_string(std::chrono::duration_cast<std::chrono::seconds>((*now)->max_age).count()) +
+        " s old; without one, nothing is encrypted to the keys looked up.");
+  } else {
+    print_line("No auditor co-signature is required.");
+  }
+  return 0;
+}
+
 int cmd_server_set_address(const std::string& address) {
   auto server = parse_server(address, {});
   if (!server) return fail(server.error());
@@ -1540,6 +1588,20 @@ int main(int argc, char** argv) {
       "set-address", "Use the same server at another address (its key stays pinned)");
   server_move->add_option("ADDRESS", server, "HOST:PORT")->required();
 
+  auto* kt_cmd = app.add_subcommand("kt", "Key transparency settings of this device");
+  kt_cmd->require_subcommand(1);
+  std::string auditor_key, auditor_max_age;
+  bool auditor_off = false;
+  auto* kt_require = kt_cmd->add_subcommand(
+      "require-auditor",
+      "Refuse every key lookup whose answer has no co-signature by the auditor KEY no older than "
+      "--max-age (docs/transparency.md); --off stops requiring it; neither shows the setting");
+  kt_require->add_option("KEY", auditor_key,
+                         "The auditor's key (64 hex digits, `sotto-audit key`)");
+  kt_require->add_option("--max-age", auditor_max_age,
+                         "Oldest co-signature accepted: 30s, 5m, 1h, 1d, 1w ...");
+  kt_require->add_flag("--off", auditor_off, "Require no auditor any more");
+
   auto* backup = app.add_subcommand(
       "backup",
       "Encrypted backups of the contacts, their trust and the history (no keys). The secret is "
@@ -1661,6 +1723,8 @@ int main(int argc, char** argv) {
     if (server_show->parsed()) return cmd_server_show();
     if (server_trust->parsed()) return cmd_server_trust(fingerprint);
     if (server_move->parsed()) return cmd_server_set_address(server);
+    if (kt_require->parsed())
+      return cmd_kt_require_auditor(auditor_key, auditor_max_age, auditor_off);
     if (backup_export->parsed()) return cmd_backup(true, file, backup_options);
     if (backup_import->parsed()) return cmd_backup(false, file, backup_options);
     if (daemon->parsed()) return cmd_daemon(daemon_options);

@@ -584,6 +584,18 @@ class Client {
   [[nodiscard]] Result<void> trust_server_key(const std::string& fingerprint);
   [[nodiscard]] Result<void> set_server_address(const std::string& host, std::uint16_t port);
 
+  // Key transparency (docs/transparency.md, "Auditing"): from now on refuse (security_alert
+  // unlogged_key) every lookup and monitoring answer that does not carry a co-signature by the
+  // auditor `key_hex` (64 hex digits, as `sotto-audit key` prints it) of a head the answer's
+  // extends, made at most `max_age` ago. An empty key removes the requirement.
+  struct RequiredAuditor {
+    std::string key_hex;
+    std::chrono::milliseconds max_age{0};
+  };
+  [[nodiscard]] Result<void> require_auditor(const std::string& key_hex,
+                                             std::chrono::milliseconds max_age);
+  [[nodiscard]] Result<std::optional<RequiredAuditor>> required_auditor();
+
   // Writes contacts, their trust and verification state, the history and the settings to
   // `path`, encrypted with `secret` (Argon2id and libsodium's secretstream; docs/backup.md).
   // Returns the number of messages written.

@@ -3,7 +3,9 @@
 
 #include "client/engine.h"
 #include "client/environment.h"
+#include "client/kt.h"
 #include "contract/username.h"
+#include "crypto/encoding.h"
 #include "store/client/client_store.h"
 
 namespace sotto {
@@ -212,6 +214,27 @@ Result<void> Client::trust_server_key(const std::string& fingerprint) {
 }
 Result<void> Client::set_server_address(const std::string& host, std::uint16_t port) {
   return engine_->set_server_address(host, port);
+}
+Result<void> Client::require_auditor(const std::string& key_hex,
+                                     std::chrono::milliseconds max_age) {
+  if (key_hex.empty()) return engine_->account().kt.set_required_auditor(std::nullopt);
+  auto key = crypto::from_hex(key_hex);
+  if (!key || key->size() != 32 || max_age.count() < 0) {
+    return tl::unexpected(
+        client::make_error(ErrorCode::invalid_argument,
+                           "an auditor key is 64 hex digits (sotto-audit key prints it)"));
+  }
+  client::AuditorRequirement r;
+  std::copy(key->begin(), key->end(), r.key.begin());
+  r.max_age_ms = static_cast<std::uint64_t>(max_age.count());
+  return engine_->account().kt.set_required_auditor(r);
+}
+Result<std::optional<Client::RequiredAuditor>> Client::required_auditor() {
+  auto r = engine_->account().kt.required_auditor();
+  if (!r) return tl::unexpected(r.error());
+  if (!*r) return std::nullopt;
+  return RequiredAuditor{crypto::to_hex((*r)->key),
+                         std::chrono::milliseconds(static_cast<std::int64_t>((*r)->max_age_ms))};
 }
 Result<std::size_t> Client::backup_export(const std::filesystem::path& path,
                                           const BackupSecret& secret, const Progress& progress) {

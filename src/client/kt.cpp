@@ -1,11 +1,13 @@
 #include "client/kt.h"
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 #include <set>
 
 #include "client/stored_values.h"
 #include "client/util.h"
+#include "crypto/encoding.h"
 
 namespace sotto::client {
 
@@ -48,6 +50,19 @@ std::uint64_t KtClient::known_size() {
 
 Result<void> KtClient::load_locked() {
   if (loaded_) return {};
+  auto required = store_.load_value(kKtRequireAuditorValue);
+  if (!required) return tl::unexpected(make_error(ErrorCode::store, "cannot read the auditor"));
+  required_.reset();
+  if (*required) {
+    const ByteView r = (*required)->view();
+    // A damaged requirement requires what cannot be met rather than nothing.
+    AuditorRequirement req;
+    if (r.size() == 40) {
+      std::copy_n(r.begin(), 32, req.key.begin());
+      for (std::size_t i = 32; i < 40; ++i) req.max_age_ms = req.max_age_ms << 8 | r[i];
+    }
+    required_ = req;
+  }
   auto keys = store_.load_value(kKtKeysValue);
   if (!keys) return tl::unexpected(make_error(ErrorCode::store, "cannot read the log's keys"));
   if (*keys) {
@@ -182,6 +197,93 @@ Result<std::vector<Event>> KtClient::check_gossip(const Ask& ask, const std::str
   return alerts;
 }
 
+Result<void> KtClient::set_required_auditor(const std::optional<AuditorRequirement>& r) {
+  std::lock_guard lock(mu_);
+  if (auto ok = load_locked(); !ok) return tl::unexpected(ok.error());
+  if (!r) {
+    if (!store_.remove_value(kKtRequireAuditorValue))
+      return tl::unexpected(make_error(ErrorCode::store, "cannot save the auditor"));
+    required_.reset();
+    return {};
+  }
+  Bytes value(r->key.begin(), r->key.end());
+  for (int shift = 56; shift >= 0; shift -= 8)
+    value.push_back(static_cast<std::uint8_t>(r->max_age_ms >> shift));
+  if (!store_.save_value(kKtRequireAuditorValue, value))
+    return tl::unexpected(make_error(ErrorCode::store, "cannot save the auditor"));
+  required_ = r;
+  return {};
+}
+
+Result<std::optional<AuditorRequirement>> KtClient::required_auditor() {
+  std::lock_guard lock(mu_);
+  if (auto ok = load_locked(); !ok) return tl::unexpected(ok.error());
+  return required_;
+}
+
+void KtClient::set_clock(std::function<std::uint64_t()> now_ms) {
+  std::lock_guard lock(mu_);
+  now_ms_ = std::move(now_ms);
+}
+
+std::optional<std::string> KtClient::cosignature_problem(
+    const AuditorRequirement& required, const kt::LogPublicKeys& log_keys,
+    const kt::SignedTreeHead& head,
+    const google::protobuf::RepeatedPtrField<svc::KtCosignature>& cosignatures,
+    std::uint64_t now_ms) {
+  const std::string auditor = "auditor " + crypto::to_hex(required.key).substr(0, 16);
+  std::optional<std::string> problem;
+  for (const svc::KtCosignature& c : cosignatures) {
+    const ByteView key = as_bytes(c.auditor_key());
+    if (key.size() != required.key.size() ||
+        !std::equal(key.begin(), key.end(), required.key.begin())) {
+      continue;
+    }
+    auto cosigned = kt::decode_signed_tree_head(as_bytes(c.tree_head()));
+    if (!cosigned || !kt::verify_tree_head(*cosigned, log_keys.signing_key) ||
+        !kt::verify_cosignature_at(cosigned->head, c.time_ms(), key, as_bytes(c.signature()))) {
+      problem = "the " + auditor + "'s co-signature does not verify";
+      continue;
+    }
+    const kt::TreeHead& h = cosigned->head;
+    bool consistent = false;
+    if (h.size == head.head.size) {
+      consistent = h == head.head && c.consistency().empty();
+    } else if (h.size < head.head.size) {
+      auto proof = kt::decode_consistency_proof(as_bytes(c.consistency()));
+      consistent = proof && kt::verify_consistency_proof(h, head.head, *proof).has_value();
+    }
+    if (!consistent) {
+      problem = "the log is not consistent with the head the " + auditor + " co-signed";
+      continue;
+    }
+    const std::uint64_t age = now_ms > c.time_ms() ? now_ms - c.time_ms() : 0;
+    if (age > required.max_age_ms) {
+      problem = "the " + auditor + "'s newest co-signature is " + std::to_string(age / 1000) +
+                " s old, more than the " + std::to_string(required.max_age_ms / 1000) +
+                " s this device accepts";
+      continue;
+    }
+    return std::nullopt;
+  }
+  if (problem) return problem;
+  return "the answer carries no co-signature by the required " + auditor;
+}
+
+std::optional<std::string> KtClient::unmet_requirement_locked(
+    const kt::SignedTreeHead& head,
+    const google::protobuf::RepeatedPtrField<svc::KtCosignature>& cosignatures) {
+  if (!required_) return std::nullopt;
+  const std::uint64_t now =
+      now_ms_ ? now_ms_()
+              : static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               std::chrono::system_clock::now().time_since_epoch())
+                                               .count());
+  auto problem = cosignature_problem(*required_, tracker_->keys(), head, cosignatures, now);
+  if (problem) *problem += "; nothing was encrypted to this account's keys";
+  return problem;
+}
+
 Result<bool> KtClient::ensure_keys_locked(const ConnectionPtr& c,
                                           std::chrono::milliseconds timeout) {
   if (auto ok = load_locked(); !ok) return tl::unexpected(ok.error());
@@ -222,6 +324,12 @@ Result<std::optional<kt::AccountValue>> KtClient::verify(const ConnectionPtr& c,
   std::lock_guard lock(mu_);
   auto pinned = ensure_keys_locked(c, timeout);
   if (!pinned) return tl::unexpected(pinned.error());
+  if (!*pinned && required_) {
+    return tl::unexpected(security_alert_error(
+        kUnlogged, user,
+        "the server keeps no key transparency log, so there is no auditor co-signature, which "
+        "this device requires; nothing was encrypted to this account's keys"));
+  }
   if (!*pinned) return std::nullopt;
   if (proof == nullptr || proof->tree_head().empty()) {
     return tl::unexpected(
@@ -240,6 +348,8 @@ Result<std::optional<kt::AccountValue>> KtClient::verify(const ConnectionPtr& c,
     }
     consistency = std::move(*decoded);
   }
+  if (auto unmet = unmet_requirement_locked(*head, proof->cosignatures()))
+    return tl::unexpected(security_alert_error(kUnlogged, user, *unmet));
   const std::optional<kt::SignedTreeHead> before = tracker_->current();
   if (auto advanced = tracker_->advance(*head, consistency); !advanced) {
     const bool signature = advanced.error() == kt::Error::bad_signature;
@@ -331,6 +441,10 @@ Result<KtClient::OwnCheck> KtClient::monitor_own(const ConnectionPtr& c,
                          : kt::decode_consistency_proof(as_bytes(m.consistency()));
   if (!head || !consistency) {
     alert(kInconsistent, "the server's monitoring answer is malformed");
+    return out;
+  }
+  if (auto unmet = unmet_requirement_locked(*head, m.cosignatures())) {
+    alert(kUnlogged, *unmet);
     return out;
   }
   const std::optional<kt::SignedTreeHead> before = tracker_->current();

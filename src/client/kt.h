@@ -25,6 +25,7 @@
 #include "client/connection.h"
 #include "sotto/client.h"
 #include "store/client/client_store.h"
+#include "transparency/audit.h"
 #include "transparency/proofs.h"
 
 namespace sotto::client {
@@ -64,6 +65,15 @@ struct OwnDeviceChange {
 // message. Before the new device's first lookup: it then trusts its own account, not the server.
 [[nodiscard]] Result<void> pin_log_from_link(store::ClientStore& store, ByteView keys,
                                              ByteView head);
+// A required auditor (docs/transparency.md, "Auditing"): its Ed25519 key (32 bytes) and the
+// oldest co-signature accepted (u64 milliseconds, big-endian). Absent: none required.
+inline constexpr std::string_view kKtRequireAuditorValue = "kt.require_auditor";
+
+struct AuditorRequirement {
+  crypto::Ed25519PublicKey key{};
+  std::uint64_t max_age_ms = 0;
+  friend bool operator==(const AuditorRequirement&, const AuditorRequirement&) = default;
+};
 
 // An Error of code security_alert whose message security_alert_of() reads back.
 [[nodiscard]] Error security_alert_error(std::string_view kind, const std::string& user,
@@ -72,6 +82,24 @@ struct OwnDeviceChange {
 class KtClient {
  public:
   explicit KtClient(store::ClientStore& store) : store_(store) {}
+
+  // With a requirement, every lookup and monitoring answer must carry a co-signature by that
+  // auditor of a head the answer's head extends, made no longer than max_age_ms ago; otherwise
+  // it is refused as unlogged_key. nullopt removes the requirement.
+  [[nodiscard]] Result<void> set_required_auditor(const std::optional<AuditorRequirement>& r);
+  [[nodiscard]] Result<std::optional<AuditorRequirement>> required_auditor();
+  // The wall clock co-signatures' age is measured with (milliseconds since the epoch); tests
+  // set their own.
+  void set_clock(std::function<std::uint64_t()> now_ms);
+
+  // Why the co-signatures an answer at `head` carries do not meet `required` (nullopt: they do):
+  // a valid one is by the required key, of a head the log signed, consistent with `head`, and
+  // no older than required.max_age_ms at now_ms.
+  [[nodiscard]] static std::optional<std::string> cosignature_problem(
+      const AuditorRequirement& required, const transparency::LogPublicKeys& log_keys,
+      const transparency::SignedTreeHead& head,
+      const google::protobuf::RepeatedPtrField<svc::KtCosignature>& cosignatures,
+      std::uint64_t now_ms);
 
   // The size of the newest verified tree head (0: none), for a lookup's kt_known_size.
   [[nodiscard]] std::uint64_t known_size();
@@ -142,6 +170,10 @@ class KtClient {
   Result<void> load_locked();
   // Saves the tracker's current head (after it advanced) and makes it the one gossiped.
   Result<void> save_head_locked();
+  // The requirement's refusal detail for an answer at `head`, or nullopt.
+  std::optional<std::string> unmet_requirement_locked(
+      const transparency::SignedTreeHead& head,
+      const google::protobuf::RepeatedPtrField<svc::KtCosignature>& cosignatures);
 
   std::mutex mu_;
   store::ClientStore& store_;
@@ -157,6 +189,8 @@ class KtClient {
 
   std::mutex gossip_mu_;         // after mu_ when both are taken
   std::optional<Bytes> gossip_;  // the encoded head to send; nullopt: not read from the store yet
+  std::optional<AuditorRequirement> required_;
+  std::function<std::uint64_t()> now_ms_;
 };
 
 }  // namespace sotto::client

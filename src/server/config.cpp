@@ -12,6 +12,8 @@
 #define TOML_ASSERT(expr) static_cast<void>(0)
 #include <toml++/toml.h>
 
+#include "crypto/encoding.h"
+
 namespace sotto::server {
 
 tl::expected<Endpoint, std::string> parse_endpoint(const std::string& text) {
@@ -189,7 +191,8 @@ const std::set<std::string>& config_keys() {
                                                "attachment_upload_ttl_hours",
                                                "attachment_uploads_per_hour",
                                                "attachment_upload_bytes_per_minute",
-                                               "attachment_download_bytes_per_minute"};
+                                               "attachment_download_bytes_per_minute",
+                                               "kt_auditors"};
   return kKnown;
 }
 
@@ -374,6 +377,23 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
   if (!(r = read_int<std::uint64_t>(t, "attachment_download_bytes_per_minute",
                                     c.attachment_download_bytes_per_minute, 1u << 20, 1ull << 50)))
     return tl::unexpected(r.error());
+  if (const auto* node = t.get("kt_auditors")) {
+    const auto* list = node->as_array();
+    const std::string bad =
+        "'kt_auditors' must be a list of auditor keys (64 hex digits each, as `sotto-audit key` "
+        "prints them)";
+    if (list == nullptr || list->size() > 64) return tl::unexpected(bad);
+    c.kt_auditors.clear();
+    for (const auto& item : *list) {
+      const auto* str = item.as_string();
+      auto key = str ? crypto::from_hex(str->get()) : std::nullopt;
+      if (!key || key->size() != 32) return tl::unexpected(bad);
+      crypto::Ed25519PublicKey k{};
+      std::copy(key->begin(), key->end(), k.begin());
+      if (std::find(c.kt_auditors.begin(), c.kt_auditors.end(), k) == c.kt_auditors.end())
+        c.kt_auditors.push_back(k);
+    }
+  }
   if (c.prelogin_max_frame_bytes > c.max_frame_bytes) {
     return tl::unexpected(
         std::string("'prelogin_max_frame_bytes' must not exceed 'max_frame_bytes'"));

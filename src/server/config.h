@@ -10,6 +10,9 @@
 #include <string>
 #include <string_view>
 #include <tl/expected.hpp>
+#include <vector>
+
+#include "crypto/ed25519.h"
 
 namespace sotto::server {
 
@@ -113,6 +116,9 @@ struct ServerConfig {
   // Hand TLS records from OpenSSL to the server's own record layer after each handshake (less
   // memory per connection); used only if the start-up self-check passes (net::ServerOptions).
   bool tls_record_handover = true;
+  // Auditors whose co-signatures of the transparency log the server keeps and hands to clients
+  // (docs/transparency.md, "Auditing"): Ed25519 public keys, as `sotto-audit key` prints them.
+  std::vector<crypto::Ed25519PublicKey> kt_auditors;
 };
 
 // The error for a log level spdlog does not know (the same for the config key and the flag);

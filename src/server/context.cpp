@@ -27,7 +27,8 @@ RateLimits::RateLimits(const ServerConfig& config)
       link_tokens(config.link_tokens_per_hour, std::chrono::hours(1),
                   std::max<std::uint32_t>(2, config.link_tokens_per_hour / 4)),
       provisioning(config.provisioning_per_minute,
-                   std::max<std::uint32_t>(5, config.provisioning_per_minute / 3)) {}
+                   std::max<std::uint32_t>(5, config.provisioning_per_minute / 3)),
+      kt_audits(kKtAuditsPerAddressPerMinute, kKtAuditsBurst) {}
 
 Context::Context(const ServerConfig& config_in, store::ServerStore& store_in, Metrics& metrics_in,
                  crypto::Rng& rng_in, NowMs now_ms_in)

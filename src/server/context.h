@@ -42,6 +42,7 @@ struct RateLimits {
   RateLimiter device_lists;
   RateLimiter link_tokens;
   RateLimiter provisioning;
+  RateLimiter kt_audits;  // per address key: audit records and co-signatures (auditors)
 };
 
 struct Context {

@@ -1,5 +1,6 @@
 #include "server/keys.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <set>
@@ -98,6 +99,21 @@ void KeysService::add_routes(Router& router) {
     on_kt_keys(c.out);
     return Outcome::reply;
   });
+  // Auditing is open (auditors have no account), one bucket per source address for both kinds.
+  router.route(svc::Request::kKtAudit, Router::Access::open,
+               [this](Call& c) {
+                 on_kt_audit(c.request, c.out);
+                 return Outcome::reply;
+               },
+               {router.limit_per_address(ctx_.limits.kt_audits, "",
+                                         "too many audit requests from this address")});
+  router.route(svc::Request::kKtCosign, Router::Access::open,
+               [this](Call& c) {
+                 on_kt_cosign(c.request, c.out);
+                 return Outcome::reply;
+               },
+               {router.limit_per_address(ctx_.limits.kt_audits, "",
+                                         "too many audit requests from this address")});
   // Monitoring shares the bundle bucket: one per connect and a few a day.
   router.route(svc::Request::kKtMonitor, Router::Access::logged_in,
                [this](Call& c) {
@@ -149,6 +165,68 @@ void KeysService::on_kt_monitor(const SessionPtr& s, svc::Request& r, svc::Respo
   m->set_tree_head(std::string(p->tree_head.begin(), p->tree_head.end()));
   m->set_consistency(std::string(p->consistency.begin(), p->consistency.end()));
   m->set_monitor(std::string(p->proof.begin(), p->proof.end()));
+  for (const auto& c : p->cosignatures) fill_kt_cosignature(c, *m->add_cosignatures());
+}
+
+void KeysService::on_kt_audit(svc::Request& r, svc::Response& out) {
+  if (ctx_.kt == nullptr) {
+    fail(out, svc::NOT_FOUND, "this server keeps no transparency log");
+    return;
+  }
+  const auto& req = r.kt_audit();
+  const std::uint32_t count = std::min(req.count(), kMaxAuditRecordsPerAnswer);
+  if (count == 0) {
+    fail(out, svc::BAD_REQUEST, "count must be at least 1");
+    return;
+  }
+  auto audit = ctx_.kt->audit(req.start(), count);
+  if (!audit) {
+    fail(out, svc::INTERNAL, "transparency log failure");
+    return;
+  }
+  auto* a = out.mutable_kt_audit();
+  a->set_tree_head(std::string(audit->tree_head.begin(), audit->tree_head.end()));
+  for (const Bytes& record : audit->records)
+    a->add_records(std::string(record.begin(), record.end()));
+}
+
+void KeysService::on_kt_cosign(svc::Request& r, svc::Response& out) {
+  if (ctx_.kt == nullptr) {
+    fail(out, svc::NOT_FOUND, "this server keeps no transparency log");
+    return;
+  }
+  const auto& req = r.kt_cosign();
+  transparency::Cosignature c;
+  auto head = transparency::decode_signed_tree_head(view(req.tree_head()));
+  if (!head || req.auditor_key().size() != c.auditor_key.size() ||
+      req.signature().size() != c.signature.size()) {
+    fail(out, svc::BAD_REQUEST, "malformed co-signature");
+    return;
+  }
+  std::memcpy(c.auditor_key.data(), req.auditor_key().data(), c.auditor_key.size());
+  std::memcpy(c.signature.data(), req.signature().data(), c.signature.size());
+  c.head = *head;
+  c.time_ms = req.time_ms();
+  auto added = ctx_.kt->add_cosignature(c);
+  if (added) return;
+  using R = KeyTransparency::CosignRefusal;
+  switch (added.error()) {
+    case R::unknown_auditor:
+      fail(out, svc::FORBIDDEN, "this server does not keep co-signatures of that auditor");
+      return;
+    case R::bad_head:
+      fail(out, svc::BAD_REQUEST, "not a tree head this log signed");
+      return;
+    case R::bad_signature:
+      fail(out, svc::BAD_REQUEST, "the co-signature does not verify");
+      return;
+    case R::too_new:
+      fail(out, svc::BAD_REQUEST, "the co-signature's time is ahead of the server's clock");
+      return;
+    case R::storage:
+      fail(out, svc::INTERNAL, "store failure");
+      return;
+  }
 }
 
 void KeysService::on_kt_consistency(svc::Request& r, svc::Response& out) {

@@ -38,6 +38,8 @@ class KeysService final : public Service {
                         wire::service::Response& out);
   void on_identity_key(wire::service::Request& r, wire::service::Response& out);
   void on_kt_keys(wire::service::Response& out);
+  void on_kt_audit(wire::service::Request& r, wire::service::Response& out);
+  void on_kt_cosign(wire::service::Request& r, wire::service::Response& out);
   void on_kt_monitor(const SessionPtr& s, wire::service::Request& r, wire::service::Response& out);
   void on_kt_consistency(wire::service::Request& r, wire::service::Response& out);
   // Pushes KeysLow to the device if it is online and its one-time prekeys run low.

@@ -137,7 +137,11 @@ class KeyTransparency::Adapter final : public kt::TransparencyStore {
  public:
   explicit Adapter(store::KtStore& kt) : kt_(kt) {}
   tl::expected<void, kt::Error> append(const kt::StoredEntry& e) override {
-    const store::KtEntryRow row = to_row(e);
+    store::KtEntryRow row = to_row(e);
+    if (batch_ != nullptr) {  // the first start's entries, written together afterwards
+      batch_->push_back(std::move(row));
+      return {};
+    }
     auto ok = t_commit != nullptr ? (*t_commit)(row) : kt_.append(row);
     if (!ok) return tl::unexpected(kt::Error::storage_failure);
     return {};
@@ -174,6 +178,8 @@ class KeyTransparency::Adapter final : public kt::TransparencyStore {
     if (!ok || bad) return tl::unexpected(kt::Error::storage_failure);
     return {};
   }
+  // While set, appends collect their rows here instead of writing them.
+  std::vector<store::KtEntryRow>* batch_ = nullptr;
 
  private:
   store::KtStore& kt_;
@@ -205,15 +211,16 @@ tl::expected<std::unique_ptr<KeyTransparency>, std::string> KeyTransparency::ope
 
 tl::expected<std::unique_ptr<KeyTransparency>, std::string> KeyTransparency::open_with_keys(
     kt::VrfKeyPair vrf, crypto::Ed25519KeyPair signing, store::KtStore& kt_store, crypto::Rng& rng,
-    NowMs now_ms) {
+    NowMs now_ms, std::size_t bulk_entry_changes) {
   std::unique_ptr<KeyTransparency> out(new KeyTransparency(std::make_unique<Adapter>(kt_store),
                                                            std::move(vrf), std::move(signing),
                                                            kt_store, rng, std::move(now_ms)));
-  if (auto started = out->start(); !started) return tl::unexpected(started.error());
+  if (auto started = out->start(bulk_entry_changes); !started)
+    return tl::unexpected(started.error());
   return out;
 }
 
-tl::expected<void, std::string> KeyTransparency::start() {
+tl::expected<void, std::string> KeyTransparency::start(std::size_t bulk_entry_changes) {
   // On a shared store another server may write entry 0 between this one's read and its write:
   // this one's write then fails, and reading again finds the entry.
   for (int attempt = 0;; ++attempt) {
@@ -225,8 +232,11 @@ tl::expected<void, std::string> KeyTransparency::start() {
     }
   }
   // A log of entry 0 alone has never logged an account: log the ones there are (a server that
-  // ran before it had a log), in one entry. Nothing changes accounts before set_account_log (on
-  // a cluster: before any server has taken the log, so the first to write entry 1 writes it).
+  // ran before it had a log), in entries of at most bulk_entry_changes accounts (an audit record
+  // holds at most kMaxAuditChanges, and an audit answer must fit in a frame), written in one
+  // transaction so that a crash leaves all of them or none. Nothing changes accounts before
+  // set_account_log (on a cluster: before any server has taken the log, so the first to write
+  // entry 1 writes them all).
   if (log_.head().head.size == 1) {
     auto accounts = kt_.all_accounts();
     if (!accounts) return tl::unexpected(std::string("cannot read the accounts to log them"));
@@ -236,13 +246,27 @@ tl::expected<void, std::string> KeyTransparency::start() {
       if (!value) return tl::unexpected("account " + std::to_string(a.id) + " cannot be logged");
       updates.push_back({a.username, std::move(*value)});
     }
-    if (!updates.empty()) {
-      if (auto ok = log_.append(updates, now_ms_()); !ok) {
-        // Another server of the cluster logged them first.
-        const bool done = kt_.shared() && log_.refresh() && log_.head().head.size > 1;
+    const std::size_t chunk =
+        std::clamp<std::size_t>(bulk_entry_changes, 1, transparency::kMaxAuditChanges);
+    std::vector<store::KtEntryRow> rows;
+    adapter_->batch_ = &rows;
+    for (std::size_t at = 0; at < updates.size(); at += chunk) {
+      const std::size_t n = std::min(chunk, updates.size() - at);
+      if (auto ok = log_.append(std::span(updates).subspan(at, n), now_ms_()); !ok) {
+        adapter_->batch_ = nullptr;
+        return tl::unexpected(std::string("cannot log the existing accounts: ") +
+                              std::string(kt::to_string(ok.error())));
+      }
+    }
+    adapter_->batch_ = nullptr;
+    if (!rows.empty()) {
+      if (auto ok = kt_.append_all(rows); !ok) {
+        // Another server of the cluster logged them first: this one's trees went ahead of the
+        // store, so they are read again from it.
+        const bool done =
+            kt_.shared() && (log_.reset(), log_.open(now_ms_())) && log_.head().head.size > 1;
         if (!done) {
-          return tl::unexpected(std::string("cannot log the existing accounts: ") +
-                                std::string(kt::to_string(ok.error())));
+          return tl::unexpected(std::string("cannot write the log's entries of existing accounts"));
         }
       }
     }
@@ -291,7 +315,21 @@ tl::expected<void, store::Error> KeyTransparency::account_changed(const store::A
 
 tl::expected<void, kt::Error> KeyTransparency::refresh() const {
   if (!kt_.shared()) return {};
-  return log_.refresh();
+  if (auto ok = log_.refresh(); !ok) return ok;
+  // Co-signatures other servers of the cluster received: read again every few seconds.
+  const std::uint64_t now = now_ms_();
+  std::vector<crypto::Ed25519PublicKey> auditors;
+  {
+    std::lock_guard lock(cosign_mu_);
+    if (now < cosignatures_read_ms_ + kCosignatureRereadMs) return {};
+    cosignatures_read_ms_ = now;
+    auditors = auditors_;
+  }
+  auto kept = read_cosignatures(auditors);
+  if (!kept) return {};  // served from what was read before; tried again later
+  std::lock_guard lock(cosign_mu_);
+  cosignatures_ = std::move(*kept);
+  return {};
 }
 
 tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::head_and_consistency(
@@ -304,6 +342,22 @@ tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::head_and_consis
     auto c = log_.consistency(known_size, head.head.size);
     if (!c) return tl::unexpected(c.error());
     out.consistency = kt::encode_consistency_proof(*c);
+  }
+  std::vector<kt::Cosignature> cosignatures;
+  {
+    std::lock_guard lock(cosign_mu_);
+    cosignatures = cosignatures_;
+  }
+  for (const kt::Cosignature& k : cosignatures) {
+    // One kept after this head was read may be of a larger head: the next answer carries it.
+    if (k.head.head.size > head.head.size) continue;
+    ServedCosignature served{k, {}};
+    if (k.head.head.size < head.head.size) {
+      auto c = log_.consistency(k.head.head.size, head.head.size);
+      if (!c) return tl::unexpected(c.error());
+      served.consistency = kt::encode_consistency_proof(*c);
+    }
+    out.cosignatures.push_back(std::move(served));
   }
   return out;
 }
@@ -338,6 +392,104 @@ tl::expected<KeyTransparency::Proof, kt::Error> KeyTransparency::monitor(
   }
 }
 
+tl::expected<void, std::string> KeyTransparency::set_auditors(
+    std::vector<crypto::Ed25519PublicKey> auditors) {
+  auto kept = read_cosignatures(auditors);
+  if (!kept) return tl::unexpected(std::string("cannot read the auditors' co-signatures"));
+  std::lock_guard lock(cosign_mu_);
+  auditors_ = std::move(auditors);
+  cosignatures_ = std::move(*kept);
+  cosignatures_read_ms_ = now_ms_();
+  return {};
+}
+
+std::optional<std::vector<kt::Cosignature>> KeyTransparency::read_cosignatures(
+    const std::vector<crypto::Ed25519PublicKey>& auditors) const {
+  auto rows = kt_.cosignatures();
+  if (!rows) return std::nullopt;
+  std::vector<kt::Cosignature> kept;
+  for (const store::KtCosignatureRow& row : *rows) {
+    kt::Cosignature c;
+    auto head = kt::decode_signed_tree_head(row.tree_head);
+    if (!head || !copy_fixed(row.auditor_key, c.auditor_key) ||
+        !copy_fixed(row.signature, c.signature)) {
+      continue;
+    }
+    c.head = *head;
+    c.time_ms = row.time_ms;
+    if (std::find(auditors.begin(), auditors.end(), c.auditor_key) == auditors.end()) continue;
+    // Only a head this log signed at that size: after the log lost or changed entries, an older
+    // co-signature is of another log.
+    if (c.head.head.size == 0 || c.head.head.size > log_.head().head.size) continue;
+    auto ours = log_.head_at(c.head.head.size);
+    if (!ours || ours->head != c.head.head) continue;
+    kept.push_back(c);
+  }
+  return kept;
+}
+
+tl::expected<void, KeyTransparency::CosignRefusal> KeyTransparency::add_cosignature(
+    const kt::Cosignature& c) {
+  if (!refresh()) return tl::unexpected(CosignRefusal::storage);
+  {
+    std::lock_guard lock(cosign_mu_);
+    if (std::find(auditors_.begin(), auditors_.end(), c.auditor_key) == auditors_.end())
+      return tl::unexpected(CosignRefusal::unknown_auditor);
+  }
+  const kt::TreeHead& h = c.head.head;
+  if (h.size == 0 || h.size > log_.head().head.size) return tl::unexpected(CosignRefusal::bad_head);
+  auto ours = log_.head_at(h.size);
+  if (!ours || *ours != c.head) return tl::unexpected(CosignRefusal::bad_head);
+  if (!kt::verify_cosignature_at(h, c.time_ms, c.auditor_key, c.signature))
+    return tl::unexpected(CosignRefusal::bad_signature);
+  if (c.time_ms > now_ms_() + kMaxCosignatureAheadMs) return tl::unexpected(CosignRefusal::too_new);
+  std::lock_guard lock(cosign_mu_);
+  auto it = std::find_if(cosignatures_.begin(), cosignatures_.end(),
+                         [&](const kt::Cosignature& k) { return k.auditor_key == c.auditor_key; });
+  if (it != cosignatures_.end() && it->time_ms >= c.time_ms) return {};  // not newer
+  store::KtCosignatureRow row;
+  row.auditor_key.assign(c.auditor_key.begin(), c.auditor_key.end());
+  row.tree_head = kt::encode_signed_tree_head(c.head);
+  row.time_ms = c.time_ms;
+  row.signature.assign(c.signature.begin(), c.signature.end());
+  if (!kt_.save_cosignature(row)) return tl::unexpected(CosignRefusal::storage);
+  if (it != cosignatures_.end()) {
+    *it = c;
+  } else {
+    cosignatures_.push_back(c);
+  }
+  return {};
+}
+
+tl::expected<KeyTransparency::Audit, kt::Error> KeyTransparency::audit(
+    std::uint64_t start, std::uint32_t count, std::size_t max_bytes) const {
+  if (auto ok = refresh(); !ok) return tl::unexpected(ok.error());
+  Audit out;
+  const kt::SignedTreeHead head = log_.head();
+  out.tree_head = kt::encode_signed_tree_head(head);
+  std::size_t bytes = 0;
+  for (std::uint64_t i = start; i < head.head.size && out.records.size() < count; ++i) {
+    auto record = log_.audit_record(i);
+    if (!record) return tl::unexpected(record.error());
+    Bytes encoded = kt::encode_audit_record(*record);
+    if (!out.records.empty() && bytes + encoded.size() > max_bytes) break;
+    bytes += encoded.size();
+    out.records.push_back(std::move(encoded));
+  }
+  return out;
+}
+
+void fill_kt_cosignature(const KeyTransparency::ServedCosignature& c,
+                         wire::service::KtCosignature& out) {
+  const kt::Cosignature& k = c.cosignature;
+  const Bytes head = kt::encode_signed_tree_head(k.head);
+  out.set_auditor_key(std::string(k.auditor_key.begin(), k.auditor_key.end()));
+  out.set_tree_head(std::string(head.begin(), head.end()));
+  out.set_time_ms(k.time_ms);
+  out.set_signature(std::string(k.signature.begin(), k.signature.end()));
+  out.set_consistency(std::string(c.consistency.begin(), c.consistency.end()));
+}
+
 bool fill_kt_proof(const KeyTransparency& kt, std::string_view username, std::uint64_t known_size,
                    wire::service::KtProof& proof, wire::service::Response& out) {
   auto p = kt.search(username, known_size);
@@ -352,6 +504,7 @@ bool fill_kt_proof(const KeyTransparency& kt, std::string_view username, std::ui
   proof.set_tree_head(std::string(p->tree_head.begin(), p->tree_head.end()));
   proof.set_consistency(std::string(p->consistency.begin(), p->consistency.end()));
   proof.set_search(std::string(p->proof.begin(), p->proof.end()));
+  for (const auto& c : p->cosignatures) fill_kt_cosignature(c, *proof.add_cosignatures());
   return true;
 }
 

@@ -44,6 +44,10 @@ inline constexpr std::uint32_t kRecoveriesPerAccountPerHour = 5;
 // low enough that toggling a block in a loop does not load the store's writer.
 inline constexpr std::uint32_t kBlockChangesPerAccountPerMinute = 30;
 inline constexpr std::uint32_t kBlockChangesBurst = 20;
+// Auditors (sotto-audit): audit answers and co-signatures per source address. An auditor catching
+// up on a log of a million entries asks about a thousand times (kMaxAuditRecordsPerAnswer).
+inline constexpr std::uint32_t kKtAuditsPerAddressPerMinute = 1200;
+inline constexpr std::uint32_t kKtAuditsBurst = 200;
 // The least burst of the per-account login bucket (config logins_per_account_per_minute): ten
 // devices of one account reconnecting at once, a few times over.
 inline constexpr std::uint32_t kMinLoginsPerAccountBurst = 30;

@@ -19,6 +19,17 @@ Bytes cosigned_message(const TreeHead& h) {
   return msg;
 }
 
+constexpr std::string_view kAuditAtContext = "sotto key transparency audit v2";
+
+Bytes cosigned_at_message(const TreeHead& h, std::uint64_t time_ms) {
+  Bytes msg(kAuditAtContext.begin(), kAuditAtContext.end());
+  codec::put_u64(msg, h.size);
+  codec::put_u64(msg, h.timestamp_ms);
+  codec::put(msg, h.root);
+  codec::put_u64(msg, time_ms);
+  return msg;
+}
+
 }  // namespace
 
 Bytes encode_audit_record(const AuditRecord& r) {
@@ -63,6 +74,18 @@ crypto::Ed25519Signature cosign_tree_head(const TreeHead& head,
 tl::expected<void, Error> verify_cosignature(const TreeHead& head, ByteView auditor_key,
                                              ByteView signature) {
   if (!crypto::ed25519_verify(auditor_key, cosigned_message(head), signature))
+    return tl::unexpected(Error::bad_signature);
+  return {};
+}
+
+crypto::Ed25519Signature cosign_tree_head_at(const TreeHead& head, std::uint64_t time_ms,
+                                             const crypto::Ed25519KeyPair& auditor_key) {
+  return auditor_key.sign(cosigned_at_message(head, time_ms));
+}
+
+tl::expected<void, Error> verify_cosignature_at(const TreeHead& head, std::uint64_t time_ms,
+                                                ByteView auditor_key, ByteView signature) {
+  if (!crypto::ed25519_verify(auditor_key, cosigned_at_message(head, time_ms), signature))
     return tl::unexpected(Error::bad_signature);
   return {};
 }
@@ -118,14 +141,19 @@ TreeHead Auditor::head() const {
   return {log_.size(), timestamps_.back(), log_.root(log_.size())};
 }
 
-tl::expected<crypto::Ed25519Signature, Error> Auditor::check_and_cosign(
-    const SignedTreeHead& sth, const crypto::Ed25519KeyPair& auditor_key) const {
+tl::expected<void, Error> Auditor::check(const SignedTreeHead& sth) const {
   if (auto ok = verify_tree_head(sth, keys_.signing_key); !ok) return tl::unexpected(ok.error());
   const TreeHead& h = sth.head;
   if (h.size == 0 || h.size > log_.size()) return tl::unexpected(Error::invalid_argument);
   if (log_.root(h.size) != h.root || timestamps_[h.size - 1] != h.timestamp_ms)
     return tl::unexpected(Error::bad_consistency_proof);
-  return cosign_tree_head(h, auditor_key);
+  return {};
+}
+
+tl::expected<crypto::Ed25519Signature, Error> Auditor::check_and_cosign(
+    const SignedTreeHead& sth, const crypto::Ed25519KeyPair& auditor_key) const {
+  if (auto ok = check(sth); !ok) return tl::unexpected(ok.error());
+  return cosign_tree_head(sth.head, auditor_key);
 }
 
 }  // namespace sotto::transparency

@@ -45,6 +45,23 @@ Bytes encode_audit_record(const AuditRecord& r);
                                                            ByteView auditor_key,
                                                            ByteView signature);
 
+// A co-signature with the time the auditor made it, so that a client can require a recent one
+// (the head's own time is its last entry's, which stays old while the log is idle): Ed25519 over
+// "sotto key transparency audit v2" || tree head (48 bytes) || u64 time_ms.
+struct Cosignature {
+  crypto::Ed25519PublicKey auditor_key{};
+  SignedTreeHead head;
+  std::uint64_t time_ms = 0;
+  crypto::Ed25519Signature signature{};
+  friend bool operator==(const Cosignature&, const Cosignature&) = default;
+};
+[[nodiscard]] crypto::Ed25519Signature cosign_tree_head_at(
+    const TreeHead& head, std::uint64_t time_ms, const crypto::Ed25519KeyPair& auditor_key);
+[[nodiscard]] tl::expected<void, Error> verify_cosignature_at(const TreeHead& head,
+                                                              std::uint64_t time_ms,
+                                                              ByteView auditor_key,
+                                                              ByteView signature);
+
 class Auditor {
  public:
   explicit Auditor(LogPublicKeys log_keys) : keys_(log_keys) {}
@@ -59,6 +76,8 @@ class Auditor {
   // that size (Error::bad_consistency_proof otherwise; invalid_argument if not replayed that far).
   [[nodiscard]] tl::expected<crypto::Ed25519Signature, Error> check_and_cosign(
       const SignedTreeHead& sth, const crypto::Ed25519KeyPair& auditor_key) const;
+  // The same checks without signing.
+  [[nodiscard]] tl::expected<void, Error> check(const SignedTreeHead& sth) const;
 
  private:
   struct IndexHash {

@@ -160,6 +160,18 @@ tl::expected<SignedTreeHead, Error> TransparencyLog::append(std::span<const Upda
   return head_;
 }
 
+void TransparencyLog::reset() {
+  std::lock_guard lock(mu_);
+  open_ = false;
+  broken_ = false;
+  log_ = LogTree{};
+  entries_.clear();
+  changes_.clear();
+  prefix_ = PrefixTree{};
+  versions_.clear();
+  head_ = SignedTreeHead{};
+}
+
 tl::expected<void, Error> TransparencyLog::refresh() {
   std::lock_guard lock(mu_);
   if (!open_) return tl::unexpected(Error::invalid_argument);

@@ -58,6 +58,9 @@ class TransparencyLog {
   // as open() does. Error::bad_history when one does not give the prefix root it names (the log
   // then refuses every call, as a server that must not go on); storage errors change nothing.
   [[nodiscard]] tl::expected<void, Error> refresh();
+  // Forgets the trees (keeps the keys and the labels' VRF proofs) so that open() reads them from
+  // the store again: after a write that another server of a shared store made first.
+  void reset();
 
   SignedTreeHead head() const;
   // The label's latest version (or absence) at head().

@@ -485,6 +485,30 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual((got["from"], got["body"]), ("alice", "after the unblock"))
         self.stop_daemon(p)
 
+    def test_require_auditor(self):
+        # Key transparency (docs/transparency.md): the setting is the CLI's `sotto kt
+        # require-auditor`, kept in the account's store.
+        alice, bob = self.pair()
+        p, path = self.start_daemon(bob)
+        bot = self.connect(path)
+        self.assertEqual(bot.result("requireAuditor"), {"auditor": None})
+        key = "ab" * 32
+        self.assertEqual(bot.result("requireAuditor", {"auditor": key, "maxAgeSeconds": 60}),
+                         {"auditor": key, "maxAgeSeconds": 60})
+        for params in ({"auditor": key}, {"auditor": 7, "maxAgeSeconds": 1},
+                       {"auditor": key, "maxAgeSeconds": -1}):
+            self.assertEqual(bot.call("requireAuditor", params)["error"]["code"], -32602, params)
+        self.assertEqual(bot.call("requireAuditor", {"auditor": "zz", "maxAgeSeconds": 1})
+                         ["error"]["data"]["code"], "invalid_argument")
+        # This server has no auditor: a lookup is refused, and nothing is sent.
+        r = bot.call("send", {"recipient": "alice", "message": "hi"})
+        self.assertEqual(r["error"]["data"]["code"], "security_alert", r)
+        self.assertIn("auditor", r["error"]["message"])
+        self.assertEqual(bot.result("requireAuditor", {"auditor": None}), {"auditor": None})
+        self.assertIn("timestamp", bot.result("send", {"recipient": "alice", "message": "hi"}))
+        self.stop_daemon(p)
+        self.assertEqual([m["body"] for m in alice.messages()], ["hi"])
+
     def test_discover_and_docs_list_the_same_methods(self):
         alice, bob = self.pair()
         p, path = self.start_daemon(bob)

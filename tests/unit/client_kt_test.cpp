@@ -511,3 +511,115 @@ TEST(ClientKtValues, VersionsSurviveTheirEncodingAndBadLinesAreDropped) {
 
 }  // namespace
 }  // namespace sotto::client
+
+namespace sotto::client {
+namespace {
+
+// An auditor's co-signature as a lookup answer carries it: of the log's head of `size`, made at
+// `time_ms`, with a consistency proof to the log's current head.
+void add_cosignature(svc::KtProof& p, const kt::TransparencyLog& log,
+                     const crypto::Ed25519KeyPair& auditor, std::uint64_t size,
+                     std::uint64_t time_ms) {
+  const auto cosigned = *log.head_at(size);
+  const auto current = log.head().head.size;
+  auto* c = p.add_cosignatures();
+  const Bytes h = kt::encode_signed_tree_head(cosigned);
+  const auto sig = kt::cosign_tree_head_at(cosigned.head, time_ms, auditor);
+  c->set_auditor_key(std::string(auditor.public_key().begin(), auditor.public_key().end()));
+  c->set_tree_head(std::string(h.begin(), h.end()));
+  c->set_time_ms(time_ms);
+  c->set_signature(std::string(sig.begin(), sig.end()));
+  if (size < current) {
+    const Bytes proof = kt::encode_consistency_proof(*log.consistency(size, current));
+    c->set_consistency(std::string(proof.begin(), proof.end()));
+  }
+}
+
+crypto::Ed25519KeyPair auditor_key(std::uint8_t b) {
+  return crypto::Ed25519KeyPair::from_seed(crypto::Secret<32>{ByteView(Bytes(32, b))});
+}
+
+class ClientKtAuditorTest : public ClientKtTest {
+ protected:
+  void SetUp() override {
+    ClientKtTest::SetUp();
+    server_.put("bob", value(0x42, {1}));
+    cosigned_size_ = server_.log->head().head.size;
+    server_.put("carl", value(0x43, {1}));
+    ASSERT_TRUE(client_->set_required_auditor(AuditorRequirement{auditor_.public_key(), kHour}));
+    client_->set_clock([this] { return now_; });
+  }
+  // The refusal's detail, or "accepted".
+  std::string outcome(const svc::KtProof& p) {
+    auto v = check("bob", p);
+    if (v) return "accepted";
+    EXPECT_EQ(alert_kind(v.error()), "unlogged_key");
+    return v.error().message;
+  }
+
+  static constexpr std::uint64_t kHour = 3600 * 1000;
+  crypto::Ed25519KeyPair auditor_ = auditor_key(0x51);
+  std::uint64_t cosigned_size_ = 0;
+  std::uint64_t now_ = kNow + 1000;
+};
+
+TEST_F(ClientKtAuditorTest, AFreshConsistentCoSignatureIsRequired) {
+  // None at all: refused, and the head is not taken.
+  svc::KtProof p = server_.proof("bob", 0);
+  EXPECT_NE(outcome(p).find("carries no co-signature by the required auditor"), std::string::npos);
+  EXPECT_EQ(client_->known_size(), 0u);
+  // Another auditor's does not count.
+  svc::KtProof other = p;
+  add_cosignature(other, *server_.log, auditor_key(0x52), cosigned_size_, kNow);
+  EXPECT_NE(outcome(other).find("no co-signature"), std::string::npos);
+  // Too old.
+  svc::KtProof old = p;
+  add_cosignature(old, *server_.log, auditor_, cosigned_size_, now_ - kHour - 1);
+  EXPECT_NE(outcome(old).find("s old"), std::string::npos);
+  // A signature over another time.
+  svc::KtProof forged = p;
+  add_cosignature(forged, *server_.log, auditor_, cosigned_size_, kNow);
+  forged.mutable_cosignatures(0)->set_time_ms(now_);
+  EXPECT_NE(outcome(forged).find("does not verify"), std::string::npos);
+  // A consistency proof that does not lead to the answer's head.
+  svc::KtProof inconsistent = p;
+  add_cosignature(inconsistent, *server_.log, auditor_, cosigned_size_, kNow);
+  inconsistent.mutable_cosignatures(0)->set_consistency(std::string(33, '\1'));
+  EXPECT_NE(outcome(inconsistent).find("not consistent"), std::string::npos);
+  // A co-signed head beyond the answer's.
+  svc::KtProof same = p;
+  add_cosignature(same, *server_.log, auditor_, server_.log->head().head.size, kNow);
+  server_.put("dora", value(0x44, {1}));
+  svc::KtProof beyond = p;
+  add_cosignature(beyond, *server_.log, auditor_, server_.log->head().head.size, kNow);
+  EXPECT_NE(outcome(beyond).find("not consistent"), std::string::npos);
+  // One of the answer's own head (no consistency proof needed): accepted.
+  EXPECT_EQ(outcome(same), "accepted");
+
+  // A fresh one, exactly at the limit, with a proof to the newest head: accepted.
+  svc::KtProof good = server_.proof("bob", client_->known_size());
+  add_cosignature(good, *server_.log, auditor_, cosigned_size_, now_ - kHour);
+  EXPECT_EQ(outcome(good), "accepted");
+  // Off: none needed.
+  ASSERT_TRUE(client_->set_required_auditor(std::nullopt));
+  EXPECT_EQ(outcome(server_.proof("bob", client_->known_size())), "accepted");
+}
+
+TEST_F(ClientKtAuditorTest, TheRequirementIsKeptInTheStore) {
+  KtClient again(*store_);
+  auto r = again.required_auditor();
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(*r);
+  EXPECT_EQ(**r, (AuditorRequirement{auditor_.public_key(), kHour}));
+  // A damaged value requires what cannot be met, never nothing.
+  ASSERT_TRUE(store_->save_value(kKtRequireAuditorValue, Bytes(5, 1)));
+  KtClient damaged(*store_);
+  r = damaged.required_auditor();
+  ASSERT_TRUE(r && *r);
+  svc::KtProof p = server_.proof("bob", 0);
+  add_cosignature(p, *server_.log, auditor_, cosigned_size_, kNow);
+  EXPECT_FALSE(damaged.verify(nullptr, std::chrono::seconds(1), "bob", &p));
+}
+
+}  // namespace
+}  // namespace sotto::client

@@ -318,6 +318,24 @@ slow_reader_seconds = 30
 
 // docs/configuration.md is the operator's list of keys: every key the parser accepts is in one of
 // its tables (as `key` in the first column), and it lists no key the parser would refuse.
+TEST(Config, KtAuditorsAreAListOfEd25519Keys) {
+  EXPECT_TRUE(ServerConfig{}.kt_auditors.empty());
+  const std::string a(64, 'a'), b(64, 'B');
+  auto c = apply_toml_text(ServerConfig{},
+                           "kt_auditors = [\"" + a + "\", \"" + b + "\", \"" + a + "\"]\n");
+  ASSERT_TRUE(c) << c.error();
+  ASSERT_EQ(c->kt_auditors.size(), 2u);  // the same key twice counts once
+  EXPECT_EQ(c->kt_auditors[0][0], 0xaa);
+  EXPECT_EQ(c->kt_auditors[1][31], 0xbb);
+  for (const std::string& bad :
+       {"kt_auditors = \"" + a + "\"", "kt_auditors = [\"" + a.substr(2) + "\"]",
+        "kt_auditors = [\"" + std::string(64, 'g') + "\"]", std::string("kt_auditors = [1]")}) {
+    auto r = apply_toml_text(ServerConfig{}, bad + "\n");
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().find("'kt_auditors'"), std::string::npos) << r.error();
+  }
+}
+
 TEST(Config, EveryKeyIsDocumentedAndNoOtherIs) {
   std::ifstream in(std::string(SOTTO_SOURCE_DIR) + "/docs/configuration.md");
   ASSERT_TRUE(in) << "docs/configuration.md";

@@ -62,12 +62,13 @@ std::uint64_t clock_ms() {
   return 1'700'000'000'000ull;
 }
 
-std::unique_ptr<KeyTransparency> open_kt(SqliteServerStore& store) {
+std::unique_ptr<KeyTransparency> open_kt(SqliteServerStore& store,
+                                         std::size_t bulk_entry_changes = kBulkEntryChanges) {
   crypto::Secret<32> vrf_secret{ByteView(filled(32, 0x11))};
   crypto::Secret<32> seed{ByteView(filled(32, 0x22))};
-  auto opened = KeyTransparency::open_with_keys(kt::VrfKeyPair::from_secret(vrf_secret),
-                                                crypto::Ed25519KeyPair::from_seed(seed),
-                                                *store.kt(), crypto::system_rng(), clock_ms);
+  auto opened = KeyTransparency::open_with_keys(
+      kt::VrfKeyPair::from_secret(vrf_secret), crypto::Ed25519KeyPair::from_seed(seed), *store.kt(),
+      crypto::system_rng(), clock_ms, bulk_entry_changes);
   EXPECT_TRUE(opened) << (opened ? "" : opened.error());
   return opened ? std::move(*opened) : nullptr;
 }
@@ -221,6 +222,223 @@ TEST(ServerKt, AServerWithAccountsLogsThemAtItsFirstStartAndReopensTheSameLog) {
   auto beyond = log->search("dan", 1000);
   ASSERT_TRUE(beyond);
   EXPECT_TRUE(beyond->consistency.empty());
+}
+
+// Replays every audit record of the log in an Auditor, as sotto-audit does.
+std::unique_ptr<kt::Auditor> replay(const KeyTransparency& log) {
+  auto auditor = std::make_unique<kt::Auditor>(log.public_keys());
+  for (;;) {
+    auto a = log.audit(auditor->size(), kMaxAuditRecordsPerAnswer);
+    EXPECT_TRUE(a);
+    if (!a || a->records.empty()) break;  // replayed it all
+    for (const Bytes& r : a->records) {
+      auto record = kt::decode_audit_record(r);
+      EXPECT_TRUE(record);
+      if (!record) return nullptr;
+      EXPECT_TRUE(auditor->apply(*record));
+    }
+  }
+  return auditor;
+}
+
+TEST(ServerKt, TheFirstStartSplitsTheExistingAccountsIntoEntriesOfBoundedSize) {
+  TempDir dir;
+  kt::SignedTreeHead first;
+  const std::vector<std::string> names = {"ann", "ben", "cat", "dan", "eve"};
+  {
+    auto store = open_store(dir.path());
+    ASSERT_NE(store, nullptr);
+    for (const auto& name : names) {
+      ASSERT_TRUE(
+          store->accounts().create_account(name, filled(33, 0x05), device(7, 0xA1), spk(), {}));
+    }
+    auto log = open_kt(*store, 2);
+    ASSERT_NE(log, nullptr);
+    // Entry 0, then 2 + 2 + 1 accounts.
+    EXPECT_EQ(log->log().head().head.size, 4u);
+    for (const auto& name : names) expect_logged(*store, *log, name, 1);
+    for (std::uint64_t i = 1; i < 4; ++i) {
+      auto record = log->log().audit_record(i);
+      ASSERT_TRUE(record);
+      EXPECT_EQ(record->changes.size(), i == 3 ? 1u : 2u);
+    }
+    auto auditor = replay(*log);
+    ASSERT_NE(auditor, nullptr);
+    EXPECT_EQ(auditor->size(), 4u);
+    EXPECT_TRUE(auditor->check(log->log().head()));
+    first = log->log().head();
+  }
+  // Written together: the reopened log is the same, and logs nothing more.
+  auto store = open_store(dir.path());
+  ASSERT_NE(store, nullptr);
+  auto log = open_kt(*store, 2);
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->log().head(), first);
+}
+
+TEST(ServerKt, AuditAnswersArePagedAndReplayToTheSignedHead) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  ASSERT_NE(store, nullptr);
+  auto log = open_kt(*store);
+  ASSERT_NE(log, nullptr);
+  for (const char* name : {"ann", "ben", "cat"}) {
+    ASSERT_TRUE(
+        store->accounts().create_account(name, filled(33, 0x05), device(7, 0xA1), spk(), {}));
+  }
+  auto all = log->audit(0, 100);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->records.size(), 4u);
+  EXPECT_EQ(all->tree_head, kt::encode_signed_tree_head(log->log().head()));
+  // count and bytes bound an answer, which still holds one record at least.
+  auto two = log->audit(1, 2);
+  ASSERT_TRUE(two);
+  ASSERT_EQ(two->records.size(), 2u);
+  EXPECT_EQ(two->records[0], all->records[1]);
+  auto tight = log->audit(1, 100, 1);
+  ASSERT_TRUE(tight);
+  EXPECT_EQ(tight->records.size(), 1u);
+  // From the end of the log on: the head alone.
+  auto end = log->audit(4, 100);
+  ASSERT_TRUE(end);
+  EXPECT_TRUE(end->records.empty());
+  EXPECT_EQ(end->tree_head, all->tree_head);
+  EXPECT_TRUE(log->audit(1000, 100)->records.empty());
+  auto auditor = replay(*log);
+  ASSERT_NE(auditor, nullptr);
+  EXPECT_TRUE(auditor->check(log->log().head()));
+}
+
+kt::Cosignature cosign(const kt::Auditor& auditor, const kt::SignedTreeHead& head,
+                       const crypto::Ed25519KeyPair& key, std::uint64_t time_ms) {
+  EXPECT_TRUE(auditor.check(head));
+  kt::Cosignature c;
+  c.auditor_key = key.public_key();
+  c.head = head;
+  c.time_ms = time_ms;
+  c.signature = kt::cosign_tree_head_at(head.head, time_ms, key);
+  return c;
+}
+
+// Checks a served co-signature the way a client does: the auditor's signature, the log's
+// signature of the co-signed head, and its consistency with the answer's head.
+void expect_served(const KeyTransparency::Proof& p, const KeyTransparency& log,
+                   const kt::Cosignature& c) {
+  ASSERT_EQ(p.cosignatures.size(), 1u);
+  const auto& served = p.cosignatures[0];
+  EXPECT_EQ(served.cosignature, c);
+  EXPECT_TRUE(kt::verify_cosignature_at(c.head.head, c.time_ms, c.auditor_key, c.signature));
+  EXPECT_TRUE(kt::verify_tree_head(c.head, log.public_keys().signing_key));
+  auto head = kt::decode_signed_tree_head(p.tree_head);
+  ASSERT_TRUE(head);
+  if (c.head.head.size == head->head.size) {
+    EXPECT_TRUE(served.consistency.empty());
+    EXPECT_EQ(c.head.head, head->head);
+    return;
+  }
+  auto proof = kt::decode_consistency_proof(served.consistency);
+  ASSERT_TRUE(proof);
+  EXPECT_TRUE(kt::verify_consistency_proof(c.head.head, head->head, *proof));
+}
+
+TEST(ServerKt, KeepsTheNewestCoSignatureOfConfiguredAuditorsAndServesItWithLookups) {
+  TempDir dir;
+  const auto auditor_key =
+      crypto::Ed25519KeyPair::from_seed(crypto::Secret<32>{ByteView(filled(32, 0x33))});
+  const auto stranger =
+      crypto::Ed25519KeyPair::from_seed(crypto::Secret<32>{ByteView(filled(32, 0x44))});
+  kt::Cosignature kept;
+  {
+    auto store = open_store(dir.path());
+    ASSERT_NE(store, nullptr);
+    auto log = open_kt(*store);
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(
+        store->accounts().create_account("ann", filled(33, 0x05), device(7, 0xA1), spk(), {}));
+    auto auditor = replay(*log);
+    ASSERT_NE(auditor, nullptr);
+    const auto head = log->log().head();
+    using R = KeyTransparency::CosignRefusal;
+    // No auditor configured yet: refused.
+    EXPECT_EQ(log->add_cosignature(cosign(*auditor, head, auditor_key, 1000)).error(),
+              R::unknown_auditor);
+    ASSERT_TRUE(log->set_auditors({auditor_key.public_key()}));
+    EXPECT_EQ(log->add_cosignature(cosign(*auditor, head, stranger, 1000)).error(),
+              R::unknown_auditor);
+    // A head the log did not sign at that size, a signature that does not verify, a time far
+    // ahead of the server's clock.
+    kt::Cosignature bad = cosign(*auditor, head, auditor_key, 1000);
+    bad.head.head.root[0] ^= 1;
+    EXPECT_EQ(log->add_cosignature(bad).error(), R::bad_head);
+    bad = cosign(*auditor, head, auditor_key, 1000);
+    bad.time_ms = 1001;
+    EXPECT_EQ(log->add_cosignature(bad).error(), R::bad_signature);
+    EXPECT_EQ(log->add_cosignature(
+                     cosign(*auditor, head, auditor_key, clock_ms() + kMaxCosignatureAheadMs + 1))
+                  .error(),
+              R::too_new);
+    auto none = log->search("ann", 0);
+    ASSERT_TRUE(none);
+    EXPECT_TRUE(none->cosignatures.empty());
+
+    kept = cosign(*auditor, head, auditor_key, 2000);
+    ASSERT_TRUE(log->add_cosignature(kept));
+    // An older one changes nothing.
+    ASSERT_TRUE(log->add_cosignature(cosign(*auditor, head, auditor_key, 1500)));
+    auto p = log->search("ann", 0);
+    ASSERT_TRUE(p);
+    expect_served(*p, *log, kept);
+    // The log moves on: the co-signature comes with a consistency proof to the new head, in
+    // lookups and in monitoring answers.
+    ASSERT_TRUE(
+        store->accounts().create_account("ben", filled(33, 0x05), device(7, 0xB1), spk(), {}));
+    p = log->search("ann", 0);
+    ASSERT_TRUE(p);
+    expect_served(*p, *log, kept);
+    auto m = log->monitor("ben", 0);
+    ASSERT_TRUE(m);
+    expect_served(*m, *log, kept);
+  }
+  // Kept durably.
+  {
+    auto store = open_store(dir.path());
+    ASSERT_NE(store, nullptr);
+    auto log = open_kt(*store);
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(log->set_auditors({auditor_key.public_key()}));
+    auto p = log->search("ann", 0);
+    ASSERT_TRUE(p);
+    expect_served(*p, *log, kept);
+    // An auditor the operator no longer configures is not served.
+    ASSERT_TRUE(log->set_auditors({stranger.public_key()}));
+    p = log->search("ann", 0);
+    ASSERT_TRUE(p);
+    EXPECT_TRUE(p->cosignatures.empty());
+  }
+  // A log that lost the entries the co-signature covers no longer serves it.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir.path() / "sotto.db").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "DELETE FROM kt_versions WHERE entry >= 1; "
+                           "DELETE FROM kt_entries WHERE idx >= 1;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+    auto store = open_store(dir.path());
+    ASSERT_NE(store, nullptr);
+    auto log = open_kt(*store);  // logs both accounts again, in one entry: another history
+    ASSERT_NE(log, nullptr);
+    EXPECT_EQ(log->log().head().head.size, 2u);
+    ASSERT_TRUE(log->set_auditors({auditor_key.public_key()}));
+    auto p = log->search("ann", 0);
+    ASSERT_TRUE(p);
+    EXPECT_TRUE(p->cosignatures.empty());
+    // And an auditor that replayed the old log sees the rewrite: entry 1 is not what it was.
+    auto all = log->audit(1, 10);
+    ASSERT_TRUE(all);
+    ASSERT_FALSE(all->records.empty());
+  }
 }
 
 // Accounts committed so far, read beside the writer (WAL: readers do not wait).

@@ -1538,8 +1538,9 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
   }
   tables.erase("schema_version");  // PostgreSQL's record of it (SQLite: the file header)
   // The key transparency log (every backend has one).
-  EXPECT_EQ(tables.erase("kt_entries") + tables.erase("kt_versions"),
-            this->store_->kt() != nullptr ? 2u : 0u);
+  EXPECT_EQ(
+      tables.erase("kt_entries") + tables.erase("kt_versions") + tables.erase("kt_cosignatures"),
+      this->store_->kt() != nullptr ? 3u : 0u);
   EXPECT_EQ(tables, (std::set<std::string>{"accounts", "attachments", "blocks", "devices",
                                            "invites", "link_tokens", "messages", "pre_keys",
                                            "send_dedup", "shared_bodies", "signed_pre_keys"}));
@@ -1559,9 +1560,10 @@ TYPED_TEST(ServerStoreTest, ListsItsSchema) {
 // --- SQLite only --------------------------------------------------------------------------------
 
 // Takes a file of the current schema back to version 4 (before shared bodies, and before the
-// dedup rows' list of devices left out, version 7, and the transparency log, version 8), for the
-// tests of older versions' migrations.
+// dedup rows' list of devices left out, version 7, the transparency log, version 8, and the
+// auditors' co-signatures, version 9), for the tests of older versions' migrations.
 constexpr const char* kUndoVersion5 =
+    "DROP TABLE kt_cosignatures;"
     "DROP TABLE kt_versions;"
     "DROP TABLE kt_entries;"
     "ALTER TABLE send_dedup DROP COLUMN refused;"
@@ -1774,9 +1776,9 @@ TEST_F(SqliteStoreTest, DeliveredMessagesLeaveNoCopyInTheFile) {
 TEST_F(SqliteStoreTest, UsesWalAndMigratesOnce) {
   { ASSERT_NE(open(), nullptr); }
   EXPECT_EQ(raw_text("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "8");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "9");
   { ASSERT_NE(open(), nullptr); }  // a second open finds the schema current
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "8");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "9");
 }
 
 TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
@@ -1795,7 +1797,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion1DedupTableToTimeOrder) {
       "PRAGMA user_version = 1;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "8");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "9");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('send_dedup')"),
             "id_time,key_hash,expires_at,refused");
   EXPECT_EQ(raw_text("SELECT count(*) FROM send_dedup"), "0");
@@ -1832,7 +1834,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion2DatabaseToDeviceNamesAndRecoveryKeys) {
 
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "8");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "9");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('devices')"),
             "account_id,device_id,registration_id,auth_key,created_day,name");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('accounts')"),
@@ -1867,7 +1869,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion3DatabaseToBlocks) {
   raw(std::string(kUndoVersion5) + "DROP TABLE blocks; PRAGMA user_version = 3;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "8");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "9");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('blocks')"),
             "account_id,blocked_id");
   EXPECT_EQ(store->keys().count_pre_keys(alice, 1).value(), 2u);
@@ -1892,7 +1894,7 @@ TEST_F(SqliteStoreTest, MigratesAVersion4DatabaseToSharedBodies) {
   raw(std::string(kUndoVersion5) + "PRAGMA user_version = 4;");
   auto store = open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(raw_text("PRAGMA user_version"), "8");
+  EXPECT_EQ(raw_text("PRAGMA user_version"), "9");
   EXPECT_EQ(raw_text("SELECT group_concat(name) FROM pragma_table_info('shared_bodies')"),
             "id,content,refs");
   EXPECT_EQ(raw_text("SELECT body_id FROM messages"), "0");

@@ -782,6 +782,30 @@ TEST(Auditor, FollowsAnHonestLogAndCosignsItsHeads) {
       verify_cosignature(f.log.head().head, f.log.public_keys().signing_key, Bytes(64, 0)));
 }
 
+// The dated co-signature (what servers keep and clients check) binds the head and the time, and
+// is not the undated one.
+TEST(Auditor, DatedCosignaturesBindTheTime) {
+  LogFixture f(84);
+  crypto::DeterministicRng auditor_rng(85);
+  const auto key = crypto::Ed25519KeyPair::generate(auditor_rng);
+  const TreeHead head = f.log.head().head;
+  const auto sig = cosign_tree_head_at(head, 1000, key);
+  EXPECT_TRUE(verify_cosignature_at(head, 1000, key.public_key(), sig));
+  EXPECT_EQ(verify_cosignature_at(head, 1001, key.public_key(), sig).error(), Error::bad_signature);
+  TreeHead other = head;
+  other.timestamp_ms += 1;
+  EXPECT_FALSE(verify_cosignature_at(other, 1000, key.public_key(), sig));
+  EXPECT_FALSE(verify_cosignature(head, key.public_key(), sig));
+  EXPECT_FALSE(verify_cosignature_at(head, 1000, key.public_key(), cosign_tree_head(head, key)));
+  // check() is check_and_cosign() without the signature.
+  Auditor auditor(f.log.public_keys());
+  ASSERT_TRUE(auditor.apply(*f.log.audit_record(0)));
+  EXPECT_TRUE(auditor.check(*f.log.head_at(1)));
+  SignedTreeHead unsigned_head = *f.log.head_at(1);
+  unsigned_head.signature[0] ^= 1;
+  EXPECT_EQ(auditor.check(unsigned_head).error(), Error::bad_signature);
+}
+
 TEST(Auditor, CatchesARewrittenDroppedOrTakenBackEntry) {
   LogFixture f(91);
   crypto::DeterministicRng rng(92);

@@ -197,6 +197,17 @@ CREATE TABLE kt_versions (
   PRIMARY KEY (entry, seq)
 ) STRICT, WITHOUT ROWID;
 )sql",
+    // 8 -> 9
+    R"sql(
+-- The newest co-signature of the key transparency log by each auditor the operator configured
+-- (docs/transparency.md, "Auditing"): the signed tree head it co-signed, when, and its signature.
+CREATE TABLE kt_cosignatures (
+  auditor_key BLOB PRIMARY KEY,
+  tree_head BLOB NOT NULL,
+  time_ms INTEGER NOT NULL,
+  signature BLOB NOT NULL
+) STRICT, WITHOUT ROWID;
+)sql",
 };
 
 std::string failed(const char* what, const Connection& conn) {

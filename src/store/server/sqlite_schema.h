@@ -13,7 +13,7 @@
 
 namespace sotto::store::sqlite {
 
-inline constexpr int kSchemaVersion = 8;
+inline constexpr int kSchemaVersion = 9;
 
 // Brings the database up to kSchemaVersion in one transaction. The error text (for the log) says
 // why: a failing statement, or a database written by a newer server.

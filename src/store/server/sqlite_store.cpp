@@ -411,6 +411,19 @@ class SqliteServerStore::Impl final : public AccountStore,
     return {};
   }
 
+  tl::expected<void, Error> append_all(const std::vector<KtEntryRow>& entries) override {
+    auto conn = writing();
+    Transaction txn(*conn);
+    if (const int rc = txn.begin_immediate(); rc != SQLITE_OK)
+      return tl::unexpected(fail("kt append: begin", *conn, rc));
+    for (const KtEntryRow& entry : entries) {
+      if (auto ok = insert_kt_entry(*conn, entry); !ok) return ok;
+    }
+    if (const int rc = txn.commit(); rc != SQLITE_OK)
+      return tl::unexpected(fail("kt append: commit", *conn, rc));
+    return {};
+  }
+
   tl::expected<void, Error> load(const std::function<void(const KtEntryRow&)>& visit) override {
     return load_from(0, visit);
   }
@@ -467,6 +480,43 @@ class SqliteServerStore::Impl final : public AccountStore,
     if (vrc == SQLITE_ROW) return tl::unexpected(corrupt("kt_versions", "an entry that is not"));
     if (vrc != SQLITE_DONE) return tl::unexpected(fail("kt load: versions", *conn, vrc));
     return {};
+  }
+
+  tl::expected<void, Error> save_cosignature(const KtCosignatureRow& c) override {
+    auto conn = writing();
+    auto st = conn->prepare(
+        "INSERT OR REPLACE INTO kt_cosignatures (auditor_key, tree_head, time_ms, signature) "
+        "VALUES (?1, ?2, ?3, ?4)");
+    if (!st) return tl::unexpected(fail("kt cosignature: prepare", *conn, st.error()));
+    st->bind(1, ByteView(c.auditor_key))
+        .bind(2, ByteView(c.tree_head))
+        .bind_u64(3, c.time_ms)
+        .bind(4, ByteView(c.signature));
+    if (const int rc = run(*st); rc != SQLITE_OK)
+      return tl::unexpected(fail("kt cosignature: insert", *conn, rc));
+    return {};
+  }
+
+  tl::expected<std::vector<KtCosignatureRow>, Error> cosignatures() override {
+    auto conn = pool_.acquire();
+    auto st = conn->prepare(
+        "SELECT auditor_key, tree_head, time_ms, signature FROM kt_cosignatures "
+        "ORDER BY auditor_key");
+    if (!st) return tl::unexpected(fail("kt cosignatures: prepare", *conn, st.error()));
+    std::vector<KtCosignatureRow> out;
+    int rc = SQLITE_OK;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      Row row(*st);
+      KtCosignatureRow c;
+      c.auditor_key = row.blob(0, 32);
+      c.tree_head = row.blob(1);
+      c.time_ms = row.u64(2);
+      c.signature = row.blob(3, 64);
+      if (!row.ok()) return tl::unexpected(corrupt("kt_cosignatures", row));
+      out.push_back(std::move(c));
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(fail("kt cosignatures", *conn, rc));
+    return out;
   }
 
   void set_account_log(AccountLog* log) override {

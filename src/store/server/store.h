@@ -317,6 +317,16 @@ struct KtEntryRow {
   friend bool operator==(const KtEntryRow&, const KtEntryRow&) = default;
 };
 
+// An auditor's newest co-signature of the log (docs/transparency.md, "Auditing"), as the store
+// keeps it: one row per auditor key.
+struct KtCosignatureRow {
+  Bytes auditor_key;  // 32 bytes, Ed25519
+  Bytes tree_head;    // the SignedTreeHead (112 bytes) it co-signed
+  std::uint64_t time_ms = 0;
+  Bytes signature;  // 64 bytes
+  friend bool operator==(const KtCosignatureRow&, const KtCosignatureRow&) = default;
+};
+
 // What the server's transparency log learns of every account change. The store calls it inside
 // the change's own transaction, once the account's rows are written, with the account as the
 // change leaves it. The log works out its entry and calls `commit` (at most once), which writes
@@ -347,6 +357,9 @@ class KtStore {
   // Adds an entry in a transaction of its own (entry 0, and the accounts of a server that had
   // none logged yet). Entry indices must follow on from the stored ones.
   [[nodiscard]] virtual tl::expected<void, Error> append(const KtEntryRow& entry) = 0;
+  // Adds several entries in one transaction (the first start's entries of existing accounts).
+  [[nodiscard]] virtual tl::expected<void, Error> append_all(
+      const std::vector<KtEntryRow>& entries) = 0;
   // Visits every stored entry in log order.
   [[nodiscard]] virtual tl::expected<void, Error> load(
       const std::function<void(const KtEntryRow&)>& visit) = 0;
@@ -362,6 +375,9 @@ class KtStore {
   virtual void set_account_log(AccountLog* log) = 0;
   // Every account, devices included (the first start with a log logs those there were).
   [[nodiscard]] virtual tl::expected<std::vector<AccountRecord>, Error> all_accounts() = 0;
+  // Replaces the auditor's co-signature (one per auditor key), durably.
+  [[nodiscard]] virtual tl::expected<void, Error> save_cosignature(const KtCosignatureRow& row) = 0;
+  [[nodiscard]] virtual tl::expected<std::vector<KtCosignatureRow>, Error> cosignatures() = 0;
 };
 
 // Everything the server needs, from one backend.

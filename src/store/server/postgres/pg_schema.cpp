@@ -152,8 +152,8 @@ CREATE INDEX attachments_by_expiry ON attachments (expires_at);
     R"sql(
 ALTER TABLE send_dedup ADD COLUMN refused BYTEA NOT NULL DEFAULT '\x'::bytea;
 )sql",
-    // 7 -> 8: the key transparency log (docs/transparency.md), as SQLite's 7 -> 8. The servers of
-    // a cluster append to it one at a time, under an advisory lock (pg_store.cpp).
+    // 7 -> 8: the key transparency log (docs/transparency.md), as SQLite's 7 -> 8 and 8 -> 9. The
+    // servers of a cluster append to it one at a time, under an advisory lock (pg_store.cpp).
     R"sql(
 CREATE TABLE kt_entries (
   idx BIGINT PRIMARY KEY,
@@ -169,6 +169,13 @@ CREATE TABLE kt_versions (
   opening BYTEA NOT NULL,
   value BYTEA NOT NULL,
   PRIMARY KEY (entry, seq)
+);
+-- Each configured auditor's newest co-signature of the log (SQLite's 8 -> 9).
+CREATE TABLE kt_cosignatures (
+  auditor_key BYTEA PRIMARY KEY,
+  tree_head BYTEA NOT NULL,
+  time_ms BIGINT NOT NULL,
+  signature BYTEA NOT NULL
 );
 )sql",
 };

@@ -193,6 +193,12 @@ constexpr Prepared kStatements[] = {
      "SELECT entry, label_index, version, commitment, opening, value FROM kt_versions "
      "WHERE entry >= $1 ORDER BY entry, seq"},
     {"all_account_ids", "SELECT id FROM accounts ORDER BY id"},
+    {"put_kt_cosignature",
+     "INSERT INTO kt_cosignatures (auditor_key, tree_head, time_ms, signature) "
+     "VALUES ($1, $2, $3, $4) ON CONFLICT (auditor_key) DO UPDATE SET "
+     "tree_head = excluded.tree_head, time_ms = excluded.time_ms, signature = excluded.signature"},
+    {"kt_cosignatures",
+     "SELECT auditor_key, tree_head, time_ms, signature FROM kt_cosignatures ORDER BY auditor_key"},
     {"sweep_bodies", "DELETE FROM shared_bodies WHERE refs <= 0 RETURNING octet_length(content)"},
     {"block_state",
      "SELECT (SELECT count(*) FROM blocks WHERE account_id = $1), "
@@ -736,8 +742,46 @@ class PostgresServerStore::Impl final : public AccountStore,
     });
   }
 
+  tl::expected<void, Error> append_all(const std::vector<KtEntryRow>& entries) override {
+    return with_conn<void>("kt append", [&](pqxx::connection& c) -> Expect<void> {
+      pqxx::work tx(c);
+      tx.exec(std::string(kLockLog));
+      for (const KtEntryRow& entry : entries) insert_kt_entry(tx, entry);
+      tx.commit();
+      return {};
+    });
+  }
+
   tl::expected<void, Error> load(const std::function<void(const KtEntryRow&)>& visit) override {
     return load_from(0, visit);
+  }
+
+  tl::expected<void, Error> save_cosignature(const KtCosignatureRow& row) override {
+    return with_conn<void>("kt cosignature", [&](pqxx::connection& c) -> Expect<void> {
+      pqxx::work tx(c);
+      tx.exec_prepared("put_kt_cosignature", bin(row.auditor_key), bin(row.tree_head),
+                       i64(row.time_ms), bin(row.signature));
+      tx.commit();
+      return {};
+    });
+  }
+
+  tl::expected<std::vector<KtCosignatureRow>, Error> cosignatures() override {
+    return with_conn<std::vector<KtCosignatureRow>>(
+        "kt cosignatures", [&](pqxx::connection& c) -> Expect<std::vector<KtCosignatureRow>> {
+          pqxx::read_transaction tx(c);
+          std::vector<KtCosignatureRow> out;
+          for (const auto& row : tx.exec_prepared("kt_cosignatures")) {
+            KtCosignatureRow r;
+            r.auditor_key = get_blob(row[0], 32);
+            r.tree_head = get_blob(row[1]);
+            r.time_ms = get_u64(row[2]);
+            r.signature = get_blob(row[3], 64);
+            out.push_back(std::move(r));
+          }
+          tx.commit();
+          return out;
+        });
   }
 
   tl::expected<void, Error> load_from(

@@ -1,0 +1,53 @@
+// What sotto-audit does with the server's answers and its own state, apart from the network:
+// checking a KtAudit answer against the auditor's replay (transparency::Auditor), and the file of
+// records it accepted, which it replays at start so that a restart does not fetch the log again.
+//
+// Every function here reads untrusted bytes (a server's answer, a state file a crash may have
+// cut short) and is fuzzed (fuzz/audit_answer_fuzz.cpp). Not thread-safe (the Auditor is not).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <tl/expected.hpp>
+#include <vector>
+
+#include "crypto/bytes.h"
+#include "service.pb.h"
+#include "transparency/audit.h"
+
+namespace sotto::audit {
+
+// Why a round stops: the log misbehaved (it shrank, rewrote or dropped an entry, or signed a head
+// the replay does not give: nothing may be co-signed) or something else went wrong (a malformed
+// or unsigned answer, the network, the state directory).
+struct Failure {
+  bool misbehaved = false;
+  std::string message;  // one line, names the entry or size concerned
+};
+
+// Replays the records of one KtAudit answer that asked from auditor.size() on, appending each
+// accepted record's bytes to `accepted`, and returns the head the answer carried (checked against
+// the log's signing key, and not smaller than what the auditor replayed before the answer). A
+// refused record leaves the auditor as it was before that record (earlier records of the answer
+// stay applied: the caller drops the auditor on any failure).
+[[nodiscard]] tl::expected<transparency::SignedTreeHead, Failure> apply_answer(
+    transparency::Auditor& auditor, const transparency::LogPublicKeys& keys,
+    const wire::service::KtAuditResponse& answer, std::vector<Bytes>& accepted);
+
+// Whether the head the server signs is the one the replay gives at its size (after every record
+// up to it was applied).
+[[nodiscard]] tl::expected<void, Failure> check_head(const transparency::Auditor& auditor,
+                                                     const transparency::SignedTreeHead& head);
+
+// The records file: per record, u32 length || record || the first 8 bytes of SHA-256(record).
+// A record is written whole and fsynced before the auditor co-signs anything that depends on it.
+Bytes frame_record(ByteView record);
+struct StoredRecords {
+  std::vector<Bytes> records;
+  // The length of the file's whole, intact records; what follows (a write a crash cut short) is
+  // cut off before the next append.
+  std::size_t valid_bytes = 0;
+};
+StoredRecords parse_records_file(ByteView file);
+
+}  // namespace sotto::audit
