@@ -158,6 +158,38 @@ class TransparencyTest(unittest.TestCase):
         self.assertIn("SECURITY ALERT (unlogged_key) for bob", r.stderr)
         self.assertEqual(bob.messages(timeout_s=3), [])
 
+    def test_a_substituted_identity_key_is_refused(self):
+        """Attack 2: the operator hands bob another identity key for alice (in the accounts
+        table, not logged), as it would to read what bob sends her. bob's first message to alice
+        needs her bundle: the key is not the logged one, so nothing is encrypted to it; the
+        safety number bob is shown comes from the log too."""
+        alice = Client(self.root, "alice")
+        bob = Client(self.root, "bob")
+        alice.register("alice", self.server)
+        bob.register("bob", self.server)
+        before = bob.safety_number("alice")
+        self.server.stop()
+        db = sqlite3.connect(os.path.join(self.server.data, "sotto.db"))
+        try:
+            db.execute("UPDATE accounts SET identity_key = ? WHERE username = 'alice'",
+                       (b"\x05" + b"\x42" * 32,))
+            db.commit()
+        finally:
+            db.close()
+        self.server.start()
+        r = bob.send("alice", "for alice only")
+        self.assertEqual(r.returncode, 1, (r.stdout, r.stderr))
+        alerts = [e for e in parse_lines(r.stdout) if e.get("type") == "security_alert"]
+        self.assertEqual(len(alerts), 1, r.stdout)
+        self.assertEqual(alerts[0]["kind"], "unlogged_key")
+        self.assertEqual(alerts[0]["user"], "alice")
+        self.assertIn("identity key", alerts[0]["detail"])
+        self.assertEqual(alice.messages(timeout_s=3), [])
+        # The safety number bob is shown is still the one of alice's logged key.
+        after = bob.safety_number("alice")
+        self.assertEqual(after["identityKey"], before["identityKey"])
+        self.assertEqual(after["digits"], before["digits"])
+
     def test_a_message_from_a_device_outside_the_log_is_not_read(self):
         """A ghost that writes first: the operator slips a device into bob's account (not logged)
         and hands alice a message that starts a session from it. alice reads nothing from it and
