@@ -454,6 +454,10 @@ int main(int argc, char** argv) {
                 config.data_dir.c_str(), sqlite ? "sqlite" : "postgresql",
                 config.listen.host.c_str(), config.listen.port, config.http.host.c_str(),
                 config.http.port);
+    if (!config.kt_auditors.empty()) {
+      std::printf("kt auditors: %zu (co-signatures of other keys are refused)\n",
+                  config.kt_auditors.size());
+    }
     return 0;
   }
 
@@ -598,7 +602,10 @@ int main(int argc, char** argv) {
   }
   // Clients pin the key's fingerprint; tests and tools read this line.
   std::printf("fingerprint: %s\n", tls->current.key_fingerprint.c_str());
-  if (kt) std::printf("kt keys: %s\n", server::kt_keys_text(kt->public_keys()).c_str());
+  if (kt) {
+    std::printf("kt keys: %s\n", server::kt_keys_text(kt->public_keys()).c_str());
+    if (!config.kt_auditors.empty()) std::printf("kt auditors: %zu\n", config.kt_auditors.size());
+  }
   if (tls->next) std::printf("next fingerprint: %s\n", tls->next_fingerprint.c_str());
   std::printf("listening on %s:%u\nhttp on %s:%u\n", config.listen.host.c_str(), ws.port(),
               config.http.host.c_str(), http_server.port());

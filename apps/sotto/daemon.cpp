@@ -804,16 +804,21 @@ std::optional<std::vector<std::string>> recipients_param(const Call& c, std::str
 // {auditor: null} (or "") requires none; without params only says what is required.
 json Daemon::require_auditor(const Call& c) {
   const json* key = find_param(c, {"auditor"}, 0);
+  if (key == nullptr && find_param(c, {"maxAgeSeconds"}, 1) != nullptr) {
+    return invalid_params(c,
+                          "requireAuditor: maxAgeSeconds needs an auditor (its key, 64 hex "
+                          "digits)");
+  }
   if (key != nullptr) {
     Result<void> r;
     if (key->is_null() || (key->is_string() && key->get<std::string>().empty())) {
       r = client_.require_auditor("", std::chrono::milliseconds(0));
     } else {
       const auto age = count_param(c, {"maxAgeSeconds"}, 1, UINT64_MAX);
-      if (!key->is_string() || !age || *age > 366ull * 86400) {
+      if (!key->is_string() || !age || *age > 365ull * 86400) {
         return invalid_params(c,
                               "requireAuditor needs {auditor, maxAgeSeconds} (the auditor's key, "
-                              "64 hex digits, and seconds) or {auditor: null}");
+                              "64 hex digits, and seconds, at most a year) or {auditor: null}");
       }
       r = client_.require_auditor(key->get<std::string>(), std::chrono::seconds(*age));
     }

@@ -1087,6 +1087,13 @@ int cmd_kt_require_auditor(const std::string& key, const std::string& max_age, b
     auto parsed = sotto::cli::parse_duration(max_age);
     if (!parsed) return fail(parsed.error());
     seconds = *parsed;
+    if (seconds == 0) {
+      return fail(Error{ErrorCode::invalid_argument,
+                        "--max-age must be a time longer than 0 (a co-signature can never be "
+                        "0 s old)"},
+                  std::string("e.g. `--max-age 24h`; to require no auditor, use "
+                              "`sotto kt require-auditor --off`"));
+    }
   }
   auto client = open_client();
   if (!client) return fail(client.error());
@@ -1102,7 +1109,7 @@ int cmd_kt_require_auditor(const std::string& key, const std::string& max_age, b
   if (g.json) {
     if (*now) {
       print_json({{"auditor", (*now)->key_hex},
-                  {"max_age_seconds",
+                  {"maxAgeSeconds",
                    std::chrono::duration_cast<std::chrono::seconds>((*now)->max_age).count()}});
     } else {
       print_json({{"auditor", nullptr}});
@@ -1531,8 +1538,10 @@ int main(int argc, char** argv) {
 
   auto* devices = app.add_subcommand(
       "devices", "List the account's devices: id, name, primary, the day it was added");
-  auto* remove = devices->add_subcommand(
-      "remove", "Remove a device from the account (only the primary device may remove others)");
+  auto* remove =
+      devices->add_subcommand("remove",
+                              "Remove another device from the account (any device may remove a "
+                              "linked device; the primary device, id 1, cannot be removed)");
   remove->add_option("ID", device, "Device id")->required();
 
   auto* contacts = app.add_subcommand(

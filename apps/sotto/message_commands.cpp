@@ -56,7 +56,8 @@ Result<std::uint32_t> parse_duration(const std::string& text) {
   } else if (ec == std::errc() && end != last) {
     ec = std::errc::invalid_argument;
   }
-  if (ec != std::errc() || n == 0 || n * unit > 365ull * kDay) {
+  if (ec == std::errc() && n == 0) return 0u;  // 0s, 0h...: off, as "0" is
+  if (ec != std::errc() || n * unit > 365ull * kDay) {
     return tl::unexpected(
         invalid("a duration is a number with s, m, h, d or w (30s, 5m, 1h, 1d, "
                 "1w; at most a year), or off"));

@@ -278,10 +278,13 @@ std::string security_alert_banner(const Error& e) {
   const auto alert = security_alert_of(e);
   if (!alert) return {};
   const std::string rule(72, '!');
+  const std::string what =
+      alert->kind == "unlogged_key"
+          ? "\n!! These keys are not proven by the server's key transparency log (or by the "
+            "auditor this device requires). Nothing was encrypted to them."
+          : "";
   return rule + "\n!! SECURITY ALERT (" + sanitize(alert->kind, false) + ") for " +
-         sanitize(alert->user, false) + "\n!! " + sanitize(alert->detail, false) +
-         "\n!! The server handed out keys its key transparency log does not prove. Nothing was "
-         "encrypted to them.\n" +
+         sanitize(alert->user, false) + "\n!! " + sanitize(alert->detail, false) + what + "\n" +
          rule;
 }
 

@@ -280,7 +280,6 @@ std::optional<std::string> KtClient::unmet_requirement_locked(
                                                std::chrono::system_clock::now().time_since_epoch())
                                                .count());
   auto problem = cosignature_problem(*required_, tracker_->keys(), head, cosignatures, now);
-  if (problem) *problem += "; nothing was encrypted to this account's keys";
   return problem;
 }
 
@@ -348,8 +347,10 @@ Result<std::optional<kt::AccountValue>> KtClient::verify(const ConnectionPtr& c,
     }
     consistency = std::move(*decoded);
   }
-  if (auto unmet = unmet_requirement_locked(*head, proof->cosignatures()))
-    return tl::unexpected(security_alert_error(kUnlogged, user, *unmet));
+  if (auto unmet = unmet_requirement_locked(*head, proof->cosignatures())) {
+    return tl::unexpected(security_alert_error(
+        kUnlogged, user, *unmet + "; nothing was encrypted to this account's keys"));
+  }
   const std::optional<kt::SignedTreeHead> before = tracker_->current();
   if (auto advanced = tracker_->advance(*head, consistency); !advanced) {
     const bool signature = advanced.error() == kt::Error::bad_signature;
@@ -444,7 +445,11 @@ Result<KtClient::OwnCheck> KtClient::monitor_own(const ConnectionPtr& c,
     return out;
   }
   if (auto unmet = unmet_requirement_locked(*head, m.cosignatures())) {
-    alert(kUnlogged, *unmet);
+    // Once per head: the next checks of the same head would only repeat it.
+    if (unmet_reported_size_ != head->head.size) {
+      unmet_reported_size_ = head->head.size;
+      alert(kUnlogged, *unmet + "; this device could not check its own account's keys in the log");
+    }
     return out;
   }
   const std::optional<kt::SignedTreeHead> before = tracker_->current();

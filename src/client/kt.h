@@ -190,6 +190,7 @@ class KtClient {
   std::mutex gossip_mu_;         // after mu_ when both are taken
   std::optional<Bytes> gossip_;  // the encoded head to send; nullopt: not read from the store yet
   std::optional<AuditorRequirement> required_;
+  std::uint64_t unmet_reported_size_ = 0;  // monitoring's last unmet requirement, by head size
   std::function<std::uint64_t()> now_ms_;
 };
 

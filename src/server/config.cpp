@@ -382,12 +382,16 @@ tl::expected<ServerConfig, std::string> apply_toml_text(ServerConfig c, std::str
     const std::string bad =
         "'kt_auditors' must be a list of auditor keys (64 hex digits each, as `sotto-audit key` "
         "prints them)";
-    if (list == nullptr || list->size() > 64) return tl::unexpected(bad);
+    if (list == nullptr || list->size() > 64) return tl::unexpected(bad + " (at most 64)");
     c.kt_auditors.clear();
+    std::size_t n = 0;
     for (const auto& item : *list) {
+      ++n;
       const auto* str = item.as_string();
       auto key = str ? crypto::from_hex(str->get()) : std::nullopt;
-      if (!key || key->size() != 32) return tl::unexpected(bad);
+      if (!key || key->size() != 32) {
+        return tl::unexpected(bad + ": entry " + std::to_string(n) + " is not one");
+      }
       crypto::Ed25519PublicKey k{};
       std::copy(key->begin(), key->end(), k.begin());
       if (std::find(c.kt_auditors.begin(), c.kt_auditors.end(), k) == c.kt_auditors.end())

@@ -15,6 +15,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -142,12 +143,18 @@ class AuditTest(unittest.TestCase):
         carol.register("carol", self.server)
         setting = json.loads(carol.ok("kt", "require-auditor", self.auditor_key,
                                       "--max-age", "1h").stdout)
-        self.assertEqual(setting, {"auditor": self.auditor_key, "max_age_seconds": 3600})
+        self.assertEqual(setting, {"auditor": self.auditor_key, "maxAgeSeconds": 3600})
         self.assertEqual(carol.send("alice", "hi alice").returncode, 0)
         self.assertEqual([m["body"] for m in alice.messages()], ["hi alice"])
-        # A co-signature older than carol accepts (no age at all), or another auditor's
-        # requirement: the lookup is refused and nothing is encrypted.
-        carol.ok("kt", "require-auditor", self.auditor_key, "--max-age", "0")
+        # A co-signature older than carol accepts (a second, and it was made more than two
+        # seconds ago), or another auditor's requirement: the lookup is refused and nothing is
+        # encrypted. An age of 0 is no setting at all.
+        carol.fails("kt", "require-auditor", self.auditor_key, "--max-age", "0",
+                    code="invalid_argument")
+        carol.fails("kt", "require-auditor", self.auditor_key, "--max-age", "off",
+                    code="invalid_argument")
+        time.sleep(2)  # ages the co-signature past 1 s: it only grows older
+        carol.ok("kt", "require-auditor", self.auditor_key, "--max-age", "1s")
         self.assert_refused(carol, "bob", "old")
         carol.ok("kt", "require-auditor", "ab" * 32, "--max-age", "1h")
         self.assert_refused(carol, "bob", "no co-signature")

@@ -496,7 +496,8 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(bot.result("requireAuditor", {"auditor": key, "maxAgeSeconds": 60}),
                          {"auditor": key, "maxAgeSeconds": 60})
         for params in ({"auditor": key}, {"auditor": 7, "maxAgeSeconds": 1},
-                       {"auditor": key, "maxAgeSeconds": -1}):
+                       {"auditor": key, "maxAgeSeconds": -1}, {"maxAgeSeconds": 60},
+                       {"auditor": key, "maxAgeSeconds": 365 * 86400 + 1}):
             self.assertEqual(bot.call("requireAuditor", params)["error"]["code"], -32602, params)
         self.assertEqual(bot.call("requireAuditor", {"auditor": "zz", "maxAgeSeconds": 1})
                          ["error"]["data"]["code"], "invalid_argument")

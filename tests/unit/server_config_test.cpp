@@ -334,6 +334,10 @@ TEST(Config, KtAuditorsAreAListOfEd25519Keys) {
     ASSERT_FALSE(r) << bad;
     EXPECT_NE(r.error().find("'kt_auditors'"), std::string::npos) << r.error();
   }
+  // The entry that is wrong is named.
+  auto r = apply_toml_text(ServerConfig{}, "kt_auditors = [\"" + a + "\", \"nope\"]\n");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().find("entry 2"), std::string::npos) << r.error();
 }
 
 TEST(Config, EveryKeyIsDocumentedAndNoOtherIs) {
