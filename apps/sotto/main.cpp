@@ -1125,6 +1125,37 @@ int cmd_kt_require_auditor(const std::string& key, const std::string& max_age, b
   return 0;
 }
 
+// sotto kt show: the log this device pinned, to compare with `sotto-server kt-keys`.
+int cmd_kt_show() {
+  auto client = open_client();
+  if (!client) return fail(client.error());
+  auto pin = (*client)->pinned_log();
+  if (!pin) return fail(pin.error());
+  if (g.json) {
+    if (!*pin) {
+      print_json({{"keys", nullptr}});
+    } else {
+      print_json({{"keys", (*pin)->keys},
+                  {"treeSize", (*pin)->tree_size},
+                  {"treeTime", (*pin)->tree_time_ms}});
+    }
+    return 0;
+  }
+  if (!*pin) {
+    print_line(
+        "No key transparency log pinned yet: this device pins the server's at its first "
+        "lookup (or from the device that linked it).");
+    return 0;
+  }
+  print_line("kt keys: " + (*pin)->keys);
+  print_line((*pin)->tree_size == 0
+                 ? std::string("No tree head verified yet.")
+                 : "Newest verified tree head: " + std::to_string((*pin)->tree_size) +
+                       " entries, made " + sotto::cli::format_time((*pin)->tree_time_ms) + ".");
+  print_line("Compare the keys with what the operator's `sotto-server kt-keys` prints.");
+  return 0;
+}
+
 int cmd_server_set_address(const std::string& address) {
   auto server = parse_server(address, {});
   if (!server) return fail(server.error());
@@ -1610,6 +1641,10 @@ int main(int argc, char** argv) {
   kt_require->add_option("--max-age", auditor_max_age,
                          "Oldest co-signature accepted: 30s, 5m, 1h, 1d, 1w ...");
   kt_require->add_flag("--off", auditor_off, "Require no auditor any more");
+  auto* kt_show = kt_cmd->add_subcommand(
+      "show",
+      "The key transparency log this device pinned (its keys, to compare with the operator's "
+      "`sotto-server kt-keys`) and the newest tree head it verified");
 
   auto* backup = app.add_subcommand(
       "backup",
@@ -1734,6 +1769,7 @@ int main(int argc, char** argv) {
     if (server_move->parsed()) return cmd_server_set_address(server);
     if (kt_require->parsed())
       return cmd_kt_require_auditor(auditor_key, auditor_max_age, auditor_off);
+    if (kt_show->parsed()) return cmd_kt_show();
     if (backup_export->parsed()) return cmd_backup(true, file, backup_options);
     if (backup_import->parsed()) return cmd_backup(false, file, backup_options);
     if (daemon->parsed()) return cmd_daemon(daemon_options);

@@ -595,6 +595,15 @@ class Client {
   [[nodiscard]] Result<void> require_auditor(const std::string& key_hex,
                                              std::chrono::milliseconds max_age);
   [[nodiscard]] Result<std::optional<RequiredAuditor>> required_auditor();
+  // What this device pinned of the server's key transparency log: its public keys as
+  // `sotto-server kt-keys` prints them (SIGNING:VRF, hex), and the newest tree head it verified
+  // (size 0: none yet). nullopt: no log pinned yet (no lookup made, or a server without a log).
+  struct LogPin {
+    std::string keys;
+    std::uint64_t tree_size = 0;
+    std::uint64_t tree_time_ms = 0;
+  };
+  [[nodiscard]] Result<std::optional<LogPin>> pinned_log();
 
   // Writes contacts, their trust and verification state, the history and the settings to
   // `path`, encrypted with `secret` (Argon2id and libsodium's secretstream; docs/backup.md).

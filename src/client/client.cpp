@@ -236,6 +236,18 @@ Result<std::optional<Client::RequiredAuditor>> Client::required_auditor() {
   return RequiredAuditor{crypto::to_hex((*r)->key),
                          std::chrono::milliseconds(static_cast<std::int64_t>((*r)->max_age_ms))};
 }
+Result<std::optional<Client::LogPin>> Client::pinned_log() {
+  auto p = engine_->account().kt.pinned();
+  if (!p) return tl::unexpected(p.error());
+  if (!*p) return std::nullopt;
+  LogPin out;
+  out.keys = crypto::to_hex((*p)->keys.signing_key) + ":" + crypto::to_hex((*p)->keys.vrf_key);
+  if ((*p)->head) {
+    out.tree_size = (*p)->head->head.size;
+    out.tree_time_ms = (*p)->head->head.timestamp_ms;
+  }
+  return out;
+}
 Result<std::size_t> Client::backup_export(const std::filesystem::path& path,
                                           const BackupSecret& secret, const Progress& progress) {
   return engine_->backup_export(path, secret, progress);

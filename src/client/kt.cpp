@@ -41,6 +41,13 @@ Error security_alert_error(std::string_view kind, const std::string& user,
                     "security alert (" + std::string(kind) + ") for " + user + ": " + detail);
 }
 
+Result<std::optional<KtClient::Pinned>> KtClient::pinned() {
+  std::lock_guard lock(mu_);
+  if (auto ok = load_locked(); !ok) return tl::unexpected(ok.error());
+  if (!tracker_) return std::optional<Pinned>();
+  return std::optional<Pinned>(Pinned{tracker_->keys(), tracker_->current()});
+}
+
 std::uint64_t KtClient::known_size() {
   std::lock_guard lock(mu_);
   if (!load_locked()) return 0;

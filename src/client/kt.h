@@ -101,6 +101,13 @@ class KtClient {
       const google::protobuf::RepeatedPtrField<svc::KtCosignature>& cosignatures,
       std::uint64_t now_ms);
 
+  // The pinned log keys and the newest verified head (nullopt: nothing pinned).
+  struct Pinned {
+    transparency::LogPublicKeys keys;
+    std::optional<transparency::SignedTreeHead> head;
+  };
+  [[nodiscard]] Result<std::optional<Pinned>> pinned();
+
   // The size of the newest verified tree head (0: none), for a lookup's kt_known_size.
   [[nodiscard]] std::uint64_t known_size();
 

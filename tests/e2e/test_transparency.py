@@ -104,6 +104,19 @@ class TransparencyTest(unittest.TestCase):
         self.assertEqual(len(printed), 1, self.server.log())
         self.assertRegex(printed[0], r"^[0-9a-f]{64}:[0-9a-f]{64}$")
         self.assertEqual(self.server.operator("kt-keys").strip(), "kt keys: " + printed[0])
+        # A client shows what it pinned, to compare with the operator's: nothing before its
+        # first lookup, the server's keys after.
+        alice = Client(self.root, "alice")
+        alice.register("alice", self.server)
+        shown = json.loads(alice.ok("kt", "show").stdout)
+        if shown["keys"] is None:
+            Client(self.root, "bob").register("bob", self.server)
+            self.assertEqual(alice.send("bob", "hi").returncode, 0)
+            shown = json.loads(alice.ok("kt", "show").stdout)
+        self.assertEqual(shown["keys"], printed[0])
+        self.assertGreaterEqual(shown["treeSize"], 2)
+        text = alice.run("kt", "show", json_output=False)
+        self.assertIn("kt keys: " + printed[0], text.stdout)
         self.server.stop()
         self.server.start()
         again = [line for line in self.server.log().splitlines() if line.startswith("kt keys: ")]
