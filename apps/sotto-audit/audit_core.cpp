@@ -34,8 +34,10 @@ tl::expected<kt::SignedTreeHead, Failure> apply_answer(kt::Auditor& auditor,
   auto head = kt::decode_signed_tree_head(as_view(answer.tree_head()));
   if (!head) return broken("the server's tree head is malformed");
   if (!kt::verify_tree_head(*head, keys.signing_key)) {
-    return broken("the server's tree head (size " + std::to_string(head->head.size) +
-                  ") is not signed by the pinned log key");
+    return broken(
+        "the server's tree head (size " + std::to_string(head->head.size) +
+        ") is not signed by the log key in use (--log-keys, or the ones pinned in log.keys: "
+        "are they this log's, the signing key first?)");
   }
   const std::uint64_t replayed = auditor.size();
   if (head->head.size < replayed) {
@@ -71,7 +73,7 @@ tl::expected<void, Failure> check_head(const kt::Auditor& auditor, const kt::Sig
                   " is beyond the records replayed (" + std::to_string(auditor.size()) + ")");
   }
   if (ok.error() == kt::Error::bad_signature) {
-    return broken("the server's tree head is not signed by the pinned log key");
+    return broken("the server's tree head is not signed by the log key in use");
   }
   return misbehaved("the server's signed tree head of size " + std::to_string(head.head.size) +
                     " is not the one this auditor's replay of the log gives at that size: the log "
