@@ -4,8 +4,10 @@
 // Whatever the answer, an accepted head is signed by the log's key, and a head that passes
 // check_head is the log's own head of that size (anything else would be a forged signature or a
 // hash collision). The same bytes, read as a records file, give records whose framing is exactly
-// the file's intact prefix.
+// the file's intact prefix. Read as text, they are a --pin and a --log-keys: what parses is in the
+// one form sotto-audit stores, and reads back the same.
 #include <cstdint>
+#include <string_view>
 
 #include "audit_core.h"
 #include "fuzz_check.h"
@@ -29,6 +31,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   fuzz::require(fuzz::same_bytes(reframed, in.first(stored.valid_bytes)),
                 "records re-frame to the intact prefix");
+
+  const std::string_view text(reinterpret_cast<const char*>(in.data()), in.size());
+  if (auto pin = audit::normalize_pin(text)) {
+    fuzz::require(pin->size() == 64 && audit::normalize_pin(*pin) == pin,
+                  "a pin is stored as 64 lowercase hex digits");
+  }
+  if (auto keys = audit::parse_log_keys(text)) {
+    const std::string printed = audit::log_keys_text(*keys);
+    const auto again = audit::parse_log_keys(printed);
+    fuzz::require(again && audit::log_keys_text(*again) == printed, "log keys read back");
+  }
 
   wire::service::KtAuditResponse answer;
   if (!answer.ParseFromArray(in.data(), static_cast<int>(in.size()))) return 0;

@@ -1,7 +1,9 @@
 #include "audit_core.h"
 
 #include <algorithm>
+#include <array>
 
+#include "crypto/encoding.h"
 #include "crypto/hash.h"
 
 namespace sotto::audit {
@@ -32,8 +34,10 @@ tl::expected<kt::SignedTreeHead, Failure> apply_answer(kt::Auditor& auditor,
   auto head = kt::decode_signed_tree_head(as_view(answer.tree_head()));
   if (!head) return broken("the server's tree head is malformed");
   if (!kt::verify_tree_head(*head, keys.signing_key)) {
-    return broken("the server's tree head (size " + std::to_string(head->head.size) +
-                  ") is not signed by the pinned log key");
+    return broken(
+        "the server's tree head (size " + std::to_string(head->head.size) +
+        ") is not signed by the log key in use (--log-keys, or the ones pinned in log.keys: "
+        "are they this log's, the signing key first?)");
   }
   const std::uint64_t replayed = auditor.size();
   if (head->head.size < replayed) {
@@ -69,7 +73,7 @@ tl::expected<void, Failure> check_head(const kt::Auditor& auditor, const kt::Sig
                   " is beyond the records replayed (" + std::to_string(auditor.size()) + ")");
   }
   if (ok.error() == kt::Error::bad_signature) {
-    return broken("the server's tree head is not signed by the pinned log key");
+    return broken("the server's tree head is not signed by the log key in use");
   }
   return misbehaved("the server's signed tree head of size " + std::to_string(head.head.size) +
                     " is not the one this auditor's replay of the log gives at that size: the log "
@@ -102,6 +106,75 @@ StoredRecords parse_records_file(ByteView file) {
   }
   out.valid_bytes = at;
   return out;
+}
+
+namespace {
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+char lower(char c) {
+  return (c >= 'A' && c <= 'F') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+// 32 bytes from exactly 64 hex digits (either case), nothing else.
+std::optional<std::array<std::uint8_t, 32>> key_from_hex(std::string_view text) {
+  if (text.size() != 64) return std::nullopt;
+  std::string digits;
+  for (char c : text) {
+    c = lower(c);
+    if (!is_hex(c)) return std::nullopt;
+    digits.push_back(c);
+  }
+  auto bytes = crypto::from_hex(digits);
+  if (!bytes || bytes->size() != 32) return std::nullopt;
+  std::array<std::uint8_t, 32> out{};
+  std::copy(bytes->begin(), bytes->end(), out.begin());
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> normalize_pin(std::string_view text) {
+  std::string out;
+  for (char c : trim(text)) {
+    if (c == ':' || c == ' ') continue;
+    c = lower(c);
+    if (!is_hex(c)) return std::nullopt;
+    out.push_back(c);
+  }
+  if (out.size() != 64) return std::nullopt;
+  return out;
+}
+
+std::optional<kt::LogPublicKeys> parse_log_keys(std::string_view text) {
+  text = trim(text);
+  constexpr std::string_view kPrefix = "kt keys:";
+  if (text.substr(0, kPrefix.size()) == kPrefix) text = trim(text.substr(kPrefix.size()));
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  auto signing = key_from_hex(text.substr(0, colon));
+  auto vrf = key_from_hex(text.substr(colon + 1));
+  if (!signing || !vrf) return std::nullopt;
+  kt::LogPublicKeys keys;
+  keys.signing_key = *signing;
+  keys.vrf_key = *vrf;
+  return keys;
+}
+
+std::string log_keys_text(const kt::LogPublicKeys& keys) {
+  return crypto::to_hex(keys.signing_key) + ":" + crypto::to_hex(keys.vrf_key);
 }
 
 }  // namespace sotto::audit

@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <tl/expected.hpp>
 #include <vector>
 
@@ -49,5 +51,17 @@ struct StoredRecords {
   std::size_t valid_bytes = 0;
 };
 StoredRecords parse_records_file(ByteView file);
+
+// The command line's --pin (and the server.pin file): a server key fingerprint, 64 hex digits in
+// either case, colons and spaces allowed between them (as `sotto server trust` takes it). Returns
+// it lowercase without separators, the form the transport compares; nullopt if it is not one.
+std::optional<std::string> normalize_pin(std::string_view text);
+
+// The command line's --log-keys (and the log.keys file): SIGNING:VRF, 64 hex digits each, as
+// `sotto-server kt-keys` prints them; the whole printed line (`kt keys: SIGNING:VRF`) and spaces
+// around it are accepted too. nullopt if it is not that.
+std::optional<transparency::LogPublicKeys> parse_log_keys(std::string_view text);
+// SIGNING:VRF in lowercase hex, what parse_log_keys reads back.
+std::string log_keys_text(const transparency::LogPublicKeys& keys);
 
 }  // namespace sotto::audit

@@ -4,11 +4,13 @@
 // its replay and co-signs it with its own Ed25519 key, which the server hands to clients that
 // require it. A log that shrank, rewrote or dropped an entry, or signs a head the replay does not
 // give, gets no co-signature: sotto-audit says which entry or size and exits 3, its state
-// unchanged.
+// unchanged. Every other failure, a command line it refuses included, exits 1 (as sotto does).
 //
 // State directory: auditor.key (the key's 32-byte seed, mode 0600), log.keys (the log's pinned
 // public keys), server.pin (the server's pinned TLS key), records (every record accepted, replayed
-// at start: audit_core.h), lock.
+// at start: audit_core.h), lock. The arguments are checked before the directory is touched, and
+// the pins are written only with the first records that verified under them: a run that failed
+// leaves no pin behind that the next run would have to match.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -18,6 +20,7 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -45,12 +48,29 @@ namespace kt = transparency;
 namespace svc = wire::service;
 namespace fs = std::filesystem;
 
-constexpr int kExitError = 1;
+constexpr int kExitError = 1;  // anything but misbehaviour, a refused command line included
 constexpr int kExitMisbehaved = 3;
 constexpr std::chrono::seconds kTimeout{30};
+constexpr unsigned kDefaultInterval = 300;
+
+// In follow mode every line printed starts with the UTC time, for the service's log.
+bool g_timestamps = false;
+
+void say(std::FILE* to, const std::string& line) {
+  std::string stamp;
+  if (g_timestamps) {
+    const std::time_t now = std::time(nullptr);
+    std::tm utc{};
+    char text[32];
+    if (::gmtime_r(&now, &utc) && std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ ", &utc))
+      stamp = text;
+  }
+  std::fprintf(to, "%s%s\n", stamp.c_str(), line.c_str());
+  std::fflush(to);
+}
 
 int fail(const std::string& message) {
-  std::fprintf(stderr, "sotto-audit: %s\n", message.c_str());
+  say(stderr, "sotto-audit: " + message);
   return kExitError;
 }
 
@@ -113,29 +133,14 @@ tl::expected<crypto::Ed25519KeyPair, std::string> load_or_create_key(const fs::p
   return crypto::Ed25519KeyPair::from_seed(seed);
 }
 
-std::optional<kt::LogPublicKeys> parse_log_keys(const std::string& text) {
-  const auto colon = text.find(':');
-  if (colon == std::string::npos) return std::nullopt;
-  auto signing = crypto::from_hex(text.substr(0, colon));
-  auto vrf = crypto::from_hex(text.substr(colon + 1));
-  if (!signing || !vrf || signing->size() != 32 || vrf->size() != 32) return std::nullopt;
-  kt::LogPublicKeys keys;
-  std::copy(signing->begin(), signing->end(), keys.signing_key.begin());
-  std::copy(vrf->begin(), vrf->end(), keys.vrf_key.begin());
-  return keys;
-}
-
-std::string log_keys_text(const kt::LogPublicKeys& k) {
-  return crypto::to_hex(k.signing_key) + ":" + crypto::to_hex(k.vrf_key);
-}
-
+// The command line, checked before anything is connected to or written.
 struct AuditOptions {
   fs::path state;
-  std::string server;    // HOST:PORT
-  std::string pin;       // the server's key fingerprint; empty: the pinned one, or TOFU
-  std::string log_keys;  // SIGNING:VRF; empty: the pinned ones, or TOFU
+  client::Endpoint server;
+  std::optional<std::string> pin;             // normalised; none: the pinned one, or TOFU
+  std::optional<kt::LogPublicKeys> log_keys;  // none: the pinned ones, or TOFU
   bool once = false;
-  unsigned interval = 300;  // seconds between rounds when following
+  unsigned interval = kDefaultInterval;  // seconds between rounds when following
   std::uint32_t batch = 1024;
 };
 
@@ -213,19 +218,27 @@ std::optional<client::Endpoint> parse_server(const std::string& text) {
   return e;
 }
 
+bool write_text(const fs::path& file, const std::string& text) {
+  return write_file_atomically(
+      file, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()), 0600);
+}
+
 // One round: connect, pin, fetch and replay the new records, check the head, save, co-sign.
 Outcome audit_round(const AuditOptions& o, const crypto::Ed25519KeyPair& key,
                     client::Connector& connector) {
   const fs::path& dir = o.state;
-  auto endpoint = parse_server(o.server);
-  if (!endpoint) return {kExitError, "--server must be HOST:PORT"};
-  const auto pinned_server = read_text(dir / "server.pin");
-  if (!o.pin.empty() && pinned_server && *pinned_server != o.pin) {
+  auto endpoint = std::optional<client::Endpoint>(o.server);
+  std::optional<std::string> pinned_server;
+  if (const auto text = read_text(dir / "server.pin")) {
+    pinned_server = audit::normalize_pin(*text);
+    if (!pinned_server) return {kExitError, (dir / "server.pin").string() + " is damaged"};
+  }
+  if (o.pin && pinned_server && *pinned_server != *o.pin) {
     return {kExitError, "--pin differs from the server key pinned in " +
                             (dir / "server.pin").string() + " (" + *pinned_server + ")"};
   }
-  if (!o.pin.empty()) {
-    endpoint->pins = {o.pin};
+  if (o.pin) {
+    endpoint->pins = {*o.pin};
   } else if (pinned_server) {
     endpoint->pins = {*pinned_server};
   }
@@ -244,30 +257,29 @@ Outcome audit_round(const AuditOptions& o, const crypto::Ed25519KeyPair& key,
     }
     return held->call(std::move(request), kTimeout);
   };
-  if (!pinned_server) {
-    const std::string pin = o.pin.empty() ? held->server_pin() : o.pin;
-    endpoint->pins = {pin};
-    if (!write_file_atomically(
-            dir / "server.pin",
-            ByteView(reinterpret_cast<const std::uint8_t*>(pin.data()), pin.size()), 0600)) {
-      return {kExitError, "cannot write " + (dir / "server.pin").string()};
-    }
-    if (o.pin.empty()) std::printf("pinned the server key %s (trust on first use)\n", pin.c_str());
-  }
+  // The server key this run uses from now on; pinned below once an answer verified.
+  const std::string server_pin = pinned_server ? *pinned_server
+                                 : o.pin       ? *o.pin
+                                               : held->server_pin();
+  endpoint->pins = {server_pin};
 
-  // The log's keys: given, pinned, or asked for (trust on first use, over the pinned server key).
-  const auto pinned_keys_text = read_text(dir / "log.keys");
+  // The log's keys: given, pinned, or asked for (trust on first use, over the server key).
+  std::optional<kt::LogPublicKeys> pinned_keys;
+  if (const auto text = read_text(dir / "log.keys")) {
+    pinned_keys = audit::parse_log_keys(*text);
+    if (!pinned_keys) return {kExitError, (dir / "log.keys").string() + " is damaged"};
+  }
   std::optional<kt::LogPublicKeys> keys;
-  if (!o.log_keys.empty()) {
-    keys = parse_log_keys(o.log_keys);
-    if (!keys) return {kExitError, "--log-keys must be SIGNING:VRF, 64 hex digits each"};
-    if (pinned_keys_text && *pinned_keys_text != log_keys_text(*keys)) {
-      return {kExitError,
-              "--log-keys differ from the log keys pinned in " + (dir / "log.keys").string()};
+  bool keys_asked = false;
+  if (o.log_keys) {
+    keys = o.log_keys;
+    if (pinned_keys && audit::log_keys_text(*pinned_keys) != audit::log_keys_text(*keys)) {
+      return {kExitError, "--log-keys differ from the log keys pinned in " +
+                              (dir / "log.keys").string() + " (" +
+                              audit::log_keys_text(*pinned_keys) + ")"};
     }
-  } else if (pinned_keys_text) {
-    keys = parse_log_keys(*pinned_keys_text);
-    if (!keys) return {kExitError, (dir / "log.keys").string() + " is damaged"};
+  } else if (pinned_keys) {
+    keys = pinned_keys;
   } else {
     svc::Request request;
     request.mutable_kt_keys();
@@ -285,15 +297,7 @@ Outcome audit_round(const AuditOptions& o, const crypto::Ed25519KeyPair& key,
     std::copy(k.signing_key().begin(), k.signing_key().end(), got.signing_key.begin());
     std::copy(k.vrf_key().begin(), k.vrf_key().end(), got.vrf_key.begin());
     keys = got;
-    std::printf("pinned the log keys %s (trust on first use)\n", log_keys_text(got).c_str());
-  }
-  if (!pinned_keys_text) {
-    const std::string text = log_keys_text(*keys);
-    if (!write_file_atomically(
-            dir / "log.keys",
-            ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()), 0600)) {
-      return {kExitError, "cannot write " + (dir / "log.keys").string()};
-    }
+    keys_asked = true;
   }
 
   auto state = load_state(dir, *keys);
@@ -321,6 +325,21 @@ Outcome audit_round(const AuditOptions& o, const crypto::Ed25519KeyPair& key,
   if (auto ok = audit::check_head(auditor, *head); !ok)
     return {ok.error().misbehaved ? kExitMisbehaved : kExitError, ok.error().message};
 
+  // The log's answers verified under the server key and the log keys this run used: they are
+  // pinned now (the records replay only under those keys), before the records that depend on them.
+  if (!pinned_server) {
+    if (!write_text(dir / "server.pin", server_pin))
+      return {kExitError, "cannot write " + (dir / "server.pin").string()};
+    if (!o.pin) say(stdout, "pinned the server key " + server_pin + " (trust on first use)");
+  }
+  if (!pinned_keys) {
+    if (!write_text(dir / "log.keys", audit::log_keys_text(*keys)))
+      return {kExitError, "cannot write " + (dir / "log.keys").string()};
+    if (keys_asked) {
+      say(stdout, "pinned the log keys " + audit::log_keys_text(*keys) + " (trust on first use)");
+    }
+  }
+
   // Saved before anything is co-signed.
   if (!accepted.empty() && !append_records(dir, (*state)->records_bytes, accepted))
     return {kExitError, "cannot write " + (dir / "records").string()};
@@ -344,11 +363,9 @@ Outcome audit_round(const AuditOptions& o, const crypto::Ed25519KeyPair& key,
   if (response->status().code() != svc::OK) {
     return {kExitError, "the server refused the co-signature: " + response->status().message()};
   }
-  std::printf("co-signed tree head: size %llu, root %s (%llu new entries checked)\n",
-              static_cast<unsigned long long>(head->head.size),
-              crypto::to_hex(head->head.root).c_str(),
-              static_cast<unsigned long long>(auditor.size() - before));
-  std::fflush(stdout);
+  say(stdout, "co-signed tree head: size " + std::to_string(head->head.size) + ", root " +
+                  crypto::to_hex(head->head.root) + " (" + std::to_string(auditor.size() - before) +
+                  " new entries checked)");
   return {};
 }
 
@@ -356,6 +373,13 @@ Outcome audit_round(const AuditOptions& o, const crypto::Ed25519KeyPair& key,
 bool lock_state(const fs::path& dir) {
   const int fd = ::open((dir / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   return fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0;  // held until exit
+}
+
+// A command line CLI11 refused: one line on stderr and status 1, as sotto reports its own. --help
+// and --version print as CLI11 does and exit with 0.
+int usage_error(CLI::App& app, const CLI::ParseError& e) {
+  if (e.get_exit_code() == 0) return app.exit(e);
+  return fail(std::string(e.what()) + " (`sotto-audit --help` shows how to use it)");
 }
 
 }  // namespace
@@ -366,34 +390,72 @@ int main(int argc, char** argv) {
       "and co-signs its tree heads (docs/transparency.md, \"Auditing\")"};
   app.set_version_flag("--version", SOTTO_VERSION);
   app.require_subcommand(1);
+  app.footer(
+      "Exit status: 0 done (with --once: the head co-signed); 1 anything else (a command line it "
+      "refuses, the network, the state directory, an unsigned answer, a refused co-signature); 3 "
+      "THE LOG MISBEHAVED (it shrank, or rewrote or dropped an entry): nothing was co-signed and "
+      "the state is as it was.");
   AuditOptions o;
-  std::string state;
+  std::string state, server, pin, log_keys;
   app.add_option("--state", state, "The auditor's state directory (its key and what it checked)")
       ->required();
   auto* key_cmd = app.add_subcommand("key", "Print the auditor's public key (made on first use)");
   auto* run_cmd = app.add_subcommand(
       "run", "Check the server's log from where the last run stopped and co-sign its head");
-  run_cmd->add_option("--server", o.server, "HOST:PORT")->required();
-  run_cmd->add_option("--pin", o.pin,
-                      "The server's key fingerprint (as sotto-server prints it); without it the "
-                      "one pinned before, or the first seen");
-  run_cmd->add_option("--log-keys", o.log_keys,
-                      "The log's keys SIGNING:VRF (sotto-server kt-keys); without them the ones "
-                      "pinned before, or the first the server names");
-  run_cmd->add_flag("--once", o.once, "One round, then exit (default: follow the log)");
-  run_cmd->add_option("--interval", o.interval, "Seconds between rounds when following")
-      ->check(CLI::Range(1u, 86400u));
+  run_cmd->add_option("--server", server, "HOST:PORT")->required();
+  run_cmd->add_option("--pin", pin,
+                      "The server's key fingerprint, 64 hex digits (as sotto-server prints it); "
+                      "without it the one pinned before, or the first seen");
+  run_cmd->add_option("--log-keys", log_keys,
+                      "The log's keys SIGNING:VRF (the line sotto-server kt-keys prints); without "
+                      "them the ones pinned before, or the first the server names");
+  auto* interval =
+      run_cmd->add_option("--interval", o.interval, "Seconds between rounds when following the log")
+          ->check(CLI::Range(1u, 86400u))
+          ->capture_default_str();
+  run_cmd->add_flag("--once", o.once, "One round, then exit (default: follow the log)")
+      ->excludes(interval);
   run_cmd->add_option("--batch", o.batch, "Records asked for per request")
-      ->check(CLI::Range(1u, 1024u));
-  CLI11_PARSE(app, argc, argv);
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return usage_error(app, e);
+  }
   o.state = state;
 
+  // Every argument is checked before anything is connected to or written.
+  if (run_cmd->parsed()) {
+    auto endpoint = parse_server(server);
+    if (!endpoint) return fail("--server must be HOST:PORT");
+    o.server = *endpoint;
+    if (run_cmd->count("--pin") > 0) {
+      o.pin = audit::normalize_pin(pin);
+      if (!o.pin) {
+        return fail(
+            "--pin must be the server's key fingerprint: 64 hex digits (colons and spaces "
+            "between them allowed), as sotto-server prints it");
+      }
+    }
+    if (run_cmd->count("--log-keys") > 0) {
+      o.log_keys = audit::parse_log_keys(log_keys);
+      if (!o.log_keys) {
+        return fail(
+            "--log-keys must be SIGNING:VRF, 64 hex digits each (the line `sotto-server kt-keys` "
+            "prints)");
+      }
+    }
+  }
   std::error_code ec;
+  if (fs::exists(o.state, ec) && !fs::is_directory(o.state, ec))
+    return fail("--state " + o.state.string() + " is a file, not a directory");
   fs::create_directories(o.state, ec);
-  if (ec) return fail("cannot create " + o.state.string());
+  if (ec) return fail("cannot create " + o.state.string() + ": " + ec.message());
   fs::permissions(o.state, fs::perms::owner_all, fs::perm_options::replace, ec);
   // `key` beside a running auditor only reads the key; anything else holds the directory.
   const bool reads_only = key_cmd->parsed() && fs::exists(o.state / "auditor.key", ec);
+  g_timestamps = run_cmd->parsed() && !o.once;
   if (!reads_only && !lock_state(o.state))
     return fail("another sotto-audit uses " + o.state.string());
   auto key = load_or_create_key(o.state);
@@ -406,12 +468,11 @@ int main(int argc, char** argv) {
   for (;;) {
     const Outcome out = audit_round(o, *key, *connector);
     if (out.code == kExitMisbehaved) {
-      std::fprintf(stderr, "sotto-audit: THE LOG MISBEHAVED, nothing co-signed: %s\n",
-                   out.message.c_str());
+      say(stderr, "sotto-audit: THE LOG MISBEHAVED, nothing co-signed: " + out.message);
       return kExitMisbehaved;
     }
     if (out.code != 0) {
-      std::fprintf(stderr, "sotto-audit: %s\n", out.message.c_str());
+      say(stderr, "sotto-audit: " + out.message);
       if (o.once) return out.code;
     }
     if (o.once) return 0;

@@ -12,6 +12,7 @@ one. The helpers come from test_e2e.py.
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -94,33 +95,87 @@ class AuditTest(unittest.TestCase):
         r = subprocess.run([audit_bin(), "--help"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0)
         self.assertIn("co-signs", r.stdout)
+        # The exit statuses are in the help's footer.
+        self.assertIn("Exit status: 0", r.stdout)
+        self.assertIn("3 THE LOG MISBEHAVED", r.stdout)
+        r = subprocess.run([audit_bin(), "--state", self.state, "run", "--help"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"--interval[^\n]*=300")
+        # Every command line it refuses exits 1, like sotto's, with one line naming the problem.
         r = self.audit("run", "--server", self.server.address, "--bogus")
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn("--bogus", r.stderr)
-        r = self.audit("run", "--server", "no-port", "--once")
         self.assertEqual(r.returncode, 1)
-        self.assertIn("HOST:PORT", r.stderr)
+        self.assertIn("--bogus", r.stderr)
+        self.assertIn("sotto-audit --help", r.stderr)
+        r = self.audit()
+        self.assertEqual(r.returncode, 1)
+        r = subprocess.run([audit_bin(), "key"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--state", r.stderr)
+        r = self.audit("run", "--server", self.server.address, "--once", "--interval", "5")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("excludes", r.stderr)
+        r = self.audit("run", "--server", self.server.address, "--interval", "0")
+        self.assertEqual(r.returncode, 1)
+        # Arguments that are malformed are refused before anything is connected to or written:
+        # a state directory that did not exist is not even made.
+        fresh = os.path.join(self.root, "fresh-state")
+        for args, says in ((["--server", "no-port"], "HOST:PORT"),
+                           (["--server", self.server.address, "--log-keys", "abc"],
+                            "SIGNING:VRF"),
+                           (["--server", self.server.address, "--pin", "xyz"], "64 hex digits"),
+                           (["--server", self.server.address, "--pin",
+                             self.server.fingerprint[:-2]], "64 hex digits")):
+            r = subprocess.run([audit_bin(), "--state", fresh, "run"] + args + ["--once"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, (args, r.stderr))
+            self.assertIn(says, r.stderr)
+            self.assertFalse(os.path.exists(fresh), args)
+        # A --state that is a file.
+        afile = os.path.join(self.root, "a-file")
+        open(afile, "w").close()
+        r = subprocess.run([audit_bin(), "--state", afile, "key"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--state %s is a file, not a directory" % afile, r.stderr)
+
         # A wrong server pin: nothing is fetched or pinned.
+        empty = state_files(self.state)
+        self.assertEqual(list(empty), ["auditor.key"])
         r = self.audit("run", "--server", self.server.address, "--pin", "00" * 32, "--once")
         self.assertEqual(r.returncode, 1, r.stderr)
-        self.assertFalse(os.path.exists(os.path.join(self.state, "log.keys")))
-        # Log keys that are not SIGNING:VRF, and keys of another log: nothing is co-signed.
+        self.assertEqual(state_files(self.state), empty)
+        # Log keys of another log, or this log's with the halves swapped: nothing is co-signed,
+        # and nothing is pinned either (the next run with the right keys is not held to them).
+        printed = self.server.operator("kt-keys")
+        self.assertTrue(printed.startswith("kt keys: "), printed)
+        signing, vrf = printed.split(": ", 1)[1].strip().split(":")
         base = ["run", "--server", self.server.address, "--pin", self.server.fingerprint, "--once"]
-        r = self.audit(*base, "--log-keys", "abc")
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("SIGNING:VRF", r.stderr)
-        other = self.root + "/other-state"
-        r = subprocess.run([audit_bin(), "--state", other] + base + ["--log-keys",
-                                                                    "11" * 32 + ":" + "22" * 32],
-                           capture_output=True, text=True, timeout=60)
-        self.assertEqual(r.returncode, 1, r.stderr)
-        self.assertIn("not signed by the pinned log key", r.stderr)
+        for wrong in ("11" * 32 + ":" + "22" * 32, vrf + ":" + signing):
+            r = self.audit(*base, "--log-keys", wrong)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("not signed by the log key in use", r.stderr)
+            self.assertEqual(state_files(self.state), empty)
         self.assertEqual(cosignatures(self.server), [])
-        # The log's real keys, as the operator prints them.
-        keys = self.server.operator("kt-keys").split(": ", 1)[1].strip()
-        r = self.audit(*base, "--log-keys", keys)
+        # The log's real keys: the whole line the operator's command prints, pasted as it is,
+        # and the server's fingerprint in capitals with colons (as some tools show it).
+        fp = self.server.fingerprint.lower()
+        shouted = ":".join(fp[i:i + 2] for i in range(0, 64, 2)).upper()
+        r = self.audit("run", "--server", self.server.address, "--pin", shouted, "--once",
+                       "--log-keys", "  " + printed.strip() + " ")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(len(cosignatures(self.server)), 1)
+        pinned = state_files(self.state)
+        self.assertEqual(pinned["server.pin"].decode(), fp)
+        self.assertEqual(pinned["log.keys"].decode(), (signing + ":" + vrf).lower())
+        # Pins are compared in that one form: the lowercase fingerprint and the keys alone match.
+        r = self.audit(*base[:4], fp, "--once", "--log-keys", signing.upper() + ":" + vrf)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(cosignatures(self.server)), 1)  # the newest per auditor
+        # Now pinned, swapped keys are refused as not the pinned ones.
+        r = self.audit(*base, "--log-keys", vrf + ":" + signing)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("--log-keys differ from the log keys pinned", r.stderr)
 
     def test_cosigns_an_honest_log_and_catches_a_rewritten_one(self):
         alice, bob = self.pair()
@@ -219,12 +274,18 @@ class AuditTest(unittest.TestCase):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.procs.append(p)
         out = LineReader(p.stdout)
+        # Following, every line starts with the UTC time.
+        stamp = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
+        first = out.next(timeout=60)
+        self.assertRegex(first, stamp + r"pinned the server key [0-9a-f]{64} \(trust on first use\)$")
 
         def next_cosigned():
             while True:
                 line = out.next(timeout=60)
-                if line.startswith("co-signed tree head: size "):
-                    return int(line.split("size ", 1)[1].split(",", 1)[0])
+                self.assertRegex(line, stamp)
+                m = re.match(stamp + r"co-signed tree head: size (\d+),", line)
+                if m:
+                    return int(m.group(1))
 
         # Trust on first use of the server's key and the log's keys, then a round a second.
         self.assertEqual(next_cosigned(), 2)
@@ -248,7 +309,9 @@ class AuditTest(unittest.TestCase):
         db.close()
         self.start_server()
         self.assertEqual(p.wait(timeout=60), 3)
-        self.assertIn("the log shrank", p.stderr.read())
+        self.assertRegex(p.stderr.read(),
+                         stamp[1:] + r"sotto-audit: THE LOG MISBEHAVED, nothing co-signed: the log "
+                         r"shrank")
 
     def assert_refused(self, client, to, detail):
         r = client.send(to, "must not be sent")

@@ -5,7 +5,10 @@
 // out with every lookup and monitoring answer; the shared per-address rate limit.
 // sotto-audit's answer check and records file (apps/sotto-audit/audit_core.h), with malformed
 // and torn input.
+#include <cctype>
+
 #include "audit_core.h"
+#include "crypto/encoding.h"
 #include "server/kt.h"
 #include "server/limits.h"
 #include "util/server_harness.h"
@@ -237,6 +240,53 @@ TEST(AuditRecordsFile, TornAndDamagedTailsAreCutOff) {
   EXPECT_EQ(kept.valid_bytes, first);
   // A length no file holds.
   EXPECT_TRUE(audit::parse_records_file(Bytes{0xFF, 0xFF, 0xFF, 0xFF, 1}).records.empty());
+}
+
+// --pin as the user types it (sotto-audit main.cpp): either case, colons and spaces between the
+// digits, as `sotto server trust` takes it; stored and compared lowercase.
+TEST(AuditArguments, PinsAreNormalisedAndMalformedOnesRefused) {
+  const std::string lower(64, 'a');
+  EXPECT_EQ(audit::normalize_pin(lower), lower);
+  EXPECT_EQ(audit::normalize_pin(std::string(64, 'A')), lower);
+  std::string spaced;
+  for (std::size_t i = 0; i < 32; ++i) spaced += (i ? ":" : "") + std::string("Aa");
+  EXPECT_EQ(audit::normalize_pin(spaced), lower);
+  EXPECT_EQ(audit::normalize_pin("  " + lower + "\n"), lower);  // a file's trailing newline
+  EXPECT_EQ(audit::normalize_pin("0123456789ABCDEF" + std::string(48, '0')),
+            "0123456789abcdef" + std::string(48, '0'));
+  for (const std::string& bad :
+       {std::string(), std::string("xyz"), std::string(63, 'a'), std::string(65, 'a'),
+        std::string(62, 'a') + "gg", std::string(63, 'a') + "-", std::string(64, 'a') + "x"}) {
+    EXPECT_FALSE(audit::normalize_pin(bad)) << bad;
+  }
+}
+
+// --log-keys as `sotto-server kt-keys` prints them, the whole line pasted included.
+TEST(AuditArguments, LogKeysParseAsPrintedAndMalformedOnesAreRefused) {
+  kt::LogPublicKeys keys;
+  for (std::size_t i = 0; i < 32; ++i) {
+    keys.signing_key[i] = static_cast<std::uint8_t>(i);
+    keys.vrf_key[i] = static_cast<std::uint8_t>(0xF0 + i / 2);
+  }
+  const std::string text = audit::log_keys_text(keys);
+  EXPECT_EQ(text.size(), 129u);
+  EXPECT_EQ(text, crypto::to_hex(keys.signing_key) + ":" + crypto::to_hex(keys.vrf_key));
+  std::string upper = text;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (const std::string& good :
+       {text, upper, "kt keys: " + text, "  kt keys:" + text + "  \n", " " + text + " "}) {
+    const auto parsed = audit::parse_log_keys(good);
+    ASSERT_TRUE(parsed) << good;
+    EXPECT_EQ(parsed->signing_key, keys.signing_key);
+    EXPECT_EQ(parsed->vrf_key, keys.vrf_key);
+  }
+  const std::string s = crypto::to_hex(keys.signing_key), v = crypto::to_hex(keys.vrf_key);
+  for (const std::string& bad :
+       {std::string(), std::string("abc"), s, s + ":", ":" + v, s + v, s + ":" + v + ":",
+        s + " : " + v, s.substr(2) + ":" + v, s + ":" + v + "00", "kt keys " + text,
+        "keys: " + text, "kt keys: kt keys: " + text, s + ":" + v.substr(0, 62) + "zz"}) {
+    EXPECT_FALSE(audit::parse_log_keys(bad)) << bad;
+  }
 }
 
 }  // namespace
