@@ -115,7 +115,10 @@ bool take_data(content::DataMessage& d, ReceivedContent& r) {
   r.timestamp = d.timestamp();
   r.attachments = read_attachments(d);
   if (!read_extras(d, r.body, r.extras, r.why)) {
+    // Nothing of an unreadable message's text is kept, nor the mentions, quote or targets read
+    // before the field that failed (they would point into a text that is gone).
     wipe(r.body);
+    r.extras = MessageExtras{};
     r.kind = ReceivedContent::Kind::unreadable;
     return false;
   }
@@ -133,6 +136,7 @@ bool take_edit(content::EditMessage& e, ReceivedContent& r) {
   if (r.body.empty() || r.extras.reaction_target || r.extras.delete_target ||
       r.extras.expire_timer_update || e.target_timestamp() >= r.timestamp) {
     wipe(r.body);
+    r.extras = MessageExtras{};
     r.kind = ReceivedContent::Kind::unreadable;
     r.why = "an edit that is malformed";
     return false;
