@@ -148,18 +148,7 @@ class KeyTransparency::Adapter final : public kt::TransparencyStore {
   }
   tl::expected<void, kt::Error> load(
       const std::function<void(const kt::StoredEntry&)>& visit) const override {
-    bool bad = false;
-    auto ok = kt_.load([&](const store::KtEntryRow& row) {
-      if (bad) return;
-      auto e = from_row(row);
-      if (!e) {
-        bad = true;
-        return;
-      }
-      visit(*e);
-    });
-    if (!ok || bad) return tl::unexpected(kt::Error::storage_failure);
-    return {};
+    return load_from(0, visit);
   }
   tl::expected<void, kt::Error> load_from(
       std::uint64_t first,
